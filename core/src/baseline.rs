@@ -1,0 +1,725 @@
+//! Baselines: the set of executables a workload container runs, how it is learned, and how an
+//! exec is matched against it.
+//!
+//! A baseline is keyed by [`WorkloadIdentity`] and holds [`Element`]s keyed by
+//! [`ElementKey`] (executable path, plus script path for interpreters). While
+//! [`BaselineState::Learning`], new executables join it; elements that look like drift
+//! (memfd, deleted binary, writable location, exec session, a shell in a workload that never
+//! started one) join as [`ElementStatus::NeedsReview`] so an attacker present during training
+//! is not trusted by default. After learning, anything outside the allowed elements is a
+//! deviation, whatever the state: a pending baseline still alerts (with low severity), so a
+//! baseline can never end up silently never alerting.
+
+use crate::identity::WorkloadIdentity;
+use crate::process::{ExecContext, ProcessEvent};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+/// How many distinct values each provenance set keeps; reviewers need a sample, not a log.
+pub const PROVENANCE_CAP: usize = 16;
+
+/// Lifecycle of a baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BaselineState {
+    /// New executables join the baseline.
+    Learning,
+    /// Learning ended; awaiting approval. Deviations are reported with low severity.
+    PendingReview,
+    /// Approved or auto-enforced.
+    Enforced,
+}
+
+impl BaselineState {
+    /// Lowercase name for tables and filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Learning => "learning",
+            Self::PendingReview => "pending-review",
+            Self::Enforced => "enforced",
+        }
+    }
+}
+
+/// Review status of one element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ElementStatus {
+    /// Learned, not yet reviewed; allowed.
+    Learned,
+    /// Approved; allowed.
+    Approved,
+    /// Looks like drift; not allowed until approved.
+    NeedsReview,
+    /// Rejected; never allowed.
+    Rejected,
+}
+
+impl ElementStatus {
+    /// Whether running this element is allowed (does not raise a deviation).
+    pub fn allowed(self) -> bool {
+        matches!(self, Self::Learned | Self::Approved)
+    }
+}
+
+/// Names one element: the executable, plus the script for interpreters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ElementKey {
+    /// Executable path inside the container.
+    pub exe_path: String,
+    /// Script path, or empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub script_path: String,
+}
+
+impl ElementKey {
+    /// Key of an executable with no script.
+    pub fn exe(path: impl Into<String>) -> Self {
+        Self {
+            exe_path: path.into(),
+            script_path: String::new(),
+        }
+    }
+
+    /// The element a process event runs.
+    pub fn of(ev: &ProcessEvent) -> Self {
+        Self {
+            exe_path: ev.exe_path.clone(),
+            script_path: ev.script_path.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for ElementKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.script_path.is_empty() {
+            f.write_str(&self.exe_path)
+        } else {
+            write!(f, "{} {}", self.exe_path, self.script_path)
+        }
+    }
+}
+
+/// Where an element was seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// First sighting.
+    pub first_seen: SystemTime,
+    /// Last sighting.
+    pub last_seen: SystemTime,
+    /// Sightings.
+    pub count: u64,
+    /// Nodes (capped at [`PROVENANCE_CAP`]).
+    pub nodes: BTreeSet<String>,
+    /// Pods (capped).
+    pub pods: BTreeSet<String>,
+    /// Parent executables (capped).
+    pub parents: BTreeSet<String>,
+    /// One sample argv.
+    pub sample_argv: Vec<String>,
+    /// sha256 values (capped).
+    pub sha256: BTreeSet<String>,
+    /// Image digests (capped).
+    pub image_digests: BTreeSet<String>,
+    /// Contexts it ran in.
+    pub contexts: BTreeSet<ExecContext>,
+}
+
+impl Provenance {
+    fn new(now: SystemTime) -> Self {
+        Self {
+            first_seen: now,
+            last_seen: now,
+            count: 0,
+            nodes: BTreeSet::new(),
+            pods: BTreeSet::new(),
+            parents: BTreeSet::new(),
+            sample_argv: Vec::new(),
+            sha256: BTreeSet::new(),
+            image_digests: BTreeSet::new(),
+            contexts: BTreeSet::new(),
+        }
+    }
+
+    fn record(&mut self, ev: &ProcessEvent, now: SystemTime) {
+        fn add(set: &mut BTreeSet<String>, v: &str) {
+            if !v.is_empty() && set.len() < PROVENANCE_CAP {
+                set.insert(v.to_string());
+            }
+        }
+        self.count += 1;
+        self.last_seen = self.last_seen.max(now);
+        self.first_seen = self.first_seen.min(now);
+        add(&mut self.nodes, &ev.node_name);
+        if let Some(c) = &ev.container {
+            add(&mut self.pods, c.pod_name.as_deref().unwrap_or(&c.container_id));
+            add(&mut self.image_digests, c.image_digest.as_deref().unwrap_or(""));
+        }
+        if let Some(parent) = ev.ancestors.first() {
+            add(&mut self.parents, &parent.exe_path);
+        }
+        if self.sample_argv.is_empty() {
+            self.sample_argv = ev.argv.clone();
+        }
+        add(&mut self.sha256, ev.exe_sha256.as_deref().unwrap_or(""));
+        self.contexts.insert(ev.context);
+    }
+}
+
+/// One element of a baseline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Element {
+    /// Review status.
+    pub status: ElementStatus,
+    /// Why it needs review.
+    pub review_reasons: Vec<String>,
+    /// Where it was seen.
+    pub provenance: Provenance,
+    /// Added by hand.
+    pub manual: bool,
+}
+
+/// Learning progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearningSummary {
+    /// When learning started.
+    pub started_at: SystemTime,
+    /// When learning ended.
+    pub ended_at: Option<SystemTime>,
+    /// When the last new element arrived.
+    pub last_new_element_at: Option<SystemTime>,
+    /// Distinct pods seen while learning (capped at [`PROVENANCE_CAP`] * 4).
+    pub pods: BTreeSet<String>,
+    /// Distinct nodes seen while learning (capped).
+    pub nodes: BTreeSet<String>,
+    /// Process starts seen while learning.
+    pub events_observed: u64,
+    /// Why learning ended.
+    pub end_reason: Option<String>,
+}
+
+/// What one observed process did to a baseline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// A new element joined the learning baseline (allowed or held for review).
+    Learned {
+        /// Status it joined with.
+        status: ElementStatus,
+    },
+    /// A known, allowed element ran again.
+    Known,
+    /// The process is outside the baseline.
+    Deviation,
+    /// A probe: recorded nowhere, never a deviation.
+    Probe,
+}
+
+/// When learning ends. Defaults: at least 1 h, at most 24 h, ended early by 30 min without a
+/// new element once at least 2 pods (replicas or restarts) have been seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearningPolicy {
+    /// Learning lasts at least this long.
+    pub min_window: Duration,
+    /// Learning ends after this long regardless.
+    pub max_window: Duration,
+    /// After the minimum, learning ends once no new element arrived for this long...
+    pub quiet_period: Duration,
+    /// ...and at least this many distinct pods (replicas or restarts) were observed.
+    pub min_pods: usize,
+    /// Enforce at the end of learning without waiting for a person.
+    pub auto_enforce: bool,
+}
+
+impl Default for LearningPolicy {
+    fn default() -> Self {
+        Self {
+            min_window: Duration::from_secs(3600),
+            max_window: Duration::from_secs(24 * 3600),
+            quiet_period: Duration::from_secs(30 * 60),
+            min_pods: 2,
+            auto_enforce: false,
+        }
+    }
+}
+
+/// Executables that make a new shell element suspicious when the entrypoint never was one.
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "ash", "zsh", "ksh", "csh", "tcsh", "fish", "busybox",
+];
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Whether a path names a shell.
+pub fn is_shell(path: &str) -> bool {
+    SHELLS.contains(&basename(path))
+}
+
+/// The learned executables of one workload container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Whose.
+    pub workload: WorkloadIdentity,
+    /// Lifecycle state.
+    pub state: BaselineState,
+    /// Bumped on every change.
+    pub version: u64,
+    /// Server-wide revision of the last change (set by the store).
+    pub revision: u64,
+    /// Elements.
+    pub elements: BTreeMap<ElementKey, Element>,
+    /// Workload labels, for selectors.
+    pub labels: BTreeMap<String, String>,
+    /// Learning progress.
+    pub learning: LearningSummary,
+    /// Image digests learned under.
+    pub image_digests: BTreeSet<String>,
+    /// Last change.
+    pub updated_at: SystemTime,
+}
+
+impl Baseline {
+    /// A new, empty, learning baseline.
+    pub fn new(workload: WorkloadIdentity, now: SystemTime) -> Self {
+        Self {
+            workload,
+            state: BaselineState::Learning,
+            version: 1,
+            revision: 0,
+            elements: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            learning: LearningSummary {
+                started_at: now,
+                ended_at: None,
+                last_new_element_at: None,
+                pods: BTreeSet::new(),
+                nodes: BTreeSet::new(),
+                events_observed: 0,
+                end_reason: None,
+            },
+            image_digests: BTreeSet::new(),
+            updated_at: now,
+        }
+    }
+
+    /// Why an observed process should wait for review rather than be learned.
+    pub fn review_reasons(&self, ev: &ProcessEvent) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if ev.exe_memfd {
+            reasons.push("memfd".to_string());
+        }
+        if ev.exe_deleted {
+            reasons.push("deleted".to_string());
+        }
+        if ev.exe_writable_location {
+            reasons.push("writable-location".to_string());
+        }
+        if ev.context == ExecContext::ExecSession {
+            reasons.push("exec-session".to_string());
+        }
+        if ev.context != ExecContext::Entrypoint
+            && ev.context != ExecContext::Host
+            && is_shell(&ev.exe_path)
+            && !self.elements.iter().any(|(k, e)| {
+                is_shell(&k.exe_path) && e.provenance.contexts.contains(&ExecContext::Entrypoint)
+            })
+        {
+            reasons.push("new-shell".to_string());
+        }
+        reasons
+    }
+
+    /// Feeds one process start to the baseline. Returns what it meant. Only a learning
+    /// baseline changes its element set here; the caller bumps versions via the return value.
+    pub fn observe(&mut self, ev: &ProcessEvent, now: SystemTime) -> Observation {
+        if ev.context == ExecContext::Probe {
+            return Observation::Probe;
+        }
+        let key = ElementKey::of(ev);
+        let learning = self.state == BaselineState::Learning;
+        if learning {
+            self.learning.events_observed += 1;
+            if self.learning.nodes.len() < PROVENANCE_CAP * 4 && !ev.node_name.is_empty() {
+                self.learning.nodes.insert(ev.node_name.clone());
+            }
+            if let Some(c) = &ev.container {
+                let pod = c.pod_uid.clone().unwrap_or_else(|| c.container_id.clone());
+                if self.learning.pods.len() < PROVENANCE_CAP * 4 && !pod.is_empty() {
+                    self.learning.pods.insert(pod);
+                }
+                if let Some(d) = &c.image_digest {
+                    self.image_digests.insert(d.clone());
+                }
+            }
+        }
+        if let Some(el) = self.elements.get_mut(&key) {
+            el.provenance.record(ev, now);
+            return if el.status.allowed() {
+                Observation::Known
+            } else if learning && el.status == ElementStatus::NeedsReview {
+                // Already waiting for review; seeing it again during learning is not news.
+                Observation::Known
+            } else {
+                Observation::Deviation
+            };
+        }
+        if !learning {
+            return Observation::Deviation;
+        }
+        let reasons = self.review_reasons(ev);
+        let status = if reasons.is_empty() {
+            ElementStatus::Learned
+        } else {
+            ElementStatus::NeedsReview
+        };
+        let mut provenance = Provenance::new(now);
+        provenance.record(ev, now);
+        self.elements.insert(
+            key,
+            Element {
+                status,
+                review_reasons: reasons,
+                provenance,
+                manual: false,
+            },
+        );
+        self.learning.last_new_element_at = Some(now);
+        self.version += 1;
+        self.updated_at = now;
+        Observation::Learned { status }
+    }
+
+    /// Ends learning when the policy's evidence says so. Returns the reason when it ended.
+    pub fn evaluate_learning(
+        &mut self,
+        policy: &LearningPolicy,
+        now: SystemTime,
+    ) -> Option<&'static str> {
+        if self.state != BaselineState::Learning {
+            return None;
+        }
+        let age = now
+            .duration_since(self.learning.started_at)
+            .unwrap_or_default();
+        let quiet_since = self
+            .learning
+            .last_new_element_at
+            .unwrap_or(self.learning.started_at);
+        let quiet = now.duration_since(quiet_since).unwrap_or_default();
+        let reason = if age >= policy.max_window {
+            "max-window"
+        } else if age >= policy.min_window
+            && quiet >= policy.quiet_period
+            && self.learning.pods.len() >= policy.min_pods
+            && !self.elements.is_empty()
+        {
+            "stable"
+        } else {
+            return None;
+        };
+        self.learning.ended_at = Some(now);
+        self.learning.end_reason = Some(reason.to_string());
+        self.state = if policy.auto_enforce {
+            BaselineState::Enforced
+        } else {
+            BaselineState::PendingReview
+        };
+        self.version += 1;
+        self.updated_at = now;
+        Some(reason)
+    }
+
+    /// Approves the given elements, or with `None` every element not rejected, and then
+    /// enforces the baseline. Returns the number of elements whose status changed.
+    pub fn approve(&mut self, only: Option<&[ElementKey]>, now: SystemTime) -> usize {
+        let mut changed = 0;
+        for (k, el) in self.elements.iter_mut() {
+            let selected = only.is_none_or(|keys| keys.contains(k));
+            let eligible = match only {
+                None => el.status == ElementStatus::Learned,
+                Some(_) => el.status != ElementStatus::Approved,
+            };
+            if selected && eligible {
+                el.status = ElementStatus::Approved;
+                changed += 1;
+            }
+        }
+        if only.is_none() && self.state != BaselineState::Enforced {
+            if self.learning.ended_at.is_none() {
+                self.learning.ended_at = Some(now);
+                self.learning.end_reason = Some("manual".to_string());
+            }
+            self.state = BaselineState::Enforced;
+            changed += 1;
+        }
+        if changed > 0 {
+            self.version += 1;
+            self.updated_at = now;
+        }
+        changed
+    }
+
+    /// Sends the baseline back to learning, keeping approved elements.
+    pub fn reset(&mut self, now: SystemTime) {
+        self.state = BaselineState::Learning;
+        self.elements
+            .retain(|_, e| e.status == ElementStatus::Approved || e.manual);
+        self.learning = Baseline::new(self.workload.clone(), now).learning;
+        self.version += 1;
+        self.updated_at = now;
+    }
+
+    /// Whether running `key` is allowed.
+    pub fn allows(&self, key: &ElementKey) -> bool {
+        self.elements.get(key).is_some_and(|e| e.status.allowed())
+    }
+}
+
+/// What the sensor decides about one exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The workload has no baseline past learning here; report as an observation.
+    Learning,
+    /// In the baseline.
+    Allowed,
+    /// Outside the baseline.
+    Deviation,
+}
+
+/// O(1) exec matching against the baselines past learning, as the sensor holds them.
+///
+/// The index is keyed by identity, then by executable path; interpreters carry a short list of
+/// allowed scripts. A lookup hashes two strings and never allocates.
+#[derive(Debug, Default, Clone)]
+pub struct Matcher {
+    index: HashMap<WorkloadIdentity, HashMap<String, HashSet<String>>>,
+}
+
+impl Matcher {
+    /// Builds the index from baselines; learning baselines are left out.
+    pub fn new<'a>(baselines: impl IntoIterator<Item = &'a Baseline>) -> Self {
+        let mut m = Matcher::default();
+        for b in baselines {
+            m.upsert(b);
+        }
+        m
+    }
+
+    /// Replaces (or removes, if it is learning) one baseline's entry.
+    pub fn upsert(&mut self, b: &Baseline) {
+        if b.state == BaselineState::Learning {
+            self.index.remove(&b.workload);
+            return;
+        }
+        let mut by_exe: HashMap<String, HashSet<String>> = HashMap::new();
+        for (k, e) in &b.elements {
+            if e.status.allowed() {
+                by_exe
+                    .entry(k.exe_path.clone())
+                    .or_default()
+                    .insert(k.script_path.clone());
+            }
+        }
+        self.index.insert(b.workload.clone(), by_exe);
+    }
+
+    /// Forgets one baseline.
+    pub fn remove(&mut self, workload: &WorkloadIdentity) {
+        self.index.remove(workload);
+    }
+
+    /// Number of baselines indexed.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no baseline is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Matches one exec.
+    pub fn check(&self, workload: &WorkloadIdentity, exe_path: &str, script: &str) -> Verdict {
+        match self.index.get(workload) {
+            None => Verdict::Learning,
+            Some(by_exe) => match by_exe.get(exe_path) {
+                Some(scripts) if scripts.contains(script) => Verdict::Allowed,
+                _ => Verdict::Deviation,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::WorkloadKind;
+    use crate::process::{Completeness, ContainerInfo};
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn web() -> WorkloadIdentity {
+        WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "nginx")
+    }
+
+    fn exec(path: &str, ctx: ExecContext, pod: &str) -> ProcessEvent {
+        ProcessEvent {
+            pid: 10,
+            ppid: 1,
+            ancestors: vec![],
+            start_time: None,
+            uid: 0,
+            gid: 0,
+            comm: basename(path).to_string(),
+            exe_path: path.to_string(),
+            argv: vec![path.to_string()],
+            argv_truncated: false,
+            script_path: None,
+            exe_sha256: None,
+            exe_memfd: false,
+            exe_deleted: false,
+            exe_writable_location: false,
+            container: Some(ContainerInfo {
+                container_id: format!("{pod}-c"),
+                pod_uid: Some(pod.to_string()),
+                ..Default::default()
+            }),
+            workload: web(),
+            context: ctx,
+            completeness: Completeness::Full,
+            missing: vec![],
+            node_name: "n1".into(),
+        }
+    }
+
+    #[test]
+    fn learns_then_flags_everything_outside_once_enforced() {
+        let mut b = Baseline::new(web(), t(0));
+        let nginx = exec("/usr/sbin/nginx", ExecContext::Entrypoint, "p1");
+        assert_eq!(
+            b.observe(&nginx, t(1)),
+            Observation::Learned {
+                status: ElementStatus::Learned
+            }
+        );
+        assert_eq!(b.observe(&nginx, t(2)), Observation::Known);
+        assert_eq!(b.approve(None, t(3)), 2);
+        assert_eq!(b.state, BaselineState::Enforced);
+        let curl = exec("/usr/bin/curl", ExecContext::Descendant, "p1");
+        assert_eq!(b.observe(&curl, t(4)), Observation::Deviation);
+        assert!(!b.elements.contains_key(&ElementKey::exe("/usr/bin/curl")));
+    }
+
+    #[test]
+    fn probes_never_learn_and_never_deviate() {
+        let mut b = Baseline::new(web(), t(0));
+        b.approve(None, t(1));
+        let probe = exec("/bin/cat", ExecContext::Probe, "p1");
+        assert_eq!(b.observe(&probe, t(2)), Observation::Probe);
+    }
+
+    #[test]
+    fn drift_seen_during_learning_waits_for_review() {
+        let mut b = Baseline::new(web(), t(0));
+        let mut memfd = exec("memfd:x", ExecContext::Descendant, "p1");
+        memfd.exe_memfd = true;
+        let shell = exec("/bin/sh", ExecContext::Descendant, "p1");
+        let session = exec("/usr/bin/id", ExecContext::ExecSession, "p1");
+        for ev in [&memfd, &shell, &session] {
+            assert_eq!(
+                b.observe(ev, t(1)),
+                Observation::Learned {
+                    status: ElementStatus::NeedsReview
+                }
+            );
+        }
+        assert_eq!(
+            b.elements[&ElementKey::exe("/bin/sh")].review_reasons,
+            vec!["new-shell"]
+        );
+        // Whole-baseline approval does not sweep held elements in; they still deviate.
+        b.approve(None, t(2));
+        assert_eq!(b.observe(&shell, t(3)), Observation::Deviation);
+        // Explicit approval does.
+        b.approve(Some(&[ElementKey::exe("/bin/sh")]), t(4));
+        assert_eq!(b.observe(&shell, t(5)), Observation::Known);
+    }
+
+    #[test]
+    fn a_shell_entrypoint_makes_shells_ordinary() {
+        let mut b = Baseline::new(web(), t(0));
+        b.observe(&exec("/bin/sh", ExecContext::Entrypoint, "p1"), t(1));
+        let child = exec("/bin/bash", ExecContext::Descendant, "p1");
+        assert!(b.review_reasons(&child).is_empty());
+    }
+
+    #[test]
+    fn learning_ends_on_stability_not_before_min_window() {
+        let policy = LearningPolicy {
+            min_window: Duration::from_secs(100),
+            max_window: Duration::from_secs(1000),
+            quiet_period: Duration::from_secs(50),
+            min_pods: 2,
+            auto_enforce: false,
+        };
+        let mut b = Baseline::new(web(), t(0));
+        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(1));
+        assert_eq!(b.evaluate_learning(&policy, t(99)), None, "min window");
+        assert_eq!(b.evaluate_learning(&policy, t(200)), None, "one pod only");
+        b.observe(&exec("/app", ExecContext::Entrypoint, "p2"), t(201));
+        assert_eq!(b.evaluate_learning(&policy, t(202)), Some("stable"));
+        assert_eq!(b.state, BaselineState::PendingReview);
+        assert_eq!(b.learning.end_reason.as_deref(), Some("stable"));
+    }
+
+    #[test]
+    fn learning_ends_at_max_window_even_if_noisy() {
+        let policy = LearningPolicy {
+            max_window: Duration::from_secs(10),
+            auto_enforce: true,
+            ..LearningPolicy::default()
+        };
+        let mut b = Baseline::new(web(), t(0));
+        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(9));
+        assert_eq!(b.evaluate_learning(&policy, t(10)), Some("max-window"));
+        assert_eq!(b.state, BaselineState::Enforced);
+    }
+
+    #[test]
+    fn reset_keeps_approved_and_relearns() {
+        let mut b = Baseline::new(web(), t(0));
+        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(1));
+        b.approve(None, t(2));
+        b.reset(t(3));
+        assert_eq!(b.state, BaselineState::Learning);
+        assert!(b.allows(&ElementKey::exe("/app")));
+    }
+
+    #[test]
+    fn matcher_checks_exe_and_script() {
+        let mut b = Baseline::new(web(), t(0));
+        let mut py = exec("/usr/bin/python3", ExecContext::Entrypoint, "p1");
+        py.script_path = Some("/app/main.py".into());
+        b.observe(&py, t(1));
+        let learning = Matcher::new([&b]);
+        assert_eq!(
+            learning.check(&web(), "/usr/bin/python3", "/app/main.py"),
+            Verdict::Learning
+        );
+        b.approve(None, t(2));
+        let m = Matcher::new([&b]);
+        assert_eq!(
+            m.check(&web(), "/usr/bin/python3", "/app/main.py"),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            m.check(&web(), "/usr/bin/python3", "/tmp/evil.py"),
+            Verdict::Deviation
+        );
+        assert_eq!(m.check(&web(), "/bin/sh", ""), Verdict::Deviation);
+    }
+}

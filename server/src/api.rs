@@ -1,0 +1,649 @@
+//! The review API: the gRPC adapter for `BaselineService` and `AuditService`.
+//!
+//! Every call is authenticated and authorised here ([`crate::auth`]) and audited, allowed or
+//! denied, before its result is returned. Requests are converted to domain values at this edge;
+//! anything malformed becomes `INVALID_ARGUMENT` with a message that names the field.
+
+use crate::auth::{Caller, Role, Tokens};
+use crate::ingest::Hub;
+use crate::metrics::Metrics;
+use crate::store::{AuditEntry, AuditOutcome, BaselineFilter, Store, StoreError};
+use procguard_core::{Baseline, ElementKey, ElementStatus, WorkloadIdentity};
+use procguard_proto::convert::{
+    self, baseline_to_pb, element_key, element_ref, identity, state_from_pb, state_to_pb,
+    timestamp,
+};
+use procguard_proto::v1 as pb;
+use std::time::SystemTime;
+use tonic::{Request, Response, Status};
+
+/// Shared state of the API services.
+#[derive(Debug, Clone)]
+pub struct Api {
+    store: Store,
+    tokens: Tokens,
+    hub: Hub,
+    metrics: Metrics,
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound(m) => Status::not_found(format!("no baseline for workload '{m}'; list them with 'procguardctl baselines list'")),
+        StoreError::Rejected(m) => Status::failed_precondition(m),
+        e @ StoreError::Conflict { .. } => Status::aborted(e.to_string()),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+fn invalid(e: convert::ConvertError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+impl Api {
+    /// Builds the API over a store.
+    pub fn new(store: Store, tokens: Tokens, hub: Hub, metrics: Metrics) -> Self {
+        Self {
+            store,
+            tokens,
+            hub,
+            metrics,
+        }
+    }
+
+    async fn audit(
+        &self,
+        actor: &str,
+        role: Option<Role>,
+        action: &str,
+        target: &str,
+        result: AuditOutcome,
+        detail: String,
+        peer: String,
+    ) {
+        let entry = AuditEntry {
+            id: 0,
+            at: SystemTime::now(),
+            actor: actor.to_string(),
+            role: role.map(Role::as_str).unwrap_or("").to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            result,
+            detail,
+            peer,
+        };
+        if let Err(e) = self.store.audit(entry).await {
+            // An audit write that fails is loud: the call itself has already been decided.
+            tracing::error!(message = "Audit write failed.", error = %e, action, actor);
+        }
+    }
+
+    /// Authenticates and authorises; a denial is audited and returned.
+    async fn allow<T>(
+        &self,
+        request: &Request<T>,
+        needed: Role,
+        action: &str,
+        target: &str,
+    ) -> Result<Caller, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        match self.tokens.authorize(request.metadata(), needed) {
+            Ok(c) => Ok(c),
+            Err(d) => {
+                self.metrics.api_denied.inc();
+                self.audit(
+                    &d.actor,
+                    d.role,
+                    action,
+                    target,
+                    AuditOutcome::Denied,
+                    d.status.message().to_string(),
+                    peer,
+                )
+                .await;
+                Err(d.status)
+            }
+        }
+    }
+
+    /// Audits the outcome of an allowed call and passes it through.
+    async fn done<T, R>(
+        &self,
+        request: &Request<R>,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let (outcome, detail) = match &result {
+            Ok(_) => (AuditOutcome::Ok, String::new()),
+            Err(s) => (AuditOutcome::Failed, s.message().to_string()),
+        };
+        self.audit(
+            &caller.actor,
+            Some(caller.role),
+            action,
+            target,
+            outcome,
+            detail,
+            peer,
+        )
+        .await;
+        result
+    }
+
+    async fn change_one(
+        &self,
+        caller: &Caller,
+        id: &WorkloadIdentity,
+        action: &str,
+        reason: &str,
+        create: bool,
+        change: impl Fn(&mut Baseline) -> Result<(), String>,
+    ) -> Result<pb::Baseline, Status> {
+        let b = self
+            .store
+            .change(id, &caller.actor, action, reason, create, change)
+            .await
+            .map_err(store_status)?;
+        tracing::info!(message = "Baseline changed.", workload = %id, action, actor = %caller.actor, version = b.version);
+        let out = baseline_to_pb(&b, true);
+        self.hub.publish(b);
+        Ok(out)
+    }
+}
+
+fn keys(refs: &[pb::ElementRef]) -> Result<Vec<ElementKey>, Status> {
+    refs.iter().map(|r| element_key(r).map_err(invalid)).collect()
+}
+
+fn target_of(w: Option<&pb::WorkloadIdentity>) -> String {
+    w.and_then(|w| WorkloadIdentity::try_from(w).ok())
+        .map(|w| w.to_string())
+        .unwrap_or_default()
+}
+
+/// Parses a label selector of `k=v`, `k==v`, `k!=v` and `k` terms separated by commas.
+pub fn parse_selector(s: &str) -> Result<Vec<(String, String, String)>, String> {
+    let mut out = Vec::new();
+    for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (k, op, v) = if let Some((k, v)) = term.split_once("!=") {
+            (k, "!=", v)
+        } else if let Some((k, v)) = term.split_once("==") {
+            (k, "=", v)
+        } else if let Some((k, v)) = term.split_once('=') {
+            (k, "=", v)
+        } else {
+            (term, "exists", "")
+        };
+        let k = k.trim();
+        if k.is_empty() || k.contains(' ') {
+            return Err(format!(
+                "label selector term '{term}' is invalid; use key=value, key!=value or key"
+            ));
+        }
+        out.push((k.to_string(), op.to_string(), v.trim().to_string()));
+    }
+    Ok(out)
+}
+
+fn filter_of(sel: Option<&pb::BaselineSelector>) -> Result<BaselineFilter, Status> {
+    let Some(s) = sel else {
+        return Ok(BaselineFilter::default());
+    };
+    let some = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    Ok(BaselineFilter {
+        cluster: some(&s.cluster),
+        namespace: some(&s.namespace),
+        workload_name: some(&s.workload_name),
+        kind: if s.kind == 0 {
+            None
+        } else {
+            Some(convert::kind_from_pb(s.kind).map_err(invalid)?)
+        },
+        state: state_from_pb(s.state),
+        labels: parse_selector(&s.label_selector).map_err(Status::invalid_argument)?,
+    })
+}
+
+fn page_size(n: u32) -> usize {
+    match n {
+        0 => 100,
+        n => n.min(1000) as usize,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::baseline_service_server::BaselineService for Api {
+    async fn list_baselines(
+        &self,
+        request: Request<pb::ListBaselinesRequest>,
+    ) -> Result<Response<pb::ListBaselinesResponse>, Status> {
+        let caller = self.allow(&request, Role::Viewer, "ListBaselines", "").await?;
+        let r = request.get_ref();
+        let result = (|| {
+            let filter = filter_of(r.selector.as_ref())?;
+            let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+            let (list, next) = self
+                .store
+                .baselines(&filter, after, page_size(r.page_size))
+                .map_err(store_status)?;
+            Ok(pb::ListBaselinesResponse {
+                baselines: list.iter().map(|b| baseline_to_pb(b, false)).collect(),
+                next_page_token: next.unwrap_or_default(),
+            })
+        })();
+        self.done(&request, &caller, "ListBaselines", "", result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_baseline(
+        &self,
+        request: Request<pb::GetBaselineRequest>,
+    ) -> Result<Response<pb::Baseline>, Status> {
+        let target = target_of(request.get_ref().workload.as_ref());
+        let caller = self.allow(&request, Role::Viewer, "GetBaseline", &target).await?;
+        let r = request.get_ref();
+        let result = identity(r.workload.as_ref())
+            .map_err(invalid)
+            .and_then(|id| self.store.baseline(&id, r.version).map_err(store_status))
+            .map(|b| baseline_to_pb(&b, true));
+        self.done(&request, &caller, "GetBaseline", &target, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn approve_baseline(
+        &self,
+        request: Request<pb::ApproveBaselineRequest>,
+    ) -> Result<Response<pb::Baseline>, Status> {
+        let target = target_of(request.get_ref().workload.as_ref());
+        let caller = self.allow(&request, Role::Approver, "ApproveBaseline", &target).await?;
+        let r = request.get_ref();
+        let result = async {
+            let id = identity(r.workload.as_ref()).map_err(invalid)?;
+            let only = keys(&r.elements)?;
+            let expected = r.expected_version;
+            self.change_one(&caller, &id, "approved", &r.reason, false, |b| {
+                if expected != 0 && b.version != expected {
+                    return Err(format!(
+                        "baseline is at version {}, you reviewed version {expected}; review it again",
+                        b.version
+                    ));
+                }
+                for k in &only {
+                    if !b.elements.contains_key(k) {
+                        return Err(format!("element '{k}' is not in the baseline; add it with AddElements"));
+                    }
+                }
+                b.approve((!only.is_empty()).then_some(only.as_slice()), SystemTime::now());
+                Ok(())
+            })
+            .await
+        }
+        .await;
+        self.done(&request, &caller, "ApproveBaseline", &target, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn reject_elements(
+        &self,
+        request: Request<pb::RejectElementsRequest>,
+    ) -> Result<Response<pb::Baseline>, Status> {
+        let target = target_of(request.get_ref().workload.as_ref());
+        let caller = self.allow(&request, Role::Approver, "RejectElements", &target).await?;
+        let r = request.get_ref();
+        let result = async {
+            let id = identity(r.workload.as_ref()).map_err(invalid)?;
+            let only = keys(&r.elements)?;
+            if only.is_empty() {
+                return Err(Status::invalid_argument("name at least one element to reject"));
+            }
+            self.change_one(&caller, &id, "rejected", &r.reason, false, |b| {
+                for k in &only {
+                    let el = b.elements.get_mut(k).ok_or_else(|| format!("element '{k}' is not in the baseline"))?;
+                    el.status = ElementStatus::Rejected;
+                }
+                Ok(())
+            })
+            .await
+        }
+        .await;
+        self.done(&request, &caller, "RejectElements", &target, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn add_elements(
+        &self,
+        request: Request<pb::AddElementsRequest>,
+    ) -> Result<Response<pb::Baseline>, Status> {
+        let target = target_of(request.get_ref().workload.as_ref());
+        let caller = self.allow(&request, Role::Approver, "AddElements", &target).await?;
+        let r = request.get_ref();
+        let result = async {
+            let id = identity(r.workload.as_ref()).map_err(invalid)?;
+            let add = keys(&r.elements)?;
+            if add.is_empty() {
+                return Err(Status::invalid_argument("name at least one element to add"));
+            }
+            for k in &add {
+                if !k.exe_path.starts_with('/') && !k.exe_path.starts_with("memfd:") {
+                    return Err(Status::invalid_argument(format!(
+                        "element '{k}': exe_path must be absolute (start with '/')"
+                    )));
+                }
+            }
+            self.change_one(&caller, &id, "added", &r.reason, true, |b| {
+                let now = SystemTime::now();
+                for k in &add {
+                    let el = b.elements.entry(k.clone()).or_insert_with(|| procguard_core::Element {
+                        status: ElementStatus::Approved,
+                        review_reasons: vec![],
+                        provenance: manual_provenance(now),
+                        manual: true,
+                    });
+                    el.status = ElementStatus::Approved;
+                }
+                Ok(())
+            })
+            .await
+        }
+        .await;
+        self.done(&request, &caller, "AddElements", &target, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_elements(
+        &self,
+        request: Request<pb::RemoveElementsRequest>,
+    ) -> Result<Response<pb::Baseline>, Status> {
+        let target = target_of(request.get_ref().workload.as_ref());
+        let caller = self.allow(&request, Role::Approver, "RemoveElements", &target).await?;
+        let r = request.get_ref();
+        let result = async {
+            let id = identity(r.workload.as_ref()).map_err(invalid)?;
+            let remove = keys(&r.elements)?;
+            self.change_one(&caller, &id, "removed", &r.reason, false, |b| {
+                for k in &remove {
+                    b.elements.remove(k).ok_or_else(|| format!("element '{k}' is not in the baseline"))?;
+                }
+                Ok(())
+            })
+            .await
+        }
+        .await;
+        self.done(&request, &caller, "RemoveElements", &target, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn reset_baseline(
+        &self,
+        request: Request<pb::ResetBaselineRequest>,
+    ) -> Result<Response<pb::Baseline>, Status> {
+        let target = target_of(request.get_ref().workload.as_ref());
+        let caller = self.allow(&request, Role::Approver, "ResetBaseline", &target).await?;
+        let r = request.get_ref();
+        let result = async {
+            let id = identity(r.workload.as_ref()).map_err(invalid)?;
+            self.change_one(&caller, &id, "reset", &r.reason, false, |b| {
+                b.reset(SystemTime::now());
+                Ok(())
+            })
+            .await
+        }
+        .await;
+        self.done(&request, &caller, "ResetBaseline", &target, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn bulk_approve(
+        &self,
+        request: Request<pb::BulkRequest>,
+    ) -> Result<Response<pb::BulkResponse>, Status> {
+        self.bulk(request, "BulkApprove", "approved", |b| {
+            b.approve(None, SystemTime::now());
+        })
+        .await
+    }
+
+    async fn bulk_reset(
+        &self,
+        request: Request<pb::BulkRequest>,
+    ) -> Result<Response<pb::BulkResponse>, Status> {
+        self.bulk(request, "BulkReset", "reset", |b| b.reset(SystemTime::now()))
+            .await
+    }
+
+    async fn get_history(
+        &self,
+        request: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        let target = target_of(request.get_ref().workload.as_ref());
+        let caller = self.allow(&request, Role::Viewer, "GetHistory", &target).await?;
+        let result = identity(request.get_ref().workload.as_ref())
+            .map_err(invalid)
+            .and_then(|id| self.store.history(&id).map_err(store_status))
+            .map(|h| pb::GetHistoryResponse {
+                versions: h
+                    .iter()
+                    .map(|v| pb::BaselineVersion {
+                        version: v.version,
+                        actor: v.actor.clone(),
+                        at: Some(timestamp(v.at)),
+                        action: v.action.clone(),
+                        reason: v.reason.clone(),
+                        state: state_to_pb(v.snapshot.state) as i32,
+                        element_count: v.snapshot.elements.len() as u32,
+                    })
+                    .collect(),
+            });
+        self.done(&request, &caller, "GetHistory", &target, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn diff_versions(
+        &self,
+        request: Request<pb::DiffVersionsRequest>,
+    ) -> Result<Response<pb::DiffVersionsResponse>, Status> {
+        let target = target_of(request.get_ref().workload.as_ref());
+        let caller = self.allow(&request, Role::Viewer, "DiffVersions", &target).await?;
+        let r = request.get_ref();
+        let result = (|| {
+            let id = identity(r.workload.as_ref()).map_err(invalid)?;
+            let a = self.store.baseline(&id, r.from_version).map_err(store_status)?;
+            let b = self.store.baseline(&id, r.to_version).map_err(store_status)?;
+            let st = |s: Option<&procguard_core::Element>| {
+                s.map(|e| status_pb(e.status)).unwrap_or(pb::ElementStatus::Unspecified) as i32
+            };
+            let mut out = pb::DiffVersionsResponse {
+                state_before: state_to_pb(a.state) as i32,
+                state_after: state_to_pb(b.state) as i32,
+                ..Default::default()
+            };
+            for (k, e) in &b.elements {
+                match a.elements.get(k) {
+                    None => out.added.push(element_ref(k)),
+                    Some(old) if old.status != e.status => out.changed.push(pb::ElementChange {
+                        element: Some(element_ref(k)),
+                        before: st(Some(old)),
+                        after: st(Some(e)),
+                    }),
+                    Some(_) => {}
+                }
+            }
+            for k in a.elements.keys() {
+                if !b.elements.contains_key(k) {
+                    out.removed.push(element_ref(k));
+                }
+            }
+            Ok(out)
+        })();
+        self.done(&request, &caller, "DiffVersions", &target, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn dry_run(
+        &self,
+        request: Request<pb::DryRunRequest>,
+    ) -> Result<Response<pb::DryRunResponse>, Status> {
+        let caller = self.allow(&request, Role::Viewer, "DryRun", "").await?;
+        let result = Err(Status::unimplemented(
+            "DryRun is not available in this server version yet",
+        ));
+        self.done(&request, &caller, "DryRun", "", result).await
+    }
+
+    async fn export_baselines(
+        &self,
+        request: Request<pb::ExportBaselinesRequest>,
+    ) -> Result<Response<pb::ExportBaselinesResponse>, Status> {
+        let caller = self.allow(&request, Role::Viewer, "ExportBaselines", "").await?;
+        let result = Err(Status::unimplemented(
+            "ExportBaselines is not available in this server version yet",
+        ));
+        self.done(&request, &caller, "ExportBaselines", "", result).await
+    }
+
+    async fn import_baselines(
+        &self,
+        request: Request<pb::ImportBaselinesRequest>,
+    ) -> Result<Response<pb::ImportBaselinesResponse>, Status> {
+        let caller = self.allow(&request, Role::Admin, "ImportBaselines", "").await?;
+        let result = Err(Status::unimplemented(
+            "ImportBaselines is not available in this server version yet",
+        ));
+        self.done(&request, &caller, "ImportBaselines", "", result).await
+    }
+}
+
+fn status_pb(s: ElementStatus) -> pb::ElementStatus {
+    match s {
+        ElementStatus::Learned => pb::ElementStatus::Learned,
+        ElementStatus::Approved => pb::ElementStatus::Approved,
+        ElementStatus::NeedsReview => pb::ElementStatus::NeedsReview,
+        ElementStatus::Rejected => pb::ElementStatus::Rejected,
+    }
+}
+
+fn manual_provenance(now: SystemTime) -> procguard_core::baseline::Provenance {
+    procguard_core::baseline::Provenance {
+        first_seen: now,
+        last_seen: now,
+        count: 0,
+        nodes: Default::default(),
+        pods: Default::default(),
+        parents: Default::default(),
+        sample_argv: vec![],
+        sha256: Default::default(),
+        image_digests: Default::default(),
+        contexts: Default::default(),
+    }
+}
+
+impl Api {
+    async fn bulk(
+        &self,
+        request: Request<pb::BulkRequest>,
+        method: &str,
+        action: &str,
+        apply: impl Fn(&mut Baseline) + Copy,
+    ) -> Result<Response<pb::BulkResponse>, Status> {
+        let caller = self.allow(&request, Role::Approver, method, "").await?;
+        let r = request.get_ref();
+        let result = async {
+            let filter = filter_of(r.selector.as_ref())?;
+            let (list, _) = self
+                .store
+                .baselines(&filter, None, usize::MAX)
+                .map_err(store_status)?;
+            let mut changed = Vec::new();
+            for b in list {
+                self.change_one(&caller, &b.workload, action, &r.reason, false, |b| {
+                    apply(b);
+                    Ok(())
+                })
+                .await?;
+                changed.push((&b.workload).into());
+            }
+            Ok(pb::BulkResponse { changed })
+        }
+        .await;
+        self.done(&request, &caller, method, "", result)
+            .await
+            .map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::audit_service_server::AuditService for Api {
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        // Siem and admin both read the audit log; try siem first so an admin passes too.
+        let caller = match self.tokens.authorize(request.metadata(), Role::Siem) {
+            Ok(c) => c,
+            Err(_) => self.allow(&request, Role::Admin, "ListAudit", "").await?,
+        };
+        let r = request.get_ref();
+        let result = self
+            .store
+            .audit_log(r.after_id, page_size(r.limit))
+            .map_err(store_status)
+            .map(|records| pb::ListAuditResponse {
+                records: records
+                    .into_iter()
+                    .map(|a| pb::AuditRecord {
+                        id: a.id,
+                        at: Some(timestamp(a.at)),
+                        actor: a.actor,
+                        role: a.role,
+                        action: a.action,
+                        target: a.target,
+                        result: match a.result {
+                            AuditOutcome::Ok => pb::AuditResult::Ok,
+                            AuditOutcome::Denied => pb::AuditResult::Denied,
+                            AuditOutcome::Failed => pb::AuditResult::Failed,
+                        } as i32,
+                        detail: a.detail,
+                        peer: a.peer,
+                    })
+                    .collect(),
+            });
+        self.done(&request, &caller, "ListAudit", "", result)
+            .await
+            .map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_selector;
+
+    #[test]
+    fn selectors_parse_and_bad_ones_are_named() {
+        assert_eq!(
+            parse_selector("app=web, tier!=db,canary").unwrap(),
+            vec![
+                ("app".into(), "=".into(), "web".into()),
+                ("tier".into(), "!=".into(), "db".into()),
+                ("canary".into(), "exists".into(), "".into())
+            ]
+        );
+        assert!(parse_selector("=x").unwrap_err().contains("'=x'"));
+    }
+}

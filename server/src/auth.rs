@@ -1,0 +1,240 @@
+//! Who is calling, and may they?
+//!
+//! API callers present `authorization: Bearer <token>`; the server keeps only sha256 hashes of
+//! tokens (from `tokens.yaml`), each bound to a [`Role`]. Sensors present a client certificate
+//! signed by the configured CA; its common name (or a DNS SAN) is the node name the sensor may
+//! report for. Denials are audited by the caller of [`Tokens::authorize`].
+
+use procguard_runtime::pki::{hash_token, TokensFile};
+use procguard_runtime::ConfigError;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use tonic::Status;
+
+/// What a token may do. Admin may do everything; approver everything a viewer may plus change
+/// baselines and incidents; siem may read the audit log and the subscription stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Read baselines and incidents.
+    Viewer,
+    /// Viewer, plus change baselines and incidents.
+    Approver,
+    /// Everything.
+    Admin,
+    /// Read the audit log and the SIEM stream.
+    Siem,
+}
+
+impl Role {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "viewer" => Self::Viewer,
+            "approver" => Self::Approver,
+            "admin" => Self::Admin,
+            "siem" => Self::Siem,
+            _ => return None,
+        })
+    }
+
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Approver => "approver",
+            Self::Admin => "admin",
+            Self::Siem => "siem",
+        }
+    }
+
+    /// Whether this role satisfies `needed`.
+    pub fn satisfies(self, needed: Role) -> bool {
+        match (self, needed) {
+            (Role::Admin, _) => true,
+            (Role::Approver, Role::Viewer | Role::Approver) => true,
+            (Role::Viewer, Role::Viewer) => true,
+            (Role::Siem, Role::Siem) => true,
+            _ => false,
+        }
+    }
+}
+
+/// An authenticated API caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Token name.
+    pub actor: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// Why a call was refused, with what the audit log records.
+#[derive(Debug, Clone)]
+pub struct Denied {
+    /// Actor as far as known ("anonymous" without a valid token).
+    pub actor: String,
+    /// Role, when the token was valid.
+    pub role: Option<Role>,
+    /// The status to return.
+    pub status: Status,
+}
+
+/// The token table, keyed by hash.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    by_hash: Arc<HashMap<String, Caller>>,
+}
+
+impl Tokens {
+    /// Loads `tokens.yaml`, rejecting unknown fields, unknown roles and malformed hashes.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read tokens file '{}': {e}",
+                path.display()
+            ))
+        })?;
+        Self::parse(&text).map_err(|e| ConfigError(format!("tokens file '{}': {e}", path.display())))
+    }
+
+    /// Parses the YAML text of a tokens file.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: TokensFile = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        let mut by_hash = HashMap::new();
+        for (i, t) in file.tokens.iter().enumerate() {
+            let role = Role::parse(&t.role).ok_or_else(|| {
+                format!(
+                    "entry {i} ('{}'): unknown role '{}'; use viewer, approver, admin or siem",
+                    t.name, t.role
+                )
+            })?;
+            if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "entry {i} ('{}'): sha256 must be 64 hex characters (sha256 of the token secret)",
+                    t.name
+                ));
+            }
+            by_hash.insert(
+                t.sha256.to_ascii_lowercase(),
+                Caller {
+                    actor: t.name.clone(),
+                    role,
+                },
+            );
+        }
+        Ok(Self {
+            by_hash: Arc::new(by_hash),
+        })
+    }
+
+    /// Authenticates the bearer token in `metadata` and checks it holds `needed`.
+    pub fn authorize(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        needed: Role,
+    ) -> Result<Caller, Denied> {
+        let header = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let Some(secret) = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+        else {
+            return Err(Denied {
+                actor: "anonymous".into(),
+                role: None,
+                status: Status::unauthenticated(
+                    "missing bearer token: send 'authorization: Bearer <token>' (procguardctl --token or PROCGUARD_TOKEN)",
+                ),
+            });
+        };
+        let Some(caller) = self.by_hash.get(&hash_token(secret)) else {
+            return Err(Denied {
+                actor: "anonymous".into(),
+                role: None,
+                status: Status::unauthenticated("unknown bearer token"),
+            });
+        };
+        if !caller.role.satisfies(needed) {
+            return Err(Denied {
+                actor: caller.actor.clone(),
+                role: Some(caller.role),
+                status: Status::permission_denied(format!(
+                    "token '{}' has role '{}'; this call needs role '{}'",
+                    caller.actor,
+                    caller.role.as_str(),
+                    needed.as_str()
+                )),
+            });
+        }
+        Ok(caller.clone())
+    }
+}
+
+/// Node names a client certificate vouches for: its common name and DNS SANs.
+pub fn cert_node_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push((*d).to_string());
+            }
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(token: &str) -> tonic::metadata::MetadataMap {
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn roles_are_checked() {
+        let yaml = format!(
+            "tokens:\n- name: alice\n  role: viewer\n  sha256: {}\n- name: bob\n  role: approver\n  sha256: {}\n",
+            hash_token("v"),
+            hash_token("a")
+        );
+        let t = Tokens::parse(&yaml).unwrap();
+        assert_eq!(t.authorize(&md("v"), Role::Viewer).unwrap().actor, "alice");
+        let denied = t.authorize(&md("v"), Role::Approver).unwrap_err();
+        assert_eq!(denied.status.code(), tonic::Code::PermissionDenied);
+        assert_eq!(denied.actor, "alice");
+        assert!(t.authorize(&md("a"), Role::Approver).is_ok());
+        assert_eq!(
+            t.authorize(&md("nope"), Role::Viewer).unwrap_err().status.code(),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            t.authorize(&Default::default(), Role::Viewer)
+                .unwrap_err()
+                .status
+                .code(),
+            tonic::Code::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn bad_token_files_say_what_is_wrong() {
+        let e = Tokens::parse("tokens:\n- name: x\n  role: root\n  sha256: 00\n").unwrap_err();
+        assert!(e.contains("unknown role 'root'"), "{e}");
+        let e = Tokens::parse("tokens:\n- name: x\n  role: admin\n  sha256: 00\n").unwrap_err();
+        assert!(e.contains("64 hex"), "{e}");
+        let e = Tokens::parse("tokenz: []\n").unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
+    }
+}

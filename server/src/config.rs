@@ -1,0 +1,163 @@
+//! Server configuration: flags (each with an environment variable) and their validation.
+//! Validation reads the TLS files and the tokens file, so a mistake exits with code 64
+//! before any port is bound.
+
+use crate::auth::Tokens;
+use procguard_core::baseline::LearningPolicy;
+use procguard_runtime::telemetry::LogFormat;
+use procguard_runtime::ConfigError;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flags of `procguard-server`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "procguard-server",
+    version,
+    about = "procguard server: learns baselines from sensors and serves the review API"
+)]
+pub struct Config {
+    /// gRPC listen address (sensors with mTLS, API clients with TLS and a bearer token).
+    #[arg(long, env = "PROCGUARD_GRPC_ADDR", default_value = "127.0.0.1:8443")]
+    pub grpc_addr: SocketAddr,
+    /// Admin listen address for /healthz, /readyz and /metrics (plain HTTP).
+    #[arg(long, env = "PROCGUARD_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    pub admin_addr: SocketAddr,
+    /// Directory of the embedded sled database.
+    #[arg(long, env = "PROCGUARD_DATA_DIR", default_value = "./procguard-data/server")]
+    pub data_dir: PathBuf,
+    /// Server certificate (PEM).
+    #[arg(long, env = "PROCGUARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "PROCGUARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA that signs sensor client certificates (PEM).
+    #[arg(long, env = "PROCGUARD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// API tokens: YAML with sha256 hashes bound to roles.
+    #[arg(long, env = "PROCGUARD_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Development mode: create (if absent) and use a self-signed CA, certificates and tokens in
+    /// this directory. Overrides the --tls-* and --tokens-file flags. Not for production.
+    #[arg(long, env = "PROCGUARD_DEV_PKI")]
+    pub dev_pki: Option<PathBuf>,
+    /// Node names to issue sensor certificates for in --dev-pki mode (comma-separated).
+    #[arg(
+        long,
+        env = "PROCGUARD_DEV_NODES",
+        value_delimiter = ',',
+        default_value = "localhost"
+    )]
+    pub dev_nodes: Vec<String>,
+    /// Learning lasts at least this long (e.g. "1h", "90s").
+    #[arg(long, env = "PROCGUARD_LEARNING_MIN", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub learning_min: Duration,
+    /// Learning ends after this long regardless of stability.
+    #[arg(long, env = "PROCGUARD_LEARNING_MAX", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub learning_max: Duration,
+    /// After the minimum, learning ends once no new executable appeared for this long.
+    #[arg(long, env = "PROCGUARD_LEARNING_QUIET", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub learning_quiet: Duration,
+    /// ...and at least this many distinct pods (replicas or restarts) were observed.
+    #[arg(long, env = "PROCGUARD_LEARNING_MIN_PODS", default_value_t = 2)]
+    pub learning_min_pods: usize,
+    /// Enforce baselines when learning ends instead of waiting for approval.
+    #[arg(long, env = "PROCGUARD_AUTO_ENFORCE", default_value_t = false)]
+    pub auto_enforce: bool,
+    /// Log format.
+    #[arg(long, env = "PROCGUARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Admin address.
+    pub admin_addr: SocketAddr,
+    /// sled directory.
+    pub data_dir: PathBuf,
+    /// Server TLS.
+    pub tls: tonic::transport::ServerTlsConfig,
+    /// API tokens.
+    pub tokens: Tokens,
+    /// When learning ends.
+    pub learning: LearningPolicy,
+}
+
+impl Config {
+    /// Checks every value and loads every file the server needs.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let (cert, key, ca, tokens) = if let Some(dir) = &self.dev_pki {
+            if !dir.join("server.crt").exists() {
+                let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+                if !self.grpc_addr.ip().is_unspecified() {
+                    names.push(self.grpc_addr.ip().to_string());
+                }
+                names.dedup();
+                procguard_runtime::pki::init(dir, &names, &self.dev_nodes).map_err(|e| {
+                    ConfigError(format!(
+                        "--dev-pki: cannot create development PKI in '{}': {e}",
+                        dir.display()
+                    ))
+                })?;
+                tracing::warn!(
+                    message = "Created a development PKI; do not use it in production.",
+                    dir = %dir.display()
+                );
+            }
+            (
+                dir.join("server.crt"),
+                dir.join("server.key"),
+                dir.join("ca.crt"),
+                dir.join("tokens.yaml"),
+            )
+        } else {
+            let need = |v: &Option<PathBuf>, flag: &str| {
+                v.clone().ok_or_else(|| {
+                    ConfigError(format!(
+                        "{flag} is required (or use --dev-pki DIR for a development PKI)"
+                    ))
+                })
+            };
+            (
+                need(&self.tls_cert, "--tls-cert")?,
+                need(&self.tls_key, "--tls-key")?,
+                need(&self.tls_client_ca, "--tls-client-ca")?,
+                need(&self.tokens_file, "--tokens-file")?,
+            )
+        };
+        let tls = procguard_runtime::tls::server_config(&cert, &key, Some(&ca))?;
+        let tokens = Tokens::load(&tokens)?;
+        if self.learning_min > self.learning_max {
+            return Err(ConfigError(format!(
+                "--learning-min ({}) must not exceed --learning-max ({})",
+                humantime::format_duration(self.learning_min),
+                humantime::format_duration(self.learning_max)
+            )));
+        }
+        if self.grpc_addr == self.admin_addr {
+            return Err(ConfigError(format!(
+                "--grpc-addr and --admin-addr are both {}; give them different ports",
+                self.grpc_addr
+            )));
+        }
+        Ok(Settings {
+            grpc_addr: self.grpc_addr,
+            admin_addr: self.admin_addr,
+            data_dir: self.data_dir.clone(),
+            tls,
+            tokens,
+            learning: LearningPolicy {
+                min_window: self.learning_min,
+                max_window: self.learning_max,
+                quiet_period: self.learning_quiet,
+                min_pods: self.learning_min_pods,
+                auto_enforce: self.auto_enforce,
+            },
+        })
+    }
+}

@@ -1,0 +1,288 @@
+//! The sensor stream: the gRPC adapter for `SensorService.Session`.
+//!
+//! One stream per sensor. The first message must be a `Hello` whose node name the client
+//! certificate vouches for. Each batch is converted at this edge (bad input becomes
+//! `INVALID_ARGUMENT`), handed to the store, and acknowledged only once the store says it is
+//! durable. Baseline changes reach every connected sensor through [`Hub`]; a sensor that falls
+//! behind the hub's buffer gets a full snapshot instead of missing an update.
+
+use crate::auth::cert_node_names;
+use crate::metrics::Metrics;
+use crate::store::{IngestEvent, Store};
+use procguard_core::Baseline;
+use procguard_proto::convert::baseline_to_pb;
+use procguard_proto::v1 as pb;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Most events one batch may carry; larger batches are refused, not truncated.
+pub const MAX_BATCH_EVENTS: usize = 2_000;
+/// How long a new stream may take to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outbound messages buffered per sensor stream. Acks and pushes are small; when a sensor
+/// stops reading, the stream's task waits here rather than buffering without bound.
+const OUTBOUND_BUFFER: usize = 64;
+/// Baseline changes buffered in the hub for slow streams; past it a stream resyncs with a
+/// full snapshot.
+pub const HUB_BUFFER: usize = 1_024;
+
+/// Fan-out of baseline changes to connected sensors.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    tx: broadcast::Sender<Baseline>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(HUB_BUFFER).0,
+        }
+    }
+}
+
+impl Hub {
+    /// Announces a changed baseline. Having no sensor connected is not an error.
+    pub fn publish(&self, b: Baseline) {
+        let _ = self.tx.send(b);
+    }
+
+    /// A receiver for one stream.
+    pub fn subscribe(&self) -> broadcast::Receiver<Baseline> {
+        self.tx.subscribe()
+    }
+}
+
+/// `SensorService` implementation.
+#[derive(Debug, Clone)]
+pub struct SensorApi {
+    store: Store,
+    hub: Hub,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+}
+
+impl SensorApi {
+    /// Builds the service.
+    pub fn new(store: Store, hub: Hub, metrics: Metrics, shutdown: CancellationToken) -> Self {
+        Self {
+            store,
+            hub,
+            metrics,
+            shutdown,
+        }
+    }
+}
+
+fn snapshot(store: &Store) -> Result<pb::ServerMessage, Status> {
+    let (revision, baselines) = store
+        .enforcing()
+        .map_err(|e| Status::internal(e.to_string()))?;
+    Ok(pb::ServerMessage {
+        body: Some(pb::server_message::Body::Snapshot(pb::BaselineSnapshot {
+            revision,
+            baselines: baselines.iter().map(|b| baseline_to_pb(b, false)).collect(),
+        })),
+    })
+}
+
+fn convert_batch(batch: &pb::EventBatch, node: &str) -> Result<Vec<IngestEvent>, Status> {
+    if batch.events.len() > MAX_BATCH_EVENTS {
+        return Err(Status::invalid_argument(format!(
+            "batch has {} events; at most {MAX_BATCH_EVENTS} are accepted, split it",
+            batch.events.len()
+        )));
+    }
+    batch
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let bad = |what: String| Status::invalid_argument(format!("event {i}: {what}"));
+            if e.event_id.is_empty() || e.event_id.len() > 64 {
+                return Err(bad("event_id must be 1..=64 characters".into()));
+            }
+            if e.sequence == 0 {
+                return Err(bad("sequence must be greater than 0".into()));
+            }
+            let p = e.process.as_ref().ok_or_else(|| bad("process is required".into()))?;
+            let mut process =
+                procguard_core::ProcessEvent::try_from(p).map_err(|c| bad(c.to_string()))?;
+            if process.node_name.is_empty() {
+                process.node_name = node.to_string();
+            } else if process.node_name != node {
+                return Err(Status::permission_denied(format!(
+                    "event {i}: node_name '{}' differs from this stream's node '{node}'",
+                    process.node_name
+                )));
+            }
+            Ok(IngestEvent {
+                event_id: e.event_id.clone(),
+                sequence: e.sequence,
+                process,
+            })
+        })
+        .collect()
+}
+
+type Out = Pin<Box<dyn Stream<Item = Result<pb::ServerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::sensor_service_server::SensorService for SensorApi {
+    type SessionStream = Out;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SensorMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let cert_names: Vec<String> = request
+            .peer_certs()
+            .and_then(|c| c.first().map(|d| cert_node_names(d.as_ref())))
+            .unwrap_or_default();
+        if cert_names.is_empty() {
+            self.metrics.sensor_rejected.inc();
+            return Err(Status::unauthenticated(
+                "sensors must present a client certificate signed by the server's client CA",
+            ));
+        }
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
+            Ok(Some(Ok(pb::SensorMessage {
+                body: Some(pb::sensor_message::Body::Hello(h)),
+            }))) => h,
+            Ok(Some(Err(e))) => return Err(e),
+            Err(_) => return Err(Status::deadline_exceeded("no Hello within 10s")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on a sensor stream must be a Hello",
+                ))
+            }
+        };
+        let node = hello.node_name.clone();
+        if !cert_names.iter().any(|n| *n == node) {
+            self.metrics.sensor_rejected.inc();
+            tracing::warn!(
+                message = "Sensor claimed a node its certificate does not name.",
+                claimed = %node,
+                certificate = ?cert_names
+            );
+            return Err(Status::permission_denied(format!(
+                "node '{node}' is not the node your certificate names ({})",
+                cert_names.join(", ")
+            )));
+        }
+        let record = self
+            .store
+            .sensor_hello(&node, &hello.boot_id, &hello.sensor_version)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(
+            message = "Sensor connected.",
+            node = %node,
+            version = %hello.sensor_version,
+            acked = record.acked_sequence
+        );
+
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let welcome = pb::ServerMessage {
+            body: Some(pb::server_message::Body::Welcome(pb::Welcome {
+                acked_sequence: record.acked_sequence,
+                server_version: env!("CARGO_PKG_VERSION").into(),
+            })),
+        };
+        tx.send(Ok(welcome))
+            .await
+            .map_err(|_| Status::cancelled("stream closed"))?;
+        tx.send(snapshot(&self.store))
+            .await
+            .map_err(|_| Status::cancelled("stream closed"))?;
+
+        let mut updates = self.hub.subscribe();
+        let store = self.store.clone();
+        let hub = self.hub.clone();
+        let metrics = self.metrics.clone();
+        let shutdown = self.shutdown.clone();
+        metrics.sensors_connected.inc();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("server shutting down; reconnect"))).await;
+                        break;
+                    }
+                    update = updates.recv() => {
+                        let msg = match update {
+                            Ok(b) if b.state == procguard_core::BaselineState::Learning => {
+                                // A reset baseline leaves the sensors' matching set.
+                                pb::ServerMessage { body: Some(pb::server_message::Body::Update(pb::BaselineUpdate {
+                                    revision: b.revision, baseline: Some(baseline_to_pb(&b, false)), removed: true })) }
+                            }
+                            Ok(b) => pb::ServerMessage { body: Some(pb::server_message::Body::Update(pb::BaselineUpdate {
+                                revision: b.revision, baseline: Some(baseline_to_pb(&b, false)), removed: false })) },
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                tracing::warn!(message = "Sensor stream lagged behind baseline updates; sending a snapshot.", node = %node, skipped = n);
+                                match snapshot(&store) { Ok(m) => m, Err(e) => { let _ = tx.send(Err(e)).await; break; } }
+                            }
+                            Err(broadcast::error::RecvError::Closed) => break,
+                        };
+                        if tx.send(Ok(msg)).await.is_err() { break; }
+                    }
+                    msg = inbound.next() => {
+                        let msg = match msg {
+                            None => break,
+                            Some(Err(e)) => {
+                                tracing::info!(message = "Sensor stream ended.", node = %node, error = %e);
+                                break;
+                            }
+                            Some(Ok(m)) => m,
+                        };
+                        match msg.body {
+                            Some(pb::sensor_message::Body::Batch(batch)) => {
+                                let events = match convert_batch(&batch, &node) {
+                                    Ok(ev) => ev,
+                                    Err(status) => {
+                                        metrics.batches_rejected.inc();
+                                        tracing::warn!(message = "Rejected a sensor batch.", node = %node, error = %status.message());
+                                        let _ = tx.send(Err(status)).await;
+                                        break;
+                                    }
+                                };
+                                match store.ingest(&node, &events, SystemTime::now()).await {
+                                    Ok(out) => {
+                                        metrics.events_ingested.inc_by(out.applied as u64);
+                                        metrics.events_duplicate.inc_by(out.duplicates as u64);
+                                        metrics.deviations.inc_by(out.deviations.len() as u64);
+                                        for d in &out.deviations {
+                                            tracing::warn!(message = "Deviation.", workload = %d.process.workload, exe = %d.process.exe_path, node = %node, pid = d.process.pid);
+                                        }
+                                        for b in out.changed { hub.publish(b); }
+                                        let ack = pb::ServerMessage { body: Some(pb::server_message::Body::Ack(pb::Ack { sequence: out.acked_sequence })) };
+                                        if tx.send(Ok(ack)).await.is_err() { break; }
+                                    }
+                                    Err(e) => {
+                                        tracing::error!(message = "Ingest failed; the sensor will replay.", node = %node, error = %e);
+                                        let _ = tx.send(Err(Status::unavailable(format!("ingest failed: {e}; retry")))).await;
+                                        break;
+                                    }
+                                }
+                            }
+                            Some(pb::sensor_message::Body::Health(h)) => {
+                                tracing::debug!(message = "Sensor health.", node = %node, seen = h.events_seen, dropped = h.events_dropped, kernel_losses = h.kernel_losses);
+                            }
+                            Some(pb::sensor_message::Body::BaselineAck(_)) => {}
+                            Some(pb::sensor_message::Body::Hello(_)) | None => {
+                                let _ = tx.send(Err(Status::invalid_argument("Hello may only be the first message; send batches, health or baseline acks"))).await;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            metrics.sensors_connected.dec();
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,111 @@
+//! procguard server.
+//!
+//! Sensors stream process events here over mTLS ([`ingest`]); the [`store`] (sled) learns
+//! per-workload baselines from them and records deviations; people and automation review and
+//! approve baselines through the [`api`], authenticated by [`auth`]; changed baselines are
+//! pushed back to every connected sensor through the [`ingest::Hub`].
+//!
+//! [`run`] binds both ports before doing any work, serves until the shutdown token is
+//! cancelled, then drains for at most [`GRACE`].
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod ingest;
+pub mod metrics;
+pub mod store;
+
+pub use config::{Config, Settings};
+
+use anyhow::Context;
+use procguard_proto::v1 as pb;
+use procguard_runtime::admin::Admin;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// How long shutdown waits for streams and writes to finish.
+pub const GRACE: Duration = Duration::from_secs(10);
+/// How often learning windows are evaluated.
+const LEARNING_TICK: Duration = Duration::from_secs(5);
+/// Largest gRPC message accepted (a full sensor batch fits well within it).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Runs the server until `shutdown` is cancelled.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = metrics::Metrics::default();
+    let admin = Admin::new(metrics.register());
+    let admin_listener = Admin::bind(settings.admin_addr)
+        .await
+        .with_context(|| format!("cannot bind admin address {}", settings.admin_addr))?;
+    let grpc_listener = tokio::net::TcpListener::bind(settings.grpc_addr)
+        .await
+        .with_context(|| format!("cannot bind gRPC address {}", settings.grpc_addr))?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    let store = store::Store::open(&settings.data_dir)
+        .with_context(|| format!("cannot open sled database in {}", settings.data_dir.display()))?;
+    let hub = ingest::Hub::default();
+
+    let admin_task = tokio::spawn(admin.clone().serve(admin_listener, shutdown.clone()));
+
+    let learning_task = {
+        let store = store.clone();
+        let hub = hub.clone();
+        let policy = settings.learning.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LEARNING_TICK);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => match store.evaluate_learning(&policy, SystemTime::now()).await {
+                        Ok(changed) => for b in changed {
+                            tracing::info!(message = "Learning ended.", workload = %b.workload, state = b.state.as_str(), reason = b.learning.end_reason.as_deref().unwrap_or(""));
+                            hub.publish(b);
+                        },
+                        Err(e) => tracing::error!(message = "Learning evaluation failed.", error = %e),
+                    }
+                }
+            }
+        })
+    };
+
+    let api = api::Api::new(store.clone(), settings.tokens.clone(), hub.clone(), metrics.clone());
+    let sensors = ingest::SensorApi::new(store.clone(), hub, metrics, shutdown.clone());
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    let server = tonic::transport::Server::builder()
+        .tls_config(settings.tls.clone())
+        .context("invalid TLS configuration")?
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(
+            pb::sensor_service_server::SensorServiceServer::new(sensors)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::baseline_service_server::BaselineServiceServer::new(api.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(pb::audit_service_server::AuditServiceServer::new(api));
+
+    tracing::info!(
+        message = "procguard-server listening.",
+        grpc = %settings.grpc_addr,
+        admin = %settings.admin_addr,
+        data_dir = %settings.data_dir.display()
+    );
+    admin.set_ready(true);
+    let stop = shutdown.clone();
+    server
+        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
+        .await
+        .context("gRPC server failed")?;
+    admin.set_ready(false);
+    let _ = tokio::time::timeout(GRACE, async {
+        let _ = learning_task.await;
+        let _ = admin_task.await;
+    })
+    .await;
+    store.flush().await.context("final flush failed")?;
+    tracing::info!(message = "procguard-server stopped.");
+    Ok(())
+}

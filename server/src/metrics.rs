@@ -1,0 +1,39 @@
+//! Server counters, exposed on the admin port's `/metrics`. Every dropped, rejected or denied
+//! thing has a counter so that an operator sees it without reading logs.
+
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::registry::Registry;
+
+/// The server's metrics. Cheap to clone (counters are shared).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Events stored.
+    pub events_ingested: Counter,
+    /// Replayed events skipped by ID.
+    pub events_duplicate: Counter,
+    /// Deviations stored.
+    pub deviations: Counter,
+    /// Sensor batches refused as malformed or oversized.
+    pub batches_rejected: Counter,
+    /// Sensor streams refused (no certificate, wrong node).
+    pub sensor_rejected: Counter,
+    /// API calls denied.
+    pub api_denied: Counter,
+    /// Sensors connected now.
+    pub sensors_connected: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric under the `procguard_server` prefix.
+    pub fn register(&self) -> Registry {
+        let mut r = Registry::with_prefix("procguard_server");
+        r.register("events_ingested", "Sensor events stored", self.events_ingested.clone());
+        r.register("events_duplicate", "Replayed sensor events skipped by event ID", self.events_duplicate.clone());
+        r.register("deviations", "Deviations stored", self.deviations.clone());
+        r.register("batches_rejected", "Sensor batches refused as malformed or oversized", self.batches_rejected.clone());
+        r.register("sensor_streams_rejected", "Sensor streams refused (certificate or node mismatch)", self.sensor_rejected.clone());
+        r.register("api_denied", "API calls denied (unauthenticated or wrong role)", self.api_denied.clone());
+        r.register("sensors_connected", "Sensor streams open now", self.sensors_connected.clone());
+        r
+    }
+}

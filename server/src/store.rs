@@ -1,0 +1,587 @@
+//! The storage adapter: the only module that touches sled.
+//!
+//! **Durability.** Every write path ends in `Db::flush_async`, which returns once sled has
+//! written and fsynced its log, before the caller acknowledges anything to a sensor or an API
+//! client. Multi-tree updates go through one sled transaction, so a crash leaves either all or
+//! none of an ingest batch (baseline changes, history, event IDs, the sensor's acked sequence).
+//!
+//! **Layout.** Trees and keys:
+//! - `baselines`: workload text form → JSON [`Baseline`] (current version).
+//! - `history`: workload text form, NUL, big-endian version → JSON [`VersionRecord`].
+//! - `event_ids`: sensor event ID → empty (ingest idempotency).
+//! - `sensors`: node name → JSON [`SensorRecord`].
+//! - `deviations`: big-endian sequence → JSON [`DeviationRecord`].
+//! - `audit`: big-endian id → JSON [`AuditEntry`].
+//! - `meta`: `revision` → big-endian u64, the server-wide baseline revision.
+//!
+//! Values are JSON so that an operator can read a database with nothing but sled and jq.
+
+use procguard_core::baseline::{LearningPolicy, Observation};
+use procguard_core::{Baseline, BaselineState, ElementKey, ProcessEvent, WorkloadIdentity};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::Mutex;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value did not decode.
+    #[error("stored value in '{tree}' is corrupt: {source}")]
+    Corrupt {
+        /// Tree.
+        tree: &'static str,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The addressed baseline does not exist.
+    #[error("no baseline for workload '{0}'")]
+    NotFound(String),
+    /// The change was refused by domain rules.
+    #[error("{0}")]
+    Rejected(String),
+    /// The caller's expected version is stale.
+    #[error("baseline '{id}' is at version {actual}, not {expected}; review it again")]
+    Conflict {
+        /// Workload.
+        id: String,
+        /// Version the caller expected.
+        expected: u64,
+        /// Current version.
+        actual: u64,
+    },
+}
+
+/// Result alias for this module.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One entry of a baseline's history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Version number.
+    pub version: u64,
+    /// Who.
+    pub actor: String,
+    /// When.
+    pub at: SystemTime,
+    /// What.
+    pub action: String,
+    /// Why.
+    pub reason: String,
+    /// The baseline after the change.
+    pub snapshot: Baseline,
+}
+
+/// What the server knows of a sensor.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SensorRecord {
+    /// Highest sequence number durably ingested.
+    pub acked_sequence: u64,
+    /// Sensor process ID of the last stream.
+    pub boot_id: String,
+    /// Version of the last stream.
+    pub version: String,
+    /// Last time anything arrived.
+    pub last_seen: Option<SystemTime>,
+}
+
+/// A deviation as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviationRecord {
+    /// Sensor event ID.
+    pub event_id: String,
+    /// When the server stored it.
+    pub at: SystemTime,
+    /// Baseline version it violated.
+    pub baseline_version: u64,
+    /// State of the baseline at the time.
+    pub baseline_state: BaselineState,
+    /// The process.
+    pub process: ProcessEvent,
+}
+
+/// Outcome of an audited action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditOutcome {
+    /// Allowed and succeeded.
+    Ok,
+    /// Refused.
+    Denied,
+    /// Allowed but failed.
+    Failed,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the log (set on append).
+    pub id: u64,
+    /// When.
+    pub at: SystemTime,
+    /// Who.
+    pub actor: String,
+    /// Role held.
+    pub role: String,
+    /// Method or internal action.
+    pub action: String,
+    /// What it addressed.
+    pub target: String,
+    /// Outcome.
+    pub result: AuditOutcome,
+    /// Detail.
+    pub detail: String,
+    /// Peer address.
+    pub peer: String,
+}
+
+/// One event of an ingest batch.
+#[derive(Debug, Clone)]
+pub struct IngestEvent {
+    /// Sensor-assigned unique ID.
+    pub event_id: String,
+    /// Sensor-assigned sequence.
+    pub sequence: u64,
+    /// The process.
+    pub process: ProcessEvent,
+}
+
+/// What an ingest batch did.
+#[derive(Debug, Default)]
+pub struct IngestOutcome {
+    /// Highest sequence now durable for the sensor.
+    pub acked_sequence: u64,
+    /// Events applied (not duplicates).
+    pub applied: usize,
+    /// Duplicates skipped.
+    pub duplicates: usize,
+    /// Baselines whose element set or state changed.
+    pub changed: Vec<Baseline>,
+    /// Deviations recorded.
+    pub deviations: Vec<DeviationRecord>,
+}
+
+/// Filters for listing baselines.
+#[derive(Debug, Clone, Default)]
+pub struct BaselineFilter {
+    /// Cluster.
+    pub cluster: Option<String>,
+    /// Namespace.
+    pub namespace: Option<String>,
+    /// Workload name.
+    pub workload_name: Option<String>,
+    /// Kind.
+    pub kind: Option<procguard_core::WorkloadKind>,
+    /// State.
+    pub state: Option<BaselineState>,
+    /// Label selector terms (key, op, value): op is "=" or "!=", or "exists".
+    pub labels: Vec<(String, String, String)>,
+}
+
+impl BaselineFilter {
+    /// Whether `b` passes the filter.
+    pub fn matches(&self, b: &Baseline) -> bool {
+        let w = &b.workload;
+        self.cluster.as_ref().is_none_or(|c| *c == w.cluster)
+            && self.namespace.as_ref().is_none_or(|n| *n == w.namespace)
+            && self
+                .workload_name
+                .as_ref()
+                .is_none_or(|n| *n == w.workload_name)
+            && self.kind.is_none_or(|k| k == w.kind)
+            && self.state.is_none_or(|s| s == b.state)
+            && self.labels.iter().all(|(k, op, v)| {
+                let got = b.labels.get(k);
+                match op.as_str() {
+                    "=" => got == Some(v),
+                    "!=" => got != Some(v),
+                    _ => got.is_some(),
+                }
+            })
+    }
+}
+
+/// The sled-backed store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    baselines: sled::Tree,
+    history: sled::Tree,
+    event_ids: sled::Tree,
+    sensors: sled::Tree,
+    deviations: sled::Tree,
+    audit: sled::Tree,
+    meta: sled::Tree,
+    /// Serialises writers: ingest and API changes read-modify-write baselines.
+    writer: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("domain types always serialise")
+}
+
+fn dec<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { tree, source })
+}
+
+fn history_key(id: &WorkloadIdentity, version: u64) -> Vec<u8> {
+    let mut k = id.to_string().into_bytes();
+    k.push(0);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+fn be(bytes: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = bytes.len().min(8);
+    a[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(a)
+}
+
+type TxError = ConflictableTransactionError<StoreError>;
+
+fn tx_err(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        Ok(Self {
+            baselines: db.open_tree("baselines")?,
+            history: db.open_tree("history")?,
+            event_ids: db.open_tree("event_ids")?,
+            sensors: db.open_tree("sensors")?,
+            deviations: db.open_tree("deviations")?,
+            audit: db.open_tree("audit")?,
+            meta: db.open_tree("meta")?,
+            writer: Arc::new(Mutex::new(())),
+            db,
+        })
+    }
+
+    /// The server-wide baseline revision.
+    pub fn revision(&self) -> Result<u64> {
+        Ok(self.meta.get("revision")?.map(|v| be(&v)).unwrap_or(0))
+    }
+
+    /// What the server knows of a sensor.
+    pub fn sensor(&self, node: &str) -> Result<SensorRecord> {
+        match self.sensors.get(node)? {
+            Some(v) => dec("sensors", &v),
+            None => Ok(SensorRecord::default()),
+        }
+    }
+
+    /// Records a sensor's hello.
+    pub async fn sensor_hello(&self, node: &str, boot_id: &str, version: &str) -> Result<SensorRecord> {
+        let _w = self.writer.lock().await;
+        let mut rec = self.sensor(node)?;
+        rec.boot_id = boot_id.to_string();
+        rec.version = version.to_string();
+        rec.last_seen = Some(SystemTime::now());
+        self.sensors.insert(node, enc(&rec))?;
+        self.db.flush_async().await?;
+        Ok(rec)
+    }
+
+    /// Applies a batch from `node` and makes it durable. Events whose ID was already ingested
+    /// are skipped, so a replay never counts twice.
+    pub async fn ingest(
+        &self,
+        node: &str,
+        events: &[IngestEvent],
+        now: SystemTime,
+    ) -> Result<IngestOutcome> {
+        let _w = self.writer.lock().await;
+        let trees = (
+            &self.baselines,
+            &self.history,
+            &self.event_ids,
+            &self.sensors,
+            &self.deviations,
+            &self.meta,
+        );
+        let outcome = trees
+            .transaction(|(baselines, history, event_ids, sensors, deviations, meta)| {
+                let mut out = IngestOutcome::default();
+                let mut touched: BTreeMap<String, (Baseline, bool)> = BTreeMap::new();
+                let mut sensor: SensorRecord = match sensors.get(node)? {
+                    Some(v) => dec("sensors", &v).map_err(ConflictableTransactionError::Abort)?,
+                    None => SensorRecord::default(),
+                };
+                for ev in events {
+                    sensor.acked_sequence = sensor.acked_sequence.max(ev.sequence);
+                    if event_ids.get(ev.event_id.as_bytes())?.is_some() {
+                        out.duplicates += 1;
+                        continue;
+                    }
+                    event_ids.insert(ev.event_id.as_bytes(), &[])?;
+                    out.applied += 1;
+                    let key = ev.process.workload.to_string();
+                    if !touched.contains_key(&key) {
+                        let b = match baselines.get(key.as_bytes())? {
+                            Some(v) => dec("baselines", &v).map_err(ConflictableTransactionError::Abort)?,
+                            None => Baseline::new(ev.process.workload.clone(), now),
+                        };
+                        let is_new = b.elements.is_empty() && b.version == 1;
+                        touched.insert(key.clone(), (b, is_new));
+                    }
+                    let (b, changed) = touched.get_mut(&key).expect("inserted above");
+                    let before = b.version;
+                    match b.observe(&ev.process, now) {
+                        Observation::Deviation => {
+                            let rec = DeviationRecord {
+                                event_id: ev.event_id.clone(),
+                                at: now,
+                                baseline_version: b.version,
+                                baseline_state: b.state,
+                                process: ev.process.clone(),
+                            };
+                            // sled ids are unique and increasing across restarts; a retried
+                            // transaction only leaves gaps.
+                            let seq = self.db.generate_id()?;
+                            deviations.insert(&seq.to_be_bytes(), enc(&rec))?;
+                            out.deviations.push(rec);
+                        }
+                        Observation::Learned { .. } | Observation::Known | Observation::Probe => {}
+                    }
+                    // Provenance changes on every sighting and is saved, but only a change of
+                    // elements or state makes a version and a push to sensors.
+                    *changed |= b.version != before;
+                }
+                let mut revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0);
+                for (key, (mut b, changed)) in touched {
+                    if changed {
+                        revision += 1;
+                        b.revision = revision;
+                        let rec = VersionRecord {
+                            version: b.version,
+                            actor: format!("sensor:{node}"),
+                            at: now,
+                            action: "learned".into(),
+                            reason: String::new(),
+                            snapshot: b.clone(),
+                        };
+                        history.insert(history_key(&b.workload, b.version), enc(&rec))?;
+                        out.changed.push(b.clone());
+                    }
+                    baselines.insert(key.as_bytes(), enc(&b))?;
+                }
+                meta.insert("revision", &revision.to_be_bytes())?;
+                sensor.last_seen = Some(now);
+                sensors.insert(node, enc(&sensor))?;
+                out.acked_sequence = sensor.acked_sequence;
+                Ok::<_, TxError>(out)
+            })
+            .map_err(tx_err)?;
+        self.db.flush_async().await?;
+        Ok(outcome)
+    }
+
+    /// Reads one baseline; `version` 0 means current.
+    pub fn baseline(&self, id: &WorkloadIdentity, version: u64) -> Result<Baseline> {
+        if version == 0 {
+            return match self.baselines.get(id.to_string())? {
+                Some(v) => dec("baselines", &v),
+                None => Err(StoreError::NotFound(id.to_string())),
+            };
+        }
+        match self.history.get(history_key(id, version))? {
+            Some(v) => Ok(dec::<VersionRecord>("history", &v)?.snapshot),
+            None => Err(StoreError::NotFound(format!("{id} version {version}"))),
+        }
+    }
+
+    /// Lists baselines passing `filter`, in key order, starting after `after` (a workload text form).
+    pub fn baselines(
+        &self,
+        filter: &BaselineFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Baseline>, Option<String>)> {
+        let mut out = Vec::new();
+        let iter = match after {
+            Some(a) => self.baselines.range::<&[u8], _>((
+                std::ops::Bound::Excluded(a.as_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.baselines.iter(),
+        };
+        for kv in iter {
+            let (_, v) = kv?;
+            let b: Baseline = dec("baselines", &v)?;
+            if filter.matches(&b) {
+                if out.len() == limit {
+                    let next = out.last().map(|b: &Baseline| b.workload.to_string());
+                    return Ok((out, next));
+                }
+                out.push(b);
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// Every baseline past learning, with the current revision: what sensors match against.
+    pub fn enforcing(&self) -> Result<(u64, Vec<Baseline>)> {
+        let rev = self.revision()?;
+        let mut out = Vec::new();
+        for kv in self.baselines.iter() {
+            let b: Baseline = dec("baselines", &kv?.1)?;
+            if b.state != BaselineState::Learning {
+                out.push(b);
+            }
+        }
+        Ok((rev, out))
+    }
+
+    /// Applies a change to one baseline as a new version, recording who, what and why.
+    /// `change` returns an error to refuse; the store is then untouched.
+    pub async fn change(
+        &self,
+        id: &WorkloadIdentity,
+        actor: &str,
+        action: &str,
+        reason: &str,
+        create: bool,
+        change: impl Fn(&mut Baseline) -> std::result::Result<(), String>,
+    ) -> Result<Baseline> {
+        let _w = self.writer.lock().await;
+        let now = SystemTime::now();
+        let mut b = match self.baselines.get(id.to_string())? {
+            Some(v) => dec("baselines", &v)?,
+            None if create => Baseline::new(id.clone(), now),
+            None => return Err(StoreError::NotFound(id.to_string())),
+        };
+        let before = b.version;
+        change(&mut b).map_err(StoreError::Rejected)?;
+        if b.version == before {
+            // Every API change is a version, even one that only restates the current content.
+            b.version += 1;
+        }
+        b.updated_at = now;
+        let trees = (&self.baselines, &self.history, &self.meta);
+        let b = trees
+            .transaction(|(baselines, history, meta)| {
+                let mut b = b.clone();
+                let revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0) + 1;
+                b.revision = revision;
+                meta.insert("revision", &revision.to_be_bytes())?;
+                baselines.insert(id.to_string().as_bytes(), enc(&b))?;
+                let rec = VersionRecord {
+                    version: b.version,
+                    actor: actor.to_string(),
+                    at: now,
+                    action: action.to_string(),
+                    reason: reason.to_string(),
+                    snapshot: b.clone(),
+                };
+                history.insert(history_key(id, b.version), enc(&rec))?;
+                Ok::<_, TxError>(b)
+            })
+            .map_err(tx_err)?;
+        self.db.flush_async().await?;
+        Ok(b)
+    }
+
+    /// Ends learning for baselines whose evidence says so; returns the ones that changed.
+    pub async fn evaluate_learning(
+        &self,
+        policy: &LearningPolicy,
+        now: SystemTime,
+    ) -> Result<Vec<Baseline>> {
+        let mut due = Vec::new();
+        for kv in self.baselines.iter() {
+            let mut b: Baseline = dec("baselines", &kv?.1)?;
+            if b.evaluate_learning(policy, now).is_some() {
+                due.push(b.workload);
+            }
+        }
+        let mut changed = Vec::new();
+        for id in due {
+            let b = self
+                .change(&id, "policy", "learning-ended", "", false, |b| {
+                    match b.evaluate_learning(policy, now) {
+                        Some(_) => Ok(()),
+                        None => Err("no longer due".into()),
+                    }
+                })
+                .await;
+            match b {
+                Ok(b) => changed.push(b),
+                Err(StoreError::Rejected(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(changed)
+    }
+
+    /// History of one baseline, oldest first.
+    pub fn history(&self, id: &WorkloadIdentity) -> Result<Vec<VersionRecord>> {
+        let mut prefix = id.to_string().into_bytes();
+        prefix.push(0);
+        self.history
+            .scan_prefix(prefix)
+            .map(|kv| dec("history", &kv?.1))
+            .collect()
+    }
+
+    /// Stored deviations, oldest first (at most `limit`).
+    pub fn deviations(&self, limit: usize) -> Result<Vec<DeviationRecord>> {
+        self.deviations
+            .iter()
+            .take(limit)
+            .map(|kv| dec("deviations", &kv?.1))
+            .collect()
+    }
+
+    /// Appends an audit record and makes it durable; returns its id.
+    pub async fn audit(&self, mut entry: AuditEntry) -> Result<u64> {
+        entry.id = self.db.generate_id()? + 1;
+        self.audit.insert(entry.id.to_be_bytes(), enc(&entry))?;
+        self.db.flush_async().await?;
+        Ok(entry.id)
+    }
+
+    /// Audit records with id greater than `after`, oldest first.
+    pub fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.audit
+            .range((after + 1).to_be_bytes()..)
+            .take(limit)
+            .map(|kv| dec("audit", &kv?.1))
+            .collect()
+    }
+
+    /// Keys of elements (for tests and diagnostics).
+    pub fn element_keys(b: &Baseline) -> Vec<ElementKey> {
+        b.elements.keys().cloned().collect()
+    }
+}
+
+impl Store {
+    /// Flushes everything to disk (used at shutdown).
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
