@@ -1,1 +1,638 @@
-fn main() {}
+//! `procguardctl`: the command line for procguard's review API, and the development PKI.
+//!
+//! Output is a readable table by default, or `-o json` / `-o yaml` for scripts. Errors from
+//! the server are printed with their gRPC code and message, and the exit code is non-zero:
+//! 2 for usage, 3 for authentication/authorisation, 4 for not found, 1 otherwise.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use procguard_core::WorkloadIdentity;
+use procguard_proto::convert::system_time;
+use procguard_proto::v1 as pb;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use tonic::transport::Channel;
+
+#[derive(Debug, Parser)]
+#[command(name = "procguardctl", version, about = "Review and approve procguard baselines")]
+struct Cli {
+    /// Server URL.
+    #[arg(long, env = "PROCGUARD_SERVER", default_value = "https://127.0.0.1:8443", global = true)]
+    server: String,
+    /// API bearer token.
+    #[arg(long, env = "PROCGUARD_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the API bearer token.
+    #[arg(long, env = "PROCGUARD_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// CA that signed the server certificate (PEM).
+    #[arg(long, env = "PROCGUARD_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// Server name to verify in its certificate (defaults to the URL's host).
+    #[arg(long, env = "PROCGUARD_TLS_SERVER_NAME", global = true)]
+    tls_server_name: Option<String>,
+    /// Output format.
+    #[arg(short, long, env = "PROCGUARD_OUTPUT", value_enum, default_value = "table", global = true)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Review and change baselines.
+    #[command(subcommand)]
+    Baselines(Baselines),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(Audit),
+    /// Development certificates and tokens.
+    #[command(subcommand)]
+    Pki(Pki),
+}
+
+#[derive(Debug, Subcommand)]
+enum Pki {
+    /// Create a development CA, server and sensor certificates, and a token per role.
+    Init {
+        /// Output directory.
+        #[arg(long, env = "PROCGUARD_PKI_DIR")]
+        dir: PathBuf,
+        /// Node names to issue sensor certificates for.
+        #[arg(long = "node", env = "PROCGUARD_PKI_NODES", value_delimiter = ',', default_value = "localhost")]
+        nodes: Vec<String>,
+        /// Names the server certificate is valid for.
+        #[arg(
+            long = "server-name",
+            env = "PROCGUARD_PKI_SERVER_NAMES",
+            value_delimiter = ',',
+            default_value = "localhost,127.0.0.1,procguard-server,procguard-server.procguard.svc,procguard-server.procguard.svc.cluster.local"
+        )]
+        server_names: Vec<String>,
+        /// Overwrite an existing PKI in the directory.
+        #[arg(long, env = "PROCGUARD_PKI_FORCE")]
+        force: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Filter {
+    /// Only this namespace.
+    #[arg(short, long, env = "PROCGUARD_NAMESPACE")]
+    namespace: Option<String>,
+    /// Only this workload name.
+    #[arg(long, env = "PROCGUARD_WORKLOAD")]
+    workload: Option<String>,
+    /// Only this state: learning, pending-review, enforced.
+    #[arg(long, env = "PROCGUARD_STATE")]
+    state: Option<String>,
+    /// Label selector (app=web,tier!=db).
+    #[arg(short = 'l', long, env = "PROCGUARD_SELECTOR")]
+    selector: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Baselines {
+    /// List baselines.
+    List {
+        #[command(flatten)]
+        filter: Filter,
+    },
+    /// Show one baseline (WORKLOAD is cluster/namespace/kind/name/container).
+    Get {
+        workload: String,
+        /// A past version.
+        #[arg(long, default_value_t = 0)]
+        version: u64,
+    },
+    /// Approve a baseline (all learned elements) or just the --element paths given.
+    Approve {
+        workload: String,
+        /// Executable path (repeat); "EXE SCRIPT" for an interpreter and script.
+        #[arg(long = "element")]
+        elements: Vec<String>,
+        /// Why (recorded in history and audit).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Fail if the baseline moved past this version since you reviewed it.
+        #[arg(long, default_value_t = 0)]
+        expected_version: u64,
+    },
+    /// Reject elements: they raise deviations.
+    Reject {
+        workload: String,
+        #[arg(long = "element", required = true)]
+        elements: Vec<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Add approved elements by hand.
+    Add {
+        workload: String,
+        #[arg(long = "element", required = true)]
+        elements: Vec<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Remove elements by hand.
+    Remove {
+        workload: String,
+        #[arg(long = "element", required = true)]
+        elements: Vec<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Send a baseline back to learning.
+    Reset {
+        workload: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show the versions of a baseline.
+    History { workload: String },
+    /// Compare two versions.
+    Diff {
+        workload: String,
+        #[arg(long)]
+        from: u64,
+        /// 0 for the current version.
+        #[arg(long, default_value_t = 0)]
+        to: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Audit {
+    /// List audit records.
+    List {
+        /// Only records after this id.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+fn element(s: &str) -> pb::ElementRef {
+    match s.split_once(' ') {
+        Some((exe, script)) => pb::ElementRef {
+            exe_path: exe.into(),
+            script_path: script.trim().into(),
+        },
+        None => pb::ElementRef {
+            exe_path: s.into(),
+            script_path: String::new(),
+        },
+    }
+}
+
+fn workload(s: &str) -> anyhow::Result<pb::WorkloadIdentity> {
+    let id = WorkloadIdentity::parse(s)?;
+    Ok((&id).into())
+}
+
+fn state_name(v: i32) -> &'static str {
+    match pb::BaselineState::try_from(v).unwrap_or(pb::BaselineState::Unspecified) {
+        pb::BaselineState::Learning => "learning",
+        pb::BaselineState::PendingReview => "pending-review",
+        pb::BaselineState::Enforced => "enforced",
+        pb::BaselineState::Unspecified => "?",
+    }
+}
+
+fn status_name(v: i32) -> &'static str {
+    match pb::ElementStatus::try_from(v).unwrap_or(pb::ElementStatus::Unspecified) {
+        pb::ElementStatus::Learned => "learned",
+        pb::ElementStatus::Approved => "approved",
+        pb::ElementStatus::NeedsReview => "needs-review",
+        pb::ElementStatus::Rejected => "rejected",
+        pb::ElementStatus::Unspecified => "?",
+    }
+}
+
+fn id_text(w: Option<&pb::WorkloadIdentity>) -> String {
+    w.and_then(|w| WorkloadIdentity::try_from(w).ok())
+        .map(|w| w.to_string())
+        .unwrap_or_default()
+}
+
+fn ts(t: Option<&prost_types::Timestamp>) -> Value {
+    t.map(|t| json!(humantime::format_rfc3339_seconds(system_time(t)).to_string()))
+        .unwrap_or(Value::Null)
+}
+
+fn baseline_json(b: &pb::Baseline) -> Value {
+    json!({
+        "workload": id_text(b.workload.as_ref()),
+        "state": state_name(b.state),
+        "version": b.version,
+        "revision": b.revision,
+        "updated_at": ts(b.updated_at.as_ref()),
+        "labels": b.labels,
+        "image_digests": b.image_digests,
+        "learning": b.learning.as_ref().map(|l| json!({
+            "started_at": ts(l.started_at.as_ref()),
+            "ended_at": ts(l.ended_at.as_ref()),
+            "last_new_element_at": ts(l.last_new_element_at.as_ref()),
+            "pods_observed": l.pods_observed,
+            "nodes_observed": l.nodes_observed,
+            "events_observed": l.events_observed,
+            "end_reason": l.end_reason,
+        })),
+        "elements": b.elements.iter().map(|e| json!({
+            "exe_path": e.exe_path,
+            "script_path": e.script_path,
+            "status": status_name(e.status),
+            "review_reasons": e.review_reasons,
+            "manual": e.manual,
+            "provenance": e.provenance.as_ref().map(|p| json!({
+                "first_seen": ts(p.first_seen.as_ref()),
+                "last_seen": ts(p.last_seen.as_ref()),
+                "count": p.count,
+                "nodes": p.nodes,
+                "pods": p.pods,
+                "parents": p.parents,
+                "sample_argv": p.sample_argv,
+                "sha256": p.sha256,
+            })),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print(output: Output, value: &Value, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Output::Table => print!("{}", table()),
+    }
+    Ok(())
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ");
+        s.truncate(s.trim_end().len());
+        s + "\n"
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out += &line(r.clone());
+    }
+    out
+}
+
+struct Client {
+    channel: Channel,
+    token: Option<String>,
+}
+
+impl Client {
+    async fn connect(cli: &Cli) -> anyhow::Result<Self> {
+        let rest = cli.server.strip_prefix("https://").ok_or_else(|| {
+            usage(format!("--server must be an https:// URL; got '{}'", cli.server))
+        })?;
+        let host = rest.split(['/', ':']).next().unwrap_or("localhost");
+        let ca = cli.tls_ca.as_ref().ok_or_else(|| {
+            usage("--tls-ca (PROCGUARD_TLS_CA) is required: the CA that signed the server certificate".into())
+        })?;
+        let tls = procguard_runtime::tls::client_config(
+            ca,
+            None,
+            cli.tls_server_name.as_deref().unwrap_or(host),
+        )
+        .map_err(|e| usage(e.0))?;
+        let channel = Channel::from_shared(cli.server.clone())?
+            .tls_config(tls)?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {}", cli.server))?;
+        let token = match (&cli.token, &cli.token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read --token-file {}", f.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        Ok(Self { channel, token })
+    }
+
+    fn req<T>(&self, msg: T) -> anyhow::Result<tonic::Request<T>> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.token {
+            r.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| usage("the token holds characters not allowed in a header".into()))?,
+            );
+        }
+        Ok(r)
+    }
+
+    fn baselines(&self) -> pb::baseline_service_client::BaselineServiceClient<Channel> {
+        pb::baseline_service_client::BaselineServiceClient::new(self.channel.clone())
+    }
+}
+
+#[derive(Debug)]
+struct Usage(String);
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Usage {}
+fn usage(m: String) -> anyhow::Error {
+    anyhow::Error::new(Usage(m))
+}
+
+fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
+    print(output, &baseline_json(b), || {
+        let mut s = format!(
+            "Workload:  {}\nState:     {}\nVersion:   {}\n",
+            id_text(b.workload.as_ref()),
+            state_name(b.state),
+            b.version
+        );
+        if let Some(l) = &b.learning {
+            s += &format!(
+                "Learning:  {} events, {} pods, {} nodes{}\n",
+                l.events_observed,
+                l.pods_observed,
+                l.nodes_observed,
+                if l.end_reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(", ended ({})", l.end_reason)
+                }
+            );
+        }
+        s += "\n";
+        let rows: Vec<Vec<String>> = b
+            .elements
+            .iter()
+            .map(|e| {
+                vec![
+                    e.exe_path.clone(),
+                    e.script_path.clone(),
+                    status_name(e.status).to_string(),
+                    e.provenance.as_ref().map(|p| p.count.to_string()).unwrap_or_default(),
+                    e.review_reasons.join(","),
+                ]
+            })
+            .collect();
+        s + &table(&["EXECUTABLE", "SCRIPT", "STATUS", "SEEN", "REVIEW"], &rows)
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Pki(Pki::Init {
+            dir,
+            nodes,
+            server_names,
+            force,
+        }) => {
+            if dir.join("ca.key").exists() && !force {
+                return Err(usage(format!(
+                    "'{}' already holds a PKI; pass --force to replace it",
+                    dir.display()
+                )));
+            }
+            let g = procguard_runtime::pki::init(dir, server_names, nodes)?;
+            println!("Development PKI written to {}", g.dir.display());
+            println!("  CA:       ca.crt (key ca.key)\n  server:   server.crt, server.key\n  sensors:  {}",
+                nodes.iter().map(|n| format!("sensor-{n}.crt")).collect::<Vec<_>>().join(", "));
+            println!("  tokens:   tokens.yaml (hashes), {}.token", procguard_runtime::pki::ROLES.join(".token, "));
+            Ok(())
+        }
+        Command::Baselines(cmd) => {
+            let c = Client::connect(&cli).await?;
+            let mut api = c.baselines();
+            match cmd {
+                Baselines::List { filter } => {
+                    let state = match filter.state.as_deref() {
+                        None => 0,
+                        Some("learning") => pb::BaselineState::Learning as i32,
+                        Some("pending-review") => pb::BaselineState::PendingReview as i32,
+                        Some("enforced") => pb::BaselineState::Enforced as i32,
+                        Some(o) => return Err(usage(format!("--state must be learning, pending-review or enforced; got '{o}'"))),
+                    };
+                    let mut all = Vec::new();
+                    let mut page_token = String::new();
+                    loop {
+                        let r = api
+                            .list_baselines(c.req(pb::ListBaselinesRequest {
+                                selector: Some(pb::BaselineSelector {
+                                    namespace: filter.namespace.clone().unwrap_or_default(),
+                                    workload_name: filter.workload.clone().unwrap_or_default(),
+                                    state,
+                                    label_selector: filter.selector.clone().unwrap_or_default(),
+                                    ..Default::default()
+                                }),
+                                page_size: 500,
+                                page_token: page_token.clone(),
+                            })?)
+                            .await?
+                            .into_inner();
+                        all.extend(r.baselines);
+                        if r.next_page_token.is_empty() {
+                            break;
+                        }
+                        page_token = r.next_page_token;
+                    }
+                    let value = Value::Array(all.iter().map(baseline_json).collect());
+                    print(cli.output, &value, || {
+                        let rows: Vec<Vec<String>> = all
+                            .iter()
+                            .map(|b| {
+                                vec![
+                                    id_text(b.workload.as_ref()),
+                                    state_name(b.state).into(),
+                                    b.version.to_string(),
+                                    b.elements.len().to_string(),
+                                    b.elements.iter().filter(|e| e.status == pb::ElementStatus::NeedsReview as i32).count().to_string(),
+                                ]
+                            })
+                            .collect();
+                        table(&["WORKLOAD", "STATE", "VERSION", "ELEMENTS", "NEEDS-REVIEW"], &rows)
+                    })
+                }
+                Baselines::Get { workload: w, version } => {
+                    let b = api
+                        .get_baseline(c.req(pb::GetBaselineRequest { workload: Some(workload(w)?), version: *version })?)
+                        .await?
+                        .into_inner();
+                    show_baseline(cli.output, &b)
+                }
+                Baselines::Approve { workload: w, elements, reason, expected_version } => {
+                    let b = api
+                        .approve_baseline(c.req(pb::ApproveBaselineRequest {
+                            workload: Some(workload(w)?),
+                            elements: elements.iter().map(|e| element(e)).collect(),
+                            reason: reason.clone(),
+                            expected_version: *expected_version,
+                        })?)
+                        .await?
+                        .into_inner();
+                    show_baseline(cli.output, &b)
+                }
+                Baselines::Reject { workload: w, elements, reason } => {
+                    let b = api
+                        .reject_elements(c.req(pb::RejectElementsRequest {
+                            workload: Some(workload(w)?),
+                            elements: elements.iter().map(|e| element(e)).collect(),
+                            reason: reason.clone(),
+                        })?)
+                        .await?
+                        .into_inner();
+                    show_baseline(cli.output, &b)
+                }
+                Baselines::Add { workload: w, elements, reason } => {
+                    let b = api
+                        .add_elements(c.req(pb::AddElementsRequest {
+                            workload: Some(workload(w)?),
+                            elements: elements.iter().map(|e| element(e)).collect(),
+                            reason: reason.clone(),
+                        })?)
+                        .await?
+                        .into_inner();
+                    show_baseline(cli.output, &b)
+                }
+                Baselines::Remove { workload: w, elements, reason } => {
+                    let b = api
+                        .remove_elements(c.req(pb::RemoveElementsRequest {
+                            workload: Some(workload(w)?),
+                            elements: elements.iter().map(|e| element(e)).collect(),
+                            reason: reason.clone(),
+                        })?)
+                        .await?
+                        .into_inner();
+                    show_baseline(cli.output, &b)
+                }
+                Baselines::Reset { workload: w, reason } => {
+                    let b = api
+                        .reset_baseline(c.req(pb::ResetBaselineRequest { workload: Some(workload(w)?), reason: reason.clone() })?)
+                        .await?
+                        .into_inner();
+                    show_baseline(cli.output, &b)
+                }
+                Baselines::History { workload: w } => {
+                    let h = api
+                        .get_history(c.req(pb::GetHistoryRequest { workload: Some(workload(w)?) })?)
+                        .await?
+                        .into_inner();
+                    let value = Value::Array(h.versions.iter().map(|v| json!({
+                        "version": v.version, "actor": v.actor, "at": ts(v.at.as_ref()),
+                        "action": v.action, "reason": v.reason, "state": state_name(v.state),
+                        "elements": v.element_count,
+                    })).collect());
+                    print(cli.output, &value, || {
+                        let rows: Vec<Vec<String>> = h.versions.iter().map(|v| vec![
+                            v.version.to_string(),
+                            ts(v.at.as_ref()).as_str().unwrap_or("").to_string(),
+                            v.actor.clone(), v.action.clone(), state_name(v.state).into(),
+                            v.element_count.to_string(), v.reason.clone(),
+                        ]).collect();
+                        table(&["VERSION", "AT", "ACTOR", "ACTION", "STATE", "ELEMENTS", "REASON"], &rows)
+                    })
+                }
+                Baselines::Diff { workload: w, from, to } => {
+                    let d = api
+                        .diff_versions(c.req(pb::DiffVersionsRequest { workload: Some(workload(w)?), from_version: *from, to_version: *to })?)
+                        .await?
+                        .into_inner();
+                    let r = |e: &pb::ElementRef| if e.script_path.is_empty() { e.exe_path.clone() } else { format!("{} {}", e.exe_path, e.script_path) };
+                    let value = json!({
+                        "added": d.added.iter().map(r).collect::<Vec<_>>(),
+                        "removed": d.removed.iter().map(r).collect::<Vec<_>>(),
+                        "changed": d.changed.iter().map(|c| json!({
+                            "element": c.element.as_ref().map(r), "before": status_name(c.before), "after": status_name(c.after)
+                        })).collect::<Vec<_>>(),
+                        "state_before": state_name(d.state_before), "state_after": state_name(d.state_after),
+                    });
+                    print(cli.output, &value, || {
+                        let mut s = format!("state: {} -> {}\n", state_name(d.state_before), state_name(d.state_after));
+                        for a in &d.added { s += &format!("+ {}\n", r(a)); }
+                        for a in &d.removed { s += &format!("- {}\n", r(a)); }
+                        for c in &d.changed { s += &format!("~ {} ({} -> {})\n", c.element.as_ref().map(r).unwrap_or_default(), status_name(c.before), status_name(c.after)); }
+                        s
+                    })
+                }
+            }
+        }
+        Command::Audit(Audit::List { after, limit }) => {
+            let c = Client::connect(&cli).await?;
+            let mut api = pb::audit_service_client::AuditServiceClient::new(c.channel.clone());
+            let r = api
+                .list_audit(c.req(pb::ListAuditRequest { after_id: *after, limit: *limit })?)
+                .await?
+                .into_inner();
+            let result = |v: i32| match pb::AuditResult::try_from(v).unwrap_or(pb::AuditResult::Unspecified) {
+                pb::AuditResult::Ok => "ok",
+                pb::AuditResult::Denied => "denied",
+                pb::AuditResult::Failed => "failed",
+                pb::AuditResult::Unspecified => "?",
+            };
+            let value = Value::Array(r.records.iter().map(|a| json!({
+                "id": a.id, "at": ts(a.at.as_ref()), "actor": a.actor, "role": a.role,
+                "action": a.action, "target": a.target, "result": result(a.result),
+                "detail": a.detail, "peer": a.peer,
+            })).collect());
+            print(cli.output, &value, || {
+                let rows: Vec<Vec<String>> = r.records.iter().map(|a| vec![
+                    a.id.to_string(), ts(a.at.as_ref()).as_str().unwrap_or("").to_string(),
+                    a.actor.clone(), a.role.clone(), a.action.clone(), a.target.clone(),
+                    result(a.result).into(), a.detail.clone(),
+                ]).collect();
+                table(&["ID", "AT", "ACTOR", "ROLE", "ACTION", "TARGET", "RESULT", "DETAIL"], &rows)
+            })
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        let (code, text) = if let Some(s) = e.downcast_ref::<tonic::Status>() {
+            let code = match s.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => 3,
+                tonic::Code::NotFound => 4,
+                tonic::Code::InvalidArgument => 2,
+                _ => 1,
+            };
+            (code, format!("{:?}: {}", s.code(), s.message()))
+        } else if e.downcast_ref::<Usage>().is_some()
+            || e.downcast_ref::<procguard_core::identity::IdentityError>().is_some()
+        {
+            (2, format!("{e:#}"))
+        } else {
+            (1, format!("{e:#}"))
+        };
+        eprintln!("procguardctl: {text}");
+        std::process::exit(code);
+    }
+}

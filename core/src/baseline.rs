@@ -268,7 +268,8 @@ pub struct Baseline {
     pub version: u64,
     /// Server-wide revision of the last change (set by the store).
     pub revision: u64,
-    /// Elements.
+    /// Elements. Serialised as a list, since JSON keys must be strings.
+    #[serde(with = "element_list")]
     pub elements: BTreeMap<ElementKey, Element>,
     /// Workload labels, for selectors.
     pub labels: BTreeMap<String, String>,
@@ -474,6 +475,42 @@ impl Baseline {
     /// Whether running `key` is allowed.
     pub fn allows(&self, key: &ElementKey) -> bool {
         self.elements.get(key).is_some_and(|e| e.status.allowed())
+    }
+}
+
+mod element_list {
+    use super::{Element, ElementKey};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    #[derive(Serialize)]
+    struct Ref<'a> {
+        #[serde(flatten)]
+        key: &'a ElementKey,
+        #[serde(flatten)]
+        element: &'a Element,
+    }
+
+    #[derive(Deserialize)]
+    struct Owned {
+        #[serde(flatten)]
+        key: ElementKey,
+        #[serde(flatten)]
+        element: Element,
+    }
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<ElementKey, Element>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter().map(|(key, element)| Ref { key, element }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<ElementKey, Element>, D::Error> {
+        let list = Vec::<Owned>::deserialize(d)?;
+        Ok(list.into_iter().map(|o| (o.key, o.element)).collect())
     }
 }
 
@@ -697,6 +734,18 @@ mod tests {
         b.reset(t(3));
         assert_eq!(b.state, BaselineState::Learning);
         assert!(b.allows(&ElementKey::exe("/app")));
+    }
+
+    #[test]
+    fn baselines_round_trip_through_json() {
+        let mut b = Baseline::new(web(), t(0));
+        let mut py = exec("/usr/bin/python3", ExecContext::Entrypoint, "p1");
+        py.script_path = Some("/app/main.py".into());
+        b.observe(&py, t(1));
+        b.observe(&exec("/bin/sh", ExecContext::Descendant, "p1"), t(2));
+        let text = serde_json::to_string(&b).unwrap();
+        let back: Baseline = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, b);
     }
 
     #[test]

@@ -1,1 +1,99 @@
-//! placeholder
+//! procguard sensor.
+//!
+//! [`capture`] subscribes to the kernel's [`netlink`] proc connector and, after a full
+//! [`procfs`] scan, follows every fork, exec and exit; the [`tracker`] attributes each process
+//! to its container ([`cgroup`]) and workload; the [`uplink`] streams the events to the server
+//! over mTLS and matches them against the enforced baselines it pushes back.
+//!
+//! Threads: `pg-netlink` drains the socket, `pg-process` reads `/proc`; everything else runs
+//! on tokio. One cancellation token stops them all.
+
+pub mod capture;
+pub mod cgroup;
+pub mod config;
+pub mod metrics;
+pub mod netlink;
+pub mod procfs;
+pub mod tracker;
+pub mod uplink;
+
+pub use config::{Config, Settings};
+
+use anyhow::Context;
+use procguard_runtime::admin::Admin;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Process events queued between capture and the uplink. Capture blocks (and the kernel queue
+/// absorbs the burst) when the uplink falls behind, rather than dropping here.
+pub const EVENT_QUEUE: usize = 8_192;
+/// How long shutdown waits for threads to stop.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the sensor until `shutdown` is cancelled.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = metrics::Metrics::default();
+    let admin = Admin::new(metrics.register());
+    let listener = Admin::bind(settings.admin_addr)
+        .await
+        .with_context(|| format!("cannot bind admin address {}", settings.admin_addr))?;
+    let jsonl: Option<Box<dyn std::io::Write + Send>> = match &settings.jsonl {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
+        Some(p) => Some(Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open --jsonl file {}", p.display()))?,
+        )),
+    };
+    let tracker = tracker::Tracker::new(
+        procfs::ProcReader::new(&settings.proc_root),
+        &settings.node_name,
+        &settings.cluster,
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+    let threads = capture::start(tracker, tx, metrics.clone(), shutdown.clone()).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EPERM) || e.raw_os_error() == Some(libc::EACCES) {
+            anyhow::anyhow!(
+                "cannot subscribe to the kernel's process events ({e}): procguard-sensor needs root \
+                 (CAP_NET_ADMIN in the initial user and PID namespaces); run it with sudo, or as the \
+                 DaemonSet in deploy/ does"
+            )
+        } else {
+            anyhow::anyhow!("cannot subscribe to the kernel's process events: {e}")
+        }
+    })?;
+    let admin_task = tokio::spawn(admin.clone().serve(listener, shutdown.clone()));
+    admin.set_ready(true);
+    tracing::info!(
+        message = "procguard-sensor running.",
+        node = %settings.node_name,
+        server = settings.uplink.as_ref().map(|u| u.url.as_str()).unwrap_or("(none: JSON lines only)"),
+        admin = %settings.admin_addr
+    );
+    let up = uplink::Uplink::new(
+        settings.uplink.clone(),
+        &settings.node_name,
+        &settings.cluster,
+        settings.buffer_events,
+        metrics,
+        jsonl,
+    );
+    up.run(rx, shutdown.clone()).await;
+    shutdown.cancel();
+    admin.set_ready(false);
+    let _ = tokio::time::timeout(GRACE, async {
+        let _ = admin_task.await;
+        tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await
+    })
+    .await;
+    tracing::info!(message = "procguard-sensor stopped.");
+    Ok(())
+}

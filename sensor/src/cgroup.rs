@@ -1,0 +1,238 @@
+//! Reading a process's container from `/proc/<pid>/cgroup`.
+//!
+//! Pure parsing, no I/O. Handles cgroup v1 (one line per hierarchy), v2 (`0::<path>`) and
+//! hybrid hosts, and the path shapes containerd, CRI-O, Docker and Podman write under the
+//! systemd and cgroupfs drivers (see `shared/reference/cgroup-paths.md`). The line that names a
+//! container wins over lines that do not (a hybrid host's `0::/`). Paths outside the sensor's
+//! cgroup namespace (`/..`) are unattributed, not errors.
+
+use procguard_core::{ContainerRuntime, QosClass};
+
+/// What a cgroup path says about its process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// A container.
+    Container(ContainerRef),
+    /// A host process; `unit` is its systemd unit or scope when the path names one.
+    Host {
+        /// e.g. `sshd.service`.
+        unit: Option<String>,
+    },
+    /// The path cannot be attributed (outside the sensor's cgroup namespace).
+    Unattributed,
+}
+
+/// A container found in a cgroup path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRef {
+    /// 64-hex container ID.
+    pub id: String,
+    /// Runtime, when the path shape names one.
+    pub runtime: Option<ContainerRuntime>,
+    /// Pod UID with dashes.
+    pub pod_uid: Option<String>,
+    /// QoS class, for pods.
+    pub qos: Option<QosClass>,
+    /// The container's cgroup path (for fanotify marks and diagnostics).
+    pub path: String,
+}
+
+fn is_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Reads one segment as a container ID with its runtime.
+fn container_segment(seg: &str) -> Option<(String, Option<ContainerRuntime>)> {
+    let scope = seg.strip_suffix(".scope").unwrap_or(seg);
+    for (prefix, rt) in [
+        ("cri-containerd-", Some(ContainerRuntime::Containerd)),
+        ("crio-", Some(ContainerRuntime::CriO)),
+        ("docker-", Some(ContainerRuntime::Docker)),
+        ("libpod-", Some(ContainerRuntime::Podman)),
+    ] {
+        if let Some(id) = scope.strip_prefix(prefix) {
+            // crio-conmon-<id> is the runtime monitor, not the workload.
+            return is_id(id).then(|| (id.to_string(), rt));
+        }
+    }
+    is_id(seg).then(|| (seg.to_string(), None))
+}
+
+/// Reads one segment as a pod UID (`pod<uid>` or `...-pod<uid_>.slice`).
+fn pod_segment(seg: &str) -> Option<String> {
+    let s = seg.strip_suffix(".slice").unwrap_or(seg);
+    let idx = s.rfind("pod")?;
+    let uid = &s[idx + 3..];
+    if idx > 0 && !s[..idx].ends_with('-') {
+        return None;
+    }
+    let uid = uid.replace('_', "-");
+    let ok = uid.len() == 36
+        && uid.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    ok.then_some(uid)
+}
+
+/// Interprets one cgroup path.
+pub fn parse_path(path: &str) -> Placement {
+    if path.starts_with("/..") {
+        return Placement::Unattributed;
+    }
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let Some((idx, (id, mut runtime))) = segs
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, s)| container_segment(s).map(|c| (i, c)))
+    else {
+        let unit = segs
+            .iter()
+            .rev()
+            .find(|s| s.ends_with(".service") || s.ends_with(".scope"))
+            .map(|s| s.to_string());
+        return Placement::Host { unit };
+    };
+    let parents = &segs[..idx];
+    let pod_uid = parents.iter().rev().find_map(|s| pod_segment(s));
+    let in_kube = parents.iter().any(|s| s.contains("kubepods"));
+    if runtime.is_none() && !in_kube && parents.first() == Some(&"docker") {
+        runtime = Some(ContainerRuntime::Docker);
+    }
+    let qos = in_kube.then(|| {
+        if parents.iter().any(|s| s.contains("besteffort")) {
+            QosClass::BestEffort
+        } else if parents.iter().any(|s| s.contains("burstable")) {
+            QosClass::Burstable
+        } else {
+            QosClass::Guaranteed
+        }
+    });
+    Placement::Container(ContainerRef {
+        id,
+        runtime,
+        pod_uid,
+        qos,
+        path: path.to_string(),
+    })
+}
+
+/// Interprets the whole content of `/proc/<pid>/cgroup`. A line naming a container wins; the
+/// v1 lines of one process must agree on it, and disagreement is reported as unattributed.
+pub fn parse(content: &str) -> Placement {
+    let mut found: Option<ContainerRef> = None;
+    let mut host: Option<Placement> = None;
+    for line in content.lines() {
+        // hierarchy-ID:controller-list:path; the path may itself contain ':'.
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(_), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        match parse_path(path) {
+            Placement::Container(c) => match &found {
+                Some(prev) if prev.id != c.id => return Placement::Unattributed,
+                Some(_) => {}
+                None => found = Some(c),
+            },
+            h @ Placement::Host { unit: Some(_) } => host = Some(h),
+            h @ Placement::Host { unit: None } if host.is_none() => host = Some(h),
+            _ => {}
+        }
+    }
+    match (found, host) {
+        (Some(c), _) => Placement::Container(c),
+        (None, Some(h)) => h,
+        (None, None) => Placement::Unattributed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3b5e8c1d2f4a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c";
+    const UID: &str = "3f0c1e2a-1b2c-4d5e-8f90-123456789abc";
+    const UID_: &str = "3f0c1e2a_1b2c_4d5e_8f90_123456789abc";
+
+    fn check(content: &str, runtime: Option<ContainerRuntime>, pod: bool, qos: Option<QosClass>) {
+        match parse(content) {
+            Placement::Container(c) => {
+                assert_eq!(c.id, ID, "{content}");
+                assert_eq!(c.runtime, runtime, "{content}");
+                assert_eq!(c.pod_uid.as_deref(), pod.then_some(UID), "{content}");
+                assert_eq!(c.qos, qos, "{content}");
+            }
+            other => panic!("{content}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_reference_shape_is_attributed() {
+        use ContainerRuntime::*;
+        use QosClass::*;
+        let cases: Vec<(String, Option<ContainerRuntime>, bool, Option<QosClass>)> = vec![
+            (format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"), Some(Containerd), true, Some(Burstable)),
+            (format!("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"), Some(Containerd), true, Some(BestEffort)),
+            (format!("0::/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope"), Some(Containerd), true, Some(Guaranteed)),
+            (format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{ID}.scope"), Some(CriO), true, Some(Burstable)),
+            (format!("0::/kubepods/burstable/pod{UID}/{ID}"), None, true, Some(Burstable)),
+            (format!("0::/kubepods/pod{UID}/{ID}"), None, true, Some(Guaranteed)),
+            (format!("0::/kubepods/besteffort/pod{UID}/{ID}"), None, true, Some(BestEffort)),
+            (format!("0::/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"), Some(Containerd), true, Some(BestEffort)),
+            (format!("0::/system.slice/docker-{ID}.scope"), Some(Docker), false, None),
+            (format!("0::/docker/{ID}"), Some(Docker), false, None),
+            (format!("0::/machine.slice/libpod-{ID}.scope"), Some(Podman), false, None),
+            (format!("0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"), Some(Podman), false, None),
+        ];
+        for (content, rt, pod, qos) in cases {
+            check(&content, rt, pod, qos);
+        }
+    }
+
+    #[test]
+    fn v1_and_hybrid_hosts_pick_the_container_line() {
+        let v1 = format!(
+            "12:memory:/kubepods/burstable/pod{UID}/{ID}\n11:pids:/kubepods/burstable/pod{UID}/{ID}\n1:name=systemd:/kubepods/burstable/pod{UID}/{ID}\n0::/\n"
+        );
+        check(&v1, None, true, Some(QosClass::Burstable));
+        let hybrid = format!("0::/\n4:memory:/kubepods/besteffort/pod{UID}/{ID}\n");
+        check(&hybrid, None, true, Some(QosClass::BestEffort));
+    }
+
+    #[test]
+    fn disagreeing_v1_lines_are_not_guessed() {
+        let other = ID.replace('3', "4");
+        let content = format!("12:memory:/docker/{ID}\n11:pids:/docker/{other}\n");
+        assert_eq!(parse(&content), Placement::Unattributed);
+    }
+
+    #[test]
+    fn conmon_and_host_processes_are_not_containers() {
+        let conmon = format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-conmon-{ID}.scope");
+        assert!(matches!(parse(&conmon), Placement::Host { .. }));
+        assert_eq!(
+            parse("0::/system.slice/sshd.service\n"),
+            Placement::Host {
+                unit: Some("sshd.service".into())
+            }
+        );
+        assert_eq!(
+            parse("0::/user.slice/user-0.slice/session-3.scope"),
+            Placement::Host {
+                unit: Some("session-3.scope".into())
+            }
+        );
+        assert_eq!(parse("0::/init.scope"), Placement::Host { unit: Some("init.scope".into()) });
+        assert_eq!(parse("0::/\n"), Placement::Host { unit: None });
+    }
+
+    #[test]
+    fn foreign_namespaces_and_garbage_are_unattributed() {
+        assert_eq!(parse("0::/../../kubepods/x\n"), Placement::Unattributed);
+        assert_eq!(parse(""), Placement::Unattributed);
+        assert_eq!(parse("garbage without colons\n\u{0}\u{1}"), Placement::Unattributed);
+        // A 63-hex segment is not an ID.
+        assert!(matches!(parse(&format!("0::/docker/{}", &ID[1..])), Placement::Host { .. }));
+    }
+}

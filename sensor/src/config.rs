@@ -1,0 +1,182 @@
+//! Sensor configuration: flags (each with an environment variable) and their validation,
+//! done before any socket is opened.
+
+use procguard_runtime::telemetry::LogFormat;
+use procguard_runtime::ConfigError;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Flags of `procguard-sensor`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "procguard-sensor",
+    version,
+    about = "procguard sensor: sees every process start on this node and streams it to the server"
+)]
+pub struct Config {
+    /// Server URL; must be https://.
+    #[arg(long, env = "PROCGUARD_SERVER")]
+    pub server: Option<String>,
+    /// Node name this sensor reports for; must match its client certificate.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Cluster name recorded in every workload identity.
+    #[arg(long, env = "PROCGUARD_CLUSTER", default_value = "default")]
+    pub cluster: String,
+    /// Where the host's /proc is mounted.
+    #[arg(long, env = "PROCGUARD_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// Where the host's cgroup filesystem is mounted.
+    #[arg(long, env = "PROCGUARD_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+    /// CA that signed the server certificate (PEM).
+    #[arg(long, env = "PROCGUARD_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This sensor's client certificate (PEM).
+    #[arg(long, env = "PROCGUARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This sensor's client key (PEM).
+    #[arg(long, env = "PROCGUARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Server name to verify in its certificate (defaults to the URL's host).
+    #[arg(long, env = "PROCGUARD_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+    /// Admin listen address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "PROCGUARD_ADMIN_ADDR", default_value = "127.0.0.1:9091")]
+    pub admin_addr: SocketAddr,
+    /// Pod metadata source: "kube" (in-cluster API, pods on this node) or "off".
+    #[arg(long, env = "PROCGUARD_POD_METADATA", default_value = "off")]
+    pub pod_metadata: String,
+    /// Write every process event as one JSON object per line to this file ("-" for stdout).
+    #[arg(long, env = "PROCGUARD_JSONL")]
+    pub jsonl: Option<PathBuf>,
+    /// Directory for the sensor's local state.
+    #[arg(long, env = "PROCGUARD_SPOOL_DIR", default_value = "./procguard-data/sensor")]
+    pub spool_dir: PathBuf,
+    /// Events held in memory while unacknowledged; past it the oldest observations are dropped
+    /// (and counted) before any deviation.
+    #[arg(long, env = "PROCGUARD_BUFFER_EVENTS", default_value_t = 100_000)]
+    pub buffer_events: usize,
+    /// Log format.
+    #[arg(long, env = "PROCGUARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Server endpoint and TLS, unless running with JSON-lines output only.
+    pub uplink: Option<Uplink>,
+    /// Node name.
+    pub node_name: String,
+    /// Cluster.
+    pub cluster: String,
+    /// /proc root.
+    pub proc_root: PathBuf,
+    /// cgroup root.
+    pub cgroup_root: PathBuf,
+    /// Admin address.
+    pub admin_addr: SocketAddr,
+    /// JSON-lines output.
+    pub jsonl: Option<PathBuf>,
+    /// In-memory buffer bound.
+    pub buffer_events: usize,
+}
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub struct Uplink {
+    /// URL.
+    pub url: String,
+    /// TLS settings.
+    pub tls: tonic::transport::ClientTlsConfig,
+}
+
+impl Config {
+    /// Checks every value and loads the TLS files.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let node_name = match &self.node_name {
+            Some(n) if !n.trim().is_empty() => n.trim().to_string(),
+            _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .ok_or_else(|| ConfigError("--node-name (NODE_NAME) is required".into()))?,
+        };
+        if !self.proc_root.join("self").exists() && !self.proc_root.join("1").exists() {
+            return Err(ConfigError(format!(
+                "--proc-root '{}' does not look like a proc filesystem (no 'self' or '1' inside)",
+                self.proc_root.display()
+            )));
+        }
+        if !self.cgroup_root.is_dir() {
+            return Err(ConfigError(format!(
+                "--cgroup-root '{}' is not a directory",
+                self.cgroup_root.display()
+            )));
+        }
+        match self.pod_metadata.as_str() {
+            "off" => {}
+            "kube" => {
+                return Err(ConfigError(
+                    "--pod-metadata kube is not available in this build yet; use 'off'".into(),
+                ))
+            }
+            other => {
+                return Err(ConfigError(format!(
+                    "--pod-metadata must be 'kube' or 'off'; got '{other}'"
+                )))
+            }
+        }
+        if self.buffer_events < 1_000 {
+            return Err(ConfigError(format!(
+                "--buffer-events must be at least 1000; got {}",
+                self.buffer_events
+            )));
+        }
+        let uplink = match &self.server {
+            None if self.jsonl.is_some() => None,
+            None => {
+                return Err(ConfigError(
+                    "--server (PROCGUARD_SERVER) is required, unless --jsonl is given for local output only".into(),
+                ))
+            }
+            Some(url) => {
+                let Some(rest) = url.strip_prefix("https://") else {
+                    return Err(ConfigError(format!(
+                        "--server must be an https:// URL; got '{url}'"
+                    )));
+                };
+                let host = rest
+                    .split(['/', ':'])
+                    .next()
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| ConfigError(format!("--server '{url}' has no host")))?;
+                let need = |v: &Option<PathBuf>, flag: &str| {
+                    v.clone().ok_or_else(|| {
+                        ConfigError(format!("{flag} is required to talk to the server over mTLS"))
+                    })
+                };
+                let ca = need(&self.tls_ca, "--tls-ca")?;
+                let cert = need(&self.tls_cert, "--tls-cert")?;
+                let key = need(&self.tls_key, "--tls-key")?;
+                let name = self.tls_server_name.clone().unwrap_or_else(|| host.to_string());
+                let tls = procguard_runtime::tls::client_config(&ca, Some((&cert, &key)), &name)?;
+                Some(Uplink {
+                    url: url.clone(),
+                    tls,
+                })
+            }
+        };
+        Ok(Settings {
+            uplink,
+            node_name,
+            cluster: self.cluster.clone(),
+            proc_root: self.proc_root.clone(),
+            cgroup_root: self.cgroup_root.clone(),
+            admin_addr: self.admin_addr,
+            jsonl: self.jsonl.clone(),
+            buffer_events: self.buffer_events,
+        })
+    }
+}

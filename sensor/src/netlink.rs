@@ -1,0 +1,426 @@
+//! The netlink process connector: fork, exec and exit events straight from the kernel.
+//!
+//! This is the one module that uses `unsafe`: the connector has no safe wrapper in `nix` or
+//! `libc`, so the socket is opened, bound, configured and read with raw `libc` calls. Each
+//! `unsafe` block is a single syscall on a file descriptor this module owns, with buffers whose
+//! sizes are passed alongside. Message parsing is safe code over byte slices and checks every
+//! length, because a truncated datagram must not become an out-of-bounds read.
+//!
+//! Listening needs CAP_NET_ADMIN in the initial user namespace and the initial PID namespace
+//! (a DaemonSet with `hostPID: true`). On kernels from 6.6 the subscription carries an event
+//! filter, so the kernel sends only fork, exec and exit events.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const NETLINK_CONNECTOR: libc::c_int = 11;
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_CN_MCAST_IGNORE: u32 = 2;
+const NLMSG_HDRLEN: usize = 16;
+const CN_MSG_LEN: usize = 20;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_OVERRUN: u16 = 4;
+
+/// Kernel event type bits (`enum proc_cn_event`).
+pub const PROC_EVENT_FORK: u32 = 0x0000_0001;
+/// Exec.
+pub const PROC_EVENT_EXEC: u32 = 0x0000_0002;
+/// Exit.
+pub const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+
+/// One event from the connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcEvent {
+    /// A task was created. For a new process `child_pid == child_tgid`.
+    Fork {
+        /// Parent thread group ID.
+        parent_tgid: u32,
+        /// Child thread ID.
+        child_pid: u32,
+        /// Child thread group ID.
+        child_tgid: u32,
+    },
+    /// A process replaced its image.
+    Exec {
+        /// Thread group ID (the process ID).
+        tgid: u32,
+    },
+    /// A task exited.
+    Exit {
+        /// Thread ID.
+        pid: u32,
+        /// Thread group ID.
+        tgid: u32,
+    },
+    /// Any other event kind (ignored).
+    Other,
+}
+
+/// An event with the per-CPU sequence number the kernel stamped on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamped {
+    /// CPU that emitted the event.
+    pub cpu: u32,
+    /// Per-CPU sequence number (`cn_msg.seq`).
+    pub seq: u32,
+    /// Kernel monotonic timestamp in nanoseconds.
+    pub timestamp_ns: u64,
+    /// The event.
+    pub event: ProcEvent,
+}
+
+/// What one `recv` produced.
+#[derive(Debug)]
+pub enum Received {
+    /// Events, in kernel order.
+    Events(Vec<Stamped>),
+    /// The socket buffer overflowed: events were lost (ENOBUFS).
+    Overrun,
+}
+
+/// A subscribed proc connector socket.
+#[derive(Debug)]
+pub struct ProcConnector {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    b.get(off..off + 4)
+        .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    b.get(off..off + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]))
+}
+
+fn u64_at(b: &[u8], off: usize) -> Option<u64> {
+    b.get(off..off + 8)
+        .map(|s| u64::from_ne_bytes(s.try_into().expect("8 bytes")))
+}
+
+/// Parses one datagram into events. Malformed or truncated messages are skipped, never read
+/// past their end.
+pub fn parse_datagram(buf: &[u8]) -> Result<Vec<Stamped>, ()> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + NLMSG_HDRLEN <= buf.len() {
+        let Some(len) = u32_at(buf, off).map(|l| l as usize) else {
+            break;
+        };
+        let ty = u16_at(buf, off + 4).unwrap_or(0);
+        if len < NLMSG_HDRLEN || off + len > buf.len() {
+            break;
+        }
+        if ty == NLMSG_OVERRUN {
+            return Err(());
+        }
+        let msg = &buf[off + NLMSG_HDRLEN..off + len];
+        if ty != NLMSG_ERROR {
+            if let Some(ev) = parse_cn_msg(msg) {
+                out.push(ev);
+            }
+        }
+        // Netlink messages are 4-byte aligned.
+        off += (len + 3) & !3;
+    }
+    Ok(out)
+}
+
+fn parse_cn_msg(msg: &[u8]) -> Option<Stamped> {
+    let idx = u32_at(msg, 0)?;
+    let val = u32_at(msg, 4)?;
+    if idx != CN_IDX_PROC || val != CN_VAL_PROC {
+        return None;
+    }
+    let seq = u32_at(msg, 8)?;
+    let data_len = u16_at(msg, 16)? as usize;
+    let data = msg.get(CN_MSG_LEN..CN_MSG_LEN + data_len)?;
+    let what = u32_at(data, 0)?;
+    let cpu = u32_at(data, 4)?;
+    let timestamp_ns = u64_at(data, 8)?;
+    let d = 16;
+    let event = match what {
+        PROC_EVENT_FORK => ProcEvent::Fork {
+            parent_tgid: u32_at(data, d + 4)?,
+            child_pid: u32_at(data, d + 8)?,
+            child_tgid: u32_at(data, d + 12)?,
+        },
+        PROC_EVENT_EXEC => ProcEvent::Exec {
+            tgid: u32_at(data, d + 4)?,
+        },
+        PROC_EVENT_EXIT => ProcEvent::Exit {
+            pid: u32_at(data, d)?,
+            tgid: u32_at(data, d + 4)?,
+        },
+        _ => ProcEvent::Other,
+    };
+    Some(Stamped {
+        cpu,
+        seq,
+        timestamp_ns,
+        event,
+    })
+}
+
+/// Whether the running kernel understands the event filter (Linux 6.6 and later).
+fn kernel_has_filter() -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut it = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (major, minor) >= (6, 6)
+}
+
+impl ProcConnector {
+    /// Opens the socket, grows its receive buffer to `rcvbuf` bytes, and subscribes.
+    pub fn open(rcvbuf: usize) -> io::Result<Self> {
+        // SAFETY: plain socket(2); the returned descriptor is owned below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                NETLINK_CONNECTOR,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let size = rcvbuf.min(i32::MAX as usize) as libc::c_int;
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: setsockopt(2) with a pointer to a live c_int and its exact size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+        }
+        // SAFETY: sockaddr_nl is plain data; zeroed is a valid value.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = CN_IDX_PROC;
+        addr.nl_pid = 0;
+        // SAFETY: bind(2) with a pointer to a live sockaddr_nl and its exact size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut conn = Self {
+            fd,
+            buf: vec![0u8; 64 * 1024],
+        };
+        conn.control(PROC_CN_MCAST_LISTEN)?;
+        Ok(conn)
+    }
+
+    fn control(&mut self, op: u32) -> io::Result<()> {
+        let filter = kernel_has_filter();
+        let payload: Vec<u8> = if filter {
+            let mut p = op.to_ne_bytes().to_vec();
+            p.extend_from_slice(&(PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT).to_ne_bytes());
+            p
+        } else {
+            op.to_ne_bytes().to_vec()
+        };
+        let total = NLMSG_HDRLEN + CN_MSG_LEN + payload.len();
+        let mut msg = Vec::with_capacity(total);
+        msg.extend_from_slice(&(total as u32).to_ne_bytes());
+        msg.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+        msg.extend_from_slice(&0u16.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(&std::process::id().to_ne_bytes());
+        msg.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
+        msg.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(&(payload.len() as u16).to_ne_bytes());
+        msg.extend_from_slice(&0u16.to_ne_bytes());
+        msg.extend_from_slice(&payload);
+        // SAFETY: send(2) of a live buffer with its exact length.
+        let rc = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Blocks until the kernel delivers a datagram, or the read timeout passes.
+    pub fn recv(&mut self) -> io::Result<Received> {
+        // SAFETY: recv(2) into our own buffer with its exact length.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                self.buf.as_mut_ptr().cast(),
+                self.buf.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENOBUFS) {
+                return Ok(Received::Overrun);
+            }
+            return Err(err);
+        }
+        match parse_datagram(&self.buf[..n as usize]) {
+            Ok(events) => Ok(Received::Events(events)),
+            Err(()) => Ok(Received::Overrun),
+        }
+    }
+
+    /// Sets a receive timeout so the reading thread can notice shutdown.
+    pub fn set_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: setsockopt(2) with a pointer to a live timeval and its exact size.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ProcConnector {
+    fn drop(&mut self) {
+        let _ = self.control(PROC_CN_MCAST_IGNORE);
+    }
+}
+
+/// Detects lost events from the per-CPU sequence numbers.
+#[derive(Debug, Default)]
+pub struct GapDetector {
+    last: std::collections::HashMap<u32, u32>,
+}
+
+impl GapDetector {
+    /// Returns how many events were skipped before this one on its CPU.
+    pub fn observe(&mut self, cpu: u32, seq: u32) -> u64 {
+        let gap = match self.last.get(&cpu) {
+            Some(&prev) => {
+                let expected = prev.wrapping_add(1);
+                // A filtered subscription skips sequence numbers of unsubscribed events, so
+                // only a forward jump larger than the filter can explain is not a loss here;
+                // the ENOBUFS path catches those losses reliably.
+                if seq == expected || seq <= prev {
+                    0
+                } else {
+                    u64::from(seq.wrapping_sub(expected))
+                }
+            }
+            None => 0,
+        };
+        self.last.insert(cpu, seq);
+        gap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn datagram(what: u32, seq: u32, fields: &[u32]) -> Vec<u8> {
+        let mut data = Vec::new();
+        data.extend_from_slice(&what.to_ne_bytes());
+        data.extend_from_slice(&1u32.to_ne_bytes());
+        data.extend_from_slice(&42u64.to_ne_bytes());
+        for f in fields {
+            data.extend_from_slice(&f.to_ne_bytes());
+        }
+        let mut cn = Vec::new();
+        cn.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
+        cn.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
+        cn.extend_from_slice(&seq.to_ne_bytes());
+        cn.extend_from_slice(&0u32.to_ne_bytes());
+        cn.extend_from_slice(&(data.len() as u16).to_ne_bytes());
+        cn.extend_from_slice(&0u16.to_ne_bytes());
+        cn.extend_from_slice(&data);
+        let mut nl = Vec::new();
+        nl.extend_from_slice(&((NLMSG_HDRLEN + cn.len()) as u32).to_ne_bytes());
+        nl.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+        nl.extend_from_slice(&[0u8; 10]);
+        nl.extend_from_slice(&cn);
+        nl
+    }
+
+    #[test]
+    fn parses_fork_exec_exit() {
+        let f = parse_datagram(&datagram(PROC_EVENT_FORK, 7, &[10, 10, 11, 11])).unwrap();
+        assert_eq!(
+            f[0].event,
+            ProcEvent::Fork {
+                parent_tgid: 10,
+                child_pid: 11,
+                child_tgid: 11
+            }
+        );
+        assert_eq!((f[0].cpu, f[0].seq, f[0].timestamp_ns), (1, 7, 42));
+        let e = parse_datagram(&datagram(PROC_EVENT_EXEC, 8, &[11, 11])).unwrap();
+        assert_eq!(e[0].event, ProcEvent::Exec { tgid: 11 });
+        let x = parse_datagram(&datagram(PROC_EVENT_EXIT, 9, &[11, 11, 0, 17, 10, 10])).unwrap();
+        assert_eq!(x[0].event, ProcEvent::Exit { pid: 11, tgid: 11 });
+    }
+
+    #[test]
+    fn truncated_datagrams_never_read_past_their_end() {
+        let full = datagram(PROC_EVENT_EXEC, 8, &[11, 11]);
+        for cut in 0..full.len() {
+            let events = parse_datagram(&full[..cut]).unwrap();
+            assert!(events.is_empty(), "cut at {cut} produced {events:?}");
+        }
+        // A length field that lies is skipped, not trusted.
+        let mut lying = full.clone();
+        lying[0..4].copy_from_slice(&10_000u32.to_ne_bytes());
+        assert!(parse_datagram(&lying).unwrap().is_empty());
+    }
+
+    #[test]
+    fn gaps_are_counted_per_cpu() {
+        let mut g = GapDetector::default();
+        assert_eq!(g.observe(0, 5), 0);
+        assert_eq!(g.observe(0, 6), 0);
+        assert_eq!(g.observe(1, 100), 0);
+        assert_eq!(g.observe(0, 10), 3);
+        assert_eq!(g.observe(1, 101), 0);
+    }
+}
