@@ -14,10 +14,19 @@ use std::path::PathBuf;
 use tonic::transport::Channel;
 
 #[derive(Debug, Parser)]
-#[command(name = "procguardctl", version, about = "Review and approve procguard baselines")]
+#[command(
+    name = "procguardctl",
+    version,
+    about = "Review and approve procguard baselines"
+)]
 struct Cli {
     /// Server URL.
-    #[arg(long, env = "PROCGUARD_SERVER", default_value = "https://127.0.0.1:8443", global = true)]
+    #[arg(
+        long,
+        env = "PROCGUARD_SERVER",
+        default_value = "https://127.0.0.1:8443",
+        global = true
+    )]
     server: String,
     /// API bearer token.
     #[arg(long, env = "PROCGUARD_TOKEN", global = true, hide_env_values = true)]
@@ -32,7 +41,14 @@ struct Cli {
     #[arg(long, env = "PROCGUARD_TLS_SERVER_NAME", global = true)]
     tls_server_name: Option<String>,
     /// Output format.
-    #[arg(short, long, env = "PROCGUARD_OUTPUT", value_enum, default_value = "table", global = true)]
+    #[arg(
+        short,
+        long,
+        env = "PROCGUARD_OUTPUT",
+        value_enum,
+        default_value = "table",
+        global = true
+    )]
     output: Output,
     #[command(subcommand)]
     command: Command,
@@ -66,7 +82,12 @@ enum Pki {
         #[arg(long, env = "PROCGUARD_PKI_DIR")]
         dir: PathBuf,
         /// Node names to issue sensor certificates for.
-        #[arg(long = "node", env = "PROCGUARD_PKI_NODES", value_delimiter = ',', default_value = "localhost")]
+        #[arg(
+            long = "node",
+            env = "PROCGUARD_PKI_NODES",
+            value_delimiter = ',',
+            default_value = "localhost"
+        )]
         nodes: Vec<String>,
         /// Names the server certificate is valid for.
         #[arg(
@@ -307,7 +328,10 @@ struct Client {
 impl Client {
     async fn connect(cli: &Cli) -> anyhow::Result<Self> {
         let rest = cli.server.strip_prefix("https://").ok_or_else(|| {
-            usage(format!("--server must be an https:// URL; got '{}'", cli.server))
+            usage(format!(
+                "--server must be an https:// URL; got '{}'",
+                cli.server
+            ))
         })?;
         let host = rest.split(['/', ':']).next().unwrap_or("localhost");
         let ca = cli.tls_ca.as_ref().ok_or_else(|| {
@@ -343,9 +367,9 @@ impl Client {
         if let Some(t) = &self.token {
             r.metadata_mut().insert(
                 "authorization",
-                format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| usage("the token holds characters not allowed in a header".into()))?,
+                format!("Bearer {t}").parse().map_err(|_| {
+                    usage("the token holds characters not allowed in a header".into())
+                })?,
             );
         }
         Ok(r)
@@ -398,7 +422,10 @@ fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
                     e.exe_path.clone(),
                     e.script_path.clone(),
                     status_name(e.status).to_string(),
-                    e.provenance.as_ref().map(|p| p.count.to_string()).unwrap_or_default(),
+                    e.provenance
+                        .as_ref()
+                        .map(|p| p.count.to_string())
+                        .unwrap_or_default(),
                     e.review_reasons.join(","),
                 ]
             })
@@ -425,7 +452,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Development PKI written to {}", g.dir.display());
             println!("  CA:       ca.crt (key ca.key)\n  server:   server.crt, server.key\n  sensors:  {}",
                 nodes.iter().map(|n| format!("sensor-{n}.crt")).collect::<Vec<_>>().join(", "));
-            println!("  tokens:   tokens.yaml (hashes), {}.token", procguard_runtime::pki::ROLES.join(".token, "));
+            println!(
+                "  tokens:   tokens.yaml (hashes), {}.token",
+                procguard_runtime::pki::ROLES.join(".token, ")
+            );
             Ok(())
         }
         Command::Baselines(cmd) => {
@@ -438,7 +468,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         Some("learning") => pb::BaselineState::Learning as i32,
                         Some("pending-review") => pb::BaselineState::PendingReview as i32,
                         Some("enforced") => pb::BaselineState::Enforced as i32,
-                        Some(o) => return Err(usage(format!("--state must be learning, pending-review or enforced; got '{o}'"))),
+                        Some(o) => {
+                            return Err(usage(format!(
+                                "--state must be learning, pending-review or enforced; got '{o}'"
+                            )))
+                        }
                     };
                     let mut all = Vec::new();
                     let mut page_token = String::new();
@@ -473,21 +507,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                                     state_name(b.state).into(),
                                     b.version.to_string(),
                                     b.elements.len().to_string(),
-                                    b.elements.iter().filter(|e| e.status == pb::ElementStatus::NeedsReview as i32).count().to_string(),
+                                    b.elements
+                                        .iter()
+                                        .filter(|e| {
+                                            e.status == pb::ElementStatus::NeedsReview as i32
+                                        })
+                                        .count()
+                                        .to_string(),
                                 ]
                             })
                             .collect();
-                        table(&["WORKLOAD", "STATE", "VERSION", "ELEMENTS", "NEEDS-REVIEW"], &rows)
+                        table(
+                            &["WORKLOAD", "STATE", "VERSION", "ELEMENTS", "NEEDS-REVIEW"],
+                            &rows,
+                        )
                     })
                 }
-                Baselines::Get { workload: w, version } => {
+                Baselines::Get {
+                    workload: w,
+                    version,
+                } => {
                     let b = api
-                        .get_baseline(c.req(pb::GetBaselineRequest { workload: Some(workload(w)?), version: *version })?)
+                        .get_baseline(c.req(pb::GetBaselineRequest {
+                            workload: Some(workload(w)?),
+                            version: *version,
+                        })?)
                         .await?
                         .into_inner();
                     show_baseline(cli.output, &b)
                 }
-                Baselines::Approve { workload: w, elements, reason, expected_version } => {
+                Baselines::Approve {
+                    workload: w,
+                    elements,
+                    reason,
+                    expected_version,
+                } => {
                     let b = api
                         .approve_baseline(c.req(pb::ApproveBaselineRequest {
                             workload: Some(workload(w)?),
@@ -499,7 +553,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .into_inner();
                     show_baseline(cli.output, &b)
                 }
-                Baselines::Reject { workload: w, elements, reason } => {
+                Baselines::Reject {
+                    workload: w,
+                    elements,
+                    reason,
+                } => {
                     let b = api
                         .reject_elements(c.req(pb::RejectElementsRequest {
                             workload: Some(workload(w)?),
@@ -510,7 +568,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .into_inner();
                     show_baseline(cli.output, &b)
                 }
-                Baselines::Add { workload: w, elements, reason } => {
+                Baselines::Add {
+                    workload: w,
+                    elements,
+                    reason,
+                } => {
                     let b = api
                         .add_elements(c.req(pb::AddElementsRequest {
                             workload: Some(workload(w)?),
@@ -521,7 +583,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .into_inner();
                     show_baseline(cli.output, &b)
                 }
-                Baselines::Remove { workload: w, elements, reason } => {
+                Baselines::Remove {
+                    workload: w,
+                    elements,
+                    reason,
+                } => {
                     let b = api
                         .remove_elements(c.req(pb::RemoveElementsRequest {
                             workload: Some(workload(w)?),
@@ -532,16 +598,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .into_inner();
                     show_baseline(cli.output, &b)
                 }
-                Baselines::Reset { workload: w, reason } => {
+                Baselines::Reset {
+                    workload: w,
+                    reason,
+                } => {
                     let b = api
-                        .reset_baseline(c.req(pb::ResetBaselineRequest { workload: Some(workload(w)?), reason: reason.clone() })?)
+                        .reset_baseline(c.req(pb::ResetBaselineRequest {
+                            workload: Some(workload(w)?),
+                            reason: reason.clone(),
+                        })?)
                         .await?
                         .into_inner();
                     show_baseline(cli.output, &b)
                 }
                 Baselines::History { workload: w } => {
                     let h = api
-                        .get_history(c.req(pb::GetHistoryRequest { workload: Some(workload(w)?) })?)
+                        .get_history(c.req(pb::GetHistoryRequest {
+                            workload: Some(workload(w)?),
+                        })?)
                         .await?
                         .into_inner();
                     let value = Value::Array(h.versions.iter().map(|v| json!({
@@ -550,21 +624,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "elements": v.element_count,
                     })).collect());
                     print(cli.output, &value, || {
-                        let rows: Vec<Vec<String>> = h.versions.iter().map(|v| vec![
-                            v.version.to_string(),
-                            ts(v.at.as_ref()).as_str().unwrap_or("").to_string(),
-                            v.actor.clone(), v.action.clone(), state_name(v.state).into(),
-                            v.element_count.to_string(), v.reason.clone(),
-                        ]).collect();
-                        table(&["VERSION", "AT", "ACTOR", "ACTION", "STATE", "ELEMENTS", "REASON"], &rows)
+                        let rows: Vec<Vec<String>> = h
+                            .versions
+                            .iter()
+                            .map(|v| {
+                                vec![
+                                    v.version.to_string(),
+                                    ts(v.at.as_ref()).as_str().unwrap_or("").to_string(),
+                                    v.actor.clone(),
+                                    v.action.clone(),
+                                    state_name(v.state).into(),
+                                    v.element_count.to_string(),
+                                    v.reason.clone(),
+                                ]
+                            })
+                            .collect();
+                        table(
+                            &[
+                                "VERSION", "AT", "ACTOR", "ACTION", "STATE", "ELEMENTS", "REASON",
+                            ],
+                            &rows,
+                        )
                     })
                 }
-                Baselines::Diff { workload: w, from, to } => {
+                Baselines::Diff {
+                    workload: w,
+                    from,
+                    to,
+                } => {
                     let d = api
-                        .diff_versions(c.req(pb::DiffVersionsRequest { workload: Some(workload(w)?), from_version: *from, to_version: *to })?)
+                        .diff_versions(c.req(pb::DiffVersionsRequest {
+                            workload: Some(workload(w)?),
+                            from_version: *from,
+                            to_version: *to,
+                        })?)
                         .await?
                         .into_inner();
-                    let r = |e: &pb::ElementRef| if e.script_path.is_empty() { e.exe_path.clone() } else { format!("{} {}", e.exe_path, e.script_path) };
+                    let r = |e: &pb::ElementRef| {
+                        if e.script_path.is_empty() {
+                            e.exe_path.clone()
+                        } else {
+                            format!("{} {}", e.exe_path, e.script_path)
+                        }
+                    };
                     let value = json!({
                         "added": d.added.iter().map(r).collect::<Vec<_>>(),
                         "removed": d.removed.iter().map(r).collect::<Vec<_>>(),
@@ -574,10 +676,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "state_before": state_name(d.state_before), "state_after": state_name(d.state_after),
                     });
                     print(cli.output, &value, || {
-                        let mut s = format!("state: {} -> {}\n", state_name(d.state_before), state_name(d.state_after));
-                        for a in &d.added { s += &format!("+ {}\n", r(a)); }
-                        for a in &d.removed { s += &format!("- {}\n", r(a)); }
-                        for c in &d.changed { s += &format!("~ {} ({} -> {})\n", c.element.as_ref().map(r).unwrap_or_default(), status_name(c.before), status_name(c.after)); }
+                        let mut s = format!(
+                            "state: {} -> {}\n",
+                            state_name(d.state_before),
+                            state_name(d.state_after)
+                        );
+                        for a in &d.added {
+                            s += &format!("+ {}\n", r(a));
+                        }
+                        for a in &d.removed {
+                            s += &format!("- {}\n", r(a));
+                        }
+                        for c in &d.changed {
+                            s += &format!(
+                                "~ {} ({} -> {})\n",
+                                c.element.as_ref().map(r).unwrap_or_default(),
+                                status_name(c.before),
+                                status_name(c.after)
+                            );
+                        }
                         s
                     })
                 }
@@ -587,27 +704,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let c = Client::connect(&cli).await?;
             let mut api = pb::audit_service_client::AuditServiceClient::new(c.channel.clone());
             let r = api
-                .list_audit(c.req(pb::ListAuditRequest { after_id: *after, limit: *limit })?)
+                .list_audit(c.req(pb::ListAuditRequest {
+                    after_id: *after,
+                    limit: *limit,
+                })?)
                 .await?
                 .into_inner();
-            let result = |v: i32| match pb::AuditResult::try_from(v).unwrap_or(pb::AuditResult::Unspecified) {
+            let result = |v: i32| match pb::AuditResult::try_from(v)
+                .unwrap_or(pb::AuditResult::Unspecified)
+            {
                 pb::AuditResult::Ok => "ok",
                 pb::AuditResult::Denied => "denied",
                 pb::AuditResult::Failed => "failed",
                 pb::AuditResult::Unspecified => "?",
             };
-            let value = Value::Array(r.records.iter().map(|a| json!({
-                "id": a.id, "at": ts(a.at.as_ref()), "actor": a.actor, "role": a.role,
-                "action": a.action, "target": a.target, "result": result(a.result),
-                "detail": a.detail, "peer": a.peer,
-            })).collect());
+            let value = Value::Array(
+                r.records
+                    .iter()
+                    .map(|a| {
+                        json!({
+                            "id": a.id, "at": ts(a.at.as_ref()), "actor": a.actor, "role": a.role,
+                            "action": a.action, "target": a.target, "result": result(a.result),
+                            "detail": a.detail, "peer": a.peer,
+                        })
+                    })
+                    .collect(),
+            );
             print(cli.output, &value, || {
-                let rows: Vec<Vec<String>> = r.records.iter().map(|a| vec![
-                    a.id.to_string(), ts(a.at.as_ref()).as_str().unwrap_or("").to_string(),
-                    a.actor.clone(), a.role.clone(), a.action.clone(), a.target.clone(),
-                    result(a.result).into(), a.detail.clone(),
-                ]).collect();
-                table(&["ID", "AT", "ACTOR", "ROLE", "ACTION", "TARGET", "RESULT", "DETAIL"], &rows)
+                let rows: Vec<Vec<String>> = r
+                    .records
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.id.to_string(),
+                            ts(a.at.as_ref()).as_str().unwrap_or("").to_string(),
+                            a.actor.clone(),
+                            a.role.clone(),
+                            a.action.clone(),
+                            a.target.clone(),
+                            result(a.result).into(),
+                            a.detail.clone(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "ID", "AT", "ACTOR", "ROLE", "ACTION", "TARGET", "RESULT", "DETAIL",
+                    ],
+                    &rows,
+                )
             })
         }
     }
@@ -626,7 +771,8 @@ async fn main() {
             };
             (code, format!("{:?}: {}", s.code(), s.message()))
         } else if e.downcast_ref::<Usage>().is_some()
-            || e.downcast_ref::<procguard_core::identity::IdentityError>().is_some()
+            || e.downcast_ref::<procguard_core::identity::IdentityError>()
+                .is_some()
         {
             (2, format!("{e:#}"))
         } else {

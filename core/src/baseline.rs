@@ -153,8 +153,14 @@ impl Provenance {
         self.first_seen = self.first_seen.min(now);
         add(&mut self.nodes, &ev.node_name);
         if let Some(c) = &ev.container {
-            add(&mut self.pods, c.pod_name.as_deref().unwrap_or(&c.container_id));
-            add(&mut self.image_digests, c.image_digest.as_deref().unwrap_or(""));
+            add(
+                &mut self.pods,
+                c.pod_name.as_deref().unwrap_or(&c.container_id),
+            );
+            add(
+                &mut self.image_digests,
+                c.image_digest.as_deref().unwrap_or(""),
+            );
         }
         if let Some(parent) = ev.ancestors.first() {
             add(&mut self.parents, &parent.exe_path);

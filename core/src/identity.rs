@@ -186,7 +186,10 @@ mod tests {
         assert_eq!(id.to_string(), "prod/shop/deployment/web/nginx");
         assert_eq!(WorkloadIdentity::parse(&id.to_string()).unwrap(), id);
         let host = WorkloadIdentity::new("prod", "", WorkloadKind::Host, "sshd.service", "");
-        assert_eq!(WorkloadIdentity::parse("prod//host/sshd.service/").unwrap(), host);
+        assert_eq!(
+            WorkloadIdentity::parse("prod//host/sshd.service/").unwrap(),
+            host
+        );
     }
 
     #[test]
@@ -210,7 +213,10 @@ mod tests {
     #[test]
     fn kinds_parse_case_insensitively() {
         for k in WorkloadKind::ALL {
-            assert_eq!(k.as_str().to_uppercase().parse::<WorkloadKind>().unwrap(), k);
+            assert_eq!(
+                k.as_str().to_uppercase().parse::<WorkloadKind>().unwrap(),
+                k
+            );
         }
     }
 }

@@ -20,7 +20,9 @@ pub enum ConvertError {
     #[error("field '{0}' is required")]
     Missing(&'static str),
     /// An enum holds UNSPECIFIED or a value this build does not know.
-    #[error("field '{field}' has invalid value {value}; send one of the documented non-zero values")]
+    #[error(
+        "field '{field}' has invalid value {value}; send one of the documented non-zero values"
+    )]
     BadEnum {
         /// Field name.
         field: &'static str,

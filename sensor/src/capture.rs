@@ -35,9 +35,10 @@ pub fn start(
     mut tracker: Tracker,
     out: tokio::sync::mpsc::Sender<ProcessEvent>,
     metrics: Metrics,
+    netns: Option<&std::path::Path>,
     shutdown: CancellationToken,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-    let conn = ProcConnector::open(SOCKET_BUFFER)?;
+    let conn = ProcConnector::open(SOCKET_BUFFER, netns)?;
     conn.set_timeout(Duration::from_millis(250))?;
     let (tx, rx) = sync_channel::<Item>(KERNEL_QUEUE);
 
@@ -62,7 +63,10 @@ pub fn start(
                         return;
                     }
                 }
-                tracing::info!(message = "Initial /proc scan done.", processes = tracker.len());
+                tracing::info!(
+                    message = "Initial /proc scan done.",
+                    processes = tracker.len()
+                );
                 process(&mut tracker, rx, &hash_tx, &metrics, &shutdown)
             })?
     };
@@ -103,7 +107,13 @@ fn drain(
                 tracing::warn!(message = "Proc connector overrun: events lost; rescanning /proc.");
                 need_resync = true;
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
             Err(e) => {
                 tracing::error!(message = "Proc connector read failed; capture stopped.", error = %e);
                 metrics.capture_failed.inc();

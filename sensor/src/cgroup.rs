@@ -38,7 +38,9 @@ pub struct ContainerRef {
 }
 
 fn is_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Reads one segment as a container ID with its runtime.
@@ -223,7 +225,12 @@ mod tests {
                 unit: Some("session-3.scope".into())
             }
         );
-        assert_eq!(parse("0::/init.scope"), Placement::Host { unit: Some("init.scope".into()) });
+        assert_eq!(
+            parse("0::/init.scope"),
+            Placement::Host {
+                unit: Some("init.scope".into())
+            }
+        );
         assert_eq!(parse("0::/\n"), Placement::Host { unit: None });
     }
 
@@ -231,8 +238,14 @@ mod tests {
     fn foreign_namespaces_and_garbage_are_unattributed() {
         assert_eq!(parse("0::/../../kubepods/x\n"), Placement::Unattributed);
         assert_eq!(parse(""), Placement::Unattributed);
-        assert_eq!(parse("garbage without colons\n\u{0}\u{1}"), Placement::Unattributed);
+        assert_eq!(
+            parse("garbage without colons\n\u{0}\u{1}"),
+            Placement::Unattributed
+        );
         // A 63-hex segment is not an ID.
-        assert!(matches!(parse(&format!("0::/docker/{}", &ID[1..])), Placement::Host { .. }));
+        assert!(matches!(
+            parse(&format!("0::/docker/{}", &ID[1..])),
+            Placement::Host { .. }
+        ));
     }
 }

@@ -29,6 +29,11 @@ pub struct Config {
     /// Where the host's cgroup filesystem is mounted.
     #[arg(long, env = "PROCGUARD_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
+    /// Network namespace to open the proc connector socket in (e.g. /host/proc/1/ns/net for a
+    /// pod without host networking; the kernel sends process events only to the node's
+    /// initial network namespace). Unset: the sensor's own.
+    #[arg(long, env = "PROCGUARD_NETLINK_NETNS")]
+    pub netlink_netns: Option<PathBuf>,
     /// CA that signed the server certificate (PEM).
     #[arg(long, env = "PROCGUARD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
@@ -51,7 +56,11 @@ pub struct Config {
     #[arg(long, env = "PROCGUARD_JSONL")]
     pub jsonl: Option<PathBuf>,
     /// Directory for the sensor's local state.
-    #[arg(long, env = "PROCGUARD_SPOOL_DIR", default_value = "./procguard-data/sensor")]
+    #[arg(
+        long,
+        env = "PROCGUARD_SPOOL_DIR",
+        default_value = "./procguard-data/sensor"
+    )]
     pub spool_dir: PathBuf,
     /// Events held in memory while unacknowledged; past it the oldest observations are dropped
     /// (and counted) before any deviation.
@@ -81,6 +90,8 @@ pub struct Settings {
     pub jsonl: Option<PathBuf>,
     /// In-memory buffer bound.
     pub buffer_events: usize,
+    /// Network namespace for the proc connector socket.
+    pub netlink_netns: Option<PathBuf>,
 }
 
 /// How to reach the server.
@@ -114,6 +125,14 @@ impl Config {
                 "--cgroup-root '{}' is not a directory",
                 self.cgroup_root.display()
             )));
+        }
+        if let Some(ns) = &self.netlink_netns {
+            if !ns.exists() {
+                return Err(ConfigError(format!(
+                    "--netlink-netns '{}' does not exist; mount the host's /proc and point at <proc>/1/ns/net",
+                    ns.display()
+                )));
+            }
         }
         match self.pod_metadata.as_str() {
             "off" => {}
@@ -177,6 +196,7 @@ impl Config {
             admin_addr: self.admin_addr,
             jsonl: self.jsonl.clone(),
             buffer_events: self.buffer_events,
+            netlink_netns: self.netlink_netns.clone(),
         })
     }
 }

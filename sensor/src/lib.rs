@@ -54,7 +54,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         &settings.cluster,
     );
     let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
-    let threads = capture::start(tracker, tx, metrics.clone(), shutdown.clone()).map_err(|e| {
+    let threads = capture::start(
+        tracker,
+        tx,
+        metrics.clone(),
+        settings.netlink_netns.as_deref(),
+        shutdown.clone(),
+    ).map_err(|e| {
         if e.raw_os_error() == Some(libc::EPERM) || e.raw_os_error() == Some(libc::EACCES) {
             anyhow::anyhow!(
                 "cannot subscribe to the kernel's process events ({e}): procguard-sensor needs root \

@@ -39,19 +39,71 @@ impl Metrics {
     /// Registers every metric under the `procguard_sensor` prefix.
     pub fn register(&self) -> Registry {
         let mut r = Registry::with_prefix("procguard_sensor");
-        r.register("events_seen", "Process starts turned into events", self.events_seen.clone());
-        r.register("events_partial", "Events with partial completeness", self.events_partial.clone());
-        r.register("queue_drops", "Kernel events dropped: processing queue full", self.queue_drops.clone());
-        r.register("kernel_losses", "Proc connector overruns (ENOBUFS)", self.kernel_losses.clone());
-        r.register("sequence_gaps", "Forward jumps in per-CPU proc connector sequence numbers", self.sequence_gaps.clone());
-        r.register("resyncs", "Full /proc rescans after a loss", self.resyncs.clone());
-        r.register("buffer_drops", "Events dropped: unacknowledged buffer full", self.buffer_drops.clone());
-        r.register("deviations", "Deviations detected on this node", self.deviations.clone());
-        r.register("events_acked", "Events acknowledged by the server", self.events_acked.clone());
-        r.register("capture_failed", "Capture stopped on an error", self.capture_failed.clone());
-        r.register("pending_events", "Events waiting for acknowledgement", self.pending.clone());
-        r.register("connected", "1 while connected to the server", self.connected.clone());
-        r.register("baselines", "Enforced baselines held for local matching", self.baselines.clone());
+        r.register(
+            "events_seen",
+            "Process starts turned into events",
+            self.events_seen.clone(),
+        );
+        r.register(
+            "events_partial",
+            "Events with partial completeness",
+            self.events_partial.clone(),
+        );
+        r.register(
+            "queue_drops",
+            "Kernel events dropped: processing queue full",
+            self.queue_drops.clone(),
+        );
+        r.register(
+            "kernel_losses",
+            "Proc connector overruns (ENOBUFS)",
+            self.kernel_losses.clone(),
+        );
+        r.register(
+            "sequence_gaps",
+            "Forward jumps in per-CPU proc connector sequence numbers",
+            self.sequence_gaps.clone(),
+        );
+        r.register(
+            "resyncs",
+            "Full /proc rescans after a loss",
+            self.resyncs.clone(),
+        );
+        r.register(
+            "buffer_drops",
+            "Events dropped: unacknowledged buffer full",
+            self.buffer_drops.clone(),
+        );
+        r.register(
+            "deviations",
+            "Deviations detected on this node",
+            self.deviations.clone(),
+        );
+        r.register(
+            "events_acked",
+            "Events acknowledged by the server",
+            self.events_acked.clone(),
+        );
+        r.register(
+            "capture_failed",
+            "Capture stopped on an error",
+            self.capture_failed.clone(),
+        );
+        r.register(
+            "pending_events",
+            "Events waiting for acknowledgement",
+            self.pending.clone(),
+        );
+        r.register(
+            "connected",
+            "1 while connected to the server",
+            self.connected.clone(),
+        );
+        r.register(
+            "baselines",
+            "Enforced baselines held for local matching",
+            self.baselines.clone(),
+        );
         r
     }
 }

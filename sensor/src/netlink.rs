@@ -95,7 +95,8 @@ fn u32_at(b: &[u8], off: usize) -> Option<u32> {
 }
 
 fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    b.get(off..off + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]))
+    b.get(off..off + 2)
+        .map(|s| u16::from_ne_bytes([s[0], s[1]]))
 }
 
 fn u64_at(b: &[u8], off: usize) -> Option<u64> {
@@ -105,7 +106,7 @@ fn u64_at(b: &[u8], off: usize) -> Option<u64> {
 
 /// Parses one datagram into events. Malformed or truncated messages are skipped, never read
 /// past their end.
-pub fn parse_datagram(buf: &[u8]) -> Result<Vec<Stamped>, ()> {
+pub fn parse_datagram(buf: &[u8]) -> Received {
     let mut out = Vec::new();
     let mut off = 0;
     while off + NLMSG_HDRLEN <= buf.len() {
@@ -117,7 +118,7 @@ pub fn parse_datagram(buf: &[u8]) -> Result<Vec<Stamped>, ()> {
             break;
         }
         if ty == NLMSG_OVERRUN {
-            return Err(());
+            return Received::Overrun;
         }
         let msg = &buf[off + NLMSG_HDRLEN..off + len];
         if ty != NLMSG_ERROR {
@@ -128,7 +129,7 @@ pub fn parse_datagram(buf: &[u8]) -> Result<Vec<Stamped>, ()> {
         // Netlink messages are 4-byte aligned.
         off += (len + 3) & !3;
     }
-    Ok(out)
+    Received::Events(out)
 }
 
 fn parse_cn_msg(msg: &[u8]) -> Option<Stamped> {
@@ -180,22 +181,56 @@ fn kernel_has_filter() -> bool {
     (major, minor) >= (6, 6)
 }
 
+fn raw_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the returned descriptor is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            NETLINK_CONNECTOR,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Creates the socket inside the network namespace at `netns` (for a pod without host
+/// networking: the kernel sends proc events only to sockets of the initial network namespace).
+/// A short-lived thread enters the namespace, so no other thread of the sensor ever leaves its
+/// own; a socket keeps the namespace it was created in.
+fn socket_in(netns: &std::path::Path) -> io::Result<OwnedFd> {
+    let ns = std::fs::File::open(netns).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot open network namespace {}: {e}", netns.display()),
+        )
+    })?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                io::Error::other(format!(
+                    "cannot enter network namespace {} (needs CAP_SYS_ADMIN): {e}",
+                    netns.display()
+                ))
+            })?;
+            raw_socket()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("netns thread panicked")))
+    })
+}
+
 impl ProcConnector {
-    /// Opens the socket, grows its receive buffer to `rcvbuf` bytes, and subscribes.
-    pub fn open(rcvbuf: usize) -> io::Result<Self> {
-        // SAFETY: plain socket(2); the returned descriptor is owned below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                NETLINK_CONNECTOR,
-            )
+    /// Opens the socket (in `netns` when given), grows its receive buffer to `rcvbuf` bytes,
+    /// and subscribes.
+    pub fn open(rcvbuf: usize, netns: Option<&std::path::Path>) -> io::Result<Self> {
+        let fd = match netns {
+            Some(ns) => socket_in(ns)?,
+            None => raw_socket()?,
         };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let size = rcvbuf.min(i32::MAX as usize) as libc::c_int;
         for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
             // SAFETY: setsockopt(2) with a pointer to a live c_int and its exact size.
@@ -240,7 +275,9 @@ impl ProcConnector {
         let filter = kernel_has_filter();
         let payload: Vec<u8> = if filter {
             let mut p = op.to_ne_bytes().to_vec();
-            p.extend_from_slice(&(PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT).to_ne_bytes());
+            p.extend_from_slice(
+                &(PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT).to_ne_bytes(),
+            );
             p
         } else {
             op.to_ne_bytes().to_vec()
@@ -260,14 +297,7 @@ impl ProcConnector {
         msg.extend_from_slice(&0u16.to_ne_bytes());
         msg.extend_from_slice(&payload);
         // SAFETY: send(2) of a live buffer with its exact length.
-        let rc = unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-            )
-        };
+        let rc = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -292,10 +322,7 @@ impl ProcConnector {
             }
             return Err(err);
         }
-        match parse_datagram(&self.buf[..n as usize]) {
-            Ok(events) => Ok(Received::Events(events)),
-            Err(()) => Ok(Received::Overrun),
-        }
+        Ok(parse_datagram(&self.buf[..n as usize]))
     }
 
     /// Sets a receive timeout so the reading thread can notice shutdown.
@@ -383,9 +410,20 @@ mod tests {
         nl
     }
 
+    fn events(r: Received) -> Vec<Stamped> {
+        match r {
+            Received::Events(e) => e,
+            Received::Overrun => panic!("unexpected overrun"),
+        }
+    }
+
     #[test]
     fn parses_fork_exec_exit() {
-        let f = parse_datagram(&datagram(PROC_EVENT_FORK, 7, &[10, 10, 11, 11])).unwrap();
+        let f = events(parse_datagram(&datagram(
+            PROC_EVENT_FORK,
+            7,
+            &[10, 10, 11, 11],
+        )));
         assert_eq!(
             f[0].event,
             ProcEvent::Fork {
@@ -395,9 +433,13 @@ mod tests {
             }
         );
         assert_eq!((f[0].cpu, f[0].seq, f[0].timestamp_ns), (1, 7, 42));
-        let e = parse_datagram(&datagram(PROC_EVENT_EXEC, 8, &[11, 11])).unwrap();
+        let e = events(parse_datagram(&datagram(PROC_EVENT_EXEC, 8, &[11, 11])));
         assert_eq!(e[0].event, ProcEvent::Exec { tgid: 11 });
-        let x = parse_datagram(&datagram(PROC_EVENT_EXIT, 9, &[11, 11, 0, 17, 10, 10])).unwrap();
+        let x = events(parse_datagram(&datagram(
+            PROC_EVENT_EXIT,
+            9,
+            &[11, 11, 0, 17, 10, 10],
+        )));
         assert_eq!(x[0].event, ProcEvent::Exit { pid: 11, tgid: 11 });
     }
 
@@ -405,13 +447,13 @@ mod tests {
     fn truncated_datagrams_never_read_past_their_end() {
         let full = datagram(PROC_EVENT_EXEC, 8, &[11, 11]);
         for cut in 0..full.len() {
-            let events = parse_datagram(&full[..cut]).unwrap();
-            assert!(events.is_empty(), "cut at {cut} produced {events:?}");
+            let got = events(parse_datagram(&full[..cut]));
+            assert!(got.is_empty(), "cut at {cut} produced {got:?}");
         }
         // A length field that lies is skipped, not trusted.
         let mut lying = full.clone();
         lying[0..4].copy_from_slice(&10_000u32.to_ne_bytes());
-        assert!(parse_datagram(&lying).unwrap().is_empty());
+        assert!(events(parse_datagram(&lying)).is_empty());
     }
 
     #[test]

@@ -96,12 +96,14 @@ impl ProcReader {
     /// A reader of `root` (normally `/proc`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
-        let boot_time = std::fs::read_to_string(root.join("stat")).ok().and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
-        });
+        let boot_time = std::fs::read_to_string(root.join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+            });
         Self {
             root,
             boot_time,
@@ -227,7 +229,10 @@ mod tests {
 
     #[test]
     fn exe_links_flag_deleted_and_memfd() {
-        assert_eq!(parse_exe_link("/usr/bin/id"), ("/usr/bin/id".into(), false, false));
+        assert_eq!(
+            parse_exe_link("/usr/bin/id"),
+            ("/usr/bin/id".into(), false, false)
+        );
         assert_eq!(
             parse_exe_link("/tmp/x (deleted)"),
             ("/tmp/x".into(), true, false)

@@ -215,13 +215,9 @@ impl Tracker {
                 unit.clone().unwrap_or_else(|| "host".into()),
                 "",
             ),
-            Placement::Unattributed => WorkloadIdentity::new(
-                &self.cluster,
-                "",
-                WorkloadKind::Host,
-                "unattributed",
-                "",
-            ),
+            Placement::Unattributed => {
+                WorkloadIdentity::new(&self.cluster, "", WorkloadKind::Host, "unattributed", "")
+            }
         }
     }
 
@@ -293,7 +289,9 @@ impl Tracker {
         let my_container = Self::container_of(&placement).map(|c| c.id.clone());
         let context = match (&my_container, parent) {
             (None, _) => ExecContext::Host,
-            (Some(id), Some(p)) if Self::container_of(&p.placement).is_some_and(|pc| pc.id == *id) => {
+            (Some(id), Some(p))
+                if Self::container_of(&p.placement).is_some_and(|pc| pc.id == *id) =>
+            {
                 match p.context {
                     ExecContext::Entrypoint => ExecContext::Descendant,
                     c => c,
@@ -394,7 +392,10 @@ mod tests {
     #[test]
     fn scripts_are_found_behind_interpreters() {
         assert_eq!(
-            script_of("/usr/bin/python3.11", &s(&["python3", "-u", "/app/main.py"])),
+            script_of(
+                "/usr/bin/python3.11",
+                &s(&["python3", "-u", "/app/main.py"])
+            ),
             Some("/app/main.py".into())
         );
         assert_eq!(script_of("/bin/sh", &s(&["sh", "-c", "echo"])), None);

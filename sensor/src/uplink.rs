@@ -133,10 +133,16 @@ impl Uplink {
     fn ack(&mut self, seq: u64) {
         self.acked = self.acked.max(seq);
         let before = self.pending.len();
-        while self.pending.front().is_some_and(|e| e.sequence <= self.acked) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|e| e.sequence <= self.acked)
+        {
             self.pending.pop_front();
         }
-        self.metrics.events_acked.inc_by((before - self.pending.len()) as u64);
+        self.metrics
+            .events_acked
+            .inc_by((before - self.pending.len()) as u64);
         self.metrics.pending.set(self.pending.len() as i64);
     }
 
@@ -158,7 +164,11 @@ impl Uplink {
                     .collect();
                 self.matcher = Matcher::new(list.iter());
                 self.metrics.baselines.set(self.matcher.len() as i64);
-                tracing::info!(message = "Baselines received.", revision = s.revision, count = self.matcher.len());
+                tracing::info!(
+                    message = "Baselines received.",
+                    revision = s.revision,
+                    count = self.matcher.len()
+                );
             }
             Some(pb::server_message::Body::Update(u)) => {
                 if let Some(b) = u.baseline.as_ref().and_then(|b| baseline_from_pb(b).ok()) {
@@ -237,7 +247,10 @@ impl Uplink {
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(20));
-        let channel = endpoint.connect().await.map_err(|e| format!("connect: {e:?}"))?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("connect: {e:?}"))?;
         let mut client = pb::sensor_service_client::SensorServiceClient::new(channel)
             .max_decoding_message_size(64 * 1024 * 1024);
         let (tx, out_rx) = mpsc::channel::<pb::SensorMessage>(OUTBOUND);

@@ -10,8 +10,7 @@ use crate::metrics::Metrics;
 use crate::store::{AuditEntry, AuditOutcome, BaselineFilter, Store, StoreError};
 use procguard_core::{Baseline, ElementKey, ElementStatus, WorkloadIdentity};
 use procguard_proto::convert::{
-    self, baseline_to_pb, element_key, element_ref, identity, state_from_pb, state_to_pb,
-    timestamp,
+    self, baseline_to_pb, element_key, element_ref, identity, state_from_pb, state_to_pb, timestamp,
 };
 use procguard_proto::v1 as pb;
 use std::time::SystemTime;
@@ -28,7 +27,9 @@ pub struct Api {
 
 fn store_status(e: StoreError) -> Status {
     match e {
-        StoreError::NotFound(m) => Status::not_found(format!("no baseline for workload '{m}'; list them with 'procguardctl baselines list'")),
+        StoreError::NotFound(m) => Status::not_found(format!(
+            "no baseline for workload '{m}'; list them with 'procguardctl baselines list'"
+        )),
         StoreError::Rejected(m) => Status::failed_precondition(m),
         e @ StoreError::Conflict { .. } => Status::aborted(e.to_string()),
         e => Status::internal(e.to_string()),
@@ -50,27 +51,8 @@ impl Api {
         }
     }
 
-    async fn audit(
-        &self,
-        actor: &str,
-        role: Option<Role>,
-        action: &str,
-        target: &str,
-        result: AuditOutcome,
-        detail: String,
-        peer: String,
-    ) {
-        let entry = AuditEntry {
-            id: 0,
-            at: SystemTime::now(),
-            actor: actor.to_string(),
-            role: role.map(Role::as_str).unwrap_or("").to_string(),
-            action: action.to_string(),
-            target: target.to_string(),
-            result,
-            detail,
-            peer,
-        };
+    async fn audit(&self, entry: AuditEntry) {
+        let (action, actor) = (entry.action.clone(), entry.actor.clone());
         if let Err(e) = self.store.audit(entry).await {
             // An audit write that fails is loud: the call itself has already been decided.
             tracing::error!(message = "Audit write failed.", error = %e, action, actor);
@@ -93,15 +75,17 @@ impl Api {
             Ok(c) => Ok(c),
             Err(d) => {
                 self.metrics.api_denied.inc();
-                self.audit(
-                    &d.actor,
-                    d.role,
-                    action,
-                    target,
-                    AuditOutcome::Denied,
-                    d.status.message().to_string(),
+                self.audit(AuditEntry {
+                    id: 0,
+                    at: SystemTime::now(),
+                    actor: d.actor.clone(),
+                    role: d.role.map(Role::as_str).unwrap_or("").to_string(),
+                    action: action.to_string(),
+                    target: target.to_string(),
+                    result: AuditOutcome::Denied,
+                    detail: d.status.message().to_string(),
                     peer,
-                )
+                })
                 .await;
                 Err(d.status)
             }
@@ -125,15 +109,17 @@ impl Api {
             Ok(_) => (AuditOutcome::Ok, String::new()),
             Err(s) => (AuditOutcome::Failed, s.message().to_string()),
         };
-        self.audit(
-            &caller.actor,
-            Some(caller.role),
-            action,
-            target,
-            outcome,
+        self.audit(AuditEntry {
+            id: 0,
+            at: SystemTime::now(),
+            actor: caller.actor.clone(),
+            role: caller.role.as_str().to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            result: outcome,
             detail,
             peer,
-        )
+        })
         .await;
         result
     }
@@ -160,7 +146,9 @@ impl Api {
 }
 
 fn keys(refs: &[pb::ElementRef]) -> Result<Vec<ElementKey>, Status> {
-    refs.iter().map(|r| element_key(r).map_err(invalid)).collect()
+    refs.iter()
+        .map(|r| element_key(r).map_err(invalid))
+        .collect()
 }
 
 fn target_of(w: Option<&pb::WorkloadIdentity>) -> String {
@@ -225,7 +213,9 @@ impl pb::baseline_service_server::BaselineService for Api {
         &self,
         request: Request<pb::ListBaselinesRequest>,
     ) -> Result<Response<pb::ListBaselinesResponse>, Status> {
-        let caller = self.allow(&request, Role::Viewer, "ListBaselines", "").await?;
+        let caller = self
+            .allow(&request, Role::Viewer, "ListBaselines", "")
+            .await?;
         let r = request.get_ref();
         let result = (|| {
             let filter = filter_of(r.selector.as_ref())?;
@@ -249,7 +239,9 @@ impl pb::baseline_service_server::BaselineService for Api {
         request: Request<pb::GetBaselineRequest>,
     ) -> Result<Response<pb::Baseline>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
-        let caller = self.allow(&request, Role::Viewer, "GetBaseline", &target).await?;
+        let caller = self
+            .allow(&request, Role::Viewer, "GetBaseline", &target)
+            .await?;
         let r = request.get_ref();
         let result = identity(r.workload.as_ref())
             .map_err(invalid)
@@ -265,7 +257,9 @@ impl pb::baseline_service_server::BaselineService for Api {
         request: Request<pb::ApproveBaselineRequest>,
     ) -> Result<Response<pb::Baseline>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
-        let caller = self.allow(&request, Role::Approver, "ApproveBaseline", &target).await?;
+        let caller = self
+            .allow(&request, Role::Approver, "ApproveBaseline", &target)
+            .await?;
         let r = request.get_ref();
         let result = async {
             let id = identity(r.workload.as_ref()).map_err(invalid)?;
@@ -299,17 +293,24 @@ impl pb::baseline_service_server::BaselineService for Api {
         request: Request<pb::RejectElementsRequest>,
     ) -> Result<Response<pb::Baseline>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
-        let caller = self.allow(&request, Role::Approver, "RejectElements", &target).await?;
+        let caller = self
+            .allow(&request, Role::Approver, "RejectElements", &target)
+            .await?;
         let r = request.get_ref();
         let result = async {
             let id = identity(r.workload.as_ref()).map_err(invalid)?;
             let only = keys(&r.elements)?;
             if only.is_empty() {
-                return Err(Status::invalid_argument("name at least one element to reject"));
+                return Err(Status::invalid_argument(
+                    "name at least one element to reject",
+                ));
             }
             self.change_one(&caller, &id, "rejected", &r.reason, false, |b| {
                 for k in &only {
-                    let el = b.elements.get_mut(k).ok_or_else(|| format!("element '{k}' is not in the baseline"))?;
+                    let el = b
+                        .elements
+                        .get_mut(k)
+                        .ok_or_else(|| format!("element '{k}' is not in the baseline"))?;
                     el.status = ElementStatus::Rejected;
                 }
                 Ok(())
@@ -327,7 +328,9 @@ impl pb::baseline_service_server::BaselineService for Api {
         request: Request<pb::AddElementsRequest>,
     ) -> Result<Response<pb::Baseline>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
-        let caller = self.allow(&request, Role::Approver, "AddElements", &target).await?;
+        let caller = self
+            .allow(&request, Role::Approver, "AddElements", &target)
+            .await?;
         let r = request.get_ref();
         let result = async {
             let id = identity(r.workload.as_ref()).map_err(invalid)?;
@@ -345,12 +348,15 @@ impl pb::baseline_service_server::BaselineService for Api {
             self.change_one(&caller, &id, "added", &r.reason, true, |b| {
                 let now = SystemTime::now();
                 for k in &add {
-                    let el = b.elements.entry(k.clone()).or_insert_with(|| procguard_core::Element {
-                        status: ElementStatus::Approved,
-                        review_reasons: vec![],
-                        provenance: manual_provenance(now),
-                        manual: true,
-                    });
+                    let el =
+                        b.elements
+                            .entry(k.clone())
+                            .or_insert_with(|| procguard_core::Element {
+                                status: ElementStatus::Approved,
+                                review_reasons: vec![],
+                                provenance: manual_provenance(now),
+                                manual: true,
+                            });
                     el.status = ElementStatus::Approved;
                 }
                 Ok(())
@@ -368,14 +374,18 @@ impl pb::baseline_service_server::BaselineService for Api {
         request: Request<pb::RemoveElementsRequest>,
     ) -> Result<Response<pb::Baseline>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
-        let caller = self.allow(&request, Role::Approver, "RemoveElements", &target).await?;
+        let caller = self
+            .allow(&request, Role::Approver, "RemoveElements", &target)
+            .await?;
         let r = request.get_ref();
         let result = async {
             let id = identity(r.workload.as_ref()).map_err(invalid)?;
             let remove = keys(&r.elements)?;
             self.change_one(&caller, &id, "removed", &r.reason, false, |b| {
                 for k in &remove {
-                    b.elements.remove(k).ok_or_else(|| format!("element '{k}' is not in the baseline"))?;
+                    b.elements
+                        .remove(k)
+                        .ok_or_else(|| format!("element '{k}' is not in the baseline"))?;
                 }
                 Ok(())
             })
@@ -392,7 +402,9 @@ impl pb::baseline_service_server::BaselineService for Api {
         request: Request<pb::ResetBaselineRequest>,
     ) -> Result<Response<pb::Baseline>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
-        let caller = self.allow(&request, Role::Approver, "ResetBaseline", &target).await?;
+        let caller = self
+            .allow(&request, Role::Approver, "ResetBaseline", &target)
+            .await?;
         let r = request.get_ref();
         let result = async {
             let id = identity(r.workload.as_ref()).map_err(invalid)?;
@@ -422,8 +434,10 @@ impl pb::baseline_service_server::BaselineService for Api {
         &self,
         request: Request<pb::BulkRequest>,
     ) -> Result<Response<pb::BulkResponse>, Status> {
-        self.bulk(request, "BulkReset", "reset", |b| b.reset(SystemTime::now()))
-            .await
+        self.bulk(request, "BulkReset", "reset", |b| {
+            b.reset(SystemTime::now())
+        })
+        .await
     }
 
     async fn get_history(
@@ -431,7 +445,9 @@ impl pb::baseline_service_server::BaselineService for Api {
         request: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
-        let caller = self.allow(&request, Role::Viewer, "GetHistory", &target).await?;
+        let caller = self
+            .allow(&request, Role::Viewer, "GetHistory", &target)
+            .await?;
         let result = identity(request.get_ref().workload.as_ref())
             .map_err(invalid)
             .and_then(|id| self.store.history(&id).map_err(store_status))
@@ -459,14 +475,23 @@ impl pb::baseline_service_server::BaselineService for Api {
         request: Request<pb::DiffVersionsRequest>,
     ) -> Result<Response<pb::DiffVersionsResponse>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
-        let caller = self.allow(&request, Role::Viewer, "DiffVersions", &target).await?;
+        let caller = self
+            .allow(&request, Role::Viewer, "DiffVersions", &target)
+            .await?;
         let r = request.get_ref();
         let result = (|| {
             let id = identity(r.workload.as_ref()).map_err(invalid)?;
-            let a = self.store.baseline(&id, r.from_version).map_err(store_status)?;
-            let b = self.store.baseline(&id, r.to_version).map_err(store_status)?;
+            let a = self
+                .store
+                .baseline(&id, r.from_version)
+                .map_err(store_status)?;
+            let b = self
+                .store
+                .baseline(&id, r.to_version)
+                .map_err(store_status)?;
             let st = |s: Option<&procguard_core::Element>| {
-                s.map(|e| status_pb(e.status)).unwrap_or(pb::ElementStatus::Unspecified) as i32
+                s.map(|e| status_pb(e.status))
+                    .unwrap_or(pb::ElementStatus::Unspecified) as i32
             };
             let mut out = pb::DiffVersionsResponse {
                 state_before: state_to_pb(a.state) as i32,
@@ -511,22 +536,28 @@ impl pb::baseline_service_server::BaselineService for Api {
         &self,
         request: Request<pb::ExportBaselinesRequest>,
     ) -> Result<Response<pb::ExportBaselinesResponse>, Status> {
-        let caller = self.allow(&request, Role::Viewer, "ExportBaselines", "").await?;
+        let caller = self
+            .allow(&request, Role::Viewer, "ExportBaselines", "")
+            .await?;
         let result = Err(Status::unimplemented(
             "ExportBaselines is not available in this server version yet",
         ));
-        self.done(&request, &caller, "ExportBaselines", "", result).await
+        self.done(&request, &caller, "ExportBaselines", "", result)
+            .await
     }
 
     async fn import_baselines(
         &self,
         request: Request<pb::ImportBaselinesRequest>,
     ) -> Result<Response<pb::ImportBaselinesResponse>, Status> {
-        let caller = self.allow(&request, Role::Admin, "ImportBaselines", "").await?;
+        let caller = self
+            .allow(&request, Role::Admin, "ImportBaselines", "")
+            .await?;
         let result = Err(Status::unimplemented(
             "ImportBaselines is not available in this server version yet",
         ));
-        self.done(&request, &caller, "ImportBaselines", "", result).await
+        self.done(&request, &caller, "ImportBaselines", "", result)
+            .await
     }
 }
 

@@ -49,13 +49,13 @@ impl Role {
 
     /// Whether this role satisfies `needed`.
     pub fn satisfies(self, needed: Role) -> bool {
-        match (self, needed) {
-            (Role::Admin, _) => true,
-            (Role::Approver, Role::Viewer | Role::Approver) => true,
-            (Role::Viewer, Role::Viewer) => true,
-            (Role::Siem, Role::Siem) => true,
-            _ => false,
-        }
+        matches!(
+            (self, needed),
+            (Role::Admin, _)
+                | (Role::Approver, Role::Viewer | Role::Approver)
+                | (Role::Viewer, Role::Viewer)
+                | (Role::Siem, Role::Siem)
+        )
     }
 }
 
@@ -89,12 +89,10 @@ impl Tokens {
     /// Loads `tokens.yaml`, rejecting unknown fields, unknown roles and malformed hashes.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!(
-                "cannot read tokens file '{}': {e}",
-                path.display()
-            ))
+            ConfigError(format!("cannot read tokens file '{}': {e}", path.display()))
         })?;
-        Self::parse(&text).map_err(|e| ConfigError(format!("tokens file '{}': {e}", path.display())))
+        Self::parse(&text)
+            .map_err(|e| ConfigError(format!("tokens file '{}': {e}", path.display())))
     }
 
     /// Parses the YAML text of a tokens file.
@@ -216,7 +214,10 @@ mod tests {
         assert_eq!(denied.actor, "alice");
         assert!(t.authorize(&md("a"), Role::Approver).is_ok());
         assert_eq!(
-            t.authorize(&md("nope"), Role::Viewer).unwrap_err().status.code(),
+            t.authorize(&md("nope"), Role::Viewer)
+                .unwrap_err()
+                .status
+                .code(),
             tonic::Code::Unauthenticated
         );
         assert_eq!(

@@ -25,7 +25,11 @@ pub struct Config {
     #[arg(long, env = "PROCGUARD_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
     pub admin_addr: SocketAddr,
     /// Directory of the embedded sled database.
-    #[arg(long, env = "PROCGUARD_DATA_DIR", default_value = "./procguard-data/server")]
+    #[arg(
+        long,
+        env = "PROCGUARD_DATA_DIR",
+        default_value = "./procguard-data/server"
+    )]
     pub data_dir: PathBuf,
     /// Server certificate (PEM).
     #[arg(long, env = "PROCGUARD_TLS_CERT")]
@@ -66,6 +70,11 @@ pub struct Config {
     /// Enforce baselines when learning ends instead of waiting for approval.
     #[arg(long, env = "PROCGUARD_AUTO_ENFORCE", default_value_t = false)]
     pub auto_enforce: bool,
+    /// Client-certificate names shared by a whole sensor fleet (comma-separated). A sensor
+    /// presenting one of these may report for any node; every such stream is logged. Leave
+    /// empty to bind each sensor to the node its own certificate names (the stronger setting).
+    #[arg(long, env = "PROCGUARD_SENSOR_FLEET_NAMES", value_delimiter = ',')]
+    pub sensor_fleet_names: Vec<String>,
     /// Log format.
     #[arg(long, env = "PROCGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -86,6 +95,8 @@ pub struct Settings {
     pub tokens: Tokens,
     /// When learning ends.
     pub learning: LearningPolicy,
+    /// Certificate names that may report for any node.
+    pub sensor_fleet_names: Vec<String>,
 }
 
 impl Config {
@@ -158,6 +169,12 @@ impl Config {
                 min_pods: self.learning_min_pods,
                 auto_enforce: self.auto_enforce,
             },
+            sensor_fleet_names: self
+                .sensor_fleet_names
+                .iter()
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
         })
     }
 }

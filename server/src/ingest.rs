@@ -62,16 +62,24 @@ pub struct SensorApi {
     store: Store,
     hub: Hub,
     metrics: Metrics,
+    fleet_names: Vec<String>,
     shutdown: CancellationToken,
 }
 
 impl SensorApi {
-    /// Builds the service.
-    pub fn new(store: Store, hub: Hub, metrics: Metrics, shutdown: CancellationToken) -> Self {
+    /// Builds the service. A certificate named in `fleet_names` may report for any node.
+    pub fn new(
+        store: Store,
+        hub: Hub,
+        metrics: Metrics,
+        fleet_names: Vec<String>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             store,
             hub,
             metrics,
+            fleet_names,
             shutdown,
         }
     }
@@ -108,7 +116,10 @@ fn convert_batch(batch: &pb::EventBatch, node: &str) -> Result<Vec<IngestEvent>,
             if e.sequence == 0 {
                 return Err(bad("sequence must be greater than 0".into()));
             }
-            let p = e.process.as_ref().ok_or_else(|| bad("process is required".into()))?;
+            let p = e
+                .process
+                .as_ref()
+                .ok_or_else(|| bad("process is required".into()))?;
             let mut process =
                 procguard_core::ProcessEvent::try_from(p).map_err(|c| bad(c.to_string()))?;
             if process.node_name.is_empty() {
@@ -162,7 +173,19 @@ impl pb::sensor_service_server::SensorService for SensorApi {
             }
         };
         let node = hello.node_name.clone();
-        if !cert_names.iter().any(|n| *n == node) {
+        if node.is_empty() || node.len() > 253 || node.chars().any(|c| c.is_control() || c == '/') {
+            return Err(Status::invalid_argument(
+                "Hello.node_name must be a node name (1..=253 characters, no '/' or control characters)",
+            ));
+        }
+        let fleet = cert_names.iter().find(|n| self.fleet_names.contains(n));
+        if let Some(name) = fleet {
+            tracing::info!(
+                message = "Sensor uses a fleet certificate; its node name is taken on trust.",
+                node = %node,
+                certificate = %name
+            );
+        } else if !cert_names.contains(&node) {
             self.metrics.sensor_rejected.inc();
             tracing::warn!(
                 message = "Sensor claimed a node its certificate does not name.",

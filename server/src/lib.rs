@@ -42,8 +42,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .with_context(|| format!("cannot bind gRPC address {}", settings.grpc_addr))?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
-    let store = store::Store::open(&settings.data_dir)
-        .with_context(|| format!("cannot open sled database in {}", settings.data_dir.display()))?;
+    let store = store::Store::open(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot open sled database in {}",
+            settings.data_dir.display()
+        )
+    })?;
     let hub = ingest::Hub::default();
 
     let admin_task = tokio::spawn(admin.clone().serve(admin_listener, shutdown.clone()));
@@ -70,8 +74,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         })
     };
 
-    let api = api::Api::new(store.clone(), settings.tokens.clone(), hub.clone(), metrics.clone());
-    let sensors = ingest::SensorApi::new(store.clone(), hub, metrics, shutdown.clone());
+    let api = api::Api::new(
+        store.clone(),
+        settings.tokens.clone(),
+        hub.clone(),
+        metrics.clone(),
+    );
+    let sensors = ingest::SensorApi::new(
+        store.clone(),
+        hub,
+        metrics,
+        settings.sensor_fleet_names.clone(),
+        shutdown.clone(),
+    );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
     let server = tonic::transport::Server::builder()
         .tls_config(settings.tls.clone())

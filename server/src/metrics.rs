@@ -27,13 +27,37 @@ impl Metrics {
     /// Registers every metric under the `procguard_server` prefix.
     pub fn register(&self) -> Registry {
         let mut r = Registry::with_prefix("procguard_server");
-        r.register("events_ingested", "Sensor events stored", self.events_ingested.clone());
-        r.register("events_duplicate", "Replayed sensor events skipped by event ID", self.events_duplicate.clone());
+        r.register(
+            "events_ingested",
+            "Sensor events stored",
+            self.events_ingested.clone(),
+        );
+        r.register(
+            "events_duplicate",
+            "Replayed sensor events skipped by event ID",
+            self.events_duplicate.clone(),
+        );
         r.register("deviations", "Deviations stored", self.deviations.clone());
-        r.register("batches_rejected", "Sensor batches refused as malformed or oversized", self.batches_rejected.clone());
-        r.register("sensor_streams_rejected", "Sensor streams refused (certificate or node mismatch)", self.sensor_rejected.clone());
-        r.register("api_denied", "API calls denied (unauthenticated or wrong role)", self.api_denied.clone());
-        r.register("sensors_connected", "Sensor streams open now", self.sensors_connected.clone());
+        r.register(
+            "batches_rejected",
+            "Sensor batches refused as malformed or oversized",
+            self.batches_rejected.clone(),
+        );
+        r.register(
+            "sensor_streams_rejected",
+            "Sensor streams refused (certificate or node mismatch)",
+            self.sensor_rejected.clone(),
+        );
+        r.register(
+            "api_denied",
+            "API calls denied (unauthenticated or wrong role)",
+            self.api_denied.clone(),
+        );
+        r.register(
+            "sensors_connected",
+            "Sensor streams open now",
+            self.sensors_connected.clone(),
+        );
         r
     }
 }

@@ -294,7 +294,12 @@ impl Store {
     }
 
     /// Records a sensor's hello.
-    pub async fn sensor_hello(&self, node: &str, boot_id: &str, version: &str) -> Result<SensorRecord> {
+    pub async fn sensor_hello(
+        &self,
+        node: &str,
+        boot_id: &str,
+        version: &str,
+    ) -> Result<SensorRecord> {
         let _w = self.writer.lock().await;
         let mut rec = self.sensor(node)?;
         rec.boot_id = boot_id.to_string();
@@ -323,77 +328,84 @@ impl Store {
             &self.meta,
         );
         let outcome = trees
-            .transaction(|(baselines, history, event_ids, sensors, deviations, meta)| {
-                let mut out = IngestOutcome::default();
-                let mut touched: BTreeMap<String, (Baseline, bool)> = BTreeMap::new();
-                let mut sensor: SensorRecord = match sensors.get(node)? {
-                    Some(v) => dec("sensors", &v).map_err(ConflictableTransactionError::Abort)?,
-                    None => SensorRecord::default(),
-                };
-                for ev in events {
-                    sensor.acked_sequence = sensor.acked_sequence.max(ev.sequence);
-                    if event_ids.get(ev.event_id.as_bytes())?.is_some() {
-                        out.duplicates += 1;
-                        continue;
-                    }
-                    event_ids.insert(ev.event_id.as_bytes(), &[])?;
-                    out.applied += 1;
-                    let key = ev.process.workload.to_string();
-                    if !touched.contains_key(&key) {
-                        let b = match baselines.get(key.as_bytes())? {
-                            Some(v) => dec("baselines", &v).map_err(ConflictableTransactionError::Abort)?,
-                            None => Baseline::new(ev.process.workload.clone(), now),
-                        };
-                        let is_new = b.elements.is_empty() && b.version == 1;
-                        touched.insert(key.clone(), (b, is_new));
-                    }
-                    let (b, changed) = touched.get_mut(&key).expect("inserted above");
-                    let before = b.version;
-                    match b.observe(&ev.process, now) {
-                        Observation::Deviation => {
-                            let rec = DeviationRecord {
-                                event_id: ev.event_id.clone(),
-                                at: now,
-                                baseline_version: b.version,
-                                baseline_state: b.state,
-                                process: ev.process.clone(),
-                            };
-                            // sled ids are unique and increasing across restarts; a retried
-                            // transaction only leaves gaps.
-                            let seq = self.db.generate_id()?;
-                            deviations.insert(&seq.to_be_bytes(), enc(&rec))?;
-                            out.deviations.push(rec);
+            .transaction(
+                |(baselines, history, event_ids, sensors, deviations, meta)| {
+                    let mut out = IngestOutcome::default();
+                    let mut touched: BTreeMap<String, (Baseline, bool)> = BTreeMap::new();
+                    let mut sensor: SensorRecord = match sensors.get(node)? {
+                        Some(v) => {
+                            dec("sensors", &v).map_err(ConflictableTransactionError::Abort)?
                         }
-                        Observation::Learned { .. } | Observation::Known | Observation::Probe => {}
+                        None => SensorRecord::default(),
+                    };
+                    for ev in events {
+                        sensor.acked_sequence = sensor.acked_sequence.max(ev.sequence);
+                        if event_ids.get(ev.event_id.as_bytes())?.is_some() {
+                            out.duplicates += 1;
+                            continue;
+                        }
+                        event_ids.insert(ev.event_id.as_bytes(), &[])?;
+                        out.applied += 1;
+                        let key = ev.process.workload.to_string();
+                        if !touched.contains_key(&key) {
+                            let b = match baselines.get(key.as_bytes())? {
+                                Some(v) => dec("baselines", &v)
+                                    .map_err(ConflictableTransactionError::Abort)?,
+                                None => Baseline::new(ev.process.workload.clone(), now),
+                            };
+                            let is_new = b.elements.is_empty() && b.version == 1;
+                            touched.insert(key.clone(), (b, is_new));
+                        }
+                        let (b, changed) = touched.get_mut(&key).expect("inserted above");
+                        let before = b.version;
+                        match b.observe(&ev.process, now) {
+                            Observation::Deviation => {
+                                let rec = DeviationRecord {
+                                    event_id: ev.event_id.clone(),
+                                    at: now,
+                                    baseline_version: b.version,
+                                    baseline_state: b.state,
+                                    process: ev.process.clone(),
+                                };
+                                // sled ids are unique and increasing across restarts; a retried
+                                // transaction only leaves gaps.
+                                let seq = self.db.generate_id()?;
+                                deviations.insert(&seq.to_be_bytes(), enc(&rec))?;
+                                out.deviations.push(rec);
+                            }
+                            Observation::Learned { .. }
+                            | Observation::Known
+                            | Observation::Probe => {}
+                        }
+                        // Provenance changes on every sighting and is saved, but only a change of
+                        // elements or state makes a version and a push to sensors.
+                        *changed |= b.version != before;
                     }
-                    // Provenance changes on every sighting and is saved, but only a change of
-                    // elements or state makes a version and a push to sensors.
-                    *changed |= b.version != before;
-                }
-                let mut revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0);
-                for (key, (mut b, changed)) in touched {
-                    if changed {
-                        revision += 1;
-                        b.revision = revision;
-                        let rec = VersionRecord {
-                            version: b.version,
-                            actor: format!("sensor:{node}"),
-                            at: now,
-                            action: "learned".into(),
-                            reason: String::new(),
-                            snapshot: b.clone(),
-                        };
-                        history.insert(history_key(&b.workload, b.version), enc(&rec))?;
-                        out.changed.push(b.clone());
+                    let mut revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0);
+                    for (key, (mut b, changed)) in touched {
+                        if changed {
+                            revision += 1;
+                            b.revision = revision;
+                            let rec = VersionRecord {
+                                version: b.version,
+                                actor: format!("sensor:{node}"),
+                                at: now,
+                                action: "learned".into(),
+                                reason: String::new(),
+                                snapshot: b.clone(),
+                            };
+                            history.insert(history_key(&b.workload, b.version), enc(&rec))?;
+                            out.changed.push(b.clone());
+                        }
+                        baselines.insert(key.as_bytes(), enc(&b))?;
                     }
-                    baselines.insert(key.as_bytes(), enc(&b))?;
-                }
-                meta.insert("revision", &revision.to_be_bytes())?;
-                sensor.last_seen = Some(now);
-                sensors.insert(node, enc(&sensor))?;
-                out.acked_sequence = sensor.acked_sequence;
-                Ok::<_, TxError>(out)
-            })
+                    meta.insert("revision", &revision.to_be_bytes())?;
+                    sensor.last_seen = Some(now);
+                    sensors.insert(node, enc(&sensor))?;
+                    out.acked_sequence = sensor.acked_sequence;
+                    Ok::<_, TxError>(out)
+                },
+            )
             .map_err(tx_err)?;
         self.db.flush_async().await?;
         Ok(outcome)

@@ -1,1 +1,476 @@
-//! placeholder
+//! Support for procguard's end-to-end tests: the real binaries, a real development PKI, real
+//! containers, all on loopback.
+//!
+//! Tests that need root or a Docker engine call [`require`]. On a laptop without them the test
+//! prints why it skipped; with `PROCGUARD_STRICT_TESTS=1` (set by `.ci/run`) a missing
+//! privilege fails the test instead, so CI can never pass by skipping.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Whether skips must fail (CI).
+pub fn strict() -> bool {
+    std::env::var("PROCGUARD_STRICT_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// Returns true when `ok`; otherwise skips (prints why and returns false) or, in strict mode,
+/// panics with `why`.
+pub fn require(ok: bool, why: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if strict() {
+        panic!("PROCGUARD_STRICT_TESTS=1 and a requirement is missing: {why}");
+    }
+    eprintln!("SKIP: {why}");
+    false
+}
+
+/// Whether this process is root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|u| u.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Whether a Docker engine answers.
+pub fn docker_available() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Root and Docker, or skip.
+pub fn require_root_and_docker() -> bool {
+    require(is_root(), "this test needs root (netlink proc connector, cgroups)")
+        && require(
+            docker_available(),
+            "this test needs a running Docker engine (apt-get install docker.io; dockerd --bridge=none --iptables=false)",
+        )
+}
+
+/// The workspace's target directory holding the built binaries.
+pub fn bin_dir() -> PathBuf {
+    // The test executable lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary; panics with the command to build it when it is missing.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether an HTTP GET of `url` on loopback answers 200 (a tiny client: the admin port is plain HTTP).
+pub fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}
+
+/// A child process killed (SIGTERM, then SIGKILL) when dropped; its output goes to a log file.
+#[derive(Debug)]
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// Its combined log.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout and stderr to `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
+        let f = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        Self { child, log }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits up to `grace`; returns the exit status if it exited.
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        wait_for(grace, || self.child.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.terminate(Duration::from_secs(3));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A development PKI made by `procguardctl pki init`.
+#[derive(Debug)]
+pub struct Pki {
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    /// Creates one for `nodes` in `dir`.
+    pub fn create(dir: &Path, nodes: &[&str]) -> Self {
+        let out = Command::new(bin("procguardctl"))
+            .args(["pki", "init", "--dir"])
+            .arg(dir)
+            .arg("--node")
+            .arg(nodes.join(","))
+            .output()
+            .expect("procguardctl pki init");
+        assert!(
+            out.status.success(),
+            "pki init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// A file in the PKI directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The secret token of a role.
+    pub fn token(&self, role: &str) -> String {
+        std::fs::read_to_string(self.file(&format!("{role}.token")))
+            .expect("token")
+            .trim()
+            .to_string()
+    }
+}
+
+/// A running `procguard-server`.
+#[derive(Debug)]
+pub struct Server {
+    /// The process.
+    pub proc: Proc,
+    /// gRPC port.
+    pub grpc_port: u16,
+    /// Admin port.
+    pub admin_port: u16,
+    /// Data directory.
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts a server with `pki` and `extra` flags, and waits until it is ready.
+    pub fn start(pki: &Pki, work: &Path, extra: &[&str]) -> Self {
+        let grpc_port = free_port();
+        let admin_port = free_port();
+        let data_dir = work.join("server-data");
+        let mut cmd = Command::new(bin("procguard-server"));
+        cmd.arg("--grpc-addr")
+            .arg(format!("127.0.0.1:{grpc_port}"))
+            .arg("--admin-addr")
+            .arg(format!("127.0.0.1:{admin_port}"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--tls-cert")
+            .arg(pki.file("server.crt"))
+            .arg("--tls-key")
+            .arg(pki.file("server.key"))
+            .arg("--tls-client-ca")
+            .arg(pki.file("ca.crt"))
+            .arg("--tokens-file")
+            .arg(pki.file("tokens.yaml"))
+            .args(extra);
+        let proc = Proc::spawn(cmd, work.join(format!("server-{grpc_port}.log")));
+        let s = Self {
+            proc,
+            grpc_port,
+            admin_port,
+            data_dir,
+        };
+        assert!(
+            wait_for(Duration::from_secs(15), || http_ok(admin_port, "/readyz")
+                .then_some(()))
+            .is_some(),
+            "server not ready; log:\n{}",
+            s.proc.log_text()
+        );
+        s
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.grpc_port)
+    }
+}
+
+/// A running `procguard-sensor`.
+#[derive(Debug)]
+pub struct Sensor {
+    /// The process.
+    pub proc: Proc,
+    /// Admin port.
+    pub admin_port: u16,
+}
+
+impl Sensor {
+    /// Starts a sensor for `node` against `server`, and waits until it is connected.
+    pub fn start(pki: &Pki, server: &Server, node: &str, work: &Path, extra: &[&str]) -> Self {
+        let admin_port = free_port();
+        let mut cmd = Command::new(bin("procguard-sensor"));
+        cmd.arg("--server")
+            .arg(server.url())
+            .arg("--node-name")
+            .arg(node)
+            .arg("--tls-ca")
+            .arg(pki.file("ca.crt"))
+            .arg("--tls-cert")
+            .arg(pki.file(&format!("sensor-{node}.crt")))
+            .arg("--tls-key")
+            .arg(pki.file(&format!("sensor-{node}.key")))
+            .arg("--tls-server-name")
+            .arg("localhost")
+            .arg("--admin-addr")
+            .arg(format!("127.0.0.1:{admin_port}"))
+            .arg("--spool-dir")
+            .arg(work.join(format!("sensor-{node}")))
+            .args(extra);
+        let proc = Proc::spawn(cmd, work.join(format!("sensor-{node}-{admin_port}.log")));
+        let s = Self { proc, admin_port };
+        assert!(
+            wait_for(Duration::from_secs(15), || s
+                .metric("procguard_sensor_connected")
+                .filter(|v| *v >= 1.0))
+            .is_some(),
+            "sensor not connected; log:\n{}",
+            s.proc.log_text()
+        );
+        s
+    }
+
+    /// Reads one metric from the sensor's /metrics.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric(self.admin_port, name)
+    }
+}
+
+/// Reads one metric value from an admin port.
+pub fn metric(port: u16, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Runs `procguardctl` against `server` with a role's token.
+pub fn ctl(pki: &Pki, server: &Server, role: &str, args: &[&str]) -> Output {
+    Command::new(bin("procguardctl"))
+        .arg("--server")
+        .arg(server.url())
+        .arg("--tls-ca")
+        .arg(pki.file("ca.crt"))
+        .arg("--tls-server-name")
+        .arg("localhost")
+        .arg("--token")
+        .arg(pki.token(role))
+        .args(args)
+        .output()
+        .expect("run procguardctl")
+}
+
+/// Runs `procguardctl ... -o json` and parses its output.
+pub fn ctl_json(
+    pki: &Pki,
+    server: &Server,
+    role: &str,
+    args: &[&str],
+) -> Result<serde_json::Value, String> {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = ctl(pki, server, role, &all);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Name of the test image: busybox-static, with each applet as its own file, `FROM scratch`.
+pub const BUSYBOX_IMAGE: &str = "procguard-test-busybox:1";
+
+/// Builds [`BUSYBOX_IMAGE`] once per test process.
+pub fn busybox_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("busybox-static is not installed (apt-get install busybox-static)");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("rootfs");
+        for d in ["bin", "usr/bin", "tmp"] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        // Real files, not symlinks: /proc/<pid>/exe then names the applet, as in a real image.
+        for (dir, applets) in [
+            ("bin", &["sh", "sleep", "cat", "true", "ls", "echo"][..]),
+            ("usr/bin", &["id", "env", "wget", "whoami"][..]),
+        ] {
+            for a in applets {
+                std::fs::copy(&busybox, root.join(dir).join(a)).expect("copy busybox");
+            }
+        }
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY rootfs/ /\nCMD [\"/bin/sleep\", \"3600\"]\n",
+        )
+        .expect("Dockerfile");
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", BUSYBOX_IMAGE])
+            .arg(dir.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .expect("docker build");
+        assert!(
+            out.status.success(),
+            "docker build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    BUSYBOX_IMAGE
+}
+
+/// A container removed when dropped.
+#[derive(Debug)]
+pub struct Container {
+    /// Full container ID.
+    pub id: String,
+    /// Pod UID of its kubelet-shaped cgroup parent, if any.
+    pub pod_uid: Option<String>,
+}
+
+impl Container {
+    /// Runs `cmd` in a new container of [`busybox_image`], without network, in the cgroup a
+    /// kubelet would give a BestEffort pod with `pod_uid`.
+    pub fn run_in_pod(pod_uid: &str, cmd: &[&str]) -> Self {
+        let image = busybox_image();
+        let out = Command::new("docker")
+            .args(["run", "-d", "--network", "none", "--cgroup-parent"])
+            .arg(format!("/kubepods/besteffort/pod{pod_uid}"))
+            .arg(image)
+            .args(cmd)
+            .output()
+            .expect("docker run");
+        assert!(
+            out.status.success(),
+            "docker run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            id: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            pod_uid: Some(pod_uid.to_string()),
+        }
+    }
+
+    /// `docker exec` in the container.
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("exec")
+            .arg(&self.id)
+            .args(cmd)
+            .output()
+            .expect("docker exec")
+    }
+
+    /// The first 12 characters of the ID.
+    pub fn short(&self) -> &str {
+        &self.id[..12]
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A random pod UID.
+pub fn pod_uid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
