@@ -8,6 +8,7 @@
 
 pub mod baseline;
 pub mod identity;
+pub mod policy;
 pub mod process;
 
 pub use baseline::{Baseline, BaselineState, Element, ElementKey, ElementStatus, Matcher};

@@ -7,6 +7,10 @@ use crate::identity::WorkloadIdentity;
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
+/// The executable path reported when the kernel no longer lets the sensor read it (the
+/// process exited first). Learning holds it for review; it is never allowed by default.
+pub const UNREADABLE_EXE: &str = "[unreadable]";
+
 /// Runtime that created a container, as its cgroup path tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -411,6 +411,7 @@ pub fn baseline_to_pb(b: &Baseline, with_provenance: bool) -> pb::Baseline {
         image_digests: b.image_digests.iter().cloned().collect(),
         updated_at: Some(timestamp(b.updated_at)),
         revision: b.revision,
+        relearn_until: b.relearn_until.map(timestamp),
     }
 }
 
@@ -478,6 +479,7 @@ pub fn baseline_from_pb(p: &pb::Baseline) -> Result<Baseline> {
     b.revision = p.revision;
     b.labels = p.labels.clone().into_iter().collect();
     b.image_digests = p.image_digests.iter().cloned().collect();
+    b.relearn_until = opt_time(p.relearn_until.as_ref());
     for e in &p.elements {
         let key = element_key(&pb::ElementRef {
             exe_path: e.exe_path.clone(),

@@ -7,7 +7,7 @@
 
 use crate::cgroup::{self, ContainerRef, Placement};
 use crate::procfs::{ProcInfo, ProcReader};
-use procguard_core::process::Ancestor;
+use procguard_core::process::{Ancestor, UNREADABLE_EXE};
 use procguard_core::{
     Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
 };
@@ -50,7 +50,15 @@ pub fn script_of(exe: &str, argv: &[String]) -> Option<String> {
                 .strip_prefix(i)
                 .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
     });
-    if !is_interp {
+    // A multi-call binary (busybox) run under another name is that applet, not the shell.
+    let invoked = argv.first().map(|a| basename(a)).unwrap_or(name);
+    let invoked_interp = INTERPRETERS.iter().any(|i| {
+        invoked == *i
+            || invoked
+                .strip_prefix(i)
+                .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+    });
+    if !is_interp || !(invoked == name || invoked_interp) {
         return None;
     }
     for a in argv.iter().skip(1) {
@@ -274,17 +282,26 @@ impl Tracker {
                 missing.push("ppid");
                 0
             });
-        let exe = match &info.exe {
-            Some(e) => e.clone(),
-            None => {
-                missing.push("exe_path");
-                // Inherited from before the exec: honest only as "partial".
-                known.as_ref().map(|k| k.exe.clone()).unwrap_or_default()
-            }
-        };
-        if exe.is_empty() {
+        // The container runtime's own init process (runc re-executing itself before it execs
+        // the entrypoint) is not a workload process.
+        if info
+            .comm
+            .as_deref()
+            .is_some_and(|c| c.starts_with("runc:["))
+        {
             return None;
         }
+        let exe = match &info.exe {
+            // "/" is what the kernel prints for an image unreachable from the process's root.
+            Some(e) if e != "/" && !e.is_empty() => e.clone(),
+            _ => {
+                // Never guess (the image before the exec would be a lie an attacker could hide
+                // behind): the event says the executable is unknown, and learning holds it for
+                // review.
+                missing.push("exe_path");
+                UNREADABLE_EXE.to_string()
+            }
+        };
         let parent = self.table.get(&ppid);
         let my_container = Self::container_of(&placement).map(|c| c.id.clone());
         let context = match (&my_container, parent) {
@@ -315,7 +332,10 @@ impl Tracker {
             missing.push("argv");
             Vec::new()
         });
-        let writable = info.exe_memfd || WRITABLE_DIRS.iter().any(|d| exe.starts_with(d));
+        let script = script_of(&exe, &argv);
+        let in_writable = |p: &str| WRITABLE_DIRS.iter().any(|d| p.starts_with(d));
+        let writable =
+            info.exe_memfd || in_writable(&exe) || script.as_deref().is_some_and(in_writable);
         let container = Self::container_of(&placement).map(|c| ContainerInfo {
             container_id: c.id.clone(),
             runtime: c.runtime,
@@ -333,7 +353,7 @@ impl Tracker {
             uid: info.uid.unwrap_or(u32::MAX),
             gid: info.gid.unwrap_or(u32::MAX),
             comm: info.comm.clone().unwrap_or_default(),
-            script_path: script_of(&exe, &argv),
+            script_path: script,
             exe_path: exe.clone(),
             argv,
             argv_truncated: info.argv_truncated,
@@ -405,6 +425,9 @@ mod tests {
         );
         assert_eq!(script_of("/usr/bin/id", &s(&["id", "x"])), None);
         assert_eq!(script_of("/usr/bin/shred", &s(&["shred", "x"])), None);
+        // busybox: /bin/sh invoked as "sleep" is the sleep applet.
+        assert_eq!(script_of("/bin/sh", &s(&["sleep", "0.2"])), None);
+        assert_eq!(script_of("/bin/busybox", &s(&["sh", "/entry.sh"])), None);
     }
 
     #[test]

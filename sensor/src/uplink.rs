@@ -95,7 +95,8 @@ impl Uplink {
         let verdict = if ev.context == ExecContext::Probe {
             Verdict::Allowed
         } else {
-            self.matcher.check(&ev.workload, &ev.exe_path, script)
+            self.matcher
+                .check(&ev.workload, &ev.exe_path, script, SystemTime::now())
         };
         let kind = if verdict == Verdict::Deviation {
             self.metrics.deviations.inc();

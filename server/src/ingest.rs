@@ -9,10 +9,12 @@
 use crate::auth::cert_node_names;
 use crate::metrics::Metrics;
 use crate::store::{IngestEvent, Store};
+use procguard_core::policy::Policies;
 use procguard_core::Baseline;
 use procguard_proto::convert::baseline_to_pb;
 use procguard_proto::v1 as pb;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
@@ -63,6 +65,7 @@ pub struct SensorApi {
     hub: Hub,
     metrics: Metrics,
     fleet_names: Vec<String>,
+    policies: Arc<Policies>,
     shutdown: CancellationToken,
 }
 
@@ -73,6 +76,7 @@ impl SensorApi {
         hub: Hub,
         metrics: Metrics,
         fleet_names: Vec<String>,
+        policies: Arc<Policies>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -80,6 +84,7 @@ impl SensorApi {
             hub,
             metrics,
             fleet_names,
+            policies,
             shutdown,
         }
     }
@@ -226,6 +231,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
         let mut updates = self.hub.subscribe();
         let store = self.store.clone();
         let hub = self.hub.clone();
+        let policies = self.policies.clone();
         let metrics = self.metrics.clone();
         let shutdown = self.shutdown.clone();
         metrics.sensors_connected.inc();
@@ -273,7 +279,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                         break;
                                     }
                                 };
-                                match store.ingest(&node, &events, SystemTime::now()).await {
+                                match store.ingest(&node, &events, &policies, SystemTime::now()).await {
                                     Ok(out) => {
                                         metrics.events_ingested.inc_by(out.applied as u64);
                                         metrics.events_duplicate.inc_by(out.duplicates as u64);

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod gitops;
 pub mod ingest;
 pub mod metrics;
 pub mod store;
@@ -55,14 +56,27 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let learning_task = {
         let store = store.clone();
         let hub = hub.clone();
-        let policy = settings.learning.clone();
+        let policies = settings.policies.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(LEARNING_TICK);
+            let mut pruned_day = 0;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => match store.evaluate_learning(&policy, SystemTime::now()).await {
+                    _ = tick.tick(), if {
+                        // Once a day, drop activity older than the longest dry-run window.
+                        let today = store::day_of(SystemTime::now());
+                        if today != pruned_day {
+                            pruned_day = today;
+                            match store.prune_activity(today.saturating_sub(api::MAX_DRY_RUN_DAYS)) {
+                                Ok(n) if n > 0 => tracing::info!(message = "Pruned old activity.", records = n),
+                                Ok(_) => {}
+                                Err(e) => tracing::error!(message = "Activity pruning failed.", error = %e),
+                            }
+                        }
+                        true
+                    } => match store.evaluate_learning(&policies, SystemTime::now()).await {
                         Ok(changed) => for b in changed {
                             tracing::info!(message = "Learning ended.", workload = %b.workload, state = b.state.as_str(), reason = b.learning.end_reason.as_deref().unwrap_or(""));
                             hub.publish(b);
@@ -85,6 +99,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         hub,
         metrics,
         settings.sensor_fleet_names.clone(),
+        std::sync::Arc::new(settings.policies.clone()),
         shutdown.clone(),
     );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
