@@ -515,7 +515,7 @@ fn run_probe(probe: &Probe, w: &Workload, jsonl: &Path, marker: &str) -> Result<
     // runs: with a lone command busybox sh would exec sleep in its place at once.
     let out = cmd
         .arg(&w.container.id)
-        .args([probe.exe, "-c", "sleep 0.3; true", marker])
+        .args([probe.exe, "-c", "sleep 1; true", marker])
         .output()
         .expect("docker exec");
     assert!(
