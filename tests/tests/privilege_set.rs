@@ -32,6 +32,7 @@
 use procguard_tests::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -795,7 +796,10 @@ fn sensor_captures_container_execs_with_exactly_the_daemonset_privileges() {
             table.push(format!("{cap:<16} | {}", lost.join("; ")));
         }
     }
-    eprintln!(
+    // Straight to stderr, not eprintln!: the harness captures that for passing tests, and these
+    // findings belong in every CI log.
+    let _ = writeln!(
+        std::io::stderr(),
         "privilege set of deploy/base/sensor/daemonset.yaml on kernel {}:\n{}",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
