@@ -127,11 +127,24 @@ impl Config {
             )));
         }
         if let Some(ns) = &self.netlink_netns {
-            if !ns.exists() {
-                return Err(ConfigError(format!(
-                    "--netlink-netns '{}' does not exist; mount the host's /proc and point at <proc>/1/ns/net",
-                    ns.display()
-                )));
+            // Another process's ns/ links are guarded by ptrace access checks, so "cannot
+            // read" usually means a missing capability, not a missing file: say which.
+            match std::fs::metadata(ns) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(ConfigError(format!(
+                        "--netlink-netns '{}' cannot be opened (permission denied); another \
+                         process's namespace needs CAP_SYS_PTRACE (and AppArmor unconfined)",
+                        ns.display()
+                    )))
+                }
+                Err(e) => {
+                    return Err(ConfigError(format!(
+                        "--netlink-netns '{}' cannot be read ({e}); mount the host's /proc and \
+                         point at <proc>/1/ns/net",
+                        ns.display()
+                    )))
+                }
             }
         }
         match self.pod_metadata.as_str() {
