@@ -40,6 +40,13 @@ struct Cli {
     /// Server name to verify in its certificate (defaults to the URL's host).
     #[arg(long, env = "PROCGUARD_TLS_SERVER_NAME", global = true)]
     tls_server_name: Option<String>,
+    /// Client certificate (PEM), to authenticate with a certificate the server's tokens file
+    /// lists under `certificates` instead of a token.
+    #[arg(long, env = "PROCGUARD_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for --tls-cert.
+    #[arg(long, env = "PROCGUARD_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Output format.
     #[arg(
         short,
@@ -362,9 +369,13 @@ impl Client {
         let ca = cli.tls_ca.as_ref().ok_or_else(|| {
             usage("--tls-ca (PROCGUARD_TLS_CA) is required: the CA that signed the server certificate".into())
         })?;
+        let identity = match (&cli.tls_cert, &cli.tls_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
         let tls = procguard_runtime::tls::client_config(
             ca,
-            None,
+            identity,
             cli.tls_server_name.as_deref().unwrap_or(host),
         )
         .map_err(|e| usage(e.0))?;

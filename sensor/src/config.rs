@@ -34,6 +34,10 @@ pub struct Config {
     /// initial network namespace). Unset: the sensor's own.
     #[arg(long, env = "PROCGUARD_NETLINK_NETNS")]
     pub netlink_netns: Option<PathBuf>,
+    /// Nice value of the capture threads (-20..=19; 0 leaves them alone). They race every
+    /// process's exit; a negative value wins more races under CPU load. Needs CAP_SYS_NICE.
+    #[arg(long, env = "PROCGUARD_CAPTURE_NICE", default_value_t = -10, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub capture_nice: i32,
     /// CA that signed the server certificate (PEM).
     #[arg(long, env = "PROCGUARD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
@@ -92,6 +96,8 @@ pub struct Settings {
     pub buffer_events: usize,
     /// Network namespace for the proc connector socket.
     pub netlink_netns: Option<PathBuf>,
+    /// Nice value of the capture threads.
+    pub capture_nice: i32,
 }
 
 /// How to reach the server.
@@ -210,6 +216,7 @@ impl Config {
             jsonl: self.jsonl.clone(),
             buffer_events: self.buffer_events,
             netlink_netns: self.netlink_netns.clone(),
+            capture_nice: self.capture_nice,
         })
     }
 }

@@ -59,6 +59,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         tx,
         metrics.clone(),
         settings.netlink_netns.as_deref(),
+        settings.capture_nice,
         shutdown.clone(),
     ).map_err(|e| {
         if e.raw_os_error() == Some(libc::EPERM) || e.raw_os_error() == Some(libc::EACCES) {

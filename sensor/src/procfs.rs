@@ -141,7 +141,9 @@ impl ProcReader {
             pid,
             ..Default::default()
         };
-        // exe and cmdline first: they are what a short-lived process loses soonest.
+        // cgroup, exe and cmdline first: they are what a short-lived process loses soonest,
+        // and the cgroup decides whose process it is.
+        info.cgroup = std::fs::read_to_string(self.path(pid, "cgroup")).ok();
         if let Ok(t) = std::fs::read_link(self.path(pid, "exe")) {
             let (p, deleted, memfd) = parse_exe_link(&t.to_string_lossy());
             info.exe = Some(p);
@@ -153,7 +155,6 @@ impl ProcReader {
             info.argv = Some(argv);
             info.argv_truncated = truncated;
         }
-        info.cgroup = std::fs::read_to_string(self.path(pid, "cgroup")).ok();
         if let Ok(p) = procfs::process::Process::new_with_root(self.root.join(pid.to_string())) {
             if let Ok(stat) = p.stat() {
                 info.ppid = Some(stat.ppid.max(0) as u32);

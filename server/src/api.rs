@@ -71,7 +71,7 @@ impl Api {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        match self.tokens.authorize(request.metadata(), needed) {
+        match self.tokens.authorize_request(request, needed) {
             Ok(c) => Ok(c),
             Err(d) => {
                 self.metrics.api_denied.inc();
@@ -718,7 +718,7 @@ impl pb::audit_service_server::AuditService for Api {
         request: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
         // Siem and admin both read the audit log; try siem first so an admin passes too.
-        let caller = match self.tokens.authorize(request.metadata(), Role::Siem) {
+        let caller = match self.tokens.authorize_request(&request, Role::Siem) {
             Ok(c) => c,
             Err(_) => self.allow(&request, Role::Admin, "ListAudit", "").await?,
         };
