@@ -185,6 +185,20 @@ enum Baselines {
     },
     /// Show the versions of a baseline.
     History { workload: String },
+    /// Approve every baseline the filter matches (at least one filter flag is required).
+    BulkApprove {
+        #[command(flatten)]
+        filter: Filter,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Send every baseline the filter matches back to learning (at least one filter flag).
+    BulkReset {
+        #[command(flatten)]
+        filter: Filter,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Export baselines as YAML (for GitOps); writes to stdout.
     Export {
         #[command(flatten)]
@@ -527,6 +541,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let c = Client::connect(&cli).await?;
             let mut api = c.baselines();
             match cmd {
+                Baselines::BulkApprove { filter, reason }
+                | Baselines::BulkReset { filter, reason } => {
+                    if filter.namespace.is_none()
+                        && filter.workload.is_none()
+                        && filter.state.is_none()
+                        && filter.selector.is_none()
+                    {
+                        return Err(usage("bulk changes need a filter: --namespace, --workload, --state or -l SELECTOR".into()));
+                    }
+                    let req = c.req(pb::BulkRequest {
+                        selector: Some(selector(filter)?),
+                        reason: reason.clone(),
+                    })?;
+                    let r = if matches!(cmd, Baselines::BulkApprove { .. }) {
+                        api.bulk_approve(req).await?
+                    } else {
+                        api.bulk_reset(req).await?
+                    }
+                    .into_inner();
+                    let changed: Vec<String> = r.changed.iter().map(|w| id_text(Some(w))).collect();
+                    print(cli.output, &json!({ "changed": changed }), || {
+                        format!("{} baselines changed\n", changed.len())
+                            + &changed
+                                .iter()
+                                .map(|c| format!("  {c}\n"))
+                                .collect::<String>()
+                    })
+                }
                 Baselines::Export { filter } => {
                     let r = api
                         .export_baselines(c.req(pb::ExportBaselinesRequest {

@@ -414,6 +414,47 @@ fn export_import_round_trip_on_a_fresh_server() {
     )
     .unwrap();
     assert_eq!(again["changes"][0]["action"], "unchanged", "{again}");
+
+    // Bulk changes by namespace; a bulk change without a filter is refused.
+    let unfiltered = ctl(&pki, &second, "approver", &["baselines", "bulk-reset"]);
+    assert_eq!(unfiltered.status.code(), Some(2), "{unfiltered:?}");
+    let other = ctl_json(
+        &pki,
+        &second,
+        "approver",
+        &["baselines", "bulk-reset", "-n", "elsewhere"],
+    )
+    .unwrap();
+    assert_eq!(other["changed"], serde_json::json!([]));
+    let reset = ctl_json(
+        &pki,
+        &second,
+        "approver",
+        &[
+            "baselines",
+            "bulk-reset",
+            "-n",
+            "shop",
+            "--reason",
+            "re-learn",
+        ],
+    )
+    .unwrap();
+    assert_eq!(reset["changed"], serde_json::json!([workload]), "{reset}");
+    assert_eq!(get(&pki, &second, workload).unwrap()["state"], "learning");
+    let approved = ctl_json(
+        &pki,
+        &second,
+        "approver",
+        &["baselines", "bulk-approve", "-n", "shop"],
+    )
+    .unwrap();
+    assert_eq!(
+        approved["changed"],
+        serde_json::json!([workload]),
+        "{approved}"
+    );
+    assert_eq!(get(&pki, &second, workload).unwrap()["state"], "enforced");
 }
 
 /// A real gRPC sensor session with synthetic events, for server-side behaviour that needs
