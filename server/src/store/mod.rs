@@ -12,7 +12,8 @@
 //! - `sensors`: node name → JSON [`SensorRecord`].
 //! - `deviations`: big-endian sequence → JSON [`DeviationRecord`].
 //! - `audit`: big-endian id → JSON [`AuditEntry`].
-//! - `meta`: `revision` → big-endian u64, the server-wide baseline revision.
+//! - `meta`: `revision` → big-endian u64, the server-wide baseline revision;
+//!   `events_ingested` → big-endian u64, events stored over the database's lifetime.
 //!
 //! Values are JSON so that an operator can read a database with nothing but sled and jq.
 
@@ -285,6 +286,15 @@ impl Store {
         Ok(self.meta.get("revision")?.map(|v| be(&v)).unwrap_or(0))
     }
 
+    /// Events stored over the database's lifetime (replays not counted twice).
+    pub fn events_ingested(&self) -> Result<u64> {
+        Ok(self
+            .meta
+            .get("events_ingested")?
+            .map(|v| be(&v))
+            .unwrap_or(0))
+    }
+
     /// What the server knows of a sensor.
     pub fn sensor(&self, node: &str) -> Result<SensorRecord> {
         match self.sensors.get(node)? {
@@ -400,6 +410,12 @@ impl Store {
                         baselines.insert(key.as_bytes(), enc(&b))?;
                     }
                     meta.insert("revision", &revision.to_be_bytes())?;
+                    // A lifetime count, so that stored events can be proven across restarts.
+                    let stored = meta.get("events_ingested")?.map(|v| be(&v)).unwrap_or(0);
+                    meta.insert(
+                        "events_ingested",
+                        &(stored + out.applied as u64).to_be_bytes(),
+                    )?;
                     sensor.last_seen = Some(now);
                     sensors.insert(node, enc(&sensor))?;
                     out.acked_sequence = sensor.acked_sequence;
