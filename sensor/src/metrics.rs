@@ -13,6 +13,8 @@ pub struct Metrics {
     pub events_partial: Counter,
     /// Kernel events dropped because the processing queue was full.
     pub queue_drops: Counter,
+    /// Execs whose process was gone before `/proc` could be read, with nothing to report.
+    pub exec_lost: Counter,
     /// Proc connector overruns (ENOBUFS).
     pub kernel_losses: Counter,
     /// Forward jumps in per-CPU sequence numbers (includes events the filter skips).
@@ -61,6 +63,11 @@ impl Metrics {
             "queue_drops",
             "Kernel events dropped: processing queue full",
             self.queue_drops.clone(),
+        );
+        r.register(
+            "exec_lost",
+            "Execs whose process was gone before /proc could be read (no event possible)",
+            self.exec_lost.clone(),
         );
         r.register(
             "kernel_losses",

@@ -104,6 +104,12 @@ pub struct State {
     pub last_seq: u64,
     /// Events ever appended to this spool.
     pub appended: u64,
+    /// Highest sequence number the server acknowledged, as last saved.
+    #[serde(default)]
+    pub acked: u64,
+    /// Events still unacknowledged when the sensor last stopped cleanly.
+    #[serde(default)]
+    pub unacked_at_exit: u64,
     /// Observations dropped because the spool was full or the disk failed.
     pub dropped_observations: u64,
     /// Deviations dropped because the spool was full or the disk failed.
@@ -405,6 +411,7 @@ impl Spool {
             .spool_dropped_deviations
             .inc_by(state.dropped_deviations);
         metrics.spool_appended.inc_by(state.appended);
+        let acked = state.acked;
         let mut s = Self {
             dir: dir.to_path_buf(),
             max_bytes,
@@ -414,7 +421,7 @@ impl Spool {
             state,
             state_dirty: true,
             next_seq,
-            acked: 0,
+            acked,
             metrics,
         };
         s.reserve(next_seq + 1)?;
@@ -656,14 +663,54 @@ impl Spool {
         }
     }
 
+    /// Events held that the server has not acknowledged.
+    pub fn unacked(&self) -> u64 {
+        let acked = self.acked;
+        let mut n = 0;
+        for seg in self.obs.segments.iter().chain(self.dev.segments.iter()) {
+            if seg.first_seq > acked {
+                n += seg.records;
+            } else if seg.last_seq > acked {
+                if let Ok(f) = File::open(&seg.path) {
+                    let mut r = BufReader::new(f);
+                    while let Ok(Some((seq, _))) = read_record(&mut r) {
+                        n += u64::from(seq > acked);
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// Syncs and records how many events stay unacknowledged, for the next run and for
+    /// operators (`state.json`).
+    pub fn close(&mut self) {
+        self.state.unacked_at_exit = self.unacked();
+        self.state_dirty = true;
+        self.sync();
+        tracing::info!(
+            message = "Spool closed.",
+            appended = self.state.appended,
+            dropped = self.state.dropped_observations + self.state.dropped_deviations,
+            unacknowledged = self.state.unacked_at_exit
+        );
+    }
+
     /// The server holds every event up to `seq`: delete segments that are wholly acknowledged.
     pub fn ack(&mut self, seq: u64) {
         if seq <= self.acked {
             return;
         }
         self.acked = seq;
+        self.state.acked = seq;
+        self.state_dirty = true;
         // Counters first: once a segment is gone its events can no longer be recounted.
-        if self.state_dirty {
+        let deletes = [&self.obs, &self.dev].iter().any(|q| {
+            q.segments
+                .front()
+                .is_some_and(|s| s.records > 0 && s.last_seq <= seq)
+        });
+        if deletes {
             self.sync();
         }
         for class in [Class::Observation, Class::Deviation] {

@@ -35,6 +35,8 @@ const BASELINES_FILE: &str = "baselines.pb";
 const HEALTH_FILE: &str = "health.pb";
 /// Outbound stream messages buffered towards the server.
 const OUTBOUND: usize = 16;
+/// How long shutdown waits for the server to acknowledge what is left.
+const DRAIN: Duration = Duration::from_secs(3);
 /// Health report period.
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
 
@@ -248,7 +250,7 @@ impl Uplink {
         pb::SensorMessage {
             body: Some(pb::sensor_message::Body::Health(pb::SensorHealth {
                 events_seen: m.events_seen.get(),
-                events_dropped: m.queue_drops.get() + m.buffer_drops.get(),
+                events_dropped: m.queue_drops.get() + m.buffer_drops.get() + m.exec_lost.get(),
                 events_partial: m.events_partial.get(),
                 kernel_losses: m.kernel_losses.get(),
                 resyncs: m.resyncs.get(),
@@ -302,8 +304,14 @@ impl Uplink {
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
+        // Events capture queued before it stopped are spooled, not lost (the queue is
+        // bounded, and capture stops on the same token, so this ends quickly).
+        let until = tokio::time::Instant::now() + DRAIN;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(until, rx.recv()).await {
+            self.accept(ev);
+        }
         if let Some(s) = self.spool.as_mut() {
-            s.sync();
+            s.close();
         }
     }
 
@@ -353,7 +361,10 @@ impl Uplink {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    // Unacknowledged events stay in the spool for the next run.
+                    if welcomed {
+                        self.drain_on_shutdown(&tx, &mut inbound, rx).await;
+                    }
+                    // Whatever is still unacknowledged stays in the spool for the next run.
                     return Ok(());
                 }
                 msg = inbound.next() => match msg {
@@ -396,31 +407,84 @@ impl Uplink {
                 _ = flush.tick() => {
                     let Some(spool) = self.spool.as_mut() else { continue };
                     spool.sync();
-                    if !welcomed { continue; }
-                    while self.in_flight() < IN_FLIGHT {
-                        let Some(spool) = self.spool.as_mut() else { break };
-                        let records = spool.next_batch(BATCH);
-                        let Some(last) = records.last().map(|(s, _)| *s) else { break };
-                        let mut events = Vec::with_capacity(records.len());
-                        for (seq, bytes) in records {
-                            match pb::SensorEvent::decode(bytes.as_slice()) {
-                                Ok(e) => events.push(e),
-                                Err(error) => {
-                                    // Cannot happen unless the disk corrupted the record; the
-                                    // event is lost, so it is counted.
-                                    self.metrics.buffer_drops.inc();
-                                    tracing::warn!(message = "Dropped an unreadable spooled event.", sequence = seq, %error);
-                                }
-                            }
-                        }
-                        let n = events.len();
-                        let msg = pb::SensorMessage { body: Some(pb::sensor_message::Body::Batch(pb::EventBatch { events })) };
-                        if tx.send(msg).await.is_err() {
-                            return Err("stream closed".into());
-                        }
-                        self.in_flight.push_back((last, n));
+                    if welcomed {
+                        self.send_ready(&tx).await?;
                     }
                 }
+            }
+        }
+    }
+
+    /// Sends spooled events after the read position while fewer than [`IN_FLIGHT`] wait for
+    /// their ack.
+    async fn send_ready(&mut self, tx: &mpsc::Sender<pb::SensorMessage>) -> Result<(), String> {
+        while self.in_flight() < IN_FLIGHT {
+            let Some(spool) = self.spool.as_mut() else {
+                break;
+            };
+            let records = spool.next_batch(BATCH);
+            let Some(last) = records.last().map(|(s, _)| *s) else {
+                break;
+            };
+            let mut events = Vec::with_capacity(records.len());
+            for (seq, bytes) in records {
+                match pb::SensorEvent::decode(bytes.as_slice()) {
+                    Ok(e) => events.push(e),
+                    Err(error) => {
+                        // Only a disk that corrupted the record gets here; the event is lost,
+                        // so it is counted.
+                        self.metrics.buffer_drops.inc();
+                        tracing::warn!(message = "Dropped an unreadable spooled event.", sequence = seq, %error);
+                    }
+                }
+            }
+            let n = events.len();
+            let msg = pb::SensorMessage {
+                body: Some(pb::sensor_message::Body::Batch(pb::EventBatch { events })),
+            };
+            if tx.send(msg).await.is_err() {
+                return Err("stream closed".into());
+            }
+            self.in_flight.push_back((last, n));
+        }
+        Ok(())
+    }
+
+    /// On shutdown while connected: spool what capture already queued, send everything, and
+    /// wait (at most [`DRAIN`]) for the acks, so that a restart or a decommissioned node leaves
+    /// as little as possible behind.
+    async fn drain_on_shutdown(
+        &mut self,
+        tx: &mpsc::Sender<pb::SensorMessage>,
+        inbound: &mut tonic::Streaming<pb::ServerMessage>,
+        rx: &mut mpsc::Receiver<ProcessEvent>,
+    ) {
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        let mut capture_open = true;
+        loop {
+            while let Ok(ev) = rx.try_recv() {
+                self.accept(ev);
+            }
+            if self.send_ready(tx).await.is_err() {
+                return;
+            }
+            if self.in_flight.is_empty() && !capture_open {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(message = "Shutdown drain timed out; the rest stays spooled.", in_flight = self.in_flight());
+                    return;
+                }
+                ev = rx.recv(), if capture_open => match ev {
+                    Some(ev) => self.accept(ev),
+                    // Capture has stopped: every event it produced is in the spool now.
+                    None => capture_open = false,
+                },
+                msg = inbound.next() => match msg {
+                    Some(Ok(m)) => self.apply(m),
+                    _ => return,
+                },
             }
         }
     }

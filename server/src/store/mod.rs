@@ -337,6 +337,13 @@ impl Store {
             &self.deviations,
             &self.meta,
         );
+        // Deviation keys are taken before the transaction: `generate_id` inside a sled
+        // transaction deadlocks whenever it has to persist a new ID block (the first deviation
+        // after a restart hung the server forever; found by tests/tests/faults.rs). IDs not
+        // used only leave gaps.
+        let ids = (0..events.len())
+            .map(|_| self.db.generate_id())
+            .collect::<std::result::Result<Vec<u64>, sled::Error>>()?;
         let outcome = trees
             .transaction(
                 |(baselines, history, event_ids, sensors, deviations, meta)| {
@@ -348,7 +355,7 @@ impl Store {
                         }
                         None => SensorRecord::default(),
                     };
-                    for ev in events {
+                    for (ev, id) in events.iter().zip(&ids) {
                         sensor.acked_sequence = sensor.acked_sequence.max(ev.sequence);
                         if event_ids.get(ev.event_id.as_bytes())?.is_some() {
                             out.duplicates += 1;
@@ -377,9 +384,8 @@ impl Store {
                                     baseline_state: b.state,
                                     process: ev.process.clone(),
                                 };
-                                // sled ids are unique and increasing across restarts; a retried
-                                // transaction only leaves gaps.
-                                let seq = self.db.generate_id()?;
+                                // sled ids are unique and increasing across restarts.
+                                let seq = *id;
                                 deviations.insert(&seq.to_be_bytes(), enc(&rec))?;
                                 out.deviations.push(rec);
                             }
