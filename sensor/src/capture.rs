@@ -168,7 +168,15 @@ fn process(
                 }
                 continue;
             }
-            Item::Event(ProcEvent::Exec { tgid }) => tracker.on_exec(tgid).into_iter().collect(),
+            Item::Event(ProcEvent::Exec { tgid }) => match tracker.on_exec(tgid) {
+                Some(ob) => vec![ob],
+                None => {
+                    // Gone (or a zombie) before /proc could be read, with nothing known to
+                    // build an event from: counted, never silent.
+                    metrics.exec_lost.inc();
+                    continue;
+                }
+            },
             Item::Event(ProcEvent::Exit { pid, tgid }) => {
                 if pid == tgid {
                     tracker.on_exit(tgid);

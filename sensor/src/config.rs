@@ -66,10 +66,10 @@ pub struct Config {
         default_value = "./procguard-data/sensor"
     )]
     pub spool_dir: PathBuf,
-    /// Events held in memory while unacknowledged; past it the oldest observations are dropped
-    /// (and counted) before any deviation.
-    #[arg(long, env = "PROCGUARD_BUFFER_EVENTS", default_value_t = 100_000)]
-    pub buffer_events: usize,
+    /// Bytes of disk the spool of unacknowledged events may use (about 400 bytes an event);
+    /// past it the oldest observations are dropped (and counted) before any deviation.
+    #[arg(long, env = "PROCGUARD_SPOOL_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub spool_bytes: u64,
     /// Log format.
     #[arg(long, env = "PROCGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -92,8 +92,10 @@ pub struct Settings {
     pub admin_addr: SocketAddr,
     /// JSON-lines output.
     pub jsonl: Option<PathBuf>,
-    /// In-memory buffer bound.
-    pub buffer_events: usize,
+    /// Spool directory.
+    pub spool_dir: PathBuf,
+    /// Spool bound in bytes.
+    pub spool_bytes: u64,
     /// Network namespace for the proc connector socket.
     pub netlink_netns: Option<PathBuf>,
     /// Nice value of the capture threads.
@@ -166,10 +168,11 @@ impl Config {
                 )))
             }
         }
-        if self.buffer_events < 1_000 {
+        if self.spool_bytes < crate::spool::MIN_SPOOL_BYTES {
             return Err(ConfigError(format!(
-                "--buffer-events must be at least 1000; got {}",
-                self.buffer_events
+                "--spool-bytes must be at least {} (1 MiB); got {}",
+                crate::spool::MIN_SPOOL_BYTES,
+                self.spool_bytes
             )));
         }
         let uplink = match &self.server {
@@ -214,7 +217,8 @@ impl Config {
             cgroup_root: self.cgroup_root.clone(),
             admin_addr: self.admin_addr,
             jsonl: self.jsonl.clone(),
-            buffer_events: self.buffer_events,
+            spool_dir: self.spool_dir.clone(),
+            spool_bytes: self.spool_bytes,
             netlink_netns: self.netlink_netns.clone(),
             capture_nice: self.capture_nice,
         })

@@ -14,6 +14,7 @@ pub mod config;
 pub mod metrics;
 pub mod netlink;
 pub mod procfs;
+pub mod spool;
 pub mod tracker;
 pub mod uplink;
 
@@ -47,6 +48,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 .open(p)
                 .with_context(|| format!("cannot open --jsonl file {}", p.display()))?,
         )),
+    };
+    // Only a sensor with a server spools; JSON-lines output alone keeps nothing.
+    let spool = match &settings.uplink {
+        Some(_) => Some(
+            spool::Spool::open(&settings.spool_dir, settings.spool_bytes, metrics.clone())
+                .with_context(|| {
+                    format!(
+                        "cannot open the spool in --spool-dir {}",
+                        settings.spool_dir.display()
+                    )
+                })?,
+        ),
+        None => None,
     };
     let tracker = tracker::Tracker::new(
         procfs::ProcReader::new(&settings.proc_root),
@@ -84,7 +98,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         settings.uplink.clone(),
         &settings.node_name,
         &settings.cluster,
-        settings.buffer_events,
+        spool,
         metrics,
         jsonl,
     );

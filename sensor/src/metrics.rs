@@ -13,14 +13,24 @@ pub struct Metrics {
     pub events_partial: Counter,
     /// Kernel events dropped because the processing queue was full.
     pub queue_drops: Counter,
+    /// Execs whose process was gone before `/proc` could be read, with nothing to report.
+    pub exec_lost: Counter,
     /// Proc connector overruns (ENOBUFS).
     pub kernel_losses: Counter,
     /// Forward jumps in per-CPU sequence numbers (includes events the filter skips).
     pub sequence_gaps: Counter,
     /// Full /proc rescans after a loss.
     pub resyncs: Counter,
-    /// Events dropped because the unacknowledged buffer was full.
+    /// Events dropped by the spool (full, or the disk failed), over the spool's lifetime.
     pub buffer_drops: Counter,
+    /// Of those, deviations.
+    pub spool_dropped_deviations: Counter,
+    /// Events appended to the spool, over the spool's lifetime.
+    pub spool_appended: Counter,
+    /// Spool writes, fsyncs or reads that failed.
+    pub spool_write_errors: Counter,
+    /// Bytes held in the spool.
+    pub spool_bytes: Gauge,
     /// Deviations detected locally.
     pub deviations: Counter,
     /// Events acknowledged by the server.
@@ -55,6 +65,11 @@ impl Metrics {
             self.queue_drops.clone(),
         );
         r.register(
+            "exec_lost",
+            "Execs whose process was gone before /proc could be read (no event possible)",
+            self.exec_lost.clone(),
+        );
+        r.register(
             "kernel_losses",
             "Proc connector overruns (ENOBUFS)",
             self.kernel_losses.clone(),
@@ -71,8 +86,28 @@ impl Metrics {
         );
         r.register(
             "buffer_drops",
-            "Events dropped: unacknowledged buffer full",
+            "Events dropped by the spool (full or disk failure), over the spool's lifetime",
             self.buffer_drops.clone(),
+        );
+        r.register(
+            "spool_dropped_deviations",
+            "Deviations dropped by the spool, over the spool's lifetime",
+            self.spool_dropped_deviations.clone(),
+        );
+        r.register(
+            "spool_appended",
+            "Events appended to the spool, over the spool's lifetime",
+            self.spool_appended.clone(),
+        );
+        r.register(
+            "spool_io_errors",
+            "Spool writes, fsyncs or reads that failed",
+            self.spool_write_errors.clone(),
+        );
+        r.register(
+            "spool_bytes",
+            "Bytes held in the spool",
+            self.spool_bytes.clone(),
         );
         r.register(
             "deviations",

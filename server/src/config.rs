@@ -85,6 +85,9 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "PROCGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Limits (docs/LIMITS.md).
+    #[command(flatten)]
+    pub limits: crate::limits::LimitFlags,
 }
 
 /// Validated settings.
@@ -104,6 +107,8 @@ pub struct Settings {
     pub policies: Policies,
     /// Certificate names that may report for any node.
     pub sensor_fleet_names: Vec<String>,
+    /// Limits.
+    pub limits: crate::limits::LimitSettings,
 }
 
 impl Config {
@@ -187,7 +192,9 @@ impl Config {
                 self.grpc_addr
             )));
         }
+        let limits = self.limits.validate()?;
         Ok(Settings {
+            limits,
             grpc_addr: self.grpc_addr,
             admin_addr: self.admin_addr,
             data_dir: self.data_dir.clone(),

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod gitops;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod store;
 
@@ -28,13 +29,21 @@ use tokio_util::sync::CancellationToken;
 pub const GRACE: Duration = Duration::from_secs(10);
 /// How often learning windows are evaluated.
 const LEARNING_TICK: Duration = Duration::from_secs(5);
-/// Largest gRPC message accepted (a full sensor batch fits well within it).
+/// Default largest gRPC message accepted (a full sensor batch fits well within it); see
+/// `--max-message-bytes`.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Runs the server until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = metrics::Metrics::default();
-    let admin = Admin::new(metrics.register());
+    let limits = limits::Limits::new(settings.limits.clone());
+    let mut registry = metrics.register();
+    registry.register(
+        "limit_exceeded",
+        "Requests refused by a limit (docs/LIMITS.md), by limit",
+        limits.violations.clone(),
+    );
+    let admin = Admin::new(registry);
     let admin_listener = Admin::bind(settings.admin_addr)
         .await
         .with_context(|| format!("cannot bind admin address {}", settings.admin_addr))?;
@@ -49,6 +58,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             settings.data_dir.display()
         )
     })?;
+    // The counter continues from the database, so it means "stored, ever" across restarts.
+    metrics.events_ingested.inc_by(
+        store
+            .events_ingested()
+            .context("cannot read the stored event count")?,
+    );
     let hub = ingest::Hub::default();
 
     let admin_task = tokio::spawn(admin.clone().serve(admin_listener, shutdown.clone()));
@@ -93,7 +108,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         settings.tokens.clone(),
         hub.clone(),
         metrics.clone(),
-    );
+    )
+    .with_limits(limits.clone());
     let sensors = ingest::SensorApi::new(
         store.clone(),
         hub,
@@ -101,7 +117,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         settings.sensor_fleet_names.clone(),
         std::sync::Arc::new(settings.policies.clone()),
         shutdown.clone(),
-    );
+    )
+    .with_limits(limits.clone());
+    let max_message = settings.limits.max_message_bytes;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
     let server = tonic::transport::Server::builder()
         .tls_config(settings.tls.clone())
@@ -109,13 +127,16 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(
             pb::sensor_service_server::SensorServiceServer::new(sensors)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max_message),
         )
         .add_service(
             pb::baseline_service_server::BaselineServiceServer::new(api.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max_message),
         )
-        .add_service(pb::audit_service_server::AuditServiceServer::new(api));
+        .add_service(
+            pb::audit_service_server::AuditServiceServer::new(api)
+                .max_decoding_message_size(max_message),
+        );
 
     tracing::info!(
         message = "procguard-server listening.",

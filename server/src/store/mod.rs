@@ -13,7 +13,8 @@
 //! - `deviations`: big-endian sequence → JSON [`DeviationRecord`].
 //! - `audit`: big-endian id → JSON [`AuditEntry`].
 //! - `meta`: `revision` → big-endian u64, the server-wide baseline revision;
-//!   `deviation_seq` → the last key used in `deviations`.
+//!   `deviation_seq` → the last key used in `deviations`; `events_ingested` → big-endian
+//!   u64, events stored over the database's lifetime.
 //! - `activity`: workload text form, NUL, big-endian day number, NUL, element → JSON
 //!   [`ActivityRecord`]: how often each executable ran per day, for dry runs.
 //!
@@ -325,6 +326,15 @@ impl Store {
         Ok(self.meta.get("revision")?.map(|v| be(&v)).unwrap_or(0))
     }
 
+    /// Events stored over the database's lifetime (replays not counted twice).
+    pub fn events_ingested(&self) -> Result<u64> {
+        Ok(self
+            .meta
+            .get("events_ingested")?
+            .map(|v| be(&v))
+            .unwrap_or(0))
+    }
+
     /// What the server knows of a sensor.
     pub fn sensor(&self, node: &str) -> Result<SensorRecord> {
         match self.sensors.get(node)? {
@@ -429,8 +439,8 @@ impl Store {
                                     process: ev.process.clone(),
                                 };
                                 // The sequence lives in `meta` and moves inside this
-                                // transaction (sled's generate_id must not be called while a
-                                // transaction holds its locks).
+                                // transaction: `generate_id` inside a sled transaction
+                                // deadlocks whenever it has to persist a new ID block.
                                 dev_seq += 1;
                                 deviations.insert(&dev_seq.to_be_bytes(), enc(&rec))?;
                                 out.deviations.push(rec);
@@ -466,6 +476,12 @@ impl Store {
                         activity.insert(k, enc(&rec))?;
                     }
                     meta.insert("deviation_seq", &dev_seq.to_be_bytes())?;
+                    // A lifetime count, so that stored events can be proven across restarts.
+                    let stored = meta.get("events_ingested")?.map(|v| be(&v)).unwrap_or(0);
+                    meta.insert(
+                        "events_ingested",
+                        &(stored + out.applied as u64).to_be_bytes(),
+                    )?;
                     sensor.last_seen = Some(now);
                     sensors.insert(node, enc(&sensor))?;
                     out.acked_sequence = sensor.acked_sequence;
