@@ -3,7 +3,10 @@
 //! Sensors stream process events here over mTLS ([`ingest`]); the [`store`] (sled) learns
 //! per-workload baselines from them and records deviations; people and automation review and
 //! approve baselines through the [`api`], authenticated by [`auth`]; changed baselines are
-//! pushed back to every connected sensor through the [`ingest::Hub`].
+//! pushed back to every connected sensor through the [`ingest::Hub`]. Deviations and sensor
+//! findings become [`incident`]s, and every incident change, deviation and audit record is
+//! streamed to SIEMs with a cursor ([`stream`]); [`watchdog`] runs retention and flags silent
+//! sensors.
 //!
 //! [`run`] binds both ports before doing any work, serves until the shutdown token is
 //! cancelled, then drains for at most [`GRACE`].
@@ -11,9 +14,12 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod incident;
 pub mod ingest;
 pub mod metrics;
 pub mod store;
+pub mod stream;
+pub mod watchdog;
 
 pub use config::{Config, Settings};
 
@@ -74,12 +80,26 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         })
     };
 
+    let watchdog_task = tokio::spawn(watchdog::run(
+        store.clone(),
+        metrics.clone(),
+        watchdog::Settings {
+            retention: settings.retention,
+            retention_interval: settings.retention_interval,
+            sensor_silence: settings.sensor_silence,
+        },
+        shutdown.clone(),
+    ));
+
     let api = api::Api::new(
         store.clone(),
         settings.tokens.clone(),
         hub.clone(),
         metrics.clone(),
     );
+    let incidents = incident::IncidentApi::new(api.clone(), store.clone());
+    let subscriptions =
+        stream::StreamApi::new(api.clone(), store.clone(), metrics.clone(), shutdown.clone());
     let sensors = ingest::SensorApi::new(
         store.clone(),
         hub,
@@ -100,7 +120,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             pb::baseline_service_server::BaselineServiceServer::new(api.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(pb::audit_service_server::AuditServiceServer::new(api));
+        .add_service(pb::audit_service_server::AuditServiceServer::new(api))
+        .add_service(pb::incident_service_server::IncidentServiceServer::new(
+            incidents,
+        ))
+        .add_service(pb::subscription_service_server::SubscriptionServiceServer::new(subscriptions));
 
     tracing::info!(
         message = "procguard-server listening.",
@@ -117,6 +141,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     admin.set_ready(false);
     let _ = tokio::time::timeout(GRACE, async {
         let _ = learning_task.await;
+        let _ = watchdog_task.await;
         let _ = admin_task.await;
     })
     .await;

@@ -21,6 +21,14 @@ pub struct Metrics {
     pub api_denied: Counter,
     /// Sensors connected now.
     pub sensors_connected: Gauge,
+    /// SIEM subscribers connected now.
+    pub subscribers: Gauge,
+    /// Records sent to subscribers.
+    pub records_streamed: Counter,
+    /// Incident changes written (opened, grown, acted on).
+    pub incident_changes: Counter,
+    /// Records removed from the log by retention.
+    pub retention_removed: Counter,
 }
 
 impl Metrics {
@@ -57,6 +65,26 @@ impl Metrics {
             "sensors_connected",
             "Sensor streams open now",
             self.sensors_connected.clone(),
+        );
+        r.register(
+            "subscribers",
+            "SIEM subscription streams open now",
+            self.subscribers.clone(),
+        );
+        r.register(
+            "records_streamed",
+            "Records sent to SIEM subscribers",
+            self.records_streamed.clone(),
+        );
+        r.register(
+            "incident_changes",
+            "Incident changes written (opened, grown, or acted on)",
+            self.incident_changes.clone(),
+        );
+        r.register(
+            "retention_removed",
+            "Records removed from the record log by retention",
+            self.retention_removed.clone(),
         );
         r
     }

@@ -13,6 +13,8 @@
 //! - `deviations`: big-endian sequence → JSON [`DeviationRecord`].
 //! - `audit`: big-endian id → JSON [`AuditEntry`].
 //! - `meta`: `revision` → big-endian u64, the server-wide baseline revision.
+//! - the record log, incidents, subscriptions and sensor health: see [`records`], which also
+//!   owns group commit (writers wait for a shared flush after releasing the writer lock).
 //!
 //! Values are JSON so that an operator can read a database with nothing but sled and jq.
 
@@ -25,6 +27,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::Mutex;
+
+mod records;
+pub use records::{
+    HealthRecord, HealthReport, LogRecord, OutOfRange, RecordBody, Retention, RetentionOutcome,
+};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +173,8 @@ pub struct IngestOutcome {
     pub changed: Vec<Baseline>,
     /// Deviations recorded.
     pub deviations: Vec<DeviationRecord>,
+    /// Incidents opened or changed by these deviations.
+    pub incidents: Vec<procguard_core::incident::Incident>,
 }
 
 /// Filters for listing baselines.
@@ -219,6 +228,8 @@ pub struct Store {
     deviations: sled::Tree,
     audit: sled::Tree,
     meta: sled::Tree,
+    /// Record log, incidents, subscriptions, sensor health ([`records`]).
+    log: records::Log,
     /// Serialises writers: ingest and API changes read-modify-write baselines.
     writer: Arc<Mutex<()>>,
 }
@@ -267,14 +278,17 @@ impl Store {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()?;
+        let meta = db.open_tree("meta")?;
+        let log = records::Log::open(&db, &meta)?;
         Ok(Self {
+            log,
             baselines: db.open_tree("baselines")?,
             history: db.open_tree("history")?,
             event_ids: db.open_tree("event_ids")?,
             sensors: db.open_tree("sensors")?,
             deviations: db.open_tree("deviations")?,
             audit: db.open_tree("audit")?,
-            meta: db.open_tree("meta")?,
+            meta,
             writer: Arc::new(Mutex::new(())),
             db,
         })
@@ -318,7 +332,7 @@ impl Store {
         events: &[IngestEvent],
         now: SystemTime,
     ) -> Result<IngestOutcome> {
-        let _w = self.writer.lock().await;
+        let w = self.writer.lock().await;
         let trees = (
             &self.baselines,
             &self.history,
@@ -326,11 +340,15 @@ impl Store {
             &self.sensors,
             &self.deviations,
             &self.meta,
+            &self.log.incidents,
+            &self.log.incident_keys,
+            &self.log.records,
         );
-        let outcome = trees
+        let (outcome, appender) = trees
             .transaction(
-                |(baselines, history, event_ids, sensors, deviations, meta)| {
+                |(baselines, history, event_ids, sensors, deviations, meta, incidents, incident_keys, records)| {
                     let mut out = IngestOutcome::default();
+                    let mut log = self.log.appender(now);
                     let mut touched: BTreeMap<String, (Baseline, bool)> = BTreeMap::new();
                     let mut sensor: SensorRecord = match sensors.get(node)? {
                         Some(v) => {
@@ -371,6 +389,7 @@ impl Store {
                                 // transaction only leaves gaps.
                                 let seq = self.db.generate_id()?;
                                 deviations.insert(&seq.to_be_bytes(), enc(&rec))?;
+                                log.deviation(&self.db, (incidents, incident_keys, records), &rec, b)?;
                                 out.deviations.push(rec);
                             }
                             Observation::Learned { .. }
@@ -403,11 +422,16 @@ impl Store {
                     sensor.last_seen = Some(now);
                     sensors.insert(node, enc(&sensor))?;
                     out.acked_sequence = sensor.acked_sequence;
-                    Ok::<_, TxError>(out)
+                    out.incidents = log.finish(incidents, records)?;
+                    Ok::<_, TxError>((out, log))
                 },
             )
             .map_err(tx_err)?;
-        self.db.flush_async().await?;
+        // Group commit: the lock is released before waiting, so batches of other sensors
+        // commit meanwhile and share the next flush.
+        let gen = self.log.committed(Some(&appender));
+        drop(w);
+        self.log.wait_durable(&self.db, gen).await?;
         Ok(outcome)
     }
 
@@ -478,7 +502,7 @@ impl Store {
         create: bool,
         change: impl Fn(&mut Baseline) -> std::result::Result<(), String>,
     ) -> Result<Baseline> {
-        let _w = self.writer.lock().await;
+        let w = self.writer.lock().await;
         let now = SystemTime::now();
         let mut b = match self.baselines.get(id.to_string())? {
             Some(v) => dec("baselines", &v)?,
@@ -512,7 +536,9 @@ impl Store {
                 Ok::<_, TxError>(b)
             })
             .map_err(tx_err)?;
-        self.db.flush_async().await?;
+        let gen = self.log.committed(None);
+        drop(w);
+        self.log.wait_durable(&self.db, gen).await?;
         Ok(b)
     }
 
@@ -568,11 +594,9 @@ impl Store {
     }
 
     /// Appends an audit record and makes it durable; returns its id.
-    pub async fn audit(&self, mut entry: AuditEntry) -> Result<u64> {
-        entry.id = self.db.generate_id()? + 1;
-        self.audit.insert(entry.id.to_be_bytes(), enc(&entry))?;
-        self.db.flush_async().await?;
-        Ok(entry.id)
+    pub async fn audit(&self, entry: AuditEntry) -> Result<u64> {
+        // Every audit record also lands in the record log, with its cursor.
+        self.append_audit(entry).await
     }
 
     /// Audit records with id greater than `after`, oldest first.
