@@ -252,7 +252,13 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
                     .collect();
                 table(
                     &[
-                        "ID", "SEVERITY", "STATE", "COUNT", "WORKLOAD", "SUBJECT", "LAST SEEN",
+                        "ID",
+                        "SEVERITY",
+                        "STATE",
+                        "COUNT",
+                        "WORKLOAD",
+                        "SUBJECT",
+                        "LAST SEEN",
                     ],
                     &rows,
                 )

@@ -41,7 +41,12 @@ pub struct Watch {
     #[arg(long, env = "PROCGUARD_WATCH_DURABLE")]
     durable: Option<String>,
     /// Output format. Without --from, --oldest or --durable, only new records are printed.
-    #[arg(long, value_enum, env = "PROCGUARD_WATCH_FORMAT", default_value = "jsonl")]
+    #[arg(
+        long,
+        value_enum,
+        env = "PROCGUARD_WATCH_FORMAT",
+        default_value = "jsonl"
+    )]
     format: Format,
     /// Record kinds: incident, deviation, audit (comma-separated; all when absent).
     #[arg(long = "kind", env = "PROCGUARD_WATCH_KINDS", value_delimiter = ',')]
@@ -160,7 +165,8 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
             });
             let mut file = json!({"path": p.exe_path, "name": basename(&p.exe_path), "type_id": 1});
             if !p.exe_sha256.is_empty() {
-                file["hashes"] = json!([{"algorithm_id": 3, "algorithm": "SHA-256", "value": p.exe_sha256}]);
+                file["hashes"] =
+                    json!([{"algorithm_id": 3, "algorithm": "SHA-256", "value": p.exe_sha256}]);
             }
             json!({
                 "class_uid": 1007, "class_name": "Process Activity",
@@ -216,7 +222,11 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
             let title = if blind {
                 format!("Sensor blind on {}", i.sensor_node)
             } else {
-                format!("{} ran outside the baseline of {}", i.exe_path, id_text(i.workload.as_ref()))
+                format!(
+                    "{} ran outside the baseline of {}",
+                    i.exe_path,
+                    id_text(i.workload.as_ref())
+                )
             };
             let resources = if blind {
                 json!([{"type": "node", "name": i.sensor_node}])
@@ -377,7 +387,11 @@ pub fn cef(r: &pb::StreamRecord) -> String {
         Some(pb::stream_record::Record::Audit(a)) => (
             format!("procguard:audit:{}", a.action),
             format!("API call {}", a.action),
-            if a.result == pb::AuditResult::Ok as i32 { 1 } else { 5 },
+            if a.result == pb::AuditResult::Ok as i32 {
+                1
+            } else {
+                5
+            },
             vec![
                 ("rt", millis(a.at.as_ref()).to_string()),
                 ("suser", a.actor.clone()),
@@ -449,7 +463,8 @@ pub async fn run(cli: &Cli, w: &Watch) -> anyhow::Result<()> {
         namespace: w.namespace.clone().unwrap_or_default(),
     };
     let c = Client::connect(cli).await?;
-    let mut api = pb::subscription_service_client::SubscriptionServiceClient::new(c.channel.clone());
+    let mut api =
+        pb::subscription_service_client::SubscriptionServiceClient::new(c.channel.clone());
     let mut stream = api.subscribe(c.req(request)?).await?.into_inner();
     let mut printed = 0u64;
     let mut last_printed = None;
@@ -510,12 +525,18 @@ mod tests {
     fn deviation() -> pb::StreamRecord {
         pb::StreamRecord {
             cursor: 42,
-            at: Some(prost_types::Timestamp { seconds: 1_800_000_000, nanos: 0 }),
+            at: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            }),
             severity: pb::Severity::High as i32,
             incident_id: "7".into(),
             record: Some(pb::stream_record::Record::Deviation(pb::SensorEvent {
                 event_id: "e1".into(),
-                observed_at: Some(prost_types::Timestamp { seconds: 1_800_000_000, nanos: 5_000_000 }),
+                observed_at: Some(prost_types::Timestamp {
+                    seconds: 1_800_000_000,
+                    nanos: 5_000_000,
+                }),
                 process: Some(pb::ProcessEvent {
                     pid: 9,
                     exe_path: "/bin/sh".into(),
@@ -564,11 +585,11 @@ mod tests {
     #[test]
     fn cef_escapes_and_carries_the_cursor() {
         let line = cef(&deviation());
+        assert!(line.starts_with("CEF:0|procguard|procguard|"), "{line}");
         assert!(
-            line.starts_with("CEF:0|procguard|procguard|"),
+            line.contains("|procguard:deviation|Process outside baseline|8|"),
             "{line}"
         );
-        assert!(line.contains("|procguard:deviation|Process outside baseline|8|"), "{line}");
         assert!(line.contains("cs4=sh -c a\\=b|c\\\\d"), "{line}");
         assert!(line.contains("cn1Label=cursor cn1=42"), "{line}");
         assert!(line.contains("cs1=c/shop/deployment/web/nginx"), "{line}");

@@ -146,7 +146,9 @@ pub enum TransitionError {
         id: String,
     },
     /// Allow on a finding with no executable.
-    #[error("incident {id} is a sensor finding and has no executable to allow; resolve it instead")]
+    #[error(
+        "incident {id} is a sensor finding and has no executable to allow; resolve it instead"
+    )]
     NothingToAllow {
         /// Incident.
         id: String,
@@ -225,8 +227,8 @@ const INTERPRETERS: &[&str] = &[
 
 /// Network tools whose appearance in a workload that never ran one is suspicious.
 const NETWORK_TOOLS: &[&str] = &[
-    "curl", "wget", "nc", "ncat", "netcat", "socat", "ssh", "scp", "sftp", "telnet", "ftp",
-    "tftp", "nmap", "rsync", "dig", "nslookup", "openssl", "ping",
+    "curl", "wget", "nc", "ncat", "netcat", "socat", "ssh", "scp", "sftp", "telnet", "ftp", "tftp",
+    "nmap", "rsync", "dig", "nslookup", "openssl", "ping",
 ];
 
 fn basename(path: &str) -> &str {
@@ -264,10 +266,16 @@ pub fn tool_class(path: &str) -> Option<&'static str> {
 /// documentation for the rules.
 pub fn severity(ev: &ProcessEvent, baseline: &Baseline) -> (Severity, String) {
     if ev.exe_memfd {
-        return (Severity::Critical, "executable runs from memory (memfd)".into());
+        return (
+            Severity::Critical,
+            "executable runs from memory (memfd)".into(),
+        );
     }
     if ev.exe_deleted {
-        return (Severity::Critical, "executable was deleted from disk".into());
+        return (
+            Severity::Critical,
+            "executable was deleted from disk".into(),
+        );
     }
     if baseline.state == BaselineState::PendingReview {
         return (
@@ -631,14 +639,54 @@ mod tests {
         check(tmp.clone(), &enforced, Severity::High, "writable");
         check(tmp, &pending, Severity::Low, "pending review");
         check(exec("/bin/sh"), &enforced, Severity::High, "shell");
-        check(exec("/bin/bash"), &shelly, Severity::Medium, "already runs a shell");
-        check(exec("/usr/bin/python3.11"), &enforced, Severity::High, "interpreter");
-        check(exec("/usr/bin/perl"), &shelly, Severity::Medium, "interpreter");
-        check(exec("/usr/bin/curl"), &enforced, Severity::High, "network tool");
-        check(exec("/usr/bin/wget"), &shelly, Severity::High, "network tool");
-        check(exec("/usr/bin/id"), &enforced, Severity::Medium, "new executable");
-        check(exec("/usr/bin/curl"), &pending, Severity::Low, "pending review");
-        check(exec("/usr/bin/id"), &pending, Severity::Low, "pending review");
+        check(
+            exec("/bin/bash"),
+            &shelly,
+            Severity::Medium,
+            "already runs a shell",
+        );
+        check(
+            exec("/usr/bin/python3.11"),
+            &enforced,
+            Severity::High,
+            "interpreter",
+        );
+        check(
+            exec("/usr/bin/perl"),
+            &shelly,
+            Severity::Medium,
+            "interpreter",
+        );
+        check(
+            exec("/usr/bin/curl"),
+            &enforced,
+            Severity::High,
+            "network tool",
+        );
+        check(
+            exec("/usr/bin/wget"),
+            &shelly,
+            Severity::High,
+            "network tool",
+        );
+        check(
+            exec("/usr/bin/id"),
+            &enforced,
+            Severity::Medium,
+            "new executable",
+        );
+        check(
+            exec("/usr/bin/curl"),
+            &pending,
+            Severity::Low,
+            "pending review",
+        );
+        check(
+            exec("/usr/bin/id"),
+            &pending,
+            Severity::Low,
+            "pending review",
+        );
     }
 
     #[test]
@@ -746,7 +794,11 @@ mod tests {
         lifecycle(Deviation, &[Resolve], Ok(S::Resolved));
         lifecycle(Deviation, &[Acknowledge, Allow], Ok(S::Allowed));
         lifecycle(Deviation, &[Allow], Ok(S::Allowed));
-        lifecycle(Deviation, &[Acknowledge, Acknowledge], Err("already acknowledged"));
+        lifecycle(
+            Deviation,
+            &[Acknowledge, Acknowledge],
+            Err("already acknowledged"),
+        );
         lifecycle(Deviation, &[Resolve, Acknowledge], Err("already resolved"));
         lifecycle(Deviation, &[Allow, Resolve], Err("already allowed"));
         lifecycle(SensorBlind, &[Allow], Err("resolve it instead"));
@@ -783,7 +835,11 @@ mod tests {
             .matches(&i)
         };
         assert!(f(None, None, None));
-        assert!(f(Some("shop"), Some(Severity::High), Some(IncidentState::Open)));
+        assert!(f(
+            Some("shop"),
+            Some(Severity::High),
+            Some(IncidentState::Open)
+        ));
         assert!(!f(Some("other"), None, None));
         assert!(!f(None, Some(Severity::Critical), None));
         assert!(!f(None, None, Some(IncidentState::Resolved)));

@@ -116,7 +116,8 @@ impl pb::incident_service_server::IncidentService for IncidentApi {
             .await?;
         let r = request.get_ref();
         let result = (|| {
-            let invalid = |e: procguard_proto::ConvertError| Status::invalid_argument(e.to_string());
+            let invalid =
+                |e: procguard_proto::ConvertError| Status::invalid_argument(e.to_string());
             let filter = IncidentFilter {
                 namespace: (!r.namespace.is_empty()).then(|| r.namespace.clone()),
                 min_severity: severity_filter(r.min_severity, "min_severity").map_err(invalid)?,

@@ -98,8 +98,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         metrics.clone(),
     );
     let incidents = incident::IncidentApi::new(api.clone(), store.clone());
-    let subscriptions =
-        stream::StreamApi::new(api.clone(), store.clone(), metrics.clone(), shutdown.clone());
+    let subscriptions = stream::StreamApi::new(
+        api.clone(),
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
     let sensors = ingest::SensorApi::new(
         store.clone(),
         hub,
@@ -124,7 +128,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .add_service(pb::incident_service_server::IncidentServiceServer::new(
             incidents,
         ))
-        .add_service(pb::subscription_service_server::SubscriptionServiceServer::new(subscriptions));
+        .add_service(
+            pb::subscription_service_server::SubscriptionServiceServer::new(subscriptions),
+        );
 
     tracing::info!(
         message = "procguard-server listening.",

@@ -16,7 +16,9 @@
 use crate::api::Api;
 use crate::auth::Role;
 use crate::metrics::Metrics;
-use crate::store::{AuditEntry, AuditOutcome, LogRecord, OutOfRange, RecordBody, Store, StoreError};
+use crate::store::{
+    AuditEntry, AuditOutcome, LogRecord, OutOfRange, RecordBody, Store, StoreError,
+};
 use procguard_core::incident::Severity;
 use procguard_proto::convert::incident::{incident_to_pb, severity_filter, severity_to_pb};
 use procguard_proto::convert::timestamp;
@@ -114,11 +116,9 @@ impl RecordFilter {
                 Ok(_) => {
                     kinds.insert(*k);
                 }
-                Err(_) => {
-                    return Err(Status::invalid_argument(format!(
-                        "kinds: unknown record kind {k}; use INCIDENT (1), DEVIATION (2) or AUDIT (3)"
-                    )))
-                }
+                Err(_) => return Err(Status::invalid_argument(format!(
+                    "kinds: unknown record kind {k}; use INCIDENT (1), DEVIATION (2) or AUDIT (3)"
+                ))),
             }
         }
         Ok(Self {
@@ -170,7 +170,10 @@ pub fn record_to_pb(r: &LogRecord) -> pb::StreamRecord {
             }),
             incident_id.clone(),
         ),
-        RecordBody::Audit(a) => (pb::stream_record::Record::Audit(audit_to_pb(a)), String::new()),
+        RecordBody::Audit(a) => (
+            pb::stream_record::Record::Audit(audit_to_pb(a)),
+            String::new(),
+        ),
     };
     pb::StreamRecord {
         cursor: r.cursor,
@@ -208,10 +211,7 @@ impl StreamApi {
             }
             Some(Position::DurableName(n)) => {
                 check_name(n)?;
-                self.store
-                    .get_cursor(n)
-                    .map_err(internal)?
-                    .unwrap_or(floor)
+                self.store.get_cursor(n).map_err(internal)?.unwrap_or(floor)
             }
         };
         if after > newest {

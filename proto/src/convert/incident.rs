@@ -107,15 +107,15 @@ mod tests {
     #[test]
     fn filters_reject_unknown_values_and_read_unspecified_as_none() {
         assert_eq!(severity_filter(0, "min_severity"), Ok(None));
-        assert_eq!(
-            severity_filter(3, "min_severity"),
-            Ok(Some(Severity::High))
-        );
+        assert_eq!(severity_filter(3, "min_severity"), Ok(Some(Severity::High)));
         assert!(severity_filter(42, "min_severity")
             .unwrap_err()
             .to_string()
             .contains("min_severity"));
-        assert_eq!(state_filter(2, "state"), Ok(Some(IncidentState::Acknowledged)));
+        assert_eq!(
+            state_filter(2, "state"),
+            Ok(Some(IncidentState::Acknowledged))
+        );
         assert!(state_filter(-1, "state").is_err());
     }
 }

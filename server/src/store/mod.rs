@@ -346,7 +346,17 @@ impl Store {
         );
         let (outcome, appender) = trees
             .transaction(
-                |(baselines, history, event_ids, sensors, deviations, meta, incidents, incident_keys, records)| {
+                |(
+                    baselines,
+                    history,
+                    event_ids,
+                    sensors,
+                    deviations,
+                    meta,
+                    incidents,
+                    incident_keys,
+                    records,
+                )| {
                     let mut out = IngestOutcome::default();
                     let mut log = self.log.appender(now);
                     let mut touched: BTreeMap<String, (Baseline, bool)> = BTreeMap::new();
@@ -385,11 +395,11 @@ impl Store {
                                     baseline_state: b.state,
                                     process: ev.process.clone(),
                                 };
-                                // sled ids are unique and increasing across restarts; a retried
-                                // transaction only leaves gaps.
-                                let seq = self.db.generate_id()?;
+                                // Keyed by the record-log cursor: unique and increasing. (sled's
+                                // `generate_id` deadlocks inside a transaction.)
+                                let seq =
+                                    log.deviation((incidents, incident_keys, records), &rec, b)?;
                                 deviations.insert(&seq.to_be_bytes(), enc(&rec))?;
-                                log.deviation(&self.db, (incidents, incident_keys, records), &rec, b)?;
                                 out.deviations.push(rec);
                             }
                             Observation::Learned { .. }

@@ -139,6 +139,9 @@ struct LogState {
     durable: watch::Sender<u64>,
     /// Approximate bytes in `records`.
     bytes: AtomicU64,
+    /// Next incident number. Written only under the store's writer lock. (sled's
+    /// `generate_id` cannot be used: it deadlocks inside a transaction.)
+    next_incident: AtomicU64,
 }
 
 /// The record-log side of the store.
@@ -156,6 +159,7 @@ pub(crate) struct Log {
 /// assigns the same cursors again.
 pub(crate) struct Appender {
     next: u64,
+    next_incident: u64,
     at: SystemTime,
     bytes: u64,
     /// Incidents changed in this transaction, written once at [`Appender::finish`].
@@ -215,11 +219,10 @@ impl Appender {
     /// Groups one deviation into its incident and appends the deviation record.
     pub(super) fn deviation(
         &mut self,
-        db: &sled::Db,
         (incidents, keys, records): (&TransactionalTree, &TransactionalTree, &TransactionalTree),
         rec: &DeviationRecord,
         baseline: &Baseline,
-    ) -> std::result::Result<(), TxError> {
+    ) -> std::result::Result<u64, TxError> {
         let p = &rec.process;
         let key = incident::group_key(
             &p.workload,
@@ -238,12 +241,13 @@ impl Appender {
                 i
             }
             None => {
-                let n = db.generate_id()? + 1;
+                let n = self.next_incident;
+                self.next_incident += 1;
                 keys.insert(key.as_bytes(), &n.to_be_bytes())?;
                 Incident::from_deviation(n.to_string(), &rec.event_id, p, baseline, rec.at)
             }
         };
-        self.push(
+        let cursor = self.push(
             records,
             RecordBody::Deviation {
                 incident_id: incident.id.clone(),
@@ -254,13 +258,12 @@ impl Appender {
         )?;
         self.incidents
             .insert(incident.id.parse().unwrap_or_default(), incident);
-        Ok(())
+        Ok(cursor)
     }
 
     /// Raises or extends the sensor-blind incident of `node`.
     fn blind(
         &mut self,
-        db: &sled::Db,
         (incidents, keys): (&TransactionalTree, &TransactionalTree),
         node: &str,
         reason: String,
@@ -278,7 +281,8 @@ impl Appender {
                 i
             }
             None => {
-                let n = db.generate_id()? + 1;
+                let n = self.next_incident;
+                self.next_incident += 1;
                 keys.insert(key.as_bytes(), &n.to_be_bytes())?;
                 Incident::sensor_blind(n.to_string(), node, reason, self.at)
             }
@@ -312,6 +316,8 @@ impl Appender {
 impl Log {
     pub(super) fn open(db: &sled::Db, meta: &sled::Tree) -> Result<Self> {
         let records = db.open_tree("records")?;
+        let incidents = db.open_tree("incidents")?;
+        let next_incident = incidents.last()?.map(|(k, _)| be(&k)).unwrap_or(0) + 1;
         let floor = meta.get("log_floor")?.map(|v| be(&v)).unwrap_or(0);
         let last = records.last()?.map(|(k, _)| be(&k)).unwrap_or(floor);
         let mut bytes = 0u64;
@@ -320,7 +326,7 @@ impl Log {
             bytes += (k.len() + v.len()) as u64;
         }
         Ok(Self {
-            incidents: db.open_tree("incidents")?,
+            incidents,
             incident_keys: db.open_tree("incident_keys")?,
             subscriptions: db.open_tree("subscriptions")?,
             health: db.open_tree("sensor_health")?,
@@ -332,6 +338,7 @@ impl Log {
                 flush_lock: tokio::sync::Mutex::new(()),
                 durable: watch::channel(last.max(floor)).0,
                 bytes: AtomicU64::new(bytes),
+                next_incident: AtomicU64::new(next_incident),
             }),
         })
     }
@@ -340,6 +347,7 @@ impl Log {
     pub(super) fn appender(&self, at: SystemTime) -> Appender {
         Appender {
             next: self.state.next_cursor.load(Ordering::SeqCst),
+            next_incident: self.state.next_incident.load(Ordering::SeqCst),
             at,
             bytes: 0,
             incidents: BTreeMap::new(),
@@ -351,6 +359,9 @@ impl Log {
     pub(super) fn committed(&self, appender: Option<&Appender>) -> u64 {
         if let Some(a) = appender {
             self.state.next_cursor.store(a.next, Ordering::SeqCst);
+            self.state
+                .next_incident
+                .store(a.next_incident, Ordering::SeqCst);
             self.state.bytes.fetch_add(a.bytes, Ordering::Relaxed);
         }
         let mut c = self.state.committed.lock().expect("commit bookkeeping");
@@ -373,7 +384,9 @@ impl Log {
             let (target_gen, target_cursor) =
                 *self.state.committed.lock().expect("commit bookkeeping");
             db.flush_async().await?;
-            self.state.flushed_gen.fetch_max(target_gen, Ordering::SeqCst);
+            self.state
+                .flushed_gen
+                .fetch_max(target_gen, Ordering::SeqCst);
             self.state.durable.send_if_modified(|d| {
                 let moved = target_cursor > *d;
                 *d = (*d).max(target_cursor);
@@ -578,7 +591,7 @@ impl Store {
                     let reason = format!(
                         "sensor on {node} reported {d} dropped, {p} partial and {k} kernel-lost events since its previous report"
                     );
-                    log.blind(&self.db, (incidents, keys), node, reason)?;
+                    log.blind((incidents, keys), node, reason)?;
                 }
                 let changed = log.finish(incidents, records)?;
                 Ok((changed, log))
@@ -645,7 +658,7 @@ impl Store {
                         "sensor on {node} has not reported for {secs}s (limit {}s)",
                         silence.as_secs()
                     );
-                    log.blind(&self.db, (incidents, keys), &node, reason)?;
+                    log.blind((incidents, keys), &node, reason)?;
                     let changed = log.finish(incidents, records)?;
                     Ok((changed, log))
                 })
@@ -757,5 +770,270 @@ impl Store {
     /// The newest cursor assigned so far (durable or not).
     pub fn last_cursor(&self) -> u64 {
         self.log.state.next_cursor.load(Ordering::SeqCst) - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::IngestEvent;
+    use procguard_core::{
+        Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
+    };
+
+    fn web() -> WorkloadIdentity {
+        WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "nginx")
+    }
+
+    fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
+        IngestEvent {
+            event_id: id.to_string(),
+            sequence: seq,
+            process: ProcessEvent {
+                pid: 10,
+                ppid: 1,
+                ancestors: vec![],
+                start_time: None,
+                uid: 0,
+                gid: 0,
+                comm: "x".into(),
+                exe_path: exe.to_string(),
+                argv: vec![exe.to_string()],
+                argv_truncated: false,
+                script_path: None,
+                exe_sha256: None,
+                exe_memfd: false,
+                exe_deleted: false,
+                exe_writable_location: false,
+                container: Some(ContainerInfo {
+                    container_id: "cid".into(),
+                    pod_name: Some("web-1".into()),
+                    ..Default::default()
+                }),
+                workload: web(),
+                context: ExecContext::Entrypoint,
+                completeness: Completeness::Full,
+                missing: vec![],
+                node_name: "n1".into(),
+            },
+        }
+    }
+
+    async fn enforced_store(dir: &std::path::Path) -> Store {
+        let s = Store::open(dir).unwrap();
+        s.ingest("n1", &[event("learn", 1, "/app")], SystemTime::now())
+            .await
+            .unwrap();
+        s.change(&web(), "t", "approved", "", false, |b| {
+            b.approve(None, SystemTime::now());
+            Ok(())
+        })
+        .await
+        .unwrap();
+        s
+    }
+
+    fn all(s: &Store) -> Vec<LogRecord> {
+        let upto = *s.durable_cursor().borrow();
+        s.read_log(0, upto, usize::MAX).unwrap().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_batches_get_contiguous_cursors_and_one_incident_per_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = enforced_store(dir.path()).await;
+        let mut tasks = Vec::new();
+        for t in 0..4u64 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for b in 0..10u64 {
+                    let evs: Vec<_> = (0..5u64)
+                        .map(|i| event(&format!("{t}-{b}-{i}"), 100 + b * 5 + i, "/bin/sh"))
+                        .collect();
+                    s.ingest(&format!("node{t}"), &evs, SystemTime::now())
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let recs = all(&s);
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(r.cursor, i as u64 + 1, "cursors are contiguous");
+        }
+        let deviations = recs
+            .iter()
+            .filter(|r| matches!(r.body, RecordBody::Deviation { .. }))
+            .count();
+        assert_eq!(deviations, 200);
+        let (incidents, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+        assert_eq!(incidents.len(), 1, "one executable in one container");
+        assert_eq!(incidents[0].count, 200);
+        assert_eq!(incidents[0].severity, Severity::High);
+        assert_eq!(s.last_cursor(), recs.last().unwrap().cursor);
+        // A replayed batch adds nothing.
+        s.ingest(
+            "node0",
+            &[event("0-0-0", 100, "/bin/sh")],
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(all(&s).len(), recs.len());
+    }
+
+    #[tokio::test]
+    async fn cursors_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let last = {
+            let s = enforced_store(dir.path()).await;
+            s.ingest("n1", &[event("d1", 2, "/bin/sh")], SystemTime::now())
+                .await
+                .unwrap();
+            s.last_cursor()
+        };
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(*s.durable_cursor().borrow(), last);
+        s.ingest("n1", &[event("d2", 3, "/bin/sh")], SystemTime::now())
+            .await
+            .unwrap();
+        let recs = all(&s);
+        assert_eq!(recs[recs.len() - 2].cursor, last + 1);
+    }
+
+    #[tokio::test]
+    async fn retention_makes_old_cursors_out_of_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = enforced_store(dir.path()).await;
+        for i in 0..20u64 {
+            s.ingest(
+                "n1",
+                &[event(&format!("d{i}"), 2 + i, "/bin/sh")],
+                SystemTime::now(),
+            )
+            .await
+            .unwrap();
+        }
+        let total = all(&s).len() as u64;
+        let keep = Retention {
+            max_age: Duration::from_secs(3600),
+            max_bytes: s.log_bytes() / 2,
+        };
+        let out = s.enforce_retention(keep, SystemTime::now()).await.unwrap();
+        assert!(out.removed > 0 && out.removed < total, "{out:?}");
+        assert!(s.log_bytes() <= keep.max_bytes);
+        assert_eq!(
+            s.check_cursor(0).unwrap(),
+            Err(OutOfRange {
+                after: 0,
+                oldest: out.floor + 1
+            })
+        );
+        assert_eq!(s.check_cursor(out.floor).unwrap(), Ok(()));
+        let upto = *s.durable_cursor().borrow();
+        assert!(s.read_log(0, upto, 10).unwrap().is_err());
+        let rest = s.read_log(out.floor, upto, usize::MAX).unwrap().unwrap();
+        assert_eq!(rest.len() as u64, total - out.removed);
+        // By age: everything older than "now + 2h minus 1h" goes.
+        let later = SystemTime::now() + Duration::from_secs(7200);
+        s.enforce_retention(keep, later).await.unwrap();
+        assert!(matches!(s.read_log(out.floor, upto, 10).unwrap(), Err(_)));
+    }
+
+    #[tokio::test]
+    async fn health_counters_raise_one_blind_incident_and_silence_is_flagged_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let t0 = SystemTime::now();
+        let r = |dropped, partial| HealthReport {
+            dropped,
+            partial,
+            kernel_losses: 0,
+        };
+        assert!(s.sensor_health("n1", r(0, 0), t0).await.unwrap().is_none());
+        let i = s.sensor_health("n1", r(3, 0), t0).await.unwrap().unwrap();
+        assert!(
+            i.severity_reason.contains("3 dropped"),
+            "{}",
+            i.severity_reason
+        );
+        assert!(s.sensor_health("n1", r(3, 0), t0).await.unwrap().is_none());
+        // A restarted sensor starts counting again from zero.
+        let again = s.sensor_health("n1", r(1, 2), t0).await.unwrap().unwrap();
+        assert_eq!(again.id, i.id);
+        assert_eq!(again.count, 2);
+        let later = t0 + Duration::from_secs(300);
+        let silent = s
+            .silent_sensors(Duration::from_secs(60), t0, later)
+            .await
+            .unwrap();
+        assert_eq!(silent.len(), 1);
+        assert!(silent[0].severity_reason.contains("has not reported"));
+        assert!(s
+            .silent_sensors(Duration::from_secs(60), t0, later)
+            .await
+            .unwrap()
+            .is_empty());
+        // A server that just started does not flag sensors it could not have heard from.
+        assert!(s
+            .silent_sensors(Duration::from_secs(60), later, later)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn actions_follow_the_lifecycle_and_land_in_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = enforced_store(dir.path()).await;
+        s.ingest("n1", &[event("d1", 2, "/usr/bin/id")], SystemTime::now())
+            .await
+            .unwrap();
+        let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+        let id = list[0].id.clone();
+        let i = s
+            .incident_action(&id, Action::Acknowledge, "alice", "looking")
+            .await
+            .unwrap();
+        assert_eq!(
+            i.state,
+            procguard_core::incident::IncidentState::Acknowledged
+        );
+        let err = s
+            .incident_action(&id, Action::Acknowledge, "alice", "")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("already acknowledged"), "{err}");
+        s.incident_action(&id, Action::Resolve, "alice", "fine")
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.incident_action("999", Action::Resolve, "a", "").await,
+            Err(StoreError::NotFound(_))
+        ));
+        // The same executable again after resolution opens a new incident.
+        s.ingest("n1", &[event("d2", 3, "/usr/bin/id")], SystemTime::now())
+            .await
+            .unwrap();
+        let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+        assert_eq!(list.len(), 2);
+        let states: Vec<_> = all(&s)
+            .into_iter()
+            .filter_map(|r| match r.body {
+                RecordBody::Incident(i) => Some((i.id, i.state.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                (id.clone(), "open"),
+                (id.clone(), "acknowledged"),
+                (id, "resolved"),
+                (list[1].id.clone(), "open")
+            ]
+        );
     }
 }
