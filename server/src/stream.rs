@@ -116,9 +116,11 @@ impl RecordFilter {
                 Ok(_) => {
                     kinds.insert(*k);
                 }
-                Err(_) => return Err(Status::invalid_argument(format!(
+                Err(_) => {
+                    return Err(Status::invalid_argument(format!(
                     "kinds: unknown record kind {k}; use INCIDENT (1), DEVIATION (2) or AUDIT (3)"
-                ))),
+                )))
+                }
             }
         }
         Ok(Self {
