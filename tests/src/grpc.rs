@@ -5,7 +5,7 @@
 //! batches, acks). It lets a test produce exactly the deviations it needs, at the rate it
 //! needs, against the real server binary; tests about capture use the real sensor instead.
 
-use crate::{Pki, Server};
+use crate::Pki;
 use procguard_proto::v1 as pb;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -227,13 +227,13 @@ impl SensorStream {
 /// Teaches the server `w` runs `/app/server` and enforces its baseline (admin token).
 pub async fn enforced_workload(
     pki: &Pki,
-    server: &Server,
+    url: &str,
     sensor: &mut SensorStream,
     w: &pb::WorkloadIdentity,
 ) -> Result<(), Error> {
     let evs = sensor.events(w, &["/app/server"]);
     sensor.send_acked(evs).await?;
-    let ch = channel(pki, &server.url(), None).await?;
+    let ch = channel(pki, url, None).await?;
     pb::baseline_service_client::BaselineServiceClient::new(ch)
         .approve_baseline(req(
             pki,

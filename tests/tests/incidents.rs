@@ -26,7 +26,7 @@ async fn deviations_group_into_incidents_with_severity_and_a_lifecycle() {
         .await
         .unwrap();
     let w = grpc::workload("shop", "web");
-    grpc::enforced_workload(&pki, &server, &mut sensor, &w)
+    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
         .await
         .unwrap();
 

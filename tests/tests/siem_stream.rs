@@ -68,7 +68,7 @@ async fn a_killed_durable_subscriber_resumes_from_its_acknowledged_cursor() {
         .await
         .unwrap();
     let w = grpc::workload("shop", "web");
-    grpc::enforced_workload(&pki, &server, &mut sensor, &w)
+    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
         .await
         .unwrap();
 
@@ -219,7 +219,7 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event_and_subscribers_resum
     let url = server.url();
     let mut sensor = SensorStream::open(&pki, &url, "node-a").await.unwrap();
     let w = grpc::workload("shop", "web");
-    grpc::enforced_workload(&pki, &server, &mut sensor, &w)
+    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
         .await
         .unwrap();
 
@@ -360,7 +360,7 @@ async fn an_expired_cursor_gets_out_of_range_naming_the_oldest() {
     let url = server.url();
     let mut sensor = SensorStream::open(&pki, &url, "node-a").await.unwrap();
     let w = grpc::workload("shop", "web");
-    grpc::enforced_workload(&pki, &server, &mut sensor, &w)
+    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
         .await
         .unwrap();
     for _ in 0..10 {
