@@ -41,6 +41,8 @@ pub enum ConvertError {
 
 type Result<T> = std::result::Result<T, ConvertError>;
 
+pub mod incident;
+
 /// Converts a time to a protobuf timestamp.
 pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();

@@ -68,7 +68,7 @@ impl Api {
     }
 
     /// Authenticates and authorises; a denial is audited and returned.
-    async fn allow<T>(
+    pub(crate) async fn allow<T>(
         &self,
         request: &Request<T>,
         needed: Role,
@@ -124,7 +124,7 @@ impl Api {
     }
 
     /// Audits the outcome of an allowed call and passes it through.
-    async fn done<T, R>(
+    pub(crate) async fn done<T, R>(
         &self,
         request: &Request<R>,
         caller: &Caller,
@@ -155,7 +155,7 @@ impl Api {
         result
     }
 
-    async fn change_one(
+    pub(crate) async fn change_one(
         &self,
         caller: &Caller,
         id: &WorkloadIdentity,

@@ -321,6 +321,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                         for d in &out.deviations {
                                             tracing::warn!(message = "Deviation.", workload = %d.process.workload, exe = %d.process.exe_path, node = %node, pid = d.process.pid);
                                         }
+                                        metrics.incident_changes.inc_by(out.incidents.len() as u64);
                                         for b in out.changed { hub.publish(b); }
                                         let ack = pb::ServerMessage { body: Some(pb::server_message::Body::Ack(pb::Ack { sequence: out.acked_sequence })) };
                                         if tx.send(Ok(ack)).await.is_err() { break; }
@@ -338,6 +339,15 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                     tracing::warn!(message = "Sensor reports losses.", node = %node, seen = h.events_seen, dropped = h.events_dropped, kernel_losses = h.kernel_losses, spooled = h.spooled);
                                 } else {
                                     tracing::debug!(message = "Sensor health.", node = %node, seen = h.events_seen, spooled = h.spooled);
+                                }
+                                let report = crate::store::HealthReport { dropped: h.events_dropped, partial: h.events_partial, kernel_losses: h.kernel_losses };
+                                match store.sensor_health(&node, report, SystemTime::now()).await {
+                                    Ok(Some(i)) => {
+                                        metrics.incident_changes.inc();
+                                        tracing::warn!(message = "Sensor blind.", node = %node, incident = %i.id, reason = %i.severity_reason);
+                                    }
+                                    Ok(None) => {}
+                                    Err(e) => tracing::error!(message = "Recording sensor health failed.", node = %node, error = %e),
                                 }
                             }
                             Some(pb::sensor_message::Body::BaselineAck(_)) => {}

@@ -3,7 +3,10 @@
 //! Sensors stream process events here over mTLS ([`ingest`]); the [`store`] (sled) learns
 //! per-workload baselines from them and records deviations; people and automation review and
 //! approve baselines through the [`api`], authenticated by [`auth`]; changed baselines are
-//! pushed back to every connected sensor through the [`ingest::Hub`].
+//! pushed back to every connected sensor through the [`ingest::Hub`]. Deviations and sensor
+//! findings become [`incident`]s, and every incident change, deviation and audit record is
+//! streamed to SIEMs with a cursor ([`stream`]); [`watchdog`] runs retention and flags silent
+//! sensors.
 //!
 //! [`run`] binds both ports before doing any work, serves until the shutdown token is
 //! cancelled, then drains for at most [`GRACE`].
@@ -12,10 +15,13 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod gitops;
+pub mod incident;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod store;
+pub mod stream;
+pub mod watchdog;
 
 pub use config::{Config, Settings};
 
@@ -103,6 +109,17 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         })
     };
 
+    let watchdog_task = tokio::spawn(watchdog::run(
+        store.clone(),
+        metrics.clone(),
+        watchdog::Settings {
+            retention: settings.retention,
+            retention_interval: settings.retention_interval,
+            sensor_silence: settings.sensor_silence,
+        },
+        shutdown.clone(),
+    ));
+
     let api = api::Api::new(
         store.clone(),
         settings.tokens.clone(),
@@ -110,6 +127,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         metrics.clone(),
     )
     .with_limits(limits.clone());
+    let incidents = incident::IncidentApi::new(api.clone(), store.clone());
+    let subscriptions = stream::StreamApi::new(
+        api.clone(),
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
     let sensors = ingest::SensorApi::new(
         store.clone(),
         hub,
@@ -136,6 +160,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .add_service(
             pb::audit_service_server::AuditServiceServer::new(api)
                 .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            pb::incident_service_server::IncidentServiceServer::new(incidents)
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            pb::subscription_service_server::SubscriptionServiceServer::new(subscriptions)
+                .max_decoding_message_size(max_message),
         );
 
     tracing::info!(
@@ -153,6 +185,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     admin.set_ready(false);
     let _ = tokio::time::timeout(GRACE, async {
         let _ = learning_task.await;
+        let _ = watchdog_task.await;
         let _ = admin_task.await;
     })
     .await;

@@ -32,6 +32,14 @@ pub struct Metrics {
     pub sensors_connected: Gauge,
     /// Events each sensor last reported as dropped on its side (spool or queue full).
     pub sensor_reported_drops: Family<NodeLabel, Gauge>,
+    /// SIEM subscribers connected now.
+    pub subscribers: Gauge,
+    /// Records sent to subscribers.
+    pub records_streamed: Counter,
+    /// Incident changes written (opened, grown, acted on).
+    pub incident_changes: Counter,
+    /// Records removed from the log by retention.
+    pub retention_removed: Counter,
 }
 
 impl Metrics {
@@ -73,6 +81,26 @@ impl Metrics {
             "sensor_reported_drops",
             "Events a sensor last reported as dropped on its side, by node",
             self.sensor_reported_drops.clone(),
+        );
+        r.register(
+            "subscribers",
+            "SIEM subscription streams open now",
+            self.subscribers.clone(),
+        );
+        r.register(
+            "records_streamed",
+            "Records sent to SIEM subscribers",
+            self.records_streamed.clone(),
+        );
+        r.register(
+            "incident_changes",
+            "Incident changes written (opened, grown, or acted on)",
+            self.incident_changes.clone(),
+        );
+        r.register(
+            "retention_removed",
+            "Records removed from the record log by retention",
+            self.retention_removed.clone(),
         );
         r
     }
