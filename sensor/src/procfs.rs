@@ -182,6 +182,11 @@ pub struct HashCache {
 pub const HASH_CACHE_ENTRIES: usize = 4096;
 
 impl HashCache {
+    /// The hash of a file already hashed under `key` (device, inode, mtime, size).
+    pub fn lookup(&self, key: (u64, u64, i64, u64)) -> Option<String> {
+        self.entries.get(&key).cloned()
+    }
+
     /// Hashes an executable opened through `/proc/<pid>/exe`, which reaches the file even
     /// when it lives in another mount namespace or was deleted, and keeps reaching it after the
     /// process exits.

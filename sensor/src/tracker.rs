@@ -6,12 +6,15 @@
 //! fields it inherited are listed as missing. Exec events read `/proc` at once.
 
 use crate::cgroup::{self, ContainerRef, Placement};
+use crate::fanotify::ExecWatch;
 use crate::procfs::{ProcInfo, ProcReader};
 use procguard_core::process::Ancestor;
 use procguard_core::{
     Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
 };
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Most processes tracked; past it the oldest-inserted entries of exited processes are
 /// forgotten first (a fork bomb cannot grow the table without bound).
@@ -73,6 +76,34 @@ pub struct Observed {
     pub event: ProcessEvent,
     /// The executable, when it could be opened.
     pub exe: Option<std::fs::File>,
+    /// The executable's hash cache key, when only fanotify saw it (the process was gone).
+    pub exe_key: Option<(u64, u64, i64, u64)>,
+}
+
+/// How long the process thread waits for fanotify to name the executable of a process already
+/// gone from `/proc`. The kernel queued that event before the proc connector's, so it is
+/// normally there; the wait only covers the reader thread being descheduled.
+const FANOTIFY_WAIT: Duration = Duration::from_millis(5);
+/// Containers whose writable layer (overlay upperdir) is remembered; past it the memo starts
+/// over, which costs one mountinfo read per container again, never memory.
+const MAX_UPPERDIRS: usize = 4_096;
+
+/// The overlay upper directory of the root mount in a `/proc/<pid>/mountinfo`: the container's
+/// writable layer, as a path in the sensor's mount namespace.
+pub fn root_upperdir(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|l| {
+        // id parent major:minor root mountpoint opts [optional...] - fstype source superopts
+        let (pre, post) = l.split_once(" - ")?;
+        let mut pre = pre.split(' ');
+        let mount_point = pre.nth(4)?;
+        let mut post = post.split(' ');
+        let (fstype, _src, superopts) = (post.next()?, post.next()?, post.next()?);
+        (mount_point == "/" && fstype == "overlay").then_some(())?;
+        superopts
+            .split(',')
+            .find_map(|o| o.strip_prefix("upperdir="))
+            .map(|u| u.replace("\\040", " "))
+    })
 }
 
 /// The sensor's view of every live process.
@@ -84,6 +115,10 @@ pub struct Tracker {
     cluster: String,
     /// Live processes per container ID, to tell an entrypoint from an exec session.
     live_in_container: HashMap<String, u32>,
+    /// fanotify exec identities, when enabled.
+    exec_watch: Option<Arc<ExecWatch>>,
+    /// Writable layer per container ID (`None`: not an overlay root).
+    upperdirs: HashMap<String, Option<String>>,
 }
 
 impl Tracker {
@@ -95,6 +130,35 @@ impl Tracker {
             node: node.to_string(),
             cluster: cluster.to_string(),
             live_in_container: HashMap::new(),
+            exec_watch: None,
+            upperdirs: HashMap::new(),
+        }
+    }
+
+    /// Uses fanotify exec identities for processes gone before `/proc` is read, and marks each
+    /// new container's root filesystem for them.
+    pub fn set_exec_watch(&mut self, w: Arc<ExecWatch>) {
+        self.exec_watch = Some(w);
+    }
+
+    /// Whether `exe` (a path inside container `id`'s root) lies in the container's writable
+    /// layer: the file exists under the overlay upper directory of its root mount, so it was
+    /// written or replaced after the container started rather than shipped in the image.
+    fn in_writable_layer(&mut self, pid: u32, id: &str, exe: &str) -> bool {
+        if !self.upperdirs.contains_key(id) {
+            let Ok(mi) = std::fs::read_to_string(self.reader.path(pid, "mountinfo")) else {
+                return false;
+            };
+            if self.upperdirs.len() >= MAX_UPPERDIRS {
+                self.upperdirs.clear();
+            }
+            self.upperdirs.insert(id.to_string(), root_upperdir(&mi));
+        }
+        match self.upperdirs.get(id) {
+            Some(Some(upper)) if exe.starts_with('/') => {
+                std::path::Path::new(&format!("{upper}{exe}")).exists()
+            }
+            _ => false,
         }
     }
 
@@ -129,7 +193,13 @@ impl Tracker {
             }
         }
         if let Some(c) = Self::container_of(&e.placement) {
-            *self.live_in_container.entry(c.id.clone()).or_default() += 1;
+            let n = self.live_in_container.entry(c.id.clone()).or_default();
+            *n += 1;
+            if *n == 1 {
+                if let Some(w) = &self.exec_watch {
+                    w.mark_root_of(self.reader.root(), pid);
+                }
+            }
         }
         if let Some(old) = self.table.insert(pid, e) {
             if let Some(c) = Self::container_of(&old.placement) {
@@ -244,8 +314,24 @@ impl Tracker {
     /// for kernel threads and processes gone without a trace.
     pub fn on_exec(&mut self, pid: u32) -> Option<Observed> {
         let exe = self.reader.open_exe(pid);
-        let info = self.reader.read(pid);
-        self.event_from(info).map(|event| Observed { event, exe })
+        let mut info = self.reader.read(pid);
+        let mut exe_key = None;
+        if let Some(w) = &self.exec_watch {
+            if info.exe.is_some() {
+                w.claim(pid);
+            } else if let Some(f) = w.take(pid, FANOTIFY_WAIT) {
+                // The kernel's own record of the file this exec opened: fact, not a guess.
+                info.exe = Some(f.path);
+                info.exe_deleted = f.deleted;
+                info.exe_memfd = f.memfd;
+                exe_key = Some(f.key);
+            }
+        }
+        self.event_from(info).map(|event| Observed {
+            event,
+            exe,
+            exe_key,
+        })
     }
 
     /// Builds the event for an already-read process (without its hash).
@@ -253,8 +339,11 @@ impl Tracker {
         let pid = info.pid;
         let known = self.table.get(&pid).cloned();
         let mut missing = Vec::new();
-        // Kernel threads have no exe and an empty cmdline; they are not workload processes.
-        if info.exe.is_none() && info.argv.as_ref().is_some_and(|a| a.is_empty()) {
+        // Kernel threads (kthreadd, pid 2, and its children) have no exe; they are not workload
+        // processes. A process that already exited (a zombie) has no exe and an empty cmdline
+        // too, but it is a workload process and keeps its event: only the parent tells them
+        // apart.
+        if info.exe.is_none() && (pid == 2 || info.ppid == Some(2)) {
             return None;
         }
         let placement = match info.cgroup.as_deref().map(cgroup::parse) {
@@ -315,7 +404,12 @@ impl Tracker {
             missing.push("argv");
             Vec::new()
         });
-        let writable = info.exe_memfd || WRITABLE_DIRS.iter().any(|d| exe.starts_with(d));
+        let writable = info.exe_memfd
+            || WRITABLE_DIRS.iter().any(|d| exe.starts_with(d))
+            || match &my_container {
+                Some(id) if !info.exe_memfd => self.in_writable_layer(pid, id, &exe),
+                _ => false,
+            };
         let container = Self::container_of(&placement).map(|c| ContainerInfo {
             container_id: c.id.clone(),
             runtime: c.runtime,
@@ -324,6 +418,7 @@ impl Tracker {
             qos: c.qos,
             image: None,
             image_digest: None,
+            pod_labels: Default::default(),
         });
         let ev = ProcessEvent {
             pid,
@@ -376,7 +471,13 @@ impl Tracker {
         infos.sort_by_key(|(i, _)| (i.start_time, i.pid));
         infos
             .into_iter()
-            .filter_map(|(i, exe)| self.event_from(i).map(|event| Observed { event, exe }))
+            .filter_map(|(i, exe)| {
+                self.event_from(i).map(|event| Observed {
+                    event,
+                    exe,
+                    exe_key: None,
+                })
+            })
             .collect()
     }
 }
@@ -405,6 +506,16 @@ mod tests {
         );
         assert_eq!(script_of("/usr/bin/id", &s(&["id", "x"])), None);
         assert_eq!(script_of("/usr/bin/shred", &s(&["shred", "x"])), None);
+    }
+
+    #[test]
+    fn the_writable_layer_is_the_root_overlays_upperdir() {
+        let mi = "2306 2100 0:412 / / rw,relatime master:1 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/A:/var/lib/docker/overlay2/l/B,upperdir=/var/lib/docker/overlay2/abc/diff,workdir=/var/lib/docker/overlay2/abc/work\n2307 2306 0:414 / /proc rw - proc proc rw\n";
+        assert_eq!(
+            root_upperdir(mi).as_deref(),
+            Some("/var/lib/docker/overlay2/abc/diff")
+        );
+        assert_eq!(root_upperdir("25 1 8:1 / / rw - ext4 /dev/sda1 rw\n"), None);
     }
 
     #[test]
