@@ -375,8 +375,9 @@ mod tests {
             eprintln!("SKIP: fanotify needs CAP_SYS_ADMIN");
             return;
         };
-        let child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
         let pid = child.id();
+        child.wait().unwrap();
         let got = w.take(pid, Duration::from_secs(2)).expect("exec identity");
         assert!(got.path.ends_with("/true"), "{got:?}");
         shutdown.cancel();

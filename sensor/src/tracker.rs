@@ -83,7 +83,7 @@ pub struct Observed {
 /// How long the process thread waits for fanotify to name the executable of a process already
 /// gone from `/proc`. The kernel queued that event before the proc connector's, so it is
 /// normally there; the wait only covers the reader thread being descheduled.
-const FANOTIFY_WAIT: Duration = Duration::from_millis(5);
+const FANOTIFY_WAIT: Duration = Duration::from_millis(20);
 /// Containers whose writable layer (overlay upperdir) is remembered; past it the memo starts
 /// over, which costs one mountinfo read per container again, never memory.
 const MAX_UPPERDIRS: usize = 4_096;
