@@ -58,7 +58,51 @@ pub struct ExecFile {
     pub memfd: bool,
     /// (device, inode, mtime, size): the hash cache key.
     pub key: (u64, u64, i64, u64),
+    /// The mount the file was executed from (a container's root mount for its files).
+    pub mount: Option<u64>,
     at: Instant,
+}
+
+/// The ID of the mount `path` (relative to `dirfd`, or `dirfd` itself when `path` is empty)
+/// is on. Mount IDs are unique across mount namespaces, so a container's root mount is told
+/// apart from every other even when the files underneath share one filesystem.
+fn mount_id(dirfd: libc::c_int, path: &std::ffi::CStr) -> Option<u64> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    let flags = if path.is_empty() {
+        libc::AT_EMPTY_PATH
+    } else {
+        0
+    };
+    // SAFETY: `path` is NUL-terminated and outlives the call; `stx` is a writable statx buffer
+    // the kernel fills; it is read only after a successful return.
+    let rc = unsafe {
+        libc::statx(
+            dirfd,
+            path.as_ptr(),
+            flags,
+            libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statx succeeded, so the buffer is initialised (it was zeroed before anyway).
+    let stx = unsafe { stx.assume_init() };
+    (stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+}
+
+/// (mount ID, superblock device) of every line of a `mountinfo`.
+pub fn parse_mount_devs(mountinfo: &str) -> Vec<(u64, u64)> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let id: u64 = f.next()?.parse().ok()?;
+            let (major, minor) = f.nth(1)?.split_once(':')?;
+            Some((id, libc::makedev(major.parse().ok()?, minor.parse().ok()?)))
+        })
+        .collect()
 }
 
 /// Whether `path` is a dynamic loader, opened for execution after the binary it loads.
@@ -159,8 +203,24 @@ pub struct ExecWatch {
     table: Mutex<Table>,
     arrived: Condvar,
     marked: Mutex<HashSet<u64>>,
+    /// Container root filesystems (the overlay superblock's device) by device: a file executed
+    /// through one of them was executed in that container. Bounded by [`MAX_ROOTS`].
+    roots: Mutex<HashMap<u64, String>>,
+    /// Container root mounts (in the containers' own mount namespaces) by mount ID.
+    root_mounts: Mutex<HashMap<u64, String>>,
+    /// Overlay layer mounts (private to one overlay) by mount ID, learned from processes whose
+    /// cgroup was read; see [`ExecWatch::learn`].
+    learned: Mutex<HashMap<u64, String>>,
+    /// Superblock device of each mount ID, from `/proc/self/mountinfo`, re-read on a miss.
+    mount_devs: Mutex<HashMap<u64, u64>>,
+    /// Device of the sensor's own root, never a container's.
+    host_dev: Option<u64>,
     metrics: Metrics,
 }
+
+/// Most container roots remembered (a node runs a few hundred containers at most); past it the
+/// map starts over and roots are learned again as their containers exec.
+const MAX_ROOTS: usize = 4_096;
 
 impl ExecWatch {
     /// Opens fanotify, marks the filesystem of `/`, and starts the `pg-fanotify` reader thread.
@@ -185,6 +245,11 @@ impl ExecWatch {
             table: Mutex::default(),
             arrived: Condvar::new(),
             marked: Mutex::default(),
+            roots: Mutex::default(),
+            mount_devs: Mutex::default(),
+            root_mounts: Mutex::default(),
+            learned: Mutex::default(),
+            host_dev: std::fs::metadata("/").ok().map(|m| m.dev()),
             metrics,
         });
         watch.mark(Path::new("/"))?;
@@ -223,12 +288,87 @@ impl ExecWatch {
         Ok(())
     }
 
-    /// Marks the root filesystem of process `pid` (a container's), read under `proc_root`.
-    pub fn mark_root_of(&self, proc_root: &Path, pid: u32) {
+    /// Marks the root filesystem of process `pid` of `container`, read under `proc_root`, and
+    /// remembers that filesystem as that container's. Returns whether the process had a root
+    /// filesystem of its own (not the host's).
+    pub fn mark_root_of(&self, proc_root: &Path, pid: u32, container: &str) -> bool {
         let root = proc_root.join(pid.to_string()).join("root");
+        // The root directory's device is the overlay superblock's, the same in every mount of
+        // it (the runtime's `merged` mount and the container's own root).
+        let Ok(dev) = std::fs::metadata(&root).map(|m| m.dev()) else {
+            return false;
+        };
+        // A "container" sharing the host's root (no root filesystem of its own) says nothing.
+        if Some(dev) == self.host_dev {
+            return false;
+        }
         if let Err(error) = self.mark(&root) {
             tracing::debug!(message = "Cannot mark a container root for fanotify.", pid, %error);
+            return false;
         }
+        let mut roots = self.roots.lock().unwrap_or_else(|e| e.into_inner());
+        if roots.len() >= MAX_ROOTS && !roots.contains_key(&dev) {
+            roots.clear();
+        }
+        roots.insert(dev, container.to_string());
+        drop(roots);
+        // The container's own root mount (in its mount namespace) is reached by its mount ID.
+        if let Some(m) = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
+            .ok()
+            .and_then(|c| mount_id(libc::AT_FDCWD, &c))
+        {
+            let mut rm = self.root_mounts.lock().unwrap_or_else(|e| e.into_inner());
+            if rm.len() >= MAX_ROOTS {
+                rm.clear();
+            }
+            rm.insert(m, container.to_string());
+        }
+        // Mount IDs are reused once unmounted: learn them afresh as containers come.
+        self.mount_devs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        tracing::debug!(message = "Container root marked.", pid, dev, container);
+        true
+    }
+
+    /// The container whose root filesystem holds the file executed through mount `mount`.
+    /// The descriptor fanotify hands over may be the overlay's backing file (its own device is
+    /// the lower filesystem's), but its mount is an overlay mount: that mount's superblock
+    /// names the container.
+    pub fn container_of_mount(&self, mount: u64) -> Option<String> {
+        if let Some(c) = self
+            .root_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&mount)
+        {
+            return Some(c.clone());
+        }
+        if let Some(c) = self
+            .learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&mount)
+        {
+            return Some(c.clone());
+        }
+        let dev = {
+            let mut devs = self.mount_devs.lock().unwrap_or_else(|e| e.into_inner());
+            if !devs.contains_key(&mount) {
+                let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+                if devs.len() > MAX_ROOTS {
+                    devs.clear();
+                }
+                devs.extend(parse_mount_devs(&mi));
+            }
+            devs.get(&mount).copied()?
+        };
+        self.roots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&dev)
+            .cloned()
     }
 
     fn read_loop(&self, shutdown: &CancellationToken) {
@@ -278,6 +418,7 @@ impl ExecWatch {
                         deleted,
                         memfd,
                         key: (meta.dev(), meta.ino(), meta.mtime(), meta.size()),
+                        mount: mount_id(fd, c""),
                         at: now,
                     },
                 ));
@@ -300,6 +441,7 @@ impl ExecWatch {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(f) = t.take(pid) {
+                tracing::debug!(message = "Exec identity from fanotify.", pid, path = %f.path, mount = ?f.mount);
                 self.metrics.fanotify_rescues.inc();
                 return Some(f);
             }
@@ -315,10 +457,38 @@ impl ExecWatch {
         }
     }
 
-    /// Discards the identity of `pid`'s latest exec (it was read from `/proc` instead).
-    pub fn claim(&self, pid: u32) {
+    /// Takes the identity of `pid`'s latest exec without waiting (it was read from `/proc`
+    /// instead, and serves to learn which container its mount belongs to).
+    pub fn claim(&self, pid: u32) -> Option<ExecFile> {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = t.take(pid);
+        t.take(pid)
+    }
+
+    /// Learns that files executed through `mount` run in `container`, from a process whose
+    /// cgroup was read. Only for mounts outside the sensor's mount table: overlayfs reaches its
+    /// layers through private mounts of its own, one set per overlay, so such a mount belongs
+    /// to one container; a mount in the table (the host's `/`, a shared volume) may serve many.
+    pub fn learn(&self, mount: u64, container: &str) {
+        if self.in_mount_table(mount) {
+            return;
+        }
+        let mut l = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        if l.len() >= MAX_ROOTS * 4 && !l.contains_key(&mount) {
+            l.clear();
+        }
+        l.insert(mount, container.to_string());
+    }
+
+    fn in_mount_table(&self, mount: u64) -> bool {
+        let mut devs = self.mount_devs.lock().unwrap_or_else(|e| e.into_inner());
+        if !devs.contains_key(&mount) {
+            let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            if devs.len() > MAX_ROOTS {
+                devs.clear();
+            }
+            devs.extend(parse_mount_devs(&mi));
+        }
+        devs.contains_key(&mount)
     }
 }
 
@@ -332,6 +502,7 @@ mod tests {
             deleted: false,
             memfd: false,
             key: (0, 0, 0, 0),
+            mount: None,
             at: Instant::now(),
         }
     }
@@ -349,6 +520,15 @@ mod tests {
         assert_eq!(t.total, 0);
         assert!(is_loader("/lib/ld-2.31.so"));
         assert!(!is_loader("/usr/bin/ldd"));
+    }
+
+    #[test]
+    fn mountinfo_gives_each_mounts_superblock() {
+        let mi = "27 1 254:0 / / rw - ext4 /dev/vda rw\n47 42 0:39 / /var/lib/docker/overlay2/x/merged rw - overlay overlay rw\n";
+        assert_eq!(
+            parse_mount_devs(mi),
+            vec![(27, libc::makedev(254, 0)), (47, libc::makedev(0, 39))]
+        );
     }
 
     #[test]

@@ -88,6 +88,18 @@ const FANOTIFY_WAIT: Duration = Duration::from_millis(20);
 /// over, which costs one mountinfo read per container again, never memory.
 const MAX_UPPERDIRS: usize = 4_096;
 
+/// A process whose executable can no longer be read has exited (or is a kernel thread): its
+/// cgroup file then names the root cgroup it was moved to on exit and its cmdline is empty.
+/// Neither says anything about the process as it ran, so both count as unread.
+fn forget_if_exited(info: &mut ProcInfo) {
+    if info.exe.is_none() {
+        info.cgroup = None;
+        if info.argv.as_ref().is_some_and(|a| a.is_empty()) {
+            info.argv = None;
+        }
+    }
+}
+
 /// The overlay upper directory of the root mount in a `/proc/<pid>/mountinfo`: the container's
 /// writable layer, as a path in the sensor's mount namespace.
 pub fn root_upperdir(mountinfo: &str) -> Option<String> {
@@ -119,7 +131,21 @@ pub struct Tracker {
     exec_watch: Option<Arc<ExecWatch>>,
     /// Writable layer per container ID (`None`: not an overlay root).
     upperdirs: HashMap<String, Option<String>>,
+    /// Containers seen, by ID, to attribute a process by the root filesystem of the file it
+    /// executed when its cgroup could no longer be read.
+    containers: HashMap<String, ContainerRef>,
+    /// Attempts left to find each container's root filesystem for fanotify (0: found or given
+    /// up). The runtime's own helper joins the container's cgroup before it switches to the
+    /// container's root, so the first process seen in a container may still show the host's.
+    root_tries: HashMap<String, u8>,
 }
+
+/// Processes of a container looked at for its root filesystem before giving up (a container
+/// that shares the host's root has none of its own).
+const ROOT_TRIES: u8 = 8;
+
+/// Containers remembered for attribution by root filesystem; past it the memo starts over.
+const MAX_CONTAINERS: usize = 4_096;
 
 impl Tracker {
     /// A tracker over `reader`.
@@ -132,7 +158,24 @@ impl Tracker {
             live_in_container: HashMap::new(),
             exec_watch: None,
             upperdirs: HashMap::new(),
+            containers: HashMap::new(),
+            root_tries: HashMap::new(),
         }
+    }
+
+    /// Looks for the root filesystem of container `id` through live process `pid`, until
+    /// found or [`ROOT_TRIES`] processes were looked at.
+    fn find_root(&mut self, pid: u32, id: &str) {
+        let Some(w) = &self.exec_watch else { return };
+        let left = self.root_tries.entry(id.to_string()).or_insert(ROOT_TRIES);
+        if *left == 0 {
+            return;
+        }
+        *left = if w.mark_root_of(self.reader.root(), pid, id) {
+            0
+        } else {
+            *left - 1
+        };
     }
 
     /// Uses fanotify exec identities for processes gone before `/proc` is read, and marks each
@@ -196,9 +239,11 @@ impl Tracker {
             let n = self.live_in_container.entry(c.id.clone()).or_default();
             *n += 1;
             if *n == 1 {
-                if let Some(w) = &self.exec_watch {
-                    w.mark_root_of(self.reader.root(), pid);
+                if self.containers.len() >= MAX_CONTAINERS {
+                    self.containers.clear();
+                    self.root_tries.clear();
                 }
+                self.containers.insert(c.id.clone(), c.clone());
             }
         }
         if let Some(old) = self.table.insert(pid, e) {
@@ -315,19 +360,43 @@ impl Tracker {
     pub fn on_exec(&mut self, pid: u32) -> Option<Observed> {
         let exe = self.reader.open_exe(pid);
         let mut info = self.reader.read(pid);
+        forget_if_exited(&mut info);
         let mut exe_key = None;
+        let mut hint = None;
+        let mut claimed = None;
         if let Some(w) = &self.exec_watch {
             if info.exe.is_some() {
-                w.claim(pid);
+                claimed = w.claim(pid).and_then(|f| f.mount);
             } else if let Some(f) = w.take(pid, FANOTIFY_WAIT) {
                 // The kernel's own record of the file this exec opened: fact, not a guess.
                 info.exe = Some(f.path);
                 info.exe_deleted = f.deleted;
                 info.exe_memfd = f.memfd;
                 exe_key = Some(f.key);
+                // The executed file was reached through a container's root mount: the process ran in
+                // that container (an exec session's process is forked outside the container and
+                // joins its cgroup just before this exec, so its parent says nothing).
+                if info.cgroup.is_none() {
+                    hint = f
+                        .mount
+                        .and_then(|m| w.container_of_mount(m))
+                        .and_then(|id| self.containers.get(&id).cloned())
+                        .map(Placement::Container);
+                }
             }
         }
-        self.event_from(info).map(|event| Observed {
+        let ev = self.event_with(info, hint);
+        // A process read in full teaches which container its executable's mount belongs to.
+        if let (Some(w), Some(m), Some(c)) = (
+            &self.exec_watch,
+            claimed,
+            ev.as_ref()
+                .filter(|e| e.missing.is_empty())
+                .and_then(|e| e.container.as_ref()),
+        ) {
+            w.learn(m, &c.container_id);
+        }
+        ev.map(|event| Observed {
             event,
             exe,
             exe_key,
@@ -336,6 +405,13 @@ impl Tracker {
 
     /// Builds the event for an already-read process (without its hash).
     pub fn event_from(&mut self, info: ProcInfo) -> Option<ProcessEvent> {
+        self.event_with(info, None)
+    }
+
+    /// Builds the event; `hint` is the placement known from the kernel's record of the executed
+    /// file, used when the cgroup file could not be read.
+    fn event_with(&mut self, mut info: ProcInfo, hint: Option<Placement>) -> Option<ProcessEvent> {
+        forget_if_exited(&mut info);
         let pid = info.pid;
         let known = self.table.get(&pid).cloned();
         let mut missing = Vec::new();
@@ -346,9 +422,10 @@ impl Tracker {
         if info.exe.is_none() && (pid == 2 || info.ppid == Some(2)) {
             return None;
         }
-        let placement = match info.cgroup.as_deref().map(cgroup::parse) {
-            Some(p) => p,
-            None => {
+        let placement = match (info.cgroup.as_deref().map(cgroup::parse), hint) {
+            (Some(p), _) => p,
+            (None, Some(h)) => h,
+            (None, None) => {
                 missing.push("container");
                 known
                     .as_ref()
@@ -374,8 +451,11 @@ impl Tracker {
         if exe.is_empty() {
             return None;
         }
-        let parent = self.table.get(&ppid);
         let my_container = Self::container_of(&placement).map(|c| c.id.clone());
+        if let (Some(id), true) = (&my_container, info.exe.is_some() && info.cgroup.is_some()) {
+            self.find_root(pid, id);
+        }
+        let parent = self.table.get(&ppid);
         let context = match (&my_container, parent) {
             (None, _) => ExecContext::Host,
             (Some(id), Some(p))

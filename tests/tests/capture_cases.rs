@@ -303,3 +303,45 @@ fn processes_that_live_under_a_millisecond_keep_their_executable_and_container()
         }
     }
 }
+
+#[test]
+fn short_exec_sessions_in_a_real_container_keep_their_executable_and_container() {
+    if !require_root_and_docker() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let sensor = JsonlSensor::start(work.path(), "exec-node", &["--fanotify"]);
+    let c = Container::run_in_pod(&pod_uid(), &["/bin/sleep", "3600"]);
+    // The entrypoint makes the container (and its root filesystem) known.
+    sensor.wait_event(Duration::from_secs(10), "entrypoint", |e| {
+        e["container"]["container_id"] == c.id.as_str()
+    });
+    // `docker exec` forks outside the container and joins its cgroup just before exec'ing
+    // `true`, which is gone within a millisecond: neither /proc nor the parent can say where it
+    // ran; the root filesystem of the executed file can.
+    let n = 20;
+    for _ in 0..n {
+        assert!(c.exec(&["/bin/true"]).status.success());
+    }
+    let ours = || -> Vec<Value> {
+        sensor
+            .events()
+            .into_iter()
+            .filter(|e| e["exe_path"] == "/bin/true" && e["comm"] != "docker")
+            .collect()
+    };
+    let _ = wait_for(Duration::from_secs(10), || {
+        (ours().len() >= n).then_some(())
+    });
+    let found = ours();
+    assert_eq!(found.len(), n, "{found:#?}");
+    for e in &found {
+        assert_eq!(
+            e["container"]["container_id"],
+            c.id.as_str(),
+            "{e}\nsensor log:\n{}",
+            sensor.proc.log_text()
+        );
+        assert!(matches!(e["context"].as_str(), Some("exec-session")), "{e}");
+    }
+}
