@@ -74,6 +74,19 @@ pub fn parse_cmdline(raw: &[u8]) -> (Vec<String>, bool) {
     (argv, truncated)
 }
 
+/// Reads (comm, ppid, starttime in clock ticks) from `/proc/<pid>/stat`. The command name is
+/// between the first '(' and the last ')' and may itself hold spaces and parentheses.
+pub fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    // Fields after the name start at field 3 (state); ppid is field 4, starttime field 22.
+    let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    let ppid = rest.get(1)?.parse().ok()?;
+    let start = rest.get(19)?.parse().ok()?;
+    Some((comm, ppid, start))
+}
+
 /// Interprets an `exe` link target: strips " (deleted)" and spots memfds.
 pub fn parse_exe_link(target: &str) -> (String, bool, bool) {
     let (path, deleted) = match target.strip_suffix(" (deleted)") {
@@ -154,18 +167,26 @@ impl ProcReader {
             info.argv_truncated = truncated;
         }
         info.cgroup = std::fs::read_to_string(self.path(pid, "cgroup")).ok();
-        if let Ok(p) = procfs::process::Process::new_with_root(self.root.join(pid.to_string())) {
-            if let Ok(stat) = p.stat() {
-                info.ppid = Some(stat.ppid.max(0) as u32);
-                info.comm = Some(stat.comm.clone());
+        // stat and status are parsed by hand for the few fields needed: this runs for every
+        // exec, and a full parse of either file costs more than the read itself.
+        if let Ok(stat) = std::fs::read_to_string(self.path(pid, "stat")) {
+            if let Some((comm, ppid, start)) = parse_stat(&stat) {
+                info.comm = Some(comm);
+                info.ppid = Some(ppid);
                 info.start_time = self
                     .boot_time
-                    .map(|b| b + Duration::from_millis(stat.starttime * 1000 / self.ticks));
+                    .map(|b| b + Duration::from_millis(start * 1000 / self.ticks));
             }
-            if let Ok(status) = p.status() {
-                info.uid = Some(status.ruid);
-                info.gid = Some(status.rgid);
-            }
+        }
+        if let Ok(status) = std::fs::read_to_string(self.path(pid, "status")) {
+            let real = |prefix: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(prefix))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            };
+            info.uid = real("Uid:");
+            info.gid = real("Gid:");
         }
         info
     }
@@ -230,6 +251,16 @@ mod tests {
         assert_eq!(parse_cmdline(b""), (vec![], false));
         // Invalid UTF-8 survives lossily rather than failing the event.
         assert_eq!(parse_cmdline(b"\xff\xfe\0").0.len(), 1);
+    }
+
+    #[test]
+    fn stat_lines_with_odd_command_names_parse() {
+        let stat = "4242 (a b) (c)) S 4100 4242 4100 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100 18446744073709551615";
+        assert_eq!(
+            parse_stat(stat),
+            Some(("a b) (c)".to_string(), 4100, 987654))
+        );
+        assert_eq!(parse_stat("garbage"), None);
     }
 
     #[test]
