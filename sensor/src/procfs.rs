@@ -172,7 +172,9 @@ impl ProcReader {
         if let Ok(stat) = std::fs::read_to_string(self.path(pid, "stat")) {
             if let Some((comm, ppid, start)) = parse_stat(&stat) {
                 info.comm = Some(comm);
-                info.ppid = Some(ppid);
+                // A task being torn down reports parent 0: that is not its parent, so it counts
+                // as unread (the fork event still knows the parent).
+                info.ppid = (ppid != 0 || pid <= 1).then_some(ppid);
                 info.start_time = self
                     .boot_time
                     .map(|b| b + Duration::from_millis(start * 1000 / self.ticks));
