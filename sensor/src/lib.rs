@@ -119,6 +119,21 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         settings.buffer_events,
         metrics,
         jsonl,
+    )
+    .with_capabilities(
+        [
+            (
+                settings.pod_metadata.is_some(),
+                procguard_proto::v1::SensorCapability::PodMetadata,
+            ),
+            (
+                settings.fanotify,
+                procguard_proto::v1::SensorCapability::FanotifyExec,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(on, c)| on.then_some(c))
+        .collect(),
     );
     up.run(rx, shutdown.clone()).await;
     shutdown.cancel();

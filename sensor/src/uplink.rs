@@ -43,6 +43,8 @@ pub struct Uplink {
     matcher: Matcher,
     metrics: Metrics,
     jsonl: Option<Box<dyn Write + Send>>,
+    /// Optional capabilities enabled by flags (pod metadata, fanotify), announced in `Hello`.
+    extra_capabilities: Vec<pb::SensorCapability>,
 }
 
 impl std::fmt::Debug for Uplink {
@@ -81,7 +83,14 @@ impl Uplink {
             matcher: Matcher::default(),
             metrics,
             jsonl,
+            extra_capabilities: Vec::new(),
         }
+    }
+
+    /// Announces optional capabilities in `Hello`.
+    pub fn with_capabilities(mut self, caps: Vec<pb::SensorCapability>) -> Self {
+        self.extra_capabilities = caps;
+        self
     }
 
     fn accept(&mut self, ev: ProcessEvent) {
@@ -258,10 +267,14 @@ impl Uplink {
             body: Some(pb::sensor_message::Body::Hello(pb::Hello {
                 node_name: self.node.clone(),
                 sensor_version: env!("CARGO_PKG_VERSION").into(),
-                capabilities: vec![
-                    pb::SensorCapability::ProcConnector as i32,
-                    pb::SensorCapability::LocalEnforcement as i32,
-                ],
+                capabilities: [
+                    pb::SensorCapability::ProcConnector,
+                    pb::SensorCapability::LocalEnforcement,
+                ]
+                .iter()
+                .chain(&self.extra_capabilities)
+                .map(|c| *c as i32)
+                .collect(),
                 boot_id: self.boot_id.clone(),
                 last_sequence: self.next_seq,
                 baseline_revision: 0,
