@@ -218,6 +218,7 @@ impl From<&ContainerInfo> for pb::ContainerInfo {
             qos: qos_to_pb(c.qos) as i32,
             image: c.image.clone().unwrap_or_default(),
             image_digest: c.image_digest.clone().unwrap_or_default(),
+            pod_labels: c.pod_labels.clone().into_iter().collect(),
         }
     }
 }
@@ -232,6 +233,7 @@ impl From<&pb::ContainerInfo> for ContainerInfo {
             qos: qos_from_pb(c.qos),
             image: opt_string(&c.image),
             image_digest: opt_string(&c.image_digest),
+            pod_labels: c.pod_labels.clone().into_iter().collect(),
         }
     }
 }

@@ -200,8 +200,19 @@ fn process(
 fn hash(rx: Receiver<Observed>, out: &tokio::sync::mpsc::Sender<ProcessEvent>, metrics: &Metrics) {
     let mut cache = HashCache::default();
     // Ends when the processing thread ends (its sender drops).
-    for Observed { mut event, exe } in rx {
-        event.exe_sha256 = exe.as_ref().and_then(|f| cache.hash(f));
+    for Observed {
+        mut event,
+        exe,
+        exe_key,
+    } in rx
+    {
+        event.exe_sha256 = match (&exe, exe_key) {
+            (Some(f), _) => cache.hash(f),
+            // Gone before it could be opened: known only if this very file (same device,
+            // inode, mtime and size) was hashed before.
+            (None, Some(key)) => cache.lookup(key),
+            (None, None) => None,
+        };
         if event.exe_sha256.is_none() {
             event.mark_missing("exe_sha256");
         }

@@ -43,6 +43,24 @@ pub struct Metrics {
     pub connected: Gauge,
     /// Enforced baselines held.
     pub baselines: Gauge,
+    /// Pods on this node known from the API.
+    pub pods_known: Gauge,
+    /// Pods ignored because the pod cache was full.
+    pub pods_ignored: Counter,
+    /// Pod watch errors (each followed by a retry).
+    pub pod_watch_errors: Counter,
+    /// Events held waiting for their pod's metadata.
+    pub pod_events_held: Gauge,
+    /// Events sent without pod metadata (partial) after waiting for it.
+    pub pod_metadata_missing: Counter,
+    /// Held events released early because the hold was full.
+    pub pod_hold_overflow: Counter,
+    /// fanotify exec events received.
+    pub fanotify_events: Counter,
+    /// fanotify queue overflows (events lost by the kernel).
+    pub fanotify_overflows: Counter,
+    /// Executables named by fanotify for processes already gone from /proc.
+    pub fanotify_rescues: Counter,
 }
 
 impl Metrics {
@@ -138,6 +156,55 @@ impl Metrics {
             "baselines",
             "Enforced baselines held for local matching",
             self.baselines.clone(),
+        );
+        for (name, help, c) in [
+            (
+                "pods_ignored",
+                "Pods ignored: pod cache full",
+                &self.pods_ignored,
+            ),
+            (
+                "pod_watch_errors",
+                "Pod watch errors, each followed by a retry",
+                &self.pod_watch_errors,
+            ),
+            (
+                "pod_metadata_missing",
+                "Events sent without pod metadata after waiting for it",
+                &self.pod_metadata_missing,
+            ),
+            (
+                "pod_hold_overflow",
+                "Held events released early: hold full",
+                &self.pod_hold_overflow,
+            ),
+            (
+                "fanotify_events",
+                "fanotify exec events received",
+                &self.fanotify_events,
+            ),
+            (
+                "fanotify_overflows",
+                "fanotify queue overflows: events lost by the kernel",
+                &self.fanotify_overflows,
+            ),
+            (
+                "fanotify_rescues",
+                "Executables named by fanotify for processes gone from /proc",
+                &self.fanotify_rescues,
+            ),
+        ] {
+            r.register(name, help, c.clone());
+        }
+        r.register(
+            "pods_known",
+            "Pods on this node known from the API",
+            self.pods_known.clone(),
+        );
+        r.register(
+            "pod_events_held",
+            "Events waiting for their pod's metadata",
+            self.pod_events_held.clone(),
         );
         r
     }

@@ -228,7 +228,9 @@ impl ProcReader {
         // malformed line (found by tests/hostile_input.rs).
         if let Some(stat) = read_bounded(&self.path(pid, "stat"), 4096).and_then(|t| parse_stat(&t))
         {
-            info.ppid = Some(stat.ppid);
+            // A task being torn down reports parent 0: that is not its parent, so it counts as
+            // unread (the fork event still knows the parent).
+            info.ppid = (stat.ppid != 0 || pid <= 1).then_some(stat.ppid);
             info.comm = Some(stat.comm);
             info.start_time = self.boot_time.and_then(|b| {
                 let ms = stat.start_ticks.checked_mul(1000)? / self.ticks;
@@ -255,6 +257,11 @@ pub struct HashCache {
 pub const HASH_CACHE_ENTRIES: usize = 4096;
 
 impl HashCache {
+    /// The hash of a file already hashed under `key` (device, inode, mtime, size).
+    pub fn lookup(&self, key: (u64, u64, i64, u64)) -> Option<String> {
+        self.entries.get(&key).cloned()
+    }
+
     /// Hashes an executable opened through `/proc/<pid>/exe`, which reaches the file even
     /// when it lives in another mount namespace or was deleted, and keeps reaching it after the
     /// process exits.
@@ -298,6 +305,16 @@ mod tests {
         assert_eq!(parse_cmdline(b""), (vec![], false));
         // Invalid UTF-8 survives lossily rather than failing the event.
         assert_eq!(parse_cmdline(b"\xff\xfe\0").0.len(), 1);
+    }
+
+    #[test]
+    fn stat_lines_with_odd_command_names_parse() {
+        let stat = "4242 (a b) (c)) S 4100 4242 4100 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100 18446744073709551615";
+        assert_eq!(
+            parse_stat(stat),
+            Some(("a b) (c)".to_string(), 4100, 987654))
+        );
+        assert_eq!(parse_stat("garbage"), None);
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Uplink {
     baseline_revision: u64,
     metrics: Metrics,
     jsonl: Option<Box<dyn Write + Send>>,
+    /// Optional capabilities enabled by flags (pod metadata, fanotify), announced in `Hello`.
+    extra_capabilities: Vec<pb::SensorCapability>,
 }
 
 impl std::fmt::Debug for Uplink {
@@ -90,6 +92,7 @@ impl Uplink {
             baseline_revision: 0,
             metrics,
             jsonl,
+            extra_capabilities: Vec::new(),
         };
         let saved = up.spool.as_ref().and_then(|s| s.load_file(BASELINES_FILE));
         if let Some(bytes) = saved {
@@ -143,6 +146,12 @@ impl Uplink {
                 spool.save_file(BASELINES_FILE, &snap.encode_to_vec());
             }
         }
+    }
+
+    /// Announces optional capabilities in `Hello`.
+    pub fn with_capabilities(mut self, caps: Vec<pb::SensorCapability>) -> Self {
+        self.extra_capabilities = caps;
+        self
     }
 
     fn accept(&mut self, ev: ProcessEvent) {
@@ -339,11 +348,15 @@ impl Uplink {
             body: Some(pb::sensor_message::Body::Hello(pb::Hello {
                 node_name: self.node.clone(),
                 sensor_version: env!("CARGO_PKG_VERSION").into(),
-                capabilities: vec![
-                    pb::SensorCapability::ProcConnector as i32,
-                    pb::SensorCapability::LocalEnforcement as i32,
-                    pb::SensorCapability::Spool as i32,
-                ],
+                capabilities: [
+                    pb::SensorCapability::ProcConnector,
+                    pb::SensorCapability::LocalEnforcement,
+                    pb::SensorCapability::Spool,
+                ]
+                .iter()
+                .chain(&self.extra_capabilities)
+                .map(|c| *c as i32)
+                .collect(),
                 boot_id: self.boot_id.clone(),
                 last_sequence: self.spool.as_ref().map(|s| s.last_sequence()).unwrap_or(0),
                 baseline_revision: self.baseline_revision,
