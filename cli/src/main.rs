@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use tonic::transport::Channel;
 
+mod incidents;
+mod watch;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "procguardctl",
@@ -76,6 +79,11 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(Audit),
+    /// Review incidents and act on them.
+    #[command(subcommand)]
+    Incidents(incidents::Incidents),
+    /// Follow the SIEM stream: one record per line (JSON lines, OCSF or CEF).
+    Watch(watch::Watch),
     /// Development certificates and tokens.
     #[command(subcommand)]
     Pki(Pki),
@@ -515,6 +523,8 @@ fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
+        Command::Incidents(cmd) => incidents::run(&cli, cmd).await,
+        Command::Watch(w) => watch::run(&cli, w).await,
         Command::Pki(Pki::Init {
             dir,
             nodes,

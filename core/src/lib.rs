@@ -2,12 +2,13 @@
 //!
 //! Everything here is plain data and plain functions: who a process belongs to
 //! ([`identity`]), what the sensor saw ([`process`]), and what a workload is allowed to run
-//! ([`baseline`]). Nothing in this crate touches the kernel, the network, a disk or a clock:
-//! callers pass the time in. That keeps the rules that decide what is a deviation testable
+//! ([`baseline`]), and how deviations become incidents ([`incident`]). Nothing in this crate
+//! touches the kernel, the network, a disk or a clock: callers pass the time in. That keeps the rules that decide what is a deviation testable
 //! without a kernel, and identical on the sensor and the server.
 
 pub mod baseline;
 pub mod identity;
+pub mod incident;
 pub mod policy;
 pub mod process;
 

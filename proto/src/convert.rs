@@ -41,6 +41,8 @@ pub enum ConvertError {
 
 type Result<T> = std::result::Result<T, ConvertError>;
 
+pub mod incident;
+
 /// Converts a time to a protobuf timestamp.
 pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -216,6 +218,7 @@ impl From<&ContainerInfo> for pb::ContainerInfo {
             qos: qos_to_pb(c.qos) as i32,
             image: c.image.clone().unwrap_or_default(),
             image_digest: c.image_digest.clone().unwrap_or_default(),
+            pod_labels: c.pod_labels.clone().into_iter().collect(),
         }
     }
 }
@@ -230,6 +233,7 @@ impl From<&pb::ContainerInfo> for ContainerInfo {
             qos: qos_from_pb(c.qos),
             image: opt_string(&c.image),
             image_digest: opt_string(&c.image_digest),
+            pod_labels: c.pod_labels.clone().into_iter().collect(),
         }
     }
 }

@@ -168,7 +168,15 @@ fn process(
                 }
                 continue;
             }
-            Item::Event(ProcEvent::Exec { tgid }) => tracker.on_exec(tgid).into_iter().collect(),
+            Item::Event(ProcEvent::Exec { tgid }) => match tracker.on_exec(tgid) {
+                Some(ob) => vec![ob],
+                None => {
+                    // Gone (or a zombie) before /proc could be read, with nothing known to
+                    // build an event from: counted, never silent.
+                    metrics.exec_lost.inc();
+                    continue;
+                }
+            },
             Item::Event(ProcEvent::Exit { pid, tgid }) => {
                 if pid == tgid {
                     tracker.on_exit(tgid);
@@ -192,8 +200,19 @@ fn process(
 fn hash(rx: Receiver<Observed>, out: &tokio::sync::mpsc::Sender<ProcessEvent>, metrics: &Metrics) {
     let mut cache = HashCache::default();
     // Ends when the processing thread ends (its sender drops).
-    for Observed { mut event, exe } in rx {
-        event.exe_sha256 = exe.as_ref().and_then(|f| cache.hash(f));
+    for Observed {
+        mut event,
+        exe,
+        exe_key,
+    } in rx
+    {
+        event.exe_sha256 = match (&exe, exe_key) {
+            (Some(f), _) => cache.hash(f),
+            // Gone before it could be opened: known only if this very file (same device,
+            // inode, mtime and size) was hashed before.
+            (None, Some(key)) => cache.lookup(key),
+            (None, None) => None,
+        };
         if event.exe_sha256.is_none() {
             event.mark_missing("exe_sha256");
         }

@@ -77,9 +77,13 @@ fn pod_segment(seg: &str) -> Option<String> {
     ok.then_some(uid)
 }
 
+/// Longest cgroup path accepted: the kernel's `PATH_MAX`. A longer one cannot come from the
+/// kernel, so it is unattributed rather than copied into events.
+pub const MAX_PATH: usize = 4096;
+
 /// Interprets one cgroup path.
 pub fn parse_path(path: &str) -> Placement {
-    if path.starts_with("/..") {
+    if path.starts_with("/..") || path.len() > MAX_PATH {
         return Placement::Unattributed;
     }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();

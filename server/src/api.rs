@@ -23,6 +23,7 @@ pub struct Api {
     tokens: Tokens,
     hub: Hub,
     metrics: Metrics,
+    limits: crate::limits::Limits,
 }
 
 fn store_status(e: StoreError) -> Status {
@@ -48,7 +49,14 @@ impl Api {
             tokens,
             hub,
             metrics,
+            limits: crate::limits::Limits::default(),
         }
+    }
+
+    /// Applies the server's limits (the defaults otherwise).
+    pub fn with_limits(mut self, limits: crate::limits::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     async fn audit(&self, entry: AuditEntry) {
@@ -60,7 +68,7 @@ impl Api {
     }
 
     /// Authenticates and authorises; a denial is audited and returned.
-    async fn allow<T>(
+    pub(crate) async fn allow<T>(
         &self,
         request: &Request<T>,
         needed: Role,
@@ -72,7 +80,30 @@ impl Api {
             .map(|a| a.to_string())
             .unwrap_or_default();
         match self.tokens.authorize_request(request, needed) {
-            Ok(c) => Ok(c),
+            Ok(c) => match self.limits.rate_at(&c.actor, std::time::Instant::now()) {
+                crate::limits::Rate::Allowed => Ok(c),
+                crate::limits::Rate::Refused { first } => {
+                    let status = self.limits.rate_status(&c.actor);
+                    // Auditing every refusal would let a flood write to disk at will; the
+                    // first of a run is audited, the rest are counted in
+                    // procguard_server_limit_exceeded_total{limit="api_rps"}.
+                    if first {
+                        self.audit(AuditEntry {
+                            id: 0,
+                            at: SystemTime::now(),
+                            actor: c.actor.clone(),
+                            role: c.role.as_str().to_string(),
+                            action: action.to_string(),
+                            target: target.to_string(),
+                            result: AuditOutcome::Denied,
+                            detail: status.message().to_string(),
+                            peer,
+                        })
+                        .await;
+                    }
+                    Err(status)
+                }
+            },
             Err(d) => {
                 self.metrics.api_denied.inc();
                 self.audit(AuditEntry {
@@ -93,7 +124,7 @@ impl Api {
     }
 
     /// Audits the outcome of an allowed call and passes it through.
-    async fn done<T, R>(
+    pub(crate) async fn done<T, R>(
         &self,
         request: &Request<R>,
         caller: &Caller,
@@ -124,7 +155,7 @@ impl Api {
         result
     }
 
-    async fn change_one(
+    pub(crate) async fn change_one(
         &self,
         caller: &Caller,
         id: &WorkloadIdentity,
@@ -324,6 +355,15 @@ impl pb::baseline_service_server::BaselineService for Api {
                         "element '{k}': exe_path must be absolute (start with '/')"
                     )));
                 }
+            }
+            if let Ok(current) = self.store.baseline(&id, 0) {
+                let new = add
+                    .iter()
+                    .filter(|k| !current.elements.contains_key(*k))
+                    .count();
+                self.limits.check_elements(current.elements.len() + new)?;
+            } else {
+                self.limits.check_elements(add.len())?;
             }
             self.change_one(&caller, &id, "added", &r.reason, true, |b| {
                 let now = SystemTime::now();

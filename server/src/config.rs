@@ -82,9 +82,26 @@ pub struct Config {
     /// empty to bind each sensor to the node its own certificate names (the stronger setting).
     #[arg(long, env = "PROCGUARD_SENSOR_FLEET_NAMES", value_delimiter = ',')]
     pub sensor_fleet_names: Vec<String>,
+    /// Records of the SIEM log (incident changes, deviations, audit) older than this are
+    /// removed; a subscriber asking for one gets OUT_OF_RANGE.
+    #[arg(long, env = "PROCGUARD_RETENTION_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub retention_age: Duration,
+    /// Past this many bytes, the oldest records of the SIEM log are removed.
+    #[arg(long, env = "PROCGUARD_RETENTION_BYTES", default_value_t = 1 << 30)]
+    pub retention_bytes: u64,
+    /// How often retention runs.
+    #[arg(long, env = "PROCGUARD_RETENTION_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub retention_interval: Duration,
+    /// A sensor that has not reported (events or health, sent every 10 s) for longer than this
+    /// raises a "sensor blind" incident.
+    #[arg(long, env = "PROCGUARD_SENSOR_SILENCE", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub sensor_silence: Duration,
     /// Log format.
     #[arg(long, env = "PROCGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Limits (docs/LIMITS.md).
+    #[command(flatten)]
+    pub limits: crate::limits::LimitFlags,
 }
 
 /// Validated settings.
@@ -104,6 +121,14 @@ pub struct Settings {
     pub policies: Policies,
     /// Certificate names that may report for any node.
     pub sensor_fleet_names: Vec<String>,
+    /// Limits.
+    pub limits: crate::limits::LimitSettings,
+    /// SIEM log retention.
+    pub retention: crate::store::Retention,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// Silence that raises a sensor-blind incident.
+    pub sensor_silence: Duration,
 }
 
 impl Config {
@@ -187,7 +212,20 @@ impl Config {
                 self.grpc_addr
             )));
         }
+        let limits = self.limits.validate()?;
+        if self.retention_interval.is_zero() || self.sensor_silence.is_zero() {
+            return Err(ConfigError(
+                "--retention-interval and --sensor-silence must be greater than zero".into(),
+            ));
+        }
         Ok(Settings {
+            limits,
+            retention: crate::store::Retention {
+                max_age: self.retention_age,
+                max_bytes: self.retention_bytes,
+            },
+            retention_interval: self.retention_interval,
+            sensor_silence: self.sensor_silence,
             grpc_addr: self.grpc_addr,
             admin_addr: self.admin_addr,
             data_dir: self.data_dir.clone(),

@@ -7,6 +7,7 @@
 //! behind the hub's buffer gets a full snapshot instead of missing an update.
 
 use crate::auth::cert_node_names;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::store::{IngestEvent, Store};
 use procguard_core::policy::Policies;
@@ -21,7 +22,8 @@ use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Most events one batch may carry; larger batches are refused, not truncated.
+/// Default most events one batch may carry (`--max-batch-events`); larger batches are
+/// refused, not truncated.
 pub const MAX_BATCH_EVENTS: usize = 2_000;
 /// How long a new stream may take to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +69,7 @@ pub struct SensorApi {
     fleet_names: Vec<String>,
     policies: Arc<Policies>,
     shutdown: CancellationToken,
+    limits: Limits,
 }
 
 impl SensorApi {
@@ -86,7 +89,14 @@ impl SensorApi {
             fleet_names,
             policies,
             shutdown,
+            limits: Limits::default(),
         }
+    }
+
+    /// Applies the server's limits (the defaults otherwise).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
@@ -102,10 +112,16 @@ fn snapshot(store: &Store) -> Result<pb::ServerMessage, Status> {
     })
 }
 
-fn convert_batch(batch: &pb::EventBatch, node: &str) -> Result<Vec<IngestEvent>, Status> {
-    if batch.events.len() > MAX_BATCH_EVENTS {
+fn convert_batch(
+    batch: &pb::EventBatch,
+    node: &str,
+    limits: &Limits,
+) -> Result<Vec<IngestEvent>, Status> {
+    let max = limits.settings.max_batch_events;
+    if batch.events.len() > max {
+        limits.violated("batch_events");
         return Err(Status::invalid_argument(format!(
-            "batch has {} events; at most {MAX_BATCH_EVENTS} are accepted, split it",
+            "batch has {} events; at most {max} are accepted (--max-batch-events), split it",
             batch.events.len()
         )));
     }
@@ -125,6 +141,8 @@ fn convert_batch(batch: &pb::EventBatch, node: &str) -> Result<Vec<IngestEvent>,
                 .process
                 .as_ref()
                 .ok_or_else(|| bad("process is required".into()))?;
+            // Re-validated here: the sensor bounds argv, but the server trusts no sensor.
+            limits.check_argv(&p.argv).map_err(bad)?;
             let mut process =
                 procguard_core::ProcessEvent::try_from(p).map_err(|c| bad(c.to_string()))?;
             if process.node_name.is_empty() {
@@ -154,6 +172,8 @@ impl pb::sensor_service_server::SensorService for SensorApi {
         &self,
         request: Request<Streaming<pb::SensorMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        // Held until the stream's task ends.
+        let permit = self.limits.sensor_stream()?;
         let cert_names: Vec<String> = request
             .peer_certs()
             .and_then(|c| c.first().map(|d| cert_node_names(d.as_ref())))
@@ -234,8 +254,10 @@ impl pb::sensor_service_server::SensorService for SensorApi {
         let policies = self.policies.clone();
         let metrics = self.metrics.clone();
         let shutdown = self.shutdown.clone();
+        let limits = self.limits.clone();
         metrics.sensors_connected.inc();
         tokio::spawn(async move {
+            let _permit = permit;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => {
@@ -263,14 +285,26 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                         let msg = match msg {
                             None => break,
                             Some(Err(e)) => {
-                                tracing::info!(message = "Sensor stream ended.", node = %node, error = %e);
+                                if e.code() == tonic::Code::OutOfRange || e.code() == tonic::Code::ResourceExhausted {
+                                    // tonic refuses a message over --max-message-bytes itself.
+                                    limits.violated("message_bytes");
+                                    metrics.batches_rejected.inc();
+                                    tracing::warn!(message = "Sensor sent a message over the size limit.", node = %node, error = %e);
+                                } else if e.code() == tonic::Code::Internal {
+                                    // Undecodable bytes: malformed protobuf.
+                                    metrics.batches_rejected.inc();
+                                    tracing::warn!(message = "Sensor sent a malformed message.", node = %node, error = %e);
+                                } else {
+                                    tracing::info!(message = "Sensor stream ended.", node = %node, error = %e);
+                                }
+                                let _ = tx.send(Err(e)).await;
                                 break;
                             }
                             Some(Ok(m)) => m,
                         };
                         match msg.body {
                             Some(pb::sensor_message::Body::Batch(batch)) => {
-                                let events = match convert_batch(&batch, &node) {
+                                let events = match convert_batch(&batch, &node, &limits) {
                                     Ok(ev) => ev,
                                     Err(status) => {
                                         metrics.batches_rejected.inc();
@@ -287,6 +321,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                         for d in &out.deviations {
                                             tracing::warn!(message = "Deviation.", workload = %d.process.workload, exe = %d.process.exe_path, node = %node, pid = d.process.pid);
                                         }
+                                        metrics.incident_changes.inc_by(out.incidents.len() as u64);
                                         for b in out.changed { hub.publish(b); }
                                         let ack = pb::ServerMessage { body: Some(pb::server_message::Body::Ack(pb::Ack { sequence: out.acked_sequence })) };
                                         if tx.send(Ok(ack)).await.is_err() { break; }
@@ -299,7 +334,21 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                 }
                             }
                             Some(pb::sensor_message::Body::Health(h)) => {
-                                tracing::debug!(message = "Sensor health.", node = %node, seen = h.events_seen, dropped = h.events_dropped, kernel_losses = h.kernel_losses);
+                                metrics.sensor_reported_drops.get_or_create(&crate::metrics::NodeLabel { node: node.clone() }).set(h.events_dropped as i64);
+                                if h.events_dropped > 0 || h.kernel_losses > 0 {
+                                    tracing::warn!(message = "Sensor reports losses.", node = %node, seen = h.events_seen, dropped = h.events_dropped, kernel_losses = h.kernel_losses, spooled = h.spooled);
+                                } else {
+                                    tracing::debug!(message = "Sensor health.", node = %node, seen = h.events_seen, spooled = h.spooled);
+                                }
+                                let report = crate::store::HealthReport { dropped: h.events_dropped, partial: h.events_partial, kernel_losses: h.kernel_losses };
+                                match store.sensor_health(&node, report, SystemTime::now()).await {
+                                    Ok(Some(i)) => {
+                                        metrics.incident_changes.inc();
+                                        tracing::warn!(message = "Sensor blind.", node = %node, incident = %i.id, reason = %i.severity_reason);
+                                    }
+                                    Ok(None) => {}
+                                    Err(e) => tracing::error!(message = "Recording sensor health failed.", node = %node, error = %e),
+                                }
                             }
                             Some(pb::sensor_message::Body::BaselineAck(_)) => {}
                             Some(pb::sensor_message::Body::Hello(_)) | None => {

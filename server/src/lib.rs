@@ -3,7 +3,10 @@
 //! Sensors stream process events here over mTLS ([`ingest`]); the [`store`] (sled) learns
 //! per-workload baselines from them and records deviations; people and automation review and
 //! approve baselines through the [`api`], authenticated by [`auth`]; changed baselines are
-//! pushed back to every connected sensor through the [`ingest::Hub`].
+//! pushed back to every connected sensor through the [`ingest::Hub`]. Deviations and sensor
+//! findings become [`incident`]s, and every incident change, deviation and audit record is
+//! streamed to SIEMs with a cursor ([`stream`]); [`watchdog`] runs retention and flags silent
+//! sensors.
 //!
 //! [`run`] binds both ports before doing any work, serves until the shutdown token is
 //! cancelled, then drains for at most [`GRACE`].
@@ -12,9 +15,13 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod gitops;
+pub mod incident;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod store;
+pub mod stream;
+pub mod watchdog;
 
 pub use config::{Config, Settings};
 
@@ -28,13 +35,21 @@ use tokio_util::sync::CancellationToken;
 pub const GRACE: Duration = Duration::from_secs(10);
 /// How often learning windows are evaluated.
 const LEARNING_TICK: Duration = Duration::from_secs(5);
-/// Largest gRPC message accepted (a full sensor batch fits well within it).
+/// Default largest gRPC message accepted (a full sensor batch fits well within it); see
+/// `--max-message-bytes`.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Runs the server until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = metrics::Metrics::default();
-    let admin = Admin::new(metrics.register());
+    let limits = limits::Limits::new(settings.limits.clone());
+    let mut registry = metrics.register();
+    registry.register(
+        "limit_exceeded",
+        "Requests refused by a limit (docs/LIMITS.md), by limit",
+        limits.violations.clone(),
+    );
+    let admin = Admin::new(registry);
     let admin_listener = Admin::bind(settings.admin_addr)
         .await
         .with_context(|| format!("cannot bind admin address {}", settings.admin_addr))?;
@@ -49,6 +64,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             settings.data_dir.display()
         )
     })?;
+    // The counter continues from the database, so it means "stored, ever" across restarts.
+    metrics.events_ingested.inc_by(
+        store
+            .events_ingested()
+            .context("cannot read the stored event count")?,
+    );
     let hub = ingest::Hub::default();
 
     let admin_task = tokio::spawn(admin.clone().serve(admin_listener, shutdown.clone()));
@@ -88,11 +109,30 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         })
     };
 
+    let watchdog_task = tokio::spawn(watchdog::run(
+        store.clone(),
+        metrics.clone(),
+        watchdog::Settings {
+            retention: settings.retention,
+            retention_interval: settings.retention_interval,
+            sensor_silence: settings.sensor_silence,
+        },
+        shutdown.clone(),
+    ));
+
     let api = api::Api::new(
         store.clone(),
         settings.tokens.clone(),
         hub.clone(),
         metrics.clone(),
+    )
+    .with_limits(limits.clone());
+    let incidents = incident::IncidentApi::new(api.clone(), store.clone());
+    let subscriptions = stream::StreamApi::new(
+        api.clone(),
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
     );
     let sensors = ingest::SensorApi::new(
         store.clone(),
@@ -101,7 +141,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         settings.sensor_fleet_names.clone(),
         std::sync::Arc::new(settings.policies.clone()),
         shutdown.clone(),
-    );
+    )
+    .with_limits(limits.clone());
+    let max_message = settings.limits.max_message_bytes;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
     let server = tonic::transport::Server::builder()
         .tls_config(settings.tls.clone())
@@ -109,13 +151,24 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(
             pb::sensor_service_server::SensorServiceServer::new(sensors)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max_message),
         )
         .add_service(
             pb::baseline_service_server::BaselineServiceServer::new(api.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max_message),
         )
-        .add_service(pb::audit_service_server::AuditServiceServer::new(api));
+        .add_service(
+            pb::audit_service_server::AuditServiceServer::new(api)
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            pb::incident_service_server::IncidentServiceServer::new(incidents)
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            pb::subscription_service_server::SubscriptionServiceServer::new(subscriptions)
+                .max_decoding_message_size(max_message),
+        );
 
     tracing::info!(
         message = "procguard-server listening.",
@@ -132,6 +185,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     admin.set_ready(false);
     let _ = tokio::time::timeout(GRACE, async {
         let _ = learning_task.await;
+        let _ = watchdog_task.await;
         let _ = admin_task.await;
     })
     .await;

@@ -5,6 +5,11 @@
 //! prints why it skipped; with `PROCGUARD_STRICT_TESTS=1` (set by `.ci/run`) a missing
 //! privilege fails the test instead, so CI can never pass by skipping.
 
+pub mod cgroups;
+pub mod fake_kube;
+pub mod grpc;
+pub mod jsonl;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -13,9 +13,11 @@
 //! - `deviations`: big-endian sequence → JSON [`DeviationRecord`].
 //! - `audit`: big-endian id → JSON [`AuditEntry`].
 //! - `meta`: `revision` → big-endian u64, the server-wide baseline revision;
-//!   `deviation_seq` → the last key used in `deviations`.
+//!   `events_ingested` → big-endian u64, events stored over the database's lifetime.
 //! - `activity`: workload text form, NUL, big-endian day number, NUL, element → JSON
 //!   [`ActivityRecord`]: how often each executable ran per day, for dry runs.
+//! - the record log, incidents, subscriptions and sensor health: see [`records`], which also
+//!   owns group commit (writers wait for a shared flush after releasing the writer lock).
 //!
 //! Values are JSON so that an operator can read a database with nothing but sled and jq.
 
@@ -29,6 +31,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::Mutex;
+
+mod records;
+pub use records::{
+    HealthRecord, HealthReport, LogRecord, OutOfRange, RecordBody, Retention, RetentionOutcome,
+};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +177,8 @@ pub struct IngestOutcome {
     pub changed: Vec<Baseline>,
     /// Deviations recorded.
     pub deviations: Vec<DeviationRecord>,
+    /// Incidents opened or changed by these deviations.
+    pub incidents: Vec<procguard_core::incident::Incident>,
 }
 
 /// Filters for listing baselines.
@@ -217,6 +226,8 @@ pub struct Store {
     audit: sled::Tree,
     meta: sled::Tree,
     activity: sled::Tree,
+    /// Record log, incidents, subscriptions, sensor health ([`records`]).
+    log: records::Log,
     /// Serialises writers: ingest and API changes read-modify-write baselines.
     writer: Arc<Mutex<()>>,
 }
@@ -306,14 +317,17 @@ impl Store {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()?;
+        let meta = db.open_tree("meta")?;
+        let log = records::Log::open(&db, &meta)?;
         Ok(Self {
+            log,
             baselines: db.open_tree("baselines")?,
             history: db.open_tree("history")?,
             event_ids: db.open_tree("event_ids")?,
             sensors: db.open_tree("sensors")?,
             deviations: db.open_tree("deviations")?,
             audit: db.open_tree("audit")?,
-            meta: db.open_tree("meta")?,
+            meta,
             activity: db.open_tree("activity")?,
             writer: Arc::new(Mutex::new(())),
             db,
@@ -323,6 +337,15 @@ impl Store {
     /// The server-wide baseline revision.
     pub fn revision(&self) -> Result<u64> {
         Ok(self.meta.get("revision")?.map(|v| be(&v)).unwrap_or(0))
+    }
+
+    /// Events stored over the database's lifetime (replays not counted twice).
+    pub fn events_ingested(&self) -> Result<u64> {
+        Ok(self
+            .meta
+            .get("events_ingested")?
+            .map(|v| be(&v))
+            .unwrap_or(0))
     }
 
     /// What the server knows of a sensor.
@@ -359,7 +382,7 @@ impl Store {
         policies: &Policies,
         now: SystemTime,
     ) -> Result<IngestOutcome> {
-        let _w = self.writer.lock().await;
+        let w = self.writer.lock().await;
         let trees = (
             &self.baselines,
             &self.history,
@@ -368,13 +391,27 @@ impl Store {
             &self.deviations,
             &self.meta,
             &self.activity,
+            &self.log.incidents,
+            &self.log.incident_keys,
+            &self.log.records,
         );
-        let outcome = trees
+        let (outcome, appender) = trees
             .transaction(
-                |(baselines, history, event_ids, sensors, deviations, meta, activity)| {
+                |(
+                    baselines,
+                    history,
+                    event_ids,
+                    sensors,
+                    deviations,
+                    meta,
+                    activity,
+                    incidents,
+                    incident_keys,
+                    records,
+                )| {
                     let mut out = IngestOutcome::default();
                     let mut seen: BTreeMap<Vec<u8>, ActivityRecord> = BTreeMap::new();
-                    let mut dev_seq = meta.get("deviation_seq")?.map(|v| be(&v)).unwrap_or(0);
+                    let mut log = self.log.appender(now);
                     let mut touched: BTreeMap<String, (Baseline, bool)> = BTreeMap::new();
                     let mut sensor: SensorRecord = match sensors.get(node)? {
                         Some(v) => {
@@ -428,11 +465,11 @@ impl Store {
                                     baseline_state: b.state,
                                     process: ev.process.clone(),
                                 };
-                                // The sequence lives in `meta` and moves inside this
-                                // transaction (sled's generate_id must not be called while a
-                                // transaction holds its locks).
-                                dev_seq += 1;
-                                deviations.insert(&dev_seq.to_be_bytes(), enc(&rec))?;
+                                // Keyed by the record-log cursor: unique and increasing. (sled's
+                                // `generate_id` deadlocks inside a transaction.)
+                                let seq =
+                                    log.deviation((incidents, incident_keys, records), &rec, b)?;
+                                deviations.insert(&seq.to_be_bytes(), enc(&rec))?;
                                 out.deviations.push(rec);
                             }
                             Observation::Learned { .. }
@@ -465,15 +502,25 @@ impl Store {
                     for (k, rec) in seen {
                         activity.insert(k, enc(&rec))?;
                     }
-                    meta.insert("deviation_seq", &dev_seq.to_be_bytes())?;
+                    // A lifetime count, so that stored events can be proven across restarts.
+                    let stored = meta.get("events_ingested")?.map(|v| be(&v)).unwrap_or(0);
+                    meta.insert(
+                        "events_ingested",
+                        &(stored + out.applied as u64).to_be_bytes(),
+                    )?;
                     sensor.last_seen = Some(now);
                     sensors.insert(node, enc(&sensor))?;
                     out.acked_sequence = sensor.acked_sequence;
-                    Ok::<_, TxError>(out)
+                    out.incidents = log.finish(incidents, records)?;
+                    Ok::<_, TxError>((out, log))
                 },
             )
             .map_err(tx_err)?;
-        self.db.flush_async().await?;
+        // Group commit: the lock is released before waiting, so batches of other sensors
+        // commit meanwhile and share the next flush.
+        let gen = self.log.committed(Some(&appender));
+        drop(w);
+        self.log.wait_durable(&self.db, gen).await?;
         Ok(outcome)
     }
 
@@ -544,7 +591,7 @@ impl Store {
         create: bool,
         change: impl Fn(&mut Baseline) -> std::result::Result<(), String>,
     ) -> Result<Baseline> {
-        let _w = self.writer.lock().await;
+        let w = self.writer.lock().await;
         let now = SystemTime::now();
         let mut b = match self.baselines.get(id.to_string())? {
             Some(v) => dec("baselines", &v)?,
@@ -578,7 +625,9 @@ impl Store {
                 Ok::<_, TxError>(b)
             })
             .map_err(tx_err)?;
-        self.db.flush_async().await?;
+        let gen = self.log.committed(None);
+        drop(w);
+        self.log.wait_durable(&self.db, gen).await?;
         Ok(b)
     }
 
@@ -636,11 +685,9 @@ impl Store {
     }
 
     /// Appends an audit record and makes it durable; returns its id.
-    pub async fn audit(&self, mut entry: AuditEntry) -> Result<u64> {
-        entry.id = self.db.generate_id()? + 1;
-        self.audit.insert(entry.id.to_be_bytes(), enc(&entry))?;
-        self.db.flush_async().await?;
-        Ok(entry.id)
+    pub async fn audit(&self, entry: AuditEntry) -> Result<u64> {
+        // Every audit record also lands in the record log, with its cursor.
+        self.append_audit(entry).await
     }
 
     /// Audit records with id greater than `after`, oldest first.

@@ -1,0 +1,290 @@
+//! `procguardctl incidents list|get|ack|resolve|allow`: review incidents and act on them.
+
+use crate::{id_text, print, table, ts, usage, Cli, Client, Output};
+use clap::Subcommand;
+use procguard_proto::v1 as pb;
+use serde_json::{json, Value};
+
+#[derive(Debug, Subcommand)]
+pub enum Incidents {
+    /// List incidents (newest last).
+    List {
+        /// Only this namespace.
+        #[arg(short, long, env = "PROCGUARD_NAMESPACE")]
+        namespace: Option<String>,
+        /// At least this severity: low, medium, high, critical.
+        #[arg(long, env = "PROCGUARD_MIN_SEVERITY")]
+        min_severity: Option<String>,
+        /// Only this state: open, acknowledged, resolved, allowed.
+        #[arg(long, env = "PROCGUARD_INCIDENT_STATE")]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one incident with its sample events.
+    Get { id: String },
+    /// Mark an incident as seen.
+    Ack {
+        id: String,
+        /// Why (recorded in the incident and the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Close an incident without changing the baseline.
+    Resolve {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Close an incident and add its executable to the workload's baseline.
+    Allow {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// Parses a severity name for filters.
+pub fn severity_arg(s: &str) -> anyhow::Result<pb::Severity> {
+    Ok(match s {
+        "low" => pb::Severity::Low,
+        "medium" => pb::Severity::Medium,
+        "high" => pb::Severity::High,
+        "critical" => pb::Severity::Critical,
+        o => {
+            return Err(usage(format!(
+                "severity '{o}' is unknown; use low, medium, high or critical"
+            )))
+        }
+    })
+}
+
+/// Lowercase severity name.
+pub fn severity_name(v: i32) -> &'static str {
+    match pb::Severity::try_from(v).unwrap_or(pb::Severity::Unspecified) {
+        pb::Severity::Low => "low",
+        pb::Severity::Medium => "medium",
+        pb::Severity::High => "high",
+        pb::Severity::Critical => "critical",
+        pb::Severity::Unspecified => "",
+    }
+}
+
+/// Lowercase state name.
+pub fn state_name(v: i32) -> &'static str {
+    match pb::IncidentState::try_from(v).unwrap_or(pb::IncidentState::Unspecified) {
+        pb::IncidentState::Open => "open",
+        pb::IncidentState::Acknowledged => "acknowledged",
+        pb::IncidentState::Resolved => "resolved",
+        pb::IncidentState::Allowed => "allowed",
+        pb::IncidentState::Unspecified => "?",
+    }
+}
+
+/// Lowercase kind name.
+pub fn kind_name(v: i32) -> &'static str {
+    match pb::IncidentKind::try_from(v).unwrap_or(pb::IncidentKind::Unspecified) {
+        pb::IncidentKind::Deviation => "deviation",
+        pb::IncidentKind::SensorBlind => "sensor-blind",
+        pb::IncidentKind::Unspecified => "?",
+    }
+}
+
+/// A process event as JSON.
+pub fn process_json(p: &pb::ProcessEvent) -> Value {
+    json!({
+        "pid": p.pid,
+        "ppid": p.ppid,
+        "exe_path": p.exe_path,
+        "script_path": p.script_path,
+        "argv": p.argv,
+        "comm": p.comm,
+        "uid": p.uid,
+        "ancestors": p.ancestors.iter().map(|a| json!({"pid": a.pid, "exe_path": a.exe_path})).collect::<Vec<_>>(),
+        "exe_sha256": p.exe_sha256,
+        "exe_memfd": p.exe_memfd,
+        "exe_deleted": p.exe_deleted,
+        "exe_writable_location": p.exe_writable_location,
+        "workload": id_text(p.workload.as_ref()),
+        "namespace": p.workload.as_ref().map(|w| w.namespace.clone()).unwrap_or_default(),
+        "container_id": p.container.as_ref().map(|c| c.container_id.clone()).unwrap_or_default(),
+        "pod": p.container.as_ref().map(|c| c.pod_name.clone()).unwrap_or_default(),
+        "image": p.container.as_ref().map(|c| c.image.clone()).unwrap_or_default(),
+        "node": p.node_name,
+    })
+}
+
+/// An incident as JSON.
+pub fn incident_json(i: &pb::Incident) -> Value {
+    json!({
+        "id": i.id,
+        "kind": kind_name(i.kind),
+        "workload": id_text(i.workload.as_ref()),
+        "namespace": i.workload.as_ref().map(|w| w.namespace.clone()).unwrap_or_default(),
+        "exe_path": i.exe_path,
+        "script_path": i.script_path,
+        "severity": severity_name(i.severity),
+        "severity_reason": i.severity_reason,
+        "state": state_name(i.state),
+        "first_seen": ts(i.first_seen.as_ref()),
+        "last_seen": ts(i.last_seen.as_ref()),
+        "count": i.count,
+        "nodes": i.nodes,
+        "pods": i.pods,
+        "baseline_version": i.baseline_version,
+        "sensor_node": i.sensor_node,
+        "state_actor": i.state_actor,
+        "state_reason": i.state_reason,
+        "samples": i.samples.iter().map(|s| json!({
+            "event_id": s.event_id,
+            "at": ts(s.observed_at.as_ref()),
+            "process": s.process.as_ref().map(process_json),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn subject(i: &pb::Incident) -> String {
+    if i.kind == pb::IncidentKind::SensorBlind as i32 {
+        format!("sensor {}", i.sensor_node)
+    } else if i.script_path.is_empty() {
+        i.exe_path.clone()
+    } else {
+        format!("{} {}", i.exe_path, i.script_path)
+    }
+}
+
+fn show(output: Output, i: &pb::Incident) -> anyhow::Result<()> {
+    print(output, &incident_json(i), || {
+        let mut s = format!(
+            "Incident:  {}\nKind:      {}\nWorkload:  {}\nSubject:   {}\nSeverity:  {} ({})\nState:     {}{}\nSeen:      {} times, {} .. {}\nNodes:     {}\nPods:      {}\n",
+            i.id,
+            kind_name(i.kind),
+            id_text(i.workload.as_ref()),
+            subject(i),
+            severity_name(i.severity),
+            i.severity_reason,
+            state_name(i.state),
+            if i.state_actor.is_empty() { String::new() } else { format!(" by {} ({})", i.state_actor, i.state_reason) },
+            i.count,
+            ts(i.first_seen.as_ref()).as_str().unwrap_or(""),
+            ts(i.last_seen.as_ref()).as_str().unwrap_or(""),
+            i.nodes.join(", "),
+            i.pods.join(", "),
+        );
+        for e in &i.samples {
+            if let Some(p) = &e.process {
+                let chain: Vec<&str> = p.ancestors.iter().map(|a| a.exe_path.as_str()).collect();
+                s += &format!(
+                    "  sample pid {} on {}: {}  (parents: {})\n",
+                    p.pid,
+                    p.node_name,
+                    p.argv.join(" "),
+                    chain.join(" < ")
+                );
+            }
+        }
+        s
+    })
+}
+
+/// Runs one `incidents` subcommand.
+pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
+    let c = Client::connect(cli).await?;
+    let mut api = pb::incident_service_client::IncidentServiceClient::new(c.channel.clone());
+    match cmd {
+        Incidents::List {
+            namespace,
+            min_severity,
+            state,
+            limit,
+        } => {
+            let state = match state.as_deref() {
+                None => pb::IncidentState::Unspecified,
+                Some("open") => pb::IncidentState::Open,
+                Some("acknowledged") => pb::IncidentState::Acknowledged,
+                Some("resolved") => pb::IncidentState::Resolved,
+                Some("allowed") => pb::IncidentState::Allowed,
+                Some(o) => {
+                    return Err(usage(format!(
+                        "--state '{o}' is unknown; use open, acknowledged, resolved or allowed"
+                    )))
+                }
+            };
+            let min_severity = match min_severity.as_deref() {
+                None => pb::Severity::Unspecified,
+                Some(s) => severity_arg(s)?,
+            };
+            let mut all = Vec::new();
+            let mut token = String::new();
+            loop {
+                let r = api
+                    .list_incidents(c.req(pb::ListIncidentsRequest {
+                        namespace: namespace.clone().unwrap_or_default(),
+                        min_severity: min_severity as i32,
+                        state: state as i32,
+                        page_size: (*limit as usize - all.len()).min(1000) as u32,
+                        page_token: token.clone(),
+                    })?)
+                    .await?
+                    .into_inner();
+                all.extend(r.incidents);
+                if r.next_page_token.is_empty() || all.len() >= *limit as usize {
+                    break;
+                }
+                token = r.next_page_token;
+            }
+            let value = Value::Array(all.iter().map(incident_json).collect());
+            print(cli.output, &value, || {
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.id.clone(),
+                            severity_name(i.severity).into(),
+                            state_name(i.state).into(),
+                            i.count.to_string(),
+                            id_text(i.workload.as_ref()),
+                            subject(i),
+                            ts(i.last_seen.as_ref()).as_str().unwrap_or("").into(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "ID",
+                        "SEVERITY",
+                        "STATE",
+                        "COUNT",
+                        "WORKLOAD",
+                        "SUBJECT",
+                        "LAST SEEN",
+                    ],
+                    &rows,
+                )
+            })
+        }
+        Incidents::Get { id } => {
+            let i = api
+                .get_incident(c.req(pb::GetIncidentRequest { id: id.clone() })?)
+                .await?
+                .into_inner();
+            show(cli.output, &i)
+        }
+        Incidents::Ack { id, reason }
+        | Incidents::Resolve { id, reason }
+        | Incidents::Allow { id, reason } => {
+            let req = c.req(pb::IncidentActionRequest {
+                id: id.clone(),
+                reason: reason.clone(),
+            })?;
+            let i = match cmd {
+                Incidents::Ack { .. } => api.acknowledge_incident(req).await?,
+                Incidents::Resolve { .. } => api.resolve_incident(req).await?,
+                _ => api.allow_incident(req).await?,
+            }
+            .into_inner();
+            show(cli.output, &i)
+        }
+    }
+}

@@ -1,0 +1,599 @@
+//! `procguardctl watch`: follow the SIEM stream and print one record per line, as JSON lines,
+//! OCSF or CEF, for piping into a SIEM forwarder.
+//!
+//! With `--durable NAME` the server keeps the position: the command starts after the
+//! subscription's acknowledged cursor and acknowledges what it has printed (every
+//! `--ack-interval`, and when it stops), so a forwarder that crashes resumes where it
+//! acknowledged. Records printed after the last acknowledgement are printed again on resume
+//! (at-least-once); the cursor in every line lets a consumer drop those. The field mappings are
+//! documented in docs/siem.md.
+
+use crate::incidents::{kind_name, process_json, severity_arg, severity_name, state_name};
+use crate::{id_text, usage, Cli, Client};
+use clap::ValueEnum;
+use procguard_proto::convert::system_time;
+use procguard_proto::v1 as pb;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line.
+    Jsonl,
+    /// OCSF 1.1 events, one per line.
+    Ocsf,
+    /// ArcSight Common Event Format, one per line.
+    Cef,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Watch {
+    /// Start after this cursor.
+    #[arg(long, env = "PROCGUARD_WATCH_FROM", conflicts_with_all = ["oldest", "durable"])]
+    from: Option<u64>,
+    /// Start at the oldest retained record.
+    #[arg(long, env = "PROCGUARD_WATCH_OLDEST", conflicts_with = "durable")]
+    oldest: bool,
+    /// Durable subscription name: start after its acknowledged cursor (the oldest record if it
+    /// is new) and acknowledge what was printed.
+    #[arg(long, env = "PROCGUARD_WATCH_DURABLE")]
+    durable: Option<String>,
+    /// Output format. Without --from, --oldest or --durable, only new records are printed.
+    #[arg(
+        long,
+        value_enum,
+        env = "PROCGUARD_WATCH_FORMAT",
+        default_value = "jsonl"
+    )]
+    format: Format,
+    /// Record kinds: incident, deviation, audit (comma-separated; all when absent).
+    #[arg(long = "kind", env = "PROCGUARD_WATCH_KINDS", value_delimiter = ',')]
+    kinds: Vec<String>,
+    /// At least this severity: low, medium, high, critical (drops audit records).
+    #[arg(long, env = "PROCGUARD_WATCH_MIN_SEVERITY")]
+    min_severity: Option<String>,
+    /// Only this namespace (drops audit records and sensor findings).
+    #[arg(long, env = "PROCGUARD_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// With --durable: acknowledge printed records at most this often.
+    #[arg(long, env = "PROCGUARD_WATCH_ACK_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    ack_interval: Duration,
+    /// Stop after this many records (0: follow until interrupted).
+    #[arg(long, env = "PROCGUARD_WATCH_COUNT", default_value_t = 0)]
+    count: u64,
+}
+
+fn millis(t: Option<&prost_types::Timestamp>) -> u64 {
+    t.map(|t| {
+        system_time(t)
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64
+    })
+    .unwrap_or(0)
+}
+
+fn rfc3339(t: Option<&prost_types::Timestamp>) -> Value {
+    t.map(|t| json!(humantime::format_rfc3339_millis(system_time(t)).to_string()))
+        .unwrap_or(Value::Null)
+}
+
+fn audit_result(v: i32) -> &'static str {
+    match pb::AuditResult::try_from(v).unwrap_or(pb::AuditResult::Unspecified) {
+        pb::AuditResult::Ok => "ok",
+        pb::AuditResult::Denied => "denied",
+        pb::AuditResult::Failed => "failed",
+        pb::AuditResult::Unspecified => "?",
+    }
+}
+
+/// JSON lines: the record as the API returns it, with its cursor.
+pub fn jsonl(r: &pb::StreamRecord) -> Value {
+    let mut v = json!({
+        "cursor": r.cursor,
+        "at": rfc3339(r.at.as_ref()),
+        "severity": severity_name(r.severity),
+    });
+    match &r.record {
+        Some(pb::stream_record::Record::Incident(i)) => {
+            v["kind"] = json!("incident");
+            v["incident"] = crate::incidents::incident_json(i);
+        }
+        Some(pb::stream_record::Record::Deviation(d)) => {
+            v["kind"] = json!("deviation");
+            v["incident_id"] = json!(r.incident_id);
+            v["deviation"] = json!({
+                "event_id": d.event_id,
+                "observed_at": rfc3339(d.observed_at.as_ref()),
+                "baseline_version": d.baseline_revision,
+                "process": d.process.as_ref().map(process_json),
+            });
+        }
+        Some(pb::stream_record::Record::Audit(a)) => {
+            v["kind"] = json!("audit");
+            v["audit"] = json!({
+                "id": a.id, "at": rfc3339(a.at.as_ref()), "actor": a.actor, "role": a.role,
+                "action": a.action, "target": a.target, "result": audit_result(a.result),
+                "detail": a.detail, "peer": a.peer,
+            });
+        }
+        None => {}
+    }
+    v
+}
+
+/// OCSF severity_id: 1 informational, 2 low, 3 medium, 4 high, 5 critical.
+fn ocsf_severity(v: i32) -> (u8, &'static str) {
+    match pb::Severity::try_from(v).unwrap_or(pb::Severity::Unspecified) {
+        pb::Severity::Low => (2, "Low"),
+        pb::Severity::Medium => (3, "Medium"),
+        pb::Severity::High => (4, "High"),
+        pb::Severity::Critical => (5, "Critical"),
+        pb::Severity::Unspecified => (1, "Informational"),
+    }
+}
+
+fn ocsf_metadata(r: &pb::StreamRecord, correlation: &str) -> Value {
+    json!({
+        "version": "1.1.0",
+        "product": {"name": "procguard", "vendor_name": "procguard", "version": env!("CARGO_PKG_VERSION")},
+        "uid": r.cursor.to_string(),
+        "sequence": r.cursor,
+        "correlation_uid": correlation,
+        "logged_time": millis(r.at.as_ref()),
+    })
+}
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// OCSF: Process Activity (1007) for deviations, Detection Finding (2004) for incidents, API
+/// Activity (6003) for audit records.
+pub fn ocsf(r: &pb::StreamRecord) -> Value {
+    let (severity_id, severity) = ocsf_severity(r.severity);
+    match &r.record {
+        Some(pb::stream_record::Record::Deviation(d)) => {
+            let p = d.process.clone().unwrap_or_default();
+            let w = p.workload.clone().unwrap_or_default();
+            let c = p.container.clone().unwrap_or_default();
+            let parent = json!({
+                "pid": p.ppid,
+                "file": p.ancestors.first().map(|a| json!({"path": a.exe_path, "name": basename(&a.exe_path), "type_id": 1})),
+            });
+            let mut file = json!({"path": p.exe_path, "name": basename(&p.exe_path), "type_id": 1});
+            if !p.exe_sha256.is_empty() {
+                file["hashes"] =
+                    json!([{"algorithm_id": 3, "algorithm": "SHA-256", "value": p.exe_sha256}]);
+            }
+            json!({
+                "class_uid": 1007, "class_name": "Process Activity",
+                "category_uid": 1, "category_name": "System Activity",
+                "activity_id": 1, "activity_name": "Launch",
+                "type_uid": 100701, "type_name": "Process Activity: Launch",
+                "time": millis(d.observed_at.as_ref()),
+                "severity_id": severity_id, "severity": severity,
+                "status_id": 1, "status": "Success",
+                "message": format!("{} ran outside the baseline of {}", p.exe_path, id_text(Some(&w))),
+                "metadata": ocsf_metadata(r, &r.incident_id),
+                "device": {"hostname": p.node_name, "type_id": 0},
+                "process": {
+                    "pid": p.pid,
+                    "name": p.comm,
+                    "cmd_line": p.argv.join(" "),
+                    "file": file,
+                    "user": {"uid": p.uid.to_string()},
+                    "parent_process": parent,
+                    "lineage": p.ancestors.iter().map(|a| a.exe_path.clone()).collect::<Vec<_>>(),
+                },
+                "actor": {"process": parent},
+                "container": {"uid": c.container_id, "image": {"name": c.image, "uid": c.image_digest}},
+                "unmapped": {
+                    "workload": id_text(Some(&w)),
+                    "namespace": w.namespace,
+                    "pod": c.pod_name,
+                    "script_path": p.script_path,
+                    "exe_memfd": p.exe_memfd,
+                    "exe_deleted": p.exe_deleted,
+                    "exe_writable_location": p.exe_writable_location,
+                    "incident_id": r.incident_id,
+                    "event_id": d.event_id,
+                    "baseline_version": d.baseline_revision,
+                },
+            })
+        }
+        Some(pb::stream_record::Record::Incident(i)) => {
+            let state = pb::IncidentState::try_from(i.state).unwrap_or_default();
+            let (activity_id, activity) = match state {
+                pb::IncidentState::Resolved | pb::IncidentState::Allowed => (3, "Close"),
+                pb::IncidentState::Open if i.count == 1 => (1, "Create"),
+                _ => (2, "Update"),
+            };
+            let (status_id, status) = match state {
+                pb::IncidentState::Open => (1, "New"),
+                pb::IncidentState::Acknowledged => (2, "In Progress"),
+                pb::IncidentState::Resolved => (4, "Resolved"),
+                pb::IncidentState::Allowed => (3, "Suppressed"),
+                pb::IncidentState::Unspecified => (0, "Unknown"),
+            };
+            let blind = i.kind == pb::IncidentKind::SensorBlind as i32;
+            let title = if blind {
+                format!("Sensor blind on {}", i.sensor_node)
+            } else {
+                format!(
+                    "{} ran outside the baseline of {}",
+                    i.exe_path,
+                    id_text(i.workload.as_ref())
+                )
+            };
+            let resources = if blind {
+                json!([{"type": "node", "name": i.sensor_node}])
+            } else {
+                let w = i.workload.clone().unwrap_or_default();
+                json!([{"type": "workload", "name": id_text(Some(&w)), "namespace": w.namespace}])
+            };
+            json!({
+                "class_uid": 2004, "class_name": "Detection Finding",
+                "category_uid": 2, "category_name": "Findings",
+                "activity_id": activity_id, "activity_name": activity,
+                "type_uid": 200400 + activity_id, "type_name": format!("Detection Finding: {activity}"),
+                "time": millis(i.last_seen.as_ref()),
+                "severity_id": severity_id, "severity": severity,
+                "status_id": status_id, "status": status,
+                "count": i.count,
+                "message": i.severity_reason,
+                "metadata": ocsf_metadata(r, &i.id),
+                "finding_info": {
+                    "uid": i.id,
+                    "title": title,
+                    "desc": i.severity_reason,
+                    "types": [format!("procguard/{}", kind_name(i.kind))],
+                    "first_seen_time": millis(i.first_seen.as_ref()),
+                    "last_seen_time": millis(i.last_seen.as_ref()),
+                },
+                "resources": resources,
+                "unmapped": {
+                    "exe_path": i.exe_path,
+                    "script_path": i.script_path,
+                    "nodes": i.nodes,
+                    "pods": i.pods,
+                    "baseline_version": i.baseline_version,
+                    "state_actor": i.state_actor,
+                    "state_reason": i.state_reason,
+                },
+            })
+        }
+        Some(pb::stream_record::Record::Audit(a)) => {
+            let ok = a.result == pb::AuditResult::Ok as i32;
+            json!({
+                "class_uid": 6003, "class_name": "API Activity",
+                "category_uid": 6, "category_name": "Application Activity",
+                "activity_id": 99, "activity_name": a.action,
+                "type_uid": 600399, "type_name": "API Activity: Other",
+                "time": millis(a.at.as_ref()),
+                "severity_id": if ok { 1 } else { 3 }, "severity": if ok { "Informational" } else { "Medium" },
+                "status_id": if ok { 1 } else { 2 }, "status": if ok { "Success" } else { "Failure" },
+                "status_detail": a.detail,
+                "metadata": ocsf_metadata(r, ""),
+                "actor": {"user": {"name": a.actor, "type": a.role}},
+                "api": {"operation": a.action},
+                "src_endpoint": {"svc_name": a.peer},
+                "resources": [{"name": a.target}],
+                "unmapped": {"audit_id": a.id, "result": audit_result(a.result)},
+            })
+        }
+        None => json!({}),
+    }
+}
+
+fn cef_header(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('|', "\\|")
+}
+
+fn cef_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('=', "\\=")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
+/// CEF severity 0..10.
+fn cef_severity(v: i32) -> u8 {
+    match pb::Severity::try_from(v).unwrap_or(pb::Severity::Unspecified) {
+        pb::Severity::Low => 3,
+        pb::Severity::Medium => 5,
+        pb::Severity::High => 8,
+        pb::Severity::Critical => 10,
+        pb::Severity::Unspecified => 1,
+    }
+}
+
+/// CEF: one line per record; see docs/siem.md for the extension keys.
+pub fn cef(r: &pb::StreamRecord) -> String {
+    let (sig, name, sev, mut ext): (String, String, u8, Vec<(&str, String)>) = match &r.record {
+        Some(pb::stream_record::Record::Deviation(d)) => {
+            let p = d.process.clone().unwrap_or_default();
+            let w = p.workload.clone().unwrap_or_default();
+            (
+                "procguard:deviation".into(),
+                "Process outside baseline".into(),
+                cef_severity(r.severity),
+                vec![
+                    ("rt", millis(d.observed_at.as_ref()).to_string()),
+                    ("dvchost", p.node_name.clone()),
+                    ("sproc", p.comm.clone()),
+                    ("spid", p.pid.to_string()),
+                    ("suid", p.uid.to_string()),
+                    ("filePath", p.exe_path.clone()),
+                    ("fname", basename(&p.exe_path).to_string()),
+                    ("fileHash", p.exe_sha256.clone()),
+                    ("externalId", d.event_id.clone()),
+                    ("cs1Label", "workload".into()),
+                    ("cs1", id_text(Some(&w))),
+                    ("cs2Label", "incidentId".into()),
+                    ("cs2", r.incident_id.clone()),
+                    ("cs3Label", "namespace".into()),
+                    ("cs3", w.namespace.clone()),
+                    ("cs4Label", "argv".into()),
+                    ("cs4", p.argv.join(" ")),
+                    ("cs5Label", "parent".into()),
+                    (
+                        "cs5",
+                        p.ancestors
+                            .first()
+                            .map(|a| a.exe_path.clone())
+                            .unwrap_or_default(),
+                    ),
+                ],
+            )
+        }
+        Some(pb::stream_record::Record::Incident(i)) => (
+            format!("procguard:incident:{}", kind_name(i.kind)),
+            format!("Incident {}", state_name(i.state)),
+            cef_severity(r.severity),
+            vec![
+                ("rt", millis(i.last_seen.as_ref()).to_string()),
+                ("start", millis(i.first_seen.as_ref()).to_string()),
+                ("end", millis(i.last_seen.as_ref()).to_string()),
+                ("externalId", i.id.clone()),
+                ("cnt", i.count.to_string()),
+                ("act", state_name(i.state).to_string()),
+                ("msg", i.severity_reason.clone()),
+                (
+                    "dvchost",
+                    if i.sensor_node.is_empty() {
+                        i.nodes.first().cloned().unwrap_or_default()
+                    } else {
+                        i.sensor_node.clone()
+                    },
+                ),
+                ("filePath", i.exe_path.clone()),
+                ("suser", i.state_actor.clone()),
+                ("reason", i.state_reason.clone()),
+                ("cs1Label", "workload".into()),
+                ("cs1", id_text(i.workload.as_ref())),
+                ("cs3Label", "namespace".into()),
+                (
+                    "cs3",
+                    i.workload
+                        .as_ref()
+                        .map(|w| w.namespace.clone())
+                        .unwrap_or_default(),
+                ),
+            ],
+        ),
+        Some(pb::stream_record::Record::Audit(a)) => (
+            format!("procguard:audit:{}", a.action),
+            format!("API call {}", a.action),
+            if a.result == pb::AuditResult::Ok as i32 {
+                1
+            } else {
+                5
+            },
+            vec![
+                ("rt", millis(a.at.as_ref()).to_string()),
+                ("suser", a.actor.clone()),
+                ("act", a.action.clone()),
+                ("outcome", audit_result(a.result).to_string()),
+                ("msg", a.detail.clone()),
+                ("externalId", a.id.to_string()),
+                ("cs1Label", "target".into()),
+                ("cs1", a.target.clone()),
+                ("cs2Label", "role".into()),
+                ("cs2", a.role.clone()),
+                ("cs6Label", "peer".into()),
+                ("cs6", a.peer.clone()),
+            ],
+        ),
+        None => ("procguard:unknown".into(), "Unknown".into(), 0, vec![]),
+    };
+    ext.push(("cn1Label", "cursor".into()));
+    ext.push(("cn1", r.cursor.to_string()));
+    let ext: Vec<String> = ext
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", cef_value(&v)))
+        .collect();
+    format!(
+        "CEF:0|procguard|procguard|{}|{}|{}|{sev}|{}",
+        cef_header(env!("CARGO_PKG_VERSION")),
+        cef_header(&sig),
+        cef_header(&name),
+        ext.join(" ")
+    )
+}
+
+fn kind_arg(s: &str) -> anyhow::Result<i32> {
+    Ok(match s.trim() {
+        "incident" => pb::RecordKind::Incident,
+        "deviation" => pb::RecordKind::Deviation,
+        "audit" => pb::RecordKind::Audit,
+        o => {
+            return Err(usage(format!(
+                "--kind '{o}' is unknown; use incident, deviation or audit"
+            )))
+        }
+    } as i32)
+}
+
+/// Runs `watch` until the stream ends, `--count` records were printed, or an error.
+pub async fn run(cli: &Cli, w: &Watch) -> anyhow::Result<()> {
+    use pb::start_position::Position;
+    let position = match (&w.from, w.oldest, &w.durable) {
+        (Some(c), _, _) => Position::AfterCursor(*c),
+        (_, true, _) => Position::Oldest(true),
+        (_, _, Some(n)) => Position::DurableName(n.clone()),
+        _ => Position::Now(true),
+    };
+    let request = pb::SubscribeRequest {
+        start: Some(pb::StartPosition {
+            position: Some(position),
+        }),
+        kinds: w
+            .kinds
+            .iter()
+            .map(|k| kind_arg(k))
+            .collect::<anyhow::Result<_>>()?,
+        min_severity: match &w.min_severity {
+            Some(s) => severity_arg(s)? as i32,
+            None => 0,
+        },
+        namespace: w.namespace.clone().unwrap_or_default(),
+    };
+    let c = Client::connect(cli).await?;
+    let mut api =
+        pb::subscription_service_client::SubscriptionServiceClient::new(c.channel.clone());
+    let mut stream = api.subscribe(c.req(request)?).await?.into_inner();
+    let mut printed = 0u64;
+    let mut last_printed = None;
+    let mut last_acked = None;
+    let mut last_ack_at = Instant::now();
+    let stdout = std::io::stdout();
+    let result = loop {
+        let msg = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(anyhow::Error::new(e)),
+        };
+        let line = match w.format {
+            Format::Jsonl => jsonl(&msg).to_string(),
+            Format::Ocsf => ocsf(&msg).to_string(),
+            Format::Cef => cef(&msg),
+        };
+        {
+            let mut out = stdout.lock();
+            if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                // The reader went away; what was not printed is not acknowledged.
+                break Ok(());
+            }
+        }
+        printed += 1;
+        last_printed = Some(msg.cursor);
+        if let Some(name) = &w.durable {
+            if last_ack_at.elapsed() >= w.ack_interval {
+                api.ack_cursor(c.req(pb::AckCursorRequest {
+                    durable_name: name.clone(),
+                    cursor: msg.cursor,
+                })?)
+                .await?;
+                last_acked = Some(msg.cursor);
+                last_ack_at = Instant::now();
+            }
+        }
+        if w.count > 0 && printed >= w.count {
+            break Ok(());
+        }
+    };
+    if let (Some(name), Some(cursor)) = (&w.durable, last_printed) {
+        if last_acked != Some(cursor) {
+            api.ack_cursor(c.req(pb::AckCursorRequest {
+                durable_name: name.clone(),
+                cursor,
+            })?)
+            .await?;
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deviation() -> pb::StreamRecord {
+        pb::StreamRecord {
+            cursor: 42,
+            at: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            }),
+            severity: pb::Severity::High as i32,
+            incident_id: "7".into(),
+            record: Some(pb::stream_record::Record::Deviation(pb::SensorEvent {
+                event_id: "e1".into(),
+                observed_at: Some(prost_types::Timestamp {
+                    seconds: 1_800_000_000,
+                    nanos: 5_000_000,
+                }),
+                process: Some(pb::ProcessEvent {
+                    pid: 9,
+                    exe_path: "/bin/sh".into(),
+                    comm: "sh".into(),
+                    argv: vec!["sh".into(), "-c".into(), "a=b|c\\d".into()],
+                    node_name: "n1".into(),
+                    workload: Some(pb::WorkloadIdentity {
+                        cluster: "c".into(),
+                        namespace: "shop".into(),
+                        kind: pb::WorkloadKind::Deployment as i32,
+                        workload_name: "web".into(),
+                        container_name: "nginx".into(),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn ocsf_classes() {
+        let d = ocsf(&deviation());
+        assert_eq!(d["class_uid"], 1007);
+        assert_eq!(d["type_uid"], 100701);
+        assert_eq!(d["severity_id"], 4);
+        assert_eq!(d["time"], 1_800_000_000_005u64);
+        assert_eq!(d["process"]["file"]["path"], "/bin/sh");
+        assert_eq!(d["metadata"]["correlation_uid"], "7");
+        assert_eq!(d["unmapped"]["namespace"], "shop");
+        let mut i = deviation();
+        i.record = Some(pb::stream_record::Record::Incident(pb::Incident {
+            id: "7".into(),
+            kind: pb::IncidentKind::Deviation as i32,
+            state: pb::IncidentState::Allowed as i32,
+            count: 3,
+            ..Default::default()
+        }));
+        let f = ocsf(&i);
+        assert_eq!(f["class_uid"], 2004);
+        assert_eq!(f["activity_id"], 3);
+        assert_eq!(f["status"], "Suppressed");
+        assert_eq!(f["finding_info"]["uid"], "7");
+    }
+
+    #[test]
+    fn cef_escapes_and_carries_the_cursor() {
+        let line = cef(&deviation());
+        assert!(line.starts_with("CEF:0|procguard|procguard|"), "{line}");
+        assert!(
+            line.contains("|procguard:deviation|Process outside baseline|8|"),
+            "{line}"
+        );
+        assert!(line.contains("cs4=sh -c a\\=b|c\\\\d"), "{line}");
+        assert!(line.contains("cn1Label=cursor cn1=42"), "{line}");
+        assert!(line.contains("cs1=c/shop/deployment/web/nginx"), "{line}");
+        assert_eq!(cef_header("a|b\\c"), "a\\|b\\\\c");
+        assert_eq!(cef_value("x=y\nz"), "x\\=y\\nz");
+    }
+}

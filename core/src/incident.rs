@@ -1,0 +1,847 @@
+//! Incidents: deviations grouped into findings people act on, their severity, and their
+//! lifecycle.
+//!
+//! A deviation is grouped by [`group_key`]: workload container identity, executable path and
+//! script path. A crash-looping pod that runs the same bad binary a thousand times is one
+//! incident with a count of a thousand, not a thousand alerts. A sensor that cannot see
+//! everything (it dropped events, sent partial ones, or went silent) is a finding too: a
+//! [`IncidentKind::SensorBlind`] incident grouped by node.
+//!
+//! **Severity rules** ([`severity`]), first match wins:
+//! 1. memfd or deleted executable → critical (never lowered, whatever the baseline state);
+//! 2. the baseline is still pending review → low (its content is not a reviewed statement yet);
+//! 3. executable in a writable location → high;
+//! 4. a shell, interpreter or network tool in a workload whose baseline allows none of that
+//!    class → high;
+//! 5. any other executable → medium.
+//!
+//! An incident's severity is the highest of its events'. **Lifecycle** ([`Incident::apply`]):
+//! open → acknowledged → resolved, or open/acknowledged → allowed. Resolved and allowed are
+//! final: the same executable running again afterwards opens a new incident.
+
+use crate::baseline::{is_shell, Baseline, BaselineState, Element, ElementKey, ElementStatus};
+use crate::identity::WorkloadIdentity;
+use crate::process::{ExecContext, ProcessEvent};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+/// How many distinct nodes and pods an incident keeps; a sample, not a log.
+pub const PLACES_CAP: usize = 16;
+/// How many sample events an incident keeps (the first ones, then the latest one).
+pub const SAMPLES_CAP: usize = 5;
+
+/// How bad an incident is. Ordered: `Low < Medium < High < Critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    /// A deviation against a baseline still pending review.
+    Low,
+    /// A new executable.
+    Medium,
+    /// A writable location, or a shell, interpreter or network tool new to the workload.
+    High,
+    /// A memfd or deleted executable.
+    Critical,
+}
+
+impl Severity {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// Lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IncidentState {
+    /// Nobody has looked.
+    Open,
+    /// A person has seen it.
+    Acknowledged,
+    /// Closed without a baseline change.
+    Resolved,
+    /// Closed by adding the executable to the baseline.
+    Allowed,
+}
+
+impl IncidentState {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Acknowledged => "acknowledged",
+            Self::Resolved => "resolved",
+            Self::Allowed => "allowed",
+        }
+    }
+
+    /// Whether new events still join this incident.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Open | Self::Acknowledged)
+    }
+}
+
+/// What kind of finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IncidentKind {
+    /// A process outside the baseline.
+    Deviation,
+    /// A sensor that dropped events, sent partial events, or went silent.
+    SensorBlind,
+}
+
+/// A person's action on an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Seen.
+    Acknowledge,
+    /// Closed, no baseline change.
+    Resolve,
+    /// Closed, executable added to the baseline.
+    Allow,
+}
+
+impl Action {
+    fn target(self) -> IncidentState {
+        match self {
+            Self::Acknowledge => IncidentState::Acknowledged,
+            Self::Resolve => IncidentState::Resolved,
+            Self::Allow => IncidentState::Allowed,
+        }
+    }
+
+    /// Verb for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Acknowledge => "acknowledge",
+            Self::Resolve => "resolve",
+            Self::Allow => "allow",
+        }
+    }
+}
+
+/// A refused lifecycle change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    /// The incident is already closed.
+    #[error("incident {id} is already {state}; a closed incident cannot be changed (a new occurrence opens a new incident)")]
+    Closed {
+        /// Incident.
+        id: String,
+        /// Its final state.
+        state: &'static str,
+    },
+    /// Acknowledging twice.
+    #[error("incident {id} is already acknowledged; resolve or allow it")]
+    AlreadyAcknowledged {
+        /// Incident.
+        id: String,
+    },
+    /// Allow on a finding with no executable.
+    #[error(
+        "incident {id} is a sensor finding and has no executable to allow; resolve it instead"
+    )]
+    NothingToAllow {
+        /// Incident.
+        id: String,
+    },
+}
+
+/// One sample event of an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Sensor event ID.
+    pub event_id: String,
+    /// When the server received it.
+    pub at: SystemTime,
+    /// The process, with ancestry and argv.
+    pub process: ProcessEvent,
+}
+
+/// A group of deviations of one executable in one workload container, or a sensor finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    /// Stable ID.
+    pub id: String,
+    /// Deviation or sensor finding.
+    pub kind: IncidentKind,
+    /// Workload container (deviations only).
+    pub workload: Option<WorkloadIdentity>,
+    /// Executable (deviations only).
+    pub exe_path: String,
+    /// Script, for interpreters (deviations only).
+    pub script_path: String,
+    /// Highest severity of its events.
+    pub severity: Severity,
+    /// Why that severity.
+    pub severity_reason: String,
+    /// Lifecycle state.
+    pub state: IncidentState,
+    /// First event.
+    pub first_seen: SystemTime,
+    /// Last event.
+    pub last_seen: SystemTime,
+    /// Events grouped.
+    pub count: u64,
+    /// Nodes (capped at [`PLACES_CAP`]).
+    pub nodes: BTreeSet<String>,
+    /// Pods (capped).
+    pub pods: BTreeSet<String>,
+    /// Samples (capped at [`SAMPLES_CAP`]).
+    pub samples: Vec<Sample>,
+    /// Baseline version violated (latest event's).
+    pub baseline_version: u64,
+    /// Node (sensor findings only).
+    pub sensor_node: String,
+    /// Who last changed the state.
+    pub state_actor: String,
+    /// Why.
+    pub state_reason: String,
+    /// Last change of any kind.
+    pub updated_at: SystemTime,
+}
+
+/// The grouping key of a deviation: workload container, executable and script.
+pub fn group_key(workload: &WorkloadIdentity, exe_path: &str, script_path: &str) -> String {
+    format!("dev\0{workload}\0{exe_path}\0{script_path}")
+}
+
+/// The grouping key of a sensor finding: the node.
+pub fn sensor_key(node: &str) -> String {
+    format!("blind\0{node}")
+}
+
+/// Interpreters whose appearance in a workload that never ran one is suspicious.
+const INTERPRETERS: &[&str] = &[
+    "python", "python2", "python3", "perl", "ruby", "node", "nodejs", "php", "lua", "tclsh",
+    "wish", "java", "jshell", "pwsh", "irb", "deno", "bun", "awk", "gawk", "mawk",
+];
+
+/// Network tools whose appearance in a workload that never ran one is suspicious.
+const NETWORK_TOOLS: &[&str] = &[
+    "curl", "wget", "nc", "ncat", "netcat", "socat", "ssh", "scp", "sftp", "telnet", "ftp", "tftp",
+    "nmap", "rsync", "dig", "nslookup", "openssl", "ping",
+];
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Strips a version suffix so `python3.11` counts as `python3`.
+fn stem(path: &str) -> &str {
+    let b = basename(path);
+    let end = b
+        .find(|c: char| c.is_ascii_digit() || c == '.')
+        .filter(|&i| i > 0)
+        .unwrap_or(b.len());
+    if INTERPRETERS.contains(&b) || NETWORK_TOOLS.contains(&b) {
+        b
+    } else {
+        &b[..end]
+    }
+}
+
+/// The tool class of an executable: "shell", "interpreter", "network tool", or none.
+pub fn tool_class(path: &str) -> Option<&'static str> {
+    if is_shell(path) {
+        Some("shell")
+    } else if INTERPRETERS.contains(&stem(path)) {
+        Some("interpreter")
+    } else if NETWORK_TOOLS.contains(&stem(path)) {
+        Some("network tool")
+    } else {
+        None
+    }
+}
+
+/// Severity of one deviation against `baseline`, with a reason for people; see the module
+/// documentation for the rules.
+pub fn severity(ev: &ProcessEvent, baseline: &Baseline) -> (Severity, String) {
+    if ev.exe_memfd {
+        return (
+            Severity::Critical,
+            "executable runs from memory (memfd)".into(),
+        );
+    }
+    if ev.exe_deleted {
+        return (
+            Severity::Critical,
+            "executable was deleted from disk".into(),
+        );
+    }
+    if baseline.state == BaselineState::PendingReview {
+        return (
+            Severity::Low,
+            "baseline is still pending review".to_string(),
+        );
+    }
+    if ev.exe_writable_location {
+        return (
+            Severity::High,
+            "executable is in a writable location".to_string(),
+        );
+    }
+    if let Some(class) = tool_class(&ev.exe_path) {
+        let workload_has_one = baseline
+            .elements
+            .iter()
+            .any(|(k, e)| e.status.allowed() && tool_class(&k.exe_path) == Some(class));
+        if !workload_has_one {
+            return (
+                Severity::High,
+                format!("a {class} in a workload that never ran one"),
+            );
+        }
+        return (
+            Severity::Medium,
+            format!("new executable (the workload already runs a {class})"),
+        );
+    }
+    (Severity::Medium, "new executable".to_string())
+}
+
+fn add_capped(set: &mut BTreeSet<String>, v: &str) {
+    if !v.is_empty() && set.len() < PLACES_CAP {
+        set.insert(v.to_string());
+    }
+}
+
+fn pod_of(ev: &ProcessEvent) -> Option<&str> {
+    ev.container
+        .as_ref()
+        .map(|c| c.pod_name.as_deref().unwrap_or(&c.container_id))
+}
+
+impl Incident {
+    /// A new deviation incident from its first event.
+    pub fn from_deviation(
+        id: String,
+        event_id: &str,
+        ev: &ProcessEvent,
+        baseline: &Baseline,
+        now: SystemTime,
+    ) -> Self {
+        let (severity, severity_reason) = severity(ev, baseline);
+        let mut i = Self {
+            id,
+            kind: IncidentKind::Deviation,
+            workload: Some(ev.workload.clone()),
+            exe_path: ev.exe_path.clone(),
+            script_path: ev.script_path.clone().unwrap_or_default(),
+            severity,
+            severity_reason,
+            state: IncidentState::Open,
+            first_seen: now,
+            last_seen: now,
+            count: 0,
+            nodes: BTreeSet::new(),
+            pods: BTreeSet::new(),
+            samples: Vec::new(),
+            baseline_version: baseline.version,
+            sensor_node: String::new(),
+            state_actor: String::new(),
+            state_reason: String::new(),
+            updated_at: now,
+        };
+        i.record_deviation(event_id, ev, baseline, now);
+        i
+    }
+
+    /// Adds one more deviation event. Severity only rises.
+    pub fn record_deviation(
+        &mut self,
+        event_id: &str,
+        ev: &ProcessEvent,
+        baseline: &Baseline,
+        now: SystemTime,
+    ) {
+        let (severity, reason) = severity(ev, baseline);
+        if severity > self.severity {
+            self.severity = severity;
+            self.severity_reason = reason;
+        }
+        self.count += 1;
+        self.first_seen = self.first_seen.min(now);
+        self.last_seen = self.last_seen.max(now);
+        self.updated_at = now;
+        self.baseline_version = baseline.version;
+        add_capped(&mut self.nodes, &ev.node_name);
+        if let Some(p) = pod_of(ev) {
+            add_capped(&mut self.pods, p);
+        }
+        let sample = Sample {
+            event_id: event_id.to_string(),
+            at: now,
+            process: ev.clone(),
+        };
+        if self.samples.len() < SAMPLES_CAP {
+            self.samples.push(sample);
+        } else {
+            // Keep the first few (how it started) and the latest (what it does now).
+            self.samples[SAMPLES_CAP - 1] = sample;
+        }
+    }
+
+    /// A new sensor-blind incident for `node`.
+    pub fn sensor_blind(id: String, node: &str, reason: String, now: SystemTime) -> Self {
+        let mut nodes = BTreeSet::new();
+        nodes.insert(node.to_string());
+        Self {
+            id,
+            kind: IncidentKind::SensorBlind,
+            workload: None,
+            exe_path: String::new(),
+            script_path: String::new(),
+            severity: Severity::High,
+            severity_reason: reason,
+            state: IncidentState::Open,
+            first_seen: now,
+            last_seen: now,
+            count: 1,
+            nodes,
+            pods: BTreeSet::new(),
+            samples: Vec::new(),
+            baseline_version: 0,
+            sensor_node: node.to_string(),
+            state_actor: String::new(),
+            state_reason: String::new(),
+            updated_at: now,
+        }
+    }
+
+    /// Adds one more sensor finding; the reason is the latest one.
+    pub fn record_blind(&mut self, reason: String, now: SystemTime) {
+        self.count += 1;
+        self.last_seen = self.last_seen.max(now);
+        self.updated_at = now;
+        self.severity_reason = reason;
+    }
+
+    /// Whether `action` is allowed now; the incident is untouched.
+    pub fn check(&self, action: Action) -> Result<(), TransitionError> {
+        if !self.state.is_active() {
+            return Err(TransitionError::Closed {
+                id: self.id.clone(),
+                state: self.state.as_str(),
+            });
+        }
+        match action {
+            Action::Acknowledge if self.state == IncidentState::Acknowledged => {
+                Err(TransitionError::AlreadyAcknowledged {
+                    id: self.id.clone(),
+                })
+            }
+            Action::Allow if self.kind != IncidentKind::Deviation => {
+                Err(TransitionError::NothingToAllow {
+                    id: self.id.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies a person's action, recording who and why.
+    pub fn apply(
+        &mut self,
+        action: Action,
+        actor: &str,
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<(), TransitionError> {
+        self.check(action)?;
+        self.state = action.target();
+        self.state_actor = actor.to_string();
+        self.state_reason = reason.to_string();
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// The baseline element this incident is about.
+    pub fn element_key(&self) -> ElementKey {
+        ElementKey {
+            exe_path: self.exe_path.clone(),
+            script_path: self.script_path.clone(),
+        }
+    }
+
+    /// Adds this incident's executable to `baseline` as an approved element, with the
+    /// incident's sightings as its provenance.
+    pub fn allow_in(&self, baseline: &mut Baseline, now: SystemTime) -> Result<(), String> {
+        if self.kind != IncidentKind::Deviation {
+            return Err(format!("incident {} has no executable to allow", self.id));
+        }
+        if self.workload.as_ref() != Some(&baseline.workload) {
+            return Err(format!(
+                "incident {} belongs to another workload than baseline {}",
+                self.id, baseline.workload
+            ));
+        }
+        let sample = self.samples.first().map(|s| &s.process);
+        let el = baseline
+            .elements
+            .entry(self.element_key())
+            .or_insert_with(|| Element {
+                status: ElementStatus::Approved,
+                review_reasons: vec![],
+                provenance: crate::baseline::Provenance {
+                    first_seen: self.first_seen,
+                    last_seen: self.last_seen,
+                    count: self.count,
+                    nodes: self.nodes.clone(),
+                    pods: self.pods.clone(),
+                    parents: sample
+                        .and_then(|p| p.ancestors.first())
+                        .map(|a| a.exe_path.clone())
+                        .into_iter()
+                        .collect(),
+                    sample_argv: sample.map(|p| p.argv.clone()).unwrap_or_default(),
+                    sha256: sample
+                        .and_then(|p| p.exe_sha256.clone())
+                        .into_iter()
+                        .collect(),
+                    image_digests: BTreeSet::new(),
+                    contexts: sample
+                        .map(|p| p.context)
+                        .into_iter()
+                        .collect::<BTreeSet<ExecContext>>(),
+                },
+                manual: true,
+            });
+        el.status = ElementStatus::Approved;
+        el.review_reasons.clear();
+        baseline.updated_at = now;
+        Ok(())
+    }
+
+    /// Namespace of the workload; empty for sensor findings.
+    pub fn namespace(&self) -> &str {
+        self.workload
+            .as_ref()
+            .map(|w| w.namespace.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// Filters for listing incidents.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// At least this severity.
+    pub min_severity: Option<Severity>,
+    /// Only this state.
+    pub state: Option<IncidentState>,
+}
+
+impl IncidentFilter {
+    /// Whether `i` passes.
+    pub fn matches(&self, i: &Incident) -> bool {
+        self.namespace.as_ref().is_none_or(|n| n == i.namespace())
+            && self.min_severity.is_none_or(|s| i.severity >= s)
+            && self.state.is_none_or(|s| s == i.state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::WorkloadKind;
+    use crate::process::{Completeness, ContainerInfo};
+    use std::time::Duration;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn web() -> WorkloadIdentity {
+        WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "nginx")
+    }
+
+    fn exec(path: &str) -> ProcessEvent {
+        ProcessEvent {
+            pid: 10,
+            ppid: 1,
+            ancestors: vec![],
+            start_time: None,
+            uid: 0,
+            gid: 0,
+            comm: basename(path).to_string(),
+            exe_path: path.to_string(),
+            argv: vec![path.to_string()],
+            argv_truncated: false,
+            script_path: None,
+            exe_sha256: None,
+            exe_memfd: false,
+            exe_deleted: false,
+            exe_writable_location: false,
+            container: Some(ContainerInfo {
+                container_id: "cid".into(),
+                pod_name: Some("web-1".into()),
+                ..Default::default()
+            }),
+            workload: web(),
+            context: ExecContext::Descendant,
+            completeness: Completeness::Full,
+            missing: vec![],
+            node_name: "n1".into(),
+        }
+    }
+
+    /// A baseline in `state` whose allowed elements are `allowed`.
+    fn baseline(state: BaselineState, allowed: &[&str]) -> Baseline {
+        let mut b = Baseline::new(web(), t(0));
+        for p in allowed {
+            let mut ev = exec(p);
+            ev.context = ExecContext::Entrypoint;
+            b.observe(&ev, t(1));
+        }
+        b.state = state;
+        b
+    }
+
+    /// One severity case: the event's path and flags, the baseline, and the expected outcome.
+    fn check(ev: ProcessEvent, b: &Baseline, expected: Severity, reason_has: &str) {
+        let (got, reason) = severity(&ev, b);
+        assert_eq!(got, expected, "{} → {reason}", ev.exe_path);
+        assert!(
+            reason.contains(reason_has),
+            "{}: reason '{reason}' lacks '{reason_has}'",
+            ev.exe_path
+        );
+    }
+
+    fn with(path: &str, f: impl FnOnce(&mut ProcessEvent)) -> ProcessEvent {
+        let mut ev = exec(path);
+        f(&mut ev);
+        ev
+    }
+
+    #[test]
+    fn severity_rules() {
+        let enforced = baseline(BaselineState::Enforced, &["/usr/sbin/nginx"]);
+        let pending = baseline(BaselineState::PendingReview, &["/usr/sbin/nginx"]);
+        let shelly = baseline(BaselineState::Enforced, &["/bin/sh", "/usr/bin/python3"]);
+        let memfd = with("memfd:x", |e| e.exe_memfd = true);
+        let deleted = with("/app/old", |e| e.exe_deleted = true);
+        let tmp = with("/tmp/x", |e| e.exe_writable_location = true);
+
+        check(memfd.clone(), &enforced, Severity::Critical, "memfd");
+        check(memfd, &pending, Severity::Critical, "memfd");
+        check(deleted, &enforced, Severity::Critical, "deleted");
+        check(tmp.clone(), &enforced, Severity::High, "writable");
+        check(tmp, &pending, Severity::Low, "pending review");
+        check(exec("/bin/sh"), &enforced, Severity::High, "shell");
+        check(
+            exec("/bin/bash"),
+            &shelly,
+            Severity::Medium,
+            "already runs a shell",
+        );
+        check(
+            exec("/usr/bin/python3.11"),
+            &enforced,
+            Severity::High,
+            "interpreter",
+        );
+        check(
+            exec("/usr/bin/perl"),
+            &shelly,
+            Severity::Medium,
+            "interpreter",
+        );
+        check(
+            exec("/usr/bin/curl"),
+            &enforced,
+            Severity::High,
+            "network tool",
+        );
+        check(
+            exec("/usr/bin/wget"),
+            &shelly,
+            Severity::High,
+            "network tool",
+        );
+        check(
+            exec("/usr/bin/id"),
+            &enforced,
+            Severity::Medium,
+            "new executable",
+        );
+        check(
+            exec("/usr/bin/curl"),
+            &pending,
+            Severity::Low,
+            "pending review",
+        );
+        check(
+            exec("/usr/bin/id"),
+            &pending,
+            Severity::Low,
+            "pending review",
+        );
+    }
+
+    #[test]
+    fn a_rejected_tool_does_not_count_as_the_workload_running_one() {
+        let mut b = baseline(BaselineState::Enforced, &["/usr/sbin/nginx", "/bin/sh"]);
+        b.elements
+            .get_mut(&ElementKey::exe("/bin/sh"))
+            .unwrap()
+            .status = ElementStatus::Rejected;
+        check(exec("/bin/bash"), &b, Severity::High, "shell");
+    }
+
+    #[test]
+    fn tool_classes() {
+        for (path, class) in [
+            ("/bin/sh", Some("shell")),
+            ("/usr/bin/python3.12", Some("interpreter")),
+            ("/usr/local/bin/node", Some("interpreter")),
+            ("/usr/bin/nc", Some("network tool")),
+            ("/usr/bin/nc.openbsd", Some("network tool")),
+            ("/usr/sbin/nginx", None),
+            ("/app/server2", None),
+        ] {
+            assert_eq!(tool_class(path), class, "{path}");
+        }
+    }
+
+    #[test]
+    fn grouping_counts_and_caps() {
+        let b = baseline(BaselineState::Enforced, &["/usr/sbin/nginx"]);
+        let ev = exec("/usr/bin/id");
+        let mut i = Incident::from_deviation("1".into(), "e0", &ev, &b, t(10));
+        for n in 1..1000u64 {
+            let mut ev = ev.clone();
+            ev.node_name = format!("n{}", n % 40);
+            ev.container.as_mut().unwrap().pod_name = Some(format!("web-{n}"));
+            i.record_deviation(&format!("e{n}"), &ev, &b, t(10 + n));
+        }
+        assert_eq!(i.count, 1000);
+        assert_eq!(i.first_seen, t(10));
+        assert_eq!(i.last_seen, t(1009));
+        assert_eq!(i.nodes.len(), PLACES_CAP);
+        assert_eq!(i.pods.len(), PLACES_CAP);
+        assert_eq!(i.samples.len(), SAMPLES_CAP);
+        assert_eq!(i.samples[0].event_id, "e0");
+        assert_eq!(i.samples[SAMPLES_CAP - 1].event_id, "e999");
+        assert_eq!(
+            group_key(&web(), "/usr/bin/id", ""),
+            group_key(&ev.workload, &ev.exe_path, "")
+        );
+        assert_ne!(
+            group_key(&web(), "/usr/bin/python3", "/a.py"),
+            group_key(&web(), "/usr/bin/python3", "/b.py")
+        );
+    }
+
+    #[test]
+    fn severity_only_rises() {
+        let b = baseline(BaselineState::Enforced, &["/usr/sbin/nginx"]);
+        let mut i = Incident::from_deviation("1".into(), "e0", &exec("/app/x"), &b, t(1));
+        assert_eq!(i.severity, Severity::Medium);
+        i.record_deviation("e1", &with("/app/x", |e| e.exe_deleted = true), &b, t(2));
+        assert_eq!(i.severity, Severity::Critical);
+        i.record_deviation("e2", &exec("/app/x"), &b, t(3));
+        assert_eq!(i.severity, Severity::Critical);
+        assert!(i.severity_reason.contains("deleted"));
+    }
+
+    /// One lifecycle case: actions applied in order, and the expected end state or error.
+    fn lifecycle(kind: IncidentKind, actions: &[Action], expected: Result<IncidentState, &str>) {
+        let b = baseline(BaselineState::Enforced, &["/usr/sbin/nginx"]);
+        let mut i = match kind {
+            IncidentKind::Deviation => {
+                Incident::from_deviation("7".into(), "e", &exec("/usr/bin/id"), &b, t(1))
+            }
+            IncidentKind::SensorBlind => Incident::sensor_blind("7".into(), "n1", "x".into(), t(1)),
+        };
+        let mut result = Ok(());
+        for a in actions {
+            result = i.apply(*a, "alice", "because", t(2));
+            if result.is_err() {
+                break;
+            }
+        }
+        match expected {
+            Ok(state) => {
+                assert_eq!(result, Ok(()), "{actions:?}");
+                assert_eq!(i.state, state, "{actions:?}");
+                assert_eq!(i.state_actor, "alice");
+            }
+            Err(text) => {
+                let e = result.expect_err("should be refused").to_string();
+                assert!(e.contains(text), "{actions:?}: '{e}' lacks '{text}'");
+            }
+        }
+    }
+
+    #[test]
+    fn lifecycle_rules() {
+        use Action::*;
+        use IncidentKind::*;
+        use IncidentState as S;
+        lifecycle(Deviation, &[Acknowledge], Ok(S::Acknowledged));
+        lifecycle(Deviation, &[Acknowledge, Resolve], Ok(S::Resolved));
+        lifecycle(Deviation, &[Resolve], Ok(S::Resolved));
+        lifecycle(Deviation, &[Acknowledge, Allow], Ok(S::Allowed));
+        lifecycle(Deviation, &[Allow], Ok(S::Allowed));
+        lifecycle(
+            Deviation,
+            &[Acknowledge, Acknowledge],
+            Err("already acknowledged"),
+        );
+        lifecycle(Deviation, &[Resolve, Acknowledge], Err("already resolved"));
+        lifecycle(Deviation, &[Allow, Resolve], Err("already allowed"));
+        lifecycle(SensorBlind, &[Allow], Err("resolve it instead"));
+        lifecycle(SensorBlind, &[Acknowledge, Resolve], Ok(S::Resolved));
+    }
+
+    #[test]
+    fn allowing_adds_an_approved_element_with_provenance() {
+        let mut b = baseline(BaselineState::Enforced, &["/usr/sbin/nginx"]);
+        let i = Incident::from_deviation("1".into(), "e", &exec("/usr/bin/id"), &b, t(5));
+        i.allow_in(&mut b, t(6)).unwrap();
+        assert!(b.allows(&ElementKey::exe("/usr/bin/id")));
+        let el = &b.elements[&ElementKey::exe("/usr/bin/id")];
+        assert!(el.manual);
+        assert!(el.provenance.nodes.contains("n1"));
+        let other = Baseline::new(
+            WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "db", "pg"),
+            t(0),
+        );
+        let mut other = other;
+        assert!(i.allow_in(&mut other, t(6)).is_err());
+    }
+
+    #[test]
+    fn filters() {
+        let b = baseline(BaselineState::Enforced, &["/usr/sbin/nginx"]);
+        let i = Incident::from_deviation("1".into(), "e", &exec("/bin/sh"), &b, t(1));
+        let f = |ns: Option<&str>, sev: Option<Severity>, st: Option<IncidentState>| {
+            IncidentFilter {
+                namespace: ns.map(str::to_string),
+                min_severity: sev,
+                state: st,
+            }
+            .matches(&i)
+        };
+        assert!(f(None, None, None));
+        assert!(f(
+            Some("shop"),
+            Some(Severity::High),
+            Some(IncidentState::Open)
+        ));
+        assert!(!f(Some("other"), None, None));
+        assert!(!f(None, Some(Severity::Critical), None));
+        assert!(!f(None, None, Some(IncidentState::Resolved)));
+    }
+}

@@ -1,0 +1,190 @@
+//! The incident API: the gRPC adapter for `IncidentService`.
+//!
+//! Authentication, authorisation and auditing go through the same helpers as the baseline API
+//! ([`Api::allow`], [`Api::done`]): viewers read incidents, approvers acknowledge, resolve and
+//! allow them. Allowing first adds the executable to the workload's baseline as a new, audited
+//! version (pushed to every sensor through the [`crate::ingest::Hub`]), then closes the
+//! incident; the incident records the actor and reason of both.
+
+use crate::api::Api;
+use crate::auth::Role;
+use crate::store::{Store, StoreError};
+use procguard_core::incident::{Action, IncidentFilter};
+use procguard_proto::convert::incident::{incident_to_pb, severity_filter, state_filter};
+use procguard_proto::v1 as pb;
+use std::time::SystemTime;
+use tonic::{Request, Response, Status};
+
+/// `IncidentService` implementation.
+#[derive(Debug, Clone)]
+pub struct IncidentApi {
+    api: Api,
+    store: Store,
+}
+
+impl IncidentApi {
+    /// Builds the service over the shared API state and the store.
+    pub fn new(api: Api, store: Store) -> Self {
+        Self { api, store }
+    }
+}
+
+fn status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound(m) => Status::not_found(format!(
+            "no {m}; list incidents with 'procguardctl incidents list'"
+        )),
+        StoreError::Rejected(m) => Status::failed_precondition(m),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+fn page_size(n: u32) -> usize {
+    match n {
+        0 => 100,
+        n => n.min(1000) as usize,
+    }
+}
+
+fn need_id(id: &str) -> Result<(), Status> {
+    if id.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "id is required: the incident number shown by 'procguardctl incidents list'",
+        ));
+    }
+    Ok(())
+}
+
+impl IncidentApi {
+    async fn act(
+        &self,
+        request: Request<pb::IncidentActionRequest>,
+        method: &str,
+        action: Action,
+    ) -> Result<Response<pb::Incident>, Status> {
+        let target = format!("incident/{}", request.get_ref().id);
+        let caller = self
+            .api
+            .allow(&request, Role::Approver, method, &target)
+            .await?;
+        let r = request.get_ref();
+        let result = async {
+            need_id(&r.id)?;
+            if action == Action::Allow {
+                let incident = self.store.incident(&r.id).map_err(status)?;
+                incident
+                    .check(Action::Allow)
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                let workload = incident.workload.clone().ok_or_else(|| {
+                    Status::failed_precondition("incident has no workload to allow in")
+                })?;
+                let reason = format!("incident {}: {}", incident.id, r.reason);
+                let now = SystemTime::now();
+                let b = self
+                    .api
+                    .change_one(&caller, &workload, "allowed", &reason, false, |b| {
+                        incident.allow_in(b, now)
+                    })
+                    .await?;
+                tracing::info!(message = "Incident allowed into its baseline.", incident = %incident.id, workload = %workload, version = b.version, actor = %caller.actor);
+            }
+            let i = self
+                .store
+                .incident_action(&r.id, action, &caller.actor, &r.reason)
+                .await
+                .map_err(status)?;
+            tracing::info!(message = "Incident changed.", incident = %i.id, state = i.state.as_str(), actor = %caller.actor);
+            Ok(incident_to_pb(&i, true))
+        }
+        .await;
+        self.api
+            .done(&request, &caller, method, &target, result)
+            .await
+            .map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::incident_service_server::IncidentService for IncidentApi {
+    async fn list_incidents(
+        &self,
+        request: Request<pb::ListIncidentsRequest>,
+    ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        let caller = self
+            .api
+            .allow(&request, Role::Viewer, "ListIncidents", "")
+            .await?;
+        let r = request.get_ref();
+        let result = (|| {
+            let invalid =
+                |e: procguard_proto::ConvertError| Status::invalid_argument(e.to_string());
+            let filter = IncidentFilter {
+                namespace: (!r.namespace.is_empty()).then(|| r.namespace.clone()),
+                min_severity: severity_filter(r.min_severity, "min_severity").map_err(invalid)?,
+                state: state_filter(r.state, "state").map_err(invalid)?,
+            };
+            let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+            let (list, next) = self
+                .store
+                .incidents(&filter, after, page_size(r.page_size))
+                .map_err(|e| match e {
+                    StoreError::NotFound(_) => Status::invalid_argument(
+                        "page_token is not one this server returned; start without it",
+                    ),
+                    e => status(e),
+                })?;
+            Ok(pb::ListIncidentsResponse {
+                incidents: list.iter().map(|i| incident_to_pb(i, false)).collect(),
+                next_page_token: next.unwrap_or_default(),
+            })
+        })();
+        self.api
+            .done(&request, &caller, "ListIncidents", "", result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_incident(
+        &self,
+        request: Request<pb::GetIncidentRequest>,
+    ) -> Result<Response<pb::Incident>, Status> {
+        let target = format!("incident/{}", request.get_ref().id);
+        let caller = self
+            .api
+            .allow(&request, Role::Viewer, "GetIncident", &target)
+            .await?;
+        let id = &request.get_ref().id;
+        let result = need_id(id).and_then(|()| {
+            self.store
+                .incident(id)
+                .map(|i| incident_to_pb(&i, true))
+                .map_err(status)
+        });
+        self.api
+            .done(&request, &caller, "GetIncident", &target, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn acknowledge_incident(
+        &self,
+        request: Request<pb::IncidentActionRequest>,
+    ) -> Result<Response<pb::Incident>, Status> {
+        self.act(request, "AcknowledgeIncident", Action::Acknowledge)
+            .await
+    }
+
+    async fn resolve_incident(
+        &self,
+        request: Request<pb::IncidentActionRequest>,
+    ) -> Result<Response<pb::Incident>, Status> {
+        self.act(request, "ResolveIncident", Action::Resolve).await
+    }
+
+    async fn allow_incident(
+        &self,
+        request: Request<pb::IncidentActionRequest>,
+    ) -> Result<Response<pb::Incident>, Status> {
+        self.act(request, "AllowIncident", Action::Allow).await
+    }
+}

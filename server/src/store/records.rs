@@ -1,0 +1,1037 @@
+//! The record log, incidents, durable subscriptions, sensor health, and group commit.
+//!
+//! **Record log.** Every incident change, deviation event and audit record is appended to the
+//! `records` tree under a big-endian cursor. Cursors are assigned while the store's writer lock
+//! is held, inside the same sled transaction as the change they describe, so they are
+//! contiguous and increase in commit order: an acknowledged event always has its deviation
+//! record and its incident. A subscriber that reads cursor `n` next expects `n + 1`; anything
+//! else means retention removed records under it, and it is told so instead of skipping.
+//!
+//! **Durability and group commit.** Writers commit under the writer lock, release it, and then
+//! wait in [`Log::wait_durable`] until a flush that *started after* their commit has finished.
+//! One waiter at a time runs `flush_async` (the leader); every writer that committed before the
+//! leader started is covered by it and returns without flushing again. Concurrent sensor batches
+//! therefore share fsyncs instead of queueing one fsync each. After each flush the durable
+//! cursor (a `watch` channel) moves forward; subscribers read only up to it, so no subscriber
+//! ever sees a record that a crash could take back.
+//!
+//! **Retention.** [`Store::enforce_retention`] removes the oldest records by age and by total
+//! size, in small batches without the writer lock, after recording the new floor (the highest
+//! removed cursor) in `meta`. Incidents themselves are kept.
+//!
+//! Trees: `incidents` (big-endian incident number → JSON [`Incident`]), `incident_keys`
+//! (grouping key → incident number of the latest incident for it), `records` (big-endian cursor
+//! → JSON [`LogRecord`]), `subscriptions` (durable name → big-endian acked cursor),
+//! `sensor_health` (node → JSON [`HealthRecord`]); `meta` key `log_floor`.
+
+use super::{
+    be, dec, enc, tx_err, AuditEntry, DeviationRecord, Result, SensorRecord, Store, StoreError,
+    TxError,
+};
+use procguard_core::incident::{self, Action, Incident, IncidentFilter, Severity};
+use procguard_core::Baseline;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::Transactional;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// Records removed per retention step; small enough that a step never holds sled busy for
+/// long, so ingest does not notice retention running.
+const RETENTION_STEP: usize = 512;
+
+/// What a log record carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordBody {
+    /// An incident after a change (without its samples: the deviation records carry them).
+    Incident(Incident),
+    /// A deviation as ingested, and the incident it was grouped into.
+    Deviation {
+        /// Incident number.
+        incident_id: String,
+        /// The deviation.
+        deviation: DeviationRecord,
+    },
+    /// An audit record.
+    Audit(AuditEntry),
+}
+
+/// One record of the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Position; contiguous and increasing.
+    pub cursor: u64,
+    /// When it was written.
+    pub at: SystemTime,
+    /// Severity of the incident (for deviations: of their incident); none for audit.
+    pub severity: Option<Severity>,
+    /// Namespace of the workload; empty for audit records and sensor findings.
+    pub namespace: String,
+    /// The record.
+    pub body: RecordBody,
+}
+
+/// Health counters last reported by a sensor, to turn cumulative counters into news.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HealthRecord {
+    /// Events dropped since the sensor started.
+    pub dropped: u64,
+    /// Partial events since the sensor started.
+    pub partial: u64,
+    /// Kernel-side losses since the sensor started.
+    pub kernel_losses: u64,
+    /// The `last_seen` for which a silence incident was already raised.
+    pub silence_flagged: Option<SystemTime>,
+}
+
+/// Health counters as a sensor reports them (cumulative since it started).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HealthReport {
+    /// Events dropped.
+    pub dropped: u64,
+    /// Partial events.
+    pub partial: u64,
+    /// Kernel-side losses.
+    pub kernel_losses: u64,
+}
+
+/// Why a subscription cannot start where it asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutOfRange {
+    /// The cursor asked for (records after it).
+    pub after: u64,
+    /// The oldest cursor still stored.
+    pub oldest: u64,
+}
+
+/// Sizes of retention.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Records older than this are removed.
+    pub max_age: Duration,
+    /// Past this many bytes (keys plus values), the oldest records are removed.
+    pub max_bytes: u64,
+}
+
+/// What one retention pass removed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetentionOutcome {
+    /// Records removed.
+    pub removed: u64,
+    /// New floor (highest removed cursor).
+    pub floor: u64,
+}
+
+struct LogState {
+    /// Next cursor to assign. Written only under the store's writer lock.
+    next_cursor: AtomicU64,
+    /// (commit generation, last cursor committed) — read by the flush leader.
+    committed: std::sync::Mutex<(u64, u64)>,
+    /// Highest commit generation known durable.
+    flushed_gen: AtomicU64,
+    /// Held by the flush leader.
+    flush_lock: tokio::sync::Mutex<()>,
+    /// Highest cursor known durable.
+    durable: watch::Sender<u64>,
+    /// Approximate bytes in `records`.
+    bytes: AtomicU64,
+    /// Next incident number. Written only under the store's writer lock. (sled's
+    /// `generate_id` cannot be used: it deadlocks inside a transaction.)
+    next_incident: AtomicU64,
+}
+
+/// The record-log side of the store.
+#[derive(Clone)]
+pub(crate) struct Log {
+    pub(super) incidents: sled::Tree,
+    pub(super) incident_keys: sled::Tree,
+    pub(super) records: sled::Tree,
+    subscriptions: sled::Tree,
+    health: sled::Tree,
+    state: Arc<LogState>,
+}
+
+/// Appends records inside one transaction; created per attempt, so a retried transaction
+/// assigns the same cursors again.
+pub(crate) struct Appender {
+    next: u64,
+    next_incident: u64,
+    at: SystemTime,
+    bytes: u64,
+    /// Incidents changed in this transaction, written once at [`Appender::finish`].
+    incidents: BTreeMap<u64, Incident>,
+}
+
+fn incident_number(id: &str) -> Result<u64> {
+    id.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| StoreError::NotFound(format!("incident '{id}' (IDs are positive numbers)")))
+}
+
+fn abort(e: StoreError) -> TxError {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl Appender {
+    fn push(
+        &mut self,
+        records: &TransactionalTree,
+        body: RecordBody,
+        severity: Option<Severity>,
+        namespace: &str,
+    ) -> std::result::Result<u64, TxError> {
+        let cursor = self.next;
+        self.next += 1;
+        let rec = LogRecord {
+            cursor,
+            at: self.at,
+            severity,
+            namespace: namespace.to_string(),
+            body,
+        };
+        let value = enc(&rec);
+        self.bytes += value.len() as u64 + 8;
+        records.insert(&cursor.to_be_bytes(), value)?;
+        Ok(cursor)
+    }
+
+    /// Reads an incident, preferring this transaction's pending copy.
+    fn incident(
+        &self,
+        incidents: &TransactionalTree,
+        n: u64,
+    ) -> std::result::Result<Option<Incident>, TxError> {
+        if let Some(i) = self.incidents.get(&n) {
+            return Ok(Some(i.clone()));
+        }
+        match incidents.get(n.to_be_bytes())? {
+            Some(v) => Ok(Some(dec("incidents", &v).map_err(abort)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Groups one deviation into its incident and appends the deviation record.
+    pub(super) fn deviation(
+        &mut self,
+        (incidents, keys, records): (&TransactionalTree, &TransactionalTree, &TransactionalTree),
+        rec: &DeviationRecord,
+        baseline: &Baseline,
+    ) -> std::result::Result<u64, TxError> {
+        let p = &rec.process;
+        let key = incident::group_key(
+            &p.workload,
+            &p.exe_path,
+            p.script_path.as_deref().unwrap_or(""),
+        );
+        let current = match keys.get(key.as_bytes())? {
+            Some(v) => self
+                .incident(incidents, be(&v))?
+                .filter(|i| i.state.is_active()),
+            None => None,
+        };
+        let incident = match current {
+            Some(mut i) => {
+                i.record_deviation(&rec.event_id, p, baseline, rec.at);
+                i
+            }
+            None => {
+                let n = self.next_incident;
+                self.next_incident += 1;
+                keys.insert(key.as_bytes(), &n.to_be_bytes())?;
+                Incident::from_deviation(n.to_string(), &rec.event_id, p, baseline, rec.at)
+            }
+        };
+        let cursor = self.push(
+            records,
+            RecordBody::Deviation {
+                incident_id: incident.id.clone(),
+                deviation: rec.clone(),
+            },
+            Some(incident.severity),
+            &p.workload.namespace,
+        )?;
+        self.incidents
+            .insert(incident.id.parse().unwrap_or_default(), incident);
+        Ok(cursor)
+    }
+
+    /// Raises or extends the sensor-blind incident of `node`.
+    fn blind(
+        &mut self,
+        (incidents, keys): (&TransactionalTree, &TransactionalTree),
+        node: &str,
+        reason: String,
+    ) -> std::result::Result<(), TxError> {
+        let key = incident::sensor_key(node);
+        let current = match keys.get(key.as_bytes())? {
+            Some(v) => self
+                .incident(incidents, be(&v))?
+                .filter(|i| i.state.is_active()),
+            None => None,
+        };
+        let incident = match current {
+            Some(mut i) => {
+                i.record_blind(reason, self.at);
+                i
+            }
+            None => {
+                let n = self.next_incident;
+                self.next_incident += 1;
+                keys.insert(key.as_bytes(), &n.to_be_bytes())?;
+                Incident::sensor_blind(n.to_string(), node, reason, self.at)
+            }
+        };
+        self.incidents
+            .insert(incident.id.parse().unwrap_or_default(), incident);
+        Ok(())
+    }
+
+    /// Writes every incident changed in this transaction and appends one incident record
+    /// each (a batch of a thousand identical deviations is one incident change, not a
+    /// thousand). Returns the changed incidents.
+    pub(super) fn finish(
+        &mut self,
+        incidents: &TransactionalTree,
+        records: &TransactionalTree,
+    ) -> std::result::Result<Vec<Incident>, TxError> {
+        let mut out = Vec::new();
+        for (n, i) in std::mem::take(&mut self.incidents) {
+            incidents.insert(&n.to_be_bytes(), enc(&i))?;
+            let mut slim = i.clone();
+            slim.samples.clear();
+            let ns = i.namespace().to_string();
+            self.push(records, RecordBody::Incident(slim), Some(i.severity), &ns)?;
+            out.push(i);
+        }
+        Ok(out)
+    }
+}
+
+impl Log {
+    pub(super) fn open(db: &sled::Db, meta: &sled::Tree) -> Result<Self> {
+        let records = db.open_tree("records")?;
+        let incidents = db.open_tree("incidents")?;
+        let next_incident = incidents.last()?.map(|(k, _)| be(&k)).unwrap_or(0) + 1;
+        let floor = meta.get("log_floor")?.map(|v| be(&v)).unwrap_or(0);
+        let last = records.last()?.map(|(k, _)| be(&k)).unwrap_or(floor);
+        let mut bytes = 0u64;
+        for kv in records.iter() {
+            let (k, v) = kv?;
+            bytes += (k.len() + v.len()) as u64;
+        }
+        Ok(Self {
+            incidents,
+            incident_keys: db.open_tree("incident_keys")?,
+            subscriptions: db.open_tree("subscriptions")?,
+            health: db.open_tree("sensor_health")?,
+            records,
+            state: Arc::new(LogState {
+                next_cursor: AtomicU64::new(last.max(floor) + 1),
+                committed: std::sync::Mutex::new((0, last.max(floor))),
+                flushed_gen: AtomicU64::new(0),
+                flush_lock: tokio::sync::Mutex::new(()),
+                durable: watch::channel(last.max(floor)).0,
+                bytes: AtomicU64::new(bytes),
+                next_incident: AtomicU64::new(next_incident),
+            }),
+        })
+    }
+
+    /// An appender for one transaction attempt. Call only under the writer lock.
+    pub(super) fn appender(&self, at: SystemTime) -> Appender {
+        Appender {
+            next: self.state.next_cursor.load(Ordering::SeqCst),
+            next_incident: self.state.next_incident.load(Ordering::SeqCst),
+            at,
+            bytes: 0,
+            incidents: BTreeMap::new(),
+        }
+    }
+
+    /// Records a committed transaction (under the writer lock); returns its commit
+    /// generation, to wait on with [`Log::wait_durable`].
+    pub(super) fn committed(&self, appender: Option<&Appender>) -> u64 {
+        if let Some(a) = appender {
+            self.state.next_cursor.store(a.next, Ordering::SeqCst);
+            self.state
+                .next_incident
+                .store(a.next_incident, Ordering::SeqCst);
+            self.state.bytes.fetch_add(a.bytes, Ordering::Relaxed);
+        }
+        let mut c = self.state.committed.lock().expect("commit bookkeeping");
+        c.0 += 1;
+        c.1 = self.state.next_cursor.load(Ordering::SeqCst) - 1;
+        c.0
+    }
+
+    /// Returns once commit generation `gen` is on disk, flushing if nobody else is.
+    pub(super) async fn wait_durable(&self, db: &sled::Db, gen: u64) -> Result<()> {
+        loop {
+            if self.state.flushed_gen.load(Ordering::SeqCst) >= gen {
+                return Ok(());
+            }
+            let _leader = self.state.flush_lock.lock().await;
+            if self.state.flushed_gen.load(Ordering::SeqCst) >= gen {
+                return Ok(());
+            }
+            // Everything committed up to here is covered by the flush that starts now.
+            let (target_gen, target_cursor) =
+                *self.state.committed.lock().expect("commit bookkeeping");
+            db.flush_async().await?;
+            self.state
+                .flushed_gen
+                .fetch_max(target_gen, Ordering::SeqCst);
+            self.state.durable.send_if_modified(|d| {
+                let moved = target_cursor > *d;
+                *d = (*d).max(target_cursor);
+                moved
+            });
+        }
+    }
+}
+
+impl Store {
+    /// Highest cursor durable on disk; subscribers read up to it. The receiver wakes when it
+    /// moves.
+    pub fn durable_cursor(&self) -> watch::Receiver<u64> {
+        self.log.state.durable.subscribe()
+    }
+
+    /// The highest cursor removed by retention (0 when none was).
+    pub fn log_floor(&self) -> Result<u64> {
+        Ok(self.meta.get("log_floor")?.map(|v| be(&v)).unwrap_or(0))
+    }
+
+    /// Checks that records after `after` are all still stored.
+    pub fn check_cursor(&self, after: u64) -> Result<std::result::Result<(), OutOfRange>> {
+        let floor = self.log_floor()?;
+        Ok(if after < floor {
+            Err(OutOfRange {
+                after,
+                oldest: floor + 1,
+            })
+        } else {
+            Ok(())
+        })
+    }
+
+    /// Up to `limit` records with `after < cursor <= upto`, in cursor order. A record missing
+    /// at the start of the range (removed by retention while the reader was behind) is
+    /// reported as [`OutOfRange`], never skipped.
+    pub fn read_log(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<std::result::Result<Vec<LogRecord>, OutOfRange>> {
+        if after >= upto {
+            return Ok(Ok(vec![]));
+        }
+        let mut out = Vec::new();
+        let range = self
+            .log
+            .records
+            .range((after + 1).to_be_bytes()..=upto.to_be_bytes())
+            .take(limit);
+        for (expect, kv) in (after + 1..).zip(range) {
+            let (k, v) = kv?;
+            if be(&k) != expect {
+                return Ok(Err(OutOfRange {
+                    after,
+                    oldest: be(&k),
+                }));
+            }
+            out.push(dec("records", &v)?);
+        }
+        if out.is_empty() {
+            // Everything up to `upto` was removed while the reader was behind.
+            let floor = self.log_floor()?;
+            if floor > after {
+                return Ok(Err(OutOfRange {
+                    after,
+                    oldest: floor + 1,
+                }));
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// One incident, with samples.
+    pub fn incident(&self, id: &str) -> Result<Incident> {
+        let n = incident_number(id)?;
+        match self.log.incidents.get(n.to_be_bytes())? {
+            Some(v) => dec("incidents", &v),
+            None => Err(StoreError::NotFound(format!("incident '{id}'"))),
+        }
+    }
+
+    /// Incidents passing `filter` in ID order, after the incident numbered `after`.
+    pub fn incidents(
+        &self,
+        filter: &IncidentFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Incident>, Option<String>)> {
+        let start = match after {
+            Some(a) => incident_number(a)? + 1,
+            None => 0,
+        };
+        let mut out: Vec<Incident> = Vec::new();
+        for kv in self.log.incidents.range(start.to_be_bytes()..) {
+            let i: Incident = dec("incidents", &kv?.1)?;
+            if filter.matches(&i) {
+                if out.len() == limit {
+                    let next = out.last().map(|i| i.id.clone());
+                    return Ok((out, next));
+                }
+                out.push(i);
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// Applies a person's action to an incident, appends its record, and makes it durable.
+    pub async fn incident_action(
+        &self,
+        id: &str,
+        action: Action,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Incident> {
+        let n = incident_number(id)?;
+        let now = SystemTime::now();
+        let w = self.writer.lock().await;
+        let (incident, appender) = (&self.log.incidents, &self.log.records)
+            .transaction(|(incidents, records)| {
+                let mut log = self.log.appender(now);
+                let mut i = log
+                    .incident(incidents, n)?
+                    .ok_or_else(|| abort(StoreError::NotFound(format!("incident '{id}'"))))?;
+                i.apply(action, actor, reason, now)
+                    .map_err(|e| abort(StoreError::Rejected(e.to_string())))?;
+                log.incidents.insert(n, i);
+                let mut changed = log.finish(incidents, records)?;
+                Ok((changed.pop().expect("one incident"), log))
+            })
+            .map_err(tx_err)?;
+        let gen = self.log.committed(Some(&appender));
+        drop(w);
+        self.log.wait_durable(&self.db, gen).await?;
+        Ok(incident)
+    }
+
+    /// Appends an audit record to both the audit tree and the record log, durably.
+    pub(super) async fn append_audit(&self, mut entry: AuditEntry) -> Result<u64> {
+        entry.id = self.db.generate_id()? + 1;
+        let w = self.writer.lock().await;
+        let appender = (&self.audit, &self.log.records)
+            .transaction(|(audit, records)| {
+                let mut log = self.log.appender(entry.at);
+                audit.insert(&entry.id.to_be_bytes(), enc(&entry))?;
+                log.push(records, RecordBody::Audit(entry.clone()), None, "")?;
+                Ok(log)
+            })
+            .map_err(tx_err)?;
+        let gen = self.log.committed(Some(&appender));
+        drop(w);
+        self.log.wait_durable(&self.db, gen).await?;
+        Ok(entry.id)
+    }
+
+    /// Records a sensor's health report. Dropped, partial or lost events since its previous
+    /// report raise (or extend) its sensor-blind incident, which is returned.
+    pub async fn sensor_health(
+        &self,
+        node: &str,
+        report: HealthReport,
+        now: SystemTime,
+    ) -> Result<Option<Incident>> {
+        let w = self.writer.lock().await;
+        let trees = (
+            &self.log.health,
+            &self.sensors,
+            &self.log.incidents,
+            &self.log.incident_keys,
+            &self.log.records,
+        );
+        let (changed, appender) = trees
+            .transaction(|(health, sensors, incidents, keys, records)| {
+                let mut log = self.log.appender(now);
+                let mut h: HealthRecord = match health.get(node)? {
+                    Some(v) => dec("sensor_health", &v).map_err(abort)?,
+                    None => HealthRecord::default(),
+                };
+                // Counters are cumulative since the sensor started; a smaller value means it
+                // restarted, and the whole value is new.
+                let delta = |new: u64, old: u64| if new >= old { new - old } else { new };
+                let (d, p, k) = (
+                    delta(report.dropped, h.dropped),
+                    delta(report.partial, h.partial),
+                    delta(report.kernel_losses, h.kernel_losses),
+                );
+                h.dropped = report.dropped;
+                h.partial = report.partial;
+                h.kernel_losses = report.kernel_losses;
+                health.insert(node, enc(&h))?;
+                let mut s: SensorRecord = match sensors.get(node)? {
+                    Some(v) => dec("sensors", &v).map_err(abort)?,
+                    None => SensorRecord::default(),
+                };
+                s.last_seen = Some(now);
+                sensors.insert(node, enc(&s))?;
+                if d + p + k > 0 {
+                    let reason = format!(
+                        "sensor on {node} reported {d} dropped, {p} partial and {k} kernel-lost events since its previous report"
+                    );
+                    log.blind((incidents, keys), node, reason)?;
+                }
+                let changed = log.finish(incidents, records)?;
+                Ok((changed, log))
+            })
+            .map_err(tx_err)?;
+        let gen = self.log.committed(Some(&appender));
+        drop(w);
+        if !changed.is_empty() {
+            self.log.wait_durable(&self.db, gen).await?;
+        }
+        Ok(changed.into_iter().next())
+    }
+
+    /// Raises a sensor-blind incident for every sensor silent for longer than `silence`
+    /// (counting from `since` at the earliest, the server's start, so a server restart does
+    /// not flag every sensor). Each silence is flagged once. Returns the incidents.
+    pub async fn silent_sensors(
+        &self,
+        silence: Duration,
+        since: SystemTime,
+        now: SystemTime,
+    ) -> Result<Vec<Incident>> {
+        let mut silent = Vec::new();
+        for kv in self.sensors.iter() {
+            let (k, v) = kv?;
+            let rec: SensorRecord = dec("sensors", &v)?;
+            let Some(last) = rec.last_seen else { continue };
+            let from = last.max(since);
+            if now.duration_since(from).unwrap_or_default() > silence {
+                silent.push((String::from_utf8_lossy(&k).into_owned(), last));
+            }
+        }
+        let mut out = Vec::new();
+        for (node, last) in silent {
+            let w = self.writer.lock().await;
+            let trees = (
+                &self.log.health,
+                &self.sensors,
+                &self.log.incidents,
+                &self.log.incident_keys,
+                &self.log.records,
+            );
+            let (changed, appender) = trees
+                .transaction(|(health, sensors, incidents, keys, records)| {
+                    let mut log = self.log.appender(now);
+                    let mut h: HealthRecord = match health.get(&node)? {
+                        Some(v) => dec("sensor_health", &v).map_err(abort)?,
+                        None => HealthRecord::default(),
+                    };
+                    let current: Option<SensorRecord> = match sensors.get(&node)? {
+                        Some(v) => Some(dec("sensors", &v).map_err(abort)?),
+                        None => None,
+                    };
+                    // Re-checked inside the transaction: the sensor may have reported since.
+                    if h.silence_flagged == Some(last)
+                        || current.and_then(|c| c.last_seen) != Some(last)
+                    {
+                        return Ok((vec![], log));
+                    }
+                    h.silence_flagged = Some(last);
+                    health.insert(node.as_str(), enc(&h))?;
+                    let secs = now.duration_since(last).unwrap_or_default().as_secs();
+                    let reason = format!(
+                        "sensor on {node} has not reported for {secs}s (limit {}s)",
+                        silence.as_secs()
+                    );
+                    log.blind((incidents, keys), &node, reason)?;
+                    let changed = log.finish(incidents, records)?;
+                    Ok((changed, log))
+                })
+                .map_err(tx_err)?;
+            let gen = self.log.committed(Some(&appender));
+            drop(w);
+            if !changed.is_empty() {
+                self.log.wait_durable(&self.db, gen).await?;
+            }
+            out.extend(changed);
+        }
+        Ok(out)
+    }
+
+    /// Stores the acknowledged cursor of a durable subscription; it never moves backwards,
+    /// and cannot pass the newest durable record. Returns the stored cursor.
+    pub async fn ack_cursor(&self, name: &str, cursor: u64) -> Result<u64> {
+        let durable = *self.log.state.durable.borrow();
+        if cursor > durable {
+            return Err(StoreError::Rejected(format!(
+                "cursor {cursor} is past the newest record ({durable}); acknowledge only cursors you received"
+            )));
+        }
+        let stored = self
+            .log
+            .subscriptions
+            .update_and_fetch(name, |old| {
+                let old = old.map(be).unwrap_or(0);
+                Some(old.max(cursor).to_be_bytes().to_vec())
+            })?
+            .map(|v| be(&v))
+            .unwrap_or(cursor);
+        let gen = {
+            let _w = self.writer.lock().await;
+            self.log.committed(None)
+        };
+        self.log.wait_durable(&self.db, gen).await?;
+        Ok(stored)
+    }
+
+    /// The acknowledged cursor of a durable subscription, if it exists.
+    pub fn get_cursor(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.log.subscriptions.get(name)?.map(|v| be(&v)))
+    }
+
+    /// Removes the oldest records past `retention`, a few hundred at a time. Returns what
+    /// it removed.
+    pub async fn enforce_retention(
+        &self,
+        retention: Retention,
+        now: SystemTime,
+    ) -> Result<RetentionOutcome> {
+        let mut out = RetentionOutcome {
+            removed: 0,
+            floor: self.log_floor()?,
+        };
+        let durable = *self.log.state.durable.borrow();
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut last = None;
+            let mut freed = 0u64;
+            let mut n = 0;
+            for kv in self.log.records.iter() {
+                let (k, v) = kv?;
+                let cursor = be(&k);
+                // Never remove what subscribers may not have been able to see yet.
+                if cursor > durable || n == RETENTION_STEP {
+                    break;
+                }
+                let rec: LogRecord = dec("records", &v)?;
+                let old = now.duration_since(rec.at).unwrap_or_default() > retention.max_age;
+                let over =
+                    self.log.state.bytes.load(Ordering::Relaxed) - freed > retention.max_bytes;
+                if !(old || over) {
+                    break;
+                }
+                freed += (k.len() + v.len()) as u64;
+                batch.remove(k);
+                last = Some(cursor);
+                n += 1;
+            }
+            let Some(floor) = last else { break };
+            // The floor is written first: a crash between the two writes only makes a few
+            // stored records look expired, never hides a gap.
+            self.meta.insert("log_floor", &floor.to_be_bytes())?;
+            self.log.records.apply_batch(batch)?;
+            self.log.state.bytes.fetch_sub(
+                freed.min(self.log.state.bytes.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            out.removed += n as u64;
+            out.floor = floor;
+            if n < RETENTION_STEP {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        if out.removed > 0 {
+            self.db.flush_async().await?;
+        }
+        Ok(out)
+    }
+
+    /// Approximate bytes held by the record log.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.state.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The newest cursor assigned so far (durable or not).
+    pub fn last_cursor(&self) -> u64 {
+        self.log.state.next_cursor.load(Ordering::SeqCst) - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::IngestEvent;
+    use procguard_core::{
+        Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
+    };
+
+    fn web() -> WorkloadIdentity {
+        WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "nginx")
+    }
+
+    fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
+        IngestEvent {
+            event_id: id.to_string(),
+            sequence: seq,
+            process: ProcessEvent {
+                pid: 10,
+                ppid: 1,
+                ancestors: vec![],
+                start_time: None,
+                uid: 0,
+                gid: 0,
+                comm: "x".into(),
+                exe_path: exe.to_string(),
+                argv: vec![exe.to_string()],
+                argv_truncated: false,
+                script_path: None,
+                exe_sha256: None,
+                exe_memfd: false,
+                exe_deleted: false,
+                exe_writable_location: false,
+                container: Some(ContainerInfo {
+                    container_id: "cid".into(),
+                    pod_name: Some("web-1".into()),
+                    ..Default::default()
+                }),
+                workload: web(),
+                context: ExecContext::Entrypoint,
+                completeness: Completeness::Full,
+                missing: vec![],
+                node_name: "n1".into(),
+            },
+        }
+    }
+
+    async fn enforced_store(dir: &std::path::Path) -> Store {
+        let s = Store::open(dir).unwrap();
+        s.ingest("n1", &[event("learn", 1, "/app")], SystemTime::now())
+            .await
+            .unwrap();
+        s.change(&web(), "t", "approved", "", false, |b| {
+            b.approve(None, SystemTime::now());
+            Ok(())
+        })
+        .await
+        .unwrap();
+        s
+    }
+
+    fn all(s: &Store) -> Vec<LogRecord> {
+        let upto = *s.durable_cursor().borrow();
+        s.read_log(0, upto, usize::MAX).unwrap().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_batches_get_contiguous_cursors_and_one_incident_per_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = enforced_store(dir.path()).await;
+        let mut tasks = Vec::new();
+        for t in 0..4u64 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for b in 0..10u64 {
+                    let evs: Vec<_> = (0..5u64)
+                        .map(|i| event(&format!("{t}-{b}-{i}"), 100 + b * 5 + i, "/bin/sh"))
+                        .collect();
+                    s.ingest(&format!("node{t}"), &evs, SystemTime::now())
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let recs = all(&s);
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(r.cursor, i as u64 + 1, "cursors are contiguous");
+        }
+        let deviations = recs
+            .iter()
+            .filter(|r| matches!(r.body, RecordBody::Deviation { .. }))
+            .count();
+        assert_eq!(deviations, 200);
+        let (incidents, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+        assert_eq!(incidents.len(), 1, "one executable in one container");
+        assert_eq!(incidents[0].count, 200);
+        assert_eq!(incidents[0].severity, Severity::High);
+        assert_eq!(s.last_cursor(), recs.last().unwrap().cursor);
+        // A replayed batch adds nothing.
+        s.ingest(
+            "node0",
+            &[event("0-0-0", 100, "/bin/sh")],
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(all(&s).len(), recs.len());
+    }
+
+    #[tokio::test]
+    async fn cursors_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let last = {
+            let s = enforced_store(dir.path()).await;
+            s.ingest("n1", &[event("d1", 2, "/bin/sh")], SystemTime::now())
+                .await
+                .unwrap();
+            s.last_cursor()
+        };
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(*s.durable_cursor().borrow(), last);
+        s.ingest("n1", &[event("d2", 3, "/bin/sh")], SystemTime::now())
+            .await
+            .unwrap();
+        let recs = all(&s);
+        assert_eq!(recs[recs.len() - 2].cursor, last + 1);
+    }
+
+    #[tokio::test]
+    async fn retention_makes_old_cursors_out_of_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = enforced_store(dir.path()).await;
+        for i in 0..20u64 {
+            s.ingest(
+                "n1",
+                &[event(&format!("d{i}"), 2 + i, "/bin/sh")],
+                SystemTime::now(),
+            )
+            .await
+            .unwrap();
+        }
+        let total = all(&s).len() as u64;
+        let keep = Retention {
+            max_age: Duration::from_secs(3600),
+            max_bytes: s.log_bytes() / 2,
+        };
+        let out = s.enforce_retention(keep, SystemTime::now()).await.unwrap();
+        assert!(out.removed > 0 && out.removed < total, "{out:?}");
+        assert!(s.log_bytes() <= keep.max_bytes);
+        assert_eq!(
+            s.check_cursor(0).unwrap(),
+            Err(OutOfRange {
+                after: 0,
+                oldest: out.floor + 1
+            })
+        );
+        assert_eq!(s.check_cursor(out.floor).unwrap(), Ok(()));
+        let upto = *s.durable_cursor().borrow();
+        assert!(s.read_log(0, upto, 10).unwrap().is_err());
+        let rest = s.read_log(out.floor, upto, usize::MAX).unwrap().unwrap();
+        assert_eq!(rest.len() as u64, total - out.removed);
+        // By age: everything older than "now + 2h minus 1h" goes.
+        let later = SystemTime::now() + Duration::from_secs(7200);
+        s.enforce_retention(keep, later).await.unwrap();
+        assert!(s.read_log(out.floor, upto, 10).unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn health_counters_raise_one_blind_incident_and_silence_is_flagged_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let t0 = SystemTime::now();
+        let r = |dropped, partial| HealthReport {
+            dropped,
+            partial,
+            kernel_losses: 0,
+        };
+        assert!(s.sensor_health("n1", r(0, 0), t0).await.unwrap().is_none());
+        let i = s.sensor_health("n1", r(3, 0), t0).await.unwrap().unwrap();
+        assert!(
+            i.severity_reason.contains("3 dropped"),
+            "{}",
+            i.severity_reason
+        );
+        assert!(s.sensor_health("n1", r(3, 0), t0).await.unwrap().is_none());
+        // A restarted sensor starts counting again from zero.
+        let again = s.sensor_health("n1", r(1, 2), t0).await.unwrap().unwrap();
+        assert_eq!(again.id, i.id);
+        assert_eq!(again.count, 2);
+        let later = t0 + Duration::from_secs(300);
+        let silent = s
+            .silent_sensors(Duration::from_secs(60), t0, later)
+            .await
+            .unwrap();
+        assert_eq!(silent.len(), 1);
+        assert!(silent[0].severity_reason.contains("has not reported"));
+        assert!(s
+            .silent_sensors(Duration::from_secs(60), t0, later)
+            .await
+            .unwrap()
+            .is_empty());
+        // A server that just started does not flag sensors it could not have heard from.
+        assert!(s
+            .silent_sensors(Duration::from_secs(60), later, later)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn actions_follow_the_lifecycle_and_land_in_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = enforced_store(dir.path()).await;
+        s.ingest("n1", &[event("d1", 2, "/usr/bin/id")], SystemTime::now())
+            .await
+            .unwrap();
+        let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+        let id = list[0].id.clone();
+        let i = s
+            .incident_action(&id, Action::Acknowledge, "alice", "looking")
+            .await
+            .unwrap();
+        assert_eq!(
+            i.state,
+            procguard_core::incident::IncidentState::Acknowledged
+        );
+        let err = s
+            .incident_action(&id, Action::Acknowledge, "alice", "")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("already acknowledged"), "{err}");
+        s.incident_action(&id, Action::Resolve, "alice", "fine")
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.incident_action("999", Action::Resolve, "a", "").await,
+            Err(StoreError::NotFound(_))
+        ));
+        // The same executable again after resolution opens a new incident.
+        s.ingest("n1", &[event("d2", 3, "/usr/bin/id")], SystemTime::now())
+            .await
+            .unwrap();
+        let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+        assert_eq!(list.len(), 2);
+        let states: Vec<_> = all(&s)
+            .into_iter()
+            .filter_map(|r| match r.body {
+                RecordBody::Incident(i) => Some((i.id, i.state.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                (id.clone(), "open"),
+                (id.clone(), "acknowledged"),
+                (id, "resolved"),
+                (list[1].id.clone(), "open")
+            ]
+        );
+    }
+}

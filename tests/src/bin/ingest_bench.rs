@@ -1,0 +1,342 @@
+//! Benchmark driver for the server's ingest and SIEM stream, over real mTLS gRPC against the
+//! real `procguard-server` binary (started from the same target directory, on loopback, with
+//! a fresh development PKI and data directory).
+//!
+//! Scenarios (each prints one line of results):
+//! - `ingest`: `--streams` sensor streams send batches of `--batch` observations with up to
+//!   4 batches in flight each (as the real sensor does); events/s counts only acknowledged,
+//!   hence durable, events.
+//! - `latency`: one stream sends deviations at `--rate` per second in 10 ms batches; a
+//!   subscriber measures send → receive latency of each deviation record (p50, p99, max).
+//! - `fanout`: the `ingest` scenario with deviations, once without subscribers and once with
+//!   `--subscribers` subscribers of which one reads one record per 10 ms (slow).
+//!
+//! Every loop is bounded by `--seconds`; traffic goes to 127.0.0.1 only.
+
+use procguard_proto::v1 as pb;
+use procguard_tests::grpc::{self, SensorStream};
+use procguard_tests::{free_port, http_ok, wait_for, Pki, Server};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+struct Args {
+    scenario: String,
+    streams: usize,
+    batch: usize,
+    seconds: u64,
+    rate: u64,
+    subscribers: usize,
+}
+
+fn parse() -> Args {
+    let mut a = Args {
+        scenario: "ingest".into(),
+        streams: 4,
+        batch: 500,
+        seconds: 10,
+        rate: 1000,
+        subscribers: 10,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let v = argv.get(i + 1).cloned().unwrap_or_default();
+        let num = |v: &str| -> u64 {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{} needs a number, got '{v}'", argv[i]))
+        };
+        match argv[i].as_str() {
+            "--streams" => a.streams = num(&v) as usize,
+            "--batch" => a.batch = num(&v) as usize,
+            "--seconds" => a.seconds = num(&v).min(120),
+            "--rate" => a.rate = num(&v),
+            "--subscribers" => a.subscribers = num(&v) as usize,
+            s if !s.starts_with('-') => {
+                a.scenario = s.to_string();
+                i += 1;
+                continue;
+            }
+            o => panic!("unknown flag {o}; use ingest|latency|fanout [--streams N] [--batch N] [--seconds N] [--rate N] [--subscribers N]"),
+        }
+        i += 2;
+    }
+    a
+}
+
+/// Starts the server binary next to this one.
+fn start_server(work: &Path, pki: &Pki) -> Server {
+    let dir: PathBuf = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let grpc_port = free_port();
+    let admin_port = free_port();
+    let data_dir = work.join("server-data");
+    let mut cmd = Command::new(dir.join("procguard-server"));
+    cmd.arg("--grpc-addr")
+        .arg(format!("127.0.0.1:{grpc_port}"))
+        .arg("--admin-addr")
+        .arg(format!("127.0.0.1:{admin_port}"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--dev-pki")
+        .arg(&pki.dir)
+        .env("RUST_LOG", "warn");
+    let proc = procguard_tests::Proc::spawn(cmd, work.join("server.log"));
+    let s = Server {
+        proc,
+        grpc_port,
+        admin_port,
+        data_dir,
+    };
+    assert!(
+        wait_for(Duration::from_secs(15), || http_ok(admin_port, "/readyz")
+            .then_some(()))
+        .is_some(),
+        "server not ready: {}",
+        s.proc.log_text()
+    );
+    s
+}
+
+fn nodes(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("bench-{i}")).collect()
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// Runs `streams` producers for `secs`, sending known executables, or with `deviations`
+/// executables outside an enforced baseline. Returns acknowledged events per second.
+async fn produce(
+    pki: Arc<Pki>,
+    url: String,
+    streams: usize,
+    batch: usize,
+    secs: u64,
+    deviations: bool,
+) -> f64 {
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    // Open and prepare every stream first, so the measured window is ingest only.
+    let mut prepared = Vec::new();
+    for (i, node) in nodes(streams).into_iter().enumerate() {
+        let mut s = SensorStream::open(&pki, &url, &node).await.unwrap();
+        let w = grpc::workload("bench", &format!("app{i}-{}", uuid::Uuid::new_v4()));
+        if deviations {
+            grpc::enforced_workload(&pki, &url, &mut s, &w)
+                .await
+                .unwrap();
+        } else {
+            // Learn the workload's executables once; later batches are known executables.
+            let evs = s.events(&w, &["/app/server", "/bin/sh", "/usr/bin/env"]);
+            s.send_acked(evs).await.unwrap();
+        }
+        prepared.push((s, w));
+    }
+    let started = Instant::now();
+    for (mut s, w) in prepared {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let exes: Vec<String> = (0..batch)
+                .map(|i| {
+                    if deviations {
+                        format!("/opt/dev{}", i % 50)
+                    } else {
+                        ["/app/server", "/bin/sh", "/usr/bin/env"][i % 3].to_string()
+                    }
+                })
+                .collect();
+            let exes: Vec<&str> = exes.iter().map(String::as_str).collect();
+            let mut in_flight = std::collections::VecDeque::new();
+            while !stop.load(Ordering::Relaxed) {
+                let evs = s.events(&w, &exes);
+                let last = evs.last().unwrap().sequence;
+                s.send(evs).await.unwrap();
+                in_flight.push_back(last);
+                if in_flight.len() >= 4 {
+                    s.wait_ack(in_flight.pop_front().unwrap()).await.unwrap();
+                    acked.fetch_add(batch as u64, Ordering::Relaxed);
+                }
+            }
+            while let Some(seq) = in_flight.pop_front() {
+                s.wait_ack(seq).await.unwrap();
+                acked.fetch_add(batch as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    acked.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let a = parse();
+    let work = tempfile::tempdir().unwrap();
+    let pki_dir = work.path().join("pki");
+    let names = nodes(a.streams.max(1));
+    procguard_runtime::pki::init(
+        &pki_dir,
+        &["localhost".to_string(), "127.0.0.1".to_string()],
+        &names,
+    )
+    .unwrap();
+    let pki = Arc::new(Pki { dir: pki_dir });
+    let server = start_server(work.path(), &pki);
+    let url = server.url();
+    match a.scenario.as_str() {
+        "ingest" => {
+            let rate = produce(pki.clone(), url, a.streams, a.batch, a.seconds, false).await;
+            println!(
+                "ingest: {:.0} events/s acknowledged (durable), {} streams x {} events/batch, {} s",
+                rate, a.streams, a.batch, a.seconds
+            );
+        }
+        "latency" => {
+            let mut s = SensorStream::open(&pki, &url, &names[0]).await.unwrap();
+            let w = grpc::workload("bench", "latency");
+            grpc::enforced_workload(&pki, &url, &mut s, &w)
+                .await
+                .unwrap();
+            let mut sub = grpc::subscribe(
+                &pki,
+                &url,
+                pb::start_position::Position::Now(true),
+                &[pb::RecordKind::Deviation],
+            )
+            .await
+            .unwrap();
+            let per_tick = (a.rate / 100).max(1) as usize;
+            let total = per_tick as u64 * 100 * a.seconds;
+            let reader = tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while (lat.len() as u64) < total {
+                    match tokio::time::timeout(Duration::from_secs(10), sub.message()).await {
+                        Ok(Ok(Some(r))) => {
+                            if let Some(pb::stream_record::Record::Deviation(d)) = r.record {
+                                let sent = d
+                                    .process
+                                    .as_ref()
+                                    .and_then(|p| p.argv.get(2))
+                                    .and_then(|t| t.parse::<f64>().ok())
+                                    .unwrap_or(0.0);
+                                lat.push(now_ms() - sent);
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                lat
+            });
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut last = 0;
+            for _ in 0..(100 * a.seconds) {
+                tick.tick().await;
+                let mut evs = s.events(&w, &vec!["/opt/intruder"; per_tick]);
+                for e in &mut evs {
+                    // The send time rides in argv so the subscriber can measure it.
+                    e.process
+                        .as_mut()
+                        .unwrap()
+                        .argv
+                        .push(format!("{:.3}", now_ms()));
+                    last = e.sequence;
+                }
+                s.send(evs).await.unwrap();
+            }
+            s.wait_ack(last).await.unwrap();
+            let mut lat = reader.await.unwrap();
+            lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!(
+                "latency: {} deviations at {}/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (received {} of {})",
+                total,
+                per_tick * 100,
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                lat.last().copied().unwrap_or(f64::NAN),
+                lat.len(),
+                total
+            );
+        }
+        "fanout" => {
+            let alone = produce(
+                pki.clone(),
+                url.clone(),
+                a.streams,
+                a.batch,
+                a.seconds,
+                true,
+            )
+            .await;
+            let received = Arc::new(AtomicU64::new(0));
+            let slow_received = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut subs = Vec::new();
+            for i in 0..a.subscribers {
+                let mut sub =
+                    grpc::subscribe(&pki, &url, pb::start_position::Position::Now(true), &[])
+                        .await
+                        .unwrap();
+                let counter = if i == 0 {
+                    slow_received.clone()
+                } else {
+                    received.clone()
+                };
+                let stop = stop.clone();
+                subs.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        match tokio::time::timeout(Duration::from_millis(500), sub.message()).await
+                        {
+                            Ok(Ok(Some(_))) => {
+                                counter.fetch_add(1, Ordering::Relaxed);
+                                if i == 0 {
+                                    // The deliberately slow consumer: 100 records/s at most.
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                }
+                            }
+                            Ok(_) => break,
+                            Err(_) => {}
+                        }
+                    }
+                }));
+            }
+            let with = produce(pki.clone(), url, a.streams, a.batch, a.seconds, true).await;
+            stop.store(true, Ordering::Relaxed);
+            for s in subs {
+                let _ = s.await;
+            }
+            println!(
+                "fanout: ingest of deviations {:.0} events/s alone, {:.0} events/s with {} subscribers (ratio {:.2}); fast subscribers received {} records, the slow one {}",
+                alone,
+                with,
+                a.subscribers,
+                with / alone,
+                received.load(Ordering::Relaxed),
+                slow_received.load(Ordering::Relaxed)
+            );
+        }
+        o => panic!("unknown scenario '{o}'; use ingest, latency or fanout"),
+    }
+    drop(server);
+}

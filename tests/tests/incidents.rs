@@ -1,0 +1,289 @@
+//! Incidents end to end: the real server binary, `procguardctl incidents`, sensor-protocol
+//! streams over mTLS for grouping, severity and sensor health, and the real sensor with a real
+//! container for "allowing an incident updates the baseline on the sensors".
+
+use procguard_tests::grpc::{self, SensorStream};
+use procguard_tests::*;
+use serde_json::Value;
+use std::time::Duration;
+
+fn incidents(pki: &Pki, server: &Server, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["incidents", "list"];
+    all.extend(args);
+    ctl_json(pki, server, "viewer", &all)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deviations_group_into_incidents_with_severity_and_a_lifecycle() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a", "node-b"]);
+    let server = Server::start(&pki, work.path(), &["--sensor-silence", "2s"]);
+    let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
+        .await
+        .unwrap();
+    let w = grpc::workload("shop", "web");
+    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
+        .await
+        .unwrap();
+
+    // A crash loop: the same network tool a thousand times across pods.
+    for _ in 0..10 {
+        let evs = sensor.events(&w, &["/usr/bin/curl"; 100]);
+        sensor.send_acked(evs).await.unwrap();
+    }
+    let evs = sensor.events(&w, &["/app/helper"]);
+    sensor.send_acked(evs).await.unwrap();
+    let mut memfd = sensor.events(&w, &["memfd:payload"]);
+    memfd[0].process.as_mut().unwrap().exe_memfd = true;
+    sensor.send_acked(memfd).await.unwrap();
+
+    let list = incidents(&pki, &server, &[]);
+    assert_eq!(list.len(), 3, "{list:#?}");
+    let by_exe = |exe: &str| list.iter().find(|i| i["exe_path"] == exe).unwrap().clone();
+    let curl = by_exe("/usr/bin/curl");
+    assert_eq!(curl["count"], 1000);
+    assert_eq!(curl["severity"], "high");
+    assert!(curl["severity_reason"]
+        .as_str()
+        .unwrap()
+        .contains("network tool"));
+    assert_eq!(curl["state"], "open");
+    assert_eq!(curl["pods"].as_array().unwrap().len(), 3);
+    assert_eq!(curl["nodes"][0], "node-a");
+    assert_eq!(by_exe("/app/helper")["severity"], "medium");
+    assert_eq!(by_exe("memfd:payload")["severity"], "critical");
+    let high = incidents(&pki, &server, &["--min-severity", "high"]);
+    assert_eq!(high.len(), 2);
+    assert!(incidents(&pki, &server, &["--namespace", "other"]).is_empty());
+
+    // Samples carry ancestry and argv.
+    let id = curl["id"].as_str().unwrap().to_string();
+    let full = ctl_json(&pki, &server, "viewer", &["incidents", "get", &id]).unwrap();
+    let sample = &full["samples"][0]["process"];
+    assert_eq!(sample["ancestors"][0]["exe_path"], "/app/server");
+    assert_eq!(sample["argv"][0], "/usr/bin/curl");
+    assert!(full["baseline_version"].as_u64().unwrap() >= 2);
+
+    // Lifecycle: viewers may not act; approvers acknowledge, then resolve; closed is final.
+    let denied = ctl(&pki, &server, "viewer", &["incidents", "ack", &id]);
+    assert_eq!(denied.status.code(), Some(3), "{denied:?}");
+    let acked = ctl_json(
+        &pki,
+        &server,
+        "approver",
+        &["incidents", "ack", &id, "--reason", "looking"],
+    )
+    .unwrap();
+    assert_eq!(acked["state"], "acknowledged");
+    assert_eq!(acked["state_actor"], "dev-approver");
+    let resolved = ctl_json(
+        &pki,
+        &server,
+        "approver",
+        &["incidents", "resolve", &id, "--reason", "test traffic"],
+    )
+    .unwrap();
+    assert_eq!(resolved["state"], "resolved");
+    let again = ctl(&pki, &server, "approver", &["incidents", "ack", &id]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already resolved"));
+    let missing = ctl(&pki, &server, "viewer", &["incidents", "get", "999999"]);
+    assert_eq!(missing.status.code(), Some(4), "{missing:?}");
+    // A new occurrence after resolution is a new incident.
+    let evs = sensor.events(&w, &["/usr/bin/curl"]);
+    sensor.send_acked(evs).await.unwrap();
+    let open_curl = incidents(&pki, &server, &["--state", "open"])
+        .into_iter()
+        .filter(|i| i["exe_path"] == "/usr/bin/curl")
+        .count();
+    assert_eq!(open_curl, 1);
+    // Every action is audited.
+    let audit = ctl_json(
+        &pki,
+        &server,
+        "admin",
+        &["audit", "list", "--limit", "1000"],
+    )
+    .unwrap();
+    for (action, result) in [
+        ("AcknowledgeIncident", "denied"),
+        ("AcknowledgeIncident", "ok"),
+        ("ResolveIncident", "ok"),
+        ("AcknowledgeIncident", "failed"),
+    ] {
+        assert!(
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["action"] == action && r["result"] == result),
+            "{action} {result} not audited"
+        );
+    }
+
+    // Sensor health: dropped events raise a sensor-blind incident.
+    sensor.health(4, 0).await.unwrap();
+    let blind = wait_for(Duration::from_secs(5), || {
+        incidents(&pki, &server, &[])
+            .into_iter()
+            .find(|i| i["kind"] == "sensor-blind" && i["sensor_node"] == "node-a")
+    })
+    .expect("no sensor-blind incident for dropped events");
+    assert!(blind["severity_reason"]
+        .as_str()
+        .unwrap()
+        .contains("4 dropped"));
+    let allow = ctl(
+        &pki,
+        &server,
+        "approver",
+        &["incidents", "allow", blind["id"].as_str().unwrap()],
+    );
+    assert!(String::from_utf8_lossy(&allow.stderr).contains("resolve it instead"));
+
+    // Silence: node-b reports once, then goes quiet past --sensor-silence.
+    {
+        let mut b = SensorStream::open(&pki, &server.url(), "node-b")
+            .await
+            .unwrap();
+        b.health(0, 0).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let silent = wait_for(Duration::from_secs(10), || {
+        incidents(&pki, &server, &[])
+            .into_iter()
+            .find(|i| i["kind"] == "sensor-blind" && i["sensor_node"] == "node-b")
+    })
+    .expect("no sensor-blind incident for a silent sensor");
+    assert!(silent["severity_reason"]
+        .as_str()
+        .unwrap()
+        .contains("has not reported"));
+}
+
+#[test]
+fn allowing_an_incident_updates_the_baseline_on_the_sensors() {
+    if !require_root_and_docker() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let sensor = Sensor::start(&pki, &server, "node-a", work.path(), &[]);
+    let uid = pod_uid();
+    let c = Container::run_in_pod(&uid, &["/bin/sleep", "300"]);
+    let workload = format!("default//pod/pod-{uid}/{}", c.short());
+    assert!(
+        wait_for(Duration::from_secs(5), || ctl_json(
+            &pki,
+            &server,
+            "viewer",
+            &["baselines", "get", &workload]
+        )
+        .ok())
+        .is_some(),
+        "no baseline for {workload}; sensor log:\n{}",
+        sensor.proc.log_text()
+    );
+    ctl_json(
+        &pki,
+        &server,
+        "approver",
+        &["baselines", "approve", &workload, "--reason", "e2e"],
+    )
+    .unwrap();
+    assert!(wait_for(Duration::from_secs(5), || sensor
+        .metric("procguard_sensor_baselines")
+        .filter(|n| *n >= 1.0))
+    .is_some());
+
+    // A real deviation in the real container becomes an incident.
+    assert!(c.exec(&["/bin/echo", "intruder"]).status.success());
+    let incident = wait_for(Duration::from_secs(5), || {
+        incidents(&pki, &server, &[])
+            .into_iter()
+            .find(|i| i["exe_path"] == "/bin/echo" && i["workload"] == workload.as_str())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no incident for /bin/echo; server log:\n{}",
+            server.proc.log_text()
+        )
+    });
+    let id = incident["id"].as_str().unwrap().to_string();
+    let full = ctl_json(&pki, &server, "viewer", &["incidents", "get", &id]).unwrap();
+    assert_eq!(full["samples"][0]["process"]["argv"][1], "intruder");
+    assert_eq!(full["nodes"][0], "node-a");
+
+    let updates = |s: &Sensor| {
+        s.proc
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("Baseline updated."))
+            .count()
+    };
+    let updates_before = updates(&sensor);
+    // Allowing it adds /bin/echo to the baseline as a new audited version...
+    let allowed = ctl_json(
+        &pki,
+        &server,
+        "approver",
+        &["incidents", "allow", &id, "--reason", "echo is fine"],
+    )
+    .unwrap();
+    assert_eq!(allowed["state"], "allowed");
+    let b = ctl_json(&pki, &server, "viewer", &["baselines", "get", &workload]).unwrap();
+    assert!(b["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["exe_path"] == "/bin/echo" && e["status"] == "approved"));
+    let history = ctl_json(
+        &pki,
+        &server,
+        "viewer",
+        &["baselines", "history", &workload],
+    )
+    .unwrap();
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["action"], "allowed", "{history}");
+    assert_eq!(last["actor"], "dev-approver");
+
+    // ...which the sensor receives: echo no longer deviates on the node.
+    assert!(
+        wait_for(Duration::from_secs(5), || (updates(&sensor)
+            > updates_before)
+            .then_some(()))
+        .is_some(),
+        "sensor never received the update; log:\n{}",
+        sensor.proc.log_text()
+    );
+    let before = sensor
+        .metric("procguard_sensor_deviations_total")
+        .unwrap_or(0.0);
+    assert!(c.exec(&["/bin/echo", "fine"]).status.success());
+    assert!(c.exec(&["/bin/true"]).status.success());
+    // /bin/true is still a deviation: wait for it, then check echo did not count.
+    assert!(
+        wait_for(Duration::from_secs(5), || sensor
+            .metric("procguard_sensor_deviations_total")
+            .filter(|n| *n >= before + 1.0))
+        .is_some(),
+        "the sensor stopped detecting"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        sensor.metric("procguard_sensor_deviations_total"),
+        Some(before + 1.0),
+        "echo still deviates on the sensor"
+    );
+    let open_echo = incidents(&pki, &server, &["--state", "open"])
+        .into_iter()
+        .filter(|i| i["exe_path"] == "/bin/echo")
+        .count();
+    assert_eq!(open_echo, 0);
+}

@@ -1,0 +1,420 @@
+//! The SIEM stream end to end: the real server binary over TLS, real sensor-protocol streams
+//! producing deviations, `procguardctl watch` and raw gRPC subscribers.
+//!
+//! - a durable subscriber killed mid-stream resumes from its acknowledged cursor and ends
+//!   with exactly the full sequence;
+//! - the server SIGKILLed during ingest loses no acknowledged event, and a subscriber resumes
+//!   after restart with no gap;
+//! - a cursor older than retention gets OUT_OF_RANGE naming the oldest available cursor.
+
+use procguard_proto::v1 as pb;
+use procguard_tests::grpc::{self, SensorStream};
+use procguard_tests::*;
+use std::collections::{BTreeSet, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use pb::start_position::Position;
+
+/// Reads every record a subscription delivers until it has been quiet for `quiet`.
+async fn drain(
+    mut s: tonic::Streaming<pb::StreamRecord>,
+    quiet: Duration,
+) -> Vec<pb::StreamRecord> {
+    let mut out = Vec::new();
+    while let Ok(Ok(Some(r))) = tokio::time::timeout(quiet, s.message()).await {
+        out.push(r);
+    }
+    out
+}
+
+fn watch_cmd(pki: &Pki, server: &Server, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("procguardctl"));
+    cmd.arg("--server")
+        .arg(server.url())
+        .arg("--tls-ca")
+        .arg(pki.file("ca.crt"))
+        .arg("--tls-server-name")
+        .arg("localhost")
+        .arg("--token")
+        .arg(pki.token("siem"))
+        .arg("watch")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Cursors of JSON lines.
+fn cursors(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["cursor"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_durable_subscriber_resumes_from_its_acknowledged_cursor() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
+        .await
+        .unwrap();
+    let w = grpc::workload("shop", "web");
+    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
+        .await
+        .unwrap();
+
+    // A forwarder acknowledging after every line, started before the deviations so that it
+    // follows them live.
+    let mut child = watch_cmd(
+        &pki,
+        &server,
+        &[
+            "--durable",
+            "forwarder",
+            "--kind",
+            "deviation,incident",
+            "--ack-interval",
+            "0s",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // Give the subscription time to open before producing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for b in 0..10 {
+        let exes: Vec<String> = (0..10)
+            .map(|i| format!("/usr/bin/tool{}", (b + i) % 4))
+            .collect();
+        let exes: Vec<&str> = exes.iter().map(String::as_str).collect();
+        let evs = sensor.events(&w, &exes);
+        sensor.send_acked(evs).await.unwrap();
+    }
+    let mut first_run = Vec::new();
+    while first_run.len() < 40 {
+        first_run.push(
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("the forwarder printed too little"),
+        );
+    }
+    // Killed mid-stream, with no chance to acknowledge more.
+    child.kill().unwrap();
+    let _ = child.wait();
+    while let Ok(l) = rx.try_recv() {
+        first_run.push(l);
+    }
+    // More findings while it is down.
+    for _ in 0..5 {
+        let evs = sensor.events(&w, &["/usr/bin/tool9", "/usr/bin/tool1"]);
+        sensor.send_acked(evs).await.unwrap();
+    }
+
+    // The full sequence, read independently.
+    let all = drain(
+        grpc::subscribe(
+            &pki,
+            &server.url(),
+            Position::Oldest(true),
+            &[pb::RecordKind::Deviation, pb::RecordKind::Incident],
+        )
+        .await
+        .unwrap(),
+        Duration::from_millis(1500),
+    )
+    .await;
+    let full: Vec<u64> = all.iter().map(|r| r.cursor).collect();
+    assert!(full.len() > 100, "{}", full.len());
+
+    let ch = grpc::channel(&pki, &server.url(), None).await.unwrap();
+    let acked = pb::subscription_service_client::SubscriptionServiceClient::new(ch)
+        .get_cursor(grpc::req(
+            &pki,
+            "siem",
+            pb::GetCursorRequest {
+                durable_name: "forwarder".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cursor;
+    let first = cursors(&first_run);
+    assert!(
+        first.windows(2).all(|w| w[0] < w[1]),
+        "no duplicate within a connection"
+    );
+    assert!(
+        acked > 0 && first.contains(&acked),
+        "acked {acked}, printed {first:?}"
+    );
+    let remaining = full.iter().filter(|c| **c > acked).count();
+
+    let out = watch_cmd(
+        &pki,
+        &server,
+        &[
+            "--durable",
+            "forwarder",
+            "--kind",
+            "deviation,incident",
+            "--count",
+            &remaining.to_string(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let second_run: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let second = cursors(&second_run);
+    // Resumes right after the acknowledged cursor: no gap, nothing acknowledged repeated.
+    assert_eq!(
+        second.first().copied(),
+        full.iter().copied().find(|c| *c > acked)
+    );
+    let mut joined: Vec<u64> = first.iter().copied().filter(|c| *c <= acked).collect();
+    joined.extend(&second);
+    assert_eq!(joined, full, "exactly the full sequence");
+    // The resumed run acknowledged what it printed.
+    let after = drain(
+        grpc::subscribe(
+            &pki,
+            &server.url(),
+            Position::DurableName("forwarder".into()),
+            &[pb::RecordKind::Deviation, pb::RecordKind::Incident],
+        )
+        .await
+        .unwrap(),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(after.is_empty(), "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_ingest_loses_no_acknowledged_event_and_subscribers_resume_without_gap() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let mut server = Server::start(&pki, work.path(), &[]);
+    let url = server.url();
+    let mut sensor = SensorStream::open(&pki, &url, "node-a").await.unwrap();
+    let w = grpc::workload("shop", "web");
+    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
+        .await
+        .unwrap();
+
+    // A subscriber of every record, following live.
+    let mut sub = grpc::subscribe(&pki, &url, Position::Oldest(true), &[])
+        .await
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let reader = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(r)) = sub.message().await {
+                seen.lock().unwrap().push(r.cursor);
+            }
+        })
+    };
+
+    // Ingest continuously; remember which events the server acknowledged.
+    let acked_ids = std::sync::Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
+    let producer = {
+        let acked_ids = acked_ids.clone();
+        let w = w.clone();
+        tokio::spawn(async move {
+            let mut in_flight = std::collections::VecDeque::new();
+            loop {
+                let exes: Vec<String> = (0..50).map(|i| format!("/opt/x{}", i % 7)).collect();
+                let exes: Vec<&str> = exes.iter().map(String::as_str).collect();
+                let evs = sensor.events(&w, &exes);
+                let last = evs.last().unwrap().sequence;
+                let ids: Vec<String> = evs.iter().map(|e| e.event_id.clone()).collect();
+                if sensor.send(evs).await.is_err() {
+                    break;
+                }
+                in_flight.push_back((last, ids));
+                // Keep a few batches in flight, as a real sensor does.
+                if in_flight.len() >= 4 {
+                    let (seq, ids) = in_flight.pop_front().unwrap();
+                    if sensor.wait_ack(seq).await.is_err() {
+                        break;
+                    }
+                    acked_ids.lock().unwrap().extend(ids);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let acked_before = acked_ids.lock().unwrap().len();
+    assert!(acked_before > 0, "nothing was acknowledged before the kill");
+    server.proc.child.kill().unwrap();
+    let _ = server.proc.child.wait();
+    let _ = tokio::time::timeout(Duration::from_secs(10), producer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    let acked: HashSet<String> = acked_ids.lock().unwrap().clone();
+    let before: Vec<u64> = seen.lock().unwrap().clone();
+    assert!(!before.is_empty());
+    assert!(
+        before.windows(2).all(|p| p[1] == p[0] + 1),
+        "live records arrive without gap or duplicate"
+    );
+
+    let server = Server::start(&pki, work.path(), &[]);
+    let url = server.url();
+    // Every acknowledged event is a stored deviation.
+    let all = drain(
+        grpc::subscribe(
+            &pki,
+            &url,
+            Position::Oldest(true),
+            &[pb::RecordKind::Deviation],
+        )
+        .await
+        .unwrap(),
+        Duration::from_millis(1500),
+    )
+    .await;
+    let stored: HashSet<String> = all
+        .iter()
+        .filter_map(|r| match &r.record {
+            Some(pb::stream_record::Record::Deviation(d)) => Some(d.event_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let lost: Vec<&String> = acked.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged events lost",
+        lost.len(),
+        acked.len()
+    );
+    eprintln!(
+        "{} events acknowledged before SIGKILL, {} deviations stored",
+        acked.len(),
+        stored.len()
+    );
+
+    // The subscriber resumes after the last cursor it saw: the next one, with no gap.
+    let last = *before.last().unwrap();
+    let resumed = drain(
+        grpc::subscribe(&pki, &url, Position::AfterCursor(last), &[])
+            .await
+            .unwrap(),
+        Duration::from_millis(1000),
+    )
+    .await;
+    let c: Vec<u64> = resumed.iter().map(|r| r.cursor).collect();
+    if let Some(first) = c.first() {
+        assert_eq!(*first, last + 1);
+    }
+    assert!(c.windows(2).all(|p| p[1] == p[0] + 1), "{c:?}");
+    // Nothing the subscriber saw before the crash vanished with it.
+    let everything: BTreeSet<u64> = drain(
+        grpc::subscribe(&pki, &url, Position::Oldest(true), &[])
+            .await
+            .unwrap(),
+        Duration::from_millis(1000),
+    )
+    .await
+    .iter()
+    .map(|r| r.cursor)
+    .collect();
+    assert!(before.iter().all(|c| everything.contains(c)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_cursor_gets_out_of_range_naming_the_oldest() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let server = Server::start(
+        &pki,
+        work.path(),
+        &[
+            "--retention-bytes",
+            "20000",
+            "--retention-interval",
+            "200ms",
+        ],
+    );
+    let url = server.url();
+    let mut sensor = SensorStream::open(&pki, &url, "node-a").await.unwrap();
+    let w = grpc::workload("shop", "web");
+    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        let evs = sensor.events(&w, &["/bin/sh"; 10]);
+        sensor.send_acked(evs).await.unwrap();
+    }
+    assert!(
+        wait_for(Duration::from_secs(10), || metric(
+            server.admin_port,
+            "procguard_server_retention_removed_total"
+        )
+        .filter(|n| *n > 0.0))
+        .is_some(),
+        "retention never ran; log:\n{}",
+        server.proc.log_text()
+    );
+    let err = grpc::subscribe(&pki, &url, Position::AfterCursor(0), &[])
+        .await
+        .expect_err("cursor 0 has expired");
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    let oldest: u64 = err
+        .message()
+        .split("oldest available cursor is ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no oldest cursor in '{}'", err.message()));
+    assert!(oldest > 1);
+    // From the named cursor on, everything is there. (Retention may move on meanwhile; it
+    // only ever moves forward.)
+    let ok = grpc::subscribe(&pki, &url, Position::AfterCursor(oldest - 1), &[]).await;
+    match ok {
+        Ok(s) => {
+            let recs = drain(s, Duration::from_millis(300)).await;
+            assert!(recs.first().is_some_and(|r| r.cursor >= oldest));
+        }
+        Err(e) => assert_eq!(e.code(), tonic::Code::OutOfRange),
+    }
+    // procguardctl says the same, and fails.
+    let out = watch_cmd(&pki, &server, &["--from", "0"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("OutOfRange") && stderr.contains("oldest available cursor"),
+        "{stderr}"
+    );
+    let started = Instant::now();
+    // And --oldest always works.
+    let out = watch_cmd(&pki, &server, &["--oldest", "--count", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{out:?} after {:?}",
+        started.elapsed()
+    );
+}
