@@ -892,7 +892,7 @@ mod tests {
     fn static_pods_are_found_by_their_mirror_hash() {
         let cache = PodCache::default();
         let mut p = pod("etcd-node1").owned_by("Node", "node1").0;
-        let hash = "9f3c1e2a-1b2c-4d5e-8f90-123456789abc";
+        let hash = "7c2b6c0b8a7b4f1c9c8e0d1f2a3b4c5d";
         p.metadata.annotations = Some(
             [("kubernetes.io/config.mirror".to_string(), hash.to_string())]
                 .into_iter()
