@@ -259,3 +259,48 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn validate(args: &[&str]) -> Result<Settings, ConfigError> {
+        let mut all = vec!["procguard-sensor", "--node-name", "n1", "--jsonl", "-"];
+        all.extend(args);
+        Config::try_parse_from(all).unwrap().validate()
+    }
+
+    #[test]
+    fn pod_metadata_needs_a_usable_source() {
+        let err =
+            validate(&["--pod-metadata", "kube", "--kubeconfig", "/nonexistent/kc"]).unwrap_err();
+        assert!(
+            err.0
+                .contains("--kubeconfig '/nonexistent/kc' is not a file"),
+            "{}",
+            err.0
+        );
+        let err = validate(&["--pod-metadata", "yes"]).unwrap_err();
+        assert!(
+            err.0.contains("must be 'kube' or 'off'; got 'yes'"),
+            "{}",
+            err.0
+        );
+        let kc = tempfile::NamedTempFile::new().unwrap();
+        let ok = validate(&[
+            "--pod-metadata",
+            "kube",
+            "--kubeconfig",
+            kc.path().to_str().unwrap(),
+            "--fanotify",
+        ])
+        .unwrap();
+        assert_eq!(
+            ok.pod_metadata.and_then(|p| p.kubeconfig).as_deref(),
+            Some(kc.path())
+        );
+        assert!(ok.fanotify);
+        assert!(validate(&[]).unwrap().pod_metadata.is_none());
+    }
+}

@@ -11,7 +11,17 @@
 //!
 //! Marks are per filesystem: one on `/`, and one on each container root (an overlayfs of its
 //! own) as containers appear, found through `/proc/<pid>/root`. The first process of a new
-//! container runs before its root can be marked; it lives long enough for `/proc`.
+//! container runs before its root can be marked; it lives long enough for `/proc`. (On kernels
+//! where overlayfs opens its layers as backing files, the events arrive through the mark on
+//! the layers' own filesystem, still naming the path inside the container.)
+//!
+//! The event also tells *where* a vanished process ran: the descriptor's mount is either the
+//! container's root mount or one of the private layer mounts overlayfs keeps per overlay, so
+//! it belongs to one container. Root mounts are learned when a container's root is marked,
+//! layer mounts from processes whose cgroup was read; the sensor's own mount table (the host's
+//! `/`, shared volumes) is never used this way. An exec session's process is forked outside
+//! the container and joins its cgroup just before its exec, so without this its parent would
+//! name the wrong place.
 //!
 //! This module uses `unsafe` (besides [`crate::netlink`]) because neither `libc` nor the
 //! workspace's `nix` features offer a safe fanotify API: `fanotify_init`, `fanotify_mark`,

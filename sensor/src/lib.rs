@@ -5,8 +5,10 @@
 //! to its container ([`cgroup`]) and workload; the [`uplink`] streams the events to the server
 //! over mTLS and matches them against the enforced baselines it pushes back.
 //!
-//! Threads: `pg-netlink` drains the socket, `pg-process` reads `/proc`; everything else runs
-//! on tokio. One cancellation token stops them all.
+//! Threads: `pg-netlink` drains the socket, `pg-process` reads `/proc`, `pg-hash` hashes,
+//! `pg-fanotify` (with `--fanotify`) reads exec identities; the pod watch and the [`pods`]
+//! enricher (with `--pod-metadata kube`) and the uplink run on tokio. One cancellation token
+//! stops them all.
 
 pub mod capture;
 pub mod cgroup;

@@ -90,6 +90,9 @@ pub struct ContainerMeta {
 pub struct PodMeta {
     /// Pod UID.
     pub uid: String,
+    /// For a mirror pod (the API's copy of a static pod), the static pod's own UID, which is
+    /// the one its cgroup paths carry (`kubernetes.io/config.mirror` annotation).
+    pub mirror_of: Option<String>,
     /// Namespace.
     pub namespace: String,
     /// Pod name.
@@ -248,8 +251,16 @@ impl PodMeta {
                 runtime: None,
             })
         });
+        let mirror_of = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("kubernetes.io/config.mirror"))
+            .cloned()
+            .filter(|h| !h.is_empty() && *h != uid);
         Some(Self {
             uid,
+            mirror_of,
             namespace,
             name: pod.metadata.name.clone().unwrap_or_default(),
             kind,
@@ -293,7 +304,11 @@ impl PodCache {
         if pods.len() >= MAX_PODS && !pods.contains_key(&meta.uid) {
             return false;
         }
-        pods.insert(meta.uid.clone(), Arc::new(meta));
+        let meta = Arc::new(meta);
+        if let Some(m) = &meta.mirror_of {
+            pods.insert(m.clone(), meta.clone());
+        }
+        pods.insert(meta.uid.clone(), meta);
         drop(pods);
         self.version.send_modify(|v| *v += 1);
         true
@@ -302,20 +317,23 @@ impl PodCache {
     /// Forgets a pod.
     pub fn remove(&self, uid: &str) {
         if let Ok(mut pods) = self.pods.write() {
-            pods.remove(uid);
+            pods.retain(|_, p| p.uid != uid);
         }
     }
 
     /// Keeps only the pods in `uids` (after a relist).
     pub fn retain(&self, uids: &HashSet<String>) {
         if let Ok(mut pods) = self.pods.write() {
-            pods.retain(|k, _| uids.contains(k));
+            pods.retain(|_, p| uids.contains(&p.uid));
         }
     }
 
     /// Pods known now.
     pub fn len(&self) -> usize {
-        self.pods.read().map(|p| p.len()).unwrap_or(0)
+        self.pods
+            .read()
+            .map(|p| p.iter().filter(|(k, v)| **k == v.uid).count())
+            .unwrap_or(0)
     }
 
     /// Whether no pod is known.
@@ -868,6 +886,30 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].pid, 0);
         assert_eq!(out[0].completeness, Completeness::Partial);
+    }
+
+    #[test]
+    fn static_pods_are_found_by_their_mirror_hash() {
+        let cache = PodCache::default();
+        let mut p = pod("etcd-node1").owned_by("Node", "node1").0;
+        let hash = "7c2b6c0b8a7b4f1c9c8e0d1f2a3b4c5d";
+        p.metadata.annotations = Some(
+            [("kubernetes.io/config.mirror".to_string(), hash.to_string())]
+                .into_iter()
+                .collect(),
+        );
+        cache.upsert(PodMeta::from_pod(&p).unwrap());
+        assert_eq!(cache.get(hash).unwrap().name, "etcd-node1");
+        assert_eq!(cache.len(), 1);
+        assert_eq!(
+            cache
+                .get("3f0c1e2a-1b2c-4d5e-8f90-123456789abc")
+                .unwrap()
+                .name,
+            "etcd-node1"
+        );
+        cache.remove("3f0c1e2a-1b2c-4d5e-8f90-123456789abc");
+        assert!(cache.get(hash).is_none());
     }
 
     #[test]
