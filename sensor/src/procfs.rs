@@ -312,7 +312,11 @@ mod tests {
         let stat = "4242 (a b) (c)) S 4100 4242 4100 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100 18446744073709551615";
         assert_eq!(
             parse_stat(stat),
-            Some(("a b) (c)".to_string(), 4100, 987654))
+            Some(Stat {
+                ppid: 4100,
+                comm: "a b) (c)".to_string(),
+                start_ticks: 987654
+            })
         );
         assert_eq!(parse_stat("garbage"), None);
     }
