@@ -375,7 +375,7 @@ impl Uplink {
                             // Replay everything after the server's durable mark.
                             self.in_flight.clear();
                             if let Some(s) = self.spool.as_mut() {
-                                s.ack(w.acked_sequence);
+                                s.settle(w.acked_sequence);
                                 let from = s.acked().max(w.acked_sequence);
                                 s.rewind(from);
                             }
