@@ -296,6 +296,23 @@ struct Tally {
     spooled: u64,
 }
 
+/// The last lines of every log of a fault's run, for failure messages.
+fn logs(work: &Path) -> String {
+    let mut out = String::new();
+    let mut files: Vec<_> = std::fs::read_dir(work)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "log")) {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out += &format!("==== {}\n", f.display());
+        out += &lines[lines.len().saturating_sub(25)..].join("\n");
+        out += "\n";
+    }
+    out
+}
+
 /// Stops the sensor cleanly and proves the counts.
 fn prove(name: &str, sensor: &mut FaultSensor, server: &FaultServer, peak_kib: u64) -> Tally {
     sensor.stop();
@@ -323,10 +340,15 @@ fn prove(name: &str, sensor: &mut FaultSensor, server: &FaultServer, peak_kib: u
     assert_eq!(
         t.appended,
         t.stored + t.dropped + t.spooled,
-        "{name}: unaccounted events: {t:?}\nstate.json: {st}\nsensor log:\n{}",
-        sensor.log()
+        "{name}: unaccounted events: {t:?}\nstate.json: {st}\n{}",
+        logs(&server.work)
     );
-    assert_eq!(t.spooled, 0, "{name}: the clean stop left events: {t:?}");
+    assert_eq!(
+        t.spooled,
+        0,
+        "{name}: the clean stop left events: {t:?}\n{}",
+        logs(&server.work)
+    );
     t
 }
 
