@@ -303,7 +303,10 @@ fn logs(work: &Path) -> String {
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
     files.sort();
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "log")) {
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "log"))
+    {
         let text = std::fs::read_to_string(f).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         out += &format!("==== {}\n", f.display());
@@ -502,6 +505,21 @@ fn a_full_disk_under_the_spool_drops_and_counts() {
     );
     server.start();
     sensor.wait_connected(Duration::from_secs(30));
+    // The drops reach the server in the health report sent on reconnect.
+    let dropped = sensor
+        .metric("procguard_sensor_buffer_drops_total")
+        .unwrap_or(0.0);
+    let reported = wait_for(Duration::from_secs(10), || {
+        metric(
+            server.admin_port,
+            "procguard_server_sensor_reported_drops{node=\"node-f\"}",
+        )
+        .filter(|r| *r >= dropped)
+    });
+    assert!(
+        reported.is_some(),
+        "the server never heard of the {dropped} drops"
+    );
     let peak = sensor.peak_rss_kib();
     let t = prove("disk-full-on-spool", &mut sensor, &server, peak);
     assert!(t.dropped > 0, "{t:?}");
