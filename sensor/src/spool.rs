@@ -110,6 +110,10 @@ pub struct State {
     /// Events still unacknowledged when the sensor last stopped cleanly.
     #[serde(default)]
     pub unacked_at_exit: u64,
+    /// Dropped while in flight: (sequence, is a deviation). The server may hold them; the next
+    /// ack or Welcome decides whether they count as dropped.
+    #[serde(default)]
+    pub uncertain: Vec<(u64, bool)>,
     /// Observations dropped because the spool was full or the disk failed.
     pub dropped_observations: u64,
     /// Deviations dropped because the spool was full or the disk failed.
@@ -523,32 +527,69 @@ impl Spool {
     /// Deletes the oldest segment of `class`, counting its unacknowledged events as dropped.
     fn drop_oldest(&mut self, class: Class) -> bool {
         let acked = self.acked;
-        let Some(seg) = self.queue(class).pop_front() else {
+        let q = self.queue(class);
+        let Some(seg) = q.segments.front() else {
             return false;
         };
-        let unacked = if seg.first_seq > acked {
-            seg.records
+        // Records already handed to the uplink may be stored by the server whose ack has not
+        // arrived: they are held as uncertain and settled by the next ack or Welcome, so a
+        // drop is never counted for an event the server has.
+        let sent_upto = q.cursor;
+        let (mut dropped, mut uncertain) = (0u64, Vec::new());
+        if seg.first_seq > acked.max(sent_upto) {
+            dropped = seg.records;
         } else {
-            // Partly acknowledged: count what was not.
-            let mut n = 0;
-            if let Ok(f) = File::open(&seg.path) {
-                let mut r = BufReader::new(f);
-                while let Ok(Some((seq, _))) = read_record(&mut r) {
-                    n += u64::from(seq > acked);
+            match File::open(&seg.path) {
+                Ok(f) => {
+                    let mut r = BufReader::new(f);
+                    while let Ok(Some((seq, _))) = read_record(&mut r) {
+                        if seq <= acked {
+                        } else if seq <= sent_upto {
+                            uncertain.push((seq, class == Class::Deviation));
+                        } else {
+                            dropped += 1;
+                        }
+                    }
                 }
-            } else {
-                n = seg.records;
+                Err(error) => {
+                    tracing::warn!(message = "Cannot read a spool segment before dropping it; counting all of it.", %error);
+                    dropped = seg.records;
+                }
             }
-            n
-        };
+        }
+        self.queue(class).pop_front();
         tracing::warn!(
             message = "Spool full; dropped the oldest segment.",
             class = ?class,
-            events = unacked,
+            events = dropped,
+            in_flight = uncertain.len(),
             max_bytes = self.max_bytes
         );
-        self.count_drop(class, unacked);
+        self.state.uncertain.extend(uncertain);
+        self.state_dirty = true;
+        self.count_drop(class, dropped);
         true
+    }
+
+    /// Events dropped while the server may already hold them, waiting for an ack or Welcome.
+    pub fn uncertain(&self) -> usize {
+        self.state.uncertain.len()
+    }
+
+    /// A new connection's Welcome says what the server holds: dropped events at or below
+    /// `acked` were stored; the rest never will be, and are counted as dropped now.
+    pub fn settle(&mut self, acked: u64) {
+        self.ack(acked);
+        let mark = self.acked.max(acked);
+        self.state.uncertain.retain(|(s, _)| *s > mark);
+        let rest = std::mem::take(&mut self.state.uncertain);
+        let devs = rest.iter().filter(|(_, d)| *d).count() as u64;
+        self.state_dirty = true;
+        if devs > 0 {
+            self.count_drop(Class::Deviation, devs);
+        }
+        self.count_drop(Class::Observation, rest.len() as u64 - devs);
+        self.sync();
     }
 
     /// Frees room for `need` bytes: observations first, oldest first; deviations last; an
@@ -703,6 +744,8 @@ impl Spool {
         }
         self.acked = seq;
         self.state.acked = seq;
+        // Dropped while in flight, and the server has them: not a loss after all.
+        self.state.uncertain.retain(|(s, _)| *s > seq);
         self.state_dirty = true;
         // Counters first: once a segment is gone its events can no longer be recounted.
         let deletes = [&self.obs, &self.dev].iter().any(|q| {
@@ -878,6 +921,28 @@ mod tests {
         let mut s = open(d.path(), 10 * MIN_SPOOL_BYTES);
         assert_eq!(drain(&mut s), seqs);
         assert_eq!(s.state().appended, 5);
+    }
+
+    #[test]
+    fn events_dropped_in_flight_count_only_if_the_server_lacks_them() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path(), MIN_SPOOL_BYTES);
+        let first = fill(&mut s, Class::Observation, 100, 1000);
+        // Sent (read) but not acknowledged ...
+        assert_eq!(drain(&mut s).len(), 100);
+        // ... then the spool fills and drops the oldest segments.
+        fill(&mut s, Class::Observation, 1000, 1000);
+        let uncertain = s.uncertain() as u64;
+        assert!(uncertain > 0);
+        let counted = s.state().dropped_observations;
+        // The server acknowledges the first half: those were stored, not lost.
+        s.ack(first[49]);
+        assert!((s.uncertain() as u64) < uncertain);
+        // A new connection says nothing more arrived: the rest are lost, and counted.
+        let left = s.uncertain() as u64;
+        s.settle(first[49]);
+        assert_eq!(s.uncertain(), 0);
+        assert_eq!(s.state().dropped_observations, counted + left);
     }
 
     #[test]

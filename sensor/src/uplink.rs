@@ -35,8 +35,10 @@ const BASELINES_FILE: &str = "baselines.pb";
 const HEALTH_FILE: &str = "health.pb";
 /// Outbound stream messages buffered towards the server.
 const OUTBOUND: usize = 16;
-/// How long shutdown waits for the server to acknowledge what is left.
-const DRAIN: Duration = Duration::from_secs(3);
+/// How long shutdown waits for the server to acknowledge what is left: well inside
+/// Kubernetes' default 30 s termination grace, and long enough for a server that has just
+/// restarted (3 s was not, on a loaded machine).
+const DRAIN: Duration = Duration::from_secs(10);
 /// Health report period.
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
 
@@ -389,7 +391,7 @@ impl Uplink {
                             // Replay everything after the server's durable mark.
                             self.in_flight.clear();
                             if let Some(s) = self.spool.as_mut() {
-                                s.ack(w.acked_sequence);
+                                s.settle(w.acked_sequence);
                                 let from = s.acked().max(w.acked_sequence);
                                 s.rewind(from);
                             }

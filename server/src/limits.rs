@@ -59,8 +59,8 @@ impl Default for LimitSettings {
             max_argv_count: 1_024,
             max_argv_bytes: 64 * 1024,
             max_baseline_elements: 4_096,
-            api_rps: 20.0,
-            api_burst: 100.0,
+            api_rps: 50.0,
+            api_burst: 200.0,
             max_sensor_streams: 10_000,
             max_subscriber_streams: 64,
         }
@@ -86,10 +86,10 @@ pub struct LimitFlags {
     #[arg(long, env = "PROCGUARD_MAX_BASELINE_ELEMENTS", default_value_t = 4_096)]
     pub max_baseline_elements: usize,
     /// API requests per second per token, sustained (RESOURCE_EXHAUSTED past it).
-    #[arg(long, env = "PROCGUARD_API_RPS", default_value_t = 20.0)]
+    #[arg(long, env = "PROCGUARD_API_RPS", default_value_t = 50.0)]
     pub api_rps: f64,
     /// API requests per token in one burst.
-    #[arg(long, env = "PROCGUARD_API_BURST", default_value_t = 100.0)]
+    #[arg(long, env = "PROCGUARD_API_BURST", default_value_t = 200.0)]
     pub api_burst: f64,
     /// Sensor streams open at once (RESOURCE_EXHAUSTED past it).
     #[arg(long, env = "PROCGUARD_MAX_SENSOR_STREAMS", default_value_t = 10_000)]

@@ -66,11 +66,11 @@ fn two_sensors_learn_one_workload_and_learning_ends_by_stability() {
     let uid = pod_uid();
     let c = Container::run_in_pod(&uid, &["/bin/sleep", "120"]);
     let workload = format!("default//pod/pod-{uid}/{}", c.short());
-    assert!(c.exec(&["/bin/ls", "/"]).status.success());
+    assert!(c.exec(&["/bin/sh", "-c", "sleep 1; true"]).status.success());
     let both = |b: &Value| {
         b["elements"].as_array().is_some_and(|a| {
             a.iter().any(|e| {
-                e["exe_path"] == "/bin/ls"
+                e["exe_path"] == "/bin/sh"
                     && e["provenance"]["nodes"]
                         .as_array()
                         .is_some_and(|n| n.len() == 2)
@@ -92,7 +92,7 @@ fn two_sensors_learn_one_workload_and_learning_ends_by_stability() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["exe_path"] == "/bin/ls")
+        .find(|e| e["exe_path"] == "/bin/sh")
         .unwrap();
     let nodes: Vec<&str> = ls["provenance"]["nodes"]
         .as_array()

@@ -13,7 +13,8 @@ fn a_container_exec_appears_in_its_baseline_within_two_seconds() {
     let work = tempfile::tempdir().unwrap();
     let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
     let server = Server::start(&pki, work.path(), &[]);
-    let sensor = Sensor::start(&pki, &server, "node-a", work.path(), &[]);
+    // fanotify names the executable of processes gone before /proc is read; `id` lives ~1 ms.
+    let sensor = Sensor::start(&pki, &server, "node-a", work.path(), &["--fanotify"]);
 
     let uid = pod_uid();
     let c = Container::run_in_pod(&uid, &["/bin/sleep", "120"]);

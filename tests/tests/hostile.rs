@@ -449,3 +449,136 @@ fn a_token_over_its_rate_is_refused_and_counted_others_go_on() {
     .unwrap_or(0.0);
     assert!(counted >= 4.0, "{counted}");
 }
+
+/// A valid sensor event for `node` with `argv`.
+fn event(node: &str, seq: u64, argv: Vec<String>) -> pb::SensorEvent {
+    use procguard_core::{Completeness, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind};
+    let p = ProcessEvent {
+        pid: 100,
+        ppid: 1,
+        ancestors: vec![],
+        start_time: None,
+        uid: 0,
+        gid: 0,
+        comm: "app".into(),
+        exe_path: "/usr/bin/app".into(),
+        argv,
+        argv_truncated: false,
+        script_path: None,
+        exe_sha256: None,
+        exe_memfd: false,
+        exe_deleted: false,
+        exe_writable_location: false,
+        container: None,
+        workload: WorkloadIdentity::new("default", "ns", WorkloadKind::Deployment, "app", "app"),
+        context: ExecContext::Entrypoint,
+        completeness: Completeness::Full,
+        missing: vec![],
+        node_name: node.into(),
+    };
+    pb::SensorEvent {
+        event_id: format!("limit-test-{seq}"),
+        sequence: seq,
+        kind: pb::EventKind::Observation as i32,
+        observed_at: None,
+        process: Some((&p).into()),
+        baseline_revision: 0,
+    }
+}
+
+fn batch(events: Vec<pb::SensorEvent>) -> Vec<u8> {
+    use prost::Message;
+    pb::SensorMessage {
+        body: Some(pb::sensor_message::Body::Batch(pb::EventBatch { events })),
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn every_sensor_stream_limit_answers_a_clear_status_and_is_counted() {
+    use prost::Message;
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-l", "node-m"]);
+    let server = Server::start(
+        &pki,
+        work.path(),
+        &[
+            "--max-message-bytes",
+            "4096",
+            "--max-batch-events",
+            "2",
+            "--max-argv-count",
+            "4",
+            "--max-argv-bytes",
+            "64",
+            "--max-sensor-streams",
+            "1",
+        ],
+    );
+    let h = || hello("node-l").encode_to_vec();
+    let rt = rt();
+    rt.block_on(async {
+        let cases: Vec<(&str, Vec<u8>, Code, &str)> = vec![
+            (
+                "message_bytes",
+                batch(vec![event("node-l", 1, vec!["x".repeat(5000)])]),
+                Code::OutOfRange,
+                "",
+            ),
+            (
+                "batch_events",
+                batch((1..=3).map(|i| event("node-l", i, vec![])).collect()),
+                Code::InvalidArgument,
+                "--max-batch-events",
+            ),
+            (
+                "argv_count",
+                batch(vec![event("node-l", 1, vec!["a".into(); 5])]),
+                Code::InvalidArgument,
+                "--max-argv-count",
+            ),
+            (
+                "argv_bytes",
+                batch(vec![event("node-l", 1, vec!["b".repeat(100)])]),
+                Code::InvalidArgument,
+                "--max-argv-bytes",
+            ),
+        ];
+        for (limit, frame, code, names) in cases {
+            let s = raw_session(&server, &pki, "node-l", vec![h(), frame]).await;
+            assert_eq!(s.code(), code, "{limit}: {s:?}");
+            assert!(s.message().contains(names), "{limit}: {s:?}");
+            let counted = metric(
+                server.admin_port,
+                &format!("procguard_server_limit_exceeded_total{{limit=\"{limit}\"}}"),
+            )
+            .unwrap_or(0.0);
+            assert!(counted >= 1.0, "{limit} not counted");
+        }
+        // One stream at a time: a second sensor is refused while the first is open.
+        let ch = channel(&server, tls(&pki, Some(node_identity(&pki, "node-l"))))
+            .await
+            .unwrap();
+        let mut first = pb::sensor_service_client::SensorServiceClient::new(ch);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(hello("node-l")).await.unwrap();
+        let out = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut open = first.session(out).await.unwrap().into_inner();
+        assert!(open.message().await.unwrap().is_some());
+        let refused = sensor_session(&server, &pki, "node-m").await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert!(refused.message().contains("--max-sensor-streams"));
+        // The first sensor ends its stream.
+        drop(tx);
+        // Once it closes, the next sensor gets in.
+        let mut ok = false;
+        for _ in 0..50 {
+            if sensor_session(&server, &pki, "node-m").await.is_ok() {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok, "the stream permit was never returned");
+    });
+}
