@@ -127,7 +127,8 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    fn new(now: SystemTime) -> Self {
+    /// Provenance of an element nobody has seen run yet (added by hand or imported).
+    pub fn new(now: SystemTime) -> Self {
         Self {
             first_seen: now,
             last_seen: now,

@@ -440,18 +440,7 @@ fn provenance_to_pb(p: &Provenance) -> pb::Provenance {
 
 fn provenance_from_pb(p: Option<&pb::Provenance>, now: SystemTime) -> Provenance {
     let Some(p) = p else {
-        return Provenance {
-            first_seen: now,
-            last_seen: now,
-            count: 0,
-            nodes: Default::default(),
-            pods: Default::default(),
-            parents: Default::default(),
-            sample_argv: vec![],
-            sha256: Default::default(),
-            image_digests: Default::default(),
-            contexts: Default::default(),
-        };
+        return Provenance::new(now);
     };
     Provenance {
         first_seen: opt_time(p.first_seen.as_ref()).unwrap_or(now),

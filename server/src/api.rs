@@ -374,7 +374,7 @@ impl pb::baseline_service_server::BaselineService for Api {
                             .or_insert_with(|| procguard_core::Element {
                                 status: ElementStatus::Approved,
                                 review_reasons: vec![],
-                                provenance: manual_provenance(now),
+                                provenance: procguard_core::baseline::Provenance::new(now),
                                 manual: true,
                             });
                     el.status = ElementStatus::Approved;
@@ -702,20 +702,6 @@ fn status_pb(s: ElementStatus) -> pb::ElementStatus {
     }
 }
 
-fn manual_provenance(now: SystemTime) -> procguard_core::baseline::Provenance {
-    procguard_core::baseline::Provenance {
-        first_seen: now,
-        last_seen: now,
-        count: 0,
-        nodes: Default::default(),
-        pods: Default::default(),
-        parents: Default::default(),
-        sample_argv: vec![],
-        sha256: Default::default(),
-        image_digests: Default::default(),
-        contexts: Default::default(),
-    }
-}
 
 impl Api {
     async fn bulk(

@@ -224,18 +224,7 @@ pub fn parse(yaml: &str, now: SystemTime) -> Result<Vec<Baseline>, Vec<String>> 
             let element = Element {
                 status,
                 review_reasons: vec![],
-                provenance: Provenance {
-                    first_seen: now,
-                    last_seen: now,
-                    count: 0,
-                    nodes: Default::default(),
-                    pods: Default::default(),
-                    parents: Default::default(),
-                    sample_argv: vec![],
-                    sha256: Default::default(),
-                    image_digests: Default::default(),
-                    contexts: Default::default(),
-                },
+                provenance: Provenance::new(now),
                 manual: true,
             };
             if b.elements.insert(key, element).is_some() {
