@@ -43,6 +43,13 @@ struct Cli {
     /// Server name to verify in its certificate (defaults to the URL's host).
     #[arg(long, env = "PROCGUARD_TLS_SERVER_NAME", global = true)]
     tls_server_name: Option<String>,
+    /// Client certificate (PEM), to authenticate with a certificate the server's tokens file
+    /// lists under `certificates` instead of a token.
+    #[arg(long, env = "PROCGUARD_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for --tls-cert.
+    #[arg(long, env = "PROCGUARD_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Output format.
     #[arg(
         short,
@@ -186,6 +193,45 @@ enum Baselines {
     },
     /// Show the versions of a baseline.
     History { workload: String },
+    /// Approve every baseline the filter matches (at least one filter flag is required).
+    BulkApprove {
+        #[command(flatten)]
+        filter: Filter,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Send every baseline the filter matches back to learning (at least one filter flag).
+    BulkReset {
+        #[command(flatten)]
+        filter: Filter,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Export baselines as YAML (for GitOps); writes to stdout.
+    Export {
+        #[command(flatten)]
+        filter: Filter,
+    },
+    /// Import baselines from a YAML file (all or nothing). Needs the admin role.
+    Import {
+        /// The file ("-" for stdin).
+        file: PathBuf,
+        /// Only show what would change.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Replay the last days of activity against a candidate baseline: what would have alerted?
+    DryRun {
+        workload: String,
+        /// Days of activity to replay.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// Candidate elements (repeat); none means the current baseline's allowed elements.
+        #[arg(long = "element")]
+        elements: Vec<String>,
+    },
     /// Compare two versions.
     Diff {
         workload: String,
@@ -345,9 +391,13 @@ impl Client {
         let ca = cli.tls_ca.as_ref().ok_or_else(|| {
             usage("--tls-ca (PROCGUARD_TLS_CA) is required: the CA that signed the server certificate".into())
         })?;
+        let identity = match (&cli.tls_cert, &cli.tls_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
         let tls = procguard_runtime::tls::client_config(
             ca,
-            None,
+            identity,
             cli.tls_server_name.as_deref().unwrap_or(host),
         )
         .map_err(|e| usage(e.0))?;
@@ -398,6 +448,35 @@ impl std::fmt::Display for Usage {
 impl std::error::Error for Usage {}
 fn usage(m: String) -> anyhow::Error {
     anyhow::Error::new(Usage(m))
+}
+
+fn element_text(e: &pb::ElementRef) -> String {
+    if e.script_path.is_empty() {
+        e.exe_path.clone()
+    } else {
+        format!("{} {}", e.exe_path, e.script_path)
+    }
+}
+
+fn selector(filter: &Filter) -> anyhow::Result<pb::BaselineSelector> {
+    let state = match filter.state.as_deref() {
+        None => 0,
+        Some("learning") => pb::BaselineState::Learning as i32,
+        Some("pending-review") => pb::BaselineState::PendingReview as i32,
+        Some("enforced") => pb::BaselineState::Enforced as i32,
+        Some(o) => {
+            return Err(usage(format!(
+                "--state must be learning, pending-review or enforced; got '{o}'"
+            )))
+        }
+    };
+    Ok(pb::BaselineSelector {
+        namespace: filter.namespace.clone().unwrap_or_default(),
+        workload_name: filter.workload.clone().unwrap_or_default(),
+        state,
+        label_selector: filter.selector.clone().unwrap_or_default(),
+        ..Default::default()
+    })
 }
 
 fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
@@ -472,30 +551,136 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let c = Client::connect(&cli).await?;
             let mut api = c.baselines();
             match cmd {
-                Baselines::List { filter } => {
-                    let state = match filter.state.as_deref() {
-                        None => 0,
-                        Some("learning") => pb::BaselineState::Learning as i32,
-                        Some("pending-review") => pb::BaselineState::PendingReview as i32,
-                        Some("enforced") => pb::BaselineState::Enforced as i32,
-                        Some(o) => {
-                            return Err(usage(format!(
-                                "--state must be learning, pending-review or enforced; got '{o}'"
-                            )))
-                        }
+                Baselines::BulkApprove { filter, reason }
+                | Baselines::BulkReset { filter, reason } => {
+                    if filter.namespace.is_none()
+                        && filter.workload.is_none()
+                        && filter.state.is_none()
+                        && filter.selector.is_none()
+                    {
+                        return Err(usage("bulk changes need a filter: --namespace, --workload, --state or -l SELECTOR".into()));
+                    }
+                    let req = c.req(pb::BulkRequest {
+                        selector: Some(selector(filter)?),
+                        reason: reason.clone(),
+                    })?;
+                    let r = if matches!(cmd, Baselines::BulkApprove { .. }) {
+                        api.bulk_approve(req).await?
+                    } else {
+                        api.bulk_reset(req).await?
+                    }
+                    .into_inner();
+                    let changed: Vec<String> = r.changed.iter().map(|w| id_text(Some(w))).collect();
+                    print(cli.output, &json!({ "changed": changed }), || {
+                        format!("{} baselines changed\n", changed.len())
+                            + &changed
+                                .iter()
+                                .map(|c| format!("  {c}\n"))
+                                .collect::<String>()
+                    })
+                }
+                Baselines::Export { filter } => {
+                    let r = api
+                        .export_baselines(c.req(pb::ExportBaselinesRequest {
+                            selector: Some(selector(filter)?),
+                        })?)
+                        .await?
+                        .into_inner();
+                    print!("{}", r.yaml);
+                    Ok(())
+                }
+                Baselines::Import {
+                    file,
+                    dry_run,
+                    reason,
+                } => {
+                    let yaml = if file.as_os_str() == "-" {
+                        std::io::read_to_string(std::io::stdin())?
+                    } else {
+                        std::fs::read_to_string(file)
+                            .with_context(|| format!("cannot read {}", file.display()))?
                     };
+                    let r = api
+                        .import_baselines(c.req(pb::ImportBaselinesRequest {
+                            yaml,
+                            dry_run: *dry_run,
+                            reason: reason.clone(),
+                        })?)
+                        .await?
+                        .into_inner();
+                    let value = json!({
+                        "dry_run": r.dry_run,
+                        "changes": r.changes.iter().map(|c| json!({
+                            "workload": id_text(c.workload.as_ref()),
+                            "action": c.action,
+                            "added": c.added.iter().map(element_text).collect::<Vec<_>>(),
+                            "removed": c.removed.iter().map(element_text).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                    });
+                    print(cli.output, &value, || {
+                        let mut s = if r.dry_run {
+                            "Dry run: nothing was changed.\n".to_string()
+                        } else {
+                            String::new()
+                        };
+                        for ch in &r.changes {
+                            s += &format!("{} {}\n", ch.action, id_text(ch.workload.as_ref()));
+                            for a in &ch.added {
+                                s += &format!("  + {}\n", element_text(a));
+                            }
+                            for a in &ch.removed {
+                                s += &format!("  - {}\n", element_text(a));
+                            }
+                        }
+                        s
+                    })
+                }
+                Baselines::DryRun {
+                    workload: w,
+                    days,
+                    elements,
+                } => {
+                    let r = api
+                        .dry_run(c.req(pb::DryRunRequest {
+                            workload: Some(workload(w)?),
+                            candidate: elements.iter().map(|e| element(e)).collect(),
+                            days: *days,
+                        })?)
+                        .await?
+                        .into_inner();
+                    let value = json!({
+                        "events_replayed": r.events_replayed,
+                        "would_alert": r.would_alert.iter().map(|h| json!({
+                            "element": h.element.as_ref().map(element_text).unwrap_or_default(),
+                            "count": h.count, "last_seen": ts(h.last_seen.as_ref()),
+                        })).collect::<Vec<_>>(),
+                    });
+                    print(cli.output, &value, || {
+                        let rows: Vec<Vec<String>> = r
+                            .would_alert
+                            .iter()
+                            .map(|h| {
+                                vec![
+                                    h.element.as_ref().map(element_text).unwrap_or_default(),
+                                    h.count.to_string(),
+                                    ts(h.last_seen.as_ref()).as_str().unwrap_or("").to_string(),
+                                ]
+                            })
+                            .collect();
+                        format!(
+                            "{} events replayed; {} executables would have alerted\n",
+                            r.events_replayed,
+                            rows.len()
+                        ) + &table(&["WOULD ALERT", "RUNS", "LAST SEEN"], &rows)
+                    })
+                }
+                Baselines::List { filter } => {
                     let mut all = Vec::new();
                     let mut page_token = String::new();
                     loop {
                         let r = api
                             .list_baselines(c.req(pb::ListBaselinesRequest {
-                                selector: Some(pb::BaselineSelector {
-                                    namespace: filter.namespace.clone().unwrap_or_default(),
-                                    workload_name: filter.workload.clone().unwrap_or_default(),
-                                    state,
-                                    label_selector: filter.selector.clone().unwrap_or_default(),
-                                    ..Default::default()
-                                }),
+                                selector: Some(selector(filter)?),
                                 page_size: 500,
                                 page_token: page_token.clone(),
                             })?)

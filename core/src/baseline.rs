@@ -235,6 +235,13 @@ pub struct LearningPolicy {
     pub min_pods: usize,
     /// Enforce at the end of learning without waiting for a person.
     pub auto_enforce: bool,
+    /// How long a new image digest reopens learning for new elements.
+    #[serde(default = "default_relearn")]
+    pub relearn_window: Duration,
+}
+
+fn default_relearn() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 impl Default for LearningPolicy {
@@ -245,6 +252,7 @@ impl Default for LearningPolicy {
             quiet_period: Duration::from_secs(30 * 60),
             min_pods: 2,
             auto_enforce: false,
+            relearn_window: default_relearn(),
         }
     }
 }
@@ -285,6 +293,10 @@ pub struct Baseline {
     pub image_digests: BTreeSet<String>,
     /// Last change.
     pub updated_at: SystemTime,
+    /// While set and in the future, a new image digest reopened learning for new elements
+    /// only: approved elements stay, unknown executables join instead of deviating.
+    #[serde(default)]
+    pub relearn_until: Option<SystemTime>,
 }
 
 impl Baseline {
@@ -308,7 +320,13 @@ impl Baseline {
             },
             image_digests: BTreeSet::new(),
             updated_at: now,
+            relearn_until: None,
         }
+    }
+
+    /// Whether an image change reopened learning for new elements at `now`.
+    pub fn relearning(&self, now: SystemTime) -> bool {
+        self.state != BaselineState::Learning && self.relearn_until.is_some_and(|t| now < t)
     }
 
     /// Why an observed process should wait for review rather than be learned.
@@ -322,6 +340,9 @@ impl Baseline {
         }
         if ev.exe_writable_location {
             reasons.push("writable-location".to_string());
+        }
+        if ev.exe_path == crate::process::UNREADABLE_EXE {
+            reasons.push("unreadable".to_string());
         }
         if ev.context == ExecContext::ExecSession {
             reasons.push("exec-session".to_string());
@@ -338,14 +359,31 @@ impl Baseline {
         reasons
     }
 
-    /// Feeds one process start to the baseline. Returns what it meant. Only a learning
-    /// baseline changes its element set here; the caller bumps versions via the return value.
-    pub fn observe(&mut self, ev: &ProcessEvent, now: SystemTime) -> Observation {
+    /// Feeds one process start to the baseline. Returns what it meant. A learning baseline
+    /// learns; a baseline past learning learns only inside the re-learning window a new image
+    /// digest opens (`relearn_window`), and otherwise reports a deviation.
+    pub fn observe(
+        &mut self,
+        ev: &ProcessEvent,
+        now: SystemTime,
+        relearn_window: Duration,
+    ) -> Observation {
         if ev.context == ExecContext::Probe {
             return Observation::Probe;
         }
+        if self.state != BaselineState::Learning {
+            if let Some(d) = ev.container.as_ref().and_then(|c| c.image_digest.as_ref()) {
+                if !self.image_digests.contains(d) {
+                    // A new image: keep what was approved, learn only what is new.
+                    self.image_digests.insert(d.clone());
+                    self.relearn_until = Some(now + relearn_window);
+                    self.version += 1;
+                    self.updated_at = now;
+                }
+            }
+        }
         let key = ElementKey::of(ev);
-        let learning = self.state == BaselineState::Learning;
+        let learning = self.state == BaselineState::Learning || self.relearning(now);
         if learning {
             self.learning.events_observed += 1;
             if self.learning.nodes.len() < PROVENANCE_CAP * 4 && !ev.node_name.is_empty() {
@@ -471,11 +509,27 @@ impl Baseline {
     /// Sends the baseline back to learning, keeping approved elements.
     pub fn reset(&mut self, now: SystemTime) {
         self.state = BaselineState::Learning;
+        self.relearn_until = None;
         self.elements
             .retain(|_, e| e.status == ElementStatus::Approved || e.manual);
         self.learning = Baseline::new(self.workload.clone(), now).learning;
         self.version += 1;
         self.updated_at = now;
+    }
+
+    #[cfg(test)]
+    fn reject_for_test(&mut self, key: &ElementKey) {
+        let mut p = Provenance::new(self.updated_at);
+        p.count = 1;
+        self.elements.insert(
+            key.clone(),
+            Element {
+                status: ElementStatus::Rejected,
+                review_reasons: vec![],
+                provenance: p,
+                manual: true,
+            },
+        );
     }
 
     /// Whether running `key` is allowed.
@@ -537,7 +591,13 @@ pub enum Verdict {
 /// allowed scripts. A lookup hashes two strings and never allocates.
 #[derive(Debug, Default, Clone)]
 pub struct Matcher {
-    index: HashMap<WorkloadIdentity, HashMap<String, HashSet<String>>>,
+    index: HashMap<WorkloadIdentity, Entry>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Entry {
+    by_exe: HashMap<String, HashSet<String>>,
+    relearn_until: Option<SystemTime>,
 }
 
 impl Matcher {
@@ -565,7 +625,13 @@ impl Matcher {
                     .insert(k.script_path.clone());
             }
         }
-        self.index.insert(b.workload.clone(), by_exe);
+        self.index.insert(
+            b.workload.clone(),
+            Entry {
+                by_exe,
+                relearn_until: b.relearn_until,
+            },
+        );
     }
 
     /// Forgets one baseline.
@@ -583,12 +649,20 @@ impl Matcher {
         self.index.is_empty()
     }
 
-    /// Matches one exec.
-    pub fn check(&self, workload: &WorkloadIdentity, exe_path: &str, script: &str) -> Verdict {
+    /// Matches one exec at `now` (a re-learning window after an image change counts as
+    /// learning).
+    pub fn check(
+        &self,
+        workload: &WorkloadIdentity,
+        exe_path: &str,
+        script: &str,
+        now: SystemTime,
+    ) -> Verdict {
         match self.index.get(workload) {
             None => Verdict::Learning,
-            Some(by_exe) => match by_exe.get(exe_path) {
+            Some(e) => match e.by_exe.get(exe_path) {
                 Some(scripts) if scripts.contains(script) => Verdict::Allowed,
+                _ if e.relearn_until.is_some_and(|t| now < t) => Verdict::Learning,
                 _ => Verdict::Deviation,
             },
         }
@@ -600,6 +674,8 @@ mod tests {
     use super::*;
     use crate::identity::WorkloadKind;
     use crate::process::{Completeness, ContainerInfo};
+
+    const RELEARN: Duration = Duration::from_secs(600);
 
     fn t(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
@@ -644,16 +720,16 @@ mod tests {
         let mut b = Baseline::new(web(), t(0));
         let nginx = exec("/usr/sbin/nginx", ExecContext::Entrypoint, "p1");
         assert_eq!(
-            b.observe(&nginx, t(1)),
+            b.observe(&nginx, t(1), RELEARN),
             Observation::Learned {
                 status: ElementStatus::Learned
             }
         );
-        assert_eq!(b.observe(&nginx, t(2)), Observation::Known);
+        assert_eq!(b.observe(&nginx, t(2), RELEARN), Observation::Known);
         assert_eq!(b.approve(None, t(3)), 2);
         assert_eq!(b.state, BaselineState::Enforced);
         let curl = exec("/usr/bin/curl", ExecContext::Descendant, "p1");
-        assert_eq!(b.observe(&curl, t(4)), Observation::Deviation);
+        assert_eq!(b.observe(&curl, t(4), RELEARN), Observation::Deviation);
         assert!(!b.elements.contains_key(&ElementKey::exe("/usr/bin/curl")));
     }
 
@@ -662,7 +738,7 @@ mod tests {
         let mut b = Baseline::new(web(), t(0));
         b.approve(None, t(1));
         let probe = exec("/bin/cat", ExecContext::Probe, "p1");
-        assert_eq!(b.observe(&probe, t(2)), Observation::Probe);
+        assert_eq!(b.observe(&probe, t(2), RELEARN), Observation::Probe);
     }
 
     #[test]
@@ -674,7 +750,7 @@ mod tests {
         let session = exec("/usr/bin/id", ExecContext::ExecSession, "p1");
         for ev in [&memfd, &shell, &session] {
             assert_eq!(
-                b.observe(ev, t(1)),
+                b.observe(ev, t(1), RELEARN),
                 Observation::Learned {
                     status: ElementStatus::NeedsReview
                 }
@@ -686,16 +762,20 @@ mod tests {
         );
         // Whole-baseline approval does not sweep held elements in; they still deviate.
         b.approve(None, t(2));
-        assert_eq!(b.observe(&shell, t(3)), Observation::Deviation);
+        assert_eq!(b.observe(&shell, t(3), RELEARN), Observation::Deviation);
         // Explicit approval does.
         b.approve(Some(&[ElementKey::exe("/bin/sh")]), t(4));
-        assert_eq!(b.observe(&shell, t(5)), Observation::Known);
+        assert_eq!(b.observe(&shell, t(5), RELEARN), Observation::Known);
     }
 
     #[test]
     fn a_shell_entrypoint_makes_shells_ordinary() {
         let mut b = Baseline::new(web(), t(0));
-        b.observe(&exec("/bin/sh", ExecContext::Entrypoint, "p1"), t(1));
+        b.observe(
+            &exec("/bin/sh", ExecContext::Entrypoint, "p1"),
+            t(1),
+            RELEARN,
+        );
         let child = exec("/bin/bash", ExecContext::Descendant, "p1");
         assert!(b.review_reasons(&child).is_empty());
     }
@@ -708,12 +788,17 @@ mod tests {
             quiet_period: Duration::from_secs(50),
             min_pods: 2,
             auto_enforce: false,
+            relearn_window: RELEARN,
         };
         let mut b = Baseline::new(web(), t(0));
-        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(1));
+        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(1), RELEARN);
         assert_eq!(b.evaluate_learning(&policy, t(99)), None, "min window");
         assert_eq!(b.evaluate_learning(&policy, t(200)), None, "one pod only");
-        b.observe(&exec("/app", ExecContext::Entrypoint, "p2"), t(201));
+        b.observe(
+            &exec("/app", ExecContext::Entrypoint, "p2"),
+            t(201),
+            RELEARN,
+        );
         assert_eq!(b.evaluate_learning(&policy, t(202)), Some("stable"));
         assert_eq!(b.state, BaselineState::PendingReview);
         assert_eq!(b.learning.end_reason.as_deref(), Some("stable"));
@@ -727,7 +812,7 @@ mod tests {
             ..LearningPolicy::default()
         };
         let mut b = Baseline::new(web(), t(0));
-        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(9));
+        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(9), RELEARN);
         assert_eq!(b.evaluate_learning(&policy, t(10)), Some("max-window"));
         assert_eq!(b.state, BaselineState::Enforced);
     }
@@ -735,7 +820,7 @@ mod tests {
     #[test]
     fn reset_keeps_approved_and_relearns() {
         let mut b = Baseline::new(web(), t(0));
-        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(1));
+        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(1), RELEARN);
         b.approve(None, t(2));
         b.reset(t(3));
         assert_eq!(b.state, BaselineState::Learning);
@@ -743,12 +828,65 @@ mod tests {
     }
 
     #[test]
+    fn a_new_image_relearns_only_new_elements() {
+        let with_digest = |path: &str, digest: &str| {
+            let mut e = exec(path, ExecContext::Descendant, "p1");
+            e.container.as_mut().unwrap().image_digest = Some(digest.into());
+            e
+        };
+        let mut b = Baseline::new(web(), t(0));
+        b.observe(&with_digest("/app", "sha256:a"), t(1), RELEARN);
+        b.approve(None, t(2));
+        b.reject_for_test(&ElementKey::exe("/bin/nc"));
+        assert_eq!(
+            b.observe(&with_digest("/app2", "sha256:a"), t(3), RELEARN),
+            Observation::Deviation
+        );
+        // v2 of the image: the new executable is learned, the old one stays approved...
+        let v = b.version;
+        assert!(matches!(
+            b.observe(&with_digest("/app2", "sha256:b"), t(4), RELEARN),
+            Observation::Learned {
+                status: ElementStatus::Learned
+            }
+        ));
+        assert!(b.version > v);
+        assert_eq!(b.state, BaselineState::Enforced);
+        assert_eq!(
+            b.elements[&ElementKey::exe("/app")].status,
+            ElementStatus::Approved
+        );
+        // ...a rejected element stays rejected, drift still waits for review...
+        assert_eq!(
+            b.observe(&with_digest("/bin/nc", "sha256:b"), t(5), RELEARN),
+            Observation::Deviation
+        );
+        let mut tmp = with_digest("/tmp/x", "sha256:b");
+        tmp.exe_writable_location = true;
+        assert!(matches!(
+            b.observe(&tmp, t(6), RELEARN),
+            Observation::Learned {
+                status: ElementStatus::NeedsReview
+            }
+        ));
+        // ...and once the window closes, anything new deviates again.
+        assert_eq!(
+            b.observe(&with_digest("/app3", "sha256:b"), t(4 + 601), RELEARN),
+            Observation::Deviation
+        );
+    }
+
+    #[test]
     fn baselines_round_trip_through_json() {
         let mut b = Baseline::new(web(), t(0));
         let mut py = exec("/usr/bin/python3", ExecContext::Entrypoint, "p1");
         py.script_path = Some("/app/main.py".into());
-        b.observe(&py, t(1));
-        b.observe(&exec("/bin/sh", ExecContext::Descendant, "p1"), t(2));
+        b.observe(&py, t(1), RELEARN);
+        b.observe(
+            &exec("/bin/sh", ExecContext::Descendant, "p1"),
+            t(2),
+            RELEARN,
+        );
         let text = serde_json::to_string(&b).unwrap();
         let back: Baseline = serde_json::from_str(&text).unwrap();
         assert_eq!(back, b);
@@ -759,22 +897,22 @@ mod tests {
         let mut b = Baseline::new(web(), t(0));
         let mut py = exec("/usr/bin/python3", ExecContext::Entrypoint, "p1");
         py.script_path = Some("/app/main.py".into());
-        b.observe(&py, t(1));
+        b.observe(&py, t(1), RELEARN);
         let learning = Matcher::new([&b]);
         assert_eq!(
-            learning.check(&web(), "/usr/bin/python3", "/app/main.py"),
+            learning.check(&web(), "/usr/bin/python3", "/app/main.py", t(3)),
             Verdict::Learning
         );
         b.approve(None, t(2));
         let m = Matcher::new([&b]);
         assert_eq!(
-            m.check(&web(), "/usr/bin/python3", "/app/main.py"),
+            m.check(&web(), "/usr/bin/python3", "/app/main.py", t(3)),
             Verdict::Allowed
         );
         assert_eq!(
-            m.check(&web(), "/usr/bin/python3", "/tmp/evil.py"),
+            m.check(&web(), "/usr/bin/python3", "/tmp/evil.py", t(3)),
             Verdict::Deviation
         );
-        assert_eq!(m.check(&web(), "/bin/sh", ""), Verdict::Deviation);
+        assert_eq!(m.check(&web(), "/bin/sh", "", t(3)), Verdict::Deviation);
     }
 }

@@ -601,7 +601,7 @@ mod tests {
         for p in allowed {
             let mut ev = exec(p);
             ev.context = ExecContext::Entrypoint;
-            b.observe(&ev, t(1));
+            b.observe(&ev, t(1), std::time::Duration::from_secs(600));
         }
         b.state = state;
         b

@@ -9,6 +9,7 @@
 pub mod baseline;
 pub mod identity;
 pub mod incident;
+pub mod policy;
 pub mod process;
 
 pub use baseline::{Baseline, BaselineState, Element, ElementKey, ElementStatus, Matcher};

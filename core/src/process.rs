@@ -5,7 +5,12 @@
 
 use crate::identity::WorkloadIdentity;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
+
+/// The executable path reported when the kernel no longer lets the sensor read it (the
+/// process exited first). Learning holds it for review; it is never allowed by default.
+pub const UNREADABLE_EXE: &str = "[unreadable]";
 
 /// Runtime that created a container, as its cgroup path tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,6 +67,9 @@ pub struct ContainerInfo {
     pub image: Option<String>,
     /// Image digest, once metadata is known.
     pub image_digest: Option<String>,
+    /// The pod's labels, once metadata is known (for baseline label selectors).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// How a process came to run.

@@ -218,6 +218,7 @@ impl From<&ContainerInfo> for pb::ContainerInfo {
             qos: qos_to_pb(c.qos) as i32,
             image: c.image.clone().unwrap_or_default(),
             image_digest: c.image_digest.clone().unwrap_or_default(),
+            pod_labels: c.pod_labels.clone().into_iter().collect(),
         }
     }
 }
@@ -232,6 +233,7 @@ impl From<&pb::ContainerInfo> for ContainerInfo {
             qos: qos_from_pb(c.qos),
             image: opt_string(&c.image),
             image_digest: opt_string(&c.image_digest),
+            pod_labels: c.pod_labels.clone().into_iter().collect(),
         }
     }
 }
@@ -413,6 +415,7 @@ pub fn baseline_to_pb(b: &Baseline, with_provenance: bool) -> pb::Baseline {
         image_digests: b.image_digests.iter().cloned().collect(),
         updated_at: Some(timestamp(b.updated_at)),
         revision: b.revision,
+        relearn_until: b.relearn_until.map(timestamp),
     }
 }
 
@@ -480,6 +483,7 @@ pub fn baseline_from_pb(p: &pb::Baseline) -> Result<Baseline> {
     b.revision = p.revision;
     b.labels = p.labels.clone().into_iter().collect();
     b.image_digests = p.image_digests.iter().cloned().collect();
+    b.relearn_until = opt_time(p.relearn_until.as_ref());
     for e in &p.elements {
         let key = element_key(&pb::ElementRef {
             exe_path: e.exe_path.clone(),

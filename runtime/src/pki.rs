@@ -56,8 +56,25 @@ pub struct TokenEntry {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TokensFile {
-    /// Entries.
+    /// Bearer tokens.
+    #[serde(default)]
     pub tokens: Vec<TokenEntry>,
+    /// API callers that authenticate with a client certificate instead of a token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateEntry>,
+}
+
+/// A client certificate bound to a role, by its subject common name. The certificate must be
+/// signed by the server's client CA.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateEntry {
+    /// Who holds it; recorded as the actor in the audit log.
+    pub name: String,
+    /// Role: viewer, approver, admin or siem.
+    pub role: String,
+    /// The certificate's subject common name.
+    pub common_name: String,
 }
 
 /// Hex sha256 of a token secret, as stored in `tokens.yaml`.
@@ -166,7 +183,10 @@ pub fn init(dir: &Path, server_names: &[String], nodes: &[String]) -> Result<Gen
         }
     }
 
-    let mut file = TokensFile::default();
+    let mut file = TokensFile {
+        tokens: Vec::new(),
+        certificates: Vec::new(),
+    };
     let mut tokens = Vec::new();
     for role in ROLES {
         let secret = format!("pgt_{}", hex::encode(rand::random::<[u8; 24]>()));

@@ -36,6 +36,7 @@ pub fn start(
     out: tokio::sync::mpsc::Sender<ProcessEvent>,
     metrics: Metrics,
     netns: Option<&std::path::Path>,
+    nice: i32,
     shutdown: CancellationToken,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     let conn = ProcConnector::open(SOCKET_BUFFER, netns)?;
@@ -49,7 +50,10 @@ pub fn start(
         let shutdown = shutdown.clone();
         std::thread::Builder::new()
             .name("pg-netlink".into())
-            .spawn(move || drain(conn, tx, metrics, shutdown))?
+            .spawn(move || {
+                favour(nice, "pg-netlink");
+                drain(conn, tx, metrics, shutdown)
+            })?
     };
     let (hash_tx, hash_rx) = sync_channel::<Observed>(HASH_QUEUE);
     let process = {
@@ -58,6 +62,7 @@ pub fn start(
         std::thread::Builder::new()
             .name("pg-process".into())
             .spawn(move || {
+                favour(nice, "pg-process");
                 for ob in tracker.scan() {
                     if hash_tx.send(ob).is_err() {
                         return;
@@ -74,6 +79,17 @@ pub fn start(
         .name("pg-hash".into())
         .spawn(move || hash(hash_rx, &out, &metrics))?;
     Ok(vec![drain, process, hasher])
+}
+
+/// Raises this capture thread's priority; a refusal (no CAP_SYS_NICE) is logged, not fatal:
+/// capture still works, it only loses more races with short-lived processes under CPU load.
+fn favour(nice: i32, thread: &str) {
+    if nice == 0 {
+        return;
+    }
+    if let Err(e) = crate::netlink::raise_thread_priority(nice) {
+        tracing::warn!(message = "Cannot raise capture thread priority; short-lived processes are more likely to be missed under CPU load.", thread, nice, error = %e);
+    }
 }
 
 fn drain(
@@ -152,7 +168,15 @@ fn process(
                 }
                 continue;
             }
-            Item::Event(ProcEvent::Exec { tgid }) => tracker.on_exec(tgid).into_iter().collect(),
+            Item::Event(ProcEvent::Exec { tgid }) => match tracker.on_exec(tgid) {
+                Some(ob) => vec![ob],
+                None => {
+                    // Gone (or a zombie) before /proc could be read, with nothing known to
+                    // build an event from: counted, never silent.
+                    metrics.exec_lost.inc();
+                    continue;
+                }
+            },
             Item::Event(ProcEvent::Exit { pid, tgid }) => {
                 if pid == tgid {
                     tracker.on_exit(tgid);
@@ -176,8 +200,19 @@ fn process(
 fn hash(rx: Receiver<Observed>, out: &tokio::sync::mpsc::Sender<ProcessEvent>, metrics: &Metrics) {
     let mut cache = HashCache::default();
     // Ends when the processing thread ends (its sender drops).
-    for Observed { mut event, exe } in rx {
-        event.exe_sha256 = exe.as_ref().and_then(|f| cache.hash(f));
+    for Observed {
+        mut event,
+        exe,
+        exe_key,
+    } in rx
+    {
+        event.exe_sha256 = match (&exe, exe_key) {
+            (Some(f), _) => cache.hash(f),
+            // Gone before it could be opened: known only if this very file (same device,
+            // inode, mtime and size) was hashed before.
+            (None, Some(key)) => cache.lookup(key),
+            (None, None) => None,
+        };
         if event.exe_sha256.is_none() {
             event.mark_missing("exe_sha256");
         }

@@ -74,12 +74,19 @@ fn pod_segment(seg: &str) -> Option<String> {
             8 | 13 | 18 | 23 => b == b'-',
             _ => b.is_ascii_hexdigit(),
         });
-    ok.then_some(uid)
+    // A static pod's UID is the kubelet's 32-hex hash of its manifest (the API's mirror pod
+    // names it in its `kubernetes.io/config.mirror` annotation).
+    let static_pod = uid.len() == 32 && uid.bytes().all(|b| b.is_ascii_hexdigit());
+    (ok || static_pod).then_some(uid)
 }
+
+/// Longest cgroup path accepted: the kernel's `PATH_MAX`. A longer one cannot come from the
+/// kernel, so it is unattributed rather than copied into events.
+pub const MAX_PATH: usize = 4096;
 
 /// Interprets one cgroup path.
 pub fn parse_path(path: &str) -> Placement {
-    if path.starts_with("/..") {
+    if path.starts_with("/..") || path.len() > MAX_PATH {
         return Placement::Unattributed;
     }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -200,6 +207,17 @@ mod tests {
         check(&v1, None, true, Some(QosClass::Burstable));
         let hybrid = format!("0::/\n4:memory:/kubepods/besteffort/pod{UID}/{ID}\n");
         check(&hybrid, None, true, Some(QosClass::BestEffort));
+    }
+
+    #[test]
+    fn static_pods_carry_their_manifest_hash() {
+        let hash = "7c2b6c0b8a7b4f1c9c8e0d1f2a3b4c5d";
+        match parse(&format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{hash}.slice/cri-containerd-{ID}.scope"
+        )) {
+            Placement::Container(c) => assert_eq!(c.pod_uid.as_deref(), Some(hash)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct Config {
     /// initial network namespace). Unset: the sensor's own.
     #[arg(long, env = "PROCGUARD_NETLINK_NETNS")]
     pub netlink_netns: Option<PathBuf>,
+    /// Nice value of the capture threads (-20..=19; 0 leaves them alone). They race every
+    /// process's exit; a negative value wins more races under CPU load. Needs CAP_SYS_NICE.
+    #[arg(long, env = "PROCGUARD_CAPTURE_NICE", default_value_t = -10, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub capture_nice: i32,
     /// CA that signed the server certificate (PEM).
     #[arg(long, env = "PROCGUARD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
@@ -49,9 +53,16 @@ pub struct Config {
     /// Admin listen address for /healthz, /readyz and /metrics.
     #[arg(long, env = "PROCGUARD_ADMIN_ADDR", default_value = "127.0.0.1:9091")]
     pub admin_addr: SocketAddr,
-    /// Pod metadata source: "kube" (in-cluster API, pods on this node) or "off".
+    /// Pod metadata source: "kube" (the Kubernetes API, pods on this node only) or "off".
     #[arg(long, env = "PROCGUARD_POD_METADATA", default_value = "off")]
     pub pod_metadata: String,
+    /// Kubeconfig for --pod-metadata kube; unset: the in-cluster service account.
+    #[arg(long, env = "PROCGUARD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Also watch executions with fanotify FAN_OPEN_EXEC, which names the executable of
+    /// processes that exit before /proc can be read (needs CAP_SYS_ADMIN).
+    #[arg(long, env = "PROCGUARD_FANOTIFY", default_value_t = false)]
+    pub fanotify: bool,
     /// Write every process event as one JSON object per line to this file ("-" for stdout).
     #[arg(long, env = "PROCGUARD_JSONL")]
     pub jsonl: Option<PathBuf>,
@@ -62,10 +73,10 @@ pub struct Config {
         default_value = "./procguard-data/sensor"
     )]
     pub spool_dir: PathBuf,
-    /// Events held in memory while unacknowledged; past it the oldest observations are dropped
-    /// (and counted) before any deviation.
-    #[arg(long, env = "PROCGUARD_BUFFER_EVENTS", default_value_t = 100_000)]
-    pub buffer_events: usize,
+    /// Bytes of disk the spool of unacknowledged events may use (about 400 bytes an event);
+    /// past it the oldest observations are dropped (and counted) before any deviation.
+    #[arg(long, env = "PROCGUARD_SPOOL_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub spool_bytes: u64,
     /// Log format.
     #[arg(long, env = "PROCGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -88,10 +99,25 @@ pub struct Settings {
     pub admin_addr: SocketAddr,
     /// JSON-lines output.
     pub jsonl: Option<PathBuf>,
-    /// In-memory buffer bound.
-    pub buffer_events: usize,
+    /// Spool directory.
+    pub spool_dir: PathBuf,
+    /// Spool bound in bytes.
+    pub spool_bytes: u64,
     /// Network namespace for the proc connector socket.
     pub netlink_netns: Option<PathBuf>,
+    /// Nice value of the capture threads.
+    pub capture_nice: i32,
+    /// Pod metadata from the Kubernetes API, when enabled.
+    pub pod_metadata: Option<PodMetadata>,
+    /// fanotify exec identities.
+    pub fanotify: bool,
+}
+
+/// Where pod metadata comes from.
+#[derive(Debug, Clone)]
+pub struct PodMetadata {
+    /// Kubeconfig file; `None` for the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// How to reach the server.
@@ -127,30 +153,59 @@ impl Config {
             )));
         }
         if let Some(ns) = &self.netlink_netns {
-            if !ns.exists() {
-                return Err(ConfigError(format!(
-                    "--netlink-netns '{}' does not exist; mount the host's /proc and point at <proc>/1/ns/net",
-                    ns.display()
-                )));
+            // Another process's ns/ links are guarded by ptrace access checks, so "cannot
+            // read" usually means a missing capability, not a missing file: say which.
+            match std::fs::metadata(ns) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(ConfigError(format!(
+                        "--netlink-netns '{}' cannot be opened (permission denied); another \
+                         process's namespace needs CAP_SYS_PTRACE (and AppArmor unconfined)",
+                        ns.display()
+                    )))
+                }
+                Err(e) => {
+                    return Err(ConfigError(format!(
+                        "--netlink-netns '{}' cannot be read ({e}); mount the host's /proc and \
+                         point at <proc>/1/ns/net",
+                        ns.display()
+                    )))
+                }
             }
         }
-        match self.pod_metadata.as_str() {
-            "off" => {}
+        let pod_metadata = match self.pod_metadata.as_str() {
+            "off" => None,
             "kube" => {
-                return Err(ConfigError(
-                    "--pod-metadata kube is not available in this build yet; use 'off'".into(),
-                ))
+                match &self.kubeconfig {
+                    Some(k) if !k.is_file() => {
+                        return Err(ConfigError(format!(
+                            "--kubeconfig '{}' is not a file; point it at a kubeconfig, or unset it to use the in-cluster service account",
+                            k.display()
+                        )))
+                    }
+                    Some(_) => {}
+                    None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() => {
+                        return Err(ConfigError(
+                            "--pod-metadata kube needs --kubeconfig (PROCGUARD_KUBECONFIG) outside a cluster (KUBERNETES_SERVICE_HOST is not set)".into(),
+                        ))
+                    }
+                    None => {}
+                }
+                Some(PodMetadata {
+                    kubeconfig: self.kubeconfig.clone(),
+                })
             }
             other => {
                 return Err(ConfigError(format!(
                     "--pod-metadata must be 'kube' or 'off'; got '{other}'"
                 )))
             }
-        }
-        if self.buffer_events < 1_000 {
+        };
+        if self.spool_bytes < crate::spool::MIN_SPOOL_BYTES {
             return Err(ConfigError(format!(
-                "--buffer-events must be at least 1000; got {}",
-                self.buffer_events
+                "--spool-bytes must be at least {} (1 MiB); got {}",
+                crate::spool::MIN_SPOOL_BYTES,
+                self.spool_bytes
             )));
         }
         let uplink = match &self.server {
@@ -195,8 +250,57 @@ impl Config {
             cgroup_root: self.cgroup_root.clone(),
             admin_addr: self.admin_addr,
             jsonl: self.jsonl.clone(),
-            buffer_events: self.buffer_events,
+            spool_dir: self.spool_dir.clone(),
+            spool_bytes: self.spool_bytes,
             netlink_netns: self.netlink_netns.clone(),
+            capture_nice: self.capture_nice,
+            pod_metadata,
+            fanotify: self.fanotify,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn validate(args: &[&str]) -> Result<Settings, ConfigError> {
+        let mut all = vec!["procguard-sensor", "--node-name", "n1", "--jsonl", "-"];
+        all.extend(args);
+        Config::try_parse_from(all).unwrap().validate()
+    }
+
+    #[test]
+    fn pod_metadata_needs_a_usable_source() {
+        let err =
+            validate(&["--pod-metadata", "kube", "--kubeconfig", "/nonexistent/kc"]).unwrap_err();
+        assert!(
+            err.0
+                .contains("--kubeconfig '/nonexistent/kc' is not a file"),
+            "{}",
+            err.0
+        );
+        let err = validate(&["--pod-metadata", "yes"]).unwrap_err();
+        assert!(
+            err.0.contains("must be 'kube' or 'off'; got 'yes'"),
+            "{}",
+            err.0
+        );
+        let kc = tempfile::NamedTempFile::new().unwrap();
+        let ok = validate(&[
+            "--pod-metadata",
+            "kube",
+            "--kubeconfig",
+            kc.path().to_str().unwrap(),
+            "--fanotify",
+        ])
+        .unwrap();
+        assert_eq!(
+            ok.pod_metadata.and_then(|p| p.kubeconfig).as_deref(),
+            Some(kc.path())
+        );
+        assert!(ok.fanotify);
+        assert!(validate(&[]).unwrap().pod_metadata.is_none());
     }
 }

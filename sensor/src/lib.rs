@@ -5,15 +5,20 @@
 //! to its container ([`cgroup`]) and workload; the [`uplink`] streams the events to the server
 //! over mTLS and matches them against the enforced baselines it pushes back.
 //!
-//! Threads: `pg-netlink` drains the socket, `pg-process` reads `/proc`; everything else runs
-//! on tokio. One cancellation token stops them all.
+//! Threads: `pg-netlink` drains the socket, `pg-process` reads `/proc`, `pg-hash` hashes,
+//! `pg-fanotify` (with `--fanotify`) reads exec identities; the pod watch and the [`pods`]
+//! enricher (with `--pod-metadata kube`) and the uplink run on tokio. One cancellation token
+//! stops them all.
 
 pub mod capture;
 pub mod cgroup;
 pub mod config;
+pub mod fanotify;
 pub mod metrics;
 pub mod netlink;
+pub mod pods;
 pub mod procfs;
+pub mod spool;
 pub mod tracker;
 pub mod uplink;
 
@@ -33,6 +38,11 @@ pub const GRACE: Duration = Duration::from_secs(5);
 /// Runs the sensor until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = metrics::Metrics::default();
+    // The Kubernetes client is built (and its kubeconfig checked) before any port is bound.
+    let kube_client = match &settings.pod_metadata {
+        Some(p) => Some(pods::client(p.kubeconfig.as_deref()).await?),
+        None => None,
+    };
     let admin = Admin::new(metrics.register());
     let listener = Admin::bind(settings.admin_addr)
         .await
@@ -48,17 +58,56 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 .with_context(|| format!("cannot open --jsonl file {}", p.display()))?,
         )),
     };
-    let tracker = tracker::Tracker::new(
+    // Only a sensor with a server spools; JSON-lines output alone keeps nothing.
+    let spool = match &settings.uplink {
+        Some(_) => Some(
+            spool::Spool::open(&settings.spool_dir, settings.spool_bytes, metrics.clone())
+                .with_context(|| {
+                    format!(
+                        "cannot open the spool in --spool-dir {}",
+                        settings.spool_dir.display()
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let mut tracker = tracker::Tracker::new(
         procfs::ProcReader::new(&settings.proc_root),
         &settings.node_name,
         &settings.cluster,
     );
+    let mut fanotify_thread = None;
+    if settings.fanotify {
+        let (watch, reader) = fanotify::ExecWatch::start(metrics.clone(), shutdown.clone())
+            .context("--fanotify: cannot watch executions with fanotify (needs CAP_SYS_ADMIN and a kernel with FAN_OPEN_EXEC, 5.0+)")?;
+        tracker.set_exec_watch(watch);
+        fanotify_thread = Some(reader);
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+    // With pod metadata, the enricher sits between capture and the uplink.
+    let rx = match kube_client {
+        None => rx,
+        Some(client) => {
+            let cache = pods::PodCache::default();
+            tokio::spawn(pods::watch_pods(
+                client,
+                settings.node_name.clone(),
+                cache.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+            let (etx, erx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+            let enricher = pods::Enricher::new(&settings.cluster, cache, metrics.clone());
+            tokio::spawn(enricher.run(rx, etx, shutdown.clone()));
+            erx
+        }
+    };
     let threads = capture::start(
         tracker,
         tx,
         metrics.clone(),
         settings.netlink_netns.as_deref(),
+        settings.capture_nice,
         shutdown.clone(),
     ).map_err(|e| {
         if e.raw_os_error() == Some(libc::EPERM) || e.raw_os_error() == Some(libc::EACCES) {
@@ -71,6 +120,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             anyhow::anyhow!("cannot subscribe to the kernel's process events: {e}")
         }
     })?;
+    let threads: Vec<_> = threads.into_iter().chain(fanotify_thread).collect();
     let admin_task = tokio::spawn(admin.clone().serve(listener, shutdown.clone()));
     admin.set_ready(true);
     tracing::info!(
@@ -83,9 +133,24 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         settings.uplink.clone(),
         &settings.node_name,
         &settings.cluster,
-        settings.buffer_events,
+        spool,
         metrics,
         jsonl,
+    )
+    .with_capabilities(
+        [
+            (
+                settings.pod_metadata.is_some(),
+                procguard_proto::v1::SensorCapability::PodMetadata,
+            ),
+            (
+                settings.fanotify,
+                procguard_proto::v1::SensorCapability::FanotifyExec,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(on, c)| on.then_some(c))
+        .collect(),
     );
     up.run(rx, shutdown.clone()).await;
     shutdown.cancel();

@@ -13,14 +13,24 @@ pub struct Metrics {
     pub events_partial: Counter,
     /// Kernel events dropped because the processing queue was full.
     pub queue_drops: Counter,
+    /// Execs whose process was gone before `/proc` could be read, with nothing to report.
+    pub exec_lost: Counter,
     /// Proc connector overruns (ENOBUFS).
     pub kernel_losses: Counter,
     /// Forward jumps in per-CPU sequence numbers (includes events the filter skips).
     pub sequence_gaps: Counter,
     /// Full /proc rescans after a loss.
     pub resyncs: Counter,
-    /// Events dropped because the unacknowledged buffer was full.
+    /// Events dropped by the spool (full, or the disk failed), over the spool's lifetime.
     pub buffer_drops: Counter,
+    /// Of those, deviations.
+    pub spool_dropped_deviations: Counter,
+    /// Events appended to the spool, over the spool's lifetime.
+    pub spool_appended: Counter,
+    /// Spool writes, fsyncs or reads that failed.
+    pub spool_write_errors: Counter,
+    /// Bytes held in the spool.
+    pub spool_bytes: Gauge,
     /// Deviations detected locally.
     pub deviations: Counter,
     /// Events acknowledged by the server.
@@ -33,6 +43,24 @@ pub struct Metrics {
     pub connected: Gauge,
     /// Enforced baselines held.
     pub baselines: Gauge,
+    /// Pods on this node known from the API.
+    pub pods_known: Gauge,
+    /// Pods ignored because the pod cache was full.
+    pub pods_ignored: Counter,
+    /// Pod watch errors (each followed by a retry).
+    pub pod_watch_errors: Counter,
+    /// Events held waiting for their pod's metadata.
+    pub pod_events_held: Gauge,
+    /// Events sent without pod metadata (partial) after waiting for it.
+    pub pod_metadata_missing: Counter,
+    /// Held events released early because the hold was full.
+    pub pod_hold_overflow: Counter,
+    /// fanotify exec events received.
+    pub fanotify_events: Counter,
+    /// fanotify queue overflows (events lost by the kernel).
+    pub fanotify_overflows: Counter,
+    /// Executables named by fanotify for processes already gone from /proc.
+    pub fanotify_rescues: Counter,
 }
 
 impl Metrics {
@@ -55,6 +83,11 @@ impl Metrics {
             self.queue_drops.clone(),
         );
         r.register(
+            "exec_lost",
+            "Execs whose process was gone before /proc could be read (no event possible)",
+            self.exec_lost.clone(),
+        );
+        r.register(
             "kernel_losses",
             "Proc connector overruns (ENOBUFS)",
             self.kernel_losses.clone(),
@@ -71,8 +104,28 @@ impl Metrics {
         );
         r.register(
             "buffer_drops",
-            "Events dropped: unacknowledged buffer full",
+            "Events dropped by the spool (full or disk failure), over the spool's lifetime",
             self.buffer_drops.clone(),
+        );
+        r.register(
+            "spool_dropped_deviations",
+            "Deviations dropped by the spool, over the spool's lifetime",
+            self.spool_dropped_deviations.clone(),
+        );
+        r.register(
+            "spool_appended",
+            "Events appended to the spool, over the spool's lifetime",
+            self.spool_appended.clone(),
+        );
+        r.register(
+            "spool_io_errors",
+            "Spool writes, fsyncs or reads that failed",
+            self.spool_write_errors.clone(),
+        );
+        r.register(
+            "spool_bytes",
+            "Bytes held in the spool",
+            self.spool_bytes.clone(),
         );
         r.register(
             "deviations",
@@ -103,6 +156,55 @@ impl Metrics {
             "baselines",
             "Enforced baselines held for local matching",
             self.baselines.clone(),
+        );
+        for (name, help, c) in [
+            (
+                "pods_ignored",
+                "Pods ignored: pod cache full",
+                &self.pods_ignored,
+            ),
+            (
+                "pod_watch_errors",
+                "Pod watch errors, each followed by a retry",
+                &self.pod_watch_errors,
+            ),
+            (
+                "pod_metadata_missing",
+                "Events sent without pod metadata after waiting for it",
+                &self.pod_metadata_missing,
+            ),
+            (
+                "pod_hold_overflow",
+                "Held events released early: hold full",
+                &self.pod_hold_overflow,
+            ),
+            (
+                "fanotify_events",
+                "fanotify exec events received",
+                &self.fanotify_events,
+            ),
+            (
+                "fanotify_overflows",
+                "fanotify queue overflows: events lost by the kernel",
+                &self.fanotify_overflows,
+            ),
+            (
+                "fanotify_rescues",
+                "Executables named by fanotify for processes gone from /proc",
+                &self.fanotify_rescues,
+            ),
+        ] {
+            r.register(name, help, c.clone());
+        }
+        r.register(
+            "pods_known",
+            "Pods on this node known from the API",
+            self.pods_known.clone(),
+        );
+        r.register(
+            "pod_events_held",
+            "Events waiting for their pod's metadata",
+            self.pod_events_held.clone(),
         );
         r
     }

@@ -6,6 +6,11 @@
 //! sizes are passed alongside. Message parsing is safe code over byte slices and checks every
 //! length, because a truncated datagram must not become an out-of-bounds read.
 //!
+//! The module also raises the scheduling priority of the capture threads
+//! ([`raise_thread_priority`]): they race every process's exit, and under CPU contention a
+//! default-priority thread loses that race for short-lived processes. It is a single
+//! `setpriority(2)` on the calling thread.
+//!
 //! Listening needs CAP_NET_ADMIN in the initial user namespace and the initial PID namespace
 //! (a DaemonSet with `hostPID: true`). On kernels from 6.6 the subscription carries an event
 //! filter, so the kernel sends only fork, exec and exit events.
@@ -352,6 +357,19 @@ impl Drop for ProcConnector {
     fn drop(&mut self) {
         let _ = self.control(PROC_CN_MCAST_IGNORE);
     }
+}
+
+/// Sets the calling thread's nice value (negative is more favoured). Needs CAP_SYS_NICE for
+/// values below 0; the caller decides what to do when it is refused.
+pub fn raise_thread_priority(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid(2) takes no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+    // SAFETY: setpriority(2) on our own thread id, plain integer arguments.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Detects lost events from the per-CPU sequence numbers.

@@ -15,6 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const MAX_ARGS: usize = 64;
 /// Most bytes kept of one argv entry.
 pub const MAX_ARG_LEN: usize = 1024;
+/// Most bytes read of `/proc/<pid>/cgroup`: a v1 host has about a dozen lines of at most
+/// `PATH_MAX`; anything beyond is cut, never buffered.
+pub const MAX_CGROUP_FILE: usize = 64 * 1024;
 /// Largest executable hashed; bigger ones are reported without a hash.
 pub const MAX_HASH_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -74,6 +77,65 @@ pub fn parse_cmdline(raw: &[u8]) -> (Vec<String>, bool) {
     (argv, truncated)
 }
 
+/// Reads at most `max` bytes of a file as text.
+fn read_bounded(path: &Path, max: u64) -> Option<String> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(max)
+        .read_to_end(&mut raw)
+        .ok()?;
+    Some(String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// The fields of `/proc/<pid>/stat` the sensor uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Parent PID.
+    pub ppid: u32,
+    /// Command name (at most 64 bytes; the kernel's is 16).
+    pub comm: String,
+    /// Start time in clock ticks after boot.
+    pub start_ticks: u64,
+}
+
+/// Parses `/proc/<pid>/stat`: `pid (comm) state ppid ... starttime(22nd) ...`. The command
+/// name may itself hold spaces and parentheses, so it runs from the first `(` to the last `)`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    if close < open {
+        return None;
+    }
+    let mut comm = text[open + 1..close].to_string();
+    if comm.len() > 64 {
+        let mut cut = 64;
+        while !comm.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        comm.truncate(cut);
+    }
+    let rest: Vec<&str> = text[close + 1..].split_whitespace().take(20).collect();
+    Some(Stat {
+        ppid: rest.get(1)?.parse::<i64>().ok()?.clamp(0, u32::MAX as i64) as u32,
+        comm,
+        start_ticks: rest.get(19)?.parse().ok()?,
+    })
+}
+
+/// Real UID and GID from `/proc/<pid>/status` (`Uid:` and `Gid:` lines: real, effective,
+/// saved, filesystem).
+pub fn parse_status_ids(text: &str) -> (Option<u32>, Option<u32>) {
+    let first = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u32>().ok())
+    };
+    (first("Uid:"), first("Gid:"))
+}
+
 /// Interprets an `exe` link target: strips " (deleted)" and spots memfds.
 pub fn parse_exe_link(target: &str) -> (String, bool, bool) {
     let (path, deleted) = match target.strip_suffix(" (deleted)") {
@@ -102,12 +164,12 @@ impl ProcReader {
                 s.lines()
                     .find_map(|l| l.strip_prefix("btime "))
                     .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+                    .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
             });
         Self {
             root,
             boot_time,
-            ticks: procfs::ticks_per_second().max(1),
+            ticks: ::procfs::ticks_per_second().max(1),
         }
     }
 
@@ -141,7 +203,16 @@ impl ProcReader {
             pid,
             ..Default::default()
         };
-        // exe and cmdline first: they are what a short-lived process loses soonest.
+        // cgroup, exe and cmdline first: they are what a short-lived process loses soonest,
+        // and the cgroup decides whose process it is.
+        info.cgroup = std::fs::File::open(self.path(pid, "cgroup"))
+            .ok()
+            .and_then(|f| {
+                use std::io::Read;
+                let mut raw = Vec::new();
+                f.take(MAX_CGROUP_FILE as u64).read_to_end(&mut raw).ok()?;
+                Some(String::from_utf8_lossy(&raw).into_owned())
+            });
         if let Ok(t) = std::fs::read_link(self.path(pid, "exe")) {
             let (p, deleted, memfd) = parse_exe_link(&t.to_string_lossy());
             info.exe = Some(p);
@@ -153,19 +224,23 @@ impl ProcReader {
             info.argv = Some(argv);
             info.argv_truncated = truncated;
         }
-        info.cgroup = std::fs::read_to_string(self.path(pid, "cgroup")).ok();
-        if let Ok(p) = procfs::process::Process::new_with_root(self.root.join(pid.to_string())) {
-            if let Ok(stat) = p.stat() {
-                info.ppid = Some(stat.ppid.max(0) as u32);
-                info.comm = Some(stat.comm.clone());
-                info.start_time = self
-                    .boot_time
-                    .map(|b| b + Duration::from_millis(stat.starttime * 1000 / self.ticks));
-            }
-            if let Ok(status) = p.status() {
-                info.uid = Some(status.ruid);
-                info.gid = Some(status.rgid);
-            }
+        // Parsed here rather than with the procfs crate, whose stat parser panics on a
+        // malformed line (found by tests/hostile_input.rs).
+        if let Some(stat) = read_bounded(&self.path(pid, "stat"), 4096).and_then(|t| parse_stat(&t))
+        {
+            // A task being torn down reports parent 0: that is not its parent, so it counts as
+            // unread (the fork event still knows the parent).
+            info.ppid = (stat.ppid != 0 || pid <= 1).then_some(stat.ppid);
+            info.comm = Some(stat.comm);
+            info.start_time = self.boot_time.and_then(|b| {
+                let ms = stat.start_ticks.checked_mul(1000)? / self.ticks;
+                b.checked_add(Duration::from_millis(ms))
+            });
+        }
+        if let Some(status) = read_bounded(&self.path(pid, "status"), 16 * 1024) {
+            let (uid, gid) = parse_status_ids(&status);
+            info.uid = uid;
+            info.gid = gid;
         }
         info
     }
@@ -182,6 +257,11 @@ pub struct HashCache {
 pub const HASH_CACHE_ENTRIES: usize = 4096;
 
 impl HashCache {
+    /// The hash of a file already hashed under `key` (device, inode, mtime, size).
+    pub fn lookup(&self, key: (u64, u64, i64, u64)) -> Option<String> {
+        self.entries.get(&key).cloned()
+    }
+
     /// Hashes an executable opened through `/proc/<pid>/exe`, which reaches the file even
     /// when it lives in another mount namespace or was deleted, and keeps reaching it after the
     /// process exits.
@@ -225,6 +305,20 @@ mod tests {
         assert_eq!(parse_cmdline(b""), (vec![], false));
         // Invalid UTF-8 survives lossily rather than failing the event.
         assert_eq!(parse_cmdline(b"\xff\xfe\0").0.len(), 1);
+    }
+
+    #[test]
+    fn stat_lines_with_odd_command_names_parse() {
+        let stat = "4242 (a b) (c)) S 4100 4242 4100 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100 18446744073709551615";
+        assert_eq!(
+            parse_stat(stat),
+            Some(Stat {
+                ppid: 4100,
+                comm: "a b) (c)".to_string(),
+                start_ticks: 987654
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
     }
 
     #[test]

@@ -6,12 +6,15 @@
 //! fields it inherited are listed as missing. Exec events read `/proc` at once.
 
 use crate::cgroup::{self, ContainerRef, Placement};
+use crate::fanotify::ExecWatch;
 use crate::procfs::{ProcInfo, ProcReader};
-use procguard_core::process::Ancestor;
+use procguard_core::process::{Ancestor, UNREADABLE_EXE};
 use procguard_core::{
     Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
 };
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Most processes tracked; past it the oldest-inserted entries of exited processes are
 /// forgotten first (a fork bomb cannot grow the table without bound).
@@ -50,7 +53,15 @@ pub fn script_of(exe: &str, argv: &[String]) -> Option<String> {
                 .strip_prefix(i)
                 .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
     });
-    if !is_interp {
+    // A multi-call binary (busybox) run under another name is that applet, not the shell.
+    let invoked = argv.first().map(|a| basename(a)).unwrap_or(name);
+    let invoked_interp = INTERPRETERS.iter().any(|i| {
+        invoked == *i
+            || invoked
+                .strip_prefix(i)
+                .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+    });
+    if !is_interp || !(invoked == name || invoked_interp) {
         return None;
     }
     for a in argv.iter().skip(1) {
@@ -73,6 +84,46 @@ pub struct Observed {
     pub event: ProcessEvent,
     /// The executable, when it could be opened.
     pub exe: Option<std::fs::File>,
+    /// The executable's hash cache key, when only fanotify saw it (the process was gone).
+    pub exe_key: Option<(u64, u64, i64, u64)>,
+}
+
+/// How long the process thread waits for fanotify to name the executable of a process already
+/// gone from `/proc`. The kernel queued that event before the proc connector's, so it is
+/// normally there; the wait only covers the reader thread being descheduled.
+const FANOTIFY_WAIT: Duration = Duration::from_millis(20);
+/// Containers whose writable layer (overlay upperdir) is remembered; past it the memo starts
+/// over, which costs one mountinfo read per container again, never memory.
+const MAX_UPPERDIRS: usize = 4_096;
+
+/// A process whose executable can no longer be read has exited (or is a kernel thread): its
+/// cgroup file then names the root cgroup it was moved to on exit and its cmdline is empty.
+/// Neither says anything about the process as it ran, so both count as unread.
+fn forget_if_exited(info: &mut ProcInfo) {
+    if info.exe.is_none() {
+        info.cgroup = None;
+        if info.argv.as_ref().is_some_and(|a| a.is_empty()) {
+            info.argv = None;
+        }
+    }
+}
+
+/// The overlay upper directory of the root mount in a `/proc/<pid>/mountinfo`: the container's
+/// writable layer, as a path in the sensor's mount namespace.
+pub fn root_upperdir(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|l| {
+        // id parent major:minor root mountpoint opts [optional...] - fstype source superopts
+        let (pre, post) = l.split_once(" - ")?;
+        let mut pre = pre.split(' ');
+        let mount_point = pre.nth(4)?;
+        let mut post = post.split(' ');
+        let (fstype, _src, superopts) = (post.next()?, post.next()?, post.next()?);
+        (mount_point == "/" && fstype == "overlay").then_some(())?;
+        superopts
+            .split(',')
+            .find_map(|o| o.strip_prefix("upperdir="))
+            .map(|u| u.replace("\\040", " "))
+    })
 }
 
 /// The sensor's view of every live process.
@@ -84,7 +135,25 @@ pub struct Tracker {
     cluster: String,
     /// Live processes per container ID, to tell an entrypoint from an exec session.
     live_in_container: HashMap<String, u32>,
+    /// fanotify exec identities, when enabled.
+    exec_watch: Option<Arc<ExecWatch>>,
+    /// Writable layer per container ID (`None`: not an overlay root).
+    upperdirs: HashMap<String, Option<String>>,
+    /// Containers seen, by ID, to attribute a process by the root filesystem of the file it
+    /// executed when its cgroup could no longer be read.
+    containers: HashMap<String, ContainerRef>,
+    /// Attempts left to find each container's root filesystem for fanotify (0: found or given
+    /// up). The runtime's own helper joins the container's cgroup before it switches to the
+    /// container's root, so the first process seen in a container may still show the host's.
+    root_tries: HashMap<String, u8>,
 }
+
+/// Processes of a container looked at for its root filesystem before giving up (a container
+/// that shares the host's root has none of its own).
+const ROOT_TRIES: u8 = 8;
+
+/// Containers remembered for attribution by root filesystem; past it the memo starts over.
+const MAX_CONTAINERS: usize = 4_096;
 
 impl Tracker {
     /// A tracker over `reader`.
@@ -95,6 +164,52 @@ impl Tracker {
             node: node.to_string(),
             cluster: cluster.to_string(),
             live_in_container: HashMap::new(),
+            exec_watch: None,
+            upperdirs: HashMap::new(),
+            containers: HashMap::new(),
+            root_tries: HashMap::new(),
+        }
+    }
+
+    /// Looks for the root filesystem of container `id` through live process `pid`, until
+    /// found or [`ROOT_TRIES`] processes were looked at.
+    fn find_root(&mut self, pid: u32, id: &str) {
+        let Some(w) = &self.exec_watch else { return };
+        let left = self.root_tries.entry(id.to_string()).or_insert(ROOT_TRIES);
+        if *left == 0 {
+            return;
+        }
+        *left = if w.mark_root_of(self.reader.root(), pid, id) {
+            0
+        } else {
+            *left - 1
+        };
+    }
+
+    /// Uses fanotify exec identities for processes gone before `/proc` is read, and marks each
+    /// new container's root filesystem for them.
+    pub fn set_exec_watch(&mut self, w: Arc<ExecWatch>) {
+        self.exec_watch = Some(w);
+    }
+
+    /// Whether `exe` (a path inside container `id`'s root) lies in the container's writable
+    /// layer: the file exists under the overlay upper directory of its root mount, so it was
+    /// written or replaced after the container started rather than shipped in the image.
+    fn in_writable_layer(&mut self, pid: u32, id: &str, exe: &str) -> bool {
+        if !self.upperdirs.contains_key(id) {
+            let Ok(mi) = std::fs::read_to_string(self.reader.path(pid, "mountinfo")) else {
+                return false;
+            };
+            if self.upperdirs.len() >= MAX_UPPERDIRS {
+                self.upperdirs.clear();
+            }
+            self.upperdirs.insert(id.to_string(), root_upperdir(&mi));
+        }
+        match self.upperdirs.get(id) {
+            Some(Some(upper)) if exe.starts_with('/') => {
+                std::path::Path::new(&format!("{upper}{exe}")).exists()
+            }
+            _ => false,
         }
     }
 
@@ -129,7 +244,15 @@ impl Tracker {
             }
         }
         if let Some(c) = Self::container_of(&e.placement) {
-            *self.live_in_container.entry(c.id.clone()).or_default() += 1;
+            let n = self.live_in_container.entry(c.id.clone()).or_default();
+            *n += 1;
+            if *n == 1 {
+                if self.containers.len() >= MAX_CONTAINERS {
+                    self.containers.clear();
+                    self.root_tries.clear();
+                }
+                self.containers.insert(c.id.clone(), c.clone());
+            }
         }
         if let Some(old) = self.table.insert(pid, e) {
             if let Some(c) = Self::container_of(&old.placement) {
@@ -244,22 +367,73 @@ impl Tracker {
     /// for kernel threads and processes gone without a trace.
     pub fn on_exec(&mut self, pid: u32) -> Option<Observed> {
         let exe = self.reader.open_exe(pid);
-        let info = self.reader.read(pid);
-        self.event_from(info).map(|event| Observed { event, exe })
+        let mut info = self.reader.read(pid);
+        forget_if_exited(&mut info);
+        let mut exe_key = None;
+        let mut hint = None;
+        let mut claimed = None;
+        if let Some(w) = &self.exec_watch {
+            if info.exe.is_some() {
+                claimed = w.claim(pid).and_then(|f| f.mount);
+            } else if let Some(f) = w.take(pid, FANOTIFY_WAIT) {
+                // The kernel's own record of the file this exec opened: fact, not a guess.
+                info.exe = Some(f.path);
+                info.exe_deleted = f.deleted;
+                info.exe_memfd = f.memfd;
+                exe_key = Some(f.key);
+                // The executed file was reached through a container's root mount: the process ran in
+                // that container (an exec session's process is forked outside the container and
+                // joins its cgroup just before this exec, so its parent says nothing).
+                if info.cgroup.is_none() {
+                    hint = f
+                        .mount
+                        .and_then(|m| w.container_of_mount(m))
+                        .and_then(|id| self.containers.get(&id).cloned())
+                        .map(Placement::Container);
+                }
+            }
+        }
+        let ev = self.event_with(info, hint);
+        // A process read in full teaches which container its executable's mount belongs to.
+        if let (Some(w), Some(m), Some(c)) = (
+            &self.exec_watch,
+            claimed,
+            ev.as_ref()
+                .filter(|e| e.missing.is_empty())
+                .and_then(|e| e.container.as_ref()),
+        ) {
+            w.learn(m, &c.container_id);
+        }
+        ev.map(|event| Observed {
+            event,
+            exe,
+            exe_key,
+        })
     }
 
     /// Builds the event for an already-read process (without its hash).
     pub fn event_from(&mut self, info: ProcInfo) -> Option<ProcessEvent> {
+        self.event_with(info, None)
+    }
+
+    /// Builds the event; `hint` is the placement known from the kernel's record of the executed
+    /// file, used when the cgroup file could not be read.
+    fn event_with(&mut self, mut info: ProcInfo, hint: Option<Placement>) -> Option<ProcessEvent> {
+        forget_if_exited(&mut info);
         let pid = info.pid;
         let known = self.table.get(&pid).cloned();
         let mut missing = Vec::new();
-        // Kernel threads have no exe and an empty cmdline; they are not workload processes.
-        if info.exe.is_none() && info.argv.as_ref().is_some_and(|a| a.is_empty()) {
+        // Kernel threads (kthreadd, pid 2, and its children) have no exe; they are not workload
+        // processes. A process that already exited (a zombie) has no exe and an empty cmdline
+        // too, but it is a workload process and keeps its event: only the parent tells them
+        // apart.
+        if info.exe.is_none() && (pid == 2 || info.ppid == Some(2)) {
             return None;
         }
-        let placement = match info.cgroup.as_deref().map(cgroup::parse) {
-            Some(p) => p,
-            None => {
+        let placement = match (info.cgroup.as_deref().map(cgroup::parse), hint) {
+            (Some(p), _) => p,
+            (None, Some(h)) => h,
+            (None, None) => {
                 missing.push("container");
                 known
                     .as_ref()
@@ -274,19 +448,31 @@ impl Tracker {
                 missing.push("ppid");
                 0
             });
-        let exe = match &info.exe {
-            Some(e) => e.clone(),
-            None => {
-                missing.push("exe_path");
-                // Inherited from before the exec: honest only as "partial".
-                known.as_ref().map(|k| k.exe.clone()).unwrap_or_default()
-            }
-        };
-        if exe.is_empty() {
+        // The container runtime's own init process (runc re-executing itself before it execs
+        // the entrypoint) is not a workload process.
+        if info
+            .comm
+            .as_deref()
+            .is_some_and(|c| c.starts_with("runc:["))
+        {
             return None;
         }
-        let parent = self.table.get(&ppid);
+        let exe = match &info.exe {
+            // "/" is what the kernel prints for an image unreachable from the process's root.
+            Some(e) if e != "/" && !e.is_empty() => e.clone(),
+            _ => {
+                // Never guess (the image before the exec would be a lie an attacker could hide
+                // behind): the event says the executable is unknown, and learning holds it for
+                // review.
+                missing.push("exe_path");
+                UNREADABLE_EXE.to_string()
+            }
+        };
         let my_container = Self::container_of(&placement).map(|c| c.id.clone());
+        if let (Some(id), true) = (&my_container, info.exe.is_some() && info.cgroup.is_some()) {
+            self.find_root(pid, id);
+        }
+        let parent = self.table.get(&ppid);
         let context = match (&my_container, parent) {
             (None, _) => ExecContext::Host,
             (Some(id), Some(p))
@@ -315,7 +501,17 @@ impl Tracker {
             missing.push("argv");
             Vec::new()
         });
-        let writable = info.exe_memfd || WRITABLE_DIRS.iter().any(|d| exe.starts_with(d));
+        let script = script_of(&exe, &argv);
+        let in_writable = |p: &str| WRITABLE_DIRS.iter().any(|d| p.starts_with(d));
+        let writable = info.exe_memfd
+            || in_writable(&exe)
+            || script.as_deref().is_some_and(in_writable)
+            || match &my_container {
+                Some(id) if !info.exe_memfd && exe != UNREADABLE_EXE => {
+                    self.in_writable_layer(pid, id, &exe)
+                }
+                _ => false,
+            };
         let container = Self::container_of(&placement).map(|c| ContainerInfo {
             container_id: c.id.clone(),
             runtime: c.runtime,
@@ -324,6 +520,7 @@ impl Tracker {
             qos: c.qos,
             image: None,
             image_digest: None,
+            pod_labels: Default::default(),
         });
         let ev = ProcessEvent {
             pid,
@@ -333,7 +530,7 @@ impl Tracker {
             uid: info.uid.unwrap_or(u32::MAX),
             gid: info.gid.unwrap_or(u32::MAX),
             comm: info.comm.clone().unwrap_or_default(),
-            script_path: script_of(&exe, &argv),
+            script_path: script,
             exe_path: exe.clone(),
             argv,
             argv_truncated: info.argv_truncated,
@@ -376,7 +573,13 @@ impl Tracker {
         infos.sort_by_key(|(i, _)| (i.start_time, i.pid));
         infos
             .into_iter()
-            .filter_map(|(i, exe)| self.event_from(i).map(|event| Observed { event, exe }))
+            .filter_map(|(i, exe)| {
+                self.event_from(i).map(|event| Observed {
+                    event,
+                    exe,
+                    exe_key: None,
+                })
+            })
             .collect()
     }
 }
@@ -405,6 +608,19 @@ mod tests {
         );
         assert_eq!(script_of("/usr/bin/id", &s(&["id", "x"])), None);
         assert_eq!(script_of("/usr/bin/shred", &s(&["shred", "x"])), None);
+        // busybox: /bin/sh invoked as "sleep" is the sleep applet.
+        assert_eq!(script_of("/bin/sh", &s(&["sleep", "0.2"])), None);
+        assert_eq!(script_of("/bin/busybox", &s(&["sh", "/entry.sh"])), None);
+    }
+
+    #[test]
+    fn the_writable_layer_is_the_root_overlays_upperdir() {
+        let mi = "2306 2100 0:412 / / rw,relatime master:1 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/A:/var/lib/docker/overlay2/l/B,upperdir=/var/lib/docker/overlay2/abc/diff,workdir=/var/lib/docker/overlay2/abc/work\n2307 2306 0:414 / /proc rw - proc proc rw\n";
+        assert_eq!(
+            root_upperdir(mi).as_deref(),
+            Some("/var/lib/docker/overlay2/abc/diff")
+        );
+        assert_eq!(root_upperdir("25 1 8:1 / / rw - ext4 /dev/sda1 rw\n"), None);
     }
 
     #[test]

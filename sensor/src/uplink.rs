@@ -1,20 +1,24 @@
 //! The uplink: stamps events with sequence numbers and IDs, matches them against enforced
-//! baselines, and streams them to the server, keeping every unacknowledged event until the
-//! server says it is durable.
+//! baselines, and streams them to the server, keeping every unacknowledged event in the
+//! durable [`Spool`] until the server says it is durable.
 //!
 //! On reconnect the server's `Welcome` names the last durable sequence; everything after it
-//! is sent again (the server skips IDs it already has). While the server is unreachable,
-//! matching goes on against the last baselines received, so deviations are still detected.
+//! is sent again from the spool (the server skips IDs it already has). While the server is
+//! unreachable, matching goes on against the last baselines received, which are saved in the
+//! spool directory, so deviations are still detected after a sensor restart with the server
+//! down.
 
 use crate::config::Uplink as UplinkConfig;
 use crate::metrics::Metrics;
+use crate::spool::{Class, Spool};
 use procguard_core::baseline::{Matcher, Verdict};
 use procguard_core::{ExecContext, ProcessEvent};
 use procguard_proto::convert::{baseline_from_pb, timestamp};
 use procguard_proto::v1 as pb;
-use std::collections::VecDeque;
+use prost::Message;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -23,10 +27,16 @@ use tokio_util::sync::CancellationToken;
 const BATCH: usize = 500;
 /// How long an event may wait for its batch to fill.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
-/// Unacknowledged events in flight before sending pauses for acks.
+/// Unacknowledged events in flight before sending pauses for acks; the rest wait in the spool.
 const IN_FLIGHT: usize = 8 * BATCH;
+/// The last baseline snapshot, under the spool directory.
+const BASELINES_FILE: &str = "baselines.pb";
+/// The last health report taken while disconnected, under the spool directory.
+const HEALTH_FILE: &str = "health.pb";
 /// Outbound stream messages buffered towards the server.
 const OUTBOUND: usize = 16;
+/// How long shutdown waits for the server to acknowledge what is left.
+const DRAIN: Duration = Duration::from_secs(3);
 /// Health report period.
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
 
@@ -36,52 +46,112 @@ pub struct Uplink {
     node: String,
     cluster: String,
     boot_id: String,
-    next_seq: u64,
-    pending: VecDeque<pb::SensorEvent>,
-    max_pending: usize,
-    acked: u64,
+    spool: Option<Spool>,
+    /// Sent and not yet acknowledged: (last sequence of a batch, events in it).
+    in_flight: VecDeque<(u64, usize)>,
     matcher: Matcher,
+    /// The enforced baselines as the server sent them, saved for a restart.
+    baselines: BTreeMap<String, pb::Baseline>,
+    baseline_revision: u64,
     metrics: Metrics,
     jsonl: Option<Box<dyn Write + Send>>,
+    /// Optional capabilities enabled by flags (pod metadata, fanotify), announced in `Hello`.
+    extra_capabilities: Vec<pb::SensorCapability>,
 }
 
 impl std::fmt::Debug for Uplink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Uplink")
             .field("node", &self.node)
-            .field("pending", &self.pending.len())
+            .field("spool", &self.spool)
             .finish()
     }
 }
 
 impl Uplink {
-    /// Creates the uplink. Sequence numbers start at the current time in microseconds, so they
-    /// keep increasing across sensor restarts without any state on disk.
+    /// Creates the uplink. With a server, `spool` holds every event until it is acknowledged
+    /// and the baselines last pushed, which are loaded here so that local matching works at
+    /// once, even when the server is down.
     pub fn new(
         config: Option<UplinkConfig>,
         node: &str,
         cluster: &str,
-        max_pending: usize,
+        spool: Option<Spool>,
         metrics: Metrics,
         jsonl: Option<Box<dyn Write + Send>>,
     ) -> Self {
-        let now_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros() as u64;
-        Self {
+        let mut up = Self {
             config,
             node: node.to_string(),
             cluster: cluster.to_string(),
             boot_id: uuid::Uuid::new_v4().to_string(),
-            next_seq: now_us,
-            pending: VecDeque::new(),
-            max_pending,
-            acked: 0,
+            spool,
+            in_flight: VecDeque::new(),
             matcher: Matcher::default(),
+            baselines: BTreeMap::new(),
+            baseline_revision: 0,
             metrics,
             jsonl,
+            extra_capabilities: Vec::new(),
+        };
+        let saved = up.spool.as_ref().and_then(|s| s.load_file(BASELINES_FILE));
+        if let Some(bytes) = saved {
+            match pb::BaselineSnapshot::decode(bytes.as_slice()) {
+                Ok(snap) => {
+                    up.apply_snapshot(snap, false);
+                    tracing::info!(
+                        message = "Loaded the saved baselines; local matching is on.",
+                        count = up.matcher.len(),
+                        revision = up.baseline_revision
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Saved baselines are corrupt; waiting for the server.", %error)
+                }
+            }
         }
+        up
+    }
+
+    fn apply_snapshot(&mut self, snap: pb::BaselineSnapshot, save: bool) {
+        self.baselines.clear();
+        for b in snap.baselines {
+            match baseline_from_pb(&b) {
+                Ok(d) => {
+                    self.baselines.insert(d.workload.to_string(), b);
+                }
+                Err(e) => {
+                    tracing::warn!(message = "Ignored a malformed baseline from the server.", error = %e)
+                }
+            }
+        }
+        self.baseline_revision = snap.revision;
+        self.rebuild_matcher(save);
+    }
+
+    fn rebuild_matcher(&mut self, save: bool) {
+        let list: Vec<_> = self
+            .baselines
+            .values()
+            .filter_map(|b| baseline_from_pb(b).ok())
+            .collect();
+        self.matcher = Matcher::new(list.iter());
+        self.metrics.baselines.set(self.matcher.len() as i64);
+        if save {
+            if let Some(spool) = &self.spool {
+                let snap = pb::BaselineSnapshot {
+                    revision: self.baseline_revision,
+                    baselines: self.baselines.values().cloned().collect(),
+                };
+                spool.save_file(BASELINES_FILE, &snap.encode_to_vec());
+            }
+        }
+    }
+
+    /// Announces optional capabilities in `Hello`.
+    pub fn with_capabilities(mut self, caps: Vec<pb::SensorCapability>) -> Self {
+        self.extra_capabilities = caps;
+        self
     }
 
     fn accept(&mut self, ev: ProcessEvent) {
@@ -95,7 +165,8 @@ impl Uplink {
         let verdict = if ev.context == ExecContext::Probe {
             Verdict::Allowed
         } else {
-            self.matcher.check(&ev.workload, &ev.exe_path, script)
+            self.matcher
+                .check(&ev.workload, &ev.exe_path, script, SystemTime::now())
         };
         let kind = if verdict == Verdict::Deviation {
             self.metrics.deviations.inc();
@@ -104,46 +175,44 @@ impl Uplink {
         } else {
             pb::EventKind::Observation
         };
-        if self.config.is_none() {
+        let Some(spool) = self.spool.as_mut() else {
             return;
-        }
-        self.next_seq += 1;
+        };
+        let sequence = spool.next_sequence();
         let event = pb::SensorEvent {
             event_id: uuid::Uuid::new_v4().to_string(),
-            sequence: self.next_seq,
+            sequence,
             kind: kind as i32,
             observed_at: Some(timestamp(SystemTime::now())),
             process: Some((&ev).into()),
-            baseline_revision: 0,
+            baseline_revision: if kind == pb::EventKind::Deviation {
+                self.baseline_revision
+            } else {
+                0
+            },
         };
-        if self.pending.len() >= self.max_pending {
-            // Drop the oldest observation; deviations go last.
-            let victim = self
-                .pending
-                .iter()
-                .position(|e| e.kind == pb::EventKind::Observation as i32)
-                .unwrap_or(0);
-            self.pending.remove(victim);
-            self.metrics.buffer_drops.inc();
-        }
-        self.pending.push_back(event);
-        self.metrics.pending.set(self.pending.len() as i64);
+        let class = if kind == pb::EventKind::Deviation {
+            Class::Deviation
+        } else {
+            Class::Observation
+        };
+        // A drop inside is counted there.
+        spool.append(class, sequence, &event.encode_to_vec());
     }
 
     fn ack(&mut self, seq: u64) {
-        self.acked = self.acked.max(seq);
-        let before = self.pending.len();
-        while self
-            .pending
-            .front()
-            .is_some_and(|e| e.sequence <= self.acked)
-        {
-            self.pending.pop_front();
+        while self.in_flight.front().is_some_and(|(last, _)| *last <= seq) {
+            if let Some((_, n)) = self.in_flight.pop_front() {
+                self.metrics.events_acked.inc_by(n as u64);
+            }
         }
-        self.metrics
-            .events_acked
-            .inc_by((before - self.pending.len()) as u64);
-        self.metrics.pending.set(self.pending.len() as i64);
+        if let Some(spool) = self.spool.as_mut() {
+            spool.ack(seq);
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.iter().map(|(_, n)| n).sum()
     }
 
     fn apply(&mut self, msg: pb::ServerMessage) {
@@ -151,34 +220,35 @@ impl Uplink {
             Some(pb::server_message::Body::Ack(a)) => self.ack(a.sequence),
             Some(pb::server_message::Body::Welcome(w)) => self.ack(w.acked_sequence),
             Some(pb::server_message::Body::Snapshot(s)) => {
-                let list: Vec<_> = s
-                    .baselines
-                    .iter()
-                    .filter_map(|b| match baseline_from_pb(b) {
-                        Ok(b) => Some(b),
-                        Err(e) => {
-                            tracing::warn!(message = "Ignored a malformed baseline from the server.", error = %e);
-                            None
-                        }
-                    })
-                    .collect();
-                self.matcher = Matcher::new(list.iter());
-                self.metrics.baselines.set(self.matcher.len() as i64);
+                let revision = s.revision;
+                self.apply_snapshot(s, true);
                 tracing::info!(
                     message = "Baselines received.",
-                    revision = s.revision,
+                    revision,
                     count = self.matcher.len()
                 );
             }
             Some(pb::server_message::Body::Update(u)) => {
-                if let Some(b) = u.baseline.as_ref().and_then(|b| baseline_from_pb(b).ok()) {
+                if let Some(b) = u.baseline {
+                    let key = match baseline_from_pb(&b) {
+                        Ok(d) => d.workload.to_string(),
+                        Err(e) => {
+                            tracing::warn!(message = "Ignored a malformed baseline update from the server.", error = %e);
+                            return;
+                        }
+                    };
                     if u.removed {
-                        self.matcher.remove(&b.workload);
+                        self.baselines.remove(&key);
                     } else {
-                        self.matcher.upsert(&b);
+                        self.baselines.insert(key, b);
                     }
-                    self.metrics.baselines.set(self.matcher.len() as i64);
-                    tracing::info!(message = "Baseline updated.", workload = %b.workload, state = b.state.as_str(), revision = u.revision);
+                    self.baseline_revision = self.baseline_revision.max(u.revision);
+                    self.rebuild_matcher(true);
+                    tracing::info!(
+                        message = "Baseline updated.",
+                        removed = u.removed,
+                        revision = u.revision
+                    );
                 }
             }
             None => {}
@@ -190,12 +260,12 @@ impl Uplink {
         pb::SensorMessage {
             body: Some(pb::sensor_message::Body::Health(pb::SensorHealth {
                 events_seen: m.events_seen.get(),
-                events_dropped: m.queue_drops.get() + m.buffer_drops.get(),
+                events_dropped: m.queue_drops.get() + m.buffer_drops.get() + m.exec_lost.get(),
                 events_partial: m.events_partial.get(),
                 kernel_losses: m.kernel_losses.get(),
                 resyncs: m.resyncs.get(),
                 lag_ms: 0,
-                spooled: self.pending.len() as u64,
+                spooled: self.spool.as_ref().map(|s| s.records()).unwrap_or(0),
                 at: Some(timestamp(SystemTime::now())),
             })),
         }
@@ -215,23 +285,43 @@ impl Uplink {
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.session(&config, &mut rx, &shutdown).await {
-                Ok(()) => return,
+                Ok(()) => break,
                 Err(e) => {
                     self.metrics.connected.set(0);
-                    tracing::warn!(message = "Server stream down; retrying.", error = %e, retry_in_ms = backoff.as_millis() as u64, pending = self.pending.len());
+                    tracing::warn!(message = "Server stream down; retrying.", error = %e, retry_in_ms = backoff.as_millis() as u64, spooled = self.spool.as_ref().map(|s| s.records()).unwrap_or(0));
                 }
             }
+            self.in_flight.clear();
             let until = tokio::time::sleep(backoff);
             tokio::pin!(until);
-            loop {
+            let mut sync = tokio::time::interval(FLUSH_EVERY);
+            let mut health = tokio::time::interval(HEALTH_EVERY);
+            let stop = loop {
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = &mut until => break,
+                    _ = shutdown.cancelled() => break true,
+                    _ = &mut until => break false,
                     // Keep draining capture while disconnected so the kernel queue never backs up.
-                    ev = rx.recv() => match ev { Some(ev) => self.accept(ev), None => return },
+                    ev = rx.recv() => match ev { Some(ev) => self.accept(ev), None => break true },
+                    _ = sync.tick() => if let Some(s) = self.spool.as_mut() { s.sync() },
+                    // The latest report replaces the previous one: its counters are cumulative.
+                    _ = health.tick() => if let Some(s) = &self.spool {
+                        s.save_file(HEALTH_FILE, &self.health().encode_to_vec());
+                    },
                 }
+            };
+            if stop {
+                break;
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+        // Events capture queued before it stopped are spooled, not lost (the queue is
+        // bounded, and capture stops on the same token, so this ends quickly).
+        let until = tokio::time::Instant::now() + DRAIN;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(until, rx.recv()).await {
+            self.accept(ev);
+        }
+        if let Some(s) = self.spool.as_mut() {
+            s.close();
         }
     }
 
@@ -258,13 +348,18 @@ impl Uplink {
             body: Some(pb::sensor_message::Body::Hello(pb::Hello {
                 node_name: self.node.clone(),
                 sensor_version: env!("CARGO_PKG_VERSION").into(),
-                capabilities: vec![
-                    pb::SensorCapability::ProcConnector as i32,
-                    pb::SensorCapability::LocalEnforcement as i32,
-                ],
+                capabilities: [
+                    pb::SensorCapability::ProcConnector,
+                    pb::SensorCapability::LocalEnforcement,
+                    pb::SensorCapability::Spool,
+                ]
+                .iter()
+                .chain(&self.extra_capabilities)
+                .map(|c| *c as i32)
+                .collect(),
                 boot_id: self.boot_id.clone(),
-                last_sequence: self.next_seq,
-                baseline_revision: 0,
+                last_sequence: self.spool.as_ref().map(|s| s.last_sequence()).unwrap_or(0),
+                baseline_revision: self.baseline_revision,
                 cluster: self.cluster.clone(),
             })),
         };
@@ -274,25 +369,40 @@ impl Uplink {
             .await
             .map_err(|s| format!("{}: {}", s.code(), s.message()))?
             .into_inner();
-        // Resend everything the server has not acknowledged.
-        let mut sent_upto = self.acked;
         let mut flush = tokio::time::interval(FLUSH_EVERY);
         let mut health = tokio::time::interval(HEALTH_EVERY);
         let mut welcomed = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    // One last flush of what is ready; unacknowledged events are lost with the
-                    // process until the spool keeps them across restarts.
+                    if welcomed {
+                        self.drain_on_shutdown(&tx, &mut inbound, rx).await;
+                    }
+                    // Whatever is still unacknowledged stays in the spool for the next run.
                     return Ok(());
                 }
                 msg = inbound.next() => match msg {
                     Some(Ok(m)) => {
                         if let Some(pb::server_message::Body::Welcome(w)) = &m.body {
                             welcomed = true;
-                            sent_upto = w.acked_sequence.max(self.acked);
                             self.metrics.connected.set(1);
-                            tracing::info!(message = "Connected to server.", url = %config.url, acked = w.acked_sequence, pending = self.pending.len());
+                            // Replay everything after the server's durable mark.
+                            self.in_flight.clear();
+                            if let Some(s) = self.spool.as_mut() {
+                                s.ack(w.acked_sequence);
+                                let from = s.acked().max(w.acked_sequence);
+                                s.rewind(from);
+                            }
+                            tracing::info!(message = "Connected to server.", url = %config.url, acked = w.acked_sequence, spooled = self.spool.as_ref().map(|s| s.records()).unwrap_or(0));
+                            // What was counted while away, first the report saved while
+                            // disconnected, then the current one.
+                            if let Some(saved) = self.spool.as_ref().and_then(|s| s.load_file(HEALTH_FILE)) {
+                                if let Ok(h) = pb::SensorMessage::decode(saved.as_slice()) {
+                                    tx.send(h).await.map_err(|e| e.to_string())?;
+                                }
+                                if let Some(s) = &self.spool { s.remove_file(HEALTH_FILE) }
+                            }
+                            tx.send(self.health()).await.map_err(|e| e.to_string())?;
                         }
                         self.apply(m);
                     }
@@ -309,23 +419,86 @@ impl Uplink {
                     }
                 }
                 _ = flush.tick() => {
-                    if !welcomed { continue; }
-                    loop {
-                        let in_flight = self.pending.iter().take_while(|e| e.sequence <= sent_upto).count();
-                        if in_flight >= IN_FLIGHT { break; }
-                        let batch: Vec<pb::SensorEvent> = self.pending.iter()
-                            .filter(|e| e.sequence > sent_upto)
-                            .take(BATCH)
-                            .cloned()
-                            .collect();
-                        let Some(last) = batch.last().map(|e| e.sequence) else { break };
-                        let msg = pb::SensorMessage { body: Some(pb::sensor_message::Body::Batch(pb::EventBatch { events: batch })) };
-                        if tx.send(msg).await.is_err() {
-                            return Err("stream closed".into());
-                        }
-                        sent_upto = last;
+                    let Some(spool) = self.spool.as_mut() else { continue };
+                    spool.sync();
+                    if welcomed {
+                        self.send_ready(&tx).await?;
                     }
                 }
+            }
+        }
+    }
+
+    /// Sends spooled events after the read position while fewer than [`IN_FLIGHT`] wait for
+    /// their ack.
+    async fn send_ready(&mut self, tx: &mpsc::Sender<pb::SensorMessage>) -> Result<(), String> {
+        while self.in_flight() < IN_FLIGHT {
+            let Some(spool) = self.spool.as_mut() else {
+                break;
+            };
+            let records = spool.next_batch(BATCH);
+            let Some(last) = records.last().map(|(s, _)| *s) else {
+                break;
+            };
+            let mut events = Vec::with_capacity(records.len());
+            for (seq, bytes) in records {
+                match pb::SensorEvent::decode(bytes.as_slice()) {
+                    Ok(e) => events.push(e),
+                    Err(error) => {
+                        // Only a disk that corrupted the record gets here; the event is lost,
+                        // so it is counted.
+                        self.metrics.buffer_drops.inc();
+                        tracing::warn!(message = "Dropped an unreadable spooled event.", sequence = seq, %error);
+                    }
+                }
+            }
+            let n = events.len();
+            let msg = pb::SensorMessage {
+                body: Some(pb::sensor_message::Body::Batch(pb::EventBatch { events })),
+            };
+            if tx.send(msg).await.is_err() {
+                return Err("stream closed".into());
+            }
+            self.in_flight.push_back((last, n));
+        }
+        Ok(())
+    }
+
+    /// On shutdown while connected: spool what capture already queued, send everything, and
+    /// wait (at most [`DRAIN`]) for the acks, so that a restart or a decommissioned node leaves
+    /// as little as possible behind.
+    async fn drain_on_shutdown(
+        &mut self,
+        tx: &mpsc::Sender<pb::SensorMessage>,
+        inbound: &mut tonic::Streaming<pb::ServerMessage>,
+        rx: &mut mpsc::Receiver<ProcessEvent>,
+    ) {
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        let mut capture_open = true;
+        loop {
+            while let Ok(ev) = rx.try_recv() {
+                self.accept(ev);
+            }
+            if self.send_ready(tx).await.is_err() {
+                return;
+            }
+            if self.in_flight.is_empty() && !capture_open {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(message = "Shutdown drain timed out; the rest stays spooled.", in_flight = self.in_flight());
+                    return;
+                }
+                ev = rx.recv(), if capture_open => match ev {
+                    Some(ev) => self.accept(ev),
+                    // Capture has stopped: every event it produced is in the spool now.
+                    None => capture_open = false,
+                },
+                msg = inbound.next() => match msg {
+                    Some(Ok(m)) => self.apply(m),
+                    _ => return,
+                },
             }
         }
     }

@@ -23,6 +23,7 @@ pub struct Api {
     tokens: Tokens,
     hub: Hub,
     metrics: Metrics,
+    limits: crate::limits::Limits,
 }
 
 fn store_status(e: StoreError) -> Status {
@@ -48,7 +49,14 @@ impl Api {
             tokens,
             hub,
             metrics,
+            limits: crate::limits::Limits::default(),
         }
+    }
+
+    /// Applies the server's limits (the defaults otherwise).
+    pub fn with_limits(mut self, limits: crate::limits::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     async fn audit(&self, entry: AuditEntry) {
@@ -71,8 +79,31 @@ impl Api {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        match self.tokens.authorize(request.metadata(), needed) {
-            Ok(c) => Ok(c),
+        match self.tokens.authorize_request(request, needed) {
+            Ok(c) => match self.limits.rate_at(&c.actor, std::time::Instant::now()) {
+                crate::limits::Rate::Allowed => Ok(c),
+                crate::limits::Rate::Refused { first } => {
+                    let status = self.limits.rate_status(&c.actor);
+                    // Auditing every refusal would let a flood write to disk at will; the
+                    // first of a run is audited, the rest are counted in
+                    // procguard_server_limit_exceeded_total{limit="api_rps"}.
+                    if first {
+                        self.audit(AuditEntry {
+                            id: 0,
+                            at: SystemTime::now(),
+                            actor: c.actor.clone(),
+                            role: c.role.as_str().to_string(),
+                            action: action.to_string(),
+                            target: target.to_string(),
+                            result: AuditOutcome::Denied,
+                            detail: status.message().to_string(),
+                            peer,
+                        })
+                        .await;
+                    }
+                    Err(status)
+                }
+            },
             Err(d) => {
                 self.metrics.api_denied.inc();
                 self.audit(AuditEntry {
@@ -157,30 +188,6 @@ fn target_of(w: Option<&pb::WorkloadIdentity>) -> String {
         .unwrap_or_default()
 }
 
-/// Parses a label selector of `k=v`, `k==v`, `k!=v` and `k` terms separated by commas.
-pub fn parse_selector(s: &str) -> Result<Vec<(String, String, String)>, String> {
-    let mut out = Vec::new();
-    for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let (k, op, v) = if let Some((k, v)) = term.split_once("!=") {
-            (k, "!=", v)
-        } else if let Some((k, v)) = term.split_once("==") {
-            (k, "=", v)
-        } else if let Some((k, v)) = term.split_once('=') {
-            (k, "=", v)
-        } else {
-            (term, "exists", "")
-        };
-        let k = k.trim();
-        if k.is_empty() || k.contains(' ') {
-            return Err(format!(
-                "label selector term '{term}' is invalid; use key=value, key!=value or key"
-            ));
-        }
-        out.push((k.to_string(), op.to_string(), v.trim().to_string()));
-    }
-    Ok(out)
-}
-
 fn filter_of(sel: Option<&pb::BaselineSelector>) -> Result<BaselineFilter, Status> {
     let Some(s) = sel else {
         return Ok(BaselineFilter::default());
@@ -196,9 +203,13 @@ fn filter_of(sel: Option<&pb::BaselineSelector>) -> Result<BaselineFilter, Statu
             Some(convert::kind_from_pb(s.kind).map_err(invalid)?)
         },
         state: state_from_pb(s.state),
-        labels: parse_selector(&s.label_selector).map_err(Status::invalid_argument)?,
+        labels: procguard_core::policy::LabelSelector::parse(&s.label_selector)
+            .map_err(Status::invalid_argument)?,
     })
 }
+
+/// Longest dry-run window, in days; the store keeps per-day activity this long.
+pub const MAX_DRY_RUN_DAYS: u32 = 30;
 
 fn page_size(n: u32) -> usize {
     match n {
@@ -344,6 +355,15 @@ impl pb::baseline_service_server::BaselineService for Api {
                         "element '{k}': exe_path must be absolute (start with '/')"
                     )));
                 }
+            }
+            if let Ok(current) = self.store.baseline(&id, 0) {
+                let new = add
+                    .iter()
+                    .filter(|k| !current.elements.contains_key(*k))
+                    .count();
+                self.limits.check_elements(current.elements.len() + new)?;
+            } else {
+                self.limits.check_elements(add.len())?;
             }
             self.change_one(&caller, &id, "added", &r.reason, true, |b| {
                 let now = SystemTime::now();
@@ -525,11 +545,59 @@ impl pb::baseline_service_server::BaselineService for Api {
         &self,
         request: Request<pb::DryRunRequest>,
     ) -> Result<Response<pb::DryRunResponse>, Status> {
-        let caller = self.allow(&request, Role::Viewer, "DryRun", "").await?;
-        let result = Err(Status::unimplemented(
-            "DryRun is not available in this server version yet",
-        ));
-        self.done(&request, &caller, "DryRun", "", result).await
+        let target = target_of(request.get_ref().workload.as_ref());
+        let caller = self
+            .allow(&request, Role::Viewer, "DryRun", &target)
+            .await?;
+        let r = request.get_ref();
+        let result = (|| {
+            let id = identity(r.workload.as_ref()).map_err(invalid)?;
+            let days = match r.days {
+                0 => 7,
+                d if d > MAX_DRY_RUN_DAYS => {
+                    return Err(Status::invalid_argument(format!(
+                        "days must be at most {MAX_DRY_RUN_DAYS} (activity is kept that long)"
+                    )))
+                }
+                d => d,
+            };
+            let candidate: std::collections::HashSet<ElementKey> = if r.candidate.is_empty() {
+                let b = self.store.baseline(&id, 0).map_err(store_status)?;
+                b.elements
+                    .iter()
+                    .filter(|(_, e)| e.status.allowed())
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            } else {
+                keys(&r.candidate)?.into_iter().collect()
+            };
+            let from = crate::store::day_of(SystemTime::now()).saturating_sub(days - 1);
+            let mut replayed = 0;
+            let mut hits: std::collections::BTreeMap<ElementKey, (u64, Option<SystemTime>)> =
+                Default::default();
+            for (_, key, rec) in self.store.activity(&id, from).map_err(store_status)? {
+                replayed += rec.count;
+                if !candidate.contains(&key) {
+                    let h = hits.entry(key).or_default();
+                    h.0 += rec.count;
+                    h.1 = h.1.max(rec.last_seen);
+                }
+            }
+            Ok(pb::DryRunResponse {
+                events_replayed: replayed,
+                would_alert: hits
+                    .into_iter()
+                    .map(|(k, (count, last))| pb::DryRunHit {
+                        element: Some(element_ref(&k)),
+                        count,
+                        last_seen: last.map(timestamp),
+                    })
+                    .collect(),
+            })
+        })();
+        self.done(&request, &caller, "DryRun", &target, result)
+            .await
+            .map(Response::new)
     }
 
     async fn export_baselines(
@@ -539,11 +607,18 @@ impl pb::baseline_service_server::BaselineService for Api {
         let caller = self
             .allow(&request, Role::Viewer, "ExportBaselines", "")
             .await?;
-        let result = Err(Status::unimplemented(
-            "ExportBaselines is not available in this server version yet",
-        ));
+        let result = filter_of(request.get_ref().selector.as_ref()).and_then(|f| {
+            let (list, _) = self
+                .store
+                .baselines(&f, None, usize::MAX)
+                .map_err(store_status)?;
+            Ok(pb::ExportBaselinesResponse {
+                yaml: crate::gitops::export(&list),
+            })
+        });
         self.done(&request, &caller, "ExportBaselines", "", result)
             .await
+            .map(Response::new)
     }
 
     async fn import_baselines(
@@ -553,11 +628,68 @@ impl pb::baseline_service_server::BaselineService for Api {
         let caller = self
             .allow(&request, Role::Admin, "ImportBaselines", "")
             .await?;
-        let result = Err(Status::unimplemented(
-            "ImportBaselines is not available in this server version yet",
-        ));
+        let r = request.get_ref();
+        let result = async {
+            let items = crate::gitops::parse(&r.yaml, SystemTime::now()).map_err(|errs| {
+                Status::invalid_argument(format!(
+                    "import refused, nothing was changed:\n  {}",
+                    errs.join("\n  ")
+                ))
+            })?;
+            let mut changes = Vec::new();
+            for b in &items {
+                let old = match self.store.baseline(&b.workload, 0) {
+                    Ok(old) => Some(old),
+                    Err(StoreError::NotFound(_)) => None,
+                    Err(e) => return Err(store_status(e)),
+                };
+                let before: std::collections::BTreeMap<&ElementKey, ElementStatus> = old
+                    .as_ref()
+                    .map(|o| o.elements.iter().map(|(k, e)| (k, e.status)).collect())
+                    .unwrap_or_default();
+                let after: std::collections::BTreeMap<&ElementKey, ElementStatus> =
+                    b.elements.iter().map(|(k, e)| (k, e.status)).collect();
+                let action = match &old {
+                    None => "create",
+                    Some(o) if before == after && o.state == b.state && o.labels == b.labels => {
+                        "unchanged"
+                    }
+                    Some(_) => "update",
+                };
+                changes.push(pb::ImportChange {
+                    workload: Some((&b.workload).into()),
+                    action: action.into(),
+                    added: after
+                        .keys()
+                        .filter(|k| !before.contains_key(*k))
+                        .map(|k| element_ref(k))
+                        .collect(),
+                    removed: before
+                        .keys()
+                        .filter(|k| !after.contains_key(*k))
+                        .map(|k| element_ref(k))
+                        .collect(),
+                });
+            }
+            if !r.dry_run {
+                let applied = self
+                    .store
+                    .import(items, &caller.actor, &r.reason)
+                    .await
+                    .map_err(store_status)?;
+                for b in applied {
+                    self.hub.publish(b);
+                }
+            }
+            Ok(pb::ImportBaselinesResponse {
+                changes,
+                dry_run: r.dry_run,
+            })
+        }
+        .await;
         self.done(&request, &caller, "ImportBaselines", "", result)
             .await
+            .map(Response::new)
     }
 }
 
@@ -626,7 +758,7 @@ impl pb::audit_service_server::AuditService for Api {
         request: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
         // Siem and admin both read the audit log; try siem first so an admin passes too.
-        let caller = match self.tokens.authorize(request.metadata(), Role::Siem) {
+        let caller = match self.tokens.authorize_request(&request, Role::Siem) {
             Ok(c) => c,
             Err(_) => self.allow(&request, Role::Admin, "ListAudit", "").await?,
         };
@@ -658,23 +790,5 @@ impl pb::audit_service_server::AuditService for Api {
         self.done(&request, &caller, "ListAudit", "", result)
             .await
             .map(Response::new)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_selector;
-
-    #[test]
-    fn selectors_parse_and_bad_ones_are_named() {
-        assert_eq!(
-            parse_selector("app=web, tier!=db,canary").unwrap(),
-            vec![
-                ("app".into(), "=".into(), "web".into()),
-                ("tier".into(), "!=".into(), "db".into()),
-                ("canary".into(), "exists".into(), "".into())
-            ]
-        );
-        assert!(parse_selector("=x").unwrap_err().contains("'=x'"));
     }
 }

@@ -83,6 +83,7 @@ pub struct Denied {
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     by_hash: Arc<HashMap<String, Caller>>,
+    by_cert: Arc<HashMap<String, Caller>>,
 }
 
 impl Tokens {
@@ -120,9 +121,51 @@ impl Tokens {
                 },
             );
         }
+        let mut by_cert = HashMap::new();
+        for (i, c) in file.certificates.iter().enumerate() {
+            let role = Role::parse(&c.role).ok_or_else(|| {
+                format!(
+                    "certificates entry {i} ('{}'): unknown role '{}'; use viewer, approver, admin or siem",
+                    c.name, c.role
+                )
+            })?;
+            if c.common_name.trim().is_empty() {
+                return Err(format!(
+                    "certificates entry {i} ('{}'): common_name is empty",
+                    c.name
+                ));
+            }
+            by_cert.insert(
+                c.common_name.clone(),
+                Caller {
+                    actor: c.name.clone(),
+                    role,
+                },
+            );
+        }
         Ok(Self {
             by_hash: Arc::new(by_hash),
+            by_cert: Arc::new(by_cert),
         })
+    }
+
+    /// Authenticates a request: its bearer token, or else a client certificate listed in the
+    /// tokens file's `certificates`, and checks the caller holds `needed`.
+    pub fn authorize_request<T>(
+        &self,
+        request: &tonic::Request<T>,
+        needed: Role,
+    ) -> Result<Caller, Denied> {
+        if request.metadata().get("authorization").is_none() && !self.by_cert.is_empty() {
+            let names: Vec<String> = request
+                .peer_certs()
+                .and_then(|c| c.first().map(|d| cert_common_names(d.as_ref())))
+                .unwrap_or_default();
+            if let Some(caller) = names.iter().find_map(|n| self.by_cert.get(n)) {
+                return check_role(caller, needed);
+            }
+        }
+        self.authorize(request.metadata(), needed)
     }
 
     /// Authenticates the bearer token in `metadata` and checks it holds `needed`.
@@ -154,20 +197,36 @@ impl Tokens {
                 status: Status::unauthenticated("unknown bearer token"),
             });
         };
-        if !caller.role.satisfies(needed) {
-            return Err(Denied {
-                actor: caller.actor.clone(),
-                role: Some(caller.role),
-                status: Status::permission_denied(format!(
-                    "token '{}' has role '{}'; this call needs role '{}'",
-                    caller.actor,
-                    caller.role.as_str(),
-                    needed.as_str()
-                )),
-            });
-        }
-        Ok(caller.clone())
+        check_role(caller, needed)
     }
+}
+
+fn check_role(caller: &Caller, needed: Role) -> Result<Caller, Denied> {
+    if !caller.role.satisfies(needed) {
+        return Err(Denied {
+            actor: caller.actor.clone(),
+            role: Some(caller.role),
+            status: Status::permission_denied(format!(
+                "'{}' has role '{}'; this call needs role '{}'",
+                caller.actor,
+                caller.role.as_str(),
+                needed.as_str()
+            )),
+        });
+    }
+    Ok(caller.clone())
+}
+
+/// Subject common names of a certificate (API callers are identified by CN only; sensors by
+/// CN or DNS SAN, see [`cert_node_names`]).
+pub fn cert_common_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    cert.subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+        .collect()
 }
 
 /// Node names a client certificate vouches for: its common name and DNS SANs.

@@ -4,6 +4,7 @@
 
 use crate::auth::Tokens;
 use procguard_core::baseline::LearningPolicy;
+use procguard_core::policy::{Policies, PolicyFile};
 use procguard_runtime::telemetry::LogFormat;
 use procguard_runtime::ConfigError;
 use std::net::SocketAddr;
@@ -70,6 +71,12 @@ pub struct Config {
     /// Enforce baselines when learning ends instead of waiting for approval.
     #[arg(long, env = "PROCGUARD_AUTO_ENFORCE", default_value_t = false)]
     pub auto_enforce: bool,
+    /// How long a new image digest reopens learning for new elements of an approved baseline.
+    #[arg(long, env = "PROCGUARD_RELEARN_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub relearn_window: Duration,
+    /// Learning policy per namespace or label selector (YAML `rules:`; see README).
+    #[arg(long, env = "PROCGUARD_POLICY_FILE")]
+    pub policy_file: Option<PathBuf>,
     /// Client-certificate names shared by a whole sensor fleet (comma-separated). A sensor
     /// presenting one of these may report for any node; every such stream is logged. Leave
     /// empty to bind each sensor to the node its own certificate names (the stronger setting).
@@ -92,6 +99,9 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "PROCGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Limits (docs/LIMITS.md).
+    #[command(flatten)]
+    pub limits: crate::limits::LimitFlags,
 }
 
 /// Validated settings.
@@ -107,10 +117,12 @@ pub struct Settings {
     pub tls: tonic::transport::ServerTlsConfig,
     /// API tokens.
     pub tokens: Tokens,
-    /// When learning ends.
-    pub learning: LearningPolicy,
+    /// When learning ends, per namespace or selector.
+    pub policies: Policies,
     /// Certificate names that may report for any node.
     pub sensor_fleet_names: Vec<String>,
+    /// Limits.
+    pub limits: crate::limits::LimitSettings,
     /// SIEM log retention.
     pub retention: crate::store::Retention,
     /// How often retention runs.
@@ -120,6 +132,30 @@ pub struct Settings {
 }
 
 impl Config {
+    fn policies(&self) -> Result<Policies, ConfigError> {
+        let default = LearningPolicy {
+            min_window: self.learning_min,
+            max_window: self.learning_max,
+            quiet_period: self.learning_quiet,
+            min_pods: self.learning_min_pods,
+            auto_enforce: self.auto_enforce,
+            relearn_window: self.relearn_window,
+        };
+        let Some(path) = &self.policy_file else {
+            return Ok(Policies::new(default));
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read --policy-file '{}': {e}",
+                path.display()
+            ))
+        })?;
+        let file: PolicyFile = serde_yaml::from_str(&text)
+            .map_err(|e| ConfigError(format!("--policy-file '{}': {e}", path.display())))?;
+        Policies::compile(default, &file)
+            .map_err(|e| ConfigError(format!("--policy-file '{}': {e}", path.display())))
+    }
+
     /// Checks every value and loads every file the server needs.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let (cert, key, ca, tokens) = if let Some(dir) = &self.dev_pki {
@@ -176,12 +212,14 @@ impl Config {
                 self.grpc_addr
             )));
         }
+        let limits = self.limits.validate()?;
         if self.retention_interval.is_zero() || self.sensor_silence.is_zero() {
             return Err(ConfigError(
                 "--retention-interval and --sensor-silence must be greater than zero".into(),
             ));
         }
         Ok(Settings {
+            limits,
             retention: crate::store::Retention {
                 max_age: self.retention_age,
                 max_bytes: self.retention_bytes,
@@ -193,13 +231,7 @@ impl Config {
             data_dir: self.data_dir.clone(),
             tls,
             tokens,
-            learning: LearningPolicy {
-                min_window: self.learning_min,
-                max_window: self.learning_max,
-                quiet_period: self.learning_quiet,
-                min_pods: self.learning_min_pods,
-                auto_enforce: self.auto_enforce,
-            },
+            policies: self.policies()?,
             sensor_fleet_names: self
                 .sensor_fleet_names
                 .iter()

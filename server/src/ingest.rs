@@ -9,20 +9,24 @@
 //! behind the hub's buffer gets a full snapshot instead of missing an update.
 
 use crate::auth::cert_node_names;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::store::{IngestEvent, Store};
 use futures::stream::FuturesOrdered;
+use procguard_core::policy::Policies;
 use procguard_core::Baseline;
 use procguard_proto::convert::baseline_to_pb;
 use procguard_proto::v1 as pb;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Most events one batch may carry; larger batches are refused, not truncated.
+/// Default most events one batch may carry (`--max-batch-events`); larger batches are
+/// refused, not truncated.
 pub const MAX_BATCH_EVENTS: usize = 2_000;
 /// Batches of one stream committed but not yet acknowledged (waiting for their flush). While
 /// this many are pending, the stream reads no further message: backpressure to the sensor.
@@ -76,7 +80,9 @@ pub struct SensorApi {
     hub: Hub,
     metrics: Metrics,
     fleet_names: Vec<String>,
+    policies: Arc<Policies>,
     shutdown: CancellationToken,
+    limits: Limits,
 }
 
 impl SensorApi {
@@ -86,6 +92,7 @@ impl SensorApi {
         hub: Hub,
         metrics: Metrics,
         fleet_names: Vec<String>,
+        policies: Arc<Policies>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -93,8 +100,16 @@ impl SensorApi {
             hub,
             metrics,
             fleet_names,
+            policies,
             shutdown,
+            limits: Limits::default(),
         }
+    }
+
+    /// Applies the server's limits (the defaults otherwise).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
@@ -110,10 +125,16 @@ fn snapshot(store: &Store) -> Result<pb::ServerMessage, Status> {
     })
 }
 
-fn convert_batch(batch: &pb::EventBatch, node: &str) -> Result<Vec<IngestEvent>, Status> {
-    if batch.events.len() > MAX_BATCH_EVENTS {
+fn convert_batch(
+    batch: &pb::EventBatch,
+    node: &str,
+    limits: &Limits,
+) -> Result<Vec<IngestEvent>, Status> {
+    let max = limits.settings.max_batch_events;
+    if batch.events.len() > max {
+        limits.violated("batch_events");
         return Err(Status::invalid_argument(format!(
-            "batch has {} events; at most {MAX_BATCH_EVENTS} are accepted, split it",
+            "batch has {} events; at most {max} are accepted (--max-batch-events), split it",
             batch.events.len()
         )));
     }
@@ -133,6 +154,8 @@ fn convert_batch(batch: &pb::EventBatch, node: &str) -> Result<Vec<IngestEvent>,
                 .process
                 .as_ref()
                 .ok_or_else(|| bad("process is required".into()))?;
+            // Re-validated here: the sensor bounds argv, but the server trusts no sensor.
+            limits.check_argv(&p.argv).map_err(bad)?;
             let mut process =
                 procguard_core::ProcessEvent::try_from(p).map_err(|c| bad(c.to_string()))?;
             if process.node_name.is_empty() {
@@ -162,6 +185,8 @@ impl pb::sensor_service_server::SensorService for SensorApi {
         &self,
         request: Request<Streaming<pb::SensorMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        // Held until the stream's task ends.
+        let permit = self.limits.sensor_stream()?;
         let cert_names: Vec<String> = request
             .peer_certs()
             .and_then(|c| c.first().map(|d| cert_node_names(d.as_ref())))
@@ -239,10 +264,13 @@ impl pb::sensor_service_server::SensorService for SensorApi {
         let mut updates = self.hub.subscribe();
         let store = self.store.clone();
         let hub = self.hub.clone();
+        let policies = self.policies.clone();
         let metrics = self.metrics.clone();
         let shutdown = self.shutdown.clone();
+        let limits = self.limits.clone();
         metrics.sensors_connected.inc();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut pending: FuturesOrdered<Durable> = FuturesOrdered::new();
             loop {
                 tokio::select! {
@@ -292,14 +320,26 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                         let msg = match msg {
                             None => break,
                             Some(Err(e)) => {
-                                tracing::info!(message = "Sensor stream ended.", node = %node, error = %e);
+                                if e.code() == tonic::Code::OutOfRange || e.code() == tonic::Code::ResourceExhausted {
+                                    // tonic refuses a message over --max-message-bytes itself.
+                                    limits.violated("message_bytes");
+                                    metrics.batches_rejected.inc();
+                                    tracing::warn!(message = "Sensor sent a message over the size limit.", node = %node, error = %e);
+                                } else if e.code() == tonic::Code::Internal {
+                                    // Undecodable bytes: malformed protobuf.
+                                    metrics.batches_rejected.inc();
+                                    tracing::warn!(message = "Sensor sent a malformed message.", node = %node, error = %e);
+                                } else {
+                                    tracing::info!(message = "Sensor stream ended.", node = %node, error = %e);
+                                }
+                                let _ = tx.send(Err(e)).await;
                                 break;
                             }
                             Some(Ok(m)) => m,
                         };
                         match msg.body {
                             Some(pb::sensor_message::Body::Batch(batch)) => {
-                                let events = match convert_batch(&batch, &node) {
+                                let events = match convert_batch(&batch, &node, &limits) {
                                     Ok(ev) => ev,
                                     Err(status) => {
                                         metrics.batches_rejected.inc();
@@ -308,7 +348,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                         break;
                                     }
                                 };
-                                match store.ingest_commit(&node, &events, SystemTime::now()).await {
+                                match store.ingest_commit(&node, &events, &policies, SystemTime::now()).await {
                                     Ok((out, commit)) => {
                                         // Acked in order once durable; meanwhile the next batch may commit.
                                         let store = store.clone();
@@ -322,7 +362,12 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                 }
                             }
                             Some(pb::sensor_message::Body::Health(h)) => {
-                                tracing::debug!(message = "Sensor health.", node = %node, seen = h.events_seen, dropped = h.events_dropped, kernel_losses = h.kernel_losses);
+                                metrics.sensor_reported_drops.get_or_create(&crate::metrics::NodeLabel { node: node.clone() }).set(h.events_dropped as i64);
+                                if h.events_dropped > 0 || h.kernel_losses > 0 {
+                                    tracing::warn!(message = "Sensor reports losses.", node = %node, seen = h.events_seen, dropped = h.events_dropped, kernel_losses = h.kernel_losses, spooled = h.spooled);
+                                } else {
+                                    tracing::debug!(message = "Sensor health.", node = %node, seen = h.events_seen, spooled = h.spooled);
+                                }
                                 let report = crate::store::HealthReport { dropped: h.events_dropped, partial: h.events_partial, kernel_losses: h.kernel_losses };
                                 match store.sensor_health(&node, report, SystemTime::now()).await {
                                     Ok(Some(i)) => {

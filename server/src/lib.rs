@@ -14,8 +14,10 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod gitops;
 pub mod incident;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod store;
 pub mod stream;
@@ -33,13 +35,21 @@ use tokio_util::sync::CancellationToken;
 pub const GRACE: Duration = Duration::from_secs(10);
 /// How often learning windows are evaluated.
 const LEARNING_TICK: Duration = Duration::from_secs(5);
-/// Largest gRPC message accepted (a full sensor batch fits well within it).
+/// Default largest gRPC message accepted (a full sensor batch fits well within it); see
+/// `--max-message-bytes`.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Runs the server until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = metrics::Metrics::default();
-    let admin = Admin::new(metrics.register());
+    let limits = limits::Limits::new(settings.limits.clone());
+    let mut registry = metrics.register();
+    registry.register(
+        "limit_exceeded",
+        "Requests refused by a limit (docs/LIMITS.md), by limit",
+        limits.violations.clone(),
+    );
+    let admin = Admin::new(registry);
     let admin_listener = Admin::bind(settings.admin_addr)
         .await
         .with_context(|| format!("cannot bind admin address {}", settings.admin_addr))?;
@@ -54,6 +64,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             settings.data_dir.display()
         )
     })?;
+    // The counter continues from the database, so it means "stored, ever" across restarts.
+    metrics.events_ingested.inc_by(
+        store
+            .events_ingested()
+            .context("cannot read the stored event count")?,
+    );
     let hub = ingest::Hub::default();
 
     let admin_task = tokio::spawn(admin.clone().serve(admin_listener, shutdown.clone()));
@@ -61,14 +77,27 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let learning_task = {
         let store = store.clone();
         let hub = hub.clone();
-        let policy = settings.learning.clone();
+        let policies = settings.policies.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(LEARNING_TICK);
+            let mut pruned_day = 0;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => match store.evaluate_learning(&policy, SystemTime::now()).await {
+                    _ = tick.tick(), if {
+                        // Once a day, drop activity older than the longest dry-run window.
+                        let today = store::day_of(SystemTime::now());
+                        if today != pruned_day {
+                            pruned_day = today;
+                            match store.prune_activity(today.saturating_sub(api::MAX_DRY_RUN_DAYS)) {
+                                Ok(n) if n > 0 => tracing::info!(message = "Pruned old activity.", records = n),
+                                Ok(_) => {}
+                                Err(e) => tracing::error!(message = "Activity pruning failed.", error = %e),
+                            }
+                        }
+                        true
+                    } => match store.evaluate_learning(&policies, SystemTime::now()).await {
                         Ok(changed) => for b in changed {
                             tracing::info!(message = "Learning ended.", workload = %b.workload, state = b.state.as_str(), reason = b.learning.end_reason.as_deref().unwrap_or(""));
                             hub.publish(b);
@@ -96,7 +125,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         settings.tokens.clone(),
         hub.clone(),
         metrics.clone(),
-    );
+    )
+    .with_limits(limits.clone());
     let incidents = incident::IncidentApi::new(api.clone(), store.clone());
     let subscriptions = stream::StreamApi::new(
         api.clone(),
@@ -109,8 +139,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         hub,
         metrics,
         settings.sensor_fleet_names.clone(),
+        std::sync::Arc::new(settings.policies.clone()),
         shutdown.clone(),
-    );
+    )
+    .with_limits(limits.clone());
+    let max_message = settings.limits.max_message_bytes;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
     let server = tonic::transport::Server::builder()
         .tls_config(settings.tls.clone())
@@ -118,18 +151,23 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(
             pb::sensor_service_server::SensorServiceServer::new(sensors)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max_message),
         )
         .add_service(
             pb::baseline_service_server::BaselineServiceServer::new(api.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max_message),
         )
-        .add_service(pb::audit_service_server::AuditServiceServer::new(api))
-        .add_service(pb::incident_service_server::IncidentServiceServer::new(
-            incidents,
-        ))
         .add_service(
-            pb::subscription_service_server::SubscriptionServiceServer::new(subscriptions),
+            pb::audit_service_server::AuditServiceServer::new(api)
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            pb::incident_service_server::IncidentServiceServer::new(incidents)
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            pb::subscription_service_server::SubscriptionServiceServer::new(subscriptions)
+                .max_decoding_message_size(max_message),
         );
 
     tracing::info!(

@@ -1,7 +1,16 @@
 //! Server counters, exposed on the admin port's `/metrics`. Every dropped, rejected or denied
 //! thing has a counter so that an operator sees it without reading logs.
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+
+/// A sensor's node name as a label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    /// Node name.
+    pub node: String,
+}
 use prometheus_client::registry::Registry;
 
 /// The server's metrics. Cheap to clone (counters are shared).
@@ -21,6 +30,8 @@ pub struct Metrics {
     pub api_denied: Counter,
     /// Sensors connected now.
     pub sensors_connected: Gauge,
+    /// Events each sensor last reported as dropped on its side (spool or queue full).
+    pub sensor_reported_drops: Family<NodeLabel, Gauge>,
     /// SIEM subscribers connected now.
     pub subscribers: Gauge,
     /// Records sent to subscribers.
@@ -65,6 +76,11 @@ impl Metrics {
             "sensors_connected",
             "Sensor streams open now",
             self.sensors_connected.clone(),
+        );
+        r.register(
+            "sensor_reported_drops",
+            "Events a sensor last reported as dropped on its side, by node",
+            self.sensor_reported_drops.clone(),
         );
         r.register(
             "subscribers",

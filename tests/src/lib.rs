@@ -5,7 +5,10 @@
 //! prints why it skipped; with `PROCGUARD_STRICT_TESTS=1` (set by `.ci/run`) a missing
 //! privilege fails the test instead, so CI can never pass by skipping.
 
+pub mod cgroups;
+pub mod fake_kube;
 pub mod grpc;
+pub mod jsonl;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -369,7 +372,7 @@ pub fn ctl_json(
 }
 
 /// Name of the test image: busybox-static, with each applet as its own file, `FROM scratch`.
-pub const BUSYBOX_IMAGE: &str = "procguard-test-busybox:1";
+pub const BUSYBOX_IMAGE: &str = "procguard-test-busybox:2";
 
 /// Builds [`BUSYBOX_IMAGE`] once per test process.
 pub fn busybox_image() -> &'static str {
@@ -387,7 +390,12 @@ pub fn busybox_image() -> &'static str {
         }
         // Real files, not symlinks: /proc/<pid>/exe then names the applet, as in a real image.
         for (dir, applets) in [
-            ("bin", &["sh", "sleep", "cat", "true", "ls", "echo"][..]),
+            (
+                "bin",
+                &[
+                    "sh", "sleep", "cat", "true", "ls", "echo", "cp", "chmod", "rm",
+                ][..],
+            ),
             ("usr/bin", &["id", "env", "wget", "whoami"][..]),
         ] {
             for a in applets {

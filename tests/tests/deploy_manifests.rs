@@ -48,8 +48,8 @@ const REQUIRED_VARIANTS: &[&str] = &["dev", "production", "production+cert-manag
 /// The sensor DaemonSet (kind, namespace, name): the only workload allowed host access.
 const SENSOR: (&str, &str, &str) = ("DaemonSet", "procguard", "procguard-sensor");
 
-/// The server Deployment (kind, namespace, name).
-const SERVER: (&str, &str, &str) = ("Deployment", "procguard", "procguard-server");
+/// The server StatefulSet (kind, namespace, name).
+const SERVER: (&str, &str, &str) = ("StatefulSet", "procguard", "procguard-server");
 
 /// The pod-template annotation that must explain any privileged container.
 const PRIVILEGED_JUSTIFICATION: &str = "procguard.io/privileged-justification";
@@ -116,6 +116,7 @@ const RULES: &[(&str, Rule)] = &[
     ("sensor-capabilities", sensor_capabilities),
     ("sensor-rbac", sensor_reads_only_pods),
     ("sensor-server-url", sensor_dials_a_rendered_service),
+    ("server-statefulset", server_keeps_its_database),
     ("priority-class", priority_classes_exist),
     ("secrets", mounted_secrets_are_provided),
     ("certificates", certificates_fit_their_consumers),
@@ -649,6 +650,62 @@ fn mounted_secrets_are_provided(m: &Manifest, r: &mut Report) {
     }
 }
 
+/// The server is one StatefulSet replica whose sled directory is a volume from its own
+/// volumeClaimTemplate: a second replica, or a data directory outside the claim, would lose or
+/// corrupt the database.
+fn server_keeps_its_database(m: &Manifest, r: &mut Report) {
+    let (kind, namespace, name) = SERVER;
+    let Some(server) = m.objects.iter().find(|o| o.is(SERVER)) else {
+        r.fail(
+            format!("{kind} {namespace}/{name}"),
+            "is missing from the manifests".into(),
+        );
+        return;
+    };
+    let object = server.label();
+    if server
+        .value
+        .pointer("/spec/replicas")
+        .and_then(Value::as_u64)
+        != Some(1)
+    {
+        r.fail(
+            &object,
+            "spec.replicas must be 1: sled allows one process per database".into(),
+        );
+    }
+    let claims: Vec<&str> = list(&server.value, "/spec/volumeClaimTemplates")
+        .iter()
+        .map(|t| text(t, "/metadata/name"))
+        .collect();
+    let Some(pod) = PodTemplate::of(server) else {
+        return;
+    };
+    for c in pod.containers().iter().filter(|c| !c.init) {
+        let Some(data_dir) = env_value(c.value, "PROCGUARD_DATA_DIR") else {
+            r.fail(&object, format!("{c} has no env PROCGUARD_DATA_DIR"));
+            continue;
+        };
+        let mount = list(c.value, "/volumeMounts")
+            .iter()
+            .find(|v| text(v, "/mountPath") == data_dir);
+        match mount.map(|v| text(v, "/name")) {
+            Some(volume) if claims.contains(&volume) => {}
+            Some(volume) => r.fail(
+                &object,
+                format!(
+                    "{c} keeps PROCGUARD_DATA_DIR {data_dir:?} on volume {volume:?}, which is not \
+                     one of spec.volumeClaimTemplates {claims:?}"
+                ),
+            ),
+            None => r.fail(
+                &object,
+                format!("{c} mounts no volume at PROCGUARD_DATA_DIR {data_dir:?}"),
+            ),
+        }
+    }
+}
+
 /// cert-manager Certificates name an Issuer that exists and fit the workload that mounts them:
 /// the server's covers the host the sensors dial, the sensor's is a client certificate.
 fn certificates_fit_their_consumers(m: &Manifest, r: &mut Report) {
@@ -665,6 +722,16 @@ fn certificates_fit_their_consumers(m: &Manifest, r: &mut Report) {
             .find_map(|c| env_value(c.value, "PROCGUARD_SERVER").and_then(parse_https_url))
             .map(|(host, _)| host)
     });
+    let fleet_names: Vec<&str> = server
+        .as_ref()
+        .map(|pod| {
+            pod.containers()
+                .iter()
+                .filter_map(|c| env_value(c.value, "PROCGUARD_SENSOR_FLEET_NAMES"))
+                .flat_map(|v| v.split(',').map(str::trim))
+                .collect()
+        })
+        .unwrap_or_default();
     for cert in m.of_kind("Certificate") {
         let issuer_kind = match text(&cert.value, "/spec/issuerRef/kind") {
             "" => "Issuer",
@@ -704,13 +771,25 @@ fn certificates_fit_their_consumers(m: &Manifest, r: &mut Report) {
                 }
             }
         }
-        if sensor.as_ref().is_some_and(|pod| pod.mounts_secret(secret))
-            && !usages.contains(&"client auth")
-        {
-            r.fail(
-                cert.label(),
-                "is the sensors' certificate but lacks usage \"client auth\"".into(),
-            );
+        if sensor.as_ref().is_some_and(|pod| pod.mounts_secret(secret)) {
+            if !usages.contains(&"client auth") {
+                r.fail(
+                    cert.label(),
+                    "is the sensors' certificate but lacks usage \"client auth\"".into(),
+                );
+            }
+            // One certificate serves every node, so the server must accept its name for any
+            // node; otherwise it refuses every sensor whose node is not literally that name.
+            let common_name = text(&cert.value, "/spec/commonName");
+            if !fleet_names.contains(&common_name) {
+                r.fail(
+                    cert.label(),
+                    format!(
+                        "is the sensors' shared certificate, but its commonName {common_name:?} is \
+                         not in the server's PROCGUARD_SENSOR_FLEET_NAMES {fleet_names:?}"
+                    ),
+                );
+            }
         }
     }
 }
@@ -1714,6 +1793,78 @@ fn checker_rejects_an_overreaching_sensor() {
                 "sensor-server-url",
                 sensor,
                 "Service procguard/procguard-server, which is not in the manifests",
+            ),
+        ],
+    );
+}
+
+/// A server that could run twice on one database, or keep it outside its claim, and a shared
+/// sensor certificate the server would refuse for every node but one.
+const FRAGILE_SERVER: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: { name: procguard-server, namespace: procguard }
+spec:
+  replicas: 2
+  serviceName: procguard-server
+  selector: { matchLabels: { app: server } }
+  template:
+    metadata: { labels: { app: server } }
+    spec:
+      containers:
+        - name: server
+          image: procguard-server:1
+          env:
+            - { name: PROCGUARD_DATA_DIR, value: /var/lib/procguard }
+          volumeMounts:
+            - { name: scratch, mountPath: /var/lib/procguard }
+      volumes:
+        - { name: scratch, emptyDir: {} }
+        - { name: tls, secret: { secretName: procguard-server-tls } }
+  volumeClaimTemplates:
+    - metadata: { name: data }
+      spec: { accessModes: [ReadWriteOnce], resources: { requests: { storage: 1Gi } } }
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: { name: procguard-sensor, namespace: procguard }
+spec:
+  selector: { matchLabels: { app: sensor } }
+  template:
+    metadata: { labels: { app: sensor } }
+    spec:
+      containers:
+        - name: sensor
+          image: procguard-sensor:1
+      volumes:
+        - { name: tls, secret: { secretName: procguard-sensor-tls } }
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: { name: procguard-sensor, namespace: procguard }
+spec:
+  secretName: procguard-sensor-tls
+  commonName: procguard-sensor
+  usages: [client auth]
+  issuerRef: { kind: Issuer, name: procguard-ca }
+"#;
+
+#[test]
+fn checker_rejects_a_fragile_server_and_an_unaccepted_fleet_certificate() {
+    let server = "StatefulSet procguard/procguard-server";
+    assert_reports(
+        FRAGILE_SERVER,
+        &[
+            ("server-statefulset", server, "spec.replicas must be 1"),
+            (
+                "server-statefulset",
+                server,
+                "not one of spec.volumeClaimTemplates",
+            ),
+            (
+                "certificates",
+                "Certificate procguard/procguard-sensor",
+                "not in the server's PROCGUARD_SENSOR_FLEET_NAMES",
             ),
         ],
     );

@@ -112,13 +112,13 @@ fn a_container_exec_appears_in_its_baseline_within_two_seconds() {
         .metric("procguard_sensor_baselines")
         .filter(|n| *n >= 1.0))
     .is_some());
-    assert!(c.exec(&["/bin/echo", "intruder"]).status.success());
+    assert!(c.exec(&["/bin/sh", "-c", "sleep 1; true"]).status.success());
     assert!(
         wait_for(Duration::from_secs(5), || sensor
             .metric("procguard_sensor_deviations_total")
             .filter(|n| *n > before))
         .is_some(),
-        "no deviation for echo; sensor log:\n{}",
+        "no deviation for sh; sensor log:\n{}",
         sensor.proc.log_text()
     );
 }

@@ -51,7 +51,7 @@ fn wait_for_exec(sensor: &Proc, out: &std::path::Path, marker: &str) -> serde_js
         "sensor did not start; log:\n{}",
         sensor.log_text()
     );
-    // A shell that lives 300 ms: long enough for /proc to be read. Sub-millisecond processes
+    // A shell that lives 500 ms (the trailing `true` keeps it from exec-ing sleep): long enough for /proc to be read. Sub-millisecond processes
     // are the capture benchmark's business, not this test's.
     let st = Command::new("/bin/sh")
         .args(["-c", "sleep 0.3", marker])

@@ -12,13 +12,17 @@
 //! - `sensors`: node name → JSON [`SensorRecord`].
 //! - `deviations`: big-endian sequence → JSON [`DeviationRecord`].
 //! - `audit`: big-endian id → JSON [`AuditEntry`].
-//! - `meta`: `revision` → big-endian u64, the server-wide baseline revision.
+//! - `meta`: `revision` → big-endian u64, the server-wide baseline revision;
+//!   `events_ingested` → big-endian u64, events stored over the database's lifetime.
+//! - `activity`: workload text form, NUL, big-endian day number, NUL, element → JSON
+//!   [`ActivityRecord`]: how often each executable ran per day, for dry runs.
 //! - the record log, incidents, subscriptions and sensor health: see [`records`], which also
 //!   owns group commit (writers wait for a shared flush after releasing the writer lock).
 //!
 //! Values are JSON so that an operator can read a database with nothing but sled and jq.
 
-use procguard_core::baseline::{LearningPolicy, Observation};
+use procguard_core::baseline::Observation;
+use procguard_core::policy::{LabelSelector, Policies};
 use procguard_core::{Baseline, BaselineState, ElementKey, ProcessEvent, WorkloadIdentity};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -194,8 +198,8 @@ pub struct BaselineFilter {
     pub kind: Option<procguard_core::WorkloadKind>,
     /// State.
     pub state: Option<BaselineState>,
-    /// Label selector terms (key, op, value): op is "=" or "!=", or "exists".
-    pub labels: Vec<(String, String, String)>,
+    /// Label selector.
+    pub labels: LabelSelector,
 }
 
 impl BaselineFilter {
@@ -210,14 +214,7 @@ impl BaselineFilter {
                 .is_none_or(|n| *n == w.workload_name)
             && self.kind.is_none_or(|k| k == w.kind)
             && self.state.is_none_or(|s| s == b.state)
-            && self.labels.iter().all(|(k, op, v)| {
-                let got = b.labels.get(k);
-                match op.as_str() {
-                    "=" => got == Some(v),
-                    "!=" => got != Some(v),
-                    _ => got.is_some(),
-                }
-            })
+            && self.labels.matches(&b.labels)
     }
 }
 
@@ -232,6 +229,7 @@ pub struct Store {
     deviations: sled::Tree,
     audit: sled::Tree,
     meta: sled::Tree,
+    activity: sled::Tree,
     /// Record log, incidents, subscriptions, sensor health ([`records`]).
     log: records::Log,
     /// Serialises writers: ingest and API changes read-modify-write baselines.
@@ -250,6 +248,47 @@ fn enc<T: Serialize>(v: &T) -> Vec<u8> {
 
 fn dec<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { tree, source })
+}
+
+/// How often one element ran in one workload on one day.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActivityRecord {
+    /// Runs.
+    pub count: u64,
+    /// Last run.
+    pub last_seen: Option<SystemTime>,
+}
+
+impl ActivityRecord {
+    fn add(mut self, now: SystemTime) -> Self {
+        self.count += 1;
+        self.last_seen = Some(self.last_seen.map_or(now, |t| t.max(now)));
+        self
+    }
+}
+
+/// Days since the epoch.
+pub fn day_of(t: SystemTime) -> u32 {
+    (t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        / 86_400) as u32
+}
+
+fn activity_prefix(id: &WorkloadIdentity) -> Vec<u8> {
+    let mut k = id.to_string().into_bytes();
+    k.push(0);
+    k
+}
+
+fn activity_key(id: &WorkloadIdentity, now: SystemTime, el: &ElementKey) -> Vec<u8> {
+    let mut k = activity_prefix(id);
+    k.extend_from_slice(&day_of(now).to_be_bytes());
+    k.push(0);
+    k.extend_from_slice(el.exe_path.as_bytes());
+    k.push(0);
+    k.extend_from_slice(el.script_path.as_bytes());
+    k
 }
 
 fn history_key(id: &WorkloadIdentity, version: u64) -> Vec<u8> {
@@ -293,6 +332,7 @@ impl Store {
             deviations: db.open_tree("deviations")?,
             audit: db.open_tree("audit")?,
             meta,
+            activity: db.open_tree("activity")?,
             writer: Arc::new(Mutex::new(())),
             db,
         })
@@ -301,6 +341,15 @@ impl Store {
     /// The server-wide baseline revision.
     pub fn revision(&self) -> Result<u64> {
         Ok(self.meta.get("revision")?.map(|v| be(&v)).unwrap_or(0))
+    }
+
+    /// Events stored over the database's lifetime (replays not counted twice).
+    pub fn events_ingested(&self) -> Result<u64> {
+        Ok(self
+            .meta
+            .get("events_ingested")?
+            .map(|v| be(&v))
+            .unwrap_or(0))
     }
 
     /// What the server knows of a sensor.
@@ -334,9 +383,10 @@ impl Store {
         &self,
         node: &str,
         events: &[IngestEvent],
+        policies: &Policies,
         now: SystemTime,
     ) -> Result<IngestOutcome> {
-        let (outcome, commit) = self.ingest_commit(node, events, now).await?;
+        let (outcome, commit) = self.ingest_commit(node, events, policies, now).await?;
         self.wait_durable(commit).await?;
         Ok(outcome)
     }
@@ -348,6 +398,7 @@ impl Store {
         &self,
         node: &str,
         events: &[IngestEvent],
+        policies: &Policies,
         now: SystemTime,
     ) -> Result<(IngestOutcome, Commit)> {
         let w = self.writer.lock().await;
@@ -358,6 +409,7 @@ impl Store {
             &self.sensors,
             &self.deviations,
             &self.meta,
+            &self.activity,
             &self.log.incidents,
             &self.log.incident_keys,
             &self.log.records,
@@ -371,11 +423,13 @@ impl Store {
                     sensors,
                     deviations,
                     meta,
+                    activity,
                     incidents,
                     incident_keys,
                     records,
                 )| {
                     let mut out = IngestOutcome::default();
+                    let mut seen: BTreeMap<Vec<u8>, ActivityRecord> = BTreeMap::new();
                     let mut log = self.log.appender(now);
                     let mut touched: BTreeMap<String, (Baseline, bool)> = BTreeMap::new();
                     let mut sensor: SensorRecord = match sensors.get(node)? {
@@ -404,7 +458,24 @@ impl Store {
                         }
                         let (b, changed) = touched.get_mut(&key).expect("inserted above");
                         let before = b.version;
-                        match b.observe(&ev.process, now) {
+                        let relearn_window = policies.for_baseline(b).relearn_window;
+                        if ev.process.context != procguard_core::ExecContext::Probe {
+                            let k = activity_key(
+                                &ev.process.workload,
+                                now,
+                                &ElementKey::of(&ev.process),
+                            );
+                            let rec = match seen.remove(&k) {
+                                Some(r) => r,
+                                None => match activity.get(&k)? {
+                                    Some(v) => dec("activity", &v)
+                                        .map_err(ConflictableTransactionError::Abort)?,
+                                    None => ActivityRecord::default(),
+                                },
+                            };
+                            seen.insert(k, rec.add(now));
+                        }
+                        match b.observe(&ev.process, now, relearn_window) {
                             Observation::Deviation => {
                                 let rec = DeviationRecord {
                                     event_id: ev.event_id.clone(),
@@ -447,6 +518,15 @@ impl Store {
                         baselines.insert(key.as_bytes(), enc(&b))?;
                     }
                     meta.insert("revision", &revision.to_be_bytes())?;
+                    for (k, rec) in seen {
+                        activity.insert(k, enc(&rec))?;
+                    }
+                    // A lifetime count, so that stored events can be proven across restarts.
+                    let stored = meta.get("events_ingested")?.map(|v| be(&v)).unwrap_or(0);
+                    meta.insert(
+                        "events_ingested",
+                        &(stored + out.applied as u64).to_be_bytes(),
+                    )?;
                     sensor.last_seen = Some(now);
                     sensors.insert(node, enc(&sensor))?;
                     out.acked_sequence = sensor.acked_sequence;
@@ -577,13 +657,14 @@ impl Store {
     /// Ends learning for baselines whose evidence says so; returns the ones that changed.
     pub async fn evaluate_learning(
         &self,
-        policy: &LearningPolicy,
+        policies: &Policies,
         now: SystemTime,
     ) -> Result<Vec<Baseline>> {
         let mut due = Vec::new();
         for kv in self.baselines.iter() {
             let mut b: Baseline = dec("baselines", &kv?.1)?;
-            if b.evaluate_learning(policy, now).is_some() {
+            let policy = policies.for_baseline(&b).clone();
+            if b.evaluate_learning(&policy, now).is_some() {
                 due.push(b.workload);
             }
         }
@@ -591,7 +672,8 @@ impl Store {
         for id in due {
             let b = self
                 .change(&id, "policy", "learning-ended", "", false, |b| {
-                    match b.evaluate_learning(policy, now) {
+                    let policy = policies.for_baseline(b).clone();
+                    match b.evaluate_learning(&policy, now) {
                         Some(_) => Ok(()),
                         None => Err("no longer due".into()),
                     }
@@ -638,6 +720,115 @@ impl Store {
             .take(limit)
             .map(|kv| dec("audit", &kv?.1))
             .collect()
+    }
+
+    /// Activity of one workload from day `from_day` on: (day, element, record).
+    pub fn activity(
+        &self,
+        id: &WorkloadIdentity,
+        from_day: u32,
+    ) -> Result<Vec<(u32, ElementKey, ActivityRecord)>> {
+        let prefix = activity_prefix(id);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&from_day.to_be_bytes());
+        let mut out = Vec::new();
+        for kv in self.activity.range(start..) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let rest = &k[prefix.len()..];
+            if rest.len() < 5 {
+                continue;
+            }
+            let day = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            let mut parts = rest[5..].splitn(2, |b| *b == 0);
+            let exe = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let script = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            out.push((
+                day,
+                ElementKey {
+                    exe_path: exe,
+                    script_path: script,
+                },
+                dec("activity", &v)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Deletes activity older than `before_day`; returns how many records went.
+    pub fn prune_activity(&self, before_day: u32) -> Result<usize> {
+        let mut n = 0;
+        for kv in self.activity.iter() {
+            let (k, _) = kv?;
+            let Some(nul) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let Some(day) = k.get(nul + 1..nul + 5) else {
+                continue;
+            };
+            if u32::from_be_bytes([day[0], day[1], day[2], day[3]]) < before_day {
+                self.activity.remove(&k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Replaces or creates many baselines at once, all or nothing, each as a new version.
+    pub async fn import(
+        &self,
+        items: Vec<Baseline>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Vec<Baseline>> {
+        let _w = self.writer.lock().await;
+        let now = SystemTime::now();
+        let trees = (&self.baselines, &self.history, &self.meta);
+        let out = trees
+            .transaction(|(baselines, history, meta)| {
+                let mut revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0);
+                let mut out = Vec::new();
+                for item in &items {
+                    let key = item.workload.to_string();
+                    let mut b = item.clone();
+                    b.version = match baselines.get(key.as_bytes())? {
+                        Some(v) => {
+                            let old: Baseline = dec("baselines", &v)
+                                .map_err(ConflictableTransactionError::Abort)?;
+                            // Keep what the import does not carry: provenance and learning history.
+                            for (k, e) in b.elements.iter_mut() {
+                                if let Some(o) = old.elements.get(k) {
+                                    e.provenance = o.provenance.clone();
+                                }
+                            }
+                            b.learning = old.learning.clone();
+                            old.version + 1
+                        }
+                        None => 1,
+                    };
+                    revision += 1;
+                    b.revision = revision;
+                    b.updated_at = now;
+                    baselines.insert(key.as_bytes(), enc(&b))?;
+                    let rec = VersionRecord {
+                        version: b.version,
+                        actor: actor.to_string(),
+                        at: now,
+                        action: "import".into(),
+                        reason: reason.to_string(),
+                        snapshot: b.clone(),
+                    };
+                    history.insert(history_key(&b.workload, b.version), enc(&rec))?;
+                    out.push(b);
+                }
+                meta.insert("revision", &revision.to_be_bytes())?;
+                Ok::<_, TxError>(out)
+            })
+            .map_err(tx_err)?;
+        self.db.flush_async().await?;
+        Ok(out)
     }
 
     /// Keys of elements (for tests and diagnostics).

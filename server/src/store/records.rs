@@ -819,9 +819,14 @@ mod tests {
 
     async fn enforced_store(dir: &std::path::Path) -> Store {
         let s = Store::open(dir).unwrap();
-        s.ingest("n1", &[event("learn", 1, "/app")], SystemTime::now())
-            .await
-            .unwrap();
+        s.ingest(
+            "n1",
+            &[event("learn", 1, "/app")],
+            &procguard_core::policy::Policies::default(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
         s.change(&web(), "t", "approved", "", false, |b| {
             b.approve(None, SystemTime::now());
             Ok(())
@@ -848,9 +853,14 @@ mod tests {
                     let evs: Vec<_> = (0..5u64)
                         .map(|i| event(&format!("{t}-{b}-{i}"), 100 + b * 5 + i, "/bin/sh"))
                         .collect();
-                    s.ingest(&format!("node{t}"), &evs, SystemTime::now())
-                        .await
-                        .unwrap();
+                    s.ingest(
+                        &format!("node{t}"),
+                        &evs,
+                        &procguard_core::policy::Policies::default(),
+                        SystemTime::now(),
+                    )
+                    .await
+                    .unwrap();
                 }
             }));
         }
@@ -875,6 +885,7 @@ mod tests {
         s.ingest(
             "node0",
             &[event("0-0-0", 100, "/bin/sh")],
+            &procguard_core::policy::Policies::default(),
             SystemTime::now(),
         )
         .await
@@ -887,16 +898,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let last = {
             let s = enforced_store(dir.path()).await;
-            s.ingest("n1", &[event("d1", 2, "/bin/sh")], SystemTime::now())
-                .await
-                .unwrap();
+            s.ingest(
+                "n1",
+                &[event("d1", 2, "/bin/sh")],
+                &procguard_core::policy::Policies::default(),
+                SystemTime::now(),
+            )
+            .await
+            .unwrap();
             s.last_cursor()
         };
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(*s.durable_cursor().borrow(), last);
-        s.ingest("n1", &[event("d2", 3, "/bin/sh")], SystemTime::now())
-            .await
-            .unwrap();
+        s.ingest(
+            "n1",
+            &[event("d2", 3, "/bin/sh")],
+            &procguard_core::policy::Policies::default(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
         let recs = all(&s);
         assert_eq!(recs[recs.len() - 2].cursor, last + 1);
     }
@@ -909,6 +930,7 @@ mod tests {
             s.ingest(
                 "n1",
                 &[event(&format!("d{i}"), 2 + i, "/bin/sh")],
+                &procguard_core::policy::Policies::default(),
                 SystemTime::now(),
             )
             .await
@@ -986,9 +1008,14 @@ mod tests {
     async fn actions_follow_the_lifecycle_and_land_in_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let s = enforced_store(dir.path()).await;
-        s.ingest("n1", &[event("d1", 2, "/usr/bin/id")], SystemTime::now())
-            .await
-            .unwrap();
+        s.ingest(
+            "n1",
+            &[event("d1", 2, "/usr/bin/id")],
+            &procguard_core::policy::Policies::default(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
         let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
         let id = list[0].id.clone();
         let i = s
@@ -1012,9 +1039,14 @@ mod tests {
             Err(StoreError::NotFound(_))
         ));
         // The same executable again after resolution opens a new incident.
-        s.ingest("n1", &[event("d2", 3, "/usr/bin/id")], SystemTime::now())
-            .await
-            .unwrap();
+        s.ingest(
+            "n1",
+            &[event("d2", 3, "/usr/bin/id")],
+            &procguard_core::policy::Policies::default(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
         let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
         assert_eq!(list.len(), 2);
         let states: Vec<_> = all(&s)

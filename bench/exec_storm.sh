@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Capture benchmark: an exec storm across 10 container-like cgroups and a 20,000-exec burst,
+# captured at the same time by procguard-sensor (release build, JSON lines, no server) and by
+# forkstat. Prints one JSON object per phase. Needs root and forkstat (apt-get install forkstat).
+#
+#   cargo build --release -p procguard-sensor && cargo build -p procguard-tests --bin exec_storm
+#   sudo bench/exec_storm.sh [RATE=1000] [DURATION=20] [BURST=20000] [FANOTIFY=1]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE=${RATE:-1000}
+DURATION=${DURATION:-20}
+BURST=${BURST:-20000}
+IDLE=${IDLE:-20}
+FANOTIFY=${FANOTIFY:-1}
+SENSOR=${SENSOR:-target/release/procguard-sensor}
+DRIVER=${DRIVER:-target/debug/exec_storm}
+OUT=${OUT:-$(mktemp -d /tmp/pg-bench.XXXXXX)}
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+command -v forkstat >/dev/null || { echo "forkstat is missing: apt-get install forkstat" >&2; exit 1; }
+
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM/{print $2}' "/proc/$1/status"; }
+hz=$(getconf CLK_TCK)
+cpu_pct() { # pid ticks_before seconds
+  echo "scale=3; ($(ticks "$1") - $2) * 100 / $hz / $3" | bc
+}
+
+flags=()
+[ "$FANOTIFY" = 1 ] && flags+=(--fanotify)
+PORT=${PORT:-19391}
+"$SENSOR" --node-name bench --jsonl "$OUT/events.jsonl" --admin-addr "127.0.0.1:$PORT" \
+  --spool-dir "$OUT/spool" "${flags[@]}" 2>"$OUT/sensor.log" &
+SPID=$!
+forkstat -e exec -l >"$OUT/forkstat.txt" 2>/dev/null &
+FPID=$!
+trap 'kill $SPID $FPID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q "Initial /proc scan done" "$OUT/sensor.log" && break; sleep 0.1; done
+sleep 2
+
+# Idle: no load of ours (other work on the machine still runs).
+s0=$(ticks $SPID); f0=$(ticks $FPID); t0=$(date +%s.%N)
+sleep "$IDLE"
+t1=$(date +%s.%N); secs=$(echo "$t1 - $t0" | bc)
+echo "{\"phase\":\"idle\",\"seconds\":$secs,\"sensor_cpu_pct\":$(cpu_pct $SPID $s0 $secs),\"forkstat_cpu_pct\":$(cpu_pct $FPID $f0 $secs),\"sensor_rss_kb\":$(rss_kb $SPID)}"
+
+# Storm.
+s0=$(ticks $SPID); f0=$(ticks $FPID); t0=$(date +%s.%N)
+"$DRIVER" run --truth "$OUT/storm.truth" --rate "$RATE" --duration "$DURATION" 2>"$OUT/storm.driver.json"
+t1=$(date +%s.%N); secs=$(echo "$t1 - $t0" | bc)
+scpu=$(cpu_pct $SPID $s0 $secs); fcpu=$(cpu_pct $FPID $f0 $secs)
+sleep 3
+echo "{\"phase\":\"storm\",\"driver\":$(cat "$OUT/storm.driver.json"),\"seconds\":$secs,\"sensor_cpu_pct\":$scpu,\"forkstat_cpu_pct\":$fcpu,\"sensor_rss_kb\":$(rss_kb $SPID),\"score\":$("$DRIVER" score --truth "$OUT/storm.truth" --events "$OUT/events.jsonl" --forkstat "$OUT/forkstat.txt")}"
+
+# Burst: as fast as the workers can spawn; RSS sampled throughout.
+s0=$(ticks $SPID); f0=$(ticks $FPID); t0=$(date +%s.%N)
+"$DRIVER" run --truth "$OUT/burst.truth" --burst "$BURST" 2>"$OUT/burst.driver.json" &
+DPID=$!
+max=0
+while kill -0 $DPID 2>/dev/null; do r=$(rss_kb $SPID); [ "$r" -gt "$max" ] && max=$r; sleep 0.2; done
+wait $DPID
+t1=$(date +%s.%N); secs=$(echo "$t1 - $t0" | bc)
+scpu=$(cpu_pct $SPID $s0 $secs); fcpu=$(cpu_pct $FPID $f0 $secs)
+for _ in $(seq 20); do r=$(rss_kb $SPID); [ "$r" -gt "$max" ] && max=$r; sleep 0.25; done
+echo "{\"phase\":\"burst\",\"driver\":$(cat "$OUT/burst.driver.json"),\"seconds\":$secs,\"sensor_cpu_pct\":$scpu,\"forkstat_cpu_pct\":$fcpu,\"sensor_rss_max_kb\":$max,\"sensor_hwm_kb\":$(hwm_kb $SPID),\"score\":$("$DRIVER" score --truth "$OUT/burst.truth" --events "$OUT/events.jsonl" --forkstat "$OUT/forkstat.txt")}"
+scrape() { exec 3<>"/dev/tcp/127.0.0.1/$PORT"; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3; exec 3<&-; }
+echo "sensor metrics (losses): $(scrape | grep -E 'queue_drops|kernel_losses|sequence_gaps|resyncs|fanotify|events_seen|events_partial' | grep -v '^#' | tr '\n' ' ')"
+echo "output in $OUT"

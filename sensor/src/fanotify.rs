@@ -1,0 +1,576 @@
+//! fanotify `FAN_OPEN_EXEC`: the kernel's own identity of every executed file, for processes
+//! that exit before `/proc/<pid>/exe` can be read.
+//!
+//! The proc connector says *that* a pid exec'd; by the time the sensor reads `/proc`, a
+//! sub-millisecond process may be gone. fanotify reports the exec as the file is opened for
+//! execution, with the pid and an open descriptor of the very file, so the executable is known
+//! as fact even when `/proc` is empty. The descriptor's link in `/proc/self/fd` names the file
+//! as seen from its own mount namespace's root when that root is not reachable from the
+//! sensor's, which is how container runtimes mount a container's root (pivot_root): the path
+//! is the one inside the container.
+//!
+//! Marks are per filesystem: one on `/`, and one on each container root (an overlayfs of its
+//! own) as containers appear, found through `/proc/<pid>/root`. The first process of a new
+//! container runs before its root can be marked; it lives long enough for `/proc`. (On kernels
+//! where overlayfs opens its layers as backing files, the events arrive through the mark on
+//! the layers' own filesystem, still naming the path inside the container.)
+//!
+//! The event also tells *where* a vanished process ran: the descriptor's mount is either the
+//! container's root mount or one of the private layer mounts overlayfs keeps per overlay, so
+//! it belongs to one container. Root mounts are learned when a container's root is marked,
+//! layer mounts from processes whose cgroup was read; the sensor's own mount table (the host's
+//! `/`, shared volumes) is never used this way. An exec session's process is forked outside
+//! the container and joins its cgroup just before its exec, so without this its parent would
+//! name the wrong place.
+//!
+//! This module uses `unsafe` (besides [`crate::netlink`]) because neither `libc` nor the
+//! workspace's `nix` features offer a safe fanotify API: `fanotify_init`, `fanotify_mark`,
+//! `poll` and `read` are called on a descriptor this module owns, with buffer lengths passed
+//! alongside, and each event's descriptor is taken into an `OwnedFd` exactly once. Parsing the
+//! event buffer is safe code over a byte slice that checks every length.
+//!
+//! Each exec of a dynamically linked binary yields two events: the binary, then its loader
+//! (`ld-linux*.so*`, `ld-musl*`), both opened for execution by the kernel. The loader's event
+//! is skipped when the binary's is there. Events are kept per pid for [`KEEP_FOR`] and at most
+//! [`MAX_ENTRIES`] in all; a kernel queue overflow is counted, never hidden.
+#![allow(unsafe_code)]
+
+use crate::metrics::Metrics;
+use crate::procfs::parse_exe_link;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How long an exec identity waits to be claimed. The process thread normally claims it within
+/// milliseconds; two seconds covers a backlog without letting a reused pid match an old entry
+/// for long.
+pub const KEEP_FOR: Duration = Duration::from_secs(2);
+/// Most identities held. At 1,500 execs/s with a loader event each, two seconds hold about
+/// 6,000; past the bound the oldest are forgotten (and the processes they named fall back to
+/// inherited, partial identities).
+pub const MAX_ENTRIES: usize = 16_384;
+/// Per pid: a process rarely execs more than a few times before the process thread catches up.
+const PER_PID: usize = 8;
+
+/// The executable of one exec, from the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecFile {
+    /// Path as seen from the process's mount namespace (" (deleted)" stripped).
+    pub path: String,
+    /// The file was deleted.
+    pub deleted: bool,
+    /// The file is a memfd.
+    pub memfd: bool,
+    /// (device, inode, mtime, size): the hash cache key.
+    pub key: (u64, u64, i64, u64),
+    /// The mount the file was executed from (a container's root mount for its files).
+    pub mount: Option<u64>,
+    at: Instant,
+}
+
+/// The ID of the mount `path` (relative to `dirfd`, or `dirfd` itself when `path` is empty)
+/// is on. Mount IDs are unique across mount namespaces, so a container's root mount is told
+/// apart from every other even when the files underneath share one filesystem.
+fn mount_id(dirfd: libc::c_int, path: &std::ffi::CStr) -> Option<u64> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    let flags = if path.is_empty() {
+        libc::AT_EMPTY_PATH
+    } else {
+        0
+    };
+    // SAFETY: `path` is NUL-terminated and outlives the call; `stx` is a writable statx buffer
+    // the kernel fills; it is read only after a successful return.
+    let rc = unsafe {
+        libc::statx(
+            dirfd,
+            path.as_ptr(),
+            flags,
+            libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statx succeeded, so the buffer is initialised (it was zeroed before anyway).
+    let stx = unsafe { stx.assume_init() };
+    (stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+}
+
+/// (mount ID, superblock device) of every line of a `mountinfo`.
+pub fn parse_mount_devs(mountinfo: &str) -> Vec<(u64, u64)> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let id: u64 = f.next()?.parse().ok()?;
+            let (major, minor) = f.nth(1)?.split_once(':')?;
+            Some((id, libc::makedev(major.parse().ok()?, minor.parse().ok()?)))
+        })
+        .collect()
+}
+
+/// Whether `path` is a dynamic loader, opened for execution after the binary it loads.
+pub fn is_loader(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.starts_with("ld-linux")
+        || base.starts_with("ld-musl")
+        || base.starts_with("ld.so")
+        || (base.starts_with("ld-") && base.contains(".so"))
+}
+
+/// Parses a buffer of `fanotify_event_metadata` records into (mask, fd, pid). Safe code: a
+/// record that claims more bytes than remain ends parsing.
+pub fn parse_events(buf: &[u8]) -> Vec<(u64, i32, i32)> {
+    const META: usize = 24;
+    let mut out = Vec::new();
+    let mut off = 0;
+    while buf.len() - off >= META {
+        let rec = &buf[off..];
+        let event_len = u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]) as usize;
+        if event_len < META || event_len > rec.len() {
+            break;
+        }
+        let mask = u64::from_ne_bytes(rec[8..16].try_into().unwrap_or([0; 8]));
+        let fd = i32::from_ne_bytes(rec[16..20].try_into().unwrap_or([0; 4]));
+        let pid = i32::from_ne_bytes(rec[20..24].try_into().unwrap_or([0; 4]));
+        out.push((mask, fd, pid));
+        off += event_len;
+    }
+    out
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_pid: HashMap<u32, VecDeque<ExecFile>>,
+    total: usize,
+    order: VecDeque<(Instant, u32)>,
+}
+
+impl Table {
+    fn insert(&mut self, pid: u32, f: ExecFile) {
+        let q = self.by_pid.entry(pid).or_default();
+        if q.len() >= PER_PID {
+            q.pop_front();
+            self.total -= 1;
+        }
+        self.order.push_back((f.at, pid));
+        q.push_back(f);
+        self.total += 1;
+        self.prune(Instant::now());
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while let Some(&(at, pid)) = self.order.front() {
+            if now.duration_since(at) < KEEP_FOR && self.total <= MAX_ENTRIES {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(q) = self.by_pid.get_mut(&pid) {
+                while q.front().is_some_and(|f| f.at <= at) {
+                    q.pop_front();
+                    self.total -= 1;
+                }
+                if q.is_empty() {
+                    self.by_pid.remove(&pid);
+                }
+            }
+        }
+    }
+
+    /// The binary of the oldest unclaimed exec of `pid`, skipping its loader.
+    fn take(&mut self, pid: u32) -> Option<ExecFile> {
+        let q = self.by_pid.get_mut(&pid)?;
+        let idx = q.iter().position(|f| !is_loader(&f.path)).unwrap_or(0);
+        let mut found = None;
+        for _ in 0..=idx {
+            found = q.pop_front();
+            self.total -= 1;
+        }
+        // The loader that followed this binary belongs to the same exec.
+        if found.as_ref().is_some_and(|f| !is_loader(&f.path))
+            && q.front().is_some_and(|f| is_loader(&f.path))
+        {
+            q.pop_front();
+            self.total -= 1;
+        }
+        if q.is_empty() {
+            self.by_pid.remove(&pid);
+        }
+        found
+    }
+}
+
+/// fanotify exec watch: the descriptor, the identities it produced, and the marked filesystems.
+#[derive(Debug)]
+pub struct ExecWatch {
+    fd: OwnedFd,
+    table: Mutex<Table>,
+    arrived: Condvar,
+    marked: Mutex<HashSet<u64>>,
+    /// Container root filesystems (the overlay superblock's device) by device: a file executed
+    /// through one of them was executed in that container. Bounded by [`MAX_ROOTS`].
+    roots: Mutex<HashMap<u64, String>>,
+    /// Container root mounts (in the containers' own mount namespaces) by mount ID.
+    root_mounts: Mutex<HashMap<u64, String>>,
+    /// Overlay layer mounts (private to one overlay) by mount ID, learned from processes whose
+    /// cgroup was read; see [`ExecWatch::learn`].
+    learned: Mutex<HashMap<u64, String>>,
+    /// Superblock device of each mount ID, from `/proc/self/mountinfo`, re-read on a miss.
+    mount_devs: Mutex<HashMap<u64, u64>>,
+    /// Device of the sensor's own root, never a container's.
+    host_dev: Option<u64>,
+    metrics: Metrics,
+}
+
+/// Most container roots remembered (a node runs a few hundred containers at most); past it the
+/// map starts over and roots are learned again as their containers exec.
+const MAX_ROOTS: usize = 4_096;
+
+impl ExecWatch {
+    /// Opens fanotify, marks the filesystem of `/`, and starts the `pg-fanotify` reader thread.
+    pub fn start(
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> io::Result<(Arc<Self>, std::thread::JoinHandle<()>)> {
+        // SAFETY: plain syscall with constant flags; the result is checked before use.
+        let raw = unsafe {
+            libc::fanotify_init(
+                libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK,
+                (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as libc::c_uint,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let watch = Arc::new(Self {
+            fd,
+            table: Mutex::default(),
+            arrived: Condvar::new(),
+            marked: Mutex::default(),
+            roots: Mutex::default(),
+            mount_devs: Mutex::default(),
+            root_mounts: Mutex::default(),
+            learned: Mutex::default(),
+            host_dev: std::fs::metadata("/").ok().map(|m| m.dev()),
+            metrics,
+        });
+        watch.mark(Path::new("/"))?;
+        let reader = {
+            let w = watch.clone();
+            std::thread::Builder::new()
+                .name("pg-fanotify".into())
+                .spawn(move || w.read_loop(&shutdown))?
+        };
+        Ok((watch, reader))
+    }
+
+    /// Marks the filesystem holding `path` (once per device).
+    pub fn mark(&self, path: &Path) -> io::Result<()> {
+        let dev = std::fs::metadata(path)?.dev();
+        let mut marked = self.marked.lock().unwrap_or_else(|e| e.into_inner());
+        if marked.contains(&dev) {
+            return Ok(());
+        }
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+        let rc = unsafe {
+            libc::fanotify_mark(
+                self.fd.as_raw_fd(),
+                libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+                libc::FAN_OPEN_EXEC,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        marked.insert(dev);
+        Ok(())
+    }
+
+    /// Marks the root filesystem of process `pid` of `container`, read under `proc_root`, and
+    /// remembers that filesystem as that container's. Returns whether the process had a root
+    /// filesystem of its own (not the host's).
+    pub fn mark_root_of(&self, proc_root: &Path, pid: u32, container: &str) -> bool {
+        let root = proc_root.join(pid.to_string()).join("root");
+        // The root directory's device is the overlay superblock's, the same in every mount of
+        // it (the runtime's `merged` mount and the container's own root).
+        let Ok(dev) = std::fs::metadata(&root).map(|m| m.dev()) else {
+            return false;
+        };
+        // A "container" sharing the host's root (no root filesystem of its own) says nothing.
+        if Some(dev) == self.host_dev {
+            return false;
+        }
+        if let Err(error) = self.mark(&root) {
+            tracing::debug!(message = "Cannot mark a container root for fanotify.", pid, %error);
+            return false;
+        }
+        let mut roots = self.roots.lock().unwrap_or_else(|e| e.into_inner());
+        if roots.len() >= MAX_ROOTS && !roots.contains_key(&dev) {
+            roots.clear();
+        }
+        roots.insert(dev, container.to_string());
+        drop(roots);
+        // The container's own root mount (in its mount namespace) is reached by its mount ID.
+        if let Some(m) = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
+            .ok()
+            .and_then(|c| mount_id(libc::AT_FDCWD, &c))
+        {
+            let mut rm = self.root_mounts.lock().unwrap_or_else(|e| e.into_inner());
+            if rm.len() >= MAX_ROOTS {
+                rm.clear();
+            }
+            rm.insert(m, container.to_string());
+        }
+        // Mount IDs are reused once unmounted: learn them afresh as containers come.
+        self.mount_devs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        tracing::debug!(message = "Container root marked.", pid, dev, container);
+        true
+    }
+
+    /// The container whose root filesystem holds the file executed through mount `mount`.
+    /// The descriptor fanotify hands over may be the overlay's backing file (its own device is
+    /// the lower filesystem's), but its mount is an overlay mount: that mount's superblock
+    /// names the container.
+    pub fn container_of_mount(&self, mount: u64) -> Option<String> {
+        if let Some(c) = self
+            .root_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&mount)
+        {
+            return Some(c.clone());
+        }
+        if let Some(c) = self
+            .learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&mount)
+        {
+            return Some(c.clone());
+        }
+        let dev = {
+            let mut devs = self.mount_devs.lock().unwrap_or_else(|e| e.into_inner());
+            if !devs.contains_key(&mount) {
+                let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+                if devs.len() > MAX_ROOTS {
+                    devs.clear();
+                }
+                devs.extend(parse_mount_devs(&mi));
+            }
+            devs.get(&mount).copied()?
+        };
+        self.roots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&dev)
+            .cloned()
+    }
+
+    fn read_loop(&self, shutdown: &CancellationToken) {
+        // Room for ~680 events per read.
+        let mut buf = vec![0u8; 16 * 1024];
+        while !shutdown.is_cancelled() {
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd, length 1, valid for the call.
+            let rc = unsafe { libc::poll(&mut pfd, 1, 250) };
+            if rc <= 0 {
+                continue;
+            }
+            // SAFETY: `buf` is valid for `buf.len()` bytes; the kernel writes at most that.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                continue;
+            }
+            let now = Instant::now();
+            let mut got = Vec::new();
+            for (mask, fd, pid) in parse_events(&buf[..n as usize]) {
+                if mask & libc::FAN_Q_OVERFLOW != 0 {
+                    self.metrics.fanotify_overflows.inc();
+                    tracing::warn!(message = "fanotify queue overflow: exec identities lost.");
+                }
+                if fd < 0 {
+                    continue;
+                }
+                // SAFETY: the kernel opened `fd` for this event and hands it to us alone.
+                let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+                if mask & libc::FAN_OPEN_EXEC == 0 || pid <= 0 {
+                    continue;
+                }
+                let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else {
+                    continue;
+                };
+                let Ok(meta) = file.metadata() else { continue };
+                let (path, deleted, memfd) = parse_exe_link(&target.to_string_lossy());
+                self.metrics.fanotify_events.inc();
+                got.push((
+                    pid as u32,
+                    ExecFile {
+                        path,
+                        deleted,
+                        memfd,
+                        key: (meta.dev(), meta.ino(), meta.mtime(), meta.size()),
+                        mount: mount_id(fd, c""),
+                        at: now,
+                    },
+                ));
+            }
+            if !got.is_empty() {
+                let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+                for (pid, f) in got {
+                    t.insert(pid, f);
+                }
+                self.arrived.notify_all();
+            }
+        }
+    }
+
+    /// The executable of the oldest unclaimed exec of `pid`, waiting up to `wait` for the
+    /// reader to catch up (the kernel queued the event before the proc connector's). Called
+    /// when `/proc` had nothing left, so each success is counted as a rescue.
+    pub fn take(&self, pid: u32, wait: Duration) -> Option<ExecFile> {
+        let deadline = Instant::now() + wait;
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(f) = t.take(pid) {
+                tracing::debug!(message = "Exec identity from fanotify.", pid, path = %f.path, mount = ?f.mount);
+                self.metrics.fanotify_rescues.inc();
+                return Some(f);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            t = self
+                .arrived
+                .wait_timeout(t, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    /// Takes the identity of `pid`'s latest exec without waiting (it was read from `/proc`
+    /// instead, and serves to learn which container its mount belongs to).
+    pub fn claim(&self, pid: u32) -> Option<ExecFile> {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        t.take(pid)
+    }
+
+    /// Learns that files executed through `mount` run in `container`, from a process whose
+    /// cgroup was read. Only for mounts outside the sensor's mount table: overlayfs reaches its
+    /// layers through private mounts of its own, one set per overlay, so such a mount belongs
+    /// to one container; a mount in the table (the host's `/`, a shared volume) may serve many.
+    pub fn learn(&self, mount: u64, container: &str) {
+        if self.in_mount_table(mount) {
+            return;
+        }
+        let mut l = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        if l.len() >= MAX_ROOTS * 4 && !l.contains_key(&mount) {
+            l.clear();
+        }
+        l.insert(mount, container.to_string());
+    }
+
+    fn in_mount_table(&self, mount: u64) -> bool {
+        let mut devs = self.mount_devs.lock().unwrap_or_else(|e| e.into_inner());
+        if !devs.contains_key(&mount) {
+            let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            if devs.len() > MAX_ROOTS {
+                devs.clear();
+            }
+            devs.extend(parse_mount_devs(&mi));
+        }
+        devs.contains_key(&mount)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(path: &str) -> ExecFile {
+        ExecFile {
+            path: path.into(),
+            deleted: false,
+            memfd: false,
+            key: (0, 0, 0, 0),
+            mount: None,
+            at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn loaders_are_skipped_and_execs_claimed_in_order() {
+        let mut t = Table::default();
+        t.insert(7, f("/usr/bin/sh"));
+        t.insert(7, f("/lib64/ld-linux-x86-64.so.2"));
+        t.insert(7, f("/usr/bin/true"));
+        t.insert(7, f("/lib/ld-musl-x86_64.so.1"));
+        assert_eq!(t.take(7).unwrap().path, "/usr/bin/sh");
+        assert_eq!(t.take(7).unwrap().path, "/usr/bin/true");
+        assert!(t.take(7).is_none());
+        assert_eq!(t.total, 0);
+        assert!(is_loader("/lib/ld-2.31.so"));
+        assert!(!is_loader("/usr/bin/ldd"));
+    }
+
+    #[test]
+    fn mountinfo_gives_each_mounts_superblock() {
+        let mi = "27 1 254:0 / / rw - ext4 /dev/vda rw\n47 42 0:39 / /var/lib/docker/overlay2/x/merged rw - overlay overlay rw\n";
+        assert_eq!(
+            parse_mount_devs(mi),
+            vec![(27, libc::makedev(254, 0)), (47, libc::makedev(0, 39))]
+        );
+    }
+
+    #[test]
+    fn truncated_buffers_do_not_parse_past_their_end() {
+        let mut rec = vec![0u8; 24];
+        rec[..4].copy_from_slice(&24u32.to_ne_bytes());
+        rec[8..16].copy_from_slice(&libc::FAN_OPEN_EXEC.to_ne_bytes());
+        rec[16..20].copy_from_slice(&5i32.to_ne_bytes());
+        rec[20..24].copy_from_slice(&42i32.to_ne_bytes());
+        let mut two = rec.clone();
+        two.extend_from_slice(&rec[..10]);
+        assert_eq!(parse_events(&two), vec![(libc::FAN_OPEN_EXEC, 5, 42)]);
+        let mut bad = rec.clone();
+        bad[..4].copy_from_slice(&1000u32.to_ne_bytes());
+        assert!(parse_events(&bad).is_empty());
+    }
+
+    #[test]
+    fn the_kernel_names_every_exec() {
+        // Needs CAP_SYS_ADMIN; without it there is nothing to test here (the end-to-end tests
+        // enforce it under PROCGUARD_STRICT_TESTS).
+        let shutdown = CancellationToken::new();
+        let Ok((w, reader)) = ExecWatch::start(Metrics::default(), shutdown.clone()) else {
+            eprintln!("SKIP: fanotify needs CAP_SYS_ADMIN");
+            return;
+        };
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let got = w.take(pid, Duration::from_secs(2)).expect("exec identity");
+        assert!(got.path.ends_with("/true"), "{got:?}");
+        shutdown.cancel();
+        reader.join().unwrap();
+    }
+}

@@ -1,0 +1,931 @@
+//! Pod metadata: the only module that talks to the Kubernetes API (through `kube`).
+//!
+//! A watcher lists and watches only the pods bound to this node (field selector
+//! `spec.nodeName=<node>`), so the sensor needs `get/list/watch` on pods and nothing else. Each
+//! pod becomes a [`PodMeta`]: namespace, labels, the workload that owns it, and per container
+//! its name, image, image digest and exec probe commands, keyed by the container ID the
+//! runtime reports in `status.containerStatuses[].containerID`.
+//!
+//! Workloads are resolved without reading any other kind of object (the sensor's ClusterRole
+//! grants pods only):
+//! - a ReplicaSet owner whose name ends in `-<pod-template-hash>` (the pod's own label) is a
+//!   Deployment named by the rest; otherwise it stays a ReplicaSet;
+//! - a Job owner named `<cronjob>-<digits>` with at least 8 digits is a CronJob: the CronJob
+//!   controller names every Job after its scheduled time in minutes since the epoch (8 digits
+//!   from 1989 until 2160), and people rarely name their own Jobs that way. A Job with a
+//!   shorter numeric suffix (`backup-1`) stays a Job;
+//! - StatefulSet and DaemonSet owners are taken as they are;
+//! - a pod without a controller (or owned by a node, a static pod) is a bare pod named by
+//!   itself.
+//!
+//! The [`Enricher`] sits between capture and the uplink. An event whose pod or container is
+//! not yet known is held (at most [`HOLD_FOR`] and [`HOLD_MAX`] events) until the watcher
+//! brings its pod; if it does not, the event goes on with its cgroup-only identity, marked
+//! partial with `pod_metadata` missing. Nothing is dropped.
+
+use crate::metrics::Metrics;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use procguard_core::{ContainerRuntime, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Longest an event waits for its pod's metadata. The kubelet reports a new container's ID in
+/// the pod status within about a second of starting it; two seconds covers that without
+/// delaying an alert noticeably.
+pub const HOLD_FOR: Duration = Duration::from_secs(2);
+/// Most events held at once. A new container typically execs a handful of processes before
+/// its pod status names it; 4,096 covers many containers starting together. When full, the
+/// oldest held event is released at once without pod metadata (partial), and counted.
+pub const HOLD_MAX: usize = 4_096;
+/// Most pods remembered. The kubelet's own limit is 110 pods per node by default and at most a
+/// few hundred; past this bound new pods are ignored (and counted) rather than grow memory.
+pub const MAX_PODS: usize = 4_096;
+/// How long a deleted pod's metadata is kept for its last processes' events.
+pub const KEEP_DELETED: Duration = Duration::from_secs(30);
+/// Most processes remembered as probes (so their children are probes too). Probes are short
+/// and few; when full the set is cleared, and a probe's late child is then an exec session,
+/// which is recorded and reviewed, never hidden.
+const MAX_PROBE_PIDS: usize = 8_192;
+
+/// Errors of the pod metadata adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kubeconfig could not be read or used.
+    #[error("cannot use kubeconfig '{path}': {source}; point --kubeconfig at a valid file")]
+    Kubeconfig {
+        /// Path given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// The in-cluster service account could not be used.
+    #[error("cannot use the in-cluster service account: {0}; run as a pod with a service account, or pass --kubeconfig")]
+    InCluster(#[source] kube::config::InClusterError),
+    /// The client could not be built.
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// What is known of one container of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerMeta {
+    /// Container name in the pod spec.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Image digest (`sha256:...`), when the runtime reported one.
+    pub image_digest: Option<String>,
+    /// Runtime named by the status `containerID` scheme.
+    pub runtime: Option<ContainerRuntime>,
+}
+
+/// What is known of one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodMeta {
+    /// Pod UID.
+    pub uid: String,
+    /// For a mirror pod (the API's copy of a static pod), the static pod's own UID, which is
+    /// the one its cgroup paths carry (`kubernetes.io/config.mirror` annotation).
+    pub mirror_of: Option<String>,
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Owning workload kind.
+    pub kind: WorkloadKind,
+    /// Owning workload name.
+    pub workload: String,
+    /// Pod labels.
+    pub labels: BTreeMap<String, String>,
+    /// Containers by runtime container ID (64 hex, without the `runtime://` prefix).
+    pub containers: HashMap<String, ContainerMeta>,
+    /// Exec probe commands (liveness, readiness, startup) per container name.
+    pub probes: HashMap<String, Vec<Vec<String>>>,
+    /// The only container the pod can have, when the spec has exactly one and no init or
+    /// ephemeral containers: then a container ID the status does not name yet is still known
+    /// to be this one.
+    pub sole_container: Option<ContainerMeta>,
+}
+
+/// Resolves a pod's owner to its workload (see the module docs for the rules).
+pub fn resolve_workload(pod: &Pod) -> (WorkloadKind, String) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let owners = pod.metadata.owner_references.as_deref().unwrap_or(&[]);
+    let Some(owner) = owners
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .or(owners.first())
+    else {
+        return (WorkloadKind::Pod, name);
+    };
+    let labels = pod.metadata.labels.as_ref();
+    match owner.kind.as_str() {
+        "ReplicaSet" => {
+            let hash = labels.and_then(|l| l.get("pod-template-hash"));
+            match hash.and_then(|h| owner.name.strip_suffix(&format!("-{h}"))) {
+                Some(deploy) if !deploy.is_empty() => {
+                    (WorkloadKind::Deployment, deploy.to_string())
+                }
+                _ => (WorkloadKind::ReplicaSet, owner.name.clone()),
+            }
+        }
+        "Job" => match cronjob_of(&owner.name) {
+            Some(cj) => (WorkloadKind::CronJob, cj.to_string()),
+            None => (WorkloadKind::Job, owner.name.clone()),
+        },
+        "StatefulSet" => (WorkloadKind::StatefulSet, owner.name.clone()),
+        "DaemonSet" => (WorkloadKind::DaemonSet, owner.name.clone()),
+        _ => (WorkloadKind::Pod, name),
+    }
+}
+
+/// The CronJob that named a Job `<cronjob>-<scheduled minutes>`, if the name has that shape.
+pub fn cronjob_of(job: &str) -> Option<&str> {
+    let (prefix, digits) = job.rsplit_once('-')?;
+    (digits.len() >= 8 && digits.bytes().all(|b| b.is_ascii_digit()) && !prefix.is_empty())
+        .then_some(prefix)
+}
+
+/// The bare ID of a status `containerID` (`containerd://<id>`, `docker://<id>`,
+/// `cri-o://<id>`).
+pub fn container_id(status_id: &str) -> &str {
+    status_id
+        .split_once("://")
+        .map(|(_, id)| id)
+        .unwrap_or(status_id)
+}
+
+/// The runtime a status `containerID` scheme names.
+pub fn runtime_of(status_id: &str) -> Option<ContainerRuntime> {
+    match status_id.split_once("://")?.0 {
+        "containerd" => Some(ContainerRuntime::Containerd),
+        "docker" => Some(ContainerRuntime::Docker),
+        "cri-o" => Some(ContainerRuntime::CriO),
+        "podman" => Some(ContainerRuntime::Podman),
+        _ => None,
+    }
+}
+
+/// The `sha256:...` digest inside a status `imageID` (`docker-pullable://repo@sha256:...`,
+/// `repo@sha256:...`, or `sha256:...`).
+pub fn image_digest(image_id: &str) -> Option<String> {
+    let idx = image_id.find("sha256:")?;
+    let digest = &image_id[idx..];
+    (digest.len() == 7 + 64).then(|| digest.to_string())
+}
+
+fn probes_of(c: &Container) -> Vec<Vec<String>> {
+    [&c.liveness_probe, &c.readiness_probe, &c.startup_probe]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.exec.as_ref()?.command.clone())
+        .filter(|cmd| !cmd.is_empty())
+        .collect()
+}
+
+impl PodMeta {
+    /// Reads what the sensor needs from a pod; `None` for a pod without UID or namespace.
+    pub fn from_pod(pod: &Pod) -> Option<Self> {
+        let uid = pod.metadata.uid.clone()?;
+        let namespace = pod.metadata.namespace.clone()?;
+        let (kind, workload) = resolve_workload(pod);
+        let spec = pod.spec.as_ref();
+        let mut containers = HashMap::new();
+        let mut images: HashMap<String, String> = HashMap::new();
+        let mut probes = HashMap::new();
+        if let Some(spec) = spec {
+            for c in spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+            {
+                images.insert(c.name.clone(), c.image.clone().unwrap_or_default());
+                let p = probes_of(c);
+                if !p.is_empty() {
+                    probes.insert(c.name.clone(), p);
+                }
+            }
+        }
+        if let Some(status) = &pod.status {
+            for s in status
+                .container_statuses
+                .iter()
+                .chain(status.init_container_statuses.iter())
+                .chain(status.ephemeral_container_statuses.iter())
+                .flatten()
+            {
+                if let Some(full) = s.container_id.as_deref() {
+                    let id = container_id(full);
+                    if !id.is_empty() {
+                        containers.insert(
+                            id.to_string(),
+                            ContainerMeta {
+                                name: s.name.clone(),
+                                image: if s.image.is_empty() {
+                                    images.get(&s.name).cloned().unwrap_or_default()
+                                } else {
+                                    s.image.clone()
+                                },
+                                image_digest: image_digest(&s.image_id),
+                                runtime: runtime_of(full),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        let sole_container = spec.and_then(|s| {
+            let only = s.containers.len() == 1
+                && s.init_containers.as_ref().is_none_or(|v| v.is_empty())
+                && s.ephemeral_containers.as_ref().is_none_or(|v| v.is_empty());
+            only.then(|| ContainerMeta {
+                name: s.containers[0].name.clone(),
+                image: s.containers[0].image.clone().unwrap_or_default(),
+                image_digest: None,
+                runtime: None,
+            })
+        });
+        let mirror_of = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("kubernetes.io/config.mirror"))
+            .cloned()
+            .filter(|h| !h.is_empty() && *h != uid);
+        Some(Self {
+            uid,
+            mirror_of,
+            namespace,
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            kind,
+            workload,
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            containers,
+            probes,
+            sole_container,
+        })
+    }
+}
+
+/// Pods on this node by UID, shared by the watcher (writer) and the enricher (reader). Every
+/// change bumps a version the enricher waits on, so held events are retried at once.
+#[derive(Debug, Clone)]
+pub struct PodCache {
+    pods: Arc<RwLock<HashMap<String, Arc<PodMeta>>>>,
+    version: Arc<watch::Sender<u64>>,
+}
+
+impl Default for PodCache {
+    fn default() -> Self {
+        Self {
+            pods: Arc::default(),
+            version: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl PodCache {
+    /// The pod with `uid`, if known.
+    pub fn get(&self, uid: &str) -> Option<Arc<PodMeta>> {
+        self.pods.read().ok()?.get(uid).cloned()
+    }
+
+    /// Adds or replaces a pod. Returns false (and keeps memory bounded) when the cache is full.
+    pub fn upsert(&self, meta: PodMeta) -> bool {
+        let Ok(mut pods) = self.pods.write() else {
+            return false;
+        };
+        if pods.len() >= MAX_PODS && !pods.contains_key(&meta.uid) {
+            return false;
+        }
+        let meta = Arc::new(meta);
+        if let Some(m) = &meta.mirror_of {
+            pods.insert(m.clone(), meta.clone());
+        }
+        pods.insert(meta.uid.clone(), meta);
+        drop(pods);
+        self.version.send_modify(|v| *v += 1);
+        true
+    }
+
+    /// Forgets a pod.
+    pub fn remove(&self, uid: &str) {
+        if let Ok(mut pods) = self.pods.write() {
+            pods.retain(|_, p| p.uid != uid);
+        }
+    }
+
+    /// Keeps only the pods in `uids` (after a relist).
+    pub fn retain(&self, uids: &HashSet<String>) {
+        if let Ok(mut pods) = self.pods.write() {
+            pods.retain(|_, p| uids.contains(&p.uid));
+        }
+    }
+
+    /// Pods known now.
+    pub fn len(&self) -> usize {
+        self.pods
+            .read()
+            .map(|p| p.iter().filter(|(k, v)| **k == v.uid).count())
+            .unwrap_or(0)
+    }
+
+    /// Whether no pod is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A receiver that changes whenever a pod is added or updated.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+}
+
+/// Builds a client from a kubeconfig file, or from the in-cluster service account.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, Error> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc =
+                kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|source| Error::Kubeconfig {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+        }
+        None => kube::Config::incluster().map_err(Error::InCluster)?,
+    };
+    kube::Client::try_from(config).map_err(Error::Client)
+}
+
+/// Watches the pods on `node` into `cache` until shutdown. The watcher relists and rewatches
+/// on its own after errors, with backoff; each error is logged and counted.
+pub async fn watch_pods(
+    client: kube::Client,
+    node: String,
+    cache: PodCache,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    use futures::StreamExt;
+    use kube::runtime::watcher::{self, Event};
+    use kube::runtime::WatchStreamExt;
+    let api: kube::Api<Pod> = kube::Api::all(client);
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut relist: Option<HashSet<String>> = None;
+    let add = |pod: &Pod, relist: &mut Option<HashSet<String>>| {
+        let Some(meta) = PodMeta::from_pod(pod) else {
+            return;
+        };
+        if let Some(seen) = relist.as_mut() {
+            seen.insert(meta.uid.clone());
+        }
+        if !cache.upsert(meta) {
+            metrics.pods_ignored.inc();
+            tracing::warn!(message = "Pod cache full; pod ignored.", limit = MAX_PODS);
+        }
+        metrics.pods_known.set(cache.len() as i64);
+    };
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = stream.next() => ev,
+        };
+        match ev {
+            None => return,
+            Some(Ok(Event::Init)) => relist = Some(HashSet::new()),
+            Some(Ok(Event::InitApply(pod))) | Some(Ok(Event::Apply(pod))) => add(&pod, &mut relist),
+            Some(Ok(Event::InitDone)) => {
+                if let Some(seen) = relist.take() {
+                    cache.retain(&seen);
+                }
+                metrics.pods_known.set(cache.len() as i64);
+                tracing::info!(message = "Pods on this node listed.", node = %node, pods = cache.len());
+            }
+            Some(Ok(Event::Delete(pod))) => {
+                // Keep a deleted pod a little longer: its last processes may still report.
+                if let Some(uid) = pod.metadata.uid.clone() {
+                    let cache = cache.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(KEEP_DELETED).await;
+                        cache.remove(&uid);
+                    });
+                }
+            }
+            Some(Err(error)) => {
+                metrics.pod_watch_errors.inc();
+                tracing::warn!(message = "Pod watch failed; retrying.", %error);
+            }
+        }
+    }
+}
+
+struct Held {
+    until: Instant,
+    event: ProcessEvent,
+}
+
+/// Attaches pod metadata to events, holding those whose pod is not known yet, and classifies
+/// exec probes.
+pub struct Enricher {
+    cluster: String,
+    cache: PodCache,
+    metrics: Metrics,
+    held: VecDeque<Held>,
+    probe_pids: HashSet<u32>,
+}
+
+impl std::fmt::Debug for Enricher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enricher")
+            .field("held", &self.held.len())
+            .finish()
+    }
+}
+
+/// Whether `argv` runs the probe command `cmd`: the same words, with the first compared by
+/// its base name (the kubelet passes the command as written; the runtime may resolve it
+/// through `$PATH`).
+pub fn is_probe_command(argv: &[String], cmd: &[String]) -> bool {
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    argv.len() == cmd.len()
+        && !argv.is_empty()
+        && base(&argv[0]) == base(&cmd[0])
+        && argv[1..] == cmd[1..]
+}
+
+enum Outcome {
+    Done(ProcessEvent),
+    Wait(ProcessEvent),
+}
+
+impl Enricher {
+    /// An enricher reading `cache`.
+    pub fn new(cluster: &str, cache: PodCache, metrics: Metrics) -> Self {
+        Self {
+            cluster: cluster.to_string(),
+            cache,
+            metrics,
+            held: VecDeque::new(),
+            probe_pids: HashSet::new(),
+        }
+    }
+
+    /// Attaches what is known. `Wait` when the pod or its container is not known yet.
+    fn try_enrich(&mut self, mut ev: ProcessEvent) -> Outcome {
+        let Some(c) = ev.container.as_ref() else {
+            return Outcome::Done(ev);
+        };
+        let Some(uid) = c.pod_uid.clone() else {
+            // A container outside any pod (standalone runtime): its cgroup identity is final.
+            return Outcome::Done(ev);
+        };
+        let Some(pod) = self.cache.get(&uid) else {
+            return Outcome::Wait(ev);
+        };
+        let Some(meta) = pod
+            .containers
+            .get(&c.container_id)
+            .or(pod.sole_container.as_ref())
+            .cloned()
+        else {
+            return Outcome::Wait(ev);
+        };
+        if let Some(c) = ev.container.as_mut() {
+            c.pod_name = Some(pod.name.clone());
+            c.image = (!meta.image.is_empty()).then(|| meta.image.clone());
+            c.image_digest = meta.image_digest.clone();
+            c.pod_labels = pod.labels.clone();
+            // Kubelet-shaped cgroupfs paths do not name the runtime; the pod status does.
+            c.runtime = c.runtime.or(meta.runtime);
+        }
+        if meta.image_digest.is_none() {
+            ev.mark_missing("image_digest");
+        }
+        ev.workload = WorkloadIdentity::new(
+            &self.cluster,
+            &pod.namespace,
+            pod.kind,
+            &pod.workload,
+            &meta.name,
+        );
+        // A kubelet exec probe reaches the container the way an exec session does; what tells
+        // them apart is that its command is one of the pod's probe commands. The children of a
+        // probe are probes too.
+        if ev.context == ExecContext::ExecSession {
+            let parent_is_probe = self.probe_pids.contains(&ev.ppid);
+            let matches = pod
+                .probes
+                .get(&meta.name)
+                .is_some_and(|cmds| cmds.iter().any(|cmd| is_probe_command(&ev.argv, cmd)));
+            if parent_is_probe || matches {
+                ev.context = ExecContext::Probe;
+                if self.probe_pids.len() >= MAX_PROBE_PIDS {
+                    self.probe_pids.clear();
+                }
+                self.probe_pids.insert(ev.pid);
+            }
+        }
+        Outcome::Done(ev)
+    }
+
+    fn release_partial(&mut self, mut ev: ProcessEvent) -> ProcessEvent {
+        ev.mark_missing("pod_metadata");
+        self.metrics.pod_metadata_missing.inc();
+        ev
+    }
+
+    /// Takes one event; returns those ready to go on, in order.
+    pub fn push(&mut self, ev: ProcessEvent, now: Instant) -> Vec<ProcessEvent> {
+        let mut out = Vec::new();
+        match self.try_enrich(ev) {
+            Outcome::Done(ev) => out.push(ev),
+            Outcome::Wait(ev) => {
+                if self.held.len() >= HOLD_MAX {
+                    if let Some(old) = self.held.pop_front() {
+                        self.metrics.pod_hold_overflow.inc();
+                        out.push(self.release_partial(old.event));
+                    }
+                }
+                self.held.push_back(Held {
+                    until: now + HOLD_FOR,
+                    event: ev,
+                });
+            }
+        }
+        self.metrics.pod_events_held.set(self.held.len() as i64);
+        out
+    }
+
+    /// Retries every held event (the cache changed) and releases the expired ones.
+    pub fn retry(&mut self, now: Instant) -> Vec<ProcessEvent> {
+        let mut out = Vec::new();
+        let held = std::mem::take(&mut self.held);
+        for h in held {
+            match self.try_enrich(h.event) {
+                Outcome::Done(ev) => out.push(ev),
+                Outcome::Wait(ev) if h.until <= now => out.push(self.release_partial(ev)),
+                Outcome::Wait(ev) => self.held.push_back(Held {
+                    until: h.until,
+                    event: ev,
+                }),
+            }
+        }
+        self.metrics.pod_events_held.set(self.held.len() as i64);
+        out
+    }
+
+    /// When the next held event expires.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.held.iter().map(|h| h.until).min()
+    }
+
+    /// Runs between capture (`rx`) and the uplink (`tx`) until `rx` closes or shutdown; held
+    /// events are released (partial) on the way out rather than lost.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<ProcessEvent>,
+        tx: mpsc::Sender<ProcessEvent>,
+        shutdown: CancellationToken,
+    ) {
+        let mut changed = self.cache.subscribe();
+        loop {
+            let deadline = self
+                .next_deadline()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let ready = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.push(ev, Instant::now()),
+                    None => break,
+                },
+                r = changed.changed() => {
+                    if r.is_err() { break; }
+                    self.retry(Instant::now())
+                }
+                _ = tokio::time::sleep_until(deadline) => self.retry(Instant::now()),
+            };
+            for ev in ready {
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let rest: Vec<_> = std::mem::take(&mut self.held).into_iter().collect();
+        for h in rest {
+            let ev = self.release_partial(h.event);
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerStatus, ExecAction, PodSpec, PodStatus, Probe};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use procguard_core::{Completeness, ContainerInfo};
+
+    const ID: &str = "3b5e8c1d2f4a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c";
+    const DIGEST: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    /// Builder-style fixture: `pod("web-7d4b9c-x2x").owned_by("ReplicaSet", "web-7d4b9c")`.
+    struct PodFixture(Pod);
+
+    fn pod(name: &str) -> PodFixture {
+        let mut p = Pod::default();
+        p.metadata.name = Some(name.into());
+        p.metadata.namespace = Some("shop".into());
+        p.metadata.uid = Some("3f0c1e2a-1b2c-4d5e-8f90-123456789abc".into());
+        p.spec = Some(PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("busybox:1".into()),
+                liveness_probe: Some(Probe {
+                    exec: Some(ExecAction {
+                        command: Some(vec!["cat".into(), "/tmp/healthy".into()]),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        PodFixture(p)
+    }
+
+    impl PodFixture {
+        fn owned_by(mut self, kind: &str, name: &str) -> Self {
+            self.0.metadata.owner_references = Some(vec![OwnerReference {
+                kind: kind.into(),
+                name: name.into(),
+                controller: Some(true),
+                ..Default::default()
+            }]);
+            self
+        }
+        fn label(mut self, k: &str, v: &str) -> Self {
+            self.0
+                .metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(k.into(), v.into());
+            self
+        }
+        fn running(mut self, id: &str) -> Self {
+            self.0.status = Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "app".into(),
+                    container_id: Some(id.into()),
+                    image: "busybox:1".into(),
+                    image_id: format!("docker-pullable://busybox@{DIGEST}"),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+            self
+        }
+        fn second_container(mut self) -> Self {
+            if let Some(s) = self.0.spec.as_mut() {
+                s.containers.push(Container {
+                    name: "sidecar".into(),
+                    ..Default::default()
+                });
+            }
+            self
+        }
+    }
+
+    fn check(p: PodFixture, kind: WorkloadKind, name: &str) {
+        assert_eq!(resolve_workload(&p.0), (kind, name.to_string()));
+    }
+
+    #[test]
+    fn workloads_resolve_without_reading_other_objects() {
+        check(
+            pod("web-7d4b9c-x2x")
+                .owned_by("ReplicaSet", "web-7d4b9c")
+                .label("pod-template-hash", "7d4b9c"),
+            WorkloadKind::Deployment,
+            "web",
+        );
+        // Without the hash label the ReplicaSet cannot be tied to a Deployment: not guessed.
+        check(
+            pod("rs-abc-x").owned_by("ReplicaSet", "rs-abc"),
+            WorkloadKind::ReplicaSet,
+            "rs-abc",
+        );
+        check(
+            pod("backup-28391234-q").owned_by("Job", "backup-28391234"),
+            WorkloadKind::CronJob,
+            "backup",
+        );
+        check(
+            pod("migrate-1-q").owned_by("Job", "migrate-1"),
+            WorkloadKind::Job,
+            "migrate-1",
+        );
+        check(
+            pod("db-0").owned_by("StatefulSet", "db"),
+            WorkloadKind::StatefulSet,
+            "db",
+        );
+        check(
+            pod("agent-x").owned_by("DaemonSet", "agent"),
+            WorkloadKind::DaemonSet,
+            "agent",
+        );
+        check(pod("lonely"), WorkloadKind::Pod, "lonely");
+        check(
+            pod("etcd-node1").owned_by("Node", "node1"),
+            WorkloadKind::Pod,
+            "etcd-node1",
+        );
+    }
+
+    #[test]
+    fn status_ids_and_digests_are_read_for_every_runtime() {
+        for prefix in ["containerd://", "docker://", "cri-o://", ""] {
+            assert_eq!(container_id(&format!("{prefix}{ID}")), ID);
+        }
+        assert_eq!(
+            runtime_of(&format!("cri-o://{ID}")),
+            Some(ContainerRuntime::CriO)
+        );
+        assert_eq!(runtime_of(ID), None);
+        assert_eq!(
+            image_digest(&format!("docker-pullable://busybox@{DIGEST}")).as_deref(),
+            Some(DIGEST)
+        );
+        assert_eq!(image_digest(DIGEST).as_deref(), Some(DIGEST));
+        assert_eq!(image_digest("docker://sha256:short"), None);
+        assert_eq!(image_digest(""), None);
+    }
+
+    fn event(pid: u32, ppid: u32, argv: &[&str], context: ExecContext) -> ProcessEvent {
+        ProcessEvent {
+            pid,
+            ppid,
+            ancestors: vec![],
+            start_time: None,
+            uid: 0,
+            gid: 0,
+            comm: "x".into(),
+            exe_path: format!("/bin/{}", argv[0]),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            argv_truncated: false,
+            script_path: None,
+            exe_sha256: None,
+            exe_memfd: false,
+            exe_deleted: false,
+            exe_writable_location: false,
+            container: Some(ContainerInfo {
+                container_id: ID.into(),
+                pod_uid: Some("3f0c1e2a-1b2c-4d5e-8f90-123456789abc".into()),
+                ..Default::default()
+            }),
+            workload: WorkloadIdentity::new("c", "", WorkloadKind::Pod, "pod-x", "x"),
+            context,
+            completeness: Completeness::Full,
+            missing: vec![],
+            node_name: "n".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_wait_for_their_pod_and_probes_are_recognised() {
+        let cache = PodCache::default();
+        let mut e = Enricher::new("c", cache.clone(), Metrics::default());
+        let t0 = Instant::now();
+        assert!(e
+            .push(event(10, 1, &["sleep", "1"], ExecContext::Entrypoint), t0)
+            .is_empty());
+        assert!(e
+            .push(
+                event(11, 2, &["cat", "/tmp/healthy"], ExecContext::ExecSession),
+                t0
+            )
+            .is_empty());
+        assert!(e.retry(t0 + Duration::from_millis(100)).is_empty());
+        cache.upsert(
+            PodMeta::from_pod(
+                &pod("web-7d4b9c-x2x")
+                    .owned_by("ReplicaSet", "web-7d4b9c")
+                    .label("pod-template-hash", "7d4b9c")
+                    .label("app", "web")
+                    .running(&format!("docker://{ID}"))
+                    .0,
+            )
+            .unwrap(),
+        );
+        let out = e.retry(t0 + Duration::from_millis(200));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].workload.to_string(), "c/shop/deployment/web/app");
+        assert_eq!(out[0].completeness, Completeness::Full);
+        let c = out[0].container.as_ref().unwrap();
+        assert_eq!(c.image_digest.as_deref(), Some(DIGEST));
+        assert_eq!(c.pod_labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(out[0].context, ExecContext::Entrypoint);
+        assert_eq!(out[1].context, ExecContext::Probe);
+        // The probe's child is a probe; another exec is an exec session.
+        let child = e.push(event(12, 11, &["true"], ExecContext::ExecSession), t0);
+        assert_eq!(child[0].context, ExecContext::Probe);
+        let sess = e.push(event(13, 3, &["sh"], ExecContext::ExecSession), t0);
+        assert_eq!(sess[0].context, ExecContext::ExecSession);
+    }
+
+    #[tokio::test]
+    async fn unknown_pods_are_released_partial_not_dropped() {
+        let cache = PodCache::default();
+        let mut e = Enricher::new("c", cache.clone(), Metrics::default());
+        let t0 = Instant::now();
+        assert!(e
+            .push(event(10, 1, &["sleep"], ExecContext::Entrypoint), t0)
+            .is_empty());
+        assert_eq!(e.next_deadline(), Some(t0 + HOLD_FOR));
+        let out = e.retry(t0 + HOLD_FOR);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].completeness, Completeness::Partial);
+        assert!(out[0].missing.contains(&"pod_metadata".to_string()));
+        assert_eq!(out[0].workload.workload_name, "pod-x");
+        // A pod whose status has not named the container yet: with two containers the
+        // container is not guessed; with one it is known.
+        cache.upsert(PodMeta::from_pod(&pod("two").second_container().0).unwrap());
+        assert!(e
+            .push(event(11, 1, &["sleep"], ExecContext::Entrypoint), t0)
+            .is_empty());
+        cache.upsert(PodMeta::from_pod(&pod("one").0).unwrap());
+        let out = e.retry(t0);
+        assert_eq!(out[0].workload.to_string(), "c/shop/pod/one/app");
+        assert!(out[0].missing.contains(&"image_digest".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_full_hold_releases_the_oldest() {
+        let mut e = Enricher::new("c", PodCache::default(), Metrics::default());
+        let t0 = Instant::now();
+        for i in 0..HOLD_MAX as u32 {
+            assert!(e
+                .push(event(i, 1, &["x"], ExecContext::Descendant), t0)
+                .is_empty());
+        }
+        let out = e.push(event(99_999, 1, &["x"], ExecContext::Descendant), t0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].pid, 0);
+        assert_eq!(out[0].completeness, Completeness::Partial);
+    }
+
+    #[test]
+    fn static_pods_are_found_by_their_mirror_hash() {
+        let cache = PodCache::default();
+        let mut p = pod("etcd-node1").owned_by("Node", "node1").0;
+        let hash = "7c2b6c0b8a7b4f1c9c8e0d1f2a3b4c5d";
+        p.metadata.annotations = Some(
+            [("kubernetes.io/config.mirror".to_string(), hash.to_string())]
+                .into_iter()
+                .collect(),
+        );
+        cache.upsert(PodMeta::from_pod(&p).unwrap());
+        assert_eq!(cache.get(hash).unwrap().name, "etcd-node1");
+        assert_eq!(cache.len(), 1);
+        assert_eq!(
+            cache
+                .get("3f0c1e2a-1b2c-4d5e-8f90-123456789abc")
+                .unwrap()
+                .name,
+            "etcd-node1"
+        );
+        cache.remove("3f0c1e2a-1b2c-4d5e-8f90-123456789abc");
+        assert!(cache.get(hash).is_none());
+    }
+
+    #[test]
+    fn probe_commands_match_by_words() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(is_probe_command(
+            &s(&["/bin/cat", "/tmp/healthy"]),
+            &s(&["cat", "/tmp/healthy"])
+        ));
+        assert!(!is_probe_command(
+            &s(&["cat", "/etc/passwd"]),
+            &s(&["cat", "/tmp/healthy"])
+        ));
+        assert!(!is_probe_command(
+            &s(&["cat"]),
+            &s(&["cat", "/tmp/healthy"])
+        ));
+    }
+}

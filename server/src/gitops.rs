@@ -1,0 +1,334 @@
+//! Baselines as YAML, for GitOps: the export format, and an import that validates everything
+//! before it changes anything.
+//!
+//! ```yaml
+//! apiVersion: procguard.io/v1
+//! kind: BaselineList
+//! items:
+//! - workload: {cluster: prod, namespace: shop, kind: deployment, name: web, container: nginx}
+//!   state: enforced
+//!   labels: {app: web}
+//!   elements:
+//!   - exe: /usr/sbin/nginx
+//!   - exe: /usr/bin/python3
+//!     script: /app/health.py
+//!     status: approved
+//! ```
+//!
+//! Unknown fields are errors (a typo must not silently drop an element). Every problem is
+//! reported with its location (`items[2].elements[0].exe`), all of them at once.
+
+use procguard_core::baseline::Provenance;
+use procguard_core::{
+    Baseline, BaselineState, Element, ElementKey, ElementStatus, WorkloadIdentity, WorkloadKind,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+/// The document's apiVersion.
+pub const API_VERSION: &str = "procguard.io/v1";
+/// The document's kind.
+pub const KIND: &str = "BaselineList";
+/// Longest executable or script path accepted.
+pub const MAX_PATH: usize = 4096;
+
+/// A whole document.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BaselineList {
+    /// Always `procguard.io/v1`.
+    pub api_version: String,
+    /// Always `BaselineList`.
+    pub kind: String,
+    /// Baselines.
+    #[serde(default)]
+    pub items: Vec<BaselineDoc>,
+}
+
+/// One baseline.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineDoc {
+    /// Whose.
+    pub workload: WorkloadDoc,
+    /// learning, pending-review or enforced.
+    pub state: String,
+    /// Workload labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Elements.
+    #[serde(default)]
+    pub elements: Vec<ElementDoc>,
+}
+
+/// A workload identity.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadDoc {
+    /// Cluster.
+    pub cluster: String,
+    /// Namespace.
+    #[serde(default)]
+    pub namespace: String,
+    /// Kind (deployment, statefulset, ...).
+    pub kind: String,
+    /// Workload name.
+    pub name: String,
+    /// Container name.
+    #[serde(default)]
+    pub container: String,
+}
+
+/// One element.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElementDoc {
+    /// Executable path inside the container.
+    pub exe: String,
+    /// Script path, for interpreters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    /// learned, approved (default), needs-review or rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+fn status_name(s: ElementStatus) -> &'static str {
+    match s {
+        ElementStatus::Learned => "learned",
+        ElementStatus::Approved => "approved",
+        ElementStatus::NeedsReview => "needs-review",
+        ElementStatus::Rejected => "rejected",
+    }
+}
+
+/// Renders baselines as a YAML document.
+pub fn export(baselines: &[Baseline]) -> String {
+    let list = BaselineList {
+        api_version: API_VERSION.into(),
+        kind: KIND.into(),
+        items: baselines
+            .iter()
+            .map(|b| BaselineDoc {
+                workload: WorkloadDoc {
+                    cluster: b.workload.cluster.clone(),
+                    namespace: b.workload.namespace.clone(),
+                    kind: b.workload.kind.to_string(),
+                    name: b.workload.workload_name.clone(),
+                    container: b.workload.container_name.clone(),
+                },
+                state: b.state.as_str().to_string(),
+                labels: b.labels.clone(),
+                elements: b
+                    .elements
+                    .iter()
+                    .map(|(k, e)| ElementDoc {
+                        exe: k.exe_path.clone(),
+                        script: (!k.script_path.is_empty()).then(|| k.script_path.clone()),
+                        status: (e.status != ElementStatus::Approved)
+                            .then(|| status_name(e.status).to_string()),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    serde_yaml::to_string(&list).expect("plain data always serialises")
+}
+
+fn check_path(errors: &mut Vec<String>, at: String, p: &str) {
+    if !p.starts_with('/') {
+        errors.push(format!(
+            "{at}: must be an absolute path (start with '/'), got '{p}'"
+        ));
+    } else if p.len() > MAX_PATH {
+        errors.push(format!("{at}: longer than {MAX_PATH} bytes"));
+    } else if p.chars().any(char::is_control) {
+        errors.push(format!("{at}: contains a control character"));
+    }
+}
+
+/// Parses and validates a document into baselines; every problem is listed.
+pub fn parse(yaml: &str, now: SystemTime) -> Result<Vec<Baseline>, Vec<String>> {
+    let list: BaselineList = serde_yaml::from_str(yaml).map_err(|e| {
+        vec![format!(
+            "not a valid BaselineList document: {e} (export one with 'procguardctl baselines export' to see the format)"
+        )]
+    })?;
+    let mut errors = Vec::new();
+    if list.api_version != API_VERSION {
+        errors.push(format!(
+            "apiVersion: must be '{API_VERSION}', got '{}'",
+            list.api_version
+        ));
+    }
+    if list.kind != KIND {
+        errors.push(format!("kind: must be '{KIND}', got '{}'", list.kind));
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, item) in list.items.iter().enumerate() {
+        let w = &item.workload;
+        let kind = match w.kind.parse::<WorkloadKind>() {
+            Ok(k) => k,
+            Err(e) => {
+                errors.push(format!("items[{i}].workload.kind: {e}"));
+                continue;
+            }
+        };
+        let id = WorkloadIdentity::new(&w.cluster, &w.namespace, kind, &w.name, &w.container);
+        if let Err(e) = id.validate() {
+            errors.push(format!("items[{i}].workload: {e}"));
+            continue;
+        }
+        if !seen.insert(id.clone()) {
+            errors.push(format!(
+                "items[{i}].workload: '{id}' appears more than once"
+            ));
+        }
+        let state = match item.state.as_str() {
+            "learning" => BaselineState::Learning,
+            "pending-review" => BaselineState::PendingReview,
+            "enforced" => BaselineState::Enforced,
+            other => {
+                errors.push(format!(
+                    "items[{i}].state: must be learning, pending-review or enforced, got '{other}'"
+                ));
+                continue;
+            }
+        };
+        let mut b = Baseline::new(id, now);
+        b.state = state;
+        b.labels = item.labels.clone();
+        for (j, e) in item.elements.iter().enumerate() {
+            check_path(&mut errors, format!("items[{i}].elements[{j}].exe"), &e.exe);
+            if let Some(s) = &e.script {
+                check_path(&mut errors, format!("items[{i}].elements[{j}].script"), s);
+            }
+            let status = match e.status.as_deref().unwrap_or("approved") {
+                "learned" => ElementStatus::Learned,
+                "approved" => ElementStatus::Approved,
+                "needs-review" => ElementStatus::NeedsReview,
+                "rejected" => ElementStatus::Rejected,
+                other => {
+                    errors.push(format!(
+                        "items[{i}].elements[{j}].status: must be learned, approved, needs-review or rejected, got '{other}'"
+                    ));
+                    continue;
+                }
+            };
+            let key = ElementKey {
+                exe_path: e.exe.clone(),
+                script_path: e.script.clone().unwrap_or_default(),
+            };
+            let element = Element {
+                status,
+                review_reasons: vec![],
+                provenance: Provenance {
+                    first_seen: now,
+                    last_seen: now,
+                    count: 0,
+                    nodes: Default::default(),
+                    pods: Default::default(),
+                    parents: Default::default(),
+                    sample_argv: vec![],
+                    sha256: Default::default(),
+                    image_digests: Default::default(),
+                    contexts: Default::default(),
+                },
+                manual: true,
+            };
+            if b.elements.insert(key, element).is_some() {
+                errors.push(format!(
+                    "items[{i}].elements[{j}]: '{}' appears more than once",
+                    e.exe
+                ));
+            }
+        }
+        out.push(b);
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "apiVersion: procguard.io/v1
+kind: BaselineList
+items:
+- workload: {cluster: prod, namespace: shop, kind: deployment, name: web, container: nginx}
+  state: enforced
+  labels: {app: web}
+  elements:
+  - exe: /usr/sbin/nginx
+  - exe: /usr/bin/python3
+    script: /app/health.py
+  - exe: /bin/sh
+    status: rejected
+";
+
+    #[test]
+    fn round_trips() {
+        let now = SystemTime::UNIX_EPOCH;
+        let parsed = parse(GOOD, now).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].elements.len(), 3);
+        assert_eq!(
+            parsed[0].elements[&ElementKey::exe("/bin/sh")].status,
+            ElementStatus::Rejected
+        );
+        let again = parse(&export(&parsed), now).unwrap();
+        assert_eq!(
+            again[0].elements.keys().collect::<Vec<_>>(),
+            parsed[0].elements.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(again[0].workload, parsed[0].workload);
+        assert_eq!(again[0].labels, parsed[0].labels);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_location() {
+        let bad = "apiVersion: procguard.io/v2
+kind: BaselineList
+items:
+- workload: {cluster: c, kind: deploy, name: web}
+  state: enforced
+- workload: {cluster: c, kind: pod, name: p}
+  state: locked
+- workload: {cluster: c, kind: pod, name: q}
+  state: enforced
+  elements:
+  - exe: bin/sh
+  - exe: /ok
+    status: maybe
+";
+        let errs = parse(bad, SystemTime::UNIX_EPOCH).unwrap_err();
+        let all = errs.join("\n");
+        for want in [
+            "apiVersion: must be 'procguard.io/v1'",
+            "items[0].workload.kind: unknown workload kind 'deploy'",
+            "items[1].state: must be learning, pending-review or enforced, got 'locked'",
+            "items[2].elements[0].exe: must be an absolute path",
+            "items[2].elements[1].status: must be learned, approved, needs-review or rejected, got 'maybe'",
+        ] {
+            assert!(all.contains(want), "missing '{want}' in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let typo = GOOD.replace(
+            "  - exe: /usr/sbin/nginx",
+            "  - exe: /usr/sbin/nginx\n    stauts: approved",
+        );
+        let errs = parse(&typo, SystemTime::UNIX_EPOCH).unwrap_err();
+        assert!(errs[0].contains("unknown field `stauts`"), "{errs:?}");
+        let errs = parse("{{{", SystemTime::UNIX_EPOCH).unwrap_err();
+        assert!(errs[0].contains("not a valid BaselineList"), "{errs:?}");
+    }
+}

@@ -1,0 +1,387 @@
+//! Limits on what any one client may ask of the server, so that one broken or hostile sensor or
+//! token cannot exhaust memory, disk or CPU for everyone else. Each limit is a flag (with an
+//! environment variable), is documented with its default in `docs/LIMITS.md`, answers a
+//! violation with a gRPC status that names the limit and the flag, and counts it in
+//! `procguard_server_limit_exceeded_total{limit="..."}`.
+//!
+//! Requests per second are a token bucket per API token name: `--api-rps` refill per second,
+//! `--api-burst` capacity. Concurrent streams are semaphores; a stream holds its permit until
+//! it ends.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
+
+/// The limit a violation was counted under.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// Limit name: message_bytes, batch_events, argv_count, argv_bytes, baseline_elements,
+    /// api_rps, sensor_streams, subscriber_streams.
+    pub limit: String,
+}
+
+/// Violations per limit.
+pub type Violations = Family<LimitLabel, Counter>;
+
+/// The configured limits.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// Largest gRPC message decoded, in bytes.
+    pub max_message_bytes: usize,
+    /// Most events in one sensor batch.
+    pub max_batch_events: usize,
+    /// Most argv entries in one event.
+    pub max_argv_count: usize,
+    /// Most argv bytes (all entries together) in one event.
+    pub max_argv_bytes: usize,
+    /// Most elements a baseline may hold.
+    pub max_baseline_elements: usize,
+    /// API requests per second per token (refill rate).
+    pub api_rps: f64,
+    /// API requests a token may make in one burst (bucket size).
+    pub api_burst: f64,
+    /// Sensor streams open at once.
+    pub max_sensor_streams: usize,
+    /// Subscription (SIEM) streams open at once.
+    pub max_subscriber_streams: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: crate::MAX_MESSAGE_BYTES,
+            max_batch_events: crate::ingest::MAX_BATCH_EVENTS,
+            max_argv_count: 1_024,
+            max_argv_bytes: 64 * 1024,
+            max_baseline_elements: 4_096,
+            api_rps: 20.0,
+            api_burst: 100.0,
+            max_sensor_streams: 10_000,
+            max_subscriber_streams: 64,
+        }
+    }
+}
+
+/// The limit flags of `procguard-server`, flattened into its [`crate::Config`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitFlags {
+    /// Largest gRPC message the server decodes, in bytes (RESOURCE_EXHAUSTED past it).
+    #[arg(long, env = "PROCGUARD_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Most events in one sensor batch (INVALID_ARGUMENT past it).
+    #[arg(long, env = "PROCGUARD_MAX_BATCH_EVENTS", default_value_t = 2_000)]
+    pub max_batch_events: usize,
+    /// Most argv entries in one sensor event (INVALID_ARGUMENT past it).
+    #[arg(long, env = "PROCGUARD_MAX_ARGV_COUNT", default_value_t = 1_024)]
+    pub max_argv_count: usize,
+    /// Most argv bytes in one sensor event (INVALID_ARGUMENT past it).
+    #[arg(long, env = "PROCGUARD_MAX_ARGV_BYTES", default_value_t = 64 * 1024)]
+    pub max_argv_bytes: usize,
+    /// Most elements one baseline may hold (RESOURCE_EXHAUSTED past it).
+    #[arg(long, env = "PROCGUARD_MAX_BASELINE_ELEMENTS", default_value_t = 4_096)]
+    pub max_baseline_elements: usize,
+    /// API requests per second per token, sustained (RESOURCE_EXHAUSTED past it).
+    #[arg(long, env = "PROCGUARD_API_RPS", default_value_t = 20.0)]
+    pub api_rps: f64,
+    /// API requests per token in one burst.
+    #[arg(long, env = "PROCGUARD_API_BURST", default_value_t = 100.0)]
+    pub api_burst: f64,
+    /// Sensor streams open at once (RESOURCE_EXHAUSTED past it).
+    #[arg(long, env = "PROCGUARD_MAX_SENSOR_STREAMS", default_value_t = 10_000)]
+    pub max_sensor_streams: usize,
+    /// Subscription (SIEM) streams open at once (RESOURCE_EXHAUSTED past it).
+    #[arg(long, env = "PROCGUARD_MAX_SUBSCRIBER_STREAMS", default_value_t = 64)]
+    pub max_subscriber_streams: usize,
+}
+
+impl LimitFlags {
+    /// Checks the values; every limit must be positive.
+    pub fn validate(&self) -> Result<LimitSettings, procguard_runtime::ConfigError> {
+        let positive = [
+            ("--max-message-bytes", self.max_message_bytes),
+            ("--max-batch-events", self.max_batch_events),
+            ("--max-argv-count", self.max_argv_count),
+            ("--max-argv-bytes", self.max_argv_bytes),
+            ("--max-baseline-elements", self.max_baseline_elements),
+            ("--max-sensor-streams", self.max_sensor_streams),
+            ("--max-subscriber-streams", self.max_subscriber_streams),
+        ];
+        for (flag, v) in positive {
+            if v == 0 {
+                return Err(procguard_runtime::ConfigError(format!(
+                    "{flag} must be at least 1; got 0"
+                )));
+            }
+        }
+        let rate_ok = self.api_rps > 0.0 && self.api_rps.is_finite();
+        let burst_ok = self.api_burst >= 1.0 && self.api_burst.is_finite();
+        if !rate_ok || !burst_ok {
+            return Err(procguard_runtime::ConfigError(format!(
+                "--api-rps must be above 0 and --api-burst at least 1; got {} and {}",
+                self.api_rps, self.api_burst
+            )));
+        }
+        Ok(LimitSettings {
+            max_message_bytes: self.max_message_bytes,
+            max_batch_events: self.max_batch_events,
+            max_argv_count: self.max_argv_count,
+            max_argv_bytes: self.max_argv_bytes,
+            max_baseline_elements: self.max_baseline_elements,
+            api_rps: self.api_rps,
+            api_burst: self.api_burst,
+            max_sensor_streams: self.max_sensor_streams,
+            max_subscriber_streams: self.max_subscriber_streams,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    /// Refusals since the last allowed call; only the first of a run is audited.
+    refused: u64,
+}
+
+/// What the rate limiter decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rate {
+    /// Go ahead.
+    Allowed,
+    /// Refused; `first` is true for the first refusal since the last allowed call.
+    Refused {
+        /// Whether to audit this refusal.
+        first: bool,
+    },
+}
+
+/// The server's limits and their shared state. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The configured values.
+    pub settings: LimitSettings,
+    buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+    sensor_streams: Arc<Semaphore>,
+    subscriber_streams: Arc<Semaphore>,
+    /// Violations per limit.
+    pub violations: Violations,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::new(LimitSettings::default())
+    }
+}
+
+impl Limits {
+    /// Builds the limits.
+    pub fn new(settings: LimitSettings) -> Self {
+        Self {
+            sensor_streams: Arc::new(Semaphore::new(settings.max_sensor_streams)),
+            subscriber_streams: Arc::new(Semaphore::new(settings.max_subscriber_streams)),
+            buckets: Arc::default(),
+            violations: Violations::default(),
+            settings,
+        }
+    }
+
+    /// Counts one violation of `limit`.
+    pub fn violated(&self, limit: &str) {
+        self.violations
+            .get_or_create(&LimitLabel {
+                limit: limit.to_string(),
+            })
+            .inc();
+    }
+
+    /// Violations of `limit` so far.
+    pub fn violations_of(&self, limit: &str) -> u64 {
+        self.violations
+            .get_or_create(&LimitLabel {
+                limit: limit.to_string(),
+            })
+            .get()
+    }
+
+    /// Takes one request from `actor`'s bucket at `now`.
+    pub fn rate_at(&self, actor: &str, now: Instant) -> Rate {
+        let s = &self.settings;
+        let mut buckets = self.buckets.lock().expect("rate limiter lock");
+        let b = buckets.entry(actor.to_string()).or_insert(Bucket {
+            tokens: s.api_burst,
+            at: now,
+            refused: 0,
+        });
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * s.api_rps).min(s.api_burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            b.refused = 0;
+            Rate::Allowed
+        } else {
+            b.refused += 1;
+            drop(buckets);
+            self.violated("api_rps");
+            Rate::Refused {
+                first: self.first_refusal(actor),
+            }
+        }
+    }
+
+    fn first_refusal(&self, actor: &str) -> bool {
+        self.buckets
+            .lock()
+            .expect("rate limiter lock")
+            .get(actor)
+            .is_some_and(|b| b.refused == 1)
+    }
+
+    /// The status for a refused API call.
+    pub fn rate_status(&self, actor: &str) -> Status {
+        Status::resource_exhausted(format!(
+            "token '{actor}' is over its request rate ({} per second, bursts of {}; --api-rps, --api-burst); retry later",
+            self.settings.api_rps, self.settings.api_burst
+        ))
+    }
+
+    /// A permit for one more sensor stream, or `RESOURCE_EXHAUSTED`.
+    pub fn sensor_stream(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.sensor_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                self.violated("sensor_streams");
+                Status::resource_exhausted(format!(
+                "the server already serves {} sensor streams (--max-sensor-streams); retry later",
+                self.settings.max_sensor_streams
+            ))
+            })
+    }
+
+    /// A permit for one more subscription stream, or `RESOURCE_EXHAUSTED`. For the
+    /// subscription service: hold the permit for the stream's lifetime.
+    pub fn subscriber_stream(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.subscriber_streams.clone().try_acquire_owned().map_err(|_| {
+            self.violated("subscriber_streams");
+            Status::resource_exhausted(format!(
+                "the server already serves {} subscription streams (--max-subscriber-streams); retry later",
+                self.settings.max_subscriber_streams
+            ))
+        })
+    }
+
+    /// Checks one event's argv against the argv limits; the message names the limit.
+    pub fn check_argv(&self, argv: &[String]) -> Result<(), String> {
+        let s = &self.settings;
+        if argv.len() > s.max_argv_count {
+            self.violated("argv_count");
+            return Err(format!(
+                "argv has {} entries; at most {} are accepted (--max-argv-count)",
+                argv.len(),
+                s.max_argv_count
+            ));
+        }
+        let bytes: usize = argv.iter().map(String::len).sum();
+        if bytes > s.max_argv_bytes {
+            self.violated("argv_bytes");
+            return Err(format!(
+                "argv has {bytes} bytes; at most {} are accepted (--max-argv-bytes)",
+                s.max_argv_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that a baseline may hold `n` elements.
+    pub fn check_elements(&self, n: usize) -> Result<(), Status> {
+        if n > self.settings.max_baseline_elements {
+            self.violated("baseline_elements");
+            return Err(Status::resource_exhausted(format!(
+                "the baseline would hold {n} elements; at most {} are allowed (--max-baseline-elements)",
+                self.settings.max_baseline_elements
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn limits(rps: f64, burst: f64) -> Limits {
+        Limits::new(LimitSettings {
+            api_rps: rps,
+            api_burst: burst,
+            ..LimitSettings::default()
+        })
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refills_at_the_rate() {
+        let l = limits(2.0, 3.0);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(l.rate_at("a", t0), Rate::Allowed);
+        }
+        assert_eq!(l.rate_at("a", t0), Rate::Refused { first: true });
+        assert_eq!(l.rate_at("a", t0), Rate::Refused { first: false });
+        // Another token has its own bucket.
+        assert_eq!(l.rate_at("b", t0), Rate::Allowed);
+        // Half a second refills one request at 2/s.
+        assert_eq!(
+            l.rate_at("a", t0 + Duration::from_millis(500)),
+            Rate::Allowed
+        );
+        assert_eq!(
+            l.rate_at("a", t0 + Duration::from_millis(500)),
+            Rate::Refused { first: true }
+        );
+        // Never more than the burst, however long the pause.
+        let later = t0 + Duration::from_secs(3600);
+        for _ in 0..3 {
+            assert_eq!(l.rate_at("a", later), Rate::Allowed);
+        }
+        assert_ne!(l.rate_at("a", later), Rate::Allowed);
+        assert_eq!(l.violations_of("api_rps"), 4);
+    }
+
+    #[test]
+    fn stream_permits_are_bounded_and_returned() {
+        let l = Limits::new(LimitSettings {
+            max_sensor_streams: 2,
+            ..LimitSettings::default()
+        });
+        let a = l.sensor_stream().unwrap();
+        let _b = l.sensor_stream().unwrap();
+        let refused = l.sensor_stream().unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.message().contains("--max-sensor-streams"));
+        drop(a);
+        assert!(l.sensor_stream().is_ok());
+        assert_eq!(l.violations_of("sensor_streams"), 1);
+    }
+
+    #[test]
+    fn argv_and_elements_limits_name_the_flag() {
+        let l = Limits::default();
+        assert!(l.check_argv(&["a".into()]).is_ok());
+        let many = vec!["x".to_string(); 2_000];
+        assert!(l
+            .check_argv(&many)
+            .unwrap_err()
+            .contains("--max-argv-count"));
+        let big = vec!["x".repeat(70_000)];
+        assert!(l.check_argv(&big).unwrap_err().contains("--max-argv-bytes"));
+        assert!(l.check_elements(4_096).is_ok());
+        let e = l.check_elements(4_097).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    }
+}

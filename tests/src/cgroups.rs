@@ -1,0 +1,104 @@
+//! Container-like cgroups made by hand: the directories a kubelet with the cgroupfs driver
+//! creates for a BestEffort pod's container (`kubepods/besteffort/pod<uid>/<64-hex id>`), in
+//! every mounted cgroup v1 hierarchy and in the v2 hierarchy (`/sys/fs/cgroup/unified` on a
+//! hybrid host, or `/sys/fs/cgroup` itself on a pure v2 host). Moving a process into one makes
+//! the sensor attribute it to that "container" without a container runtime: the capture tests
+//! and the exec-storm benchmark use them.
+
+use std::path::{Path, PathBuf};
+
+/// A container-like cgroup in every hierarchy; removed (once empty) when dropped.
+#[derive(Debug)]
+pub struct FakeContainerCgroup {
+    /// Pod UID with dashes.
+    pub pod_uid: String,
+    /// 64-hex container ID.
+    pub id: String,
+    dirs: Vec<PathBuf>,
+}
+
+/// Hierarchies under `root` that processes can be moved into: each v1 controller mount and the
+/// v2 mount, except the v1 memory controller: the machine's own memory accounting of the test
+/// process stays where it is (one v1 line naming the container suffices for attribution).
+fn hierarchies(root: &Path) -> Vec<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out = Vec::new();
+    for l in mounts.lines() {
+        let Some((pre, post)) = l.split_once(" - ") else {
+            continue;
+        };
+        let mp = pre.split(' ').nth(4).unwrap_or("");
+        let fstype = post.split(' ').next().unwrap_or("");
+        if (fstype == "cgroup" || fstype == "cgroup2")
+            && Path::new(mp).starts_with(root)
+            && !mp.ends_with("/memory")
+            // A new v1 cpuset has no CPUs until configured; joining it would fail.
+            && !mp.ends_with("/cpuset")
+        {
+            out.push(PathBuf::from(mp));
+        }
+    }
+    out
+}
+
+impl FakeContainerCgroup {
+    /// Creates `kubepods/besteffort/pod<uid>/<id>` in every hierarchy under `/sys/fs/cgroup`.
+    pub fn create(pod_uid: &str, id: &str) -> std::io::Result<Self> {
+        let rel = format!("kubepods/besteffort/pod{pod_uid}/{id}");
+        let mut dirs = Vec::new();
+        for h in hierarchies(Path::new("/sys/fs/cgroup")) {
+            let d = h.join(&rel);
+            std::fs::create_dir_all(&d)?;
+            dirs.push(d);
+        }
+        if dirs.is_empty() {
+            return Err(std::io::Error::other(
+                "no cgroup hierarchy mounted under /sys/fs/cgroup",
+            ));
+        }
+        Ok(Self {
+            pod_uid: pod_uid.to_string(),
+            id: id.to_string(),
+            dirs,
+        })
+    }
+
+    /// A random one: a fresh pod UID and a 64-hex ID.
+    pub fn random() -> std::io::Result<Self> {
+        let uid = uuid::Uuid::new_v4().to_string();
+        let id = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        Self::create(&uid, &id)
+    }
+
+    /// The `cgroup.procs` files, one per hierarchy (a shell can `echo $$ >` each).
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// Moves process `pid` in, in every hierarchy.
+    pub fn add(&self, pid: u32) -> std::io::Result<()> {
+        for f in self.procs_files() {
+            std::fs::write(f, pid.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FakeContainerCgroup {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            // Only empty cgroups can be removed; wait briefly for the last processes to go.
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = d.parent().map(std::fs::remove_dir);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! A `procguard-sensor` running without a server, writing JSON lines to a file, and helpers to
+//! wait for the events it writes.
+
+use crate::{bin, free_port, wait_for, Proc};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A sensor writing JSON lines.
+#[derive(Debug)]
+pub struct JsonlSensor {
+    /// The process.
+    pub proc: Proc,
+    /// Its JSON-lines file.
+    pub out: PathBuf,
+    /// Its admin port.
+    pub admin_port: u16,
+}
+
+impl JsonlSensor {
+    /// Starts a sensor for `node` with `extra` flags and waits for its initial `/proc` scan.
+    pub fn start(work: &Path, node: &str, extra: &[&str]) -> Self {
+        let out = work.join(format!("events-{node}.jsonl"));
+        let admin_port = free_port();
+        let mut cmd = Command::new(bin("procguard-sensor"));
+        cmd.args(["--node-name", node, "--jsonl"])
+            .arg(&out)
+            .arg("--admin-addr")
+            .arg(format!("127.0.0.1:{admin_port}"))
+            .arg("--spool-dir")
+            .arg(work.join("spool"))
+            .args(extra);
+        let proc = Proc::spawn(cmd, work.join(format!("sensor-{node}.log")));
+        let s = Self {
+            proc,
+            out,
+            admin_port,
+        };
+        assert!(
+            wait_for(Duration::from_secs(20), || s
+                .proc
+                .log_text()
+                .contains("Initial /proc scan done")
+                .then_some(()))
+            .is_some(),
+            "sensor did not start; log:\n{}",
+            s.proc.log_text()
+        );
+        s
+    }
+
+    /// Every event written so far.
+    pub fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits up to `timeout` for an event matching `pred`; panics with the sensor log if none.
+    pub fn wait_event(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_for(timeout, || self.events().into_iter().find(|e| pred(e))).unwrap_or_else(|| {
+            panic!(
+                "no event for {what} within {timeout:?}; sensor log:\n{}",
+                self.proc.log_text()
+            )
+        })
+    }
+
+    /// One metric from the sensor's /metrics.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        crate::metric(self.admin_port, name)
+    }
+}
+
+/// Whether an event's argv contains `word`.
+pub fn argv_has(ev: &Value, word: &str) -> bool {
+    ev["argv"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(word)))
+}

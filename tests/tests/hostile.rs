@@ -1,0 +1,451 @@
+//! Hostile clients against the real server over real TLS: malformed protobuf on the sensor
+//! stream, client certificates that are expired or signed by another CA, every role against
+//! every API method, and a token over its request rate. After each, the server still serves
+//! everyone else.
+
+use procguard_proto::v1 as pb;
+use procguard_tests::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+use std::time::Duration;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Status};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn tls(pki: &Pki, identity: Option<(String, String)>) -> ClientTlsConfig {
+    let mut t = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read_to_string(pki.file("ca.crt")).unwrap(),
+        ))
+        .domain_name("localhost");
+    if let Some((crt, key)) = identity {
+        t = t.identity(Identity::from_pem(crt, key));
+    }
+    t
+}
+
+async fn channel(server: &Server, tls: ClientTlsConfig) -> Result<Channel, String> {
+    Endpoint::from_shared(server.url())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
+
+fn node_identity(pki: &Pki, node: &str) -> (String, String) {
+    (
+        std::fs::read_to_string(pki.file(&format!("sensor-{node}.crt"))).unwrap(),
+        std::fs::read_to_string(pki.file(&format!("sensor-{node}.key"))).unwrap(),
+    )
+}
+
+fn hello(node: &str) -> pb::SensorMessage {
+    pb::SensorMessage {
+        body: Some(pb::sensor_message::Body::Hello(pb::Hello {
+            node_name: node.into(),
+            sensor_version: "hostile-test".into(),
+            capabilities: vec![],
+            boot_id: "b".into(),
+            last_sequence: 0,
+            baseline_revision: 0,
+            cluster: "default".into(),
+        })),
+    }
+}
+
+/// Opens a real sensor session and waits for the Welcome.
+async fn sensor_session(server: &Server, pki: &Pki, node: &str) -> Result<(), Status> {
+    let ch = channel(server, tls(pki, Some(node_identity(pki, node))))
+        .await
+        .map_err(Status::unavailable)?;
+    let mut client = pb::sensor_service_client::SensorServiceClient::new(ch);
+    let out = tokio_stream::iter(vec![hello(node)]).chain(tokio_stream::pending());
+    let mut inbound = client.session(out).await?.into_inner();
+    match tokio::time::timeout(Duration::from_secs(5), inbound.message()).await {
+        Ok(Ok(Some(pb::ServerMessage {
+            body: Some(pb::server_message::Body::Welcome(_)),
+        }))) => Ok(()),
+        Ok(Err(s)) => Err(s),
+        other => Err(Status::unknown(format!("no welcome: {other:?}"))),
+    }
+}
+
+use tokio_stream::StreamExt;
+
+/// A codec that sends bytes as they are: whatever the test wants inside a gRPC frame.
+#[derive(Debug, Clone, Copy, Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        use bytes::Buf;
+        let mut v = vec![0; src.remaining()];
+        src.copy_to_slice(&mut v);
+        Ok(Some(v))
+    }
+}
+
+/// Sends `frames` (raw message bodies) on a sensor session and returns the status the stream
+/// ends with.
+async fn raw_session(server: &Server, pki: &Pki, node: &str, frames: Vec<Vec<u8>>) -> Status {
+    let ch = channel(server, tls(pki, Some(node_identity(pki, node))))
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/procguard.v1.SensorService/Session");
+    let req = tonic::Request::new(tokio_stream::iter(frames).chain(tokio_stream::pending()));
+    let resp = grpc.streaming(req, path, Raw).await;
+    let mut inbound = match resp {
+        Ok(r) => r.into_inner(),
+        Err(s) => return s,
+    };
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => return Status::ok("stream ended without an error"),
+            Ok(Err(s)) => return s,
+            Err(_) => return Status::deadline_exceeded("the server neither answered nor closed"),
+        }
+    }
+}
+
+#[test]
+fn malformed_protobuf_on_the_sensor_stream_gets_a_clear_status_and_others_go_on() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-h", "node-ok"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let rt = rt();
+    rt.block_on(async {
+        use prost::Message;
+        let garbage = vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0x01];
+        // As the first message (where the Hello belongs) ...
+        let s = raw_session(&server, &pki, "node-h", vec![garbage.clone()]).await;
+        assert_eq!(s.code(), Code::Internal, "{s:?}");
+        assert!(s.message().contains("decode"), "{s:?}");
+        // ... and after a valid Hello, in the middle of a session.
+        let s = raw_session(
+            &server,
+            &pki,
+            "node-h",
+            vec![hello("node-h").encode_to_vec(), garbage],
+        )
+        .await;
+        assert_eq!(s.code(), Code::Internal, "{s:?}");
+        // A valid protobuf that breaks the protocol: a batch event without a process.
+        let bad = pb::SensorMessage {
+            body: Some(pb::sensor_message::Body::Batch(pb::EventBatch {
+                events: vec![pb::SensorEvent {
+                    event_id: "e1".into(),
+                    sequence: 1,
+                    kind: 1,
+                    observed_at: None,
+                    process: None,
+                    baseline_revision: 0,
+                }],
+            })),
+        };
+        let s = raw_session(
+            &server,
+            &pki,
+            "node-h",
+            vec![hello("node-h").encode_to_vec(), bad.encode_to_vec()],
+        )
+        .await;
+        assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+        assert!(s.message().contains("process is required"), "{s:?}");
+        // The server still serves another sensor and the API.
+        sensor_session(&server, &pki, "node-ok").await.unwrap();
+    });
+    assert!(ctl_json(&pki, &server, "viewer", &["baselines", "list"]).is_ok());
+    assert!(
+        metric(server.admin_port, "procguard_server_batches_rejected_total").unwrap_or(0.0) >= 2.0
+    );
+}
+
+/// A client certificate for `node`, signed by `issuer`, valid in the given window.
+fn leaf(
+    node: &str,
+    issuer: &Issuer<'_, KeyPair>,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> (String, String) {
+    let mut p = CertificateParams::new(vec![node.to_string()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, node);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.not_before = not_before;
+    p.not_after = not_after;
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn expired_and_foreign_client_certificates_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-c"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let now = time::OffsetDateTime::now_utc();
+    // Signed by the server's own CA, but expired yesterday.
+    let ca = Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(pki.file("ca.crt")).unwrap(),
+        KeyPair::from_pem(&std::fs::read_to_string(pki.file("ca.key")).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let expired = leaf(
+        "node-c",
+        &ca,
+        now - time::Duration::days(10),
+        now - time::Duration::days(1),
+    );
+    // Valid dates, the right node name, but another CA.
+    let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();
+    other
+        .distinguished_name
+        .push(DnType::CommonName, "procguard development CA");
+    other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let other_key = KeyPair::generate().unwrap();
+    let foreign_issuer = Issuer::new(other, other_key);
+    let foreign = leaf(
+        "node-c",
+        &foreign_issuer,
+        now - time::Duration::days(1),
+        now + time::Duration::days(30),
+    );
+    let rt = rt();
+    rt.block_on(async {
+        for (what, id) in [("expired", expired), ("foreign CA", foreign)] {
+            let refused = async {
+                let ch = channel(&server, tls(&pki, Some(id))).await?;
+                let mut c = pb::sensor_service_client::SensorServiceClient::new(ch);
+                let out = tokio_stream::iter(vec![hello("node-c")]).chain(tokio_stream::pending());
+                let mut inbound = c
+                    .session(out)
+                    .await
+                    .map_err(|s| s.to_string())?
+                    .into_inner();
+                match tokio::time::timeout(Duration::from_secs(5), inbound.message()).await {
+                    Ok(Ok(Some(m))) => Ok(format!("accepted: {m:?}")),
+                    Ok(Ok(None)) => Err("closed".to_string()),
+                    Ok(Err(s)) => Err(s.to_string()),
+                    Err(_) => Err("timeout".to_string()),
+                }
+            }
+            .await;
+            assert!(
+                refused.is_err(),
+                "a client certificate that is {what} was accepted: {refused:?}"
+            );
+            eprintln!("{what}: refused with {}", refused.unwrap_err());
+        }
+        // The real certificate still works.
+        sensor_session(&server, &pki, "node-c").await.unwrap();
+    });
+}
+
+const ROLES: [&str; 4] = ["viewer", "approver", "admin", "siem"];
+
+/// Every API method with the role it needs.
+const METHODS: [(&str, &str); 15] = [
+    ("ListBaselines", "viewer"),
+    ("GetBaseline", "viewer"),
+    ("GetHistory", "viewer"),
+    ("DiffVersions", "viewer"),
+    ("DryRun", "viewer"),
+    ("ExportBaselines", "viewer"),
+    ("ApproveBaseline", "approver"),
+    ("RejectElements", "approver"),
+    ("AddElements", "approver"),
+    ("RemoveElements", "approver"),
+    ("ResetBaseline", "approver"),
+    ("BulkApprove", "approver"),
+    ("BulkReset", "approver"),
+    ("ImportBaselines", "admin"),
+    ("ListAudit", "siem"),
+];
+
+fn satisfies(role: &str, needed: &str) -> bool {
+    match needed {
+        "viewer" => matches!(role, "viewer" | "approver" | "admin"),
+        "approver" => matches!(role, "approver" | "admin"),
+        "admin" => role == "admin",
+        // The audit log is for the SIEM role, and for admins.
+        "siem" => matches!(role, "siem" | "admin"),
+        _ => false,
+    }
+}
+
+async fn call(ch: Channel, token: Option<&str>, method: &str) -> Result<(), Status> {
+    fn req<T>(m: T, token: Option<&str>) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(m);
+        if let Some(t) = token {
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        r
+    }
+    let mut b = pb::baseline_service_client::BaselineServiceClient::new(ch.clone());
+    let mut a = pb::audit_service_client::AuditServiceClient::new(ch);
+    let t = token;
+    match method {
+        "ListBaselines" => b.list_baselines(req(Default::default(), t)).await.map(drop),
+        "GetBaseline" => b.get_baseline(req(Default::default(), t)).await.map(drop),
+        "GetHistory" => b.get_history(req(Default::default(), t)).await.map(drop),
+        "DiffVersions" => b.diff_versions(req(Default::default(), t)).await.map(drop),
+        "DryRun" => b.dry_run(req(Default::default(), t)).await.map(drop),
+        "ExportBaselines" => b
+            .export_baselines(req(Default::default(), t))
+            .await
+            .map(drop),
+        "ApproveBaseline" => b
+            .approve_baseline(req(Default::default(), t))
+            .await
+            .map(drop),
+        "RejectElements" => b
+            .reject_elements(req(Default::default(), t))
+            .await
+            .map(drop),
+        "AddElements" => b.add_elements(req(Default::default(), t)).await.map(drop),
+        "RemoveElements" => b
+            .remove_elements(req(Default::default(), t))
+            .await
+            .map(drop),
+        "ResetBaseline" => b.reset_baseline(req(Default::default(), t)).await.map(drop),
+        "BulkApprove" => b.bulk_approve(req(Default::default(), t)).await.map(drop),
+        "BulkReset" => b.bulk_reset(req(Default::default(), t)).await.map(drop),
+        "ImportBaselines" => b
+            .import_baselines(req(Default::default(), t))
+            .await
+            .map(drop),
+        "ListAudit" => a.list_audit(req(Default::default(), t)).await.map(drop),
+        other => panic!("unknown method {other}"),
+    }
+}
+
+#[test]
+fn every_role_against_every_method() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-r"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let rt = rt();
+    let mut failures = Vec::new();
+    rt.block_on(async {
+        let ch = channel(&server, tls(&pki, None)).await.unwrap();
+        for (method, needed) in METHODS {
+            for role in ROLES {
+                let token = pki.token(role);
+                let got = call(ch.clone(), Some(&token), method).await;
+                let allowed = satisfies(role, needed);
+                let ok = match &got {
+                    Err(s) if s.code() == Code::PermissionDenied => {
+                        // ListAudit falls back to the admin check, so it names 'admin'.
+                        !allowed
+                            && (s.message().contains(&format!("needs role '{needed}'"))
+                                || method == "ListAudit")
+                    }
+                    Err(s) if s.code() == Code::Unauthenticated => false,
+                    // Allowed calls may still fail on their (empty) input; never on authority.
+                    _ => allowed,
+                };
+                if !ok {
+                    failures.push(format!("{role} -> {method}: {got:?}"));
+                }
+            }
+            // No token, and a token nobody issued.
+            for bad in [None, Some("not-a-real-token")] {
+                match call(ch.clone(), bad, method).await {
+                    Err(s) if s.code() == Code::Unauthenticated => {}
+                    other => failures.push(format!("{bad:?} -> {method}: {other:?}")),
+                }
+            }
+        }
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Every denial is in the audit log.
+    let audit = ctl_json(
+        &pki,
+        &server,
+        "admin",
+        &["audit", "list", "--limit", "1000"],
+    );
+    let denied = audit
+        .as_ref()
+        .ok()
+        .and_then(|a| a.as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r["result"] == "denied")
+        .count();
+    assert!(denied >= 30, "only {denied} denials audited: {audit:?}");
+}
+
+#[test]
+fn a_token_over_its_rate_is_refused_and_counted_others_go_on() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-r"]);
+    let server = Server::start(&pki, work.path(), &["--api-rps", "1", "--api-burst", "3"]);
+    let rt = rt();
+    rt.block_on(async {
+        let ch = channel(&server, tls(&pki, None)).await.unwrap();
+        let viewer = pki.token("viewer");
+        let mut refused = 0;
+        for _ in 0..8 {
+            if let Err(s) = call(ch.clone(), Some(&viewer), "ListBaselines").await {
+                assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+                assert!(s.message().contains("--api-rps"), "{s:?}");
+                refused += 1;
+            }
+        }
+        assert!(
+            refused >= 4,
+            "only {refused} of 8 refused at 1/s with a burst of 3"
+        );
+        // Another token has its own bucket.
+        call(ch.clone(), Some(&pki.token("approver")), "ListBaselines")
+            .await
+            .unwrap();
+    });
+    let counted = metric(
+        server.admin_port,
+        "procguard_server_limit_exceeded_total{limit=\"api_rps\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(counted >= 4.0, "{counted}");
+}

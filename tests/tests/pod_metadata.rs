@@ -1,0 +1,212 @@
+//! Pod metadata end to end: real Docker containers in kubelet-shaped cgroups, a fake API server
+//! on loopback speaking the real list/watch protocol to the sensor's real `kube` client, and
+//! the sensor's JSON-lines output.
+
+use procguard_tests::fake_kube::{FakeKube, PodBuilder};
+use procguard_tests::jsonl::{argv_has, JsonlSensor};
+use procguard_tests::*;
+use serde_json::Value;
+use std::time::Duration;
+
+fn in_container(ev: &Value, id: &str) -> bool {
+    ev["container"]["container_id"].as_str() == Some(id)
+}
+
+#[test]
+fn pod_metadata_arriving_after_the_process_is_attached_and_probes_are_recognised() {
+    if !require_root_and_docker() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let api = FakeKube::start();
+    let node = format!("node-{}", &pod_uid()[..8]);
+    let uid = pod_uid();
+    // A pod on another node with the same containers: the field selector must keep it out.
+    api.apply(
+        PodBuilder::new("other", "elsewhere", &pod_uid(), "other-node")
+            .owned_by("DaemonSet", "wrong")
+            .build(),
+    );
+    // Started before the sensor: found by the initial /proc scan.
+    let c = Container::run_in_pod(&uid, &["/bin/sleep", "3600"]);
+    let kubeconfig = api.kubeconfig(work.path());
+    let sensor = JsonlSensor::start(
+        work.path(),
+        &node,
+        &[
+            "--pod-metadata",
+            "kube",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    // No pod yet: the entrypoint is held, then sent with its cgroup identity, marked partial.
+    let early = sensor.wait_event(Duration::from_secs(10), "entrypoint without pod", |e| {
+        in_container(e, &c.id) && argv_has(e, "3600")
+    });
+    assert_eq!(early["completeness"], "partial", "{early}");
+    assert!(
+        early["missing"].to_string().contains("pod_metadata"),
+        "{early}"
+    );
+    assert_eq!(early["workload"]["workload_name"], format!("pod-{uid}"));
+    assert_eq!(early["context"], "entrypoint", "{early}");
+    assert!(
+        sensor
+            .metric("procguard_sensor_pod_metadata_missing_total")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+
+    // An exec session starts while the pod is still unknown; it is held (not sent, not
+    // dropped) until the pod arrives.
+    let out = std::process::Command::new("docker")
+        .args([
+            "exec",
+            "-d",
+            &c.id,
+            "/bin/sh",
+            "-c",
+            "sleep 20; true",
+            "pg-late-marker",
+        ])
+        .status()
+        .unwrap();
+    assert!(out.success());
+    assert!(
+        wait_for(Duration::from_secs(5), || sensor
+            .metric("procguard_sensor_pod_events_held")
+            .filter(|v| *v >= 1.0))
+        .is_some(),
+        "the exec was not held; log:\n{}",
+        sensor.proc.log_text()
+    );
+    let too_early: Vec<Value> = sensor
+        .events()
+        .into_iter()
+        .filter(|e| in_container(e, &c.id) && argv_has(e, "pg-late-marker"))
+        .collect();
+    assert!(
+        too_early.is_empty(),
+        "sent before its pod was known: {too_early:?}"
+    );
+    api.apply(
+        PodBuilder::new("shop", "web-5d8f7c9b4-x2x7q", &uid, &node)
+            .owned_by("ReplicaSet", "web-5d8f7c9b4")
+            .label("pod-template-hash", "5d8f7c9b4")
+            .label("app", "web")
+            .container(
+                "app",
+                busybox_image(),
+                Some(&c.id),
+                Some(&["/bin/sh", "-c", "sleep 0.2; cat /tmp/healthy"]),
+            )
+            .build(),
+    );
+    let late = sensor.wait_event(Duration::from_secs(5), "held exec", |e| {
+        in_container(e, &c.id) && argv_has(e, "pg-late-marker")
+    });
+    assert_eq!(late["completeness"], "full", "{late}");
+    assert_eq!(late["context"], "exec-session", "{late}");
+    assert_eq!(late["workload"]["namespace"], "shop");
+    assert_eq!(late["workload"]["kind"], "deployment");
+    assert_eq!(late["workload"]["workload_name"], "web");
+    assert_eq!(late["workload"]["container_name"], "app");
+    assert_eq!(late["container"]["pod_name"], "web-5d8f7c9b4-x2x7q");
+    assert_eq!(late["container"]["pod_labels"]["app"], "web");
+    assert_eq!(late["container"]["image"], busybox_image());
+    assert_eq!(
+        late["container"]["image_digest"],
+        procguard_tests::fake_kube::image_digest(busybox_image())
+    );
+    assert_eq!(late["container"]["runtime"], "docker");
+
+    // The kubelet's exec probe (docker exec stands in for the CRI ExecSync) is a probe; another
+    // exec of the same binary with other arguments is an exec session.
+    assert!(c
+        .exec(&["/bin/sh", "-c", "sleep 0.2; cat /tmp/healthy"])
+        .status
+        .code()
+        .is_some());
+    assert!(c
+        .exec(&["/bin/sh", "-c", "sleep 0.2; cat /etc/hostname-pg"])
+        .status
+        .code()
+        .is_some());
+    let probe = sensor.wait_event(Duration::from_secs(5), "probe", |e| {
+        in_container(e, &c.id) && argv_has(e, "sleep 0.2; cat /tmp/healthy")
+    });
+    assert_eq!(probe["context"], "probe", "{probe}");
+    assert_eq!(probe["workload"]["workload_name"], "web");
+    // The probe's own children are probes too.
+    let child = sensor.wait_event(Duration::from_secs(5), "probe child", |e| {
+        in_container(e, &c.id) && e["ppid"] == probe["pid"] && argv_has(e, "0.2")
+    });
+    assert_eq!(child["context"], "probe", "{child}");
+    let session = sensor.wait_event(Duration::from_secs(5), "exec session", |e| {
+        in_container(e, &c.id) && argv_has(e, "sleep 0.2; cat /etc/hostname-pg")
+    });
+    assert_eq!(session["context"], "exec-session", "{session}");
+
+    // Only pods on this node were asked for, through the field selector.
+    let reqs = api.requests();
+    assert!(
+        reqs.iter()
+            .all(|r| r.contains(&format!("fieldSelector=spec.nodeName%3D{node}"))),
+        "{reqs:?}"
+    );
+    assert!(reqs.iter().any(|r| r.contains("watch=true")), "{reqs:?}");
+    // The pod on the other node never reached the sensor.
+    assert!(!sensor
+        .events()
+        .iter()
+        .any(|e| e["workload"]["workload_name"] == "wrong"));
+}
+
+#[test]
+fn a_cronjob_pod_is_resolved_from_its_job_name() {
+    if !require_root_and_docker() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let api = FakeKube::start();
+    let node = format!("node-{}", &pod_uid()[..8]);
+    let uid = pod_uid();
+    let kubeconfig = api.kubeconfig(work.path());
+    let sensor = JsonlSensor::start(
+        work.path(),
+        &node,
+        &[
+            "--pod-metadata",
+            "kube",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    let c = Container::run_in_pod(&uid, &["/bin/sleep", "3600"]);
+    api.apply(
+        PodBuilder::new("batch", "report-29012345-abcde", &uid, &node)
+            .owned_by("Job", "report-29012345")
+            .container("report", busybox_image(), Some(&c.id), None)
+            .build(),
+    );
+    // Once the pod is known, whatever the container runs carries the CronJob's identity.
+    assert!(
+        wait_for(Duration::from_secs(5), || sensor
+            .metric("procguard_sensor_pods_known")
+            .filter(|v| *v >= 1.0))
+        .is_some(),
+        "pod not known; log:\n{}",
+        sensor.proc.log_text()
+    );
+    assert!(c
+        .exec(&["/bin/sh", "-c", "sleep 0.3; true", "pg-cron-marker"])
+        .status
+        .success());
+    let ev = sensor.wait_event(Duration::from_secs(10), "cronjob pod exec", |e| {
+        in_container(e, &c.id) && argv_has(e, "pg-cron-marker")
+    });
+    assert_eq!(ev["workload"]["kind"], "cron-job", "{ev}");
+    assert_eq!(ev["workload"]["workload_name"], "report");
+    assert_eq!(ev["workload"]["container_name"], "report");
+}
