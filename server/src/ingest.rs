@@ -2,14 +2,17 @@
 //!
 //! One stream per sensor. The first message must be a `Hello` whose node name the client
 //! certificate vouches for. Each batch is converted at this edge (bad input becomes
-//! `INVALID_ARGUMENT`), handed to the store, and acknowledged only once the store says it is
-//! durable. Baseline changes reach every connected sensor through [`Hub`]; a sensor that falls
+//! `INVALID_ARGUMENT`), committed to the store, and acknowledged only once the store says it
+//! is durable. Up to [`PIPELINE`] committed batches of one stream wait for their flush at a
+//! time, acknowledged in order, so a stream's next batch commits while the previous one is
+//! being written. Baseline changes reach every connected sensor through [`Hub`]; a sensor that falls
 //! behind the hub's buffer gets a full snapshot instead of missing an update.
 
 use crate::auth::cert_node_names;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::store::{IngestEvent, Store};
+use futures::stream::FuturesOrdered;
 use procguard_core::policy::Policies;
 use procguard_core::Baseline;
 use procguard_proto::convert::baseline_to_pb;
@@ -25,6 +28,16 @@ use tonic::{Request, Response, Status, Streaming};
 /// Default most events one batch may carry (`--max-batch-events`); larger batches are
 /// refused, not truncated.
 pub const MAX_BATCH_EVENTS: usize = 2_000;
+/// Batches of one stream committed but not yet acknowledged (waiting for their flush). While
+/// this many are pending, the stream reads no further message: backpressure to the sensor.
+const PIPELINE: usize = 8;
+/// A committed batch on its way to disk, with what it did.
+type Durable = Pin<
+    Box<
+        dyn std::future::Future<Output = (crate::store::Result<()>, crate::store::IngestOutcome)>
+            + Send,
+    >,
+>;
 /// How long a new stream may take to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outbound messages buffered per sensor stream. Acks and pushes are small; when a sensor
@@ -258,6 +271,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
         metrics.sensors_connected.inc();
         tokio::spawn(async move {
             let _permit = permit;
+            let mut pending: FuturesOrdered<Durable> = FuturesOrdered::new();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => {
@@ -281,7 +295,28 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                         };
                         if tx.send(Ok(msg)).await.is_err() { break; }
                     }
-                    msg = inbound.next() => {
+                    Some((durable, out)) = pending.next(), if !pending.is_empty() => {
+                        match durable {
+                            Ok(()) => {
+                                metrics.events_ingested.inc_by(out.applied as u64);
+                                metrics.events_duplicate.inc_by(out.duplicates as u64);
+                                metrics.deviations.inc_by(out.deviations.len() as u64);
+                                metrics.incident_changes.inc_by(out.incidents.len() as u64);
+                                for d in &out.deviations {
+                                    tracing::warn!(message = "Deviation.", workload = %d.process.workload, exe = %d.process.exe_path, node = %node, pid = d.process.pid);
+                                }
+                                for b in out.changed { hub.publish(b); }
+                                let ack = pb::ServerMessage { body: Some(pb::server_message::Body::Ack(pb::Ack { sequence: out.acked_sequence })) };
+                                if tx.send(Ok(ack)).await.is_err() { break; }
+                            }
+                            Err(e) => {
+                                tracing::error!(message = "Ingest flush failed; the sensor will replay.", node = %node, error = %e);
+                                let _ = tx.send(Err(Status::unavailable(format!("ingest failed: {e}; retry")))).await;
+                                break;
+                            }
+                        }
+                    }
+                    msg = inbound.next(), if pending.len() < PIPELINE => {
                         let msg = match msg {
                             None => break,
                             Some(Err(e)) => {
@@ -313,18 +348,11 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                         break;
                                     }
                                 };
-                                match store.ingest(&node, &events, &policies, SystemTime::now()).await {
-                                    Ok(out) => {
-                                        metrics.events_ingested.inc_by(out.applied as u64);
-                                        metrics.events_duplicate.inc_by(out.duplicates as u64);
-                                        metrics.deviations.inc_by(out.deviations.len() as u64);
-                                        for d in &out.deviations {
-                                            tracing::warn!(message = "Deviation.", workload = %d.process.workload, exe = %d.process.exe_path, node = %node, pid = d.process.pid);
-                                        }
-                                        metrics.incident_changes.inc_by(out.incidents.len() as u64);
-                                        for b in out.changed { hub.publish(b); }
-                                        let ack = pb::ServerMessage { body: Some(pb::server_message::Body::Ack(pb::Ack { sequence: out.acked_sequence })) };
-                                        if tx.send(Ok(ack)).await.is_err() { break; }
+                                match store.ingest_commit(&node, &events, &policies, SystemTime::now()).await {
+                                    Ok((out, commit)) => {
+                                        // Acked in order once durable; meanwhile the next batch may commit.
+                                        let store = store.clone();
+                                        pending.push_back(Box::pin(async move { (store.wait_durable(commit).await, out) }));
                                     }
                                     Err(e) => {
                                         tracing::error!(message = "Ingest failed; the sensor will replay.", node = %node, error = %e);

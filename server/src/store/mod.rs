@@ -164,6 +164,10 @@ pub struct IngestEvent {
     pub process: ProcessEvent,
 }
 
+/// A committed, not necessarily durable, write; see [`Store::wait_durable`].
+#[derive(Debug, Clone, Copy)]
+pub struct Commit(u64);
+
 /// What an ingest batch did.
 #[derive(Debug, Default)]
 pub struct IngestOutcome {
@@ -382,6 +386,21 @@ impl Store {
         policies: &Policies,
         now: SystemTime,
     ) -> Result<IngestOutcome> {
+        let (outcome, commit) = self.ingest_commit(node, events, policies, now).await?;
+        self.wait_durable(commit).await?;
+        Ok(outcome)
+    }
+
+    /// Applies a batch from `node` without waiting for the disk: nothing of it may be
+    /// acknowledged before [`Store::wait_durable`] returns for the returned commit. Lets one
+    /// sensor stream commit its next batch while the previous one is being flushed.
+    pub async fn ingest_commit(
+        &self,
+        node: &str,
+        events: &[IngestEvent],
+        policies: &Policies,
+        now: SystemTime,
+    ) -> Result<(IngestOutcome, Commit)> {
         let w = self.writer.lock().await;
         let trees = (
             &self.baselines,
@@ -520,8 +539,12 @@ impl Store {
         // commit meanwhile and share the next flush.
         let gen = self.log.committed(Some(&appender));
         drop(w);
-        self.log.wait_durable(&self.db, gen).await?;
-        Ok(outcome)
+        Ok((outcome, Commit(gen)))
+    }
+
+    /// Returns once `commit` is on disk (sharing a flush with concurrent writers).
+    pub async fn wait_durable(&self, commit: Commit) -> Result<()> {
+        self.log.wait_durable(&self.db, commit.0).await
     }
 
     /// Reads one baseline; `version` 0 means current.

@@ -66,17 +66,22 @@ fn parse() -> Args {
     a
 }
 
-/// Starts the server binary next to this one.
+/// Starts the server binary next to this one, or `PROCGUARD_BENCH_SERVER` (to measure
+/// another build, such as the previous version, with the same driver).
 fn start_server(work: &Path, pki: &Pki) -> Server {
-    let dir: PathBuf = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let exe: PathBuf = std::env::var_os("PROCGUARD_BENCH_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::current_exe()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("procguard-server")
+        });
     let grpc_port = free_port();
     let admin_port = free_port();
     let data_dir = work.join("server-data");
-    let mut cmd = Command::new(dir.join("procguard-server"));
+    let mut cmd = Command::new(exe);
     cmd.arg("--grpc-addr")
         .arg(format!("127.0.0.1:{grpc_port}"))
         .arg("--admin-addr")
