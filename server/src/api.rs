@@ -702,7 +702,6 @@ fn status_pb(s: ElementStatus) -> pb::ElementStatus {
     }
 }
 
-
 impl Api {
     async fn bulk(
         &self,
