@@ -320,4 +320,51 @@ items:
         let errs = parse("{{{", SystemTime::UNIX_EPOCH).unwrap_err();
         assert!(errs[0].contains("not a valid BaselineList"), "{errs:?}");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any text at all: an answer (documents or located errors), never a panic.
+            #[test]
+            fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+                let _ = parse(&text, SystemTime::UNIX_EPOCH);
+            }
+
+            /// A valid document with one line replaced by garbage is either still valid or
+            /// refused with at least one message; nothing is half-accepted.
+            #[test]
+            fn a_damaged_document_is_refused_or_still_valid(line in 0usize..16, junk in "[ -~]{0,40}") {
+                let mut lines: Vec<&str> = GOOD.lines().collect();
+                let i = line % lines.len();
+                lines[i] = &junk;
+                match parse(&lines.join("\n"), SystemTime::UNIX_EPOCH) {
+                    Ok(items) => {
+                        for b in items {
+                            prop_assert!(b.workload.validate().is_ok());
+                            for k in b.elements.keys() {
+                                prop_assert!(k.exe_path.starts_with('/'));
+                            }
+                        }
+                    }
+                    Err(errs) => prop_assert!(!errs.is_empty()),
+                }
+            }
+
+            /// Whatever is exported parses back to the same elements.
+            #[test]
+            fn export_round_trips(paths in proptest::collection::btree_set("/[a-z0-9/._-]{1,30}", 0..8)) {
+                let now = SystemTime::UNIX_EPOCH;
+                let mut b = parse(GOOD, now).unwrap().remove(0);
+                for p in &paths {
+                    b.elements.insert(ElementKey::exe(p.clone()), b.elements.values().next().unwrap().clone());
+                }
+                let again = parse(&export(std::slice::from_ref(&b)), now).unwrap();
+                prop_assert_eq!(again[0].elements.keys().collect::<Vec<_>>(), b.elements.keys().collect::<Vec<_>>());
+            }
+        }
+    }
 }

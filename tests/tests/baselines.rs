@@ -196,6 +196,8 @@ fn drift_during_learning_waits_for_review_and_dry_run_shows_what_would_alert() {
         ],
     );
     let workload = format!("default//pod/pod-{uid}/{}", c.short());
+    // The entrypoint ends by exec-ing /bin/sleep after the dropped binary ran: wait for both.
+    wait_element(&pki, &server, &workload, "/bin/sleep");
     let b = wait_element(&pki, &server, &workload, "/tmp/sleep");
     let dropped = b["elements"]
         .as_array()
