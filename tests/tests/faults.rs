@@ -419,6 +419,18 @@ fn server_killed_and_restarted_during_a_storm_loses_nothing() {
         seen + lost >= n as f64 || kernel > 0.0,
         "the sensor saw {seen} events and lost {lost} for a storm of {n}, and counted no kernel loss"
     );
+    // Let the replay catch up before the clean stop (the sensor keeps seeing the machine's
+    // other processes, so "caught up" is a short backlog, not zero); the stop drains the rest.
+    let backlog = wait_for(Duration::from_secs(60), || {
+        sensor
+            .metric("procguard_sensor_pending_events")
+            .filter(|p| *p < 100.0)
+    });
+    assert!(
+        backlog.is_some(),
+        "the replay did not catch up within 60 s; log:\n{}",
+        sensor.log()
+    );
     let peak = sensor.peak_rss_kib();
     let t = prove("server-down-during-storm", &mut sensor, &server, peak);
     assert!(t.stored > 0);
