@@ -23,7 +23,7 @@ rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM/{print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 cpu_pct() { # pid ticks_before seconds
-  echo "scale=3; ($(ticks "$1") - $2) * 100 / $hz / $3" | bc
+  awk -v a="$(ticks "$1")" -v b="$2" -v hz="$hz" -v s="$3" 'BEGIN { printf "%.3f", (a - b) * 100 / hz / s }'
 }
 
 flags=()

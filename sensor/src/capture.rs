@@ -1,84 +1,216 @@
-//! Capture: a dedicated thread drains the proc connector into a bounded queue, and a second
-//! thread turns kernel events into attributed process events.
+//! Capture: kernel process events in, attributed process events out.
 //!
-//! The draining thread does nothing else, so the kernel's socket buffer empties as fast as
-//! the kernel fills it. When the queue is full the event is dropped and counted; when the
-//! kernel reports an overrun (ENOBUFS) the loss is counted and the processing thread rescans
-//! `/proc`, so processes that started during the loss are still reported.
+//! Two proc connector sockets split the kernel's events (where the kernel filters per
+//! socket, 6.6 and later):
+//!
+//! - the **exec socket** carries only execs. The processing thread (`pg-process`) blocks on it
+//!   and reads `/proc/<pid>` the moment an exec arrives: that read races the process's exit,
+//!   so nothing stands between the kernel and it (no hand-off to another thread, no wait for
+//!   other events);
+//! - the **event socket** carries every other kind (fork, exit, comm, uid, ...), three or more
+//!   per exec and all of a fork bomb. A dedicated thread (`pg-netlink`) does nothing but drain
+//!   it into a bounded queue. It wakes when events arrive, takes everything queued, then
+//!   sleeps [`DRAIN_EVERY`] so that a steady stream costs at most one wake-up per period
+//!   rather than one per event, with the socket's 16 MiB buffer holding what arrives
+//!   meanwhile. The processing thread also drains it before it applies an exec, so the exec's
+//!   fork is always in hand.
+//!
+//! Wake-ups, not work, were the largest cost of capture: each exec is three kernel events,
+//! and handing each from thread to thread cost a context switch per thread (measured in
+//! docs/BENCHMARKS.md). This layout costs one wake-up per exec.
+//!
+//! Events are applied in kernel order: the processing thread merges the exec socket's and the
+//! queue's events by their kernel timestamp. A fork or exit stamped after the moment the exec
+//! socket was last found empty may precede an exec not received yet; it waits for the next
+//! round, so that no process is forgotten (exit) before its exec is read. Between them the two
+//! sockets receive every event kind, so each CPU's sequence numbers are complete and a gap is
+//! a real loss ([`GapDetector`]). Losses are counted: kernel overruns (ENOBUFS), queue drops,
+//! and sequence gaps; an overrun or a drop is followed by a full `/proc` rescan, so processes
+//! that started during the loss are still reported. On kernels without the filter a single
+//! socket carries everything and is read by the processing thread.
+//!
+//! After the `/proc` read, the processing thread looks the executable's hash up in the shared
+//! cache; only a file not hashed yet goes to the hashing thread (`pg-hash`; hashing takes
+//! milliseconds and must not delay `/proc` reads). fanotify has no thread of its own (see
+//! [`crate::fanotify`]). Process events leave for the uplink in batches, at most
+//! [`OUTPUT_EVERY`] after they were built (the uplink batches for longer anyway).
 
 use crate::metrics::Metrics;
-use crate::netlink::{GapDetector, ProcConnector, ProcEvent, Received};
-use crate::procfs::HashCache;
-use crate::tracker::{Observed, Tracker};
-use procguard_core::ProcessEvent;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::time::Duration;
+use crate::netlink::{
+    self, GapDetector, ProcConnector, ProcEvent, Received, Stamped, PROC_EVENT_ALL, PROC_EVENT_EXEC,
+};
+use crate::procfs::{hash_file, HashCache};
+use crate::tracker::{EarlyRead, Observed, Tracker};
+use procguard_core::{Completeness, ProcessEvent};
+use std::collections::VecDeque;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Kernel events queued between the draining and the processing thread. At ~1,500 execs/s
-/// (each with a fork and an exit) this holds over 10 s of backlog.
+/// Events queued between the draining and the processing thread. At ~1,500 execs/s (each
+/// with a fork, a comm change and an exit) this holds over 10 s of backlog.
 pub const KERNEL_QUEUE: usize = 65_536;
 /// Events waiting for their executable's hash. Hashing a new binary can take milliseconds;
 /// this queue keeps `/proc` reads (which race process exit) from waiting behind it.
 pub const HASH_QUEUE: usize = 8_192;
-/// Requested socket receive buffer: room for bursts while the drain thread is descheduled.
+/// Requested receive buffer of each socket: room for bursts while a thread is descheduled.
 pub const SOCKET_BUFFER: usize = 16 * 1024 * 1024;
+/// The processing thread applies queued forks and exits at least this often when no exec
+/// arrives.
+pub const TICK: Duration = Duration::from_millis(100);
+/// The draining thread's pause after each drain while events keep coming. At 100,000 events/s
+/// (a fork bomb) 10 ms is 1,000 datagrams, a small part of the socket buffer.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// Process events wait at most this long before they are handed to the uplink (which
+/// batches for 50 ms itself).
+pub const OUTPUT_EVERY: Duration = Duration::from_millis(20);
+/// ... or until this many are waiting.
+pub const OUTPUT_BATCH: usize = 256;
+/// Datagrams received from the exec socket per round at most.
+const EXEC_BATCH: usize = 1_024;
 
-enum Item {
-    Event(ProcEvent),
-    Resync,
+/// The event socket and the queue it drains into, shared by both threads: whoever holds the
+/// lock appends in the socket's order.
+struct EventQueue {
+    conn: ProcConnector,
+    events: VecDeque<Stamped>,
+    /// Events lost since the processing thread last looked (overrun or queue full): it
+    /// rescans `/proc`.
+    lost: bool,
+}
+
+impl EventQueue {
+    /// Moves everything the socket holds into the queue, without blocking. Returns an error
+    /// only when the socket failed for good.
+    fn fill(&mut self, metrics: &Metrics) -> std::io::Result<()> {
+        loop {
+            match self.conn.recv_nowait() {
+                Ok(Received::Events(events)) => {
+                    for e in events {
+                        if self.events.len() >= KERNEL_QUEUE {
+                            metrics.queue_drops.inc();
+                            self.lost = true;
+                        } else {
+                            self.events.push_back(e);
+                        }
+                    }
+                }
+                Ok(Received::Overrun) => {
+                    metrics.kernel_losses.inc();
+                    tracing::warn!(
+                        message = "Proc connector overrun: events lost; rescanning /proc."
+                    );
+                    self.lost = true;
+                }
+                Err(e) if is_transient(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
+}
+
+type Shared = Arc<Mutex<EventQueue>>;
+
+fn lock(q: &Shared) -> std::sync::MutexGuard<'_, EventQueue> {
+    q.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts capture. Process events go to `out` (bounded; the caller sizes it). Returns when
-/// both threads are running, or the error that prevented subscribing.
+/// the threads are running, or the error that prevented subscribing.
 pub fn start(
-    mut tracker: Tracker,
+    tracker: Tracker,
     out: tokio::sync::mpsc::Sender<ProcessEvent>,
     metrics: Metrics,
     netns: Option<&std::path::Path>,
     nice: i32,
     shutdown: CancellationToken,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-    let conn = ProcConnector::open(SOCKET_BUFFER, netns)?;
-    conn.set_timeout(Duration::from_millis(250))?;
-    let (tx, rx) = sync_channel::<Item>(KERNEL_QUEUE);
-
     // Subscribe before scanning, so nothing starting during the scan is missed; duplicates
     // between scan and stream are harmless (the server is idempotent per element).
-    let drain = {
+    let (exec, queue) = if netlink::kernel_has_filter() {
+        let exec = ProcConnector::open(SOCKET_BUFFER, netns, PROC_EVENT_EXEC)?;
+        let rest = ProcConnector::open(SOCKET_BUFFER, netns, PROC_EVENT_ALL & !PROC_EVENT_EXEC)?;
+        let queue = Arc::new(Mutex::new(EventQueue {
+            conn: rest,
+            events: VecDeque::new(),
+            lost: false,
+        }));
+        (exec, Some(queue))
+    } else {
+        (
+            ProcConnector::open(SOCKET_BUFFER, netns, PROC_EVENT_ALL)?,
+            None,
+        )
+    };
+    exec.set_timeout(TICK)?;
+    let mut threads = Vec::new();
+    if let Some(queue) = &queue {
+        let queue = queue.clone();
+        let watch = lock(&queue).conn.watch_fd()?;
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
-        std::thread::Builder::new()
-            .name("pg-netlink".into())
-            .spawn(move || {
-                favour(nice, "pg-netlink");
-                drain(conn, tx, metrics, shutdown)
-            })?
-    };
+        threads.push(
+            std::thread::Builder::new()
+                .name("pg-netlink".into())
+                .spawn(move || {
+                    favour(nice, "pg-netlink");
+                    drain(&queue, &watch, &metrics, &shutdown);
+                })?,
+        );
+    }
+    let cache = Arc::new(Mutex::new(HashCache::default()));
     let (hash_tx, hash_rx) = sync_channel::<Observed>(HASH_QUEUE);
-    let process = {
-        let shutdown = shutdown.clone();
+    {
         let metrics = metrics.clone();
-        std::thread::Builder::new()
-            .name("pg-process".into())
-            .spawn(move || {
-                favour(nice, "pg-process");
-                for ob in tracker.scan() {
-                    if hash_tx.send(ob).is_err() {
-                        return;
+        let cache = cache.clone();
+        let out = out.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("pg-process".into())
+                .spawn(move || {
+                    favour(nice, "pg-process");
+                    let mut p = Processor {
+                        tracker,
+                        exec,
+                        queue,
+                        carried: Vec::new(),
+                        gaps: GapDetector::default(),
+                        cache,
+                        hash_tx,
+                        out,
+                        pending: Vec::new(),
+                        since: None,
+                        metrics,
+                    };
+                    let scanned = p.tracker.scan();
+                    for ob in scanned {
+                        p.finish(ob);
                     }
-                }
-                tracing::info!(
-                    message = "Initial /proc scan done.",
-                    processes = tracker.len()
-                );
-                process(&mut tracker, rx, &hash_tx, &metrics, &shutdown)
-            })?
-    };
-    let hasher = std::thread::Builder::new()
-        .name("pg-hash".into())
-        .spawn(move || hash(hash_rx, &out, &metrics))?;
-    Ok(vec![drain, process, hasher])
+                    p.flush();
+                    tracing::info!(
+                        message = "Initial /proc scan done.",
+                        processes = p.tracker.len()
+                    );
+                    p.run(&shutdown);
+                })?,
+        );
+    }
+    threads.push(
+        std::thread::Builder::new()
+            .name("pg-hash".into())
+            .spawn(move || hash(hash_rx, &cache, &out, &metrics))?,
+    );
+    Ok(threads)
 }
 
 /// Raises this capture thread's priority; a refusal (no CAP_SYS_NICE) is logged, not fatal:
@@ -92,113 +224,287 @@ fn favour(nice: i32, thread: &str) {
     }
 }
 
+/// The draining thread: waits for the event socket, drains it, pauses.
 fn drain(
-    mut conn: ProcConnector,
-    tx: SyncSender<Item>,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-) {
-    let mut gaps = GapDetector::default();
-    while !shutdown.is_cancelled() {
-        let mut need_resync = false;
-        match conn.recv() {
-            Ok(Received::Events(events)) => {
-                for e in events {
-                    let gap = gaps.observe(e.cpu, e.seq);
-                    if gap > 0 {
-                        metrics.sequence_gaps.inc_by(gap);
-                    }
-                    match tx.try_send(Item::Event(e.event)) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            metrics.queue_drops.inc();
-                            need_resync = true;
-                        }
-                        Err(TrySendError::Disconnected(_)) => return,
-                    }
-                }
-            }
-            Ok(Received::Overrun) => {
-                metrics.kernel_losses.inc();
-                tracing::warn!(message = "Proc connector overrun: events lost; rescanning /proc.");
-                need_resync = true;
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => {
-                tracing::error!(message = "Proc connector read failed; capture stopped.", error = %e);
-                metrics.capture_failed.inc();
-                return;
-            }
-        }
-        // A blocking send: the resync must not be lost as well.
-        if need_resync && tx.send(Item::Resync).is_err() {
-            return;
-        }
-    }
-}
-
-fn process(
-    tracker: &mut Tracker,
-    rx: Receiver<Item>,
-    out: &SyncSender<Observed>,
+    queue: &Shared,
+    watch: &std::os::fd::OwnedFd,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) {
     while !shutdown.is_cancelled() {
-        let item = match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok(i) => i,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(_) => return,
-        };
-        let events: Vec<Observed> = match item {
-            Item::Event(ProcEvent::Fork {
-                parent_tgid,
-                child_pid,
-                child_tgid,
-            }) => {
-                // Threads share their process's entry; only new processes are tracked.
-                if child_pid == child_tgid {
-                    tracker.on_fork(parent_tgid, child_tgid);
-                }
-                continue;
-            }
-            Item::Event(ProcEvent::Exec { tgid }) => match tracker.on_exec(tgid) {
-                Some(ob) => vec![ob],
-                None => {
-                    // Gone (or a zombie) before /proc could be read, with nothing known to
-                    // build an event from: counted, never silent.
-                    metrics.exec_lost.inc();
-                    continue;
-                }
-            },
-            Item::Event(ProcEvent::Exit { pid, tgid }) => {
-                if pid == tgid {
-                    tracker.on_exit(tgid);
-                }
-                continue;
-            }
-            Item::Event(ProcEvent::Other) => continue,
-            Item::Resync => {
-                metrics.resyncs.inc();
-                tracker.scan()
-            }
-        };
-        for ob in events {
-            if out.send(ob).is_err() {
+        // Waits without the lock: the processing thread may drain meanwhile.
+        let ready = netlink::wait_readable(watch, Duration::from_millis(250));
+        match ready {
+            Ok(false) => continue,
+            Ok(true) => {}
+            Err(e) => {
+                tracing::error!(message = "Proc connector wait failed; capture stopped.", error = %e);
+                metrics.capture_failed.inc();
                 return;
             }
+        }
+        if let Err(e) = lock(queue).fill(metrics) {
+            tracing::error!(message = "Proc connector read failed; capture stopped.", error = %e);
+            metrics.capture_failed.inc();
+            return;
+        }
+        std::thread::sleep(DRAIN_EVERY);
+    }
+}
+
+/// The processing thread's state.
+struct Processor {
+    tracker: Tracker,
+    exec: ProcConnector,
+    queue: Option<Shared>,
+    /// Forks and exits stamped after the last cut, waiting for the next round.
+    carried: Vec<Stamped>,
+    gaps: GapDetector,
+    cache: Arc<Mutex<HashCache>>,
+    hash_tx: SyncSender<Observed>,
+    out: tokio::sync::mpsc::Sender<ProcessEvent>,
+    /// Events built and not yet handed to the uplink, and since when the oldest waits.
+    pending: Vec<ProcessEvent>,
+    since: Option<Instant>,
+    metrics: Metrics,
+}
+
+/// One kernel event with what was read for it: `/proc` of an exec, read the moment it came.
+enum Round {
+    Exec(Stamped, EarlyRead),
+    Other(Stamped),
+}
+
+impl Round {
+    fn stamped(&self) -> &Stamped {
+        match self {
+            Round::Exec(s, _) | Round::Other(s) => s,
         }
     }
 }
 
-fn hash(rx: Receiver<Observed>, out: &tokio::sync::mpsc::Sender<ProcessEvent>, metrics: &Metrics) {
-    let mut cache = HashCache::default();
+impl Processor {
+    fn run(&mut self, shutdown: &CancellationToken) {
+        let mut execs = Vec::with_capacity(EXEC_BATCH);
+        while !shutdown.is_cancelled() {
+            let mut lost = false;
+            // Blocks for the first exec (or the tick), then takes what else is queued.
+            if let Err(e) = self.receive_execs(&mut execs, &mut lost) {
+                tracing::error!(message = "Proc connector read failed; capture stopped.", error = %e);
+                self.metrics.capture_failed.inc();
+                break;
+            }
+            let cut = netlink::monotonic_ns();
+            // Urgent: each exec'd process is read before anything else is done.
+            let mut round: Vec<Round> = execs
+                .drain(..)
+                .map(|s| match s.event {
+                    ProcEvent::Exec { tgid } => Round::Exec(s, self.tracker.read_early(tgid)),
+                    _ => Round::Other(s),
+                })
+                .collect();
+            if let Some(queue) = &self.queue {
+                let mut q = lock(queue);
+                if let Err(e) = q.fill(&self.metrics) {
+                    tracing::error!(message = "Proc connector read failed; capture stopped.", error = %e);
+                    self.metrics.capture_failed.inc();
+                    break;
+                }
+                lost |= std::mem::take(&mut q.lost);
+                round.extend(q.events.drain(..).map(Round::Other));
+            }
+            self.count_gaps(&mut round);
+            round.extend(self.carried.drain(..).map(Round::Other));
+            round.sort_by_key(|r| r.stamped().timestamp_ns);
+            let idle = !round.iter().any(|r| matches!(r, Round::Exec(..)));
+            for r in round {
+                let keep_going = match r {
+                    Round::Exec(_, early) => match self.tracker.on_exec_read(early) {
+                        Some(ob) => self.finish(ob),
+                        None => {
+                            // Gone (or a zombie) before /proc could be read, with nothing
+                            // known to build an event from: counted, never silent.
+                            self.metrics.exec_lost.inc();
+                            true
+                        }
+                    },
+                    // May precede an exec not received yet: next round.
+                    Round::Other(s) if self.queue.is_some() && s.timestamp_ns > cut => {
+                        self.carried.push(s);
+                        true
+                    }
+                    Round::Other(s) => {
+                        self.apply(&s);
+                        true
+                    }
+                };
+                if !keep_going {
+                    return;
+                }
+            }
+            if lost {
+                self.metrics.resyncs.inc();
+                for ob in self.tracker.scan() {
+                    if !self.finish(ob) {
+                        return;
+                    }
+                }
+            }
+            if idle {
+                self.tracker.idle();
+            }
+            if (self.pending.len() >= OUTPUT_BATCH
+                || self.since.is_some_and(|t| t.elapsed() >= OUTPUT_EVERY))
+                && !self.flush()
+            {
+                return;
+            }
+        }
+        self.flush();
+    }
+
+    /// Receives from the exec socket: blocking for the first datagram (up to [`TICK`]), then
+    /// everything else queued.
+    fn receive_execs(&mut self, into: &mut Vec<Stamped>, lost: &mut bool) -> std::io::Result<()> {
+        let mut first = true;
+        while into.len() < EXEC_BATCH {
+            let got = if first {
+                self.exec.recv()
+            } else {
+                self.exec.recv_nowait()
+            };
+            first = false;
+            match got {
+                Ok(Received::Events(events)) => into.extend(events),
+                Ok(Received::Overrun) => {
+                    self.metrics.kernel_losses.inc();
+                    tracing::warn!(
+                        message = "Proc connector overrun: events lost; rescanning /proc."
+                    );
+                    *lost = true;
+                }
+                Err(e) if is_transient(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts sequence gaps over newly received events, per CPU in sequence order.
+    fn count_gaps(&mut self, round: &mut [Round]) {
+        round.sort_by_key(|r| (r.stamped().cpu, r.stamped().seq));
+        for r in round.iter() {
+            let s = r.stamped();
+            let lost = self.gaps.observe(s.cpu, s.seq);
+            if lost > 0 {
+                self.metrics.sequence_gaps.inc_by(lost);
+            }
+        }
+    }
+
+    /// Applies a fork, an exit, or a change of IDs or name to the process table. Events of
+    /// threads other than a process's main thread are ignored (threads share their process's
+    /// entry).
+    fn apply(&mut self, stamped: &Stamped) {
+        match stamped.event {
+            ProcEvent::Fork {
+                parent_tgid,
+                child_pid,
+                child_tgid,
+            } if child_pid == child_tgid => {
+                let start = wall_clock_of(stamped.timestamp_ns);
+                self.tracker.on_fork(parent_tgid, child_tgid, start);
+            }
+            ProcEvent::Uid { pid, tgid, ruid, .. } if pid == tgid => {
+                self.tracker.on_uid(tgid, ruid);
+            }
+            ProcEvent::Gid { pid, tgid, rgid, .. } if pid == tgid => {
+                self.tracker.on_gid(tgid, rgid);
+            }
+            ProcEvent::Comm { pid, tgid, comm } if pid == tgid => {
+                self.tracker.on_comm(tgid, ProcEvent::comm_text(&comm));
+            }
+            ProcEvent::Exit { pid, tgid } if pid == tgid => self.tracker.on_exit(tgid),
+            // Execs come with their early read (see `run`).
+            _ => {}
+        }
+    }
+
+    /// Completes an observed process with its hash when the cache knows the file, or hands it
+    /// to the hashing thread. `false` once the consumers are gone.
+    fn finish(&mut self, ob: Observed) -> bool {
+        let Observed {
+            mut event,
+            exe,
+            exe_key,
+        } = ob;
+        let key = match (&exe, exe_key) {
+            (Some(f), _) => HashCache::key_of(f),
+            (None, key) => key,
+        };
+        let known = key.and_then(|k| {
+            self.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .lookup(k)
+        });
+        if known.is_none() && exe.is_some() {
+            // A file not hashed yet: hashing takes milliseconds, off this thread.
+            return self
+                .hash_tx
+                .send(Observed {
+                    event,
+                    exe,
+                    exe_key: key,
+                })
+                .is_ok();
+        }
+        event.exe_sha256 = known;
+        count(&mut event, &self.metrics);
+        self.since.get_or_insert_with(Instant::now);
+        self.pending.push(event);
+        if self.pending.len() >= OUTPUT_BATCH {
+            return self.flush();
+        }
+        true
+    }
+
+    /// Hands the waiting events to the uplink. `false` once it is gone.
+    fn flush(&mut self) -> bool {
+        self.since = None;
+        for ev in self.pending.drain(..) {
+            if self.out.blocking_send(ev).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The wall-clock time of a kernel timestamp (the monotonic clock).
+fn wall_clock_of(timestamp_ns: u64) -> Option<std::time::SystemTime> {
+    let ago = netlink::monotonic_ns().checked_sub(timestamp_ns)?;
+    std::time::SystemTime::now().checked_sub(Duration::from_nanos(ago))
+}
+
+/// Marks a missing hash and counts the event.
+fn count(event: &mut ProcessEvent, metrics: &Metrics) {
+    if event.exe_sha256.is_none() {
+        event.mark_missing("exe_sha256");
+    }
+    metrics.events_seen.inc();
+    if event.completeness == Completeness::Partial {
+        metrics.events_partial.inc();
+    }
+}
+
+/// The hashing thread: files the cache did not know yet.
+fn hash(
+    rx: Receiver<Observed>,
+    cache: &Mutex<HashCache>,
+    out: &tokio::sync::mpsc::Sender<ProcessEvent>,
+    metrics: &Metrics,
+) {
     // Ends when the processing thread ends (its sender drops).
     for Observed {
         mut event,
@@ -206,20 +512,19 @@ fn hash(rx: Receiver<Observed>, out: &tokio::sync::mpsc::Sender<ProcessEvent>, m
         exe_key,
     } in rx
     {
-        event.exe_sha256 = match (&exe, exe_key) {
-            (Some(f), _) => cache.hash(f),
-            // Gone before it could be opened: known only if this very file (same device,
-            // inode, mtime and size) was hashed before.
-            (None, Some(key)) => cache.lookup(key),
-            (None, None) => None,
-        };
-        if event.exe_sha256.is_none() {
-            event.mark_missing("exe_sha256");
+        if let (Some(f), Some(key)) = (&exe, exe_key) {
+            // Another event for the same file may have been hashed while this one waited.
+            let known = cache.lock().unwrap_or_else(|e| e.into_inner()).lookup(key);
+            event.exe_sha256 = known.or_else(|| {
+                let h = hash_file(f, key)?;
+                cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, h.clone());
+                Some(h)
+            });
         }
-        metrics.events_seen.inc();
-        if event.completeness == procguard_core::Completeness::Partial {
-            metrics.events_partial.inc();
-        }
+        count(&mut event, metrics);
         if out.blocking_send(event).is_err() {
             return;
         }

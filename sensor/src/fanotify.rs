@@ -25,7 +25,7 @@
 //!
 //! This module uses `unsafe` (besides [`crate::netlink`]) because neither `libc` nor the
 //! workspace's `nix` features offer a safe fanotify API: `fanotify_init`, `fanotify_mark`,
-//! `poll` and `read` are called on a descriptor this module owns, with buffer lengths passed
+//! and `read` are called on a descriptor this module owns, with buffer lengths passed
 //! alongside, and each event's descriptor is taken into an `OwnedFd` exactly once. Parsing the
 //! event buffer is safe code over a byte slice that checks every length.
 //!
@@ -33,6 +33,12 @@
 //! (`ld-linux*.so*`, `ld-musl*`), both opened for execution by the kernel. The loader's event
 //! is skipped when the binary's is there. Events are kept per pid for [`KEEP_FOR`] and at most
 //! [`MAX_ENTRIES`] in all; a kernel queue overflow is counted, never hidden.
+//!
+//! No thread reads the descriptor: the process thread drains it ([`ExecWatch::pump`]) when it
+//! looks an exec up and on its idle tick. The kernel queues the fanotify event during the
+//! `execve`, before the proc connector's exec event, so it is there when it is needed, and a
+//! reader thread would cost one wake-up per exec (the largest cost in capture, measured in
+//! docs/BENCHMARKS.md).
 #![allow(unsafe_code)]
 
 use crate::metrics::Metrics;
@@ -42,9 +48,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// How long an exec identity waits to be claimed. The process thread normally claims it within
 /// milliseconds; two seconds covers a backlog without letting a reused pid match an old entry
@@ -211,7 +216,6 @@ impl Table {
 pub struct ExecWatch {
     fd: OwnedFd,
     table: Mutex<Table>,
-    arrived: Condvar,
     marked: Mutex<HashSet<u64>>,
     /// Container root filesystems (the overlay superblock's device) by device: a file executed
     /// through one of them was executed in that container. Bounded by [`MAX_ROOTS`].
@@ -233,11 +237,12 @@ pub struct ExecWatch {
 const MAX_ROOTS: usize = 4_096;
 
 impl ExecWatch {
-    /// Opens fanotify, marks the filesystem of `/`, and starts the `pg-fanotify` reader thread.
-    pub fn start(
-        metrics: Metrics,
-        shutdown: CancellationToken,
-    ) -> io::Result<(Arc<Self>, std::thread::JoinHandle<()>)> {
+    /// Opens fanotify and marks the filesystem of `/`. There is no reader thread: the process
+    /// thread calls [`ExecWatch::pump`] before each lookup and on its idle tick. The kernel
+    /// queues an exec's fanotify event before the proc connector's exec event, so a lookup made
+    /// after the exec event always finds it, and a thread of its own would only cost a wake-up
+    /// per exec.
+    pub fn start(metrics: Metrics) -> io::Result<Arc<Self>> {
         // SAFETY: plain syscall with constant flags; the result is checked before use.
         let raw = unsafe {
             libc::fanotify_init(
@@ -253,7 +258,6 @@ impl ExecWatch {
         let watch = Arc::new(Self {
             fd,
             table: Mutex::default(),
-            arrived: Condvar::new(),
             marked: Mutex::default(),
             roots: Mutex::default(),
             mount_devs: Mutex::default(),
@@ -263,13 +267,7 @@ impl ExecWatch {
             metrics,
         });
         watch.mark(Path::new("/"))?;
-        let reader = {
-            let w = watch.clone();
-            std::thread::Builder::new()
-                .name("pg-fanotify".into())
-                .spawn(move || w.read_loop(&shutdown))?
-        };
-        Ok((watch, reader))
+        Ok(watch)
     }
 
     /// Marks the filesystem holding `path` (once per device).
@@ -381,24 +379,16 @@ impl ExecWatch {
             .cloned()
     }
 
-    fn read_loop(&self, shutdown: &CancellationToken) {
+    /// Reads every exec identity the kernel has queued, without blocking.
+    pub fn pump(&self) {
         // Room for ~680 events per read.
-        let mut buf = vec![0u8; 16 * 1024];
-        while !shutdown.is_cancelled() {
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one pollfd, length 1, valid for the call.
-            let rc = unsafe { libc::poll(&mut pfd, 1, 250) };
-            if rc <= 0 {
-                continue;
-            }
-            // SAFETY: `buf` is valid for `buf.len()` bytes; the kernel writes at most that.
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            // SAFETY: `buf` is valid for `buf.len()` bytes; the kernel writes at most that. The
+            // descriptor is non-blocking: an empty queue returns EAGAIN.
             let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
-                continue;
+                return;
             }
             let now = Instant::now();
             let mut got = Vec::new();
@@ -438,38 +428,30 @@ impl ExecWatch {
                 for (pid, f) in got {
                     t.insert(pid, f);
                 }
-                self.arrived.notify_all();
+            }
+            if (n as usize) < buf.len() / 2 {
+                // A short read emptied the queue.
+                return;
             }
         }
     }
 
-    /// The executable of the oldest unclaimed exec of `pid`, waiting up to `wait` for the
-    /// reader to catch up (the kernel queued the event before the proc connector's). Called
-    /// when `/proc` had nothing left, so each success is counted as a rescue.
-    pub fn take(&self, pid: u32, wait: Duration) -> Option<ExecFile> {
-        let deadline = Instant::now() + wait;
+    /// The executable of the oldest unclaimed exec of `pid`. Called when `/proc` had nothing
+    /// left, after the proc connector's exec event (the kernel queued the fanotify event
+    /// before it), so each success is counted as a rescue.
+    pub fn take(&self, pid: u32) -> Option<ExecFile> {
+        self.pump();
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(f) = t.take(pid) {
-                tracing::debug!(message = "Exec identity from fanotify.", pid, path = %f.path, mount = ?f.mount);
-                self.metrics.fanotify_rescues.inc();
-                return Some(f);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            t = self
-                .arrived
-                .wait_timeout(t, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
+        let f = t.take(pid)?;
+        tracing::debug!(message = "Exec identity from fanotify.", pid, path = %f.path, mount = ?f.mount);
+        self.metrics.fanotify_rescues.inc();
+        Some(f)
     }
 
     /// Takes the identity of `pid`'s latest exec without waiting (it was read from `/proc`
     /// instead, and serves to learn which container its mount belongs to).
     pub fn claim(&self, pid: u32) -> Option<ExecFile> {
+        self.pump();
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         t.take(pid)
     }
@@ -560,17 +542,14 @@ mod tests {
     fn the_kernel_names_every_exec() {
         // Needs CAP_SYS_ADMIN; without it there is nothing to test here (the end-to-end tests
         // enforce it under PROCGUARD_STRICT_TESTS).
-        let shutdown = CancellationToken::new();
-        let Ok((w, reader)) = ExecWatch::start(Metrics::default(), shutdown.clone()) else {
+        let Ok(w) = ExecWatch::start(Metrics::default()) else {
             eprintln!("SKIP: fanotify needs CAP_SYS_ADMIN");
             return;
         };
         let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        let got = w.take(pid, Duration::from_secs(2)).expect("exec identity");
+        let got = w.take(pid).expect("exec identity");
         assert!(got.path.ends_with("/true"), "{got:?}");
-        shutdown.cancel();
-        reader.join().unwrap();
     }
 }

@@ -76,12 +76,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         &settings.node_name,
         &settings.cluster,
     );
-    let mut fanotify_thread = None;
     if settings.fanotify {
-        let (watch, reader) = fanotify::ExecWatch::start(metrics.clone(), shutdown.clone())
+        let watch = fanotify::ExecWatch::start(metrics.clone())
             .context("--fanotify: cannot watch executions with fanotify (needs CAP_SYS_ADMIN and a kernel with FAN_OPEN_EXEC, 5.0+)")?;
         tracker.set_exec_watch(watch);
-        fanotify_thread = Some(reader);
     }
     let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
     // With pod metadata, the enricher sits between capture and the uplink.
@@ -120,7 +118,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             anyhow::anyhow!("cannot subscribe to the kernel's process events: {e}")
         }
     })?;
-    let threads: Vec<_> = threads.into_iter().chain(fanotify_thread).collect();
     let admin_task = tokio::spawn(admin.clone().serve(listener, shutdown.clone()));
     admin.set_ready(true);
     tracing::info!(

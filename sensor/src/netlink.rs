@@ -36,6 +36,16 @@ pub const PROC_EVENT_FORK: u32 = 0x0000_0001;
 pub const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 /// Exit.
 pub const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+/// User ID change.
+pub const PROC_EVENT_UID: u32 = 0x0000_0004;
+/// Group ID change.
+pub const PROC_EVENT_GID: u32 = 0x0000_0040;
+/// Command name change.
+pub const PROC_EVENT_COMM: u32 = 0x0000_0200;
+/// Every event kind the kernel reports (fork 0x1, exec 0x2, uid 0x4, gid 0x40, sid 0x80,
+/// ptrace 0x100, comm 0x200, coredump 0x4000_0000, exit 0x8000_0000); the "non-zero exits
+/// only" modifier (0x2000_0000) is left out.
+pub const PROC_EVENT_ALL: u32 = 0xc000_03c7;
 
 /// One event from the connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +71,48 @@ pub enum ProcEvent {
         /// Thread group ID.
         tgid: u32,
     },
+    /// A process's real and effective user IDs changed (also sent by a set-user-ID exec).
+    Uid {
+        /// Thread ID.
+        pid: u32,
+        /// Thread group ID.
+        tgid: u32,
+        /// Real UID.
+        ruid: u32,
+        /// Effective UID.
+        euid: u32,
+    },
+    /// A process's real and effective group IDs changed.
+    Gid {
+        /// Thread ID.
+        pid: u32,
+        /// Thread group ID.
+        tgid: u32,
+        /// Real GID.
+        rgid: u32,
+        /// Effective GID.
+        egid: u32,
+    },
+    /// A task's command name was set through `prctl(PR_SET_NAME)` or `/proc/<pid>/comm`
+    /// (an exec changes it too, but without this event).
+    Comm {
+        /// Thread ID.
+        pid: u32,
+        /// Thread group ID.
+        tgid: u32,
+        /// The name, NUL-padded (at most 15 bytes and a NUL in the kernel).
+        comm: [u8; 16],
+    },
     /// Any other event kind (ignored).
     Other,
+}
+
+impl ProcEvent {
+    /// The command name of a [`ProcEvent::Comm`] as text.
+    pub fn comm_text(comm: &[u8; 16]) -> String {
+        let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+        String::from_utf8_lossy(&comm[..end]).into_owned()
+    }
 }
 
 /// An event with the per-CPU sequence number the kernel stamped on it.
@@ -92,6 +142,8 @@ pub enum Received {
 pub struct ProcConnector {
     fd: OwnedFd,
     buf: Vec<u8>,
+    /// Event kinds subscribed to (`PROC_EVENT_*` bits), where the kernel filters.
+    events: u32,
 }
 
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
@@ -163,6 +215,23 @@ fn parse_cn_msg(msg: &[u8]) -> Option<Stamped> {
             pid: u32_at(data, d)?,
             tgid: u32_at(data, d + 4)?,
         },
+        PROC_EVENT_UID => ProcEvent::Uid {
+            pid: u32_at(data, d)?,
+            tgid: u32_at(data, d + 4)?,
+            ruid: u32_at(data, d + 8)?,
+            euid: u32_at(data, d + 12)?,
+        },
+        PROC_EVENT_GID => ProcEvent::Gid {
+            pid: u32_at(data, d)?,
+            tgid: u32_at(data, d + 4)?,
+            rgid: u32_at(data, d + 8)?,
+            egid: u32_at(data, d + 12)?,
+        },
+        PROC_EVENT_COMM => ProcEvent::Comm {
+            pid: u32_at(data, d)?,
+            tgid: u32_at(data, d + 4)?,
+            comm: data.get(d + 8..d + 24)?.try_into().ok()?,
+        },
         _ => ProcEvent::Other,
     };
     Some(Stamped {
@@ -174,7 +243,9 @@ fn parse_cn_msg(msg: &[u8]) -> Option<Stamped> {
 }
 
 /// Whether the running kernel understands the event filter (Linux 6.6 and later).
-fn kernel_has_filter() -> bool {
+/// Whether the kernel filters proc connector events per socket (6.6 and later). Without it
+/// every socket receives every event.
+pub fn kernel_has_filter() -> bool {
     let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
         return false;
     };
@@ -230,8 +301,9 @@ fn socket_in(netns: &std::path::Path) -> io::Result<OwnedFd> {
 
 impl ProcConnector {
     /// Opens the socket (in `netns` when given), grows its receive buffer to `rcvbuf` bytes,
-    /// and subscribes.
-    pub fn open(rcvbuf: usize, netns: Option<&std::path::Path>) -> io::Result<Self> {
+    /// and subscribes to the `events` kinds (`PROC_EVENT_*` bits; on kernels without the
+    /// per-socket filter, to everything).
+    pub fn open(rcvbuf: usize, netns: Option<&std::path::Path>, events: u32) -> io::Result<Self> {
         let fd = match netns {
             Some(ns) => socket_in(ns)?,
             None => raw_socket()?,
@@ -271,6 +343,7 @@ impl ProcConnector {
         let mut conn = Self {
             fd,
             buf: vec![0u8; 64 * 1024],
+            events,
         };
         conn.control(PROC_CN_MCAST_LISTEN)?;
         Ok(conn)
@@ -280,9 +353,7 @@ impl ProcConnector {
         let filter = kernel_has_filter();
         let payload: Vec<u8> = if filter {
             let mut p = op.to_ne_bytes().to_vec();
-            p.extend_from_slice(
-                &(PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT).to_ne_bytes(),
-            );
+            p.extend_from_slice(&self.events.to_ne_bytes());
             p
         } else {
             op.to_ne_bytes().to_vec()
@@ -311,13 +382,24 @@ impl ProcConnector {
 
     /// Blocks until the kernel delivers a datagram, or the read timeout passes.
     pub fn recv(&mut self) -> io::Result<Received> {
+        self.recv_flags(0)
+    }
+
+    /// Like [`ProcConnector::recv`], without waiting: `WouldBlock` when nothing is queued.
+    /// The draining thread calls it after each blocking receive to take everything queued in
+    /// one wake-up.
+    pub fn recv_nowait(&mut self) -> io::Result<Received> {
+        self.recv_flags(libc::MSG_DONTWAIT)
+    }
+
+    fn recv_flags(&mut self, flags: libc::c_int) -> io::Result<Received> {
         // SAFETY: recv(2) into our own buffer with its exact length.
         let n = unsafe {
             libc::recv(
                 self.fd.as_raw_fd(),
                 self.buf.as_mut_ptr().cast(),
                 self.buf.len(),
-                0,
+                flags,
             )
         };
         if n < 0 {
@@ -330,7 +412,12 @@ impl ProcConnector {
         Ok(parse_datagram(&self.buf[..n as usize]))
     }
 
-    /// Sets a receive timeout so the reading thread can notice shutdown.
+    /// A second descriptor of the same socket, for [`wait_readable`] from another thread.
+    pub fn watch_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
+    /// Sets the timeout of blocking receives.
     pub fn set_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
         let tv = libc::timeval {
             tv_sec: timeout.as_secs() as libc::time_t,
@@ -359,6 +446,44 @@ impl Drop for ProcConnector {
     }
 }
 
+/// Waits up to `timeout` for a datagram to be queued on `fd`, without receiving it. `false`
+/// when the time passed.
+pub fn wait_readable(fd: &OwnedFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: poll(2) on one pollfd we own, length 1.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    match rc {
+        0 => Ok(false),
+        r if r > 0 => Ok(true),
+        _ => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The kernel's monotonic clock in nanoseconds, the clock of [`Stamped::timestamp_ns`].
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
 /// Sets the calling thread's nice value (negative is more favoured). Needs CAP_SYS_NICE for
 /// values below 0; the caller decides what to do when it is refused.
 pub fn raise_thread_priority(nice: i32) -> io::Result<()> {
@@ -372,31 +497,64 @@ pub fn raise_thread_priority(nice: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Detects lost events from the per-CPU sequence numbers.
+/// How far behind its CPU's newest sequence number an event may arrive and still fill its
+/// gap. Events can arrive slightly out of order: exec and the other kinds come on two sockets,
+/// and the kernel stamps an event's time before it takes the per-CPU sequence number.
+pub const GAP_WINDOW: u32 = 256;
+
+/// Detects lost events from the per-CPU sequence numbers. The kernel numbers every event it
+/// sends on a CPU, whatever its kind, so the sensor's subscriptions must cover every kind
+/// together for a jump to mean a loss (see [`crate::capture`]).
 #[derive(Debug, Default)]
 pub struct GapDetector {
-    last: std::collections::HashMap<u32, u32>,
+    cpus: std::collections::HashMap<u32, CpuSeq>,
+}
+
+#[derive(Debug)]
+struct CpuSeq {
+    /// Newest sequence number seen.
+    high: u32,
+    /// Numbers within [`GAP_WINDOW`] of `high` not seen yet (at most that many).
+    missing: Vec<u32>,
 }
 
 impl GapDetector {
-    /// Returns how many events were skipped before this one on its CPU.
+    /// Records one event; returns how many events of its CPU are now known lost: numbers
+    /// skipped and not filled within [`GAP_WINDOW`] later numbers. Sequence numbers wrap.
     pub fn observe(&mut self, cpu: u32, seq: u32) -> u64 {
-        let gap = match self.last.get(&cpu) {
-            Some(&prev) => {
-                let expected = prev.wrapping_add(1);
-                // A filtered subscription skips sequence numbers of unsubscribed events, so
-                // only a forward jump larger than the filter can explain is not a loss here;
-                // the ENOBUFS path catches those losses reliably.
-                if seq == expected || seq <= prev {
-                    0
-                } else {
-                    u64::from(seq.wrapping_sub(expected))
-                }
-            }
-            None => 0,
+        let Some(c) = self.cpus.get_mut(&cpu) else {
+            self.cpus.insert(
+                cpu,
+                CpuSeq {
+                    high: seq,
+                    missing: Vec::new(),
+                },
+            );
+            return 0;
         };
-        self.last.insert(cpu, seq);
-        gap
+        let mut lost = 0u64;
+        let ahead = seq.wrapping_sub(c.high) as i32;
+        if ahead > 0 {
+            let skipped = ahead as u32 - 1;
+            if skipped > GAP_WINDOW {
+                lost += u64::from(skipped - GAP_WINDOW);
+            }
+            let from = seq.wrapping_sub(skipped.min(GAP_WINDOW));
+            let mut n = from;
+            while n != seq {
+                c.missing.push(n);
+                n = n.wrapping_add(1);
+            }
+            c.high = seq;
+            let high = c.high;
+            let before = c.missing.len();
+            c.missing.retain(|m| high.wrapping_sub(*m) <= GAP_WINDOW);
+            lost += (before - c.missing.len()) as u64;
+        } else if let Some(i) = c.missing.iter().position(|m| *m == seq) {
+            // A late arrival fills its gap.
+            c.missing.swap_remove(i);
+        }
+        lost
     }
 }
 
@@ -475,12 +633,70 @@ mod tests {
     }
 
     #[test]
+    fn id_and_comm_events_parse() {
+        let u = events(parse_datagram(&datagram(
+            PROC_EVENT_UID,
+            3,
+            &[7, 7, 1000, 0],
+        )));
+        assert_eq!(
+            u[0].event,
+            ProcEvent::Uid {
+                pid: 7,
+                tgid: 7,
+                ruid: 1000,
+                euid: 0
+            }
+        );
+        let g = events(parse_datagram(&datagram(
+            PROC_EVENT_GID,
+            4,
+            &[7, 7, 10, 11],
+        )));
+        assert!(matches!(
+            g[0].event,
+            ProcEvent::Gid {
+                rgid: 10,
+                egid: 11,
+                ..
+            }
+        ));
+        let name = u32::from_ne_bytes(*b"true");
+        let c = events(parse_datagram(&datagram(
+            PROC_EVENT_COMM,
+            5,
+            &[8, 9, name, 0, 0, 0],
+        )));
+        match c[0].event {
+            ProcEvent::Comm { pid, tgid, comm } => {
+                assert_eq!((pid, tgid), (8, 9));
+                assert_eq!(ProcEvent::comm_text(&comm), "true");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A comm event cut short is skipped, not read past its end.
+        let short = events(parse_datagram(&datagram(PROC_EVENT_COMM, 6, &[8, 9, name])));
+        assert!(short.is_empty());
+    }
+
+    #[test]
     fn gaps_are_counted_per_cpu() {
         let mut g = GapDetector::default();
         assert_eq!(g.observe(0, 5), 0);
         assert_eq!(g.observe(0, 6), 0);
         assert_eq!(g.observe(1, 100), 0);
-        assert_eq!(g.observe(0, 10), 3);
+        // 7, 8, 9 skipped: not lost yet, they may still arrive.
+        assert_eq!(g.observe(0, 10), 0);
         assert_eq!(g.observe(1, 101), 0);
+        // 8 arrives late and fills its gap; 7 and 9 are lost once the window has passed.
+        assert_eq!(g.observe(0, 8), 0);
+        assert_eq!(g.observe(0, 7 + GAP_WINDOW), 0);
+        assert_eq!(g.observe(0, 9 + GAP_WINDOW + 1), 2);
+        // A jump far beyond the window counts what lies beyond it at once.
+        assert_eq!(g.observe(1, 101 + GAP_WINDOW + 11), 10);
+        // Sequence numbers wrap.
+        assert_eq!(g.observe(2, u32::MAX), 0);
+        assert_eq!(g.observe(2, 0), 0);
+        assert_eq!(g.observe(2, 1), 0);
     }
 }

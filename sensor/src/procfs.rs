@@ -52,41 +52,144 @@ pub struct ProcInfo {
 
 /// Splits a raw cmdline into bounded argv.
 pub fn parse_cmdline(raw: &[u8]) -> (Vec<String>, bool) {
-    let mut truncated = false;
-    let mut argv = Vec::new();
-    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
-    if raw.is_empty() {
-        return (argv, false);
-    }
-    for arg in raw.split(|b| *b == 0) {
-        if argv.len() == MAX_ARGS {
-            truncated = true;
-            break;
+    let mut p = CmdlineParser::default();
+    p.feed(raw);
+    p.finish()
+}
+
+/// Splits a command line into bounded argv as it is read, so that memory stays bounded
+/// whatever its length: at most [`MAX_ARGS`] entries of at most [`MAX_ARG_LEN`] bytes.
+#[derive(Debug, Default)]
+pub struct CmdlineParser {
+    argv: Vec<String>,
+    /// The entry being read, raw, kept up to `MAX_ARG_LEN + 3` bytes (room for the last
+    /// character that may straddle the cut).
+    cur: Vec<u8>,
+    /// Bytes of the current entry beyond what is kept.
+    cur_cut: bool,
+    /// Bytes seen since the last NUL (whether the command line ended with one).
+    open: bool,
+    truncated: bool,
+}
+
+impl CmdlineParser {
+    const KEEP: usize = MAX_ARG_LEN + 3;
+
+    /// Takes the next bytes. `false` once nothing more can be kept (then the rest only
+    /// marks the result truncated).
+    pub fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            if self.argv.len() == MAX_ARGS {
+                self.truncated = true;
+                return false;
+            }
+            let (part, rest, ended) = match bytes.iter().position(|b| *b == 0) {
+                Some(i) => (&bytes[..i], &bytes[i + 1..], true),
+                None => (bytes, &bytes[bytes.len()..], false),
+            };
+            let room = Self::KEEP.saturating_sub(self.cur.len());
+            self.cur.extend_from_slice(&part[..part.len().min(room)]);
+            self.cur_cut |= part.len() > room;
+            self.open = !ended;
+            if ended {
+                self.push();
+            }
+            bytes = rest;
         }
-        let mut s = String::from_utf8_lossy(arg).into_owned();
-        if s.len() > MAX_ARG_LEN {
-            let mut cut = MAX_ARG_LEN;
+        self.argv.len() < MAX_ARGS
+    }
+
+    fn push(&mut self) {
+        let mut s = String::from_utf8_lossy(&self.cur).into_owned();
+        if self.cur_cut || s.len() > MAX_ARG_LEN {
+            let mut cut = MAX_ARG_LEN.min(s.len());
             while !s.is_char_boundary(cut) {
                 cut -= 1;
             }
             s.truncate(cut);
-            truncated = true;
+            self.truncated = true;
         }
-        argv.push(s);
+        self.argv.push(s);
+        self.cur.clear();
+        self.cur_cut = false;
     }
-    (argv, truncated)
+
+    /// The argv, and whether anything was cut. A last entry without its NUL counts.
+    pub fn finish(mut self) -> (Vec<String>, bool) {
+        if self.open && self.argv.len() < MAX_ARGS {
+            self.push();
+        } else if self.open {
+            self.truncated = true;
+        }
+        (self.argv, self.truncated)
+    }
+}
+
+/// First read of a `/proc` file: one `read` takes all of `stat`, `status`, a typical
+/// `cgroup` or `cmdline`.
+const FIRST_READ: usize = 4096;
+
+/// Most bytes read of `/proc/<pid>/cmdline` to find its first [`MAX_ARGS`] entries: the
+/// kernel caps one argument at 128 KiB, so this reaches the last kept entry of any command
+/// line. It is read in [`FIRST_READ`]-then-64 KiB pieces, never held whole.
+pub const MAX_CMDLINE_READ: usize = MAX_ARGS * 128 * 1024;
+
+/// Reads a command line, parsing as it goes (memory stays bounded, see [`CmdlineParser`]).
+fn read_cmdline(path: &Path) -> Option<(Vec<String>, bool)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; FIRST_READ];
+    let mut p = CmdlineParser::default();
+    let mut total = 0;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
+        total += n;
+        let more = p.feed(&buf[..n]);
+        // `/proc` generates the file in one go: a read that did not fill the buffer ended it.
+        if n < buf.len() {
+            return Some(p.finish());
+        }
+        if !more || total >= MAX_CMDLINE_READ {
+            let (argv, _) = p.finish();
+            return Some((argv, true));
+        }
+        if buf.len() == FIRST_READ {
+            buf.resize(64 * 1024, 0);
+        }
+    }
+}
+
+/// Reads at most `max` bytes of a file, in as few `read` calls as it can: `/proc` generates a
+/// file in one go, so a read that does not fill the buffer has reached its end (each extra
+/// call is a system call on the path that races process exit).
+fn read_bounded_raw(path: &Path, max: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; FIRST_READ.min(max)];
+    let mut len = 0;
+    loop {
+        let n = match f.read(&mut buf[len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
+        len += n;
+        if n == 0 || len < buf.len() || buf.len() >= max {
+            break;
+        }
+        buf.resize((buf.len() * 2).min(max), 0);
+    }
+    buf.truncate(len);
+    Some(buf)
 }
 
 /// Reads at most `max` bytes of a file as text.
-fn read_bounded(path: &Path, max: u64) -> Option<String> {
-    use std::io::Read;
-    let mut raw = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(max)
-        .read_to_end(&mut raw)
-        .ok()?;
-    Some(String::from_utf8_lossy(&raw).into_owned())
+fn read_bounded(path: &Path, max: usize) -> Option<String> {
+    read_bounded_raw(path, max).map(|raw| String::from_utf8_lossy(&raw).into_owned())
 }
 
 /// The fields of `/proc/<pid>/stat` the sensor uses.
@@ -199,31 +302,41 @@ impl ProcReader {
 
     /// Reads everything that can still be read.
     pub fn read(&self, pid: u32) -> ProcInfo {
+        let mut info = self.read_urgent(pid);
+        self.read_cgroup(&mut info);
+        self.read_stat(&mut info);
+        self.read_status(&mut info);
+        info
+    }
+
+    /// Reads what a process loses soonest and what no kernel event carries: its executable's
+    /// link and its command line.
+    pub fn read_urgent(&self, pid: u32) -> ProcInfo {
         let mut info = ProcInfo {
             pid,
             ..Default::default()
         };
-        // cgroup, exe and cmdline first: they are what a short-lived process loses soonest,
-        // and the cgroup decides whose process it is.
-        info.cgroup = std::fs::File::open(self.path(pid, "cgroup"))
-            .ok()
-            .and_then(|f| {
-                use std::io::Read;
-                let mut raw = Vec::new();
-                f.take(MAX_CGROUP_FILE as u64).read_to_end(&mut raw).ok()?;
-                Some(String::from_utf8_lossy(&raw).into_owned())
-            });
         if let Ok(t) = std::fs::read_link(self.path(pid, "exe")) {
             let (p, deleted, memfd) = parse_exe_link(&t.to_string_lossy());
             info.exe = Some(p);
             info.exe_deleted = deleted;
             info.exe_memfd = memfd;
         }
-        if let Ok(raw) = std::fs::read(self.path(pid, "cmdline")) {
-            let (argv, truncated) = parse_cmdline(&raw);
+        if let Some((argv, truncated)) = read_cmdline(&self.path(pid, "cmdline")) {
             info.argv = Some(argv);
             info.argv_truncated = truncated;
         }
+        info
+    }
+
+    /// Reads `/proc/<pid>/cgroup`, which decides whose process it is.
+    pub fn read_cgroup(&self, info: &mut ProcInfo) {
+        info.cgroup = read_bounded(&self.path(info.pid, "cgroup"), MAX_CGROUP_FILE);
+    }
+
+    /// Reads parent, command name and start time from `/proc/<pid>/stat`.
+    pub fn read_stat(&self, info: &mut ProcInfo) {
+        let pid = info.pid;
         // Parsed here rather than with the procfs crate, whose stat parser panics on a
         // malformed line (found by tests/hostile_input.rs).
         if let Some(stat) = read_bounded(&self.path(pid, "stat"), 4096).and_then(|t| parse_stat(&t))
@@ -237,12 +350,23 @@ impl ProcReader {
                 b.checked_add(Duration::from_millis(ms))
             });
         }
-        if let Some(status) = read_bounded(&self.path(pid, "status"), 16 * 1024) {
+    }
+
+    /// Reads the command name from `/proc/<pid>/comm` (an exec sets it without a kernel event,
+    /// so it is read at every exec; `stat` would say the same at a higher cost).
+    pub fn read_comm(&self, info: &mut ProcInfo) {
+        if let Some(c) = read_bounded(&self.path(info.pid, "comm"), 64) {
+            info.comm = Some(c.trim_end_matches('\n').to_string());
+        }
+    }
+
+    /// Reads the real user and group IDs from `/proc/<pid>/status`.
+    pub fn read_status(&self, info: &mut ProcInfo) {
+        if let Some(status) = read_bounded(&self.path(info.pid, "status"), 16 * 1024) {
             let (uid, gid) = parse_status_ids(&status);
             info.uid = uid;
             info.gid = gid;
         }
-        info
     }
 }
 
@@ -256,33 +380,53 @@ pub struct HashCache {
 /// Most executables remembered by [`HashCache`].
 pub const HASH_CACHE_ENTRIES: usize = 4096;
 
+/// A hash cache key: (device, inode, mtime, size) of an executable.
+pub type FileKey = (u64, u64, i64, u64);
+
 impl HashCache {
+    /// The cache key of an open file.
+    pub fn key_of(f: &std::fs::File) -> Option<FileKey> {
+        let meta = f.metadata().ok()?;
+        Some((meta.dev(), meta.ino(), meta.mtime(), meta.size()))
+    }
+
     /// The hash of a file already hashed under `key` (device, inode, mtime, size).
-    pub fn lookup(&self, key: (u64, u64, i64, u64)) -> Option<String> {
+    pub fn lookup(&self, key: FileKey) -> Option<String> {
         self.entries.get(&key).cloned()
+    }
+
+    /// Remembers the hash of the file under `key`.
+    pub fn insert(&mut self, key: FileKey, hash: String) {
+        if self.entries.len() >= HASH_CACHE_ENTRIES && !self.entries.contains_key(&key) {
+            self.entries.clear();
+        }
+        self.entries.insert(key, hash);
     }
 
     /// Hashes an executable opened through `/proc/<pid>/exe`, which reaches the file even
     /// when it lives in another mount namespace or was deleted, and keeps reaching it after the
     /// process exits.
-    pub fn hash(&mut self, mut f: &std::fs::File) -> Option<String> {
-        let meta = f.metadata().ok()?;
-        let key = (meta.dev(), meta.ino(), meta.mtime(), meta.size());
-        if let Some(h) = self.entries.get(&key) {
-            return Some(h.clone());
+    pub fn hash(&mut self, f: &std::fs::File) -> Option<String> {
+        let key = Self::key_of(f)?;
+        if let Some(h) = self.lookup(key) {
+            return Some(h);
         }
-        if meta.size() > MAX_HASH_BYTES {
-            return None;
-        }
-        let mut hasher = Sha256::new();
-        std::io::copy(&mut f, &mut hasher).ok()?;
-        let h = hex::encode(hasher.finalize());
-        if self.entries.len() >= HASH_CACHE_ENTRIES {
-            self.entries.clear();
-        }
-        self.entries.insert(key, h.clone());
+        let h = hash_file(f, key)?;
+        self.insert(key, h.clone());
         Some(h)
     }
+}
+
+/// The sha256 of an open file whose cache key is `key` (`None` when it is larger than
+/// [`MAX_HASH_BYTES`] or cannot be read). Does not touch any cache, so it can run without a
+/// lock held.
+pub fn hash_file(mut f: &std::fs::File, key: FileKey) -> Option<String> {
+    if key.3 > MAX_HASH_BYTES {
+        return None;
+    }
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut f, &mut hasher).ok()?;
+    Some(hex::encode(hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@ use procguard_core::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Most processes tracked; past it the oldest-inserted entries of exited processes are
 /// forgotten first (a fork bomb cannot grow the table without bound).
@@ -28,6 +27,18 @@ struct Entry {
     exe: String,
     placement: Placement,
     context: ExecContext,
+    /// Facts the kernel's events keep current (fork copies them, uid/gid/comm events change
+    /// them), so an exec need not read them from `/proc`.
+    facts: Facts,
+}
+
+/// What fork, id and comm events say about a process.
+#[derive(Debug, Clone, Default)]
+struct Facts {
+    uid: Option<u32>,
+    gid: Option<u32>,
+    comm: Option<String>,
+    start_time: Option<std::time::SystemTime>,
 }
 
 /// Writable locations: an executable here is suspicious by itself.
@@ -76,6 +87,13 @@ pub fn script_of(exe: &str, argv: &[String]) -> Option<String> {
     None
 }
 
+/// What [`Tracker::read_early`] read of a process.
+#[derive(Debug)]
+pub struct EarlyRead {
+    exe: Option<std::fs::File>,
+    info: ProcInfo,
+}
+
 /// A process event with its executable held open, so it can be hashed after the process is
 /// gone.
 #[derive(Debug)]
@@ -88,10 +106,6 @@ pub struct Observed {
     pub exe_key: Option<(u64, u64, i64, u64)>,
 }
 
-/// How long the process thread waits for fanotify to name the executable of a process already
-/// gone from `/proc`. The kernel queued that event before the proc connector's, so it is
-/// normally there; the wait only covers the reader thread being descheduled.
-const FANOTIFY_WAIT: Duration = Duration::from_millis(20);
 /// Containers whose writable layer (overlay upperdir) is remembered; past it the memo starts
 /// over, which costs one mountinfo read per container again, never memory.
 const MAX_UPPERDIRS: usize = 4_096;
@@ -213,6 +227,14 @@ impl Tracker {
         }
     }
 
+    /// Housekeeping when no exec arrived for a while: drains the fanotify queue, so identities
+    /// of execs never looked up (threads of the sensor's own) do not pile up in the kernel.
+    pub fn idle(&self) {
+        if let Some(w) = &self.exec_watch {
+            w.pump();
+        }
+    }
+
     /// Processes tracked now.
     pub fn len(&self) -> usize {
         self.table.len()
@@ -278,8 +300,9 @@ impl Tracker {
         }
     }
 
-    /// A new process: it inherits its parent's placement and context until it execs.
-    pub fn on_fork(&mut self, parent: u32, child: u32) {
+    /// A new process, started at `start` (the fork event's time): it inherits its parent's
+    /// placement, context and credentials until it execs.
+    pub fn on_fork(&mut self, parent: u32, child: u32, start: Option<std::time::SystemTime>) {
         let inherited = self.table.get(&parent).cloned().map(|p| Entry {
             ppid: parent,
             exe: p.exe,
@@ -288,9 +311,34 @@ impl Tracker {
                 ExecContext::Entrypoint => ExecContext::Descendant,
                 c => c,
             },
+            facts: Facts {
+                start_time: start,
+                ..p.facts
+            },
         });
         if let Some(e) = inherited {
             self.insert(child, e);
+        }
+    }
+
+    /// A process's real user ID changed.
+    pub fn on_uid(&mut self, pid: u32, uid: u32) {
+        if let Some(e) = self.table.get_mut(&pid) {
+            e.facts.uid = Some(uid);
+        }
+    }
+
+    /// A process's real group ID changed.
+    pub fn on_gid(&mut self, pid: u32, gid: u32) {
+        if let Some(e) = self.table.get_mut(&pid) {
+            e.facts.gid = Some(gid);
+        }
+    }
+
+    /// A process set its command name (`prctl(PR_SET_NAME)`).
+    pub fn on_comm(&mut self, pid: u32, comm: String) {
+        if let Some(e) = self.table.get_mut(&pid) {
+            e.facts.comm = Some(comm);
         }
     }
 
@@ -366,16 +414,68 @@ impl Tracker {
     /// for hashing (the hash is computed off this path, see [`crate::capture`]). Returns `None`
     /// for kernel threads and processes gone without a trace.
     pub fn on_exec(&mut self, pid: u32) -> Option<Observed> {
-        let exe = self.reader.open_exe(pid);
-        let mut info = self.reader.read(pid);
+        let early = self.read_early(pid);
+        self.on_exec_read(early)
+    }
+
+    /// Reads, the moment its exec arrives, what of `pid` its exit would take away and no
+    /// kernel event carries: the executable (opened, for its hash) and the command line. Needs
+    /// nothing from the process table, so it runs before the fork and other events queued with
+    /// the exec are applied.
+    pub fn read_early(&self, pid: u32) -> EarlyRead {
+        EarlyRead {
+            exe: self.reader.open_exe(pid),
+            info: self.reader.read_urgent(pid),
+        }
+    }
+
+    /// [`Tracker::on_exec`] for a process already read by [`Tracker::read_early`], after the
+    /// events queued before its exec were applied. What the table knows from kernel events is
+    /// used as is; only the rest is read from `/proc`: the parent, start time and IDs of a
+    /// process whose fork was seen come from the fork and id events (the command name, which
+    /// an exec changes without an event, is read); the container of a process forked inside a
+    /// container is its parent's (leaving a container's cgroup takes privileges a container
+    /// does not have), and anything else reads its cgroup file.
+    pub fn on_exec_read(&mut self, early: EarlyRead) -> Option<Observed> {
+        let EarlyRead { exe, mut info } = early;
+        let pid = info.pid;
+        let known = self.table.get(&pid);
+        let mut lineage = None;
+        match known {
+            Some(k) if matches!(k.placement, Placement::Container(_)) => {
+                lineage = Some(k.placement.clone());
+            }
+            _ => self.reader.read_cgroup(&mut info),
+        }
+        match known {
+            Some(k) if k.facts.start_time.is_some() => {
+                info.ppid = Some(k.ppid);
+                info.start_time = k.facts.start_time;
+                self.reader.read_comm(&mut info);
+            }
+            _ => self.reader.read_stat(&mut info),
+        }
+        match known {
+            Some(k) if k.facts.uid.is_some() && k.facts.gid.is_some() => {
+                info.uid = k.facts.uid;
+                info.gid = k.facts.gid;
+            }
+            _ => self.reader.read_status(&mut info),
+        }
         forget_if_exited(&mut info);
+        let alive = info.exe.is_some();
         let mut exe_key = None;
-        let mut hint = None;
+        let mut hint = lineage;
         let mut claimed = None;
         if let Some(w) = &self.exec_watch {
             if info.exe.is_some() {
-                claimed = w.claim(pid).and_then(|f| f.mount);
-            } else if let Some(f) = w.take(pid, FANOTIFY_WAIT) {
+                let f = w.claim(pid);
+                // Exited between the link and the open: the kernel's record keys the hash.
+                if exe.is_none() {
+                    exe_key = f.as_ref().map(|f| f.key);
+                }
+                claimed = f.and_then(|f| f.mount);
+            } else if let Some(f) = w.take(pid) {
                 // The kernel's own record of the file this exec opened: fact, not a guess.
                 info.exe = Some(f.path);
                 info.exe_deleted = f.deleted;
@@ -384,7 +484,7 @@ impl Tracker {
                 // The executed file was reached through a container's root mount: the process ran in
                 // that container (an exec session's process is forked outside the container and
                 // joins its cgroup just before this exec, so its parent says nothing).
-                if info.cgroup.is_none() {
+                if info.cgroup.is_none() && hint.is_none() {
                     hint = f
                         .mount
                         .and_then(|m| w.container_of_mount(m))
@@ -393,7 +493,7 @@ impl Tracker {
                 }
             }
         }
-        let ev = self.event_with(info, hint);
+        let ev = self.event_with(info, hint, alive);
         // A process read in full teaches which container its executable's mount belongs to.
         if let (Some(w), Some(m), Some(c)) = (
             &self.exec_watch,
@@ -413,12 +513,20 @@ impl Tracker {
 
     /// Builds the event for an already-read process (without its hash).
     pub fn event_from(&mut self, info: ProcInfo) -> Option<ProcessEvent> {
-        self.event_with(info, None)
+        let alive = info.exe.is_some();
+        self.event_with(info, None, alive)
     }
 
-    /// Builds the event; `hint` is the placement known from the kernel's record of the executed
-    /// file, used when the cgroup file could not be read.
-    fn event_with(&mut self, mut info: ProcInfo, hint: Option<Placement>) -> Option<ProcessEvent> {
+    /// Builds the event; `hint` is the placement known as fact without the cgroup file (the
+    /// parent's container, or the container whose root the executed file was reached
+    /// through), used when the cgroup file was not read. `alive`: `/proc` still showed the
+    /// process.
+    fn event_with(
+        &mut self,
+        mut info: ProcInfo,
+        hint: Option<Placement>,
+        alive: bool,
+    ) -> Option<ProcessEvent> {
         forget_if_exited(&mut info);
         let pid = info.pid;
         let known = self.table.get(&pid).cloned();
@@ -469,7 +577,7 @@ impl Tracker {
             }
         };
         let my_container = Self::container_of(&placement).map(|c| c.id.clone());
-        if let (Some(id), true) = (&my_container, info.exe.is_some() && info.cgroup.is_some()) {
+        if let (Some(id), true) = (&my_container, alive) {
             self.find_root(pid, id);
         }
         let parent = self.table.get(&ppid);
@@ -522,6 +630,12 @@ impl Tracker {
             image_digest: None,
             pod_labels: Default::default(),
         });
+        let facts = Facts {
+            uid: info.uid,
+            gid: info.gid,
+            comm: info.comm.clone(),
+            start_time: info.start_time,
+        };
         let ev = ProcessEvent {
             pid,
             ppid,
@@ -556,6 +670,7 @@ impl Tracker {
                 exe,
                 placement,
                 context,
+                facts,
             },
         );
         Some(ev)

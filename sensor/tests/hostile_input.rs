@@ -5,7 +5,8 @@
 use procguard_sensor::cgroup::{self, Placement};
 use procguard_sensor::netlink::{parse_datagram, Received};
 use procguard_sensor::procfs::{
-    parse_cmdline, parse_exe_link, parse_stat, parse_status_ids, ProcReader, MAX_ARGS, MAX_ARG_LEN,
+    parse_cmdline, parse_exe_link, parse_stat, parse_status_ids, CmdlineParser, ProcReader,
+    MAX_ARGS, MAX_ARG_LEN,
 };
 use proptest::prelude::*;
 
@@ -65,6 +66,24 @@ proptest! {
         if !raw.is_empty() && pieces > MAX_ARGS {
             prop_assert!(truncated);
         }
+    }
+
+    #[test]
+    fn cmdline_read_in_pieces_parses_as_a_whole(
+        raw in prop::collection::vec(prop_oneof![Just(0u8), Just(b'a'), any::<u8>()], 0..5_000),
+        cuts in prop::collection::vec(0usize..5_000, 0..8),
+    ) {
+        // The sensor parses /proc/<pid>/cmdline as it reads it, in pieces of whatever size a
+        // read returns: the pieces must not change the result.
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(raw.len())).collect();
+        cuts.sort_unstable();
+        let mut p = CmdlineParser::default();
+        let mut from = 0;
+        for c in cuts.into_iter().chain([raw.len()]) {
+            p.feed(&raw[from..c]);
+            from = c;
+        }
+        prop_assert_eq!(p.finish(), parse_cmdline(&raw));
     }
 
     #[test]
