@@ -415,10 +415,14 @@ impl Processor {
                 let start = wall_clock_of(stamped.timestamp_ns);
                 self.tracker.on_fork(parent_tgid, child_tgid, start);
             }
-            ProcEvent::Uid { pid, tgid, ruid, .. } if pid == tgid => {
+            ProcEvent::Uid {
+                pid, tgid, ruid, ..
+            } if pid == tgid => {
                 self.tracker.on_uid(tgid, ruid);
             }
-            ProcEvent::Gid { pid, tgid, rgid, .. } if pid == tgid => {
+            ProcEvent::Gid {
+                pid, tgid, rgid, ..
+            } if pid == tgid => {
                 self.tracker.on_gid(tgid, rgid);
             }
             ProcEvent::Comm { pid, tgid, comm } if pid == tgid => {
@@ -438,10 +442,8 @@ impl Processor {
             exe,
             exe_key,
         } = ob;
-        let key = match (&exe, exe_key) {
-            (Some(f), _) => HashCache::key_of(f),
-            (None, key) => key,
-        };
+        // The kernel's record (fanotify) already has the key; a file opened from /proc does not.
+        let key = exe_key.or_else(|| exe.as_ref().and_then(HashCache::key_of));
         let known = key.and_then(|k| {
             self.cache
                 .lock()

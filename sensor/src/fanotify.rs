@@ -55,12 +55,27 @@ use std::time::{Duration, Instant};
 /// milliseconds; two seconds covers a backlog without letting a reused pid match an old entry
 /// for long.
 pub const KEEP_FOR: Duration = Duration::from_secs(2);
-/// Most identities held. At 1,500 execs/s with a loader event each, two seconds hold about
-/// 6,000; past the bound the oldest are forgotten (and the processes they named fall back to
-/// inherited, partial identities).
-pub const MAX_ENTRIES: usize = 16_384;
+/// Most identities held, each with its open descriptor. The process thread claims an exec's
+/// identities within microseconds of reading them, so only a backlog fills this; past the
+/// bound the oldest are forgotten (and the processes they named fall back to inherited,
+/// partial identities), so the sensor's descriptor count stays bounded.
+pub const MAX_ENTRIES: usize = 1_024;
+/// Files whose kind (loader or not) is remembered, so that a hot binary's path is not read
+/// at every exec.
+const MAX_KINDS: usize = 4_096;
 /// Per pid: a process rarely execs more than a few times before the process thread catches up.
 const PER_PID: usize = 8;
+
+/// What a claim says of an exec already read from `/proc`.
+#[derive(Debug)]
+pub struct Claimed {
+    /// (device, inode, mtime, size): the hash cache key.
+    pub key: (u64, u64, i64, u64),
+    /// The mount the file was executed from.
+    pub mount: Option<u64>,
+    /// The executed file, open: it can be hashed even after the process is gone.
+    pub file: Option<std::fs::File>,
+}
 
 /// The executable of one exec, from the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +96,52 @@ pub struct ExecFile {
 /// The ID of the mount `path` (relative to `dirfd`, or `dirfd` itself when `path` is empty)
 /// is on. Mount IDs are unique across mount namespaces, so a container's root mount is told
 /// apart from every other even when the files underneath share one filesystem.
+/// Identities hold descriptors until claimed ([`MAX_ENTRIES`]): the soft limit on open files
+/// (often 1,024) is raised towards the hard one, up to 65,536. A refusal only leaves the limit
+/// as it was; the bound on held identities still applies.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2)/setrlimit(2) with a pointer to an rlimit we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let want = lim.rlim_max.min(65_536);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// The hash cache key and mount ID of an open file, in one `statx`.
+fn file_stat(fd: &OwnedFd) -> Option<(crate::procfs::FileKey, Option<u64>)> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: the empty path is NUL-terminated and static; `stx` is a writable statx buffer
+    // the kernel fills; it is read only after a successful return.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statx succeeded, so the buffer is initialised (it was zeroed before anyway).
+    let stx = unsafe { stx.assume_init() };
+    let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    let key = (dev, stx.stx_ino, stx.stx_mtime.tv_sec, stx.stx_size);
+    let mount = (stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id);
+    Some((key, mount))
+}
+
 fn mount_id(dirfd: libc::c_int, path: &std::ffi::CStr) -> Option<u64> {
     let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
     let flags = if path.is_empty() {
@@ -150,15 +211,57 @@ pub fn parse_events(buf: &[u8]) -> Vec<(u64, i32, i32)> {
     out
 }
 
+/// One exec identity as read from the queue: the kernel's descriptor of the file, kept open
+/// until the identity is claimed, with what one `statx` said of it. The path is read only
+/// when it is needed (a process gone from `/proc`) or when the file was not seen before.
+#[derive(Debug)]
+struct Held {
+    fd: Option<OwnedFd>,
+    key: (u64, u64, i64, u64),
+    mount: Option<u64>,
+    loader: bool,
+    /// The descriptor's link target, when it was read.
+    link: Option<String>,
+    at: Instant,
+}
+
+impl Held {
+    /// The identity with its path (read now if it was not), and the open file.
+    fn resolve(self) -> Option<(ExecFile, Option<std::fs::File>)> {
+        let link = match self.link {
+            Some(l) => l,
+            None => link_of(self.fd.as_ref()?)?,
+        };
+        let (path, deleted, memfd) = parse_exe_link(&link);
+        Some((
+            ExecFile {
+                path,
+                deleted,
+                memfd,
+                key: self.key,
+                mount: self.mount,
+                at: self.at,
+            },
+            self.fd.map(std::fs::File::from),
+        ))
+    }
+}
+
+fn link_of(fd: &OwnedFd) -> Option<String> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ok()
+        .map(|t| t.to_string_lossy().into_owned())
+}
+
 #[derive(Debug, Default)]
 struct Table {
-    by_pid: HashMap<u32, VecDeque<ExecFile>>,
+    by_pid: HashMap<u32, VecDeque<Held>>,
     total: usize,
     order: VecDeque<(Instant, u32)>,
 }
 
 impl Table {
-    fn insert(&mut self, pid: u32, f: ExecFile) {
+    fn insert(&mut self, pid: u32, f: Held) {
         let q = self.by_pid.entry(pid).or_default();
         if q.len() >= PER_PID {
             q.pop_front();
@@ -189,18 +292,16 @@ impl Table {
     }
 
     /// The binary of the oldest unclaimed exec of `pid`, skipping its loader.
-    fn take(&mut self, pid: u32) -> Option<ExecFile> {
+    fn take(&mut self, pid: u32) -> Option<Held> {
         let q = self.by_pid.get_mut(&pid)?;
-        let idx = q.iter().position(|f| !is_loader(&f.path)).unwrap_or(0);
+        let idx = q.iter().position(|f| !f.loader).unwrap_or(0);
         let mut found = None;
         for _ in 0..=idx {
             found = q.pop_front();
             self.total -= 1;
         }
         // The loader that followed this binary belongs to the same exec.
-        if found.as_ref().is_some_and(|f| !is_loader(&f.path))
-            && q.front().is_some_and(|f| is_loader(&f.path))
-        {
+        if found.as_ref().is_some_and(|f| !f.loader) && q.front().is_some_and(|f| f.loader) {
             q.pop_front();
             self.total -= 1;
         }
@@ -216,6 +317,8 @@ impl Table {
 pub struct ExecWatch {
     fd: OwnedFd,
     table: Mutex<Table>,
+    /// Whether each file seen (device, inode) is a loader.
+    kinds: Mutex<HashMap<(u64, u64), bool>>,
     marked: Mutex<HashSet<u64>>,
     /// Container root filesystems (the overlay superblock's device) by device: a file executed
     /// through one of them was executed in that container. Bounded by [`MAX_ROOTS`].
@@ -255,9 +358,11 @@ impl ExecWatch {
         }
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        raise_open_file_limit();
         let watch = Arc::new(Self {
             fd,
             table: Mutex::default(),
+            kinds: Mutex::default(),
             marked: Mutex::default(),
             roots: Mutex::default(),
             mount_devs: Mutex::default(),
@@ -401,24 +506,44 @@ impl ExecWatch {
                     continue;
                 }
                 // SAFETY: the kernel opened `fd` for this event and hands it to us alone.
-                let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
                 if mask & libc::FAN_OPEN_EXEC == 0 || pid <= 0 {
                     continue;
                 }
-                let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else {
+                let Some((key, mount)) = file_stat(&fd) else {
                     continue;
                 };
-                let Ok(meta) = file.metadata() else { continue };
-                let (path, deleted, memfd) = parse_exe_link(&target.to_string_lossy());
                 self.metrics.fanotify_events.inc();
+                // A file seen before needs no path now: its kind is known.
+                let mut link = None;
+                let known = self
+                    .kinds
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&(key.0, key.1))
+                    .copied();
+                let loader = match known {
+                    Some(l) => l,
+                    None => {
+                        let Some(l) = link_of(&fd) else { continue };
+                        let loader = is_loader(&parse_exe_link(&l).0);
+                        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+                        if kinds.len() >= MAX_KINDS {
+                            kinds.clear();
+                        }
+                        kinds.insert((key.0, key.1), loader);
+                        link = Some(l);
+                        loader
+                    }
+                };
                 got.push((
                     pid as u32,
-                    ExecFile {
-                        path,
-                        deleted,
-                        memfd,
-                        key: (meta.dev(), meta.ino(), meta.mtime(), meta.size()),
-                        mount: mount_id(fd, c""),
+                    Held {
+                        fd: Some(fd),
+                        key,
+                        mount,
+                        loader,
+                        link,
                         at: now,
                     },
                 ));
@@ -439,21 +564,33 @@ impl ExecWatch {
     /// The executable of the oldest unclaimed exec of `pid`. Called when `/proc` had nothing
     /// left, after the proc connector's exec event (the kernel queued the fanotify event
     /// before it), so each success is counted as a rescue.
-    pub fn take(&self, pid: u32) -> Option<ExecFile> {
+    pub fn take(&self, pid: u32) -> Option<(ExecFile, Option<std::fs::File>)> {
         self.pump();
-        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let f = t.take(pid)?;
+        let held = self
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(pid)?;
+        let (f, file) = held.resolve()?;
         tracing::debug!(message = "Exec identity from fanotify.", pid, path = %f.path, mount = ?f.mount);
         self.metrics.fanotify_rescues.inc();
-        Some(f)
+        Some((f, file))
     }
 
     /// Takes the identity of `pid`'s latest exec without waiting (it was read from `/proc`
     /// instead, and serves to learn which container its mount belongs to).
-    pub fn claim(&self, pid: u32) -> Option<ExecFile> {
+    pub fn claim(&self, pid: u32) -> Option<Claimed> {
         self.pump();
-        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        t.take(pid)
+        let held = self
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(pid)?;
+        Some(Claimed {
+            key: held.key,
+            mount: held.mount,
+            file: held.fd.map(std::fs::File::from),
+        })
     }
 
     /// Learns that files executed through `mount` run in `container`, from a process whose
@@ -488,13 +625,13 @@ impl ExecWatch {
 mod tests {
     use super::*;
 
-    fn f(path: &str) -> ExecFile {
-        ExecFile {
-            path: path.into(),
-            deleted: false,
-            memfd: false,
+    fn f(path: &str) -> Held {
+        Held {
+            fd: None,
             key: (0, 0, 0, 0),
             mount: None,
+            loader: is_loader(path),
+            link: Some(path.into()),
             at: Instant::now(),
         }
     }
@@ -506,8 +643,11 @@ mod tests {
         t.insert(7, f("/lib64/ld-linux-x86-64.so.2"));
         t.insert(7, f("/usr/bin/true"));
         t.insert(7, f("/lib/ld-musl-x86_64.so.1"));
-        assert_eq!(t.take(7).unwrap().path, "/usr/bin/sh");
-        assert_eq!(t.take(7).unwrap().path, "/usr/bin/true");
+        assert_eq!(t.take(7).unwrap().resolve().unwrap().0.path, "/usr/bin/sh");
+        assert_eq!(
+            t.take(7).unwrap().resolve().unwrap().0.path,
+            "/usr/bin/true"
+        );
         assert!(t.take(7).is_none());
         assert_eq!(t.total, 0);
         assert!(is_loader("/lib/ld-2.31.so"));
@@ -549,7 +689,8 @@ mod tests {
         let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        let got = w.take(pid).expect("exec identity");
+        let (got, file) = w.take(pid).expect("exec identity");
+        assert!(file.is_some(), "the executed file comes open");
         assert!(got.path.ends_with("/true"), "{got:?}");
     }
 }

@@ -371,10 +371,14 @@ impl ProcReader {
 }
 
 /// sha256 of executables, cached by (device, inode, mtime, size) so a hot binary is hashed
-/// once. The cache is bounded; when full it starts over, which costs re-hashing, never memory.
+/// once. The cache is bounded in two generations: when the current one is full it becomes the
+/// previous one (the older previous is forgotten), and a hit in the previous generation moves
+/// back to the current one. Binaries in use stay cached however many new ones a node builds
+/// (a CI node execs thousands of fresh binaries), at a cost of re-hashing, never memory.
 #[derive(Debug, Default)]
 pub struct HashCache {
     entries: HashMap<(u64, u64, i64, u64), String>,
+    previous: HashMap<(u64, u64, i64, u64), String>,
 }
 
 /// Most executables remembered by [`HashCache`].
@@ -391,16 +395,31 @@ impl HashCache {
     }
 
     /// The hash of a file already hashed under `key` (device, inode, mtime, size).
-    pub fn lookup(&self, key: FileKey) -> Option<String> {
-        self.entries.get(&key).cloned()
+    pub fn lookup(&mut self, key: FileKey) -> Option<String> {
+        if let Some(h) = self.entries.get(&key) {
+            return Some(h.clone());
+        }
+        let h = self.previous.remove(&key)?;
+        self.insert(key, h.clone());
+        Some(h)
     }
 
     /// Remembers the hash of the file under `key`.
     pub fn insert(&mut self, key: FileKey, hash: String) {
-        if self.entries.len() >= HASH_CACHE_ENTRIES && !self.entries.contains_key(&key) {
-            self.entries.clear();
+        if self.entries.len() >= HASH_CACHE_ENTRIES / 2 && !self.entries.contains_key(&key) {
+            self.previous = std::mem::take(&mut self.entries);
         }
         self.entries.insert(key, hash);
+    }
+
+    /// Executables remembered now.
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.previous.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Hashes an executable opened through `/proc/<pid>/exe`, which reaches the file even
@@ -494,5 +513,21 @@ mod tests {
         let h1 = cache.hash(&f).unwrap();
         assert_eq!(h1.len(), 64);
         assert_eq!(cache.hash(&f).unwrap(), h1);
+    }
+
+    #[test]
+    fn a_binary_in_use_stays_cached_through_a_flood_of_new_ones() {
+        let mut cache = HashCache::default();
+        let hot = (1, 1, 0, 10);
+        cache.insert(hot, "hot".into());
+        for i in 0..(HASH_CACHE_ENTRIES as u64 * 4) {
+            cache.insert((2, i, 0, 10), format!("{i}"));
+            if i % 100 == 0 {
+                assert_eq!(cache.lookup(hot).as_deref(), Some("hot"), "after {i}");
+            }
+            assert!(cache.len() <= HASH_CACHE_ENTRIES);
+        }
+        // One not used again is forgotten.
+        assert!(cache.lookup((2, 0, 0, 10)).is_none());
     }
 }

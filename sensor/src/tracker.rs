@@ -467,20 +467,24 @@ impl Tracker {
         let mut exe_key = None;
         let mut hint = lineage;
         let mut claimed = None;
+        let mut exe = exe;
         if let Some(w) = &self.exec_watch {
             if info.exe.is_some() {
-                let f = w.claim(pid);
-                // Exited between the link and the open: the kernel's record keys the hash.
-                if exe.is_none() {
-                    exe_key = f.as_ref().map(|f| f.key);
+                if let Some(c) = w.claim(pid) {
+                    // Exited between the link and the open: the kernel's open file serves.
+                    if exe.is_none() {
+                        exe_key = Some(c.key);
+                        exe = c.file;
+                    }
+                    claimed = c.mount;
                 }
-                claimed = f.and_then(|f| f.mount);
-            } else if let Some(f) = w.take(pid) {
+            } else if let Some((f, file)) = w.take(pid) {
                 // The kernel's own record of the file this exec opened: fact, not a guess.
                 info.exe = Some(f.path);
                 info.exe_deleted = f.deleted;
                 info.exe_memfd = f.memfd;
                 exe_key = Some(f.key);
+                exe = file;
                 // The executed file was reached through a container's root mount: the process ran in
                 // that container (an exec session's process is forked outside the container and
                 // joins its cgroup just before this exec, so its parent says nothing).
