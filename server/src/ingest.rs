@@ -302,6 +302,13 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                 metrics.events_duplicate.inc_by(out.duplicates as u64);
                                 metrics.deviations.inc_by(out.deviations.len() as u64);
                                 metrics.incident_changes.inc_by(out.incidents.len() as u64);
+                                if out.refused > 0 {
+                                    // Executables a full baseline refused to learn (recorded as deviations).
+                                    limits.violated_by("baseline_elements", out.refused as u64);
+                                }
+                                for b in out.changed.iter().filter(|b| b.learning.element_limit.as_ref().is_some_and(|l| l.reached_at == b.updated_at)) {
+                                    tracing::warn!(message = "Baseline reached its element limit; learning ended, it waits for review.", workload = %b.workload, limit = limits.settings.max_baseline_elements);
+                                }
                                 for d in &out.deviations {
                                     tracing::warn!(message = "Deviation.", workload = %d.process.workload, exe = %d.process.exe_path, node = %node, pid = d.process.pid);
                                 }

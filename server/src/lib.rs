@@ -63,7 +63,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             "cannot open sled database in {}",
             settings.data_dir.display()
         )
-    })?;
+    })?
+    .with_max_baseline_elements(settings.limits.max_baseline_elements);
     // The counter continues from the database, so it means "stored, ever" across restarts.
     metrics.events_ingested.inc_by(
         store

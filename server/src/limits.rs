@@ -199,6 +199,15 @@ impl Limits {
             .inc();
     }
 
+    /// Counts `n` violations of `limit`.
+    pub fn violated_by(&self, limit: &str, n: u64) {
+        self.violations
+            .get_or_create(&LimitLabel {
+                limit: limit.to_string(),
+            })
+            .inc_by(n);
+    }
+
     /// Violations of `limit` so far.
     pub fn violations_of(&self, limit: &str) -> u64 {
         self.violations

@@ -582,3 +582,70 @@ fn every_sensor_stream_limit_answers_a_clear_status_and_is_counted() {
         assert!(ok, "the stream permit was never returned");
     });
 }
+
+/// A workload that runs endless distinct executables while learning (a build job, or an
+/// attacker during training) stops its baseline at `--max-baseline-elements`: what does not fit
+/// is refused, reported as a deviation and counted, and the baseline waits for review, marked,
+/// in the API and in `procguardctl`.
+#[test]
+fn learning_stops_at_the_element_limit_and_what_did_not_fit_deviates() {
+    use procguard_tests::grpc::{self, SensorStream};
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-e"]);
+    let server = Server::start(&pki, work.path(), &["--max-baseline-elements", "5"]);
+    let w = grpc::workload("ci", "builder");
+    let exes: Vec<String> = (0..8).map(|i| format!("/usr/bin/tool-{i}")).collect();
+    let rt = rt();
+    rt.block_on(async {
+        let mut sensor = SensorStream::open(&pki, &server.url(), "node-e")
+            .await
+            .unwrap();
+        // Two batches, so the limit is reached in one and enforced across the next.
+        let refs: Vec<&str> = exes.iter().map(String::as_str).collect();
+        let first = sensor.events(&w, &refs[..6]);
+        sensor.send_acked(first).await.unwrap();
+        let second = sensor.events(&w, &[refs[6], refs[7], refs[0]]);
+        sensor.send_acked(second).await.unwrap();
+    });
+    let id = "test/ci/deployment/builder/main";
+    let b = ctl_json(&pki, &server, "viewer", &["baselines", "get", id]).unwrap();
+    assert_eq!(b["state"], "pending-review", "{b:#}");
+    assert_eq!(b["elements"].as_array().unwrap().len(), 5, "{b:#}");
+    assert_eq!(b["learning"]["end_reason"], "element-limit", "{b:#}");
+    let limit = &b["learning"]["element_limit"];
+    assert_eq!(limit["limit"], 5, "{b:#}");
+    // tool-5 reached the limit; tool-6 and tool-7 came after; tool-0 is in the baseline.
+    assert_eq!(limit["refused"], 3, "{b:#}");
+    let learned: Vec<&str> = b["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["exe_path"].as_str().unwrap())
+        .collect();
+    for refused in &exes[5..] {
+        assert!(!learned.contains(&refused.as_str()), "{refused} was learned");
+    }
+    // The text form says so, and what to do.
+    let text = ctl(&pki, &server, "viewer", &["baselines", "get", id]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("element limit reached") && text.contains("--max-baseline-elements"),
+        "{text}"
+    );
+    // Each refused executable is a deviation: an incident, not silence, and not low severity.
+    let incidents = ctl_json(&pki, &server, "viewer", &["incidents", "list"]).unwrap();
+    let incidents = incidents.as_array().unwrap();
+    for refused in &exes[5..] {
+        let i = incidents
+            .iter()
+            .find(|i| i["exe_path"] == refused.as_str())
+            .unwrap_or_else(|| panic!("no incident for {refused}: {incidents:#?}"));
+        assert_eq!(i["severity"], "medium", "{i:#}");
+    }
+    assert_eq!(incidents.len(), 3, "{incidents:#?}");
+    let counted = metric(
+        server.admin_port,
+        "procguard_server_limit_exceeded_total{limit=\"baseline_elements\"}",
+    );
+    assert_eq!(counted, Some(3.0));
+}

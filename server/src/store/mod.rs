@@ -183,6 +183,8 @@ pub struct IngestOutcome {
     pub deviations: Vec<DeviationRecord>,
     /// Incidents opened or changed by these deviations.
     pub incidents: Vec<procguard_core::incident::Incident>,
+    /// Of the deviations, those refused because their baseline reached its element limit.
+    pub refused: usize,
 }
 
 /// Filters for listing baselines.
@@ -234,6 +236,8 @@ pub struct Store {
     log: records::Log,
     /// Serialises writers: ingest and API changes read-modify-write baselines.
     writer: Arc<Mutex<()>>,
+    /// Most elements a baseline learns from sensor events (`--max-baseline-elements`).
+    max_elements: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -334,8 +338,16 @@ impl Store {
             meta,
             activity: db.open_tree("activity")?,
             writer: Arc::new(Mutex::new(())),
+            max_elements: crate::limits::LimitSettings::default().max_baseline_elements,
             db,
         })
+    }
+
+    /// Caps learning from sensor events at `n` elements per baseline (`--max-baseline-elements`;
+    /// what happens at the cap is decided in `procguard_core::baseline`).
+    pub fn with_max_baseline_elements(mut self, n: usize) -> Self {
+        self.max_elements = n;
+        self
     }
 
     /// The server-wide baseline revision.
@@ -475,8 +487,11 @@ impl Store {
                             };
                             seen.insert(k, rec.add(now));
                         }
-                        match b.observe(&ev.process, now, relearn_window) {
-                            Observation::Deviation => {
+                        match b.observe(&ev.process, now, relearn_window, self.max_elements) {
+                            o @ (Observation::Deviation | Observation::Refused) => {
+                                if o == Observation::Refused {
+                                    out.refused += 1;
+                                }
                                 let rec = DeviationRecord {
                                     event_id: ev.event_id.clone(),
                                     at: now,
