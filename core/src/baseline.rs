@@ -843,7 +843,10 @@ mod tests {
         );
         // Whole-baseline approval does not sweep held elements in; they still deviate.
         b.approve(None, t(2));
-        assert_eq!(b.observe(&shell, t(3), RELEARN, CAP), Observation::Deviation);
+        assert_eq!(
+            b.observe(&shell, t(3), RELEARN, CAP),
+            Observation::Deviation
+        );
         // Explicit approval does.
         b.approve(Some(&[ElementKey::exe("/bin/sh")]), t(4));
         assert_eq!(b.observe(&shell, t(5), RELEARN, CAP), Observation::Known);
@@ -873,7 +876,12 @@ mod tests {
             relearn_window: RELEARN,
         };
         let mut b = Baseline::new(web(), t(0));
-        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(1), RELEARN, CAP);
+        b.observe(
+            &exec("/app", ExecContext::Entrypoint, "p1"),
+            t(1),
+            RELEARN,
+            CAP,
+        );
         assert_eq!(b.evaluate_learning(&policy, t(99)), None, "min window");
         assert_eq!(b.evaluate_learning(&policy, t(200)), None, "one pod only");
         b.observe(
@@ -895,7 +903,12 @@ mod tests {
             ..LearningPolicy::default()
         };
         let mut b = Baseline::new(web(), t(0));
-        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(9), RELEARN, CAP);
+        b.observe(
+            &exec("/app", ExecContext::Entrypoint, "p1"),
+            t(9),
+            RELEARN,
+            CAP,
+        );
         assert_eq!(b.evaluate_learning(&policy, t(10)), Some("max-window"));
         assert_eq!(b.state, BaselineState::Enforced);
     }
@@ -903,7 +916,12 @@ mod tests {
     #[test]
     fn reset_keeps_approved_and_relearns() {
         let mut b = Baseline::new(web(), t(0));
-        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(1), RELEARN, CAP);
+        b.observe(
+            &exec("/app", ExecContext::Entrypoint, "p1"),
+            t(1),
+            RELEARN,
+            CAP,
+        );
         b.approve(None, t(2));
         b.reset(t(3));
         assert_eq!(b.state, BaselineState::Learning);
@@ -1027,7 +1045,10 @@ mod tests {
             m.check(&web(), &evs[4].exe_path, "", t(4)),
             Verdict::Deviation
         );
-        assert_eq!(m.check(&web(), &evs[0].exe_path, "", t(4)), Verdict::Allowed);
+        assert_eq!(
+            m.check(&web(), &evs[0].exe_path, "", t(4)),
+            Verdict::Allowed
+        );
         // A person approves: enforced, the record stays, later executables are plain deviations.
         b.approve(None, t(5));
         assert_eq!(b.state, BaselineState::Enforced);
@@ -1077,7 +1098,11 @@ mod tests {
             Observation::Refused
         );
         assert!(!b.relearning(t(5)), "the window closed");
-        assert_eq!(b.state, BaselineState::Enforced, "approved content stays enforced");
+        assert_eq!(
+            b.state,
+            BaselineState::Enforced,
+            "approved content stays enforced"
+        );
         assert_eq!(
             b.observe(&with_digest("/app3", "sha256:b"), t(5), RELEARN, 2),
             Observation::Deviation

@@ -697,7 +697,12 @@ mod tests {
             refused: 1,
         });
         check(exec("/usr/bin/curl"), &full, Severity::High, "network tool");
-        check(exec("/usr/bin/id"), &full, Severity::Medium, "new executable");
+        check(
+            exec("/usr/bin/id"),
+            &full,
+            Severity::Medium,
+            "new executable",
+        );
     }
 
     #[test]

@@ -58,13 +58,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .with_context(|| format!("cannot bind gRPC address {}", settings.grpc_addr))?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
-    let store = store::Store::open(&settings.data_dir).with_context(|| {
-        format!(
-            "cannot open sled database in {}",
-            settings.data_dir.display()
-        )
-    })?
-    .with_max_baseline_elements(settings.limits.max_baseline_elements);
+    let store = store::Store::open(&settings.data_dir)
+        .with_context(|| {
+            format!(
+                "cannot open sled database in {}",
+                settings.data_dir.display()
+            )
+        })?
+        .with_max_baseline_elements(settings.limits.max_baseline_elements);
     // The counter continues from the database, so it means "stored, ever" across restarts.
     metrics.events_ingested.inc_by(
         store

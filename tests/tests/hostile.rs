@@ -623,7 +623,10 @@ fn learning_stops_at_the_element_limit_and_what_did_not_fit_deviates() {
         .map(|e| e["exe_path"].as_str().unwrap())
         .collect();
     for refused in &exes[5..] {
-        assert!(!learned.contains(&refused.as_str()), "{refused} was learned");
+        assert!(
+            !learned.contains(&refused.as_str()),
+            "{refused} was learned"
+        );
     }
     // The text form says so, and what to do.
     let text = ctl(&pki, &server, "viewer", &["baselines", "get", id]);
