@@ -332,6 +332,8 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                     limits.violated("message_bytes");
                                     metrics.batches_rejected.inc();
                                     tracing::warn!(message = "Sensor sent a message over the size limit.", node = %node, error = %e);
+                                    let _ = tx.send(Err(limits.message_status(&e))).await;
+                                    break;
                                 } else if e.code() == tonic::Code::Internal {
                                     // Undecodable bytes: malformed protobuf.
                                     metrics.batches_rejected.inc();

@@ -151,6 +151,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .tls_config(settings.tls.clone())
         .context("invalid TLS configuration")?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        // Counts and explains requests tonic refuses for their size before any handler.
+        .layer(limits::MessageSizeLayer::new(limits.clone()))
         .add_service(
             pb::sensor_service_server::SensorServiceServer::new(sensors)
                 .max_decoding_message_size(max_message),

@@ -523,7 +523,7 @@ fn every_sensor_stream_limit_answers_a_clear_status_and_is_counted() {
                 "message_bytes",
                 batch(vec![event("node-l", 1, vec!["x".repeat(5000)])]),
                 Code::OutOfRange,
-                "",
+                "--max-message-bytes",
             ),
             (
                 "batch_events",
@@ -651,4 +651,44 @@ fn learning_stops_at_the_element_limit_and_what_did_not_fit_deviates() {
         "procguard_server_limit_exceeded_total{limit=\"baseline_elements\"}",
     );
     assert_eq!(counted, Some(3.0));
+}
+
+/// A unary API call over `--max-message-bytes` is refused by tonic's decoder before any handler
+/// runs; the server still answers with a status that names the flag, and counts it with the
+/// stream violations. Other calls go on.
+#[test]
+fn an_oversized_api_call_is_refused_with_a_clear_status_and_counted() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-o"]);
+    let server = Server::start(&pki, work.path(), &["--max-message-bytes", "4096"]);
+    let counted = || {
+        metric(
+            server.admin_port,
+            "procguard_server_limit_exceeded_total{limit=\"message_bytes\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let rt = rt();
+    rt.block_on(async {
+        let ch = channel(&server, tls(&pki, None)).await.unwrap();
+        let mut b = pb::baseline_service_client::BaselineServiceClient::new(ch.clone());
+        let mut req = tonic::Request::new(pb::ImportBaselinesRequest {
+            yaml: "# padding\n".repeat(1000),
+            dry_run: true,
+            reason: "too big".into(),
+        });
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", pki.token("admin")).parse().unwrap(),
+        );
+        let s = b.import_baselines(req).await.unwrap_err();
+        assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+        assert!(s.message().contains("--max-message-bytes"), "{s:?}");
+        assert!(s.message().contains("4096"), "{s:?}");
+        // A request within the limit on the same connection is served.
+        call(ch, Some(&pki.token("viewer")), "ListBaselines")
+            .await
+            .unwrap();
+    });
+    assert_eq!(counted(), 1.0);
 }
