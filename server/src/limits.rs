@@ -269,6 +269,15 @@ impl Limits {
         ))
     }
 
+    /// The status for a call without a valid token once such calls are over their shared
+    /// request rate; `why` is what was wrong with the token.
+    pub fn anonymous_rate_status(&self, why: &str) -> Status {
+        Status::resource_exhausted(format!(
+            "calls without a valid token are over their shared request rate ({} per second, bursts of {}; --api-rps, --api-burst); {why}",
+            self.settings.api_rps, self.settings.api_burst
+        ))
+    }
+
     /// A permit for one more sensor stream, or `RESOURCE_EXHAUSTED`.
     pub fn sensor_stream(&self) -> Result<OwnedSemaphorePermit, Status> {
         self.sensor_streams

@@ -283,7 +283,7 @@ fn expired_and_foreign_client_certificates_are_refused() {
 const ROLES: [&str; 4] = ["viewer", "approver", "admin", "siem"];
 
 /// Every API method with the role it needs.
-const METHODS: [(&str, &str); 15] = [
+const METHODS: [(&str, &str); 23] = [
     ("ListBaselines", "viewer"),
     ("GetBaseline", "viewer"),
     ("GetHistory", "viewer"),
@@ -299,6 +299,14 @@ const METHODS: [(&str, &str); 15] = [
     ("BulkReset", "approver"),
     ("ImportBaselines", "admin"),
     ("ListAudit", "siem"),
+    ("ListIncidents", "viewer"),
+    ("GetIncident", "viewer"),
+    ("AcknowledgeIncident", "approver"),
+    ("ResolveIncident", "approver"),
+    ("AllowIncident", "approver"),
+    ("Subscribe", "siem"),
+    ("AckCursor", "siem"),
+    ("GetCursor", "siem"),
 ];
 
 fn satisfies(role: &str, needed: &str) -> bool {
@@ -322,7 +330,9 @@ async fn call(ch: Channel, token: Option<&str>, method: &str) -> Result<(), Stat
         r
     }
     let mut b = pb::baseline_service_client::BaselineServiceClient::new(ch.clone());
-    let mut a = pb::audit_service_client::AuditServiceClient::new(ch);
+    let mut a = pb::audit_service_client::AuditServiceClient::new(ch.clone());
+    let mut i = pb::incident_service_client::IncidentServiceClient::new(ch.clone());
+    let mut sub = pb::subscription_service_client::SubscriptionServiceClient::new(ch);
     let t = token;
     match method {
         "ListBaselines" => b.list_baselines(req(Default::default(), t)).await.map(drop),
@@ -355,6 +365,20 @@ async fn call(ch: Channel, token: Option<&str>, method: &str) -> Result<(), Stat
             .await
             .map(drop),
         "ListAudit" => a.list_audit(req(Default::default(), t)).await.map(drop),
+        "ListIncidents" => i.list_incidents(req(Default::default(), t)).await.map(drop),
+        "GetIncident" => i.get_incident(req(Default::default(), t)).await.map(drop),
+        "AcknowledgeIncident" => i
+            .acknowledge_incident(req(Default::default(), t))
+            .await
+            .map(drop),
+        "ResolveIncident" => i
+            .resolve_incident(req(Default::default(), t))
+            .await
+            .map(drop),
+        "AllowIncident" => i.allow_incident(req(Default::default(), t)).await.map(drop),
+        "Subscribe" => sub.subscribe(req(Default::default(), t)).await.map(drop),
+        "AckCursor" => sub.ack_cursor(req(Default::default(), t)).await.map(drop),
+        "GetCursor" => sub.get_cursor(req(Default::default(), t)).await.map(drop),
         other => panic!("unknown method {other}"),
     }
 }
@@ -375,10 +399,7 @@ fn every_role_against_every_method() {
                 let allowed = satisfies(role, needed);
                 let ok = match &got {
                     Err(s) if s.code() == Code::PermissionDenied => {
-                        // ListAudit falls back to the admin check, so it names 'admin'.
-                        !allowed
-                            && (s.message().contains(&format!("needs role '{needed}'"))
-                                || method == "ListAudit")
+                        !allowed && s.message().contains(&format!("needs role '{needed}'"))
                     }
                     Err(s) if s.code() == Code::Unauthenticated => false,
                     // Allowed calls may still fail on their (empty) input; never on authority.
@@ -691,4 +712,100 @@ fn an_oversized_api_call_is_refused_with_a_clear_status_and_counted() {
             .unwrap();
     });
     assert_eq!(counted(), 1.0);
+}
+
+/// The per-token rate limit covers every API method for every role (the siem role's audit log
+/// included), and calls without a valid token share one bucket. It is taken before the role
+/// check, so a flood of calls the caller may not make cannot write audit records at will
+/// either: of each run of refusals only the first is audited, the rest are counted.
+#[test]
+fn every_method_is_rate_limited_for_every_role_and_the_first_refusal_is_audited() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-r"]);
+    // One call per caller, then (for the length of this test) no refill.
+    let server = Server::start(
+        &pki,
+        work.path(),
+        &["--api-rps", "0.001", "--api-burst", "1"],
+    );
+    let tokens: Vec<(String, Option<String>)> = ROLES
+        .iter()
+        .map(|r| (r.to_string(), Some(pki.token(r))))
+        .chain([
+            ("no token".to_string(), None),
+            ("unknown token".to_string(), Some("not-a-real-token".into())),
+        ])
+        .collect();
+    let rt = rt();
+    let mut failures = Vec::new();
+    rt.block_on(async {
+        let ch = channel(&server, tls(&pki, None)).await.unwrap();
+        for (who, token) in &tokens {
+            // The one call the bucket holds (the unknown token shares the no-token bucket,
+            // already empty by then).
+            let first = call(ch.clone(), token.as_deref(), "ListBaselines").await;
+            if who != "unknown token" {
+                assert_ne!(
+                    first.as_ref().err().map(Status::code),
+                    Some(Code::ResourceExhausted),
+                    "{who}: {first:?}"
+                );
+            }
+            for (method, _) in METHODS {
+                match call(ch.clone(), token.as_deref(), method).await {
+                    Err(s)
+                        if s.code() == Code::ResourceExhausted
+                            && s.message().contains("--api-rps") => {}
+                    other => failures.push(format!("{who} -> {method}: {other:?}")),
+                }
+            }
+        }
+    });
+    assert!(
+        failures.is_empty(),
+        "not rate-limited:\n{}",
+        failures.join("\n")
+    );
+    let counted = metric(
+        server.admin_port,
+        "procguard_server_limit_exceeded_total{limit=\"api_rps\"}",
+    );
+    // Every method for every caller, plus the unknown token's first call (its bucket, shared
+    // with the no-token calls, was already empty).
+    assert_eq!(counted, Some((tokens.len() * METHODS.len() + 1) as f64));
+    // Restart with fresh buckets on the same database to read the audit log.
+    drop(server);
+    let server = Server::start(&pki, work.path(), &[]);
+    let audit = ctl_json(
+        &pki,
+        &server,
+        "admin",
+        &["audit", "list", "--limit", "1000"],
+    )
+    .unwrap();
+    let refusals: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["result"] == "denied" && r["detail"].as_str().unwrap_or("").contains("--api-rps")
+        })
+        .map(|r| {
+            (
+                r["actor"].as_str().unwrap().to_string(),
+                r["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // One audited refusal per role's token, and one for all calls without a valid token.
+    for role in ROLES {
+        let n = refusals
+            .iter()
+            .filter(|(a, _)| *a == format!("dev-{role}"))
+            .count();
+        assert_eq!(n, 1, "{role}: {refusals:?}");
+    }
+    let anonymous = refusals.iter().filter(|(a, _)| a == "anonymous").count();
+    assert_eq!(anonymous, 1, "{refusals:?}");
+    assert_eq!(refusals.len(), ROLES.len() + 1, "{refusals:?}");
 }
