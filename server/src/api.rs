@@ -7,7 +7,7 @@
 use crate::auth::{Caller, Denied, Role, Tokens};
 use crate::ingest::Hub;
 use crate::metrics::Metrics;
-use crate::store::{AuditEntry, AuditOutcome, BaselineFilter, Store, StoreError};
+use crate::store::{AuditEntry, AuditOutcome, BaselineFilter, SharedStorage, StoreError};
 use procguard_core::{Baseline, ElementKey, ElementStatus, WorkloadIdentity};
 use procguard_proto::convert::{
     self, baseline_to_pb, element_key, element_ref, identity, state_from_pb, state_to_pb, timestamp,
@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 /// Shared state of the API services.
 #[derive(Debug, Clone)]
 pub struct Api {
-    store: Store,
+    store: SharedStorage,
     tokens: Tokens,
     hub: Hub,
     metrics: Metrics,
@@ -42,8 +42,8 @@ fn invalid(e: convert::ConvertError) -> Status {
 }
 
 impl Api {
-    /// Builds the API over a store.
-    pub fn new(store: Store, tokens: Tokens, hub: Hub, metrics: Metrics) -> Self {
+    /// Builds the API over a storage.
+    pub fn new(store: SharedStorage, tokens: Tokens, hub: Hub, metrics: Metrics) -> Self {
         Self {
             store,
             tokens,
@@ -174,11 +174,11 @@ impl Api {
         action: &str,
         reason: &str,
         create: bool,
-        change: impl Fn(&mut Baseline) -> Result<(), String>,
+        change: impl Fn(&mut Baseline) -> Result<(), String> + Send + Sync,
     ) -> Result<pb::Baseline, Status> {
         let b = self
             .store
-            .change(id, &caller.actor, action, reason, create, change)
+            .change(id, &caller.actor, action, reason, create, &change)
             .await
             .map_err(store_status)?;
         tracing::info!(message = "Baseline changed.", workload = %id, action, actor = %caller.actor, version = b.version);
@@ -720,7 +720,7 @@ impl Api {
         request: Request<pb::BulkRequest>,
         method: &str,
         action: &str,
-        apply: impl Fn(&mut Baseline) + Copy,
+        apply: impl Fn(&mut Baseline) + Copy + Send + Sync,
     ) -> Result<Response<pb::BulkResponse>, Status> {
         let caller = self.allow(&request, Role::Approver, method, "").await?;
         let r = request.get_ref();

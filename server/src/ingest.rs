@@ -11,7 +11,7 @@
 use crate::auth::cert_node_names;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::store::{IngestEvent, Store};
+use crate::store::{IngestEvent, SharedStorage, Storage};
 use futures::stream::FuturesOrdered;
 use procguard_core::policy::Policies;
 use procguard_core::Baseline;
@@ -76,7 +76,7 @@ impl Hub {
 /// `SensorService` implementation.
 #[derive(Debug, Clone)]
 pub struct SensorApi {
-    store: Store,
+    store: SharedStorage,
     hub: Hub,
     metrics: Metrics,
     fleet_names: Vec<String>,
@@ -88,7 +88,7 @@ pub struct SensorApi {
 impl SensorApi {
     /// Builds the service. A certificate named in `fleet_names` may report for any node.
     pub fn new(
-        store: Store,
+        store: SharedStorage,
         hub: Hub,
         metrics: Metrics,
         fleet_names: Vec<String>,
@@ -113,7 +113,7 @@ impl SensorApi {
     }
 }
 
-fn snapshot(store: &Store) -> Result<pb::ServerMessage, Status> {
+fn snapshot(store: &dyn Storage) -> Result<pb::ServerMessage, Status> {
     let (revision, baselines) = store
         .enforcing()
         .map_err(|e| Status::internal(e.to_string()))?;
@@ -257,7 +257,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
         tx.send(Ok(welcome))
             .await
             .map_err(|_| Status::cancelled("stream closed"))?;
-        tx.send(snapshot(&self.store))
+        tx.send(snapshot(self.store.as_ref()))
             .await
             .map_err(|_| Status::cancelled("stream closed"))?;
 
@@ -289,7 +289,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                 revision: b.revision, baseline: Some(baseline_to_pb(&b, false)), removed: false })) },
                             Err(broadcast::error::RecvError::Lagged(n)) => {
                                 tracing::warn!(message = "Sensor stream lagged behind baseline updates; sending a snapshot.", node = %node, skipped = n);
-                                match snapshot(&store) { Ok(m) => m, Err(e) => { let _ = tx.send(Err(e)).await; break; } }
+                                match snapshot(store.as_ref()) { Ok(m) => m, Err(e) => { let _ = tx.send(Err(e)).await; break; } }
                             }
                             Err(broadcast::error::RecvError::Closed) => break,
                         };

@@ -66,6 +66,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             )
         })?
         .with_max_baseline_elements(settings.limits.max_baseline_elements);
+    // The domain code sees only the storage interface.
+    let store: store::SharedStorage = std::sync::Arc::new(store);
     // The counter continues from the database, so it means "stored, ever" across restarts.
     metrics.events_ingested.inc_by(
         store
