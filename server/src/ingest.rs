@@ -43,6 +43,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outbound messages buffered per sensor stream. Acks and pushes are small; when a sensor
 /// stops reading, the stream's task waits here rather than buffering without bound.
 const OUTBOUND_BUFFER: usize = 64;
+/// Health reports of one stream waiting to be recorded. Reports carry cumulative counters, so
+/// when one is still being recorded the next is skipped, not queued: nothing is lost.
+const HEALTH_BUFFER: usize = 1;
 /// Baseline changes buffered in the hub for slow streams; past it a stream resyncs with a
 /// full snapshot.
 pub const HUB_BUFFER: usize = 1_024;
@@ -269,6 +272,29 @@ impl pb::sensor_service_server::SensorService for SensorApi {
         let shutdown = self.shutdown.clone();
         let limits = self.limits.clone();
         metrics.sensors_connected.inc();
+        // Health reports are recorded by a task of their own. Recording one waits for a flush,
+        // and the flush leader may be one of this stream's pending batches, which only this
+        // stream's loop polls: awaiting it inline would have the loop wait on itself.
+        let (health_tx, mut health_rx) = mpsc::channel::<crate::store::HealthReport>(HEALTH_BUFFER);
+        {
+            let store = store.clone();
+            let metrics = metrics.clone();
+            let node = node.clone();
+            tokio::spawn(async move {
+                while let Some(report) = health_rx.recv().await {
+                    match store.sensor_health(&node, report, SystemTime::now()).await {
+                        Ok(Some(i)) => {
+                            metrics.incident_changes.inc();
+                            tracing::warn!(message = "Sensor blind.", node = %node, incident = %i.id, reason = %i.severity_reason);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(message = "Recording sensor health failed.", node = %node, error = %e)
+                        }
+                    }
+                }
+            });
+        }
         tokio::spawn(async move {
             let _permit = permit;
             let mut pending: FuturesOrdered<Durable> = FuturesOrdered::new();
@@ -378,13 +404,9 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                     tracing::debug!(message = "Sensor health.", node = %node, seen = h.events_seen, spooled = h.spooled);
                                 }
                                 let report = crate::store::HealthReport { dropped: h.events_dropped, partial: h.events_partial, kernel_losses: h.kernel_losses };
-                                match store.sensor_health(&node, report, SystemTime::now()).await {
-                                    Ok(Some(i)) => {
-                                        metrics.incident_changes.inc();
-                                        tracing::warn!(message = "Sensor blind.", node = %node, incident = %i.id, reason = %i.severity_reason);
-                                    }
-                                    Ok(None) => {}
-                                    Err(e) => tracing::error!(message = "Recording sensor health failed.", node = %node, error = %e),
+                                if health_tx.try_send(report).is_err() {
+                                    // The counters are cumulative: the next report carries what this one had.
+                                    tracing::debug!(message = "Health report skipped; the previous one is still being recorded.", node = %node);
                                 }
                             }
                             Some(pb::sensor_message::Body::BaselineAck(_)) => {}
