@@ -320,6 +320,11 @@ fn baseline_json(b: &pb::Baseline) -> Value {
             "nodes_observed": l.nodes_observed,
             "events_observed": l.events_observed,
             "end_reason": l.end_reason,
+            "element_limit": l.element_limit.as_ref().map(|e| json!({
+                "limit": e.limit,
+                "reached_at": ts(e.reached_at.as_ref()),
+                "refused": e.refused,
+            })),
         })),
         "elements": b.elements.iter().map(|e| json!({
             "exe_path": e.exe_path,
@@ -499,6 +504,16 @@ fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
                     format!(", ended ({})", l.end_reason)
                 }
             );
+            if let Some(e) = &l.element_limit {
+                s += &format!(
+                    "Limit:     element limit reached ({} elements, --max-baseline-elements) at {}; \
+                     {} executions outside it refused and reported as deviations; \
+                     review it before approving (the baseline is incomplete)\n",
+                    e.limit,
+                    ts(e.reached_at.as_ref()).as_str().unwrap_or("?"),
+                    e.refused
+                );
+            }
         }
         s += "\n";
         let rows: Vec<Vec<String>> = b

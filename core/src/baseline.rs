@@ -9,6 +9,20 @@
 //! is not trusted by default. After learning, anything outside the allowed elements is a
 //! deviation, whatever the state: a pending baseline still alerts (with low severity), so a
 //! baseline can never end up silently never alerting.
+//!
+//! **Element limit.** A baseline holds at most the server's `--max-baseline-elements`. A
+//! workload that runs endless distinct executables while learning (a build job, or an attacker
+//! present during training) does not grow its baseline past it: the executable that would
+//! exceed the limit is [`Observation::Refused`], learning ends at once with reason
+//! `element-limit` and the baseline waits for review ([`BaselineState::PendingReview`], never
+//! auto-enforced, whatever the policy), and [`LearningSummary::element_limit`] records when and
+//! at which limit. A refused executable is a deviation, never silently allowed; so is every
+//! later executable outside the baseline, and each is counted in
+//! [`ElementLimit::refused`] until a person approves or resets the baseline. The limit also
+//! closes an image change's re-learning window. Pending-review deviations usually have low
+//! severity; a baseline cut off by the limit does not get that discount (see
+//! [`crate::incident::severity`]), since flooding the learner is exactly what an attacker would
+//! try.
 
 use crate::identity::WorkloadIdentity;
 use crate::process::{ExecContext, ProcessEvent};
@@ -204,6 +218,25 @@ pub struct LearningSummary {
     pub events_observed: u64,
     /// Why learning ended.
     pub end_reason: Option<String>,
+    /// Set once the baseline reached the element limit; see [`ElementLimit`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub element_limit: Option<ElementLimit>,
+}
+
+/// Reason learning ended when the baseline reached its element limit.
+pub const ELEMENT_LIMIT_REASON: &str = "element-limit";
+
+/// A baseline reached the element limit: it stopped absorbing new executables and waits for a
+/// person. Kept (as history) after approval; cleared by a reset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElementLimit {
+    /// The limit in force when it was reached.
+    pub limit: u64,
+    /// When it was reached.
+    pub reached_at: SystemTime,
+    /// Executions of executables outside the baseline refused because of the limit: the one
+    /// that reached it, and every later one while the baseline waits for review.
+    pub refused: u64,
 }
 
 /// What one observed process did to a baseline.
@@ -218,6 +251,9 @@ pub enum Observation {
     Known,
     /// The process is outside the baseline.
     Deviation,
+    /// The process is outside the baseline and was not learned because the baseline reached
+    /// its element limit: a deviation, and counted as a refusal.
+    Refused,
     /// A probe: recorded nowhere, never a deviation.
     Probe,
 }
@@ -318,6 +354,7 @@ impl Baseline {
                 nodes: BTreeSet::new(),
                 events_observed: 0,
                 end_reason: None,
+                element_limit: None,
             },
             image_digests: BTreeSet::new(),
             updated_at: now,
@@ -360,14 +397,22 @@ impl Baseline {
         reasons
     }
 
+    /// Whether the baseline waits for review because it reached its element limit: then every
+    /// executable outside it is refused (and counted), not only deviating.
+    pub fn held_at_element_limit(&self) -> bool {
+        self.state == BaselineState::PendingReview && self.learning.element_limit.is_some()
+    }
+
     /// Feeds one process start to the baseline. Returns what it meant. A learning baseline
-    /// learns; a baseline past learning learns only inside the re-learning window a new image
-    /// digest opens (`relearn_window`), and otherwise reports a deviation.
+    /// learns, up to `max_elements` elements (see the module documentation for what happens
+    /// at the limit); a baseline past learning learns only inside the re-learning window a new
+    /// image digest opens (`relearn_window`), and otherwise reports a deviation.
     pub fn observe(
         &mut self,
         ev: &ProcessEvent,
         now: SystemTime,
         relearn_window: Duration,
+        max_elements: usize,
     ) -> Observation {
         if ev.context == ExecContext::Probe {
             return Observation::Probe;
@@ -412,7 +457,17 @@ impl Baseline {
             };
         }
         if !learning {
+            if self.held_at_element_limit() {
+                if let Some(l) = self.learning.element_limit.as_mut() {
+                    l.refused += 1;
+                }
+                return Observation::Refused;
+            }
             return Observation::Deviation;
+        }
+        if self.elements.len() >= max_elements {
+            self.reach_element_limit(max_elements, now);
+            return Observation::Refused;
         }
         let reasons = self.review_reasons(ev);
         let status = if reasons.is_empty() {
@@ -437,7 +492,31 @@ impl Baseline {
         Observation::Learned { status }
     }
 
+    /// The baseline is full: it stops learning (and an image change's re-learning window
+    /// closes), waits for review, and counts the executable that did not fit.
+    fn reach_element_limit(&mut self, max_elements: usize, now: SystemTime) {
+        match self.learning.element_limit.as_mut() {
+            Some(l) => l.refused += 1,
+            None => {
+                self.learning.element_limit = Some(ElementLimit {
+                    limit: max_elements as u64,
+                    reached_at: now,
+                    refused: 1,
+                })
+            }
+        }
+        if self.state == BaselineState::Learning {
+            self.state = BaselineState::PendingReview;
+            self.learning.ended_at = Some(now);
+            self.learning.end_reason = Some(ELEMENT_LIMIT_REASON.to_string());
+        }
+        self.relearn_until = None;
+        self.version += 1;
+        self.updated_at = now;
+    }
+
     /// Ends learning when the policy's evidence says so. Returns the reason when it ended.
+    /// A baseline that reached its element limit never ends as auto-enforced.
     pub fn evaluate_learning(
         &mut self,
         policy: &LearningPolicy,
@@ -467,7 +546,7 @@ impl Baseline {
         };
         self.learning.ended_at = Some(now);
         self.learning.end_reason = Some(reason.to_string());
-        self.state = if policy.auto_enforce {
+        self.state = if policy.auto_enforce && self.learning.element_limit.is_none() {
             BaselineState::Enforced
         } else {
             BaselineState::PendingReview
@@ -677,6 +756,7 @@ mod tests {
     use crate::process::{Completeness, ContainerInfo};
 
     const RELEARN: Duration = Duration::from_secs(600);
+    const CAP: usize = 4_096;
 
     fn t(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
@@ -721,16 +801,16 @@ mod tests {
         let mut b = Baseline::new(web(), t(0));
         let nginx = exec("/usr/sbin/nginx", ExecContext::Entrypoint, "p1");
         assert_eq!(
-            b.observe(&nginx, t(1), RELEARN),
+            b.observe(&nginx, t(1), RELEARN, CAP),
             Observation::Learned {
                 status: ElementStatus::Learned
             }
         );
-        assert_eq!(b.observe(&nginx, t(2), RELEARN), Observation::Known);
+        assert_eq!(b.observe(&nginx, t(2), RELEARN, CAP), Observation::Known);
         assert_eq!(b.approve(None, t(3)), 2);
         assert_eq!(b.state, BaselineState::Enforced);
         let curl = exec("/usr/bin/curl", ExecContext::Descendant, "p1");
-        assert_eq!(b.observe(&curl, t(4), RELEARN), Observation::Deviation);
+        assert_eq!(b.observe(&curl, t(4), RELEARN, CAP), Observation::Deviation);
         assert!(!b.elements.contains_key(&ElementKey::exe("/usr/bin/curl")));
     }
 
@@ -739,7 +819,7 @@ mod tests {
         let mut b = Baseline::new(web(), t(0));
         b.approve(None, t(1));
         let probe = exec("/bin/cat", ExecContext::Probe, "p1");
-        assert_eq!(b.observe(&probe, t(2), RELEARN), Observation::Probe);
+        assert_eq!(b.observe(&probe, t(2), RELEARN, CAP), Observation::Probe);
     }
 
     #[test]
@@ -751,7 +831,7 @@ mod tests {
         let session = exec("/usr/bin/id", ExecContext::ExecSession, "p1");
         for ev in [&memfd, &shell, &session] {
             assert_eq!(
-                b.observe(ev, t(1), RELEARN),
+                b.observe(ev, t(1), RELEARN, CAP),
                 Observation::Learned {
                     status: ElementStatus::NeedsReview
                 }
@@ -763,10 +843,13 @@ mod tests {
         );
         // Whole-baseline approval does not sweep held elements in; they still deviate.
         b.approve(None, t(2));
-        assert_eq!(b.observe(&shell, t(3), RELEARN), Observation::Deviation);
+        assert_eq!(
+            b.observe(&shell, t(3), RELEARN, CAP),
+            Observation::Deviation
+        );
         // Explicit approval does.
         b.approve(Some(&[ElementKey::exe("/bin/sh")]), t(4));
-        assert_eq!(b.observe(&shell, t(5), RELEARN), Observation::Known);
+        assert_eq!(b.observe(&shell, t(5), RELEARN, CAP), Observation::Known);
     }
 
     #[test]
@@ -776,6 +859,7 @@ mod tests {
             &exec("/bin/sh", ExecContext::Entrypoint, "p1"),
             t(1),
             RELEARN,
+            CAP,
         );
         let child = exec("/bin/bash", ExecContext::Descendant, "p1");
         assert!(b.review_reasons(&child).is_empty());
@@ -792,13 +876,19 @@ mod tests {
             relearn_window: RELEARN,
         };
         let mut b = Baseline::new(web(), t(0));
-        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(1), RELEARN);
+        b.observe(
+            &exec("/app", ExecContext::Entrypoint, "p1"),
+            t(1),
+            RELEARN,
+            CAP,
+        );
         assert_eq!(b.evaluate_learning(&policy, t(99)), None, "min window");
         assert_eq!(b.evaluate_learning(&policy, t(200)), None, "one pod only");
         b.observe(
             &exec("/app", ExecContext::Entrypoint, "p2"),
             t(201),
             RELEARN,
+            CAP,
         );
         assert_eq!(b.evaluate_learning(&policy, t(202)), Some("stable"));
         assert_eq!(b.state, BaselineState::PendingReview);
@@ -813,7 +903,12 @@ mod tests {
             ..LearningPolicy::default()
         };
         let mut b = Baseline::new(web(), t(0));
-        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(9), RELEARN);
+        b.observe(
+            &exec("/app", ExecContext::Entrypoint, "p1"),
+            t(9),
+            RELEARN,
+            CAP,
+        );
         assert_eq!(b.evaluate_learning(&policy, t(10)), Some("max-window"));
         assert_eq!(b.state, BaselineState::Enforced);
     }
@@ -821,7 +916,12 @@ mod tests {
     #[test]
     fn reset_keeps_approved_and_relearns() {
         let mut b = Baseline::new(web(), t(0));
-        b.observe(&exec("/app", ExecContext::Entrypoint, "p1"), t(1), RELEARN);
+        b.observe(
+            &exec("/app", ExecContext::Entrypoint, "p1"),
+            t(1),
+            RELEARN,
+            CAP,
+        );
         b.approve(None, t(2));
         b.reset(t(3));
         assert_eq!(b.state, BaselineState::Learning);
@@ -836,17 +936,17 @@ mod tests {
             e
         };
         let mut b = Baseline::new(web(), t(0));
-        b.observe(&with_digest("/app", "sha256:a"), t(1), RELEARN);
+        b.observe(&with_digest("/app", "sha256:a"), t(1), RELEARN, CAP);
         b.approve(None, t(2));
         b.reject_for_test(&ElementKey::exe("/bin/nc"));
         assert_eq!(
-            b.observe(&with_digest("/app2", "sha256:a"), t(3), RELEARN),
+            b.observe(&with_digest("/app2", "sha256:a"), t(3), RELEARN, CAP),
             Observation::Deviation
         );
         // v2 of the image: the new executable is learned, the old one stays approved...
         let v = b.version;
         assert!(matches!(
-            b.observe(&with_digest("/app2", "sha256:b"), t(4), RELEARN),
+            b.observe(&with_digest("/app2", "sha256:b"), t(4), RELEARN, CAP),
             Observation::Learned {
                 status: ElementStatus::Learned
             }
@@ -859,20 +959,20 @@ mod tests {
         );
         // ...a rejected element stays rejected, drift still waits for review...
         assert_eq!(
-            b.observe(&with_digest("/bin/nc", "sha256:b"), t(5), RELEARN),
+            b.observe(&with_digest("/bin/nc", "sha256:b"), t(5), RELEARN, CAP),
             Observation::Deviation
         );
         let mut tmp = with_digest("/tmp/x", "sha256:b");
         tmp.exe_writable_location = true;
         assert!(matches!(
-            b.observe(&tmp, t(6), RELEARN),
+            b.observe(&tmp, t(6), RELEARN, CAP),
             Observation::Learned {
                 status: ElementStatus::NeedsReview
             }
         ));
         // ...and once the window closes, anything new deviates again.
         assert_eq!(
-            b.observe(&with_digest("/app3", "sha256:b"), t(4 + 601), RELEARN),
+            b.observe(&with_digest("/app3", "sha256:b"), t(4 + 601), RELEARN, CAP),
             Observation::Deviation
         );
     }
@@ -882,15 +982,205 @@ mod tests {
         let mut b = Baseline::new(web(), t(0));
         let mut py = exec("/usr/bin/python3", ExecContext::Entrypoint, "p1");
         py.script_path = Some("/app/main.py".into());
-        b.observe(&py, t(1), RELEARN);
+        b.observe(&py, t(1), RELEARN, CAP);
         b.observe(
             &exec("/bin/sh", ExecContext::Descendant, "p1"),
             t(2),
             RELEARN,
+            CAP,
         );
         let text = serde_json::to_string(&b).unwrap();
         let back: Baseline = serde_json::from_str(&text).unwrap();
         assert_eq!(back, b);
+    }
+
+    fn many(n: usize, pod: &str) -> Vec<ProcessEvent> {
+        (0..n)
+            .map(|i| exec(&format!("/build/tool-{i}"), ExecContext::Descendant, pod))
+            .collect()
+    }
+
+    #[test]
+    fn learning_stops_at_the_element_limit_and_waits_for_review() {
+        let policy = LearningPolicy {
+            auto_enforce: true,
+            ..LearningPolicy::default()
+        };
+        let mut b = Baseline::new(web(), t(0));
+        let evs = many(5, "p1");
+        for ev in &evs[..3] {
+            assert!(matches!(
+                b.observe(ev, t(1), RELEARN, 3),
+                Observation::Learned { .. }
+            ));
+        }
+        let v = b.version;
+        // The fourth distinct executable does not fit: refused, and learning ends for review.
+        assert_eq!(b.observe(&evs[3], t(2), RELEARN, 3), Observation::Refused);
+        assert_eq!(b.elements.len(), 3);
+        assert!(!b.elements.contains_key(&ElementKey::of(&evs[3])));
+        assert_eq!(b.state, BaselineState::PendingReview);
+        assert_eq!(b.learning.end_reason.as_deref(), Some(ELEMENT_LIMIT_REASON));
+        assert_eq!(b.learning.ended_at, Some(t(2)));
+        assert!(b.version > v, "reaching the limit is a new version");
+        assert_eq!(
+            b.learning.element_limit,
+            Some(ElementLimit {
+                limit: 3,
+                reached_at: t(2),
+                refused: 1
+            })
+        );
+        // Known elements still run; anything new is refused and counted, never learned.
+        assert_eq!(b.observe(&evs[0], t(3), RELEARN, 3), Observation::Known);
+        assert_eq!(b.observe(&evs[4], t(3), RELEARN, 3), Observation::Refused);
+        assert_eq!(b.observe(&evs[3], t(3), RELEARN, 3), Observation::Refused);
+        assert_eq!(b.learning.element_limit.as_ref().unwrap().refused, 3);
+        // Even an auto-enforce policy does not enforce it: it is past learning already.
+        assert_eq!(b.evaluate_learning(&policy, t(100_000)), None);
+        assert_eq!(b.state, BaselineState::PendingReview);
+        // The sensor matches it (it is past learning), so the refused executable deviates there too.
+        let m = Matcher::new([&b]);
+        assert_eq!(
+            m.check(&web(), &evs[4].exe_path, "", t(4)),
+            Verdict::Deviation
+        );
+        assert_eq!(
+            m.check(&web(), &evs[0].exe_path, "", t(4)),
+            Verdict::Allowed
+        );
+        // A person approves: enforced, the record stays, later executables are plain deviations.
+        b.approve(None, t(5));
+        assert_eq!(b.state, BaselineState::Enforced);
+        assert_eq!(b.observe(&evs[4], t(6), RELEARN, 3), Observation::Deviation);
+        assert_eq!(b.learning.element_limit.as_ref().unwrap().refused, 3);
+        // A reset clears it and learning starts over (the limit still holds).
+        b.reset(t(7));
+        assert_eq!(b.learning.element_limit, None);
+        assert_eq!(b.observe(&evs[4], t(8), RELEARN, 3), Observation::Refused);
+    }
+
+    #[test]
+    fn a_limit_reached_flag_never_auto_enforces() {
+        let policy = LearningPolicy {
+            max_window: Duration::from_secs(10),
+            auto_enforce: true,
+            ..LearningPolicy::default()
+        };
+        // As an import could leave it: still learning, but marked as having hit the limit.
+        let mut b = Baseline::new(web(), t(0));
+        b.learning.element_limit = Some(ElementLimit {
+            limit: 1,
+            reached_at: t(1),
+            refused: 1,
+        });
+        assert_eq!(b.evaluate_learning(&policy, t(10)), Some("max-window"));
+        assert_eq!(b.state, BaselineState::PendingReview);
+    }
+
+    #[test]
+    fn the_element_limit_closes_a_relearning_window() {
+        let with_digest = |path: &str, digest: &str| {
+            let mut e = exec(path, ExecContext::Descendant, "p1");
+            e.container.as_mut().unwrap().image_digest = Some(digest.into());
+            e
+        };
+        let mut b = Baseline::new(web(), t(0));
+        b.observe(&with_digest("/app", "sha256:a"), t(1), RELEARN, 2);
+        b.approve(None, t(2));
+        assert!(matches!(
+            b.observe(&with_digest("/app2", "sha256:b"), t(3), RELEARN, 2),
+            Observation::Learned { .. }
+        ));
+        assert!(b.relearning(t(4)));
+        assert_eq!(
+            b.observe(&with_digest("/app3", "sha256:b"), t(4), RELEARN, 2),
+            Observation::Refused
+        );
+        assert!(!b.relearning(t(5)), "the window closed");
+        assert_eq!(
+            b.state,
+            BaselineState::Enforced,
+            "approved content stays enforced"
+        );
+        assert_eq!(
+            b.observe(&with_digest("/app3", "sha256:b"), t(5), RELEARN, 2),
+            Observation::Deviation
+        );
+    }
+
+    #[test]
+    fn baselines_without_the_limit_field_still_load() {
+        let b = Baseline::new(web(), t(0));
+        let mut v = serde_json::to_value(&b).unwrap();
+        assert!(v["learning"].get("element_limit").is_none());
+        v["learning"]
+            .as_object_mut()
+            .unwrap()
+            .remove("element_limit");
+        let back: Baseline = serde_json::from_value(v).unwrap();
+        assert_eq!(back.learning.element_limit, None);
+    }
+
+    mod element_limit {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever a workload runs, in whatever order, the baseline never holds more than
+            /// the limit; every execution outside it is a deviation or a refusal, never
+            /// silently allowed; and refusals are counted one for one.
+            #[test]
+            fn never_grows_past_the_limit_and_never_allows_what_it_refused(
+                limit in 1usize..12,
+                runs in proptest::collection::vec((0usize..30, any::<bool>()), 0..200),
+                auto in any::<bool>(),
+            ) {
+                // Learning may also end by its window (at 150 s) before the limit is reached.
+                let policy = LearningPolicy {
+                    max_window: Duration::from_secs(150),
+                    auto_enforce: auto,
+                    ..LearningPolicy::default()
+                };
+                let mut b = Baseline::new(web(), t(0));
+                let mut refused = 0u64;
+                for (i, (n, check)) in runs.iter().enumerate() {
+                    let ev = exec(&format!("/bin/t{n}"), ExecContext::Descendant, "p1");
+                    let known = b.allows(&ElementKey::of(&ev));
+                    let o = b.observe(&ev, t(i as u64), RELEARN, limit);
+                    prop_assert!(b.elements.len() <= limit);
+                    match o {
+                        Observation::Refused => {
+                            refused += 1;
+                            prop_assert!(!b.elements.contains_key(&ElementKey::of(&ev)));
+                            prop_assert_eq!(b.state, BaselineState::PendingReview);
+                        }
+                        Observation::Known => prop_assert!(known),
+                        Observation::Learned { .. } => {
+                            prop_assert_eq!(b.state, BaselineState::Learning)
+                        }
+                        Observation::Deviation => {
+                            prop_assert!(!known);
+                            prop_assert_ne!(b.state, BaselineState::Learning);
+                            prop_assert!(!b.held_at_element_limit());
+                        }
+                        Observation::Probe => prop_assert!(false, "no probes were sent"),
+                    }
+                    if b.learning.element_limit.is_some() {
+                        prop_assert_ne!(b.state, BaselineState::Enforced, "never enforced unreviewed");
+                    }
+                    if *check {
+                        b.evaluate_learning(&policy, t(i as u64));
+                    }
+                }
+                let counted = b.learning.element_limit.as_ref().map_or(0, |l| l.refused);
+                prop_assert_eq!(counted, refused);
+                if refused > 0 {
+                    prop_assert_eq!(b.state, BaselineState::PendingReview);
+                    prop_assert_eq!(b.learning.end_reason.as_deref(), Some(ELEMENT_LIMIT_REASON));
+                }
+            }
+        }
     }
 
     #[test]
@@ -898,7 +1188,7 @@ mod tests {
         let mut b = Baseline::new(web(), t(0));
         let mut py = exec("/usr/bin/python3", ExecContext::Entrypoint, "p1");
         py.script_path = Some("/app/main.py".into());
-        b.observe(&py, t(1), RELEARN);
+        b.observe(&py, t(1), RELEARN, CAP);
         let learning = Matcher::new([&b]);
         assert_eq!(
             learning.check(&web(), "/usr/bin/python3", "/app/main.py", t(3)),

@@ -9,7 +9,9 @@
 //!
 //! **Severity rules** ([`severity`]), first match wins:
 //! 1. memfd or deleted executable → critical (never lowered, whatever the baseline state);
-//! 2. the baseline is still pending review → low (its content is not a reviewed statement yet);
+//! 2. the baseline is still pending review → low (its content is not a reviewed statement yet),
+//!    unless learning ended because the baseline reached its element limit: flooding the
+//!    learner must not buy an attacker low severity, so rules 3–5 apply then;
 //! 3. executable in a writable location → high;
 //! 4. a shell, interpreter or network tool in a workload whose baseline allows none of that
 //!    class → high;
@@ -277,7 +279,7 @@ pub fn severity(ev: &ProcessEvent, baseline: &Baseline) -> (Severity, String) {
             "executable was deleted from disk".into(),
         );
     }
-    if baseline.state == BaselineState::PendingReview {
+    if baseline.state == BaselineState::PendingReview && baseline.learning.element_limit.is_none() {
         return (
             Severity::Low,
             "baseline is still pending review".to_string(),
@@ -601,7 +603,7 @@ mod tests {
         for p in allowed {
             let mut ev = exec(p);
             ev.context = ExecContext::Entrypoint;
-            b.observe(&ev, t(1), std::time::Duration::from_secs(600));
+            b.observe(&ev, t(1), std::time::Duration::from_secs(600), 4_096);
         }
         b.state = state;
         b
@@ -686,6 +688,20 @@ mod tests {
             &pending,
             Severity::Low,
             "pending review",
+        );
+        // A baseline cut off by the element limit gets no pending-review discount.
+        let mut full = baseline(BaselineState::PendingReview, &["/usr/sbin/nginx"]);
+        full.learning.element_limit = Some(crate::baseline::ElementLimit {
+            limit: 1,
+            reached_at: t(2),
+            refused: 1,
+        });
+        check(exec("/usr/bin/curl"), &full, Severity::High, "network tool");
+        check(
+            exec("/usr/bin/id"),
+            &full,
+            Severity::Medium,
+            "new executable",
         );
     }
 

@@ -5,7 +5,7 @@
 //! here, and the gRPC adapters turn a [`ConvertError`] into `INVALID_ARGUMENT`.
 
 use crate::v1 as pb;
-use procguard_core::baseline::{LearningSummary, Provenance};
+use procguard_core::baseline::{ElementLimit, LearningSummary, Provenance};
 use procguard_core::process::Ancestor;
 use procguard_core::{
     Baseline, BaselineState, Completeness, ContainerInfo, ContainerRuntime, Element, ElementKey,
@@ -411,6 +411,11 @@ pub fn baseline_to_pb(b: &Baseline, with_provenance: bool) -> pb::Baseline {
             nodes_observed: b.learning.nodes.len() as u32,
             events_observed: b.learning.events_observed,
             end_reason: b.learning.end_reason.clone().unwrap_or_default(),
+            element_limit: b.learning.element_limit.as_ref().map(|l| pb::ElementLimit {
+                limit: l.limit,
+                reached_at: Some(timestamp(l.reached_at)),
+                refused: l.refused,
+            }),
         }),
         image_digests: b.image_digests.iter().cloned().collect(),
         updated_at: Some(timestamp(b.updated_at)),
@@ -497,6 +502,11 @@ pub fn baseline_from_pb(p: &pb::Baseline) -> Result<Baseline> {
             nodes: Default::default(),
             events_observed: l.events_observed,
             end_reason: opt_string(&l.end_reason),
+            element_limit: l.element_limit.as_ref().map(|e| ElementLimit {
+                limit: e.limit,
+                reached_at: opt_time(e.reached_at.as_ref()).unwrap_or(now),
+                refused: e.refused,
+            }),
         };
     }
     Ok(b)

@@ -4,10 +4,10 @@
 //! denied, before its result is returned. Requests are converted to domain values at this edge;
 //! anything malformed becomes `INVALID_ARGUMENT` with a message that names the field.
 
-use crate::auth::{Caller, Role, Tokens};
+use crate::auth::{Caller, Denied, Role, Tokens};
 use crate::ingest::Hub;
 use crate::metrics::Metrics;
-use crate::store::{AuditEntry, AuditOutcome, BaselineFilter, Store, StoreError};
+use crate::store::{AuditEntry, AuditOutcome, BaselineFilter, SharedStorage, StoreError};
 use procguard_core::{Baseline, ElementKey, ElementStatus, WorkloadIdentity};
 use procguard_proto::convert::{
     self, baseline_to_pb, element_key, element_ref, identity, state_from_pb, state_to_pb, timestamp,
@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 /// Shared state of the API services.
 #[derive(Debug, Clone)]
 pub struct Api {
-    store: Store,
+    store: SharedStorage,
     tokens: Tokens,
     hub: Hub,
     metrics: Metrics,
@@ -42,8 +42,8 @@ fn invalid(e: convert::ConvertError) -> Status {
 }
 
 impl Api {
-    /// Builds the API over a store.
-    pub fn new(store: Store, tokens: Tokens, hub: Hub, metrics: Metrics) -> Self {
+    /// Builds the API over a storage.
+    pub fn new(store: SharedStorage, tokens: Tokens, hub: Hub, metrics: Metrics) -> Self {
         Self {
             store,
             tokens,
@@ -67,7 +67,14 @@ impl Api {
         }
     }
 
-    /// Authenticates and authorises; a denial is audited and returned.
+    /// Authenticates, rate-limits and authorises; a refusal is audited and returned. Every API
+    /// method of every service goes through here.
+    ///
+    /// The rate limit is taken before the role check, from the caller's bucket (its token name,
+    /// or one shared bucket for all calls without a valid token): a refused call of any
+    /// kind is an audit write, so a flood of calls the caller may not make must not be able to
+    /// write to disk at will either. Of a run of calls over the rate only the first is audited;
+    /// the rest are counted in `procguard_server_limit_exceeded_total{limit="api_rps"}`.
     pub(crate) async fn allow<T>(
         &self,
         request: &Request<T>,
@@ -79,45 +86,50 @@ impl Api {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        match self.tokens.authorize_request(request, needed) {
-            Ok(c) => match self.limits.rate_at(&c.actor, std::time::Instant::now()) {
-                crate::limits::Rate::Allowed => Ok(c),
-                crate::limits::Rate::Refused { first } => {
-                    let status = self.limits.rate_status(&c.actor);
-                    // Auditing every refusal would let a flood write to disk at will; the
-                    // first of a run is audited, the rest are counted in
-                    // procguard_server_limit_exceeded_total{limit="api_rps"}.
-                    if first {
-                        self.audit(AuditEntry {
-                            id: 0,
-                            at: SystemTime::now(),
-                            actor: c.actor.clone(),
-                            role: c.role.as_str().to_string(),
-                            action: action.to_string(),
-                            target: target.to_string(),
-                            result: AuditOutcome::Denied,
-                            detail: status.message().to_string(),
-                            peer,
-                        })
-                        .await;
-                    }
-                    Err(status)
-                }
-            },
+        let decision = self.tokens.authorize_request(request, needed);
+        let (actor, role) = match &decision {
+            Ok(c) => (c.actor.clone(), Some(c.role)),
+            Err(d) => (d.actor.clone(), d.role),
+        };
+        // Calls without a valid token share one bucket, whose key no token name can take.
+        let bucket = match role {
+            Some(_) => actor.clone(),
+            None => "\0unauthenticated".to_string(),
+        };
+        let role = role.map(Role::as_str).unwrap_or("").to_string();
+        let entry = |result, detail: &str| AuditEntry {
+            id: 0,
+            at: SystemTime::now(),
+            actor: actor.clone(),
+            role: role.clone(),
+            action: action.to_string(),
+            target: target.to_string(),
+            result,
+            detail: detail.to_string(),
+            peer: peer.clone(),
+        };
+        if let crate::limits::Rate::Refused { first } =
+            self.limits.rate_at(&bucket, std::time::Instant::now())
+        {
+            let status = match &decision {
+                Ok(_) | Err(Denied { role: Some(_), .. }) => self.limits.rate_status(&actor),
+                Err(d) => self.limits.anonymous_rate_status(d.status.message()),
+            };
+            if decision.is_err() {
+                self.metrics.api_denied.inc();
+            }
+            if first {
+                self.audit(entry(AuditOutcome::Denied, status.message()))
+                    .await;
+            }
+            return Err(status);
+        }
+        match decision {
+            Ok(c) => Ok(c),
             Err(d) => {
                 self.metrics.api_denied.inc();
-                self.audit(AuditEntry {
-                    id: 0,
-                    at: SystemTime::now(),
-                    actor: d.actor.clone(),
-                    role: d.role.map(Role::as_str).unwrap_or("").to_string(),
-                    action: action.to_string(),
-                    target: target.to_string(),
-                    result: AuditOutcome::Denied,
-                    detail: d.status.message().to_string(),
-                    peer,
-                })
-                .await;
+                self.audit(entry(AuditOutcome::Denied, d.status.message()))
+                    .await;
                 Err(d.status)
             }
         }
@@ -162,11 +174,11 @@ impl Api {
         action: &str,
         reason: &str,
         create: bool,
-        change: impl Fn(&mut Baseline) -> Result<(), String>,
+        change: impl Fn(&mut Baseline) -> Result<(), String> + Send + Sync,
     ) -> Result<pb::Baseline, Status> {
         let b = self
             .store
-            .change(id, &caller.actor, action, reason, create, change)
+            .change(id, &caller.actor, action, reason, create, &change)
             .await
             .map_err(store_status)?;
         tracing::info!(message = "Baseline changed.", workload = %id, action, actor = %caller.actor, version = b.version);
@@ -708,7 +720,7 @@ impl Api {
         request: Request<pb::BulkRequest>,
         method: &str,
         action: &str,
-        apply: impl Fn(&mut Baseline) + Copy,
+        apply: impl Fn(&mut Baseline) + Copy + Send + Sync,
     ) -> Result<Response<pb::BulkResponse>, Status> {
         let caller = self.allow(&request, Role::Approver, method, "").await?;
         let r = request.get_ref();
@@ -742,11 +754,8 @@ impl pb::audit_service_server::AuditService for Api {
         &self,
         request: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        // Siem and admin both read the audit log; try siem first so an admin passes too.
-        let caller = match self.tokens.authorize_request(&request, Role::Siem) {
-            Ok(c) => c,
-            Err(_) => self.allow(&request, Role::Admin, "ListAudit", "").await?,
-        };
+        // The siem role reads the audit log; admin satisfies every role, so it does too.
+        let caller = self.allow(&request, Role::Siem, "ListAudit", "").await?;
         let r = request.get_ref();
         let result = self
             .store

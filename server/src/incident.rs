@@ -8,7 +8,7 @@
 
 use crate::api::Api;
 use crate::auth::Role;
-use crate::store::{Store, StoreError};
+use crate::store::{SharedStorage, StoreError};
 use procguard_core::incident::{Action, IncidentFilter};
 use procguard_proto::convert::incident::{incident_to_pb, severity_filter, state_filter};
 use procguard_proto::v1 as pb;
@@ -19,12 +19,12 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone)]
 pub struct IncidentApi {
     api: Api,
-    store: Store,
+    store: SharedStorage,
 }
 
 impl IncidentApi {
     /// Builds the service over the shared API state and the store.
-    pub fn new(api: Api, store: Store) -> Self {
+    pub fn new(api: Api, store: SharedStorage) -> Self {
         Self { api, store }
     }
 }

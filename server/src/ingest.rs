@@ -11,7 +11,7 @@
 use crate::auth::cert_node_names;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::store::{IngestEvent, Store};
+use crate::store::{IngestEvent, SharedStorage, Storage};
 use futures::stream::FuturesOrdered;
 use procguard_core::policy::Policies;
 use procguard_core::Baseline;
@@ -43,6 +43,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outbound messages buffered per sensor stream. Acks and pushes are small; when a sensor
 /// stops reading, the stream's task waits here rather than buffering without bound.
 const OUTBOUND_BUFFER: usize = 64;
+/// Health reports of one stream waiting to be recorded. Reports carry cumulative counters, so
+/// when one is still being recorded the next is skipped, not queued: nothing is lost.
+const HEALTH_BUFFER: usize = 1;
 /// Baseline changes buffered in the hub for slow streams; past it a stream resyncs with a
 /// full snapshot.
 pub const HUB_BUFFER: usize = 1_024;
@@ -76,7 +79,7 @@ impl Hub {
 /// `SensorService` implementation.
 #[derive(Debug, Clone)]
 pub struct SensorApi {
-    store: Store,
+    store: SharedStorage,
     hub: Hub,
     metrics: Metrics,
     fleet_names: Vec<String>,
@@ -88,7 +91,7 @@ pub struct SensorApi {
 impl SensorApi {
     /// Builds the service. A certificate named in `fleet_names` may report for any node.
     pub fn new(
-        store: Store,
+        store: SharedStorage,
         hub: Hub,
         metrics: Metrics,
         fleet_names: Vec<String>,
@@ -113,7 +116,7 @@ impl SensorApi {
     }
 }
 
-fn snapshot(store: &Store) -> Result<pb::ServerMessage, Status> {
+fn snapshot(store: &dyn Storage) -> Result<pb::ServerMessage, Status> {
     let (revision, baselines) = store
         .enforcing()
         .map_err(|e| Status::internal(e.to_string()))?;
@@ -257,7 +260,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
         tx.send(Ok(welcome))
             .await
             .map_err(|_| Status::cancelled("stream closed"))?;
-        tx.send(snapshot(&self.store))
+        tx.send(snapshot(self.store.as_ref()))
             .await
             .map_err(|_| Status::cancelled("stream closed"))?;
 
@@ -269,6 +272,29 @@ impl pb::sensor_service_server::SensorService for SensorApi {
         let shutdown = self.shutdown.clone();
         let limits = self.limits.clone();
         metrics.sensors_connected.inc();
+        // Health reports are recorded by a task of their own. Recording one waits for a flush,
+        // and the flush leader may be one of this stream's pending batches, which only this
+        // stream's loop polls: awaiting it inline would have the loop wait on itself.
+        let (health_tx, mut health_rx) = mpsc::channel::<crate::store::HealthReport>(HEALTH_BUFFER);
+        {
+            let store = store.clone();
+            let metrics = metrics.clone();
+            let node = node.clone();
+            tokio::spawn(async move {
+                while let Some(report) = health_rx.recv().await {
+                    match store.sensor_health(&node, report, SystemTime::now()).await {
+                        Ok(Some(i)) => {
+                            metrics.incident_changes.inc();
+                            tracing::warn!(message = "Sensor blind.", node = %node, incident = %i.id, reason = %i.severity_reason);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(message = "Recording sensor health failed.", node = %node, error = %e)
+                        }
+                    }
+                }
+            });
+        }
         tokio::spawn(async move {
             let _permit = permit;
             let mut pending: FuturesOrdered<Durable> = FuturesOrdered::new();
@@ -289,7 +315,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                 revision: b.revision, baseline: Some(baseline_to_pb(&b, false)), removed: false })) },
                             Err(broadcast::error::RecvError::Lagged(n)) => {
                                 tracing::warn!(message = "Sensor stream lagged behind baseline updates; sending a snapshot.", node = %node, skipped = n);
-                                match snapshot(&store) { Ok(m) => m, Err(e) => { let _ = tx.send(Err(e)).await; break; } }
+                                match snapshot(store.as_ref()) { Ok(m) => m, Err(e) => { let _ = tx.send(Err(e)).await; break; } }
                             }
                             Err(broadcast::error::RecvError::Closed) => break,
                         };
@@ -302,6 +328,13 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                 metrics.events_duplicate.inc_by(out.duplicates as u64);
                                 metrics.deviations.inc_by(out.deviations.len() as u64);
                                 metrics.incident_changes.inc_by(out.incidents.len() as u64);
+                                if out.refused > 0 {
+                                    // Executables a full baseline refused to learn (recorded as deviations).
+                                    limits.violated_by("baseline_elements", out.refused as u64);
+                                }
+                                for b in out.changed.iter().filter(|b| b.learning.element_limit.as_ref().is_some_and(|l| l.reached_at == b.updated_at)) {
+                                    tracing::warn!(message = "Baseline reached its element limit; learning ended, it waits for review.", workload = %b.workload, limit = limits.settings.max_baseline_elements);
+                                }
                                 for d in &out.deviations {
                                     tracing::warn!(message = "Deviation.", workload = %d.process.workload, exe = %d.process.exe_path, node = %node, pid = d.process.pid);
                                 }
@@ -325,6 +358,8 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                     limits.violated("message_bytes");
                                     metrics.batches_rejected.inc();
                                     tracing::warn!(message = "Sensor sent a message over the size limit.", node = %node, error = %e);
+                                    let _ = tx.send(Err(limits.message_status(&e))).await;
+                                    break;
                                 } else if e.code() == tonic::Code::Internal {
                                     // Undecodable bytes: malformed protobuf.
                                     metrics.batches_rejected.inc();
@@ -369,13 +404,9 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                     tracing::debug!(message = "Sensor health.", node = %node, seen = h.events_seen, spooled = h.spooled);
                                 }
                                 let report = crate::store::HealthReport { dropped: h.events_dropped, partial: h.events_partial, kernel_losses: h.kernel_losses };
-                                match store.sensor_health(&node, report, SystemTime::now()).await {
-                                    Ok(Some(i)) => {
-                                        metrics.incident_changes.inc();
-                                        tracing::warn!(message = "Sensor blind.", node = %node, incident = %i.id, reason = %i.severity_reason);
-                                    }
-                                    Ok(None) => {}
-                                    Err(e) => tracing::error!(message = "Recording sensor health failed.", node = %node, error = %e),
+                                if health_tx.try_send(report).is_err() {
+                                    // The counters are cumulative: the next report carries what this one had.
+                                    tracing::debug!(message = "Health report skipped; the previous one is still being recorded.", node = %node);
                                 }
                             }
                             Some(pb::sensor_message::Body::BaselineAck(_)) => {}

@@ -58,12 +58,16 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .with_context(|| format!("cannot bind gRPC address {}", settings.grpc_addr))?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
-    let store = store::Store::open(&settings.data_dir).with_context(|| {
-        format!(
-            "cannot open sled database in {}",
-            settings.data_dir.display()
-        )
-    })?;
+    let store = store::Store::open(&settings.data_dir)
+        .with_context(|| {
+            format!(
+                "cannot open sled database in {}",
+                settings.data_dir.display()
+            )
+        })?
+        .with_max_baseline_elements(settings.limits.max_baseline_elements);
+    // The domain code sees only the storage interface.
+    let store: store::SharedStorage = std::sync::Arc::new(store);
     // The counter continues from the database, so it means "stored, ever" across restarts.
     metrics.events_ingested.inc_by(
         store
@@ -149,6 +153,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .tls_config(settings.tls.clone())
         .context("invalid TLS configuration")?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        // Counts and explains requests tonic refuses for their size before any handler.
+        .layer(limits::MessageSizeLayer::new(limits.clone()))
         .add_service(
             pb::sensor_service_server::SensorServiceServer::new(sensors)
                 .max_decoding_message_size(max_message),

@@ -7,14 +7,24 @@
 //! Requests per second are a token bucket per API token name: `--api-rps` refill per second,
 //! `--api-burst` capacity. Concurrent streams are semaphores; a stream holds its permit until
 //! it ends.
+//!
+//! Message size is enforced by tonic's decoder (`max_decoding_message_size`), before any
+//! handler runs: a unary request (or a stream's first message) over the limit is answered
+//! `OUT_OF_RANGE` in the response headers without the service seeing it. [`MessageSizeLayer`]
+//! wraps every service to count those answers and to rewrite their message so it names the
+//! flag; a sensor stream's later messages fail inside the stream, where `ingest` does the same.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::codegen::http;
 use tonic::Status;
 
 /// The limit a violation was counted under.
@@ -70,7 +80,7 @@ impl Default for LimitSettings {
 /// The limit flags of `procguard-server`, flattened into its [`crate::Config`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitFlags {
-    /// Largest gRPC message the server decodes, in bytes (RESOURCE_EXHAUSTED past it).
+    /// Largest gRPC message the server decodes, in bytes (OUT_OF_RANGE past it).
     #[arg(long, env = "PROCGUARD_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
     /// Most events in one sensor batch (INVALID_ARGUMENT past it).
@@ -199,6 +209,15 @@ impl Limits {
             .inc();
     }
 
+    /// Counts `n` violations of `limit`.
+    pub fn violated_by(&self, limit: &str, n: u64) {
+        self.violations
+            .get_or_create(&LimitLabel {
+                limit: limit.to_string(),
+            })
+            .inc_by(n);
+    }
+
     /// Violations of `limit` so far.
     pub fn violations_of(&self, limit: &str) -> u64 {
         self.violations
@@ -250,6 +269,15 @@ impl Limits {
         ))
     }
 
+    /// The status for a call without a valid token once such calls are over their shared
+    /// request rate; `why` is what was wrong with the token.
+    pub fn anonymous_rate_status(&self, why: &str) -> Status {
+        Status::resource_exhausted(format!(
+            "calls without a valid token are over their shared request rate ({} per second, bursts of {}; --api-rps, --api-burst); {why}",
+            self.settings.api_rps, self.settings.api_burst
+        ))
+    }
+
     /// A permit for one more sensor stream, or `RESOURCE_EXHAUSTED`.
     pub fn sensor_stream(&self) -> Result<OwnedSemaphorePermit, Status> {
         self.sensor_streams
@@ -274,6 +302,35 @@ impl Limits {
                 self.settings.max_subscriber_streams
             ))
         })
+    }
+
+    /// The status for a message over `--max-message-bytes`, from tonic's decoder status.
+    pub fn message_status(&self, decoder: &Status) -> Status {
+        Status::out_of_range(format!(
+            "{}; the server accepts messages of at most {} bytes (--max-message-bytes): send less per call",
+            decoder.message(),
+            self.settings.max_message_bytes
+        ))
+    }
+
+    /// If `headers` carry tonic's refusal of an oversized request, counts it under
+    /// `message_bytes` and replaces its message with one that names the flag. Any other status
+    /// (an `OUT_OF_RANGE` cursor of the subscription stream included) is left alone.
+    pub fn explain_oversized(&self, headers: &mut http::HeaderMap) {
+        if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"11") {
+            return;
+        }
+        let Some(status) = Status::from_header_map(headers) else {
+            return;
+        };
+        if !status.message().contains(TONIC_TOO_LARGE) {
+            return;
+        }
+        self.violated("message_bytes");
+        tracing::warn!(message = "Refused a request over the message size limit.", error = %status.message());
+        if let Err(e) = self.message_status(&status).add_header(headers) {
+            tracing::debug!(message = "Could not rewrite the status message.", error = %e);
+        }
     }
 
     /// Checks one event's argv against the argv limits; the message names the limit.
@@ -308,6 +365,67 @@ impl Limits {
             )));
         }
         Ok(())
+    }
+}
+
+/// What tonic's decoder says about a message over the size limit (tonic 0.14,
+/// `codec/decode.rs`); the unit test below pins it.
+const TONIC_TOO_LARGE: &str = "decoded message length too large";
+
+/// Wraps every gRPC service to count and explain requests tonic refused for their size; see
+/// the module documentation.
+#[derive(Debug, Clone)]
+pub struct MessageSizeLayer {
+    limits: Limits,
+}
+
+impl MessageSizeLayer {
+    /// The layer for these limits.
+    pub fn new(limits: Limits) -> Self {
+        Self { limits }
+    }
+}
+
+impl<S> tower::Layer<S> for MessageSizeLayer {
+    type Service = MessageSize<S>;
+    fn layer(&self, inner: S) -> MessageSize<S> {
+        MessageSize {
+            inner,
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+/// The service [`MessageSizeLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct MessageSize<S> {
+    inner: S,
+    limits: Limits,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for MessageSize<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let response = self.inner.call(request);
+        let limits = self.limits.clone();
+        Box::pin(async move {
+            let mut response = response.await?;
+            limits.explain_oversized(response.headers_mut());
+            Ok(response)
+        })
     }
 }
 
@@ -367,6 +485,41 @@ mod tests {
         drop(a);
         assert!(l.sensor_stream().is_ok());
         assert_eq!(l.violations_of("sensor_streams"), 1);
+    }
+
+    #[test]
+    fn only_the_decoders_size_refusal_is_counted_and_explained() {
+        let l = Limits::default();
+        // What tonic's decoder answers for a message over the limit.
+        let mut h = http::HeaderMap::new();
+        Status::out_of_range(
+            "Error, decoded message length too large: found 9000 bytes, the limit is: 4096 bytes",
+        )
+        .add_header(&mut h)
+        .unwrap();
+        l.explain_oversized(&mut h);
+        let s = Status::from_header_map(&h).unwrap();
+        assert_eq!(s.code(), tonic::Code::OutOfRange);
+        assert!(s.message().contains("--max-message-bytes"), "{s:?}");
+        assert!(s.message().contains("found 9000 bytes"), "{s:?}");
+        assert_eq!(l.violations_of("message_bytes"), 1);
+        // A subscription cursor out of range, and any other status, are not size violations.
+        for other in [
+            Status::out_of_range("cursor 5 was removed by retention"),
+            Status::invalid_argument("decoded message length too large"),
+        ] {
+            let mut h = http::HeaderMap::new();
+            other.add_header(&mut h).unwrap();
+            l.explain_oversized(&mut h);
+            assert_eq!(
+                Status::from_header_map(&h).unwrap().message(),
+                other.message()
+            );
+        }
+        assert_eq!(l.violations_of("message_bytes"), 1);
+        // No status at all: a successful response's headers.
+        l.explain_oversized(&mut http::HeaderMap::new());
+        assert_eq!(l.violations_of("message_bytes"), 1);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::api::Api;
 use crate::auth::Role;
 use crate::metrics::Metrics;
 use crate::store::{
-    AuditEntry, AuditOutcome, LogRecord, OutOfRange, RecordBody, Store, StoreError,
+    AuditEntry, AuditOutcome, LogRecord, OutOfRange, RecordBody, SharedStorage, StoreError,
 };
 use procguard_core::incident::Severity;
 use procguard_proto::convert::incident::{incident_to_pb, severity_filter, severity_to_pb};
@@ -44,14 +44,19 @@ const MAX_NAME: usize = 200;
 #[derive(Debug, Clone)]
 pub struct StreamApi {
     api: Api,
-    store: Store,
+    store: SharedStorage,
     metrics: Metrics,
     shutdown: CancellationToken,
 }
 
 impl StreamApi {
     /// Builds the service; streams end when `shutdown` is cancelled.
-    pub fn new(api: Api, store: Store, metrics: Metrics, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        api: Api,
+        store: SharedStorage,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             api,
             store,

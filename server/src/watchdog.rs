@@ -6,7 +6,7 @@
 //! ingest never waits for a retention pass.
 
 use crate::metrics::Metrics;
-use crate::store::{Retention, Store};
+use crate::store::{Retention, SharedStorage};
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,7 @@ fn silence_tick(silence: Duration) -> Duration {
 }
 
 /// Runs until `shutdown` is cancelled.
-pub async fn run(store: Store, metrics: Metrics, s: Settings, shutdown: CancellationToken) {
+pub async fn run(store: SharedStorage, metrics: Metrics, s: Settings, shutdown: CancellationToken) {
     let started = SystemTime::now();
     let mut retention = tokio::time::interval(s.retention_interval);
     let mut silence = tokio::time::interval(silence_tick(s.sensor_silence));

@@ -428,8 +428,8 @@ fn server_killed_and_restarted_during_a_storm_loses_nothing() {
     });
     assert!(
         backlog.is_some(),
-        "the replay did not catch up within 60 s; log:\n{}",
-        sensor.log()
+        "the replay did not catch up within 60 s; logs:\n{}",
+        logs(work.path())
     );
     let peak = sensor.peak_rss_kib();
     let t = prove("server-down-during-storm", &mut sensor, &server, peak);

@@ -283,7 +283,7 @@ fn expired_and_foreign_client_certificates_are_refused() {
 const ROLES: [&str; 4] = ["viewer", "approver", "admin", "siem"];
 
 /// Every API method with the role it needs.
-const METHODS: [(&str, &str); 15] = [
+const METHODS: [(&str, &str); 23] = [
     ("ListBaselines", "viewer"),
     ("GetBaseline", "viewer"),
     ("GetHistory", "viewer"),
@@ -299,6 +299,14 @@ const METHODS: [(&str, &str); 15] = [
     ("BulkReset", "approver"),
     ("ImportBaselines", "admin"),
     ("ListAudit", "siem"),
+    ("ListIncidents", "viewer"),
+    ("GetIncident", "viewer"),
+    ("AcknowledgeIncident", "approver"),
+    ("ResolveIncident", "approver"),
+    ("AllowIncident", "approver"),
+    ("Subscribe", "siem"),
+    ("AckCursor", "siem"),
+    ("GetCursor", "siem"),
 ];
 
 fn satisfies(role: &str, needed: &str) -> bool {
@@ -322,7 +330,9 @@ async fn call(ch: Channel, token: Option<&str>, method: &str) -> Result<(), Stat
         r
     }
     let mut b = pb::baseline_service_client::BaselineServiceClient::new(ch.clone());
-    let mut a = pb::audit_service_client::AuditServiceClient::new(ch);
+    let mut a = pb::audit_service_client::AuditServiceClient::new(ch.clone());
+    let mut i = pb::incident_service_client::IncidentServiceClient::new(ch.clone());
+    let mut sub = pb::subscription_service_client::SubscriptionServiceClient::new(ch);
     let t = token;
     match method {
         "ListBaselines" => b.list_baselines(req(Default::default(), t)).await.map(drop),
@@ -355,6 +365,20 @@ async fn call(ch: Channel, token: Option<&str>, method: &str) -> Result<(), Stat
             .await
             .map(drop),
         "ListAudit" => a.list_audit(req(Default::default(), t)).await.map(drop),
+        "ListIncidents" => i.list_incidents(req(Default::default(), t)).await.map(drop),
+        "GetIncident" => i.get_incident(req(Default::default(), t)).await.map(drop),
+        "AcknowledgeIncident" => i
+            .acknowledge_incident(req(Default::default(), t))
+            .await
+            .map(drop),
+        "ResolveIncident" => i
+            .resolve_incident(req(Default::default(), t))
+            .await
+            .map(drop),
+        "AllowIncident" => i.allow_incident(req(Default::default(), t)).await.map(drop),
+        "Subscribe" => sub.subscribe(req(Default::default(), t)).await.map(drop),
+        "AckCursor" => sub.ack_cursor(req(Default::default(), t)).await.map(drop),
+        "GetCursor" => sub.get_cursor(req(Default::default(), t)).await.map(drop),
         other => panic!("unknown method {other}"),
     }
 }
@@ -375,10 +399,7 @@ fn every_role_against_every_method() {
                 let allowed = satisfies(role, needed);
                 let ok = match &got {
                     Err(s) if s.code() == Code::PermissionDenied => {
-                        // ListAudit falls back to the admin check, so it names 'admin'.
-                        !allowed
-                            && (s.message().contains(&format!("needs role '{needed}'"))
-                                || method == "ListAudit")
+                        !allowed && s.message().contains(&format!("needs role '{needed}'"))
                     }
                     Err(s) if s.code() == Code::Unauthenticated => false,
                     // Allowed calls may still fail on their (empty) input; never on authority.
@@ -523,7 +544,7 @@ fn every_sensor_stream_limit_answers_a_clear_status_and_is_counted() {
                 "message_bytes",
                 batch(vec![event("node-l", 1, vec!["x".repeat(5000)])]),
                 Code::OutOfRange,
-                "",
+                "--max-message-bytes",
             ),
             (
                 "batch_events",
@@ -581,4 +602,210 @@ fn every_sensor_stream_limit_answers_a_clear_status_and_is_counted() {
         }
         assert!(ok, "the stream permit was never returned");
     });
+}
+
+/// A workload that runs endless distinct executables while learning (a build job, or an
+/// attacker during training) stops its baseline at `--max-baseline-elements`: what does not fit
+/// is refused, reported as a deviation and counted, and the baseline waits for review, marked,
+/// in the API and in `procguardctl`.
+#[test]
+fn learning_stops_at_the_element_limit_and_what_did_not_fit_deviates() {
+    use procguard_tests::grpc::{self, SensorStream};
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-e"]);
+    let server = Server::start(&pki, work.path(), &["--max-baseline-elements", "5"]);
+    let w = grpc::workload("ci", "builder");
+    let exes: Vec<String> = (0..8).map(|i| format!("/usr/bin/tool-{i}")).collect();
+    let rt = rt();
+    rt.block_on(async {
+        let mut sensor = SensorStream::open(&pki, &server.url(), "node-e")
+            .await
+            .unwrap();
+        // Two batches, so the limit is reached in one and enforced across the next.
+        let refs: Vec<&str> = exes.iter().map(String::as_str).collect();
+        let first = sensor.events(&w, &refs[..6]);
+        sensor.send_acked(first).await.unwrap();
+        let second = sensor.events(&w, &[refs[6], refs[7], refs[0]]);
+        sensor.send_acked(second).await.unwrap();
+    });
+    let id = "test/ci/deployment/builder/main";
+    let b = ctl_json(&pki, &server, "viewer", &["baselines", "get", id]).unwrap();
+    assert_eq!(b["state"], "pending-review", "{b:#}");
+    assert_eq!(b["elements"].as_array().unwrap().len(), 5, "{b:#}");
+    assert_eq!(b["learning"]["end_reason"], "element-limit", "{b:#}");
+    let limit = &b["learning"]["element_limit"];
+    assert_eq!(limit["limit"], 5, "{b:#}");
+    // tool-5 reached the limit; tool-6 and tool-7 came after; tool-0 is in the baseline.
+    assert_eq!(limit["refused"], 3, "{b:#}");
+    let learned: Vec<&str> = b["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["exe_path"].as_str().unwrap())
+        .collect();
+    for refused in &exes[5..] {
+        assert!(
+            !learned.contains(&refused.as_str()),
+            "{refused} was learned"
+        );
+    }
+    // The text form says so, and what to do.
+    let text = ctl(&pki, &server, "viewer", &["baselines", "get", id]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("element limit reached") && text.contains("--max-baseline-elements"),
+        "{text}"
+    );
+    // Each refused executable is a deviation: an incident, not silence, and not low severity.
+    let incidents = ctl_json(&pki, &server, "viewer", &["incidents", "list"]).unwrap();
+    let incidents = incidents.as_array().unwrap();
+    for refused in &exes[5..] {
+        let i = incidents
+            .iter()
+            .find(|i| i["exe_path"] == refused.as_str())
+            .unwrap_or_else(|| panic!("no incident for {refused}: {incidents:#?}"));
+        assert_eq!(i["severity"], "medium", "{i:#}");
+    }
+    assert_eq!(incidents.len(), 3, "{incidents:#?}");
+    let counted = metric(
+        server.admin_port,
+        "procguard_server_limit_exceeded_total{limit=\"baseline_elements\"}",
+    );
+    assert_eq!(counted, Some(3.0));
+}
+
+/// A unary API call over `--max-message-bytes` is refused by tonic's decoder before any handler
+/// runs; the server still answers with a status that names the flag, and counts it with the
+/// stream violations. Other calls go on.
+#[test]
+fn an_oversized_api_call_is_refused_with_a_clear_status_and_counted() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-o"]);
+    let server = Server::start(&pki, work.path(), &["--max-message-bytes", "4096"]);
+    let counted = || {
+        metric(
+            server.admin_port,
+            "procguard_server_limit_exceeded_total{limit=\"message_bytes\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let rt = rt();
+    rt.block_on(async {
+        let ch = channel(&server, tls(&pki, None)).await.unwrap();
+        let mut b = pb::baseline_service_client::BaselineServiceClient::new(ch.clone());
+        let mut req = tonic::Request::new(pb::ImportBaselinesRequest {
+            yaml: "# padding\n".repeat(1000),
+            dry_run: true,
+            reason: "too big".into(),
+        });
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", pki.token("admin")).parse().unwrap(),
+        );
+        let s = b.import_baselines(req).await.unwrap_err();
+        assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+        assert!(s.message().contains("--max-message-bytes"), "{s:?}");
+        assert!(s.message().contains("4096"), "{s:?}");
+        // A request within the limit on the same connection is served.
+        call(ch, Some(&pki.token("viewer")), "ListBaselines")
+            .await
+            .unwrap();
+    });
+    assert_eq!(counted(), 1.0);
+}
+
+/// The per-token rate limit covers every API method for every role (the siem role's audit log
+/// included), and calls without a valid token share one bucket. It is taken before the role
+/// check, so a flood of calls the caller may not make cannot write audit records at will
+/// either: of each run of refusals only the first is audited, the rest are counted.
+#[test]
+fn every_method_is_rate_limited_for_every_role_and_the_first_refusal_is_audited() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-r"]);
+    // One call per caller, then (for the length of this test) no refill.
+    let server = Server::start(
+        &pki,
+        work.path(),
+        &["--api-rps", "0.001", "--api-burst", "1"],
+    );
+    let tokens: Vec<(String, Option<String>)> = ROLES
+        .iter()
+        .map(|r| (r.to_string(), Some(pki.token(r))))
+        .chain([
+            ("no token".to_string(), None),
+            ("unknown token".to_string(), Some("not-a-real-token".into())),
+        ])
+        .collect();
+    let rt = rt();
+    let mut failures = Vec::new();
+    rt.block_on(async {
+        let ch = channel(&server, tls(&pki, None)).await.unwrap();
+        for (who, token) in &tokens {
+            // The one call the bucket holds (the unknown token shares the no-token bucket,
+            // already empty by then).
+            let first = call(ch.clone(), token.as_deref(), "ListBaselines").await;
+            if who != "unknown token" {
+                assert_ne!(
+                    first.as_ref().err().map(Status::code),
+                    Some(Code::ResourceExhausted),
+                    "{who}: {first:?}"
+                );
+            }
+            for (method, _) in METHODS {
+                match call(ch.clone(), token.as_deref(), method).await {
+                    Err(s)
+                        if s.code() == Code::ResourceExhausted
+                            && s.message().contains("--api-rps") => {}
+                    other => failures.push(format!("{who} -> {method}: {other:?}")),
+                }
+            }
+        }
+    });
+    assert!(
+        failures.is_empty(),
+        "not rate-limited:\n{}",
+        failures.join("\n")
+    );
+    let counted = metric(
+        server.admin_port,
+        "procguard_server_limit_exceeded_total{limit=\"api_rps\"}",
+    );
+    // Every method for every caller, plus the unknown token's first call (its bucket, shared
+    // with the no-token calls, was already empty).
+    assert_eq!(counted, Some((tokens.len() * METHODS.len() + 1) as f64));
+    // Restart with fresh buckets on the same database to read the audit log.
+    drop(server);
+    let server = Server::start(&pki, work.path(), &[]);
+    let audit = ctl_json(
+        &pki,
+        &server,
+        "admin",
+        &["audit", "list", "--limit", "1000"],
+    )
+    .unwrap();
+    let refusals: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["result"] == "denied" && r["detail"].as_str().unwrap_or("").contains("--api-rps")
+        })
+        .map(|r| {
+            (
+                r["actor"].as_str().unwrap().to_string(),
+                r["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // One audited refusal per role's token, and one for all calls without a valid token.
+    for role in ROLES {
+        let n = refusals
+            .iter()
+            .filter(|(a, _)| *a == format!("dev-{role}"))
+            .count();
+        assert_eq!(n, 1, "{role}: {refusals:?}");
+    }
+    let anonymous = refusals.iter().filter(|(a, _)| a == "anonymous").count();
+    assert_eq!(anonymous, 1, "{refusals:?}");
+    assert_eq!(refusals.len(), ROLES.len() + 1, "{refusals:?}");
 }

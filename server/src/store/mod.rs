@@ -1,5 +1,9 @@
 //! The storage adapter: the only module that touches sled.
 //!
+//! **Interface.** The domain code sees storage only through the [`Storage`] trait
+//! ([`engine`]), as a [`SharedStorage`]; [`Store`] is its sled engine, and the conformance
+//! suite (`conformance.rs`) is what any other engine must pass.
+//!
 //! **Durability.** Every write path ends in `Db::flush_async`, which returns once sled has
 //! written and fsynced its log, before the caller acknowledges anything to a sensor or an API
 //! client. Multi-tree updates go through one sled transaction, so a crash leaves either all or
@@ -32,7 +36,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::Mutex;
 
+#[cfg(test)]
+mod conformance;
+mod engine;
 mod records;
+pub use engine::{BaselineChange, SharedStorage, Storage};
 pub use records::{
     HealthRecord, HealthReport, LogRecord, OutOfRange, RecordBody, Retention, RetentionOutcome,
 };
@@ -40,9 +48,9 @@ pub use records::{
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled failed.
+    /// The storage engine failed (I/O, or its own consistency checks).
     #[error("storage: {0}")]
-    Sled(#[from] sled::Error),
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A stored value did not decode.
     #[error("stored value in '{tree}' is corrupt: {source}")]
     Corrupt {
@@ -68,6 +76,12 @@ pub enum StoreError {
         /// Current version.
         actual: u64,
     },
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        Self::Engine(Box::new(e))
+    }
 }
 
 /// Result alias for this module.
@@ -183,6 +197,8 @@ pub struct IngestOutcome {
     pub deviations: Vec<DeviationRecord>,
     /// Incidents opened or changed by these deviations.
     pub incidents: Vec<procguard_core::incident::Incident>,
+    /// Of the deviations, those refused because their baseline reached its element limit.
+    pub refused: usize,
 }
 
 /// Filters for listing baselines.
@@ -218,7 +234,7 @@ impl BaselineFilter {
     }
 }
 
-/// The sled-backed store. Cheap to clone.
+/// The sled engine behind [`Storage`]. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -234,6 +250,8 @@ pub struct Store {
     log: records::Log,
     /// Serialises writers: ingest and API changes read-modify-write baselines.
     writer: Arc<Mutex<()>>,
+    /// Most elements a baseline learns from sensor events (`--max-baseline-elements`).
+    max_elements: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -310,7 +328,7 @@ type TxError = ConflictableTransactionError<StoreError>;
 fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => StoreError::Sled(e),
+        TransactionError::Storage(e) => e.into(),
     }
 }
 
@@ -334,8 +352,16 @@ impl Store {
             meta,
             activity: db.open_tree("activity")?,
             writer: Arc::new(Mutex::new(())),
+            max_elements: crate::limits::LimitSettings::default().max_baseline_elements,
             db,
         })
+    }
+
+    /// Caps learning from sensor events at `n` elements per baseline (`--max-baseline-elements`;
+    /// what happens at the cap is decided in `procguard_core::baseline`).
+    pub fn with_max_baseline_elements(mut self, n: usize) -> Self {
+        self.max_elements = n;
+        self
     }
 
     /// The server-wide baseline revision.
@@ -475,8 +501,11 @@ impl Store {
                             };
                             seen.insert(k, rec.add(now));
                         }
-                        match b.observe(&ev.process, now, relearn_window) {
-                            Observation::Deviation => {
+                        match b.observe(&ev.process, now, relearn_window, self.max_elements) {
+                            o @ (Observation::Deviation | Observation::Refused) => {
+                                if o == Observation::Refused {
+                                    out.refused += 1;
+                                }
                                 let rec = DeviationRecord {
                                     event_id: ev.event_id.clone(),
                                     at: now,

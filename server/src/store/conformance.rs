@@ -1,0 +1,359 @@
+//! The storage conformance suite: the durability contract of [`Storage`] as tests, written
+//! against the trait only, so that any engine can be held to it. `engine_conformance!` runs
+//! every check against one engine; it runs here against sled ([`Store`]).
+//!
+//! The crash check is a real crash: the test re-runs its own test binary as a child process
+//! that writes through the engine, prints each write as the engine acknowledges it, and
+//! aborts (no destructors, no final flush) while a last write is still unacknowledged. The
+//! parent then reopens the directory and requires every acknowledged write.
+
+use super::{AuditEntry, AuditOutcome, IngestEvent, SharedStorage, Storage, Store, StoreError};
+use procguard_core::policy::Policies;
+use procguard_core::{
+    Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
+};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Opens (or reopens) an engine's storage in a directory.
+type Open = fn(&Path) -> SharedStorage;
+
+fn web() -> WorkloadIdentity {
+    WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "nginx")
+}
+
+fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
+    IngestEvent {
+        event_id: id.to_string(),
+        sequence: seq,
+        process: ProcessEvent {
+            pid: 10,
+            ppid: 1,
+            ancestors: vec![],
+            start_time: None,
+            uid: 0,
+            gid: 0,
+            comm: "x".into(),
+            exe_path: exe.to_string(),
+            argv: vec![exe.to_string()],
+            argv_truncated: false,
+            script_path: None,
+            exe_sha256: None,
+            exe_memfd: false,
+            exe_deleted: false,
+            exe_writable_location: false,
+            container: Some(ContainerInfo {
+                container_id: "cid".into(),
+                pod_name: Some("web-1".into()),
+                ..Default::default()
+            }),
+            workload: web(),
+            context: ExecContext::Entrypoint,
+            completeness: Completeness::Full,
+            missing: vec![],
+            node_name: "n1".into(),
+        },
+    }
+}
+
+fn audit_entry(action: &str) -> AuditEntry {
+    AuditEntry {
+        id: 0,
+        at: SystemTime::now(),
+        actor: "conformance".into(),
+        role: "admin".into(),
+        action: action.into(),
+        target: String::new(),
+        result: AuditOutcome::Ok,
+        detail: String::new(),
+        peer: String::new(),
+    }
+}
+
+/// A batch of `n` events with sequences from `first`, each its own executable for learning
+/// and, once the baseline is enforced, each a deviation.
+fn batch(tag: &str, first: u64, n: u64) -> Vec<IngestEvent> {
+    (first..first + n)
+        .map(|s| event(&format!("{tag}-{s}"), s, &format!("/bin/{tag}-{s}")))
+        .collect()
+}
+
+async fn approve(s: &dyn Storage) -> u64 {
+    s.change(&web(), "t", "approved", "", false, &|b| {
+        b.approve(None, SystemTime::now());
+        Ok(())
+    })
+    .await
+    .unwrap()
+    .version
+}
+
+/// Ingest is idempotent by event ID and atomic per batch: a replayed batch changes nothing
+/// and counts as duplicates; the sensor's sequence and the stored-event count move together.
+async fn ingest_is_idempotent(open: Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let p = Policies::default();
+    let now = SystemTime::now();
+    let first = batch("a", 1, 5);
+    let out = s.ingest("n1", &first, &p, now).await.unwrap();
+    assert_eq!((out.applied, out.duplicates, out.acked_sequence), (5, 0, 5));
+    let again = s.ingest("n1", &first, &p, now).await.unwrap();
+    assert_eq!((again.applied, again.duplicates), (0, 5));
+    assert_eq!(s.events_ingested().unwrap(), 5);
+    assert_eq!(s.sensor("n1").unwrap().acked_sequence, 5);
+    assert_eq!(s.baseline(&web(), 0).unwrap().elements.len(), 5);
+}
+
+/// A refused change leaves storage untouched: no version, no history entry.
+async fn a_refused_change_changes_nothing(open: Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.ingest(
+        "n1",
+        &batch("a", 1, 1),
+        &Policies::default(),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    let before = s.baseline(&web(), 0).unwrap();
+    let history = s.history(&web()).unwrap().len();
+    let refused = s
+        .change(&web(), "t", "approved", "", false, &|b| {
+            b.approve(None, SystemTime::now());
+            Err("no".into())
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Rejected(_))),
+        "{refused:?}"
+    );
+    assert_eq!(s.baseline(&web(), 0).unwrap(), before);
+    assert_eq!(s.history(&web()).unwrap().len(), history);
+    let missing = WorkloadIdentity::new("c", "x", WorkloadKind::Deployment, "y", "z");
+    assert!(matches!(
+        s.change(&missing, "t", "approved", "", false, &|_| Ok(()))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Deviations and audit records get contiguous log cursors in commit order, readable up to
+/// the durable cursor, which has moved past every acknowledged write.
+async fn the_record_log_is_contiguous_and_durable(open: Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let p = Policies::default();
+    s.ingest("n1", &batch("learn", 1, 1), &p, SystemTime::now())
+        .await
+        .unwrap();
+    approve(s.as_ref()).await;
+    let out = s
+        .ingest("n1", &batch("dev", 2, 4), &p, SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(out.deviations.len(), 4);
+    s.audit(audit_entry("A")).await.unwrap();
+    let durable = *s.durable_cursor().borrow();
+    let records = s.read_log(0, durable, usize::MAX).unwrap().unwrap();
+    assert!(!records.is_empty());
+    let cursors: Vec<u64> = records.iter().map(|r| r.cursor).collect();
+    assert_eq!(cursors.first(), Some(&1));
+    assert!(cursors.windows(2).all(|w| w[1] == w[0] + 1), "{cursors:?}");
+    assert_eq!(cursors.last(), Some(&durable));
+    assert!(s.check_cursor(0).unwrap().is_ok());
+}
+
+/// Everything acknowledged before a crash is there after reopening; the child side of it is
+/// [`crash_child`].
+fn acknowledged_writes_survive_a_crash(engine: &str, test: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DIR, dir.path())
+        .env(CHILD_ENGINE, engine)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The child ends by aborting: SIGABRT, never a clean exit.
+    assert!(
+        !out.status.success() && stdout.contains("CRASHING"),
+        "the child did not crash as planned: {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut acked_seq = 0;
+    let mut audits = BTreeSet::new();
+    let mut version = 0;
+    let mut cursor = 0;
+    for l in stdout.lines() {
+        let mut w = l.split_whitespace();
+        match (w.next(), w.next().and_then(|v| v.parse::<u64>().ok())) {
+            (Some("ACK"), Some(v)) => acked_seq = v,
+            (Some("AUDIT"), Some(v)) => {
+                audits.insert(v);
+            }
+            (Some("VERSION"), Some(v)) => version = v,
+            (Some("CURSOR"), Some(v)) => cursor = v,
+            _ => {}
+        }
+    }
+    assert!(
+        acked_seq > 0 && !audits.is_empty() && version > 0,
+        "{stdout}"
+    );
+    let s = open_engine(engine, dir.path());
+    assert!(s.sensor("n1").unwrap().acked_sequence >= acked_seq);
+    assert!(s.events_ingested().unwrap() >= acked_seq);
+    assert!(s.baseline(&web(), 0).unwrap().version >= version);
+    assert!(s
+        .history(&web())
+        .unwrap()
+        .iter()
+        .any(|h| h.version == version));
+    let stored: BTreeSet<u64> = s
+        .audit_log(0, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    assert!(
+        audits.is_subset(&stored),
+        "{audits:?} not all in {stored:?}"
+    );
+    // The log is whole up to every cursor that was durable before the crash.
+    let durable = *s.durable_cursor().borrow();
+    assert!(
+        durable >= cursor,
+        "durable cursor went back: {durable} < {cursor}"
+    );
+    let records = s.read_log(0, durable, usize::MAX).unwrap().unwrap();
+    assert_eq!(records.len() as u64, durable, "a gap in the log");
+    // Replaying every acknowledged batch after the crash stores nothing twice.
+    let stored_events = s.events_ingested().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let replay = s
+            .ingest(
+                "n1",
+                &crash_batches(acked_seq),
+                &Policies::default(),
+                SystemTime::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(replay.applied as u64, 0);
+    });
+    assert_eq!(s.events_ingested().unwrap(), stored_events);
+}
+
+const CHILD_DIR: &str = "PROCGUARD_CONFORMANCE_CRASH_DIR";
+const CHILD_ENGINE: &str = "PROCGUARD_CONFORMANCE_CRASH_ENGINE";
+const CRASH_BATCH: u64 = 20;
+
+/// The batches the crash child writes, up to sequence `upto`: learning for the first four
+/// (the child approves the baseline after them), deviations with incidents after.
+fn crash_batches(upto: u64) -> Vec<IngestEvent> {
+    (1..=upto)
+        .map(|s| {
+            let exe = if s <= 4 * CRASH_BATCH {
+                format!("/bin/c-{}", s % 50)
+            } else {
+                format!("/bin/d-{}", s % 7)
+            };
+            event(&format!("c-{s}"), s, &exe)
+        })
+        .collect()
+}
+
+/// In the child: writes through the engine, printing each acknowledged write, then starts one
+/// more write and aborts without waiting for it. Returns (false) only when not the child.
+fn crash_child() -> bool {
+    let (Some(dir), Some(engine)) = (
+        std::env::var_os(CHILD_DIR),
+        std::env::var(CHILD_ENGINE).ok(),
+    ) else {
+        return false;
+    };
+    use std::io::Write;
+    let s = open_engine(&engine, Path::new(&dir));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let p = Policies::default();
+        let all = crash_batches(10 * CRASH_BATCH);
+        let mut out = std::io::stdout();
+        for (i, chunk) in all.chunks(CRASH_BATCH as usize).enumerate() {
+            let o = s.ingest("n1", chunk, &p, SystemTime::now()).await.unwrap();
+            writeln!(out, "ACK {}", o.acked_sequence).unwrap();
+            let id = s.audit(audit_entry(&format!("a{i}"))).await.unwrap();
+            writeln!(out, "AUDIT {id}").unwrap();
+            if i == 3 {
+                writeln!(out, "VERSION {}", approve(s.as_ref()).await).unwrap();
+            }
+            writeln!(out, "CURSOR {}", *s.durable_cursor().borrow()).unwrap();
+            out.flush().unwrap();
+        }
+        // One more batch committed but never waited for, then the crash.
+        let last = batch("late", 10 * CRASH_BATCH + 1, CRASH_BATCH);
+        let _uncommitted = s.ingest_commit("n1", &last, &p, SystemTime::now()).await;
+        writeln!(out, "CRASHING").unwrap();
+        out.flush().unwrap();
+    });
+    std::process::abort();
+}
+
+fn open_engine(engine: &str, dir: &Path) -> SharedStorage {
+    match engine {
+        "sled" => open_sled(dir),
+        other => panic!("no engine '{other}' in the conformance suite"),
+    }
+}
+
+fn open_sled(dir: &Path) -> SharedStorage {
+    Arc::new(Store::open(dir).expect("open sled"))
+}
+
+/// Runs every conformance check against one engine: `engine_conformance!(module, "name",
+/// open_fn)`, where `name` is known to [`open_engine`] (the crash child reopens by name).
+macro_rules! engine_conformance {
+    ($module:ident, $name:literal, $open:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ingest_is_idempotent() {
+                super::ingest_is_idempotent($open).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_refused_change_changes_nothing() {
+                super::a_refused_change_changes_nothing($open).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn the_record_log_is_contiguous_and_durable() {
+                super::the_record_log_is_contiguous_and_durable($open).await;
+            }
+
+            #[test]
+            fn acknowledged_writes_survive_a_crash() {
+                if crash_child() {
+                    unreachable!("the crash child aborts");
+                }
+                super::acknowledged_writes_survive_a_crash(
+                    $name,
+                    concat!(
+                        "store::conformance::",
+                        stringify!($module),
+                        "::acknowledged_writes_survive_a_crash"
+                    ),
+                );
+            }
+        }
+    };
+}
+
+engine_conformance!(sled, "sled", open_sled);
