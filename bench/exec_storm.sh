@@ -3,8 +3,12 @@
 # captured at the same time by procguard-sensor (release build, JSON lines, no server) and by
 # forkstat. Prints one JSON object per phase. Needs root and forkstat (apt-get install forkstat).
 #
-#   cargo build --release -p procguard-sensor && cargo build -p procguard-tests --bin exec_storm
-#   sudo bench/exec_storm.sh [RATE=1000] [DURATION=20] [BURST=20000] [FANOTIFY=1]
+#   cargo build --release -p procguard-sensor -p procguard-server && cargo build -p procguard-tests --bin exec_storm
+#   sudo bench/exec_storm.sh [RATE=1000] [DURATION=20] [BURST=20000] [FANOTIFY=1] [UPLINK=1]
+#
+# UPLINK=1 also runs a release procguard-server (dev PKI, sled under $OUT) and connects the
+# sensor to it over mTLS gRPC, so the sensor's figures include encoding, spooling and sending
+# every event, as in production (the JSON lines are still written, for scoring).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${RATE:-1000}
@@ -28,13 +32,23 @@ cpu_pct() { # pid ticks_before seconds
 
 flags=()
 [ "$FANOTIFY" = 1 ] && flags+=(--fanotify)
+UPLINK=${UPLINK:-0}
+if [ "$UPLINK" = 1 ]; then
+  SERVER=${SERVER:-target/release/procguard-server}
+  "$SERVER" --dev-pki "$OUT/pki" --dev-nodes bench --data-dir "$OUT/server" \
+    --grpc-addr 127.0.0.1:19443 --admin-addr 127.0.0.1:19392 2>"$OUT/server.log" &
+  SRV=$!
+  for _ in $(seq 100); do [ -f "$OUT/pki/sensor-bench.key" ] && grep -q "listening\|running" "$OUT/server.log" && break; sleep 0.1; done
+  flags+=(--server https://127.0.0.1:19443 --tls-server-name localhost --tls-ca "$OUT/pki/ca.crt"
+    --tls-cert "$OUT/pki/sensor-bench.crt" --tls-key "$OUT/pki/sensor-bench.key")
+fi
 PORT=${PORT:-19391}
 "$SENSOR" --node-name bench --jsonl "$OUT/events.jsonl" --admin-addr "127.0.0.1:$PORT" \
   --spool-dir "$OUT/spool" "${flags[@]}" 2>"$OUT/sensor.log" &
 SPID=$!
 forkstat -e exec -l >"$OUT/forkstat.txt" 2>/dev/null &
 FPID=$!
-trap 'kill $SPID $FPID 2>/dev/null || true' EXIT
+trap 'kill $SPID $FPID ${SRV:-} 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q "Initial /proc scan done" "$OUT/sensor.log" && break; sleep 0.1; done
 sleep 2
 

@@ -37,7 +37,7 @@
 
 use crate::metrics::Metrics;
 use crate::netlink::{
-    self, GapDetector, ProcConnector, ProcEvent, Received, Stamped, PROC_EVENT_ALL, PROC_EVENT_EXEC,
+    self, GapDetector, ProcConnector, ProcEvent, Stamped, PROC_EVENT_ALL, PROC_EVENT_EXEC,
 };
 use crate::procfs::{hash_file, HashCache};
 use crate::tracker::{EarlyRead, Observed, Tracker};
@@ -84,27 +84,29 @@ impl EventQueue {
     /// Moves everything the socket holds into the queue, without blocking. Returns an error
     /// only when the socket failed for good.
     fn fill(&mut self, metrics: &Metrics) -> std::io::Result<()> {
+        let mut got = Vec::new();
         loop {
-            match self.conn.recv_nowait() {
-                Ok(Received::Events(events)) => {
-                    for e in events {
-                        if self.events.len() >= KERNEL_QUEUE {
-                            metrics.queue_drops.inc();
-                            self.lost = true;
-                        } else {
-                            self.events.push_back(e);
-                        }
-                    }
-                }
-                Ok(Received::Overrun) => {
-                    metrics.kernel_losses.inc();
-                    tracing::warn!(
-                        message = "Proc connector overrun: events lost; rescanning /proc."
-                    );
-                    self.lost = true;
-                }
+            got.clear();
+            let batch = match self.conn.recv_many(false, &mut got) {
+                Ok(b) => b,
                 Err(e) if is_transient(&e) => return Ok(()),
                 Err(e) => return Err(e),
+            };
+            for e in got.drain(..) {
+                if self.events.len() >= KERNEL_QUEUE {
+                    metrics.queue_drops.inc();
+                    self.lost = true;
+                } else {
+                    self.events.push_back(e);
+                }
+            }
+            if batch.overrun {
+                metrics.kernel_losses.inc();
+                tracing::warn!(message = "Proc connector overrun: events lost; rescanning /proc.");
+                self.lost = true;
+            }
+            if batch.datagrams < netlink::RECV_SLOTS && !batch.overrun {
+                return Ok(());
             }
         }
     }
@@ -368,23 +370,18 @@ impl Processor {
     fn receive_execs(&mut self, into: &mut Vec<Stamped>, lost: &mut bool) -> std::io::Result<()> {
         let mut first = true;
         while into.len() < EXEC_BATCH {
-            let got = if first {
-                self.exec.recv()
-            } else {
-                self.exec.recv_nowait()
-            };
-            first = false;
-            match got {
-                Ok(Received::Events(events)) => into.extend(events),
-                Ok(Received::Overrun) => {
-                    self.metrics.kernel_losses.inc();
-                    tracing::warn!(
-                        message = "Proc connector overrun: events lost; rescanning /proc."
-                    );
-                    *lost = true;
-                }
+            let batch = match self.exec.recv_many(first, into) {
+                Ok(b) => b,
                 Err(e) if is_transient(&e) => return Ok(()),
                 Err(e) => return Err(e),
+            };
+            first = false;
+            if batch.overrun {
+                self.metrics.kernel_losses.inc();
+                tracing::warn!(message = "Proc connector overrun: events lost; rescanning /proc.");
+                *lost = true;
+            } else if batch.datagrams < netlink::RECV_SLOTS {
+                return Ok(());
             }
         }
         Ok(())

@@ -137,6 +137,20 @@ pub enum Received {
     Overrun,
 }
 
+/// Datagrams taken per [`ProcConnector::recv_many`] call.
+pub const RECV_SLOTS: usize = 64;
+/// Bytes per datagram slot: a connector datagram is under 100 bytes.
+const RECV_SLOT: usize = 1024;
+
+/// What one [`ProcConnector::recv_many`] call received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// Datagrams received; fewer than [`RECV_SLOTS`] means the socket was emptied.
+    pub datagrams: usize,
+    /// The kernel reported lost events (ENOBUFS).
+    pub overrun: bool,
+}
+
 /// A subscribed proc connector socket.
 #[derive(Debug)]
 pub struct ProcConnector {
@@ -410,6 +424,63 @@ impl ProcConnector {
             return Err(err);
         }
         Ok(parse_datagram(&self.buf[..n as usize]))
+    }
+
+    /// Receives up to [`RECV_SLOTS`] datagrams in one `recvmmsg(2)`, appending their events
+    /// to `out`: when `wait`, blocks for the first (up to the read timeout) and takes the rest
+    /// without waiting; otherwise never blocks. `WouldBlock`/`TimedOut` when nothing came.
+    pub fn recv_many(&mut self, wait: bool, out: &mut Vec<Stamped>) -> io::Result<Batch> {
+        const _: () = assert!(RECV_SLOTS * RECV_SLOT <= 64 * 1024);
+        // SAFETY: iovec and mmsghdr are plain data; zeroed is a valid value for both.
+        let mut iov: [libc::iovec; RECV_SLOTS] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; RECV_SLOTS] = unsafe { std::mem::zeroed() };
+        let base = self.buf.as_mut_ptr();
+        for (i, (v, h)) in iov.iter_mut().zip(hdrs.iter_mut()).enumerate() {
+            // SAFETY: slot `i` lies within `buf` (asserted above: all slots fit in it).
+            v.iov_base = unsafe { base.add(i * RECV_SLOT) }.cast();
+            v.iov_len = RECV_SLOT;
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        let flags = if wait {
+            libc::MSG_WAITFORONE
+        } else {
+            libc::MSG_DONTWAIT
+        };
+        // SAFETY: recvmmsg(2) with RECV_SLOTS headers, each pointing at its own RECV_SLOT-byte
+        // slot of our buffer; all of them outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                RECV_SLOTS as libc::c_uint,
+                flags,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENOBUFS) {
+                return Ok(Batch {
+                    datagrams: 0,
+                    overrun: true,
+                });
+            }
+            return Err(err);
+        }
+        let mut overrun = false;
+        for (i, h) in hdrs.iter().take(n as usize).enumerate() {
+            let len = (h.msg_len as usize).min(RECV_SLOT);
+            let slot = &self.buf[i * RECV_SLOT..i * RECV_SLOT + len];
+            match parse_datagram(slot) {
+                Received::Events(e) => out.extend(e),
+                Received::Overrun => overrun = true,
+            }
+        }
+        Ok(Batch {
+            datagrams: n as usize,
+            overrun,
+        })
     }
 
     /// A second descriptor of the same socket, for [`wait_readable`] from another thread.
