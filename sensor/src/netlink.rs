@@ -569,9 +569,11 @@ pub fn raise_thread_priority(nice: i32) -> io::Result<()> {
 }
 
 /// How far behind its CPU's newest sequence number an event may arrive and still fill its
-/// gap. Events can arrive slightly out of order: exec and the other kinds come on two sockets,
-/// and the kernel stamps an event's time before it takes the per-CPU sequence number.
-pub const GAP_WINDOW: u32 = 256;
+/// gap. Events arrive out of order: execs and the other kinds come on two sockets read at
+/// different moments (during a burst, a CPU numbers thousands of events between them), and the
+/// kernel stamps an event's time before it takes the per-CPU sequence number. 4,096 missing
+/// numbers per CPU at most are remembered (16 KiB).
+pub const GAP_WINDOW: u32 = 4_096;
 
 /// Detects lost events from the per-CPU sequence numbers. The kernel numbers every event it
 /// sends on a CPU, whatever its kind, so the sensor's subscriptions must cover every kind
