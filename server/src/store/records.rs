@@ -554,7 +554,7 @@ impl Log {
 
     /// Up to `limit` records with `after < cursor <= upto` from the shared tail, or `None`
     /// when the tail does not hold `after + 1`.
-    fn from_tail(&self, after: u64, upto: u64, limit: usize) -> Option<Vec<Arc<SharedRecord>>> {
+    fn read_tail(&self, after: u64, upto: u64, limit: usize) -> Option<Vec<Arc<SharedRecord>>> {
         let tail = self.state.tail.read().expect("shared tail");
         let first = tail.front()?.cursor;
         let last = tail.back()?.cursor;
@@ -597,7 +597,7 @@ impl Store {
         if after >= upto {
             return Ok(Ok((vec![], ReadSource::Tail)));
         }
-        if let Some(recs) = self.log.from_tail(after, upto, limit) {
+        if let Some(recs) = self.log.read_tail(after, upto, limit) {
             return Ok(Ok((recs, ReadSource::Tail)));
         }
         Ok(self.read_log(after, upto, limit)?.map(|v| {
