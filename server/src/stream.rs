@@ -14,8 +14,10 @@
 //! write instead of one per record. A record's protobuf bytes are made once, by the first
 //! subscription that sends it, and shared through the tail ([`crate::store::SharedRecord`]);
 //! the service is therefore served from [`procguard_proto::encoded`], whose `Subscribe`
-//! sends [`Encoded`] records (the same bytes on the wire as a `StreamRecord`). If retention removed records a subscriber still needed,
-//! its stream ends with `OUT_OF_RANGE` naming the oldest cursor available, never a silent skip.
+//! sends [`Encoded`] records (the same bytes on the wire as a `StreamRecord`).
+//!
+//! If retention removed records a subscriber still needed, its stream ends with
+//! `OUT_OF_RANGE` naming the oldest cursor available, never a silent skip.
 //!
 //! Roles: `siem` (or `admin`) for all three calls. Every call is audited; note that audit
 //! records are themselves part of the log, so a subscriber that wants only findings filters
@@ -24,9 +26,8 @@
 use crate::api::Api;
 use crate::auth::Role;
 use crate::metrics::Metrics;
-use crate::store::ReadSource;
 use crate::store::{
-    AuditEntry, AuditOutcome, LogRecord, OutOfRange, RecordBody, Store, StoreError,
+    AuditEntry, AuditOutcome, LogRecord, OutOfRange, ReadSource, RecordBody, Store, StoreError,
 };
 use futures::StreamExt;
 use procguard_core::incident::Severity;
