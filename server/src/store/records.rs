@@ -1166,6 +1166,24 @@ mod tests {
         s
     }
 
+    /// Opens the store in `dir` again after the previous instance was dropped. sled's
+    /// background threads can hold the old instance's file lock for a moment after the drop;
+    /// only that error is waited out, at most 5 s.
+    fn reopen(dir: &std::path::Path, tail: usize) -> Store {
+        for _ in 0..100 {
+            match Store::open_with_tail(dir, tail) {
+                Ok(s) => return s,
+                Err(StoreError::Sled(sled::Error::Io(e)))
+                    if e.to_string().contains("could not acquire lock") =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("reopening the store: {e}"),
+            }
+        }
+        panic!("the previous store instance never released its lock")
+    }
+
     fn all(s: &Store) -> Vec<LogRecord> {
         let upto = *s.durable_cursor().borrow();
         s.read_log(0, upto, usize::MAX).unwrap().unwrap()
@@ -1238,7 +1256,7 @@ mod tests {
             .unwrap();
             s.last_cursor()
         };
-        let s = Store::open(dir.path()).unwrap();
+        let s = reopen(dir.path(), DEFAULT_TAIL_RECORDS);
         assert_eq!(*s.durable_cursor().borrow(), last);
         s.ingest(
             "n1",
@@ -1487,7 +1505,7 @@ mod tests {
         assert!(none.is_empty());
         // A store without a tail reads everything from sled.
         drop(s);
-        let s = Store::open_with_tail(dir.path(), 0).unwrap();
+        let s = reopen(dir.path(), 0);
         deviations(&s, 100, 2).await;
         let upto = *s.durable_cursor().borrow();
         let (b, source) = s.read_records(upto - 1, upto, 10).unwrap().unwrap();
@@ -1582,7 +1600,7 @@ mod tests {
         // Survives a restart: generations live in sled.
         let remembered = s.event_ids_remembered();
         drop(s);
-        let s = Store::open(dir.path()).unwrap();
+        let s = reopen(dir.path(), DEFAULT_TAIL_RECORDS);
         assert_eq!(s.event_ids_remembered(), remembered);
         let replay = |id: &'static str| {
             let s = s.clone();
