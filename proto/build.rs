@@ -18,6 +18,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .compile_fds(fds.clone())?;
+    // The servers once more, with every message taken from `v1` except `StreamRecord`, which
+    // becomes `crate::Encoded`: the SIEM stream sends records encoded once and shared by all
+    // subscribers (see `Encoded`). Same service names and paths, so the wire is unchanged.
+    let encoded = PathBuf::from(std::env::var("OUT_DIR")?).join("encoded");
+    std::fs::create_dir_all(&encoded)?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(false)
+        .out_dir(&encoded)
+        .extern_path(".procguard.v1.StreamRecord", "crate::Encoded")
+        .extern_path(".procguard.v1", "crate::v1")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -130,6 +130,15 @@ impl Action {
     }
 }
 
+/// What an accepted action did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The incident moved to the action's state.
+    Changed,
+    /// The incident was already there (the action was a repeat); nothing changed.
+    Unchanged,
+}
+
 /// A refused lifecycle change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
@@ -140,12 +149,6 @@ pub enum TransitionError {
         id: String,
         /// Its final state.
         state: &'static str,
-    },
-    /// Acknowledging twice.
-    #[error("incident {id} is already acknowledged; resolve or allow it")]
-    AlreadyAcknowledged {
-        /// Incident.
-        id: String,
     },
     /// Allow on a finding with no executable.
     #[error(
@@ -427,8 +430,15 @@ impl Incident {
         self.severity_reason = reason;
     }
 
-    /// Whether `action` is allowed now; the incident is untouched.
-    pub fn check(&self, action: Action) -> Result<(), TransitionError> {
+    /// Whether `action` is allowed now, and whether it would change anything; the incident is
+    /// untouched. Repeating the action that led to the current state (acknowledging an
+    /// acknowledged incident, resolving a resolved one, allowing an allowed one) is allowed
+    /// and changes nothing: a retried or doubled request gets the same answer as the first.
+    /// Any other action on a closed incident is refused.
+    pub fn check(&self, action: Action) -> Result<Applied, TransitionError> {
+        if self.state == action.target() {
+            return Ok(Applied::Unchanged);
+        }
         if !self.state.is_active() {
             return Err(TransitionError::Closed {
                 id: self.id.clone(),
@@ -436,34 +446,32 @@ impl Incident {
             });
         }
         match action {
-            Action::Acknowledge if self.state == IncidentState::Acknowledged => {
-                Err(TransitionError::AlreadyAcknowledged {
-                    id: self.id.clone(),
-                })
-            }
             Action::Allow if self.kind != IncidentKind::Deviation => {
                 Err(TransitionError::NothingToAllow {
                     id: self.id.clone(),
                 })
             }
-            _ => Ok(()),
+            _ => Ok(Applied::Changed),
         }
     }
 
-    /// Applies a person's action, recording who and why.
+    /// Applies a person's action, recording who and why. A repeated action changes nothing
+    /// (the first actor and reason stay) and returns [`Applied::Unchanged`].
     pub fn apply(
         &mut self,
         action: Action,
         actor: &str,
         reason: &str,
         now: SystemTime,
-    ) -> Result<(), TransitionError> {
-        self.check(action)?;
+    ) -> Result<Applied, TransitionError> {
+        if self.check(action)? == Applied::Unchanged {
+            return Ok(Applied::Unchanged);
+        }
         self.state = action.target();
         self.state_actor = actor.to_string();
         self.state_reason = reason.to_string();
         self.updated_at = now;
-        Ok(())
+        Ok(Applied::Changed)
     }
 
     /// The baseline element this incident is about.
@@ -780,13 +788,14 @@ mod tests {
             }
             IncidentKind::SensorBlind => Incident::sensor_blind("7".into(), "n1", "x".into(), t(1)),
         };
-        let mut result = Ok(());
+        let mut result = Ok(Applied::Changed);
         for a in actions {
             result = i.apply(*a, "alice", "because", t(2));
             if result.is_err() {
                 break;
             }
         }
+        let result = result.map(|_| ());
         match expected {
             Ok(state) => {
                 assert_eq!(result, Ok(()), "{actions:?}");
@@ -810,15 +819,32 @@ mod tests {
         lifecycle(Deviation, &[Resolve], Ok(S::Resolved));
         lifecycle(Deviation, &[Acknowledge, Allow], Ok(S::Allowed));
         lifecycle(Deviation, &[Allow], Ok(S::Allowed));
-        lifecycle(
-            Deviation,
-            &[Acknowledge, Acknowledge],
-            Err("already acknowledged"),
-        );
+        // Repeating the action that led to the state is a success that changes nothing.
+        lifecycle(Deviation, &[Acknowledge, Acknowledge], Ok(S::Acknowledged));
+        lifecycle(Deviation, &[Resolve, Resolve], Ok(S::Resolved));
+        lifecycle(Deviation, &[Allow, Allow], Ok(S::Allowed));
         lifecycle(Deviation, &[Resolve, Acknowledge], Err("already resolved"));
         lifecycle(Deviation, &[Allow, Resolve], Err("already allowed"));
+        lifecycle(Deviation, &[Resolve, Allow], Err("already resolved"));
         lifecycle(SensorBlind, &[Allow], Err("resolve it instead"));
         lifecycle(SensorBlind, &[Acknowledge, Resolve], Ok(S::Resolved));
+    }
+
+    #[test]
+    fn a_repeated_action_keeps_the_first_actor_and_reports_no_change() {
+        let b = baseline(BaselineState::Enforced, &["/usr/sbin/nginx"]);
+        let mut i = Incident::from_deviation("7".into(), "e", &exec("/usr/bin/id"), &b, t(1));
+        assert_eq!(
+            i.apply(Action::Resolve, "alice", "first", t(2)),
+            Ok(Applied::Changed)
+        );
+        let before = i.clone();
+        assert_eq!(
+            i.apply(Action::Resolve, "bob", "second", t(3)),
+            Ok(Applied::Unchanged)
+        );
+        assert_eq!(i, before);
+        assert_eq!(i.check(Action::Resolve), Ok(Applied::Unchanged));
     }
 
     #[test]

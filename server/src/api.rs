@@ -167,6 +167,11 @@ impl Api {
         result
     }
 
+    /// Pushes a changed baseline to every connected sensor.
+    pub(crate) fn publish(&self, b: Baseline) {
+        self.hub.publish(b);
+    }
+
     pub(crate) async fn change_one(
         &self,
         caller: &Caller,

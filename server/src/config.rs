@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Most records `--stream-tail-records` accepts: a record is about 1 KiB in memory.
+const MAX_TAIL_RECORDS: usize = 1 << 20;
+
 /// Flags of `procguard-server`.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -83,12 +86,18 @@ pub struct Config {
     #[arg(long, env = "PROCGUARD_SENSOR_FLEET_NAMES", value_delimiter = ',')]
     pub sensor_fleet_names: Vec<String>,
     /// Records of the SIEM log (incident changes, deviations, audit) older than this are
-    /// removed; a subscriber asking for one gets OUT_OF_RANGE.
+    /// removed; a subscriber asking for one gets OUT_OF_RANGE. Sensor event IDs (replay
+    /// idempotency) are remembered at least this long.
     #[arg(long, env = "PROCGUARD_RETENTION_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
     pub retention_age: Duration,
-    /// Past this many bytes, the oldest records of the SIEM log are removed.
+    /// Past this many bytes, the oldest records of the SIEM log (with the deviations stored
+    /// under their cursors) are removed; the event-ID index is bounded by the same size.
     #[arg(long, env = "PROCGUARD_RETENTION_BYTES", default_value_t = 1 << 30)]
     pub retention_bytes: u64,
+    /// Newest durable records held in memory, shared by every SIEM subscription; a
+    /// subscriber further behind reads from disk. 0 disables the shared tail.
+    #[arg(long, env = "PROCGUARD_STREAM_TAIL_RECORDS", default_value_t = crate::store::DEFAULT_TAIL_RECORDS)]
+    pub stream_tail_records: usize,
     /// How often retention runs.
     #[arg(long, env = "PROCGUARD_RETENTION_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub retention_interval: Duration,
@@ -129,6 +138,8 @@ pub struct Settings {
     pub retention_interval: Duration,
     /// Silence that raises a sensor-blind incident.
     pub sensor_silence: Duration,
+    /// Records in the shared tail of the SIEM stream.
+    pub stream_tail_records: usize,
 }
 
 impl Config {
@@ -218,8 +229,20 @@ impl Config {
                 "--retention-interval and --sensor-silence must be greater than zero".into(),
             ));
         }
+        if self.stream_tail_records > MAX_TAIL_RECORDS {
+            return Err(ConfigError(format!(
+                "--stream-tail-records is {}; at most {MAX_TAIL_RECORDS} (about 1 GiB of memory) is accepted",
+                self.stream_tail_records
+            )));
+        }
+        if self.retention_age.is_zero() {
+            return Err(ConfigError(
+                "--retention-age must be greater than zero (it is also how long replayed sensor events are recognised)".into(),
+            ));
+        }
         Ok(Settings {
             limits,
+            stream_tail_records: self.stream_tail_records,
             retention: crate::store::Retention {
                 max_age: self.retention_age,
                 max_bytes: self.retention_bytes,

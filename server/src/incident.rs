@@ -2,9 +2,15 @@
 //!
 //! Authentication, authorisation and auditing go through the same helpers as the baseline API
 //! ([`Api::allow`], [`Api::done`]): viewers read incidents, approvers acknowledge, resolve and
-//! allow them. Allowing first adds the executable to the workload's baseline as a new, audited
-//! version (pushed to every sensor through the [`crate::ingest::Hub`]), then closes the
-//! incident; the incident records the actor and reason of both.
+//! allow them. Allowing adds the executable to the workload's baseline as a new, audited
+//! version and closes the incident in one store transaction (then the baseline is pushed to
+//! every sensor through the [`crate::ingest::Hub`]); the incident records the actor and reason.
+//!
+//! Actions are idempotent: repeating the action that led to the current state (a retry, a
+//! double click, two people resolving at once) succeeds, returns the incident as it is, and
+//! writes no record. A different action on a closed incident is `FAILED_PRECONDITION` naming
+//! the state it is in. Concurrent actions are serialised by the store, so exactly one of them
+//! decides the outcome.
 
 use crate::api::Api;
 use crate::auth::Role;
@@ -12,7 +18,6 @@ use crate::store::{SharedStorage, StoreError};
 use procguard_core::incident::{Action, IncidentFilter};
 use procguard_proto::convert::incident::{incident_to_pb, severity_filter, state_filter};
 use procguard_proto::v1 as pb;
-use std::time::SystemTime;
 use tonic::{Request, Response, Status};
 
 /// `IncidentService` implementation.
@@ -70,31 +75,22 @@ impl IncidentApi {
         let r = request.get_ref();
         let result = async {
             need_id(&r.id)?;
-            if action == Action::Allow {
-                let incident = self.store.incident(&r.id).map_err(status)?;
-                incident
-                    .check(Action::Allow)
-                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
-                let workload = incident.workload.clone().ok_or_else(|| {
-                    Status::failed_precondition("incident has no workload to allow in")
-                })?;
-                let reason = format!("incident {}: {}", incident.id, r.reason);
-                let now = SystemTime::now();
-                let b = self
-                    .api
-                    .change_one(&caller, &workload, "allowed", &reason, false, |b| {
-                        incident.allow_in(b, now)
-                    })
-                    .await?;
-                tracing::info!(message = "Incident allowed into its baseline.", incident = %incident.id, workload = %workload, version = b.version, actor = %caller.actor);
-            }
-            let i = self
+            let out = self
                 .store
                 .incident_action(&r.id, action, &caller.actor, &r.reason)
                 .await
                 .map_err(status)?;
-            tracing::info!(message = "Incident changed.", incident = %i.id, state = i.state.as_str(), actor = %caller.actor);
-            Ok(incident_to_pb(&i, true))
+            let i = &out.incident;
+            if let Some(b) = out.baseline {
+                tracing::info!(message = "Incident allowed into its baseline.", incident = %i.id, workload = %b.workload, version = b.version, actor = %caller.actor);
+                self.api.publish(b);
+            }
+            if out.changed {
+                tracing::info!(message = "Incident changed.", incident = %i.id, state = i.state.as_str(), actor = %caller.actor);
+            } else {
+                tracing::info!(message = "Incident action repeated; nothing changed.", incident = %i.id, state = i.state.as_str(), action = action.as_str(), actor = %caller.actor);
+            }
+            Ok(incident_to_pb(i, true))
         }
         .await;
         self.api

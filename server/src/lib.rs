@@ -58,7 +58,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .with_context(|| format!("cannot bind gRPC address {}", settings.grpc_addr))?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
-    let store = store::Store::open(&settings.data_dir)
+    let store = store::Store::open_with_tail(&settings.data_dir, settings.stream_tail_records)
         .with_context(|| {
             format!(
                 "cannot open sled database in {}",
@@ -172,8 +172,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 .max_decoding_message_size(max_message),
         )
         .add_service(
-            pb::subscription_service_server::SubscriptionServiceServer::new(subscriptions)
-                .max_decoding_message_size(max_message),
+            procguard_proto::encoded::subscription_service_server::SubscriptionServiceServer::new(
+                subscriptions,
+            )
+            .max_decoding_message_size(max_message),
         );
 
     tracing::info!(

@@ -40,6 +40,13 @@ pub struct Metrics {
     pub incident_changes: Counter,
     /// Records removed from the log by retention.
     pub retention_removed: Counter,
+    /// Stored deviations removed by retention.
+    pub retention_deviations_removed: Counter,
+    /// Event IDs forgotten by retention (idempotency index generations dropped).
+    pub retention_event_ids_removed: Counter,
+    /// Records sent to subscribers that were read from sled because the subscriber was
+    /// behind the shared tail (the rest came from memory).
+    pub records_streamed_from_storage: Counter,
 }
 
 impl Metrics {
@@ -101,6 +108,21 @@ impl Metrics {
             "retention_removed",
             "Records removed from the record log by retention",
             self.retention_removed.clone(),
+        );
+        r.register(
+            "retention_deviations_removed",
+            "Stored deviations removed by retention (with their log records)",
+            self.retention_deviations_removed.clone(),
+        );
+        r.register(
+            "retention_event_ids_removed",
+            "Event IDs forgotten by retention (the idempotency index's oldest generation)",
+            self.retention_event_ids_removed.clone(),
+        );
+        r.register(
+            "records_streamed_from_storage",
+            "Records read from sled for subscribers behind the shared in-memory tail",
+            self.records_streamed_from_storage.clone(),
         );
         r
     }

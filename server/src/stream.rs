@@ -1,13 +1,23 @@
 //! The SIEM stream: the gRPC adapter for `SubscriptionService`.
 //!
 //! A subscription reads the record log ([`crate::store::LogRecord`]) from its start position up
-//! to the durable cursor, then waits for the durable cursor to move and reads again. Every
-//! record comes from storage, in cursor order, so a stream has no gap and no duplicate, and
-//! a subscriber only ever sees records that are on disk. There is no per-subscriber copy of
-//! live records to fall behind on: a slow subscriber only makes its own task wait on its own
-//! bounded outbound channel, while ingest keeps committing; when it reads again it simply
-//! reads further back in sled. If retention removed records a subscriber still needed, its
-//! stream ends with `OUT_OF_RANGE` naming the oldest cursor available, never a silent skip.
+//! to the durable cursor, then waits for the durable cursor to move and reads again. Records
+//! come, in cursor order, from the store's shared tail (the newest durable records, built once
+//! at commit and shared by every subscription) while the subscriber keeps up, and from sled
+//! once it has fallen behind the tail ([`Store::read_records`]). Either way a stream has no gap
+//! and no duplicate, and a subscriber only ever sees records that are on disk.
+//!
+//! The response stream *is* the reader: there is no task and no channel per subscriber. tonic
+//! polls it when the HTTP/2 stream has room, so a slow subscriber simply is not polled; it
+//! holds a cursor, not a buffer, and nothing upstream ever waits for it. Each poll reads up to
+//! [`READ_STEP`] records and yields them back to back, so tonic encodes them into one HTTP/2
+//! write instead of one per record. A record's protobuf bytes are made once, by the first
+//! subscription that sends it, and shared through the tail ([`crate::store::SharedRecord`]);
+//! the service is therefore served from [`procguard_proto::encoded`], whose `Subscribe`
+//! sends [`Encoded`] records (the same bytes on the wire as a `StreamRecord`).
+//!
+//! If retention removed records a subscriber still needed, its stream ends with
+//! `OUT_OF_RANGE` naming the oldest cursor available, never a silent skip.
 //!
 //! Roles: `siem` (or `admin`) for all three calls. Every call is audited; note that audit
 //! records are themselves part of the log, so a subscriber that wants only findings filters
@@ -17,26 +27,25 @@ use crate::api::Api;
 use crate::auth::Role;
 use crate::metrics::Metrics;
 use crate::store::{
-    AuditEntry, AuditOutcome, LogRecord, OutOfRange, RecordBody, SharedStorage, StoreError,
+    AuditEntry, AuditOutcome, LogRecord, OutOfRange, ReadSource, RecordBody, SharedStorage,
+    StoreError,
 };
+use futures::StreamExt;
 use procguard_core::incident::Severity;
 use procguard_proto::convert::incident::{incident_to_pb, severity_filter, severity_to_pb};
 use procguard_proto::convert::timestamp;
 use procguard_proto::v1 as pb;
+use procguard_proto::Encoded;
 use std::collections::HashSet;
 use std::pin::Pin;
-use tokio::sync::mpsc;
-use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tokio::sync::watch;
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-/// Records read from sled per step. Bounds the memory of one catch-up step; a subscriber far
-/// behind simply takes more steps.
+/// Records read (from the tail or sled) per step, and yielded back to back. Bounds the memory
+/// of one step of one subscriber; a subscriber far behind simply takes more steps.
 const READ_STEP: usize = 512;
-/// Records buffered towards one subscriber. When the subscriber reads slower than this drains,
-/// its task waits here (only its own task: ingest never waits for a subscriber) and it
-/// continues from storage afterwards.
-const OUTBOUND: usize = 256;
 /// Longest durable subscription name accepted.
 const MAX_NAME: usize = 200;
 
@@ -194,7 +203,87 @@ pub fn record_to_pb(r: &LogRecord) -> pb::StreamRecord {
     }
 }
 
-type Out = Pin<Box<dyn Stream<Item = Result<pb::StreamRecord, Status>> + Send>>;
+type Out = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
+
+/// One subscription's position and what it asked for. Dropping it (the client went away, or
+/// the stream ended) ends the subscription.
+struct Reader {
+    store: SharedStorage,
+    durable: watch::Receiver<u64>,
+    shutdown: CancellationToken,
+    metrics: Metrics,
+    actor: String,
+    filter: RecordFilter,
+    /// The last cursor read (sent or filtered out).
+    after: u64,
+    /// Set once the stream has sent its final error.
+    done: bool,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.metrics.subscribers.dec();
+        tracing::info!(message = "Subscriber disconnected.", actor = %self.actor, cursor = self.after);
+    }
+}
+
+impl Reader {
+    /// The next records to send, waiting for new durable records when there are none; the
+    /// final error of a stream is its last item. `None` ends the stream.
+    async fn step(&mut self) -> Option<Vec<Result<Encoded, Status>>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if self.shutdown.is_cancelled() {
+                return self.end(Status::unavailable(
+                    "server shutting down; resume from your last cursor",
+                ));
+            }
+            let upto = *self.durable.borrow_and_update();
+            if self.after < upto {
+                let (batch, source) = match self.store.read_records(self.after, upto, READ_STEP) {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(o)) => {
+                        tracing::warn!(message = "Subscriber fell behind retention.", actor = %self.actor, after = o.after, oldest = o.oldest);
+                        return self.end(out_of_range(&o));
+                    }
+                    Err(e) => {
+                        tracing::error!(message = "Reading the record log failed.", error = %e);
+                        return self.end(internal(e));
+                    }
+                };
+                let out: Vec<_> = batch
+                    .iter()
+                    .filter(|r| self.filter.matches(r))
+                    // Encoded by the first subscription that sends it, shared by the others.
+                    .map(|r| Ok(Encoded(r.wire(|rec| Encoded::of(&record_to_pb(rec)).0))))
+                    .collect();
+                if let Some(last) = batch.last() {
+                    self.after = last.cursor;
+                }
+                let n = out.len() as u64;
+                self.metrics.records_streamed.inc_by(n);
+                if source == ReadSource::Storage {
+                    self.metrics.records_streamed_from_storage.inc_by(n);
+                }
+                if out.is_empty() {
+                    continue;
+                }
+                return Some(out);
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {}
+                changed = self.durable.changed() => if changed.is_err() { return None },
+            }
+        }
+    }
+
+    fn end(&mut self, status: Status) -> Option<Vec<Result<Encoded, Status>>> {
+        self.done = true;
+        Some(vec![Err(status)])
+    }
+}
 
 impl StreamApi {
     /// Where a subscription starts: the cursor after which it reads.
@@ -234,7 +323,7 @@ impl StreamApi {
 }
 
 #[tonic::async_trait]
-impl pb::subscription_service_server::SubscriptionService for StreamApi {
+impl procguard_proto::encoded::subscription_service_server::SubscriptionService for StreamApi {
     type SubscribeStream = Out;
 
     async fn subscribe(
@@ -258,67 +347,29 @@ impl pb::subscription_service_server::SubscriptionService for StreamApi {
             self.start_after(request.get_ref().start.as_ref())
                 .map(|a| (f, a))
         });
-        let (filter, mut after) = self
+        let (filter, after) = self
             .api
             .done(&request, &caller, "Subscribe", &target, setup)
             .await?;
 
-        let (tx, rx) = mpsc::channel::<Result<pb::StreamRecord, Status>>(OUTBOUND);
-        let store = self.store.clone();
-        let shutdown = self.shutdown.clone();
-        let metrics = self.metrics.clone();
-        let actor = caller.actor.clone();
-        tracing::info!(message = "Subscriber connected.", actor = %actor, after);
-        metrics.subscribers.inc();
-        tokio::spawn(async move {
-            let mut durable = store.durable_cursor();
-            'outer: loop {
-                let upto = *durable.borrow_and_update();
-                if after < upto {
-                    let batch = match store.read_log(after, upto, READ_STEP) {
-                        Ok(Ok(b)) => b,
-                        Ok(Err(o)) => {
-                            tracing::warn!(message = "Subscriber fell behind retention.", actor = %actor, after = o.after, oldest = o.oldest);
-                            let _ = tx.send(Err(out_of_range(&o))).await;
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::error!(message = "Reading the record log failed.", error = %e);
-                            let _ = tx.send(Err(internal(e))).await;
-                            break;
-                        }
-                    };
-                    for r in batch {
-                        after = r.cursor;
-                        if !filter.matches(&r) {
-                            continue;
-                        }
-                        tokio::select! {
-                            _ = shutdown.cancelled() => {
-                                let _ = tx.try_send(Err(Status::unavailable("server shutting down; resume from your last cursor")));
-                                break 'outer;
-                            }
-                            sent = tx.send(Ok(record_to_pb(&r))) => {
-                                if sent.is_err() { break 'outer; }
-                                metrics.records_streamed.inc();
-                            }
-                        }
-                    }
-                    continue;
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        let _ = tx.try_send(Err(Status::unavailable("server shutting down; resume from your last cursor")));
-                        break;
-                    }
-                    _ = tx.closed() => break,
-                    changed = durable.changed() => if changed.is_err() { break },
-                }
-            }
-            metrics.subscribers.dec();
-            tracing::info!(message = "Subscriber disconnected.", actor = %actor, cursor = after);
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        tracing::info!(message = "Subscriber connected.", actor = %caller.actor, after);
+        self.metrics.subscribers.inc();
+        let reader = Reader {
+            store: self.store.clone(),
+            durable: self.store.durable_cursor(),
+            shutdown: self.shutdown.clone(),
+            metrics: self.metrics.clone(),
+            actor: caller.actor.clone(),
+            filter,
+            after,
+            done: false,
+        };
+        let records = futures::stream::unfold(reader, |mut r| async move {
+            let step = r.step().await?;
+            Some((futures::stream::iter(step), r))
+        })
+        .flatten();
+        Ok(Response::new(Box::pin(records)))
     }
 
     async fn ack_cursor(

@@ -1,5 +1,6 @@
-//! Background duties of the record log: retention by age and size, and the "sensor blind"
-//! finding for sensors that went silent.
+//! Background duties of the record log: retention by age and size (the log, the deviations
+//! under its cursors, and the event-ID index), and the "sensor blind" finding for sensors
+//! that went silent.
 //!
 //! Both run on their own timers, outside any request, and take the store's writer lock only
 //! for the short transactions they make: retention deletes in small batches without it, so
@@ -38,11 +39,17 @@ pub async fn run(store: SharedStorage, metrics: Metrics, s: Settings, shutdown: 
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = retention.tick() => match store.enforce_retention(s.retention, SystemTime::now()).await {
-                Ok(o) if o.removed > 0 => {
+                Ok(o) => {
                     metrics.retention_removed.inc_by(o.removed);
-                    tracing::info!(message = "Retention removed old records.", removed = o.removed, oldest_available = o.floor + 1, bytes = store.log_bytes());
+                    metrics.retention_deviations_removed.inc_by(o.deviations_removed);
+                    metrics.retention_event_ids_removed.inc_by(o.event_ids_removed);
+                    if o.removed > 0 || o.deviations_removed > 0 {
+                        tracing::info!(message = "Retention removed old records.", removed = o.removed, deviations = o.deviations_removed, oldest_available = o.floor + 1, bytes = store.log_bytes());
+                    }
+                    if o.event_ids_rotated {
+                        tracing::info!(message = "Retention started a new event-ID generation.", forgotten = o.event_ids_removed, remembered = store.event_ids_remembered());
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => tracing::error!(message = "Retention failed.", error = %e),
             },
             _ = silence.tick() => match store.silent_sensors(s.sensor_silence, started, SystemTime::now()).await {

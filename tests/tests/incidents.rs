@@ -298,3 +298,145 @@ fn allowing_an_incident_updates_the_baseline_on_the_sensors() {
         .count();
     assert_eq!(open_sh, 0);
 }
+
+/// One incident action over its own real gRPC connection, with the approver token.
+async fn act(
+    pki: &Pki,
+    url: &str,
+    action: &'static str,
+    id: &str,
+) -> Result<procguard_proto::v1::Incident, tonic::Status> {
+    use procguard_proto::v1 as pb;
+    let ch = grpc::channel(pki, url, None)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut c = pb::incident_service_client::IncidentServiceClient::new(ch);
+    let r = grpc::req(
+        pki,
+        "approver",
+        pb::IncidentActionRequest {
+            id: id.to_string(),
+            reason: format!("{action} by a test"),
+        },
+    );
+    let out = match action {
+        "ack" => c.acknowledge_incident(r).await,
+        "resolve" => c.resolve_incident(r).await,
+        "allow" => c.allow_incident(r).await,
+        o => panic!("unknown action {o}"),
+    };
+    out.map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_and_concurrent_incident_actions_have_one_outcome() {
+    use procguard_proto::v1 as pb;
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let url = server.url();
+    let mut sensor = SensorStream::open(&pki, &url, "node-a").await.unwrap();
+    let w = grpc::workload("shop", "web");
+    grpc::enforced_workload(&pki, &url, &mut sensor, &w)
+        .await
+        .unwrap();
+    let workload = "test/shop/deployment/web/main";
+    let version = |server: &Server| {
+        ctl_json(&pki, server, "viewer", &["baselines", "get", workload]).unwrap()["version"]
+            .as_u64()
+            .unwrap()
+    };
+    let from = grpc::subscribe(&pki, &url, pb::start_position::Position::Now(true), &[])
+        .await
+        .unwrap();
+    let evs = sensor.events(&w, &["/usr/bin/one", "/usr/bin/two"]);
+    sensor.send_acked(evs).await.unwrap();
+    let list = incidents(&pki, &server, &[]);
+    let id_of = |exe: &str| {
+        list.iter().find(|i| i["exe_path"] == exe).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (one, two) = (id_of("/usr/bin/one"), id_of("/usr/bin/two"));
+    let v0 = version(&server);
+
+    // The same action twice at once, then four resolves at once: every call succeeds with
+    // the same incident.
+    let (a, b) = tokio::join!(act(&pki, &url, "ack", &one), act(&pki, &url, "ack", &one));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.state, pb::IncidentState::Acknowledged as i32);
+    assert_eq!(a, b, "a repeated acknowledge returns the incident as it is");
+    let resolves =
+        futures::future::join_all((0..4).map(|_| act(&pki, &url, "resolve", &one))).await;
+    for r in &resolves {
+        let r = r.as_ref().unwrap();
+        assert_eq!(r.state, pb::IncidentState::Resolved as i32);
+        assert_eq!(r, resolves[0].as_ref().unwrap());
+    }
+    // Acknowledging a resolved incident is refused and says why.
+    let late = act(&pki, &url, "ack", &one).await.unwrap_err();
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition);
+    assert!(late.message().contains("already resolved"), "{late:?}");
+
+    // Resolve, allow and acknowledge racing on one incident: one closing action wins, every
+    // call's answer agrees with it, and the baseline changes only if allow won.
+    let calls = ["resolve", "allow", "ack", "allow", "resolve"];
+    let results = futures::future::join_all(calls.iter().map(|a| act(&pki, &url, a, &two))).await;
+    let end = ctl_json(&pki, &server, "viewer", &["incidents", "get", &two]).unwrap();
+    let state = end["state"].as_str().unwrap().to_string();
+    let winner = match state.as_str() {
+        "resolved" => "resolve",
+        "allowed" => "allow",
+        s => panic!("incident {two} ended {s}"),
+    };
+    for (action, r) in calls.iter().zip(&results) {
+        match (r, *action) {
+            (Ok(i), a) if a == winner => assert_eq!(i.state_actor, "dev-approver"),
+            (Ok(i), "ack") => assert_eq!(i.state, pb::IncidentState::Acknowledged as i32),
+            (Ok(i), a) => panic!("{a} succeeded ({i:?}) although {winner} won"),
+            (Err(e), a) => {
+                assert_ne!(a, winner, "{e:?}");
+                assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+                assert!(e.message().contains("already"), "{e:?}");
+            }
+        }
+    }
+    let allowed = ctl_json(&pki, &server, "viewer", &["baselines", "get", workload])
+        .unwrap()
+        .to_string()
+        .contains("/usr/bin/two");
+    assert_eq!(allowed, winner == "allow");
+    assert_eq!(version(&server), v0 + u64::from(winner == "allow"));
+
+    // The record log has exactly one record per change: no duplicate for a repeat.
+    let records = {
+        let mut s = from;
+        let mut out = Vec::new();
+        while let Ok(Ok(Some(r))) =
+            tokio::time::timeout(Duration::from_millis(1500), s.message()).await
+        {
+            out.push(r);
+        }
+        out
+    };
+    let states = |id: &str| -> Vec<i32> {
+        records
+            .iter()
+            .filter_map(|r| match &r.record {
+                Some(pb::stream_record::Record::Incident(i)) if i.id == id => Some(i.state),
+                _ => None,
+            })
+            .collect()
+    };
+    use pb::IncidentState as S;
+    assert_eq!(
+        states(&one),
+        vec![S::Open as i32, S::Acknowledged as i32, S::Resolved as i32]
+    );
+    let closing = states(&two)
+        .into_iter()
+        .filter(|s| *s == S::Resolved as i32 || *s == S::Allowed as i32)
+        .count();
+    assert_eq!(closing, 1, "{:?}", states(&two));
+}

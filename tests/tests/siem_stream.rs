@@ -387,6 +387,16 @@ async fn an_expired_cursor_gets_out_of_range_naming_the_oldest() {
         "retention never ran; log:\n{}",
         server.proc.log_text()
     );
+    // The deviations stored under removed cursors went with them, and were counted.
+    assert!(
+        wait_for(Duration::from_secs(10), || metric(
+            server.admin_port,
+            "procguard_server_retention_deviations_removed_total"
+        )
+        .filter(|n| *n > 0.0))
+        .is_some(),
+        "retention removed no stored deviation"
+    );
     let err = grpc::subscribe(&pki, &url, Position::AfterCursor(0), &[])
         .await
         .expect_err("cursor 0 has expired");
@@ -426,5 +436,96 @@ async fn an_expired_cursor_gets_out_of_range_naming_the_oldest() {
         out.status.success(),
         "{out:?} after {:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_subscribers_with_one_stalled_all_get_every_record_and_ingest_never_waits() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    // A small shared tail, so that the stalled subscriber certainly falls behind it.
+    let server = Server::start(&pki, work.path(), &["--stream-tail-records", "64"]);
+    let url = server.url();
+    let mut sensor = SensorStream::open(&pki, &url, "node-a").await.unwrap();
+    let w = grpc::workload("shop", "web");
+    grpc::enforced_workload(&pki, &url, &mut sensor, &w)
+        .await
+        .unwrap();
+    let mut subs = Vec::new();
+    for _ in 0..10 {
+        subs.push(
+            // Not audit records: each Subscribe call is itself audited, so subscribers that
+            // start one after another see different audit records.
+            grpc::subscribe(
+                &pki,
+                &url,
+                Position::Now(true),
+                &[pb::RecordKind::Deviation, pb::RecordKind::Incident],
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let stalled = subs.pop().unwrap();
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|s| tokio::spawn(drain(s, Duration::from_secs(3))))
+        .collect();
+    // 3,000 deviations with long argv (megabytes of records): far more than HTTP/2 flow
+    // control lets the server hand to a subscriber that reads nothing. Every batch is
+    // acknowledged while that subscriber reads nothing at all.
+    let long = "x".repeat(400);
+    for b in 0..30 {
+        let exes: Vec<String> = (0..100).map(|i| format!("/opt/t{}", (b + i) % 9)).collect();
+        let exes: Vec<&str> = exes.iter().map(String::as_str).collect();
+        let mut evs = sensor.events(&w, &exes);
+        for e in &mut evs {
+            e.process.as_mut().unwrap().argv.push(long.clone());
+        }
+        sensor.send_acked(evs).await.unwrap();
+    }
+    let mut fast = Vec::new();
+    for r in readers {
+        fast.push(r.await.unwrap());
+    }
+    let slow = drain(stalled, Duration::from_secs(3)).await;
+    let cursors = |recs: &[pb::StreamRecord]| recs.iter().map(|r| r.cursor).collect::<Vec<_>>();
+    let expected = cursors(&fast[0]);
+    let deviations = fast[0]
+        .iter()
+        .filter(|r| matches!(r.record, Some(pb::stream_record::Record::Deviation(_))))
+        .count();
+    assert_eq!(deviations, 3000);
+    // Every incident and deviation record: nothing else was written meanwhile.
+    assert!(
+        expected.windows(2).all(|p| p[1] == p[0] + 1),
+        "contiguous cursors"
+    );
+    for (i, f) in fast.iter().enumerate() {
+        assert!(
+            cursors(f) == expected,
+            "subscriber {i} received {} records, {:?}..{:?}; expected {}",
+            f.len(),
+            f.first().map(|r| r.cursor),
+            f.last().map(|r| r.cursor),
+            expected.len()
+        );
+    }
+    assert!(
+        cursors(&slow) == expected,
+        "the stalled subscriber received {} records, expected {}",
+        slow.len(),
+        expected.len()
+    );
+    assert!(slow == fast[0], "and the very same records");
+    // It caught up from disk: it had fallen behind the shared tail.
+    let from_disk = metric(
+        server.admin_port,
+        "procguard_server_records_streamed_from_storage_total",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        from_disk > 0.0,
+        "the stalled subscriber never read from disk"
     );
 }

@@ -18,8 +18,9 @@
 //! before.
 
 use super::{
-    ActivityRecord, AuditEntry, BaselineFilter, Commit, HealthReport, IngestEvent, IngestOutcome,
-    LogRecord, OutOfRange, Result, Retention, RetentionOutcome, SensorRecord, Store, VersionRecord,
+    ActionOutcome, ActivityRecord, AuditEntry, BaselineFilter, Commit, HealthReport, IngestEvent,
+    IngestOutcome, LogRecord, OutOfRange, ReadSource, Result, Retention, RetentionOutcome,
+    SensorRecord, SharedRecord, Store, VersionRecord,
 };
 use procguard_core::incident::{Action, Incident, IncidentFilter};
 use procguard_core::policy::Policies;
@@ -181,7 +182,7 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
         action: Action,
         actor: &str,
         reason: &str,
-    ) -> Result<Incident>;
+    ) -> Result<ActionOutcome>;
 
     // The record log.
 
@@ -202,6 +203,19 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
         upto: u64,
         limit: usize,
     ) -> Result<std::result::Result<Vec<LogRecord>, OutOfRange>>;
+
+    /// Records after `after` up to `upto` (at most `limit`), shared and already encoded, from
+    /// the in-memory tail when it still holds them, else from storage (which says which).
+    #[allow(clippy::type_complexity)]
+    fn read_records(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<std::result::Result<(Vec<Arc<SharedRecord>>, ReadSource), OutOfRange>>;
+
+    /// Event IDs the idempotency index remembers now (both generations).
+    fn event_ids_remembered(&self) -> u64;
 
     /// Durably records that subscription `name` has processed up to `cursor`.
     async fn ack_cursor(&self, name: &str, cursor: u64) -> Result<u64>;
@@ -361,7 +375,7 @@ impl Storage for Store {
         action: Action,
         actor: &str,
         reason: &str,
-    ) -> Result<Incident> {
+    ) -> Result<ActionOutcome> {
         Store::incident_action(self, id, action, actor, reason).await
     }
 
@@ -384,6 +398,19 @@ impl Storage for Store {
         limit: usize,
     ) -> Result<std::result::Result<Vec<LogRecord>, OutOfRange>> {
         Store::read_log(self, after, upto, limit)
+    }
+
+    fn read_records(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<std::result::Result<(Vec<Arc<SharedRecord>>, ReadSource), OutOfRange>> {
+        Store::read_records(self, after, upto, limit)
+    }
+
+    fn event_ids_remembered(&self) -> u64 {
+        Store::event_ids_remembered(self)
     }
 
     async fn ack_cursor(&self, name: &str, cursor: u64) -> Result<u64> {

@@ -12,9 +12,11 @@
 //! **Layout.** Trees and keys:
 //! - `baselines`: workload text form → JSON [`Baseline`] (current version).
 //! - `history`: workload text form, NUL, big-endian version → JSON [`VersionRecord`].
-//! - `event_ids`: sensor event ID → empty (ingest idempotency).
+//! - `event_ids`, `event_ids.<n>`: sensor event ID → empty (ingest idempotency), in two
+//!   generations that retention rotates; see [`event_ids`].
 //! - `sensors`: node name → JSON [`SensorRecord`].
-//! - `deviations`: big-endian sequence → JSON [`DeviationRecord`].
+//! - `deviations`: big-endian record-log cursor → JSON [`DeviationRecord`]; retention removes
+//!   an entry together with the log record of the same cursor.
 //! - `audit`: big-endian id → JSON [`AuditEntry`].
 //! - `meta`: `revision` → big-endian u64, the server-wide baseline revision;
 //!   `events_ingested` → big-endian u64, events stored over the database's lifetime.
@@ -29,7 +31,9 @@ use procguard_core::baseline::Observation;
 use procguard_core::policy::{LabelSelector, Policies};
 use procguard_core::{Baseline, BaselineState, ElementKey, ProcessEvent, WorkloadIdentity};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,10 +43,12 @@ use tokio::sync::Mutex;
 #[cfg(test)]
 mod conformance;
 mod engine;
+mod event_ids;
 mod records;
 pub use engine::{BaselineChange, SharedStorage, Storage};
 pub use records::{
-    HealthRecord, HealthReport, LogRecord, OutOfRange, RecordBody, Retention, RetentionOutcome,
+    ActionOutcome, HealthRecord, HealthReport, LogRecord, OutOfRange, ReadSource, RecordBody,
+    Retention, RetentionOutcome, SharedRecord, DEFAULT_TAIL_RECORDS,
 };
 
 /// A storage failure.
@@ -240,7 +246,7 @@ pub struct Store {
     db: sled::Db,
     baselines: sled::Tree,
     history: sled::Tree,
-    event_ids: sled::Tree,
+    event_ids: event_ids::EventIds,
     sensors: sled::Tree,
     deviations: sled::Tree,
     audit: sled::Tree,
@@ -325,6 +331,33 @@ fn be(bytes: &[u8]) -> u64 {
 
 type TxError = ConflictableTransactionError<StoreError>;
 
+/// Writes `b` (its version already bumped) as the current baseline and a history entry, with
+/// the next server-wide revision, inside a transaction.
+fn write_version(
+    (baselines, history, meta): (&TransactionalTree, &TransactionalTree, &TransactionalTree),
+    mut b: Baseline,
+    actor: &str,
+    action: &str,
+    reason: &str,
+    now: SystemTime,
+) -> std::result::Result<Baseline, TxError> {
+    let revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0) + 1;
+    b.revision = revision;
+    b.updated_at = now;
+    meta.insert("revision", &revision.to_be_bytes())?;
+    baselines.insert(b.workload.to_string().as_bytes(), enc(&b))?;
+    let rec = VersionRecord {
+        version: b.version,
+        actor: actor.to_string(),
+        at: now,
+        action: action.to_string(),
+        reason: reason.to_string(),
+        snapshot: b.clone(),
+    };
+    history.insert(history_key(&b.workload, b.version), enc(&rec))?;
+    Ok(b)
+}
+
 fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
@@ -333,21 +366,28 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`, with the default shared tail.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_tail(dir, DEFAULT_TAIL_RECORDS)
+    }
+
+    /// Opens (or creates) the database in `dir`; the shared tail of the record log holds
+    /// `tail_records` records (0: subscribers always read sled).
+    pub fn open_with_tail(dir: &Path, tail_records: usize) -> Result<Self> {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let meta = db.open_tree("meta")?;
-        let log = records::Log::open(&db, &meta)?;
+        let deviations = db.open_tree("deviations")?;
+        let log = records::Log::open(&db, &meta, &deviations, tail_records)?;
         Ok(Self {
             log,
             baselines: db.open_tree("baselines")?,
             history: db.open_tree("history")?,
-            event_ids: db.open_tree("event_ids")?,
+            event_ids: event_ids::EventIds::open(&db, &meta, SystemTime::now())?,
             sensors: db.open_tree("sensors")?,
-            deviations: db.open_tree("deviations")?,
+            deviations,
             audit: db.open_tree("audit")?,
             meta,
             activity: db.open_tree("activity")?,
@@ -428,10 +468,22 @@ impl Store {
         now: SystemTime,
     ) -> Result<(IngestOutcome, Commit)> {
         let w = self.writer.lock().await;
+        // Under the writer lock, which retention's rotation also takes: both stay valid. The
+        // previous generation is frozen, so it is read here: a plain read inside a sled
+        // transaction would wait for the transaction's own lock.
+        let (ids, previous_ids) = self.event_ids.trees();
+        let mut remembered = std::collections::HashSet::new();
+        if let Some(p) = &previous_ids {
+            for ev in events {
+                if p.contains_key(ev.event_id.as_bytes())? {
+                    remembered.insert(ev.event_id.as_str());
+                }
+            }
+        }
         let trees = (
             &self.baselines,
             &self.history,
-            &self.event_ids,
+            &ids,
             &self.sensors,
             &self.deviations,
             &self.meta,
@@ -440,7 +492,7 @@ impl Store {
             &self.log.incident_keys,
             &self.log.records,
         );
-        let (outcome, appender) = trees
+        let (outcome, mut appender, id_bytes) = trees
             .transaction(
                 |(
                     baselines,
@@ -455,6 +507,7 @@ impl Store {
                     records,
                 )| {
                     let mut out = IngestOutcome::default();
+                    let mut id_bytes = 0u64;
                     let mut seen: BTreeMap<Vec<u8>, ActivityRecord> = BTreeMap::new();
                     let mut log = self.log.appender(now);
                     let mut touched: BTreeMap<String, (Baseline, bool)> = BTreeMap::new();
@@ -466,11 +519,14 @@ impl Store {
                     };
                     for ev in events {
                         sensor.acked_sequence = sensor.acked_sequence.max(ev.sequence);
-                        if event_ids.get(ev.event_id.as_bytes())?.is_some() {
+                        let id = ev.event_id.as_bytes();
+                        if remembered.contains(ev.event_id.as_str()) || event_ids.get(id)?.is_some()
+                        {
                             out.duplicates += 1;
                             continue;
                         }
-                        event_ids.insert(ev.event_id.as_bytes(), &[])?;
+                        event_ids.insert(id, &[])?;
+                        id_bytes += id.len() as u64;
                         out.applied += 1;
                         let key = ev.process.workload.to_string();
                         if !touched.contains_key(&key) {
@@ -517,7 +573,9 @@ impl Store {
                                 // `generate_id` deadlocks inside a transaction.)
                                 let seq =
                                     log.deviation((incidents, incident_keys, records), &rec, b)?;
-                                deviations.insert(&seq.to_be_bytes(), enc(&rec))?;
+                                let value = enc(&rec);
+                                log.count_bytes(value.len() as u64 + 8);
+                                deviations.insert(&seq.to_be_bytes(), value)?;
                                 out.deviations.push(rec);
                             }
                             Observation::Learned { .. }
@@ -560,13 +618,14 @@ impl Store {
                     sensors.insert(node, enc(&sensor))?;
                     out.acked_sequence = sensor.acked_sequence;
                     out.incidents = log.finish(incidents, records)?;
-                    Ok::<_, TxError>((out, log))
+                    Ok::<_, TxError>((out, log, id_bytes))
                 },
             )
             .map_err(tx_err)?;
         // Group commit: the lock is released before waiting, so batches of other sensors
         // commit meanwhile and share the next flush.
-        let gen = self.log.committed(Some(&appender));
+        let gen = self.log.committed(Some(&mut appender));
+        self.event_ids.added(outcome.applied as u64, id_bytes);
         drop(w);
         Ok((outcome, Commit(gen)))
     }
@@ -660,21 +719,14 @@ impl Store {
         let trees = (&self.baselines, &self.history, &self.meta);
         let b = trees
             .transaction(|(baselines, history, meta)| {
-                let mut b = b.clone();
-                let revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0) + 1;
-                b.revision = revision;
-                meta.insert("revision", &revision.to_be_bytes())?;
-                baselines.insert(id.to_string().as_bytes(), enc(&b))?;
-                let rec = VersionRecord {
-                    version: b.version,
-                    actor: actor.to_string(),
-                    at: now,
-                    action: action.to_string(),
-                    reason: reason.to_string(),
-                    snapshot: b.clone(),
-                };
-                history.insert(history_key(id, b.version), enc(&rec))?;
-                Ok::<_, TxError>(b)
+                write_version(
+                    (baselines, history, meta),
+                    b.clone(),
+                    actor,
+                    action,
+                    reason,
+                    now,
+                )
             })
             .map_err(tx_err)?;
         let gen = self.log.committed(None);
