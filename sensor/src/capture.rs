@@ -155,6 +155,9 @@ pub fn start(
         )
     };
     exec.set_timeout(TICK)?;
+    // Both subscriptions are live from here: an event stamped earlier may have reached one
+    // socket and not the other, which is no loss.
+    let gaps_from = netlink::monotonic_ns();
     let mut threads = Vec::new();
     if let Some(queue) = &queue {
         let queue = queue.clone();
@@ -187,6 +190,7 @@ pub fn start(
                         queue,
                         carried: Vec::new(),
                         gaps: GapDetector::default(),
+                        gaps_from,
                         cache,
                         hash_tx,
                         out,
@@ -262,6 +266,8 @@ struct Processor {
     /// Forks and exits stamped after the last cut, waiting for the next round.
     carried: Vec<Stamped>,
     gaps: GapDetector,
+    /// Events stamped before both sockets were subscribed are not checked for gaps.
+    gaps_from: u64,
     cache: Arc<Mutex<HashCache>>,
     hash_tx: SyncSender<Observed>,
     out: tokio::sync::mpsc::Sender<ProcessEvent>,
@@ -392,6 +398,9 @@ impl Processor {
         round.sort_by_key(|r| (r.stamped().cpu, r.stamped().seq));
         for r in round.iter() {
             let s = r.stamped();
+            if s.timestamp_ns < self.gaps_from {
+                continue;
+            }
             let lost = self.gaps.observe(s.cpu, s.seq);
             if lost > 0 {
                 self.metrics.sequence_gaps.inc_by(lost);
