@@ -5,8 +5,9 @@
 //! to its container ([`cgroup`]) and workload; the [`uplink`] streams the events to the server
 //! over mTLS and matches them against the enforced baselines it pushes back.
 //!
-//! Threads: `pg-netlink` drains the socket, `pg-process` reads `/proc`, `pg-hash` hashes,
-//! `pg-fanotify` (with `--fanotify`) reads exec identities; the pod watch and the [`pods`]
+//! Threads: `pg-process` receives execs and reads `/proc` (and, with `--fanotify`, the exec
+//! identities), `pg-netlink` drains the socket of every other kernel event, `pg-hash` hashes
+//! files not hashed yet (see [`capture`]); the pod watch and the [`pods`]
 //! enricher (with `--pod-metadata kube`) and the uplink run on tokio. One cancellation token
 //! stops them all.
 
