@@ -20,11 +20,13 @@ use std::time::SystemTime;
 /// Opens (or reopens) an engine's storage in a directory.
 type Open = fn(&Path) -> SharedStorage;
 
-fn web() -> WorkloadIdentity {
+/// The workload the engine tests (and the record-log tests) write to.
+pub(super) fn web() -> WorkloadIdentity {
     WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "nginx")
 }
 
-fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
+/// A process event of [`web`] running `exe`, as a sensor's event `id` with sequence `seq`.
+pub(super) fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
     IngestEvent {
         event_id: id.to_string(),
         sequence: seq,

@@ -1104,48 +1104,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::IngestEvent;
-    use procguard_core::{
-        Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
-    };
-
-    fn web() -> WorkloadIdentity {
-        WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "nginx")
-    }
-
-    fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
-        IngestEvent {
-            event_id: id.to_string(),
-            sequence: seq,
-            process: ProcessEvent {
-                pid: 10,
-                ppid: 1,
-                ancestors: vec![],
-                start_time: None,
-                uid: 0,
-                gid: 0,
-                comm: "x".into(),
-                exe_path: exe.to_string(),
-                argv: vec![exe.to_string()],
-                argv_truncated: false,
-                script_path: None,
-                exe_sha256: None,
-                exe_memfd: false,
-                exe_deleted: false,
-                exe_writable_location: false,
-                container: Some(ContainerInfo {
-                    container_id: "cid".into(),
-                    pod_name: Some("web-1".into()),
-                    ..Default::default()
-                }),
-                workload: web(),
-                context: ExecContext::Entrypoint,
-                completeness: Completeness::Full,
-                missing: vec![],
-                node_name: "n1".into(),
-            },
-        }
-    }
+    use crate::store::conformance::{event, web};
 
     async fn enforced_store(dir: &std::path::Path) -> Store {
         let s = Store::open(dir).unwrap();
