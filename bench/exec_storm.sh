@@ -3,7 +3,7 @@
 # captured at the same time by procguard-sensor (release build, JSON lines, no server) and by
 # forkstat. Prints one JSON object per phase. Needs root and forkstat (apt-get install forkstat).
 #
-#   cargo build --release -p procguard-sensor -p procguard-server && cargo build -p procguard-tests --bin exec_storm
+#   cargo build --release -p procguard-sensor -p procguard-server && cargo build --release -p procguard-tests --bin exec_storm
 #   sudo bench/exec_storm.sh [RATE=1000] [DURATION=20] [BURST=20000] [FANOTIFY=1] [UPLINK=1]
 #
 # UPLINK=1 also runs a release procguard-server (dev PKI, sled under $OUT) and connects the
@@ -17,7 +17,7 @@ BURST=${BURST:-20000}
 IDLE=${IDLE:-20}
 FANOTIFY=${FANOTIFY:-1}
 SENSOR=${SENSOR:-target/release/procguard-sensor}
-DRIVER=${DRIVER:-target/debug/exec_storm}
+DRIVER=${DRIVER:-target/release/exec_storm}
 OUT=${OUT:-$(mktemp -d /tmp/pg-bench.XXXXXX)}
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 command -v forkstat >/dev/null || { echo "forkstat is missing: apt-get install forkstat" >&2; exit 1; }

@@ -278,6 +278,8 @@ struct Processor {
 }
 
 /// One kernel event with what was read for it: `/proc` of an exec, read the moment it came.
+// A round holds a few events at a time; boxing the read would cost an allocation per exec.
+#[allow(clippy::large_enum_variant)]
 enum Round {
     Exec(Stamped, EarlyRead),
     Other(Stamped),

@@ -30,8 +30,11 @@
 //! event buffer is safe code over a byte slice that checks every length.
 //!
 //! Each exec of a dynamically linked binary yields two events: the binary, then its loader
-//! (`ld-linux*.so*`, `ld-musl*`), both opened for execution by the kernel. The loader's event
-//! is skipped when the binary's is there. Events are kept per pid for [`KEEP_FOR`] and at most
+//! (`ld-linux*.so*`, `ld-musl*`), both opened for execution by the kernel. A loader, once
+//! seen, gets an ignore mark, so the kernel stops reporting it; until then its event is
+//! skipped when the binary's is there. For a live process the identity is matched to the exe
+//! link by path ([`ExecWatch::claim_exec`]), and its descriptor and key stand in for opening
+//! `/proc/<pid>/exe`. Events are kept per pid for [`KEEP_FOR`] and at most
 //! [`MAX_ENTRIES`] in all; a kernel queue overflow is counted, never hidden.
 //!
 //! No thread reads the descriptor: the process thread drains it ([`ExecWatch::pump`]) when it
@@ -65,6 +68,18 @@ pub const MAX_ENTRIES: usize = 1_024;
 const MAX_KINDS: usize = 4_096;
 /// Per pid: a process rarely execs more than a few times before the process thread catches up.
 const PER_PID: usize = 8;
+/// Loaders whose exec events the kernel is told to drop (an ignore mark on each; a node has
+/// one loader per libc per image, a few dozen at most).
+const MAX_IGNORED_LOADERS: usize = 256;
+
+/// What is remembered of a file seen before, by (device, inode).
+#[derive(Debug, Clone)]
+struct Kind {
+    loader: bool,
+    /// Its path when first seen, if that was a plain path (not deleted, not a memfd): what the
+    /// exe link of a process running it reads, as long as the file stays where it was.
+    path: Option<Arc<str>>,
+}
 
 /// What a claim says of an exec already read from `/proc`.
 #[derive(Debug)]
@@ -222,6 +237,8 @@ struct Held {
     loader: bool,
     /// The descriptor's link target, when it was read.
     link: Option<String>,
+    /// The file's path as remembered from its first sighting ([`Kind::path`]).
+    known_path: Option<Arc<str>>,
     at: Instant,
 }
 
@@ -291,6 +308,30 @@ impl Table {
         }
     }
 
+    /// The exec of `pid` whose file is known to be at `exe` (the exe link just read, a plain
+    /// path), with every identity queued before it (an interpreted script's own file comes
+    /// first) and the loader right after it. `None`, taking nothing, when no queued file is
+    /// known to be at that path.
+    fn take_matching(&mut self, pid: u32, exe: &str) -> Option<Held> {
+        let q = self.by_pid.get_mut(&pid)?;
+        let idx = q
+            .iter()
+            .position(|f| !f.loader && f.known_path.as_deref() == Some(exe))?;
+        let mut found = None;
+        for _ in 0..=idx {
+            found = q.pop_front();
+            self.total -= 1;
+        }
+        if q.front().is_some_and(|f| f.loader) {
+            q.pop_front();
+            self.total -= 1;
+        }
+        if q.is_empty() {
+            self.by_pid.remove(&pid);
+        }
+        found
+    }
+
     /// The binary of the oldest unclaimed exec of `pid`, skipping its loader.
     fn take(&mut self, pid: u32) -> Option<Held> {
         let q = self.by_pid.get_mut(&pid)?;
@@ -317,8 +358,10 @@ impl Table {
 pub struct ExecWatch {
     fd: OwnedFd,
     table: Mutex<Table>,
-    /// Whether each file seen (device, inode) is a loader.
-    kinds: Mutex<HashMap<(u64, u64), bool>>,
+    /// Whether each file seen (device, inode) is a loader, and where it was.
+    kinds: Mutex<HashMap<(u64, u64), Kind>>,
+    /// Loaders the kernel no longer reports (ignore marks), by (device, inode).
+    ignored: Mutex<HashSet<(u64, u64)>>,
     marked: Mutex<HashSet<u64>>,
     /// Container root filesystems (the overlay superblock's device) by device: a file executed
     /// through one of them was executed in that container. Bounded by [`MAX_ROOTS`].
@@ -363,6 +406,7 @@ impl ExecWatch {
             fd,
             table: Mutex::default(),
             kinds: Mutex::default(),
+            ignored: Mutex::default(),
             marked: Mutex::default(),
             roots: Mutex::default(),
             mount_devs: Mutex::default(),
@@ -521,19 +565,26 @@ impl ExecWatch {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .get(&(key.0, key.1))
-                    .copied();
-                let loader = match known {
-                    Some(l) => l,
+                    .cloned();
+                let kind = match known {
+                    Some(k) => k,
                     None => {
                         let Some(l) = link_of(&fd) else { continue };
-                        let loader = is_loader(&parse_exe_link(&l).0);
+                        let (path, deleted, memfd) = parse_exe_link(&l);
+                        let kind = Kind {
+                            loader: is_loader(&path),
+                            path: (!deleted && !memfd).then(|| Arc::from(path.as_str())),
+                        };
+                        if kind.loader {
+                            self.ignore_loader(&fd, (key.0, key.1));
+                        }
                         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
                         if kinds.len() >= MAX_KINDS {
                             kinds.clear();
                         }
-                        kinds.insert((key.0, key.1), loader);
+                        kinds.insert((key.0, key.1), kind.clone());
                         link = Some(l);
-                        loader
+                        kind
                     }
                 };
                 got.push((
@@ -542,8 +593,9 @@ impl ExecWatch {
                         fd: Some(fd),
                         key,
                         mount,
-                        loader,
+                        loader: kind.loader,
                         link,
+                        known_path: kind.path,
                         at: now,
                     },
                 ));
@@ -559,6 +611,55 @@ impl ExecWatch {
                 return;
             }
         }
+    }
+
+    /// Tells the kernel to stop reporting execs of the loader open as `fd`: every dynamically
+    /// linked exec opens its loader for execution right after its binary, and that second
+    /// event (a descriptor created for the sensor, a `statx`, a `close`) says nothing the
+    /// binary's did not. An ignore mark on the loader's inode drops it in the kernel. What is
+    /// given up: a process that runs the loader itself (`ld.so ./prog`) and is gone before
+    /// `/proc` is read is reported with its executable unknown (partial), not as the loader.
+    /// At most [`MAX_IGNORED_LOADERS`]; past it, loader events are read and skipped as before.
+    fn ignore_loader(&self, fd: &OwnedFd, inode: (u64, u64)) {
+        let mut ignored = self.ignored.lock().unwrap_or_else(|e| e.into_inner());
+        if ignored.len() >= MAX_IGNORED_LOADERS || ignored.contains(&inode) {
+            return;
+        }
+        // SAFETY: a NULL path marks the object `fd` refers to; `fd` is open for the call.
+        let rc = unsafe {
+            libc::fanotify_mark(
+                self.fd.as_raw_fd(),
+                libc::FAN_MARK_ADD
+                    | libc::FAN_MARK_IGNORED_MASK
+                    | libc::FAN_MARK_IGNORED_SURV_MODIFY,
+                libc::FAN_OPEN_EXEC,
+                fd.as_raw_fd(),
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            ignored.insert(inode);
+        } else {
+            tracing::debug!(message = "Cannot ignore a loader's exec events.", error = %io::Error::last_os_error());
+        }
+    }
+
+    /// The executable of `pid`'s exec, when a queued identity is known to be at `exe`, the
+    /// path its exe link just read (plain: not deleted, not a memfd). The kernel's descriptor
+    /// then stands for opening `/proc/<pid>/exe`, and its `statx` for the cache key: the same
+    /// file, reached without a path walk through `/proc`. `None` (nothing taken) otherwise.
+    pub fn claim_exec(&self, pid: u32, exe: &str) -> Option<Claimed> {
+        self.pump();
+        let held = self
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_matching(pid, exe)?;
+        Some(Claimed {
+            key: held.key,
+            mount: held.mount,
+            file: held.fd.map(std::fs::File::from),
+        })
     }
 
     /// The executable of the oldest unclaimed exec of `pid`. Called when `/proc` had nothing
@@ -632,6 +733,7 @@ mod tests {
             mount: None,
             loader: is_loader(path),
             link: Some(path.into()),
+            known_path: Some(Arc::from(path)),
             at: Instant::now(),
         }
     }
@@ -652,6 +754,33 @@ mod tests {
         assert_eq!(t.total, 0);
         assert!(is_loader("/lib/ld-2.31.so"));
         assert!(!is_loader("/usr/bin/ldd"));
+    }
+
+    #[test]
+    fn an_exec_is_matched_by_its_path_with_the_script_before_it() {
+        let mut t = Table::default();
+        // A script's exec: the script, its interpreter, the interpreter's loader.
+        t.insert(9, f("/app/run.sh"));
+        t.insert(9, f("/usr/bin/sh"));
+        t.insert(9, f("/lib64/ld-linux-x86-64.so.2"));
+        t.insert(9, f("/usr/bin/true"));
+        // Nothing queued is known to be at this path: nothing is taken.
+        assert!(t.take_matching(9, "/usr/bin/bash").is_none());
+        assert_eq!(t.total, 4);
+        let got = t.take_matching(9, "/usr/bin/sh").unwrap();
+        assert_eq!(got.known_path.as_deref(), Some("/usr/bin/sh"));
+        // The script before it and the loader after it went with it; the next exec stays.
+        assert_eq!(t.total, 1);
+        assert_eq!(
+            t.take(9).unwrap().resolve().unwrap().0.path,
+            "/usr/bin/true"
+        );
+        assert_eq!(t.total, 0);
+        // A file whose path was not plain when first seen is never matched by path.
+        let mut deleted = f("/tmp/x");
+        deleted.known_path = None;
+        t.insert(3, deleted);
+        assert!(t.take_matching(3, "/tmp/x").is_none());
     }
 
     #[test]
@@ -692,5 +821,58 @@ mod tests {
         let (got, file) = w.take(pid).expect("exec identity");
         assert!(file.is_some(), "the executed file comes open");
         assert!(got.path.ends_with("/true"), "{got:?}");
+    }
+
+    /// Spawns `/bin/true`, waits for it, and returns the identities fanotify queued for it.
+    fn identities_of_one_exec(w: &ExecWatch) -> usize {
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        w.pump();
+        let t = w.table.lock().unwrap();
+        t.by_pid.get(&pid).map_or(0, |q| q.len())
+    }
+
+    #[test]
+    fn a_loader_once_seen_is_no_longer_reported() {
+        let Ok(w) = ExecWatch::start(Metrics::default()) else {
+            eprintln!("SKIP: fanotify needs CAP_SYS_ADMIN");
+            return;
+        };
+        let first = identities_of_one_exec(&w);
+        let second = identities_of_one_exec(&w);
+        assert_eq!(
+            first, 2,
+            "/bin/true (dynamically linked) and its loader, the first time"
+        );
+        assert!(
+            !w.ignored.lock().unwrap().is_empty(),
+            "the loader is ignored"
+        );
+        assert_eq!(second, 1, "then the binary alone");
+    }
+
+    #[test]
+    fn a_live_exec_is_claimed_by_its_path_with_the_same_file() {
+        let Ok(w) = ExecWatch::start(Metrics::default()) else {
+            eprintln!("SKIP: fanotify needs CAP_SYS_ADMIN");
+            return;
+        };
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // `spawn` returns once the exec succeeded.
+        let link = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        let link = link.to_string_lossy().into_owned();
+        let claimed = w.claim_exec(pid, &link).expect("claimed by path");
+        let opened = std::fs::File::open(format!("/proc/{pid}/exe")).unwrap();
+        let want = crate::procfs::HashCache::key_of(&opened).unwrap();
+        assert_eq!(claimed.key, want, "the same file as /proc/<pid>/exe");
+        assert!(claimed.file.is_some());
+        assert!(w.claim_exec(pid, &link).is_none(), "claimed once");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

@@ -633,7 +633,7 @@ impl Enricher {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{ContainerStatus, ExecAction, PodSpec, PodStatus, Probe};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -775,7 +775,8 @@ mod tests {
         assert_eq!(image_digest(""), None);
     }
 
-    fn event(pid: u32, ppid: u32, argv: &[&str], context: ExecContext) -> ProcessEvent {
+    /// A process event in a pod's container, for tests.
+    pub(crate) fn event(pid: u32, ppid: u32, argv: &[&str], context: ExecContext) -> ProcessEvent {
         ProcessEvent {
             pid,
             ppid,

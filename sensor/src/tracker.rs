@@ -6,7 +6,7 @@
 //! fields it inherited are listed as missing. Exec events read `/proc` at once.
 
 use crate::cgroup::{self, ContainerRef, Placement};
-use crate::fanotify::ExecWatch;
+use crate::fanotify::{Claimed, ExecWatch};
 use crate::procfs::{ProcInfo, ProcReader};
 use procguard_core::process::{Ancestor, UNREADABLE_EXE};
 use procguard_core::{
@@ -91,6 +91,8 @@ pub fn script_of(exe: &str, argv: &[String]) -> Option<String> {
 #[derive(Debug)]
 pub struct EarlyRead {
     exe: Option<std::fs::File>,
+    /// The exec's file as fanotify handed it over, matched to the exe link.
+    claimed: Option<Claimed>,
     info: ProcInfo,
 }
 
@@ -422,10 +424,33 @@ impl Tracker {
     /// kernel event carries: the executable (opened, for its hash) and the command line. Needs
     /// nothing from the process table, so it runs before the fork and other events queued with
     /// the exec are applied.
+    ///
+    /// With fanotify, the executable usually need not be opened: the kernel already handed
+    /// over a descriptor of the file this exec opened, with its cache key, and a file known to
+    /// be at the path the exe link reads is that file ([`ExecWatch::claim_exec`]). Only
+    /// otherwise is `/proc/<pid>/exe` opened.
     pub fn read_early(&self, pid: u32) -> EarlyRead {
+        let Some(w) = &self.exec_watch else {
+            return EarlyRead {
+                exe: self.reader.open_exe(pid),
+                claimed: None,
+                info: self.reader.read_urgent(pid),
+            };
+        };
+        let info = self.reader.read_urgent(pid);
+        let claimed = match &info.exe {
+            Some(exe) if !info.exe_deleted && !info.exe_memfd => {
+                w.claim_exec(pid, exe).filter(|c| c.file.is_some())
+            }
+            _ => None,
+        };
         EarlyRead {
-            exe: self.reader.open_exe(pid),
-            info: self.reader.read_urgent(pid),
+            exe: match claimed {
+                Some(_) => None,
+                None => self.reader.open_exe(pid),
+            },
+            claimed,
+            info,
         }
     }
 
@@ -437,7 +462,11 @@ impl Tracker {
     /// container is its parent's (leaving a container's cgroup takes privileges a container
     /// does not have), and anything else reads its cgroup file.
     pub fn on_exec_read(&mut self, early: EarlyRead) -> Option<Observed> {
-        let EarlyRead { exe, mut info } = early;
+        let EarlyRead {
+            exe,
+            claimed: early_claim,
+            mut info,
+        } = early;
         let pid = info.pid;
         let known = self.table.get(&pid);
         let mut lineage = None;
@@ -470,7 +499,11 @@ impl Tracker {
         let mut exe = exe;
         if let Some(w) = &self.exec_watch {
             if info.exe.is_some() {
-                if let Some(c) = w.claim(pid) {
+                if let Some(c) = early_claim {
+                    exe_key = Some(c.key);
+                    exe = c.file;
+                    claimed = c.mount;
+                } else if let Some(c) = w.claim(pid) {
                     // Exited between the link and the open: the kernel's open file serves.
                     if exe.is_none() {
                         exe_key = Some(c.key);

@@ -41,6 +41,64 @@ const OUTBOUND: usize = 16;
 const DRAIN: Duration = Duration::from_secs(10);
 /// Health report period.
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
+/// Events taken from capture's queue per wake-up before their JSON lines are written out.
+const TAKE_AT_ONCE: usize = 256;
+
+/// The JSON-lines output: one object per line, written once per batch of events.
+struct JsonLines {
+    out: Box<dyn Write + Send>,
+    buf: Vec<u8>,
+    /// Writes are failing: logged once per streak, not once per batch.
+    failing: bool,
+}
+
+impl JsonLines {
+    fn new(out: Box<dyn Write + Send>) -> Self {
+        Self {
+            out,
+            buf: Vec::with_capacity(64 * 1024),
+            failing: false,
+        }
+    }
+
+    fn push(&mut self, ev: &ProcessEvent) {
+        let start = self.buf.len();
+        if serde_json::to_writer(&mut self.buf, ev).is_ok() {
+            self.buf.push(b'\n');
+        } else {
+            self.buf.truncate(start);
+        }
+    }
+
+    /// Writes the buffered lines. A failed write (a closed pipe, a full disk) is logged and
+    /// the lines are dropped: this output is for debugging and never holds capture back.
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        match self
+            .out
+            .write_all(&self.buf)
+            .and_then(|()| self.out.flush())
+        {
+            Ok(()) if self.failing => {
+                self.failing = false;
+                tracing::info!(message = "JSON lines are written again.");
+            }
+            Ok(()) => {}
+            Err(error) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(message = "Cannot write JSON lines; dropping them until writes succeed.", lines = bytecount(&self.buf), %error);
+            }
+            Err(_) => {}
+        }
+        self.buf.clear();
+    }
+}
+
+fn bytecount(buf: &[u8]) -> usize {
+    buf.iter().filter(|&&b| b == b'\n').count()
+}
 
 /// What the uplink task owns.
 pub struct Uplink {
@@ -56,7 +114,7 @@ pub struct Uplink {
     baselines: BTreeMap<String, pb::Baseline>,
     baseline_revision: u64,
     metrics: Metrics,
-    jsonl: Option<Box<dyn Write + Send>>,
+    jsonl: Option<JsonLines>,
     /// Optional capabilities enabled by flags (pod metadata, fanotify), announced in `Hello`.
     extra_capabilities: Vec<pb::SensorCapability>,
 }
@@ -93,7 +151,7 @@ impl Uplink {
             baselines: BTreeMap::new(),
             baseline_revision: 0,
             metrics,
-            jsonl,
+            jsonl: jsonl.map(JsonLines::new),
             extra_capabilities: Vec::new(),
         };
         let saved = up.spool.as_ref().and_then(|s| s.load_file(BASELINES_FILE));
@@ -156,12 +214,24 @@ impl Uplink {
         self
     }
 
+    /// Takes `first` and whatever else capture has queued (at most [`TAKE_AT_ONCE`]), then
+    /// writes their JSON lines out in one go: one write per wake-up, not two per event.
+    fn take(&mut self, first: ProcessEvent, rx: &mut mpsc::Receiver<ProcessEvent>) {
+        self.accept(first);
+        for _ in 1..TAKE_AT_ONCE {
+            match rx.try_recv() {
+                Ok(ev) => self.accept(ev),
+                Err(_) => break,
+            }
+        }
+        if let Some(out) = self.jsonl.as_mut() {
+            out.flush();
+        }
+    }
+
     fn accept(&mut self, ev: ProcessEvent) {
         if let Some(out) = self.jsonl.as_mut() {
-            if let Ok(line) = serde_json::to_string(&ev) {
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
-            }
+            out.push(&ev);
         }
         let script = ev.script_path.as_deref().unwrap_or("");
         let verdict = if ev.context == ExecContext::Probe {
@@ -280,7 +350,7 @@ impl Uplink {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    ev = rx.recv() => match ev { Some(ev) => self.accept(ev), None => return },
+                    ev = rx.recv() => match ev { Some(ev) => self.take(ev, &mut rx), None => return },
                 }
             }
         };
@@ -303,7 +373,7 @@ impl Uplink {
                     _ = shutdown.cancelled() => break true,
                     _ = &mut until => break false,
                     // Keep draining capture while disconnected so the kernel queue never backs up.
-                    ev = rx.recv() => match ev { Some(ev) => self.accept(ev), None => break true },
+                    ev = rx.recv() => match ev { Some(ev) => self.take(ev, &mut rx), None => break true },
                     _ = sync.tick() => if let Some(s) = self.spool.as_mut() { s.sync() },
                     // The latest report replaces the previous one: its counters are cumulative.
                     _ = health.tick() => if let Some(s) = &self.spool {
@@ -320,7 +390,7 @@ impl Uplink {
         // bounded, and capture stops on the same token, so this ends quickly).
         let until = tokio::time::Instant::now() + DRAIN;
         while let Ok(Some(ev)) = tokio::time::timeout_at(until, rx.recv()).await {
-            self.accept(ev);
+            self.take(ev, &mut rx);
         }
         if let Some(s) = self.spool.as_mut() {
             s.close();
@@ -412,7 +482,7 @@ impl Uplink {
                     None => return Err("server closed the stream".into()),
                 },
                 ev = rx.recv() => match ev {
-                    Some(ev) => self.accept(ev),
+                    Some(ev) => self.take(ev, rx),
                     None => return Ok(()),
                 },
                 _ = health.tick() => {
@@ -478,8 +548,8 @@ impl Uplink {
         let deadline = tokio::time::Instant::now() + DRAIN;
         let mut capture_open = true;
         loop {
-            while let Ok(ev) = rx.try_recv() {
-                self.accept(ev);
+            if let Ok(ev) = rx.try_recv() {
+                self.take(ev, rx);
             }
             if self.send_ready(tx).await.is_err() {
                 return;
@@ -493,7 +563,7 @@ impl Uplink {
                     return;
                 }
                 ev = rx.recv(), if capture_open => match ev {
-                    Some(ev) => self.accept(ev),
+                    Some(ev) => self.take(ev, rx),
                     // Capture has stopped: every event it produced is in the spool now.
                     None => capture_open = false,
                 },
@@ -503,5 +573,80 @@ impl Uplink {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer that records each `write` call, or fails every one.
+    #[derive(Clone, Default)]
+    struct Calls {
+        writes: Arc<Mutex<Vec<Vec<u8>>>>,
+        fail: bool,
+    }
+
+    impl Write for Calls {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.fail {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "closed",
+                ));
+            }
+            self.writes.lock().unwrap().push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn event(pid: u32) -> ProcessEvent {
+        crate::pods::tests::event(pid, 1, &["true"], ExecContext::Descendant)
+    }
+
+    #[test]
+    fn json_lines_are_written_once_per_batch_one_object_per_line() {
+        let calls = Calls::default();
+        let mut out = JsonLines::new(Box::new(calls.clone()));
+        for pid in 1..=3 {
+            out.push(&event(pid));
+        }
+        out.flush();
+        out.flush();
+        let writes = calls.writes.lock().unwrap();
+        assert_eq!(writes.len(), 1, "one write for the batch");
+        let text = String::from_utf8(writes[0].clone()).unwrap();
+        let pids: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["pid"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(pids, vec![1, 2, 3]);
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn a_failing_output_drops_lines_and_recovers() {
+        let mut calls = Calls {
+            fail: true,
+            ..Calls::default()
+        };
+        let mut out = JsonLines::new(Box::new(calls.clone()));
+        out.push(&event(1));
+        out.flush();
+        assert!(out.failing && out.buf.is_empty(), "dropped, never piled up");
+        calls.fail = false;
+        out.out = Box::new(calls.clone());
+        out.push(&event(2));
+        out.flush();
+        assert!(!out.failing);
+        assert_eq!(calls.writes.lock().unwrap().len(), 1);
     }
 }
