@@ -9,7 +9,8 @@
 //! sensor's, which is how container runtimes mount a container's root (pivot_root): the path
 //! is the one inside the container.
 //!
-//! Marks are per filesystem: one on `/`, and one on each container root (an overlayfs of its
+//! Marks are per filesystem: one on the node's root (PID 1's, see [`ExecWatch::start`]), and
+//! one on each container root (an overlayfs of its
 //! own) as containers appear, found through `/proc/<pid>/root`. The first process of a new
 //! container runs before its root can be marked; it lives long enough for `/proc`. (On kernels
 //! where overlayfs opens its layers as backing files, the events arrive through the mark on
@@ -388,7 +389,13 @@ impl ExecWatch {
     /// queues an exec's fanotify event before the proc connector's exec event, so a lookup made
     /// after the exec event always finds it, and a thread of its own would only cost a wake-up
     /// per exec.
-    pub fn start(metrics: Metrics) -> io::Result<Arc<Self>> {
+    ///
+    /// The node's root filesystem is PID 1's root, reached through `proc_root` (in a DaemonSet
+    /// `/host/proc`, so `/host/proc/1/root`; the sensor's own `/` is then its image). Where
+    /// PID 1's root cannot be opened (some sandboxes refuse it even to root), the sensor's
+    /// own `/` is marked instead, with a warning: container roots are still marked as they
+    /// appear, but host executables outside the sensor's mount namespace are not watched.
+    pub fn start(metrics: Metrics, proc_root: &Path) -> io::Result<Arc<Self>> {
         // SAFETY: plain syscall with constant flags; the result is checked before use.
         let raw = unsafe {
             libc::fanotify_init(
@@ -402,6 +409,18 @@ impl ExecWatch {
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         raise_open_file_limit();
+        let pid1_root = proc_root.join("1").join("root");
+        let host_root = match std::fs::metadata(&pid1_root) {
+            Ok(_) => pid1_root,
+            Err(error) => {
+                tracing::warn!(
+                    message = "Cannot open PID 1's root; fanotify watches this mount namespace's root instead (host executables outside it are not named when /proc is too late).",
+                    path = %pid1_root.display(),
+                    %error
+                );
+                Path::new("/").to_path_buf()
+            }
+        };
         let watch = Arc::new(Self {
             fd,
             table: Mutex::default(),
@@ -412,10 +431,10 @@ impl ExecWatch {
             mount_devs: Mutex::default(),
             root_mounts: Mutex::default(),
             learned: Mutex::default(),
-            host_dev: std::fs::metadata("/").ok().map(|m| m.dev()),
+            host_dev: std::fs::metadata(&host_root).ok().map(|m| m.dev()),
             metrics,
         });
-        watch.mark(Path::new("/"))?;
+        watch.mark(&host_root)?;
         Ok(watch)
     }
 
@@ -811,7 +830,7 @@ mod tests {
     fn the_kernel_names_every_exec() {
         // Needs CAP_SYS_ADMIN; without it there is nothing to test here (the end-to-end tests
         // enforce it under PROCGUARD_STRICT_TESTS).
-        let Ok(w) = ExecWatch::start(Metrics::default()) else {
+        let Ok(w) = ExecWatch::start(Metrics::default(), Path::new("/proc")) else {
             eprintln!("SKIP: fanotify needs CAP_SYS_ADMIN");
             return;
         };
@@ -835,7 +854,7 @@ mod tests {
 
     #[test]
     fn a_loader_once_seen_is_no_longer_reported() {
-        let Ok(w) = ExecWatch::start(Metrics::default()) else {
+        let Ok(w) = ExecWatch::start(Metrics::default(), Path::new("/proc")) else {
             eprintln!("SKIP: fanotify needs CAP_SYS_ADMIN");
             return;
         };
@@ -854,7 +873,7 @@ mod tests {
 
     #[test]
     fn a_live_exec_is_claimed_by_its_path_with_the_same_file() {
-        let Ok(w) = ExecWatch::start(Metrics::default()) else {
+        let Ok(w) = ExecWatch::start(Metrics::default(), Path::new("/proc")) else {
             eprintln!("SKIP: fanotify needs CAP_SYS_ADMIN");
             return;
         };

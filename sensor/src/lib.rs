@@ -78,7 +78,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         &settings.cluster,
     );
     if settings.fanotify {
-        let watch = fanotify::ExecWatch::start(metrics.clone())
+        let watch = fanotify::ExecWatch::start(metrics.clone(), &settings.proc_root)
             .context("--fanotify: cannot watch executions with fanotify (needs CAP_SYS_ADMIN and a kernel with FAN_OPEN_EXEC, 5.0+)")?;
         tracker.set_exec_watch(watch);
     }

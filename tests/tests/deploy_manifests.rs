@@ -55,7 +55,7 @@ const SERVER: (&str, &str, &str) = ("StatefulSet", "procguard", "procguard-serve
 const PRIVILEGED_JUSTIFICATION: &str = "procguard.io/privileged-justification";
 
 /// The capabilities the sensor may add; deploy/base/sensor/daemonset.yaml justifies each.
-const SENSOR_CAPABILITIES: &[&str] = &["NET_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH", "SYS_ADMIN"];
+const SENSOR_CAPABILITIES: &[&str] = &["NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN"];
 
 /// All the sensor may do with the Kubernetes API, on pods only.
 const SENSOR_POD_VERBS: &[&str] = &["get", "list", "watch"];

@@ -1,6 +1,6 @@
 //! The sensor's privilege set, proven on the real kernel with real containers.
 //!
-//! The DaemonSet in `deploy/` claims the sensor works with exactly four added capabilities, the
+//! The DaemonSet in `deploy/` claims the sensor works with exactly three added capabilities, the
 //! host PID namespace, read-only host `/proc` and cgroup mounts, a read-only root filesystem,
 //! no host network and no privileged mode. This test takes that claim from the rendered
 //! manifest itself (`kubectl kustomize deploy/overlays/production`), so the test and the
