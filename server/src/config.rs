@@ -105,6 +105,11 @@ pub struct Config {
     /// raises a "sensor blind" incident.
     #[arg(long, env = "PROCGUARD_SENSOR_SILENCE", default_value = "2m", value_parser = humantime::parse_duration)]
     pub sensor_silence: Duration,
+    /// On SIGTERM or SIGINT, how long open streams get to end before their connections are
+    /// closed (a SIEM subscriber that stopped reading would otherwise hold shutdown forever).
+    /// Everything acknowledged is already on disk.
+    #[arg(long, env = "PROCGUARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
     /// Log format.
     #[arg(long, env = "PROCGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -140,6 +145,8 @@ pub struct Settings {
     pub sensor_silence: Duration,
     /// Records in the shared tail of the SIEM stream.
     pub stream_tail_records: usize,
+    /// How long shutdown waits for open streams before closing their connections.
+    pub shutdown_grace: Duration,
 }
 
 impl Config {
@@ -243,6 +250,7 @@ impl Config {
         Ok(Settings {
             limits,
             stream_tail_records: self.stream_tail_records,
+            shutdown_grace: self.shutdown_grace,
             retention: crate::store::Retention {
                 max_age: self.retention_age,
                 max_bytes: self.retention_bytes,

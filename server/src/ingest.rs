@@ -19,7 +19,7 @@ use procguard_proto::convert::baseline_to_pb;
 use procguard_proto::v1 as pb;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,62 @@ const HEALTH_BUFFER: usize = 1;
 /// Baseline changes buffered in the hub for slow streams; past it a stream resyncs with a
 /// full snapshot.
 pub const HUB_BUFFER: usize = 1_024;
+/// At most one "Deviations stored." line per stream (per node) this often. Every deviation is
+/// already stored, streamed to SIEMs and counted in `procguard_server_deviations`; a log line
+/// per deviation (at debug) would flood the logs and cost ingest CPU at thousands per second.
+const DEVIATION_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// A count of events logged as a summary at most once per `every`: the first event after a
+/// quiet period is logged at once, later ones are added up until `every` has passed since the
+/// last line. Callers pass the time in.
+#[derive(Debug)]
+struct Summary<T> {
+    every: Duration,
+    last_line: Option<Instant>,
+    count: u64,
+    /// The newest event counted, named in the line as an example.
+    example: Option<T>,
+}
+
+impl<T> Summary<T> {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last_line: None,
+            count: 0,
+            example: None,
+        }
+    }
+
+    /// Counts `n` more events; returns the line to log now, if one is due.
+    fn add(&mut self, n: u64, example: T, now: Instant) -> Option<(u64, T)> {
+        if n == 0 {
+            return None;
+        }
+        self.count += n;
+        self.example = Some(example);
+        self.due(now)
+    }
+
+    /// The line to log at `now`, if events were counted and `every` has passed since the last.
+    fn due(&mut self, now: Instant) -> Option<(u64, T)> {
+        if self
+            .last_line
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            return None;
+        }
+        let line = self.take()?;
+        self.last_line = Some(now);
+        Some(line)
+    }
+
+    /// Whatever was counted and not logged yet (when the stream ends).
+    fn take(&mut self) -> Option<(u64, T)> {
+        let example = self.example.take()?;
+        Some((std::mem::take(&mut self.count), example))
+    }
+}
 
 /// Fan-out of baseline changes to connected sensors.
 #[derive(Debug, Clone)]
@@ -298,11 +354,20 @@ impl pb::sensor_service_server::SensorService for SensorApi {
         tokio::spawn(async move {
             let _permit = permit;
             let mut pending: FuturesOrdered<Durable> = FuturesOrdered::new();
+            let mut summary = Summary::new(DEVIATION_SUMMARY_EVERY);
+            let mut summary_tick = tokio::time::interval(DEVIATION_SUMMARY_EVERY);
+            summary_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let log_summary = |(count, (workload, exe)): (u64, (String, String))| {
+                tracing::info!(message = "Deviations stored.", node = %node, count, last_workload = %workload, last_exe = %exe);
+            };
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => {
                         let _ = tx.send(Err(Status::unavailable("server shutting down; reconnect"))).await;
                         break;
+                    }
+                    _ = summary_tick.tick() => {
+                        if let Some(line) = summary.due(Instant::now()) { log_summary(line); }
                     }
                     update = updates.recv() => {
                         let msg = match update {
@@ -336,7 +401,11 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                     tracing::warn!(message = "Baseline reached its element limit; learning ended, it waits for review.", workload = %b.workload, limit = limits.settings.max_baseline_elements);
                                 }
                                 for d in &out.deviations {
-                                    tracing::warn!(message = "Deviation.", workload = %d.process.workload, exe = %d.process.exe_path, node = %node, pid = d.process.pid);
+                                    tracing::debug!(message = "Deviation.", workload = %d.process.workload, exe = %d.process.exe_path, node = %node, pid = d.process.pid);
+                                }
+                                if let Some(d) = out.deviations.last() {
+                                    let example = (d.process.workload.to_string(), d.process.exe_path.clone());
+                                    if let Some(line) = summary.add(out.deviations.len() as u64, example, Instant::now()) { log_summary(line); }
                                 }
                                 for b in out.changed { hub.publish(b); }
                                 let ack = pb::ServerMessage { body: Some(pb::server_message::Body::Ack(pb::Ack { sequence: out.acked_sequence })) };
@@ -418,8 +487,52 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                     }
                 }
             }
+            if let Some(line) = summary.take() {
+                log_summary(line);
+            }
             metrics.sensors_connected.dec();
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_logs_the_first_deviation_at_once_then_at_most_once_per_period() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut s = Summary::new(Duration::from_secs(10));
+        assert_eq!(s.due(at(0)), None, "nothing counted, nothing to say");
+        assert_eq!(
+            s.add(3, "a", at(0)),
+            Some((3, "a")),
+            "first after quiet: at once"
+        );
+        assert_eq!(s.add(5, "b", at(1)), None);
+        assert_eq!(
+            s.add(0, "x", at(2)),
+            None,
+            "an empty batch is not an example"
+        );
+        assert_eq!(s.add(2, "c", at(9)), None);
+        assert_eq!(s.due(at(9)), None, "still within the period");
+        // The periodic check, with no new deviation, reports what was held back.
+        assert_eq!(s.due(at(10)), Some((7, "c")));
+        assert_eq!(s.due(at(30)), None, "and then nothing until more arrive");
+        assert_eq!(
+            s.add(1, "d", at(31)),
+            Some((1, "d")),
+            "quiet for 21 s: at once"
+        );
+        assert_eq!(s.add(4, "e", at(32)), None);
+        assert_eq!(
+            s.take(),
+            Some((4, "e")),
+            "the stream's end reports the rest"
+        );
+        assert_eq!(s.take(), None);
     }
 }

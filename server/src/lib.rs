@@ -9,7 +9,8 @@
 //! sensors.
 //!
 //! [`run`] binds both ports before doing any work, serves until the shutdown token is
-//! cancelled, then drains for at most [`GRACE`].
+//! cancelled, then drains for at most `--shutdown-grace`: connections still open then are
+//! closed ([`shutdown`]), and the store is flushed before it returns.
 
 pub mod api;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod incident;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
+pub mod shutdown;
 pub mod store;
 pub mod stream;
 pub mod watchdog;
@@ -31,8 +33,9 @@ use procguard_runtime::admin::Admin;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
-/// How long shutdown waits for streams and writes to finish.
-pub const GRACE: Duration = Duration::from_secs(10);
+/// How long connections closed after the grace period get to notice it (they fail at their
+/// next read or write, which the close wakes at once).
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How often learning windows are evaluated.
 const LEARNING_TICK: Duration = Duration::from_secs(5);
 /// Default largest gRPC message accepted (a full sensor batch fits well within it); see
@@ -148,7 +151,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     )
     .with_limits(limits.clone());
     let max_message = settings.limits.max_message_bytes;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    // Connections are closed by force once the grace period is over (see `shutdown`).
+    let close = CancellationToken::new();
+    let incoming = {
+        let close = close.clone();
+        tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            move |conn| conn.map(|c| shutdown::Closable::new(c, &close)),
+        )
+    };
     let server = tonic::transport::Server::builder()
         .tls_config(settings.tls.clone())
         .context("invalid TLS configuration")?
@@ -186,12 +197,29 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     );
     admin.set_ready(true);
     let stop = shutdown.clone();
-    server
-        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
-        .await
-        .context("gRPC server failed")?;
+    let serve =
+        server.serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
+    tokio::pin!(serve);
+    let grace = settings.shutdown_grace;
+    let grace_over = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = &mut serve => served.context("gRPC server failed")?,
+        _ = grace_over => {
+            tracing::warn!(
+                message = "Connections still open after the shutdown grace period; closing them.",
+                grace = %humantime::format_duration(grace)
+            );
+            close.cancel();
+            if tokio::time::timeout(CLOSE_WAIT, &mut serve).await.is_err() {
+                tracing::error!(message = "Connections did not close; exiting without them.");
+            }
+        }
+    }
     admin.set_ready(false);
-    let _ = tokio::time::timeout(GRACE, async {
+    let _ = tokio::time::timeout(grace, async {
         let _ = learning_task.await;
         let _ = watchdog_task.await;
         let _ = admin_task.await;

@@ -215,6 +215,19 @@ impl SensorStream {
             .collect()
     }
 
+    /// The stream's two halves, for a driver that sends and reads acknowledgements from
+    /// different tasks: the outbound queue, the server's messages, and the next sequence
+    /// number to assign.
+    pub fn into_parts(
+        self,
+    ) -> (
+        mpsc::Sender<pb::SensorMessage>,
+        tonic::Streaming<pb::ServerMessage>,
+        u64,
+    ) {
+        (self.tx, self.rx, self.next_seq)
+    }
+
     /// Sends a batch and waits for its ack; returns the highest sequence sent.
     pub async fn send_acked(&mut self, events: Vec<pb::SensorEvent>) -> Result<u64, Error> {
         let last = events.iter().map(|e| e.sequence).max().unwrap_or(0);

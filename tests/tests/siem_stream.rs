@@ -5,7 +5,9 @@
 //!   with exactly the full sequence;
 //! - the server SIGKILLed during ingest loses no acknowledged event, and a subscriber resumes
 //!   after restart with no gap;
-//! - a cursor older than retention gets OUT_OF_RANGE naming the oldest available cursor.
+//! - a cursor older than retention gets OUT_OF_RANGE naming the oldest available cursor;
+//! - a subscriber that stops reading does not hold shutdown past `--shutdown-grace`, and
+//!   everything acknowledged before SIGTERM is there after a restart.
 
 use procguard_proto::v1 as pb;
 use procguard_tests::grpc::{self, SensorStream};
@@ -527,5 +529,101 @@ async fn ten_subscribers_with_one_stalled_all_get_every_record_and_ingest_never_
     assert!(
         from_disk > 0.0,
         "the stalled subscriber never read from disk"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_does_not_hold_shutdown_past_the_grace_period() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let grace = Duration::from_secs(2);
+    let mut server = Server::start(&pki, work.path(), &["--shutdown-grace", "2s"]);
+    let url = server.url();
+    let mut sensor = SensorStream::open(&pki, &url, "node-a").await.unwrap();
+    let w = grpc::workload("shop", "web");
+    grpc::enforced_workload(&pki, &url, &mut sensor, &w)
+        .await
+        .unwrap();
+    // Subscribed, then never read: HTTP/2 flow control soon holds its stream.
+    let stalled = grpc::subscribe(&pki, &url, Position::Now(true), &[])
+        .await
+        .unwrap();
+    // 2,000 deviations with 8 KB of argv each (16 MB of records, far more than HTTP/2 windows
+    // and socket buffers hold), each batch acknowledged.
+    let long = "x".repeat(8000);
+    let mut acked_ids = HashSet::new();
+    for b in 0..20 {
+        let exes: Vec<String> = (0..100).map(|i| format!("/opt/s{}", (b + i) % 7)).collect();
+        let exes: Vec<&str> = exes.iter().map(String::as_str).collect();
+        let mut evs = sensor.events(&w, &exes);
+        for e in &mut evs {
+            e.process.as_mut().unwrap().argv.push(long.clone());
+        }
+        let ids: Vec<String> = evs.iter().map(|e| e.event_id.clone()).collect();
+        sensor.send_acked(evs).await.unwrap();
+        acked_ids.extend(ids);
+    }
+    // The server could hand the stalled stream only part of them: it is held, not finished.
+    let streamed = metric(server.admin_port, "procguard_server_records_streamed_total").unwrap();
+    assert!(
+        streamed < 2000.0,
+        "the stalled subscriber was sent {streamed} records; it should be held by flow control"
+    );
+
+    let started = Instant::now();
+    let status = server
+        .proc
+        .terminate(grace + Duration::from_secs(5))
+        .unwrap_or_else(|| {
+            panic!(
+                "the server did not exit within the grace period; log:\n{}",
+                server.proc.log_text()
+            )
+        });
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took <= grace + Duration::from_secs(3),
+        "shutdown took {took:?}"
+    );
+    let log = server.proc.log_text();
+    assert!(
+        log.contains("closing them"),
+        "the stalled connection should have been closed after the grace period; log:\n{log}"
+    );
+    assert!(
+        !log.contains("did not close"),
+        "closing must end the held connection, not leave it to the process exit; log:\n{log}"
+    );
+    assert!(log.contains("procguard-server stopped."), "{log}");
+    drop(stalled);
+    drop(sensor);
+
+    // Everything acknowledged before SIGTERM is stored: the restarted server streams it.
+    let server = Server::start(&pki, work.path(), &[]);
+    let all = drain(
+        grpc::subscribe(
+            &pki,
+            &server.url(),
+            Position::Oldest(true),
+            &[pb::RecordKind::Deviation],
+        )
+        .await
+        .unwrap(),
+        Duration::from_secs(3),
+    )
+    .await;
+    let stored: HashSet<String> = all
+        .iter()
+        .filter_map(|r| match &r.record {
+            Some(pb::stream_record::Record::Deviation(d)) => Some(d.event_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked_ids.len(), 2000);
+    assert!(
+        acked_ids.is_subset(&stored),
+        "{} acknowledged deviations missing after the restart",
+        acked_ids.difference(&stored).count()
     );
 }

@@ -12,6 +12,17 @@
 //!   `--subscribers` subscribers of which one reads one record per 10 ms (slow). It also
 //!   reports the CPU time the server and this driver used per 1,000 acknowledged events in
 //!   each phase (from `/proc/<pid>/stat`), which does not depend on what else the machine runs.
+//!   At saturation the subscribers (and this driver's own clients) take CPU from ingest on a
+//!   shared machine, so its ratio measures machine sharing as much as the server.
+//! - `steady`: a fixed offered load. `--streams` sensor streams together send `--rate`
+//!   deviations per second in 10 ms batches for `--seconds`, in three phases: no subscribers,
+//!   `--subscribers` − 1 full-speed subscribers, then the same plus one deliberately slow
+//!   subscriber (one record per 10 ms). Each phase reports the offered and acknowledged rates,
+//!   the latency from sending a batch to its acknowledgement (p50, p99, max), server CPU per
+//!   1,000 acknowledged deviations, records delivered per fast subscriber, the slow
+//!   subscriber's lag behind them, and `procguard_server_records_streamed_from_storage_total`.
+//!   Ingest keeps up when every phase acknowledges what was offered with a similar p99.
+//!   `--subscribers 0` runs only the first phase (to find the rate the machine sustains).
 //!
 //! Every loop is bounded by `--seconds`; traffic goes to 127.0.0.1 only.
 
@@ -61,7 +72,7 @@ fn parse() -> Args {
                 i += 1;
                 continue;
             }
-            o => panic!("unknown flag {o}; use ingest|latency|fanout [--streams N] [--batch N] [--seconds N] [--rate N] [--subscribers N]"),
+            o => panic!("unknown flag {o}; use ingest|latency|fanout|steady [--streams N] [--batch N] [--seconds N] [--rate N] [--subscribers N]"),
         }
         i += 2;
     }
@@ -374,7 +385,290 @@ async fn main() {
                 std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
             );
         }
-        o => panic!("unknown scenario '{o}'; use ingest, latency or fanout"),
+        "steady" => steady(&a, pki.clone(), &server).await,
+        o => panic!("unknown scenario '{o}'; use ingest, latency, fanout or steady"),
     }
     drop(server);
+}
+
+/// What one paced sensor stream saw in a phase.
+#[derive(Default)]
+struct Paced {
+    sent: u64,
+    acked: u64,
+    /// Send → acknowledgement of each batch, in milliseconds.
+    latency: Vec<f64>,
+    /// When the last batch was sent and when the last acknowledgement came.
+    send_end: Option<Instant>,
+    last_ack: Option<Instant>,
+}
+
+/// Sends deviations of `w` from `node` at `per_sec` in 10 ms batches for `secs`, timing each
+/// batch from its send to the server's acknowledgement of its last event.
+async fn paced_stream(
+    pki: Arc<Pki>,
+    url: String,
+    node: String,
+    w: pb::WorkloadIdentity,
+    per_sec: f64,
+    secs: u64,
+) -> Paced {
+    let s = SensorStream::open(&pki, &url, &node).await.unwrap();
+    let (tx, mut rx, mut next_seq) = s.into_parts();
+    // Batches in flight: (last sequence, sent at, events).
+    let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::<(
+        u64,
+        Instant,
+        u64,
+    )>::new()));
+    // The last sequence sent once sending is over; the reader stops when it is acknowledged.
+    let last_sent = Arc::new(AtomicU64::new(u64::MAX));
+    let reader = {
+        let (queue, last_sent) = (queue.clone(), last_sent.clone());
+        tokio::spawn(async move {
+            let mut out = Paced::default();
+            let mut acked_seq = 0;
+            let deadline = Instant::now() + Duration::from_secs(secs + 60);
+            while acked_seq < last_sent.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match tokio::time::timeout(Duration::from_millis(200), rx.message()).await {
+                    Ok(Ok(Some(m))) => {
+                        let Some(pb::server_message::Body::Ack(a)) = m.body else {
+                            continue;
+                        };
+                        let now = Instant::now();
+                        let mut q = queue.lock().unwrap();
+                        while let Some(&(seq, at, n)) = q.front() {
+                            if seq > a.sequence {
+                                break;
+                            }
+                            out.latency.push((now - at).as_secs_f64() * 1000.0);
+                            out.acked += n;
+                            out.last_ack = Some(now);
+                            q.pop_front();
+                        }
+                        acked_seq = a.sequence;
+                    }
+                    Ok(_) => break,
+                    Err(_) => {}
+                }
+            }
+            out
+        })
+    };
+    let exes: Vec<String> = (0..50).map(|i| format!("/opt/dev{i}")).collect();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let (mut sent, mut last) = (0u64, 0u64);
+    for t in 1..=(100 * secs) {
+        tick.tick().await;
+        // Whole events due by this tick; fractional rates even out over ticks.
+        let due = (per_sec * t as f64 / 100.0) as u64;
+        if due <= sent {
+            continue;
+        }
+        let evs: Vec<pb::SensorEvent> = (sent..due)
+            .map(|i| {
+                let e = grpc::event(next_seq, &node, &w, &exes[(i % 50) as usize]);
+                next_seq += 1;
+                e
+            })
+            .collect();
+        last = evs.last().unwrap().sequence;
+        queue
+            .lock()
+            .unwrap()
+            .push_back((last, Instant::now(), due - sent));
+        tx.send(pb::SensorMessage {
+            body: Some(pb::sensor_message::Body::Batch(pb::EventBatch {
+                events: evs,
+            })),
+        })
+        .await
+        .unwrap();
+        sent = due;
+    }
+    let send_end = Instant::now();
+    last_sent.store(last, Ordering::SeqCst);
+    let mut out = reader.await.unwrap();
+    out.sent = sent;
+    out.send_end = Some(send_end);
+    drop(tx);
+    out
+}
+
+/// One subscriber's count of records and the last cursor it received.
+#[derive(Default)]
+struct SubCount {
+    received: AtomicU64,
+    cursor: AtomicU64,
+}
+
+/// One phase of `steady`: `fast` full-speed subscribers and, with `slow`, one reading a
+/// record per 10 ms, all subscribed from now before the load starts.
+async fn steady_phase(
+    a: &Args,
+    pki: &Arc<Pki>,
+    server: &Server,
+    workloads: &[(String, pb::WorkloadIdentity)],
+    name: &str,
+    fast: usize,
+    slow: bool,
+) {
+    let url = server.url();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts: Vec<Arc<SubCount>> = (0..fast + slow as usize).map(|_| Arc::default()).collect();
+    let mut subs = Vec::new();
+    for (i, count) in counts.iter().enumerate() {
+        let is_slow = slow && i == fast;
+        let mut sub = grpc::subscribe(pki, &url, pb::start_position::Position::Now(true), &[])
+            .await
+            .unwrap();
+        let (count, stop) = (count.clone(), stop.clone());
+        subs.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(200), sub.message()).await {
+                    Ok(Ok(Some(r))) => {
+                        count.received.fetch_add(1, Ordering::Relaxed);
+                        count.cursor.store(r.cursor, Ordering::Relaxed);
+                        if is_slow {
+                            // The deliberately slow consumer: 100 records/s at most.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                    Ok(_) => break,
+                    Err(_) => {}
+                }
+            }
+        }));
+    }
+    let storage_metric = "procguard_server_records_streamed_from_storage_total";
+    let from_storage0 = procguard_tests::metric(server.admin_port, storage_metric);
+    let server_pid = server.proc.child.id();
+    let (s0, d0) = (cpu_seconds(server_pid), cpu_seconds(std::process::id()));
+    let started = Instant::now();
+    let per_stream = a.rate as f64 / workloads.len() as f64;
+    let streams: Vec<_> = workloads
+        .iter()
+        .map(|(node, w)| {
+            tokio::spawn(paced_stream(
+                pki.clone(),
+                url.clone(),
+                node.clone(),
+                w.clone(),
+                per_stream,
+                a.seconds,
+            ))
+        })
+        .collect();
+    let mut paced = Vec::new();
+    for s in streams {
+        paced.push(s.await.unwrap());
+    }
+    let (s1, d1) = (cpu_seconds(server_pid), cpu_seconds(std::process::id()));
+    let sent: u64 = paced.iter().map(|p| p.sent).sum();
+    let acked: u64 = paced.iter().map(|p| p.acked).sum();
+    let send_end = paced.iter().filter_map(|p| p.send_end).max().unwrap();
+    let last_ack = paced
+        .iter()
+        .filter_map(|p| p.last_ack)
+        .max()
+        .unwrap_or(send_end);
+    let mut lat: Vec<f64> = paced.iter().flat_map(|p| p.latency.clone()).collect();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let offered = sent as f64 / (send_end - started).as_secs_f64();
+    let acked_rate = acked as f64 / (last_ack - started).as_secs_f64();
+    // Fast subscribers keep up: give them a moment to receive the last records.
+    let fast_counts = &counts[..fast];
+    let newest = || {
+        fast_counts
+            .iter()
+            .map(|c| c.cursor.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
+    };
+    let mut settled = newest();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = newest();
+        if n == settled
+            && fast_counts
+                .iter()
+                .all(|c| c.cursor.load(Ordering::Relaxed) == n)
+        {
+            break;
+        }
+        settled = n;
+    }
+    let from_storage1 = procguard_tests::metric(server.admin_port, storage_metric);
+    stop.store(true, Ordering::Relaxed);
+    for s in subs {
+        let _ = s.await;
+    }
+    let per_k = |cpu: f64| 1e6 * cpu / acked.max(1) as f64;
+    println!(
+        "steady {name}: offered {offered:.0}/s (target {}), acknowledged {acked_rate:.0}/s ({acked} of {sent} deviations, ratio {:.3}); ack latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server CPU {:.1} ms per 1,000 deviations, driver {:.1} ms",
+        a.rate,
+        acked_rate / offered,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN),
+        per_k(s1 - s0),
+        per_k(d1 - d0),
+    );
+    if fast > 0 {
+        let got: Vec<u64> = fast_counts
+            .iter()
+            .map(|c| c.received.load(Ordering::Relaxed))
+            .collect();
+        let newest = newest();
+        let slow_part = if slow {
+            let c = &counts[fast];
+            format!(
+                "; slow subscriber received {} records, at cursor {} ({} behind the fast ones)",
+                c.received.load(Ordering::Relaxed),
+                c.cursor.load(Ordering::Relaxed),
+                newest.saturating_sub(c.cursor.load(Ordering::Relaxed))
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "steady {name}: {fast} fast subscribers received {}..{} records each (newest cursor {newest}){slow_part}; records streamed from storage during the phase: {}",
+            got.iter().min().unwrap(),
+            got.iter().max().unwrap(),
+            match (from_storage0, from_storage1) {
+                (Some(x), Some(y)) => format!("{:.0}", y - x),
+                _ => "not scraped".into(),
+            }
+        );
+    }
+}
+
+/// The fixed-load scenario (see the module docs).
+async fn steady(a: &Args, pki: Arc<Pki>, server: &Server) {
+    let url = server.url();
+    let mut workloads = Vec::new();
+    for (i, node) in nodes(a.streams).into_iter().enumerate() {
+        let mut s = SensorStream::open(&pki, &url, &node).await.unwrap();
+        let w = grpc::workload("bench", &format!("steady{i}-{}", uuid::Uuid::new_v4()));
+        grpc::enforced_workload(&pki, &url, &mut s, &w)
+            .await
+            .unwrap();
+        workloads.push((node, w));
+    }
+    let fast = a.subscribers.saturating_sub(1);
+    steady_phase(a, &pki, server, &workloads, "alone", 0, false).await;
+    if a.subscribers > 0 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let name = format!("{fast}-fast");
+        steady_phase(a, &pki, server, &workloads, &name, fast, false).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let name = format!("{fast}-fast+slow");
+        steady_phase(a, &pki, server, &workloads, &name, fast, true).await;
+    }
+    println!(
+        "steady: load average {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
 }
