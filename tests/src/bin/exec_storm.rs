@@ -76,10 +76,16 @@ fn run(args: &[String]) {
                 .expect("spawn worker"),
         );
     }
+    // Every worker's pipe is read at once: read one after the other, a worker whose pipe
+    // filled (about a thousand lines) would block until its turn, pacing the whole storm.
+    let readers: Vec<_> = workers
+        .into_iter()
+        .map(|w| std::thread::spawn(move || w.wait_with_output().expect("worker")))
+        .collect();
     let mut out = std::fs::File::create(&truth).expect("create truth file");
     let mut total = 0usize;
-    for w in workers {
-        let o = w.wait_with_output().expect("worker");
+    for r in readers {
+        let o = r.join().expect("worker reader");
         assert!(o.status.success(), "a worker failed");
         out.write_all(&o.stdout).expect("write truth");
         total += o.stdout.iter().filter(|b| **b == b'\n').count();
