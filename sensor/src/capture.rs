@@ -42,7 +42,7 @@ use crate::netlink::{
 use crate::procfs::{hash_file, HashCache};
 use crate::tracker::{EarlyRead, Observed, Tracker};
 use procguard_core::{Completeness, ProcessEvent};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,6 +69,11 @@ pub const OUTPUT_EVERY: Duration = Duration::from_millis(20);
 pub const OUTPUT_BATCH: usize = 256;
 /// Datagrams received from the exec socket per round at most.
 const EXEC_BATCH: usize = 1_024;
+/// How long an exec of a process already gone waits for its late fork (see
+/// [`Tracker::awaits_fork`]) before it is reported without it.
+pub const FORK_WAIT: Duration = Duration::from_millis(200);
+/// Execs waiting for their fork at most; past it they are reported at once.
+const FORK_WAITERS: usize = 1_024;
 
 /// The event socket and the queue it drains into, shared by both threads: whoever holds the
 /// lock appends in the socket's order.
@@ -189,6 +194,7 @@ pub fn start(
                         exec,
                         queue,
                         carried: Vec::new(),
+                        awaiting_fork: HashMap::new(),
                         gaps: GapDetector::default(),
                         gaps_from,
                         cache,
@@ -265,6 +271,8 @@ struct Processor {
     queue: Option<Shared>,
     /// Forks and exits stamped after the last cut, waiting for the next round.
     carried: Vec<Stamped>,
+    /// Execs of processes already gone, waiting for a fork the parent reports late, by pid.
+    awaiting_fork: HashMap<u32, Waiting>,
     gaps: GapDetector,
     /// Events stamped before both sockets were subscribed are not checked for gaps.
     gaps_from: u64,
@@ -275,6 +283,14 @@ struct Processor {
     pending: Vec<ProcessEvent>,
     since: Option<Instant>,
     metrics: Metrics,
+}
+
+/// An exec waiting for its late fork.
+struct Waiting {
+    since: Instant,
+    early: EarlyRead,
+    /// Its exit came first: once the fork made a table entry for it, the entry goes again.
+    exited: bool,
 }
 
 /// One kernel event with what was read for it: `/proc` of an exec, read the moment it came.
@@ -324,53 +340,103 @@ impl Processor {
                 round.extend(q.events.drain(..).map(Round::Other));
             }
             self.count_gaps(&mut round);
-            round.extend(self.carried.drain(..).map(Round::Other));
-            round.sort_by_key(|r| r.stamped().timestamp_ns);
-            let idle = !round.iter().any(|r| matches!(r, Round::Exec(..)));
-            for r in round {
-                let keep_going = match r {
-                    Round::Exec(_, early) => match self.tracker.on_exec_read(early) {
-                        Some(ob) => self.finish(ob),
-                        None => {
-                            // Gone (or a zombie) before /proc could be read, with nothing
-                            // known to build an event from: counted, never silent.
-                            self.metrics.exec_lost.inc();
-                            true
-                        }
-                    },
-                    // May precede an exec not received yet: next round.
-                    Round::Other(s) if self.queue.is_some() && s.timestamp_ns > cut => {
-                        self.carried.push(s);
-                        true
-                    }
-                    Round::Other(s) => {
-                        self.apply(&s);
-                        true
-                    }
-                };
-                if !keep_going {
-                    return;
-                }
-            }
-            if lost {
-                self.metrics.resyncs.inc();
-                for ob in self.tracker.scan() {
-                    if !self.finish(ob) {
-                        return;
-                    }
-                }
-            }
-            if idle {
-                self.tracker.idle();
-            }
-            if (self.pending.len() >= OUTPUT_BATCH
-                || self.since.is_some_and(|t| t.elapsed() >= OUTPUT_EVERY))
-                && !self.flush()
-            {
+            if !self.play(round, cut, lost) {
                 return;
             }
         }
+        self.release_waiters(true);
         self.flush();
+    }
+
+    /// Applies one round: the execs read and the other events received, with the events
+    /// carried from the last round, in kernel order; forks and exits stamped after `cut` wait
+    /// for the next round. `lost`: events were lost, so `/proc` is rescanned. `false` once the
+    /// consumers are gone.
+    fn play(&mut self, mut round: Vec<Round>, cut: u64, lost: bool) -> bool {
+        round.extend(self.carried.drain(..).map(Round::Other));
+        round.sort_by_key(|r| r.stamped().timestamp_ns);
+        let idle = !round.iter().any(|r| matches!(r, Round::Exec(..)));
+        for r in round {
+            let keep_going = match r {
+                Round::Exec(_, early)
+                    if self.awaiting_fork.len() < FORK_WAITERS
+                        && self.tracker.awaits_fork(&early) =>
+                {
+                    let waiting = Waiting {
+                        since: Instant::now(),
+                        early,
+                        exited: false,
+                    };
+                    let before = self.awaiting_fork.insert(waiting.early.pid(), waiting);
+                    // Two execs of one unknown pid: the older goes out as it is.
+                    before.is_none_or(|older| self.exec_read(older.early))
+                }
+                Round::Exec(_, early) => self.exec_read(early),
+                // May precede an exec not received yet: next round.
+                Round::Other(s) if self.queue.is_some() && s.timestamp_ns > cut => {
+                    self.carried.push(s);
+                    true
+                }
+                Round::Other(s) => self.apply(&s),
+            };
+            if !keep_going {
+                return false;
+            }
+        }
+        if !self.awaiting_fork.is_empty() && !self.release_waiters(false) {
+            return false;
+        }
+        if lost {
+            self.metrics.resyncs.inc();
+            for ob in self.tracker.scan() {
+                if !self.finish(ob) {
+                    return false;
+                }
+            }
+        }
+        if idle {
+            self.tracker.idle();
+        }
+        if (self.pending.len() >= OUTPUT_BATCH
+            || self.since.is_some_and(|t| t.elapsed() >= OUTPUT_EVERY))
+            && !self.flush()
+        {
+            return false;
+        }
+        true
+    }
+
+    /// Builds the event of an exec read from `/proc`, or counts it lost. `false` once the
+    /// consumers are gone.
+    fn exec_read(&mut self, early: EarlyRead) -> bool {
+        match self.tracker.on_exec_read(early) {
+            Some(ob) => self.finish(ob),
+            None => {
+                // Gone (or a zombie) before /proc could be read, with nothing known to build
+                // an event from: counted, never silent.
+                self.metrics.exec_lost.inc();
+                true
+            }
+        }
+    }
+
+    /// Reports the execs that waited [`FORK_WAIT`] for a fork that did not come (or all of
+    /// them, at shutdown) with what is known. `false` once the consumers are gone.
+    fn release_waiters(&mut self, all: bool) -> bool {
+        let due: Vec<u32> = self
+            .awaiting_fork
+            .iter()
+            .filter(|(_, w)| all || w.since.elapsed() >= FORK_WAIT)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in due {
+            if let Some(w) = self.awaiting_fork.remove(&pid) {
+                if !self.exec_read(w.early) {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Receives from the exec socket: blocking for the first datagram (up to [`TICK`]), then
@@ -412,8 +478,9 @@ impl Processor {
 
     /// Applies a fork, an exit, or a change of IDs or name to the process table. Events of
     /// threads other than a process's main thread are ignored (threads share their process's
-    /// entry).
-    fn apply(&mut self, stamped: &Stamped) {
+    /// entry). A fork whose child's exec is waiting for it completes that exec at once, before
+    /// anything later (its exit) is applied. `false` once the consumers are gone.
+    fn apply(&mut self, stamped: &Stamped) -> bool {
         match stamped.event {
             ProcEvent::Fork {
                 parent_tgid,
@@ -422,6 +489,14 @@ impl Processor {
             } if child_pid == child_tgid => {
                 let start = wall_clock_of(stamped.timestamp_ns);
                 self.tracker.on_fork(parent_tgid, child_tgid, start);
+                if let Some(w) = self.awaiting_fork.remove(&child_tgid) {
+                    self.metrics.late_forks.inc();
+                    let sent = self.exec_read(w.early);
+                    if w.exited {
+                        self.tracker.on_exit(child_tgid);
+                    }
+                    return sent;
+                }
             }
             ProcEvent::Uid {
                 pid, tgid, ruid, ..
@@ -436,10 +511,16 @@ impl Processor {
             ProcEvent::Comm { pid, tgid, comm } if pid == tgid => {
                 self.tracker.on_comm(tgid, ProcEvent::comm_text(&comm));
             }
-            ProcEvent::Exit { pid, tgid } if pid == tgid => self.tracker.on_exit(tgid),
+            ProcEvent::Exit { pid, tgid } if pid == tgid => {
+                if let Some(w) = self.awaiting_fork.get_mut(&tgid) {
+                    w.exited = true;
+                }
+                self.tracker.on_exit(tgid);
+            }
             // Execs come with their early read (see `run`).
             _ => {}
         }
+        true
     }
 
     /// Completes an observed process with its hash when the cache knows the file, or hands it
@@ -538,5 +619,149 @@ fn hash(
         if out.blocking_send(event).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procfs::ProcReader;
+
+    /// Pids above the kernel's limit (4,194,304): never a live process.
+    const GONE: u32 = 0x3fff_fff0;
+
+    /// A processor over a real (idle) exec socket, whose rounds the test plays by hand, with
+    /// this host scanned (so this test process is known as a parent).
+    fn processor() -> Option<(Processor, tokio::sync::mpsc::Receiver<ProcessEvent>)> {
+        let exec = match ProcConnector::open(64 * 1024, None, PROC_EVENT_EXEC) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("SKIP: cannot open a proc connector socket: {e}");
+                return None;
+            }
+        };
+        let mut tracker = Tracker::new(ProcReader::new("/proc"), "n", "c");
+        let _ = tracker.scan();
+        let (out, rx) = tokio::sync::mpsc::channel(64);
+        let (hash_tx, _) = sync_channel(64);
+        let p = Processor {
+            tracker,
+            exec,
+            queue: None,
+            carried: Vec::new(),
+            awaiting_fork: HashMap::new(),
+            gaps: GapDetector::default(),
+            gaps_from: 0,
+            cache: Arc::new(Mutex::new(HashCache::default())),
+            hash_tx,
+            out,
+            pending: Vec::new(),
+            since: None,
+            metrics: Metrics::default(),
+        };
+        Some((p, rx))
+    }
+
+    fn at(timestamp_ns: u64, event: ProcEvent) -> Stamped {
+        Stamped {
+            cpu: 0,
+            seq: 0,
+            timestamp_ns,
+            event,
+        }
+    }
+
+    fn exec_of(p: &Processor, pid: u32, t: u64) -> Round {
+        Round::Exec(
+            at(t, ProcEvent::Exec { tgid: pid }),
+            p.tracker.read_early(pid),
+        )
+    }
+
+    fn fork(parent: u32, child: u32, t: u64) -> Round {
+        Round::Other(at(
+            t,
+            ProcEvent::Fork {
+                parent_tgid: parent,
+                child_pid: child,
+                child_tgid: child,
+            },
+        ))
+    }
+
+    fn exit(pid: u32, t: u64) -> Round {
+        Round::Other(at(t, ProcEvent::Exit { pid, tgid: pid }))
+    }
+
+    fn sent(
+        p: &mut Processor,
+        rx: &mut tokio::sync::mpsc::Receiver<ProcessEvent>,
+    ) -> Vec<ProcessEvent> {
+        assert!(p.flush());
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn an_exec_whose_fork_comes_late_waits_for_it() {
+        let Some((mut p, mut rx)) = processor() else {
+            return;
+        };
+        let me = std::process::id();
+        // The parent was descheduled between starting the child and reporting the fork: the
+        // child's exec (read too late: gone) comes first.
+        let (a, b) = (GONE, GONE + 1);
+        assert!(p.play(
+            vec![exec_of(&p, a, 10), exec_of(&p, b, 11)],
+            u64::MAX,
+            false
+        ));
+        assert!(sent(&mut p, &mut rx).is_empty(), "both wait for their fork");
+        // a: fork, then exit, in one round. b: its exit, then (next round) its fork.
+        assert!(p.play(
+            vec![fork(me, a, 20), exit(a, 21), exit(b, 22)],
+            u64::MAX,
+            false
+        ));
+        let got = sent(&mut p, &mut rx);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].pid, got[0].ppid), (a, me), "{:?}", got[0]);
+        assert!(
+            !got[0].missing.iter().any(|m| m == "ppid"),
+            "{:?}",
+            got[0].missing
+        );
+        assert!(p.play(vec![fork(me, b, 30)], u64::MAX, false));
+        let got = sent(&mut p, &mut rx);
+        assert_eq!((got[0].pid, got[0].ppid), (b, me), "{:?}", got[0]);
+        assert_eq!(p.metrics.late_forks.get(), 2);
+        // Both exited: nothing of them stays in the table.
+        for pid in [a, b] {
+            assert!(
+                p.tracker.awaits_fork(&p.tracker.read_early(pid)),
+                "{pid} forgotten"
+            );
+        }
+    }
+
+    #[test]
+    fn an_exec_whose_fork_never_comes_is_reported_after_the_wait() {
+        let Some((mut p, mut rx)) = processor() else {
+            return;
+        };
+        let c = GONE + 2;
+        assert!(p.play(vec![exec_of(&p, c, 10)], u64::MAX, false));
+        assert!(sent(&mut p, &mut rx).is_empty());
+        std::thread::sleep(FORK_WAIT);
+        // An empty round (the idle tick) releases it.
+        assert!(p.play(Vec::new(), u64::MAX, false));
+        let got = sent(&mut p, &mut rx);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].pid, c);
+        assert!(
+            got[0].missing.iter().any(|m| m == "ppid"),
+            "{:?}",
+            got[0].missing
+        );
+        assert_eq!(p.metrics.late_forks.get(), 0);
     }
 }

@@ -15,6 +15,10 @@ pub struct Metrics {
     pub queue_drops: Counter,
     /// Execs whose process was gone before `/proc` could be read, with nothing to report.
     pub exec_lost: Counter,
+    /// Execs of processes gone before `/proc` was read whose fork arrived after the exec
+    /// (the parent was descheduled between starting the child and reporting the fork); they
+    /// waited for it and took their parent and container from it.
+    pub late_forks: Counter,
     /// Proc connector overruns (ENOBUFS).
     pub kernel_losses: Counter,
     /// Forward jumps in per-CPU sequence numbers (includes events the filter skips).
@@ -86,6 +90,11 @@ impl Metrics {
             "exec_lost",
             "Execs whose process was gone before /proc could be read (no event possible)",
             self.exec_lost.clone(),
+        );
+        r.register(
+            "late_forks",
+            "Execs completed by a fork event that arrived after them (the parent reported the fork late)",
+            self.late_forks.clone(),
         );
         r.register(
             "kernel_losses",

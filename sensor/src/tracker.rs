@@ -96,6 +96,13 @@ pub struct EarlyRead {
     info: ProcInfo,
 }
 
+impl EarlyRead {
+    /// The process read.
+    pub fn pid(&self) -> u32 {
+        self.info.pid
+    }
+}
+
 /// A process event with its executable held open, so it can be hashed after the process is
 /// gone.
 #[derive(Debug)]
@@ -452,6 +459,16 @@ impl Tracker {
             claimed,
             info,
         }
+    }
+
+    /// Whether the exec read as `early` should wait for its fork: the process is unknown to
+    /// the table (its fork not applied yet) and was already gone when `/proc` was read, so
+    /// only the fork can say its parent and container. The kernel reports a fork after waking
+    /// the child, so a parent descheduled in between reports it after the child's exec (and
+    /// exit) on another CPU.
+    pub fn awaits_fork(&self, early: &EarlyRead) -> bool {
+        !self.table.contains_key(&early.info.pid)
+            && (early.info.exe.is_none() || early.info.argv.is_none())
     }
 
     /// [`Tracker::on_exec`] for a process already read by [`Tracker::read_early`], after the
