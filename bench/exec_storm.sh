@@ -78,5 +78,5 @@ scpu=$(cpu_pct $SPID $s0 $secs); fcpu=$(cpu_pct $FPID $f0 $secs)
 for _ in $(seq 20); do r=$(rss_kb $SPID); [ "$r" -gt "$max" ] && max=$r; sleep 0.25; done
 echo "{\"phase\":\"burst\",\"driver\":$(cat "$OUT/burst.driver.json"),\"seconds\":$secs,\"sensor_cpu_pct\":$scpu,\"forkstat_cpu_pct\":$fcpu,\"sensor_rss_max_kb\":$max,\"sensor_hwm_kb\":$(hwm_kb $SPID),\"score\":$("$DRIVER" score --truth "$OUT/burst.truth" --events "$OUT/events.jsonl" --forkstat "$OUT/forkstat.txt")}"
 scrape() { exec 3<>"/dev/tcp/127.0.0.1/$PORT"; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3; exec 3<&-; }
-echo "sensor metrics (losses): $(scrape | grep -E 'queue_drops|kernel_losses|sequence_gaps|resyncs|fanotify|events_seen|events_partial' | grep -v '^#' | tr '\n' ' ')"
+echo "sensor metrics (losses): $(scrape | grep -E 'queue_drops|kernel_losses|sequence_gaps|resyncs|fanotify|events_seen|events_partial|late_forks|exec_lost' | grep -v '^#' | tr '\n' ' ')"
 echo "output in $OUT"

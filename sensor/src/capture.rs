@@ -315,12 +315,21 @@ impl Processor {
         while !shutdown.is_cancelled() {
             let mut lost = false;
             // Blocks for the first exec (or the tick), then takes what else is queued.
-            if let Err(e) = self.receive_execs(&mut execs, &mut lost) {
+            let mut received = self.receive_execs(&mut execs, &mut lost, true);
+            // The cut is taken before one more look at the exec socket: every exec stamped
+            // before it is then in this round, even if this thread was descheduled between
+            // finding the socket empty and taking the cut. (Taken after, an exec stamped in
+            // that gap was left for the next round while its own fork and exit, stamped
+            // before the cut, were applied in this one: the exec then found no parent.)
+            let cut = netlink::monotonic_ns();
+            if received.is_ok() {
+                received = self.receive_execs(&mut execs, &mut lost, false);
+            }
+            if let Err(e) = received {
                 tracing::error!(message = "Proc connector read failed; capture stopped.", error = %e);
                 self.metrics.capture_failed.inc();
                 break;
             }
-            let cut = netlink::monotonic_ns();
             // Urgent: each exec'd process is read before anything else is done.
             let mut round: Vec<Round> = execs
                 .drain(..)
@@ -439,10 +448,15 @@ impl Processor {
         true
     }
 
-    /// Receives from the exec socket: blocking for the first datagram (up to [`TICK`]), then
-    /// everything else queued.
-    fn receive_execs(&mut self, into: &mut Vec<Stamped>, lost: &mut bool) -> std::io::Result<()> {
-        let mut first = true;
+    /// Receives from the exec socket everything queued, first blocking (up to [`TICK`]) for
+    /// a datagram when `wait`.
+    fn receive_execs(
+        &mut self,
+        into: &mut Vec<Stamped>,
+        lost: &mut bool,
+        wait: bool,
+    ) -> std::io::Result<()> {
+        let mut first = wait;
         while into.len() < EXEC_BATCH {
             let batch = match self.exec.recv_many(first, into) {
                 Ok(b) => b,
