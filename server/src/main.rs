@@ -3,6 +3,11 @@
 use clap::Parser;
 use procguard_server::Config;
 
+// sled copies and frees tree nodes on every transaction; glibc's allocator spent about a
+// quarter of the server's CPU on that under deviation ingest (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
