@@ -767,24 +767,7 @@ impl pb::audit_service_server::AuditService for Api {
             .audit_log(r.after_id, page_size(r.limit))
             .map_err(store_status)
             .map(|records| pb::ListAuditResponse {
-                records: records
-                    .into_iter()
-                    .map(|a| pb::AuditRecord {
-                        id: a.id,
-                        at: Some(timestamp(a.at)),
-                        actor: a.actor,
-                        role: a.role,
-                        action: a.action,
-                        target: a.target,
-                        result: match a.result {
-                            AuditOutcome::Ok => pb::AuditResult::Ok,
-                            AuditOutcome::Denied => pb::AuditResult::Denied,
-                            AuditOutcome::Failed => pb::AuditResult::Failed,
-                        } as i32,
-                        detail: a.detail,
-                        peer: a.peer,
-                    })
-                    .collect(),
+                records: records.iter().map(crate::stream::audit_to_pb).collect(),
             });
         self.done(&request, &caller, "ListAudit", "", result)
             .await
