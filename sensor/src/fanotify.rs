@@ -244,6 +244,15 @@ struct Held {
 }
 
 impl Held {
+    /// What a claim hands over: the key, the mount and the open file.
+    fn into_claimed(self) -> Claimed {
+        Claimed {
+            key: self.key,
+            mount: self.mount,
+            file: self.fd.map(std::fs::File::from),
+        }
+    }
+
     /// The identity with its path (read now if it was not), and the open file.
     fn resolve(self) -> Option<(ExecFile, Option<std::fs::File>)> {
         let link = match self.link {
@@ -314,29 +323,29 @@ impl Table {
     /// first) and the loader right after it. `None`, taking nothing, when no queued file is
     /// known to be at that path.
     fn take_matching(&mut self, pid: u32, exe: &str) -> Option<Held> {
-        let q = self.by_pid.get_mut(&pid)?;
-        let idx = q
+        let idx = self
+            .by_pid
+            .get(&pid)?
             .iter()
             .position(|f| !f.loader && f.known_path.as_deref() == Some(exe))?;
-        let mut found = None;
-        for _ in 0..=idx {
-            found = q.pop_front();
-            self.total -= 1;
-        }
-        if q.front().is_some_and(|f| f.loader) {
-            q.pop_front();
-            self.total -= 1;
-        }
-        if q.is_empty() {
-            self.by_pid.remove(&pid);
-        }
-        found
+        self.take_through(pid, idx)
     }
 
     /// The binary of the oldest unclaimed exec of `pid`, skipping its loader.
     fn take(&mut self, pid: u32) -> Option<Held> {
+        let idx = self
+            .by_pid
+            .get(&pid)?
+            .iter()
+            .position(|f| !f.loader)
+            .unwrap_or(0);
+        self.take_through(pid, idx)
+    }
+
+    /// Takes `pid`'s identities up to and including the one at `idx` (returned), and the
+    /// loader right after it when it is a binary: they belong to the same exec.
+    fn take_through(&mut self, pid: u32, idx: usize) -> Option<Held> {
         let q = self.by_pid.get_mut(&pid)?;
-        let idx = q.iter().position(|f| !f.loader).unwrap_or(0);
         let mut found = None;
         for _ in 0..=idx {
             found = q.pop_front();
@@ -674,11 +683,7 @@ impl ExecWatch {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take_matching(pid, exe)?;
-        Some(Claimed {
-            key: held.key,
-            mount: held.mount,
-            file: held.fd.map(std::fs::File::from),
-        })
+        Some(held.into_claimed())
     }
 
     /// The executable of the oldest unclaimed exec of `pid`. Called when `/proc` had nothing
@@ -706,11 +711,7 @@ impl ExecWatch {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take(pid)?;
-        Some(Claimed {
-            key: held.key,
-            mount: held.mount,
-            file: held.fd.map(std::fs::File::from),
-        })
+        Some(held.into_claimed())
     }
 
     /// Learns that files executed through `mount` run in `container`, from a process whose

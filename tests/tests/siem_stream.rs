@@ -32,6 +32,29 @@ async fn drain(
     out
 }
 
+/// The event IDs of every deviation the server at `url` has stored, read from the oldest
+/// record until the stream has been quiet for `quiet`.
+async fn stored_deviation_ids(pki: &Pki, url: &str, quiet: Duration) -> HashSet<String> {
+    let all = drain(
+        grpc::subscribe(
+            pki,
+            url,
+            Position::Oldest(true),
+            &[pb::RecordKind::Deviation],
+        )
+        .await
+        .unwrap(),
+        quiet,
+    )
+    .await;
+    all.iter()
+        .filter_map(|r| match &r.record {
+            Some(pb::stream_record::Record::Deviation(d)) => Some(d.event_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn watch_cmd(pki: &Pki, server: &Server, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin("procguardctl"));
     cmd.arg("--server")
@@ -289,25 +312,7 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event_and_subscribers_resum
     let server = Server::start(&pki, work.path(), &[]);
     let url = server.url();
     // Every acknowledged event is a stored deviation.
-    let all = drain(
-        grpc::subscribe(
-            &pki,
-            &url,
-            Position::Oldest(true),
-            &[pb::RecordKind::Deviation],
-        )
-        .await
-        .unwrap(),
-        Duration::from_millis(1500),
-    )
-    .await;
-    let stored: HashSet<String> = all
-        .iter()
-        .filter_map(|r| match &r.record {
-            Some(pb::stream_record::Record::Deviation(d)) => Some(d.event_id.clone()),
-            _ => None,
-        })
-        .collect();
+    let stored = stored_deviation_ids(&pki, &url, Duration::from_millis(1500)).await;
     let lost: Vec<&String> = acked.difference(&stored).collect();
     assert!(
         lost.is_empty(),
@@ -601,25 +606,7 @@ async fn a_subscriber_that_stops_reading_does_not_hold_shutdown_past_the_grace_p
 
     // Everything acknowledged before SIGTERM is stored: the restarted server streams it.
     let server = Server::start(&pki, work.path(), &[]);
-    let all = drain(
-        grpc::subscribe(
-            &pki,
-            &server.url(),
-            Position::Oldest(true),
-            &[pb::RecordKind::Deviation],
-        )
-        .await
-        .unwrap(),
-        Duration::from_secs(3),
-    )
-    .await;
-    let stored: HashSet<String> = all
-        .iter()
-        .filter_map(|r| match &r.record {
-            Some(pb::stream_record::Record::Deviation(d)) => Some(d.event_id.clone()),
-            _ => None,
-        })
-        .collect();
+    let stored = stored_deviation_ids(&pki, &server.url(), Duration::from_secs(3)).await;
     assert_eq!(acked_ids.len(), 2000);
     assert!(
         acked_ids.is_subset(&stored),

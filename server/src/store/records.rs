@@ -1120,7 +1120,11 @@ mod tests {
     }
 
     async fn enforced_store(dir: &std::path::Path) -> Store {
-        let s = Store::open(dir).unwrap();
+        enforced(Store::open(dir).unwrap()).await
+    }
+
+    /// `s` with web's baseline learned (one executable) and approved: enforcing.
+    async fn enforced(s: Store) -> Store {
         s.ingest(
             "n1",
             &[event("learn", 1, "/app")],
@@ -1421,24 +1425,7 @@ mod tests {
     #[tokio::test]
     async fn live_readers_take_the_shared_tail_and_laggards_read_sled_with_the_same_records() {
         let dir = tempfile::tempdir().unwrap();
-        let s = {
-            let s = Store::open_with_tail(dir.path(), 16).unwrap();
-            s.ingest(
-                "n1",
-                &[event("learn", 1, "/app")],
-                &policies(),
-                SystemTime::now(),
-            )
-            .await
-            .unwrap();
-            s.change(&web(), "t", "approved", "", false, |b| {
-                b.approve(None, SystemTime::now());
-                Ok(())
-            })
-            .await
-            .unwrap();
-            s
-        };
+        let s = enforced(Store::open_with_tail(dir.path(), 16).unwrap()).await;
         let last = deviations(&s, 0, 30).await;
         assert_eq!(s.tail_len(), 16, "the tail is bounded");
         let upto = *s.durable_cursor().borrow();
