@@ -3,8 +3,14 @@
 //! Pure parsing, no I/O. Handles cgroup v1 (one line per hierarchy), v2 (`0::<path>`) and
 //! hybrid hosts, and the path shapes containerd, CRI-O, Docker and Podman write under the
 //! systemd and cgroupfs drivers (see `shared/reference/cgroup-paths.md`). The line that names a
-//! container wins over lines that do not (a hybrid host's `0::/`). Paths outside the sensor's
-//! cgroup namespace (`/..`) are unattributed, not errors.
+//! container wins over lines that do not (a hybrid host's `0::/`).
+//!
+//! The kernel writes each path relative to the *reader's* cgroup namespace. A sensor in a
+//! private cgroup namespace (every container on a cgroup-v2 node with containerd or CRI-O)
+//! reads other processes' paths as `/../../kubepods.slice/…`. [`View`] holds the root of the
+//! sensor's namespace in each hierarchy, as the host names it, so every path is resolved to
+//! the host's absolute path before it is interpreted; `crate::cgroupns` decides the view at
+//! startup. A path that leaves the view's root is unattributed, never guessed.
 
 use procguard_core::{ContainerRuntime, QosClass};
 
@@ -18,7 +24,8 @@ pub enum Placement {
         /// e.g. `sshd.service`.
         unit: Option<String>,
     },
-    /// The path cannot be attributed (outside the sensor's cgroup namespace).
+    /// The path cannot be attributed (it lies outside the sensor's cgroup namespace and the
+    /// namespace's root is unknown, or it is malformed).
     Unattributed,
 }
 
@@ -127,18 +134,96 @@ pub fn parse_path(path: &str) -> Placement {
     })
 }
 
-/// Interprets the whole content of `/proc/<pid>/cgroup`. A line naming a container wins; the
-/// v1 lines of one process must agree on it, and disagreement is reported as unattributed.
+/// Where the sensor's cgroup namespace is rooted, per hierarchy, in the host's tree.
+///
+/// [`View::host`] (no roots) is the host's own namespace: paths are taken as written. A view
+/// with roots resolves every path of hierarchy `h` against `roots[h]`, which is what the
+/// kernel does itself for a reader in the host's namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// (hierarchy ID, absolute root of the sensor's namespace in it).
+    roots: Vec<(u32, String)>,
+}
+
+impl View {
+    /// The host's own cgroup namespace: paths are absolute as read.
+    pub fn host() -> Self {
+        Self::default()
+    }
+
+    /// A private namespace whose root in hierarchy `id` is the absolute path `root`.
+    pub fn with_root(mut self, id: u32, root: &str) -> Self {
+        let root = normalize("/", root).unwrap_or_else(|| "/".into());
+        self.roots.retain(|(h, _)| *h != id);
+        if root != "/" {
+            self.roots.push((id, root));
+        }
+        self
+    }
+
+    /// Whether paths are read as the host writes them (no resolution needed).
+    pub fn is_host(&self) -> bool {
+        self.roots.is_empty()
+    }
+
+    /// The host's absolute form of `path` as read for hierarchy `id`; `None` when it leaves
+    /// the host's root (only possible when the namespace's root is unknown).
+    fn resolve<'a>(&self, id: Option<u32>, path: &'a str) -> Option<std::borrow::Cow<'a, str>> {
+        let root = id.and_then(|id| self.roots.iter().find(|(h, _)| *h == id));
+        match root {
+            None if path.starts_with("/..") => None,
+            None => Some(std::borrow::Cow::Borrowed(path)),
+            Some((_, root)) => normalize(root, path).map(std::borrow::Cow::Owned),
+        }
+    }
+}
+
+/// `root` joined with `path` (which the kernel writes with a leading `/`), with `..` and `.`
+/// segments applied; `None` when `..` climbs above `/`.
+fn normalize(root: &str, path: &str) -> Option<String> {
+    let mut segs: Vec<&str> = Vec::new();
+    for seg in root.split('/').chain(path.split('/')) {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segs.pop()?;
+            }
+            s => segs.push(s),
+        }
+    }
+    let mut out = String::with_capacity(root.len() + path.len());
+    for s in &segs {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Some(out)
+}
+
+/// Interprets the whole content of `/proc/<pid>/cgroup` as read from the host's cgroup
+/// namespace. See [`parse_in`].
 pub fn parse(content: &str) -> Placement {
+    parse_in(content, &View::host())
+}
+
+/// Interprets the whole content of `/proc/<pid>/cgroup`, read through `view`. A line naming a
+/// container wins; the v1 lines of one process must agree on it, and disagreement is reported
+/// as unattributed.
+pub fn parse_in(content: &str, view: &View) -> Placement {
     let mut found: Option<ContainerRef> = None;
     let mut host: Option<Placement> = None;
     for line in content.lines() {
         // hierarchy-ID:controller-list:path; the path may itself contain ':'.
         let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(_), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(id), Some(_), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
-        match parse_path(path) {
+        let Some(path) = view.resolve(id.parse().ok(), path) else {
+            continue;
+        };
+        match parse_path(&path) {
             Placement::Container(c) => match &found {
                 Some(prev) if prev.id != c.id => return Placement::Unattributed,
                 Some(_) => {}
@@ -250,6 +335,103 @@ mod tests {
             }
         );
         assert_eq!(parse("0::/\n"), Placement::Host { unit: None });
+    }
+
+    /// What the kernel writes for `abs` to a reader whose namespace is rooted at `root`: the
+    /// common part dropped, one `..` per remaining segment of `root`, then the rest of `abs`.
+    fn as_read_from(root: &str, abs: &str) -> String {
+        let r: Vec<&str> = root.split('/').filter(|s| !s.is_empty()).collect();
+        let a: Vec<&str> = abs.split('/').filter(|s| !s.is_empty()).collect();
+        let common = r.iter().zip(&a).take_while(|(x, y)| x == y).count();
+        let mut out = String::new();
+        for _ in common..r.len() {
+            out.push_str("/..");
+        }
+        for s in &a[common..] {
+            out.push('/');
+            out.push_str(s);
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+
+    #[test]
+    fn every_shape_attributes_identically_from_a_private_namespace() {
+        let sid = ID.replace('3', "9");
+        let suid = "11111111_2222_3333_4444_555555555555";
+        // Where a sensor's own container sits on the node shapes of the reference file.
+        let sensor_roots = [
+            format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{suid}.slice/cri-containerd-{sid}.scope"),
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{suid}.slice/crio-{sid}.scope"),
+            format!("/kubepods/burstable/pod{}/{sid}", suid.replace('_', "-")),
+            format!("/kubepods/besteffort/pod{}/{sid}", suid.replace('_', "-")),
+            format!("/docker/{sid}"),
+            format!("/machine.slice/libpod-{sid}.scope"),
+            "/system.slice/procguard.service".to_string(),
+        ];
+        let targets = [
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"),
+            format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"),
+            format!("/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope"),
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{ID}.scope"),
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-conmon-{ID}.scope"),
+            format!("/kubepods/burstable/pod{UID}/{ID}"),
+            format!("/kubepods/pod{UID}/{ID}"),
+            format!("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"),
+            format!("/system.slice/docker-{ID}.scope"),
+            format!("/docker/{ID}"),
+            format!("/machine.slice/libpod-{ID}.scope"),
+            "/system.slice/sshd.service".to_string(),
+            "/init.scope".to_string(),
+            "/".to_string(),
+        ];
+        for root in &sensor_roots {
+            for abs in &targets {
+                let expected = parse(&format!("0::{abs}\n"));
+                // cgroup v2 (hierarchy 0).
+                let read = format!("0::{}\n", as_read_from(root, abs));
+                let view = View::host().with_root(0, root);
+                assert_eq!(
+                    parse_in(&read, &view),
+                    expected,
+                    "v2: {root} reading {read}"
+                );
+                // cgroup v1: a private namespace has a root per hierarchy.
+                let read = format!(
+                    "12:memory:{}\n1:name=systemd:{}\n0::/\n",
+                    as_read_from(root, abs),
+                    as_read_from(root, abs)
+                );
+                let view = View::host().with_root(12, root).with_root(1, root);
+                assert_eq!(
+                    parse_in(&read, &view),
+                    expected,
+                    "v1: {root} reading {read}"
+                );
+                // Without the view, a path outside the namespace is never guessed at.
+                if as_read_from(root, abs).starts_with("/..") {
+                    assert!(
+                        !matches!(
+                            parse(&format!("0::{}", as_read_from(root, abs))),
+                            Placement::Container(_)
+                        ),
+                        "{root} reading {abs}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn paths_leaving_the_root_are_not_resolved() {
+        let view = View::host().with_root(0, "/a/b");
+        assert_eq!(parse_in("0::/../../../x\n", &view), Placement::Unattributed);
+        assert_eq!(normalize("/", "/../x"), None);
+        assert_eq!(normalize("/a/b", "/../c/./d").as_deref(), Some("/a/c/d"));
+        assert_eq!(normalize("/a", "/..").as_deref(), Some("/"));
+        assert!(View::host().with_root(3, "/").is_host());
     }
 
     #[test]

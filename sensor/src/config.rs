@@ -26,9 +26,17 @@ pub struct Config {
     /// Where the host's /proc is mounted.
     #[arg(long, env = "PROCGUARD_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,
-    /// Where the host's cgroup filesystem is mounted.
+    /// Where the host's cgroup filesystem is mounted. Read only when the sensor cannot enter
+    /// the host's cgroup namespace: it then finds its own cgroup there (the directory whose
+    /// cgroup.procs lists it) and resolves other processes' `/..` paths against it.
     #[arg(long, env = "PROCGUARD_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
+    /// The host's cgroup namespace (default: <proc-root>/1/ns/cgroup). A sensor in a private
+    /// cgroup namespace (a pod on a cgroup-v2 node) enters it at startup so that every
+    /// process's cgroup path reads as the host writes it. Needs CAP_SYS_ADMIN and ptrace
+    /// access to that process.
+    #[arg(long, env = "PROCGUARD_HOST_CGROUPNS")]
+    pub host_cgroupns: Option<PathBuf>,
     /// Network namespace to open the proc connector socket in (e.g. /host/proc/1/ns/net for a
     /// pod without host networking; the kernel sends process events only to the node's
     /// initial network namespace). Unset: the sensor's own.
@@ -95,6 +103,13 @@ pub struct Settings {
     pub proc_root: PathBuf,
     /// cgroup root.
     pub cgroup_root: PathBuf,
+    /// The host's cgroup namespace file.
+    pub host_cgroupns: PathBuf,
+    /// How cgroup paths are read; [`crate::cgroupns::establish`] decides it at startup
+    /// (validation leaves the host's view).
+    pub cgroup_view: crate::cgroup::View,
+    /// How `cgroup_view` was obtained.
+    pub cgroup_mode: crate::cgroupns::Mode,
     /// Admin address.
     pub admin_addr: SocketAddr,
     /// JSON-lines output.
@@ -248,6 +263,12 @@ impl Config {
             cluster: self.cluster.clone(),
             proc_root: self.proc_root.clone(),
             cgroup_root: self.cgroup_root.clone(),
+            host_cgroupns: self
+                .host_cgroupns
+                .clone()
+                .unwrap_or_else(|| self.proc_root.join("1/ns/cgroup")),
+            cgroup_view: crate::cgroup::View::host(),
+            cgroup_mode: crate::cgroupns::Mode::Host,
             admin_addr: self.admin_addr,
             jsonl: self.jsonl.clone(),
             spool_dir: self.spool_dir.clone(),

@@ -13,6 +13,7 @@
 
 pub mod capture;
 pub mod cgroup;
+pub mod cgroupns;
 pub mod config;
 pub mod fanotify;
 pub mod metrics;
@@ -77,6 +78,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         &settings.node_name,
         &settings.cluster,
     );
+    tracker.set_cgroup_view(settings.cgroup_view.clone());
+    metrics.set_cgroup_view(settings.cgroup_mode.as_str());
     if settings.fanotify {
         let watch = fanotify::ExecWatch::start(metrics.clone(), &settings.proc_root)
             .context("--fanotify: cannot watch executions with fanotify (needs CAP_SYS_ADMIN and a kernel with FAN_OPEN_EXEC, 5.0+)")?;

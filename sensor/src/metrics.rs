@@ -1,7 +1,7 @@
 //! Sensor counters, exposed on `/metrics` and reported to the server as health. Every loss has
 //! a counter: a sensor that cannot see must say so.
 
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 use prometheus_client::registry::Registry;
 
 /// The sensor's metrics. Cheap to clone.
@@ -65,12 +65,27 @@ pub struct Metrics {
     pub fanotify_overflows: Counter,
     /// Executables named by fanotify for processes already gone from /proc.
     pub fanotify_rescues: Counter,
+    /// 1 for the way cgroup paths are read (`mode`: host, entered, resolved, blind).
+    pub cgroup_view: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Metrics {
+    /// Records how cgroup paths are read.
+    pub fn set_cgroup_view(&self, mode: &str) {
+        self.cgroup_view
+            .get_or_create(&vec![("mode".to_string(), mode.to_string())])
+            .set(1);
+    }
+
     /// Registers every metric under the `procguard_sensor` prefix.
     pub fn register(&self) -> Registry {
         let mut r = Registry::with_prefix("procguard_sensor");
+        r.register(
+            "cgroup_view",
+            "How cgroup paths are read (1 for the mode in use): host, entered (the host's cgroup namespace), resolved (against the sensor's own cgroup), blind",
+            self.cgroup_view.clone(),
+        );
+
         r.register(
             "events_seen",
             "Process starts turned into events",

@@ -169,6 +169,8 @@ pub struct Tracker {
     /// up). The runtime's own helper joins the container's cgroup before it switches to the
     /// container's root, so the first process seen in a container may still show the host's.
     root_tries: HashMap<String, u8>,
+    /// How cgroup paths read from `/proc` are resolved to the host's (see [`crate::cgroupns`]).
+    view: cgroup::View,
 }
 
 /// Processes of a container looked at for its root filesystem before giving up (a container
@@ -191,7 +193,27 @@ impl Tracker {
             upperdirs: HashMap::new(),
             containers: HashMap::new(),
             root_tries: HashMap::new(),
+            view: cgroup::View::host(),
         }
+    }
+
+    /// Reads cgroup paths through `view` (the sensor runs in a private cgroup namespace).
+    pub fn set_cgroup_view(&mut self, view: cgroup::View) {
+        self.view = view;
+    }
+
+    /// The placement `/proc` shows now for a live process, or `None` when it is gone. An
+    /// exited process's cgroup file names the root it was moved to, so liveness is checked
+    /// by its executable link (empty for a zombie) after the cgroup was read.
+    fn current_placement(&self, pid: u32) -> Option<Placement> {
+        let mut info = ProcInfo {
+            pid,
+            ..Default::default()
+        };
+        self.reader.read_cgroup(&mut info);
+        let content = info.cgroup?;
+        std::fs::read_link(self.reader.path(pid, "exe")).ok()?;
+        Some(cgroup::parse_in(&content, &self.view))
     }
 
     /// Looks for the root filesystem of container `id` through live process `pid`, until
@@ -592,15 +614,41 @@ impl Tracker {
         if info.exe.is_none() && (pid == 2 || info.ppid == Some(2)) {
             return None;
         }
-        let placement = match (info.cgroup.as_deref().map(cgroup::parse), hint) {
+        let placement = match (
+            info.cgroup
+                .as_deref()
+                .map(|c| cgroup::parse_in(c, &self.view)),
+            hint,
+        ) {
             (Some(p), _) => p,
             (None, Some(h)) => h,
             (None, None) => {
-                missing.push("container");
-                known
-                    .as_ref()
-                    .map(|k| k.placement.clone())
-                    .unwrap_or(Placement::Unattributed)
+                // Gone before its cgroup was read. What the table inherited at fork is the
+                // parent's cgroup *then*; a parent that joined a container's cgroup since
+                // (how `runc exec` and a shell moved into a pod's cgroup start children) has
+                // moved on. The parent's cgroup now, when it is still alive, is the better
+                // fact, and it is marked as inherited, never as read.
+                let ppid = info.ppid.or(known.as_ref().map(|k| k.ppid));
+                match ppid.and_then(|pp| Some((pp, self.current_placement(pp)?))) {
+                    Some((pp, now)) => {
+                        missing.push("inherited:container");
+                        if let Some(parent) = self.table.get(&pp) {
+                            if parent.placement != now {
+                                let mut e = parent.clone();
+                                e.placement = now.clone();
+                                self.insert(pp, e);
+                            }
+                        }
+                        now
+                    }
+                    None => {
+                        missing.push("container");
+                        known
+                            .as_ref()
+                            .map(|k| k.placement.clone())
+                            .unwrap_or(Placement::Unattributed)
+                    }
+                }
             }
         };
         let ppid = info
@@ -790,6 +838,45 @@ mod tests {
             Some("/var/lib/docker/overlay2/abc/diff")
         );
         assert_eq!(root_upperdir("25 1 8:1 / / rw - ext4 /dev/sda1 rw\n"), None);
+    }
+
+    /// A parent seen on the host joins a container's cgroup, then forks a child that is gone
+    /// before its own cgroup can be read (a proc-shaped directory plays the kernel's part,
+    /// so the race is decided, not hoped for). The child takes the parent's cgroup *now*,
+    /// marked inherited, and the parent's later children follow.
+    #[test]
+    fn a_child_gone_early_takes_its_parents_current_cgroup() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("100");
+        std::fs::create_dir_all(&p).unwrap();
+        std::os::unix::fs::symlink("/bin/sh", p.join("exe")).unwrap();
+        std::fs::write(p.join("cmdline"), "sh\0").unwrap();
+        std::fs::write(p.join("cgroup"), "0::/system.slice/ssh.service\n").unwrap();
+        let mut t = Tracker::new(ProcReader::new(dir.path()), "n1", "c");
+        let seen = t.scan();
+        assert!(seen[0].event.container.is_none());
+        t.on_fork(100, 101, None);
+        let id = "a".repeat(64);
+        let uid = "3f0c1e2a-1b2c-4d5e-8f90-123456789abc";
+        std::fs::write(
+            p.join("cgroup"),
+            format!("0::/kubepods/besteffort/pod{uid}/{id}\n"),
+        )
+        .unwrap();
+        let ev = t.on_exec(101).expect("event").event;
+        let c = ev.container.as_ref().expect("attributed to the container");
+        assert_eq!(c.container_id, id);
+        assert_eq!(c.pod_uid.as_deref(), Some(uid));
+        assert!(
+            ev.missing.iter().any(|m| m == "inherited:container"),
+            "{ev:?}"
+        );
+        assert_eq!(ev.completeness, Completeness::Partial);
+        // The parent's entry moved too: its next child starts in the container.
+        t.on_fork(100, 102, None);
+        std::fs::remove_dir_all(&p).unwrap();
+        let ev = t.on_exec(102).expect("event").event;
+        assert_eq!(ev.container.map(|c| c.container_id), Some(id));
     }
 
     #[test]

@@ -21,6 +21,14 @@ pub struct FakeContainerCgroup {
 /// v2 mount, except the v1 memory controller: the machine's own memory accounting of the test
 /// process stays where it is (one v1 line naming the container suffices for attribution).
 fn hierarchies(root: &Path) -> Vec<PathBuf> {
+    typed_hierarchies(root)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// [`hierarchies`], each with whether it is the v2 (unified) hierarchy.
+fn typed_hierarchies(root: &Path) -> Vec<(PathBuf, bool)> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut out = Vec::new();
     for l in mounts.lines() {
@@ -35,10 +43,73 @@ fn hierarchies(root: &Path) -> Vec<PathBuf> {
             // A new v1 cpuset has no CPUs until configured; joining it would fail.
             && !mp.ends_with("/cpuset")
         {
-            out.push(PathBuf::from(mp));
+            out.push((PathBuf::from(mp), fstype == "cgroup2"));
         }
     }
     out
+}
+
+/// A cgroup at a path of the caller's choosing: `v2` in the unified hierarchy and, when
+/// given, `v1` in every v1 hierarchy (a node's systemd-driver shapes exist only in v2; a
+/// cgroupfs kubelet writes the same path in all). Removed (once empty) when dropped.
+#[derive(Debug)]
+pub struct NamedCgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl NamedCgroup {
+    /// Creates the directories.
+    pub fn create(v1: Option<&str>, v2: &str) -> std::io::Result<Self> {
+        let mut dirs = Vec::new();
+        for (h, is_v2) in typed_hierarchies(Path::new("/sys/fs/cgroup")) {
+            let rel = match (is_v2, v1) {
+                (true, _) => v2,
+                (false, Some(r)) => r,
+                (false, None) => continue,
+            };
+            let d = h.join(rel.trim_start_matches('/'));
+            std::fs::create_dir_all(&d)?;
+            dirs.push(d);
+        }
+        if dirs.is_empty() {
+            return Err(std::io::Error::other("no cgroup hierarchy to create it in"));
+        }
+        Ok(Self { dirs })
+    }
+
+    /// The `cgroup.procs` files, one per hierarchy.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// A shell snippet that moves the shell running it (`$$`) in, in every hierarchy.
+    pub fn join_snippet(&self) -> String {
+        self.procs_files()
+            .iter()
+            .map(|f| format!("echo $$ > {};", f.display()))
+            .collect()
+    }
+}
+
+impl Drop for NamedCgroup {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            // Parents this test made and nothing else uses.
+            let mut p = d.parent();
+            while let Some(dir) = p {
+                if std::fs::remove_dir(dir).is_err() {
+                    break;
+                }
+                p = dir.parent();
+            }
+        }
+    }
 }
 
 impl FakeContainerCgroup {

@@ -25,6 +25,10 @@
 //!   kernel refuses even to root, so no container could open it. The test process is, like a
 //!   node's PID 1, a root process with every capability in the initial network namespace, so
 //!   opening its namespace needs the same privileges as opening `/host/proc/1/ns/net` on a node.
+//! - The sensor runs in a private cgroup namespace (`--cgroupns private`), as containerd and
+//!   CRI-O run every pod on a cgroup-v2 node: it reads other processes' cgroup paths as
+//!   `/../…` unless it enters the host's (`PROCGUARD_HOST_CGROUPNS`, which points at this test
+//!   process's namespace for the same reason as the network namespace above).
 //! - No server and no Kubernetes API: events go to `PROCGUARD_JSONL` on the (writable) spool
 //!   mount, the TLS settings are dropped, and `PROCGUARD_POD_METADATA=off`.
 //! - The spool's hostPath is a temporary directory, and the TLS Secret an empty one.
@@ -249,6 +253,15 @@ fn grant_from(ds: &Value, work: &Path) -> Grant {
         "PROCGUARD_NETLINK_NETNS".into(),
         format!("{proc_root}/{}/ns/net", std::process::id()),
     );
+    assert_eq!(
+        env.get("PROCGUARD_HOST_CGROUPNS").map(String::as_str),
+        Some(format!("{proc_root}/1/ns/cgroup").as_str()),
+        "the DaemonSet should read cgroup paths in PID 1's cgroup namespace"
+    );
+    env.insert(
+        "PROCGUARD_HOST_CGROUPNS".into(),
+        format!("{proc_root}/{}/ns/cgroup", std::process::id()),
+    );
     for unused in [
         "PROCGUARD_SERVER",
         "PROCGUARD_TLS_CA",
@@ -384,6 +397,8 @@ fn run_sensor(grant: &Grant, caps: &[String], label: &str) -> SensorContainer {
         cmd.args(["--cap-add", c]);
     }
     cmd.args(["--pid", "host", "--network", "none", "--user", &grant.user]);
+    // A pod's own cgroup namespace, as on every cgroup-v2 node.
+    cmd.args(["--cgroupns", "private"]);
     cmd.arg(format!("--memory={}", grant.memory));
     cmd.arg(format!("--cpus={}", grant.cpu_millis as f64 / 1000.0));
     if grant.read_only_root {
@@ -578,6 +593,8 @@ struct Outcome {
     cap_eff: Option<u64>,
     /// The proc connector socket's receive buffer, in bytes, as the kernel reports it.
     rcvbuf: Option<u64>,
+    /// Whether it entered the host's cgroup namespace (rather than resolving paths itself).
+    entered_cgroupns: bool,
 }
 
 fn confine_and_probe(grant: &Grant, caps: &[String], label: &str, w: &Workload) -> Outcome {
@@ -599,6 +616,7 @@ fn confine_and_probe(grant: &Grant, caps: &[String], label: &str, w: &Workload) 
         probes: Vec::new(),
         cap_eff: None,
         rcvbuf: None,
+        entered_cgroupns: false,
     };
     if ready != Some(true) {
         outcome.started = Err(sensor.logs().trim().to_string());
@@ -613,6 +631,9 @@ fn confine_and_probe(grant: &Grant, caps: &[String], label: &str, w: &Workload) 
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         });
     outcome.rcvbuf = connector_rcvbuf(pid);
+    outcome.entered_cgroupns = sensor
+        .logs()
+        .contains("Entered the host's cgroup namespace");
     for (i, probe) in PROBES.iter().enumerate() {
         let marker = format!("procguard-privset-{label}-{i}");
         outcome.probes.push((
@@ -675,6 +696,12 @@ fn losses(outcome: &Outcome, full: &Outcome) -> Vec<String> {
         .iter()
         .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))
         .collect();
+    if full.entered_cgroupns && !outcome.entered_cgroupns {
+        lost.push(
+            "cannot enter the host's cgroup namespace (paths resolved against its own cgroup instead)"
+                .to_string(),
+        );
+    }
     if let (Some(got), Some(want)) = (outcome.rcvbuf, full.rcvbuf) {
         if got < want {
             lost.push(format!(
@@ -754,6 +781,10 @@ fn sensor_captures_container_execs_with_exactly_the_daemonset_privileges() {
     assert!(
         full.rcvbuf.is_some(),
         "no proc connector socket of the sensor in ss"
+    );
+    assert!(
+        full.entered_cgroupns,
+        "with the DaemonSet's privileges the sensor did not enter the host's cgroup namespace"
     );
 
     // 2. Each capability removed in turn.
