@@ -5,6 +5,13 @@
 #
 #   cargo build --release -p procguard-sensor -p procguard-server && cargo build --release -p procguard-tests --bin exec_storm
 #   sudo bench/exec_storm.sh [RATE=1000] [DURATION=20] [BURST=20000] [FANOTIFY=1] [UPLINK=1]
+#                            [SHAPE=exec|joined] [CGNS=1]
+#
+# SHAPE=joined: each storm worker starts on the host and then moves itself into its cgroup
+# without exec-ing again (how `runc exec` and shells moved into a pod's cgroup start children).
+# CGNS=1 runs a second sensor at the same time, the way a cgroup-v2 node runs it: in a cgroup
+# of its own and a private cgroup namespace, entering this shell's namespace
+# (--host-cgroupns); both are scored on the same storm ("private" in the output).
 #
 # UPLINK=1 also runs a release procguard-server (dev PKI, sled under $OUT) and connects the
 # sensor to it over mTLS gRPC, so the sensor's figures include encoding, spooling and sending
@@ -16,6 +23,8 @@ DURATION=${DURATION:-20}
 BURST=${BURST:-20000}
 IDLE=${IDLE:-20}
 FANOTIFY=${FANOTIFY:-1}
+SHAPE=${SHAPE:-exec}
+CGNS=${CGNS:-0}
 SENSOR=${SENSOR:-target/release/procguard-sensor}
 DRIVER=${DRIVER:-target/release/exec_storm}
 OUT=${OUT:-$(mktemp -d /tmp/pg-bench.XXXXXX)}
@@ -46,9 +55,29 @@ PORT=${PORT:-19391}
 "$SENSOR" --node-name bench --jsonl "$OUT/events.jsonl" --admin-addr "127.0.0.1:$PORT" \
   --spool-dir "$OUT/spool" "${flags[@]}" 2>"$OUT/sensor.log" &
 SPID=$!
+if [ "$CGNS" = 1 ]; then
+  # The private-namespace sensor's own cgroup, in every hierarchy but memory and cpuset (as
+  # the storm's cgroups), then a private cgroup namespace rooted there.
+  cgself="procguard-bench-sensor-$$"
+  join=""
+  for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do
+    case "$h" in */memory/|*/cpuset/) continue;; esac
+    [ -f "$h/cgroup.procs" ] || continue
+    mkdir -p "$h/$cgself"; join="$join echo \$\$ > $h/$cgself/cgroup.procs;"
+  done
+  sh -c "$join exec unshare --cgroup -- $SENSOR --node-name bench-private --jsonl $OUT/events-private.jsonl \
+    --admin-addr 127.0.0.1:$((PORT + 10)) --spool-dir $OUT/spool-private --host-cgroupns /proc/$$/ns/cgroup \
+    ${flags[*]}" 2>"$OUT/sensor-private.log" &
+  PPID2=$!
+  for _ in $(seq 100); do grep -q "Initial /proc scan done" "$OUT/sensor-private.log" && break; sleep 0.1; done
+fi
 forkstat -e exec -l >"$OUT/forkstat.txt" 2>/dev/null &
 FPID=$!
-trap 'kill $SPID $FPID ${SRV:-} 2>/dev/null || true' EXIT
+cleanup() {
+  kill $SPID $FPID ${SRV:-} ${PPID2:-} 2>/dev/null || true
+  if [ -n "${cgself:-}" ]; then sleep 0.5; rmdir /sys/fs/cgroup/*/"$cgself" /sys/fs/cgroup/unified/"$cgself" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
 for _ in $(seq 100); do grep -q "Initial /proc scan done" "$OUT/sensor.log" && break; sleep 0.1; done
 sleep 2
 
@@ -60,15 +89,20 @@ echo "{\"phase\":\"idle\",\"seconds\":$secs,\"sensor_cpu_pct\":$(cpu_pct $SPID $
 
 # Storm.
 s0=$(ticks $SPID); f0=$(ticks $FPID); t0=$(date +%s.%N)
-"$DRIVER" run --truth "$OUT/storm.truth" --rate "$RATE" --duration "$DURATION" 2>"$OUT/storm.driver.json"
+[ "$CGNS" = 1 ] && p0=$(ticks $PPID2)
+"$DRIVER" run --truth "$OUT/storm.truth" --rate "$RATE" --duration "$DURATION" --shape "$SHAPE" 2>"$OUT/storm.driver.json"
 t1=$(date +%s.%N); secs=$(echo "$t1 - $t0" | bc)
 scpu=$(cpu_pct $SPID $s0 $secs); fcpu=$(cpu_pct $FPID $f0 $secs)
+[ "$CGNS" = 1 ] && pcpu=$(cpu_pct $PPID2 $p0 $secs)
 sleep 3
-echo "{\"phase\":\"storm\",\"driver\":$(cat "$OUT/storm.driver.json"),\"seconds\":$secs,\"sensor_cpu_pct\":$scpu,\"forkstat_cpu_pct\":$fcpu,\"sensor_rss_kb\":$(rss_kb $SPID),\"score\":$("$DRIVER" score --truth "$OUT/storm.truth" --events "$OUT/events.jsonl" --forkstat "$OUT/forkstat.txt")}"
+if [ "$CGNS" = 1 ]; then
+  echo "{\"phase\":\"storm-private-cgroupns\",\"shape\":\"$SHAPE\",\"sensor_cpu_pct\":$pcpu,\"host_ns_sensor_cpu_pct\":$scpu,\"score\":$("$DRIVER" score --truth "$OUT/storm.truth" --events "$OUT/events-private.jsonl")}"
+fi
+echo "{\"phase\":\"storm\",\"shape\":\"$SHAPE\",\"driver\":$(cat "$OUT/storm.driver.json"),\"seconds\":$secs,\"sensor_cpu_pct\":$scpu,\"forkstat_cpu_pct\":$fcpu,\"sensor_rss_kb\":$(rss_kb $SPID),\"score\":$("$DRIVER" score --truth "$OUT/storm.truth" --events "$OUT/events.jsonl" --forkstat "$OUT/forkstat.txt")}"
 
 # Burst: as fast as the workers can spawn; RSS sampled throughout.
 s0=$(ticks $SPID); f0=$(ticks $FPID); t0=$(date +%s.%N)
-"$DRIVER" run --truth "$OUT/burst.truth" --burst "$BURST" 2>"$OUT/burst.driver.json" &
+"$DRIVER" run --truth "$OUT/burst.truth" --burst "$BURST" --shape "$SHAPE" 2>"$OUT/burst.driver.json" &
 DPID=$!
 max=0
 while kill -0 $DPID 2>/dev/null; do r=$(rss_kb $SPID); [ "$r" -gt "$max" ] && max=$r; sleep 0.2; done

@@ -6,8 +6,12 @@
 //! memory and cpuset, and in the v2 hierarchy): one worker per cgroup joins it and then execs
 //! itself, as a container's processes are born inside it. Each worker spawns the binary at its
 //! share of the rate (or as fast as it can, for a burst) and records the ground truth of every
-//! exec: parent pid, child pid, container ID and how long spawn-to-reap took. `exec_storm
-//! score` compares the truth with the sensor's JSON lines and, optionally, `forkstat`'s output.
+//! exec: parent pid, child pid, container ID and how long spawn-to-reap took.
+//!
+//! `--shape joined` is the other way processes enter containers (`runc exec`, a shell that
+//! moves itself into a pod's cgroup): each worker starts on the host, is seen there, then
+//! writes itself into its cgroup *without* exec-ing again and spawns from there, so the
+//! sensor's table still holds the host placement it saw first. `exec_storm score` compares the truth with the sensor's JSON lines and, optionally, `forkstat`'s output.
 
 use procguard_tests::cgroups::FakeContainerCgroup;
 use serde_json::{json, Value};
@@ -25,7 +29,7 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  exec_storm run --truth FILE [--rate EXECS_PER_S --duration S | --burst N] [--cgroups 10] [--binary /bin/true]\n  exec_storm score --truth FILE --events SENSOR.jsonl [--forkstat FORKSTAT.txt]"
+        "usage:\n  exec_storm run --truth FILE [--rate EXECS_PER_S --duration S | --burst N] [--cgroups 10] [--binary /bin/true] [--shape exec|joined]\n  exec_storm score --truth FILE --events SENSOR.jsonl [--forkstat FORKSTAT.txt]"
     );
     std::process::exit(64)
 }
@@ -47,6 +51,10 @@ fn run(args: &[String]) {
     let rate: f64 = arg(args, "--rate").unwrap_or(1000.0);
     let duration: f64 = arg(args, "--duration").unwrap_or(20.0);
     let burst: Option<usize> = arg(args, "--burst");
+    let shape: String = arg(args, "--shape").unwrap_or_else(|| "exec".into());
+    if shape != "exec" && shape != "joined" {
+        usage();
+    }
     let me = std::env::current_exe().expect("current exe");
     let cgroups: Vec<FakeContainerCgroup> = (0..n_cg)
         .map(|_| FakeContainerCgroup::random().expect("create cgroup (run as root)"))
@@ -63,11 +71,25 @@ fn run(args: &[String]) {
             Some(n) => format!("--count {}", n / n_cg),
             None => format!("--rate {} --duration {duration}", rate / n_cg as f64),
         };
-        let script = format!(
-            "{join} exec {me} worker --id {id} --binary {binary} {load}",
-            me = me.display(),
-            id = cg.id
-        );
+        let script = if shape == "joined" {
+            let files: Vec<String> = cg
+                .procs_files()
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect();
+            format!(
+                "exec {me} worker --id {id} --binary {binary} {load} --join {files}",
+                me = me.display(),
+                id = cg.id,
+                files = files.join(",")
+            )
+        } else {
+            format!(
+                "{join} exec {me} worker --id {id} --binary {binary} {load}",
+                me = me.display(),
+                id = cg.id
+            )
+        };
         workers.push(
             Command::new("/bin/sh")
                 .args(["-c", &script])
@@ -104,6 +126,13 @@ fn worker(args: &[String]) {
     let rate: f64 = arg(args, "--rate").unwrap_or(100.0);
     let duration: f64 = arg(args, "--duration").unwrap_or(20.0);
     let me = std::process::id();
+    if let Some(files) = arg::<String>(args, "--join") {
+        // Seen on the host first, then into the container's cgroup without a new exec.
+        std::thread::sleep(Duration::from_millis(300));
+        for f in files.split(',') {
+            std::fs::write(f, me.to_string()).expect("join cgroup");
+        }
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let start = Instant::now();
