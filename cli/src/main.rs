@@ -255,15 +255,14 @@ enum Audit {
     },
 }
 
+/// An element as people write it: `EXE [(APPLET)] [SCRIPT]`. A malformed one is sent as
+/// written (the executable alone) and the server's answer says what is wrong.
 fn element(s: &str) -> pb::ElementRef {
-    match s.split_once(' ') {
-        Some((exe, script)) => pb::ElementRef {
-            exe_path: exe.into(),
-            script_path: script.trim().into(),
-        },
-        None => pb::ElementRef {
+    match s.parse::<procguard_core::ElementKey>() {
+        Ok(k) => procguard_proto::convert::element_ref(&k),
+        Err(_) => pb::ElementRef {
             exe_path: s.into(),
-            script_path: String::new(),
+            ..Default::default()
         },
     }
 }
@@ -328,6 +327,7 @@ fn baseline_json(b: &pb::Baseline) -> Value {
         })),
         "elements": b.elements.iter().map(|e| json!({
             "exe_path": e.exe_path,
+            "applet": e.applet,
             "script_path": e.script_path,
             "status": status_name(e.status),
             "review_reasons": e.review_reasons,
@@ -456,11 +456,12 @@ fn usage(m: String) -> anyhow::Error {
 }
 
 fn element_text(e: &pb::ElementRef) -> String {
-    if e.script_path.is_empty() {
-        e.exe_path.clone()
-    } else {
-        format!("{} {}", e.exe_path, e.script_path)
+    procguard_core::ElementKey {
+        exe_path: e.exe_path.clone(),
+        applet: e.applet.clone(),
+        script_path: e.script_path.clone(),
     }
+    .to_string()
 }
 
 fn selector(filter: &Filter) -> anyhow::Result<pb::BaselineSelector> {
@@ -522,6 +523,7 @@ fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
             .map(|e| {
                 vec![
                     e.exe_path.clone(),
+                    e.applet.clone(),
                     e.script_path.clone(),
                     status_name(e.status).to_string(),
                     e.provenance
@@ -532,7 +534,10 @@ fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        s + &table(&["EXECUTABLE", "SCRIPT", "STATUS", "SEEN", "REVIEW"], &rows)
+        s + &table(
+            &["EXECUTABLE", "APPLET", "SCRIPT", "STATUS", "SEEN", "REVIEW"],
+            &rows,
+        )
     })
 }
 
@@ -870,13 +875,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         })?)
                         .await?
                         .into_inner();
-                    let r = |e: &pb::ElementRef| {
-                        if e.script_path.is_empty() {
-                            e.exe_path.clone()
-                        } else {
-                            format!("{} {}", e.exe_path, e.script_path)
-                        }
-                    };
+                    let r = element_text;
                     let value = json!({
                         "added": d.added.iter().map(r).collect::<Vec<_>>(),
                         "removed": d.removed.iter().map(r).collect::<Vec<_>>(),

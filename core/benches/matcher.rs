@@ -1,6 +1,8 @@
 //! Matching one exec against the enforced baselines, as the sensor does for every exec.
 //! Target: O(1) and under 1 µs. The index holds 2,000 workloads of 60 elements each (a large
-//! node's worth), and the lookups hit, miss on the executable, and miss on the workload.
+//! node's worth; every fifth element is a busybox applet, as in busybox-based images), and the
+//! lookups hit (executable, applet, script), miss on the executable or the applet, and miss on
+//! the workload.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use procguard_core::baseline::{Element, ElementStatus, Provenance};
@@ -22,7 +24,16 @@ fn fleet(workloads: usize, elements: usize) -> Vec<Baseline> {
             for e in 0..elements {
                 b.elements.insert(
                     ElementKey {
-                        exe_path: format!("/usr/local/bin/tool-{e}"),
+                        exe_path: if e % 5 == 1 {
+                            "/bin/busybox".to_string()
+                        } else {
+                            format!("/usr/local/bin/tool-{e}")
+                        },
+                        applet: if e % 5 == 1 {
+                            format!("applet-{e}")
+                        } else {
+                            String::new()
+                        },
                         script_path: if e % 10 == 0 {
                             format!("/app/job-{e}.py")
                         } else {
@@ -67,6 +78,7 @@ fn bench(c: &mut Criterion) {
                 black_box(&hit),
                 black_box("/usr/local/bin/tool-37"),
                 black_box(""),
+                black_box(""),
                 now,
             )
         })
@@ -76,19 +88,51 @@ fn bench(c: &mut Criterion) {
             m.check(
                 black_box(&hit),
                 black_box("/usr/local/bin/tool-30"),
+                black_box(""),
                 black_box("/app/job-30.py"),
                 now,
             )
         })
     });
     g.bench_function("deviation", |b| {
-        b.iter(|| m.check(black_box(&hit), black_box("/tmp/miner"), black_box(""), now))
+        b.iter(|| {
+            m.check(
+                black_box(&hit),
+                black_box("/tmp/miner"),
+                black_box(""),
+                black_box(""),
+                now,
+            )
+        })
+    });
+    g.bench_function("hit_applet", |b| {
+        b.iter(|| {
+            m.check(
+                black_box(&hit),
+                black_box("/bin/busybox"),
+                black_box("applet-31"),
+                black_box(""),
+                now,
+            )
+        })
+    });
+    g.bench_function("deviation_applet", |b| {
+        b.iter(|| {
+            m.check(
+                black_box(&hit),
+                black_box("/bin/busybox"),
+                black_box("wget"),
+                black_box(""),
+                now,
+            )
+        })
     });
     g.bench_function("unknown_workload", |b| {
         b.iter(|| {
             m.check(
                 black_box(&unknown),
                 black_box("/bin/sh"),
+                black_box(""),
                 black_box(""),
                 now,
             )

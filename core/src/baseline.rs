@@ -77,12 +77,17 @@ impl ElementStatus {
     }
 }
 
-/// Names one element: the executable, plus the script for interpreters.
+/// Names one element: what actually ran. The executable, the applet of a multi-call binary,
+/// and the script (or inline code, or loaded program) of an interpreter, shell or loader
+/// (see [`crate::element`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ElementKey {
     /// Executable path inside the container.
     pub exe_path: String,
-    /// Script path, or empty.
+    /// Applet of a multi-call binary, or empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub applet: String,
+    /// Script path, `[inline]`, `-m MODULE` or loaded program; or empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub script_path: String,
 }
@@ -92,6 +97,7 @@ impl ElementKey {
     pub fn exe(path: impl Into<String>) -> Self {
         Self {
             exe_path: path.into(),
+            applet: String::new(),
             script_path: String::new(),
         }
     }
@@ -100,18 +106,54 @@ impl ElementKey {
     pub fn of(ev: &ProcessEvent) -> Self {
         Self {
             exe_path: ev.exe_path.clone(),
+            applet: ev.applet.clone().unwrap_or_default(),
             script_path: ev.script_path.clone().unwrap_or_default(),
         }
     }
 }
 
+/// Read back from [`ElementKey`]'s text form (`EXE`, `EXE (APPLET)`, `EXE SCRIPT`,
+/// `EXE (APPLET) SCRIPT`): the executable is the first word, an applet in parentheses may
+/// follow, and the rest is the script (which may contain spaces: `-m http.server`).
+impl std::str::FromStr for ElementKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (exe, rest) = s.split_once(' ').unwrap_or((s, ""));
+        if exe.is_empty() {
+            return Err("an element names an executable: EXE [(APPLET)] [SCRIPT]".into());
+        }
+        let rest = rest.trim_start();
+        let (applet, script) = match rest.strip_prefix('(') {
+            Some(r) => {
+                let (a, tail) = r.split_once(')').ok_or_else(|| {
+                    format!(
+                        "'{s}': an applet is written in parentheses, e.g. '/bin/busybox (wget)'"
+                    )
+                })?;
+                (a.trim().to_string(), tail.trim().to_string())
+            }
+            None => (String::new(), rest.trim().to_string()),
+        };
+        Ok(Self {
+            exe_path: exe.to_string(),
+            applet,
+            script_path: script,
+        })
+    }
+}
+
+/// Shown as `EXE`, `EXE (APPLET)`, `EXE SCRIPT` or `EXE (APPLET) SCRIPT`.
 impl std::fmt::Display for ElementKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.script_path.is_empty() {
-            f.write_str(&self.exe_path)
-        } else {
-            write!(f, "{} {}", self.exe_path, self.script_path)
+        f.write_str(&self.exe_path)?;
+        if !self.applet.is_empty() {
+            write!(f, " ({})", self.applet)?;
         }
+        if !self.script_path.is_empty() {
+            write!(f, " {}", self.script_path)?;
+        }
+        Ok(())
     }
 }
 
@@ -667,8 +709,8 @@ pub enum Verdict {
 
 /// O(1) exec matching against the baselines past learning, as the sensor holds them.
 ///
-/// The index is keyed by identity, then by executable path; interpreters carry a short list of
-/// allowed scripts. A lookup hashes two strings and never allocates.
+/// The index is keyed by identity, then by executable path, applet and script. A lookup
+/// hashes four strings and never allocates.
 #[derive(Debug, Default, Clone)]
 pub struct Matcher {
     index: HashMap<WorkloadIdentity, Entry>,
@@ -676,7 +718,7 @@ pub struct Matcher {
 
 #[derive(Debug, Default, Clone)]
 struct Entry {
-    by_exe: HashMap<String, HashSet<String>>,
+    by_exe: HashMap<String, HashMap<String, HashSet<String>>>,
     relearn_until: Option<SystemTime>,
 }
 
@@ -696,11 +738,13 @@ impl Matcher {
             self.index.remove(&b.workload);
             return;
         }
-        let mut by_exe: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut by_exe: HashMap<String, HashMap<String, HashSet<String>>> = HashMap::new();
         for (k, e) in &b.elements {
             if e.status.allowed() {
                 by_exe
                     .entry(k.exe_path.clone())
+                    .or_default()
+                    .entry(k.applet.clone())
                     .or_default()
                     .insert(k.script_path.clone());
             }
@@ -735,12 +779,13 @@ impl Matcher {
         &self,
         workload: &WorkloadIdentity,
         exe_path: &str,
+        applet: &str,
         script: &str,
         now: SystemTime,
     ) -> Verdict {
         match self.index.get(workload) {
             None => Verdict::Learning,
-            Some(e) => match e.by_exe.get(exe_path) {
+            Some(e) => match e.by_exe.get(exe_path).and_then(|a| a.get(applet)) {
                 Some(scripts) if scripts.contains(script) => Verdict::Allowed,
                 _ if e.relearn_until.is_some_and(|t| now < t) => Verdict::Learning,
                 _ => Verdict::Deviation,
@@ -752,6 +797,58 @@ impl Matcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn element_keys_read_back_their_text() {
+        for (exe, applet, script) in [
+            ("/bin/busybox", "wget", ""),
+            ("/bin/busybox", "sh", "/tmp/x.sh"),
+            ("/usr/bin/python3.11", "", "-m http.server"),
+            ("/usr/bin/id", "", ""),
+            ("/bin/bash", "", crate::element::INLINE),
+        ] {
+            let k = ElementKey {
+                exe_path: exe.into(),
+                applet: applet.into(),
+                script_path: script.into(),
+            };
+            assert_eq!(k.to_string().parse::<ElementKey>(), Ok(k.clone()), "{k}");
+        }
+        assert!("/bin/busybox (wget".parse::<ElementKey>().is_err());
+    }
+
+    #[test]
+    fn applets_of_one_binary_are_separate_elements() {
+        let mut b = Baseline::new(web(), t(0));
+        let key = |a: &str| ElementKey {
+            exe_path: "/bin/busybox".into(),
+            applet: a.into(),
+            script_path: String::new(),
+        };
+        b.elements.insert(
+            key("sleep"),
+            Element {
+                status: ElementStatus::Approved,
+                review_reasons: vec![],
+                provenance: Provenance::new(t(0)),
+                manual: false,
+            },
+        );
+        b.state = BaselineState::Enforced;
+        let m = Matcher::new([&b]);
+        assert_eq!(
+            m.check(&web(), "/bin/busybox", "sleep", "", t(1)),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            m.check(&web(), "/bin/busybox", "wget", "", t(1)),
+            Verdict::Deviation
+        );
+        assert_eq!(
+            m.check(&web(), "/bin/busybox", "", "", t(1)),
+            Verdict::Deviation
+        );
+    }
     use crate::identity::WorkloadKind;
     use crate::process::{Completeness, ContainerInfo};
 
@@ -778,6 +875,7 @@ mod tests {
             exe_path: path.to_string(),
             argv: vec![path.to_string()],
             argv_truncated: false,
+            applet: None,
             script_path: None,
             exe_sha256: None,
             exe_memfd: false,
@@ -1042,11 +1140,11 @@ mod tests {
         // The sensor matches it (it is past learning), so the refused executable deviates there too.
         let m = Matcher::new([&b]);
         assert_eq!(
-            m.check(&web(), &evs[4].exe_path, "", t(4)),
+            m.check(&web(), &evs[4].exe_path, "", "", t(4)),
             Verdict::Deviation
         );
         assert_eq!(
-            m.check(&web(), &evs[0].exe_path, "", t(4)),
+            m.check(&web(), &evs[0].exe_path, "", "", t(4)),
             Verdict::Allowed
         );
         // A person approves: enforced, the record stays, later executables are plain deviations.
@@ -1191,19 +1289,19 @@ mod tests {
         b.observe(&py, t(1), RELEARN, CAP);
         let learning = Matcher::new([&b]);
         assert_eq!(
-            learning.check(&web(), "/usr/bin/python3", "/app/main.py", t(3)),
+            learning.check(&web(), "/usr/bin/python3", "", "/app/main.py", t(3)),
             Verdict::Learning
         );
         b.approve(None, t(2));
         let m = Matcher::new([&b]);
         assert_eq!(
-            m.check(&web(), "/usr/bin/python3", "/app/main.py", t(3)),
+            m.check(&web(), "/usr/bin/python3", "", "/app/main.py", t(3)),
             Verdict::Allowed
         );
         assert_eq!(
-            m.check(&web(), "/usr/bin/python3", "/tmp/evil.py", t(3)),
+            m.check(&web(), "/usr/bin/python3", "", "/tmp/evil.py", t(3)),
             Verdict::Deviation
         );
-        assert_eq!(m.check(&web(), "/bin/sh", "", t(3)), Verdict::Deviation);
+        assert_eq!(m.check(&web(), "/bin/sh", "", "", t(3)), Verdict::Deviation);
     }
 }

@@ -182,6 +182,9 @@ pub struct Incident {
     pub workload: Option<WorkloadIdentity>,
     /// Executable (deviations only).
     pub exe_path: String,
+    /// Applet of a multi-call binary (deviations only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub applet: String,
     /// Script, for interpreters (deviations only).
     pub script_path: String,
     /// Highest severity of its events.
@@ -214,9 +217,17 @@ pub struct Incident {
     pub updated_at: SystemTime,
 }
 
-/// The grouping key of a deviation: workload container, executable and script.
-pub fn group_key(workload: &WorkloadIdentity, exe_path: &str, script_path: &str) -> String {
-    format!("dev\0{workload}\0{exe_path}\0{script_path}")
+/// The grouping key of a deviation: workload container and element (executable, applet,
+/// script). Without an applet it is the key deviations had before applets existed.
+pub fn group_key(workload: &WorkloadIdentity, key: &crate::ElementKey) -> String {
+    if key.applet.is_empty() {
+        format!("dev\0{workload}\0{}\0{}", key.exe_path, key.script_path)
+    } else {
+        format!(
+            "dev\0{workload}\0{}\0{}\0{}",
+            key.exe_path, key.script_path, key.applet
+        )
+    }
 }
 
 /// The grouping key of a sensor finding: the node.
@@ -340,6 +351,7 @@ impl Incident {
             kind: IncidentKind::Deviation,
             workload: Some(ev.workload.clone()),
             exe_path: ev.exe_path.clone(),
+            applet: ev.applet.clone().unwrap_or_default(),
             script_path: ev.script_path.clone().unwrap_or_default(),
             severity,
             severity_reason,
@@ -404,6 +416,7 @@ impl Incident {
             kind: IncidentKind::SensorBlind,
             workload: None,
             exe_path: String::new(),
+            applet: String::new(),
             script_path: String::new(),
             severity: Severity::High,
             severity_reason: reason,
@@ -478,6 +491,7 @@ impl Incident {
     pub fn element_key(&self) -> ElementKey {
         ElementKey {
             exe_path: self.exe_path.clone(),
+            applet: self.applet.clone(),
             script_path: self.script_path.clone(),
         }
     }
@@ -587,6 +601,7 @@ mod tests {
             exe_path: path.to_string(),
             argv: vec![path.to_string()],
             argv_truncated: false,
+            applet: None,
             script_path: None,
             exe_sha256: None,
             exe_memfd: false,
@@ -757,13 +772,23 @@ mod tests {
         assert_eq!(i.samples.len(), SAMPLES_CAP);
         assert_eq!(i.samples[0].event_id, "e0");
         assert_eq!(i.samples[SAMPLES_CAP - 1].event_id, "e999");
+        let key = |exe: &str, applet: &str, script: &str| ElementKey {
+            exe_path: exe.into(),
+            applet: applet.into(),
+            script_path: script.into(),
+        };
         assert_eq!(
-            group_key(&web(), "/usr/bin/id", ""),
-            group_key(&ev.workload, &ev.exe_path, "")
+            group_key(&web(), &key("/usr/bin/id", "", "")),
+            group_key(&ev.workload, &ElementKey::of(&ev))
         );
         assert_ne!(
-            group_key(&web(), "/usr/bin/python3", "/a.py"),
-            group_key(&web(), "/usr/bin/python3", "/b.py")
+            group_key(&web(), &key("/usr/bin/python3", "", "/a.py")),
+            group_key(&web(), &key("/usr/bin/python3", "", "/b.py"))
+        );
+        // Applets of one multi-call binary are separate incidents.
+        assert_ne!(
+            group_key(&web(), &key("/bin/busybox", "wget", "")),
+            group_key(&web(), &key("/bin/busybox", "id", ""))
         );
     }
 

@@ -7,6 +7,7 @@
 //! without a kernel, and identical on the sensor and the server.
 
 pub mod baseline;
+pub mod element;
 pub mod identity;
 pub mod incident;
 pub mod policy;

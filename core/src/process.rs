@@ -130,7 +130,12 @@ pub struct ProcessEvent {
     pub argv: Vec<String>,
     /// True when argv was cut.
     pub argv_truncated: bool,
-    /// Script path for interpreters.
+    /// The applet a multi-call binary ran (busybox `wget`), when the executable is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applet: Option<String>,
+    /// What an interpreter or shell ran: the script path, `[inline]` for inline code or
+    /// standard input, `-m MODULE`; for the dynamic loader run directly, the program it
+    /// loads. See [`crate::element`].
     pub script_path: Option<String>,
     /// Hex sha256 of the executable.
     pub exe_sha256: Option<String>,

@@ -259,6 +259,7 @@ impl From<&ProcessEvent> for pb::ProcessEvent {
             argv: e.argv.clone(),
             argv_truncated: e.argv_truncated,
             script_path: e.script_path.clone().unwrap_or_default(),
+            applet: e.applet.clone().unwrap_or_default(),
             exe_sha256: e.exe_sha256.clone().unwrap_or_default(),
             exe_memfd: e.exe_memfd,
             exe_deleted: e.exe_deleted,
@@ -300,6 +301,7 @@ impl TryFrom<&pb::ProcessEvent> for ProcessEvent {
             exe_path: p.exe_path.clone(),
             argv: p.argv.clone(),
             argv_truncated: p.argv_truncated,
+            applet: opt_string(&p.applet),
             script_path: opt_string(&p.script_path),
             exe_sha256: opt_string(&p.exe_sha256),
             exe_memfd: p.exe_memfd,
@@ -372,6 +374,7 @@ pub fn element_key(r: &pb::ElementRef) -> Result<ElementKey> {
     }
     Ok(ElementKey {
         exe_path: r.exe_path.clone(),
+        applet: r.applet.clone(),
         script_path: r.script_path.clone(),
     })
 }
@@ -381,6 +384,7 @@ pub fn element_ref(k: &ElementKey) -> pb::ElementRef {
     pb::ElementRef {
         exe_path: k.exe_path.clone(),
         script_path: k.script_path.clone(),
+        applet: k.applet.clone(),
     }
 }
 
@@ -396,6 +400,7 @@ pub fn baseline_to_pb(b: &Baseline, with_provenance: bool) -> pb::Baseline {
             .map(|(k, e)| pb::BaselineElement {
                 exe_path: k.exe_path.clone(),
                 script_path: k.script_path.clone(),
+                applet: k.applet.clone(),
                 status: status_to_pb(e.status) as i32,
                 review_reasons: e.review_reasons.clone(),
                 provenance: with_provenance.then(|| provenance_to_pb(&e.provenance)),
@@ -482,6 +487,7 @@ pub fn baseline_from_pb(p: &pb::Baseline) -> Result<Baseline> {
         let key = element_key(&pb::ElementRef {
             exe_path: e.exe_path.clone(),
             script_path: e.script_path.clone(),
+            applet: e.applet.clone(),
         })?;
         b.elements.insert(
             key,

@@ -788,6 +788,7 @@ pub(crate) mod tests {
             exe_path: format!("/bin/{}", argv[0]),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argv_truncated: false,
+            applet: None,
             script_path: None,
             exe_sha256: None,
             exe_memfd: false,

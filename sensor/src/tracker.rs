@@ -8,6 +8,7 @@
 use crate::cgroup::{self, ContainerRef, Placement};
 use crate::fanotify::{Claimed, ExecWatch};
 use crate::procfs::{ProcInfo, ProcReader};
+use procguard_core::element::{self, Invocation};
 use procguard_core::process::{Ancestor, UNREADABLE_EXE};
 use procguard_core::{
     Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
@@ -44,48 +45,17 @@ struct Facts {
 /// Writable locations: an executable here is suspicious by itself.
 const WRITABLE_DIRS: &[&str] = &["/tmp/", "/dev/shm/", "/var/tmp/", "/run/shm/"];
 
-/// Interpreters whose first non-option argument is the script that matters.
-const INTERPRETERS: &[&str] = &[
-    "sh", "bash", "dash", "ash", "zsh", "ksh", "python", "python2", "python3", "perl", "ruby",
-    "node", "php", "lua",
-];
-
 fn basename(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
 
-/// For an interpreter, the script it runs: the first argument that is not an option, unless
-/// the code comes inline (`-c`, `-e`).
-pub fn script_of(exe: &str, argv: &[String]) -> Option<String> {
-    let name = basename(exe);
-    let is_interp = INTERPRETERS.iter().any(|i| {
-        name == *i
-            || name
-                .strip_prefix(i)
-                .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
-    });
-    // A multi-call binary (busybox) run under another name is that applet, not the shell.
-    let invoked = argv.first().map(|a| basename(a)).unwrap_or(name);
-    let invoked_interp = INTERPRETERS.iter().any(|i| {
-        invoked == *i
-            || invoked
-                .strip_prefix(i)
-                .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
-    });
-    if !is_interp || !(invoked == name || invoked_interp) {
-        return None;
-    }
-    for a in argv.iter().skip(1) {
-        if a == "-c" || a == "-e" || a == "-m" {
-            return None;
-        }
-        if a.starts_with('-') {
-            continue;
-        }
-        return Some(a.clone());
-    }
-    None
-}
+/// Directories searched for the name a multi-call binary was invoked as, when argv[0] has no
+/// slash: the executable's own directory and the usual `PATH`.
+const LINK_DIRS: &[&str] = &["/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin"];
+
+/// Executables remembered as multi-call, and the linked names seen per executable; past it
+/// each memo starts over (costing a `stat` or two per exec again, never memory).
+const MAX_MULTI_CALL: usize = 4_096;
 
 /// What [`Tracker::read_early`] read of a process.
 #[derive(Debug)]
@@ -171,6 +141,10 @@ pub struct Tracker {
     root_tries: HashMap<String, u8>,
     /// How cgroup paths read from `/proc` are resolved to the host's (see [`crate::cgroupns`]).
     view: cgroup::View,
+    /// Executables found to be multi-call generically (see [`Tracker::multi_call`]).
+    multi_call: std::collections::HashSet<String>,
+    /// Per executable, the other names it was run under that are links to it.
+    aliases: HashMap<String, std::collections::HashSet<String>>,
 }
 
 /// Processes of a container looked at for its root filesystem before giving up (a container
@@ -194,7 +168,65 @@ impl Tracker {
             containers: HashMap::new(),
             root_tries: HashMap::new(),
             view: cgroup::View::host(),
+            multi_call: Default::default(),
+            aliases: HashMap::new(),
         }
+    }
+
+    /// Whether `exe` is a multi-call binary, which runs the program its argv names. Known by
+    /// name (busybox, toybox, coreutils), or found generically: the binary was run under two
+    /// or more names other than its own, each a link (hard or symbolic) in its own root to
+    /// the very file that ran (same device and inode, a kernel fact, so argv alone never
+    /// decides it). Once found, it stays multi-call: an `exec -a NAME` of it later, with no
+    /// link by that name, is still read as the applet NAME, which is what the binary runs.
+    fn multi_call(&mut self, pid: u32, exe: &str, argv: &[String], alive: bool) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        if procguard_core::element::is_known_multi_call(exe) || self.multi_call.contains(exe) {
+            return true;
+        }
+        let Some(arg0) = argv.first() else {
+            return false;
+        };
+        let name = basename(arg0).trim_start_matches('-');
+        if !alive || name.is_empty() || name == basename(exe) || exe == UNREADABLE_EXE {
+            return false;
+        }
+        if self.aliases.get(exe).is_some_and(|a| a.contains(name)) {
+            return false;
+        }
+        let Ok(file) = std::fs::metadata(self.reader.path(pid, "exe")) else {
+            return false;
+        };
+        let root = self.reader.path(pid, "root");
+        let dir = exe.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        let candidates: Vec<String> = if arg0.starts_with('/') {
+            vec![arg0.trim_start_matches('-').to_string()]
+        } else {
+            std::iter::once(dir)
+                .chain(LINK_DIRS.iter().copied())
+                .map(|d| format!("{d}/{name}"))
+                .collect()
+        };
+        let linked = candidates.iter().any(|c| {
+            std::fs::metadata(root.join(c.trim_start_matches('/')))
+                .is_ok_and(|m| m.dev() == file.dev() && m.ino() == file.ino())
+        });
+        if !linked {
+            return false;
+        }
+        if self.aliases.len() >= MAX_MULTI_CALL {
+            self.aliases.clear();
+        }
+        let names = self.aliases.entry(exe.to_string()).or_default();
+        names.insert(name.to_string());
+        if names.len() >= 2 {
+            if self.multi_call.len() >= MAX_MULTI_CALL {
+                self.multi_call.clear();
+            }
+            self.multi_call.insert(exe.to_string());
+            return true;
+        }
+        false
     }
 
     /// Reads cgroup paths through `view` (the sensor runs in a private cgroup namespace).
@@ -711,7 +743,18 @@ impl Tracker {
             missing.push("argv");
             Vec::new()
         });
-        let script = script_of(&exe, &argv);
+        let multi = self.multi_call(pid, &exe, &argv, alive);
+        let invocation = if argv.is_empty() {
+            // What ran beyond the executable is in argv, and argv is gone: say so rather than
+            // let the bare executable stand for it.
+            if multi {
+                missing.push("applet");
+            }
+            Invocation::default()
+        } else {
+            element::identify(&exe, &argv, multi)
+        };
+        let script = invocation.script;
         let in_writable = |p: &str| WRITABLE_DIRS.iter().any(|d| p.starts_with(d));
         let writable = info.exe_memfd
             || in_writable(&exe)
@@ -746,6 +789,7 @@ impl Tracker {
             uid: info.uid.unwrap_or(u32::MAX),
             gid: info.gid.unwrap_or(u32::MAX),
             comm: info.comm.clone().unwrap_or_default(),
+            applet: invocation.applet,
             script_path: script,
             exe_path: exe.clone(),
             argv,
@@ -804,31 +848,6 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn scripts_are_found_behind_interpreters() {
-        assert_eq!(
-            script_of(
-                "/usr/bin/python3.11",
-                &s(&["python3", "-u", "/app/main.py"])
-            ),
-            Some("/app/main.py".into())
-        );
-        assert_eq!(script_of("/bin/sh", &s(&["sh", "-c", "echo"])), None);
-        assert_eq!(
-            script_of("/bin/bash", &s(&["bash", "/entry.sh", "x"])),
-            Some("/entry.sh".into())
-        );
-        assert_eq!(script_of("/usr/bin/id", &s(&["id", "x"])), None);
-        assert_eq!(script_of("/usr/bin/shred", &s(&["shred", "x"])), None);
-        // busybox: /bin/sh invoked as "sleep" is the sleep applet.
-        assert_eq!(script_of("/bin/sh", &s(&["sleep", "0.2"])), None);
-        assert_eq!(script_of("/bin/busybox", &s(&["sh", "/entry.sh"])), None);
-    }
 
     #[test]
     fn the_writable_layer_is_the_root_overlays_upperdir() {

@@ -234,11 +234,17 @@ impl Uplink {
             out.push(&ev);
         }
         let script = ev.script_path.as_deref().unwrap_or("");
+        let applet = ev.applet.as_deref().unwrap_or("");
         let verdict = if ev.context == ExecContext::Probe {
             Verdict::Allowed
         } else {
-            self.matcher
-                .check(&ev.workload, &ev.exe_path, script, SystemTime::now())
+            self.matcher.check(
+                &ev.workload,
+                &ev.exe_path,
+                applet,
+                script,
+                SystemTime::now(),
+            )
         };
         let kind = if verdict == Verdict::Deviation {
             self.metrics.deviations.inc();

@@ -86,7 +86,11 @@ pub struct WorkloadDoc {
 pub struct ElementDoc {
     /// Executable path inside the container.
     pub exe: String,
-    /// Script path, for interpreters.
+    /// Applet of a multi-call binary (busybox `wget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applet: Option<String>,
+    /// What an interpreter, shell or loader ran: a script path (absolute or as invoked),
+    /// `[inline]`, `-m MODULE`, or the loaded program.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
     /// learned, approved (default), needs-review or rejected.
@@ -125,6 +129,7 @@ pub fn export(baselines: &[Baseline]) -> String {
                     .iter()
                     .map(|(k, e)| ElementDoc {
                         exe: k.exe_path.clone(),
+                        applet: (!k.applet.is_empty()).then(|| k.applet.clone()),
                         script: (!k.script_path.is_empty()).then(|| k.script_path.clone()),
                         status: (e.status != ElementStatus::Approved)
                             .then(|| status_name(e.status).to_string()),
@@ -136,10 +141,25 @@ pub fn export(baselines: &[Baseline]) -> String {
     serde_yaml::to_string(&list).expect("plain data always serialises")
 }
 
+/// An executable path: absolute, or the sensor's `[unreadable]` (an export of a baseline that
+/// learned one must import again).
 fn check_path(errors: &mut Vec<String>, at: String, p: &str) {
-    if !p.starts_with('/') {
+    if !p.starts_with('/') && p != procguard_core::process::UNREADABLE_EXE {
         errors.push(format!(
-            "{at}: must be an absolute path (start with '/'), got '{p}'"
+            "{at}: must be an absolute path (start with '/') or '{}', got '{p}'",
+            procguard_core::process::UNREADABLE_EXE
+        ));
+    } else {
+        check_text(errors, at, p);
+    }
+}
+
+/// A script, applet or loaded program: what argv named, so any text but empty, over-long or
+/// with control characters.
+fn check_text(errors: &mut Vec<String>, at: String, p: &str) {
+    if p.is_empty() {
+        errors.push(format!(
+            "{at}: must not be empty (leave the field out instead)"
         ));
     } else if p.len() > MAX_PATH {
         errors.push(format!("{at}: longer than {MAX_PATH} bytes"));
@@ -203,7 +223,15 @@ pub fn parse(yaml: &str, now: SystemTime) -> Result<Vec<Baseline>, Vec<String>> 
         for (j, e) in item.elements.iter().enumerate() {
             check_path(&mut errors, format!("items[{i}].elements[{j}].exe"), &e.exe);
             if let Some(s) = &e.script {
-                check_path(&mut errors, format!("items[{i}].elements[{j}].script"), s);
+                check_text(&mut errors, format!("items[{i}].elements[{j}].script"), s);
+            }
+            if let Some(a) = &e.applet {
+                check_text(&mut errors, format!("items[{i}].elements[{j}].applet"), a);
+                if a.contains('/') {
+                    errors.push(format!(
+                        "items[{i}].elements[{j}].applet: an applet is a name, not a path; got '{a}'"
+                    ));
+                }
             }
             let status = match e.status.as_deref().unwrap_or("approved") {
                 "learned" => ElementStatus::Learned,
@@ -219,6 +247,7 @@ pub fn parse(yaml: &str, now: SystemTime) -> Result<Vec<Baseline>, Vec<String>> 
             };
             let key = ElementKey {
                 exe_path: e.exe.clone(),
+                applet: e.applet.clone().unwrap_or_default(),
                 script_path: e.script.clone().unwrap_or_default(),
             };
             let element = Element {

@@ -485,6 +485,7 @@ fn event(node: &str, seq: u64, argv: Vec<String>) -> pb::SensorEvent {
         exe_path: "/usr/bin/app".into(),
         argv,
         argv_truncated: false,
+        applet: None,
         script_path: None,
         exe_sha256: None,
         exe_memfd: false,

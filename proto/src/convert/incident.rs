@@ -80,6 +80,7 @@ pub fn incident_to_pb(i: &Incident, with_samples: bool) -> pb::Incident {
         workload: i.workload.as_ref().map(Into::into),
         exe_path: i.exe_path.clone(),
         script_path: i.script_path.clone(),
+        applet: i.applet.clone(),
         severity: severity_to_pb(i.severity) as i32,
         state: state_to_pb(i.state) as i32,
         first_seen: Some(timestamp(i.first_seen)),

@@ -41,6 +41,7 @@ pub(super) fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
             exe_path: exe.to_string(),
             argv: vec![exe.to_string()],
             argv_truncated: false,
+            applet: None,
             script_path: None,
             exe_sha256: None,
             exe_memfd: false,

@@ -312,6 +312,11 @@ fn activity_key(id: &WorkloadIdentity, now: SystemTime, el: &ElementKey) -> Vec<
     k.extend_from_slice(el.exe_path.as_bytes());
     k.push(0);
     k.extend_from_slice(el.script_path.as_bytes());
+    // Keys written before applets existed end here; an applet-less element still does.
+    if !el.applet.is_empty() {
+        k.push(0);
+        k.extend_from_slice(el.applet.as_bytes());
+    }
     k
 }
 
@@ -823,13 +828,15 @@ impl Store {
                 continue;
             }
             let day = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-            let mut parts = rest[5..].splitn(2, |b| *b == 0);
-            let exe = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            let script = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let mut parts = rest[5..].splitn(3, |b| *b == 0);
+            let mut text =
+                || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let (exe, script, applet) = (text(), text(), text());
             out.push((
                 day,
                 ElementKey {
                     exe_path: exe,
+                    applet,
                     script_path: script,
                 },
                 dec("activity", &v)?,

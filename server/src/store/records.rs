@@ -333,11 +333,7 @@ impl Appender {
         baseline: &Baseline,
     ) -> std::result::Result<u64, TxError> {
         let p = &rec.process;
-        let key = incident::group_key(
-            &p.workload,
-            &p.exe_path,
-            p.script_path.as_deref().unwrap_or(""),
-        );
+        let key = incident::group_key(&p.workload, &procguard_core::ElementKey::of(p));
         let current = self.take_active((incidents, keys), &key)?;
         let incident = match current {
             Some(mut i) => {

@@ -40,6 +40,7 @@ fn event(node: &str, seq: u64) -> pb::SensorEvent {
         exe_path: format!("/usr/bin/worker-{}", seq % 8),
         argv: vec!["worker".into(), "--serve".into()],
         argv_truncated: false,
+        applet: None,
         script_path: None,
         exe_sha256: None,
         exe_memfd: false,

@@ -132,6 +132,7 @@ async fn main() {
         workload: Some(workload.clone()),
         elements: vec![pb::ElementRef {
             exe_path: "/app/server".into(),
+            applet: String::new(),
             script_path: String::new(),
         }],
         reason: "bench".into(),
