@@ -53,8 +53,8 @@ fn basename(p: &str) -> &str {
 /// slash: the executable's own directory and the usual `PATH`.
 const LINK_DIRS: &[&str] = &["/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin"];
 
-/// Executables remembered as multi-call, and the linked names seen per executable; past it
-/// each memo starts over (costing a `stat` or two per exec again, never memory).
+/// Executables remembered as multi-call, and (executable, name) pairs found not linked; past
+/// it each memo starts over (costing a `stat` or two per exec again, never memory).
 const MAX_MULTI_CALL: usize = 4_096;
 
 /// What [`Tracker::read_early`] read of a process.
@@ -143,8 +143,9 @@ pub struct Tracker {
     view: cgroup::View,
     /// Executables found to be multi-call generically (see [`Tracker::multi_call`]).
     multi_call: std::collections::HashSet<String>,
-    /// Per executable, the other names it was run under that are links to it.
-    aliases: HashMap<String, std::collections::HashSet<String>>,
+    /// (executable, name) pairs already found not to be links to each other, so a program
+    /// that renames itself in argv costs its `stat`s once.
+    not_linked: std::collections::HashSet<(String, String)>,
 }
 
 /// Processes of a container looked at for its root filesystem before giving up (a container
@@ -169,16 +170,16 @@ impl Tracker {
             root_tries: HashMap::new(),
             view: cgroup::View::host(),
             multi_call: Default::default(),
-            aliases: HashMap::new(),
+            not_linked: Default::default(),
         }
     }
 
     /// Whether `exe` is a multi-call binary, which runs the program its argv names. Known by
-    /// name (busybox, toybox, coreutils), or found generically: the binary was run under two
-    /// or more names other than its own, each a link (hard or symbolic) in its own root to
-    /// the very file that ran (same device and inode, a kernel fact, so argv alone never
-    /// decides it). Once found, it stays multi-call: an `exec -a NAME` of it later, with no
-    /// link by that name, is still read as the applet NAME, which is what the binary runs.
+    /// name (busybox, toybox, coreutils), or found generically: the binary was run under a
+    /// name other than its own that is a link (hard or symbolic) in its own root to the very
+    /// file that ran (same device and inode: a kernel fact, so argv alone never decides it).
+    /// Once found it stays multi-call, so a later `exec -a NAME` of it with no link by that
+    /// name is still read as the applet NAME, which is what such a binary runs.
     fn multi_call(&mut self, pid: u32, exe: &str, argv: &[String], alive: bool) -> bool {
         use std::os::unix::fs::MetadataExt;
         if procguard_core::element::is_known_multi_call(exe) || self.multi_call.contains(exe) {
@@ -191,7 +192,10 @@ impl Tracker {
         if !alive || name.is_empty() || name == basename(exe) || exe == UNREADABLE_EXE {
             return false;
         }
-        if self.aliases.get(exe).is_some_and(|a| a.contains(name)) {
+        if self
+            .not_linked
+            .contains(&(exe.to_string(), name.to_string()))
+        {
             return false;
         }
         let Ok(file) = std::fs::metadata(self.reader.path(pid, "exe")) else {
@@ -212,21 +216,17 @@ impl Tracker {
                 .is_ok_and(|m| m.dev() == file.dev() && m.ino() == file.ino())
         });
         if !linked {
+            if self.not_linked.len() >= MAX_MULTI_CALL {
+                self.not_linked.clear();
+            }
+            self.not_linked.insert((exe.to_string(), name.to_string()));
             return false;
         }
-        if self.aliases.len() >= MAX_MULTI_CALL {
-            self.aliases.clear();
+        if self.multi_call.len() >= MAX_MULTI_CALL {
+            self.multi_call.clear();
         }
-        let names = self.aliases.entry(exe.to_string()).or_default();
-        names.insert(name.to_string());
-        if names.len() >= 2 {
-            if self.multi_call.len() >= MAX_MULTI_CALL {
-                self.multi_call.clear();
-            }
-            self.multi_call.insert(exe.to_string());
-            return true;
-        }
-        false
+        self.multi_call.insert(exe.to_string());
+        true
     }
 
     /// Reads cgroup paths through `view` (the sensor runs in a private cgroup namespace).

@@ -264,10 +264,11 @@ fn drift_during_learning_waits_for_review_and_dry_run_shows_what_would_alert() {
         .iter()
         .filter_map(|h| h["element"].as_str())
         .collect();
-    // /bin/cp may have been too short-lived to read without --fanotify; the shell and the
-    // dropped binary lived long enough, and the candidate itself must not alert.
+    // /bin/cp may have been too short-lived to read without --fanotify; the shell (running
+    // inline code: `sh -c`) and the dropped binary lived long enough, and the candidate
+    // itself must not alert.
     assert!(
-        alerts.contains(&"/bin/sh")
+        alerts.contains(&"/bin/sh [inline]")
             && alerts.contains(&"/tmp/sleep")
             && !alerts.contains(&"/bin/sleep"),
         "{dry}"
