@@ -10,6 +10,7 @@ pub mod cgroups;
 pub mod fake_kube;
 pub mod grpc;
 pub mod jsonl;
+pub mod runtimes;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
