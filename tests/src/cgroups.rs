@@ -112,6 +112,30 @@ impl Drop for NamedCgroup {
     }
 }
 
+/// Removes the cgroup `rel` (relative to the hierarchy roots, e.g. `kubepods/besteffort/pod<uid>`)
+/// from every hierarchy under `/sys/fs/cgroup` where it exists and is empty. Runtimes remove a
+/// container's own cgroup but leave the pod cgroup a `--cgroup-parent` made them create.
+pub fn remove_empty(rel: &str) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for l in mounts.lines() {
+        let Some((pre, post)) = l.split_once(" - ") else {
+            continue;
+        };
+        let mp = pre.split(' ').nth(4).unwrap_or("");
+        let fstype = post.split(' ').next().unwrap_or("");
+        if matches!(fstype, "cgroup" | "cgroup2") && mp.starts_with("/sys/fs/cgroup") {
+            let d = Path::new(mp).join(rel);
+            // A runtime may remove the container's cgroup a moment after it reports it gone.
+            for _ in 0..20 {
+                if std::fs::remove_dir(&d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 impl FakeContainerCgroup {
     /// Creates `kubepods/besteffort/pod<uid>/<id>` in every hierarchy under `/sys/fs/cgroup`.
     pub fn create(pod_uid: &str, id: &str) -> std::io::Result<Self> {

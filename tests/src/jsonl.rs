@@ -1,10 +1,11 @@
 //! A `procguard-sensor` running without a server, writing JSON lines to a file, and helpers to
-//! wait for the events it writes.
+//! wait for the events it writes. It runs in the host's cgroup namespace or, as on a cgroup-v2
+//! node, in a private one ([`crate::cgroupns`]).
 
-use crate::{bin, free_port, wait_for, Proc};
+use crate::cgroupns::{self, CgroupNs, PrivateCgroupNs};
+use crate::{free_port, wait_for, Proc};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 /// A sensor writing JSON lines.
@@ -16,14 +17,26 @@ pub struct JsonlSensor {
     pub out: PathBuf,
     /// Its admin port.
     pub admin_port: u16,
+    /// The cgroups rooting its private cgroup namespace, if it runs in one. Declared after
+    /// `proc`, so the sensor is stopped before they are removed.
+    pub cgroupns: Option<PrivateCgroupNs>,
 }
 
 impl JsonlSensor {
-    /// Starts a sensor for `node` with `extra` flags and waits for its initial `/proc` scan.
+    /// Starts a sensor for `node` with `extra` flags in the host's cgroup namespace and waits
+    /// for its initial `/proc` scan.
     pub fn start(work: &Path, node: &str, extra: &[&str]) -> Self {
+        Self::start_in(CgroupNs::Host, work, node, extra)
+    }
+
+    /// Starts a sensor for `node` with `extra` flags in cgroup namespace `ns` and waits for its
+    /// initial `/proc` scan. In [`CgroupNs::Private`] it runs as on a cgroup-v2 node
+    /// ([`cgroupns::sensor_command`]), and this checks that its namespace is not the host's.
+    pub fn start_in(ns: CgroupNs, work: &Path, node: &str, extra: &[&str]) -> Self {
         let out = work.join(format!("events-{node}.jsonl"));
         let admin_port = free_port();
-        let mut cmd = Command::new(bin("procguard-sensor"));
+        let (mut cmd, cgroupns) =
+            cgroupns::sensor_command(ns).expect("make the sensor's cgroup namespace");
         cmd.args(["--node-name", node, "--jsonl"])
             .arg(&out)
             .arg("--admin-addr")
@@ -36,6 +49,7 @@ impl JsonlSensor {
             proc,
             out,
             admin_port,
+            cgroupns,
         };
         assert!(
             wait_for(Duration::from_secs(20), || s
@@ -47,6 +61,13 @@ impl JsonlSensor {
             "sensor did not start; log:\n{}",
             s.proc.log_text()
         );
+        if ns == CgroupNs::Private {
+            assert_ne!(
+                cgroupns::cgroupns_of(s.proc.child.id()).ok(),
+                cgroupns::cgroupns_of(std::process::id()).ok(),
+                "the sensor should run in a cgroup namespace of its own"
+            );
+        }
         s
     }
 

@@ -5,10 +5,12 @@
 //! prints why it skipped; with `PROCGUARD_STRICT_TESTS=1` (set by `.ci/run`) a missing
 //! privilege fails the test instead, so CI can never pass by skipping.
 
+pub mod cgroupns;
 pub mod cgroups;
 pub mod fake_kube;
 pub mod grpc;
 pub mod jsonl;
+pub mod runtimes;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -280,13 +282,30 @@ pub struct Sensor {
     pub proc: Proc,
     /// Admin port.
     pub admin_port: u16,
+    /// The cgroups rooting its private cgroup namespace, if it runs in one (dropped after
+    /// `proc`, once the sensor has stopped).
+    pub cgroupns: Option<cgroupns::PrivateCgroupNs>,
 }
 
 impl Sensor {
     /// Starts a sensor for `node` against `server`, and waits until it is connected.
     pub fn start(pki: &Pki, server: &Server, node: &str, work: &Path, extra: &[&str]) -> Self {
+        Self::start_in(cgroupns::CgroupNs::Host, pki, server, node, work, extra)
+    }
+
+    /// [`Sensor::start`] in cgroup namespace `ns`; [`cgroupns::CgroupNs::Private`] runs the
+    /// sensor as a cgroup-v2 node does ([`cgroupns::sensor_command`]).
+    pub fn start_in(
+        ns: cgroupns::CgroupNs,
+        pki: &Pki,
+        server: &Server,
+        node: &str,
+        work: &Path,
+        extra: &[&str],
+    ) -> Self {
         let admin_port = free_port();
-        let mut cmd = Command::new(bin("procguard-sensor"));
+        let (mut cmd, cgroupns) =
+            cgroupns::sensor_command(ns).expect("make the sensor's cgroup namespace");
         cmd.arg("--server")
             .arg(server.url())
             .arg("--node-name")
@@ -305,7 +324,11 @@ impl Sensor {
             .arg(work.join(format!("sensor-{node}")))
             .args(extra);
         let proc = Proc::spawn(cmd, work.join(format!("sensor-{node}-{admin_port}.log")));
-        let s = Self { proc, admin_port };
+        let s = Self {
+            proc,
+            admin_port,
+            cgroupns,
+        };
         assert!(
             wait_for(Duration::from_secs(15), || s
                 .metric("procguard_sensor_connected")
