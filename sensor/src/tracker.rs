@@ -716,6 +716,7 @@ impl Tracker {
             },
             missing: missing.iter().map(|s| s.to_string()).collect(),
             node_name: self.node.clone(),
+            attributed_late_ms: None,
         };
         self.insert(
             pid,
