@@ -20,8 +20,13 @@
 //!
 //! The [`Enricher`] sits between capture and the uplink. An event whose pod or container is
 //! not yet known is held (at most [`HOLD_FOR`] and [`HOLD_MAX`] events) until the watcher
-//! brings its pod; if it does not, the event goes on with its cgroup-only identity, marked
-//! partial with `pod_metadata` missing. Nothing is dropped.
+//! brings its pod; if it does not, the event goes on under its pod UID and container ID,
+//! marked partial with `pod_metadata` missing (the server never learns such an event into a
+//! baseline), and a copy is kept (at most [`LATE_FOR`], [`LATE_MAX`] events and [`LATE_BYTES`];
+//! repeats once). When the pod becomes known, the copy is sent again under the workload
+//! identity with `attributed_late_ms`, so it is learned into, or matched against, the
+//! workload's baseline like any other event. A copy given up (its pod never came, the keep
+//! was full, the sensor stopped) is logged and counted. Nothing is dropped silently.
 
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::{Container, Pod};
