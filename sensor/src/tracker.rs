@@ -8,6 +8,7 @@
 use crate::cgroup::{self, ContainerRef, Placement};
 use crate::fanotify::{Claimed, ExecWatch};
 use crate::procfs::{ProcInfo, ProcReader};
+use crate::standalone;
 use procguard_core::process::{Ancestor, UNREADABLE_EXE};
 use procguard_core::{
     Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
@@ -169,6 +170,8 @@ pub struct Tracker {
     /// up). The runtime's own helper joins the container's cgroup before it switches to the
     /// container's root, so the first process seen in a container may still show the host's.
     root_tries: HashMap<String, u8>,
+    /// Names of containers outside any pod, from the runtimes' state.
+    standalone: Option<standalone::Names>,
 }
 
 /// Processes of a container looked at for its root filesystem before giving up (a container
@@ -191,7 +194,13 @@ impl Tracker {
             upperdirs: HashMap::new(),
             containers: HashMap::new(),
             root_tries: HashMap::new(),
+            standalone: None,
         }
+    }
+
+    /// Identifies containers outside any pod by the names their runtime records.
+    pub fn set_standalone(&mut self, names: standalone::Names) {
+        self.standalone = Some(names);
     }
 
     /// Looks for the root filesystem of container `id` through live process `pid`, until
@@ -376,16 +385,11 @@ impl Tracker {
                         format!("pod-{uid}"),
                         short,
                     ),
-                    None => WorkloadIdentity::new(
-                        &self.cluster,
-                        "",
-                        WorkloadKind::Container,
-                        format!(
-                            "{}-{short}",
-                            c.runtime.map(|r| r.as_str()).unwrap_or("container")
-                        ),
-                        "",
-                    ),
+                    // No pod: the runtime's stable name for it (crate::standalone).
+                    None => match &self.standalone {
+                        Some(names) => names.identity_of(&self.cluster, c),
+                        None => standalone::identity(&self.cluster, c.runtime, &c.id, None),
+                    },
                 }
             }
             Placement::Host { unit } => WorkloadIdentity::new(
