@@ -285,6 +285,11 @@ fn late_pod_metadata_is_never_learned_outside_the_workloads_baseline() {
         applied.elapsed() >= LATE - Duration::from_millis(500),
         "the pod became known before the API answered"
     );
+    let all = baseline_workloads(&pki, &server);
+    assert!(
+        !all.iter().any(|w| provisional(w)),
+        "a pod-UID-only baseline: {all:?}"
+    );
     // It was reported under its pod UID first (partial), then sent again under the workload.
     assert!(
         sensor
@@ -305,11 +310,6 @@ fn late_pod_metadata_is_never_learned_outside_the_workloads_baseline() {
         )
         .unwrap_or(0.0)
             >= 1.0
-    );
-    let all = baseline_workloads(&pki, &server);
-    assert!(
-        !all.iter().any(|w| provisional(w)),
-        "a pod-UID-only baseline: {all:?}"
     );
 
     // Enforced: a new pod of the workload runs /bin/sh (not in the baseline) before the API
