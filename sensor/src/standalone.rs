@@ -24,6 +24,15 @@
 //!   database, not in these files, so a Podman container is identified by its name (podman
 //!   compose names each container `<project>_<service>_<n>`).
 //!
+//! A host process is identified by its systemd unit, the last `.service` or `.scope` in its
+//! cgroup path ([`host_identity`]). Units systemd names per instance are folded into one
+//! stable name, so that each login or connection does not start a baseline of its own (which
+//! would learn in silence): `session-<n>.scope` (a logind session; `c<n>` too) is
+//! `session.scope`,
+//! `name@<instance>.service` (a template instance, e.g. a socket-activated sshd per
+//! connection) is `name@.service`, and `run-<id>.scope` / `.service` (systemd-run) is
+//! `run.scope` / `run.service`.
+//!
 //! The roots are `--docker-root` and `--podman-root`. A root that is absent (a Kubernetes node,
 //! where the DaemonSet mounts neither) leaves the ID fallback. Lookups are cached per container
 //! ID, failures too, in a bounded memo ([`MAX_CACHED`]).
@@ -176,6 +185,43 @@ pub fn identity(
         ),
     };
     WorkloadIdentity::new(cluster, "", WorkloadKind::Container, workload, container)
+}
+
+/// The stable name of a systemd unit: per-instance names folded (see the module docs).
+pub fn stable_unit(unit: &str) -> String {
+    let Some((stem, suffix)) = unit.rsplit_once('.') else {
+        return unit.to_string();
+    };
+    if let Some((template, _instance)) = stem.split_once('@') {
+        if !template.is_empty() {
+            return format!("{template}@.{suffix}");
+        }
+    }
+    // logind numbers sessions `<n>`, or `c<n>` for those without a seat.
+    let numbered = |rest: &str| {
+        let n = rest.strip_prefix('c').unwrap_or(rest);
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    };
+    if suffix == "scope" && stem.strip_prefix("session-").is_some_and(numbered) {
+        return "session.scope".into();
+    }
+    // systemd-run names transient units run-r<hex>, run-u<n> or run-p<pid>_i<n>.
+    if let Some(id) = stem.strip_prefix("run-") {
+        let mut b = id.bytes();
+        if matches!(b.next(), Some(b'r' | b'u' | b'p'))
+            && id.len() > 1
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        {
+            return format!("run.{suffix}");
+        }
+    }
+    unit.to_string()
+}
+
+/// The identity of a host process in systemd unit `unit` (`None`: in no unit).
+pub fn host_identity(cluster: &str, unit: Option<&str>) -> WorkloadIdentity {
+    let name = unit.map(stable_unit).unwrap_or_else(|| "host".into());
+    WorkloadIdentity::new(cluster, "", WorkloadKind::Host, name, "")
 }
 
 fn read_bounded(path: &Path, limit: u64) -> Result<String, Error> {
@@ -472,6 +518,37 @@ mod tests {
             none.identity_of("c", &d).to_string(),
             "c//container/docker:id:56c7af83f6f4/"
         );
+    }
+
+    #[test]
+    fn host_processes_are_their_unit_with_instances_folded() {
+        for (unit, expected) in [
+            (Some("sshd.service"), "c//host/sshd.service/"),
+            (Some("cron.service"), "c//host/cron.service/"),
+            (Some("init.scope"), "c//host/init.scope/"),
+            (None, "c//host/host/"),
+            (Some("session-3.scope"), "c//host/session.scope/"),
+            (Some("session-c2.scope"), "c//host/session.scope/"),
+            (Some("session-x.scope"), "c//host/session-x.scope/"),
+            (
+                Some("sshd@3-10.0.0.1:22-10.0.0.2:51234.service"),
+                "c//host/sshd@.service/",
+            ),
+            (Some("getty@tty1.service"), "c//host/getty@.service/"),
+            (Some("user@1000.service"), "c//host/user@.service/"),
+            (
+                Some("run-r1b2c3d4e5f60718293a4b5c6d7e8f90a.scope"),
+                "c//host/run.scope/",
+            ),
+            (Some("run-u42.service"), "c//host/run.service/"),
+            (Some("run-p123_i0.service"), "c//host/run.service/"),
+            (Some("runner.service"), "c//host/runner.service/"),
+            (Some("run-.service"), "c//host/run-.service/"),
+        ] {
+            let id = host_identity("c", unit);
+            assert_eq!(id.to_string(), expected, "{unit:?}");
+            id.validate().unwrap();
+        }
     }
 
     #[test]

@@ -392,13 +392,7 @@ impl Tracker {
                     },
                 }
             }
-            Placement::Host { unit } => WorkloadIdentity::new(
-                &self.cluster,
-                "",
-                WorkloadKind::Host,
-                unit.clone().unwrap_or_else(|| "host".into()),
-                "",
-            ),
+            Placement::Host { unit } => standalone::host_identity(&self.cluster, unit.as_deref()),
             Placement::Unattributed => {
                 WorkloadIdentity::new(&self.cluster, "", WorkloadKind::Host, "unattributed", "")
             }
