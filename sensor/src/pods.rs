@@ -466,10 +466,12 @@ struct Late {
 }
 
 /// What makes a kept event a repeat of another: the same container, executable, script,
-/// argv (a probe is recognised by it) and context. One is enough to evaluate them all.
-fn late_key(ev: &ProcessEvent) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+/// argv (a probe is recognised by it) and context. One is enough to evaluate them all. Hashed
+/// with the sensor's own random keys: a process that could predict the hash could craft an
+/// exec that passes for the repeat of an innocent one, and so is never sent again.
+fn late_key(keys: &std::collections::hash_map::RandomState, ev: &ProcessEvent) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = keys.build_hasher();
     ev.container.as_ref().map(|c| &c.container_id).hash(&mut h);
     ev.exe_path.hash(&mut h);
     ev.script_path.hash(&mut h);
@@ -499,6 +501,8 @@ pub struct Enricher {
     /// Events sent without pod metadata, oldest first, until their pod is known.
     late: VecDeque<Late>,
     late_keys: HashSet<u64>,
+    /// Random keys of [`late_key`].
+    late_hasher: std::collections::hash_map::RandomState,
     late_bytes: usize,
     last_unresolved_log: Option<Instant>,
 }
@@ -538,6 +542,7 @@ impl Enricher {
             probe_pids: HashSet::new(),
             late: VecDeque::new(),
             late_keys: HashSet::new(),
+            late_hasher: Default::default(),
             late_bytes: 0,
             last_unresolved_log: None,
         }
@@ -615,7 +620,7 @@ impl Enricher {
         if event.container.as_ref().is_none_or(|c| c.pod_uid.is_none()) {
             return;
         }
-        let key = late_key(&event);
+        let key = late_key(&self.late_hasher, &event);
         if !self.late_keys.insert(key) {
             return;
         }
