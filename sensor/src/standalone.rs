@@ -50,8 +50,10 @@ pub const MAX_CACHED: usize = 4_096;
 /// Largest `config.v2.json` read. dockerd writes a few KiB (the container's config and
 /// state); anything this large is not one.
 pub const MAX_DOCKER_CONFIG: u64 = 4 << 20;
-/// Largest `containers.json` read: about 600 bytes per container, so tens of thousands.
-pub const MAX_PODMAN_CONTAINERS: u64 = 32 << 20;
+/// Largest `containers.json` read: about 600 bytes per container, so over ten thousand. It is
+/// read (once per new container) on the capture thread, so it stays small enough to parse in
+/// a few milliseconds.
+pub const MAX_PODMAN_CONTAINERS: u64 = 8 << 20;
 
 /// Compose's label for the project.
 pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
