@@ -64,7 +64,7 @@ pub struct Config {
     #[arg(long, env = "PROCGUARD_FANOTIFY", default_value_t = false)]
     pub fanotify: bool,
     /// Docker's state directory as the sensor sees it: the name and Compose labels of a
-    /// container outside any pod are read from containers/<id>/config.v2.json under it
+    /// container outside any pod are read from `containers/<id>/config.v2.json` under it
     /// (absent: such containers are identified by their ID).
     #[arg(long, env = "PROCGUARD_DOCKER_ROOT", default_value = "/var/lib/docker")]
     pub docker_root: PathBuf,
