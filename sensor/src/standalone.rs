@@ -25,7 +25,9 @@
 //!   compose names each container `<project>_<service>_<n>`).
 //!
 //! A host process is identified by its systemd unit, the last `.service` or `.scope` in its
-//! cgroup path ([`host_identity`]). Units systemd names per instance are folded into one
+//! cgroup path ([`host_identity`]), or the user manager (`user@<uid>.service`) it runs under,
+//! whose delegated subtree the user names at will ([`crate::cgroup`]). Units systemd names per
+//! instance are folded into one
 //! stable name, so that each login or connection does not start a baseline of its own (which
 //! would learn in silence): `session-<n>.scope` (a logind session; `c<n>` too) is
 //! `session.scope`,
