@@ -112,6 +112,9 @@ pub fn process_json(p: &pb::ProcessEvent) -> Value {
         "pod": p.container.as_ref().map(|c| c.pod_name.clone()).unwrap_or_default(),
         "image": p.container.as_ref().map(|c| c.image.clone()).unwrap_or_default(),
         "node": p.node_name,
+        // Non-zero: first reported under its pod UID only (pod metadata late), attributed to
+        // this workload this many milliseconds later.
+        "attributed_late_ms": p.attributed_late_ms,
     })
 }
 

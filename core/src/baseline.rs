@@ -891,6 +891,7 @@ mod tests {
             completeness: Completeness::Full,
             missing: vec![],
             node_name: "n1".into(),
+            attributed_late_ms: None,
         }
     }
 

@@ -4,6 +4,14 @@
 //! a free-form string, so that filters and selectors never have to parse one. [`WorkloadIdentity`]
 //! does have a canonical text form, `cluster/namespace/kind/name/container`, for people and for
 //! the CLI; [`WorkloadIdentity::parse`] reads it back.
+//!
+//! The keys, as the sensor builds them (`docs/sensor-events.md`, "Workload identity"):
+//! - a pod container: `cluster/namespace/<owner kind>/<owner name>/<container name>`; before
+//!   its pod metadata is known only the provisional `cluster//pod/pod-<uid>/<short id>`, which
+//!   the server never learns (`ProcessEvent::awaits_pod_metadata`);
+//! - a container in no pod: `cluster//container/<runtime>:compose:<project>/<service>`,
+//!   `cluster//container/<runtime>:<name>/` or `cluster//container/<runtime>:id:<short id>/`;
+//! - a host process: `cluster//host/<systemd unit, instances folded>/` or `cluster//host/host/`.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -27,7 +35,8 @@ pub enum WorkloadKind {
     Pod,
     /// A ReplicaSet no Deployment owns.
     ReplicaSet,
-    /// A container whose pod is unknown (standalone, or metadata not yet arrived).
+    /// A container in no pod (plain Docker, Podman): named `<runtime>:compose:<project>` (with
+    /// the service as container name), `<runtime>:<container name>` or `<runtime>:id:<short id>`.
     Container,
     /// A process on the node itself.
     Host,

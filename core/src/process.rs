@@ -157,9 +157,27 @@ pub struct ProcessEvent {
     pub missing: Vec<String>,
     /// Node name.
     pub node_name: String,
+    /// Set only on an event sent a second time under its workload identity: the sensor first
+    /// sent it partial, under its pod UID and container ID only (`pod_metadata` missing),
+    /// because the pod was not known within the hold; this many milliseconds after that first
+    /// report the pod became known. See [`ProcessEvent::awaits_pod_metadata`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributed_late_ms: Option<u64>,
 }
 
+/// The `missing` entry of an event whose pod metadata was not known in time.
+pub const MISSING_POD_METADATA: &str = "pod_metadata";
+
 impl ProcessEvent {
+    /// Whether this event's identity is provisional: it names a pod (by UID) whose metadata
+    /// the sensor did not have in time, so its workload is not known. Such an event is never
+    /// learned into, or matched against, a baseline of its own; the sensor sends it again
+    /// under its workload identity once the pod is known (`attributed_late_ms`).
+    pub fn awaits_pod_metadata(&self) -> bool {
+        self.missing.iter().any(|m| m == MISSING_POD_METADATA)
+            && self.container.as_ref().is_some_and(|c| c.pod_uid.is_some())
+    }
+
     /// Marks `field` as missing or inherited and the event as partial.
     pub fn mark_missing(&mut self, field: &str) {
         self.completeness = Completeness::Partial;

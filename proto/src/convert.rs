@@ -273,6 +273,7 @@ impl From<&ProcessEvent> for pb::ProcessEvent {
             } as i32,
             missing: e.missing.clone(),
             node_name: e.node_name.clone(),
+            attributed_late_ms: e.attributed_late_ms.unwrap_or(0),
         }
     }
 }
@@ -318,6 +319,7 @@ impl TryFrom<&pb::ProcessEvent> for ProcessEvent {
             },
             missing: p.missing.clone(),
             node_name: p.node_name.clone(),
+            attributed_late_ms: (p.attributed_late_ms > 0).then_some(p.attributed_late_ms),
         })
     }
 }

@@ -103,10 +103,18 @@ pub fn parse_path(path: &str) -> Placement {
         .rev()
         .find_map(|(i, s)| container_segment(s).map(|c| (i, c)))
     else {
-        let unit = segs
+        // A user's systemd manager (user@<uid>.service) is delegated its subtree and may
+        // create cgroups of any name under it (even "sshd.service"): a process there is the
+        // manager's, never a unit it names itself.
+        let manager = segs
             .iter()
-            .rev()
-            .find(|s| s.ends_with(".service") || s.ends_with(".scope"))
+            .find(|s| s.starts_with("user@") && s.ends_with(".service"));
+        let unit = manager
+            .or_else(|| {
+                segs.iter()
+                    .rev()
+                    .find(|s| s.ends_with(".service") || s.ends_with(".scope"))
+            })
             .map(|s| s.to_string());
         return Placement::Host { unit };
     };
@@ -335,6 +343,13 @@ mod tests {
             }
         );
         assert_eq!(parse("0::/\n"), Placement::Host { unit: None });
+        // Under a user's delegated manager, a cgroup named like a system unit is the manager's.
+        assert_eq!(
+            parse("0::/user.slice/user-1000.slice/user@1000.service/app.slice/sshd.service\n"),
+            Placement::Host {
+                unit: Some("user@1000.service".into())
+            }
+        );
     }
 
     /// What the kernel writes for `abs` to a reader whose namespace is rooted at `root`: the

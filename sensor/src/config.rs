@@ -71,6 +71,20 @@ pub struct Config {
     /// processes that exit before /proc can be read (needs CAP_SYS_ADMIN).
     #[arg(long, env = "PROCGUARD_FANOTIFY", default_value_t = false)]
     pub fanotify: bool,
+    /// Docker's state directory as the sensor sees it: the name and Compose labels of a
+    /// container outside any pod are read from `containers/<id>/config.v2.json` under it
+    /// (absent: such containers are identified by their ID).
+    #[arg(long, env = "PROCGUARD_DOCKER_ROOT", default_value = "/var/lib/docker")]
+    pub docker_root: PathBuf,
+    /// Podman's (containers/storage) state directory as the sensor sees it: the name of a
+    /// container outside any pod is read from overlay-containers/containers.json under it
+    /// (absent: such containers are identified by their ID).
+    #[arg(
+        long,
+        env = "PROCGUARD_PODMAN_ROOT",
+        default_value = "/var/lib/containers/storage"
+    )]
+    pub podman_root: PathBuf,
     /// Write every process event as one JSON object per line to this file ("-" for stdout).
     #[arg(long, env = "PROCGUARD_JSONL")]
     pub jsonl: Option<PathBuf>,
@@ -126,6 +140,10 @@ pub struct Settings {
     pub pod_metadata: Option<PodMetadata>,
     /// fanotify exec identities.
     pub fanotify: bool,
+    /// Docker's state directory (standalone container names).
+    pub docker_root: PathBuf,
+    /// Podman's state directory (standalone container names).
+    pub podman_root: PathBuf,
 }
 
 /// Where pod metadata comes from.
@@ -166,6 +184,17 @@ impl Config {
                 "--cgroup-root '{}' is not a directory",
                 self.cgroup_root.display()
             )));
+        }
+        for (flag, root) in [
+            ("--docker-root", &self.docker_root),
+            ("--podman-root", &self.podman_root),
+        ] {
+            if !root.is_absolute() {
+                return Err(ConfigError(format!(
+                    "{flag} must be an absolute path (the runtime's state directory as the sensor sees it, e.g. /var/lib/docker); got '{}'",
+                    root.display()
+                )));
+            }
         }
         if let Some(ns) = &self.netlink_netns {
             // Another process's ns/ links are guarded by ptrace access checks, so "cannot
@@ -277,6 +306,8 @@ impl Config {
             capture_nice: self.capture_nice,
             pod_metadata,
             fanotify: self.fanotify,
+            docker_root: self.docker_root.clone(),
+            podman_root: self.podman_root.clone(),
         })
     }
 }
@@ -323,5 +354,28 @@ mod tests {
         );
         assert!(ok.fanotify);
         assert!(validate(&[]).unwrap().pod_metadata.is_none());
+    }
+
+    #[test]
+    fn runtime_state_roots_must_be_absolute() {
+        let err = validate(&["--docker-root", "var/lib/docker"]).unwrap_err();
+        assert!(
+            err.0.contains("--docker-root must be an absolute path"),
+            "{}",
+            err.0
+        );
+        let err = validate(&["--podman-root", "storage"]).unwrap_err();
+        assert!(
+            err.0.contains("--podman-root must be an absolute path"),
+            "{}",
+            err.0
+        );
+        // Absent directories are fine: that runtime is simply not on this host.
+        let ok = validate(&["--docker-root", "/nonexistent/docker"]).unwrap();
+        assert_eq!(ok.docker_root, std::path::Path::new("/nonexistent/docker"));
+        assert_eq!(
+            ok.podman_root,
+            std::path::Path::new("/var/lib/containers/storage")
+        );
     }
 }

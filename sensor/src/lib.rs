@@ -21,6 +21,7 @@ pub mod netlink;
 pub mod pods;
 pub mod procfs;
 pub mod spool;
+pub mod standalone;
 pub mod tracker;
 pub mod uplink;
 
@@ -80,6 +81,16 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     );
     tracker.set_cgroup_view(settings.cgroup_view.clone());
     metrics.set_cgroup_view(settings.cgroup_mode.as_str());
+    let names = standalone::Names::new(&settings.docker_root, &settings.podman_root);
+    let (docker, podman) = names.roots_present();
+    tracing::info!(
+        message = "Containers outside any pod are named from their runtime's state where readable.",
+        docker_root = %settings.docker_root.display(),
+        docker_readable = docker,
+        podman_root = %settings.podman_root.display(),
+        podman_readable = podman
+    );
+    tracker.set_standalone(names);
     if settings.fanotify {
         let watch = fanotify::ExecWatch::start(metrics.clone(), &settings.proc_root)
             .context("--fanotify: cannot watch executions with fanotify (needs CAP_SYS_ADMIN and a kernel with FAN_OPEN_EXEC, 5.0+)")?;

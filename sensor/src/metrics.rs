@@ -59,6 +59,14 @@ pub struct Metrics {
     pub pod_metadata_missing: Counter,
     /// Held events released early because the hold was full.
     pub pod_hold_overflow: Counter,
+    /// Events released without pod metadata and sent again under their workload identity once
+    /// the pod became known.
+    pub pod_metadata_late: Counter,
+    /// Events released without pod metadata whose pod never became known while they were
+    /// kept (or that a full keep displaced): never evaluated against a workload baseline.
+    pub pod_metadata_unresolved: Counter,
+    /// Events released without pod metadata and kept for their late attribution.
+    pub pod_events_late: Gauge,
     /// fanotify exec events received.
     pub fanotify_events: Counter,
     /// fanotify queue overflows (events lost by the kernel).
@@ -203,6 +211,16 @@ impl Metrics {
                 &self.pod_hold_overflow,
             ),
             (
+                "pod_metadata_late",
+                "Events sent again under their workload identity once their pod became known",
+                &self.pod_metadata_late,
+            ),
+            (
+                "pod_metadata_unresolved",
+                "Events whose pod never became known while kept: not evaluated against a workload baseline",
+                &self.pod_metadata_unresolved,
+            ),
+            (
                 "fanotify_events",
                 "fanotify exec events received",
                 &self.fanotify_events,
@@ -229,6 +247,11 @@ impl Metrics {
             "pod_events_held",
             "Events waiting for their pod's metadata",
             self.pod_events_held.clone(),
+        );
+        r.register(
+            "pod_events_late",
+            "Events sent without pod metadata and kept until their pod is known",
+            self.pod_events_late.clone(),
         );
         r
     }

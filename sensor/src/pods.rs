@@ -20,11 +20,17 @@
 //!
 //! The [`Enricher`] sits between capture and the uplink. An event whose pod or container is
 //! not yet known is held (at most [`HOLD_FOR`] and [`HOLD_MAX`] events) until the watcher
-//! brings its pod; if it does not, the event goes on with its cgroup-only identity, marked
-//! partial with `pod_metadata` missing. Nothing is dropped.
+//! brings its pod; if it does not, the event goes on under its pod UID and container ID,
+//! marked partial with `pod_metadata` missing (the server never learns such an event into a
+//! baseline), and a copy is kept (at most [`LATE_FOR`], [`LATE_MAX`] events and [`LATE_BYTES`];
+//! repeats once). When the pod becomes known, the copy is sent again under the workload
+//! identity with `attributed_late_ms`, so it is learned into, or matched against, the
+//! workload's baseline like any other event. A copy given up (its pod never came, the keep
+//! was full, the sensor stopped) is logged and counted. Nothing is dropped silently.
 
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use procguard_core::process::MISSING_POD_METADATA;
 use procguard_core::{ContainerRuntime, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -42,6 +48,18 @@ pub const HOLD_FOR: Duration = Duration::from_secs(2);
 /// its pod status names it; 4,096 covers many containers starting together. When full, the
 /// oldest held event is released at once without pod metadata (partial), and counted.
 pub const HOLD_MAX: usize = 4_096;
+/// How long an event released without its pod's metadata is kept, so that it can be sent
+/// again under its workload identity once the pod is known. A pod the API names ten minutes
+/// after its container started is an API outage or a partitioned node, not a slow kubelet;
+/// past it the event is given up (logged and counted in
+/// `procguard_sensor_pod_metadata_unresolved_total`).
+pub const LATE_FOR: Duration = Duration::from_secs(600);
+/// Most events kept for late attribution. Repeats (same container, executable, script, argv
+/// and context) are kept once. When full, the oldest is given up (logged and counted).
+pub const LATE_MAX: usize = 4_096;
+/// Most bytes (argv and paths, estimated) kept for late attribution: with the sensor's argv
+/// bound (64 x 1 KiB) 4,096 events could otherwise take 256 MiB.
+pub const LATE_BYTES: usize = 16 << 20;
 /// Most pods remembered. The kubelet's own limit is 110 pods per node by default and at most a
 /// few hundred; past this bound new pods are ignored (and counted) rather than grow memory.
 pub const MAX_PODS: usize = 4_096;
@@ -436,6 +454,42 @@ struct Held {
     event: ProcessEvent,
 }
 
+/// An event sent without its pod's metadata, kept as it was before it was marked partial.
+struct Late {
+    /// When it was released partial.
+    released: Instant,
+    event: ProcessEvent,
+    /// Its repeat key (see [`late_key`]).
+    key: u64,
+    /// Estimated size, for [`LATE_BYTES`].
+    bytes: usize,
+}
+
+/// What makes a kept event a repeat of another: the same container, executable, script,
+/// argv (a probe is recognised by it) and context. One is enough to evaluate them all. Hashed
+/// with the sensor's own random keys: a process that could predict the hash could craft an
+/// exec that passes for the repeat of an innocent one, and so is never sent again.
+fn late_key(keys: &std::collections::hash_map::RandomState, ev: &ProcessEvent) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = keys.build_hasher();
+    ev.container.as_ref().map(|c| &c.container_id).hash(&mut h);
+    ev.exe_path.hash(&mut h);
+    ev.script_path.hash(&mut h);
+    ev.argv.hash(&mut h);
+    ev.context.hash(&mut h);
+    h.finish()
+}
+
+fn late_bytes(ev: &ProcessEvent) -> usize {
+    256 + ev.exe_path.len()
+        + ev.script_path.as_ref().map_or(0, String::len)
+        + ev.argv.iter().map(|a| a.len() + 24).sum::<usize>()
+        + ev.ancestors
+            .iter()
+            .map(|a| a.exe_path.len() + 32)
+            .sum::<usize>()
+}
+
 /// Attaches pod metadata to events, holding those whose pod is not known yet, and classifies
 /// exec probes.
 pub struct Enricher {
@@ -444,6 +498,13 @@ pub struct Enricher {
     metrics: Metrics,
     held: VecDeque<Held>,
     probe_pids: HashSet<u32>,
+    /// Events sent without pod metadata, oldest first, until their pod is known.
+    late: VecDeque<Late>,
+    late_keys: HashSet<u64>,
+    /// Random keys of [`late_key`].
+    late_hasher: std::collections::hash_map::RandomState,
+    late_bytes: usize,
+    last_unresolved_log: Option<Instant>,
 }
 
 impl std::fmt::Debug for Enricher {
@@ -479,6 +540,11 @@ impl Enricher {
             metrics,
             held: VecDeque::new(),
             probe_pids: HashSet::new(),
+            late: VecDeque::new(),
+            late_keys: HashSet::new(),
+            late_hasher: Default::default(),
+            late_bytes: 0,
+            last_unresolved_log: None,
         }
     }
 
@@ -540,10 +606,109 @@ impl Enricher {
         Outcome::Done(ev)
     }
 
-    fn release_partial(&mut self, mut ev: ProcessEvent) -> ProcessEvent {
-        ev.mark_missing("pod_metadata");
+    /// Sends `ev` on without pod metadata (partial, under its pod UID and container ID) and
+    /// keeps it, so that it is sent again under its workload identity once the pod is known.
+    fn release_partial(&mut self, ev: ProcessEvent, now: Instant) -> ProcessEvent {
+        self.keep_late(ev.clone(), now);
+        let mut ev = ev;
+        ev.mark_missing(MISSING_POD_METADATA);
         self.metrics.pod_metadata_missing.inc();
         ev
+    }
+
+    fn keep_late(&mut self, event: ProcessEvent, now: Instant) {
+        if event.container.as_ref().is_none_or(|c| c.pod_uid.is_none()) {
+            return;
+        }
+        let key = late_key(&self.late_hasher, &event);
+        if !self.late_keys.insert(key) {
+            return;
+        }
+        let bytes = late_bytes(&event);
+        while !self.late.is_empty()
+            && (self.late.len() >= LATE_MAX || self.late_bytes + bytes > LATE_BYTES)
+        {
+            if let Some(old) = self.late.pop_front() {
+                self.forget_late(&old, "the keep is full");
+            }
+        }
+        self.late_bytes += bytes;
+        self.late.push_back(Late {
+            released: now,
+            event,
+            key,
+            bytes,
+        });
+        self.metrics.pod_events_late.set(self.late.len() as i64);
+    }
+
+    /// Gives up a kept event: it was reported, partial, under its pod UID only, and will
+    /// never be evaluated against its workload's baseline.
+    fn forget_late(&mut self, old: &Late, why: &'static str) {
+        self.late_keys.remove(&old.key);
+        self.late_bytes = self.late_bytes.saturating_sub(old.bytes);
+        self.metrics.pod_metadata_unresolved.inc();
+        // One line per event, at most one a second (a flood is counted, not logged line by line).
+        let now = Instant::now();
+        if self
+            .last_unresolved_log
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_unresolved_log = Some(now);
+        let c = old.event.container.as_ref();
+        tracing::warn!(
+            message = "Pod metadata never arrived; an event stays attributed to its pod UID only.",
+            reason = why,
+            pod_uid = c.and_then(|c| c.pod_uid.as_deref()).unwrap_or(""),
+            container_id = c.map(|c| c.container_id.as_str()).unwrap_or(""),
+            exe = %old.event.exe_path,
+            pid = old.event.pid
+        );
+    }
+
+    /// Kept events whose pod is now known, enriched, stamped with how late their workload
+    /// became known; expired ones are given up.
+    fn retry_late(&mut self, now: Instant) -> Vec<ProcessEvent> {
+        let mut out = Vec::new();
+        if self.late.is_empty() {
+            return out;
+        }
+        let late = std::mem::take(&mut self.late);
+        for l in late {
+            let Late {
+                released,
+                event,
+                key,
+                bytes,
+            } = l;
+            match self.try_enrich(event) {
+                Outcome::Done(mut ev) => {
+                    self.late_keys.remove(&key);
+                    self.late_bytes = self.late_bytes.saturating_sub(bytes);
+                    let ms = now.saturating_duration_since(released).as_millis();
+                    ev.attributed_late_ms = Some(u64::try_from(ms).unwrap_or(u64::MAX).max(1));
+                    self.metrics.pod_metadata_late.inc();
+                    out.push(ev);
+                }
+                Outcome::Wait(event) => {
+                    let l = Late {
+                        released,
+                        event,
+                        key,
+                        bytes,
+                    };
+                    if now.saturating_duration_since(released) >= LATE_FOR {
+                        self.forget_late(&l, "kept for its whole time");
+                    } else {
+                        self.late.push_back(l);
+                    }
+                }
+            }
+        }
+        self.metrics.pod_events_late.set(self.late.len() as i64);
+        out
     }
 
     /// Takes one event; returns those ready to go on, in order.
@@ -555,7 +720,7 @@ impl Enricher {
                 if self.held.len() >= HOLD_MAX {
                     if let Some(old) = self.held.pop_front() {
                         self.metrics.pod_hold_overflow.inc();
-                        out.push(self.release_partial(old.event));
+                        out.push(self.release_partial(old.event, now));
                     }
                 }
                 self.held.push_back(Held {
@@ -575,7 +740,7 @@ impl Enricher {
         for h in held {
             match self.try_enrich(h.event) {
                 Outcome::Done(ev) => out.push(ev),
-                Outcome::Wait(ev) if h.until <= now => out.push(self.release_partial(ev)),
+                Outcome::Wait(ev) if h.until <= now => out.push(self.release_partial(ev, now)),
                 Outcome::Wait(ev) => self.held.push_back(Held {
                     until: h.until,
                     event: ev,
@@ -583,12 +748,15 @@ impl Enricher {
             }
         }
         self.metrics.pod_events_held.set(self.held.len() as i64);
+        // Those released now were just kept: their pod is still unknown.
+        out.extend(self.retry_late(now));
         out
     }
 
-    /// When the next held event expires.
+    /// When the next held event expires, or the oldest kept one is given up.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.held.iter().map(|h| h.until).min()
+        let late = self.late.front().map(|l| l.released + LATE_FOR);
+        self.held.iter().map(|h| h.until).chain(late).min()
     }
 
     /// Runs between capture (`rx`) and the uplink (`tx`) until `rx` closes or shutdown; held
@@ -624,10 +792,19 @@ impl Enricher {
         }
         let rest: Vec<_> = std::mem::take(&mut self.held).into_iter().collect();
         for h in rest {
-            let ev = self.release_partial(h.event);
+            let ev = self.release_partial(h.event, Instant::now());
             if tx.send(ev).await.is_err() {
-                return;
+                break;
             }
+        }
+        // Kept events live in memory only: a stopping sensor gives them up, counted.
+        let given_up = self.late.len();
+        if given_up > 0 {
+            self.metrics.pod_metadata_unresolved.inc_by(given_up as u64);
+            tracing::warn!(
+                message = "Stopping with events whose pod metadata never arrived; they stay attributed to their pod UID only.",
+                count = given_up
+            );
         }
     }
 }
@@ -804,6 +981,7 @@ pub(crate) mod tests {
             completeness: Completeness::Full,
             missing: vec![],
             node_name: "n".into(),
+            attributed_late_ms: None,
         }
     }
 
@@ -873,6 +1051,84 @@ pub(crate) mod tests {
         let out = e.retry(t0);
         assert_eq!(out[0].workload.to_string(), "c/shop/pod/one/app");
         assert!(out[0].missing.contains(&"image_digest".to_string()));
+    }
+
+    #[tokio::test]
+    async fn events_released_without_their_pod_are_sent_again_under_their_workload() {
+        let cache = PodCache::default();
+        let metrics = Metrics::default();
+        let mut e = Enricher::new("c", cache.clone(), metrics.clone());
+        let t0 = Instant::now();
+        assert!(e
+            .push(event(10, 1, &["sleep"], ExecContext::Entrypoint), t0)
+            .is_empty());
+        // A repeat of the same exec is kept once.
+        assert!(e
+            .push(event(11, 1, &["sleep"], ExecContext::Entrypoint), t0)
+            .is_empty());
+        let first = e.retry(t0 + HOLD_FOR);
+        assert_eq!(first.len(), 2);
+        assert!(first.iter().all(|ev| ev.awaits_pod_metadata()));
+        assert!(first.iter().all(|ev| ev.attributed_late_ms.is_none()));
+        assert_eq!(metrics.pod_events_late.get(), 1);
+        // Nothing changes until the pod is known.
+        assert!(e.retry(t0 + HOLD_FOR * 2).is_empty());
+        cache.upsert(
+            PodMeta::from_pod(
+                &pod("web-7d4b9c-x2x")
+                    .owned_by("ReplicaSet", "web-7d4b9c")
+                    .label("pod-template-hash", "7d4b9c")
+                    .running(&format!("docker://{ID}"))
+                    .0,
+            )
+            .unwrap(),
+        );
+        let again = e.retry(t0 + HOLD_FOR + Duration::from_secs(5));
+        assert_eq!(again.len(), 1, "{again:?}");
+        let ev = &again[0];
+        assert_eq!(ev.workload.to_string(), "c/shop/deployment/web/app");
+        assert_eq!(ev.pid, 10);
+        assert_eq!(ev.completeness, Completeness::Full, "{:?}", ev.missing);
+        assert!(!ev.awaits_pod_metadata());
+        assert_eq!(ev.attributed_late_ms, Some(5_000));
+        assert_eq!(metrics.pod_metadata_late.get(), 1);
+        assert_eq!(metrics.pod_events_late.get(), 0);
+        assert_eq!(e.next_deadline(), None);
+    }
+
+    #[tokio::test]
+    async fn kept_events_are_given_up_after_their_time_and_when_the_keep_is_full() {
+        let metrics = Metrics::default();
+        let mut e = Enricher::new("c", PodCache::default(), metrics.clone());
+        let t0 = Instant::now();
+        e.push(event(10, 1, &["a"], ExecContext::Entrypoint), t0);
+        assert_eq!(e.retry(t0 + HOLD_FOR).len(), 1);
+        assert_eq!(e.next_deadline(), Some(t0 + HOLD_FOR + LATE_FOR));
+        assert!(e.retry(t0 + HOLD_FOR + LATE_FOR).is_empty());
+        assert_eq!(metrics.pod_metadata_unresolved.get(), 1);
+        assert_eq!(metrics.pod_events_late.get(), 0);
+        // Distinct execs past the bound: the oldest go first, counted.
+        for i in 0..=LATE_MAX as u32 {
+            let arg = i.to_string();
+            e.push(event(i, 1, &["x", &arg], ExecContext::Descendant), t0);
+        }
+        e.retry(t0 + HOLD_FOR);
+        assert_eq!(metrics.pod_events_late.get(), LATE_MAX as i64);
+        assert_eq!(metrics.pod_metadata_unresolved.get(), 2);
+        // A huge argv is bounded by bytes, not only by count.
+        let big = "y".repeat(1024);
+        let argv: Vec<&str> = std::iter::once("z")
+            .chain((0..64).map(|_| big.as_str()))
+            .collect();
+        let mut e = Enricher::new("c", PodCache::default(), Metrics::default());
+        for i in 0..1_000u32 {
+            let mut ev = event(i, 1, &argv, ExecContext::Descendant);
+            ev.exe_path = format!("/bin/z{i}");
+            e.push(ev, t0);
+        }
+        e.retry(t0 + HOLD_FOR);
+        assert!(e.late_bytes <= LATE_BYTES);
+        assert!(e.late.len() < 1_000);
     }
 
     #[tokio::test]

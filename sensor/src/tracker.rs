@@ -8,6 +8,7 @@
 use crate::cgroup::{self, ContainerRef, Placement};
 use crate::fanotify::{Claimed, ExecWatch};
 use crate::procfs::{ProcInfo, ProcReader};
+use crate::standalone;
 use procguard_core::element::{self, Invocation};
 use procguard_core::process::{Ancestor, UNREADABLE_EXE};
 use procguard_core::{
@@ -146,6 +147,8 @@ pub struct Tracker {
     /// (executable, name) pairs already found not to be links to each other, so a program
     /// that renames itself in argv costs its `stat`s once.
     not_linked: std::collections::HashSet<(String, String)>,
+    /// Names of containers outside any pod, from the runtimes' state.
+    standalone: Option<standalone::Names>,
 }
 
 /// Processes of a container looked at for its root filesystem before giving up (a container
@@ -171,6 +174,7 @@ impl Tracker {
             view: cgroup::View::host(),
             multi_call: Default::default(),
             not_linked: Default::default(),
+            standalone: None,
         }
     }
 
@@ -246,6 +250,11 @@ impl Tracker {
         let content = info.cgroup?;
         std::fs::read_link(self.reader.path(pid, "exe")).ok()?;
         Some(cgroup::parse_in(&content, &self.view))
+    }
+
+    /// Identifies containers outside any pod by the names their runtime records.
+    pub fn set_standalone(&mut self, names: standalone::Names) {
+        self.standalone = Some(names);
     }
 
     /// Looks for the root filesystem of container `id` through live process `pid`, until
@@ -430,25 +439,14 @@ impl Tracker {
                         format!("pod-{uid}"),
                         short,
                     ),
-                    None => WorkloadIdentity::new(
-                        &self.cluster,
-                        "",
-                        WorkloadKind::Container,
-                        format!(
-                            "{}-{short}",
-                            c.runtime.map(|r| r.as_str()).unwrap_or("container")
-                        ),
-                        "",
-                    ),
+                    // No pod: the runtime's stable name for it (crate::standalone).
+                    None => match &self.standalone {
+                        Some(names) => names.identity_of(&self.cluster, c),
+                        None => standalone::identity(&self.cluster, c.runtime, &c.id, None),
+                    },
                 }
             }
-            Placement::Host { unit } => WorkloadIdentity::new(
-                &self.cluster,
-                "",
-                WorkloadKind::Host,
-                unit.clone().unwrap_or_else(|| "host".into()),
-                "",
-            ),
+            Placement::Host { unit } => standalone::host_identity(&self.cluster, unit.as_deref()),
             Placement::Unattributed => {
                 WorkloadIdentity::new(&self.cluster, "", WorkloadKind::Host, "unattributed", "")
             }
@@ -808,6 +806,7 @@ impl Tracker {
             },
             missing: missing.iter().map(|s| s.to_string()).collect(),
             node_name: self.node.clone(),
+            attributed_late_ms: None,
         };
         self.insert(
             pid,

@@ -392,6 +392,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                 metrics.events_ingested.inc_by(out.applied as u64);
                                 metrics.events_duplicate.inc_by(out.duplicates as u64);
                                 metrics.deviations.inc_by(out.deviations.len() as u64);
+                                metrics.events_unattributed.inc_by(out.unattributed as u64);
                                 metrics.incident_changes.inc_by(out.incidents.len() as u64);
                                 if out.refused > 0 {
                                     // Executables a full baseline refused to learn (recorded as deviations).

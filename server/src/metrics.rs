@@ -22,6 +22,9 @@ pub struct Metrics {
     pub events_duplicate: Counter,
     /// Deviations stored.
     pub deviations: Counter,
+    /// Events stored whose pod the sensor did not know in time: never learned into a baseline
+    /// of their own; the sensor sends them again under their workload identity.
+    pub events_unattributed: Counter,
     /// Sensor batches refused as malformed or oversized.
     pub batches_rejected: Counter,
     /// Sensor streams refused (no certificate, wrong node).
@@ -64,6 +67,11 @@ impl Metrics {
             self.events_duplicate.clone(),
         );
         r.register("deviations", "Deviations stored", self.deviations.clone());
+        r.register(
+            "events_unattributed",
+            "Sensor events stored under a pod UID only (pod metadata late); not learned, awaiting their workload identity",
+            self.events_unattributed.clone(),
+        );
         r.register(
             "batches_rejected",
             "Sensor batches refused as malformed or oversized",

@@ -5,6 +5,9 @@
 //!
 //! Plain HTTP with a bearer token: TLS is not what these tests are about. The pods it serves
 //! are built with [`PodBuilder`] and name real Docker containers the test started.
+//!
+//! [`FakeKube::delay_answers`] makes it a slow API server: every list is answered, and every
+//! change reaches the watches, only that long after it happened (late pod metadata).
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -14,7 +17,11 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
+
+/// One change: resourceVersion, watch event type, the pod, and when it was applied.
+type Change = (u64, &'static str, Value, Instant);
 
 /// The token the fake expects; anything else is answered 401, as a real API server would.
 pub const TOKEN: &str = "procguard-fake-token";
@@ -25,7 +32,9 @@ struct Pods {
     /// Current pods by UID.
     pods: HashMap<String, Value>,
     /// Every change, for watches that start at an older resourceVersion.
-    history: Vec<(u64, &'static str, Value)>,
+    history: Vec<Change>,
+    /// How late lists are answered and changes reach watches ([`FakeKube::delay_answers`]).
+    delay: Duration,
     /// Request lines seen, for assertions on what the client asked.
     requests: Vec<String>,
 }
@@ -35,7 +44,7 @@ struct Shared {
     pods: Arc<Mutex<Pods>>,
     /// Watch events to live watches. 1,024: a test applies a handful of pods; a lagging
     /// watcher gets an error event and relists, as against a real server.
-    tx: broadcast::Sender<(u64, &'static str, Value)>,
+    tx: broadcast::Sender<Change>,
 }
 
 /// A running fake API server; stops when dropped.
@@ -44,7 +53,7 @@ pub struct FakeKube {
     /// Loopback port.
     pub port: u16,
     pods: Arc<Mutex<Pods>>,
-    tx: broadcast::Sender<(u64, &'static str, Value)>,
+    tx: broadcast::Sender<Change>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -85,18 +94,23 @@ async fn pods_handler(
     }
     let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
     if !watch {
-        let p = s.pods.lock().unwrap();
-        let items: Vec<&Value> = p
-            .pods
-            .values()
-            .filter(|pod| selects(selector, pod).unwrap_or(false))
-            .collect();
-        let body = json!({
-            "apiVersion": "v1",
-            "kind": "PodList",
-            "metadata": {"resourceVersion": p.rv.to_string()},
-            "items": items,
-        });
+        let (body, delay) = {
+            let p = s.pods.lock().unwrap();
+            let items: Vec<&Value> = p
+                .pods
+                .values()
+                .filter(|pod| selects(selector, pod).unwrap_or(false))
+                .collect();
+            let body = json!({
+                "apiVersion": "v1",
+                "kind": "PodList",
+                "metadata": {"resourceVersion": p.rv.to_string()},
+                "items": items,
+            });
+            (body, p.delay)
+        };
+        // A slow API server: the answer, as of the request, arrives `delay` later.
+        tokio::time::sleep(delay).await;
         return json_response(StatusCode::OK, &body);
     }
     let from: u64 = q
@@ -109,22 +123,25 @@ async fn pods_handler(
         let backlog: Vec<_> = p
             .history
             .iter()
-            .filter(|(rv, _, _)| *rv > from)
+            .filter(|(rv, _, _, _)| *rv > from)
             .cloned()
             .collect();
         (backlog, s.tx.subscribe(), p.rv)
     };
     let selector = selector.cloned();
-    let filter = move |(_, kind, obj): &(u64, &'static str, Value)| {
+    let filter = move |(_, kind, obj, at): &Change| {
         selects(selector.as_ref(), obj)
             .unwrap_or(false)
-            .then(|| json!({"type": kind, "object": obj}))
+            .then(|| (json!({"type": kind, "object": obj}), *at))
     };
-    let mut lines: Vec<Value> = backlog.iter().filter_map(&filter).collect();
+    let mut lines: Vec<(Value, Instant)> = backlog.iter().filter_map(&filter).collect();
     if bookmarks {
-        lines.push(json!({"type": "BOOKMARK", "object": {
+        lines.push((
+            json!({"type": "BOOKMARK", "object": {
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"resourceVersion": rv.to_string()}}}));
+            "metadata": {"resourceVersion": rv.to_string()}}}),
+            Instant::now(),
+        ));
     }
     let first = futures::stream::iter(lines);
     let live = futures::stream::unfold((rx, filter), |(mut rx, filter)| async move {
@@ -137,17 +154,24 @@ async fn pods_handler(
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     let gone = json!({"type": "ERROR", "object": status_json(410, "too old resource version")});
-                    return Some((gone, (rx, filter)));
+                    return Some(((gone, Instant::now()), (rx, filter)));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     });
     use futures::StreamExt;
-    let body = first.chain(live).map(|v| {
-        let mut line = serde_json::to_vec(&v).unwrap_or_default();
-        line.push(b'\n');
-        Ok::<_, std::io::Error>(line)
+    // Each change reaches the watch `delay` after it was applied (in order: changes are applied
+    // in order and share one delay).
+    let pods = s.pods.clone();
+    let body = first.chain(live).then(move |(v, at)| {
+        let delay = pods.lock().unwrap().delay;
+        async move {
+            tokio::time::sleep_until((at + delay).into()).await;
+            let mut line = serde_json::to_vec(&v).unwrap_or_default();
+            line.push(b'\n');
+            Ok::<_, std::io::Error>(line)
+        }
     });
     Response::builder()
         .header("content-type", "application/json")
@@ -234,8 +258,15 @@ impl FakeKube {
             "ADDED"
         };
         p.pods.insert(uid, pod.clone());
-        p.history.push((rv, kind, pod.clone()));
-        let _ = self.tx.send((rv, kind, pod));
+        let at = Instant::now();
+        p.history.push((rv, kind, pod.clone(), at));
+        let _ = self.tx.send((rv, kind, pod, at));
+    }
+
+    /// Makes this a slow API server from now on: lists are answered `delay` after they are
+    /// asked, and each change reaches the watches `delay` after it was applied.
+    pub fn delay_answers(&self, delay: Duration) {
+        self.pods.lock().unwrap().delay = delay;
     }
 
     /// Request URIs received so far.

@@ -477,6 +477,29 @@ impl Container {
         }
     }
 
+    /// Runs `cmd` in a new standalone container of [`busybox_image`] (no pod: Docker's own
+    /// cgroup), without network, with the extra `docker run` flags `flags` (`--name`,
+    /// `--label`, ...).
+    pub fn run_standalone(flags: &[&str], cmd: &[&str]) -> Self {
+        let image = busybox_image();
+        let out = Command::new("docker")
+            .args(["run", "-d", "--network", "none"])
+            .args(flags)
+            .arg(image)
+            .args(cmd)
+            .output()
+            .expect("docker run");
+        assert!(
+            out.status.success(),
+            "docker run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            id: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            pod_uid: None,
+        }
+    }
+
     /// `docker exec` in the container.
     pub fn exec(&self, cmd: &[&str]) -> Output {
         Command::new("docker")

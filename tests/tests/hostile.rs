@@ -497,6 +497,7 @@ fn event(node: &str, seq: u64, argv: Vec<String>) -> pb::SensorEvent {
         completeness: Completeness::Full,
         missing: vec![],
         node_name: node.into(),
+        attributed_late_ms: None,
     };
     pb::SensorEvent {
         event_id: format!("limit-test-{seq}"),

@@ -1,6 +1,6 @@
 //! Pod metadata end to end: real Docker containers in kubelet-shaped cgroups, a fake API server
 //! on loopback speaking the real list/watch protocol to the sensor's real `kube` client, and
-//! the sensor's JSON-lines output.
+//! the sensor's JSON-lines output (or a real server, for what is learned and matched).
 
 use procguard_tests::fake_kube::{FakeKube, PodBuilder};
 use procguard_tests::jsonl::{argv_has, JsonlSensor};
@@ -209,4 +209,161 @@ fn a_cronjob_pod_is_resolved_from_its_job_name() {
     assert_eq!(ev["workload"]["kind"], "cron-job", "{ev}");
     assert_eq!(ev["workload"]["workload_name"], "report");
     assert_eq!(ev["workload"]["container_name"], "report");
+}
+
+/// Every baseline's workload on the server.
+fn baseline_workloads(pki: &Pki, server: &Server) -> Vec<String> {
+    ctl_json(pki, server, "viewer", &["baselines", "list"])
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["workload"].as_str().map(String::from))
+        .collect()
+}
+
+/// The API answers later than the sensor's hold (2 s): the first execs of each pod are reported
+/// under their pod UID only, partial, and never learned there. Once the pod is known they are
+/// sent again under the workload: learned into its baseline while it learns, and, once it is
+/// enforced, an exec outside it that ran before the pod was known is a deviation.
+#[test]
+fn late_pod_metadata_is_never_learned_outside_the_workloads_baseline() {
+    if !require_root_and_docker() {
+        return;
+    }
+    const LATE: Duration = Duration::from_secs(6);
+    let node = "node-late";
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &[node]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let api = FakeKube::start();
+    api.delay_answers(LATE);
+    let kubeconfig = api.kubeconfig(work.path());
+    let sensor = Sensor::start(
+        &pki,
+        &server,
+        node,
+        work.path(),
+        &[
+            "--pod-metadata",
+            "kube",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    let workload = "default/shop/deployment/web/app";
+    let pod = |name: &str, uid: &str, c: &Container| {
+        PodBuilder::new("shop", name, uid, node)
+            .owned_by("ReplicaSet", "web-5d8f7c9b4")
+            .label("pod-template-hash", "5d8f7c9b4")
+            .container("app", busybox_image(), Some(&c.id), None)
+            .build()
+    };
+    let provisional =
+        |w: &str| w.starts_with("default//pod/") || w.starts_with("default//container/");
+
+    // Learning: the pod's first exec happens before the API names the pod.
+    let uid = pod_uid();
+    let first = Container::run_in_pod(&uid, &["/bin/sleep", "3600"]);
+    let applied = std::time::Instant::now();
+    api.apply(pod("web-5d8f7c9b4-aaaaa", &uid, &first));
+    let learned = wait_for(Duration::from_secs(20), || {
+        let b = ctl_json(&pki, &server, "viewer", &["baselines", "get", workload]).ok()?;
+        b["elements"]
+            .as_array()?
+            .iter()
+            .any(|e| e["exe_path"] == "/bin/sleep")
+            .then_some(b)
+    });
+    assert!(
+        learned.is_some(),
+        "the entrypoint never reached {workload}; baselines: {:?}\nsensor log:\n{}",
+        baseline_workloads(&pki, &server),
+        sensor.proc.log_text()
+    );
+    assert!(
+        applied.elapsed() >= LATE - Duration::from_millis(500),
+        "the pod became known before the API answered"
+    );
+    let all = baseline_workloads(&pki, &server);
+    assert!(
+        !all.iter().any(|w| provisional(w)),
+        "a pod-UID-only baseline: {all:?}"
+    );
+    // It was reported under its pod UID first (partial), then sent again under the workload.
+    assert!(
+        sensor
+            .metric("procguard_sensor_pod_metadata_missing_total")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        sensor
+            .metric("procguard_sensor_pod_metadata_late_total")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        metric(
+            server.admin_port,
+            "procguard_server_events_unattributed_total"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+
+    // Enforced: a new pod of the workload runs /bin/sh (not in the baseline) before the API
+    // names it.
+    let approved = ctl_json(
+        &pki,
+        &server,
+        "approver",
+        &["baselines", "approve", workload, "--reason", "e2e"],
+    )
+    .unwrap();
+    assert_eq!(approved["state"], "enforced");
+    assert!(wait_for(Duration::from_secs(5), || sensor
+        .metric("procguard_sensor_baselines")
+        .filter(|n| *n >= 1.0))
+    .is_some());
+    let uid = pod_uid();
+    let second = Container::run_in_pod(&uid, &["/bin/sh", "-c", "sleep 3600; true"]);
+    api.apply(pod("web-5d8f7c9b4-bbbbb", &uid, &second));
+    let incident = wait_for(Duration::from_secs(20), || {
+        ctl_json(&pki, &server, "viewer", &["incidents", "list"])
+            .ok()?
+            .as_array()?
+            .iter()
+            .find(|i| i["workload"] == workload && i["exe_path"] == "/bin/sh")
+            .cloned()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no deviation for /bin/sh in {workload}; incidents: {:?}\nsensor log:\n{}",
+            ctl_json(&pki, &server, "viewer", &["incidents", "list"]),
+            sensor.proc.log_text()
+        )
+    });
+    let id = incident["id"].as_str().unwrap();
+    let incident = ctl_json(&pki, &server, "viewer", &["incidents", "get", id]).unwrap();
+    let samples = incident["samples"].as_array().unwrap();
+    // Every sample is this container's exec, sent again under the workload, with the time gap
+    // visible: attributed after the hold, when the API answered.
+    assert!(!samples.is_empty(), "{incident}");
+    for s in samples {
+        let p = &s["process"];
+        assert_eq!(p["container_id"], second.id.as_str(), "{incident}");
+        assert!(
+            p["attributed_late_ms"].as_u64().unwrap_or(0) >= 1,
+            "not marked as attributed late: {incident}"
+        );
+    }
+    // Still no baseline of a pod UID or a container: the only one outside the node's own
+    // (host) processes is the workload's.
+    let all = baseline_workloads(&pki, &server);
+    let containers: Vec<&String> = all
+        .iter()
+        .filter(|w| !w.starts_with("default//host/"))
+        .collect();
+    assert_eq!(containers, vec![workload], "{all:?}");
 }

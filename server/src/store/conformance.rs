@@ -57,6 +57,7 @@ pub(super) fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
             completeness: Completeness::Full,
             missing: vec![],
             node_name: "n1".into(),
+            attributed_late_ms: None,
         },
     }
 }
@@ -108,6 +109,70 @@ async fn ingest_is_idempotent(open: Open) {
     assert_eq!(s.events_ingested().unwrap(), 5);
     assert_eq!(s.sensor("n1").unwrap().acked_sequence, 5);
     assert_eq!(s.baseline(&web(), 0).unwrap().elements.len(), 5);
+}
+
+/// An event whose pod the sensor did not know in time (`pod_metadata` missing, identity by pod
+/// UID only) is stored as ingested but never makes or feeds a baseline of its own; the same
+/// exec sent again under its workload identity is learned there, and once that baseline is
+/// enforced, matched (a deviation).
+async fn provisional_identities_are_never_learned(open: Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let p = Policies::default();
+    let now = SystemTime::now();
+    let provisional = |id: &str, seq: u64, exe: &str| {
+        let mut e = event(id, seq, exe);
+        e.process.workload =
+            WorkloadIdentity::new("c", "", WorkloadKind::Pod, "pod-3f0c1e2a", "3b5e8c1d2f4a");
+        if let Some(c) = e.process.container.as_mut() {
+            c.pod_uid = Some("3f0c1e2a".into());
+            c.pod_name = None;
+        }
+        e.process
+            .mark_missing(procguard_core::process::MISSING_POD_METADATA);
+        e
+    };
+    let late = |id: &str, seq: u64, exe: &str| {
+        let mut e = event(id, seq, exe);
+        e.process.attributed_late_ms = Some(4_000);
+        e
+    };
+    let out = s
+        .ingest("n1", &[provisional("p1", 1, "/bin/early")], &p, now)
+        .await
+        .unwrap();
+    assert_eq!((out.applied, out.unattributed), (1, 1));
+    assert!(out.changed.is_empty() && out.deviations.is_empty());
+    let all = |s: &dyn Storage| {
+        s.baselines(&Default::default(), None, 100)
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|b| b.workload.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(all(s.as_ref()).is_empty(), "{:?}", all(s.as_ref()));
+    let out = s
+        .ingest("n1", &[late("l1", 2, "/bin/early")], &p, now)
+        .await
+        .unwrap();
+    assert_eq!(out.unattributed, 0);
+    assert_eq!(all(s.as_ref()), vec![web().to_string()]);
+    assert!(s
+        .baseline(&web(), 0)
+        .unwrap()
+        .allows(&procguard_core::ElementKey::exe("/bin/early")));
+    approve(s.as_ref()).await;
+    s.ingest("n1", &[provisional("p2", 3, "/tmp/dropper")], &p, now)
+        .await
+        .unwrap();
+    let out = s
+        .ingest("n1", &[late("l2", 4, "/tmp/dropper")], &p, now)
+        .await
+        .unwrap();
+    assert_eq!(out.deviations.len(), 1);
+    assert_eq!(out.deviations[0].process.attributed_late_ms, Some(4_000));
+    assert_eq!(all(s.as_ref()), vec![web().to_string()]);
 }
 
 /// A refused change leaves storage untouched: no version, no history entry.
@@ -329,6 +394,11 @@ macro_rules! engine_conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn ingest_is_idempotent() {
                 super::ingest_is_idempotent($open).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn provisional_identities_are_never_learned() {
+                super::provisional_identities_are_never_learned($open).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -205,6 +205,10 @@ pub struct IngestOutcome {
     pub incidents: Vec<procguard_core::incident::Incident>,
     /// Of the deviations, those refused because their baseline reached its element limit.
     pub refused: usize,
+    /// Events whose pod the sensor did not know in time (`pod_metadata` missing): stored as
+    /// ingested, never learned into or matched against a baseline (see
+    /// [`procguard_core::ProcessEvent::awaits_pod_metadata`]).
+    pub unattributed: usize,
 }
 
 /// Filters for listing baselines.
@@ -533,6 +537,15 @@ impl Store {
                         event_ids.insert(id, &[])?;
                         id_bytes += id.len() as u64;
                         out.applied += 1;
+                        if ev.process.awaits_pod_metadata() {
+                            // A provisional identity (pod UID only; the sensor did not have
+                            // the pod's metadata in time): never a baseline of its own, which
+                            // would learn in silence. The sensor sends the event again under
+                            // its workload identity once the pod is known, and that one is
+                            // learned or matched. Stored as ingested (idempotent) and counted.
+                            out.unattributed += 1;
+                            continue;
+                        }
                         let key = ev.process.workload.to_string();
                         if !touched.contains_key(&key) {
                             let b = match baselines.get(key.as_bytes())? {

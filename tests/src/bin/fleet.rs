@@ -52,6 +52,7 @@ fn event(node: &str, seq: u64) -> pb::SensorEvent {
         completeness: Completeness::Full,
         missing: vec![],
         node_name: node.into(),
+        attributed_late_ms: None,
     };
     pb::SensorEvent {
         event_id: uuid::Uuid::new_v4().to_string(),
