@@ -7,7 +7,7 @@
 
 use crate::cgroup::{self, ContainerRef, Placement};
 use crate::fanotify::{Claimed, ExecWatch};
-use crate::procfs::{ProcInfo, ProcReader};
+use crate::procfs::{plain_link, ProcInfo, ProcReader};
 use procguard_core::process::{Ancestor, UNREADABLE_EXE};
 use procguard_core::{
     Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
@@ -25,6 +25,12 @@ pub const MAX_ANCESTORS: usize = 5;
 struct Entry {
     ppid: u32,
     exe: String,
+    /// (device, inode) of the executable it runs, as opened: what tells a runtime re-executing
+    /// its own binary ([`Tracker::is_runtime_init`]).
+    exe_id: Option<(u64, u64)>,
+    /// Recognised as the container runtime's init: a host process's child that re-executed
+    /// the very file its parent runs. Its memfd clone of itself is still the runtime.
+    runtime_init: bool,
     placement: Placement,
     context: ExecContext,
     /// Facts the kernel's events keep current (fork copies them, uid/gid/comm events change
@@ -169,6 +175,10 @@ pub struct Tracker {
     /// up). The runtime's own helper joins the container's cgroup before it switches to the
     /// container's root, so the first process seen in a container may still show the host's.
     root_tries: HashMap<String, u8>,
+    /// Counts execs recognised as the runtime's init ([`Tracker::is_runtime_init`]).
+    runtime_inits: prometheus_client::metrics::counter::Counter,
+    /// Whether the last exec applied was the runtime's init (not reported, not lost).
+    last_was_runtime_init: bool,
 }
 
 /// Processes of a container looked at for its root filesystem before giving up (a container
@@ -191,7 +201,20 @@ impl Tracker {
             upperdirs: HashMap::new(),
             containers: HashMap::new(),
             root_tries: HashMap::new(),
+            runtime_inits: Default::default(),
+            last_was_runtime_init: false,
         }
+    }
+
+    /// Counts what the tracker decides not to report in `metrics`.
+    pub fn set_metrics(&mut self, metrics: &crate::metrics::Metrics) {
+        self.runtime_inits = metrics.runtime_init_execs.clone();
+    }
+
+    /// Whether the last exec given to [`Tracker::on_exec_read`] was the container runtime's
+    /// own init, recognised and deliberately not reported (rather than lost).
+    pub fn last_was_runtime_init(&self) -> bool {
+        self.last_was_runtime_init
     }
 
     /// Looks for the root filesystem of container `id` through live process `pid`, until
@@ -315,6 +338,9 @@ impl Tracker {
         let inherited = self.table.get(&parent).cloned().map(|p| Entry {
             ppid: parent,
             exe: p.exe,
+            exe_id: p.exe_id,
+            // A fork runs its parent's image but has not re-executed anything itself.
+            runtime_init: false,
             placement: p.placement,
             context: match p.context {
                 ExecContext::Entrypoint => ExecContext::Descendant,
@@ -401,6 +427,50 @@ impl Tracker {
         }
     }
 
+    /// Whether an exec re-executes the very file its parent runs (same device and inode, as
+    /// opened), and the parent is outside the process's container (or in none): what runc does
+    /// with `/proc/self/exe init`. Flagged whatever the process's placement reads, because the
+    /// runtime may move it into the container's cgroup only after this exec.
+    fn reexecs_outside_parent(&self, info: &ProcInfo, placement: &Placement, ppid: u32) -> bool {
+        let Some(parent) = self.table.get(&ppid) else {
+            return false;
+        };
+        let mine = Self::container_of(placement).map(|c| &c.id);
+        let theirs = Self::container_of(&parent.placement).map(|c| &c.id);
+        (theirs.is_none() || theirs != mine)
+            && !info.exe_memfd
+            && info.exe_id.is_some()
+            && info.exe_id == parent.exe_id
+    }
+
+    /// Whether an exec is the container runtime's own init, from kernel facts only: the process
+    /// is (now) in a container, its parent is not in that container (a host process: the
+    /// runtime), and either it executes the very file its parent runs (runc's
+    /// `/proc/self/exe init`, [`Tracker::reexecs_outside_parent`]), or it already did and now
+    /// runs an anonymous memory file (runc's clone of itself,
+    /// `/memfd:runc_cloned:/proc/self/exe`, whose name is never consulted). Nothing a
+    /// container's own processes can do matches: their parents are in the container. A runtime
+    /// that starts its init some other way is reported as it is.
+    fn is_runtime_init(
+        &self,
+        info: &ProcInfo,
+        placement: &Placement,
+        ppid: u32,
+        known: Option<&Entry>,
+        reexec: bool,
+    ) -> bool {
+        let Some(c) = Self::container_of(placement) else {
+            return false;
+        };
+        let Some(parent) = self.table.get(&ppid) else {
+            return false;
+        };
+        if Self::container_of(&parent.placement).is_some_and(|pc| pc.id == c.id) {
+            return false;
+        }
+        reexec || (info.exe_memfd && known.is_some_and(|k| k.runtime_init))
+    }
+
     fn ancestors(&self, mut ppid: u32) -> Vec<Ancestor> {
         let mut out = Vec::new();
         while out.len() < MAX_ANCESTORS && ppid > 1 {
@@ -438,27 +508,31 @@ impl Tracker {
     /// otherwise is `/proc/<pid>/exe` opened.
     pub fn read_early(&self, pid: u32) -> EarlyRead {
         let Some(w) = &self.exec_watch else {
+            let mut info = self.reader.read_urgent(pid);
+            let exe = self.reader.open_exe(pid);
+            self.reader.resolve_exe(&mut info, exe.as_ref());
             return EarlyRead {
-                exe: self.reader.open_exe(pid),
+                exe,
                 claimed: None,
-                info: self.reader.read_urgent(pid),
+                info,
             };
         };
-        let info = self.reader.read_urgent(pid);
-        let claimed = match &info.exe {
-            Some(exe) if !info.exe_deleted && !info.exe_memfd => {
-                w.claim_exec(pid, exe).filter(|c| c.file.is_some())
-            }
-            _ => None,
+        let mut info = self.reader.read_urgent(pid);
+        // Only a plain link is matched by path; a marked one (deleted, memfd, or a file named
+        // so) is opened, so that the facts about that very file decide.
+        let claimed = match info.exe_link.as_deref().and_then(plain_link) {
+            Some(exe) => w.claim_exec(pid, exe).filter(|c| c.file.is_some()),
+            None => None,
         };
-        EarlyRead {
-            exe: match claimed {
-                Some(_) => None,
-                None => self.reader.open_exe(pid),
-            },
-            claimed,
-            info,
-        }
+        let exe = match &claimed {
+            Some(c) => {
+                info.exe_id = Some((c.key.0, c.key.1));
+                None
+            }
+            None => self.reader.open_exe(pid),
+        };
+        self.reader.resolve_exe(&mut info, exe.as_ref());
+        EarlyRead { exe, claimed, info }
     }
 
     /// Whether the exec read as `early` should wait for its fork: the process is unknown to
@@ -479,6 +553,7 @@ impl Tracker {
     /// container is its parent's (leaving a container's cgroup takes privileges a container
     /// does not have), and anything else reads its cgroup file.
     pub fn on_exec_read(&mut self, early: EarlyRead) -> Option<Observed> {
+        self.last_was_runtime_init = false;
         let EarlyRead {
             exe,
             claimed: early_claim,
@@ -533,6 +608,8 @@ impl Tracker {
                 info.exe = Some(f.path);
                 info.exe_deleted = f.deleted;
                 info.exe_memfd = f.memfd;
+                info.exe_deleted_unknown = f.deleted_unknown;
+                info.exe_id = Some((f.key.0, f.key.1));
                 exe_key = Some(f.key);
                 exe = file;
                 // The executed file was reached through a container's root mount: the process ran in
@@ -610,14 +687,35 @@ impl Tracker {
                 missing.push("ppid");
                 0
             });
-        // The container runtime's own init process (runc re-executing itself before it execs
-        // the entrypoint) is not a workload process.
-        if info
-            .comm
-            .as_deref()
-            .is_some_and(|c| c.starts_with("runc:["))
-        {
+        // The container runtime's own init (runc re-executing itself before it execs the
+        // entrypoint or an exec session's command) is not a workload process. It is recognised
+        // by kernel facts only, never by its name (`comm` and paths are the file's name, which
+        // whoever writes the file chooses).
+        let reexec = self.reexecs_outside_parent(&info, &placement, ppid);
+        if self.is_runtime_init(&info, &placement, ppid, known.as_ref(), reexec) {
+            self.runtime_inits.inc();
+            self.last_was_runtime_init = true;
+            // It stays where its parent put it (outside the container) until it execs the
+            // container's own program: it does not count as the container's first process.
+            let e = self.table.entry(pid).or_insert_with(|| Entry {
+                ppid,
+                exe: String::new(),
+                exe_id: None,
+                runtime_init: true,
+                placement: Placement::Unattributed,
+                context: ExecContext::Host,
+                facts: Facts::default(),
+            });
+            e.exe = info.exe.clone().unwrap_or_default();
+            e.exe_id = info.exe_id;
+            e.runtime_init = true;
+            tracing::debug!(message = "Container runtime init recognised.", pid, ppid, exe = ?info.exe);
             return None;
+        }
+        if info.exe_deleted_unknown {
+            // The link ends in " (deleted)" and nothing could say whether the file was
+            // unlinked or is named so: the path stands as printed, and the flag is unknown.
+            missing.push("exe_deleted");
         }
         let exe = match &info.exe {
             // "/" is what the kernel prints for an image unreachable from the process's root.
@@ -722,6 +820,8 @@ impl Tracker {
             Entry {
                 ppid,
                 exe,
+                exe_id: info.exe_id,
+                runtime_init: reexec,
                 placement,
                 context,
                 facts,
@@ -736,7 +836,12 @@ impl Tracker {
             .reader
             .pids()
             .into_iter()
-            .map(|p| (self.reader.read(p), self.reader.open_exe(p)))
+            .map(|p| {
+                let mut info = self.reader.read(p);
+                let exe = self.reader.open_exe(p);
+                self.reader.resolve_exe(&mut info, exe.as_ref());
+                (info, exe)
+            })
             .collect();
         // Parents first, so children find their parent's container and context.
         infos.sort_by_key(|(i, _)| (i.start_time, i.pid));
