@@ -887,6 +887,77 @@ mod tests {
         assert_eq!(script_of("/bin/busybox", &s(&["sh", "/entry.sh"])), None);
     }
 
+    /// A process read from `/proc` as the tracker would see it: in `cgroup`, running the file
+    /// (device, inode) `id` at `exe`, with the command name `comm`.
+    fn proc(pid: u32, ppid: u32, exe: &str, id: (u64, u64), comm: &str, cgroup: &str) -> ProcInfo {
+        ProcInfo {
+            pid,
+            ppid: Some(ppid),
+            comm: Some(comm.into()),
+            exe: Some(exe.into()),
+            exe_link: Some(exe.into()),
+            exe_memfd: exe.starts_with("/memfd:"),
+            exe_id: Some(id),
+            argv: Some(vec![exe.into()]),
+            uid: Some(0),
+            gid: Some(0),
+            start_time: Some(std::time::SystemTime::now()),
+            cgroup: Some(cgroup.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_runtime_init_is_known_by_its_file_and_its_parent_never_by_its_name() {
+        const HOST: &str = "0::/system.slice/containerd.service\n";
+        let ctr = format!(
+            "0::/kubepods/besteffort/pod3693a8ec-0000-4000-8000-000000000001/{}\n",
+            "a".repeat(64)
+        );
+        let proc_root = tempfile::tempdir().unwrap();
+        let mut t = Tracker::new(ProcReader::new(proc_root.path()), "n1", "c");
+        let metrics = crate::metrics::Metrics::default();
+        t.set_metrics(&metrics);
+        let runc = (1, 100);
+        let sh = (7, 1);
+        let ev = |t: &mut Tracker, info: ProcInfo| t.event_from(info);
+        // runc (host) starts `runc init`: /proc/self/exe, the very file it runs, then its memfd
+        // clone. Neither is the container's.
+        assert!(ev(&mut t, proc(10, 1, "/usr/sbin/runc", runc, "runc", HOST)).is_some());
+        t.on_fork(10, 11, None);
+        assert!(ev(&mut t, proc(11, 10, "/usr/sbin/runc", runc, "exe", &ctr)).is_none());
+        let clone = "/memfd:runc_cloned:/proc/self/exe";
+        assert!(ev(&mut t, proc(11, 10, clone, (0, 9), "runc:[0:PARENT]", &ctr)).is_none());
+        assert_eq!(metrics.runtime_init_execs.get(), 2);
+        // The init execs the entrypoint: the container's first process.
+        t.on_fork(10, 12, None);
+        let entry = ev(&mut t, proc(12, 10, "/bin/sh", sh, "sh", &ctr)).unwrap();
+        assert_eq!(entry.context, ExecContext::Entrypoint);
+        // Inside the container, a name like the runtime's is just a name.
+        t.on_fork(12, 13, None);
+        let named = ev(
+            &mut t,
+            proc(13, 12, "/bin/runc:[x", (7, 2), "runc:[x", &ctr),
+        )
+        .unwrap();
+        assert_eq!(
+            (named.exe_path.as_str(), named.context),
+            ("/bin/runc:[x", ExecContext::Descendant)
+        );
+        // A shell re-executing its own file, then a memfd: its parent is in the container.
+        t.on_fork(12, 14, None);
+        assert!(ev(&mut t, proc(14, 12, "/bin/sh", sh, "sh", &ctr)).is_some());
+        let payload = ev(&mut t, proc(14, 12, clone, (0, 10), "runc:[2:INIT]", &ctr)).unwrap();
+        assert!(payload.exe_memfd);
+        // On the host, the same moves are reported too: only a container's runtime init is
+        // left out.
+        assert!(ev(&mut t, proc(20, 1, "/bin/bash", (1, 200), "bash", HOST)).is_some());
+        t.on_fork(20, 21, None);
+        assert!(ev(&mut t, proc(21, 20, "/bin/bash", (1, 200), "bash", HOST)).is_some());
+        assert!(ev(&mut t, proc(21, 20, "/memfd:x", (0, 11), "x", HOST)).is_some());
+        assert_eq!(metrics.runtime_init_execs.get(), 2);
+    }
+
     #[test]
     fn the_writable_layer_is_the_root_overlays_upperdir() {
         let mi = "2306 2100 0:412 / / rw,relatime master:1 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/A:/var/lib/docker/overlay2/l/B,upperdir=/var/lib/docker/overlay2/abc/diff,workdir=/var/lib/docker/overlay2/abc/work\n2307 2306 0:414 / /proc rw - proc proc rw\n";

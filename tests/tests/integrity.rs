@@ -167,3 +167,82 @@ fn names_chosen_by_an_attacker_never_hide_an_executable() {
         "{events}"
     );
 }
+
+/// A partial event reaches every output as partial: the real server, a sensor stream sending
+/// an exec session whose argv and container were not seen, and `procguardctl` in every format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_event_is_partial_in_every_output() {
+    use procguard_proto::v1 as pb;
+    use procguard_tests::grpc::{self, SensorStream};
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
+        .await
+        .unwrap();
+    let w = grpc::workload("shop", "web");
+    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
+        .await
+        .unwrap();
+    let mut evs = sensor.events(&w, &["/usr/bin/id"]);
+    let p = evs[0].process.as_mut().unwrap();
+    p.context = pb::ExecContext::ExecSession as i32;
+    p.completeness = pb::Completeness::Partial as i32;
+    p.missing = vec!["argv".into(), "container".into()];
+    sensor.send_acked(evs).await.unwrap();
+
+    let watch = |format: &str| {
+        let out = ctl(
+            &pki,
+            &server,
+            "siem",
+            &[
+                "watch",
+                "--oldest",
+                "--kind",
+                "deviation",
+                "--count",
+                "1",
+                "--format",
+                format,
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let line: Value = serde_json::from_str(watch("jsonl").trim()).unwrap();
+    let p = &line["deviation"]["process"];
+    assert_eq!(
+        (&p["context"], &p["completeness"], &p["missing"]),
+        (
+            &Value::from("exec-session"),
+            &Value::from("partial"),
+            &serde_json::json!(["argv", "container"])
+        ),
+        "{line}"
+    );
+    let ocsf: Value = serde_json::from_str(watch("ocsf").trim()).unwrap();
+    assert_eq!(ocsf["unmapped"]["context"], "exec-session", "{ocsf}");
+    assert_eq!(ocsf["unmapped"]["completeness"], "partial", "{ocsf}");
+    assert_eq!(ocsf["unmapped"]["missing"][1], "container", "{ocsf}");
+    let cef = watch("cef");
+    for want in [
+        "cs6=exec-session",
+        "flexString1=partial",
+        "flexString2=argv,container",
+    ] {
+        assert!(cef.contains(want), "{want} not in {cef}");
+    }
+    // The incident's samples, through `incidents get -o json`.
+    let list = ctl_json(&pki, &server, "viewer", &["incidents", "list"]).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let full = ctl_json(&pki, &server, "viewer", &["incidents", "get", &id]).unwrap();
+    let s = &full["samples"][0]["process"];
+    assert_eq!(s["context"], "exec-session", "{full}");
+    assert_eq!(s["completeness"], "partial", "{full}");
+    assert_eq!(
+        s["missing"],
+        serde_json::json!(["argv", "container"]),
+        "{full}"
+    );
+}
