@@ -697,7 +697,7 @@ impl Tracker {
             self.last_was_runtime_init = true;
             // It stays where its parent put it (outside the container) until it execs the
             // container's own program: it does not count as the container's first process.
-            let e = self.table.entry(pid).or_insert_with(|| Entry {
+            let e = known.unwrap_or(Entry {
                 ppid,
                 exe: String::new(),
                 exe_id: None,
@@ -706,9 +706,15 @@ impl Tracker {
                 context: ExecContext::Host,
                 facts: Facts::default(),
             });
-            e.exe = info.exe.clone().unwrap_or_default();
-            e.exe_id = info.exe_id;
-            e.runtime_init = true;
+            self.insert(
+                pid,
+                Entry {
+                    exe: info.exe.clone().unwrap_or_default(),
+                    exe_id: info.exe_id,
+                    runtime_init: true,
+                    ..e
+                },
+            );
             tracing::debug!(message = "Container runtime init recognised.", pid, ppid, exe = ?info.exe);
             return None;
         }
