@@ -723,9 +723,19 @@ impl Tracker {
             // unlinked or is named so: the path stands as printed, and the flag is unknown.
             missing.push("exe_deleted");
         }
-        let exe = match &info.exe {
-            // "/" is what the kernel prints for an image unreachable from the process's root.
-            Some(e) if e != "/" && !e.is_empty() => e.clone(),
+        // The very file the parent runs (same device and inode, as opened), when its own link
+        // cannot name it: the parent's path names that file (runc runs a read-only bind mount
+        // of itself that it detached, whose path the kernel cannot print).
+        let parents_file = self
+            .table
+            .get(&ppid)
+            .filter(|p| info.exe_id.is_some() && p.exe_id == info.exe_id)
+            .map(|p| p.exe.clone())
+            .filter(|e| e.starts_with('/'));
+        let exe = match (&info.exe, parents_file) {
+            // "/" is what the kernel prints for an image unreachable from the reader's root.
+            (Some(e), _) if e != "/" && !e.is_empty() => e.clone(),
+            (Some(_), Some(same)) => same,
             _ => {
                 // Never guess (the image before the exec would be a lie an attacker could hide
                 // behind): the event says the executable is unknown, and learning holds it for
@@ -962,6 +972,16 @@ mod tests {
         assert!(ev(&mut t, proc(21, 20, "/bin/bash", (1, 200), "bash", HOST)).is_some());
         assert!(ev(&mut t, proc(21, 20, "/memfd:x", (0, 11), "x", HOST)).is_some());
         assert_eq!(metrics.runtime_init_execs.get(), 2);
+        // runc's detached bind of itself, read while still outside the container: the kernel
+        // prints "/", and the file is its parent's, by device and inode.
+        t.on_fork(10, 30, None);
+        let bind = ev(&mut t, proc(30, 10, "/", runc, "runc:[0:PARENT]", HOST)).unwrap();
+        assert_eq!(bind.exe_path, "/usr/sbin/runc");
+        assert!(bind.missing.is_empty(), "{:?}", bind.missing);
+        // Another file the kernel cannot name stays unknown.
+        t.on_fork(10, 31, None);
+        let other = ev(&mut t, proc(31, 10, "/", (1, 101), "x", HOST)).unwrap();
+        assert_eq!(other.exe_path, UNREADABLE_EXE);
     }
 
     #[test]

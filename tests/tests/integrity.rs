@@ -158,6 +158,13 @@ fn names_chosen_by_an_attacker_never_hide_an_executable() {
             .any(|e| e["exe_path"] == "/bin/sleep" && e["exe_deleted"] == true),
         "{events}"
     );
+    // The runtime's own init (runc re-executing itself, or its clone) is never the container's.
+    let runtime_in_container = evs.iter().any(|e| {
+        let exe = e["exe_path"].as_str().unwrap_or("");
+        let runtime = exe.ends_with("/runc") || exe.starts_with("/memfd:");
+        e["container"]["container_id"] == c.id.as_str() && runtime
+    });
+    assert!(!runtime_in_container, "{events}");
     // The container's entrypoint is the container's first process, not the runtime's init.
     assert!(
         evs.iter()
