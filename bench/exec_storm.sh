@@ -40,7 +40,8 @@ cpu_pct() { # pid ticks_before seconds
 }
 
 flags=()
-[ "$FANOTIFY" = 1 ] && flags+=(--fanotify)
+# fanotify is on by default; FANOTIFY=0 turns it off explicitly for the comparison run.
+if [ "$FANOTIFY" = 1 ]; then flags+=(--fanotify on); else flags+=(--fanotify off); fi
 UPLINK=${UPLINK:-0}
 if [ "$UPLINK" = 1 ]; then
   SERVER=${SERVER:-target/release/procguard-server}

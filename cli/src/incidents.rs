@@ -1,5 +1,6 @@
 //! `procguardctl incidents list|get|ack|resolve|allow`: review incidents and act on them.
 
+use crate::process::ProcessView;
 use crate::{id_text, print, table, ts, usage, Cli, Client, Output};
 use clap::Subcommand;
 use procguard_proto::v1 as pb;
@@ -91,31 +92,10 @@ pub fn kind_name(v: i32) -> &'static str {
     }
 }
 
-/// A process event as JSON.
+/// A process event as JSON: its [`ProcessView`], with context, completeness and what is
+/// missing.
 pub fn process_json(p: &pb::ProcessEvent) -> Value {
-    json!({
-        "pid": p.pid,
-        "ppid": p.ppid,
-        "exe_path": p.exe_path,
-        "script_path": p.script_path,
-        "argv": p.argv,
-        "comm": p.comm,
-        "uid": p.uid,
-        "ancestors": p.ancestors.iter().map(|a| json!({"pid": a.pid, "exe_path": a.exe_path})).collect::<Vec<_>>(),
-        "exe_sha256": p.exe_sha256,
-        "exe_memfd": p.exe_memfd,
-        "exe_deleted": p.exe_deleted,
-        "exe_writable_location": p.exe_writable_location,
-        "workload": id_text(p.workload.as_ref()),
-        "namespace": p.workload.as_ref().map(|w| w.namespace.clone()).unwrap_or_default(),
-        "container_id": p.container.as_ref().map(|c| c.container_id.clone()).unwrap_or_default(),
-        "pod": p.container.as_ref().map(|c| c.pod_name.clone()).unwrap_or_default(),
-        "image": p.container.as_ref().map(|c| c.image.clone()).unwrap_or_default(),
-        "node": p.node_name,
-        // Non-zero: first reported under its pod UID only (pod metadata late), attributed to
-        // this workload this many milliseconds later.
-        "attributed_late_ms": p.attributed_late_ms,
-    })
+    ProcessView::of(p).json()
 }
 
 /// An incident as JSON.
@@ -126,6 +106,7 @@ pub fn incident_json(i: &pb::Incident) -> Value {
         "workload": id_text(i.workload.as_ref()),
         "namespace": i.workload.as_ref().map(|w| w.namespace.clone()).unwrap_or_default(),
         "exe_path": i.exe_path,
+        "applet": i.applet,
         "script_path": i.script_path,
         "severity": severity_name(i.severity),
         "severity_reason": i.severity_reason,
@@ -147,13 +128,17 @@ pub fn incident_json(i: &pb::Incident) -> Value {
     })
 }
 
-fn subject(i: &pb::Incident) -> String {
+/// What an incident is about: the sensor, or the element (`EXE (APPLET) SCRIPT`).
+pub(crate) fn subject(i: &pb::Incident) -> String {
     if i.kind == pb::IncidentKind::SensorBlind as i32 {
         format!("sensor {}", i.sensor_node)
-    } else if i.script_path.is_empty() {
-        i.exe_path.clone()
     } else {
-        format!("{} {}", i.exe_path, i.script_path)
+        procguard_core::ElementKey {
+            exe_path: i.exe_path.clone(),
+            applet: i.applet.clone(),
+            script_path: i.script_path.clone(),
+        }
+        .to_string()
     }
 }
 
@@ -178,12 +163,15 @@ fn show(output: Output, i: &pb::Incident) -> anyhow::Result<()> {
         for e in &i.samples {
             if let Some(p) = &e.process {
                 let chain: Vec<&str> = p.ancestors.iter().map(|a| a.exe_path.as_str()).collect();
+                let v = ProcessView::of(p);
                 s += &format!(
-                    "  sample pid {} on {}: {}  (parents: {})\n",
+                    "  sample pid {} on {}: {}  (parents: {}; {}){}\n",
                     p.pid,
                     p.node_name,
                     p.argv.join(" "),
-                    chain.join(" < ")
+                    chain.join(" < "),
+                    v.context_name(),
+                    v.partial_note()
                 );
             }
         }

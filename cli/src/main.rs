@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use tonic::transport::Channel;
 
 mod incidents;
+mod process;
 mod watch;
 
 #[derive(Debug, Parser)]

@@ -9,6 +9,7 @@
 //! documented in docs/siem.md.
 
 use crate::incidents::{kind_name, process_json, severity_arg, severity_name, state_name};
+use crate::process::ProcessView;
 use crate::{id_text, usage, Cli, Client};
 use clap::ValueEnum;
 use procguard_proto::convert::system_time;
@@ -159,6 +160,7 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
             let p = d.process.clone().unwrap_or_default();
             let w = p.workload.clone().unwrap_or_default();
             let c = p.container.clone().unwrap_or_default();
+            let view = ProcessView::of(&p);
             let parent = json!({
                 "pid": p.ppid,
                 "file": p.ancestors.first().map(|a| json!({"path": a.exe_path, "name": basename(&a.exe_path), "type_id": 1})),
@@ -176,7 +178,7 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                 "time": millis(d.observed_at.as_ref()),
                 "severity_id": severity_id, "severity": severity,
                 "status_id": 1, "status": "Success",
-                "message": format!("{} ran outside the baseline of {}", p.exe_path, id_text(Some(&w))),
+                "message": format!("{} ran outside the baseline of {} as {}{}", p.exe_path, id_text(Some(&w)), view.context_name(), view.partial_note()),
                 "metadata": ocsf_metadata(r, &r.incident_id),
                 "device": {"hostname": p.node_name, "type_id": 0},
                 "process": {
@@ -194,10 +196,15 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                     "workload": id_text(Some(&w)),
                     "namespace": w.namespace,
                     "pod": c.pod_name,
+                    "applet": p.applet,
                     "script_path": p.script_path,
                     "exe_memfd": p.exe_memfd,
                     "exe_deleted": p.exe_deleted,
                     "exe_writable_location": p.exe_writable_location,
+                    "context": view.context,
+                    "completeness": view.completeness,
+                    "missing": view.missing,
+                    "argv_truncated": view.argv_truncated,
                     "incident_id": r.incident_id,
                     "event_id": d.event_id,
                     "baseline_version": d.baseline_revision,
@@ -224,7 +231,7 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
             } else {
                 format!(
                     "{} ran outside the baseline of {}",
-                    i.exe_path,
+                    crate::incidents::subject(i),
                     id_text(i.workload.as_ref())
                 )
             };
@@ -256,6 +263,7 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                 "resources": resources,
                 "unmapped": {
                     "exe_path": i.exe_path,
+                    "applet": i.applet,
                     "script_path": i.script_path,
                     "nodes": i.nodes,
                     "pods": i.pods,
@@ -316,6 +324,7 @@ pub fn cef(r: &pb::StreamRecord) -> String {
         Some(pb::stream_record::Record::Deviation(d)) => {
             let p = d.process.clone().unwrap_or_default();
             let w = p.workload.clone().unwrap_or_default();
+            let view = ProcessView::of(&p);
             (
                 "procguard:deviation".into(),
                 "Process outside baseline".into(),
@@ -345,6 +354,29 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                             .first()
                             .map(|a| a.exe_path.clone())
                             .unwrap_or_default(),
+                    ),
+                    ("cs6Label", "context".into()),
+                    ("cs6", view.context_name()),
+                    ("flexString1Label", "completeness".into()),
+                    ("flexString1", view.completeness_name()),
+                    // The label only with a value (empty values are left out below).
+                    (
+                        "flexString2Label",
+                        if view.missing.is_empty() {
+                            String::new()
+                        } else {
+                            "missing".into()
+                        },
+                    ),
+                    ("flexString2", view.missing.join(",")),
+                    (
+                        "msg",
+                        format!(
+                            "{} ran outside the baseline as {}{}",
+                            p.exe_path,
+                            view.context_name(),
+                            view.partial_note()
+                        ),
                     ),
                 ],
             )
@@ -580,6 +612,97 @@ mod tests {
         assert_eq!(f["activity_id"], 3);
         assert_eq!(f["status"], "Suppressed");
         assert_eq!(f["finding_info"]["uid"], "7");
+    }
+
+    /// A deviation the sensor could not see whole: an exec session gone before `/proc` was
+    /// read, its argv and container inherited.
+    fn partial_deviation() -> pb::StreamRecord {
+        let mut r = deviation();
+        if let Some(pb::stream_record::Record::Deviation(d)) = r.record.as_mut() {
+            let p = d.process.as_mut().unwrap();
+            p.context = pb::ExecContext::ExecSession as i32;
+            p.completeness = pb::Completeness::Partial as i32;
+            p.missing = vec!["argv".into(), "container".into()];
+        }
+        r
+    }
+
+    #[test]
+    fn every_format_says_how_a_process_ran_and_what_was_not_seen() {
+        let r = partial_deviation();
+        // JSON lines: the domain's names.
+        let j = jsonl(&r);
+        let p = &j["deviation"]["process"];
+        assert_eq!(p["context"], "exec-session", "{j}");
+        assert_eq!(p["completeness"], "partial", "{j}");
+        assert_eq!(p["missing"], json!(["argv", "container"]), "{j}");
+        // OCSF: in `unmapped`, and said in the message.
+        let o = ocsf(&r);
+        assert_eq!(o["unmapped"]["context"], "exec-session", "{o}");
+        assert_eq!(o["unmapped"]["completeness"], "partial", "{o}");
+        assert_eq!(
+            o["unmapped"]["missing"],
+            json!(["argv", "container"]),
+            "{o}"
+        );
+        let msg = o["message"].as_str().unwrap();
+        assert!(msg.contains("exec-session"), "{msg}");
+        assert!(
+            msg.contains("partial event; not known: argv, container"),
+            "{msg}"
+        );
+        // CEF: cs6 context, flexString1 completeness, flexString2 missing, and the message.
+        let c = cef(&r);
+        assert!(c.contains("cs6Label=context cs6=exec-session"), "{c}");
+        assert!(
+            c.contains("flexString1Label=completeness flexString1=partial"),
+            "{c}"
+        );
+        assert!(
+            c.contains("flexString2Label=missing flexString2=argv,container"),
+            "{c}"
+        );
+        assert!(c.contains("msg=/bin/sh ran outside the baseline as exec-session (partial event; not known: argv, container)"), "{c}");
+        // A full event says so, and names nothing missing.
+        let mut full = partial_deviation();
+        if let Some(pb::stream_record::Record::Deviation(d)) = full.record.as_mut() {
+            let p = d.process.as_mut().unwrap();
+            p.completeness = pb::Completeness::Full as i32;
+            p.missing.clear();
+        }
+        let c = cef(&full);
+        assert!(c.contains("flexString1=full"), "{c}");
+        assert!(!c.contains("flexString2"), "{c}");
+        assert_eq!(jsonl(&full)["deviation"]["process"]["completeness"], "full");
+        assert!(!ocsf(&full)["message"].as_str().unwrap().contains("partial"));
+    }
+
+    #[test]
+    fn a_record_that_does_not_convert_is_never_printed_as_fact() {
+        // No context, no completeness: an older or foreign server. Unspecified is partial.
+        let mut r = deviation();
+        if let Some(pb::stream_record::Record::Deviation(d)) = r.record.as_mut() {
+            let p = d.process.as_mut().unwrap();
+            p.context = 0;
+            p.completeness = pb::Completeness::Full as i32;
+        }
+        let p = &jsonl(&r)["deviation"]["process"];
+        assert_eq!(p["completeness"], "partial", "{p}");
+        assert_eq!(p["context"], Value::Null, "{p}");
+        assert!(
+            p["missing"][0]
+                .as_str()
+                .unwrap()
+                .contains("process.context"),
+            "{p}"
+        );
+        assert!(cef(&r).contains("cs6=unknown"));
+        // Unspecified completeness with a valid context: partial too (the conversion's rule).
+        let mut r = deviation();
+        if let Some(pb::stream_record::Record::Deviation(d)) = r.record.as_mut() {
+            d.process.as_mut().unwrap().context = pb::ExecContext::Descendant as i32;
+        }
+        assert_eq!(jsonl(&r)["deviation"]["process"]["completeness"], "partial");
     }
 
     #[test]

@@ -489,6 +489,11 @@ impl Baseline {
         }
         if let Some(el) = self.elements.get_mut(&key) {
             el.provenance.record(ev, now);
+            // A fileless executable is not the file at the element's path, whatever the path
+            // reads: past learning it is a deviation even where the path is allowed.
+            if ev.fileless() && self.state != BaselineState::Learning {
+                return Observation::Deviation;
+            }
             return if el.status.allowed() {
                 Observation::Known
             } else if learning && el.status == ElementStatus::NeedsReview {
@@ -911,6 +916,31 @@ mod tests {
         let curl = exec("/usr/bin/curl", ExecContext::Descendant, "p1");
         assert_eq!(b.observe(&curl, t(4), RELEARN, CAP), Observation::Deviation);
         assert!(!b.elements.contains_key(&ElementKey::exe("/usr/bin/curl")));
+    }
+
+    #[test]
+    fn a_fileless_executable_at_an_allowed_path_is_a_deviation() {
+        let mut b = Baseline::new(web(), t(0));
+        let app = exec("/app/run", ExecContext::Entrypoint, "p1");
+        b.observe(&app, t(1), RELEARN, CAP);
+        b.approve(None, t(2));
+        assert_eq!(b.observe(&app, t(3), RELEARN, CAP), Observation::Known);
+        // The same path, but the file ran deleted or from memory: not the approved file.
+        let mut deleted = app.clone();
+        deleted.exe_deleted = true;
+        let mut memfd = app.clone();
+        memfd.exe_memfd = true;
+        for ev in [&deleted, &memfd] {
+            assert_eq!(b.observe(ev, t(4), RELEARN, CAP), Observation::Deviation);
+        }
+        // Also inside the re-learning window a new image opens: a fileless file is no image's.
+        let mut new_image = deleted.clone();
+        new_image.container.as_mut().unwrap().image_digest = Some("sha256:new".into());
+        assert_eq!(
+            b.observe(&new_image, t(5), RELEARN, CAP),
+            Observation::Deviation
+        );
+        assert!(b.relearning(t(5)));
     }
 
     #[test]

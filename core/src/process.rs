@@ -178,6 +178,13 @@ impl ProcessEvent {
             && self.container.as_ref().is_some_and(|c| c.pod_uid.is_some())
     }
 
+    /// Whether the executable exists on no filesystem path any more (a memfd, or a file
+    /// unlinked before or while it ran): nothing at a path is what ran, so no baseline element
+    /// (a path) can allow it.
+    pub fn fileless(&self) -> bool {
+        self.exe_memfd || self.exe_deleted
+    }
+
     /// Marks `field` as missing or inherited and the event as partial.
     pub fn mark_missing(&mut self, field: &str) {
         self.completeness = Completeness::Partial;

@@ -420,6 +420,8 @@ impl Processor {
     fn exec_read(&mut self, early: EarlyRead) -> bool {
         match self.tracker.on_exec_read(early) {
             Some(ob) => self.finish(ob),
+            // The runtime's own init, recognised and counted by the tracker: not a loss.
+            None if self.tracker.last_was_runtime_init() => true,
             None => {
                 // Gone (or a zombie) before /proc could be read, with nothing known to build
                 // an event from: counted, never silent.

@@ -67,10 +67,19 @@ pub struct Config {
     /// Kubeconfig for --pod-metadata kube; unset: the in-cluster service account.
     #[arg(long, env = "PROCGUARD_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// Also watch executions with fanotify FAN_OPEN_EXEC, which names the executable of
-    /// processes that exit before /proc can be read (needs CAP_SYS_ADMIN).
-    #[arg(long, env = "PROCGUARD_FANOTIFY", default_value_t = false)]
-    pub fanotify: bool,
+    /// fanotify FAN_OPEN_EXEC exec identities, which name the executable of processes that
+    /// exit before /proc can be read (needs CAP_SYS_ADMIN and Linux 5.0+): "auto" (on wherever
+    /// the kernel and privileges allow, else one warning naming what to grant), "on" (refuse to
+    /// start without them; a bare --fanotify, or "true"), or "off" ("false").
+    #[arg(
+        long,
+        env = "PROCGUARD_FANOTIFY",
+        value_enum,
+        default_value = "auto",
+        num_args = 0..=1,
+        default_missing_value = "on"
+    )]
+    pub fanotify: FanotifyMode,
     /// Docker's state directory as the sensor sees it: the name and Compose labels of a
     /// container outside any pod are read from `containers/<id>/config.v2.json` under it
     /// (absent: such containers are identified by their ID).
@@ -139,11 +148,25 @@ pub struct Settings {
     /// Pod metadata from the Kubernetes API, when enabled.
     pub pod_metadata: Option<PodMetadata>,
     /// fanotify exec identities.
-    pub fanotify: bool,
+    pub fanotify: FanotifyMode,
     /// Docker's state directory (standalone container names).
     pub docker_root: PathBuf,
     /// Podman's state directory (standalone container names).
     pub podman_root: PathBuf,
+}
+
+/// Whether the sensor uses fanotify exec identities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FanotifyMode {
+    /// On wherever the kernel and privileges allow; otherwise off, with one warning that says
+    /// why and what to grant, and `procguard_sensor_fanotify_enabled` 0.
+    Auto,
+    /// Required: the sensor does not start without them.
+    #[value(alias = "true")]
+    On,
+    /// Off.
+    #[value(alias = "false")]
+    Off,
 }
 
 /// Where pod metadata comes from.
@@ -352,7 +375,21 @@ mod tests {
             ok.pod_metadata.and_then(|p| p.kubeconfig).as_deref(),
             Some(kc.path())
         );
-        assert!(ok.fanotify);
+        assert_eq!(
+            ok.fanotify,
+            FanotifyMode::On,
+            "a bare --fanotify requires it"
+        );
+        // On by default where possible; the DaemonSet's old "true" and an explicit off.
+        assert_eq!(validate(&[]).unwrap().fanotify, FanotifyMode::Auto);
+        assert_eq!(
+            validate(&["--fanotify", "false"]).unwrap().fanotify,
+            FanotifyMode::Off
+        );
+        assert_eq!(
+            validate(&["--fanotify=true"]).unwrap().fanotify,
+            FanotifyMode::On
+        );
         assert!(validate(&[]).unwrap().pod_metadata.is_none());
     }
 

@@ -46,7 +46,7 @@
 #![allow(unsafe_code)]
 
 use crate::metrics::Metrics;
-use crate::procfs::parse_exe_link;
+use crate::procfs::{classify_exe, exe_facts, plain_link};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -96,12 +96,16 @@ pub struct Claimed {
 /// The executable of one exec, from the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecFile {
-    /// Path as seen from the process's mount namespace (" (deleted)" stripped).
+    /// Path as seen from the process's mount namespace (the deleted marker stripped only
+    /// where the file's facts say it was unlinked, see [`classify_exe`]).
     pub path: String,
     /// The file was deleted.
     pub deleted: bool,
     /// The file is a memfd.
     pub memfd: bool,
+    /// The link ends in the deleted marker and the file still has links: whether it was
+    /// unlinked or is named so cannot be told without its process (gone).
+    pub deleted_unknown: bool,
     /// (device, inode, mtime, size): the hash cache key.
     pub key: (u64, u64, i64, u64),
     /// The mount the file was executed from (a container's root mount for its files).
@@ -197,6 +201,23 @@ pub fn parse_mount_devs(mountinfo: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// What a refusal of [`ExecWatch::start`] means, for the log line that says what to grant.
+pub fn refusal_hint(error: &io::Error) -> &'static str {
+    match error.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            "missing CAP_SYS_ADMIN: add it to the sensor's capabilities"
+        }
+        Some(libc::ENOSYS) => "the kernel was built without fanotify (CONFIG_FANOTIFY)",
+        Some(libc::EINVAL) => {
+            "the kernel lacks FAN_OPEN_EXEC or filesystem marks (needs Linux 5.0+)"
+        }
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            "too many open files or fanotify groups: raise the limits"
+        }
+        _ => "see the error",
+    }
+}
+
 /// Whether `path` is a dynamic loader, opened for execution after the binary it loads.
 pub fn is_loader(path: &str) -> bool {
     let base = path.rsplit('/').next().unwrap_or(path);
@@ -259,17 +280,21 @@ impl Held {
             Some(l) => l,
             None => link_of(self.fd.as_ref()?)?,
         };
-        let (path, deleted, memfd) = parse_exe_link(&link);
+        let file = self.fd.map(std::fs::File::from);
+        // The process is gone: its root cannot be searched for the printed name, so only an
+        // unlinked file (no link left) reads as deleted.
+        let name = classify_exe(&link, exe_facts(file.as_ref(), None, &link));
         Some((
             ExecFile {
-                path,
-                deleted,
-                memfd,
+                path: name.path,
+                deleted: name.deleted,
+                memfd: name.memfd,
+                deleted_unknown: name.deleted_unknown,
                 key: self.key,
                 mount: self.mount,
                 at: self.at,
             },
-            self.fd.map(std::fs::File::from),
+            file,
         ))
     }
 }
@@ -598,10 +623,11 @@ impl ExecWatch {
                     Some(k) => k,
                     None => {
                         let Some(l) = link_of(&fd) else { continue };
-                        let (path, deleted, memfd) = parse_exe_link(&l);
+                        // Only a plain link is remembered as the file's path (to match a
+                        // live process's exe link by it); a marked one is left to the facts.
                         let kind = Kind {
-                            loader: is_loader(&path),
-                            path: (!deleted && !memfd).then(|| Arc::from(path.as_str())),
+                            loader: is_loader(&l),
+                            path: plain_link(&l).map(Arc::from),
                         };
                         if kind.loader {
                             self.ignore_loader(&fd, (key.0, key.1));

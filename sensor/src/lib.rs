@@ -91,11 +91,33 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         podman_readable = podman
     );
     tracker.set_standalone(names);
-    if settings.fanotify {
-        let watch = fanotify::ExecWatch::start(metrics.clone(), &settings.proc_root)
-            .context("--fanotify: cannot watch executions with fanotify (needs CAP_SYS_ADMIN and a kernel with FAN_OPEN_EXEC, 5.0+)")?;
-        tracker.set_exec_watch(watch);
-    }
+    tracker.set_metrics(&metrics);
+    let fanotify_on = match settings.fanotify {
+        config::FanotifyMode::Off => {
+            tracing::info!(message = "fanotify exec identities are off (--fanotify off): an executable whose process exits before /proc is read is reported unknown, as partial.");
+            false
+        }
+        mode => match fanotify::ExecWatch::start(metrics.clone(), &settings.proc_root) {
+            Ok(watch) => {
+                tracker.set_exec_watch(watch);
+                true
+            }
+            Err(error) if mode == config::FanotifyMode::Auto => {
+                tracing::warn!(
+                    message = "fanotify exec identities are off: the kernel or this sensor's privileges refused them. Executables of processes that exit before /proc is read will be reported unknown (partial). Grant CAP_SYS_ADMIN (Linux 5.0+ with FAN_OPEN_EXEC), or set --fanotify off to silence this.",
+                    %error,
+                    hint = fanotify::refusal_hint(&error),
+                );
+                false
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context(
+                    "--fanotify on: cannot watch executions with fanotify (needs CAP_SYS_ADMIN and a kernel with FAN_OPEN_EXEC, 5.0+; use --fanotify auto to run without)",
+                ))
+            }
+        },
+    };
+    metrics.fanotify_enabled.set(i64::from(fanotify_on));
     let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
     // With pod metadata, the enricher sits between capture and the uplink.
     let rx = match kube_client {
@@ -156,7 +178,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 procguard_proto::v1::SensorCapability::PodMetadata,
             ),
             (
-                settings.fanotify,
+                fanotify_on,
                 procguard_proto::v1::SensorCapability::FanotifyExec,
             ),
         ]

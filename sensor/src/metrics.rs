@@ -75,6 +75,13 @@ pub struct Metrics {
     pub fanotify_rescues: Counter,
     /// 1 for the way cgroup paths are read (`mode`: host, entered, resolved, blind).
     pub cgroup_view: Family<Vec<(String, String)>, Gauge>,
+    /// Execs recognised as the container runtime's own init (the runtime re-executing its own
+    /// binary, or its memfd clone, for a process its host-side parent starts into a container);
+    /// not reported as the container's processes.
+    pub runtime_init_execs: Counter,
+    /// 1 while fanotify exec identities are on; 0 when they were turned off or the kernel or
+    /// privileges refused them (the log says why and what to grant).
+    pub fanotify_enabled: Gauge,
 }
 
 impl Metrics {
@@ -235,9 +242,19 @@ impl Metrics {
                 "Executables named by fanotify for processes gone from /proc",
                 &self.fanotify_rescues,
             ),
+            (
+                "runtime_init_execs",
+                "Execs recognised as the container runtime's own init, not reported",
+                &self.runtime_init_execs,
+            ),
         ] {
             r.register(name, help, c.clone());
         }
+        r.register(
+            "fanotify_enabled",
+            "1 while fanotify exec identities are on (see the log when 0)",
+            self.fanotify_enabled.clone(),
+        );
         r.register(
             "pods_known",
             "Pods on this node known from the API",

@@ -30,12 +30,20 @@ pub struct ProcInfo {
     pub ppid: Option<u32>,
     /// Command name.
     pub comm: Option<String>,
-    /// Executable path with any " (deleted)" suffix removed.
+    /// Executable path: the exe link, with the kernel's " (deleted)" marker removed only
+    /// where the kernel's facts about the file say it was unlinked ([`classify_exe`]).
     pub exe: Option<String>,
-    /// The executable was deleted.
+    /// The exe link exactly as the kernel printed it.
+    pub exe_link: Option<String>,
+    /// The executable was deleted (the kernel's facts say so, see [`classify_exe`]).
     pub exe_deleted: bool,
     /// The executable is a memfd.
     pub exe_memfd: bool,
+    /// The link ends in " (deleted)" and the facts that tell a deleted file from one named so
+    /// could not be read: `exe` is the link as printed and deletion is unknown.
+    pub exe_deleted_unknown: bool,
+    /// (device, inode) of the executable as opened.
+    pub exe_id: Option<(u64, u64)>,
     /// argv (bounded).
     pub argv: Option<Vec<String>>,
     /// argv was cut.
@@ -239,14 +247,117 @@ pub fn parse_status_ids(text: &str) -> (Option<u32>, Option<u32>) {
     (first("Uid:"), first("Gid:"))
 }
 
-/// Interprets an `exe` link target: strips " (deleted)" and spots memfds.
-pub fn parse_exe_link(target: &str) -> (String, bool, bool) {
-    let (path, deleted) = match target.strip_suffix(" (deleted)") {
-        Some(p) => (p.to_string(), true),
-        None => (target.to_string(), false),
+/// The marker the kernel appends to the path of an unlinked file (`d_path`). A file may also
+/// simply be *named* so: the text alone never says that a file was deleted.
+pub const DELETED_MARK: &str = " (deleted)";
+
+/// The link of a file the kernel calls neither deleted nor anonymous: a path that can be
+/// compared with other paths as it is. `None` when the link ends in [`DELETED_MARK`] (the
+/// file was unlinked, or is named so; only [`classify_exe`] can tell).
+pub fn plain_link(link: &str) -> Option<&str> {
+    (!link.ends_with(DELETED_MARK)).then_some(link)
+}
+
+/// What the kernel says about an executed file, beyond the text of its link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExeFacts {
+    /// `st_nlink` of the open file: 0 once every name of it is gone.
+    pub nlink: Option<u64>,
+    /// The open file lives on shmem (tmpfs or hugetlbfs), where memfds live.
+    pub shmem: Option<bool>,
+    /// Whether the file named exactly as the link reads, looked up in the process's own root,
+    /// is this very file (same device and inode). `Some(false)` when no such name exists or
+    /// it is another file; `None` when the lookup could not be made (the process is gone).
+    pub same_at_link_path: Option<bool>,
+}
+
+/// What [`classify_exe`] concluded about an executable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExeName {
+    /// The path to report.
+    pub path: String,
+    /// Unlinked.
+    pub deleted: bool,
+    /// An anonymous memory file.
+    pub memfd: bool,
+    /// The link ends in the deleted marker and the facts could not tell why.
+    pub deleted_unknown: bool,
+}
+
+/// Interprets an exe link with the kernel's facts about the file. The marker
+/// [`DELETED_MARK`] is stripped (once) only when the facts say the file was unlinked: no link
+/// left (`st_nlink` 0), or no file by the printed name in the process's root while the file
+/// still has links elsewhere (another hard link, or an image-layer file that overlayfs hides
+/// behind a whiteout and still reports with one link). A file merely *named* `x (deleted)` is
+/// found at that name and keeps it, so it never reads as `x`. A memfd is an unlinked file on
+/// shmem whose link reads `/memfd:NAME (deleted)` (the name is the creator's choice, so the
+/// facts decide, not the prefix alone). When the facts could not be read, the link is kept as
+/// printed, deletion unknown: an unreadable case never turns into a shorter, allowed path.
+pub fn classify_exe(link: &str, facts: ExeFacts) -> ExeName {
+    let keep = |deleted_unknown| ExeName {
+        path: link.to_string(),
+        deleted: false,
+        memfd: false,
+        deleted_unknown,
     };
-    let memfd = path.starts_with("/memfd:");
-    (path, deleted && !memfd, memfd)
+    let Some(stripped) = link.strip_suffix(DELETED_MARK) else {
+        return keep(false);
+    };
+    let unlinked = match (facts.nlink, facts.same_at_link_path) {
+        (Some(0), _) => true,
+        (_, Some(true)) => false,
+        (Some(_), Some(false)) => true,
+        _ => return keep(true),
+    };
+    if !unlinked {
+        return keep(false);
+    }
+    let memfd =
+        facts.nlink == Some(0) && facts.shmem == Some(true) && stripped.starts_with("/memfd:");
+    ExeName {
+        path: stripped.to_string(),
+        deleted: !memfd,
+        memfd,
+        deleted_unknown: false,
+    }
+}
+
+/// [`ExeFacts`] of an open executable whose link printed with the deleted marker; the printed
+/// name is looked up under `root` when given (the process's `/proc/<pid>/root`, opened first
+/// so the lookup stays in that root even if the process exits meanwhile). Only the last
+/// component is not followed: the link is a kernel-printed path, free of symbolic links.
+pub fn exe_facts(file: Option<&std::fs::File>, root: Option<&Path>, link: &str) -> ExeFacts {
+    use std::os::fd::AsRawFd;
+    let meta = file.and_then(|f| f.metadata().ok());
+    let shmem = file
+        .and_then(|f| nix::sys::statfs::fstatfs(f).ok())
+        .map(|s| {
+            let t = s.filesystem_type();
+            t == nix::sys::statfs::TMPFS_MAGIC || t == nix::sys::statfs::HUGETLBFS_MAGIC
+        });
+    let nlink = meta.as_ref().map(|m| m.nlink());
+    let same_at_link_path = match (&meta, nlink) {
+        (Some(m), Some(n)) if n > 0 => root
+            .and_then(|root| std::fs::File::open(root).ok())
+            .and_then(|r| {
+                let name = format!(
+                    "/proc/self/fd/{}/{}",
+                    r.as_raw_fd(),
+                    link.trim_start_matches('/')
+                );
+                match std::fs::symlink_metadata(name) {
+                    Ok(at) => Some(at.dev() == m.dev() && at.ino() == m.ino()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+                    Err(_) => None,
+                }
+            }),
+        _ => None,
+    };
+    ExeFacts {
+        nlink,
+        shmem,
+        same_at_link_path,
+    }
 }
 
 /// Reader of `/proc` under `root`.
@@ -317,16 +428,44 @@ impl ProcReader {
             ..Default::default()
         };
         if let Ok(t) = std::fs::read_link(self.path(pid, "exe")) {
-            let (p, deleted, memfd) = parse_exe_link(&t.to_string_lossy());
-            info.exe = Some(p);
-            info.exe_deleted = deleted;
-            info.exe_memfd = memfd;
+            let link = t.to_string_lossy().into_owned();
+            // Until [`ProcReader::resolve_exe`] reads the facts, a marked link stands as
+            // printed, deletion unknown (never a shorter path).
+            info.exe_deleted_unknown = plain_link(&link).is_none();
+            info.exe = Some(link.clone());
+            info.exe_link = Some(link);
         }
         if let Some((argv, truncated)) = read_cmdline(&self.path(pid, "cmdline")) {
             info.argv = Some(argv);
             info.argv_truncated = truncated;
         }
         info
+    }
+
+    /// Settles the executable's path and flags from the kernel's facts about `file`, the
+    /// executable as opened (through `/proc/<pid>/exe` or fanotify's descriptor), see
+    /// [`classify_exe`]. Also records its (device, inode).
+    pub fn resolve_exe(&self, info: &mut ProcInfo, file: Option<&std::fs::File>) {
+        if info.exe_id.is_none() {
+            info.exe_id = file
+                .and_then(|f| f.metadata().ok())
+                .map(|m| (m.dev(), m.ino()));
+        }
+        let Some(link) = info.exe_link.as_deref() else {
+            return;
+        };
+        let name = if plain_link(link).is_some() {
+            classify_exe(link, ExeFacts::default())
+        } else {
+            classify_exe(
+                link,
+                exe_facts(file, Some(&self.path(info.pid, "root")), link),
+            )
+        };
+        info.exe = Some(name.path);
+        info.exe_deleted = name.deleted;
+        info.exe_memfd = name.memfd;
+        info.exe_deleted_unknown = name.deleted_unknown;
     }
 
     /// Reads `/proc/<pid>/cgroup`, which decides whose process it is.
@@ -484,20 +623,108 @@ mod tests {
         assert_eq!(parse_stat("garbage"), None);
     }
 
+    /// Each case: the link, the facts, and (path, deleted, memfd, unknown).
     #[test]
-    fn exe_links_flag_deleted_and_memfd() {
-        assert_eq!(
-            parse_exe_link("/usr/bin/id"),
-            ("/usr/bin/id".into(), false, false)
+    fn exe_links_are_read_with_the_kernels_facts() {
+        fn check(link: &str, facts: ExeFacts, want: (&str, bool, bool, bool)) {
+            let got = classify_exe(link, facts);
+            assert_eq!(
+                (
+                    got.path.as_str(),
+                    got.deleted,
+                    got.memfd,
+                    got.deleted_unknown
+                ),
+                want,
+                "{link} {facts:?}"
+            );
+        }
+        let facts = |nlink, shmem, same| ExeFacts {
+            nlink,
+            shmem,
+            same_at_link_path: same,
+        };
+        check(
+            "/usr/bin/id",
+            facts(Some(1), Some(false), None),
+            ("/usr/bin/id", false, false, false),
         );
-        assert_eq!(
-            parse_exe_link("/tmp/x (deleted)"),
-            ("/tmp/x".into(), true, false)
+        // Unlinked: no name left.
+        check(
+            "/tmp/x (deleted)",
+            facts(Some(0), Some(false), None),
+            ("/tmp/x", true, false, false),
         );
-        assert_eq!(
-            parse_exe_link("/memfd:payload (deleted)"),
-            ("/memfd:payload".into(), false, true)
+        // A file merely named "x (deleted)", present at that name: it keeps its name.
+        check(
+            "/bin/x (deleted)",
+            facts(Some(1), Some(false), Some(true)),
+            ("/bin/x (deleted)", false, false, false),
         );
+        // Named so and then deleted: one marker is the kernel's, the other the name's.
+        check(
+            "/bin/x (deleted) (deleted)",
+            facts(Some(0), Some(false), None),
+            ("/bin/x (deleted)", true, false, false),
+        );
+        // Unlinked here but alive under another name (a hard link, or an image file behind an
+        // overlayfs whiteout, which still reports one link).
+        check(
+            "/app/run (deleted)",
+            facts(Some(1), Some(false), Some(false)),
+            ("/app/run", true, false, false),
+        );
+        // Facts unreadable (the process was gone): the printed link stands, deletion unknown.
+        check(
+            "/bin/x (deleted)",
+            facts(Some(1), None, None),
+            ("/bin/x (deleted)", false, false, true),
+        );
+        check(
+            "/bin/x (deleted)",
+            ExeFacts::default(),
+            ("/bin/x (deleted)", false, false, true),
+        );
+        // A memfd: unlinked, on shmem, with the memfd: prefix.
+        check(
+            "/memfd:payload (deleted)",
+            facts(Some(0), Some(true), None),
+            ("/memfd:payload", false, true, false),
+        );
+        check(
+            "/memfd:runc_cloned:/proc/self/exe (deleted)",
+            facts(Some(0), Some(true), None),
+            ("/memfd:runc_cloned:/proc/self/exe", false, true, false),
+        );
+        // A deleted regular file that someone named "memfd:..." is a deleted file, not a memfd.
+        check(
+            "/memfd:x (deleted)",
+            facts(Some(0), Some(false), None),
+            ("/memfd:x", true, false, false),
+        );
+        assert_eq!(plain_link("/bin/x (deleted)"), None);
+        assert_eq!(plain_link("/bin/x"), Some("/bin/x"));
+    }
+
+    #[test]
+    fn a_file_named_deleted_is_told_from_a_deleted_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let named = dir.path().join("x (deleted)");
+        std::fs::write(&named, b"#!/bin/sh\n").unwrap();
+        let f = std::fs::File::open(&named).unwrap();
+        let link = format!("{} (deleted)", named.display());
+        // Looked up from "/": the printed link is "<dir>/x (deleted)" for the file itself.
+        let printed = named.display().to_string();
+        let facts = exe_facts(Some(&f), Some(Path::new("/")), &printed);
+        assert_eq!(facts.nlink, Some(1));
+        assert_eq!(facts.same_at_link_path, Some(true));
+        assert_eq!(classify_exe(&printed, facts).path, printed);
+        // The same file, unlinked: the kernel would print "<dir>/x (deleted) (deleted)".
+        std::fs::remove_file(&named).unwrap();
+        let facts = exe_facts(Some(&f), Some(Path::new("/")), &link);
+        assert_eq!(facts.nlink, Some(0));
+        let got = classify_exe(&link, facts);
+        assert_eq!((got.path.as_str(), got.deleted), (printed.as_str(), true));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::cgroup::{self, ContainerRef, Placement};
 use crate::fanotify::{Claimed, ExecWatch};
-use crate::procfs::{ProcInfo, ProcReader};
+use crate::procfs::{plain_link, ProcInfo, ProcReader};
 use crate::standalone;
 use procguard_core::element::{self, Invocation};
 use procguard_core::process::{Ancestor, UNREADABLE_EXE};
@@ -27,6 +27,12 @@ pub const MAX_ANCESTORS: usize = 5;
 struct Entry {
     ppid: u32,
     exe: String,
+    /// (device, inode) of the executable it runs, as opened: what tells a runtime re-executing
+    /// its own binary ([`Tracker::is_runtime_init`]).
+    exe_id: Option<(u64, u64)>,
+    /// Recognised as the container runtime's init: a host process's child that re-executed
+    /// the very file its parent runs. Its memfd clone of itself is still the runtime.
+    runtime_init: bool,
     placement: Placement,
     context: ExecContext,
     /// Facts the kernel's events keep current (fork copies them, uid/gid/comm events change
@@ -149,6 +155,10 @@ pub struct Tracker {
     not_linked: std::collections::HashSet<(String, String)>,
     /// Names of containers outside any pod, from the runtimes' state.
     standalone: Option<standalone::Names>,
+    /// Counts execs recognised as the runtime's init ([`Tracker::is_runtime_init`]).
+    runtime_inits: prometheus_client::metrics::counter::Counter,
+    /// Whether the last exec applied was the runtime's init (not reported, not lost).
+    last_was_runtime_init: bool,
 }
 
 /// Processes of a container looked at for its root filesystem before giving up (a container
@@ -175,6 +185,8 @@ impl Tracker {
             multi_call: Default::default(),
             not_linked: Default::default(),
             standalone: None,
+            runtime_inits: Default::default(),
+            last_was_runtime_init: false,
         }
     }
 
@@ -255,6 +267,17 @@ impl Tracker {
     /// Identifies containers outside any pod by the names their runtime records.
     pub fn set_standalone(&mut self, names: standalone::Names) {
         self.standalone = Some(names);
+    }
+
+    /// Counts what the tracker decides not to report in `metrics`.
+    pub fn set_metrics(&mut self, metrics: &crate::metrics::Metrics) {
+        self.runtime_inits = metrics.runtime_init_execs.clone();
+    }
+
+    /// Whether the last exec given to [`Tracker::on_exec_read`] was the container runtime's
+    /// own init, recognised and deliberately not reported (rather than lost).
+    pub fn last_was_runtime_init(&self) -> bool {
+        self.last_was_runtime_init
     }
 
     /// Looks for the root filesystem of container `id` through live process `pid`, until
@@ -378,6 +401,9 @@ impl Tracker {
         let inherited = self.table.get(&parent).cloned().map(|p| Entry {
             ppid: parent,
             exe: p.exe,
+            exe_id: p.exe_id,
+            // A fork runs its parent's image but has not re-executed anything itself.
+            runtime_init: false,
             placement: p.placement,
             context: match p.context {
                 ExecContext::Entrypoint => ExecContext::Descendant,
@@ -453,6 +479,50 @@ impl Tracker {
         }
     }
 
+    /// Whether an exec re-executes the very file its parent runs (same device and inode, as
+    /// opened), and the parent is outside the process's container (or in none): what runc does
+    /// with `/proc/self/exe init`. Flagged whatever the process's placement reads, because the
+    /// runtime may move it into the container's cgroup only after this exec.
+    fn reexecs_outside_parent(&self, info: &ProcInfo, placement: &Placement, ppid: u32) -> bool {
+        let Some(parent) = self.table.get(&ppid) else {
+            return false;
+        };
+        let mine = Self::container_of(placement).map(|c| &c.id);
+        let theirs = Self::container_of(&parent.placement).map(|c| &c.id);
+        (theirs.is_none() || theirs != mine)
+            && !info.exe_memfd
+            && info.exe_id.is_some()
+            && info.exe_id == parent.exe_id
+    }
+
+    /// Whether an exec is the container runtime's own init, from kernel facts only: the process
+    /// is (now) in a container, its parent is not in that container (a host process: the
+    /// runtime), and either it executes the very file its parent runs (runc's
+    /// `/proc/self/exe init`, [`Tracker::reexecs_outside_parent`]), or it already did and now
+    /// runs an anonymous memory file (runc's clone of itself,
+    /// `/memfd:runc_cloned:/proc/self/exe`, whose name is never consulted). Nothing a
+    /// container's own processes can do matches: their parents are in the container. A runtime
+    /// that starts its init some other way is reported as it is.
+    fn is_runtime_init(
+        &self,
+        info: &ProcInfo,
+        placement: &Placement,
+        ppid: u32,
+        known: Option<&Entry>,
+        reexec: bool,
+    ) -> bool {
+        let Some(c) = Self::container_of(placement) else {
+            return false;
+        };
+        let Some(parent) = self.table.get(&ppid) else {
+            return false;
+        };
+        if Self::container_of(&parent.placement).is_some_and(|pc| pc.id == c.id) {
+            return false;
+        }
+        reexec || (info.exe_memfd && known.is_some_and(|k| k.runtime_init))
+    }
+
     fn ancestors(&self, mut ppid: u32) -> Vec<Ancestor> {
         let mut out = Vec::new();
         while out.len() < MAX_ANCESTORS && ppid > 1 {
@@ -490,27 +560,31 @@ impl Tracker {
     /// otherwise is `/proc/<pid>/exe` opened.
     pub fn read_early(&self, pid: u32) -> EarlyRead {
         let Some(w) = &self.exec_watch else {
+            let mut info = self.reader.read_urgent(pid);
+            let exe = self.reader.open_exe(pid);
+            self.reader.resolve_exe(&mut info, exe.as_ref());
             return EarlyRead {
-                exe: self.reader.open_exe(pid),
+                exe,
                 claimed: None,
-                info: self.reader.read_urgent(pid),
+                info,
             };
         };
-        let info = self.reader.read_urgent(pid);
-        let claimed = match &info.exe {
-            Some(exe) if !info.exe_deleted && !info.exe_memfd => {
-                w.claim_exec(pid, exe).filter(|c| c.file.is_some())
-            }
-            _ => None,
+        let mut info = self.reader.read_urgent(pid);
+        // Only a plain link is matched by path; a marked one (deleted, memfd, or a file named
+        // so) is opened, so that the facts about that very file decide.
+        let claimed = match info.exe_link.as_deref().and_then(plain_link) {
+            Some(exe) => w.claim_exec(pid, exe).filter(|c| c.file.is_some()),
+            None => None,
         };
-        EarlyRead {
-            exe: match claimed {
-                Some(_) => None,
-                None => self.reader.open_exe(pid),
-            },
-            claimed,
-            info,
-        }
+        let exe = match &claimed {
+            Some(c) => {
+                info.exe_id = Some((c.key.0, c.key.1));
+                None
+            }
+            None => self.reader.open_exe(pid),
+        };
+        self.reader.resolve_exe(&mut info, exe.as_ref());
+        EarlyRead { exe, claimed, info }
     }
 
     /// Whether the exec read as `early` should wait for its fork: the process is unknown to
@@ -531,6 +605,7 @@ impl Tracker {
     /// container is its parent's (leaving a container's cgroup takes privileges a container
     /// does not have), and anything else reads its cgroup file.
     pub fn on_exec_read(&mut self, early: EarlyRead) -> Option<Observed> {
+        self.last_was_runtime_init = false;
         let EarlyRead {
             exe,
             claimed: early_claim,
@@ -585,6 +660,8 @@ impl Tracker {
                 info.exe = Some(f.path);
                 info.exe_deleted = f.deleted;
                 info.exe_memfd = f.memfd;
+                info.exe_deleted_unknown = f.deleted_unknown;
+                info.exe_id = Some((f.key.0, f.key.1));
                 exe_key = Some(f.key);
                 exe = file;
                 // The executed file was reached through a container's root mount: the process ran in
@@ -688,18 +765,55 @@ impl Tracker {
                 missing.push("ppid");
                 0
             });
-        // The container runtime's own init process (runc re-executing itself before it execs
-        // the entrypoint) is not a workload process.
-        if info
-            .comm
-            .as_deref()
-            .is_some_and(|c| c.starts_with("runc:["))
-        {
+        // The container runtime's own init (runc re-executing itself before it execs the
+        // entrypoint or an exec session's command) is not a workload process. It is recognised
+        // by kernel facts only, never by its name (`comm` and paths are the file's name, which
+        // whoever writes the file chooses).
+        let reexec = self.reexecs_outside_parent(&info, &placement, ppid);
+        if self.is_runtime_init(&info, &placement, ppid, known.as_ref(), reexec) {
+            self.runtime_inits.inc();
+            self.last_was_runtime_init = true;
+            // It stays where its parent put it (outside the container) until it execs the
+            // container's own program: it does not count as the container's first process.
+            let e = known.unwrap_or(Entry {
+                ppid,
+                exe: String::new(),
+                exe_id: None,
+                runtime_init: true,
+                placement: Placement::Unattributed,
+                context: ExecContext::Host,
+                facts: Facts::default(),
+            });
+            self.insert(
+                pid,
+                Entry {
+                    exe: info.exe.clone().unwrap_or_default(),
+                    exe_id: info.exe_id,
+                    runtime_init: true,
+                    ..e
+                },
+            );
+            tracing::debug!(message = "Container runtime init recognised.", pid, ppid, exe = ?info.exe);
             return None;
         }
-        let exe = match &info.exe {
-            // "/" is what the kernel prints for an image unreachable from the process's root.
-            Some(e) if e != "/" && !e.is_empty() => e.clone(),
+        if info.exe_deleted_unknown {
+            // The link ends in " (deleted)" and nothing could say whether the file was
+            // unlinked or is named so: the path stands as printed, and the flag is unknown.
+            missing.push("exe_deleted");
+        }
+        // The very file the parent runs (same device and inode, as opened), when its own link
+        // cannot name it: the parent's path names that file (runc runs a read-only bind mount
+        // of itself that it detached, whose path the kernel cannot print).
+        let parents_file = self
+            .table
+            .get(&ppid)
+            .filter(|p| info.exe_id.is_some() && p.exe_id == info.exe_id)
+            .map(|p| p.exe.clone())
+            .filter(|e| e.starts_with('/'));
+        let exe = match (&info.exe, parents_file) {
+            // "/" is what the kernel prints for an image unreachable from the reader's root.
+            (Some(e), _) if e != "/" && !e.is_empty() => e.clone(),
+            (Some(_), Some(same)) => same,
             _ => {
                 // Never guess (the image before the exec would be a lie an attacker could hide
                 // behind): the event says the executable is unknown, and learning holds it for
@@ -813,6 +927,8 @@ impl Tracker {
             Entry {
                 ppid,
                 exe,
+                exe_id: info.exe_id,
+                runtime_init: reexec,
                 placement,
                 context,
                 facts,
@@ -827,7 +943,12 @@ impl Tracker {
             .reader
             .pids()
             .into_iter()
-            .map(|p| (self.reader.read(p), self.reader.open_exe(p)))
+            .map(|p| {
+                let mut info = self.reader.read(p);
+                let exe = self.reader.open_exe(p);
+                self.reader.resolve_exe(&mut info, exe.as_ref());
+                (info, exe)
+            })
             .collect();
         // Parents first, so children find their parent's container and context.
         infos.sort_by_key(|(i, _)| (i.start_time, i.pid));
@@ -847,6 +968,87 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process read from `/proc` as the tracker would see it: in `cgroup`, running the file
+    /// (device, inode) `id` at `exe`, with the command name `comm`.
+    fn proc(pid: u32, ppid: u32, exe: &str, id: (u64, u64), comm: &str, cgroup: &str) -> ProcInfo {
+        ProcInfo {
+            pid,
+            ppid: Some(ppid),
+            comm: Some(comm.into()),
+            exe: Some(exe.into()),
+            exe_link: Some(exe.into()),
+            exe_memfd: exe.starts_with("/memfd:"),
+            exe_id: Some(id),
+            argv: Some(vec![exe.into()]),
+            uid: Some(0),
+            gid: Some(0),
+            start_time: Some(std::time::SystemTime::now()),
+            cgroup: Some(cgroup.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_runtime_init_is_known_by_its_file_and_its_parent_never_by_its_name() {
+        const HOST: &str = "0::/system.slice/containerd.service\n";
+        let ctr = format!(
+            "0::/kubepods/besteffort/pod3693a8ec-0000-4000-8000-000000000001/{}\n",
+            "a".repeat(64)
+        );
+        let proc_root = tempfile::tempdir().unwrap();
+        let mut t = Tracker::new(ProcReader::new(proc_root.path()), "n1", "c");
+        let metrics = crate::metrics::Metrics::default();
+        t.set_metrics(&metrics);
+        let runc = (1, 100);
+        let sh = (7, 1);
+        let ev = |t: &mut Tracker, info: ProcInfo| t.event_from(info);
+        // runc (host) starts `runc init`: /proc/self/exe, the very file it runs, then its memfd
+        // clone. Neither is the container's.
+        assert!(ev(&mut t, proc(10, 1, "/usr/sbin/runc", runc, "runc", HOST)).is_some());
+        t.on_fork(10, 11, None);
+        assert!(ev(&mut t, proc(11, 10, "/usr/sbin/runc", runc, "exe", &ctr)).is_none());
+        let clone = "/memfd:runc_cloned:/proc/self/exe";
+        assert!(ev(&mut t, proc(11, 10, clone, (0, 9), "runc:[0:PARENT]", &ctr)).is_none());
+        assert_eq!(metrics.runtime_init_execs.get(), 2);
+        // The init execs the entrypoint: the container's first process.
+        t.on_fork(10, 12, None);
+        let entry = ev(&mut t, proc(12, 10, "/bin/sh", sh, "sh", &ctr)).unwrap();
+        assert_eq!(entry.context, ExecContext::Entrypoint);
+        // Inside the container, a name like the runtime's is just a name.
+        t.on_fork(12, 13, None);
+        let named = ev(
+            &mut t,
+            proc(13, 12, "/bin/runc:[x", (7, 2), "runc:[x", &ctr),
+        )
+        .unwrap();
+        assert_eq!(
+            (named.exe_path.as_str(), named.context),
+            ("/bin/runc:[x", ExecContext::Descendant)
+        );
+        // A shell re-executing its own file, then a memfd: its parent is in the container.
+        t.on_fork(12, 14, None);
+        assert!(ev(&mut t, proc(14, 12, "/bin/sh", sh, "sh", &ctr)).is_some());
+        let payload = ev(&mut t, proc(14, 12, clone, (0, 10), "runc:[2:INIT]", &ctr)).unwrap();
+        assert!(payload.exe_memfd);
+        // On the host, the same moves are reported too: only a container's runtime init is
+        // left out.
+        assert!(ev(&mut t, proc(20, 1, "/bin/bash", (1, 200), "bash", HOST)).is_some());
+        t.on_fork(20, 21, None);
+        assert!(ev(&mut t, proc(21, 20, "/bin/bash", (1, 200), "bash", HOST)).is_some());
+        assert!(ev(&mut t, proc(21, 20, "/memfd:x", (0, 11), "x", HOST)).is_some());
+        assert_eq!(metrics.runtime_init_execs.get(), 2);
+        // runc's detached bind of itself, read while still outside the container: the kernel
+        // prints "/", and the file is its parent's, by device and inode.
+        t.on_fork(10, 30, None);
+        let bind = ev(&mut t, proc(30, 10, "/", runc, "runc:[0:PARENT]", HOST)).unwrap();
+        assert_eq!(bind.exe_path, "/usr/sbin/runc");
+        assert!(bind.missing.is_empty(), "{:?}", bind.missing);
+        // Another file the kernel cannot name stays unknown.
+        t.on_fork(10, 31, None);
+        let other = ev(&mut t, proc(31, 10, "/", (1, 101), "x", HOST)).unwrap();
+        assert_eq!(other.exe_path, UNREADABLE_EXE);
+    }
 
     #[test]
     fn the_writable_layer_is_the_root_overlays_upperdir() {

@@ -238,13 +238,18 @@ impl Uplink {
         let verdict = if ev.context == ExecContext::Probe {
             Verdict::Allowed
         } else {
-            self.matcher.check(
+            match self.matcher.check(
                 &ev.workload,
                 &ev.exe_path,
                 applet,
                 script,
                 SystemTime::now(),
-            )
+            ) {
+                // As `Baseline::observe` decides: a fileless executable is never the allowed
+                // file at its path.
+                Verdict::Allowed if ev.fileless() => Verdict::Deviation,
+                v => v,
+            }
         };
         let kind = if verdict == Verdict::Deviation {
             self.metrics.deviations.inc();

@@ -5,7 +5,7 @@
 use procguard_sensor::cgroup::{self, Placement};
 use procguard_sensor::netlink::{parse_datagram, Received};
 use procguard_sensor::procfs::{
-    parse_cmdline, parse_exe_link, parse_stat, parse_status_ids, CmdlineParser, ProcReader,
+    classify_exe, parse_cmdline, parse_stat, parse_status_ids, CmdlineParser, ExeFacts, ProcReader,
     MAX_ARGS, MAX_ARG_LEN,
 };
 use proptest::prelude::*;
@@ -100,10 +100,27 @@ proptest! {
     }
 
     #[test]
-    fn exe_link_parsing_never_panics(t in "\\PC{0,300}( \\(deleted\\))?") {
-        let (path, deleted, memfd) = parse_exe_link(&t);
-        prop_assert!(path.len() <= t.len());
-        prop_assert!(!(deleted && memfd));
+    fn exe_links_never_shorten_without_the_kernels_word(
+        t in "(/memfd:)?\\PC{0,300}( \\(deleted\\)){0,2}",
+        nlink in prop::option::of(0u64..3),
+        shmem in prop::option::of(any::<bool>()),
+        same in prop::option::of(any::<bool>()),
+    ) {
+        let facts = ExeFacts { nlink, shmem, same_at_link_path: same };
+        let got = classify_exe(&t, facts);
+        prop_assert!(!(got.deleted && got.memfd));
+        prop_assert!(got.path.len() <= t.len());
+        // The text alone never makes a path shorter (a file named "x (deleted)" is never "x"):
+        // only no link left, or no file by the printed name, does.
+        let unlinked = nlink == Some(0) || (nlink.is_some() && same == Some(false));
+        if got.path != t {
+            prop_assert!(unlinked, "{t:?} {facts:?} -> {got:?}");
+            prop_assert_eq!(format!("{} (deleted)", got.path), t.clone());
+        }
+        if !unlinked {
+            prop_assert_eq!(&got.path, &t);
+            prop_assert!(!got.deleted && !got.memfd);
+        }
     }
 
     #[test]

@@ -1,0 +1,255 @@
+//! Detection integrity against names an attacker chooses: a real container with an enforced
+//! baseline, the real sensor and server, and files named to slip past the sensor. A binary
+//! named `runc:[x` (once dropped because its command name looked like the runtime's init), a
+//! file named `sleep (deleted)` beside an allowed `/bin/sleep` (once read as `/bin/sleep`), and
+//! a binary really deleted before it runs (still recognised as deleted, from the kernel's
+//! facts) must each raise a deviation.
+
+use procguard_tests::*;
+use serde_json::Value;
+use std::time::Duration;
+
+fn incidents(pki: &Pki, server: &Server) -> Vec<Value> {
+    ctl_json(pki, server, "viewer", &["incidents", "list"])
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn names_chosen_by_an_attacker_never_hide_an_executable() {
+    if !require_root_and_docker() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let jsonl = work.path().join("events.jsonl");
+    let jsonl_arg = jsonl.display().to_string();
+    let sensor = Sensor::start(
+        &pki,
+        &server,
+        "node-a",
+        work.path(),
+        &["--jsonl", &jsonl_arg],
+    );
+    let uid = pod_uid();
+    // The workload: a shell that runs sleep, over and over.
+    let c = Container::run_in_pod(
+        &uid,
+        &["/bin/sh", "-c", "while true; do /bin/sleep 0.2; done"],
+    );
+    let workload = format!("default//pod/pod-{uid}/{}", c.short());
+    let learned = wait_for(Duration::from_secs(10), || {
+        let b = ctl_json(&pki, &server, "viewer", &["baselines", "get", &workload]).ok()?;
+        let paths: Vec<String> = b["elements"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["exe_path"].as_str().map(String::from))
+            .collect();
+        (paths.iter().any(|p| p == "/bin/sleep") && paths.iter().any(|p| p == "/bin/sh"))
+            .then_some(paths)
+    });
+    assert!(
+        learned.is_some(),
+        "baseline not learned; sensor log:\n{}",
+        sensor.proc.log_text()
+    );
+    let approved = ctl_json(
+        &pki,
+        &server,
+        "approver",
+        &["baselines", "approve", &workload, "--reason", "e2e"],
+    )
+    .unwrap();
+    assert_eq!(approved["state"], "enforced");
+    assert!(wait_for(Duration::from_secs(5), || sensor
+        .metric("procguard_sensor_baselines")
+        .filter(|n| *n >= 1.0))
+    .is_some());
+
+    // The attacker's moves, from a shell of the container's own (allowed) `/bin/sh`.
+    let moves = "cp /bin/sleep '/bin/runc:[x'; exec -a sleep '/bin/runc:[x' 1";
+    assert!(c.exec(&["/bin/sh", "-c", moves]).status.success());
+    let named = "cp /bin/sleep '/bin/sleep (deleted)'; exec -a sleep '/bin/sleep (deleted)' 1";
+    assert!(c.exec(&["/bin/sh", "-c", named]).status.success());
+    // Really deleted: opened, unlinked, then executed through its descriptor (a symlink to it
+    // keeps argv[0] `sleep`, so busybox runs its sleep applet).
+    let gone = "cp /bin/sleep /bin/gone; exec 3</bin/gone; rm /bin/gone; \
+                cp -s /proc/self/fd/3 /tmp/sleep; exec /tmp/sleep 1";
+    assert!(c.exec(&["/bin/sh", "-c", gone]).status.success());
+
+    let want = ["/bin/runc:[x", "/bin/sleep (deleted)", "/bin/gone"];
+    let found = wait_for(Duration::from_secs(10), || {
+        let list = incidents(&pki, &server);
+        want.iter()
+            .all(|w| list.iter().any(|i| i["exe_path"] == *w))
+            .then_some(list)
+    });
+    let events = std::fs::read_to_string(&jsonl).unwrap_or_default();
+    let list = found.unwrap_or_else(|| {
+        panic!(
+            "missing incidents; have {:#?}\nevents:\n{events}\nsensor log:\n{}",
+            incidents(&pki, &server),
+            sensor.proc.log_text()
+        )
+    });
+    let by_exe = |exe: &str| list.iter().find(|i| i["exe_path"] == exe).unwrap().clone();
+    // Nothing was read as the allowed `/bin/sleep`: the only sleep incident is the named file.
+    assert!(
+        list.iter().all(|i| i["exe_path"] != "/bin/sleep"),
+        "{list:#?}"
+    );
+    // The really deleted binary is flagged deleted (critical); the named one is not deleted.
+    let gone = by_exe("/bin/gone");
+    assert_eq!(gone["severity"], "critical", "{gone:#}");
+    assert!(
+        gone["severity_reason"]
+            .as_str()
+            .unwrap()
+            .contains("deleted"),
+        "{gone:#}"
+    );
+    let named = by_exe("/bin/sleep (deleted)");
+    assert_ne!(named["severity"], "critical", "{named:#}");
+    // The event as the sensor wrote it: the name kept, and the command name the attacker chose.
+    let evs: Vec<Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let ev = |exe: &str| {
+        evs.iter()
+            .find(|e| e["exe_path"] == exe)
+            .unwrap_or_else(|| panic!("no event for {exe}"))
+            .clone()
+    };
+    let runc = ev("/bin/runc:[x");
+    assert_eq!(runc["comm"], "runc:[x", "{runc}");
+    assert_eq!(runc["container"]["container_id"], c.id.as_str(), "{runc}");
+    assert_eq!(ev("/bin/sleep (deleted)")["exe_deleted"], false);
+    let g = ev("/bin/gone");
+    assert_eq!(
+        (g["exe_deleted"].clone(), g["exe_memfd"].clone()),
+        (true.into(), false.into()),
+        "{g}"
+    );
+    // Last, the allowed file itself, deleted from the image (overlayfs hides it behind a
+    // whiteout and still reports one link) and run through its descriptor: deleted, at the
+    // allowed path, and never allowed for it (a name beside it, `sleep (deleted)`, exists).
+    let unlinked = "exec 3</bin/sleep; rm /bin/sleep; exec -a sleep /proc/self/fd/3 1";
+    assert!(c.exec(&["/bin/sh", "-c", unlinked]).status.success());
+    let sleep = wait_for(Duration::from_secs(10), || {
+        incidents(&pki, &server)
+            .into_iter()
+            .find(|i| i["exe_path"] == "/bin/sleep")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no incident for the deleted /bin/sleep; events:\n{}",
+            std::fs::read_to_string(&jsonl).unwrap_or_default()
+        )
+    });
+    assert_eq!(sleep["severity"], "critical", "{sleep:#}");
+    let events = std::fs::read_to_string(&jsonl).unwrap_or_default();
+    assert!(
+        events
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|e| e["exe_path"] == "/bin/sleep" && e["exe_deleted"] == true),
+        "{events}"
+    );
+    // The runtime's own init (runc re-executing itself, or its clone) is never the container's.
+    let runtime_in_container = evs.iter().any(|e| {
+        let exe = e["exe_path"].as_str().unwrap_or("");
+        let runtime = exe.ends_with("/runc") || exe.starts_with("/memfd:");
+        e["container"]["container_id"] == c.id.as_str() && runtime
+    });
+    assert!(!runtime_in_container, "{events}");
+    // The container's entrypoint is the container's first process, not the runtime's init.
+    assert!(
+        evs.iter()
+            .any(|e| e["container"]["container_id"] == c.id.as_str()
+                && e["context"] == "entrypoint"
+                && e["exe_path"] == "/bin/sh"),
+        "{events}"
+    );
+}
+
+/// A partial event reaches every output as partial: the real server, a sensor stream sending
+/// an exec session whose argv and container were not seen, and `procguardctl` in every format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_event_is_partial_in_every_output() {
+    use procguard_proto::v1 as pb;
+    use procguard_tests::grpc::{self, SensorStream};
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
+        .await
+        .unwrap();
+    let w = grpc::workload("shop", "web");
+    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
+        .await
+        .unwrap();
+    let mut evs = sensor.events(&w, &["/usr/bin/id"]);
+    let p = evs[0].process.as_mut().unwrap();
+    p.context = pb::ExecContext::ExecSession as i32;
+    p.completeness = pb::Completeness::Partial as i32;
+    p.missing = vec!["argv".into(), "container".into()];
+    sensor.send_acked(evs).await.unwrap();
+
+    let watch = |format: &str| {
+        let out = ctl(
+            &pki,
+            &server,
+            "siem",
+            &[
+                "watch",
+                "--oldest",
+                "--kind",
+                "deviation",
+                "--count",
+                "1",
+                "--format",
+                format,
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let line: Value = serde_json::from_str(watch("jsonl").trim()).unwrap();
+    let p = &line["deviation"]["process"];
+    assert_eq!(
+        (&p["context"], &p["completeness"], &p["missing"]),
+        (
+            &Value::from("exec-session"),
+            &Value::from("partial"),
+            &serde_json::json!(["argv", "container"])
+        ),
+        "{line}"
+    );
+    let ocsf: Value = serde_json::from_str(watch("ocsf").trim()).unwrap();
+    assert_eq!(ocsf["unmapped"]["context"], "exec-session", "{ocsf}");
+    assert_eq!(ocsf["unmapped"]["completeness"], "partial", "{ocsf}");
+    assert_eq!(ocsf["unmapped"]["missing"][1], "container", "{ocsf}");
+    let cef = watch("cef");
+    for want in [
+        "cs6=exec-session",
+        "flexString1=partial",
+        "flexString2=argv,container",
+    ] {
+        assert!(cef.contains(want), "{want} not in {cef}");
+    }
+    // The incident's samples, through `incidents get -o json`.
+    let list = ctl_json(&pki, &server, "viewer", &["incidents", "list"]).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let full = ctl_json(&pki, &server, "viewer", &["incidents", "get", &id]).unwrap();
+    let s = &full["samples"][0]["process"];
+    assert_eq!(s["context"], "exec-session", "{full}");
+    assert_eq!(s["completeness"], "partial", "{full}");
+    assert_eq!(
+        s["missing"],
+        serde_json::json!(["argv", "container"]),
+        "{full}"
+    );
+}
