@@ -277,8 +277,10 @@ pub fn identify(exe: &str, argv: &[String], multi_call: bool) -> Invocation {
     let mut rest: &[String] = argv.get(1..).unwrap_or(&[]);
     let mut applet = None;
     if multi_call {
-        // `busybox APPLET ...` names the applet in argv[1]; otherwise argv[0] is the applet.
-        if invoked == own || is_known_multi_call(invoked) {
+        // `busybox APPLET ...` names the applet in argv[1] (only under the multi-call
+        // binary's own well-known name, as busybox, toybox and coreutils dispatch); otherwise
+        // argv[0] is the applet.
+        if is_known_multi_call(invoked) {
             match rest.first() {
                 Some(a) if !a.starts_with('-') => {
                     applet = Some(basename(a).to_string());
@@ -301,7 +303,13 @@ pub fn identify(exe: &str, argv: &[String], multi_call: bool) -> Invocation {
     } else {
         None
     };
-    Invocation { applet, script }
+    // An applet that is the file's own name says nothing the executable does not: only a
+    // different one is recorded, so an element does not change with how the binary was found
+    // to be multi-call.
+    Invocation {
+        applet: applet.filter(|a| a != own),
+        script,
+    }
 }
 
 #[cfg(test)]
@@ -359,6 +367,10 @@ mod tests {
             None,
         );
         check("/usr/bin/coreutils", &["ls"], true, Some("ls"), None);
+        // A copy of the binary under the applet's own name: the file says it all.
+        check("/bin/sleep", &["sleep", "1"], true, None, None);
+        check("/bin/sh", &["sh", "/x.sh"], true, None, Some("/x.sh"));
+        check("/bin/sleep", &["wget", "x"], true, Some("wget"), None);
         // A login shell's argv[0] has a leading dash.
         check("/bin/busybox", &["-sh"], true, Some("sh"), Some(INLINE));
         // Not multi-call: argv[0] changes nothing.

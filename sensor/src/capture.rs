@@ -36,6 +36,7 @@
 //! [`OUTPUT_EVERY`] after they were built (the uplink batches for longer anyway).
 
 use crate::metrics::Metrics;
+use crate::multicall::MultiCall;
 use crate::netlink::{
     self, GapDetector, ProcConnector, ProcEvent, Stamped, PROC_EVENT_ALL, PROC_EVENT_EXEC,
 };
@@ -179,10 +180,12 @@ pub fn start(
         );
     }
     let cache = Arc::new(Mutex::new(HashCache::default()));
+    let multi = Arc::new(Mutex::new(MultiCall::default()));
     let (hash_tx, hash_rx) = sync_channel::<Observed>(HASH_QUEUE);
     {
         let metrics = metrics.clone();
         let cache = cache.clone();
+        let multi = multi.clone();
         let out = out.clone();
         threads.push(
             std::thread::Builder::new()
@@ -198,6 +201,7 @@ pub fn start(
                         gaps: GapDetector::default(),
                         gaps_from,
                         cache,
+                        multi,
                         hash_tx,
                         out,
                         pending: Vec::new(),
@@ -220,7 +224,7 @@ pub fn start(
     threads.push(
         std::thread::Builder::new()
             .name("pg-hash".into())
-            .spawn(move || hash(hash_rx, &cache, &out, &metrics))?,
+            .spawn(move || hash(hash_rx, &cache, &multi, &out, &metrics))?,
     );
     Ok(threads)
 }
@@ -277,6 +281,8 @@ struct Processor {
     /// Events stamped before both sockets were subscribed are not checked for gaps.
     gaps_from: u64,
     cache: Arc<Mutex<HashCache>>,
+    /// Multi-call contents, shared with the hashing thread.
+    multi: Arc<Mutex<MultiCall>>,
     hash_tx: SyncSender<Observed>,
     out: tokio::sync::mpsc::Sender<ProcessEvent>,
     /// Events built and not yet handed to the uplink, and since when the oldest waits.
@@ -567,7 +573,7 @@ impl Processor {
                 .is_ok();
         }
         event.exe_sha256 = known;
-        count(&mut event, &self.metrics);
+        count(&mut event, &self.metrics, &self.multi);
         self.since.get_or_insert_with(Instant::now);
         self.pending.push(event);
         if self.pending.len() >= OUTPUT_BATCH {
@@ -594,10 +600,16 @@ fn wall_clock_of(timestamp_ns: u64) -> Option<std::time::SystemTime> {
     std::time::SystemTime::now().checked_sub(Duration::from_nanos(ago))
 }
 
-/// Marks a missing hash and counts the event.
-fn count(event: &mut ProcessEvent, metrics: &Metrics) {
+/// Names the applet of a multi-call content (see [`MultiCall`]), marks a missing hash and
+/// counts the event.
+fn count(event: &mut ProcessEvent, metrics: &Metrics, multi: &Mutex<MultiCall>) {
     if event.exe_sha256.is_none() {
         event.mark_missing("exe_sha256");
+    } else {
+        multi
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .complete(event);
     }
     metrics.events_seen.inc();
     if event.completeness == Completeness::Partial {
@@ -609,6 +621,7 @@ fn count(event: &mut ProcessEvent, metrics: &Metrics) {
 fn hash(
     rx: Receiver<Observed>,
     cache: &Mutex<HashCache>,
+    multi: &Mutex<MultiCall>,
     out: &tokio::sync::mpsc::Sender<ProcessEvent>,
     metrics: &Metrics,
 ) {
@@ -631,7 +644,7 @@ fn hash(
                 Some(h)
             });
         }
-        count(&mut event, metrics);
+        count(&mut event, metrics, multi);
         if out.blocking_send(event).is_err() {
             return;
         }
@@ -669,6 +682,7 @@ mod tests {
             gaps: GapDetector::default(),
             gaps_from: 0,
             cache: Arc::new(Mutex::new(HashCache::default())),
+            multi: Default::default(),
             hash_tx,
             out,
             pending: Vec::new(),

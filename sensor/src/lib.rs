@@ -17,6 +17,7 @@ pub mod cgroupns;
 pub mod config;
 pub mod fanotify;
 pub mod metrics;
+pub mod multicall;
 pub mod netlink;
 pub mod pods;
 pub mod procfs;

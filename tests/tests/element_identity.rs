@@ -1,0 +1,203 @@
+//! A baseline element is what actually ran: re-routing through an allowed file does not pass.
+//!
+//! A real busybox container (every applet a copy of the one binary, as images that copy
+//! rather than link it are built) with an enforced baseline learned from its own loop (`sh
+//! -c` inline code and `/bin/sleep`), then the attacker's moves through those allowed files:
+//! another applet through a symlink to the allowed `sleep`, the same through `busybox APPLET`
+//! under an allowed file, and a script run by the allowed shell. Each must raise a deviation
+//! naming exactly that element, while the workload's own loop raises nothing. On the host, the
+//! loader run directly and an interpreter's one-liner are named as what they run.
+
+use procguard_tests::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+fn incidents(pki: &Pki, server: &Server) -> Vec<Value> {
+    ctl_json(pki, server, "viewer", &["incidents", "list"])
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn element_of(i: &Value) -> (String, String, String) {
+    let s = |k: &str| i[k].as_str().unwrap_or_default().to_string();
+    (s("exe_path"), s("applet"), s("script_path"))
+}
+
+#[test]
+fn re_routing_through_allowed_files_raises_what_really_ran() {
+    if !require_root_and_docker() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let sensor = Sensor::start(&pki, &server, "node-a", work.path(), &[]);
+    let uid = pod_uid();
+    let c = Container::run_in_pod(
+        &uid,
+        &["/bin/sh", "-c", "while true; do /bin/sleep 0.2; done"],
+    );
+    let workload = format!("default//pod/pod-{uid}/{}", c.short());
+    let learned = wait_for(Duration::from_secs(15), || {
+        let b = ctl_json(&pki, &server, "viewer", &["baselines", "get", &workload]).ok()?;
+        let els: Vec<(String, String, String)> =
+            b["elements"].as_array()?.iter().map(element_of).collect();
+        let has = |e: &str, s: &str| els.iter().any(|x| x.0 == e && x.1.is_empty() && x.2 == s);
+        (has("/bin/sleep", "") && has("/bin/sh", "[inline]")).then_some(els)
+    });
+    assert!(
+        learned.is_some(),
+        "baseline not learned as (/bin/sleep) and (/bin/sh [inline]); sensor log:\n{}",
+        sensor.proc.log_text()
+    );
+    let approved = ctl_json(
+        &pki,
+        &server,
+        "approver",
+        &["baselines", "approve", &workload, "--reason", "e2e"],
+    )
+    .unwrap();
+    assert_eq!(approved["state"], "enforced");
+    assert!(wait_for(Duration::from_secs(5), || sensor
+        .metric("procguard_sensor_baselines")
+        .filter(|n| *n >= 1.0))
+    .is_some());
+
+    // The moves, as a script copied in and run by the allowed shell (itself a move: a script
+    // the workload never ran).
+    let moves = work.path().join("moves.sh");
+    std::fs::write(
+        &moves,
+        "ln -s /bin/sleep /tmp/id\n\
+         /tmp/id >/dev/null\n\
+         (exec -a busybox /bin/sleep whoami >/dev/null)\n\
+         echo 'sleep 0.3' > /tmp/x.sh\n\
+         /bin/sh /tmp/x.sh\n\
+         sleep 0.5\n",
+    )
+    .unwrap();
+    let st = Command::new("docker")
+        .args([
+            "cp",
+            moves.to_str().unwrap(),
+            &format!("{}:/tmp/moves.sh", c.id),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "docker cp");
+    let out = c.exec(&["/bin/sh", "/tmp/moves.sh"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let want = [
+        ("/bin/sleep", "id", ""),
+        ("/bin/sleep", "whoami", ""),
+        ("/bin/sh", "", "/tmp/x.sh"),
+        ("/bin/sh", "", "/tmp/moves.sh"),
+    ];
+    let found = wait_for(Duration::from_secs(15), || {
+        let list = incidents(&pki, &server);
+        let els: Vec<_> = list.iter().map(element_of).collect();
+        want.iter()
+            .all(|(e, a, s)| els.iter().any(|x| x.0 == *e && x.1 == *a && x.2 == *s))
+            .then_some(list)
+    });
+    let list = found.unwrap_or_else(|| {
+        panic!(
+            "missing deviations; want {want:?}, have {:#?}\nsensor log:\n{}",
+            incidents(&pki, &server)
+                .iter()
+                .map(element_of)
+                .collect::<Vec<_>>(),
+            sensor.proc.log_text()
+        )
+    });
+    // The workload's own elements never alerted: neither the loop's sleep nor its inline shell.
+    for i in &list {
+        let (e, a, s) = element_of(i);
+        assert!(
+            !(a.is_empty()
+                && ((e == "/bin/sleep" && s.is_empty()) || (e == "/bin/sh" && s == "[inline]"))),
+            "an allowed element raised an incident: {i:#}"
+        );
+    }
+}
+
+/// The sensor's JSON lines for one host exec, found by a marker in its argv.
+fn host_event(marker: &str, run: &mut Command) -> Value {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("events.jsonl");
+    let mut cmd = Command::new(bin("procguard-sensor"));
+    cmd.args(["--node-name", "ident", "--jsonl"])
+        .arg(&out)
+        .arg("--admin-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--spool-dir")
+        .arg(work.path().join("spool"));
+    let sensor = Proc::spawn(cmd, work.path().join("sensor.log"));
+    assert!(wait_for(Duration::from_secs(15), || sensor
+        .log_text()
+        .contains("Initial /proc scan done")
+        .then_some(()))
+    .is_some());
+    assert!(run.status().unwrap().success());
+    wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["argv"].to_string().contains(marker))
+    })
+    .unwrap_or_else(|| panic!("no event for {marker}; log:\n{}", sensor.log_text()))
+}
+
+#[test]
+fn the_loader_run_directly_is_the_program_it_loads() {
+    if !require(is_root(), "needs root for the proc connector") {
+        return;
+    }
+    let loader = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(loader) = loader else {
+        assert!(
+            !strict(),
+            "no glibc dynamic loader at a known path on this machine"
+        );
+        eprintln!("SKIP: no glibc dynamic loader at a known path");
+        return;
+    };
+    // `sleep` through the loader: the executable is the loader, the element names sleep.
+    let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
+    let ev = host_event("0.31", Command::new(loader).arg(&sleep).arg("0.31"));
+    assert!(
+        ev["exe_path"].as_str().unwrap().contains("ld-linux"),
+        "{ev}"
+    );
+    assert_eq!(ev["script_path"], sleep.display().to_string(), "{ev}");
+}
+
+#[test]
+fn a_shell_one_liner_is_inline_code_and_a_script_is_its_file() {
+    if !require(is_root(), "needs root for the proc connector") {
+        return;
+    }
+    let ev = host_event(
+        "procguard-one-liner",
+        Command::new("/bin/sh").args(["-c", "sleep 0.3; : procguard-one-liner"]),
+    );
+    assert_eq!(ev["script_path"], "[inline]", "{ev}");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("procguard-script.sh");
+    std::fs::write(&script, "sleep 0.3\n").unwrap();
+    let ev = host_event(
+        "procguard-script.sh",
+        Command::new("/bin/sh").arg("-e").arg(&script),
+    );
+    assert_eq!(ev["script_path"], script.display().to_string(), "{ev}");
+}
