@@ -5,13 +5,15 @@
 #
 #   cargo build --release -p procguard-sensor -p procguard-server && cargo build --release -p procguard-tests --bin exec_storm
 #   sudo bench/exec_storm.sh [RATE=1000] [DURATION=20] [BURST=20000] [FANOTIFY=1] [UPLINK=1]
-#                            [SHAPE=exec|joined] [CGNS=1]
+#                            [SHAPE=exec|joined] [CGNS=1] [PEER=path/to/other/procguard-sensor]
 #
 # SHAPE=joined: each storm worker starts on the host and then moves itself into its cgroup
 # without exec-ing again (how `runc exec` and shells moved into a pod's cgroup start children).
 # CGNS=1 runs a second sensor at the same time, the way a cgroup-v2 node runs it: in a cgroup
 # of its own and a private cgroup namespace, entering this shell's namespace
 # (--host-cgroupns); both are scored on the same storm ("private" in the output).
+# PEER=BINARY instead runs a second sensor from another build (say the previous commit's) in
+# this cgroup namespace, with fanotify as the first one, scored on the same storm ("peer").
 #
 # UPLINK=1 also runs a release procguard-server (dev PKI, sled under $OUT) and connects the
 # sensor to it over mTLS gRPC, so the sensor's figures include encoding, spooling and sending
@@ -28,6 +30,7 @@ CGNS=${CGNS:-0}
 SENSOR=${SENSOR:-target/release/procguard-sensor}
 DRIVER=${DRIVER:-target/release/exec_storm}
 OUT=${OUT:-$(mktemp -d /tmp/pg-bench.XXXXXX)}
+mkdir -p "$OUT"
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 command -v forkstat >/dev/null || { echo "forkstat is missing: apt-get install forkstat" >&2; exit 1; }
 
@@ -70,7 +73,18 @@ if [ "$CGNS" = 1 ]; then
     --admin-addr 127.0.0.1:$((PORT + 10)) --spool-dir $OUT/spool-private --host-cgroupns /proc/$$/ns/cgroup \
     ${flags[*]}" 2>"$OUT/sensor-private.log" &
   PPID2=$!
-  for _ in $(seq 100); do grep -q "Initial /proc scan done" "$OUT/sensor-private.log" && break; sleep 0.1; done
+  SECOND=private
+elif [ -n "${PEER:-}" ]; then
+  # Builds before `--fanotify auto|on|off` took a bare `--fanotify`.
+  peer_flags=()
+  [ "$FANOTIFY" = 1 ] && peer_flags+=(--fanotify)
+  "$PEER" --node-name bench-peer --jsonl "$OUT/events-peer.jsonl" --admin-addr "127.0.0.1:$((PORT + 10))" \
+    --spool-dir "$OUT/spool-peer" "${peer_flags[@]}" 2>"$OUT/sensor-peer.log" &
+  PPID2=$!
+  SECOND=peer
+fi
+if [ -n "${SECOND:-}" ]; then
+  for _ in $(seq 100); do grep -q "Initial /proc scan done" "$OUT/sensor-$SECOND.log" && break; sleep 0.1; done
 fi
 forkstat -e exec -l >"$OUT/forkstat.txt" 2>/dev/null &
 FPID=$!
@@ -90,14 +104,14 @@ echo "{\"phase\":\"idle\",\"seconds\":$secs,\"sensor_cpu_pct\":$(cpu_pct $SPID $
 
 # Storm.
 s0=$(ticks $SPID); f0=$(ticks $FPID); t0=$(date +%s.%N)
-[ "$CGNS" = 1 ] && p0=$(ticks $PPID2)
+[ -n "${SECOND:-}" ] && p0=$(ticks $PPID2)
 "$DRIVER" run --truth "$OUT/storm.truth" --rate "$RATE" --duration "$DURATION" --shape "$SHAPE" 2>"$OUT/storm.driver.json"
 t1=$(date +%s.%N); secs=$(echo "$t1 - $t0" | bc)
 scpu=$(cpu_pct $SPID $s0 $secs); fcpu=$(cpu_pct $FPID $f0 $secs)
-[ "$CGNS" = 1 ] && pcpu=$(cpu_pct $PPID2 $p0 $secs)
+[ -n "${SECOND:-}" ] && pcpu=$(cpu_pct $PPID2 $p0 $secs)
 sleep 3
-if [ "$CGNS" = 1 ]; then
-  echo "{\"phase\":\"storm-private-cgroupns\",\"shape\":\"$SHAPE\",\"sensor_cpu_pct\":$pcpu,\"host_ns_sensor_cpu_pct\":$scpu,\"score\":$("$DRIVER" score --truth "$OUT/storm.truth" --events "$OUT/events-private.jsonl")}"
+if [ -n "${SECOND:-}" ]; then
+  echo "{\"phase\":\"storm-$SECOND\",\"shape\":\"$SHAPE\",\"sensor_cpu_pct\":$pcpu,\"first_sensor_cpu_pct\":$scpu,\"score\":$("$DRIVER" score --truth "$OUT/storm.truth" --events "$OUT/events-$SECOND.jsonl")}"
 fi
 echo "{\"phase\":\"storm\",\"shape\":\"$SHAPE\",\"driver\":$(cat "$OUT/storm.driver.json"),\"seconds\":$secs,\"sensor_cpu_pct\":$scpu,\"forkstat_cpu_pct\":$fcpu,\"sensor_rss_kb\":$(rss_kb $SPID),\"score\":$("$DRIVER" score --truth "$OUT/storm.truth" --events "$OUT/events.jsonl" --forkstat "$OUT/forkstat.txt")}"
 
