@@ -305,11 +305,19 @@ pub fn severity(ev: &ProcessEvent, baseline: &Baseline) -> (Severity, String) {
             "executable is in a writable location".to_string(),
         );
     }
-    if let Some(class) = tool_class(&ev.exe_path) {
-        let workload_has_one = baseline
-            .elements
-            .iter()
-            .any(|(k, e)| e.status.allowed() && tool_class(&k.exe_path) == Some(class));
+    // What ran: a multi-call binary's applet (busybox `wget` is a network tool, whatever the
+    // file is called).
+    let program = |exe: &str, applet: &str| -> String {
+        if applet.is_empty() {
+            exe.to_string()
+        } else {
+            applet.to_string()
+        }
+    };
+    if let Some(class) = tool_class(&program(&ev.exe_path, ev.applet.as_deref().unwrap_or(""))) {
+        let workload_has_one = baseline.elements.iter().any(|(k, e)| {
+            e.status.allowed() && tool_class(&program(&k.exe_path, &k.applet)) == Some(class)
+        });
         if !workload_has_one {
             return (
                 Severity::High,
@@ -665,6 +673,13 @@ mod tests {
         check(tmp.clone(), &enforced, Severity::High, "writable");
         check(tmp, &pending, Severity::Low, "pending review");
         check(exec("/bin/sh"), &enforced, Severity::High, "shell");
+        // An applet is classed by what it runs, not by the file.
+        check(
+            with("/bin/sleep", |e| e.applet = Some("wget".into())),
+            &enforced,
+            Severity::High,
+            "network tool",
+        );
         check(
             exec("/bin/bash"),
             &shelly,

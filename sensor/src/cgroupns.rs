@@ -6,8 +6,9 @@
 //! process reads as `/../../kubepods.slice/…`. [`establish`] runs once, before any thread
 //! exists, and tries in order:
 //!
-//! 1. **Already the host's namespace** (same namespace inode as `--host-cgroupns`): paths are
-//!    absolute as read.
+//! 1. **Already the host's namespace** (the initial cgroup namespace, known by the inode number
+//!    the kernel fixes for it, or the same namespace as `--host-cgroupns`): paths are absolute
+//!    as read.
 //! 2. **Enter the host's namespace** with `setns(CLONE_NEWCGROUP)` on `--host-cgroupns`
 //!    (default `<proc-root>/1/ns/cgroup`). The kernel then writes host paths itself, for
 //!    every shape and runtime, with no interpretation on our side. It needs CAP_SYS_ADMIN
@@ -66,6 +67,15 @@ pub struct Established {
 /// a node has a few thousand, and the search runs once.
 const MAX_WALK: usize = 200_000;
 
+/// The inode number the kernel gives the initial cgroup namespace (`PROC_CGROUP_INIT_INO`, a
+/// fixed constant of the kernel's ABI): a sensor whose namespace has it reads host paths.
+const INITIAL_CGROUP_NS_INO: u64 = 0xEFFF_FFFB;
+
+/// Whether the calling thread is in the initial cgroup namespace.
+fn in_initial_namespace() -> bool {
+    std::fs::metadata("/proc/thread-self/ns/cgroup").is_ok_and(|m| m.ino() == INITIAL_CGROUP_NS_INO)
+}
+
 fn same_namespace(a: &Path, b: &Path) -> std::io::Result<bool> {
     let (a, b) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
     Ok(a.ino() == b.ino() && a.dev() == b.dev())
@@ -74,7 +84,7 @@ fn same_namespace(a: &Path, b: &Path) -> std::io::Result<bool> {
 /// Decides the view. Must run before any other thread is started (see the module docs).
 pub fn establish(host_ns: &Path, proc_root: &Path, cgroup_root: &Path) -> Established {
     let own = Path::new("/proc/thread-self/ns/cgroup");
-    if same_namespace(own, host_ns).unwrap_or(false) {
+    if in_initial_namespace() || same_namespace(own, host_ns).unwrap_or(false) {
         tracing::debug!(message = "Reading cgroup paths in the host's cgroup namespace.");
         return Established {
             view: View::host(),
