@@ -41,6 +41,25 @@ pub struct Invocation {
     pub script: Option<String>,
 }
 
+/// Element slot value of an applet or script that could not be read (the process's argv was
+/// gone): it never matches an element learned from what was read.
+pub const UNREADABLE: &str = "[unreadable]";
+
+/// What an exec of `exe` ran when its argv could not be read: for a multi-call binary the
+/// applet, for an interpreter, shell or loader the script, is [`UNREADABLE`], and its name is
+/// pushed to `missing`. Anything else ran only itself.
+pub fn unreadable(exe: &str, multi_call: bool, missing: &mut Vec<&'static str>) -> Invocation {
+    let mut inv = Invocation::default();
+    if multi_call {
+        inv.applet = Some(UNREADABLE.to_string());
+        missing.push("applet");
+    } else if is_loader(exe) || syntax_of(basename(exe)).is_some() {
+        inv.script = Some(UNREADABLE.to_string());
+        missing.push("script");
+    }
+    inv
+}
+
 /// The dynamic loader, run as a program (`/lib64/ld-linux-x86-64.so.2 PROGRAM`).
 pub fn is_loader(exe: &str) -> bool {
     let name = basename(exe);
@@ -593,6 +612,20 @@ mod tests {
         // A multi-call binary run as an ordinary applet has no script.
         check("/bin/busybox", &["sleep", "1"], true, Some("sleep"), None);
         check("/usr/bin/id", &["id", "x"], false, None, None);
+    }
+
+    #[test]
+    fn what_could_not_be_read_is_named_unreadable() {
+        let mut missing = vec![];
+        let inv = unreadable("/bin/busybox", true, &mut missing);
+        assert_eq!(inv.applet.as_deref(), Some(UNREADABLE));
+        let inv = unreadable("/usr/bin/python3.11", false, &mut missing);
+        assert_eq!(inv.script.as_deref(), Some(UNREADABLE));
+        assert_eq!(
+            unreadable("/usr/bin/id", false, &mut missing),
+            Invocation::default()
+        );
+        assert_eq!(missing, ["applet", "script"]);
     }
 
     #[test]

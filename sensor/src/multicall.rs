@@ -61,11 +61,22 @@ impl MultiCall {
                 self.multi.insert(hash.clone());
             }
         }
-        if ev.applet.is_none() && self.multi.contains(&hash) && !ev.argv.is_empty() {
-            let inv = element::identify(&ev.exe_path, &ev.argv, true);
-            if inv.applet.is_some() {
+        if ev.applet.is_none() && self.multi.contains(&hash) {
+            if ev.missing.iter().any(|m| m == "argv") {
+                // A multi-call content whose argv was gone: which applet ran is unknown, and
+                // the bare file must not stand for it.
+                let mut missing = Vec::new();
+                let inv = element::unreadable(&ev.exe_path, true, &mut missing);
                 ev.applet = inv.applet;
-                ev.script_path = inv.script;
+                for m in missing {
+                    ev.mark_missing(m);
+                }
+            } else {
+                let inv = element::identify(&ev.exe_path, &ev.argv, true);
+                if inv.applet.is_some() {
+                    ev.applet = inv.applet;
+                    ev.script_path = inv.script;
+                }
             }
         }
     }
@@ -121,6 +132,12 @@ mod tests {
         let mut id = exec("/bin/sh", &["busybox", "id"], "bb");
         m.complete(&mut id);
         assert_eq!(id.applet.as_deref(), Some("id"));
+        // Its argv gone: the applet is unreadable, never the bare (allowed) file.
+        let mut gone = exec("/bin/sleep", &[], "bb");
+        gone.missing.push("argv".into());
+        m.complete(&mut gone);
+        assert_eq!(gone.applet.as_deref(), Some(element::UNREADABLE));
+        assert!(gone.missing.iter().any(|m| m == "applet"));
         // Another content renamed in argv is not read as an applet.
         let mut py = exec("/usr/bin/python3.11", &["python3", "x.py"], "py");
         m.complete(&mut py);

@@ -9,7 +9,7 @@ use crate::cgroup::{self, ContainerRef, Placement};
 use crate::fanotify::{Claimed, ExecWatch};
 use crate::procfs::{plain_link, ProcInfo, ProcReader};
 use crate::standalone;
-use procguard_core::element::{self, Invocation};
+use procguard_core::element;
 use procguard_core::process::{Ancestor, UNREADABLE_EXE};
 use procguard_core::{
     Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
@@ -856,13 +856,11 @@ impl Tracker {
             Vec::new()
         });
         let multi = self.multi_call(pid, &exe, &argv, alive);
-        let invocation = if argv.is_empty() {
-            // What ran beyond the executable is in argv, and argv is gone: say so rather than
-            // let the bare executable stand for it.
-            if multi {
-                missing.push("applet");
-            }
-            Invocation::default()
+        let invocation = if info.argv.is_none() {
+            // What ran beyond the executable is in argv, and argv is gone: say so, and name
+            // the element `[unreadable]` rather than let the bare executable (an allowed
+            // element, often) stand for an applet or script nobody saw.
+            element::unreadable(&exe, multi, &mut missing)
         } else {
             element::identify(&exe, &argv, multi)
         };

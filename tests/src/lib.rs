@@ -362,6 +362,35 @@ pub fn metric(port: u16, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Approves `workload`'s baseline as an approver and waits until `sensor` holds at least one
+/// enforced baseline (the push reached it); panics with what went wrong otherwise.
+pub fn approve_and_wait_for_push(pki: &Pki, server: &Server, sensor: &Sensor, workload: &str) {
+    let approved = ctl_json(
+        pki,
+        server,
+        "approver",
+        &["baselines", "approve", workload, "--reason", "e2e"],
+    )
+    .unwrap_or_else(|e| panic!("approve {workload}: {e}"));
+    assert_eq!(approved["state"], "enforced", "{approved}");
+    assert!(
+        wait_for(Duration::from_secs(5), || sensor
+            .metric("procguard_sensor_baselines")
+            .filter(|n| *n >= 1.0))
+        .is_some(),
+        "the approved baseline did not reach the sensor; log:\n{}",
+        sensor.proc.log_text()
+    );
+}
+
+/// `procguardctl incidents list` as JSON (empty when the call fails).
+pub fn incident_list(pki: &Pki, server: &Server) -> Vec<serde_json::Value> {
+    ctl_json(pki, server, "viewer", &["incidents", "list"])
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
 /// Runs `procguardctl` against `server` with a role's token.
 pub fn ctl(pki: &Pki, server: &Server, role: &str, args: &[&str]) -> Output {
     Command::new(bin("procguardctl"))

@@ -3,8 +3,10 @@
 //! A real busybox container (every applet a copy of the one binary, as images that copy
 //! rather than link it are built) with an enforced baseline learned from its own loop (`sh
 //! -c` inline code and `/bin/sleep`), then the attacker's moves through those allowed files:
-//! another applet through a symlink to the allowed `sleep`, the same through `busybox APPLET`
-//! under an allowed file, and a script run by the allowed shell. Each must raise a deviation
+//! another applet through a symlink to the allowed `sleep`, another through `busybox APPLET`
+//! under an allowed file, and a script run by the allowed shell. (The applets read a pipe
+//! held open 300 ms, so that their argv is read: an applet gone before that is reported with
+//! an `[unreadable]` applet, never as the allowed file; unit-tested in `sensor::multicall`.) Each must raise a deviation
 //! naming exactly that element, while the workload's own loop raises nothing. On the host, the
 //! loader run directly and an interpreter's one-liner are named as what they run.
 
@@ -12,13 +14,6 @@ use procguard_tests::*;
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
-
-fn incidents(pki: &Pki, server: &Server) -> Vec<Value> {
-    ctl_json(pki, server, "viewer", &["incidents", "list"])
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-}
 
 fn element_of(i: &Value) -> (String, String, String) {
     let s = |k: &str| i[k].as_str().unwrap_or_default().to_string();
@@ -52,27 +47,16 @@ fn re_routing_through_allowed_files_raises_what_really_ran() {
         "baseline not learned as (/bin/sleep) and (/bin/sh [inline]); sensor log:\n{}",
         sensor.proc.log_text()
     );
-    let approved = ctl_json(
-        &pki,
-        &server,
-        "approver",
-        &["baselines", "approve", &workload, "--reason", "e2e"],
-    )
-    .unwrap();
-    assert_eq!(approved["state"], "enforced");
-    assert!(wait_for(Duration::from_secs(5), || sensor
-        .metric("procguard_sensor_baselines")
-        .filter(|n| *n >= 1.0))
-    .is_some());
+    approve_and_wait_for_push(&pki, &server, &sensor, &workload);
 
     // The moves, as a script copied in and run by the allowed shell (itself a move: a script
     // the workload never ran).
     let moves = work.path().join("moves.sh");
     std::fs::write(
         &moves,
-        "ln -s /bin/sleep /tmp/id\n\
-         /tmp/id >/dev/null\n\
-         (exec -a busybox /bin/sleep whoami >/dev/null)\n\
+        "ln -s /bin/sleep /tmp/cat\n\
+         (sleep 0.3) | /tmp/cat >/dev/null\n\
+         (sleep 0.3) | (exec -a busybox /bin/sleep head -n 1 >/dev/null)\n\
          echo 'sleep 0.3' > /tmp/x.sh\n\
          /bin/sh /tmp/x.sh\n\
          sleep 0.5\n",
@@ -95,13 +79,13 @@ fn re_routing_through_allowed_files_raises_what_really_ran() {
     );
 
     let want = [
-        ("/bin/sleep", "id", ""),
-        ("/bin/sleep", "whoami", ""),
+        ("/bin/sleep", "cat", ""),
+        ("/bin/sleep", "head", ""),
         ("/bin/sh", "", "/tmp/x.sh"),
         ("/bin/sh", "", "/tmp/moves.sh"),
     ];
     let found = wait_for(Duration::from_secs(15), || {
-        let list = incidents(&pki, &server);
+        let list = incident_list(&pki, &server);
         let els: Vec<_> = list.iter().map(element_of).collect();
         want.iter()
             .all(|(e, a, s)| els.iter().any(|x| x.0 == *e && x.1 == *a && x.2 == *s))
@@ -110,7 +94,7 @@ fn re_routing_through_allowed_files_raises_what_really_ran() {
     let list = found.unwrap_or_else(|| {
         panic!(
             "missing deviations; want {want:?}, have {:#?}\nsensor log:\n{}",
-            incidents(&pki, &server)
+            incident_list(&pki, &server)
                 .iter()
                 .map(element_of)
                 .collect::<Vec<_>>(),

@@ -9,13 +9,6 @@ use procguard_tests::*;
 use serde_json::Value;
 use std::time::Duration;
 
-fn incidents(pki: &Pki, server: &Server) -> Vec<Value> {
-    ctl_json(pki, server, "viewer", &["incidents", "list"])
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-}
-
 #[test]
 fn names_chosen_by_an_attacker_never_hide_an_executable() {
     if !require_root_and_docker() {
@@ -55,18 +48,7 @@ fn names_chosen_by_an_attacker_never_hide_an_executable() {
         "baseline not learned; sensor log:\n{}",
         sensor.proc.log_text()
     );
-    let approved = ctl_json(
-        &pki,
-        &server,
-        "approver",
-        &["baselines", "approve", &workload, "--reason", "e2e"],
-    )
-    .unwrap();
-    assert_eq!(approved["state"], "enforced");
-    assert!(wait_for(Duration::from_secs(5), || sensor
-        .metric("procguard_sensor_baselines")
-        .filter(|n| *n >= 1.0))
-    .is_some());
+    approve_and_wait_for_push(&pki, &server, &sensor, &workload);
 
     // The attacker's moves, from a shell of the container's own (allowed) `/bin/sh`.
     let moves = "cp /bin/sleep '/bin/runc:[x'; exec -a sleep '/bin/runc:[x' 1";
@@ -81,7 +63,7 @@ fn names_chosen_by_an_attacker_never_hide_an_executable() {
 
     let want = ["/bin/runc:[x", "/bin/sleep (deleted)", "/bin/gone"];
     let found = wait_for(Duration::from_secs(10), || {
-        let list = incidents(&pki, &server);
+        let list = incident_list(&pki, &server);
         want.iter()
             .all(|w| list.iter().any(|i| i["exe_path"] == *w))
             .then_some(list)
@@ -90,7 +72,7 @@ fn names_chosen_by_an_attacker_never_hide_an_executable() {
     let list = found.unwrap_or_else(|| {
         panic!(
             "missing incidents; have {:#?}\nevents:\n{events}\nsensor log:\n{}",
-            incidents(&pki, &server),
+            incident_list(&pki, &server),
             sensor.proc.log_text()
         )
     });
@@ -139,7 +121,7 @@ fn names_chosen_by_an_attacker_never_hide_an_executable() {
     let unlinked = "exec 3</bin/sleep; rm /bin/sleep; exec -a sleep /proc/self/fd/3 1";
     assert!(c.exec(&["/bin/sh", "-c", unlinked]).status.success());
     let sleep = wait_for(Duration::from_secs(10), || {
-        incidents(&pki, &server)
+        incident_list(&pki, &server)
             .into_iter()
             .find(|i| i["exe_path"] == "/bin/sleep")
     })
