@@ -143,7 +143,7 @@ const FIRST_READ: usize = 4096;
 pub const MAX_CMDLINE_READ: usize = MAX_ARGS * 128 * 1024;
 
 /// Reads a command line, parsing as it goes (memory stays bounded, see [`CmdlineParser`]).
-fn read_cmdline(path: &Path) -> Option<(Vec<String>, bool)> {
+pub(crate) fn read_cmdline(path: &Path) -> Option<(Vec<String>, bool)> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).ok()?;
     let mut buf = vec![0u8; FIRST_READ];
@@ -196,7 +196,7 @@ fn read_bounded_raw(path: &Path, max: usize) -> Option<Vec<u8>> {
 }
 
 /// Reads at most `max` bytes of a file as text.
-fn read_bounded(path: &Path, max: usize) -> Option<String> {
+pub(crate) fn read_bounded(path: &Path, max: usize) -> Option<String> {
     read_bounded_raw(path, max).map(|raw| String::from_utf8_lossy(&raw).into_owned())
 }
 

@@ -12,7 +12,8 @@ use crate::standalone;
 use procguard_core::element;
 use procguard_core::process::{Ancestor, UNREADABLE_EXE};
 use procguard_core::{
-    Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
+    Completeness, ContainerInfo, ContainerRuntime, ExecContext, ProcessEvent, WorkloadIdentity,
+    WorkloadKind,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -155,6 +156,9 @@ pub struct Tracker {
     not_linked: std::collections::HashSet<(String, String)>,
     /// Names of containers outside any pod, from the runtimes' state.
     standalone: Option<standalone::Names>,
+    /// The runtime of containers whose cgroup path does not name it, from the shim that
+    /// started their processes (see [`Tracker::learn_runtime`]).
+    runtimes: HashMap<String, Option<ContainerRuntime>>,
     /// Counts execs recognised as the runtime's init ([`Tracker::is_runtime_init`]).
     runtime_inits: prometheus_client::metrics::counter::Counter,
     /// Whether the last exec applied was the runtime's init (not reported, not lost).
@@ -186,6 +190,7 @@ impl Tracker {
             not_linked: Default::default(),
             standalone: None,
             runtime_inits: Default::default(),
+            runtimes: HashMap::new(),
             last_was_runtime_init: false,
         }
     }
@@ -262,6 +267,55 @@ impl Tracker {
         let content = info.cgroup?;
         std::fs::read_link(self.reader.path(pid, "exe")).ok()?;
         Some(cgroup::parse_in(&content, &self.view))
+    }
+
+    /// Learns the runtime of container `id` from the live parent of `pid`, a process started
+    /// into the container from outside it, when the cgroup path did not name one (a kubelet's
+    /// cgroupfs shape, `/kubepods/<qos>/pod<uid>/<id>`, is the same for Docker and
+    /// containerd). That parent is the runtime's shim (the subreaper the runtime's helper
+    /// hands its child to), a host process no container can write to: `containerd-shim*` in
+    /// containerd's `moby` namespace is Docker's, in any other containerd's. Anything else
+    /// (conmon, an unknown shim) leaves the runtime unknown; a process or parent already gone
+    /// leaves it to the next process started into the container.
+    fn learn_runtime(&mut self, id: &str, pid: u32) {
+        if self.runtimes.contains_key(id) {
+            return;
+        }
+        let Some(parent) = crate::procfs::read_bounded(&self.reader.path(pid, "stat"), 4096)
+            .and_then(|t| crate::procfs::parse_stat(&t))
+            .map(|s| s.ppid)
+            .filter(|p| *p > 1)
+        else {
+            return;
+        };
+        let Ok(exe) = std::fs::read_link(self.reader.path(parent, "exe")) else {
+            return;
+        };
+        if self.runtimes.len() >= MAX_CONTAINERS {
+            self.runtimes.clear();
+        }
+        let exe = basename(&exe.to_string_lossy()).to_string();
+        let runtime = match exe.as_str() {
+            e if e.starts_with("containerd-shim") => {
+                let cmdline = crate::procfs::read_cmdline(&self.reader.path(parent, "cmdline"))
+                    .map(|(argv, _)| argv)
+                    .unwrap_or_default();
+                let ns = cmdline
+                    .iter()
+                    .position(|a| a == "-namespace" || a == "--namespace")
+                    .and_then(|i| cmdline.get(i + 1));
+                Some(match ns.map(String::as_str) {
+                    Some("moby") => ContainerRuntime::Docker,
+                    _ => ContainerRuntime::Containerd,
+                })
+            }
+            // Podman's and CRI-O's monitor: their cgroup paths name the runtime themselves.
+            "conmon" => None,
+            // The runtime's helper still waiting for its child (`runc exec`): the next
+            // process started into the container may tell.
+            _ => return,
+        };
+        self.runtimes.insert(id.to_string(), runtime);
     }
 
     /// Identifies containers outside any pod by the names their runtime records.
@@ -840,6 +894,9 @@ impl Tracker {
             // The parent is outside the container (the runtime's shim): the first process is the
             // entrypoint, any later one was started by an exec into the container.
             (Some(id), _) => {
+                // Started into the container from outside it: the runtime's shim is (or,
+                // once the runtime's own helper has exited, has become) its parent.
+                self.learn_runtime(id, pid);
                 let others = self.live_in_container.get(id).copied().unwrap_or(0)
                     - u32::from(known.as_ref().is_some_and(|k| {
                         Self::container_of(&k.placement).is_some_and(|c| c.id == *id)
@@ -877,7 +934,9 @@ impl Tracker {
             };
         let container = Self::container_of(&placement).map(|c| ContainerInfo {
             container_id: c.id.clone(),
-            runtime: c.runtime,
+            runtime: c
+                .runtime
+                .or_else(|| self.runtimes.get(&c.id).copied().flatten()),
             pod_uid: c.pod_uid.clone(),
             pod_name: None,
             qos: c.qos,

@@ -5,8 +5,8 @@
 //!
 //! Each case runs a container in a kubelet-shaped BestEffort pod cgroup whose entrypoint starts
 //! a process, then execs one into it through the runtime, and requires all three events to name
-//! the container, its pod, its runtime (as far as the cgroup path says it, see
-//! [`runtime_in_event`]) and the right execution context.
+//! the container, its pod, its runtime (from the cgroup path, or the shim that started the
+//! container's processes; see [`runtime_in_event`]) and the right execution context.
 
 use procguard_tests::cgroupns::{self, CgroupNs};
 use procguard_tests::jsonl::{argv_has, JsonlSensor};
@@ -20,16 +20,15 @@ use std::time::Duration;
 /// shared with other builds; the sensors would otherwise also see every other case's execs.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// The `container.runtime` an event can carry for `runtime`'s containers here, without pod
-/// metadata: what the kubelet-shaped cgroupfs path names. Podman's container cgroup is
-/// `libpod-<id>`; Docker's and containerd's is the bare ID (`/kubepods/besteffort/pod<uid>/<id>`,
-/// the shape a kubelet with the cgroupfs driver gives either), so the path cannot tell them
-/// apart and the sensor honestly reports no runtime (with `--pod-metadata kube` it takes it
-/// from the pod status's `containerID` scheme).
+/// The runtime each event must name. Podman's cgroup path names it (`libpod-<id>`); Docker's
+/// and containerd's, with a kubelet's cgroupfs parent, are both `/kubepods/…/pod<uid>/<id>`, so
+/// the sensor takes theirs from the shim that started the container's processes
+/// (`containerd-shim-runc-v2 -namespace moby` for Docker, any other namespace for containerd).
 fn runtime_in_event(runtime: Runtime) -> Value {
     match runtime {
         Runtime::Podman => Value::from("podman"),
-        Runtime::Docker | Runtime::Containerd => Value::Null,
+        Runtime::Docker => Value::from("docker"),
+        Runtime::Containerd => Value::from("containerd"),
     }
 }
 
