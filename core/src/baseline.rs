@@ -230,6 +230,9 @@ impl Provenance {
     }
 }
 
+/// How many approved content hashes one element keeps ([`Element::approved_sha256`]).
+pub const APPROVED_SHA256_CAP: usize = 16;
+
 /// One element of a baseline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Element {
@@ -241,6 +244,69 @@ pub struct Element {
     pub provenance: Provenance,
     /// Added by hand.
     pub manual: bool,
+    /// The contents (lowercase hex sha256) this element may run with, oldest first, at most
+    /// [`APPROVED_SHA256_CAP`]: learned while the baseline learned (files from the image, or
+    /// the first content of a new element), learned in an image change's re-learning window
+    /// (files from the image only), added by a person or by allowing an incident. Empty means
+    /// the element is not pinned to any content (it was only ever seen unhashed, added by
+    /// name, or stored before content identity existed) and is matched by name alone. See
+    /// [`content_of`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved_sha256: Vec<String>,
+}
+
+impl Element {
+    /// Whether `sha256` is an approved content of this element.
+    pub fn approves(&self, sha256: &str) -> bool {
+        self.approved_sha256.iter().any(|h| h == sha256)
+    }
+
+    /// Adds an approved content. Past [`APPROVED_SHA256_CAP`] the oldest one is forgotten: it
+    /// becomes unapproved (running it again is a deviation), never the other way round, so the
+    /// cap can only make the element stricter. Returns whether the set changed.
+    pub fn approve_content(&mut self, sha256: &str) -> bool {
+        if sha256.is_empty() || self.approves(sha256) {
+            return false;
+        }
+        if self.approved_sha256.len() >= APPROVED_SHA256_CAP {
+            self.approved_sha256.remove(0);
+        }
+        self.approved_sha256.push(sha256.to_string());
+        true
+    }
+}
+
+/// What an exec's content says about the allowed element it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// The content is approved for the element, or the element is not pinned to any content.
+    Approved,
+    /// The element is pinned and this content is not one of its approved ones: the file at an
+    /// allowed path was replaced ("modified executable").
+    Modified,
+    /// The element is pinned and the sensor could not hash the executable (`exe_sha256`
+    /// missing): its content cannot be verified, so it is not allowed.
+    Unverified,
+}
+
+/// Checks an exec's content (`sha256`, `None` when the sensor could not hash it) against an
+/// element's approved contents (`pinned`: the element has any; `approves`: the set holds a
+/// hash). The one rule [`Baseline::observe`] and [`Matcher::check`] both apply.
+pub fn content_of(pinned: bool, sha256: Option<&str>, approves: impl Fn(&str) -> bool) -> Content {
+    if !pinned {
+        return Content::Approved;
+    }
+    match sha256 {
+        Some(h) if approves(h) => Content::Approved,
+        Some(_) => Content::Modified,
+        None => Content::Unverified,
+    }
+}
+
+/// Whether an exec's file comes from the container image: neither in a writable location nor
+/// fileless. Only such a file's content is learned into an element that is already allowed.
+pub fn from_image(ev: &ProcessEvent) -> bool {
+    !ev.exe_writable_location && !ev.fileless()
 }
 
 /// Learning progress.
@@ -487,12 +553,38 @@ impl Baseline {
                 }
             }
         }
+        let in_training = self.state == BaselineState::Learning;
         if let Some(el) = self.elements.get_mut(&key) {
             el.provenance.record(ev, now);
             // A fileless executable is not the file at the element's path, whatever the path
             // reads: past learning it is a deviation even where the path is allowed.
-            if ev.fileless() && self.state != BaselineState::Learning {
+            if ev.fileless() && !in_training {
                 return Observation::Deviation;
+            }
+            let hash = ev.exe_sha256.as_deref();
+            if in_training {
+                // Training learns the contents the element runs with: any file from the image,
+                // and, for an element still held for review (whose approval will be a person's
+                // look at what ran), whatever ran. A different file dropped at an allowed path
+                // during training is not learned: after training it is a modified executable.
+                if let Some(h) = hash.filter(|_| from_image(ev) || !el.status.allowed()) {
+                    if el.approve_content(h) {
+                        self.version += 1;
+                        self.updated_at = now;
+                    }
+                }
+            } else if el.status.allowed() {
+                match content_of(!el.approved_sha256.is_empty(), hash, |h| el.approves(h)) {
+                    Content::Approved => {}
+                    // A new image may bring new contents at known paths: learned in its
+                    // window, and only for files that come from the image.
+                    Content::Modified if learning && from_image(ev) => {
+                        el.approve_content(hash.unwrap_or_default());
+                        self.version += 1;
+                        self.updated_at = now;
+                    }
+                    Content::Modified | Content::Unverified => return Observation::Deviation,
+                }
             }
             return if el.status.allowed() {
                 Observation::Known
@@ -524,15 +616,19 @@ impl Baseline {
         };
         let mut provenance = Provenance::new(now);
         provenance.record(ev, now);
-        self.elements.insert(
-            key,
-            Element {
-                status,
-                review_reasons: reasons,
-                provenance,
-                manual: false,
-            },
-        );
+        let mut element = Element {
+            status,
+            review_reasons: reasons,
+            provenance,
+            manual: false,
+            approved_sha256: Vec::new(),
+        };
+        // A new element is pinned to the content it ran with; one held for review (drift) is
+        // pinned too, so that approving it approves what a person saw, nothing else.
+        if !ev.fileless() {
+            element.approve_content(ev.exe_sha256.as_deref().unwrap_or_default());
+        }
+        self.elements.insert(key, element);
         self.learning.last_new_element_at = Some(now);
         self.version += 1;
         self.updated_at = now;
@@ -655,6 +751,7 @@ impl Baseline {
                 review_reasons: vec![],
                 provenance: p,
                 manual: true,
+                approved_sha256: Vec::new(),
             },
         );
     }
@@ -714,17 +811,37 @@ pub enum Verdict {
 
 /// O(1) exec matching against the baselines past learning, as the sensor holds them.
 ///
-/// The index is keyed by identity, then by executable path, applet and script. A lookup
-/// hashes four strings and never allocates.
+/// The index is keyed by identity, then by executable path, applet and script, and each
+/// element holds its approved contents (at most [`APPROVED_SHA256_CAP`], in a hash set). A
+/// lookup hashes at most six strings (identity, executable, applet, script, content, image
+/// digest) and never allocates. It decides as [`Baseline::observe`] does, and
+/// `matcher_and_observe_agree` holds the two to it.
 #[derive(Debug, Default, Clone)]
 pub struct Matcher {
     index: HashMap<WorkloadIdentity, Entry>,
 }
 
+/// Approved contents of one element; empty when the element is not pinned.
+type Contents = HashSet<String>;
+
 #[derive(Debug, Default, Clone)]
 struct Entry {
-    by_exe: HashMap<String, HashMap<String, HashSet<String>>>,
+    by_exe: HashMap<String, HashMap<String, HashMap<String, Contents>>>,
+    image_digests: HashSet<String>,
     relearn_until: Option<SystemTime>,
+}
+
+impl Entry {
+    /// Whether the server would learn at `now` for this event: inside the re-learning window,
+    /// or opening one (an image digest the baseline has not seen).
+    fn relearning(&self, ev: &ProcessEvent, now: SystemTime) -> bool {
+        self.relearn_until.is_some_and(|t| now < t)
+            || ev
+                .container
+                .as_ref()
+                .and_then(|c| c.image_digest.as_deref())
+                .is_some_and(|d| !self.image_digests.contains(d))
+    }
 }
 
 impl Matcher {
@@ -743,7 +860,8 @@ impl Matcher {
             self.index.remove(&b.workload);
             return;
         }
-        let mut by_exe: HashMap<String, HashMap<String, HashSet<String>>> = HashMap::new();
+        let mut by_exe: HashMap<String, HashMap<String, HashMap<String, Contents>>> =
+            HashMap::new();
         for (k, e) in &b.elements {
             if e.status.allowed() {
                 by_exe
@@ -751,13 +869,17 @@ impl Matcher {
                     .or_default()
                     .entry(k.applet.clone())
                     .or_default()
-                    .insert(k.script_path.clone());
+                    .insert(
+                        k.script_path.clone(),
+                        e.approved_sha256.iter().cloned().collect(),
+                    );
             }
         }
         self.index.insert(
             b.workload.clone(),
             Entry {
                 by_exe,
+                image_digests: b.image_digests.iter().cloned().collect(),
                 relearn_until: b.relearn_until,
             },
         );
@@ -778,23 +900,38 @@ impl Matcher {
         self.index.is_empty()
     }
 
-    /// Matches one exec at `now` (a re-learning window after an image change counts as
-    /// learning).
-    pub fn check(
-        &self,
-        workload: &WorkloadIdentity,
-        exe_path: &str,
-        applet: &str,
-        script: &str,
-        now: SystemTime,
-    ) -> Verdict {
-        match self.index.get(workload) {
-            None => Verdict::Learning,
-            Some(e) => match e.by_exe.get(exe_path).and_then(|a| a.get(applet)) {
-                Some(scripts) if scripts.contains(script) => Verdict::Allowed,
-                _ if e.relearn_until.is_some_and(|t| now < t) => Verdict::Learning,
-                _ => Verdict::Deviation,
-            },
+    /// Matches one exec at `now`. A probe is allowed; a fileless executable never matches an
+    /// element; an allowed element's content must be approved ([`content_of`]). What the
+    /// server would learn (an image change's re-learning window, or a new image digest that
+    /// opens one) is [`Verdict::Learning`]: new elements, and new contents of allowed elements
+    /// for files from the image.
+    pub fn check(&self, ev: &ProcessEvent, now: SystemTime) -> Verdict {
+        if ev.context == ExecContext::Probe {
+            return Verdict::Allowed;
+        }
+        let Some(e) = self.index.get(&ev.workload) else {
+            return Verdict::Learning;
+        };
+        let element = e
+            .by_exe
+            .get(ev.exe_path.as_str())
+            .and_then(|a| a.get(ev.applet.as_deref().unwrap_or("")))
+            .and_then(|s| s.get(ev.script_path.as_deref().unwrap_or("")));
+        match element {
+            Some(_) if ev.fileless() => Verdict::Deviation,
+            Some(contents) => {
+                match content_of(!contents.is_empty(), ev.exe_sha256.as_deref(), |h| {
+                    contents.contains(h)
+                }) {
+                    Content::Approved => Verdict::Allowed,
+                    Content::Modified if from_image(ev) && e.relearning(ev, now) => {
+                        Verdict::Learning
+                    }
+                    Content::Modified | Content::Unverified => Verdict::Deviation,
+                }
+            }
+            None if e.relearning(ev, now) => Verdict::Learning,
+            None => Verdict::Deviation,
         }
     }
 }
@@ -837,22 +974,20 @@ mod tests {
                 review_reasons: vec![],
                 provenance: Provenance::new(t(0)),
                 manual: false,
+                approved_sha256: Vec::new(),
             },
         );
         b.state = BaselineState::Enforced;
         let m = Matcher::new([&b]);
         assert_eq!(
-            m.check(&web(), "/bin/busybox", "sleep", "", t(1)),
+            check(&m, "/bin/busybox", "sleep", "", t(1)),
             Verdict::Allowed
         );
         assert_eq!(
-            m.check(&web(), "/bin/busybox", "wget", "", t(1)),
+            check(&m, "/bin/busybox", "wget", "", t(1)),
             Verdict::Deviation
         );
-        assert_eq!(
-            m.check(&web(), "/bin/busybox", "", "", t(1)),
-            Verdict::Deviation
-        );
+        assert_eq!(check(&m, "/bin/busybox", "", "", t(1)), Verdict::Deviation);
     }
     use crate::identity::WorkloadKind;
     use crate::process::{Completeness, ContainerInfo};
@@ -866,6 +1001,14 @@ mod tests {
 
     fn web() -> WorkloadIdentity {
         WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "nginx")
+    }
+
+    /// The matcher's verdict on an exec of `exe` (with an applet and script, when not empty).
+    fn check(m: &Matcher, exe: &str, applet: &str, script: &str, now: SystemTime) -> Verdict {
+        let mut ev = exec(exe, ExecContext::Descendant, "p1");
+        ev.applet = (!applet.is_empty()).then(|| applet.into());
+        ev.script_path = (!script.is_empty()).then(|| script.into());
+        m.check(&ev, now)
     }
 
     fn exec(path: &str, ctx: ExecContext, pod: &str) -> ProcessEvent {
@@ -1171,13 +1314,10 @@ mod tests {
         // The sensor matches it (it is past learning), so the refused executable deviates there too.
         let m = Matcher::new([&b]);
         assert_eq!(
-            m.check(&web(), &evs[4].exe_path, "", "", t(4)),
+            check(&m, &evs[4].exe_path, "", "", t(4)),
             Verdict::Deviation
         );
-        assert_eq!(
-            m.check(&web(), &evs[0].exe_path, "", "", t(4)),
-            Verdict::Allowed
-        );
+        assert_eq!(check(&m, &evs[0].exe_path, "", "", t(4)), Verdict::Allowed);
         // A person approves: enforced, the record stays, later executables are plain deviations.
         b.approve(None, t(5));
         assert_eq!(b.state, BaselineState::Enforced);
@@ -1320,19 +1460,317 @@ mod tests {
         b.observe(&py, t(1), RELEARN, CAP);
         let learning = Matcher::new([&b]);
         assert_eq!(
-            learning.check(&web(), "/usr/bin/python3", "", "/app/main.py", t(3)),
+            check(&learning, "/usr/bin/python3", "", "/app/main.py", t(3)),
             Verdict::Learning
         );
         b.approve(None, t(2));
         let m = Matcher::new([&b]);
         assert_eq!(
-            m.check(&web(), "/usr/bin/python3", "", "/app/main.py", t(3)),
+            check(&m, "/usr/bin/python3", "", "/app/main.py", t(3)),
             Verdict::Allowed
         );
         assert_eq!(
-            m.check(&web(), "/usr/bin/python3", "", "/tmp/evil.py", t(3)),
+            check(&m, "/usr/bin/python3", "", "/tmp/evil.py", t(3)),
             Verdict::Deviation
         );
-        assert_eq!(m.check(&web(), "/bin/sh", "", "", t(3)), Verdict::Deviation);
+        assert_eq!(check(&m, "/bin/sh", "", "", t(3)), Verdict::Deviation);
+    }
+
+    /// Content identity: the tests below try to slip a different file past an allowed element.
+    mod content {
+        use super::*;
+        use crate::incident::{severity, Severity, CONTENT_UNVERIFIED, MODIFIED_EXECUTABLE};
+        use proptest::prelude::*;
+
+        const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+        /// An exec of `path` with content `sha` (`None`: unhashed) from image `digest`.
+        fn run(path: &str, sha: Option<&str>, digest: &str) -> ProcessEvent {
+            let mut e = exec(path, ExecContext::Descendant, "p1");
+            e.exe_sha256 = sha.map(str::to_string);
+            if sha.is_none() {
+                e.mark_missing("exe_sha256");
+            }
+            e.container.as_mut().unwrap().image_digest = Some(digest.into());
+            e
+        }
+
+        /// `/bin/sleep` learned with content A under image `sha256:a`, then approved.
+        fn approved() -> Baseline {
+            let mut b = Baseline::new(web(), t(0));
+            b.observe(&run("/bin/sleep", Some(A), "sha256:a"), t(1), RELEARN, CAP);
+            b.approve(None, t(2));
+            b
+        }
+
+        /// What the server decides and what the sensor decides for one exec; both must agree.
+        fn decide(b: &mut Baseline, ev: &ProcessEvent, now: SystemTime) -> (Observation, Verdict) {
+            let verdict = Matcher::new([&*b]).check(ev, now);
+            (b.observe(ev, now, RELEARN, CAP), verdict)
+        }
+
+        #[test]
+        fn training_pins_the_content_an_element_ran_with() {
+            let b = approved();
+            assert_eq!(
+                b.elements[&ElementKey::exe("/bin/sleep")].approved_sha256,
+                vec![A.to_string()]
+            );
+        }
+
+        #[test]
+        fn a_replaced_binary_at_an_allowed_path_is_a_modified_executable() {
+            let mut b = approved();
+            let same = run("/bin/sleep", Some(A), "sha256:a");
+            assert_eq!(
+                decide(&mut b, &same, t(3)),
+                (Observation::Known, Verdict::Allowed)
+            );
+            let replaced = run("/bin/sleep", Some(B), "sha256:a");
+            assert_eq!(
+                decide(&mut b, &replaced, t(4)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+            let (sev, reason) = severity(&replaced, &b);
+            assert_eq!(sev, Severity::High);
+            assert!(reason.starts_with(MODIFIED_EXECUTABLE), "{reason}");
+            assert!(reason.contains(&B[..12]), "{reason}");
+            // Running it again does not make it known, and the approved content is unchanged.
+            assert_eq!(
+                decide(&mut b, &replaced, t(5)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+            assert_eq!(
+                b.elements[&ElementKey::exe("/bin/sleep")].approved_sha256,
+                vec![A.to_string()]
+            );
+            // In a baseline still pending review it is not discounted to low.
+            let mut pending = Baseline::new(web(), t(0));
+            pending.observe(&run("/bin/sleep", Some(A), "sha256:a"), t(1), RELEARN, CAP);
+            pending.state = BaselineState::PendingReview;
+            assert_eq!(
+                decide(&mut pending, &replaced, t(3)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+            assert_eq!(severity(&replaced, &pending).0, Severity::High);
+        }
+
+        #[test]
+        fn a_new_image_relearns_the_content_of_files_from_the_image() {
+            let mut b = approved();
+            let v = b.version;
+            let rebuilt = run("/bin/sleep", Some(B), "sha256:b");
+            // The sensor does not know the new digest: the server will open the window.
+            assert_eq!(
+                decide(&mut b, &rebuilt, t(3)),
+                (Observation::Known, Verdict::Learning)
+            );
+            assert!(b.version > v, "a learned content is a new version (pushed)");
+            assert!(b.elements[&ElementKey::exe("/bin/sleep")].approves(B));
+            // Inside the window, and long after it, both contents are allowed.
+            assert_eq!(
+                decide(&mut b, &rebuilt, t(4)),
+                (Observation::Known, Verdict::Allowed)
+            );
+            let later = t(3 + RELEARN.as_secs() + 1);
+            for sha in [A, B] {
+                let ev = run("/bin/sleep", Some(sha), "sha256:b");
+                assert_eq!(
+                    decide(&mut b, &ev, later),
+                    (Observation::Known, Verdict::Allowed)
+                );
+            }
+            // Once the window closed, a third content is modified again.
+            let third = run("/bin/sleep", Some(&"c".repeat(64)), "sha256:b");
+            assert_eq!(
+                decide(&mut b, &third, later),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+        }
+
+        #[test]
+        fn in_the_window_a_file_not_from_the_image_is_still_modified() {
+            let mut b = approved();
+            // The window opens with the new image's first exec.
+            b.observe(&run("/bin/sleep", Some(A), "sha256:b"), t(3), RELEARN, CAP);
+            assert!(b.relearning(t(4)));
+            let mut copied = run("/bin/sleep", Some(B), "sha256:b");
+            copied.exe_writable_location = true;
+            assert_eq!(
+                decide(&mut b, &copied, t(4)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+            assert!(!b.elements[&ElementKey::exe("/bin/sleep")].approves(B));
+            assert_eq!(severity(&copied, &b).0, Severity::High);
+            // A copy-up with the same content (a chmod) is the approved file.
+            let mut chmodded = run("/bin/sleep", Some(A), "sha256:b");
+            chmodded.exe_writable_location = true;
+            assert_eq!(
+                decide(&mut b, &chmodded, t(4)),
+                (Observation::Known, Verdict::Allowed)
+            );
+            // A fileless one is never the file at the path.
+            let mut deleted = run("/bin/sleep", Some(B), "sha256:b");
+            deleted.exe_deleted = true;
+            assert_eq!(
+                decide(&mut b, &deleted, t(4)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+            assert!(!b.elements[&ElementKey::exe("/bin/sleep")].approves(B));
+        }
+
+        #[test]
+        fn training_does_not_learn_a_file_dropped_at_an_allowed_path() {
+            let mut b = Baseline::new(web(), t(0));
+            b.observe(&run("/bin/sleep", Some(A), "sha256:a"), t(1), RELEARN, CAP);
+            let mut dropped = run("/bin/sleep", Some(B), "sha256:a");
+            dropped.exe_writable_location = true;
+            assert_eq!(b.observe(&dropped, t(2), RELEARN, CAP), Observation::Known);
+            b.approve(None, t(3));
+            assert_eq!(
+                decide(&mut b, &dropped, t(4)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+            // A second content from the image during training is learned (two image builds).
+            let mut b = Baseline::new(web(), t(0));
+            b.observe(&run("/bin/sleep", Some(A), "sha256:a"), t(1), RELEARN, CAP);
+            b.observe(&run("/bin/sleep", Some(B), "sha256:b"), t(2), RELEARN, CAP);
+            b.approve(None, t(3));
+            for sha in [A, B] {
+                let ev = run("/bin/sleep", Some(sha), "sha256:a");
+                assert_eq!(
+                    decide(&mut b, &ev, t(4)),
+                    (Observation::Known, Verdict::Allowed)
+                );
+            }
+        }
+
+        #[test]
+        fn an_unhashed_exec_of_a_pinned_element_is_never_silently_allowed() {
+            let mut b = approved();
+            let unhashed = run("/bin/sleep", None, "sha256:a");
+            assert_eq!(
+                decide(&mut b, &unhashed, t(3)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+            let (sev, reason) = severity(&unhashed, &b);
+            assert_eq!(sev, Severity::Medium);
+            assert!(reason.starts_with(CONTENT_UNVERIFIED), "{reason}");
+            // Not in a re-learning window either: there is nothing to learn.
+            let mut unhashed_new_image = run("/bin/sleep", None, "sha256:b");
+            unhashed_new_image.exe_sha256 = None;
+            assert_eq!(
+                decide(&mut b, &unhashed_new_image, t(4)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+            // An element never seen hashed is not pinned: matched by name, as before.
+            let mut b = Baseline::new(web(), t(0));
+            b.observe(&run("/bin/big", None, "sha256:a"), t(1), RELEARN, CAP);
+            b.approve(None, t(2));
+            assert!(b.elements[&ElementKey::exe("/bin/big")]
+                .approved_sha256
+                .is_empty());
+            for sha in [None, Some(A)] {
+                let ev = run("/bin/big", sha, "sha256:a");
+                assert_eq!(
+                    decide(&mut b, &ev, t(3)),
+                    (Observation::Known, Verdict::Allowed)
+                );
+            }
+        }
+
+        #[test]
+        fn past_the_cap_the_oldest_content_is_forgotten_never_a_new_one_allowed() {
+            let mut b = approved();
+            let shas: Vec<String> = (0..APPROVED_SHA256_CAP)
+                .map(|i| format!("{i:064x}"))
+                .collect();
+            // Sixteen image rollouts, each with a new /bin/sleep.
+            let mut at = 10;
+            for (i, sha) in shas.iter().enumerate() {
+                let ev = run("/bin/sleep", Some(sha), &format!("sha256:v{i}"));
+                assert_eq!(b.observe(&ev, t(at), RELEARN, CAP), Observation::Known);
+                at += RELEARN.as_secs() + 1;
+            }
+            let el = &b.elements[&ElementKey::exe("/bin/sleep")];
+            assert_eq!(el.approved_sha256.len(), APPROVED_SHA256_CAP);
+            assert!(!el.approves(A), "the oldest content was forgotten");
+            assert_eq!(el.approved_sha256, shas);
+            let old = run("/bin/sleep", Some(A), "sha256:a");
+            assert_eq!(
+                decide(&mut b, &old, t(at)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+        }
+
+        #[test]
+        fn allowing_a_modified_executable_approves_exactly_that_content() {
+            let mut b = approved();
+            let replaced = run("/bin/sleep", Some(B), "sha256:a");
+            assert_eq!(
+                b.observe(&replaced, t(3), RELEARN, CAP),
+                Observation::Deviation
+            );
+            let i = crate::incident::Incident::from_deviation("1".into(), "e", &replaced, &b, t(3));
+            i.allow_in(&mut b, t(4)).unwrap();
+            let el = &b.elements[&ElementKey::exe("/bin/sleep")];
+            assert_eq!(el.approved_sha256, vec![A.to_string(), B.to_string()]);
+            assert_eq!(
+                decide(&mut b, &replaced, t(5)),
+                (Observation::Known, Verdict::Allowed)
+            );
+            let third = run("/bin/sleep", Some(&"c".repeat(64)), "sha256:a");
+            assert_eq!(
+                decide(&mut b, &third, t(5)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+        }
+
+        fn arb_event() -> impl Strategy<Value = ProcessEvent> {
+            (
+                0usize..3,
+                prop_oneof![Just(None), Just(Some(A)), Just(Some(B))],
+                0usize..3,
+                any::<bool>(),
+                any::<bool>(),
+            )
+                .prop_map(|(exe, sha, digest, writable, deleted)| {
+                    let mut e = run(
+                        ["/bin/sleep", "/bin/big", "/bin/new"][exe],
+                        sha,
+                        ["sha256:a", "sha256:b", "sha256:c"][digest],
+                    );
+                    e.exe_writable_location = writable;
+                    e.exe_deleted = deleted;
+                    e
+                })
+        }
+
+        proptest! {
+            /// The sensor never allows what the server flags, and flags only what the server
+            /// flags; "learning" defers to the server. Checked along random runs, with time
+            /// passing through re-learning windows.
+            #[test]
+            fn matcher_and_observe_agree(
+                runs in proptest::collection::vec((arb_event(), 0u64..400), 1..60),
+            ) {
+                let mut b = approved();
+                b.observe(&run("/bin/big", None, "sha256:a"), t(2), RELEARN, CAP);
+                let mut now = 10;
+                for (ev, step) in runs {
+                    now += step;
+                    let (o, v) = decide(&mut b, &ev, t(now));
+                    match v {
+                        Verdict::Allowed => prop_assert_eq!(o, Observation::Known, "{:?}", ev),
+                        Verdict::Deviation => prop_assert!(
+                            matches!(o, Observation::Deviation | Observation::Refused),
+                            "{:?} {:?}", o, ev
+                        ),
+                        Verdict::Learning => prop_assert!(b.relearning(t(now))),
+                    }
+                }
+            }
+        }
     }
 }

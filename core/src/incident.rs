@@ -9,19 +9,27 @@
 //!
 //! **Severity rules** ([`severity`]), first match wins:
 //! 1. memfd or deleted executable → critical (never lowered, whatever the baseline state);
-//! 2. the baseline is still pending review → low (its content is not a reviewed statement yet),
+//! 2. an allowed element whose content was never approved ("modified executable": the file
+//!    at an allowed path was replaced) → high (never lowered: it is evidence of tampering,
+//!    whatever the state of the element list's review);
+//! 3. the baseline is still pending review → low (its content is not a reviewed statement yet),
 //!    unless learning ended because the baseline reached its element limit: flooding the
-//!    learner must not buy an attacker low severity, so rules 3–5 apply then;
-//! 3. executable in a writable location → high;
-//! 4. a shell, interpreter or network tool in a workload whose baseline allows none of that
+//!    learner must not buy an attacker low severity, so rules 4–7 apply then;
+//! 4. an allowed, content-pinned element that ran without a hash (the sensor could not read
+//!    its content) → medium, "content unverified": a gap in what the sensor saw, not evidence
+//!    of a change, but never silently allowed;
+//! 5. executable in a writable location → high;
+//! 6. a shell, interpreter or network tool in a workload whose baseline allows none of that
 //!    class → high;
-//! 5. any other executable → medium.
+//! 7. any other executable → medium.
 //!
 //! An incident's severity is the highest of its events'. **Lifecycle** ([`Incident::apply`]):
 //! open → acknowledged → resolved, or open/acknowledged → allowed. Resolved and allowed are
 //! final: the same executable running again afterwards opens a new incident.
 
-use crate::baseline::{is_shell, Baseline, BaselineState, Element, ElementKey, ElementStatus};
+use crate::baseline::{
+    content_of, is_shell, Baseline, BaselineState, Content, Element, ElementKey, ElementStatus,
+};
 use crate::identity::WorkloadIdentity;
 use crate::process::{ExecContext, ProcessEvent};
 use serde::{Deserialize, Serialize};
@@ -278,6 +286,11 @@ pub fn tool_class(path: &str) -> Option<&'static str> {
     }
 }
 
+/// The reason (prefix) of a deviation whose allowed element ran with content never approved.
+pub const MODIFIED_EXECUTABLE: &str = "modified executable";
+/// The reason (prefix) of a deviation whose allowed, content-pinned element ran unhashed.
+pub const CONTENT_UNVERIFIED: &str = "content unverified";
+
 /// Severity of one deviation against `baseline`, with a reason for people; see the module
 /// documentation for the rules.
 pub fn severity(ev: &ProcessEvent, baseline: &Baseline) -> (Severity, String) {
@@ -293,10 +306,37 @@ pub fn severity(ev: &ProcessEvent, baseline: &Baseline) -> (Severity, String) {
             "executable was deleted from disk".into(),
         );
     }
+    let content = baseline
+        .elements
+        .get(&ElementKey::of(ev))
+        .filter(|e| e.status.allowed())
+        .map(|e| {
+            content_of(
+                !e.approved_sha256.is_empty(),
+                ev.exe_sha256.as_deref(),
+                |h| e.approves(h),
+            )
+        });
+    if content == Some(Content::Modified) {
+        let sha = ev.exe_sha256.as_deref().unwrap_or_default();
+        return (
+            Severity::High,
+            format!(
+                "{MODIFIED_EXECUTABLE}: content sha256 {} was never approved for this element",
+                &sha[..sha.len().min(12)]
+            ),
+        );
+    }
     if baseline.state == BaselineState::PendingReview && baseline.learning.element_limit.is_none() {
         return (
             Severity::Low,
             "baseline is still pending review".to_string(),
+        );
+    }
+    if content == Some(Content::Unverified) {
+        return (
+            Severity::Medium,
+            format!("{CONTENT_UNVERIFIED}: the sensor could not hash the executable"),
         );
     }
     if ev.exe_writable_location {
@@ -546,9 +586,18 @@ impl Incident {
                         .collect::<BTreeSet<ExecContext>>(),
                 },
                 manual: true,
+                approved_sha256: Vec::new(),
             });
         el.status = ElementStatus::Approved;
         el.review_reasons.clear();
+        // Exactly what ran is allowed: the contents of the incident's samples, never the
+        // element by name alone (a sample without a hash adds nothing, so an element already
+        // pinned stays pinned). Fileless samples have no file at the path to pin.
+        for p in self.samples.iter().map(|s| &s.process) {
+            if !p.fileless() {
+                el.approve_content(p.exe_sha256.as_deref().unwrap_or_default());
+            }
+        }
         baseline.updated_at = now;
         Ok(())
     }
