@@ -407,6 +407,7 @@ pub fn baseline_to_pb(b: &Baseline, with_provenance: bool) -> pb::Baseline {
                 review_reasons: e.review_reasons.clone(),
                 provenance: with_provenance.then(|| provenance_to_pb(&e.provenance)),
                 manual: e.manual,
+                approved_sha256: e.approved_sha256.clone(),
             })
             .collect(),
         labels: b.labels.clone().into_iter().collect(),
@@ -498,6 +499,7 @@ pub fn baseline_from_pb(p: &pb::Baseline) -> Result<Baseline> {
                 review_reasons: e.review_reasons.clone(),
                 provenance: provenance_from_pb(e.provenance.as_ref(), now),
                 manual: e.manual,
+                approved_sha256: e.approved_sha256.clone(),
             },
         );
     }
@@ -551,6 +553,7 @@ mod tests {
                 review_reasons: vec![],
                 provenance: provenance_from_pb(None, UNIX_EPOCH + Duration::from_secs(1000)),
                 manual: true,
+                approved_sha256: vec!["ab".repeat(32), "cd".repeat(32)],
             },
         );
         b.state = BaselineState::Enforced;
