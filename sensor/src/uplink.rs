@@ -12,7 +12,7 @@ use crate::config::Uplink as UplinkConfig;
 use crate::metrics::Metrics;
 use crate::spool::{Class, Spool};
 use procguard_core::baseline::{Matcher, Verdict};
-use procguard_core::{ExecContext, ProcessEvent};
+use procguard_core::ProcessEvent;
 use procguard_proto::convert::{baseline_from_pb, timestamp};
 use procguard_proto::v1 as pb;
 use prost::Message;
@@ -233,27 +233,14 @@ impl Uplink {
         if let Some(out) = self.jsonl.as_mut() {
             out.push(&ev);
         }
-        let script = ev.script_path.as_deref().unwrap_or("");
-        let applet = ev.applet.as_deref().unwrap_or("");
-        let verdict = if ev.context == ExecContext::Probe {
-            Verdict::Allowed
-        } else {
-            match self.matcher.check(
-                &ev.workload,
-                &ev.exe_path,
-                applet,
-                script,
-                SystemTime::now(),
-            ) {
-                // As `Baseline::observe` decides: a fileless executable is never the allowed
-                // file at its path.
-                Verdict::Allowed if ev.fileless() => Verdict::Deviation,
-                v => v,
-            }
-        };
+        // The one rule `Baseline::observe` applies on the server: probes are allowed, a
+        // fileless executable is never the allowed file at its path, and an allowed element's
+        // content must be approved. Capture sends an event only once its hash is known (or
+        // marked missing), so the content is decided here, not later.
+        let verdict = self.matcher.check(&ev, SystemTime::now());
         let kind = if verdict == Verdict::Deviation {
             self.metrics.deviations.inc();
-            tracing::warn!(message = "Deviation.", workload = %ev.workload, exe = %ev.exe_path, pid = ev.pid);
+            tracing::warn!(message = "Deviation.", workload = %ev.workload, exe = %ev.exe_path, sha256 = ev.exe_sha256.as_deref().unwrap_or(""), pid = ev.pid);
             pb::EventKind::Deviation
         } else {
             pb::EventKind::Observation
@@ -590,6 +577,7 @@ impl Uplink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use procguard_core::ExecContext;
     use std::sync::{Arc, Mutex};
 
     /// A writer that records each `write` call, or fails every one.
@@ -659,5 +647,41 @@ mod tests {
         out.flush();
         assert!(!out.failing);
         assert_eq!(calls.writes.lock().unwrap().len(), 1);
+    }
+
+    /// The sensor decides on content from the baseline as the server pushes it: a replaced
+    /// binary at an allowed path is a deviation, the approved content is not, and an exec the
+    /// sensor could not hash is not silently allowed.
+    #[test]
+    fn a_pushed_baseline_pins_content() {
+        use procguard_core::{Baseline, ElementKey};
+        let now = SystemTime::now();
+        let approved = "a".repeat(64);
+        let run = |sha: Option<&str>| {
+            let mut ev = event(7);
+            ev.exe_sha256 = sha.map(str::to_string);
+            ev
+        };
+        let mut b = Baseline::new(event(1).workload, now);
+        b.observe(&run(Some(&approved)), now, Duration::from_secs(600), 100);
+        b.approve(None, now);
+        assert_eq!(
+            b.elements[&ElementKey::exe("/bin/true")].approved_sha256,
+            vec![approved.clone()]
+        );
+        let metrics = Metrics::default();
+        let mut up = Uplink::new(None, "n", "c", None, metrics.clone(), None);
+        up.apply(pb::ServerMessage {
+            body: Some(pb::server_message::Body::Snapshot(pb::BaselineSnapshot {
+                revision: 1,
+                baselines: vec![procguard_proto::convert::baseline_to_pb(&b, false)],
+            })),
+        });
+        up.accept(run(Some(&approved)));
+        assert_eq!(metrics.deviations.get(), 0, "the approved content");
+        up.accept(run(Some(&"b".repeat(64))));
+        assert_eq!(metrics.deviations.get(), 1, "a modified executable");
+        up.accept(run(None));
+        assert_eq!(metrics.deviations.get(), 2, "content unverified");
     }
 }
