@@ -393,6 +393,8 @@ impl pb::baseline_service_server::BaselineService for Api {
                                 review_reasons: vec![],
                                 provenance: procguard_core::baseline::Provenance::new(now),
                                 manual: true,
+                                // Added by name: matched by name alone (see docs/ARCHITECTURE.md).
+                                approved_sha256: Vec::new(),
                             });
                     el.status = ElementStatus::Approved;
                 }

@@ -10,15 +10,18 @@
 //!   labels: {app: web}
 //!   elements:
 //!   - exe: /usr/sbin/nginx
+//!     sha256: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]
 //!   - exe: /usr/bin/python3
 //!     script: /app/health.py
 //!     status: approved
 //! ```
 //!
-//! Unknown fields are errors (a typo must not silently drop an element). Every problem is
+//! `sha256` lists the element's approved contents (lowercase hex, at most
+//! [`APPROVED_SHA256_CAP`]); an element without it is matched by name alone, as one added by
+//! hand. Unknown fields are errors (a typo must not silently drop an element). Every problem is
 //! reported with its location (`items[2].elements[0].exe`), all of them at once.
 
-use procguard_core::baseline::Provenance;
+use procguard_core::baseline::{Provenance, APPROVED_SHA256_CAP};
 use procguard_core::{
     Baseline, BaselineState, Element, ElementKey, ElementStatus, WorkloadIdentity, WorkloadKind,
 };
@@ -96,6 +99,9 @@ pub struct ElementDoc {
     /// learned, approved (default), needs-review or rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// Approved contents: lowercase hex sha256 values, oldest first. Absent: not pinned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sha256: Vec<String>,
 }
 
 fn status_name(s: ElementStatus) -> &'static str {
@@ -133,6 +139,7 @@ pub fn export(baselines: &[Baseline]) -> String {
                         script: (!k.script_path.is_empty()).then(|| k.script_path.clone()),
                         status: (e.status != ElementStatus::Approved)
                             .then(|| status_name(e.status).to_string()),
+                        sha256: e.approved_sha256.clone(),
                     })
                     .collect(),
             })
@@ -166,6 +173,13 @@ fn check_text(errors: &mut Vec<String>, at: String, p: &str) {
     } else if p.chars().any(char::is_control) {
         errors.push(format!("{at}: contains a control character"));
     }
+}
+
+/// Whether `h` is a sha256 as the sensor writes it: 64 lowercase hex digits.
+fn is_sha256(h: &str) -> bool {
+    h.len() == 64
+        && h.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
 /// Parses and validates a document into baselines; every problem is listed.
@@ -250,12 +264,28 @@ pub fn parse(yaml: &str, now: SystemTime) -> Result<Vec<Baseline>, Vec<String>> 
                 applet: e.applet.clone().unwrap_or_default(),
                 script_path: e.script.clone().unwrap_or_default(),
             };
-            let element = Element {
+            let mut element = Element {
                 status,
                 review_reasons: vec![],
                 provenance: Provenance::new(now),
                 manual: true,
+                approved_sha256: Vec::new(),
             };
+            if e.sha256.len() > APPROVED_SHA256_CAP {
+                errors.push(format!(
+                    "items[{i}].elements[{j}].sha256: at most {APPROVED_SHA256_CAP} approved contents per element, got {}",
+                    e.sha256.len()
+                ));
+            }
+            for (n, h) in e.sha256.iter().enumerate() {
+                if is_sha256(h) {
+                    element.approve_content(h);
+                } else {
+                    errors.push(format!(
+                        "items[{i}].elements[{j}].sha256[{n}]: must be 64 lowercase hex digits, got '{h}'"
+                    ));
+                }
+            }
             if b.elements.insert(key, element).is_some() {
                 errors.push(format!(
                     "items[{i}].elements[{j}]: '{}' appears more than once",
@@ -284,6 +314,9 @@ items:
   labels: {app: web}
   elements:
   - exe: /usr/sbin/nginx
+    sha256:
+    - 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    - 60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752
   - exe: /usr/bin/python3
     script: /app/health.py
   - exe: /bin/sh
@@ -307,6 +340,55 @@ items:
         );
         assert_eq!(again[0].workload, parsed[0].workload);
         assert_eq!(again[0].labels, parsed[0].labels);
+        let nginx = ElementKey::exe("/usr/sbin/nginx");
+        assert_eq!(
+            parsed[0].elements[&nginx].approved_sha256,
+            vec![
+                "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
+            ]
+        );
+        for (k, e) in &again[0].elements {
+            assert_eq!(
+                e.approved_sha256, parsed[0].elements[k].approved_sha256,
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn approved_contents_are_validated() {
+        let upper = GOOD.replace("9f86d08188", "9F86D08188");
+        let short = GOOD.replace(
+            "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752",
+            "60303ae2",
+        );
+        let too_many = GOOD.replace(
+            "    sha256:\n",
+            &format!(
+                "    sha256:\n{}",
+                (0..APPROVED_SHA256_CAP)
+                    .map(|n| format!("    - {n:064x}\n"))
+                    .collect::<String>()
+            ),
+        );
+        for (doc, want) in [
+            (
+                upper,
+                "items[0].elements[0].sha256[0]: must be 64 lowercase hex digits",
+            ),
+            (
+                short,
+                "items[0].elements[0].sha256[1]: must be 64 lowercase hex digits",
+            ),
+            (
+                too_many,
+                "items[0].elements[0].sha256: at most 16 approved contents per element, got 18",
+            ),
+        ] {
+            let all = parse(&doc, SystemTime::UNIX_EPOCH).unwrap_err().join("\n");
+            assert!(all.contains(want), "missing '{want}' in:\n{all}");
+        }
     }
 
     #[test]
