@@ -333,6 +333,7 @@ fn baseline_json(b: &pb::Baseline) -> Value {
             "status": status_name(e.status),
             "review_reasons": e.review_reasons,
             "manual": e.manual,
+            "approved_sha256": e.approved_sha256,
             "provenance": e.provenance.as_ref().map(|p| json!({
                 "first_seen": ts(p.first_seen.as_ref()),
                 "last_seen": ts(p.last_seen.as_ref()),
@@ -531,15 +532,37 @@ fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
                         .as_ref()
                         .map(|p| p.count.to_string())
                         .unwrap_or_default(),
+                    content_cell(&e.approved_sha256),
                     e.review_reasons.join(","),
                 ]
             })
             .collect();
         s + &table(
-            &["EXECUTABLE", "APPLET", "SCRIPT", "STATUS", "SEEN", "REVIEW"],
+            &[
+                "EXECUTABLE",
+                "APPLET",
+                "SCRIPT",
+                "STATUS",
+                "SEEN",
+                "SHA256",
+                "REVIEW",
+            ],
             &rows,
         )
     })
+}
+
+/// An element's approved contents in a table cell: each hash's first 12 hex digits, newest
+/// last; `any` for an element not pinned to any content (matched by name alone).
+fn content_cell(approved: &[String]) -> String {
+    if approved.is_empty() {
+        return "any".to_string();
+    }
+    approved
+        .iter()
+        .map(|h| &h[..h.len().min(12)])
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
