@@ -157,6 +157,163 @@ fn names_chosen_by_an_attacker_never_hide_an_executable() {
     );
 }
 
+/// Content identity: an allowed binary replaced in place (same path, new content) is a
+/// "modified executable" deviation, high, while the binaries left alone raise nothing. The
+/// real sensor and server, a real container; the replacement is made from inside the
+/// container, as an attacker with a shell there would: the image's `/bin/cat` (busybox) with
+/// bytes appended (still a working busybox, so `/bin/true` keeps running as the `true`
+/// applet), put at `/bin/true` after the old file is unlinked.
+#[test]
+fn a_binary_replaced_at_an_allowed_path_is_a_modified_executable() {
+    if !require_root_and_docker() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let jsonl = work.path().join("events.jsonl");
+    let jsonl_arg = jsonl.display().to_string();
+    let sensor = Sensor::start(
+        &pki,
+        &server,
+        "node-a",
+        work.path(),
+        &["--jsonl", &jsonl_arg],
+    );
+    let uid = pod_uid();
+    let c = Container::run_in_pod(
+        &uid,
+        &[
+            "/bin/sh",
+            "-c",
+            "while true; do /bin/sleep 0.2; /bin/cat /dev/null; /bin/true; done",
+        ],
+    );
+    let workload = format!("default//pod/pod-{uid}/{}", c.short());
+    let pinned = |b: &Value, exe: &str| -> Option<Vec<String>> {
+        let e = b["elements"]
+            .as_array()?
+            .iter()
+            .find(|e| e["exe_path"] == exe)?;
+        let hashes: Vec<String> = e["approved_sha256"]
+            .as_array()?
+            .iter()
+            .filter_map(|h| h.as_str().map(String::from))
+            .collect();
+        (!hashes.is_empty()).then_some(hashes)
+    };
+    // Learned, each element pinned to the content it ran with.
+    let learned = wait_for(Duration::from_secs(10), || {
+        let b = ctl_json(&pki, &server, "viewer", &["baselines", "get", &workload]).ok()?;
+        ["/bin/sleep", "/bin/cat", "/bin/true"]
+            .iter()
+            .all(|exe| pinned(&b, exe).is_some())
+            .then_some(b)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "baseline not learned with contents; sensor log:\n{}",
+            sensor.proc.log_text()
+        )
+    });
+    let busybox_sha = pinned(&learned, "/bin/true").unwrap();
+    assert_eq!(busybox_sha.len(), 1, "{learned:#}");
+    assert_eq!(busybox_sha[0].len(), 64);
+    let approved = ctl_json(
+        &pki,
+        &server,
+        "approver",
+        &["baselines", "approve", &workload, "--reason", "e2e"],
+    )
+    .unwrap();
+    assert_eq!(approved["state"], "enforced");
+    assert!(wait_for(Duration::from_secs(5), || sensor
+        .metric("procguard_sensor_baselines")
+        .filter(|n| *n >= 1.0))
+    .is_some());
+    // The table shows each element's approved content, short.
+    let table = ctl(&pki, &server, "viewer", &["baselines", "get", &workload]);
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.contains("SHA256"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("/bin/true") && l.contains(&busybox_sha[0][..12])),
+        "{table}"
+    );
+    // The unmodified binaries, run over and over, raise nothing.
+    std::thread::sleep(Duration::from_secs(2));
+    // (A sensor finding, such as a partial event at start-up, is not about content.)
+    let deviations = || -> Vec<Value> {
+        incidents(&pki, &server)
+            .into_iter()
+            .filter(|i| i["kind"] == "deviation")
+            .collect()
+    };
+    let before = deviations();
+    assert!(before.is_empty(), "{before:#?}");
+    let deviations_before = sensor
+        .metric("procguard_sensor_deviations_total")
+        .unwrap_or(0.0);
+    assert_eq!(deviations_before, 0.0);
+
+    // The attacker's move: same path, new content.
+    let replace = "cp /bin/cat /tmp/t; echo pwned >> /tmp/t; rm /bin/true; cp /tmp/t /bin/true";
+    let out = c.exec(&["/bin/sh", "-c", replace]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let modified = wait_for(Duration::from_secs(10), || {
+        incidents(&pki, &server)
+            .into_iter()
+            .find(|i| i["exe_path"] == "/bin/true")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no incident for the replaced /bin/true; have {:#?}\nevents:\n{}",
+            incidents(&pki, &server),
+            std::fs::read_to_string(&jsonl).unwrap_or_default()
+        )
+    });
+    assert_eq!(modified["severity"], "high", "{modified:#}");
+    let reason = modified["severity_reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("modified executable"), "{modified:#}");
+    // The sensor decided it too, from the content it hashed.
+    let events = std::fs::read_to_string(&jsonl).unwrap_or_default();
+    let replaced: Vec<Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            e["exe_path"] == "/bin/true"
+                && e["exe_sha256"]
+                    .as_str()
+                    .is_some_and(|h| h != busybox_sha[0])
+        })
+        .collect();
+    assert!(!replaced.is_empty(), "{events}");
+    let sha = replaced[0]["exe_sha256"].as_str().unwrap();
+    assert!(reason.contains(&sha[..12]), "{reason} / {sha}");
+    assert!(
+        wait_for(Duration::from_secs(5), || sensor
+            .metric("procguard_sensor_deviations_total")
+            .filter(|n| *n >= 1.0))
+        .is_some(),
+        "the sensor counted no deviation"
+    );
+    // The binaries left alone still raise nothing, however often they ran meanwhile.
+    std::thread::sleep(Duration::from_secs(1));
+    let list = deviations();
+    for exe in ["/bin/sleep", "/bin/cat"] {
+        assert!(
+            list.iter().all(|i| i["exe_path"] != exe),
+            "{exe}: {list:#?}"
+        );
+    }
+}
+
 /// A partial event reaches every output as partial: the real server, a sensor stream sending
 /// an exec session whose argv and container were not seen, and `procguardctl` in every format.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
