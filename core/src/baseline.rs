@@ -812,17 +812,19 @@ pub enum Verdict {
 /// O(1) exec matching against the baselines past learning, as the sensor holds them.
 ///
 /// The index is keyed by identity, then by executable path, applet and script, and each
-/// element holds its approved contents (at most [`APPROVED_SHA256_CAP`], in a hash set). A
-/// lookup hashes at most six strings (identity, executable, applet, script, content, image
-/// digest) and never allocates. It decides as [`Baseline::observe`] does, and
+/// element holds its approved contents (at most [`APPROVED_SHA256_CAP`], compared in turn:
+/// for one or two contents, the usual case, that is cheaper than hashing 64 hex digits, and
+/// the cap bounds it). A lookup hashes at most five strings (identity, executable, applet,
+/// script, image digest) and never allocates. It decides as [`Baseline::observe`] does, and
 /// `matcher_and_observe_agree` holds the two to it.
 #[derive(Debug, Default, Clone)]
 pub struct Matcher {
     index: HashMap<WorkloadIdentity, Entry>,
 }
 
-/// Approved contents of one element; empty when the element is not pinned.
-type Contents = HashSet<String>;
+/// Approved contents of one element (at most [`APPROVED_SHA256_CAP`]); empty when the
+/// element is not pinned.
+type Contents = Box<[Box<str>]>;
 
 #[derive(Debug, Default, Clone)]
 struct Entry {
@@ -871,7 +873,10 @@ impl Matcher {
                     .or_default()
                     .insert(
                         k.script_path.clone(),
-                        e.approved_sha256.iter().cloned().collect(),
+                        e.approved_sha256
+                            .iter()
+                            .map(|h| h.as_str().into())
+                            .collect(),
                     );
             }
         }
@@ -921,7 +926,7 @@ impl Matcher {
             Some(_) if ev.fileless() => Verdict::Deviation,
             Some(contents) => {
                 match content_of(!contents.is_empty(), ev.exe_sha256.as_deref(), |h| {
-                    contents.contains(h)
+                    contents.iter().any(|c| &**c == h)
                 }) {
                     Content::Approved => Verdict::Allowed,
                     Content::Modified if from_image(ev) && e.relearning(ev, now) => {
