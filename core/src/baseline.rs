@@ -23,6 +23,14 @@
 //! severity; a baseline cut off by the limit does not get that discount (see
 //! [`crate::incident::severity`]), since flooding the learner is exactly what an attacker would
 //! try.
+//!
+//! **Content identity.** An element is also the content it ran with: each keeps its approved
+//! sha256 values ([`Element::approved_sha256`], at most [`APPROVED_SHA256_CAP`], the oldest
+//! forgotten first). Past learning, an allowed element run with another content is a
+//! deviation ("modified executable"), and one the sensor could not hash is too ("content
+//! unverified"); the only content learned past learning is that of a file from the image
+//! ([`from_image`]) inside a new image digest's re-learning window. [`content_of`] is the one
+//! rule; [`Baseline::observe`] (server) and [`Matcher::check`] (sensor) both apply it.
 
 use crate::identity::WorkloadIdentity;
 use crate::process::{ExecContext, ProcessEvent};
