@@ -662,12 +662,23 @@ impl pb::baseline_service_server::BaselineService for Api {
                     Err(StoreError::NotFound(_)) => None,
                     Err(e) => return Err(store_status(e)),
                 };
-                let before: std::collections::BTreeMap<&ElementKey, ElementStatus> = old
+                // An element is its status and its approved contents: a document that changes
+                // only the contents (or drops them, which unpins the element) is an update.
+                type Element<'a> = (ElementStatus, &'a [String]);
+                let before: std::collections::BTreeMap<&ElementKey, Element<'_>> = old
                     .as_ref()
-                    .map(|o| o.elements.iter().map(|(k, e)| (k, e.status)).collect())
+                    .map(|o| {
+                        o.elements
+                            .iter()
+                            .map(|(k, e)| (k, (e.status, e.approved_sha256.as_slice())))
+                            .collect()
+                    })
                     .unwrap_or_default();
-                let after: std::collections::BTreeMap<&ElementKey, ElementStatus> =
-                    b.elements.iter().map(|(k, e)| (k, e.status)).collect();
+                let after: std::collections::BTreeMap<&ElementKey, Element<'_>> = b
+                    .elements
+                    .iter()
+                    .map(|(k, e)| (k, (e.status, e.approved_sha256.as_slice())))
+                    .collect();
                 let action = match &old {
                     None => "create",
                     Some(o) if before == after && o.state == b.state && o.labels == b.labels => {

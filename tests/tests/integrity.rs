@@ -301,6 +301,64 @@ fn a_binary_replaced_at_an_allowed_path_is_a_modified_executable() {
         list.iter().all(|i| i["exe_path"] != "/bin/sleep"),
         "{list:#?}"
     );
+
+    // Export carries the approved contents, and an import on a fresh server restores them.
+    let export = ctl(&pki, &server, "viewer", &["baselines", "export"]);
+    assert!(export.status.success(), "{export:?}");
+    let yaml = String::from_utf8(export.stdout).unwrap();
+    assert!(yaml.contains(&busybox_sha[0]), "{yaml}");
+    let file = work.path().join("baselines.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let fresh = work.path().join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let second = Server::start(&pki, &fresh, &[]);
+    let file = file.to_str().unwrap();
+    ctl_json(&pki, &second, "admin", &["baselines", "import", file]).unwrap();
+    let imported = ctl_json(&pki, &second, "viewer", &["baselines", "get", &workload]).unwrap();
+    for exe in ["/bin/sleep", "/bin/cat"] {
+        assert_eq!(pinned(&imported, exe), pinned(&learned, exe), "{exe}");
+    }
+    let again = ctl_json(
+        &pki,
+        &second,
+        "admin",
+        &["baselines", "import", file, "--dry-run"],
+    )
+    .unwrap();
+    let action = |v: &Value| {
+        v["changes"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["workload"] == workload.as_str()))
+            .map(|c| c["action"].clone())
+    };
+    assert_eq!(action(&again), Some("unchanged".into()), "{again}");
+    let unpinned = work.path().join("unpinned.yaml");
+    // The same document without any `sha256:` list (as exported before content identity).
+    let is_hash_item = |l: &str| {
+        l.trim_start()
+            .strip_prefix("- ")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit()))
+    };
+    let without: String = yaml
+        .lines()
+        .filter(|l| l.trim() != "sha256:" && !is_hash_item(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!without.contains(&busybox_sha[0]), "{without}");
+    std::fs::write(&unpinned, without).unwrap();
+    let dropped = ctl_json(
+        &pki,
+        &second,
+        "admin",
+        &[
+            "baselines",
+            "import",
+            unpinned.to_str().unwrap(),
+            "--dry-run",
+        ],
+    )
+    .unwrap();
+    assert_eq!(action(&dropped), Some("update".into()), "{dropped}");
 }
 
 /// A partial event reaches every output as partial: the real server, a sensor stream sending
