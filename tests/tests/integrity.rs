@@ -3,7 +3,8 @@
 //! named `runc:[x` (once dropped because its command name looked like the runtime's init), a
 //! file named `sleep (deleted)` beside an allowed `/bin/sleep` (once read as `/bin/sleep`), and
 //! a binary really deleted before it runs (still recognised as deleted, from the kernel's
-//! facts) must each raise a deviation.
+//! facts) must each raise a deviation. So must an allowed binary replaced in place (same path,
+//! new content): a "modified executable".
 
 use procguard_tests::*;
 use serde_json::Value;
