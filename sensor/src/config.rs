@@ -31,6 +31,12 @@ pub struct Config {
     /// cgroup.procs lists it) and resolves other processes' `/..` paths against it.
     #[arg(long, env = "PROCGUARD_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
+    /// The node's root filesystem (default: <proc-root>/1/root), where a container's writable
+    /// layer (its overlay upper directory, a path of the node's) is looked up to tell an
+    /// executable written after the container started from one shipped in its image. Needs
+    /// ptrace access to that process. Unreachable: the sensor's own root, with a warning.
+    #[arg(long, env = "PROCGUARD_HOST_ROOT")]
+    pub host_root: Option<PathBuf>,
     /// The host's cgroup namespace (default: <proc-root>/1/ns/cgroup). A sensor in a private
     /// cgroup namespace (a pod on a cgroup-v2 node) enters it at startup so that every
     /// process's cgroup path reads as the host writes it. Needs CAP_SYS_ADMIN and ptrace
@@ -128,6 +134,8 @@ pub struct Settings {
     pub cgroup_root: PathBuf,
     /// The host's cgroup namespace file.
     pub host_cgroupns: PathBuf,
+    /// The node's root filesystem.
+    pub host_root: PathBuf,
     /// How cgroup paths are read; [`crate::cgroupns::establish`] decides it at startup
     /// (validation leaves the host's view).
     pub cgroup_view: crate::cgroup::View,
@@ -319,6 +327,10 @@ impl Config {
                 .host_cgroupns
                 .clone()
                 .unwrap_or_else(|| self.proc_root.join("1/ns/cgroup")),
+            host_root: self
+                .host_root
+                .clone()
+                .unwrap_or_else(|| self.proc_root.join("1/root")),
             cgroup_view: crate::cgroup::View::host(),
             cgroup_mode: crate::cgroupns::Mode::Host,
             admin_addr: self.admin_addr,

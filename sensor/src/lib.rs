@@ -81,6 +81,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         &settings.cluster,
     );
     tracker.set_cgroup_view(settings.cgroup_view.clone());
+    match std::fs::read_dir(&settings.host_root) {
+        Ok(_) => tracker.set_host_root(settings.host_root.clone()),
+        Err(error) => tracing::warn!(
+            message = "Cannot reach the node's root filesystem; containers' writable layers are looked up in the sensor's own, where the runtime's state may not be (executables written into a container would not be flagged).",
+            path = %settings.host_root.display(),
+            %error,
+            hint = "grant CAP_SYS_PTRACE and point --host-root at <host proc>/1/root"
+        ),
+    }
     metrics.set_cgroup_view(settings.cgroup_mode.as_str());
     let names = standalone::Names::new(&settings.docker_root, &settings.podman_root);
     let (docker, podman) = names.roots_present();

@@ -138,6 +138,8 @@ pub struct Tracker {
     live_in_container: HashMap<String, u32>,
     /// fanotify exec identities, when enabled.
     exec_watch: Option<Arc<ExecWatch>>,
+    /// The node's root filesystem, where writable layers are looked up.
+    host_root: std::path::PathBuf,
     /// Writable layer per container ID (`None`: not an overlay root).
     upperdirs: HashMap<String, Option<String>>,
     /// Containers seen, by ID, to attribute a process by the root filesystem of the file it
@@ -183,6 +185,7 @@ impl Tracker {
             live_in_container: HashMap::new(),
             exec_watch: None,
             upperdirs: HashMap::new(),
+            host_root: std::path::PathBuf::from("/"),
             containers: HashMap::new(),
             root_tries: HashMap::new(),
             view: cgroup::View::host(),
@@ -369,11 +372,22 @@ impl Tracker {
             self.upperdirs.insert(id.to_string(), root_upperdir(&mi));
         }
         match self.upperdirs.get(id) {
-            Some(Some(upper)) if exe.starts_with('/') => {
-                std::path::Path::new(&format!("{upper}{exe}")).exists()
-            }
+            // The upper directory is a path of the runtime's (the node's) mount namespace, so
+            // it is looked up through the node's root, not the sensor's own.
+            Some(Some(upper)) if exe.starts_with('/') => self
+                .host_root
+                .join(upper.trim_start_matches('/'))
+                .join(exe.trim_start_matches('/'))
+                .exists(),
             _ => false,
         }
+    }
+
+    /// Looks the containers' writable layers up under `root`: the node's root filesystem as
+    /// the sensor can reach it (`<host proc>/1/root` in the DaemonSet, whose own mount
+    /// namespace has none of the runtime's state).
+    pub fn set_host_root(&mut self, root: std::path::PathBuf) {
+        self.host_root = root;
     }
 
     /// Housekeeping when no exec arrived for a while: drains the fanotify queue, so identities

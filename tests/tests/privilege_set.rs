@@ -29,6 +29,8 @@
 //!   CRI-O run every pod on a cgroup-v2 node: it reads other processes' cgroup paths as
 //!   `/../…` unless it enters the host's (`PROCGUARD_HOST_CGROUPNS`, which points at this test
 //!   process's namespace for the same reason as the network namespace above).
+//! - Likewise `PROCGUARD_HOST_ROOT` (where containers' writable layers are looked up) is this
+//!   test process's root, `/host/proc/<test pid>/root`, not PID 1's.
 //! - No server and no Kubernetes API: events go to `PROCGUARD_JSONL` on the (writable) spool
 //!   mount, the TLS settings are dropped, and `PROCGUARD_POD_METADATA=off`.
 //! - The spool's hostPath is a temporary directory, and the TLS Secret an empty one.
@@ -262,6 +264,15 @@ fn grant_from(ds: &Value, work: &Path) -> Grant {
         "PROCGUARD_HOST_CGROUPNS".into(),
         format!("{proc_root}/{}/ns/cgroup", std::process::id()),
     );
+    assert_eq!(
+        env.get("PROCGUARD_HOST_ROOT").map(String::as_str),
+        Some(format!("{proc_root}/1/root").as_str()),
+        "the DaemonSet should look containers' writable layers up through PID 1's root"
+    );
+    env.insert(
+        "PROCGUARD_HOST_ROOT".into(),
+        format!("{proc_root}/{}/root", std::process::id()),
+    );
     for unused in [
         "PROCGUARD_SERVER",
         "PROCGUARD_TLS_CA",
@@ -443,6 +454,9 @@ struct Probe {
     user: Option<u32>,
     /// The executable, inside the container.
     exe: &'static str,
+    /// Whether the executable was written into the container after it started (its writable
+    /// layer), which the sensor must see through the node's root filesystem.
+    written: bool,
 }
 
 const PROBES: &[Probe] = &[
@@ -450,16 +464,25 @@ const PROBES: &[Probe] = &[
         name: "root exec",
         user: None,
         exe: "/bin/sh",
+        written: false,
     },
     Probe {
         name: "unprivileged exec",
         user: Some(WORKLOAD_UID),
         exe: "/bin/sh",
+        written: false,
     },
     Probe {
         name: "exec of an owner-only (0700) executable",
         user: Some(WORKLOAD_UID),
         exe: "/tmp/private/sh",
+        written: true,
+    },
+    Probe {
+        name: "exec of a file written into the container's writable layer",
+        user: None,
+        exe: "/usr/bin/sh",
+        written: true,
     },
 ];
 
@@ -496,6 +519,18 @@ fn start_workload(work: &Path) -> Workload {
         .status()
         .expect("docker cp");
     assert!(st.success(), "docker cp of the private executable failed");
+    // /usr/bin/sh: busybox written into the writable layer after the container started (the
+    // image has only /bin/sh), outside any writable directory; named `sh` so that busybox
+    // runs its shell applet.
+    let added = work.join("added-sh");
+    std::fs::copy(&busybox, &added).unwrap();
+    let st = Command::new("docker")
+        .arg("cp")
+        .arg(&added)
+        .arg(format!("{}:/usr/bin/sh", container.id))
+        .status()
+        .expect("docker cp");
+    assert!(st.success(), "docker cp of the added executable failed");
     let sum = Command::new("sha256sum")
         .arg(&busybox)
         .output()
@@ -572,6 +607,11 @@ fn run_probe(probe: &Probe, w: &Workload, jsonl: &Path, marker: &str) -> Result<
         "exe_sha256",
         &ev["exe_sha256"],
         w.busybox_sha256.clone().into(),
+    );
+    expect(
+        "exe_writable_location",
+        &ev["exe_writable_location"],
+        probe.written.into(),
     );
     expect("completeness", &ev["completeness"], "full".into());
     if wrong.is_empty() {
