@@ -526,6 +526,27 @@ pub fn is_probe_command(argv: &[String], cmd: &[String]) -> bool {
         && argv[1..] == cmd[1..]
 }
 
+/// Whether `ev` is a run of the probe command `cmd`: the same words (the first compared by
+/// base name, see [`is_probe_command`]), and the file that ran is that program as the image
+/// ships it: its own name, or the applet a multi-call binary ran, is the command's (a
+/// versioned name such as `python3.11` for `python3` counts), and it is neither a file written
+/// into the container (its writable layer or a writable directory) nor a memfd or deleted
+/// file. A copy of a shell dropped in `/tmp/sh` and run with the probe's words is an exec
+/// session, not a probe.
+pub fn is_probe_run(ev: &ProcessEvent, cmd: &[String]) -> bool {
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    let Some(first) = cmd.first() else {
+        return false;
+    };
+    let want = base(first);
+    let program = ev.applet.clone().unwrap_or_else(|| base(&ev.exe_path));
+    let same_program = program == want
+        || program
+            .strip_prefix(want.as_str())
+            .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
+    is_probe_command(&ev.argv, cmd) && same_program && !ev.exe_writable_location && !ev.fileless()
+}
+
 enum Outcome {
     Done(ProcessEvent),
     Wait(ProcessEvent),
@@ -587,20 +608,24 @@ impl Enricher {
             &meta.name,
         );
         // A kubelet exec probe reaches the container the way an exec session does; what tells
-        // them apart is that its command is one of the pod's probe commands. The children of a
-        // probe are probes too.
+        // them apart is that it runs one of the pod's probe commands, checked on the kernel's
+        // facts as well as argv (`is_probe_run`). Only the probe's own process is exempt: its
+        // children are the workload's processes like any other (learned in training, matched
+        // after), so a probe script the container can write is no free pass.
         if ev.context == ExecContext::ExecSession {
             let parent_is_probe = self.probe_pids.contains(&ev.ppid);
             let matches = pod
                 .probes
                 .get(&meta.name)
-                .is_some_and(|cmds| cmds.iter().any(|cmd| is_probe_command(&ev.argv, cmd)));
-            if parent_is_probe || matches {
+                .is_some_and(|cmds| cmds.iter().any(|cmd| is_probe_run(&ev, cmd)));
+            if matches {
                 ev.context = ExecContext::Probe;
                 if self.probe_pids.len() >= MAX_PROBE_PIDS {
                     self.probe_pids.clear();
                 }
                 self.probe_pids.insert(ev.pid);
+            } else if parent_is_probe {
+                ev.context = ExecContext::Descendant;
             }
         }
         Outcome::Done(ev)
@@ -1020,11 +1045,25 @@ pub(crate) mod tests {
         assert_eq!(c.pod_labels.get("app").map(String::as_str), Some("web"));
         assert_eq!(out[0].context, ExecContext::Entrypoint);
         assert_eq!(out[1].context, ExecContext::Probe);
-        // The probe's child is a probe; another exec is an exec session.
+        // The probe's child is the workload's, evaluated like any other (never exempt);
+        // another exec is an exec session.
         let child = e.push(event(12, 11, &["true"], ExecContext::ExecSession), t0);
-        assert_eq!(child[0].context, ExecContext::Probe);
+        assert_eq!(child[0].context, ExecContext::Descendant);
         let sess = e.push(event(13, 3, &["sh"], ExecContext::ExecSession), t0);
         assert_eq!(sess[0].context, ExecContext::ExecSession);
+        // The probe's words from a file dropped into the container, or renamed, are not the
+        // probe.
+        let mut dropped = event(14, 4, &["cat", "/tmp/healthy"], ExecContext::ExecSession);
+        dropped.exe_path = "/tmp/cat".into();
+        dropped.exe_writable_location = true;
+        assert_eq!(e.push(dropped, t0)[0].context, ExecContext::ExecSession);
+        let mut renamed = event(15, 4, &["cat", "/tmp/healthy"], ExecContext::ExecSession);
+        renamed.exe_path = "/bin/sh".into();
+        assert_eq!(e.push(renamed, t0)[0].context, ExecContext::ExecSession);
+        let mut applet = event(16, 4, &["cat", "/tmp/healthy"], ExecContext::ExecSession);
+        applet.exe_path = "/bin/busybox".into();
+        applet.applet = Some("cat".into());
+        assert_eq!(e.push(applet, t0)[0].context, ExecContext::Probe);
     }
 
     #[tokio::test]

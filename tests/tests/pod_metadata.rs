@@ -138,11 +138,12 @@ fn pod_metadata_arriving_after_the_process_is_attached_and_probes_are_recognised
     });
     assert_eq!(probe["context"], "probe", "{probe}");
     assert_eq!(probe["workload"]["workload_name"], "web");
-    // The probe's own children are probes too.
+    // Only the probe's own process is exempt: its children are the workload's processes,
+    // evaluated like any other (a probe script the container can write is no free pass).
     let child = sensor.wait_event(Duration::from_secs(5), "probe child", |e| {
         in_container(e, &c.id) && e["ppid"] == probe["pid"] && argv_has(e, "0.2")
     });
-    assert_eq!(child["context"], "probe", "{child}");
+    assert_eq!(child["context"], "descendant", "{child}");
     let session = sensor.wait_event(Duration::from_secs(5), "exec session", |e| {
         in_container(e, &c.id) && argv_has(e, "sleep 0.2; cat /etc/hostname-pg")
     });
