@@ -88,6 +88,7 @@ pub fn kind_name(v: i32) -> &'static str {
     match pb::IncidentKind::try_from(v).unwrap_or(pb::IncidentKind::Unspecified) {
         pb::IncidentKind::Deviation => "deviation",
         pb::IncidentKind::SensorBlind => "sensor-blind",
+        pb::IncidentKind::ExecSession => "exec-session",
         pb::IncidentKind::Unspecified => "?",
     }
 }
@@ -132,6 +133,13 @@ pub fn incident_json(i: &pb::Incident) -> Value {
 pub(crate) fn subject(i: &pb::Incident) -> String {
     if i.kind == pb::IncidentKind::SensorBlind as i32 {
         format!("sensor {}", i.sensor_node)
+    } else if i.kind == pb::IncidentKind::ExecSession as i32 {
+        let first = procguard_core::ElementKey {
+            exe_path: i.exe_path.clone(),
+            applet: i.applet.clone(),
+            script_path: i.script_path.clone(),
+        };
+        format!("exec session: {first}")
     } else {
         procguard_core::ElementKey {
             exe_path: i.exe_path.clone(),

@@ -228,6 +228,12 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
             let blind = i.kind == pb::IncidentKind::SensorBlind as i32;
             let title = if blind {
                 format!("Sensor blind on {}", i.sensor_node)
+            } else if i.kind == pb::IncidentKind::ExecSession as i32 {
+                format!(
+                    "Interactive session into {} ({})",
+                    id_text(i.workload.as_ref()),
+                    crate::incidents::subject(i)
+                )
             } else {
                 format!(
                     "{} ran outside the baseline of {}",

@@ -114,6 +114,7 @@ fn exec(
         }),
         workload: workload.clone(),
         context: ExecContext::Descendant,
+        exec_session: None,
         node_name: "n1".into(),
         attributed_late_ms: None,
     }

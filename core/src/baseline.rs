@@ -391,6 +391,15 @@ pub struct LearningPolicy {
     /// How long a new image digest reopens learning for new elements.
     #[serde(default = "default_relearn")]
     pub relearn_window: Duration,
+    /// Whether an exec session into the workload, once its baseline is enforced, raises an
+    /// "interactive session" incident (`exec_sessions: alert`, the default) or is only
+    /// recorded (`record-only`).
+    #[serde(default = "default_true")]
+    pub exec_session_alerts: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_relearn() -> Duration {
@@ -406,6 +415,7 @@ impl Default for LearningPolicy {
             min_pods: 2,
             auto_enforce: false,
             relearn_window: default_relearn(),
+            exec_session_alerts: true,
         }
     }
 }
@@ -1049,6 +1059,7 @@ mod tests {
             }),
             workload: web(),
             context: ctx,
+            exec_session: None,
             completeness: Completeness::Full,
             missing: vec![],
             node_name: "n1".into(),
@@ -1159,6 +1170,7 @@ mod tests {
             min_pods: 2,
             auto_enforce: false,
             relearn_window: RELEARN,
+            exec_session_alerts: true,
         };
         let mut b = Baseline::new(web(), t(0));
         b.observe(

@@ -106,6 +106,9 @@ pub enum IncidentKind {
     Deviation,
     /// A sensor that dropped events, sent partial events, or went silent.
     SensorBlind,
+    /// An exec session (`kubectl exec`) into a workload whose baseline is enforced, whatever
+    /// it runs: one incident per session.
+    ExecSession,
 }
 
 /// A person's action on an incident.
@@ -160,7 +163,7 @@ pub enum TransitionError {
     },
     /// Allow on a finding with no executable.
     #[error(
-        "incident {id} is a sensor finding and has no executable to allow; resolve it instead"
+        "incident {id} is a sensor finding or an exec session: it has no executable to allow; resolve it instead"
     )]
     NothingToAllow {
         /// Incident.
@@ -236,6 +239,11 @@ pub fn group_key(workload: &WorkloadIdentity, key: &crate::ElementKey) -> String
             key.exe_path, key.script_path, key.applet
         )
     }
+}
+
+/// The grouping key of an exec session: workload container and session ID.
+pub fn session_key(workload: &WorkloadIdentity, session: &str) -> String {
+    format!("session\0{workload}\0{session}")
 }
 
 /// The grouping key of a sensor finding: the node.
@@ -455,6 +463,58 @@ impl Incident {
         }
     }
 
+    /// A new exec-session incident: `ev` is the first process of the session seen (its
+    /// command is the subject), into a workload whose baseline is enforced.
+    pub fn exec_session(
+        id: String,
+        event_id: &str,
+        ev: &ProcessEvent,
+        baseline: &Baseline,
+        now: SystemTime,
+    ) -> Self {
+        let mut i = Self {
+            id,
+            kind: IncidentKind::ExecSession,
+            workload: Some(ev.workload.clone()),
+            exe_path: ev.exe_path.clone(),
+            applet: ev.applet.clone().unwrap_or_default(),
+            script_path: ev.script_path.clone().unwrap_or_default(),
+            severity: Severity::Medium,
+            severity_reason: "interactive session: a process was started into the container \
+                              from outside it (kubectl exec), not by the workload or a probe"
+                .into(),
+            state: IncidentState::Open,
+            first_seen: now,
+            last_seen: now,
+            count: 0,
+            nodes: BTreeSet::new(),
+            pods: BTreeSet::new(),
+            samples: Vec::new(),
+            baseline_version: baseline.version,
+            sensor_node: String::new(),
+            state_actor: String::new(),
+            state_reason: String::new(),
+            updated_at: now,
+        };
+        i.record_session_event(event_id, ev, baseline, now);
+        i
+    }
+
+    /// Adds one more process of the session; the severity stays what the session is (its
+    /// deviations, if any, are incidents of their own).
+    pub fn record_session_event(
+        &mut self,
+        event_id: &str,
+        ev: &ProcessEvent,
+        baseline: &Baseline,
+        now: SystemTime,
+    ) {
+        let (severity, reason) = (self.severity, self.severity_reason.clone());
+        self.record_deviation(event_id, ev, baseline, now);
+        self.severity = severity;
+        self.severity_reason = reason;
+    }
+
     /// A new sensor-blind incident for `node`.
     pub fn sensor_blind(id: String, node: &str, reason: String, now: SystemTime) -> Self {
         let mut nodes = BTreeSet::new();
@@ -671,6 +731,7 @@ mod tests {
             }),
             workload: web(),
             context: ExecContext::Descendant,
+            exec_session: None,
             completeness: Completeness::Full,
             missing: vec![],
             node_name: "n1".into(),
@@ -877,6 +938,9 @@ mod tests {
                 Incident::from_deviation("7".into(), "e", &exec("/usr/bin/id"), &b, t(1))
             }
             IncidentKind::SensorBlind => Incident::sensor_blind("7".into(), "n1", "x".into(), t(1)),
+            IncidentKind::ExecSession => {
+                Incident::exec_session("7".into(), "e", &exec("/bin/sh"), &b, t(1))
+            }
         };
         let mut result = Ok(Applied::Changed);
         for a in actions {
@@ -918,6 +982,27 @@ mod tests {
         lifecycle(Deviation, &[Resolve, Allow], Err("already resolved"));
         lifecycle(SensorBlind, &[Allow], Err("resolve it instead"));
         lifecycle(SensorBlind, &[Acknowledge, Resolve], Ok(S::Resolved));
+        // A session is acknowledged or resolved; there is nothing to allow.
+        lifecycle(ExecSession, &[Acknowledge, Resolve], Ok(S::Resolved));
+        lifecycle(ExecSession, &[Allow], Err("resolve it instead"));
+    }
+
+    #[test]
+    fn an_exec_session_is_one_medium_incident_whatever_it_runs() {
+        let b = baseline(BaselineState::Enforced, &["/bin/sh", "/usr/bin/id"]);
+        let mut i = Incident::exec_session("9".into(), "e0", &exec("/bin/sh"), &b, t(1));
+        assert_eq!(
+            (i.kind, i.severity, i.count),
+            (IncidentKind::ExecSession, Severity::Medium, 1)
+        );
+        assert!(i.severity_reason.contains("interactive session"));
+        // A memfd run in the session is its own (critical) deviation; the session stays medium.
+        i.record_session_event("e1", &with("memfd:x", |e| e.exe_memfd = true), &b, t(2));
+        assert_eq!((i.severity, i.count), (Severity::Medium, 2));
+        assert_ne!(
+            session_key(&web(), "n1/10/1"),
+            session_key(&web(), "n1/11/1")
+        );
     }
 
     #[test]

@@ -81,6 +81,16 @@ pub enum Mode {
     RequireApproval,
 }
 
+/// What an exec session into a workload with an enforced baseline raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecSessions {
+    /// One "interactive session" incident per session (the default).
+    Alert,
+    /// Recorded with its events, no incident (e.g. a namespace where people debug by design).
+    RecordOnly,
+}
+
 /// One rule as written in the policy file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +115,9 @@ pub struct RuleSpec {
     /// Minimum distinct pods.
     #[serde(default)]
     pub min_pods: Option<usize>,
+    /// Exec sessions into an enforced workload: `alert` (default) or `record-only`.
+    #[serde(default)]
+    pub exec_sessions: Option<ExecSessions>,
 }
 
 /// The policy file: `rules:` in order.
@@ -194,6 +207,9 @@ impl Policies {
             }
             if let Some(v) = r.min_pods {
                 p.min_pods = v;
+            }
+            if let Some(v) = r.exec_sessions {
+                p.exec_session_alerts = v == ExecSessions::Alert;
             }
             if p.min_window > p.max_window {
                 return Err(format!("rule {i}: min_window exceeds max_window"));

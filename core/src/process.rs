@@ -151,6 +151,11 @@ pub struct ProcessEvent {
     pub workload: WorkloadIdentity,
     /// How it came to run.
     pub context: ExecContext,
+    /// For a process of an exec session (`kubectl exec`), the session it belongs to: the
+    /// node, PID and start time of the session's first process, the one the runtime started
+    /// into the container. Its descendants carry the same ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_session: Option<String>,
     /// Full or partial.
     pub completeness: Completeness,
     /// Names of missing or inherited fields.

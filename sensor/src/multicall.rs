@@ -108,6 +108,7 @@ mod tests {
             container: None,
             workload: WorkloadIdentity::new("c", "", WorkloadKind::Host, "host", ""),
             context: ExecContext::Host,
+            exec_session: None,
             completeness: Completeness::Full,
             missing: vec![],
             node_name: "n".into(),

@@ -65,9 +65,9 @@ pub const LATE_BYTES: usize = 16 << 20;
 pub const MAX_PODS: usize = 4_096;
 /// How long a deleted pod's metadata is kept for its last processes' events.
 pub const KEEP_DELETED: Duration = Duration::from_secs(30);
-/// Most processes remembered as probes (so their children are probes too). Probes are short
-/// and few; when full the set is cleared, and a probe's late child is then an exec session,
-/// which is recorded and reviewed, never hidden.
+/// Most probe sessions remembered (so that their processes are told from exec sessions).
+/// Probes are short and few; when full the set is cleared, and a probe's late child is then an
+/// exec session, which raises an incident: never hidden.
 const MAX_PROBE_PIDS: usize = 8_192;
 
 /// Errors of the pod metadata adapter.
@@ -497,7 +497,7 @@ pub struct Enricher {
     cache: PodCache,
     metrics: Metrics,
     held: VecDeque<Held>,
-    probe_pids: HashSet<u32>,
+    probe_sessions: HashSet<String>,
     /// Events sent without pod metadata, oldest first, until their pod is known.
     late: VecDeque<Late>,
     late_keys: HashSet<u64>,
@@ -560,7 +560,7 @@ impl Enricher {
             cache,
             metrics,
             held: VecDeque::new(),
-            probe_pids: HashSet::new(),
+            probe_sessions: HashSet::new(),
             late: VecDeque::new(),
             late_keys: HashSet::new(),
             late_hasher: Default::default(),
@@ -613,19 +613,30 @@ impl Enricher {
         // children are the workload's processes like any other (learned in training, matched
         // after), so a probe script the container can write is no free pass.
         if ev.context == ExecContext::ExecSession {
-            let parent_is_probe = self.probe_pids.contains(&ev.ppid);
-            let matches = pod
-                .probes
-                .get(&meta.name)
-                .is_some_and(|cmds| cmds.iter().any(|cmd| is_probe_run(&ev, cmd)));
-            if matches {
-                ev.context = ExecContext::Probe;
-                if self.probe_pids.len() >= MAX_PROBE_PIDS {
-                    self.probe_pids.clear();
-                }
-                self.probe_pids.insert(ev.pid);
-            } else if parent_is_probe {
+            // The tracker names each session after its first process (node, pid, start time)
+            // and its descendants inherit the name, so a probe's tree is known by it, with no
+            // pid that could be reused.
+            let session = ev.exec_session.clone().unwrap_or_default();
+            let first_of_session = session
+                .rsplit('/')
+                .nth(1)
+                .is_some_and(|p| p == ev.pid.to_string());
+            if self.probe_sessions.contains(&session) {
+                // Of the probe's tree, not an exec session: evaluated as the workload's.
                 ev.context = ExecContext::Descendant;
+                ev.exec_session = None;
+            } else if first_of_session
+                && pod
+                    .probes
+                    .get(&meta.name)
+                    .is_some_and(|cmds| cmds.iter().any(|cmd| is_probe_run(&ev, cmd)))
+            {
+                ev.context = ExecContext::Probe;
+                ev.exec_session = None;
+                if self.probe_sessions.len() >= MAX_PROBE_PIDS {
+                    self.probe_sessions.clear();
+                }
+                self.probe_sessions.insert(session);
             }
         }
         Outcome::Done(ev)
@@ -1003,11 +1014,18 @@ pub(crate) mod tests {
             }),
             workload: WorkloadIdentity::new("c", "", WorkloadKind::Pod, "pod-x", "x"),
             context,
+            exec_session: None,
             completeness: Completeness::Full,
             missing: vec![],
             node_name: "n".into(),
             attributed_late_ms: None,
         }
+    }
+
+    /// `ev` as a process of the exec session whose first process is `first`.
+    fn session(mut ev: ProcessEvent, first: u32) -> ProcessEvent {
+        ev.exec_session = Some(format!("node-1/{first}/1000"));
+        ev
     }
 
     #[tokio::test]
@@ -1020,7 +1038,10 @@ pub(crate) mod tests {
             .is_empty());
         assert!(e
             .push(
-                event(11, 2, &["cat", "/tmp/healthy"], ExecContext::ExecSession),
+                session(
+                    event(11, 2, &["cat", "/tmp/healthy"], ExecContext::ExecSession),
+                    11
+                ),
                 t0
             )
             .is_empty());
@@ -1047,20 +1068,49 @@ pub(crate) mod tests {
         assert_eq!(out[1].context, ExecContext::Probe);
         // The probe's child is the workload's, evaluated like any other (never exempt);
         // another exec is an exec session.
-        let child = e.push(event(12, 11, &["true"], ExecContext::ExecSession), t0);
+        let child = e.push(
+            session(event(12, 11, &["true"], ExecContext::ExecSession), 11),
+            t0,
+        );
         assert_eq!(child[0].context, ExecContext::Descendant);
-        let sess = e.push(event(13, 3, &["sh"], ExecContext::ExecSession), t0);
+        let grandchild = e.push(
+            session(event(17, 12, &["id"], ExecContext::ExecSession), 11),
+            t0,
+        );
+        assert_eq!(grandchild[0].context, ExecContext::Descendant);
+        let sess = e.push(
+            session(event(13, 3, &["sh"], ExecContext::ExecSession), 13),
+            t0,
+        );
         assert_eq!(sess[0].context, ExecContext::ExecSession);
+        // The probe's words run inside someone's session are that session's, not a probe.
+        let inside = e.push(
+            session(
+                event(18, 13, &["cat", "/tmp/healthy"], ExecContext::ExecSession),
+                13,
+            ),
+            t0,
+        );
+        assert_eq!(inside[0].context, ExecContext::ExecSession);
         // The probe's words from a file dropped into the container, or renamed, are not the
         // probe.
-        let mut dropped = event(14, 4, &["cat", "/tmp/healthy"], ExecContext::ExecSession);
+        let mut dropped = session(
+            event(14, 4, &["cat", "/tmp/healthy"], ExecContext::ExecSession),
+            14,
+        );
         dropped.exe_path = "/tmp/cat".into();
         dropped.exe_writable_location = true;
         assert_eq!(e.push(dropped, t0)[0].context, ExecContext::ExecSession);
-        let mut renamed = event(15, 4, &["cat", "/tmp/healthy"], ExecContext::ExecSession);
+        let mut renamed = session(
+            event(15, 4, &["cat", "/tmp/healthy"], ExecContext::ExecSession),
+            15,
+        );
         renamed.exe_path = "/bin/sh".into();
         assert_eq!(e.push(renamed, t0)[0].context, ExecContext::ExecSession);
-        let mut applet = event(16, 4, &["cat", "/tmp/healthy"], ExecContext::ExecSession);
+        let mut applet = session(
+            event(16, 4, &["cat", "/tmp/healthy"], ExecContext::ExecSession),
+            16,
+        );
         applet.exe_path = "/bin/busybox".into();
         applet.applet = Some("cat".into());
         assert_eq!(e.push(applet, t0)[0].context, ExecContext::Probe);

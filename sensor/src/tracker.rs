@@ -36,6 +36,8 @@ struct Entry {
     runtime_init: bool,
     placement: Placement,
     context: ExecContext,
+    /// The exec session it belongs to (see [`ProcessEvent::exec_session`]).
+    session: Option<String>,
     /// Facts the kernel's events keep current (fork copies them, uid/gid/comm events change
     /// them), so an exec need not read them from `/proc`.
     facts: Facts,
@@ -477,6 +479,7 @@ impl Tracker {
                 ExecContext::Entrypoint => ExecContext::Descendant,
                 c => c,
             },
+            session: p.session,
             facts: Facts {
                 start_time: start,
                 ..p.facts
@@ -850,6 +853,7 @@ impl Tracker {
                 runtime_init: true,
                 placement: Placement::Unattributed,
                 context: ExecContext::Host,
+                session: None,
                 facts: Facts::default(),
             });
             self.insert(
@@ -922,6 +926,25 @@ impl Tracker {
                 }
             }
         };
+        // An exec session's processes share its ID: the first one (started into the container
+        // from outside it) names it, its descendants in the container inherit it.
+        let session = (context == ExecContext::ExecSession).then(|| {
+            self.table
+                .get(&ppid)
+                .filter(|p| {
+                    p.context == ExecContext::ExecSession
+                        && Self::container_of(&p.placement).map(|c| &c.id) == my_container.as_ref()
+                })
+                .and_then(|p| p.session.clone())
+                .unwrap_or_else(|| {
+                    let started = info
+                        .start_time
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_nanos())
+                        .unwrap_or(0);
+                    format!("{}/{pid}/{started}", self.node)
+                })
+        });
         let argv = info.argv.clone().unwrap_or_else(|| {
             missing.push("argv");
             Vec::new()
@@ -984,6 +1007,7 @@ impl Tracker {
             container,
             workload: self.identity(&placement),
             context,
+            exec_session: session.clone(),
             completeness: if missing.is_empty() {
                 Completeness::Full
             } else {
@@ -1002,6 +1026,7 @@ impl Tracker {
                 runtime_init: reexec,
                 placement,
                 context,
+                session: session.clone(),
                 facts,
             },
         );

@@ -158,6 +158,8 @@ impl Config {
             min_pods: self.learning_min_pods,
             auto_enforce: self.auto_enforce,
             relearn_window: self.relearn_window,
+            // Per namespace or selector in the policy file (`exec_sessions: record-only`).
+            exec_session_alerts: true,
         };
         let Some(path) = &self.policy_file else {
             return Ok(Policies::new(default));

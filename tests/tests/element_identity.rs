@@ -7,7 +7,9 @@
 //! under an allowed file, and a script run by the allowed shell. (The applets read a pipe
 //! held open 300 ms, so that their argv is read: an applet gone before that is reported with
 //! an `[unreadable]` applet, never as the allowed file; unit-tested in `sensor::multicall`.) Each must raise a deviation
-//! naming exactly that element, while the workload's own loop raises nothing. On the host, the
+//! naming exactly that element, while the workload's own loop raises nothing; and each exec
+//! session into the enforced workload, even one that runs only an allowed binary, is one
+//! "interactive session" incident. On the host, the
 //! loader run directly and an interpreter's one-liner are named as what they run.
 
 use procguard_tests::*;
@@ -101,6 +103,40 @@ fn re_routing_through_allowed_files_raises_what_really_ran() {
             sensor.proc.log_text()
         )
     });
+    // An exec session that runs only an allowed binary is still an incident of its own:
+    // one per session (the moves' session is the other), medium, whatever it ran.
+    let quiet = c.exec(&["/bin/sleep", "0.3"]);
+    assert!(quiet.status.success());
+    let sessions = wait_for(Duration::from_secs(15), || {
+        let s: Vec<Value> = incident_list(&pki, &server)
+            .into_iter()
+            .filter(|i| i["kind"] == "exec-session")
+            .collect();
+        (s.len() >= 2).then_some(s)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "want two exec-session incidents, have {:#?}",
+            incident_list(&pki, &server)
+        )
+    });
+    assert_eq!(sessions.len(), 2, "{sessions:#?}");
+    for i in &sessions {
+        assert_eq!(i["severity"], "medium", "{i:#}");
+        assert_eq!(i["workload"], workload.as_str(), "{i:#}");
+    }
+    assert!(
+        sessions
+            .iter()
+            .any(|i| i["exe_path"] == "/bin/sleep" && i["count"] == 1),
+        "the quiet session: {sessions:#?}"
+    );
+    assert!(
+        sessions
+            .iter()
+            .any(|i| i["exe_path"] == "/bin/sh" && i["count"].as_u64() > Some(1)),
+        "the moves' session groups all its processes: {sessions:#?}"
+    );
     // The workload's own elements never alerted: neither the loop's sleep nor its inline shell.
     for i in &list {
         let (e, a, s) = element_of(i);

@@ -494,6 +494,7 @@ fn event(node: &str, seq: u64, argv: Vec<String>) -> pb::SensorEvent {
         container: None,
         workload: WorkloadIdentity::new("default", "ns", WorkloadKind::Deployment, "app", "app"),
         context: ExecContext::Entrypoint,
+        exec_session: None,
         completeness: Completeness::Full,
         missing: vec![],
         node_name: node.into(),

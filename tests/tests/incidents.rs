@@ -227,9 +227,11 @@ fn allowing_an_incident_updates_the_baseline_on_the_sensors() {
         sensor.proc.log_text()
     );
     let incident = wait_for(Duration::from_secs(15), || {
-        incidents(&pki, &server, &[])
-            .into_iter()
-            .find(|i| i["exe_path"] == "/bin/sh" && i["workload"] == workload.as_str())
+        incidents(&pki, &server, &[]).into_iter().find(|i| {
+            i["exe_path"] == "/bin/sh"
+                && i["workload"] == workload.as_str()
+                && i["kind"] == "deviation"
+        })
     })
     .unwrap_or_else(|| {
         panic!(
@@ -292,11 +294,21 @@ fn allowing_an_incident_updates_the_baseline_on_the_sensors() {
     // sensor's partial-event path, not this feature.)
     run_sh();
     std::thread::sleep(Duration::from_secs(2));
+    // (Each `docker exec` is also an exec session into the enforced workload: those are
+    // incidents of their own kind, one per session, and stay.)
     let open_sh = incidents(&pki, &server, &["--state", "open"])
         .into_iter()
-        .filter(|i| i["exe_path"] == "/bin/sh")
+        .filter(|i| i["exe_path"] == "/bin/sh" && i["kind"] == "deviation")
         .count();
     assert_eq!(open_sh, 0);
+    let sessions = incidents(&pki, &server, &["--state", "open"])
+        .into_iter()
+        .filter(|i| i["kind"] == "exec-session" && i["workload"] == workload.as_str())
+        .count();
+    assert!(
+        sessions >= 2,
+        "every docker exec is an exec-session incident"
+    );
 }
 
 /// One incident action over its own real gRPC connection, with the approver token.

@@ -76,6 +76,7 @@ pub fn incident_to_pb(i: &Incident, with_samples: bool) -> pb::Incident {
         kind: match i.kind {
             IncidentKind::Deviation => pb::IncidentKind::Deviation,
             IncidentKind::SensorBlind => pb::IncidentKind::SensorBlind,
+            IncidentKind::ExecSession => pb::IncidentKind::ExecSession,
         } as i32,
         workload: i.workload.as_ref().map(Into::into),
         exe_path: i.exe_path.clone(),

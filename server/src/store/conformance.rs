@@ -54,6 +54,7 @@ pub(super) fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
             }),
             workload: web(),
             context: ExecContext::Entrypoint,
+            exec_session: None,
             completeness: Completeness::Full,
             missing: vec![],
             node_name: "n1".into(),

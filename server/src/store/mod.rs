@@ -558,7 +558,8 @@ impl Store {
                         }
                         let (b, changed) = touched.get_mut(&key).expect("inserted above");
                         let before = b.version;
-                        let relearn_window = policies.for_baseline(b).relearn_window;
+                        let policy = policies.for_baseline(b);
+                        let relearn_window = policy.relearn_window;
                         if ev.process.context != procguard_core::ExecContext::Probe {
                             let k = activity_key(
                                 &ev.process.workload,
@@ -599,6 +600,22 @@ impl Store {
                             Observation::Learned { .. }
                             | Observation::Known
                             | Observation::Probe => {}
+                        }
+                        // Someone started processes into a container whose baseline is
+                        // enforced: one incident per session, whatever it runs (unless the
+                        // policy records such sessions only).
+                        if let (procguard_core::ExecContext::ExecSession, Some(session)) =
+                            (ev.process.context, ev.process.exec_session.as_deref())
+                        {
+                            if b.state == BaselineState::Enforced && policy.exec_session_alerts {
+                                log.exec_session(
+                                    (incidents, incident_keys),
+                                    &ev.event_id,
+                                    &ev.process,
+                                    b,
+                                    session,
+                                )?;
+                            }
                         }
                         // Provenance changes on every sighting and is saved, but only a change of
                         // elements or state makes a version and a push to sensors.

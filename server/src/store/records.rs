@@ -361,6 +361,35 @@ impl Appender {
         Ok(cursor)
     }
 
+    /// Raises or extends the "interactive session" incident of exec session `session`, one
+    /// of whose processes is `p` (allowed or not: its deviations are incidents of their own).
+    pub(super) fn exec_session(
+        &mut self,
+        (incidents, keys): (&TransactionalTree, &TransactionalTree),
+        event_id: &str,
+        p: &procguard_core::ProcessEvent,
+        baseline: &Baseline,
+        session: &str,
+    ) -> std::result::Result<(), TxError> {
+        let key = incident::session_key(&p.workload, session);
+        let current = self.take_active((incidents, keys), &key)?;
+        let incident = match current {
+            Some(mut i) => {
+                i.record_session_event(event_id, p, baseline, self.at);
+                i
+            }
+            None => {
+                let n = self.next_incident;
+                self.next_incident += 1;
+                keys.insert(key.as_bytes(), &n.to_be_bytes())?;
+                Incident::exec_session(n.to_string(), event_id, p, baseline, self.at)
+            }
+        };
+        self.incidents
+            .insert(incident.id.parse().unwrap_or_default(), incident);
+        Ok(())
+    }
+
     /// Raises or extends the sensor-blind incident of `node`.
     fn blind(
         &mut self,

@@ -49,6 +49,7 @@ fn event(node: &str, seq: u64) -> pb::SensorEvent {
         container: None,
         workload: WorkloadIdentity::new("default", "fleet", WorkloadKind::Deployment, "api", "app"),
         context: ExecContext::Entrypoint,
+        exec_session: None,
         completeness: Completeness::Full,
         missing: vec![],
         node_name: node.into(),
