@@ -297,6 +297,33 @@ mod tests {
     }
 
     #[test]
+    fn exec_sessions_alert_unless_a_rule_records_them_only() {
+        let file: PolicyFile = serde_json::from_str(
+            r#"{"rules":[
+                {"namespace":"debug","mode":"require-approval","exec_sessions":"record-only"},
+                {"namespace":"prod","mode":"require-approval","exec_sessions":"alert"}]}"#,
+        )
+        .unwrap();
+        let p = Policies::compile(LearningPolicy::default(), &file).unwrap();
+        let mut b = Baseline::new(
+            WorkloadIdentity::new("c", "debug", WorkloadKind::Pod, "x", "y"),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(!p.for_baseline(&b).exec_session_alerts);
+        b.workload.namespace = "prod".into();
+        assert!(p.for_baseline(&b).exec_session_alerts);
+        b.workload.namespace = "other".into();
+        assert!(
+            p.for_baseline(&b).exec_session_alerts,
+            "alert is the default"
+        );
+        let bad: Result<PolicyFile, _> = serde_json::from_str(
+            r#"{"rules":[{"mode":"require-approval","exec_sessions":"silence"}]}"#,
+        );
+        assert!(bad.unwrap_err().to_string().contains("record-only"));
+    }
+
+    #[test]
     fn bad_policy_files_name_the_problem() {
         let e = serde_json::from_str::<PolicyFile>(r#"{"rules":[{"mode":"yolo"}]}"#).unwrap_err();
         assert!(e.to_string().contains("yolo"));

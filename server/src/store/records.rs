@@ -1428,6 +1428,69 @@ mod tests {
         procguard_core::policy::Policies::default()
     }
 
+    #[tokio::test]
+    async fn an_exec_session_into_an_enforced_workload_is_one_incident_unless_recorded_only() {
+        use procguard_core::incident::{IncidentFilter, IncidentKind};
+        use procguard_core::policy::{Policies, PolicyFile};
+        use procguard_core::ExecContext;
+        let session = |id: &str, seq: u64, exe: &str, session: &str| {
+            let mut e = event(id, seq, exe);
+            e.process.context = ExecContext::ExecSession;
+            e.process.exec_session = Some(session.into());
+            e
+        };
+        let sessions = |s: &Store| -> Vec<Incident> {
+            s.incidents(&IncidentFilter::default(), None, 100)
+                .unwrap()
+                .0
+                .into_iter()
+                .filter(|i| i.kind == IncidentKind::ExecSession)
+                .collect()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let s = enforced(Store::open(dir.path()).unwrap()).await;
+        // Two processes of one session (the second allowed: `/app` is in the baseline), then
+        // another session: two incidents, the first counting both processes.
+        let alert = policies();
+        s.ingest(
+            "n1",
+            &[
+                session("s1", 10, "/bin/sh", "n1/100/1"),
+                session("s2", 11, "/app", "n1/100/1"),
+                session("s3", 12, "/app", "n1/200/1"),
+            ],
+            &alert,
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+        let got = sessions(&s);
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert_eq!(got[0].count, 2);
+        assert_eq!(got[0].exe_path, "/bin/sh");
+        assert_eq!(got[1].count, 1);
+        // The same workload under a record-only rule: no new incident.
+        let file: PolicyFile = serde_yaml::from_str(
+            "rules:\n- namespace: shop\n  mode: require-approval\n  exec_sessions: record-only\n",
+        )
+        .unwrap();
+        let quiet = Policies::compile(Default::default(), &file).unwrap();
+        assert_eq!(
+            web().namespace,
+            "shop",
+            "the rule must match the test workload"
+        );
+        s.ingest(
+            "n1",
+            &[session("s4", 13, "/app", "n1/300/1")],
+            &quiet,
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(sessions(&s).len(), 2);
+    }
+
     /// Ingests `n` single-deviation batches; returns the last cursor.
     async fn deviations(s: &Store, from: u64, n: u64) -> u64 {
         for i in from..from + n {
