@@ -393,24 +393,24 @@ fn pod_of(ev: &ProcessEvent) -> Option<&str> {
 }
 
 impl Incident {
-    /// A new deviation incident from its first event.
-    pub fn from_deviation(
+    /// An open incident of `kind` about what `ev` ran in its workload, with no event yet
+    /// (low severity until the caller sets it and records the first event).
+    fn about(
         id: String,
-        event_id: &str,
+        kind: IncidentKind,
         ev: &ProcessEvent,
         baseline: &Baseline,
         now: SystemTime,
     ) -> Self {
-        let (severity, severity_reason) = severity(ev, baseline);
-        let mut i = Self {
+        Self {
             id,
-            kind: IncidentKind::Deviation,
+            kind,
             workload: Some(ev.workload.clone()),
             exe_path: ev.exe_path.clone(),
             applet: ev.applet.clone().unwrap_or_default(),
             script_path: ev.script_path.clone().unwrap_or_default(),
-            severity,
-            severity_reason,
+            severity: Severity::Low,
+            severity_reason: String::new(),
             state: IncidentState::Open,
             first_seen: now,
             last_seen: now,
@@ -423,7 +423,20 @@ impl Incident {
             state_actor: String::new(),
             state_reason: String::new(),
             updated_at: now,
-        };
+        }
+    }
+
+    /// A new deviation incident from its first event.
+    pub fn from_deviation(
+        id: String,
+        event_id: &str,
+        ev: &ProcessEvent,
+        baseline: &Baseline,
+        now: SystemTime,
+    ) -> Self {
+        let (severity, severity_reason) = severity(ev, baseline);
+        let mut i = Self::about(id, IncidentKind::Deviation, ev, baseline, now);
+        (i.severity, i.severity_reason) = (severity, severity_reason);
         i.record_deviation(event_id, ev, baseline, now);
         i
     }
@@ -472,30 +485,11 @@ impl Incident {
         baseline: &Baseline,
         now: SystemTime,
     ) -> Self {
-        let mut i = Self {
-            id,
-            kind: IncidentKind::ExecSession,
-            workload: Some(ev.workload.clone()),
-            exe_path: ev.exe_path.clone(),
-            applet: ev.applet.clone().unwrap_or_default(),
-            script_path: ev.script_path.clone().unwrap_or_default(),
-            severity: Severity::Medium,
-            severity_reason: "interactive session: a process was started into the container \
-                              from outside it (kubectl exec), not by the workload or a probe"
-                .into(),
-            state: IncidentState::Open,
-            first_seen: now,
-            last_seen: now,
-            count: 0,
-            nodes: BTreeSet::new(),
-            pods: BTreeSet::new(),
-            samples: Vec::new(),
-            baseline_version: baseline.version,
-            sensor_node: String::new(),
-            state_actor: String::new(),
-            state_reason: String::new(),
-            updated_at: now,
-        };
+        let mut i = Self::about(id, IncidentKind::ExecSession, ev, baseline, now);
+        i.severity = Severity::Medium;
+        i.severity_reason = "interactive session: a process was started into the container from \
+                             outside it (kubectl exec), not by the workload or a probe"
+            .into();
         i.record_session_event(event_id, ev, baseline, now);
         i
     }
