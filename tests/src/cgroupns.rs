@@ -207,12 +207,7 @@ impl Drop for PrivateCgroupNs {
     fn drop(&mut self) {
         for d in &self.dirs {
             // Only an empty cgroup can be removed; its process may take a moment to be reaped.
-            for _ in 0..50 {
-                if std::fs::remove_dir(d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
+            crate::cgroups::remove_when_empty(d, 50);
         }
     }
 }

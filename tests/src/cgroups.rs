@@ -49,6 +49,18 @@ fn typed_hierarchies(root: &Path) -> Vec<(PathBuf, bool)> {
     out
 }
 
+/// Removes the cgroup directory `dir` once it is empty, trying `tries` times 100 ms apart:
+/// only an empty cgroup can be removed, and its last processes (or the runtime that removes a
+/// container's own cgroup) may take a moment. Gone already counts as removed.
+pub fn remove_when_empty(dir: &Path, tries: u32) {
+    for _ in 0..tries {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// A cgroup at a path of the caller's choosing: `v2` in the unified hierarchy and, when
 /// given, `v1` in every v1 hierarchy (a node's systemd-driver shapes exist only in v2; a
 /// cgroupfs kubelet writes the same path in all). Removed (once empty) when dropped.
@@ -94,12 +106,7 @@ impl NamedCgroup {
 impl Drop for NamedCgroup {
     fn drop(&mut self) {
         for d in &self.dirs {
-            for _ in 0..50 {
-                if std::fs::remove_dir(d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
+            remove_when_empty(d, 50);
             // Parents this test made and nothing else uses.
             let mut p = d.parent();
             while let Some(dir) = p {
@@ -126,12 +133,7 @@ pub fn remove_empty(rel: &str) {
         if matches!(fstype, "cgroup" | "cgroup2") && mp.starts_with("/sys/fs/cgroup") {
             let d = Path::new(mp).join(rel);
             // A runtime may remove the container's cgroup a moment after it reports it gone.
-            for _ in 0..20 {
-                if std::fs::remove_dir(&d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
+            remove_when_empty(&d, 20);
         }
     }
 }
@@ -187,12 +189,7 @@ impl Drop for FakeContainerCgroup {
     fn drop(&mut self) {
         for d in &self.dirs {
             // Only empty cgroups can be removed; wait briefly for the last processes to go.
-            for _ in 0..50 {
-                if std::fs::remove_dir(d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
+            remove_when_empty(d, 50);
             let _ = d.parent().map(std::fs::remove_dir);
         }
     }

@@ -487,29 +487,19 @@ impl Container {
     /// Runs `cmd` in a new container of [`busybox_image`], without network, in the cgroup a
     /// kubelet would give a BestEffort pod with `pod_uid`.
     pub fn run_in_pod(pod_uid: &str, cmd: &[&str]) -> Self {
-        let image = busybox_image();
-        let out = Command::new("docker")
-            .args(["run", "-d", "--network", "none", "--cgroup-parent"])
-            .arg(format!("/kubepods/besteffort/pod{pod_uid}"))
-            .arg(image)
-            .args(cmd)
-            .output()
-            .expect("docker run");
-        assert!(
-            out.status.success(),
-            "docker run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self {
-            id: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            pod_uid: Some(pod_uid.to_string()),
-        }
+        let parent = format!("/kubepods/besteffort/pod{pod_uid}");
+        Self::run(&["--cgroup-parent", &parent], cmd, Some(pod_uid))
     }
 
     /// Runs `cmd` in a new standalone container of [`busybox_image`] (no pod: Docker's own
     /// cgroup), without network, with the extra `docker run` flags `flags` (`--name`,
     /// `--label`, ...).
     pub fn run_standalone(flags: &[&str], cmd: &[&str]) -> Self {
+        Self::run(flags, cmd, None)
+    }
+
+    /// `docker run -d --network none FLAGS IMAGE CMD` of [`busybox_image`].
+    fn run(flags: &[&str], cmd: &[&str], pod_uid: Option<&str>) -> Self {
         let image = busybox_image();
         let out = Command::new("docker")
             .args(["run", "-d", "--network", "none"])
@@ -525,7 +515,7 @@ impl Container {
         );
         Self {
             id: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            pod_uid: None,
+            pod_uid: pod_uid.map(String::from),
         }
     }
 
