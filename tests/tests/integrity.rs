@@ -10,23 +10,24 @@ use procguard_tests::*;
 use serde_json::Value;
 use std::time::Duration;
 
+/// A development PKI, a server, and a sensor for `node-a` that also writes its events as
+/// JSON lines (returned: the file).
+fn stack(work: &std::path::Path) -> (Pki, Server, Sensor, std::path::PathBuf) {
+    let pki = Pki::create(&work.join("pki"), &["node-a"]);
+    let server = Server::start(&pki, work, &[]);
+    let jsonl = work.join("events.jsonl");
+    let jsonl_arg = jsonl.display().to_string();
+    let sensor = Sensor::start(&pki, &server, "node-a", work, &["--jsonl", &jsonl_arg]);
+    (pki, server, sensor, jsonl)
+}
+
 #[test]
 fn names_chosen_by_an_attacker_never_hide_an_executable() {
     if !require_root_and_docker() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
-    let server = Server::start(&pki, work.path(), &[]);
-    let jsonl = work.path().join("events.jsonl");
-    let jsonl_arg = jsonl.display().to_string();
-    let sensor = Sensor::start(
-        &pki,
-        &server,
-        "node-a",
-        work.path(),
-        &["--jsonl", &jsonl_arg],
-    );
+    let (pki, server, sensor, jsonl) = stack(work.path());
     let uid = pod_uid();
     // The workload: a shell that runs sleep, over and over.
     let c = Container::run_in_pod(
@@ -172,17 +173,7 @@ fn a_binary_replaced_at_an_allowed_path_is_a_modified_executable() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
-    let server = Server::start(&pki, work.path(), &[]);
-    let jsonl = work.path().join("events.jsonl");
-    let jsonl_arg = jsonl.display().to_string();
-    let sensor = Sensor::start(
-        &pki,
-        &server,
-        "node-a",
-        work.path(),
-        &["--jsonl", &jsonl_arg],
-    );
+    let (pki, server, sensor, jsonl) = stack(work.path());
     let uid = pod_uid();
     let c = Container::run_in_pod(
         &uid,
