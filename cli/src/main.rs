@@ -326,6 +326,11 @@ fn baseline_json(b: &pb::Baseline) -> Value {
                 "refused": e.refused,
             })),
         })),
+        "coverage": b.coverage.as_ref().map(|c| json!({
+            "partial_events": c.partial_events,
+            "unread_invocations": c.unread_invocations,
+            "last_partial_at": ts(c.last_partial_at.as_ref()),
+        })),
         "elements": b.elements.iter().map(|e| json!({
             "exe_path": e.exe_path,
             "applet": e.applet,
@@ -507,6 +512,15 @@ fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
                     format!(", ended ({})", l.end_reason)
                 }
             );
+            if let Some(c) = b.coverage.as_ref().filter(|c| c.partial_events > 0) {
+                s += &format!(
+                    "Coverage:  {} partial events (a field the sensor could not read), {} of them \
+                     execs whose applet or script was unread while all else was allowed; last at {}\n",
+                    c.partial_events,
+                    c.unread_invocations,
+                    ts(c.last_partial_at.as_ref()).as_str().unwrap_or("?"),
+                );
+            }
             if let Some(e) = &l.element_limit {
                 s += &format!(
                     "Limit:     element limit reached ({} elements, --max-baseline-elements) at {}; \

@@ -355,6 +355,32 @@ pub struct ElementLimit {
     pub refused: u64,
 }
 
+/// What the sensor could not see of a workload: the partial events it sent (a field it could
+/// not read, see [`crate::process::ProcessEvent::missing`]) and, among them, the execs whose
+/// applet or script could not be read. Coverage, shown with the baseline; never an incident.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coverage {
+    /// Partial events observed for the workload (probes aside).
+    pub partial_events: u64,
+    /// Of those, execs whose applet or script could not be read (the process was gone before
+    /// its argv was).
+    pub unread_invocations: u64,
+    /// When the last partial event arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_partial_at: Option<SystemTime>,
+}
+
+/// Whether the sensor could not read what `ev` ran: its applet or script slot is
+/// [`crate::element::UNREADABLE`] *and* the sensor listed that slot as missing. The slot alone
+/// is not enough: argv is the process's to write, and `[unreadable]` could be an applet name
+/// an attacker put in argv[0].
+pub fn unread_invocation(ev: &ProcessEvent) -> bool {
+    let unread = |slot: &Option<String>, field: &str| {
+        slot.as_deref() == Some(crate::element::UNREADABLE) && ev.missing.iter().any(|m| m == field)
+    };
+    unread(&ev.applet, "applet") || unread(&ev.script_path, "script")
+}
+
 /// What one observed process did to a baseline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observation {
@@ -372,6 +398,11 @@ pub enum Observation {
     Refused,
     /// A probe: recorded nowhere, never a deviation.
     Probe,
+    /// What the executable ran (the applet of a multi-call binary, the script of a shell or
+    /// interpreter) could not be read, and everything that could be read is allowed: the
+    /// file is an allowed element's, with approved content, from the image. Counted in
+    /// [`Baseline::coverage`], never learned, never an incident (see [`unread_invocation`]).
+    Partial,
 }
 
 /// When learning ends. Defaults: at least 1 h, at most 24 h, ended early by 30 min without a
@@ -460,6 +491,9 @@ pub struct Baseline {
     /// only: approved elements stay, unknown executables join instead of deviating.
     #[serde(default)]
     pub relearn_until: Option<SystemTime>,
+    /// What the sensors could not see of this workload.
+    #[serde(default)]
+    pub coverage: Coverage,
 }
 
 impl Baseline {
@@ -485,6 +519,7 @@ impl Baseline {
             image_digests: BTreeSet::new(),
             updated_at: now,
             relearn_until: None,
+            coverage: Coverage::default(),
         }
     }
 
@@ -572,6 +607,14 @@ impl Baseline {
             }
         }
         let in_training = self.state == BaselineState::Learning;
+        if ev.completeness == crate::process::Completeness::Partial {
+            self.coverage.partial_events += 1;
+            self.coverage.last_partial_at = Some(now);
+        }
+        if unread_invocation(ev) && from_image(ev) {
+            self.coverage.unread_invocations += 1;
+            return self.observe_unread(ev, learning);
+        }
         if let Some(el) = self.elements.get_mut(&key) {
             el.provenance.record(ev, now);
             // A fileless executable is not the file at the element's path, whatever the path
@@ -651,6 +694,35 @@ impl Baseline {
         self.version += 1;
         self.updated_at = now;
         Observation::Learned { status }
+    }
+
+    /// An exec of a file from the image whose applet or script could not be read. Nothing is
+    /// learned from it (an `[unreadable]` element would allow every applet of the file). Past
+    /// learning, it is coverage ([`Observation::Partial`]) when the file is allowed with this
+    /// content under some element, any applet or script: all the sensor saw is allowed, and
+    /// the workload's own sub-millisecond applets land here whenever the sensor loses the race
+    /// for their argv. A file no element allows, or content no element approves, is a
+    /// deviation, as it would be with argv read. [`Matcher::check`] decides the same.
+    fn observe_unread(&self, ev: &ProcessEvent, learning: bool) -> Observation {
+        if learning {
+            return Observation::Partial;
+        }
+        let hash = ev.exe_sha256.as_deref();
+        let lo = ElementKey::exe(ev.exe_path.clone());
+        let allowed = self
+            .elements
+            .range(lo..)
+            .take_while(|(k, _)| k.exe_path == ev.exe_path)
+            .filter(|(_, e)| e.status.allowed())
+            .any(|(_, e)| {
+                content_of(!e.approved_sha256.is_empty(), hash, |h| e.approves(h))
+                    == Content::Approved
+            });
+        if allowed {
+            Observation::Partial
+        } else {
+            Observation::Deviation
+        }
     }
 
     /// The baseline is full: it stops learning (and an image change's re-learning window
@@ -825,6 +897,9 @@ pub enum Verdict {
     Allowed,
     /// Outside the baseline.
     Deviation,
+    /// What the executable ran could not be read and all that was read is allowed: coverage,
+    /// reported as an observation ([`Observation::Partial`] on the server).
+    Partial,
 }
 
 /// O(1) exec matching against the baselines past learning, as the sensor holds them.
@@ -935,6 +1010,22 @@ impl Matcher {
         let Some(e) = self.index.get(&ev.workload) else {
             return Verdict::Learning;
         };
+        if unread_invocation(ev) && from_image(ev) {
+            let allowed = e.by_exe.get(ev.exe_path.as_str()).is_some_and(|applets| {
+                applets.values().flat_map(|s| s.values()).any(|contents| {
+                    content_of(!contents.is_empty(), ev.exe_sha256.as_deref(), |h| {
+                        contents.iter().any(|c| &**c == h)
+                    }) == Content::Approved
+                })
+            });
+            return if allowed {
+                Verdict::Partial
+            } else if e.relearning(ev, now) {
+                Verdict::Learning
+            } else {
+                Verdict::Deviation
+            };
+        }
         let element = e
             .by_exe
             .get(ev.exe_path.as_str())
@@ -1458,7 +1549,9 @@ mod tests {
                             prop_assert_ne!(b.state, BaselineState::Learning);
                             prop_assert!(!b.held_at_element_limit());
                         }
-                        Observation::Probe => prop_assert!(false, "no probes were sent"),
+                        Observation::Probe | Observation::Partial => {
+                            prop_assert!(false, "no probes or unread execs were sent")
+                        }
                     }
                     if b.learning.element_limit.is_some() {
                         prop_assert_ne!(b.state, BaselineState::Enforced, "never enforced unreviewed");
@@ -1533,6 +1626,81 @@ mod tests {
         fn decide(b: &mut Baseline, ev: &ProcessEvent, now: SystemTime) -> (Observation, Verdict) {
             let verdict = Matcher::new([&*b]).check(ev, now);
             (b.observe(ev, now, RELEARN, CAP), verdict)
+        }
+
+        /// `run`, but the sensor lost the race for argv: the applet is unread.
+        fn unread(path: &str, sha: Option<&str>, digest: &str) -> ProcessEvent {
+            let mut e = run(path, sha, digest);
+            e.applet = Some(crate::element::UNREADABLE.into());
+            e.mark_missing("argv");
+            e.mark_missing("applet");
+            e
+        }
+
+        #[test]
+        fn an_unread_applet_of_an_allowed_file_is_coverage_and_nothing_else_is() {
+            let mut b = approved();
+            // The workload's own file, approved content: coverage, counted, not learned.
+            let own = unread("/bin/sleep", Some(A), "sha256:a");
+            assert_eq!(
+                decide(&mut b, &own, t(5)),
+                (Observation::Partial, Verdict::Partial)
+            );
+            assert_eq!(b.coverage.unread_invocations, 1);
+            assert_eq!(b.coverage.partial_events, 1);
+            assert_eq!(b.coverage.last_partial_at, Some(t(5)));
+            assert!(!b
+                .elements
+                .keys()
+                .any(|k| k.applet == crate::element::UNREADABLE));
+            // Another content at the allowed path, no hash, a file no element allows, a
+            // writable-layer or fileless file: what was read already deviates.
+            let other = unread("/bin/sleep", Some(B), "sha256:a");
+            let unhashed = unread("/bin/sleep", None, "sha256:a");
+            let unknown = unread("/bin/busybox", Some(A), "sha256:a");
+            let mut dropped = unread("/bin/sleep", Some(A), "sha256:a");
+            dropped.exe_writable_location = true;
+            let mut gone = unread("/bin/sleep", Some(A), "sha256:a");
+            gone.exe_deleted = true;
+            for ev in [other, unhashed, unknown, dropped, gone] {
+                assert_eq!(
+                    decide(&mut b, &ev, t(6)),
+                    (Observation::Deviation, Verdict::Deviation),
+                    "{ev:?}"
+                );
+            }
+            // Unread from the image: counted (the first four); all six were partial.
+            assert_eq!(b.coverage.unread_invocations, 4);
+            assert_eq!(b.coverage.partial_events, 6);
+        }
+
+        #[test]
+        fn an_applet_named_unreadable_in_argv_is_not_unread() {
+            // argv[0] is the process's own: `[unreadable]` there, without the sensor saying
+            // argv was missing, is just an applet no element allows.
+            let mut b = approved();
+            let mut forged = run("/bin/sleep", Some(A), "sha256:a");
+            forged.applet = Some(crate::element::UNREADABLE.into());
+            assert!(!unread_invocation(&forged));
+            assert_eq!(
+                decide(&mut b, &forged, t(5)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+            assert_eq!(b.coverage, Coverage::default());
+        }
+
+        #[test]
+        fn training_learns_nothing_from_an_unread_applet() {
+            let mut b = Baseline::new(web(), t(0));
+            let o = b.observe(
+                &unread("/bin/busybox", Some(A), "sha256:a"),
+                t(1),
+                RELEARN,
+                CAP,
+            );
+            assert_eq!(o, Observation::Partial);
+            assert!(b.elements.is_empty());
+            assert_eq!(b.coverage.unread_invocations, 1);
         }
 
         #[test]
@@ -1759,8 +1927,9 @@ mod tests {
                 0usize..3,
                 any::<bool>(),
                 any::<bool>(),
+                any::<bool>(),
             )
-                .prop_map(|(exe, sha, digest, writable, deleted)| {
+                .prop_map(|(exe, sha, digest, writable, deleted, unread)| {
                     let mut e = run(
                         ["/bin/sleep", "/bin/big", "/bin/new"][exe],
                         sha,
@@ -1768,6 +1937,10 @@ mod tests {
                     );
                     e.exe_writable_location = writable;
                     e.exe_deleted = deleted;
+                    if unread {
+                        e.applet = Some(crate::element::UNREADABLE.into());
+                        e.mark_missing("applet");
+                    }
                     e
                 })
         }
@@ -1793,6 +1966,7 @@ mod tests {
                             "{:?} {:?}", o, ev
                         ),
                         Verdict::Learning => prop_assert!(b.relearning(t(now))),
+                        Verdict::Partial => prop_assert_eq!(o, Observation::Partial, "{:?}", ev),
                     }
                 }
             }

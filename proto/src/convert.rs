@@ -5,7 +5,7 @@
 //! here, and the gRPC adapters turn a [`ConvertError`] into `INVALID_ARGUMENT`.
 
 use crate::v1 as pb;
-use procguard_core::baseline::{ElementLimit, LearningSummary, Provenance};
+use procguard_core::baseline::{Coverage, ElementLimit, LearningSummary, Provenance};
 use procguard_core::process::Ancestor;
 use procguard_core::{
     Baseline, BaselineState, Completeness, ContainerInfo, ContainerRuntime, Element, ElementKey,
@@ -431,6 +431,11 @@ pub fn baseline_to_pb(b: &Baseline, with_provenance: bool) -> pb::Baseline {
         updated_at: Some(timestamp(b.updated_at)),
         revision: b.revision,
         relearn_until: b.relearn_until.map(timestamp),
+        coverage: Some(pb::Coverage {
+            partial_events: b.coverage.partial_events,
+            unread_invocations: b.coverage.unread_invocations,
+            last_partial_at: b.coverage.last_partial_at.map(timestamp),
+        }),
     }
 }
 
@@ -488,6 +493,13 @@ pub fn baseline_from_pb(p: &pb::Baseline) -> Result<Baseline> {
     b.labels = p.labels.clone().into_iter().collect();
     b.image_digests = p.image_digests.iter().cloned().collect();
     b.relearn_until = opt_time(p.relearn_until.as_ref());
+    if let Some(c) = &p.coverage {
+        b.coverage = Coverage {
+            partial_events: c.partial_events,
+            unread_invocations: c.unread_invocations,
+            last_partial_at: opt_time(c.last_partial_at.as_ref()),
+        };
+    }
     for e in &p.elements {
         let key = element_key(&pb::ElementRef {
             exe_path: e.exe_path.clone(),

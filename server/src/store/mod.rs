@@ -209,6 +209,12 @@ pub struct IngestOutcome {
     /// ingested, never learned into or matched against a baseline (see
     /// [`procguard_core::ProcessEvent::awaits_pod_metadata`]).
     pub unattributed: usize,
+    /// Events the sensor sent partial (a field it could not read): coverage, counted in each
+    /// baseline's [`procguard_core::baseline::Coverage`], never an incident of their own.
+    pub partial: usize,
+    /// Of those, execs whose applet or script could not be read while everything read was
+    /// allowed ([`procguard_core::baseline::Observation::Partial`]).
+    pub unread: usize,
 }
 
 /// Filters for listing baselines.
@@ -576,6 +582,9 @@ impl Store {
                             };
                             seen.insert(k, rec.add(now));
                         }
+                        if ev.process.completeness == procguard_core::Completeness::Partial {
+                            out.partial += 1;
+                        }
                         match b.observe(&ev.process, now, relearn_window, self.max_elements) {
                             o @ (Observation::Deviation | Observation::Refused) => {
                                 if o == Observation::Refused {
@@ -597,6 +606,7 @@ impl Store {
                                 deviations.insert(&seq.to_be_bytes(), value)?;
                                 out.deviations.push(rec);
                             }
+                            Observation::Partial => out.unread += 1,
                             Observation::Learned { .. }
                             | Observation::Known
                             | Observation::Probe => {}
