@@ -265,6 +265,19 @@ struct Held {
 }
 
 impl Held {
+    /// Whether the file is an interpreted script (starts with `#!`), read through the kernel's
+    /// descriptor. Unreadable counts as a script: the caller then keeps to the older reading.
+    fn is_script(&self) -> bool {
+        let Some(fd) = &self.fd else {
+            return true;
+        };
+        let mut head = [0u8; 2];
+        match nix::sys::uio::pread(fd, &mut head, 0) {
+            Ok(2) => head == *b"#!",
+            _ => true,
+        }
+    }
+
     /// What a claim hands over: the key, the mount and the open file.
     fn into_claimed(self) -> Claimed {
         Claimed {
@@ -354,6 +367,25 @@ impl Table {
             .iter()
             .position(|f| !f.loader && f.known_path.as_deref() == Some(exe))?;
         self.take_through(pid, idx)
+    }
+
+    /// Whether the exe link of `pid` reading `exe` belongs to a later exec than the oldest one
+    /// queued: an identity known to be at `exe` is queued, and before it a binary (neither a
+    /// loader nor an interpreted script, whose own file the kernel opens before its
+    /// interpreter's in one exec). The process then exec'd again before `/proc` was read
+    /// (`sh -c 'cmd'` runs `cmd` in place within microseconds), and what `/proc` shows is the
+    /// later program, not this exec's.
+    fn superseded(&self, pid: u32, exe: &str) -> bool {
+        let Some(q) = self.by_pid.get(&pid) else {
+            return false;
+        };
+        let Some(idx) = q
+            .iter()
+            .position(|f| !f.loader && f.known_path.as_deref() == Some(exe))
+        else {
+            return false;
+        };
+        q.iter().take(idx).any(|f| !f.loader && !f.is_script())
     }
 
     /// The binary of the oldest unclaimed exec of `pid`, skipping its loader.
@@ -712,6 +744,28 @@ impl ExecWatch {
         Some(held.into_claimed())
     }
 
+    /// Whether `/proc` showing `exe` for `pid` is a later exec's view (see
+    /// [`Table::superseded`]): this exec's program is then the oldest queued identity, named
+    /// as for a process gone, and `/proc`'s argv and command name are not its.
+    /// When it is, the oldest identity is taken at once (so that the later exec, read next,
+    /// finds its own first) and returned.
+    pub fn take_superseded(
+        &self,
+        pid: u32,
+        exe: &str,
+    ) -> Option<(ExecFile, Option<std::fs::File>)> {
+        self.pump();
+        let held = {
+            let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            if !t.superseded(pid, exe) {
+                return None;
+            }
+            t.take(pid)?
+        };
+        self.metrics.execs_superseded.inc();
+        held.resolve()
+    }
+
     /// The executable of the oldest unclaimed exec of `pid`. Called when `/proc` had nothing
     /// left, after the proc connector's exec event (the kernel queued the fanotify event
     /// before it), so each success is counted as a rescue.
@@ -827,6 +881,40 @@ mod tests {
         deleted.known_path = None;
         t.insert(3, deleted);
         assert!(t.take_matching(3, "/tmp/x").is_none());
+    }
+
+    #[test]
+    fn a_later_exec_in_proc_is_told_from_a_script_before_its_interpreter() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, head: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, head).unwrap();
+            let mut h = f(p.to_str().unwrap());
+            h.fd = Some(OwnedFd::from(std::fs::File::open(&p).unwrap()));
+            h
+        };
+        let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+        // `sh -c 'cmd'` exec'd cmd in place before /proc was read: /proc shows cmd, and the
+        // shell's own exec, a binary, is queued before it.
+        let mut t = Table::default();
+        t.insert(5, file("sh", b"\x7fELF"));
+        t.insert(5, f("/lib64/ld-linux-x86-64.so.2"));
+        t.insert(5, file("cmd", b"\x7fELF"));
+        assert!(t.superseded(5, &path("cmd")));
+        assert!(!t.superseded(5, &path("sh")));
+        // Once the shell's exec is taken, /proc showing cmd is cmd's own exec.
+        assert_eq!(
+            t.take(5).unwrap().known_path.as_deref(),
+            Some(path("sh").as_str())
+        );
+        assert!(!t.superseded(5, &path("cmd")));
+        // A script and its interpreter are one exec: the script before it is no earlier exec.
+        let mut t = Table::default();
+        t.insert(6, file("run.sh", b"#!/bin/sh\n"));
+        t.insert(6, file("sh", b"\x7fELF"));
+        assert!(!t.superseded(6, &path("sh")));
+        // Nothing known at the path: nothing to say.
+        assert!(!t.superseded(6, "/elsewhere"));
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct ProcInfo {
     pub start_time: Option<SystemTime>,
     /// Raw `/proc/<pid>/cgroup`.
     pub cgroup: Option<String>,
+    /// The process exec'd again before `/proc` was read: the executable and argv read were
+    /// the later program's and were dropped (the executable comes from fanotify).
+    pub superseded: bool,
 }
 
 /// Splits a raw cmdline into bounded argv.

@@ -73,6 +73,8 @@ pub struct EarlyRead {
     exe: Option<std::fs::File>,
     /// The exec's file as fanotify handed it over, matched to the exe link.
     claimed: Option<Claimed>,
+    /// This exec's file as fanotify recorded it, when `/proc` already showed a later exec's.
+    superseded: Option<(crate::fanotify::ExecFile, Option<std::fs::File>)>,
     info: ProcInfo,
 }
 
@@ -103,6 +105,12 @@ const MAX_UPPERDIRS: usize = 4_096;
 /// cgroup file then names the root cgroup it was moved to on exit and its cmdline is empty.
 /// Neither says anything about the process as it ran, so both count as unread.
 fn forget_if_exited(info: &mut ProcInfo) {
+    if info.superseded {
+        // Alive, running a later program: its cgroup and IDs are still its own, its command
+        // name is the later program's.
+        info.comm = None;
+        return;
+    }
     if info.exe.is_none() {
         info.cgroup = None;
         if info.argv.as_ref().is_some_and(|a| a.is_empty()) {
@@ -637,10 +645,33 @@ impl Tracker {
             return EarlyRead {
                 exe,
                 claimed: None,
+                superseded: None,
                 info,
             };
         };
         let mut info = self.reader.read_urgent(pid);
+        // The process may have exec'd again before this read: `/proc` then shows the later
+        // program, whose own exec event follows. This exec is named from the kernel's record
+        // as for a process gone, and the argv read is not its own.
+        if let Some(earlier) = info
+            .exe_link
+            .as_deref()
+            .and_then(plain_link)
+            .and_then(|exe| w.take_superseded(pid, exe))
+        {
+            info.exe = None;
+            info.exe_link = None;
+            info.exe_deleted_unknown = false;
+            info.argv = None;
+            info.argv_truncated = false;
+            info.superseded = true;
+            return EarlyRead {
+                exe: None,
+                claimed: None,
+                superseded: Some(earlier),
+                info,
+            };
+        }
         // Only a plain link is matched by path; a marked one (deleted, memfd, or a file named
         // so) is opened, so that the facts about that very file decide.
         let claimed = match info.exe_link.as_deref().and_then(plain_link) {
@@ -655,7 +686,12 @@ impl Tracker {
             None => self.reader.open_exe(pid),
         };
         self.reader.resolve_exe(&mut info, exe.as_ref());
-        EarlyRead { exe, claimed, info }
+        EarlyRead {
+            exe,
+            claimed,
+            superseded: None,
+            info,
+        }
     }
 
     /// Whether the exec read as `early` should wait for its fork: the process is unknown to
@@ -680,6 +716,7 @@ impl Tracker {
         let EarlyRead {
             exe,
             claimed: early_claim,
+            superseded,
             mut info,
         } = early;
         let pid = info.pid;
@@ -726,7 +763,7 @@ impl Tracker {
                     }
                     claimed = c.mount;
                 }
-            } else if let Some((f, file)) = w.take(pid) {
+            } else if let Some((f, file)) = superseded.or_else(|| w.take(pid)) {
                 // The kernel's own record of the file this exec opened: fact, not a guess.
                 info.exe = Some(f.path);
                 info.exe_deleted = f.deleted;
