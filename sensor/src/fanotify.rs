@@ -312,6 +312,12 @@ impl Held {
     }
 }
 
+/// Whether two identities are the same file, possibly reached through two mounts (inode,
+/// modification time and size equal; the device may differ).
+fn same_file(a: &(u64, u64, i64, u64), b: &(u64, u64, i64, u64)) -> bool {
+    (a.1, a.2, a.3) == (b.1, b.2, b.3)
+}
+
 fn link_of(fd: &OwnedFd) -> Option<String> {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .ok()
@@ -323,10 +329,57 @@ struct Table {
     by_pid: HashMap<u32, VecDeque<Held>>,
     total: usize,
     order: VecDeque<(Instant, u32)>,
+    /// Execs whose file was opened through `/proc` before fanotify's record of them was
+    /// read: (pid, (device, inode), when). That record, arriving later, is of an exec already
+    /// reported, never an earlier exec still to name (see [`Table::superseded`]).
+    read_first: VecDeque<(u32, (u64, u64), Instant)>,
 }
 
 impl Table {
+    /// `pid`'s exec of the file `id` (device, inode) was read through `/proc`: its queued
+    /// identity, if any, is dropped; one still to arrive will be.
+    fn read_from_proc(&mut self, pid: u32, id: (u64, u64)) {
+        if let Some(q) = self.by_pid.get_mut(&pid) {
+            if let Some(i) = q.iter().position(|f| !f.loader && (f.key.0, f.key.1) == id) {
+                let key = q[i].key;
+                q.remove(i);
+                self.total -= 1;
+                while q
+                    .get(i)
+                    .is_some_and(|n| n.loader || same_file(&n.key, &key))
+                {
+                    q.remove(i);
+                    self.total -= 1;
+                }
+                if q.is_empty() {
+                    self.by_pid.remove(&pid);
+                }
+                return;
+            }
+        }
+        let now = Instant::now();
+        while self
+            .read_first
+            .front()
+            .is_some_and(|(_, _, at)| now.duration_since(*at) >= KEEP_FOR)
+            || self.read_first.len() >= MAX_ENTRIES
+        {
+            self.read_first.pop_front();
+        }
+        self.read_first.push_back((pid, id, now));
+    }
+
     fn insert(&mut self, pid: u32, f: Held) {
+        if !f.loader {
+            if let Some(i) = self
+                .read_first
+                .iter()
+                .position(|(p, id, _)| *p == pid && *id == (f.key.0, f.key.1))
+            {
+                self.read_first.remove(i);
+                return;
+            }
+        }
         let q = self.by_pid.entry(pid).or_default();
         if q.len() >= PER_PID {
             q.pop_front();
@@ -385,7 +438,10 @@ impl Table {
         else {
             return false;
         };
-        q.iter().take(idx).any(|f| !f.loader && !f.is_script())
+        let this = &q[idx].key;
+        q.iter()
+            .take(idx)
+            .any(|f| !f.loader && !same_file(&f.key, this) && !f.is_script())
     }
 
     /// The binary of the oldest unclaimed exec of `pid`, skipping its loader.
@@ -408,10 +464,17 @@ impl Table {
             found = q.pop_front();
             self.total -= 1;
         }
-        // The loader that followed this binary belongs to the same exec.
-        if found.as_ref().is_some_and(|f| !f.loader) && q.front().is_some_and(|f| f.loader) {
-            q.pop_front();
-            self.total -= 1;
+        // The loader that followed this binary belongs to the same exec, and so does the same
+        // file reported again through another marked mount (one exec of a container's file can
+        // be seen on its overlay and on the filesystem beneath: same inode, other device).
+        if let Some(f) = found.as_ref().filter(|f| !f.loader) {
+            while q
+                .front()
+                .is_some_and(|n| n.loader || same_file(&n.key, &f.key))
+            {
+                q.pop_front();
+                self.total -= 1;
+            }
         }
         if q.is_empty() {
             self.by_pid.remove(&pid);
@@ -744,6 +807,16 @@ impl ExecWatch {
         Some(held.into_claimed())
     }
 
+    /// `pid`'s exec of the file `id` (device, inode) was read through `/proc`, not claimed:
+    /// see [`Table::read_from_proc`].
+    pub fn read_from_proc(&self, pid: u32, id: (u64, u64)) {
+        self.pump();
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read_from_proc(pid, id);
+    }
+
     /// Whether `/proc` showing `exe` for `pid` is a later exec's view (see
     /// [`Table::superseded`]): this exec's program is then the oldest queued identity, named
     /// as for a process gone, and `/proc`'s argv and command name are not its.
@@ -827,9 +900,13 @@ mod tests {
     use super::*;
 
     fn f(path: &str) -> Held {
+        // A distinct file per path, as the kernel would give.
+        let ino = path
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
         Held {
             fd: None,
-            key: (0, 0, 0, 0),
+            key: (0, ino, 0, 0),
             mount: None,
             loader: is_loader(path),
             link: Some(path.into()),
@@ -890,7 +967,10 @@ mod tests {
             let p = dir.path().join(name);
             std::fs::write(&p, head).unwrap();
             let mut h = f(p.to_str().unwrap());
-            h.fd = Some(OwnedFd::from(std::fs::File::open(&p).unwrap()));
+            let file = std::fs::File::open(&p).unwrap();
+            let m = file.metadata().unwrap();
+            h.key = (m.dev(), m.ino(), 0, 0);
+            h.fd = Some(OwnedFd::from(file));
             h
         };
         let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
@@ -915,6 +995,28 @@ mod tests {
         assert!(!t.superseded(6, &path("sh")));
         // Nothing known at the path: nothing to say.
         assert!(!t.superseded(6, "/elsewhere"));
+        // The shell's exec was read through /proc before its record arrived: the record, late,
+        // is of that exec, not an earlier one, and /proc showing cmd next is cmd's own.
+        let mut t = Table::default();
+        let sh = file("sh", b"\x7fELF");
+        t.read_from_proc(7, (sh.key.0, sh.key.1));
+        t.insert(7, sh);
+        t.insert(7, file("cmd", b"\x7fELF"));
+        assert!(!t.superseded(7, &path("cmd")));
+        assert_eq!(t.total, 1);
+        // One exec reported twice (its file through two marked mounts: same inode, another
+        // device) is one exec: taking it takes both, and no earlier exec is seen in the copy.
+        let mut t = Table::default();
+        let sh = file("sh", b"\x7fELF");
+        let mut again = file("sh", b"\x7fELF");
+        again.key.0 += 1;
+        t.insert(8, sh);
+        t.insert(8, again);
+        t.insert(8, file("cmd", b"\x7fELF"));
+        assert!(t.superseded(8, &path("cmd")));
+        assert!(t.take(8).is_some());
+        assert!(!t.superseded(8, &path("cmd")));
+        assert_eq!(t.total, 1);
     }
 
     #[test]

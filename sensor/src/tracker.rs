@@ -686,6 +686,11 @@ impl Tracker {
             None => self.reader.open_exe(pid),
         };
         self.reader.resolve_exe(&mut info, exe.as_ref());
+        if let (None, Some(id)) = (&claimed, info.exe_id) {
+            // Read without fanotify's record (not read from its queue yet): that record, when
+            // it comes, is this exec's.
+            w.read_from_proc(pid, id);
+        }
         EarlyRead {
             exe,
             claimed,
