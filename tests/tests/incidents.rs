@@ -249,7 +249,7 @@ fn allowing_an_incident_updates_the_baseline_on_the_sensors() {
         s.proc
             .log_text()
             .lines()
-            .filter(|l| l.contains("Baseline updated.") && l.contains("false"))
+            .filter(|l| l.contains("Baseline updated.") && l.contains("state=enforced"))
             .count()
     };
     let updates_before = updates(&sensor);
@@ -279,8 +279,8 @@ fn allowing_an_incident_updates_the_baseline_on_the_sensors() {
     assert_eq!(last["action"], "allowed", "{history}");
     assert_eq!(last["actor"], "dev-approver");
 
-    // ...which the sensor receives (an enforced baseline update, "removed=false"; learning
-    // ones are removals; the log has colour codes around "=").
+    // ...which the sensor receives (an enforced baseline's update is logged with its state;
+    // learning ones are removals, logged at debug level).
     assert!(
         wait_for(Duration::from_secs(15), || (updates(&sensor)
             > updates_before)
