@@ -552,6 +552,7 @@ fn event(seq: u64, exe: &str, digest: &str) -> pb::SensorEvent {
             }),
             ..Default::default()
         }),
+        ..Default::default()
     }
 }
 
