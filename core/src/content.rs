@@ -8,8 +8,10 @@
 //! it). [`Baseline::judge_content`] decides it with the rule that decides the deviation itself
 //! ([`content_of`], applied by [`Baseline::observe`] on the server and
 //! [`crate::Matcher::check`] on the sensor), so the verdict and the deviation cannot disagree.
-//! Incidents keep it for each sample and for the incident (the sample that set its severity),
-//! and the SIEM stream carries it on every deviation record (docs/siem.md).
+//! Incidents keep it for each sample, and for the incident the most serious of its events'
+//! ([`ContentVerdict::concern`]: a replaced binary whose first run was also deleted under it
+//! is still `modified`); the SIEM stream carries it on every deviation record
+//! (docs/siem.md).
 //!
 //! **Element sets compared.** [`diff`] compares two element sets (two versions of a baseline,
 //! or an import document and the stored baseline) element by element: the elements added and
@@ -54,6 +56,19 @@ pub enum ContentVerdict {
 }
 
 impl ContentVerdict {
+    /// How much the verdict says against the content, for an incident that groups several:
+    /// modified, then unverified, then an element not allowed or new (content not judged),
+    /// then unpinned, then approved.
+    pub fn concern(self) -> u8 {
+        match self {
+            Self::Approved => 0,
+            Self::Unpinned => 1,
+            Self::NewElement | Self::NotAllowed => 2,
+            Self::Unverified => 3,
+            Self::Modified => 4,
+        }
+    }
+
     /// The name every output prints (`new-element`, `modified`, ...).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -205,9 +205,9 @@ pub struct Incident {
     pub severity: Severity,
     /// Why that severity.
     pub severity_reason: String,
-    /// The content verdict of the event that set the severity (the first event while the
-    /// severity has not risen); `None` for sensor findings (and incidents stored before
-    /// verdicts existed).
+    /// The most serious content verdict of its events ([`ContentVerdict::concern`], the first
+    /// of equals); of its first process for an exec session; `None` for sensor findings (and
+    /// incidents stored before verdicts existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<ContentCheck>,
     /// Lifecycle state.
@@ -482,7 +482,11 @@ impl Incident {
     ) {
         let (severity, reason) = severity(ev, baseline);
         let content = baseline.judge_content(ev);
-        if severity > self.severity || self.content.is_none() {
+        if self
+            .content
+            .as_ref()
+            .is_none_or(|c| content.verdict.concern() > c.verdict.concern())
+        {
             self.content = Some(content.clone());
         }
         if severity > self.severity {
@@ -1156,14 +1160,32 @@ mod tests {
         assert_eq!(modified.sha256.as_deref(), Some(B));
         // A later, lower one does not replace it; its sample keeps its own.
         i.record_deviation("e2", &applet("sleep", None), &b, t(5));
+        assert_eq!(i.content, Some(modified.clone()));
+        // Nor does one of higher severity that says less against the content: the allowed
+        // binary run deleted (critical) is `approved`; the incident stays `modified`.
+        let mut deleted = applet("sleep", Some(A));
+        deleted.exe_deleted = true;
+        i.record_deviation("e3", &deleted, &b, t(6));
+        assert_eq!(i.severity, Severity::Critical);
         assert_eq!(i.content, Some(modified));
+        // The other way round: the incident that starts with the deleted run ends `modified`.
+        let mut j = Incident::from_deviation("5".into(), "e", &deleted, &b, t(3));
+        assert_eq!(
+            j.content.as_ref().unwrap().verdict,
+            ContentVerdict::Approved
+        );
+        j.record_deviation("e1", &applet("sleep", Some(B)), &b, t(4));
+        assert_eq!(
+            j.content.as_ref().unwrap().verdict,
+            ContentVerdict::Modified
+        );
         let verdicts: Vec<ContentVerdict> = i
             .samples
             .iter()
             .map(|s| s.content.as_ref().unwrap().verdict)
             .collect();
         use ContentVerdict::*;
-        assert_eq!(verdicts, vec![Unverified, Modified, Unverified]);
+        assert_eq!(verdicts, vec![Unverified, Modified, Unverified, Approved]);
         // Another applet of the allowed file is a new element.
         let other = Incident::from_deviation("2".into(), "e", &applet("wget", Some(A)), &b, t(3));
         assert_eq!(other.content.unwrap().verdict, NewElement);
