@@ -672,10 +672,16 @@ impl Incident {
             .collect();
         let existing = baseline.elements.get(&key);
         if let Some(e) = existing.filter(|e| e.status.allowed()) {
-            if ran
-                .iter()
-                .all(|h| e.approves(h) || e.approved_sha256.is_empty())
-            {
+            if e.approved_sha256.is_empty() {
+                return Err(format!(
+                    "incident {}: '{key}' is already allowed by name alone (not pinned to any \
+                     content); allowing would change nothing: resolve the incident, or pin the \
+                     element to the contents you approve with 'procguardctl baselines add \
+                     WORKLOAD --element \"{key}\" --sha256 HASH'",
+                    self.id
+                ));
+            }
+            if ran.iter().all(|h| e.approves(h)) {
                 return Err(format!(
                     "incident {}: '{key}' is already allowed and its samples bring no content to \
                      approve (they ran from a memfd or a deleted file, or the sensor could not \
@@ -1247,6 +1253,17 @@ mod tests {
             assert!(e.contains("--sha256"), "{e}");
             assert_eq!(b, before);
         }
+        // An element allowed by name alone meanwhile: nothing to allow either.
+        let mut by_name = pinned_sleep();
+        by_name
+            .elements
+            .get_mut(&ElementKey::of(&applet("sleep", None)))
+            .unwrap()
+            .approved_sha256
+            .clear();
+        let i = Incident::from_deviation("1".into(), "e", &applet("sleep", Some(B)), &b, t(3));
+        let e = i.allow_in(&mut by_name, t(4)).unwrap_err();
+        assert!(e.contains("already allowed by name alone"), "{e}");
         // A new element seen only unhashed is allowed by name alone, and says so.
         let i = Incident::from_deviation("2".into(), "e", &applet("id", None), &b, t(3));
         let allowed = i.allow_in(&mut b, t(4)).unwrap();
