@@ -1100,3 +1100,42 @@ async fn main() {
         std::process::exit(code);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn element_changes_name_applets_scripts_and_contents() {
+        let r = |s: &str| element(s);
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let text = element_changes_text(
+            "  ",
+            &[r("/bin/busybox (wget)")],
+            &[r("/bin/sh /tmp/x.sh")],
+            &[pb::ElementChange {
+                element: Some(r("/bin/sh [inline]")),
+                before: pb::ElementStatus::Learned as i32,
+                after: pb::ElementStatus::Rejected as i32,
+            }],
+            &[
+                pb::ContentChange {
+                    element: Some(r("/bin/busybox (wget)")),
+                    added: vec![a.clone()],
+                    removed: vec![],
+                },
+                pb::ContentChange {
+                    element: Some(r("/bin/sleep")),
+                    added: vec![b],
+                    removed: vec![a],
+                },
+            ],
+        );
+        assert_eq!(
+            text,
+            "  + /bin/busybox (wget)  sha256 +aaaaaaaaaaaa\n  - /bin/sh /tmp/x.sh\n  \
+             ~ /bin/sh [inline] (learned -> rejected)\n  \
+             ~ /bin/sleep  sha256 +bbbbbbbbbbbb -aaaaaaaaaaaa\n"
+        );
+    }
+}
