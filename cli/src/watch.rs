@@ -8,10 +8,12 @@
 //! (at-least-once); the cursor in every line lets a consumer drop those. The field mappings are
 //! documented in docs/siem.md.
 
+use crate::content;
 use crate::incidents::{kind_name, process_json, severity_arg, severity_name, state_name};
 use crate::process::ProcessView;
 use crate::{id_text, usage, Cli, Client};
 use clap::ValueEnum;
+use procguard_proto::convert::content::{event_check, incident_check};
 use procguard_proto::convert::system_time;
 use procguard_proto::v1 as pb;
 use serde_json::{json, Value};
@@ -110,6 +112,7 @@ pub fn jsonl(r: &pb::StreamRecord) -> Value {
                 "observed_at": rfc3339(d.observed_at.as_ref()),
                 "baseline_version": d.baseline_revision,
                 "process": d.process.as_ref().map(process_json),
+                "content": content::json(event_check(d).as_ref()),
             });
         }
         Some(pb::stream_record::Record::Audit(a)) => {
@@ -208,6 +211,7 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                     "incident_id": r.incident_id,
                     "event_id": d.event_id,
                     "baseline_version": d.baseline_revision,
+                    "content": content::json(event_check(d).as_ref()),
                 },
             })
         }
@@ -276,6 +280,7 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                     "baseline_version": i.baseline_version,
                     "state_actor": i.state_actor,
                     "state_reason": i.state_reason,
+                    "content": content::json(incident_check(i).as_ref()),
                 },
             })
         }
@@ -311,6 +316,18 @@ fn cef_value(s: &str) -> String {
         .replace('=', "\\=")
         .replace('\n', "\\n")
         .replace('\r', "\\r")
+}
+
+/// CEF key of the content verdict: a user-defined extension named after the vendor, as CEF's
+/// extension dictionary asks of keys it does not define.
+const CEF_VERDICT: &str = "procguardContentVerdict";
+/// CEF key of the approved contents the verdict was decided against (comma-separated).
+const CEF_APPROVED: &str = "procguardApprovedSha256";
+
+/// The verdict's name for CEF; empty (left out) when there is none.
+fn cef_verdict(c: Option<&procguard_core::ContentCheck>) -> String {
+    c.map(|c| c.verdict.as_str().to_string())
+        .unwrap_or_default()
 }
 
 /// CEF severity 0..10.
@@ -375,6 +392,10 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                         },
                     ),
                     ("flexString2", view.missing.join(",")),
+                    // Every labelled string key is taken on a deviation record: the verdict
+                    // and the approved contents are user-defined keys (docs/siem.md).
+                    (CEF_VERDICT, cef_verdict(event_check(d).as_ref())),
+                    (CEF_APPROVED, d.content_approved_sha256.join(",")),
                     (
                         "msg",
                         format!(
@@ -408,6 +429,9 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                     },
                 ),
                 ("filePath", i.exe_path.clone()),
+                ("fileHash", i.content_sha256.clone()),
+                (CEF_VERDICT, cef_verdict(incident_check(i).as_ref())),
+                (CEF_APPROVED, i.content_approved_sha256.join(",")),
                 ("suser", i.state_actor.clone()),
                 ("reason", i.state_reason.clone()),
                 ("cs1Label", "workload".into()),
@@ -709,6 +733,48 @@ mod tests {
             d.process.as_mut().unwrap().context = pb::ExecContext::Descendant as i32;
         }
         assert_eq!(jsonl(&r)["deviation"]["process"]["completeness"], "partial");
+    }
+
+    #[test]
+    fn every_format_carries_the_content_verdict() {
+        let (ran, approved) = ("b".repeat(64), "a".repeat(64));
+        let mut r = deviation();
+        if let Some(pb::stream_record::Record::Deviation(d)) = r.record.as_mut() {
+            d.process.as_mut().unwrap().exe_sha256 = ran.clone();
+            d.content = pb::ContentVerdict::Modified as i32;
+            d.content_approved_sha256 = vec![approved.clone()];
+        }
+        let want = json!({"verdict": "modified", "sha256": ran, "approved_sha256": [approved]});
+        assert_eq!(jsonl(&r)["deviation"]["content"], want);
+        assert_eq!(ocsf(&r)["unmapped"]["content"], want);
+        let c = cef(&r);
+        assert!(c.contains("procguardContentVerdict=modified"), "{c}");
+        assert!(
+            c.contains(&format!("procguardApprovedSha256={approved}")),
+            "{c}"
+        );
+        assert!(c.contains(&format!("fileHash={ran}")), "{c}");
+        // The incident: its own verdict and the content that set it.
+        let mut i = deviation();
+        i.record = Some(pb::stream_record::Record::Incident(pb::Incident {
+            id: "7".into(),
+            kind: pb::IncidentKind::Deviation as i32,
+            state: pb::IncidentState::Open as i32,
+            content: pb::ContentVerdict::Modified as i32,
+            content_sha256: ran.clone(),
+            content_approved_sha256: vec![approved.clone()],
+            ..Default::default()
+        }));
+        assert_eq!(jsonl(&i)["incident"]["content"], want);
+        assert_eq!(ocsf(&i)["unmapped"]["content"], want);
+        let c = cef(&i);
+        assert!(c.contains("procguardContentVerdict=modified"), "{c}");
+        assert!(c.contains(&format!("fileHash={ran}")), "{c}");
+        // No verdict (a sensor finding, an older server): null, and left out of CEF.
+        let none = deviation();
+        assert_eq!(jsonl(&none)["deviation"]["content"], Value::Null);
+        assert_eq!(ocsf(&none)["unmapped"]["content"], Value::Null);
+        assert!(!cef(&none).contains("procguardContentVerdict"));
     }
 
     #[test]

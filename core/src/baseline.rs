@@ -287,8 +287,11 @@ impl Element {
 /// What an exec's content says about the allowed element it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Content {
-    /// The content is approved for the element, or the element is not pinned to any content.
+    /// The content is one of the element's approved contents.
     Approved,
+    /// The element is not pinned to any content: matched by name alone, its content is not
+    /// judged (allowed, as [`Content::Approved`]).
+    Unpinned,
     /// The element is pinned and this content is not one of its approved ones: the file at an
     /// allowed path was replaced ("modified executable").
     Modified,
@@ -302,7 +305,7 @@ pub enum Content {
 /// hash). The one rule [`Baseline::observe`] and [`Matcher::check`] both apply.
 pub fn content_of(pinned: bool, sha256: Option<&str>, approves: impl Fn(&str) -> bool) -> Content {
     if !pinned {
-        return Content::Approved;
+        return Content::Unpinned;
     }
     match sha256 {
         Some(h) if approves(h) => Content::Approved,
@@ -636,7 +639,7 @@ impl Baseline {
                 }
             } else if el.status.allowed() {
                 match content_of(!el.approved_sha256.is_empty(), hash, |h| el.approves(h)) {
-                    Content::Approved => {}
+                    Content::Approved | Content::Unpinned => {}
                     // A new image may bring new contents at known paths: learned in its
                     // window, and only for files that come from the image.
                     Content::Modified if learning && from_image(ev) => {
@@ -1037,7 +1040,7 @@ impl Matcher {
                 match content_of(!contents.is_empty(), ev.exe_sha256.as_deref(), |h| {
                     contents.iter().any(|c| &**c == h)
                 }) {
-                    Content::Approved => Verdict::Allowed,
+                    Content::Approved | Content::Unpinned => Verdict::Allowed,
                     Content::Modified if from_image(ev) && e.relearning(ev, now) => {
                         Verdict::Learning
                     }

@@ -260,6 +260,9 @@ impl Uplink {
             } else {
                 0
             },
+            // The content verdict is the server's to decide and send (incident samples, SIEM
+            // records); the server ignores a sensor's.
+            ..Default::default()
         };
         let class = if kind == pb::EventKind::Deviation {
             Class::Deviation

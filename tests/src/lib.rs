@@ -423,6 +423,58 @@ pub fn ctl_json(
     serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
+/// Runs `procguardctl watch ARGS` as the `siem` role and returns the first line that `wanted`
+/// accepts, or `None` once `timeout` has passed; the watcher is stopped either way.
+pub fn watch_until(
+    pki: &Pki,
+    server: &Server,
+    args: &[&str],
+    timeout: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let mut child = Command::new(bin("procguardctl"))
+        .arg("--server")
+        .arg(server.url())
+        .arg("--tls-ca")
+        .arg(pki.file("ca.crt"))
+        .arg("--tls-server-name")
+        .arg("localhost")
+        .arg("--token")
+        .arg(pki.token("siem"))
+        .arg("watch")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run procguardctl watch");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let mut found = None;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if wanted(&line) => {
+                found = Some(line);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    found
+}
+
 /// Name of the test image: busybox-static, with each applet as its own file, `FROM scratch`.
 pub const BUSYBOX_IMAGE: &str = "procguard-test-busybox:2";
 

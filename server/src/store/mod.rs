@@ -136,6 +136,10 @@ pub struct DeviationRecord {
     pub baseline_state: BaselineState,
     /// The process.
     pub process: ProcessEvent,
+    /// Its content verdict against the baseline it deviated from (`None` in records stored
+    /// before verdicts existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<procguard_core::ContentCheck>,
 }
 
 /// Outcome of an audited action.
@@ -596,6 +600,7 @@ impl Store {
                                     baseline_version: b.version,
                                     baseline_state: b.state,
                                     process: ev.process.clone(),
+                                    content: Some(b.judge_content(&ev.process)),
                                 };
                                 // Keyed by the record-log cursor: unique and increasing. (sled's
                                 // `generate_id` deadlocks inside a transaction.)

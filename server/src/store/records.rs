@@ -154,6 +154,8 @@ pub struct ActionOutcome {
     pub changed: bool,
     /// For an allow that changed something: the baseline's new version.
     pub baseline: Option<Baseline>,
+    /// For an allow that changed something: what it allowed (element and contents).
+    pub allowed: Option<incident::Allowed>,
 }
 
 /// Why a subscription cannot start where it asked.
@@ -778,9 +780,11 @@ impl Store {
                         incident: i,
                         changed: false,
                         baseline: None,
+                        allowed: None,
                     };
                     return Ok((outcome, log));
                 }
+                let mut allowed = None;
                 let baseline = if action == Action::Allow {
                     let workload = i.workload.clone().ok_or_else(|| {
                         abort(StoreError::Rejected(format!(
@@ -795,8 +799,10 @@ impl Store {
                             ))))
                         }
                     };
-                    i.allow_in(&mut b, now)
-                        .map_err(|e| abort(StoreError::Rejected(e)))?;
+                    allowed = Some(
+                        i.allow_in(&mut b, now)
+                            .map_err(|e| abort(StoreError::Rejected(e)))?,
+                    );
                     // Every change is a new version (as in `Store::change`).
                     b.version += 1;
                     let reason = format!("incident {id}: {reason}");
@@ -817,6 +823,7 @@ impl Store {
                     incident: changed.pop().expect("one incident"),
                     changed: true,
                     baseline,
+                    allowed,
                 };
                 Ok((outcome, log))
             })
