@@ -55,6 +55,23 @@ struct Facts {
 /// Writable locations: an executable here is suspicious by itself.
 const WRITABLE_DIRS: &[&str] = &["/tmp/", "/dev/shm/", "/var/tmp/", "/run/shm/"];
 
+/// Whether `path` lies in one of the [`WRITABLE_DIRS`].
+fn in_writable_dir(path: &str) -> bool {
+    WRITABLE_DIRS.iter().any(|d| path.starts_with(d))
+}
+
+/// Marks `ev` as run from a writable location when the script it ran (a shell's or an
+/// interpreter's) lies in a writable directory. Applied once the element is final, after the
+/// hash: content found to be multi-call then turns what read as a shell's script into an
+/// applet's argument (`cat /tmp/x` through a copy of busybox named `sh` reads `/tmp/x`, it
+/// does not run it), so the script slot is only known then. The executable's own part of the
+/// flag (memfd, writable directory, the container's writable layer) is the tracker's.
+pub(crate) fn mark_writable_script(ev: &mut ProcessEvent) {
+    if ev.script_path.as_deref().is_some_and(in_writable_dir) {
+        ev.exe_writable_location = true;
+    }
+}
+
 fn basename(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
@@ -1001,10 +1018,10 @@ impl Tracker {
             element::identify(&exe, &argv, multi)
         };
         let script = invocation.script;
-        let in_writable = |p: &str| WRITABLE_DIRS.iter().any(|d| p.starts_with(d));
+        // The script's part of the flag is added once the element is final
+        // ([`mark_writable_script`]).
         let writable = info.exe_memfd
-            || in_writable(&exe)
-            || script.as_deref().is_some_and(in_writable)
+            || in_writable_dir(&exe)
             || match &my_container {
                 Some(id) if !info.exe_memfd && exe != UNREADABLE_EXE => {
                     self.in_writable_layer(pid, id, &exe)
