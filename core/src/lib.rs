@@ -16,5 +16,5 @@ pub mod process;
 pub use baseline::{Baseline, BaselineState, Element, ElementKey, ElementStatus, Matcher};
 pub use identity::{WorkloadIdentity, WorkloadKind};
 pub use process::{
-    Completeness, ContainerInfo, ContainerRuntime, ExecContext, ProcessEvent, QosClass,
+    Completeness, ContainerInfo, ContainerRuntime, ExecContext, Origin, ProcessEvent, QosClass,
 };
