@@ -111,6 +111,7 @@ pub fn incident_json(i: &pb::Incident) -> Value {
         "script_path": i.script_path,
         "severity": severity_name(i.severity),
         "severity_reason": i.severity_reason,
+        "origin": origin_name(i),
         "state": state_name(i.state),
         "first_seen": ts(i.first_seen.as_ref()),
         "last_seen": ts(i.last_seen.as_ref()),
@@ -127,6 +128,15 @@ pub fn incident_json(i: &pb::Incident) -> Value {
             "process": s.process.as_ref().map(process_json),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Where an incident's executable came from (`image`, `writable-layer`, ...; `unknown` when
+/// the server did not say), or `null` for a sensor finding, which has no executable.
+pub(crate) fn origin_name(i: &pb::Incident) -> Value {
+    if i.kind == pb::IncidentKind::SensorBlind as i32 {
+        return Value::Null;
+    }
+    json!(procguard_proto::convert::origin_from_pb(i.origin).as_str())
 }
 
 /// What an incident is about: the sensor, or the element (`EXE (APPLET) SCRIPT`).
@@ -153,11 +163,12 @@ pub(crate) fn subject(i: &pb::Incident) -> String {
 fn show(output: Output, i: &pb::Incident) -> anyhow::Result<()> {
     print(output, &incident_json(i), || {
         let mut s = format!(
-            "Incident:  {}\nKind:      {}\nWorkload:  {}\nSubject:   {}\nSeverity:  {} ({})\nState:     {}{}\nSeen:      {} times, {} .. {}\nNodes:     {}\nPods:      {}\n",
+            "Incident:  {}\nKind:      {}\nWorkload:  {}\nSubject:   {}\nOrigin:    {}\nSeverity:  {} ({})\nState:     {}{}\nSeen:      {} times, {} .. {}\nNodes:     {}\nPods:      {}\n",
             i.id,
             kind_name(i.kind),
             id_text(i.workload.as_ref()),
             subject(i),
+            origin_name(i).as_str().unwrap_or("-"),
             severity_name(i.severity),
             i.severity_reason,
             state_name(i.state),
@@ -173,12 +184,13 @@ fn show(output: Output, i: &pb::Incident) -> anyhow::Result<()> {
                 let chain: Vec<&str> = p.ancestors.iter().map(|a| a.exe_path.as_str()).collect();
                 let v = ProcessView::of(p);
                 s += &format!(
-                    "  sample pid {} on {}: {}  (parents: {}; {}){}\n",
+                    "  sample pid {} on {}: {}  (parents: {}; {}; origin {}){}\n",
                     p.pid,
                     p.node_name,
                     p.argv.join(" "),
                     chain.join(" < "),
                     v.context_name(),
+                    v.origin,
                     v.partial_note()
                 );
             }
@@ -245,6 +257,7 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
                             i.count.to_string(),
                             id_text(i.workload.as_ref()),
                             subject(i),
+                            origin_name(i).as_str().unwrap_or("-").into(),
                             ts(i.last_seen.as_ref()).as_str().unwrap_or("").into(),
                         ]
                     })
@@ -257,6 +270,7 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
                         "COUNT",
                         "WORKLOAD",
                         "SUBJECT",
+                        "ORIGIN",
                         "LAST SEEN",
                     ],
                     &rows,

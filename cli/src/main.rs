@@ -334,6 +334,7 @@ fn baseline_json(b: &pb::Baseline) -> Value {
             "review_reasons": e.review_reasons,
             "manual": e.manual,
             "approved_sha256": e.approved_sha256,
+            "origins": origin_names(&e.origins),
             "provenance": e.provenance.as_ref().map(|p| json!({
                 "first_seen": ts(p.first_seen.as_ref()),
                 "last_seen": ts(p.last_seen.as_ref()),
@@ -533,6 +534,7 @@ fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
                         .map(|p| p.count.to_string())
                         .unwrap_or_default(),
                     content_cell(&e.approved_sha256),
+                    origins_cell(&e.origins),
                     e.review_reasons.join(","),
                 ]
             })
@@ -545,11 +547,29 @@ fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
                 "STATUS",
                 "SEEN",
                 "SHA256",
+                "ORIGINS",
                 "REVIEW",
             ],
             &rows,
         )
     })
+}
+
+/// Origin names (`image`, `writable-layer`, ...) of protobuf origin values.
+fn origin_names(values: &[i32]) -> Vec<&'static str> {
+    values
+        .iter()
+        .map(|v| procguard_proto::convert::origin_from_pb(*v).as_str())
+        .collect()
+}
+
+/// An element's origins in a table cell; `-` for none (an element that runs from no drift
+/// origin, stored before origins or added by name).
+fn origins_cell(values: &[i32]) -> String {
+    if values.is_empty() {
+        return "-".to_string();
+    }
+    origin_names(values).join(",")
 }
 
 /// An element's approved contents in a table cell: each hash's first 12 hex digits, newest
@@ -697,6 +717,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "would_alert": r.would_alert.iter().map(|h| json!({
                             "element": h.element.as_ref().map(element_text).unwrap_or_default(),
                             "count": h.count, "last_seen": ts(h.last_seen.as_ref()),
+                            "origins": origin_names(&h.origins),
                         })).collect::<Vec<_>>(),
                     });
                     print(cli.output, &value, || {
@@ -707,6 +728,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                                 vec![
                                     h.element.as_ref().map(element_text).unwrap_or_default(),
                                     h.count.to_string(),
+                                    origins_cell(&h.origins),
                                     ts(h.last_seen.as_ref()).as_str().unwrap_or("").to_string(),
                                 ]
                             })
@@ -715,7 +737,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "{} events replayed; {} executables would have alerted\n",
                             r.events_replayed,
                             rows.len()
-                        ) + &table(&["WOULD ALERT", "RUNS", "LAST SEEN"], &rows)
+                        ) + &table(&["WOULD ALERT", "RUNS", "ORIGINS", "LAST SEEN"], &rows)
                     })
                 }
                 Baselines::List { filter } => {
@@ -900,11 +922,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .await?
                         .into_inner();
                     let r = element_text;
+                    // The origins of an added or removed element, from the version it is in.
+                    let origins = |e: &pb::ElementRef| -> Vec<i32> {
+                        d.origins
+                            .iter()
+                            .find(|o| o.element.as_ref() == Some(e))
+                            .map(|o| o.origins.clone())
+                            .unwrap_or_default()
+                    };
                     let value = json!({
                         "added": d.added.iter().map(r).collect::<Vec<_>>(),
                         "removed": d.removed.iter().map(r).collect::<Vec<_>>(),
+                        // Each added or removed element's origins, by its text.
+                        "origins": d.added.iter().chain(&d.removed)
+                            .map(|e| (r(e), json!(origin_names(&origins(e)))))
+                            .collect::<serde_json::Map<String, Value>>(),
                         "changed": d.changed.iter().map(|c| json!({
-                            "element": c.element.as_ref().map(r), "before": status_name(c.before), "after": status_name(c.after)
+                            "element": c.element.as_ref().map(r), "before": status_name(c.before), "after": status_name(c.after),
+                            "origins_before": origin_names(&c.origins_before), "origins_after": origin_names(&c.origins_after),
                         })).collect::<Vec<_>>(),
                         "state_before": state_name(d.state_before), "state_after": state_name(d.state_after),
                     });
@@ -915,17 +950,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             state_name(d.state_after)
                         );
                         for a in &d.added {
-                            s += &format!("+ {}\n", r(a));
+                            s += &format!("+ {} [origins: {}]\n", r(a), origins_cell(&origins(a)));
                         }
                         for a in &d.removed {
-                            s += &format!("- {}\n", r(a));
+                            s += &format!("- {} [origins: {}]\n", r(a), origins_cell(&origins(a)));
                         }
                         for c in &d.changed {
                             s += &format!(
-                                "~ {} ({} -> {})\n",
+                                "~ {} ({} -> {}; origins {} -> {})\n",
                                 c.element.as_ref().map(r).unwrap_or_default(),
                                 status_name(c.before),
-                                status_name(c.after)
+                                status_name(c.after),
+                                origins_cell(&c.origins_before),
+                                origins_cell(&c.origins_after)
                             );
                         }
                         s

@@ -30,6 +30,7 @@
 
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use procguard_core::baseline::from_image;
 use procguard_core::process::MISSING_POD_METADATA;
 use procguard_core::{ContainerRuntime, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -529,9 +530,9 @@ pub fn is_probe_command(argv: &[String], cmd: &[String]) -> bool {
 /// Whether `ev` is a run of the probe command `cmd`: the same words (the first compared by
 /// base name, see [`is_probe_command`]), and the file that ran is that program as the image
 /// ships it: its own name, or the applet a multi-call binary ran, is the command's (a
-/// versioned name such as `python3.11` for `python3` counts), and it is neither a file written
-/// into the container (its writable layer or a writable directory) nor a memfd or deleted
-/// file. A copy of a shell dropped in `/tmp/sh` and run with the probe's words is an exec
+/// versioned name such as `python3.11` for `python3` counts), and it comes from the image
+/// ([`from_image`]: not drift, neither from the writable layer, a volume, a memfd or a deleted
+/// file, nor in a writable directory). A copy of a shell dropped in `/tmp/sh` and run with the probe's words is an exec
 /// session, not a probe.
 pub fn is_probe_run(ev: &ProcessEvent, cmd: &[String]) -> bool {
     let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
@@ -544,7 +545,7 @@ pub fn is_probe_run(ev: &ProcessEvent, cmd: &[String]) -> bool {
         || program
             .strip_prefix(want.as_str())
             .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
-    is_probe_command(&ev.argv, cmd) && same_program && !ev.exe_writable_location && !ev.fileless()
+    is_probe_command(&ev.argv, cmd) && same_program && from_image(ev)
 }
 
 enum Outcome {
@@ -1007,6 +1008,7 @@ pub(crate) mod tests {
             exe_memfd: false,
             exe_deleted: false,
             exe_writable_location: false,
+            origin: procguard_core::Origin::Image,
             container: Some(ContainerInfo {
                 container_id: ID.into(),
                 pod_uid: Some("3f0c1e2a-1b2c-4d5e-8f90-123456789abc".into()),
@@ -1101,6 +1103,13 @@ pub(crate) mod tests {
         dropped.exe_path = "/tmp/cat".into();
         dropped.exe_writable_location = true;
         assert_eq!(e.push(dropped, t0)[0].context, ExecContext::ExecSession);
+        // The probe's own program at its own path, but from a volume mounted over it.
+        let mut mounted = session(
+            event(19, 4, &["cat", "/tmp/healthy"], ExecContext::ExecSession),
+            19,
+        );
+        mounted.origin = procguard_core::Origin::Volume;
+        assert_eq!(e.push(mounted, t0)[0].context, ExecContext::ExecSession);
         let mut renamed = session(
             event(15, 4, &["cat", "/tmp/healthy"], ExecContext::ExecSession),
             15,

@@ -1004,6 +1004,7 @@ impl Tracker {
             exe_memfd: info.exe_memfd,
             exe_deleted: info.exe_deleted,
             exe_writable_location: writable,
+            origin: procguard_core::Origin::Unknown,
             container,
             workload: self.identity(&placement),
             context,
