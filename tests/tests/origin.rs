@@ -13,7 +13,10 @@
 //! - a binary run from a host directory bind-mounted into the container: `volume`, high.
 //!
 //! The origin is asserted in the sensor's events, in `incidents get`, and in the SIEM stream
-//! (JSON lines and CEF); the held element's origin in `baselines get` and in an export.
+//! (JSON lines and CEF); the held element's origin in `baselines get` and in an export. The
+//! whole is run twice: with fanotify (the kernel hands over the layer's own file as well as
+//! the overlay's, whose identity must match the layer found) and without (the overlay's file,
+//! opened through `/proc/<pid>/exe`, and the layers' paths alone).
 
 use procguard_tests::*;
 use serde_json::Value;
@@ -36,6 +39,15 @@ fn lines(jsonl: &std::path::Path) -> usize {
 
 #[test]
 fn every_exec_not_from_the_image_is_drift() {
+    drift_scenario("auto");
+}
+
+#[test]
+fn every_exec_not_from_the_image_is_drift_without_fanotify() {
+    drift_scenario("off");
+}
+
+fn drift_scenario(fanotify: &str) {
     if !require_root_and_docker() {
         return;
     }
@@ -44,7 +56,13 @@ fn every_exec_not_from_the_image_is_drift() {
     let server = Server::start(&pki, work.path(), &[]);
     let jsonl = work.path().join("events.jsonl");
     let jsonl_arg = jsonl.display().to_string();
-    let sensor = Sensor::start(&pki, &server, "node-a", work.path(), &["--jsonl", &jsonl_arg]);
+    let sensor = Sensor::start(
+        &pki,
+        &server,
+        "node-a",
+        work.path(),
+        &["--jsonl", &jsonl_arg, "--fanotify", fanotify],
+    );
     // A host directory with a binary in it, bind-mounted read-only into the container.
     let host_dir = work.path().join("hostdir");
     std::fs::create_dir_all(&host_dir).unwrap();
