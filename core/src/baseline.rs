@@ -624,8 +624,7 @@ impl Baseline {
             }
             // Past training an allowed element runs from outside the image only where a person
             // approved that origin for it; a re-learning window never learns one.
-            if !in_training && drift.is_some_and(|o| !el.status.allowed() || !el.allows_origin(o))
-            {
+            if !in_training && drift.is_some_and(|o| !el.status.allowed() || !el.allows_origin(o)) {
                 return Observation::Deviation;
             }
             let hash = ev.exe_sha256.as_deref();
@@ -958,8 +957,7 @@ impl Matcher {
             self.index.remove(&b.workload);
             return;
         }
-        let mut by_exe: HashMap<String, HashMap<String, HashMap<String, Allowed>>> =
-            HashMap::new();
+        let mut by_exe: HashMap<String, HashMap<String, HashMap<String, Allowed>>> = HashMap::new();
         for (k, e) in &b.elements {
             if e.status.allowed() {
                 by_exe
@@ -1892,7 +1890,10 @@ mod tests {
             );
             let (sev, reason) = severity(&tmp, &b);
             assert_eq!(sev, Severity::High);
-            assert_eq!(reason, "drift: executable from the container's writable layer");
+            assert_eq!(
+                reason,
+                "drift: executable from the container's writable layer"
+            );
             // A person approves exactly that element: that content from that origin runs.
             b.approve(Some(&[ElementKey::of(&tmp)]), t(4));
             assert_eq!(

@@ -814,7 +814,12 @@ mod tests {
         };
 
         check(memfd.clone(), &enforced, Severity::Critical, "memfd");
-        check(memfd.clone(), &enforced, Severity::Critical, "drift: fileless");
+        check(
+            memfd.clone(),
+            &enforced,
+            Severity::Critical,
+            "drift: fileless",
+        );
         check(memfd, &pending, Severity::Critical, "memfd");
         check(deleted, &enforced, Severity::Critical, "deleted");
         check(tmp.clone(), &enforced, Severity::High, "writable");

@@ -165,7 +165,9 @@ impl Origin {
     pub fn drift_reason(self) -> &'static str {
         match self {
             Self::WritableLayer => "drift: executable from the container's writable layer",
-            Self::Volume => "drift: executable from a volume or host path mounted into the container",
+            Self::Volume => {
+                "drift: executable from a volume or host path mounted into the container"
+            }
             Self::Fileless => "drift: fileless executable (memfd or deleted)",
             _ => "",
         }
@@ -416,10 +418,22 @@ mod tests {
         ] {
             assert_eq!(classify(facts(true, false, place)), want, "{place:?}");
             // Fileless wins over any place (a deleted file's path may still name a layer).
-            assert_eq!(classify(facts(true, true, place)), Origin::Fileless, "{place:?}");
+            assert_eq!(
+                classify(facts(true, true, place)),
+                Origin::Fileless,
+                "{place:?}"
+            );
             // Outside a container nothing is drift: the node has no image.
-            assert_eq!(classify(facts(false, false, place)), Origin::Host, "{place:?}");
-            assert_eq!(classify(facts(false, true, place)), Origin::Host, "{place:?}");
+            assert_eq!(
+                classify(facts(false, false, place)),
+                Origin::Host,
+                "{place:?}"
+            );
+            assert_eq!(
+                classify(facts(false, true, place)),
+                Origin::Host,
+                "{place:?}"
+            );
         }
     }
 
@@ -442,7 +456,10 @@ mod tests {
             assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
         }
         let err = "layer".parse::<Origin>().unwrap_err();
-        assert!(err.contains("'layer'") && err.contains("writable-layer"), "{err}");
+        assert!(
+            err.contains("'layer'") && err.contains("writable-layer"),
+            "{err}"
+        );
         // An event from a sensor older than origins reads as unknown.
         assert_eq!(Origin::default(), Origin::Unknown);
     }

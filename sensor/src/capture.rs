@@ -629,7 +629,11 @@ fn count(event: &mut ProcessEvent, metrics: &Metrics, multi: &Mutex<MultiCall>) 
 }
 
 /// The hash of the open file `f` under `key`, from the cache or hashed now (and cached).
-fn cached_hash(cache: &Mutex<HashCache>, f: &std::fs::File, key: crate::procfs::FileKey) -> Option<String> {
+fn cached_hash(
+    cache: &Mutex<HashCache>,
+    f: &std::fs::File,
+    key: crate::procfs::FileKey,
+) -> Option<String> {
     // Another event for the same file may have been hashed while this one waited.
     let known = cache.lock().unwrap_or_else(|e| e.into_inner()).lookup(key);
     known.or_else(|| {
@@ -646,7 +650,11 @@ fn cached_hash(cache: &Mutex<HashCache>, f: &std::fs::File, key: crate::procfs::
 /// layer, and hashed under the key of the file actually opened (one `statx`), so a lookup
 /// that raced a change never lends its key to other content.
 fn image_file_hash(cache: &Mutex<HashCache>, c: &CopyUp) -> Option<String> {
-    if let Some(h) = cache.lock().unwrap_or_else(|e| e.into_inner()).lookup(c.key) {
+    if let Some(h) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .lookup(c.key)
+    {
         return Some(h);
     }
     let f = std::fs::File::open(&c.lower).ok()?;

@@ -172,7 +172,8 @@ fn file_stat(fd: &impl AsRawFd) -> Option<(FileKey, Option<u64>)> {
     let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
     // The change time, not the modification time: a process can set the latter back
     // (`touch -r`) after rewriting a file in place, never the former.
-    let ctime = stx.stx_ctime.tv_sec.saturating_mul(1_000_000_000) + i64::from(stx.stx_ctime.tv_nsec);
+    let ctime =
+        stx.stx_ctime.tv_sec.saturating_mul(1_000_000_000) + i64::from(stx.stx_ctime.tv_nsec);
     let key = (dev, stx.stx_ino, ctime, stx.stx_size);
     let mount = (stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id);
     Some((key, mount))

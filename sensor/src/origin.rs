@@ -98,7 +98,9 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let oct = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match (b[i], oct) {
             (b'\\', Some(d)) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -138,7 +140,11 @@ pub fn parse_mounts(mountinfo: &str) -> Option<Mounts> {
         });
         let mut post = post.split(' ');
         let (fstype, superopts) = (post.next().unwrap_or(""), post.nth(1).unwrap_or(""));
-        root = Some((id, dev, (fstype == "overlay").then(|| overlay_layers(superopts))));
+        root = Some((
+            id,
+            dev,
+            (fstype == "overlay").then(|| overlay_layers(superopts)),
+        ));
     }
     let (root, root_dev, layers) = root?;
     ids.remove(&root);
@@ -447,7 +453,10 @@ impl Origins {
         // On the root overlay, or through a mount nobody lists: then only the identity of a
         // layer's own file (in_layers) can place it; anything else is unknown (NotFound).
         let rel = e.exe.trim_start_matches('/');
-        let upper = lookup(&self.host_root.join(layers.upper.trim_start_matches('/')), rel);
+        let upper = lookup(
+            &self.host_root.join(layers.upper.trim_start_matches('/')),
+            rel,
+        );
         let (lower, layer) = self.lower(layers, e.exe);
         match in_layers(e.opened, m.root_dev, upper, lower) {
             Layered::Place(p) => place(p),
@@ -609,7 +618,10 @@ mod tests {
         // Over an image file of another size: no content can be the same.
         assert_eq!(place(&view, upper, other_size), writable);
         // Over an image file of the same size: compare contents (a chmod's copy-up?).
-        assert_eq!(place(&view, upper, lower), Layered::CopyUp((ext4, 10, 1, 100)));
+        assert_eq!(
+            place(&view, upper, lower),
+            Layered::CopyUp((ext4, 10, 1, 100))
+        );
         // Moved or removed since the exec: a whiteout, a directory, or nothing anywhere.
         assert_eq!(place(&view, Found::Hidden, lower), Layered::Place(NotFound));
         assert_eq!(
@@ -639,7 +651,10 @@ mod tests {
         let place = |opened: &[Opened], u, l| in_layers(opened, overlay, u, l);
         // The kernel ran the lower file, though the upper directory now has one there (it was
         // written after the exec): the image's file ran.
-        assert_eq!(place(&backing(10), upper, lower), Layered::Place(LowerLayer));
+        assert_eq!(
+            place(&backing(10), upper, lower),
+            Layered::Place(LowerLayer)
+        );
         // The kernel ran the upper file.
         assert_eq!(
             place(&backing(20), upper, lower),
@@ -730,7 +745,10 @@ mod tests {
         assert_eq!(o.lower(&lowers, "/bin/gone").0, Found::Hidden);
         assert_eq!(o.lower(&lowers, "/opt/tool").0, Found::Hidden);
         assert_eq!(o.lower(&lowers, "/bin/none").0, Found::Absent);
-        assert!(matches!(lookup(&d.join("upper"), "bin/new"), Found::File(_)));
+        assert!(matches!(
+            lookup(&d.join("upper"), "bin/new"),
+            Found::File(_)
+        ));
         assert_eq!(lookup(&d.join("upper"), "bin/sh"), Found::Absent);
     }
 }

@@ -957,12 +957,8 @@ impl Tracker {
         if classified.origin == procguard_core::Origin::Unknown {
             missing.push(procguard_core::process::MISSING_ORIGIN);
         }
-        let writable = origin::writable_location(
-            classified.origin,
-            &exe,
-            script.as_deref(),
-            info.exe_memfd,
-        );
+        let writable =
+            origin::writable_location(classified.origin, &exe, script.as_deref(), info.exe_memfd);
         let container = Self::container_of(&placement).map(|c| ContainerInfo {
             container_id: c.id.clone(),
             runtime: c

@@ -8,14 +8,14 @@ use crate::auth::{Caller, Denied, Role, Tokens};
 use crate::ingest::Hub;
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, AuditOutcome, BaselineFilter, SharedStorage, StoreError};
-use procguard_core::{Baseline, ElementKey, ElementStatus, WorkloadIdentity};
 use procguard_core::Origin;
+use procguard_core::{Baseline, ElementKey, ElementStatus, WorkloadIdentity};
 use procguard_proto::convert::{
     self, baseline_to_pb, element_key, element_ref, identity, origins_to_pb, state_from_pb,
     state_to_pb, timestamp,
 };
-use std::collections::BTreeSet;
 use procguard_proto::v1 as pb;
+use std::collections::BTreeSet;
 use std::time::SystemTime;
 use tonic::{Request, Response, Status};
 
@@ -724,9 +724,7 @@ impl pb::baseline_service_server::BaselineService for Api {
                     .map(|o| {
                         o.elements
                             .iter()
-                            .map(|(k, e)| {
-                                (k, (e.status, e.approved_sha256.as_slice(), &e.origins))
-                            })
+                            .map(|(k, e)| (k, (e.status, e.approved_sha256.as_slice(), &e.origins)))
                             .collect()
                     })
                     .unwrap_or_default();

@@ -385,7 +385,10 @@ items:
 
     #[test]
     fn origins_are_validated_and_the_error_names_the_element_and_the_allowed_values() {
-        let bad = GOOD.replace("origins: [image, writable-layer]", "origins: [image, layer]");
+        let bad = GOOD.replace(
+            "origins: [image, writable-layer]",
+            "origins: [image, layer]",
+        );
         let all = parse(&bad, SystemTime::UNIX_EPOCH).unwrap_err().join("\n");
         let want = "items[0].elements[0].origins[1]: element '/usr/sbin/nginx': unknown origin 'layer'; allowed: image, writable-layer, volume, fileless, host, unknown";
         assert!(all.contains(want), "missing '{want}' in:\n{all}");

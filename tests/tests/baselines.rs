@@ -262,7 +262,11 @@ fn drift_during_learning_waits_for_review_and_dry_run_shows_what_would_alert() {
         .iter()
         .find(|h| h["element"] == "/tmp/sleep")
         .unwrap();
-    assert_eq!(hit["origins"], serde_json::json!(["writable-layer"]), "{dry}");
+    assert_eq!(
+        hit["origins"],
+        serde_json::json!(["writable-layer"]),
+        "{dry}"
+    );
     // A candidate with only /bin/sleep flags everything else.
     let dry = ctl_json(
         &pki,

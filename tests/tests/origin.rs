@@ -34,7 +34,10 @@ fn events_of(jsonl: &std::path::Path, container: &str, from: usize) -> Vec<Value
 }
 
 fn lines(jsonl: &std::path::Path) -> usize {
-    std::fs::read_to_string(jsonl).unwrap_or_default().lines().count()
+    std::fs::read_to_string(jsonl)
+        .unwrap_or_default()
+        .lines()
+        .count()
 }
 
 #[test]
@@ -142,7 +145,10 @@ fn drift_scenario(fanotify: &str) {
     );
     let export = ctl(&pki, &server, "viewer", &["baselines", "export"]);
     let yaml = String::from_utf8_lossy(&export.stdout).to_string();
-    assert!(yaml.contains("origins:") && yaml.contains("writable-layer"), "{yaml}");
+    assert!(
+        yaml.contains("origins:") && yaml.contains("writable-layer"),
+        "{yaml}"
+    );
     approve_and_wait_for_push(&pki, &server, &sensor, &workload);
     let enforced = get().unwrap();
     assert_eq!(
@@ -207,13 +213,11 @@ fn drift_scenario(fanotify: &str) {
     assert_eq!(fresh["origin"], "writable-layer", "{fresh:#}");
     assert_eq!(fresh["severity"], "high", "{fresh:#}");
     assert_eq!(
-        fresh["severity_reason"],
-        "drift: executable from the container's writable layer",
+        fresh["severity_reason"], "drift: executable from the container's writable layer",
         "{fresh:#}"
     );
     assert_eq!(
-        fresh["samples"][0]["process"]["origin"],
-        "writable-layer",
+        fresh["samples"][0]["process"]["origin"], "writable-layer",
         "{fresh:#}"
     );
     assert_eq!(fresh["samples"][0]["process"]["drift"], true, "{fresh:#}");
@@ -264,7 +268,13 @@ fn drift_scenario(fanotify: &str) {
             &server,
             "siem",
             &[
-                "watch", "--oldest", "--kind", "deviation", "--count", &count, "--format",
+                "watch",
+                "--oldest",
+                "--kind",
+                "deviation",
+                "--count",
+                &count,
+                "--format",
                 format,
             ],
         );
@@ -294,7 +304,8 @@ fn drift_scenario(fanotify: &str) {
     }
     let cef = watch("cef");
     assert!(
-        cef.lines().any(|l| l.contains("filePath=/mnt/tool") && l.contains("cat=volume")),
+        cef.lines()
+            .any(|l| l.contains("filePath=/mnt/tool") && l.contains("cat=volume")),
         "{cef}"
     );
 }
