@@ -1,8 +1,10 @@
 //! `procguardctl incidents list|get|ack|resolve|allow`: review incidents and act on them.
 
+use crate::content;
 use crate::process::ProcessView;
 use crate::{id_text, print, table, ts, usage, Cli, Client, Output};
 use clap::Subcommand;
+use procguard_proto::convert::content::{event_check, incident_check};
 use procguard_proto::v1 as pb;
 use serde_json::{json, Value};
 
@@ -38,7 +40,8 @@ pub enum Incidents {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Close an incident and add its executable to the workload's baseline.
+    /// Close an incident and add exactly what it ran to the workload's baseline: its element
+    /// (executable, applet, script) and the contents (sha256) its samples ran with.
     Allow {
         id: String,
         #[arg(long, default_value = "")]
@@ -112,6 +115,7 @@ pub fn incident_json(i: &pb::Incident) -> Value {
         "severity": severity_name(i.severity),
         "severity_reason": i.severity_reason,
         "origin": origin_name(i),
+        "content": content::json(incident_check(i).as_ref()),
         "state": state_name(i.state),
         "first_seen": ts(i.first_seen.as_ref()),
         "last_seen": ts(i.last_seen.as_ref()),
@@ -126,6 +130,7 @@ pub fn incident_json(i: &pb::Incident) -> Value {
             "event_id": s.event_id,
             "at": ts(s.observed_at.as_ref()),
             "process": s.process.as_ref().map(process_json),
+            "content": content::json(event_check(s).as_ref()),
         })).collect::<Vec<_>>(),
     })
 }
@@ -163,7 +168,7 @@ pub(crate) fn subject(i: &pb::Incident) -> String {
 fn show(output: Output, i: &pb::Incident) -> anyhow::Result<()> {
     print(output, &incident_json(i), || {
         let mut s = format!(
-            "Incident:  {}\nKind:      {}\nWorkload:  {}\nSubject:   {}\nOrigin:    {}\nSeverity:  {} ({})\nState:     {}{}\nSeen:      {} times, {} .. {}\nNodes:     {}\nPods:      {}\n",
+            "Incident:  {}\nKind:      {}\nWorkload:  {}\nSubject:   {}\nOrigin:    {}\nSeverity:  {} ({})\nContent:   {}\nState:     {}{}\nSeen:      {} times, {} .. {}\nNodes:     {}\nPods:      {}\n",
             i.id,
             kind_name(i.kind),
             id_text(i.workload.as_ref()),
@@ -171,6 +176,11 @@ fn show(output: Output, i: &pb::Incident) -> anyhow::Result<()> {
             origin_name(i).as_str().unwrap_or("-"),
             severity_name(i.severity),
             i.severity_reason,
+            if i.kind == pb::IncidentKind::SensorBlind as i32 {
+                "none (a sensor finding)".to_string()
+            } else {
+                content::text(incident_check(i).as_ref())
+            },
             state_name(i.state),
             if i.state_actor.is_empty() { String::new() } else { format!(" by {} ({})", i.state_actor, i.state_reason) },
             i.count,
@@ -184,13 +194,14 @@ fn show(output: Output, i: &pb::Incident) -> anyhow::Result<()> {
                 let chain: Vec<&str> = p.ancestors.iter().map(|a| a.exe_path.as_str()).collect();
                 let v = ProcessView::of(p);
                 s += &format!(
-                    "  sample pid {} on {}: {}  (parents: {}; {}; origin {}){}\n",
+                    "  sample pid {} on {}: {}  (parents: {}; {}; origin {}; content {}){}\n",
                     p.pid,
                     p.node_name,
                     p.argv.join(" "),
                     chain.join(" < "),
                     v.context_name(),
                     v.origin,
+                    content::text(event_check(e).as_ref()),
                     v.partial_note()
                 );
             }
@@ -258,6 +269,7 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
                             id_text(i.workload.as_ref()),
                             subject(i),
                             origin_name(i).as_str().unwrap_or("-").into(),
+                            incident_check(i).map_or("-", |c| c.verdict.as_str()).into(),
                             ts(i.last_seen.as_ref()).as_str().unwrap_or("").into(),
                         ]
                     })
@@ -271,6 +283,7 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
                         "WORKLOAD",
                         "SUBJECT",
                         "ORIGIN",
+                        "CONTENT",
                         "LAST SEEN",
                     ],
                     &rows,

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use tonic::transport::Channel;
 
+mod content;
 mod incidents;
 mod process;
 mod watch;
@@ -170,11 +171,17 @@ enum Baselines {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Add approved elements by hand.
+    /// Add approved elements by hand: EXE [(APPLET)] [SCRIPT], by name alone, or with
+    /// --sha256 pinned to exactly the contents given.
     Add {
         workload: String,
         #[arg(long = "element", required = true)]
         elements: Vec<String>,
+        /// A content (64 lowercase hex digits, as sha256sum prints them) to approve for the
+        /// element (repeat for several); needs exactly one --element. Without it an element
+        /// is added by name (a new one is then matched by name alone).
+        #[arg(long = "sha256", env = "PROCGUARD_ADD_SHA256", value_delimiter = ',')]
+        sha256: Vec<String>,
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -326,6 +333,11 @@ fn baseline_json(b: &pb::Baseline) -> Value {
                 "refused": e.refused,
             })),
         })),
+        "coverage": b.coverage.as_ref().map(|c| json!({
+            "partial_events": c.partial_events,
+            "unread_invocations": c.unread_invocations,
+            "last_partial_at": ts(c.last_partial_at.as_ref()),
+        })),
         "elements": b.elements.iter().map(|e| json!({
             "exe_path": e.exe_path,
             "applet": e.applet,
@@ -467,6 +479,105 @@ fn element_text(e: &pb::ElementRef) -> String {
     .to_string()
 }
 
+/// Status changes as JSON: each element (`EXE (APPLET) SCRIPT`) with its status before and
+/// after.
+fn status_changes_json(changes: &[pb::ElementChange]) -> Value {
+    Value::Array(
+        changes
+            .iter()
+            .map(|c| {
+                json!({
+                    "element": c.element.as_ref().map(element_text),
+                    "before": status_name(c.before),
+                    "after": status_name(c.after),
+                    "origins_before": origin_names(&c.origins_before),
+                    "origins_after": origin_names(&c.origins_after),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Element changes for people, one line per element, each named by executable, applet and
+/// script: `+ EXE` added, `- EXE` removed (with their origins, `[origins: …]`, when known),
+/// `~ EXE (before -> after)` status or origins changed, and the contents each gains or loses
+/// (`sha256 +3d9f… -1a2b…`) on its line or a `~` line of its own.
+fn element_changes_text(
+    indent: &str,
+    added: &[pb::ElementRef],
+    removed: &[pb::ElementRef],
+    changed: &[pb::ElementChange],
+    contents: &[pb::ContentChange],
+    origins: &[pb::ElementOrigins],
+) -> String {
+    let origins_of = |e: &pb::ElementRef| {
+        origins
+            .iter()
+            .find(|o| o.element.as_ref() == Some(e))
+            .map(|o| format!(" [origins: {}]", origins_cell(&o.origins)))
+            .unwrap_or_default()
+    };
+    let contents_of = |e: &pb::ElementRef| {
+        contents
+            .iter()
+            .find(|c| c.element.as_ref() == Some(e))
+            .map(|c| format!("  {}", content::change_text(c)))
+            .unwrap_or_default()
+    };
+    let mut s = String::new();
+    for a in added {
+        s += &format!(
+            "{indent}+ {}{}{}\n",
+            element_text(a),
+            origins_of(a),
+            contents_of(a)
+        );
+    }
+    for a in removed {
+        s += &format!(
+            "{indent}- {}{}{}\n",
+            element_text(a),
+            origins_of(a),
+            contents_of(a)
+        );
+    }
+    for c in changed {
+        let e = c.element.clone().unwrap_or_default();
+        let origins = if c.origins_before == c.origins_after {
+            String::new()
+        } else {
+            format!(
+                "; origins {} -> {}",
+                origins_cell(&c.origins_before),
+                origins_cell(&c.origins_after)
+            )
+        };
+        s += &format!(
+            "{indent}~ {} ({} -> {}{origins}){}\n",
+            element_text(&e),
+            status_name(c.before),
+            status_name(c.after),
+            contents_of(&e)
+        );
+    }
+    let named = |e: &pb::ElementRef| {
+        added.contains(e)
+            || removed.contains(e)
+            || changed.iter().any(|c| c.element.as_ref() == Some(e))
+    };
+    for c in contents {
+        let e = c.element.clone().unwrap_or_default();
+        if !named(&e) {
+            s += &format!(
+                "{indent}~ {}  {}\n",
+                element_text(&e),
+                content::change_text(c)
+            );
+        }
+    }
+    s
+}
+
 fn selector(filter: &Filter) -> anyhow::Result<pb::BaselineSelector> {
     let state = match filter.state.as_deref() {
         None => 0,
@@ -508,6 +619,15 @@ fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
                     format!(", ended ({})", l.end_reason)
                 }
             );
+            if let Some(c) = b.coverage.as_ref().filter(|c| c.partial_events > 0) {
+                s += &format!(
+                    "Coverage:  {} partial events (a field the sensor could not read), {} of them \
+                     execs whose applet or script was unread while all else was allowed; last at {}\n",
+                    c.partial_events,
+                    c.unread_invocations,
+                    ts(c.last_partial_at.as_ref()).as_str().unwrap_or("?"),
+                );
+            }
             if let Some(e) = &l.element_limit {
                 s += &format!(
                     "Limit:     element limit reached ({} elements, --max-baseline-elements) at {}; \
@@ -679,6 +799,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "action": c.action,
                             "added": c.added.iter().map(element_text).collect::<Vec<_>>(),
                             "removed": c.removed.iter().map(element_text).collect::<Vec<_>>(),
+                            "changed": status_changes_json(&c.changed),
+                            "content_changed": content::changes_json(&c.content_changed),
                         })).collect::<Vec<_>>(),
                     });
                     print(cli.output, &value, || {
@@ -689,12 +811,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         };
                         for ch in &r.changes {
                             s += &format!("{} {}\n", ch.action, id_text(ch.workload.as_ref()));
-                            for a in &ch.added {
-                                s += &format!("  + {}\n", element_text(a));
-                            }
-                            for a in &ch.removed {
-                                s += &format!("  - {}\n", element_text(a));
-                            }
+                            s += &element_changes_text(
+                                "  ",
+                                &ch.added,
+                                &ch.removed,
+                                &ch.changed,
+                                &ch.content_changed,
+                                &[],
+                            );
                         }
                         s
                     })
@@ -832,12 +956,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Baselines::Add {
                     workload: w,
                     elements,
+                    sha256,
                     reason,
                 } => {
+                    let refs: Vec<pb::ElementRef> = match (elements.as_slice(), sha256.as_slice()) {
+                        (_, []) => elements.iter().map(|e| element(e)).collect(),
+                        ([one], hashes) => hashes
+                            .iter()
+                            .map(|h| pb::ElementRef {
+                                sha256: h.trim().to_string(),
+                                ..element(one)
+                            })
+                            .collect(),
+                        _ => {
+                            return Err(usage(
+                                "--sha256 names contents of one element: give exactly one --element with it".into(),
+                            ))
+                        }
+                    };
                     let b = api
                         .add_elements(c.req(pb::AddElementsRequest {
                             workload: Some(workload(w)?),
-                            elements: elements.iter().map(|e| element(e)).collect(),
+                            elements: refs,
                             reason: reason.clone(),
                         })?)
                         .await?
@@ -933,39 +1073,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let value = json!({
                         "added": d.added.iter().map(r).collect::<Vec<_>>(),
                         "removed": d.removed.iter().map(r).collect::<Vec<_>>(),
+                        "changed": status_changes_json(&d.changed),
+                        "content_changed": content::changes_json(&d.content_changed),
                         // Each added or removed element's origins, by its text.
                         "origins": d.added.iter().chain(&d.removed)
                             .map(|e| (r(e), json!(origin_names(&origins(e)))))
                             .collect::<serde_json::Map<String, Value>>(),
-                        "changed": d.changed.iter().map(|c| json!({
-                            "element": c.element.as_ref().map(r), "before": status_name(c.before), "after": status_name(c.after),
-                            "origins_before": origin_names(&c.origins_before), "origins_after": origin_names(&c.origins_after),
-                        })).collect::<Vec<_>>(),
                         "state_before": state_name(d.state_before), "state_after": state_name(d.state_after),
                     });
                     print(cli.output, &value, || {
-                        let mut s = format!(
+                        format!(
                             "state: {} -> {}\n",
                             state_name(d.state_before),
                             state_name(d.state_after)
-                        );
-                        for a in &d.added {
-                            s += &format!("+ {} [origins: {}]\n", r(a), origins_cell(&origins(a)));
-                        }
-                        for a in &d.removed {
-                            s += &format!("- {} [origins: {}]\n", r(a), origins_cell(&origins(a)));
-                        }
-                        for c in &d.changed {
-                            s += &format!(
-                                "~ {} ({} -> {}; origins {} -> {})\n",
-                                c.element.as_ref().map(r).unwrap_or_default(),
-                                status_name(c.before),
-                                status_name(c.after),
-                                origins_cell(&c.origins_before),
-                                origins_cell(&c.origins_after)
-                            );
-                        }
-                        s
+                        ) + &element_changes_text(
+                            "",
+                            &d.added,
+                            &d.removed,
+                            &d.changed,
+                            &d.content_changed,
+                            &d.origins,
+                        )
                     })
                 }
             }
@@ -1050,5 +1178,60 @@ async fn main() {
         };
         eprintln!("procguardctl: {text}");
         std::process::exit(code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn element_changes_name_applets_scripts_and_contents() {
+        let r = |s: &str| element(s);
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let text = element_changes_text(
+            "  ",
+            &[r("/bin/busybox (wget)")],
+            &[r("/bin/sh /tmp/x.sh")],
+            &[
+                pb::ElementChange {
+                    element: Some(r("/bin/sh [inline]")),
+                    before: pb::ElementStatus::Learned as i32,
+                    after: pb::ElementStatus::Rejected as i32,
+                    ..Default::default()
+                },
+                pb::ElementChange {
+                    element: Some(r("/tmp/tool")),
+                    before: pb::ElementStatus::Approved as i32,
+                    after: pb::ElementStatus::Approved as i32,
+                    origins_before: vec![pb::Origin::Image as i32],
+                    origins_after: vec![pb::Origin::Image as i32, pb::Origin::WritableLayer as i32],
+                },
+            ],
+            &[
+                pb::ContentChange {
+                    element: Some(r("/bin/busybox (wget)")),
+                    added: vec![a.clone()],
+                    removed: vec![],
+                },
+                pb::ContentChange {
+                    element: Some(r("/bin/sleep")),
+                    added: vec![b],
+                    removed: vec![a],
+                },
+            ],
+            &[pb::ElementOrigins {
+                element: Some(r("/bin/busybox (wget)")),
+                origins: vec![pb::Origin::WritableLayer as i32],
+            }],
+        );
+        assert_eq!(
+            text,
+            "  + /bin/busybox (wget) [origins: writable-layer]  sha256 +aaaaaaaaaaaa\n  \
+             - /bin/sh /tmp/x.sh\n  \
+             ~ /bin/sh [inline] (learned -> rejected)\n  \
+             ~ /tmp/tool (approved -> approved; origins image -> image,writable-layer)\n  \
+             ~ /bin/sleep  sha256 +bbbbbbbbbbbb -aaaaaaaaaaaa\n"
+        );
     }
 }

@@ -8,10 +8,12 @@
 //! (at-least-once); the cursor in every line lets a consumer drop those. The field mappings are
 //! documented in docs/siem.md.
 
+use crate::content;
 use crate::incidents::{kind_name, process_json, severity_arg, severity_name, state_name};
 use crate::process::ProcessView;
 use crate::{id_text, usage, Cli, Client};
 use clap::ValueEnum;
+use procguard_proto::convert::content::{event_check, incident_check};
 use procguard_proto::convert::system_time;
 use procguard_proto::v1 as pb;
 use serde_json::{json, Value};
@@ -110,6 +112,7 @@ pub fn jsonl(r: &pb::StreamRecord) -> Value {
                 "observed_at": rfc3339(d.observed_at.as_ref()),
                 "baseline_version": d.baseline_revision,
                 "process": d.process.as_ref().map(process_json),
+                "content": content::json(event_check(d).as_ref()),
             });
         }
         Some(pb::stream_record::Record::Audit(a)) => {
@@ -210,6 +213,7 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                     "incident_id": r.incident_id,
                     "event_id": d.event_id,
                     "baseline_version": d.baseline_revision,
+                    "content": content::json(event_check(d).as_ref()),
                 },
             })
         }
@@ -279,6 +283,7 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                     "baseline_version": i.baseline_version,
                     "state_actor": i.state_actor,
                     "state_reason": i.state_reason,
+                    "content": content::json(incident_check(i).as_ref()),
                 },
             })
         }
@@ -314,6 +319,20 @@ fn cef_value(s: &str) -> String {
         .replace('=', "\\=")
         .replace('\n', "\\n")
         .replace('\r', "\\r")
+}
+
+/// CEF key of the content verdict: a user-defined extension named after the vendor, as CEF's
+/// extension dictionary asks of keys it does not define.
+const CEF_VERDICT: &str = "procguardContentVerdict";
+/// CEF key of the origin of the executable (`image`, `writable-layer`, ...), named likewise.
+const CEF_ORIGIN: &str = "procguardOrigin";
+/// CEF key of the approved contents the verdict was decided against (comma-separated).
+const CEF_APPROVED: &str = "procguardApprovedSha256";
+
+/// The verdict's name for CEF; empty (left out) when there is none.
+fn cef_verdict(c: Option<&procguard_core::ContentCheck>) -> String {
+    c.map(|c| c.verdict.as_str().to_string())
+        .unwrap_or_default()
 }
 
 /// CEF severity 0..10.
@@ -366,7 +385,7 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                     ),
                     ("cs6Label", "context".into()),
                     ("cs6", view.context_name()),
-                    ("cat", view.origin.to_string()),
+                    (CEF_ORIGIN, view.origin.to_string()),
                     ("flexString1Label", "completeness".into()),
                     ("flexString1", view.completeness_name()),
                     // The label only with a value (empty values are left out below).
@@ -379,6 +398,10 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                         },
                     ),
                     ("flexString2", view.missing.join(",")),
+                    // Every labelled string key is taken on a deviation record: the verdict
+                    // and the approved contents are user-defined keys (docs/siem.md).
+                    (CEF_VERDICT, cef_verdict(event_check(d).as_ref())),
+                    (CEF_APPROVED, d.content_approved_sha256.join(",")),
                     (
                         "msg",
                         format!(
@@ -414,12 +437,15 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                 ),
                 ("filePath", i.exe_path.clone()),
                 (
-                    "cat",
+                    CEF_ORIGIN,
                     crate::incidents::origin_name(i)
                         .as_str()
                         .unwrap_or_default()
                         .to_string(),
                 ),
+                ("fileHash", i.content_sha256.clone()),
+                (CEF_VERDICT, cef_verdict(incident_check(i).as_ref())),
+                (CEF_APPROVED, i.content_approved_sha256.join(",")),
                 ("suser", i.state_actor.clone()),
                 ("reason", i.state_reason.clone()),
                 ("cs1Label", "workload".into()),
@@ -715,7 +741,7 @@ mod tests {
         let drift = "drift: executable from the container's writable layer";
         assert!(o["message"].as_str().unwrap().contains(drift), "{o}");
         let c = cef(&r);
-        assert!(c.contains("cat=writable-layer"), "{c}");
+        assert!(c.contains("procguardOrigin=writable-layer"), "{c}");
         assert!(c.contains(drift), "{c}");
         // An event that says nothing of its origin (an older sensor) is unknown, not drift.
         let mut old = deviation();
@@ -725,7 +751,7 @@ mod tests {
         let p = &jsonl(&old)["deviation"]["process"];
         assert_eq!(p["origin"], "unknown", "{p}");
         assert_eq!(p["drift"], false, "{p}");
-        assert!(cef(&old).contains("cat=unknown"));
+        assert!(cef(&old).contains("procguardOrigin=unknown"));
         // Incidents carry theirs; a sensor finding has none.
         let incident = |kind: pb::IncidentKind| pb::StreamRecord {
             record: Some(pb::stream_record::Record::Incident(pb::Incident {
@@ -739,10 +765,10 @@ mod tests {
         let i = incident(pb::IncidentKind::Deviation);
         assert_eq!(jsonl(&i)["incident"]["origin"], "volume");
         assert_eq!(ocsf(&i)["unmapped"]["origin"], "volume");
-        assert!(cef(&i).contains("cat=volume"));
+        assert!(cef(&i).contains("procguardOrigin=volume"));
         let blind = incident(pb::IncidentKind::SensorBlind);
         assert_eq!(jsonl(&blind)["incident"]["origin"], Value::Null);
-        assert!(!cef(&blind).contains("cat="));
+        assert!(!cef(&blind).contains("procguardOrigin="));
     }
 
     #[test]
@@ -771,6 +797,48 @@ mod tests {
             d.process.as_mut().unwrap().context = pb::ExecContext::Descendant as i32;
         }
         assert_eq!(jsonl(&r)["deviation"]["process"]["completeness"], "partial");
+    }
+
+    #[test]
+    fn every_format_carries_the_content_verdict() {
+        let (ran, approved) = ("b".repeat(64), "a".repeat(64));
+        let mut r = deviation();
+        if let Some(pb::stream_record::Record::Deviation(d)) = r.record.as_mut() {
+            d.process.as_mut().unwrap().exe_sha256 = ran.clone();
+            d.content = pb::ContentVerdict::Modified as i32;
+            d.content_approved_sha256 = vec![approved.clone()];
+        }
+        let want = json!({"verdict": "modified", "sha256": ran, "approved_sha256": [approved]});
+        assert_eq!(jsonl(&r)["deviation"]["content"], want);
+        assert_eq!(ocsf(&r)["unmapped"]["content"], want);
+        let c = cef(&r);
+        assert!(c.contains("procguardContentVerdict=modified"), "{c}");
+        assert!(
+            c.contains(&format!("procguardApprovedSha256={approved}")),
+            "{c}"
+        );
+        assert!(c.contains(&format!("fileHash={ran}")), "{c}");
+        // The incident: its own verdict and the content that set it.
+        let mut i = deviation();
+        i.record = Some(pb::stream_record::Record::Incident(pb::Incident {
+            id: "7".into(),
+            kind: pb::IncidentKind::Deviation as i32,
+            state: pb::IncidentState::Open as i32,
+            content: pb::ContentVerdict::Modified as i32,
+            content_sha256: ran.clone(),
+            content_approved_sha256: vec![approved.clone()],
+            ..Default::default()
+        }));
+        assert_eq!(jsonl(&i)["incident"]["content"], want);
+        assert_eq!(ocsf(&i)["unmapped"]["content"], want);
+        let c = cef(&i);
+        assert!(c.contains("procguardContentVerdict=modified"), "{c}");
+        assert!(c.contains(&format!("fileHash={ran}")), "{c}");
+        // No verdict (a sensor finding, an older server): null, and left out of CEF.
+        let none = deviation();
+        assert_eq!(jsonl(&none)["deviation"]["content"], Value::Null);
+        assert_eq!(ocsf(&none)["unmapped"]["content"], Value::Null);
+        assert!(!cef(&none).contains("procguardContentVerdict"));
     }
 
     #[test]

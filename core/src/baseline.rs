@@ -325,8 +325,11 @@ impl Element {
 /// What an exec's content says about the allowed element it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Content {
-    /// The content is approved for the element, or the element is not pinned to any content.
+    /// The content is one of the element's approved contents.
     Approved,
+    /// The element is not pinned to any content: matched by name alone, its content is not
+    /// judged (allowed, as [`Content::Approved`]).
+    Unpinned,
     /// The element is pinned and this content is not one of its approved ones: the file at an
     /// allowed path was replaced ("modified executable").
     Modified,
@@ -340,7 +343,7 @@ pub enum Content {
 /// hash). The one rule [`Baseline::observe`] and [`Matcher::check`] both apply.
 pub fn content_of(pinned: bool, sha256: Option<&str>, approves: impl Fn(&str) -> bool) -> Content {
     if !pinned {
-        return Content::Approved;
+        return Content::Unpinned;
     }
     match sha256 {
         Some(h) if approves(h) => Content::Approved,
@@ -395,6 +398,32 @@ pub struct ElementLimit {
     pub refused: u64,
 }
 
+/// What the sensor could not see of a workload: the partial events it sent (a field it could
+/// not read, see [`crate::process::ProcessEvent::missing`]) and, among them, the execs whose
+/// applet or script could not be read. Coverage, shown with the baseline; never an incident.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coverage {
+    /// Partial events observed for the workload (probes aside).
+    pub partial_events: u64,
+    /// Of those, execs whose applet or script could not be read (the process was gone before
+    /// its argv was).
+    pub unread_invocations: u64,
+    /// When the last partial event arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_partial_at: Option<SystemTime>,
+}
+
+/// Whether the sensor could not read what `ev` ran: its applet or script slot is
+/// [`crate::element::UNREADABLE`] *and* the sensor listed that slot as missing. The slot alone
+/// is not enough: argv is the process's to write, and `[unreadable]` could be an applet name
+/// an attacker put in argv[0].
+pub fn unread_invocation(ev: &ProcessEvent) -> bool {
+    let unread = |slot: &Option<String>, field: &str| {
+        slot.as_deref() == Some(crate::element::UNREADABLE) && ev.missing.iter().any(|m| m == field)
+    };
+    unread(&ev.applet, "applet") || unread(&ev.script_path, "script")
+}
+
 /// What one observed process did to a baseline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observation {
@@ -412,6 +441,11 @@ pub enum Observation {
     Refused,
     /// A probe: recorded nowhere, never a deviation.
     Probe,
+    /// What the executable ran (the applet of a multi-call binary, the script of a shell or
+    /// interpreter) could not be read, and everything that could be read is allowed: the
+    /// file is an allowed element's, with approved content, from the image. Counted in
+    /// [`Baseline::coverage`], never learned, never an incident (see [`unread_invocation`]).
+    Partial,
 }
 
 /// When learning ends. Defaults: at least 1 h, at most 24 h, ended early by 30 min without a
@@ -500,6 +534,9 @@ pub struct Baseline {
     /// only: approved elements stay, unknown executables join instead of deviating.
     #[serde(default)]
     pub relearn_until: Option<SystemTime>,
+    /// What the sensors could not see of this workload.
+    #[serde(default)]
+    pub coverage: Coverage,
 }
 
 impl Baseline {
@@ -525,6 +562,7 @@ impl Baseline {
             image_digests: BTreeSet::new(),
             updated_at: now,
             relearn_until: None,
+            coverage: Coverage::default(),
         }
     }
 
@@ -615,6 +653,14 @@ impl Baseline {
         }
         let in_training = self.state == BaselineState::Learning;
         let drift = ev.drift();
+        if ev.completeness == crate::process::Completeness::Partial {
+            self.coverage.partial_events += 1;
+            self.coverage.last_partial_at = Some(now);
+        }
+        if unread_invocation(ev) && from_image(ev) {
+            self.coverage.unread_invocations += 1;
+            return self.observe_unread(ev, learning);
+        }
         if let Some(el) = self.elements.get_mut(&key) {
             el.provenance.record(ev, now);
             // A fileless executable is not the file at the element's path, whatever the path
@@ -642,7 +688,7 @@ impl Baseline {
                 }
             } else if el.status.allowed() {
                 match content_of(!el.approved_sha256.is_empty(), hash, |h| el.approves(h)) {
-                    Content::Approved => {}
+                    Content::Approved | Content::Unpinned => {}
                     // A new image may bring new contents at known paths: learned in its
                     // window, and only for files that come from the image.
                     Content::Modified if learning && from_image(ev) => {
@@ -711,6 +757,35 @@ impl Baseline {
         self.version += 1;
         self.updated_at = now;
         Observation::Learned { status }
+    }
+
+    /// An exec of a file from the image whose applet or script could not be read. Nothing is
+    /// learned from it (an `[unreadable]` element would allow every applet of the file). Past
+    /// learning, it is coverage ([`Observation::Partial`]) when the file is allowed with this
+    /// content under some element, any applet or script: all the sensor saw is allowed, and
+    /// the workload's own sub-millisecond applets land here whenever the sensor loses the race
+    /// for their argv. A file no element allows, or content no element approves, is a
+    /// deviation, as it would be with argv read. [`Matcher::check`] decides the same.
+    fn observe_unread(&self, ev: &ProcessEvent, learning: bool) -> Observation {
+        if learning {
+            return Observation::Partial;
+        }
+        let hash = ev.exe_sha256.as_deref();
+        let lo = ElementKey::exe(ev.exe_path.clone());
+        let allowed = self
+            .elements
+            .range(lo..)
+            .take_while(|(k, _)| k.exe_path == ev.exe_path)
+            .filter(|(_, e)| e.status.allowed())
+            .any(|(_, e)| {
+                content_of(!e.approved_sha256.is_empty(), hash, |h| e.approves(h))
+                    == Content::Approved
+            });
+        if allowed {
+            Observation::Partial
+        } else {
+            Observation::Deviation
+        }
     }
 
     /// The baseline is full: it stops learning (and an image change's re-learning window
@@ -886,6 +961,9 @@ pub enum Verdict {
     Allowed,
     /// Outside the baseline.
     Deviation,
+    /// What the executable ran could not be read and all that was read is allowed: coverage,
+    /// reported as an observation ([`Observation::Partial`] on the server).
+    Partial,
 }
 
 /// O(1) exec matching against the baselines past learning, as the sensor holds them.
@@ -1020,6 +1098,22 @@ impl Matcher {
         let Some(e) = self.index.get(&ev.workload) else {
             return Verdict::Learning;
         };
+        if unread_invocation(ev) && from_image(ev) {
+            let allowed = e.by_exe.get(ev.exe_path.as_str()).is_some_and(|applets| {
+                applets.values().flat_map(|s| s.values()).any(|a| {
+                    content_of(!a.contents.is_empty(), ev.exe_sha256.as_deref(), |h| {
+                        a.contents.iter().any(|c| &**c == h)
+                    }) == Content::Approved
+                })
+            });
+            return if allowed {
+                Verdict::Partial
+            } else if e.relearning(ev, now) {
+                Verdict::Learning
+            } else {
+                Verdict::Deviation
+            };
+        }
         let element = e
             .by_exe
             .get(ev.exe_path.as_str())
@@ -1034,7 +1128,7 @@ impl Matcher {
                 match content_of(!contents.is_empty(), ev.exe_sha256.as_deref(), |h| {
                     contents.iter().any(|c| &**c == h)
                 }) {
-                    Content::Approved => Verdict::Allowed,
+                    Content::Approved | Content::Unpinned => Verdict::Allowed,
                     Content::Modified if from_image(ev) && e.relearning(ev, now) => {
                         Verdict::Learning
                     }
@@ -1548,7 +1642,9 @@ mod tests {
                             prop_assert_ne!(b.state, BaselineState::Learning);
                             prop_assert!(!b.held_at_element_limit());
                         }
-                        Observation::Probe => prop_assert!(false, "no probes were sent"),
+                        Observation::Probe | Observation::Partial => {
+                            prop_assert!(false, "no probes or unread execs were sent")
+                        }
                     }
                     if b.learning.element_limit.is_some() {
                         prop_assert_ne!(b.state, BaselineState::Enforced, "never enforced unreviewed");
@@ -1630,6 +1726,81 @@ mod tests {
         fn decide(b: &mut Baseline, ev: &ProcessEvent, now: SystemTime) -> (Observation, Verdict) {
             let verdict = Matcher::new([&*b]).check(ev, now);
             (b.observe(ev, now, RELEARN, CAP), verdict)
+        }
+
+        /// `run`, but the sensor lost the race for argv: the applet is unread.
+        fn unread(path: &str, sha: Option<&str>, digest: &str) -> ProcessEvent {
+            let mut e = run(path, sha, digest);
+            e.applet = Some(crate::element::UNREADABLE.into());
+            e.mark_missing("argv");
+            e.mark_missing("applet");
+            e
+        }
+
+        #[test]
+        fn an_unread_applet_of_an_allowed_file_is_coverage_and_nothing_else_is() {
+            let mut b = approved();
+            // The workload's own file, approved content: coverage, counted, not learned.
+            let own = unread("/bin/sleep", Some(A), "sha256:a");
+            assert_eq!(
+                decide(&mut b, &own, t(5)),
+                (Observation::Partial, Verdict::Partial)
+            );
+            assert_eq!(b.coverage.unread_invocations, 1);
+            assert_eq!(b.coverage.partial_events, 1);
+            assert_eq!(b.coverage.last_partial_at, Some(t(5)));
+            assert!(!b
+                .elements
+                .keys()
+                .any(|k| k.applet == crate::element::UNREADABLE));
+            // Another content at the allowed path, no hash, a file no element allows, a
+            // writable-layer or fileless file: what was read already deviates.
+            let other = unread("/bin/sleep", Some(B), "sha256:a");
+            let unhashed = unread("/bin/sleep", None, "sha256:a");
+            let unknown = unread("/bin/busybox", Some(A), "sha256:a");
+            let mut dropped = unread("/bin/sleep", Some(A), "sha256:a");
+            dropped.exe_writable_location = true;
+            let mut gone = unread("/bin/sleep", Some(A), "sha256:a");
+            gone.exe_deleted = true;
+            for ev in [other, unhashed, unknown, dropped, gone] {
+                assert_eq!(
+                    decide(&mut b, &ev, t(6)),
+                    (Observation::Deviation, Verdict::Deviation),
+                    "{ev:?}"
+                );
+            }
+            // Unread from the image: counted (the first four); all six were partial.
+            assert_eq!(b.coverage.unread_invocations, 4);
+            assert_eq!(b.coverage.partial_events, 6);
+        }
+
+        #[test]
+        fn an_applet_named_unreadable_in_argv_is_not_unread() {
+            // argv[0] is the process's own: `[unreadable]` there, without the sensor saying
+            // argv was missing, is just an applet no element allows.
+            let mut b = approved();
+            let mut forged = run("/bin/sleep", Some(A), "sha256:a");
+            forged.applet = Some(crate::element::UNREADABLE.into());
+            assert!(!unread_invocation(&forged));
+            assert_eq!(
+                decide(&mut b, &forged, t(5)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+            assert_eq!(b.coverage, Coverage::default());
+        }
+
+        #[test]
+        fn training_learns_nothing_from_an_unread_applet() {
+            let mut b = Baseline::new(web(), t(0));
+            let o = b.observe(
+                &unread("/bin/busybox", Some(A), "sha256:a"),
+                t(1),
+                RELEARN,
+                CAP,
+            );
+            assert_eq!(o, Observation::Partial);
+            assert!(b.elements.is_empty());
+            assert_eq!(b.coverage.unread_invocations, 1);
         }
 
         #[test]
@@ -2013,26 +2184,33 @@ mod tests {
                 any::<bool>(),
                 0usize..Origin::ALL.len(),
                 0usize..3,
+                any::<bool>(),
             )
-                .prop_map(|(exe, sha, digest, writable, deleted, origin, ctx)| {
-                    let mut e = run(
-                        ["/bin/sleep", "/bin/big", "/bin/new", "/tmp/tool", "/bin/sh"][exe],
-                        sha,
-                        ["sha256:a", "sha256:b", "sha256:c"][digest],
-                    );
-                    e.origin = Origin::ALL[origin];
-                    e.exe_writable_location = writable || e.origin.is_drift();
-                    e.exe_deleted = deleted;
-                    e.context = [
-                        ExecContext::Descendant,
-                        ExecContext::ExecSession,
-                        ExecContext::Entrypoint,
-                    ][ctx];
-                    if e.origin == Origin::Host {
-                        e.container = None;
-                    }
-                    e
-                })
+                .prop_map(
+                    |(exe, sha, digest, writable, deleted, origin, ctx, unread)| {
+                        let mut e = run(
+                            ["/bin/sleep", "/bin/big", "/bin/new", "/tmp/tool", "/bin/sh"][exe],
+                            sha,
+                            ["sha256:a", "sha256:b", "sha256:c"][digest],
+                        );
+                        e.origin = Origin::ALL[origin];
+                        e.exe_writable_location = writable || e.origin.is_drift();
+                        e.exe_deleted = deleted;
+                        e.context = [
+                            ExecContext::Descendant,
+                            ExecContext::ExecSession,
+                            ExecContext::Entrypoint,
+                        ][ctx];
+                        if e.origin == Origin::Host {
+                            e.container = None;
+                        }
+                        if unread {
+                            e.applet = Some(crate::element::UNREADABLE.into());
+                            e.mark_missing("applet");
+                        }
+                        e
+                    },
+                )
         }
 
         proptest! {
@@ -2061,6 +2239,7 @@ mod tests {
                             "{:?} {:?}", o, ev
                         ),
                         Verdict::Learning => prop_assert!(b.relearning(t(now))),
+                        Verdict::Partial => prop_assert_eq!(o, Observation::Partial, "{:?}", ev),
                     }
                 }
             }

@@ -31,9 +31,8 @@
 //! open → acknowledged → resolved, or open/acknowledged → allowed. Resolved and allowed are
 //! final: the same executable running again afterwards opens a new incident.
 
-use crate::baseline::{
-    content_of, is_shell, Baseline, BaselineState, Content, Element, ElementKey, ElementStatus,
-};
+use crate::baseline::{is_shell, Baseline, BaselineState, Element, ElementKey, ElementStatus};
+use crate::content::{verdict_of, ContentCheck, ContentVerdict};
 use crate::identity::WorkloadIdentity;
 use crate::process::{ExecContext, Origin, ProcessEvent};
 use serde::{Deserialize, Serialize};
@@ -185,6 +184,10 @@ pub struct Sample {
     pub at: SystemTime,
     /// The process, with ancestry and argv.
     pub process: ProcessEvent,
+    /// Its content verdict against the baseline it deviated from (`None` in samples stored
+    /// before verdicts existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentCheck>,
 }
 
 /// A group of deviations of one executable in one workload container, or a sensor finding.
@@ -207,6 +210,11 @@ pub struct Incident {
     pub severity: Severity,
     /// Why that severity.
     pub severity_reason: String,
+    /// The most serious content verdict of its events ([`ContentVerdict::concern`], the first
+    /// of equals); of its first process for an exec session; `None` for sensor findings (and
+    /// incidents stored before verdicts existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentCheck>,
     /// Lifecycle state.
     pub state: IncidentState,
     /// First event.
@@ -235,6 +243,45 @@ pub struct Incident {
     pub state_reason: String,
     /// Last change of any kind.
     pub updated_at: SystemTime,
+}
+
+/// What allowing an incident changed in its baseline: the element, and the contents approved
+/// for it. Its text is what the audit log records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    /// The element allowed.
+    pub element: ElementKey,
+    /// Whether the element was new to the baseline.
+    pub new_element: bool,
+    /// The contents (sha256) newly approved for it, from the incident's samples.
+    pub approved_sha256: Vec<String>,
+    /// Whether the element is pinned to any content afterwards (otherwise it is matched by
+    /// name alone: its samples all ran unhashed).
+    pub pinned: bool,
+    /// The drift origins newly approved for it (its samples ran from there).
+    pub approved_origins: Vec<Origin>,
+}
+
+/// `allowed EXE (APPLET) SCRIPT (new element): content sha256 H1, H2`.
+impl std::fmt::Display for Allowed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "allowed {}", self.element)?;
+        if self.new_element {
+            f.write_str(" (new element)")?;
+        }
+        if !self.approved_sha256.is_empty() {
+            write!(f, ": content sha256 {}", self.approved_sha256.join(", "))?;
+        } else if self.pinned {
+            f.write_str(": no new content")?;
+        } else {
+            f.write_str(": by name alone (no sample was hashed)")?;
+        }
+        if !self.approved_origins.is_empty() {
+            let names: Vec<&str> = self.approved_origins.iter().map(|o| o.as_str()).collect();
+            write!(f, "; from origin {}", names.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// The grouping key of a deviation: workload container and element (executable, applet,
@@ -330,18 +377,8 @@ pub fn severity(ev: &ProcessEvent, baseline: &Baseline) -> (Severity, String) {
             format!("executable was deleted from disk{fileless}"),
         );
     }
-    let content = baseline
-        .elements
-        .get(&ElementKey::of(ev))
-        .filter(|e| e.status.allowed())
-        .map(|e| {
-            content_of(
-                !e.approved_sha256.is_empty(),
-                ev.exe_sha256.as_deref(),
-                |h| e.approves(h),
-            )
-        });
-    if content == Some(Content::Modified) {
+    let content = verdict_of(baseline.elements.get(&ElementKey::of(ev)), ev);
+    if content == ContentVerdict::Modified {
         let sha = ev.exe_sha256.as_deref().unwrap_or_default();
         let origin = drift
             .map(|o| format!(" ({})", o.drift_reason()))
@@ -363,7 +400,7 @@ pub fn severity(ev: &ProcessEvent, baseline: &Baseline) -> (Severity, String) {
             "baseline is still pending review".to_string(),
         );
     }
-    if content == Some(Content::Unverified) {
+    if content == ContentVerdict::Unverified {
         return (
             Severity::Medium,
             format!("{CONTENT_UNVERIFIED}: the sensor could not hash the executable"),
@@ -433,6 +470,7 @@ impl Incident {
             script_path: ev.script_path.clone().unwrap_or_default(),
             severity: Severity::Low,
             severity_reason: String::new(),
+            content: None,
             state: IncidentState::Open,
             first_seen: now,
             last_seen: now,
@@ -473,6 +511,14 @@ impl Incident {
         now: SystemTime,
     ) {
         let (severity, reason) = severity(ev, baseline);
+        let content = baseline.judge_content(ev);
+        if self
+            .content
+            .as_ref()
+            .is_none_or(|c| content.verdict.concern() > c.verdict.concern())
+        {
+            self.content = Some(content.clone());
+        }
         if severity > self.severity {
             self.severity = severity;
             self.severity_reason = reason;
@@ -494,6 +540,7 @@ impl Incident {
             event_id: event_id.to_string(),
             at: now,
             process: ev.clone(),
+            content: Some(content),
         };
         if self.samples.len() < SAMPLES_CAP {
             self.samples.push(sample);
@@ -531,9 +578,14 @@ impl Incident {
         now: SystemTime,
     ) {
         let (severity, reason) = (self.severity, self.severity_reason.clone());
+        let content = self.content.clone();
         self.record_deviation(event_id, ev, baseline, now);
         self.severity = severity;
         self.severity_reason = reason;
+        // The session's verdict stays its first process's (set by the first event).
+        if content.is_some() {
+            self.content = content;
+        }
     }
 
     /// A new sensor-blind incident for `node`.
@@ -549,6 +601,7 @@ impl Incident {
             script_path: String::new(),
             severity: Severity::High,
             severity_reason: reason,
+            content: None,
             state: IncidentState::Open,
             first_seen: now,
             last_seen: now,
@@ -626,9 +679,15 @@ impl Incident {
         }
     }
 
-    /// Adds this incident's executable to `baseline` as an approved element, with the
-    /// incident's sightings as its provenance.
-    pub fn allow_in(&self, baseline: &mut Baseline, now: SystemTime) -> Result<(), String> {
+    /// Adds this incident's element (executable, applet, script) to `baseline` as an
+    /// approved element, with the incident's sightings as its provenance, and approves for it
+    /// exactly the contents its samples ran with (nothing else: no other applet or script of
+    /// the file, no future content), and from exactly the drift origins its samples ran from
+    /// (a binary allowed from the writable layer is not allowed from a volume). Refused when
+    /// that would change nothing: the element is already allowed and the samples bring no
+    /// content and no origin to approve (they ran fileless, or unhashed), so what deviated
+    /// cannot be allowed.
+    pub fn allow_in(&self, baseline: &mut Baseline, now: SystemTime) -> Result<Allowed, String> {
         if self.kind != IncidentKind::Deviation {
             return Err(format!("incident {} has no executable to allow", self.id));
         }
@@ -638,6 +697,48 @@ impl Incident {
                 self.id, baseline.workload
             ));
         }
+        let key = self.element_key();
+        // What ran: the content of each sample that ran a file (a fileless sample has no file
+        // at the path to pin).
+        let ran: Vec<&str> = self
+            .samples
+            .iter()
+            .map(|s| &s.process)
+            .filter(|p| !p.fileless())
+            .filter_map(|p| p.exe_sha256.as_deref())
+            .collect();
+        // Where it ran from: the drift origin of each sample that ran a file.
+        let drift: BTreeSet<Origin> = self
+            .samples
+            .iter()
+            .map(|s| &s.process)
+            .filter(|p| !p.fileless())
+            .filter_map(|p| p.drift())
+            .collect();
+        let existing = baseline.elements.get(&key);
+        let new_origin = |e: &Element| drift.iter().any(|o| !e.origins.contains(o));
+        if let Some(e) = existing.filter(|e| e.status.allowed() && !new_origin(e)) {
+            if e.approved_sha256.is_empty() {
+                return Err(format!(
+                    "incident {}: '{key}' is already allowed by name alone (not pinned to any \
+                     content); allowing would change nothing: resolve the incident, or pin the \
+                     element to the contents you approve with 'procguardctl baselines add \
+                     WORKLOAD --element \"{key}\" --sha256 HASH'",
+                    self.id
+                ));
+            }
+            if ran.iter().all(|h| e.approves(h)) {
+                return Err(format!(
+                    "incident {}: '{key}' is already allowed and its samples bring no content to \
+                     approve (they ran from a memfd or a deleted file, or the sensor could not \
+                     hash them: content unverified); allowing would change nothing: resolve \
+                     the incident, or approve a content you know with 'procguardctl baselines \
+                     add WORKLOAD --element \"{key}\" --sha256 HASH'",
+                    self.id
+                ));
+            }
+        }
+        let new_element = existing.is_none();
         let sample = self.samples.first().map(|s| &s.process);
         let el = baseline
             .elements
@@ -673,18 +774,35 @@ impl Incident {
             });
         el.status = ElementStatus::Approved;
         el.review_reasons.clear();
-        // Exactly what ran is allowed: the contents and origins of the incident's samples,
-        // never the element by name alone (a sample without a hash adds nothing, so an element
-        // already pinned stays pinned). Fileless samples have no file at the path to pin, and
-        // a fileless exec never matches an element anyway.
+        // Exactly what ran is allowed: the contents and drift origins of the incident's
+        // samples, never the element by name alone (a sample without a hash adds nothing, so an
+        // element already pinned stays pinned). Their other origins (image, unknown) are
+        // recorded for reviewers.
         for p in self.samples.iter().map(|s| &s.process) {
-            if !p.fileless() {
-                el.approve_content(p.exe_sha256.as_deref().unwrap_or_default());
+            if !p.fileless() && !p.origin.is_drift() {
                 el.origins.insert(p.origin);
             }
         }
+        let mut approved_origins = Vec::new();
+        for o in &drift {
+            if el.origins.insert(*o) {
+                approved_origins.push(*o);
+            }
+        }
+        let mut approved = Vec::new();
+        for h in ran {
+            if el.approve_content(h) {
+                approved.push(h.to_string());
+            }
+        }
         baseline.updated_at = now;
-        Ok(())
+        Ok(Allowed {
+            element: key,
+            new_element,
+            approved_sha256: approved,
+            pinned: !el.approved_sha256.is_empty(),
+            approved_origins,
+        })
     }
 
     /// Namespace of the workload; empty for sensor findings.
@@ -721,6 +839,7 @@ mod tests {
     use super::*;
     use crate::identity::WorkloadKind;
     use crate::process::{Completeness, ContainerInfo};
+    use crate::Matcher;
     use std::time::Duration;
 
     fn t(secs: u64) -> SystemTime {
@@ -1133,6 +1252,156 @@ mod tests {
         );
         let mut other = other;
         assert!(i.allow_in(&mut other, t(6)).is_err());
+    }
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const C: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+
+    /// `/bin/toybox` run as applet `applet` with content `sha`.
+    fn applet(applet: &str, sha: Option<&str>) -> ProcessEvent {
+        with("/bin/toybox", |e| {
+            e.applet = (!applet.is_empty()).then(|| applet.to_string());
+            e.exe_sha256 = sha.map(str::to_string);
+        })
+    }
+
+    /// An enforced baseline that allows `/bin/toybox (sleep)` with content A.
+    fn pinned_sleep() -> Baseline {
+        let mut b = Baseline::new(web(), t(0));
+        b.observe(
+            &applet("sleep", Some(A)),
+            t(1),
+            Duration::from_secs(600),
+            4_096,
+        );
+        b.approve(None, t(2));
+        b
+    }
+
+    #[test]
+    fn an_incident_and_each_sample_carry_their_content_verdict() {
+        let b = pinned_sleep();
+        let mut i = Incident::from_deviation("1".into(), "e0", &applet("sleep", None), &b, t(3));
+        let first = i.content.clone().unwrap();
+        assert_eq!(first.verdict, ContentVerdict::Unverified);
+        assert_eq!(
+            (first.sha256, first.approved_sha256),
+            (None, vec![A.to_string()])
+        );
+        // A modified content raises the severity, and the incident's verdict with it.
+        i.record_deviation("e1", &applet("sleep", Some(B)), &b, t(4));
+        let modified = i.content.clone().unwrap();
+        assert_eq!(i.severity, Severity::High);
+        assert_eq!(modified.verdict, ContentVerdict::Modified);
+        assert_eq!(modified.sha256.as_deref(), Some(B));
+        // A later, lower one does not replace it; its sample keeps its own.
+        i.record_deviation("e2", &applet("sleep", None), &b, t(5));
+        assert_eq!(i.content, Some(modified.clone()));
+        // Nor does one of higher severity that says less against the content: the allowed
+        // binary run deleted (critical) is `approved`; the incident stays `modified`.
+        let mut deleted = applet("sleep", Some(A));
+        deleted.exe_deleted = true;
+        i.record_deviation("e3", &deleted, &b, t(6));
+        assert_eq!(i.severity, Severity::Critical);
+        assert_eq!(i.content, Some(modified));
+        // The other way round: the incident that starts with the deleted run ends `modified`.
+        let mut j = Incident::from_deviation("5".into(), "e", &deleted, &b, t(3));
+        assert_eq!(
+            j.content.as_ref().unwrap().verdict,
+            ContentVerdict::Approved
+        );
+        j.record_deviation("e1", &applet("sleep", Some(B)), &b, t(4));
+        assert_eq!(
+            j.content.as_ref().unwrap().verdict,
+            ContentVerdict::Modified
+        );
+        let verdicts: Vec<ContentVerdict> = i
+            .samples
+            .iter()
+            .map(|s| s.content.as_ref().unwrap().verdict)
+            .collect();
+        use ContentVerdict::*;
+        assert_eq!(verdicts, vec![Unverified, Modified, Unverified, Approved]);
+        // Another applet of the allowed file is a new element.
+        let other = Incident::from_deviation("2".into(), "e", &applet("wget", Some(A)), &b, t(3));
+        assert_eq!(other.content.unwrap().verdict, NewElement);
+        // A sensor finding has none; a session keeps its first process's.
+        assert_eq!(
+            Incident::sensor_blind("3".into(), "n1", "x".into(), t(1)).content,
+            None
+        );
+        let mut s = Incident::exec_session("4".into(), "e", &applet("sleep", Some(A)), &b, t(1));
+        s.record_session_event("e1", &applet("sleep", Some(B)), &b, t(2));
+        assert_eq!(s.content.unwrap().verdict, Approved);
+        assert_eq!(s.samples[1].content.as_ref().unwrap().verdict, Modified);
+    }
+
+    #[test]
+    fn allowing_approves_exactly_the_identity_that_ran() {
+        // A modified applet: exactly its content, for exactly that applet.
+        let mut b = pinned_sleep();
+        let i = Incident::from_deviation("1".into(), "e", &applet("sleep", Some(B)), &b, t(3));
+        let allowed = i.allow_in(&mut b, t(4)).unwrap();
+        assert_eq!(allowed.approved_sha256, vec![B.to_string()]);
+        assert!(!allowed.new_element);
+        assert_eq!(
+            allowed.to_string(),
+            format!("allowed /bin/toybox (sleep): content sha256 {B}")
+        );
+        let m = Matcher::new([&b]);
+        let verdict = |ev: &ProcessEvent| m.check(ev, t(5));
+        use crate::baseline::Verdict;
+        assert_eq!(verdict(&applet("sleep", Some(B))), Verdict::Allowed);
+        assert_eq!(verdict(&applet("sleep", Some(C))), Verdict::Deviation);
+        // A new applet: that applet, pinned to what ran; the file's other applets still deviate.
+        let i = Incident::from_deviation("2".into(), "e", &applet("wget", Some(A)), &b, t(3));
+        let allowed = i.allow_in(&mut b, t(4)).unwrap();
+        assert!(allowed.new_element, "{allowed}");
+        let m = Matcher::new([&b]);
+        assert_eq!(m.check(&applet("wget", Some(A)), t(5)), Verdict::Allowed);
+        assert_eq!(m.check(&applet("wget", Some(C)), t(5)), Verdict::Deviation);
+        assert_eq!(m.check(&applet("nc", Some(A)), t(5)), Verdict::Deviation);
+        assert_eq!(m.check(&applet("", Some(A)), t(5)), Verdict::Deviation);
+    }
+
+    #[test]
+    fn allowing_what_cannot_be_allowed_is_refused_and_changes_nothing() {
+        // Unhashed, and fileless, runs of an allowed element: no content to approve.
+        let mut b = pinned_sleep();
+        let before = b.clone();
+        for ev in [
+            applet("sleep", None),
+            with("/bin/toybox", |e| {
+                e.applet = Some("sleep".into());
+                e.exe_sha256 = Some(B.into());
+                e.exe_deleted = true;
+            }),
+        ] {
+            let i = Incident::from_deviation("1".into(), "e", &ev, &b, t(3));
+            let e = i.allow_in(&mut b, t(4)).unwrap_err();
+            assert!(e.contains("allowing would change nothing"), "{e}");
+            assert!(e.contains("--sha256"), "{e}");
+            assert_eq!(b, before);
+        }
+        // An element allowed by name alone meanwhile: nothing to allow either.
+        let mut by_name = pinned_sleep();
+        by_name
+            .elements
+            .get_mut(&ElementKey::of(&applet("sleep", None)))
+            .unwrap()
+            .approved_sha256
+            .clear();
+        let i = Incident::from_deviation("1".into(), "e", &applet("sleep", Some(B)), &b, t(3));
+        let e = i.allow_in(&mut by_name, t(4)).unwrap_err();
+        assert!(e.contains("already allowed by name alone"), "{e}");
+        // A new element seen only unhashed is allowed by name alone, and says so.
+        let i = Incident::from_deviation("2".into(), "e", &applet("id", None), &b, t(3));
+        let allowed = i.allow_in(&mut b, t(4)).unwrap();
+        assert!(!allowed.pinned);
+        assert!(allowed
+            .to_string()
+            .ends_with("by name alone (no sample was hashed)"));
     }
 
     #[test]

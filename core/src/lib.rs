@@ -2,11 +2,13 @@
 //!
 //! Everything here is plain data and plain functions: who a process belongs to
 //! ([`identity`]), what the sensor saw ([`process`]), and what a workload is allowed to run
-//! ([`baseline`]), and how deviations become incidents ([`incident`]). Nothing in this crate
+//! ([`baseline`]), what an exec's content was judged to be ([`content`]), and how deviations
+//! become incidents ([`incident`]). Nothing in this crate
 //! touches the kernel, the network, a disk or a clock: callers pass the time in. That keeps the rules that decide what is a deviation testable
 //! without a kernel, and identical on the sensor and the server.
 
 pub mod baseline;
+pub mod content;
 pub mod element;
 pub mod identity;
 pub mod incident;
@@ -14,6 +16,7 @@ pub mod policy;
 pub mod process;
 
 pub use baseline::{Baseline, BaselineState, Element, ElementKey, ElementStatus, Matcher};
+pub use content::{ContentCheck, ContentVerdict};
 pub use identity::{WorkloadIdentity, WorkloadKind};
 pub use process::{
     Completeness, ContainerInfo, ContainerRuntime, ExecContext, Origin, ProcessEvent, QosClass,

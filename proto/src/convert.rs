@@ -5,7 +5,7 @@
 //! here, and the gRPC adapters turn a [`ConvertError`] into `INVALID_ARGUMENT`.
 
 use crate::v1 as pb;
-use procguard_core::baseline::{ElementLimit, LearningSummary, Provenance};
+use procguard_core::baseline::{Coverage, ElementLimit, LearningSummary, Provenance};
 use procguard_core::process::Ancestor;
 use procguard_core::{
     Baseline, BaselineState, Completeness, ContainerInfo, ContainerRuntime, Element, ElementKey,
@@ -42,6 +42,7 @@ pub enum ConvertError {
 
 type Result<T> = std::result::Result<T, ConvertError>;
 
+pub mod content;
 pub mod incident;
 
 /// Converts a time to a protobuf timestamp.
@@ -394,7 +395,8 @@ pub fn state_from_pb(v: i32) -> Option<BaselineState> {
     }
 }
 
-fn status_to_pb(s: ElementStatus) -> pb::ElementStatus {
+/// Domain element status to protobuf.
+pub fn status_to_pb(s: ElementStatus) -> pb::ElementStatus {
     match s {
         ElementStatus::Learned => pb::ElementStatus::Learned,
         ElementStatus::Approved => pb::ElementStatus::Approved,
@@ -420,8 +422,19 @@ fn status_from_pb(v: i32) -> Result<ElementStatus> {
     )
 }
 
-/// Element reference to domain key.
+/// Element reference to domain key. A content (`sha256`) is refused here: only AddElements
+/// approves one ([`element_content`]).
 pub fn element_key(r: &pb::ElementRef) -> Result<ElementKey> {
+    if !r.sha256.is_empty() {
+        return Err(ConvertError::Invalid {
+            field: "element.sha256",
+            reason: "only AddElements approves a content ('procguardctl baselines add --sha256'); leave it empty here".into(),
+        });
+    }
+    key_of(r)
+}
+
+fn key_of(r: &pb::ElementRef) -> Result<ElementKey> {
     if r.exe_path.is_empty() {
         return Err(ConvertError::Missing("element.exe_path"));
     }
@@ -432,12 +445,32 @@ pub fn element_key(r: &pb::ElementRef) -> Result<ElementKey> {
     })
 }
 
+/// An element reference of AddElements: the element, and the content to approve for it
+/// (`None` when `sha256` is empty), which must be 64 lowercase hex digits.
+pub fn element_content(r: &pb::ElementRef) -> Result<(ElementKey, Option<String>)> {
+    let key = key_of(r)?;
+    if r.sha256.is_empty() {
+        return Ok((key, None));
+    }
+    if !procguard_core::content::is_sha256(&r.sha256) {
+        return Err(ConvertError::Invalid {
+            field: "element.sha256",
+            reason: format!(
+                "'{}' for '{key}' is not a sha256: give 64 lowercase hex digits (as 'sha256sum' prints them)",
+                r.sha256
+            ),
+        });
+    }
+    Ok((key, Some(r.sha256.clone())))
+}
+
 /// Domain key to element reference.
 pub fn element_ref(k: &ElementKey) -> pb::ElementRef {
     pb::ElementRef {
         exe_path: k.exe_path.clone(),
         script_path: k.script_path.clone(),
         applet: k.applet.clone(),
+        sha256: String::new(),
     }
 }
 
@@ -481,6 +514,11 @@ pub fn baseline_to_pb(b: &Baseline, with_provenance: bool) -> pb::Baseline {
         updated_at: Some(timestamp(b.updated_at)),
         revision: b.revision,
         relearn_until: b.relearn_until.map(timestamp),
+        coverage: Some(pb::Coverage {
+            partial_events: b.coverage.partial_events,
+            unread_invocations: b.coverage.unread_invocations,
+            last_partial_at: b.coverage.last_partial_at.map(timestamp),
+        }),
     }
 }
 
@@ -538,11 +576,19 @@ pub fn baseline_from_pb(p: &pb::Baseline) -> Result<Baseline> {
     b.labels = p.labels.clone().into_iter().collect();
     b.image_digests = p.image_digests.iter().cloned().collect();
     b.relearn_until = opt_time(p.relearn_until.as_ref());
+    if let Some(c) = &p.coverage {
+        b.coverage = Coverage {
+            partial_events: c.partial_events,
+            unread_invocations: c.unread_invocations,
+            last_partial_at: opt_time(c.last_partial_at.as_ref()),
+        };
+    }
     for e in &p.elements {
         let key = element_key(&pb::ElementRef {
             exe_path: e.exe_path.clone(),
             script_path: e.script_path.clone(),
             applet: e.applet.clone(),
+            ..Default::default()
         })?;
         b.elements.insert(
             key,

@@ -611,8 +611,8 @@ fn wall_clock_of(timestamp_ns: u64) -> Option<std::time::SystemTime> {
     std::time::SystemTime::now().checked_sub(Duration::from_nanos(ago))
 }
 
-/// Names the applet of a multi-call content (see [`MultiCall`]), marks a missing hash and
-/// counts the event.
+/// Names the applet of a multi-call content (see [`MultiCall`]), marks a missing hash, a
+/// script in a writable directory (once the element is final), and counts the event.
 fn count(event: &mut ProcessEvent, metrics: &Metrics, multi: &Mutex<MultiCall>) {
     if event.exe_sha256.is_none() {
         event.mark_missing("exe_sha256");
@@ -622,6 +622,7 @@ fn count(event: &mut ProcessEvent, metrics: &Metrics, multi: &Mutex<MultiCall>) 
             .unwrap_or_else(|e| e.into_inner())
             .complete(event);
     }
+    crate::tracker::mark_writable_script(event);
     metrics.events_seen.inc();
     if event.completeness == Completeness::Partial {
         metrics.events_partial.inc();
@@ -834,5 +835,65 @@ mod tests {
             got[0].missing
         );
         assert_eq!(p.metrics.late_forks.get(), 0);
+    }
+
+    /// An exec of `exe` with `argv` on the host as the tracker reports it before the hash
+    /// (read from a proc-shaped record, so nothing is left to a race), with `sha256` as the
+    /// hash found for it.
+    fn tracked(t: &mut Tracker, pid: u32, exe: &str, argv: &[&str], sha256: &str) -> ProcessEvent {
+        let info = crate::procfs::ProcInfo {
+            pid,
+            ppid: Some(1),
+            comm: Some(argv[0].into()),
+            exe: Some(exe.into()),
+            exe_link: Some(exe.into()),
+            exe_id: Some((7, u64::from(pid))),
+            argv: Some(argv.iter().map(|a| a.to_string()).collect()),
+            uid: Some(0),
+            gid: Some(0),
+            start_time: Some(std::time::SystemTime::now()),
+            cgroup: Some("0::/system.slice/app.service\n".into()),
+            ..Default::default()
+        };
+        let mut ev = t.event_from(info).expect("an event");
+        ev.exe_sha256 = Some(sha256.into());
+        ev
+    }
+
+    /// A copy of busybox named `sh` running its `cat` applet on a file in `/tmp` (busybox's
+    /// shell runs its applets so): before the hash it reads as a shell running the script
+    /// `/tmp/now`, but once the content is known multi-call the element is the `cat` applet,
+    /// which runs no script, so nothing writable ran. A shell that does run a script in
+    /// `/tmp` is marked.
+    #[test]
+    fn a_script_in_a_writable_directory_is_judged_on_the_final_element() {
+        let proc_root = tempfile::tempdir().unwrap();
+        let mut t = Tracker::new(ProcReader::new(proc_root.path()), "n", "c");
+        let metrics = Metrics::default();
+        let multi = Mutex::new(MultiCall::default());
+        // The content is busybox's (seen under its own name).
+        let mut busybox = tracked(&mut t, 10, "/bin/busybox", &["busybox"], "bb");
+        count(&mut busybox, &metrics, &multi);
+        let mut cat = tracked(&mut t, 11, "/bin/sh", &["cat", "/tmp/now"], "bb");
+        assert_eq!(
+            cat.script_path.as_deref(),
+            Some("/tmp/now"),
+            "the tracker's reading"
+        );
+        count(&mut cat, &metrics, &multi);
+        assert_eq!(
+            (cat.applet.as_deref(), cat.script_path.as_deref()),
+            (Some("cat"), None)
+        );
+        assert!(!cat.exe_writable_location, "{cat:?}");
+        let mut script = tracked(&mut t, 12, "/bin/sh", &["sh", "/tmp/run.sh"], "bb");
+        count(&mut script, &metrics, &multi);
+        assert_eq!(script.script_path.as_deref(), Some("/tmp/run.sh"));
+        assert!(script.exe_writable_location, "{script:?}");
+        // Without a hash (content unknown) the tracker's reading stands, and is marked.
+        let mut unhashed = tracked(&mut t, 13, "/bin/sh", &["sh", "/dev/shm/x"], "bb");
+        unhashed.exe_sha256 = None;
+        count(&mut unhashed, &metrics, &multi);
+        assert!(unhashed.exe_writable_location, "{unhashed:?}");
     }
 }

@@ -292,6 +292,19 @@ struct Held {
 }
 
 impl Held {
+    /// Whether the file is an interpreted script (starts with `#!`), read through the kernel's
+    /// descriptor. Unreadable counts as a script: the caller then keeps to the older reading.
+    fn is_script(&self) -> bool {
+        let Some(fd) = &self.fd else {
+            return true;
+        };
+        let mut head = [0u8; 2];
+        match nix::sys::uio::pread(fd, &mut head, 0) {
+            Ok(2) => head == *b"#!",
+            _ => true,
+        }
+    }
+
     /// What a claim hands over: the key, the mount and the open file.
     fn into_claimed(self) -> Claimed {
         Claimed {
@@ -328,6 +341,12 @@ impl Held {
     }
 }
 
+/// Whether two identities are the same file, possibly reached through two mounts (inode,
+/// change time and size equal; the device may differ).
+fn same_file(a: &(u64, u64, i64, u64), b: &(u64, u64, i64, u64)) -> bool {
+    (a.1, a.2, a.3) == (b.1, b.2, b.3)
+}
+
 fn link_of(fd: &OwnedFd) -> Option<String> {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .ok()
@@ -339,10 +358,57 @@ struct Table {
     by_pid: HashMap<u32, VecDeque<Held>>,
     total: usize,
     order: VecDeque<(Instant, u32)>,
+    /// Execs whose file was opened through `/proc` before fanotify's record of them was
+    /// read: (pid, (device, inode), when). That record, arriving later, is of an exec already
+    /// reported, never an earlier exec still to name (see [`Table::superseded`]).
+    read_first: VecDeque<(u32, (u64, u64), Instant)>,
 }
 
 impl Table {
+    /// `pid`'s exec of the file `id` (device, inode) was read through `/proc`: its queued
+    /// identity, if any, is dropped; one still to arrive will be.
+    fn read_from_proc(&mut self, pid: u32, id: (u64, u64)) {
+        if let Some(q) = self.by_pid.get_mut(&pid) {
+            if let Some(i) = q.iter().position(|f| !f.loader && (f.key.0, f.key.1) == id) {
+                let key = q[i].key;
+                q.remove(i);
+                self.total -= 1;
+                while q
+                    .get(i)
+                    .is_some_and(|n| n.loader || same_file(&n.key, &key))
+                {
+                    q.remove(i);
+                    self.total -= 1;
+                }
+                if q.is_empty() {
+                    self.by_pid.remove(&pid);
+                }
+                return;
+            }
+        }
+        let now = Instant::now();
+        while self
+            .read_first
+            .front()
+            .is_some_and(|(_, _, at)| now.duration_since(*at) >= KEEP_FOR)
+            || self.read_first.len() >= MAX_ENTRIES
+        {
+            self.read_first.pop_front();
+        }
+        self.read_first.push_back((pid, id, now));
+    }
+
     fn insert(&mut self, pid: u32, f: Held) {
+        if !f.loader {
+            if let Some(i) = self
+                .read_first
+                .iter()
+                .position(|(p, id, _)| *p == pid && *id == (f.key.0, f.key.1))
+            {
+                self.read_first.remove(i);
+                return;
+            }
+        }
         let q = self.by_pid.entry(pid).or_default();
         if q.len() >= PER_PID {
             q.pop_front();
@@ -385,6 +451,28 @@ impl Table {
         self.take_through(pid, idx)
     }
 
+    /// Whether the exe link of `pid` reading `exe` belongs to a later exec than the oldest one
+    /// queued: an identity known to be at `exe` is queued, and before it a binary (neither a
+    /// loader nor an interpreted script, whose own file the kernel opens before its
+    /// interpreter's in one exec). The process then exec'd again before `/proc` was read
+    /// (`sh -c 'cmd'` runs `cmd` in place within microseconds), and what `/proc` shows is the
+    /// later program, not this exec's.
+    fn superseded(&self, pid: u32, exe: &str) -> bool {
+        let Some(q) = self.by_pid.get(&pid) else {
+            return false;
+        };
+        let Some(idx) = q
+            .iter()
+            .position(|f| !f.loader && f.known_path.as_deref() == Some(exe))
+        else {
+            return false;
+        };
+        let this = &q[idx].key;
+        q.iter()
+            .take(idx)
+            .any(|f| !f.loader && !same_file(&f.key, this) && !f.is_script())
+    }
+
     /// The binary of the oldest unclaimed exec of `pid`, skipping its loader.
     fn take(&mut self, pid: u32) -> Option<Held> {
         let idx = self
@@ -407,25 +495,28 @@ impl Table {
             found = q.pop_front();
             self.total -= 1;
         }
-        if let (Some(f), Some(next)) = (found.as_mut(), q.front()) {
-            let same_file = !f.loader
-                && !next.loader
-                && f.known_path.is_some()
-                && next.known_path == f.known_path
-                && next.mount != f.mount;
-            if same_file {
-                f.also = Some(Opened {
-                    key: next.key,
-                    mount: next.mount,
-                });
+        // The loader that followed this binary belongs to the same exec, and so does the same
+        // file reported again through another mount (one exec of a container's file can be
+        // seen on the filesystem beneath its overlay, then on the overlay: same inode, or, for
+        // a file copied up, the same path). The first other view is kept ([`Held::also`]).
+        if let Some(f) = found.as_mut().filter(|f| !f.loader) {
+            while let Some(n) = q.front() {
+                let other_mount = n.mount != f.mount || n.key.0 != f.key.0;
+                let same_path = f.known_path.is_some() && n.known_path == f.known_path;
+                let other_view =
+                    !n.loader && other_mount && (same_file(&n.key, &f.key) || same_path);
+                if !n.loader && !other_view {
+                    break;
+                }
+                if other_view && f.also.is_none() {
+                    f.also = Some(Opened {
+                        key: n.key,
+                        mount: n.mount,
+                    });
+                }
                 q.pop_front();
                 self.total -= 1;
             }
-        }
-        // The loader that followed this binary belongs to the same exec.
-        if found.as_ref().is_some_and(|f| !f.loader) && q.front().is_some_and(|f| f.loader) {
-            q.pop_front();
-            self.total -= 1;
         }
         if q.is_empty() {
             self.by_pid.remove(&pid);
@@ -759,6 +850,38 @@ impl ExecWatch {
         Some(held.into_claimed())
     }
 
+    /// `pid`'s exec of the file `id` (device, inode) was read through `/proc`, not claimed:
+    /// see [`Table::read_from_proc`].
+    pub fn read_from_proc(&self, pid: u32, id: (u64, u64)) {
+        self.pump();
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read_from_proc(pid, id);
+    }
+
+    /// Whether `/proc` showing `exe` for `pid` is a later exec's view (see
+    /// [`Table::superseded`]): this exec's program is then the oldest queued identity, named
+    /// as for a process gone, and `/proc`'s argv and command name are not its.
+    /// When it is, the oldest identity is taken at once (so that the later exec, read next,
+    /// finds its own first) and returned.
+    pub fn take_superseded(
+        &self,
+        pid: u32,
+        exe: &str,
+    ) -> Option<(ExecFile, Option<std::fs::File>)> {
+        self.pump();
+        let held = {
+            let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            if !t.superseded(pid, exe) {
+                return None;
+            }
+            t.take(pid)?
+        };
+        self.metrics.execs_superseded.inc();
+        held.resolve()
+    }
+
     /// The executable of the oldest unclaimed exec of `pid`. Called when `/proc` had nothing
     /// left, after the proc connector's exec event (the kernel queued the fanotify event
     /// before it), so each success is counted as a rescue.
@@ -820,9 +943,13 @@ mod tests {
     use super::*;
 
     fn f(path: &str) -> Held {
+        // A distinct file per path, as the kernel would give.
+        let ino = path
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
         Held {
             fd: None,
-            key: (0, 0, 0, 0),
+            key: (0, ino, 0, 0),
             mount: None,
             loader: is_loader(path),
             link: Some(path.into()),
@@ -908,6 +1035,65 @@ mod tests {
         deleted.known_path = None;
         t.insert(3, deleted);
         assert!(t.take_matching(3, "/tmp/x").is_none());
+    }
+
+    #[test]
+    fn a_later_exec_in_proc_is_told_from_a_script_before_its_interpreter() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, head: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, head).unwrap();
+            let mut h = f(p.to_str().unwrap());
+            let file = std::fs::File::open(&p).unwrap();
+            let m = file.metadata().unwrap();
+            h.key = (m.dev(), m.ino(), 0, 0);
+            h.fd = Some(OwnedFd::from(file));
+            h
+        };
+        let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+        // `sh -c 'cmd'` exec'd cmd in place before /proc was read: /proc shows cmd, and the
+        // shell's own exec, a binary, is queued before it.
+        let mut t = Table::default();
+        t.insert(5, file("sh", b"\x7fELF"));
+        t.insert(5, f("/lib64/ld-linux-x86-64.so.2"));
+        t.insert(5, file("cmd", b"\x7fELF"));
+        assert!(t.superseded(5, &path("cmd")));
+        assert!(!t.superseded(5, &path("sh")));
+        // Once the shell's exec is taken, /proc showing cmd is cmd's own exec.
+        assert_eq!(
+            t.take(5).unwrap().known_path.as_deref(),
+            Some(path("sh").as_str())
+        );
+        assert!(!t.superseded(5, &path("cmd")));
+        // A script and its interpreter are one exec: the script before it is no earlier exec.
+        let mut t = Table::default();
+        t.insert(6, file("run.sh", b"#!/bin/sh\n"));
+        t.insert(6, file("sh", b"\x7fELF"));
+        assert!(!t.superseded(6, &path("sh")));
+        // Nothing known at the path: nothing to say.
+        assert!(!t.superseded(6, "/elsewhere"));
+        // The shell's exec was read through /proc before its record arrived: the record, late,
+        // is of that exec, not an earlier one, and /proc showing cmd next is cmd's own.
+        let mut t = Table::default();
+        let sh = file("sh", b"\x7fELF");
+        t.read_from_proc(7, (sh.key.0, sh.key.1));
+        t.insert(7, sh);
+        t.insert(7, file("cmd", b"\x7fELF"));
+        assert!(!t.superseded(7, &path("cmd")));
+        assert_eq!(t.total, 1);
+        // One exec reported twice (its file through two marked mounts: same inode, another
+        // device) is one exec: taking it takes both, and no earlier exec is seen in the copy.
+        let mut t = Table::default();
+        let sh = file("sh", b"\x7fELF");
+        let mut again = file("sh", b"\x7fELF");
+        again.key.0 += 1;
+        t.insert(8, sh);
+        t.insert(8, again);
+        t.insert(8, file("cmd", b"\x7fELF"));
+        assert!(t.superseded(8, &path("cmd")));
+        assert!(t.take(8).is_some());
+        assert!(!t.superseded(8, &path("cmd")));
+        assert_eq!(t.total, 1);
     }
 
     #[test]

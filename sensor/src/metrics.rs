@@ -73,6 +73,9 @@ pub struct Metrics {
     pub fanotify_overflows: Counter,
     /// Executables named by fanotify for processes already gone from /proc.
     pub fanotify_rescues: Counter,
+    /// Execs whose process exec'd again before `/proc` was read (`sh -c cmd` running `cmd` in
+    /// place): named by fanotify, their argv unread, rather than as the later program.
+    pub execs_superseded: Counter,
     /// 1 for the way cgroup paths are read (`mode`: host, entered, resolved, blind).
     pub cgroup_view: Family<Vec<(String, String)>, Gauge>,
     /// Execs recognised as the container runtime's own init (the runtime re-executing its own
@@ -241,6 +244,11 @@ impl Metrics {
                 "fanotify_rescues",
                 "Executables named by fanotify for processes gone from /proc",
                 &self.fanotify_rescues,
+            ),
+            (
+                "execs_superseded",
+                "Execs whose process exec'd again before /proc was read: named by fanotify, argv unread",
+                &self.execs_superseded,
             ),
             (
                 "runtime_init_execs",

@@ -266,15 +266,15 @@ pub fn in_layers(opened: &[Opened], root_dev: u64, upper: Found, lower: Found) -
     }
 }
 
-/// Whether an exec counts as in a writable location ([`ProcessEvent::exe_writable_location`],
-/// kept for consumers older than origins): the writable layer or a volume, a memfd; a script
-/// under [`WRITABLE_DIRS`]; and, where no image says otherwise (a host process, an unknown
-/// origin, a deleted file), an executable under them.
-pub fn writable_location(origin: Origin, exe: &str, script: Option<&str>, memfd: bool) -> bool {
+/// Whether an executable counts as in a writable location
+/// ([`ProcessEvent::exe_writable_location`], kept for consumers older than origins): the
+/// writable layer or a volume, a memfd; and, where no image says otherwise (a host process, an
+/// unknown origin, a deleted file), a path under [`WRITABLE_DIRS`]. A script under them is
+/// added once the element is final (`crate::tracker::mark_writable_script`).
+pub fn writable_location(origin: Origin, exe: &str, memfd: bool) -> bool {
     let under = |p: &str| WRITABLE_DIRS.iter().any(|d| p.starts_with(d));
     memfd
         || matches!(origin, Origin::WritableLayer | Origin::Volume)
-        || script.is_some_and(under)
         || (matches!(origin, Origin::Host | Origin::Unknown | Origin::Fileless) && under(exe))
 }
 
@@ -302,12 +302,7 @@ pub fn settle_copy_up(ev: &mut ProcessEvent, lower_sha256: Option<&str>) {
         fileless: ev.fileless(),
         place: FilePlace::UpperLayer { image_content },
     });
-    ev.exe_writable_location = writable_location(
-        ev.origin,
-        &ev.exe_path,
-        ev.script_path.as_deref(),
-        ev.exe_memfd,
-    );
+    ev.exe_writable_location = writable_location(ev.origin, &ev.exe_path, ev.exe_memfd);
 }
 
 /// What the sensor knows of one exec, to classify its origin.
@@ -672,25 +667,23 @@ mod tests {
     #[test]
     fn writable_location_follows_the_origin() {
         use Origin::*;
-        for (origin, exe, script, memfd, want) in [
-            (Image, "/usr/bin/x", None, false, false),
+        for (origin, exe, memfd, want) in [
+            (Image, "/usr/bin/x", false, false),
             // A copy-up of an image file under /tmp is the image's: not writable.
-            (Image, "/tmp/x", None, false, false),
-            (WritableLayer, "/usr/bin/x", None, false, true),
-            (Volume, "/mnt/x", None, false, true),
-            (Fileless, "memfd:x", None, true, true),
-            (Fileless, "/tmp/x", None, false, true),
-            (Host, "/tmp/x", None, false, true),
-            (Host, "/usr/bin/x", None, false, false),
-            (Unknown, "/dev/shm/x", None, false, true),
-            (Unknown, "/usr/bin/x", None, false, false),
-            // A script under /tmp run by the image's shell.
-            (Image, "/bin/sh", Some("/tmp/x.sh"), false, true),
+            (Image, "/tmp/x", false, false),
+            (WritableLayer, "/usr/bin/x", false, true),
+            (Volume, "/mnt/x", false, true),
+            (Fileless, "memfd:x", true, true),
+            (Fileless, "/tmp/x", false, true),
+            (Host, "/tmp/x", false, true),
+            (Host, "/usr/bin/x", false, false),
+            (Unknown, "/dev/shm/x", false, true),
+            (Unknown, "/usr/bin/x", false, false),
         ] {
             assert_eq!(
-                writable_location(origin, exe, script, memfd),
+                writable_location(origin, exe, memfd),
                 want,
-                "{origin} {exe} {script:?}"
+                "{origin} {exe}"
             );
         }
     }

@@ -520,7 +520,6 @@ impl std::fmt::Debug for Enricher {
 /// its base name (the kubelet passes the command as written; the runtime may resolve it
 /// through `$PATH`).
 pub fn is_probe_command(argv: &[String], cmd: &[String]) -> bool {
-    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
     argv.len() == cmd.len()
         && !argv.is_empty()
         && base(&argv[0]) == base(&cmd[0])
@@ -532,20 +531,44 @@ pub fn is_probe_command(argv: &[String], cmd: &[String]) -> bool {
 /// ships it: its own name, or the applet a multi-call binary ran, is the command's (a
 /// versioned name such as `python3.11` for `python3` counts), and it comes from the image
 /// ([`from_image`]: not drift, neither from the writable layer, a volume, a memfd or a deleted
-/// file, nor in a writable directory). A copy of a shell dropped in `/tmp/sh` and run with the probe's words is an exec
-/// session, not a probe.
+/// file, nor in a writable directory). A copy of a shell dropped in `/tmp/sh` and run with the
+/// probe's words is an exec session, not a probe.
 pub fn is_probe_run(ev: &ProcessEvent, cmd: &[String]) -> bool {
-    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    let program = ev.applet.clone().unwrap_or_else(|| base(&ev.exe_path));
+    is_probe_command(&ev.argv, cmd) && runs_program_of(ev, &program, cmd)
+}
+
+/// Whether `ev`, whose argv the sensor could not read (the process exited, or exec'd its
+/// command in place as `sh -c 'cmd'` does, within microseconds), ran the probe command
+/// `cmd`'s program as the image ships it: the file's own name is the command's, and it comes
+/// from the image ([`from_image`]). argv cannot be checked, so
+/// this is weaker than [`is_probe_run`]: the event stays partial (`argv` missing) and only the
+/// first process of an exec session is judged by it. What it gives up is said in
+/// docs/ARCHITECTURE.md: a session whose first process runs a probe's program and is gone
+/// before the sensor reads it raises no "interactive session" incident; everything it starts
+/// is still evaluated as the workload's.
+pub fn is_unread_probe_run(ev: &ProcessEvent, cmd: &[String]) -> bool {
+    ev.argv.is_empty()
+        && ev.missing.iter().any(|m| m == "argv")
+        && runs_program_of(ev, &base(&ev.exe_path), cmd)
+}
+
+fn base(s: &str) -> String {
+    s.rsplit('/').next().unwrap_or(s).to_string()
+}
+
+/// Whether `program` (the applet or file name that ran in `ev`) is the program of `cmd`, from
+/// the image: the same name, or a versioned one (`python3.11` for `python3`).
+fn runs_program_of(ev: &ProcessEvent, program: &str, cmd: &[String]) -> bool {
     let Some(first) = cmd.first() else {
         return false;
     };
     let want = base(first);
-    let program = ev.applet.clone().unwrap_or_else(|| base(&ev.exe_path));
     let same_program = program == want
         || program
             .strip_prefix(want.as_str())
             .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
-    is_probe_command(&ev.argv, cmd) && same_program && from_image(ev)
+    same_program && from_image(ev)
 }
 
 enum Outcome {
@@ -627,10 +650,10 @@ impl Enricher {
                 ev.context = ExecContext::Descendant;
                 ev.exec_session = None;
             } else if first_of_session
-                && pod
-                    .probes
-                    .get(&meta.name)
-                    .is_some_and(|cmds| cmds.iter().any(|cmd| is_probe_run(&ev, cmd)))
+                && pod.probes.get(&meta.name).is_some_and(|cmds| {
+                    cmds.iter()
+                        .any(|cmd| is_probe_run(&ev, cmd) || is_unread_probe_run(&ev, cmd))
+                })
             {
                 ev.context = ExecContext::Probe;
                 ev.exec_session = None;
@@ -1123,6 +1146,33 @@ pub(crate) mod tests {
         applet.exe_path = "/bin/busybox".into();
         applet.applet = Some("cat".into());
         assert_eq!(e.push(applet, t0)[0].context, ExecContext::Probe);
+        // A probe gone (or exec'd again) before its argv was read is known by the file that
+        // ran, the probe's program from the image; it stays partial. The next program the
+        // same process runs is of the probe's tree.
+        let unread = |pid: u32, exe: &str| {
+            let mut u = session(event(pid, 4, &["x"], ExecContext::ExecSession), pid);
+            u.exe_path = exe.into();
+            u.argv.clear();
+            u.mark_missing("argv");
+            u
+        };
+        let gone = e.push(unread(19, "/bin/cat"), t0);
+        assert_eq!(gone[0].context, ExecContext::Probe);
+        assert!(gone[0].missing.contains(&"argv".to_string()));
+        let next = e.push(
+            session(event(19, 4, &["sleep", "1"], ExecContext::ExecSession), 19),
+            t0,
+        );
+        assert_eq!(next[0].context, ExecContext::Descendant);
+        // Another program, or the probe's program written into the container, unread: an
+        // exec session.
+        assert_eq!(
+            e.push(unread(20, "/bin/sh"), t0)[0].context,
+            ExecContext::ExecSession
+        );
+        let mut written = unread(21, "/tmp/cat");
+        written.exe_writable_location = true;
+        assert_eq!(e.push(written, t0)[0].context, ExecContext::ExecSession);
     }
 
     #[tokio::test]

@@ -60,6 +60,9 @@ pub struct ProcInfo {
     pub start_time: Option<SystemTime>,
     /// Raw `/proc/<pid>/cgroup`.
     pub cgroup: Option<String>,
+    /// The process exec'd again before `/proc` was read: the executable and argv read were
+    /// the later program's and were dropped (the executable comes from fanotify).
+    pub superseded: bool,
 }
 
 /// Splits a raw cmdline into bounded argv.
@@ -213,9 +216,12 @@ pub struct Stat {
     pub comm: String,
     /// Start time in clock ticks after boot.
     pub start_ticks: u64,
+    /// Virtual memory size in bytes (`None` when the line stops before it): 0 once the
+    /// process has no address space (exiting, a zombie, a kernel thread).
+    pub vsize: Option<u64>,
 }
 
-/// Parses `/proc/<pid>/stat`: `pid (comm) state ppid ... starttime(22nd) ...`. The command
+/// Parses `/proc/<pid>/stat`: `pid (comm) state ppid ... starttime(22nd) vsize ...`. The command
 /// name may itself hold spaces and parentheses, so it runs from the first `(` to the last `)`.
 pub fn parse_stat(text: &str) -> Option<Stat> {
     let open = text.find('(')?;
@@ -231,11 +237,12 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         }
         comm.truncate(cut);
     }
-    let rest: Vec<&str> = text[close + 1..].split_whitespace().take(20).collect();
+    let rest: Vec<&str> = text[close + 1..].split_whitespace().take(21).collect();
     Some(Stat {
         ppid: rest.get(1)?.parse::<i64>().ok()?.clamp(0, u32::MAX as i64) as u32,
         comm,
         start_ticks: rest.get(19)?.parse().ok()?,
+        vsize: rest.get(20).and_then(|v| v.parse().ok()),
     })
 }
 
@@ -440,10 +447,24 @@ impl ProcReader {
             info.exe_link = Some(link);
         }
         if let Some((argv, truncated)) = read_cmdline(&self.path(pid, "cmdline")) {
-            info.argv = Some(argv);
-            info.argv_truncated = truncated;
+            // An exiting process (or a zombie) has lost its address space, and the kernel then
+            // shows its command line as empty: its argv is gone, not empty. Only a process
+            // that still has one ran with no arguments at all (argc 0).
+            if !argv.is_empty() || self.has_address_space(pid) {
+                info.argv = Some(argv);
+                info.argv_truncated = truncated;
+            }
         }
         info
+    }
+
+    /// Whether `pid` still has an address space (`vsize` in `/proc/<pid>/stat` above 0); false
+    /// when that cannot be read.
+    pub fn has_address_space(&self, pid: u32) -> bool {
+        read_bounded(&self.path(pid, "stat"), 4096)
+            .and_then(|t| parse_stat(&t))
+            .and_then(|s| s.vsize)
+            .is_some_and(|v| v > 0)
     }
 
     /// Settles the executable's path and flags from the kernel's facts about `file`, the
@@ -643,10 +664,54 @@ mod tests {
             Some(Stat {
                 ppid: 4100,
                 comm: "a b) (c)".to_string(),
-                start_ticks: 987654
+                start_ticks: 987654,
+                vsize: Some(1000),
             })
         );
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    /// A process that has exited but is not reaped yet (a zombie) has no address space, and
+    /// the kernel shows its command line as empty: its argv is unreadable, never an empty
+    /// argv read as a fact (which would name the bare executable, not the applet or script
+    /// that ran). A live process's argv is read as it is.
+    #[test]
+    fn a_zombies_empty_command_line_is_unreadable_not_empty() {
+        let reader = ProcReader::new("/proc");
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let info = reader.read_urgent(live.id());
+        assert_eq!(info.argv, Some(vec!["sleep".to_string(), "30".to_string()]));
+        assert!(reader.has_address_space(live.id()));
+        let _ = live.kill();
+        let _ = live.wait();
+
+        let mut zombie = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = zombie.id();
+        let state = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|t| t[t.rfind(')')? + 2..].chars().next())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while state() != Some('Z') {
+            assert!(std::time::Instant::now() < deadline, "never a zombie");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            std::fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
+            b"",
+            "the kernel shows a zombie's command line as empty"
+        );
+        assert!(!reader.has_address_space(pid));
+        let info = reader.read_urgent(pid);
+        assert_eq!(info.argv, None, "{info:?}");
+        assert!(!info.argv_truncated);
+        let _ = zombie.wait();
     }
 
     /// Each case: the link, the facts, and (path, deleted, memfd, unknown).

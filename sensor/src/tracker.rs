@@ -53,6 +53,23 @@ struct Facts {
     start_time: Option<std::time::SystemTime>,
 }
 
+/// Whether `path` lies in one of the [`origin::WRITABLE_DIRS`].
+fn in_writable_dir(path: &str) -> bool {
+    origin::WRITABLE_DIRS.iter().any(|d| path.starts_with(d))
+}
+
+/// Marks `ev` as run from a writable location when the script it ran (a shell's or an
+/// interpreter's) lies in a writable directory. Applied once the element is final, after the
+/// hash: content found to be multi-call then turns what read as a shell's script into an
+/// applet's argument (`cat /tmp/x` through a copy of busybox named `sh` reads `/tmp/x`, it
+/// does not run it), so the script slot is only known then. The executable's own part of the
+/// flag is derived from its origin ([`origin::writable_location`]).
+pub(crate) fn mark_writable_script(ev: &mut ProcessEvent) {
+    if ev.script_path.as_deref().is_some_and(in_writable_dir) {
+        ev.exe_writable_location = true;
+    }
+}
+
 fn basename(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
@@ -71,6 +88,8 @@ pub struct EarlyRead {
     exe: Option<std::fs::File>,
     /// The exec's file as fanotify handed it over, matched to the exe link.
     claimed: Option<Claimed>,
+    /// This exec's file as fanotify recorded it, when `/proc` already showed a later exec's.
+    superseded: Option<(crate::fanotify::ExecFile, Option<std::fs::File>)>,
     info: ProcInfo,
 }
 
@@ -101,6 +120,12 @@ pub struct Observed {
 /// cgroup file then names the root cgroup it was moved to on exit and its cmdline is empty.
 /// Neither says anything about the process as it ran, so both count as unread.
 fn forget_if_exited(info: &mut ProcInfo) {
+    if info.superseded {
+        // Alive, running a later program: its cgroup and IDs are still its own, its command
+        // name is the later program's.
+        info.comm = None;
+        return;
+    }
     if info.exe.is_none() {
         info.cgroup = None;
         if info.argv.as_ref().is_some_and(|a| a.is_empty()) {
@@ -591,10 +616,33 @@ impl Tracker {
             return EarlyRead {
                 exe,
                 claimed: None,
+                superseded: None,
                 info,
             };
         };
         let mut info = self.reader.read_urgent(pid);
+        // The process may have exec'd again before this read: `/proc` then shows the later
+        // program, whose own exec event follows. This exec is named from the kernel's record
+        // as for a process gone, and the argv read is not its own.
+        if let Some(earlier) = info
+            .exe_link
+            .as_deref()
+            .and_then(plain_link)
+            .and_then(|exe| w.take_superseded(pid, exe))
+        {
+            info.exe = None;
+            info.exe_link = None;
+            info.exe_deleted_unknown = false;
+            info.argv = None;
+            info.argv_truncated = false;
+            info.superseded = true;
+            return EarlyRead {
+                exe: None,
+                claimed: None,
+                superseded: Some(earlier),
+                info,
+            };
+        }
         // Only a plain link is matched by path; a marked one (deleted, memfd, or a file named
         // so) is opened, so that the facts about that very file decide.
         let claimed = match info.exe_link.as_deref().and_then(plain_link) {
@@ -616,7 +664,17 @@ impl Tracker {
             None => self.reader.open_exe(pid),
         };
         self.reader.resolve_exe(&mut info, exe.as_ref());
-        EarlyRead { exe, claimed, info }
+        if let (None, Some(id)) = (&claimed, info.exe_id) {
+            // Read without fanotify's record (not read from its queue yet): that record, when
+            // it comes, is this exec's.
+            w.read_from_proc(pid, id);
+        }
+        EarlyRead {
+            exe,
+            claimed,
+            superseded: None,
+            info,
+        }
     }
 
     /// Whether the exec read as `early` should wait for its fork: the process is unknown to
@@ -641,6 +699,7 @@ impl Tracker {
         let EarlyRead {
             exe,
             claimed: early_claim,
+            superseded,
             mut info,
         } = early;
         let pid = info.pid;
@@ -694,7 +753,7 @@ impl Tracker {
                     }
                     claimed = c.mount;
                 }
-            } else if let Some((f, file)) = w.take(pid) {
+            } else if let Some((f, file)) = superseded.or_else(|| w.take(pid)) {
                 // The kernel's own record of the file this exec opened: fact, not a guess.
                 info.exe = Some(f.path);
                 info.exe_deleted = f.deleted;
@@ -957,8 +1016,9 @@ impl Tracker {
         if classified.origin == procguard_core::Origin::Unknown {
             missing.push(procguard_core::process::MISSING_ORIGIN);
         }
-        let writable =
-            origin::writable_location(classified.origin, &exe, script.as_deref(), info.exe_memfd);
+        // The script's part of the flag is added once the element is final
+        // ([`mark_writable_script`]).
+        let writable = origin::writable_location(classified.origin, &exe, info.exe_memfd);
         let container = Self::container_of(&placement).map(|c| ContainerInfo {
             container_id: c.id.clone(),
             runtime: c

@@ -260,6 +260,9 @@ impl Uplink {
             } else {
                 0
             },
+            // The content verdict is the server's to decide and send (incident samples, SIEM
+            // records); the server ignores a sensor's.
+            ..Default::default()
         };
         let class = if kind == pb::EventKind::Deviation {
             Class::Deviation
@@ -300,8 +303,8 @@ impl Uplink {
             }
             Some(pb::server_message::Body::Update(u)) => {
                 if let Some(b) = u.baseline {
-                    let key = match baseline_from_pb(&b) {
-                        Ok(d) => d.workload.to_string(),
+                    let (key, state) = match baseline_from_pb(&b) {
+                        Ok(d) => (d.workload.to_string(), d.state),
                         Err(e) => {
                             tracing::warn!(message = "Ignored a malformed baseline update from the server.", error = %e);
                             return;
@@ -310,15 +313,17 @@ impl Uplink {
                     if u.removed {
                         self.baselines.remove(&key);
                     } else {
-                        self.baselines.insert(key, b);
+                        self.baselines.insert(key.clone(), b);
                     }
                     self.baseline_revision = self.baseline_revision.max(u.revision);
                     self.rebuild_matcher(true);
-                    tracing::info!(
-                        message = "Baseline updated.",
-                        removed = u.removed,
-                        revision = u.revision
-                    );
+                    // A learning baseline changes with every new element and is not matched
+                    // here: its updates are routine. One this sensor enforces is news.
+                    if u.removed || state == procguard_core::BaselineState::Learning {
+                        tracing::debug!(message = "Baseline updated.", workload = %key, removed = u.removed, revision = u.revision);
+                    } else {
+                        tracing::info!(message = "Baseline updated.", workload = %key, state = %state.as_str(), revision = u.revision);
+                    }
                 }
             }
             None => {}

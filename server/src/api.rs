@@ -8,11 +8,13 @@ use crate::auth::{Caller, Denied, Role, Tokens};
 use crate::ingest::Hub;
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, AuditOutcome, BaselineFilter, SharedStorage, StoreError};
+use procguard_core::baseline::APPROVED_SHA256_CAP;
 use procguard_core::Origin;
 use procguard_core::{Baseline, ElementKey, ElementStatus, WorkloadIdentity};
+use procguard_proto::convert::content::diff_to_pb;
 use procguard_proto::convert::{
-    self, baseline_to_pb, element_key, element_ref, identity, origins_to_pb, state_from_pb,
-    state_to_pb, timestamp,
+    self, baseline_to_pb, element_content, element_key, element_ref, identity, origins_to_pb,
+    state_from_pb, state_to_pb, timestamp,
 };
 use procguard_proto::v1 as pb;
 use std::collections::BTreeSet;
@@ -147,12 +149,32 @@ impl Api {
         target: &str,
         result: Result<T, Status>,
     ) -> Result<T, Status> {
+        self.done_with(
+            request,
+            caller,
+            action,
+            target,
+            result.map(|r| (r, String::new())),
+        )
+        .await
+    }
+
+    /// Audits the outcome of an allowed call whose success says what it changed (`detail`,
+    /// recorded in the audit log), and passes the result through.
+    pub(crate) async fn done_with<T, R>(
+        &self,
+        request: &Request<R>,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        result: Result<(T, String), Status>,
+    ) -> Result<T, Status> {
         let peer = request
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
         let (outcome, detail) = match &result {
-            Ok(_) => (AuditOutcome::Ok, String::new()),
+            Ok((_, detail)) => (AuditOutcome::Ok, detail.clone()),
             Err(s) => (AuditOutcome::Failed, s.message().to_string()),
         };
         self.audit(AuditEntry {
@@ -167,7 +189,7 @@ impl Api {
             peer,
         })
         .await;
-        result
+        result.map(|(r, _)| r)
     }
 
     /// Pushes a changed baseline to every connected sensor.
@@ -365,11 +387,25 @@ impl pb::baseline_service_server::BaselineService for Api {
         let r = request.get_ref();
         let result = async {
             let id = identity(r.workload.as_ref()).map_err(invalid)?;
-            let add = keys(&r.elements)?;
+            // Each element with the contents to approve for it (none: added by name).
+            let mut add: std::collections::BTreeMap<ElementKey, Vec<String>> = Default::default();
+            for e in &r.elements {
+                let (k, sha) = element_content(e).map_err(invalid)?;
+                let contents = add.entry(k).or_default();
+                contents.extend(sha.filter(|h| !contents.contains(h)));
+            }
             if add.is_empty() {
                 return Err(Status::invalid_argument("name at least one element to add"));
             }
-            for k in &add {
+            for (k, contents) in &add {
+                if contents.len() > APPROVED_SHA256_CAP {
+                    return Err(Status::invalid_argument(format!(
+                        "element '{k}': at most {APPROVED_SHA256_CAP} contents (sha256) per element, got {}",
+                        contents.len()
+                    )));
+                }
+            }
+            for k in add.keys() {
                 if !k.exe_path.starts_with('/') && !k.exe_path.starts_with("memfd:") {
                     return Err(Status::invalid_argument(format!(
                         "element '{k}': exe_path must be absolute (start with '/')"
@@ -378,38 +414,57 @@ impl pb::baseline_service_server::BaselineService for Api {
             }
             if let Ok(current) = self.store.baseline(&id, 0) {
                 let new = add
-                    .iter()
+                    .keys()
                     .filter(|k| !current.elements.contains_key(*k))
                     .count();
                 self.limits.check_elements(current.elements.len() + new)?;
             } else {
                 self.limits.check_elements(add.len())?;
             }
-            self.change_one(&caller, &id, "added", &r.reason, true, |b| {
-                let now = SystemTime::now();
-                for k in &add {
-                    let el =
-                        b.elements
-                            .entry(k.clone())
-                            .or_insert_with(|| procguard_core::Element {
-                                status: ElementStatus::Approved,
-                                review_reasons: vec![],
-                                provenance: procguard_core::baseline::Provenance::new(now),
-                                manual: true,
-                                // Added by name: matched by name alone (see docs/ARCHITECTURE.md),
-                                // and from no drift origin (allow an incident, or import, for
-                                // one that runs from outside the image).
-                                approved_sha256: Vec::new(),
-                                origins: BTreeSet::new(),
-                            });
-                    el.status = ElementStatus::Approved;
-                }
-                Ok(())
-            })
-            .await
+            let b = self
+                .change_one(&caller, &id, "added", &r.reason, true, |b| {
+                    let now = SystemTime::now();
+                    for (k, contents) in &add {
+                        let el =
+                            b.elements
+                                .entry(k.clone())
+                                .or_insert_with(|| procguard_core::Element {
+                                    status: ElementStatus::Approved,
+                                    review_reasons: vec![],
+                                    provenance: procguard_core::baseline::Provenance::new(now),
+                                    manual: true,
+                                    // Added by name: matched by name alone (see
+                                    // docs/ARCHITECTURE.md), unless contents are given;
+                                    // and from no drift origin (allow an incident, or
+                                    // import, for one that runs from outside the image).
+                                    approved_sha256: Vec::new(),
+                                    origins: BTreeSet::new(),
+                                });
+                        el.status = ElementStatus::Approved;
+                        // Exactly the contents named, and only for this element.
+                        for h in contents {
+                            el.approve_content(h);
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+            let detail = add
+                .iter()
+                .map(|(k, contents)| {
+                    if contents.is_empty() {
+                        format!("{k} (by name)")
+                    } else {
+                        format!("{k} (content sha256 {})", contents.join(", "))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let detail = format!("added {detail} (version {})", b.version);
+            Ok((b, detail))
         }
         .await;
-        self.done(&request, &caller, "AddElements", &target, result)
+        self.done_with(&request, &caller, "AddElements", &target, result)
             .await
             .map(Response::new)
     }
@@ -534,46 +589,11 @@ impl pb::baseline_service_server::BaselineService for Api {
                 .store
                 .baseline(&id, r.to_version)
                 .map_err(store_status)?;
-            let st = |s: Option<&procguard_core::Element>| {
-                s.map(|e| status_pb(e.status))
-                    .unwrap_or(pb::ElementStatus::Unspecified) as i32
-            };
-            let mut out = pb::DiffVersionsResponse {
+            Ok(pb::DiffVersionsResponse {
                 state_before: state_to_pb(a.state) as i32,
                 state_after: state_to_pb(b.state) as i32,
-                ..Default::default()
-            };
-            let origins = |k: &ElementKey, e: &procguard_core::Element| {
-                (!e.origins.is_empty()).then(|| pb::ElementOrigins {
-                    element: Some(element_ref(k)),
-                    origins: origins_to_pb(&e.origins),
-                })
-            };
-            for (k, e) in &b.elements {
-                match a.elements.get(k) {
-                    None => {
-                        out.added.push(element_ref(k));
-                        out.origins.extend(origins(k, e));
-                    }
-                    Some(old) if old.status != e.status || old.origins != e.origins => {
-                        out.changed.push(pb::ElementChange {
-                            element: Some(element_ref(k)),
-                            before: st(Some(old)),
-                            after: st(Some(e)),
-                            origins_before: origins_to_pb(&old.origins),
-                            origins_after: origins_to_pb(&e.origins),
-                        })
-                    }
-                    Some(_) => {}
-                }
-            }
-            for (k, e) in &a.elements {
-                if !b.elements.contains_key(k) {
-                    out.removed.push(element_ref(k));
-                    out.origins.extend(origins(k, e));
-                }
-            }
-            Ok(out)
+                ..diff_to_pb(&procguard_core::content::diff(&a.elements, &b.elements))
+            })
         })();
         self.done(&request, &caller, "DiffVersions", &target, result)
             .await
@@ -740,19 +760,21 @@ impl pb::baseline_service_server::BaselineService for Api {
                     }
                     Some(_) => "update",
                 };
+                // What changes, element by element: applet and script included in each name,
+                // status, and the contents each element gains or loses.
+                let empty = Default::default();
+                let d = procguard_core::content::diff(
+                    old.as_ref().map_or(&empty, |o| &o.elements),
+                    &b.elements,
+                );
+                let d = diff_to_pb(&d);
                 changes.push(pb::ImportChange {
                     workload: Some((&b.workload).into()),
                     action: action.into(),
-                    added: after
-                        .keys()
-                        .filter(|k| !before.contains_key(*k))
-                        .map(|k| element_ref(k))
-                        .collect(),
-                    removed: before
-                        .keys()
-                        .filter(|k| !after.contains_key(*k))
-                        .map(|k| element_ref(k))
-                        .collect(),
+                    added: d.added,
+                    removed: d.removed,
+                    changed: d.changed,
+                    content_changed: d.content_changed,
                 });
             }
             if !r.dry_run {
@@ -774,15 +796,6 @@ impl pb::baseline_service_server::BaselineService for Api {
         self.done(&request, &caller, "ImportBaselines", "", result)
             .await
             .map(Response::new)
-    }
-}
-
-fn status_pb(s: ElementStatus) -> pb::ElementStatus {
-    match s {
-        ElementStatus::Learned => pb::ElementStatus::Learned,
-        ElementStatus::Approved => pb::ElementStatus::Approved,
-        ElementStatus::NeedsReview => pb::ElementStatus::NeedsReview,
-        ElementStatus::Rejected => pb::ElementStatus::Rejected,
     }
 }
 

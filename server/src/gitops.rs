@@ -26,6 +26,7 @@
 //! reported with its location (`items[2].elements[0].exe`), all of them at once.
 
 use procguard_core::baseline::{Provenance, APPROVED_SHA256_CAP};
+use procguard_core::content::is_sha256;
 use procguard_core::{
     Baseline, BaselineState, Element, ElementKey, ElementStatus, Origin, WorkloadIdentity,
     WorkloadKind,
@@ -172,7 +173,11 @@ fn check_path(errors: &mut Vec<String>, at: String, p: &str) {
 }
 
 /// A script, applet or loaded program: what argv named, so any text but empty, over-long or
-/// with control characters.
+/// with a NUL. Other control characters are accepted: a file name or argv may hold them (a
+/// newline, an escape), the sensor learns them as they are, and the export writes them
+/// escaped; refusing them would let whoever ran such a name during training make the whole
+/// exported document unimportable. A NUL cannot come from the kernel (paths and arguments
+/// end at one).
 fn check_text(errors: &mut Vec<String>, at: String, p: &str) {
     if p.is_empty() {
         errors.push(format!(
@@ -180,16 +185,9 @@ fn check_text(errors: &mut Vec<String>, at: String, p: &str) {
         ));
     } else if p.len() > MAX_PATH {
         errors.push(format!("{at}: longer than {MAX_PATH} bytes"));
-    } else if p.chars().any(char::is_control) {
-        errors.push(format!("{at}: contains a control character"));
+    } else if p.contains('\0') {
+        errors.push(format!("{at}: contains a NUL character"));
     }
-}
-
-/// Whether `h` is a sha256 as the sensor writes it: 64 lowercase hex digits.
-fn is_sha256(h: &str) -> bool {
-    h.len() == 64
-        && h.bytes()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
 /// Parses and validates a document into baselines; every problem is listed.
@@ -470,6 +468,105 @@ items:
         assert!(errs[0].contains("not a valid BaselineList"), "{errs:?}");
     }
 
+    /// Every element a baseline can learn exports and imports back unchanged: applets
+    /// (`[unreadable]` included), scripts (`[inline]`, `[unreadable]`, relative, `./[x`,
+    /// `-m MODULE`, names with spaces and control characters an attacker chose), an
+    /// `[unreadable]` executable, several approved contents, an unpinned element, and every
+    /// status. Learned through `Baseline::observe`, as the server learns.
+    #[test]
+    fn every_learned_element_round_trips() {
+        use procguard_core::{
+            BaselineState, Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity,
+        };
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let id = WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "app");
+        let ev = |exe: &str, applet: &str, script: &str, sha: Option<&str>| ProcessEvent {
+            pid: 1,
+            ppid: 0,
+            ancestors: vec![],
+            start_time: None,
+            uid: 0,
+            gid: 0,
+            comm: String::new(),
+            exe_path: exe.into(),
+            argv: vec![exe.into()],
+            argv_truncated: false,
+            applet: (!applet.is_empty()).then(|| applet.to_string()),
+            script_path: (!script.is_empty()).then(|| script.to_string()),
+            exe_sha256: sha.map(str::to_string),
+            exe_memfd: false,
+            exe_deleted: false,
+            exe_writable_location: exe.starts_with("/tmp/"),
+            // Every origin an element can learn: the image's, the writable layer's (held for
+            // review), and the unknown.
+            origin: match exe {
+                "[unreadable]" => procguard_core::Origin::Unknown,
+                e if e.starts_with("/tmp/") => procguard_core::Origin::WritableLayer,
+                _ => procguard_core::Origin::Image,
+            },
+            container: Some(ContainerInfo {
+                container_id: "cid".into(),
+                image_digest: Some("sha256:a".into()),
+                ..Default::default()
+            }),
+            workload: id.clone(),
+            context: ExecContext::Entrypoint,
+            exec_session: None,
+            completeness: Completeness::Full,
+            missing: vec![],
+            node_name: "n1".into(),
+            attributed_late_ms: None,
+        };
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let mut base = Baseline::new(id.clone(), now);
+        for e in [
+            ev("/bin/busybox", "wget", "", Some(&a)),
+            ev("/bin/busybox", "[unreadable]", "", Some(&a)),
+            ev("/bin/sh", "", "[inline]", Some(&b)),
+            ev("/bin/sh", "", "[unreadable]", Some(&b)),
+            ev("/bin/sh", "", "loop.sh", Some(&b)),
+            ev("/bin/sh", "", "./[x.sh", Some(&b)),
+            ev("/bin/busybox", "sh", "/tmp/a b.sh", Some(&a)),
+            ev("/bin/sh", "", "/tmp/x\ny\u{1b}[31m.sh", Some(&b)),
+            ev("/usr/bin/python3.11", "", "-m http.server", None),
+            ev("[unreadable]", "", "", None),
+            ev("/tmp/dropped", "", "", Some(&a)),
+            ev("/app/\u{e9}t\u{e9} \t", "", "", Some(&a)),
+        ] {
+            base.observe(&e, now, std::time::Duration::from_secs(600), 4096);
+        }
+        // A second content from another image build, learned while training.
+        let mut rebuilt = ev("/bin/busybox", "wget", "", Some(&b));
+        rebuilt.container.as_mut().unwrap().image_digest = Some("sha256:b".into());
+        base.observe(&rebuilt, now, std::time::Duration::from_secs(600), 4096);
+        base.state = BaselineState::Enforced;
+        let reject = ElementKey {
+            exe_path: "/bin/sh".into(),
+            applet: String::new(),
+            script_path: "[unreadable]".into(),
+        };
+        base.elements.get_mut(&reject).unwrap().status = ElementStatus::Rejected;
+        let wget = ElementKey {
+            exe_path: "/bin/busybox".into(),
+            applet: "wget".into(),
+            script_path: String::new(),
+        };
+        assert_eq!(base.elements[&wget].approved_sha256, vec![a.clone(), b]);
+        let statuses: std::collections::HashSet<ElementStatus> =
+            base.elements.values().map(|e| e.status).collect();
+        assert_eq!(statuses.len(), 3, "learned, needs review and rejected");
+
+        let doc = export(std::slice::from_ref(&base));
+        let back = parse(&doc, now).unwrap_or_else(|e| panic!("{e:?}\n{doc}"));
+        assert_eq!(back.len(), 1);
+        let d = procguard_core::content::diff(&base.elements, &back[0].elements);
+        assert!(d.is_empty(), "{d:?}\n{doc}");
+        assert_eq!(
+            (back[0].state, &back[0].workload),
+            (base.state, &base.workload)
+        );
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
@@ -501,6 +598,42 @@ items:
                     }
                     Err(errs) => prop_assert!(!errs.is_empty()),
                 }
+            }
+
+            /// Any element names the sensor can report (any text but NUL, executables absolute)
+            /// and any approved contents export and parse back to the same elements.
+            #[test]
+            fn any_element_round_trips(
+                elements in proptest::collection::vec(
+                    (
+                        "/[^\u{0}]{0,40}",
+                        proptest::option::of("[^/\u{0}]{1,20}"),
+                        proptest::option::of("[^\u{0}]{1,40}"),
+                        proptest::collection::vec("[0-9a-f]{64}", 0..3),
+                    ),
+                    0..8,
+                ),
+            ) {
+                let now = SystemTime::UNIX_EPOCH;
+                let mut b = parse(GOOD, now).unwrap().remove(0);
+                for (exe, applet, script, shas) in elements {
+                    let mut e = b.elements.values().next().unwrap().clone();
+                    e.approved_sha256.clear();
+                    for h in &shas {
+                        e.approve_content(h);
+                    }
+                    let key = ElementKey {
+                        exe_path: exe,
+                        applet: applet.unwrap_or_default(),
+                        script_path: script.unwrap_or_default(),
+                    };
+                    b.elements.insert(key, e);
+                }
+                let doc = export(std::slice::from_ref(&b));
+                let again = parse(&doc, now);
+                prop_assert!(again.is_ok(), "{:?}\n{}", again, doc);
+                let d = procguard_core::content::diff(&b.elements, &again.unwrap()[0].elements);
+                prop_assert!(d.is_empty(), "{:?}", d);
             }
 
             /// Whatever is exported parses back to the same elements.

@@ -2,9 +2,11 @@
 //!
 //! Authentication, authorisation and auditing go through the same helpers as the baseline API
 //! ([`Api::allow`], [`Api::done`]): viewers read incidents, approvers acknowledge, resolve and
-//! allow them. Allowing adds the executable to the workload's baseline as a new, audited
+//! allow them. Allowing adds exactly what the incident ran to the workload's baseline (its
+//! element, and the contents its samples ran with: `Incident::allow_in`) as a new, audited
 //! version and closes the incident in one store transaction (then the baseline is pushed to
-//! every sensor through the [`crate::ingest::Hub`]); the incident records the actor and reason.
+//! every sensor through the [`crate::ingest::Hub`]); the incident records the actor and
+//! reason, the audit record what was allowed, contents included.
 //!
 //! Actions are idempotent: repeating the action that led to the current state (a retry, a
 //! double click, two people resolving at once) succeeds, returns the incident as it is, and
@@ -81,8 +83,13 @@ impl IncidentApi {
                 .await
                 .map_err(status)?;
             let i = &out.incident;
+            // The audit record says exactly what was allowed: element and contents.
+            let mut detail = String::new();
             if let Some(b) = out.baseline {
-                tracing::info!(message = "Incident allowed into its baseline.", incident = %i.id, workload = %b.workload, version = b.version, actor = %caller.actor);
+                if let Some(a) = &out.allowed {
+                    detail = format!("{a} in {} (version {})", b.workload, b.version);
+                }
+                tracing::info!(message = "Incident allowed into its baseline.", incident = %i.id, workload = %b.workload, version = b.version, allowed = %detail, actor = %caller.actor);
                 self.api.publish(b);
             }
             if out.changed {
@@ -90,11 +97,11 @@ impl IncidentApi {
             } else {
                 tracing::info!(message = "Incident action repeated; nothing changed.", incident = %i.id, state = i.state.as_str(), action = action.as_str(), actor = %caller.actor);
             }
-            Ok(incident_to_pb(i, true))
+            Ok((incident_to_pb(i, true), detail))
         }
         .await;
         self.api
-            .done(&request, &caller, method, &target, result)
+            .done_with(&request, &caller, method, &target, result)
             .await
             .map(Response::new)
     }

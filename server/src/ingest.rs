@@ -332,6 +332,8 @@ impl pb::sensor_service_server::SensorService for SensorApi {
         // and the flush leader may be one of this stream's pending batches, which only this
         // stream's loop polls: awaiting it inline would have the loop wait on itself.
         let (health_tx, mut health_rx) = mpsc::channel::<crate::store::HealthReport>(HEALTH_BUFFER);
+        // The counters are cumulative: losses are logged when they change, not every report.
+        let mut logged_losses = (0u64, 0u64);
         {
             let store = store.clone();
             let metrics = metrics.clone();
@@ -393,6 +395,8 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                                 metrics.events_duplicate.inc_by(out.duplicates as u64);
                                 metrics.deviations.inc_by(out.deviations.len() as u64);
                                 metrics.events_unattributed.inc_by(out.unattributed as u64);
+                                metrics.events_partial.inc_by(out.partial as u64);
+                                metrics.execs_unread.inc_by(out.unread as u64);
                                 metrics.incident_changes.inc_by(out.incidents.len() as u64);
                                 if out.refused > 0 {
                                     // Executables a full baseline refused to learn (recorded as deviations).
@@ -468,8 +472,10 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                             }
                             Some(pb::sensor_message::Body::Health(h)) => {
                                 metrics.sensor_reported_drops.get_or_create(&crate::metrics::NodeLabel { node: node.clone() }).set(h.events_dropped as i64);
-                                if h.events_dropped > 0 || h.kernel_losses > 0 {
+                                let losses = (h.events_dropped, h.kernel_losses);
+                                if losses != logged_losses && losses != (0, 0) {
                                     tracing::warn!(message = "Sensor reports losses.", node = %node, seen = h.events_seen, dropped = h.events_dropped, kernel_losses = h.kernel_losses, spooled = h.spooled);
+                                    logged_losses = losses;
                                 } else {
                                     tracing::debug!(message = "Sensor health.", node = %node, seen = h.events_seen, spooled = h.spooled);
                                 }

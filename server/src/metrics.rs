@@ -25,6 +25,11 @@ pub struct Metrics {
     /// Events stored whose pod the sensor did not know in time: never learned into a baseline
     /// of their own; the sensor sends them again under their workload identity.
     pub events_unattributed: Counter,
+    /// Partial events stored (a field the sensor could not read): coverage, never an incident.
+    pub events_partial: Counter,
+    /// Execs whose applet or script could not be read while all that was read is allowed:
+    /// counted as coverage in their baseline, not deviations.
+    pub execs_unread: Counter,
     /// Sensor batches refused as malformed or oversized.
     pub batches_rejected: Counter,
     /// Sensor streams refused (no certificate, wrong node).
@@ -71,6 +76,16 @@ impl Metrics {
             "events_unattributed",
             "Sensor events stored under a pod UID only (pod metadata late); not learned, awaiting their workload identity",
             self.events_unattributed.clone(),
+        );
+        r.register(
+            "events_partial",
+            "Partial sensor events stored (a field the sensor could not read); coverage, never an incident",
+            self.events_partial.clone(),
+        );
+        r.register(
+            "execs_unread",
+            "Execs whose applet or script could not be read while all that was read is allowed; counted as coverage in their baseline",
+            self.execs_unread.clone(),
         );
         r.register(
             "batches_rejected",

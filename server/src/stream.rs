@@ -32,7 +32,9 @@ use crate::store::{
 };
 use futures::StreamExt;
 use procguard_core::incident::Severity;
-use procguard_proto::convert::incident::{incident_to_pb, severity_filter, severity_to_pb};
+use procguard_proto::convert::incident::{
+    deviation_to_pb, incident_to_pb, severity_filter, severity_to_pb,
+};
 use procguard_proto::convert::timestamp;
 use procguard_proto::v1 as pb;
 use procguard_proto::Encoded;
@@ -176,14 +178,13 @@ pub fn record_to_pb(r: &LogRecord) -> pb::StreamRecord {
             incident_id,
             deviation,
         } => (
-            pb::stream_record::Record::Deviation(pb::SensorEvent {
-                event_id: deviation.event_id.clone(),
-                sequence: 0,
-                kind: pb::EventKind::Deviation as i32,
-                observed_at: Some(timestamp(deviation.at)),
-                process: Some((&deviation.process).into()),
-                baseline_revision: deviation.baseline_version,
-            }),
+            pb::stream_record::Record::Deviation(deviation_to_pb(
+                &deviation.event_id,
+                deviation.at,
+                deviation.baseline_version,
+                &deviation.process,
+                deviation.content.as_ref(),
+            )),
             incident_id.clone(),
         ),
         RecordBody::Audit(a) => (

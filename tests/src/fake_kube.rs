@@ -263,6 +263,21 @@ impl FakeKube {
         let _ = self.tx.send((rv, kind, pod, at));
     }
 
+    /// Removes a pod (a `DELETED` watch event carrying its last state), as the API server does
+    /// once the kubelet has reported its containers gone. An unknown UID changes nothing.
+    pub fn delete(&self, uid: &str) {
+        let mut p = self.pods.lock().unwrap();
+        let Some(mut pod) = p.pods.remove(uid) else {
+            return;
+        };
+        p.rv += 1;
+        let rv = p.rv;
+        pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let at = Instant::now();
+        p.history.push((rv, "DELETED", pod.clone(), at));
+        let _ = self.tx.send((rv, "DELETED", pod, at));
+    }
+
     /// Makes this a slow API server from now on: lists are answered `delay` after they are
     /// asked, and each change reaches the watches `delay` after it was applied.
     pub fn delay_answers(&self, delay: Duration) {

@@ -102,6 +102,7 @@ pub fn event(seq: u64, node: &str, w: &pb::WorkloadIdentity, exe: &str) -> pb::S
             ..Default::default()
         }),
         baseline_revision: 0,
+        ..Default::default()
     }
 }
 

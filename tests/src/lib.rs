@@ -9,7 +9,9 @@ pub mod cgroupns;
 pub mod cgroups;
 pub mod fake_kube;
 pub mod grpc;
+pub mod images;
 pub mod jsonl;
+pub mod kubelet;
 pub mod runtimes;
 
 use std::net::TcpListener;
@@ -423,6 +425,58 @@ pub fn ctl_json(
     serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
+/// Runs `procguardctl watch ARGS` as the `siem` role and returns the first line that `wanted`
+/// accepts, or `None` once `timeout` has passed; the watcher is stopped either way.
+pub fn watch_until(
+    pki: &Pki,
+    server: &Server,
+    args: &[&str],
+    timeout: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let mut child = Command::new(bin("procguardctl"))
+        .arg("--server")
+        .arg(server.url())
+        .arg("--tls-ca")
+        .arg(pki.file("ca.crt"))
+        .arg("--tls-server-name")
+        .arg("localhost")
+        .arg("--token")
+        .arg(pki.token("siem"))
+        .arg("watch")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run procguardctl watch");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let mut found = None;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if wanted(&line) => {
+                found = Some(line);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    found
+}
+
 /// Name of the test image: busybox-static, with each applet as its own file, `FROM scratch`.
 pub const BUSYBOX_IMAGE: &str = "procguard-test-busybox:2";
 
@@ -430,46 +484,21 @@ pub const BUSYBOX_IMAGE: &str = "procguard-test-busybox:2";
 pub fn busybox_image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .expect("busybox-static is not installed (apt-get install busybox-static)");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("rootfs");
-        for d in ["bin", "usr/bin", "tmp"] {
-            std::fs::create_dir_all(root.join(d)).expect("mkdir");
-        }
-        // Real files, not symlinks: /proc/<pid>/exe then names the applet, as in a real image.
-        for (dir, applets) in [
-            (
-                "bin",
-                &[
-                    "sh", "sleep", "cat", "true", "ls", "echo", "cp", "chmod", "rm",
-                ][..],
-            ),
-            ("usr/bin", &["id", "env", "wget", "whoami"][..]),
-        ] {
-            for a in applets {
-                std::fs::copy(&busybox, root.join(dir).join(a)).expect("copy busybox");
-            }
-        }
-        std::fs::write(
-            dir.path().join("Dockerfile"),
-            "FROM scratch\nCOPY rootfs/ /\nCMD [\"/bin/sleep\", \"3600\"]\n",
-        )
-        .expect("Dockerfile");
-        let out = Command::new("docker")
-            .args(["build", "-q", "-t", BUSYBOX_IMAGE])
-            .arg(dir.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .output()
-            .expect("docker build");
-        assert!(
-            out.status.success(),
-            "docker build failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        images::build(&images::Spec {
+            tag: BUSYBOX_IMAGE,
+            applets: &[
+                (
+                    "bin",
+                    &[
+                        "sh", "sleep", "cat", "true", "ls", "echo", "cp", "chmod", "rm",
+                    ],
+                ),
+                ("usr/bin", &["id", "env", "wget", "whoami"]),
+            ],
+            files: &[],
+            labels: &[],
+            cmd: &["/bin/sleep", "3600"],
+        })
     });
     BUSYBOX_IMAGE
 }
@@ -487,8 +516,13 @@ impl Container {
     /// Runs `cmd` in a new container of [`busybox_image`], without network, in the cgroup a
     /// kubelet would give a BestEffort pod with `pod_uid`.
     pub fn run_in_pod(pod_uid: &str, cmd: &[&str]) -> Self {
+        Self::run_image_in_pod(busybox_image(), pod_uid, cmd)
+    }
+
+    /// [`Container::run_in_pod`] of `image`; an empty `cmd` runs the image's own `CMD`.
+    pub fn run_image_in_pod(image: &str, pod_uid: &str, cmd: &[&str]) -> Self {
         let parent = format!("/kubepods/besteffort/pod{pod_uid}");
-        Self::run(&["--cgroup-parent", &parent], cmd, Some(pod_uid))
+        Self::run(image, &["--cgroup-parent", &parent], cmd, Some(pod_uid))
     }
 
     /// [`Container::run_in_pod`] with the extra `docker run` flags `flags` (`-v`, ...).
@@ -496,7 +530,7 @@ impl Container {
         let parent = format!("/kubepods/besteffort/pod{pod_uid}");
         let mut all = vec!["--cgroup-parent", &parent];
         all.extend_from_slice(flags);
-        Self::run(&all, cmd, Some(pod_uid))
+        Self::run(busybox_image(), &all, cmd, Some(pod_uid))
     }
 
     /// The container's writable layer (its overlay upper directory) as Docker reports it.
@@ -512,12 +546,11 @@ impl Container {
     /// cgroup), without network, with the extra `docker run` flags `flags` (`--name`,
     /// `--label`, ...).
     pub fn run_standalone(flags: &[&str], cmd: &[&str]) -> Self {
-        Self::run(flags, cmd, None)
+        Self::run(busybox_image(), flags, cmd, None)
     }
 
-    /// `docker run -d --network none FLAGS IMAGE CMD` of [`busybox_image`].
-    fn run(flags: &[&str], cmd: &[&str], pod_uid: Option<&str>) -> Self {
-        let image = busybox_image();
+    /// `docker run -d --network none FLAGS IMAGE CMD`.
+    fn run(image: &str, flags: &[&str], cmd: &[&str], pod_uid: Option<&str>) -> Self {
         let out = Command::new("docker")
             .args(["run", "-d", "--network", "none"])
             .args(flags)

@@ -334,7 +334,91 @@ fn export_import_round_trip_on_a_fresh_server() {
         &["baselines", "reject", workload, "--element", "/bin/sh"],
     )
     .unwrap();
+    // An applet added with exactly two contents: pinned to those, and the audit log says so.
+    let (a, b) = ("a".repeat(64), "b".repeat(64));
+    let before = get(&pki, &first, workload).unwrap()["version"]
+        .as_u64()
+        .unwrap();
+    let wget = "/bin/busybox (wget)";
+    let added = ctl_json(
+        &pki,
+        &first,
+        "approver",
+        &[
+            "baselines",
+            "add",
+            workload,
+            "--element",
+            wget,
+            "--sha256",
+            &a,
+            "--sha256",
+            &b,
+        ],
+    )
+    .unwrap();
+    let pinned = added["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["exe_path"] == "/bin/busybox" && e["applet"] == "wget")
+        .unwrap_or_else(|| panic!("{added:#}"));
+    assert_eq!(
+        pinned["approved_sha256"],
+        serde_json::json!([a, b]),
+        "{pinned}"
+    );
+    let audit = ctl_json(&pki, &first, "admin", &["audit", "list"]).unwrap();
+    let record = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|r| r["action"] == "AddElements" && r["result"] == "ok")
+        .unwrap()
+        .clone();
+    let detail = record["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(wget) && detail.contains(&a) && detail.contains(&b),
+        "{record}"
+    );
+    // The diff names the element with its applet and each content it gained.
+    let diff = ctl_json(
+        &pki,
+        &first,
+        "viewer",
+        &["baselines", "diff", workload, "--from", &before.to_string()],
+    )
+    .unwrap();
+    assert_eq!(diff["added"], serde_json::json!([wget]), "{diff}");
+    assert_eq!(
+        diff["content_changed"],
+        serde_json::json!([{"element": wget, "sha256_added": [a, b], "sha256_removed": []}]),
+        "{diff}"
+    );
+    // A malformed content, or contents with no single element to belong to, are refused
+    // and change nothing.
+    for (args, want) in [
+        (
+            vec!["--element", wget, "--sha256", "ABC"],
+            "64 lowercase hex digits",
+        ),
+        (
+            vec!["--element", wget, "--element", "/bin/id", "--sha256", &a],
+            "exactly one --element",
+        ),
+    ] {
+        let mut all = vec!["baselines", "add", workload];
+        all.extend(args);
+        let out = ctl(&pki, &first, "approver", &all);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(msg.contains(want), "{msg}");
+    }
     let original = get(&pki, &first, workload).unwrap();
+    assert_eq!(
+        original["version"], added["version"],
+        "a refused add changed it"
+    );
     let export = ctl(&pki, &first, "viewer", &["baselines", "export"]);
     assert!(export.status.success(), "{export:?}");
     let yaml = String::from_utf8(export.stdout).unwrap();
@@ -367,6 +451,22 @@ fn export_import_round_trip_on_a_fresh_server() {
     .unwrap();
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["changes"][0]["action"], "create", "{dry}");
+    // It names each element with applet and script, and each content it would approve.
+    let names: Vec<&str> = dry["changes"][0]["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        names.contains(&wget) && names.contains(&"/usr/bin/python3 /app/health.py"),
+        "{dry}"
+    );
+    assert_eq!(
+        dry["changes"][0]["content_changed"],
+        serde_json::json!([{"element": wget, "sha256_added": [a, b], "sha256_removed": []}]),
+        "{dry}"
+    );
     assert!(
         get(&pki, &second, workload).is_none(),
         "dry run wrote something"
@@ -438,6 +538,30 @@ fn export_import_round_trip_on_a_fresh_server() {
     )
     .unwrap();
     assert_eq!(again["changes"][0]["action"], "unchanged", "{again}");
+    for list in ["added", "removed", "changed", "content_changed"] {
+        assert_eq!(again["changes"][0][list], serde_json::json!([]), "{again}");
+    }
+    // A document that drops one content of the applet is an update that names it.
+    let fewer = work.path().join("fewer.yaml");
+    let without_b: String = yaml
+        .lines()
+        .filter(|l| l.trim() != format!("- {b}"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&fewer, without_b).unwrap();
+    let dropped = ctl_json(
+        &pki,
+        &second,
+        "admin",
+        &["baselines", "import", fewer.to_str().unwrap(), "--dry-run"],
+    )
+    .unwrap();
+    assert_eq!(dropped["changes"][0]["action"], "update", "{dropped}");
+    assert_eq!(
+        dropped["changes"][0]["content_changed"],
+        serde_json::json!([{"element": wget, "sha256_added": [], "sha256_removed": [b]}]),
+        "{dropped}"
+    );
 
     // Bulk changes by namespace; a bulk change without a filter is refused.
     let unfiltered = ctl(&pki, &second, "approver", &["baselines", "bulk-reset"]);
@@ -569,6 +693,7 @@ fn event(seq: u64, exe: &str, digest: &str) -> pb::SensorEvent {
             }),
             ..Default::default()
         }),
+        ..Default::default()
     }
 }
 

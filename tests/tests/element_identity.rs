@@ -9,7 +9,10 @@
 //! an `[unreadable]` applet, never as the allowed file; unit-tested in `sensor::multicall`.) Each must raise a deviation
 //! naming exactly that element, while the workload's own loop raises nothing; and each exec
 //! session into the enforced workload, even one that runs only an allowed binary, is one
-//! "interactive session" incident. On the host, the
+//! "interactive session" incident. Allowing one applet's incident allows that applet with
+//! the content it ran, and the file's other applets still deviate; the learned baseline
+//! (applets, inline code, a relative script, contents) exports and imports back unchanged.
+//! On the host, the
 //! loader run directly and an interpreter's one-liner are named as what they run.
 
 use procguard_tests::*;
@@ -32,9 +35,15 @@ fn re_routing_through_allowed_files_raises_what_really_ran() {
     let server = Server::start(&pki, work.path(), &[]);
     let sensor = Sensor::start(&pki, &server, "node-a", work.path(), &[]);
     let uid = pod_uid();
+    // The loop: inline code, and a script named relative to the working directory.
     let c = Container::run_in_pod(
         &uid,
-        &["/bin/sh", "-c", "while true; do /bin/sleep 0.2; done"],
+        &[
+            "/bin/sh",
+            "-c",
+            "cd /tmp; echo '/bin/sleep 0.2' > loop.sh; \
+             while true; do /bin/sleep 0.2; /bin/sh loop.sh; done",
+        ],
     );
     let workload = format!("default//pod/pod-{uid}/{}", c.short());
     let learned = wait_for(Duration::from_secs(15), || {
@@ -42,11 +51,13 @@ fn re_routing_through_allowed_files_raises_what_really_ran() {
         let els: Vec<(String, String, String)> =
             b["elements"].as_array()?.iter().map(element_of).collect();
         let has = |e: &str, s: &str| els.iter().any(|x| x.0 == e && x.1.is_empty() && x.2 == s);
-        (has("/bin/sleep", "") && has("/bin/sh", "[inline]")).then_some(els)
+        (has("/bin/sleep", "") && has("/bin/sh", "[inline]") && has("/bin/sh", "loop.sh"))
+            .then_some(els)
     });
     assert!(
         learned.is_some(),
-        "baseline not learned as (/bin/sleep) and (/bin/sh [inline]); sensor log:\n{}",
+        "baseline not learned as (/bin/sleep), (/bin/sh [inline]) and (/bin/sh loop.sh); \
+         sensor log:\n{}",
         sensor.proc.log_text()
     );
     approve_and_wait_for_push(&pki, &server, &sensor, &workload);
@@ -137,14 +148,98 @@ fn re_routing_through_allowed_files_raises_what_really_ran() {
             .any(|i| i["exe_path"] == "/bin/sh" && i["count"].as_u64() > Some(1)),
         "the moves' session groups all its processes: {sessions:#?}"
     );
-    // The workload's own elements never alerted: neither the loop's sleep nor its inline shell.
+    // The workload's own elements never alerted: neither the loop's sleep nor its shells.
     for i in &list {
         let (e, a, s) = element_of(i);
         assert!(
             !(a.is_empty()
-                && ((e == "/bin/sleep" && s.is_empty()) || (e == "/bin/sh" && s == "[inline]"))),
+                && ((e == "/bin/sleep" && s.is_empty())
+                    || (e == "/bin/sh" && (s == "[inline]" || s == "loop.sh")))),
             "an allowed element raised an incident: {i:#}"
         );
+    }
+
+    // Allowing the `cat` applet's incident allows exactly that applet of that file, with the
+    // content it ran: the file's other applets still deviate.
+    let incident = |applet: &str| {
+        incident_list(&pki, &server).into_iter().find(|i| {
+            i["kind"] == "deviation"
+                && element_of(i) == ("/bin/sleep".into(), applet.into(), "".into())
+        })
+    };
+    let cat = incident("cat").unwrap();
+    assert_eq!(cat["content"]["verdict"], "new-element", "{cat:#}");
+    let cat_id = cat["id"].as_str().unwrap().to_string();
+    let head_count = incident("head").unwrap()["count"].as_u64().unwrap();
+    let allowed = ctl_json(
+        &pki,
+        &server,
+        "approver",
+        &["incidents", "allow", &cat_id, "--reason", "cat is ours"],
+    )
+    .unwrap();
+    assert_eq!(allowed["state"], "allowed", "{allowed:#}");
+    let ran = allowed["samples"][0]["process"]["exe_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = ctl_json(&pki, &server, "viewer", &["baselines", "get", &workload]).unwrap();
+    let cat_el = b["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| element_of(e) == ("/bin/sleep".into(), "cat".into(), "".into()))
+        .unwrap_or_else(|| panic!("{b:#}"))
+        .clone();
+    assert_eq!(cat_el["status"], "approved", "{cat_el}");
+    assert_eq!(
+        cat_el["approved_sha256"],
+        serde_json::json!([ran]),
+        "{cat_el}"
+    );
+    // (The server decides incidents on its own baseline, whatever the sensor holds yet.)
+    let again = "(sleep 0.3) | /tmp/cat >/dev/null; \
+                 (sleep 0.3) | (exec -a busybox /bin/sleep head -n 1 >/dev/null)";
+    assert!(c.exec(&["/bin/sh", "-c", again]).status.success());
+    let head = wait_for(Duration::from_secs(10), || {
+        incident("head").filter(|i| i["count"].as_u64() > Some(head_count))
+    });
+    assert!(head.is_some(), "the head applet no longer deviates");
+    let cats: Vec<Value> = incident_list(&pki, &server)
+        .into_iter()
+        .filter(|i| {
+            element_of(i) == ("/bin/sleep".into(), "cat".into(), "".into()) && i["state"] == "open"
+        })
+        .collect();
+    assert!(
+        cats.is_empty(),
+        "the allowed applet raised again: {cats:#?}"
+    );
+
+    // Export → import of this real learned baseline (applets, inline code, a relative script,
+    // contents) changes nothing: the dry run reports no change of any kind.
+    let export = ctl(&pki, &server, "viewer", &["baselines", "export"]);
+    assert!(export.status.success(), "{export:?}");
+    let yaml = String::from_utf8(export.stdout).unwrap();
+    for want in ["applet: cat", "script: loop.sh", "script: '[inline]'", &ran] {
+        assert!(yaml.contains(want), "{want} not in\n{yaml}");
+    }
+    let file = work.path().join("learned.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let dry = ctl_json(
+        &pki,
+        &server,
+        "admin",
+        &["baselines", "import", file.to_str().unwrap(), "--dry-run"],
+    )
+    .unwrap();
+    let change = dry["changes"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["workload"] == workload.as_str()))
+        .unwrap_or_else(|| panic!("{dry:#}"));
+    assert_eq!(change["action"], "unchanged", "{dry:#}");
+    for list in ["added", "removed", "changed", "content_changed"] {
+        assert_eq!(change[list], serde_json::json!([]), "{dry:#}");
     }
 }
 

@@ -179,6 +179,7 @@ fn malformed_protobuf_on_the_sensor_stream_gets_a_clear_status_and_others_go_on(
                     observed_at: None,
                     process: None,
                     baseline_revision: 0,
+                    ..Default::default()
                 }],
             })),
         };
@@ -508,6 +509,7 @@ fn event(node: &str, seq: u64, argv: Vec<String>) -> pb::SensorEvent {
         observed_at: None,
         process: Some((&p).into()),
         baseline_revision: 0,
+        ..Default::default()
     }
 }
 

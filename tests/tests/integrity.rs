@@ -7,7 +7,7 @@
 //! new content): a "modified executable".
 
 use procguard_tests::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 /// A development PKI, a server, and a sensor for `node-a` that also writes its events as
@@ -166,7 +166,13 @@ fn names_chosen_by_an_attacker_never_hide_an_executable() {
 /// appended (still a working busybox, so it keeps running as `cat`), put back at `/bin/cat`
 /// after the old file is unlinked. Every process of the workload lives 0.2 s (the pipe from
 /// `sleep` holds `cat`), so the sensor reads each one's argv and the elements stay the ones
-/// learned.
+/// learned. The workload pauses its `cat` while `/tmp/pause` exists, so no `cat` is running
+/// when its file is unlinked (one would be a deleted executable, another incident).
+///
+/// The content verdict is `modified` in `incidents list`/`get` (`-o json` and the table) and
+/// in each SIEM format; allowing the incident approves exactly the contents its samples ran
+/// with (the audit record names them), and a second, different replacement is `modified`
+/// again.
 #[test]
 fn a_binary_replaced_at_an_allowed_path_is_a_modified_executable() {
     if !require_root_and_docker() {
@@ -180,7 +186,8 @@ fn a_binary_replaced_at_an_allowed_path_is_a_modified_executable() {
         &[
             "/bin/sh",
             "-c",
-            "while true; do /bin/sleep 0.2 | /bin/cat > /dev/null; done",
+            "while true; do if [ -e /tmp/pause ]; then /bin/sleep 0.1; \
+             else /bin/sleep 0.2 | /bin/cat > /dev/null; fi; done",
         ],
     );
     let workload = format!("default//pod/pod-{uid}/{}", c.short());
@@ -241,7 +248,8 @@ fn a_binary_replaced_at_an_allowed_path_is_a_modified_executable() {
     assert_eq!(deviations_before, 0.0);
 
     // The attacker's move: same path, new content.
-    let replace = "cp /bin/cat /tmp/t; echo pwned >> /tmp/t; rm /bin/cat; cp /tmp/t /bin/cat";
+    let replace = "echo > /tmp/pause; /bin/sleep 0.5; cp /bin/cat /tmp/t; echo pwned >> /tmp/t; \
+                   rm /bin/cat; cp /tmp/t /bin/cat; rm /tmp/pause";
     let out = c.exec(&["/bin/sh", "-c", replace]);
     assert!(
         out.status.success(),
@@ -294,7 +302,137 @@ fn a_binary_replaced_at_an_allowed_path_is_a_modified_executable() {
         "{list:#?}"
     );
 
+    // The content verdict, a field of its own in every output: `modified`, with the content
+    // that ran and the one approved.
+    let id = modified["id"].as_str().unwrap().to_string();
+    let verdict = |c: &Value| {
+        (
+            c["verdict"].as_str().unwrap_or_default().to_string(),
+            c["sha256"].as_str().unwrap_or_default().to_string(),
+            c["approved_sha256"].clone(),
+        )
+    };
+    let want = ("modified".to_string(), sha.to_string(), json!(busybox_sha));
+    assert_eq!(verdict(&modified["content"]), want, "{modified:#}");
+    let full = ctl_json(&pki, &server, "viewer", &["incidents", "get", &id]).unwrap();
+    assert_eq!(verdict(&full["content"]), want, "{full:#}");
+    for s in full["samples"].as_array().unwrap() {
+        // Each sample its own verdict, on its own content.
+        let ran = s["process"]["exe_sha256"].as_str().unwrap_or_default();
+        assert_eq!(s["content"]["verdict"], "modified", "{s:#}");
+        assert_eq!(s["content"]["sha256"], ran, "{s:#}");
+    }
+    let table = ctl(&pki, &server, "viewer", &["incidents", "get", &id]);
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(
+        table.contains(&format!("Content:   modified (ran sha256 {}", &sha[..12])),
+        "{table}"
+    );
+    // Each SIEM format, on the stream's deviation record of the replaced binary.
+    let record = |format: &str, is: &dyn Fn(&str) -> bool| {
+        let args = ["--oldest", "--kind", "deviation", "--format", format];
+        watch_until(&pki, &server, &args, Duration::from_secs(10), is)
+            .unwrap_or_else(|| panic!("no {format} deviation record of /bin/cat {sha}"))
+    };
+    let line = record("jsonl", &|l| l.contains("\"/bin/cat\"") && l.contains(sha));
+    let line: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(verdict(&line["deviation"]["content"]), want, "{line:#}");
+    let line = record("ocsf", &|l| l.contains("\"/bin/cat\"") && l.contains(sha));
+    let line: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(verdict(&line["unmapped"]["content"]), want, "{line:#}");
+    let line = record("cef", &|l| {
+        l.contains("filePath=/bin/cat ") && l.contains(sha)
+    });
+    for field in [
+        "procguardContentVerdict=modified".to_string(),
+        format!("procguardApprovedSha256={}", busybox_sha[0]),
+        format!("fileHash={sha}"),
+    ] {
+        assert!(line.contains(&field), "{field} not in {line}");
+    }
+
+    // Allowing the incident approves exactly the contents it ran with (the samples'), and
+    // records them in the audit log.
+    let sample_shas: Vec<String> = full["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["process"]["exe_sha256"].as_str().map(String::from))
+        .fold(Vec::new(), |mut v, h| {
+            if !v.contains(&h) {
+                v.push(h);
+            }
+            v
+        });
+    let allowed = ctl_json(
+        &pki,
+        &server,
+        "approver",
+        &["incidents", "allow", &id, "--reason", "rebuilt cat"],
+    )
+    .unwrap();
+    assert_eq!(allowed["state"], "allowed", "{allowed:#}");
+    let after = ctl_json(&pki, &server, "viewer", &["baselines", "get", &workload]).unwrap();
+    let mut want_pinned = busybox_sha.clone();
+    want_pinned.extend(sample_shas.iter().cloned());
+    assert_eq!(pinned(&after, "/bin/cat"), Some(want_pinned), "{after:#}");
+    assert_eq!(pinned(&after, "/bin/sleep"), pinned(&learned, "/bin/sleep"));
+    let audit = ctl_json(
+        &pki,
+        &server,
+        "admin",
+        &["audit", "list", "--limit", "1000"],
+    )
+    .unwrap();
+    let allow = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|r| r["action"] == "AllowIncident" && r["result"] == "ok")
+        .unwrap_or_else(|| panic!("{audit:#}"))
+        .clone();
+    let detail = allow["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("allowed /bin/cat") && detail.contains(sha),
+        "{allow:#}"
+    );
+    // The allowed content runs on (the loop) and raises nothing; a second, different
+    // replacement is modified again: allowing approved that content, not any content.
+    std::thread::sleep(Duration::from_secs(1));
+    let cat_incidents = || -> Vec<Value> {
+        deviations()
+            .into_iter()
+            .filter(|i| i["exe_path"] == "/bin/cat" && i["applet"] == "")
+            .collect()
+    };
+    assert_eq!(cat_incidents().len(), 1, "{:#?}", cat_incidents());
+    let again = "echo > /tmp/pause; /bin/sleep 0.5; cp /bin/cat /tmp/t2; echo again >> /tmp/t2; \
+                 rm /bin/cat; cp /tmp/t2 /bin/cat; rm /tmp/pause";
+    let out = c.exec(&["/bin/sh", "-c", again]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = wait_for(Duration::from_secs(10), || {
+        cat_incidents().into_iter().find(|i| i["state"] == "open")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the second replacement raised nothing: {:#?}",
+            cat_incidents()
+        )
+    });
+    let (v, ran, approved) = verdict(&second["content"]);
+    assert_eq!(v, "modified", "{second:#}");
+    assert!(!sample_shas.contains(&ran) && ran.len() == 64, "{second:#}");
+    assert!(
+        approved.as_array().unwrap().iter().any(|h| h == sha),
+        "{second:#}"
+    );
+
     // Export carries the approved contents, and an import on a fresh server restores them.
+    let learned = ctl_json(&pki, &server, "viewer", &["baselines", "get", &workload]).unwrap();
     let export = ctl(&pki, &server, "viewer", &["baselines", "export"]);
     assert!(export.status.success(), "{export:?}");
     let yaml = String::from_utf8(export.stdout).unwrap();
@@ -324,6 +462,13 @@ fn a_binary_replaced_at_an_allowed_path_is_a_modified_executable() {
             .map(|c| c["action"].clone())
     };
     assert_eq!(action(&again), Some("unchanged".into()), "{again}");
+    let change = again["changes"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["workload"] == workload.as_str()))
+        .unwrap();
+    for list in ["added", "removed", "changed", "content_changed"] {
+        assert_eq!(change[list], json!([]), "{again}");
+    }
     let unpinned = work.path().join("unpinned.yaml");
     // The same document without any `sha256:` list (as exported before content identity).
     let is_hash_item = |l: &str| {

@@ -305,7 +305,7 @@ fn drift_scenario(fanotify: &str) {
     let cef = watch("cef");
     assert!(
         cef.lines()
-            .any(|l| l.contains("filePath=/mnt/tool") && l.contains("cat=volume")),
+            .any(|l| l.contains("filePath=/mnt/tool") && l.contains("procguardOrigin=volume")),
         "{cef}"
     );
 }

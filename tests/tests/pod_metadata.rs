@@ -368,3 +368,101 @@ fn late_pod_metadata_is_never_learned_outside_the_workloads_baseline() {
         .collect();
     assert_eq!(containers, vec![workload], "{all:?}");
 }
+
+/// A probe is exempt, its children are not: with an enforced baseline, a probe whose script
+/// runs a binary the workload never ran raises a deviation for that binary, as the
+/// workload's descendant, while the probe itself raises nothing (no exec-session incident).
+#[test]
+fn a_probe_whose_script_runs_an_unknown_binary_raises_a_deviation() {
+    if !require_root_and_docker() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let api = FakeKube::start();
+    let node = format!("node-{}", &pod_uid()[..8]);
+    let uid = pod_uid();
+    // The probe as the pod spec declares it; its script runs /bin/ls (a file of the image the
+    // workload never runs) before the allowed sleep.
+    let probe: &[&str] = &["/bin/sh", "-c", "/bin/ls / >/dev/null; /bin/sleep 0.3"];
+    let c = Container::run_in_pod(
+        &uid,
+        &["/bin/sh", "-c", "while true; do /bin/sleep 0.2; done"],
+    );
+    api.apply(
+        PodBuilder::new("shop", "probed-7c9b4d5f8-q2x7k", &uid, &node)
+            .owned_by("ReplicaSet", "probed-7c9b4d5f8")
+            .label("pod-template-hash", "7c9b4d5f8")
+            .container("app", busybox_image(), Some(&c.id), Some(probe))
+            .build(),
+    );
+    let kubeconfig = api.kubeconfig(work.path());
+    let pki = Pki::create(&work.path().join("pki"), &[&node]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let sensor = Sensor::start(
+        &pki,
+        &server,
+        &node,
+        work.path(),
+        &[
+            "--pod-metadata",
+            "kube",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    let workload = "default/shop/deployment/probed/app";
+    let learned = wait_for(Duration::from_secs(20), || {
+        let b = ctl_json(&pki, &server, "viewer", &["baselines", "get", workload]).ok()?;
+        let els = b["elements"].as_array()?.clone();
+        let has = |e: &str, s: &str| {
+            els.iter()
+                .any(|x| x["exe_path"] == e && x["script_path"].as_str().unwrap_or("") == s)
+        };
+        (has("/bin/sleep", "") && has("/bin/sh", "[inline]")).then_some(())
+    });
+    assert!(
+        learned.is_some(),
+        "baseline of {workload} not learned; sensor log:\n{}",
+        sensor.proc.log_text()
+    );
+    approve_and_wait_for_push(&pki, &server, &sensor, workload);
+
+    // The kubelet runs the probe (docker exec stands in for the CRI's ExecSync).
+    let out = c.exec(probe);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = wait_for(Duration::from_secs(15), || {
+        incident_list(&pki, &server)
+            .into_iter()
+            .find(|i| i["kind"] == "deviation" && i["exe_path"] == "/bin/ls")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no deviation for the probe's child /bin/ls; incidents: {:#}\nbaseline: {:#}\nsensor log:\n{}",
+            Value::from(incident_list(&pki, &server)),
+            ctl_json(&pki, &server, "viewer", &["baselines", "get", workload]).unwrap_or_default(),
+            sensor.proc.log_text()
+        )
+    });
+    assert_eq!(dev["workload"], workload, "{dev:#}");
+    let id = dev["id"].as_str().unwrap().to_string();
+    let full = ctl_json(&pki, &server, "viewer", &["incidents", "get", &id]).unwrap();
+    let contexts: Vec<&Value> = full["samples"]
+        .as_array()
+        .map(|s| s.iter().map(|x| &x["process"]["context"]).collect())
+        .unwrap_or_default();
+    assert!(
+        !contexts.is_empty() && contexts.iter().all(|c| *c == "descendant"),
+        "the probe's child is the workload's descendant: {full:#}"
+    );
+    // The probe itself alerts nothing: no exec-session incident, no other deviation.
+    std::thread::sleep(Duration::from_secs(2));
+    let others: Vec<Value> = incident_list(&pki, &server)
+        .into_iter()
+        .filter(|i| i["id"] != dev["id"])
+        .collect();
+    assert!(others.is_empty(), "the probe alerted: {others:#?}");
+}

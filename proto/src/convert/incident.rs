@@ -5,9 +5,12 @@
 //! filter enums (severity, state) are read from requests, and an unknown value is an error
 //! rather than "no filter".
 
+use super::content::verdict_to_pb;
 use super::{origin_to_pb, timestamp, ConvertError, Result};
 use crate::v1 as pb;
 use procguard_core::incident::{Incident, IncidentKind, IncidentState, Sample, Severity};
+use procguard_core::{ContentCheck, ProcessEvent};
+use std::time::SystemTime;
 
 /// Domain severity to protobuf.
 pub fn severity_to_pb(s: Severity) -> pb::Severity {
@@ -57,16 +60,32 @@ pub fn state_filter(v: i32, field: &'static str) -> Result<Option<IncidentState>
     )
 }
 
-/// One sample as the sensor event it came from.
-pub fn sample_to_pb(s: &Sample) -> pb::SensorEvent {
+/// A deviation as the server sends it out (an incident sample, a SIEM deviation record): the
+/// sensor event it came from, received at `at`, with its content verdict.
+pub fn deviation_to_pb(
+    event_id: &str,
+    at: SystemTime,
+    baseline_version: u64,
+    process: &ProcessEvent,
+    content: Option<&ContentCheck>,
+) -> pb::SensorEvent {
     pb::SensorEvent {
-        event_id: s.event_id.clone(),
+        event_id: event_id.to_string(),
         sequence: 0,
         kind: pb::EventKind::Deviation as i32,
-        observed_at: Some(timestamp(s.at)),
-        process: Some((&s.process).into()),
-        baseline_revision: 0,
+        observed_at: Some(timestamp(at)),
+        process: Some(process.into()),
+        baseline_revision: baseline_version,
+        content: content.map_or(0, |c| verdict_to_pb(c.verdict) as i32),
+        content_approved_sha256: content
+            .map(|c| c.approved_sha256.clone())
+            .unwrap_or_default(),
     }
+}
+
+/// One sample as the sensor event it came from.
+pub fn sample_to_pb(s: &Sample) -> pb::SensorEvent {
+    deviation_to_pb(&s.event_id, s.at, 0, &s.process, s.content.as_ref())
 }
 
 /// An incident; `with_samples` false leaves the samples out (listings).
@@ -96,6 +115,20 @@ pub fn incident_to_pb(i: &Incident, with_samples: bool) -> pb::Incident {
         },
         baseline_version: i.baseline_version,
         severity_reason: i.severity_reason.clone(),
+        content: i
+            .content
+            .as_ref()
+            .map_or(0, |c| verdict_to_pb(c.verdict) as i32),
+        content_sha256: i
+            .content
+            .as_ref()
+            .and_then(|c| c.sha256.clone())
+            .unwrap_or_default(),
+        content_approved_sha256: i
+            .content
+            .as_ref()
+            .map(|c| c.approved_sha256.clone())
+            .unwrap_or_default(),
         sensor_node: i.sensor_node.clone(),
         state_actor: i.state_actor.clone(),
         state_reason: i.state_reason.clone(),

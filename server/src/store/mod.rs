@@ -136,6 +136,10 @@ pub struct DeviationRecord {
     pub baseline_state: BaselineState,
     /// The process.
     pub process: ProcessEvent,
+    /// Its content verdict against the baseline it deviated from (`None` in records stored
+    /// before verdicts existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<procguard_core::ContentCheck>,
 }
 
 /// Outcome of an audited action.
@@ -209,6 +213,12 @@ pub struct IngestOutcome {
     /// ingested, never learned into or matched against a baseline (see
     /// [`procguard_core::ProcessEvent::awaits_pod_metadata`]).
     pub unattributed: usize,
+    /// Events the sensor sent partial (a field it could not read): coverage, counted in each
+    /// baseline's [`procguard_core::baseline::Coverage`], never an incident of their own.
+    pub partial: usize,
+    /// Of those, execs whose applet or script could not be read while everything read was
+    /// allowed ([`procguard_core::baseline::Observation::Partial`]).
+    pub unread: usize,
 }
 
 /// Filters for listing baselines.
@@ -584,6 +594,9 @@ impl Store {
                             };
                             seen.insert(k, rec.add(now, &ev.process));
                         }
+                        if ev.process.completeness == procguard_core::Completeness::Partial {
+                            out.partial += 1;
+                        }
                         match b.observe(&ev.process, now, relearn_window, self.max_elements) {
                             o @ (Observation::Deviation | Observation::Refused) => {
                                 if o == Observation::Refused {
@@ -595,6 +608,7 @@ impl Store {
                                     baseline_version: b.version,
                                     baseline_state: b.state,
                                     process: ev.process.clone(),
+                                    content: Some(b.judge_content(&ev.process)),
                                 };
                                 // Keyed by the record-log cursor: unique and increasing. (sled's
                                 // `generate_id` deadlocks inside a transaction.)
@@ -605,6 +619,7 @@ impl Store {
                                 deviations.insert(&seq.to_be_bytes(), value)?;
                                 out.deviations.push(rec);
                             }
+                            Observation::Partial => out.unread += 1,
                             Observation::Learned { .. }
                             | Observation::Known
                             | Observation::Probe => {}

@@ -154,6 +154,8 @@ pub struct ActionOutcome {
     pub changed: bool,
     /// For an allow that changed something: the baseline's new version.
     pub baseline: Option<Baseline>,
+    /// For an allow that changed something: what it allowed (element and contents).
+    pub allowed: Option<incident::Allowed>,
 }
 
 /// Why a subscription cannot start where it asked.
@@ -778,9 +780,11 @@ impl Store {
                         incident: i,
                         changed: false,
                         baseline: None,
+                        allowed: None,
                     };
                     return Ok((outcome, log));
                 }
+                let mut allowed = None;
                 let baseline = if action == Action::Allow {
                     let workload = i.workload.clone().ok_or_else(|| {
                         abort(StoreError::Rejected(format!(
@@ -795,8 +799,10 @@ impl Store {
                             ))))
                         }
                     };
-                    i.allow_in(&mut b, now)
-                        .map_err(|e| abort(StoreError::Rejected(e)))?;
+                    allowed = Some(
+                        i.allow_in(&mut b, now)
+                            .map_err(|e| abort(StoreError::Rejected(e)))?,
+                    );
                     // Every change is a new version (as in `Store::change`).
                     b.version += 1;
                     let reason = format!("incident {id}: {reason}");
@@ -817,6 +823,7 @@ impl Store {
                     incident: changed.pop().expect("one incident"),
                     changed: true,
                     baseline,
+                    allowed,
                 };
                 Ok((outcome, log))
             })
@@ -847,8 +854,11 @@ impl Store {
         Ok(entry.id)
     }
 
-    /// Records a sensor's health report. Dropped, partial or lost events since its previous
-    /// report raise (or extend) its sensor-blind incident, which is returned.
+    /// Records a sensor's health report. Events dropped (queue or spool full) or lost in the
+    /// kernel since its previous report raise (or extend: one incident per episode, until a
+    /// person resolves it) its sensor-blind incident, which is returned. Partial events are
+    /// not blindness: the sensor saw the exec and said what it could not read; they are
+    /// coverage (counted per baseline and in metrics), never this incident.
     pub async fn sensor_health(
         &self,
         node: &str,
@@ -873,9 +883,8 @@ impl Store {
                 // Counters are cumulative since the sensor started; a smaller value means it
                 // restarted, and the whole value is new.
                 let delta = |new: u64, old: u64| if new >= old { new - old } else { new };
-                let (d, p, k) = (
+                let (d, k) = (
                     delta(report.dropped, h.dropped),
-                    delta(report.partial, h.partial),
                     delta(report.kernel_losses, h.kernel_losses),
                 );
                 h.dropped = report.dropped;
@@ -888,9 +897,9 @@ impl Store {
                 };
                 s.last_seen = Some(now);
                 sensors.insert(node, enc(&s))?;
-                if d + p + k > 0 {
+                if d + k > 0 {
                     let reason = format!(
-                        "sensor on {node} reported {d} dropped, {p} partial and {k} kernel-lost events since its previous report"
+                        "sensor on {node} lost events since its previous report: {d} dropped (queue or spool full), {k} lost in the kernel"
                     );
                     log.blind((incidents, keys), node, reason)?;
                 }
@@ -1320,13 +1329,15 @@ mod tests {
             kernel_losses: 0,
         };
         assert!(s.sensor_health("n1", r(0, 0), t0).await.unwrap().is_none());
-        let i = s.sensor_health("n1", r(3, 0), t0).await.unwrap().unwrap();
+        // Partial events are coverage, not blindness: no incident, however many.
+        assert!(s.sensor_health("n1", r(0, 40), t0).await.unwrap().is_none());
+        let i = s.sensor_health("n1", r(3, 40), t0).await.unwrap().unwrap();
         assert!(
             i.severity_reason.contains("3 dropped"),
             "{}",
             i.severity_reason
         );
-        assert!(s.sensor_health("n1", r(3, 0), t0).await.unwrap().is_none());
+        assert!(s.sensor_health("n1", r(3, 90), t0).await.unwrap().is_none());
         // A restarted sensor starts counting again from zero.
         let again = s.sensor_health("n1", r(1, 2), t0).await.unwrap().unwrap();
         assert_eq!(again.id, i.id);

@@ -63,6 +63,7 @@ fn event(node: &str, seq: u64) -> pb::SensorEvent {
         observed_at: None,
         process: Some((&p).into()),
         baseline_revision: 0,
+        ..Default::default()
     }
 }
 

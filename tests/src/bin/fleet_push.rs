@@ -134,6 +134,7 @@ async fn main() {
             exe_path: "/app/server".into(),
             applet: String::new(),
             script_path: String::new(),
+            sha256: String::new(),
         }],
         reason: "bench".into(),
     })
