@@ -5,7 +5,8 @@
 //! **Facts.** The executed file's mount ID and identity (device, inode), from the one `statx`
 //! that reads its hash cache key ([`Opened`]: of the descriptor fanotify handed over, or of
 //! `/proc/<pid>/exe`), so it costs no syscall of its own; and the container's mount table,
-//! `/proc/<pid>/mountinfo` of a process in it, read once per container ([`Mounts`]): the root
+//! `/proc/<pid>/mountinfo` of a process in it, read once per container, and once more for a
+//! process whose exec it cannot place, at most once per mount ([`Mounts`]): the root
 //! mount (the line whose mount point is `/`), its superblock's device, the overlay's upper
 //! directory and lower layers, and every other mount.
 //!
@@ -411,7 +412,7 @@ impl Origins {
         {
             return place(FilePlace::Unknown);
         }
-        let mut m = match self.mounts.get(id) {
+        let m = match self.mounts.get(id) {
             Some(m) => m.clone(),
             None if e.alive => match self.read_mounts(reader, e.pid, id) {
                 Some(m) => m,
@@ -419,21 +420,37 @@ impl Origins {
             },
             None => return place(FilePlace::Unknown),
         };
-        let mut r = reach(e.opened, &m);
-        if r == Reach::Unlisted && e.alive {
-            // A table read before the process entered the container's mount namespace, or a
-            // mount made since: read it again, once per mount.
-            let mount = e.opened.iter().find_map(|o| o.mount).unwrap_or(0);
-            if self.rereads.len() >= MAX_REREADS {
-                self.rereads.clear();
-            }
-            if self.rereads.insert((id.to_string(), mount)) {
-                if let Some(again) = self.read_mounts(reader, e.pid, id) {
-                    m = again;
-                    r = reach(e.opened, &m);
-                }
-            }
+        let first = self.place_in(&m, e);
+        if first.origin != Origin::Unknown || !e.alive {
+            return first;
         }
+        // A table read before the process entered the container's mount namespace (then it
+        // is the host's), or a mount made since: read it again and look once more, at most
+        // once per mount the kernel named.
+        let mount = e.opened.iter().find_map(|o| o.mount).unwrap_or(0);
+        if self.rereads.len() >= MAX_REREADS {
+            self.rereads.clear();
+        }
+        if !self.rereads.insert((id.to_string(), mount)) {
+            return first;
+        }
+        match self.read_mounts(reader, e.pid, id) {
+            Some(again) if again != m => self.place_in(&again, e),
+            _ => first,
+        }
+    }
+
+    /// The origin of `e` among the container's mounts `m`.
+    fn place_in(&mut self, m: &Mounts, e: Exec<'_>) -> Classified {
+        let place = |place| Classified {
+            origin: classify(OriginFacts {
+                in_container: true,
+                fileless: false,
+                place,
+            }),
+            copy_up: None,
+        };
+        let r = reach(e.opened, m);
         if r == Reach::OtherMount {
             return place(FilePlace::OtherMount);
         }
@@ -743,5 +760,83 @@ mod tests {
             Found::File(_)
         ));
         assert_eq!(lookup(&d.join("upper"), "bin/sh"), Found::Absent);
+    }
+
+    /// A container's mount table read while its first process was still in the host's mount
+    /// namespace (the host's table) is read again once an exec cannot be placed by it; and a
+    /// process gone before its container's table was read is unknown, never the image.
+    #[test]
+    fn a_wrong_mount_table_is_read_again_and_a_gone_process_is_unknown() {
+        let host = tempfile::tempdir().unwrap();
+        let h = host.path();
+        for d in ["upper/bin", "lower/bin", "proc/42"] {
+            std::fs::create_dir_all(h.join(d)).unwrap();
+        }
+        std::fs::write(h.join("lower/bin/sh"), "sh").unwrap();
+        std::fs::write(h.join("upper/bin/x"), "x").unwrap();
+        let reader = ProcReader::new(h.join("proc"));
+        let mut o = Origins::new(h.to_path_buf());
+        // The root overlay's device (0:40), as statx reports it for its files.
+        const OVERLAY: u64 = 40;
+        assert_eq!(OVERLAY, libc::makedev(0, 40));
+        let exec = |exe: &'static str, opened: &'static [Opened], alive| Exec {
+            pid: 42,
+            alive,
+            container: Some("c1"),
+            exe,
+            fileless: false,
+            deleted_unknown: false,
+            opened,
+        };
+        static SH: [Opened; 1] = [Opened {
+            key: (OVERLAY, 7, 1, 2),
+            mount: Some(75),
+        }];
+        // Gone, and nothing known of its container: unknown.
+        let gone = o.classify(&reader, exec("/bin/sh", &SH, false));
+        assert_eq!(gone.origin, Origin::Unknown);
+        // The host's table first (an ext4 root).
+        std::fs::write(
+            h.join("proc/42/mountinfo"),
+            "27 1 254:0 / / rw - ext4 /dev/vda rw\n",
+        )
+        .unwrap();
+        let host_view = o.classify(&reader, exec("/bin/sh", &SH, true));
+        assert_eq!(host_view.origin, Origin::Unknown);
+        // Then the container's: read again once the exec could not be placed.
+        let container = format!(
+            "75 51 0:40 / / rw - overlay overlay rw,lowerdir={l},upperdir={u},workdir=/w\n",
+            l = "/lower",
+            u = "/upper"
+        );
+        std::fs::write(h.join("proc/42/mountinfo"), container).unwrap();
+        // Once per mount: the same mount is not read again...
+        assert_eq!(
+            o.classify(&reader, exec("/bin/sh", &SH, true)).origin,
+            Origin::Unknown
+        );
+        // ...but another one is, and then every exec of the container is placed.
+        static X: [Opened; 1] = [Opened {
+            key: (OVERLAY, 8, 1, 1),
+            mount: Some(76),
+        }];
+        let x = o.classify(&reader, exec("/bin/x", &X, true));
+        assert_eq!(
+            x.origin,
+            Origin::WritableLayer,
+            "the overlay's device: the root, whatever mount 76 is"
+        );
+        static ROOT_X: [Opened; 1] = [Opened {
+            key: (OVERLAY, 8, 1, 1),
+            mount: Some(75),
+        }];
+        assert_eq!(
+            o.classify(&reader, exec("/bin/x", &ROOT_X, false)).origin,
+            Origin::WritableLayer
+        );
+        assert_eq!(
+            o.classify(&reader, exec("/bin/sh", &SH, false)).origin,
+            Origin::Image
+        );
     }
 }
