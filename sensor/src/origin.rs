@@ -38,7 +38,7 @@
 //! **Cost.** No syscall for a process on the host, a memfd or a deleted file, or a volume. For
 //! the root overlay: the one `lstat` of the upper directory that the writable-layer check
 //! always made; the lower layers once per image path; the mount table once per container
-//! (again, at most once per mount it did not list, for a process still alive).
+//! (again, at most once per mount, when it cannot place an exec of a live process).
 
 use crate::procfs::{FileKey, HashCache, Opened, ProcReader};
 use procguard_core::process::{classify, FilePlace, OriginFacts, UNREADABLE_EXE};
