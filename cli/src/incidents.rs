@@ -114,6 +114,7 @@ pub fn incident_json(i: &pb::Incident) -> Value {
         "script_path": i.script_path,
         "severity": severity_name(i.severity),
         "severity_reason": i.severity_reason,
+        "origin": origin_name(i),
         "content": content::json(incident_check(i).as_ref()),
         "state": state_name(i.state),
         "first_seen": ts(i.first_seen.as_ref()),
@@ -132,6 +133,15 @@ pub fn incident_json(i: &pb::Incident) -> Value {
             "content": content::json(event_check(s).as_ref()),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Where an incident's executable came from (`image`, `writable-layer`, ...; `unknown` when
+/// the server did not say), or `null` for a sensor finding, which has no executable.
+pub(crate) fn origin_name(i: &pb::Incident) -> Value {
+    if i.kind == pb::IncidentKind::SensorBlind as i32 {
+        return Value::Null;
+    }
+    json!(procguard_proto::convert::origin_from_pb(i.origin).as_str())
 }
 
 /// What an incident is about: the sensor, or the element (`EXE (APPLET) SCRIPT`).
@@ -158,11 +168,12 @@ pub(crate) fn subject(i: &pb::Incident) -> String {
 fn show(output: Output, i: &pb::Incident) -> anyhow::Result<()> {
     print(output, &incident_json(i), || {
         let mut s = format!(
-            "Incident:  {}\nKind:      {}\nWorkload:  {}\nSubject:   {}\nSeverity:  {} ({})\nContent:   {}\nState:     {}{}\nSeen:      {} times, {} .. {}\nNodes:     {}\nPods:      {}\n",
+            "Incident:  {}\nKind:      {}\nWorkload:  {}\nSubject:   {}\nOrigin:    {}\nSeverity:  {} ({})\nContent:   {}\nState:     {}{}\nSeen:      {} times, {} .. {}\nNodes:     {}\nPods:      {}\n",
             i.id,
             kind_name(i.kind),
             id_text(i.workload.as_ref()),
             subject(i),
+            origin_name(i).as_str().unwrap_or("-"),
             severity_name(i.severity),
             i.severity_reason,
             if i.kind == pb::IncidentKind::SensorBlind as i32 {
@@ -183,12 +194,13 @@ fn show(output: Output, i: &pb::Incident) -> anyhow::Result<()> {
                 let chain: Vec<&str> = p.ancestors.iter().map(|a| a.exe_path.as_str()).collect();
                 let v = ProcessView::of(p);
                 s += &format!(
-                    "  sample pid {} on {}: {}  (parents: {}; {}; content {}){}\n",
+                    "  sample pid {} on {}: {}  (parents: {}; {}; origin {}; content {}){}\n",
                     p.pid,
                     p.node_name,
                     p.argv.join(" "),
                     chain.join(" < "),
                     v.context_name(),
+                    v.origin,
                     content::text(event_check(e).as_ref()),
                     v.partial_note()
                 );
@@ -256,6 +268,7 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
                             i.count.to_string(),
                             id_text(i.workload.as_ref()),
                             subject(i),
+                            origin_name(i).as_str().unwrap_or("-").into(),
                             incident_check(i).map_or("-", |c| c.verdict.as_str()).into(),
                             ts(i.last_seen.as_ref()).as_str().unwrap_or("").into(),
                         ]
@@ -269,6 +282,7 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
                         "COUNT",
                         "WORKLOAD",
                         "SUBJECT",
+                        "ORIGIN",
                         "CONTENT",
                         "LAST SEEN",
                     ],

@@ -346,6 +346,7 @@ fn baseline_json(b: &pb::Baseline) -> Value {
             "review_reasons": e.review_reasons,
             "manual": e.manual,
             "approved_sha256": e.approved_sha256,
+            "origins": origin_names(&e.origins),
             "provenance": e.provenance.as_ref().map(|p| json!({
                 "first_seen": ts(p.first_seen.as_ref()),
                 "last_seen": ts(p.last_seen.as_ref()),
@@ -489,6 +490,8 @@ fn status_changes_json(changes: &[pb::ElementChange]) -> Value {
                     "element": c.element.as_ref().map(element_text),
                     "before": status_name(c.before),
                     "after": status_name(c.after),
+                    "origins_before": origin_names(&c.origins_before),
+                    "origins_after": origin_names(&c.origins_after),
                 })
             })
             .collect(),
@@ -496,15 +499,24 @@ fn status_changes_json(changes: &[pb::ElementChange]) -> Value {
 }
 
 /// Element changes for people, one line per element, each named by executable, applet and
-/// script: `+ EXE` added, `- EXE` removed, `~ EXE (before -> after)` status changed, and the
-/// contents each gains or loses (`sha256 +3d9f… -1a2b…`) on its line or a `~` line of its own.
+/// script: `+ EXE` added, `- EXE` removed (with their origins, `[origins: …]`, when known),
+/// `~ EXE (before -> after)` status or origins changed, and the contents each gains or loses
+/// (`sha256 +3d9f… -1a2b…`) on its line or a `~` line of its own.
 fn element_changes_text(
     indent: &str,
     added: &[pb::ElementRef],
     removed: &[pb::ElementRef],
     changed: &[pb::ElementChange],
     contents: &[pb::ContentChange],
+    origins: &[pb::ElementOrigins],
 ) -> String {
+    let origins_of = |e: &pb::ElementRef| {
+        origins
+            .iter()
+            .find(|o| o.element.as_ref() == Some(e))
+            .map(|o| format!(" [origins: {}]", origins_cell(&o.origins)))
+            .unwrap_or_default()
+    };
     let contents_of = |e: &pb::ElementRef| {
         contents
             .iter()
@@ -514,15 +526,34 @@ fn element_changes_text(
     };
     let mut s = String::new();
     for a in added {
-        s += &format!("{indent}+ {}{}\n", element_text(a), contents_of(a));
+        s += &format!(
+            "{indent}+ {}{}{}\n",
+            element_text(a),
+            origins_of(a),
+            contents_of(a)
+        );
     }
     for a in removed {
-        s += &format!("{indent}- {}{}\n", element_text(a), contents_of(a));
+        s += &format!(
+            "{indent}- {}{}{}\n",
+            element_text(a),
+            origins_of(a),
+            contents_of(a)
+        );
     }
     for c in changed {
         let e = c.element.clone().unwrap_or_default();
+        let origins = if c.origins_before == c.origins_after {
+            String::new()
+        } else {
+            format!(
+                "; origins {} -> {}",
+                origins_cell(&c.origins_before),
+                origins_cell(&c.origins_after)
+            )
+        };
         s += &format!(
-            "{indent}~ {} ({} -> {}){}\n",
+            "{indent}~ {} ({} -> {}{origins}){}\n",
             element_text(&e),
             status_name(c.before),
             status_name(c.after),
@@ -623,6 +654,7 @@ fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
                         .map(|p| p.count.to_string())
                         .unwrap_or_default(),
                     content_cell(&e.approved_sha256),
+                    origins_cell(&e.origins),
                     e.review_reasons.join(","),
                 ]
             })
@@ -635,11 +667,29 @@ fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
                 "STATUS",
                 "SEEN",
                 "SHA256",
+                "ORIGINS",
                 "REVIEW",
             ],
             &rows,
         )
     })
+}
+
+/// Origin names (`image`, `writable-layer`, ...) of protobuf origin values.
+fn origin_names(values: &[i32]) -> Vec<&'static str> {
+    values
+        .iter()
+        .map(|v| procguard_proto::convert::origin_from_pb(*v).as_str())
+        .collect()
+}
+
+/// An element's origins in a table cell; `-` for none (an element that runs from no drift
+/// origin, stored before origins or added by name).
+fn origins_cell(values: &[i32]) -> String {
+    if values.is_empty() {
+        return "-".to_string();
+    }
+    origin_names(values).join(",")
 }
 
 /// An element's approved contents in a table cell: each hash's first 12 hex digits, newest
@@ -767,6 +817,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                                 &ch.removed,
                                 &ch.changed,
                                 &ch.content_changed,
+                                &[],
                             );
                         }
                         s
@@ -790,6 +841,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "would_alert": r.would_alert.iter().map(|h| json!({
                             "element": h.element.as_ref().map(element_text).unwrap_or_default(),
                             "count": h.count, "last_seen": ts(h.last_seen.as_ref()),
+                            "origins": origin_names(&h.origins),
                         })).collect::<Vec<_>>(),
                     });
                     print(cli.output, &value, || {
@@ -800,6 +852,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                                 vec![
                                     h.element.as_ref().map(element_text).unwrap_or_default(),
                                     h.count.to_string(),
+                                    origins_cell(&h.origins),
                                     ts(h.last_seen.as_ref()).as_str().unwrap_or("").to_string(),
                                 ]
                             })
@@ -808,7 +861,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "{} events replayed; {} executables would have alerted\n",
                             r.events_replayed,
                             rows.len()
-                        ) + &table(&["WOULD ALERT", "RUNS", "LAST SEEN"], &rows)
+                        ) + &table(&["WOULD ALERT", "RUNS", "ORIGINS", "LAST SEEN"], &rows)
                     })
                 }
                 Baselines::List { filter } => {
@@ -1009,11 +1062,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .await?
                         .into_inner();
                     let r = element_text;
+                    // The origins of an added or removed element, from the version it is in.
+                    let origins = |e: &pb::ElementRef| -> Vec<i32> {
+                        d.origins
+                            .iter()
+                            .find(|o| o.element.as_ref() == Some(e))
+                            .map(|o| o.origins.clone())
+                            .unwrap_or_default()
+                    };
                     let value = json!({
                         "added": d.added.iter().map(r).collect::<Vec<_>>(),
                         "removed": d.removed.iter().map(r).collect::<Vec<_>>(),
                         "changed": status_changes_json(&d.changed),
                         "content_changed": content::changes_json(&d.content_changed),
+                        // Each added or removed element's origins, by its text.
+                        "origins": d.added.iter().chain(&d.removed)
+                            .map(|e| (r(e), json!(origin_names(&origins(e)))))
+                            .collect::<serde_json::Map<String, Value>>(),
                         "state_before": state_name(d.state_before), "state_after": state_name(d.state_after),
                     });
                     print(cli.output, &value, || {
@@ -1027,6 +1092,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             &d.removed,
                             &d.changed,
                             &d.content_changed,
+                            &d.origins,
                         )
                     })
                 }
@@ -1127,11 +1193,21 @@ mod tests {
             "  ",
             &[r("/bin/busybox (wget)")],
             &[r("/bin/sh /tmp/x.sh")],
-            &[pb::ElementChange {
-                element: Some(r("/bin/sh [inline]")),
-                before: pb::ElementStatus::Learned as i32,
-                after: pb::ElementStatus::Rejected as i32,
-            }],
+            &[
+                pb::ElementChange {
+                    element: Some(r("/bin/sh [inline]")),
+                    before: pb::ElementStatus::Learned as i32,
+                    after: pb::ElementStatus::Rejected as i32,
+                    ..Default::default()
+                },
+                pb::ElementChange {
+                    element: Some(r("/tmp/tool")),
+                    before: pb::ElementStatus::Approved as i32,
+                    after: pb::ElementStatus::Approved as i32,
+                    origins_before: vec![pb::Origin::Image as i32],
+                    origins_after: vec![pb::Origin::Image as i32, pb::Origin::WritableLayer as i32],
+                },
+            ],
             &[
                 pb::ContentChange {
                     element: Some(r("/bin/busybox (wget)")),
@@ -1144,11 +1220,17 @@ mod tests {
                     removed: vec![a],
                 },
             ],
+            &[pb::ElementOrigins {
+                element: Some(r("/bin/busybox (wget)")),
+                origins: vec![pb::Origin::WritableLayer as i32],
+            }],
         );
         assert_eq!(
             text,
-            "  + /bin/busybox (wget)  sha256 +aaaaaaaaaaaa\n  - /bin/sh /tmp/x.sh\n  \
+            "  + /bin/busybox (wget) [origins: writable-layer]  sha256 +aaaaaaaaaaaa\n  \
+             - /bin/sh /tmp/x.sh\n  \
              ~ /bin/sh [inline] (learned -> rejected)\n  \
+             ~ /tmp/tool (approved -> approved; origins image -> image,writable-layer)\n  \
              ~ /bin/sleep  sha256 +bbbbbbbbbbbb -aaaaaaaaaaaa\n"
         );
     }

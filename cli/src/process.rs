@@ -9,7 +9,7 @@
 //! as `partial` with its context unknown, never as fact.
 
 use procguard_core::process::Ancestor;
-use procguard_core::{Completeness, ExecContext, ProcessEvent};
+use procguard_core::{Completeness, ExecContext, Origin, ProcessEvent};
 use procguard_proto::v1 as pb;
 use serde::Serialize;
 
@@ -44,8 +44,13 @@ pub struct ProcessView {
     pub exe_memfd: bool,
     /// Executable deleted.
     pub exe_deleted: bool,
-    /// Executable in a writable location.
+    /// Executable in a writable location (kept for older consumers; `origin` says more).
     pub exe_writable_location: bool,
+    /// Where the executable came from: `image`, `writable-layer`, `volume`, `fileless`,
+    /// `host`, or `unknown` when the sensor could not tell (or the record did not say).
+    pub origin: Origin,
+    /// Whether it is drift: an executable of a container that did not come from its image.
+    pub drift: bool,
     /// Workload identity as text.
     pub workload: String,
     /// Kubernetes namespace.
@@ -88,6 +93,8 @@ impl From<&ProcessEvent> for ProcessView {
             exe_memfd: e.exe_memfd,
             exe_deleted: e.exe_deleted,
             exe_writable_location: e.exe_writable_location,
+            origin: e.drift().unwrap_or(e.origin),
+            drift: e.drift().is_some(),
             workload: e.workload.to_string(),
             namespace: e.workload.namespace.clone(),
             container_id: c.container_id,
@@ -135,6 +142,13 @@ impl ProcessView {
                     exe_memfd: p.exe_memfd,
                     exe_deleted: p.exe_deleted,
                     exe_writable_location: p.exe_writable_location,
+                    // As the record says (unknown when it did not), and drift by the domain's
+                    // rule: a container's executable from a drift origin, or fileless.
+                    origin: procguard_proto::convert::origin_from_pb(p.origin),
+                    drift: p.container.is_some()
+                        && (p.exe_memfd
+                            || p.exe_deleted
+                            || procguard_proto::convert::origin_from_pb(p.origin).is_drift()),
                     workload: crate::id_text(p.workload.as_ref()),
                     namespace: p
                         .workload
@@ -168,6 +182,16 @@ impl ProcessView {
             .ok()
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_else(|| "partial".into())
+    }
+
+    /// The drift, named for a SIEM's message field (` (drift: executable from the container's
+    /// writable layer)`), empty when it is not drift.
+    pub fn drift_note(&self) -> String {
+        if self.drift {
+            format!(" ({})", self.origin.drift_reason())
+        } else {
+            String::new()
+        }
     }
 
     /// Whether anything is missing: a sentence for a SIEM's message field, empty when full.

@@ -181,7 +181,7 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                 "time": millis(d.observed_at.as_ref()),
                 "severity_id": severity_id, "severity": severity,
                 "status_id": 1, "status": "Success",
-                "message": format!("{} ran outside the baseline of {} as {}{}", p.exe_path, id_text(Some(&w)), view.context_name(), view.partial_note()),
+                "message": format!("{} ran outside the baseline of {} as {}{}{}", p.exe_path, id_text(Some(&w)), view.context_name(), view.drift_note(), view.partial_note()),
                 "metadata": ocsf_metadata(r, &r.incident_id),
                 "device": {"hostname": p.node_name, "type_id": 0},
                 "process": {
@@ -204,6 +204,8 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                     "exe_memfd": p.exe_memfd,
                     "exe_deleted": p.exe_deleted,
                     "exe_writable_location": p.exe_writable_location,
+                    "origin": view.origin,
+                    "drift": view.drift,
                     "context": view.context,
                     "completeness": view.completeness,
                     "missing": view.missing,
@@ -272,6 +274,7 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                 },
                 "resources": resources,
                 "unmapped": {
+                    "origin": crate::incidents::origin_name(i),
                     "exe_path": i.exe_path,
                     "applet": i.applet,
                     "script_path": i.script_path,
@@ -321,6 +324,8 @@ fn cef_value(s: &str) -> String {
 /// CEF key of the content verdict: a user-defined extension named after the vendor, as CEF's
 /// extension dictionary asks of keys it does not define.
 const CEF_VERDICT: &str = "procguardContentVerdict";
+/// CEF key of the origin of the executable (`image`, `writable-layer`, ...), named likewise.
+const CEF_ORIGIN: &str = "procguardOrigin";
 /// CEF key of the approved contents the verdict was decided against (comma-separated).
 const CEF_APPROVED: &str = "procguardApprovedSha256";
 
@@ -380,6 +385,7 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                     ),
                     ("cs6Label", "context".into()),
                     ("cs6", view.context_name()),
+                    (CEF_ORIGIN, view.origin.to_string()),
                     ("flexString1Label", "completeness".into()),
                     ("flexString1", view.completeness_name()),
                     // The label only with a value (empty values are left out below).
@@ -399,9 +405,10 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                     (
                         "msg",
                         format!(
-                            "{} ran outside the baseline as {}{}",
+                            "{} ran outside the baseline as {}{}{}",
                             p.exe_path,
                             view.context_name(),
+                            view.drift_note(),
                             view.partial_note()
                         ),
                     ),
@@ -429,6 +436,13 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                     },
                 ),
                 ("filePath", i.exe_path.clone()),
+                (
+                    CEF_ORIGIN,
+                    crate::incidents::origin_name(i)
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
                 ("fileHash", i.content_sha256.clone()),
                 (CEF_VERDICT, cef_verdict(incident_check(i).as_ref())),
                 (CEF_APPROVED, i.content_approved_sha256.join(",")),
@@ -705,6 +719,56 @@ mod tests {
         assert!(!c.contains("flexString2"), "{c}");
         assert_eq!(jsonl(&full)["deviation"]["process"]["completeness"], "full");
         assert!(!ocsf(&full)["message"].as_str().unwrap().contains("partial"));
+    }
+
+    #[test]
+    fn every_format_carries_the_origin_and_names_drift() {
+        let mut r = deviation();
+        if let Some(pb::stream_record::Record::Deviation(d)) = r.record.as_mut() {
+            let p = d.process.as_mut().unwrap();
+            p.origin = pb::Origin::WritableLayer as i32;
+            p.container = Some(pb::ContainerInfo {
+                container_id: "c".repeat(64),
+                ..Default::default()
+            });
+        }
+        let p = &jsonl(&r)["deviation"]["process"];
+        assert_eq!(p["origin"], "writable-layer", "{p}");
+        assert_eq!(p["drift"], true, "{p}");
+        let o = ocsf(&r);
+        assert_eq!(o["unmapped"]["origin"], "writable-layer", "{o}");
+        assert_eq!(o["unmapped"]["drift"], true, "{o}");
+        let drift = "drift: executable from the container's writable layer";
+        assert!(o["message"].as_str().unwrap().contains(drift), "{o}");
+        let c = cef(&r);
+        assert!(c.contains("procguardOrigin=writable-layer"), "{c}");
+        assert!(c.contains(drift), "{c}");
+        // An event that says nothing of its origin (an older sensor) is unknown, not drift.
+        let mut old = deviation();
+        if let Some(pb::stream_record::Record::Deviation(d)) = old.record.as_mut() {
+            d.process.as_mut().unwrap().origin = 0;
+        }
+        let p = &jsonl(&old)["deviation"]["process"];
+        assert_eq!(p["origin"], "unknown", "{p}");
+        assert_eq!(p["drift"], false, "{p}");
+        assert!(cef(&old).contains("procguardOrigin=unknown"));
+        // Incidents carry theirs; a sensor finding has none.
+        let incident = |kind: pb::IncidentKind| pb::StreamRecord {
+            record: Some(pb::stream_record::Record::Incident(pb::Incident {
+                id: "7".into(),
+                kind: kind as i32,
+                origin: pb::Origin::Volume as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let i = incident(pb::IncidentKind::Deviation);
+        assert_eq!(jsonl(&i)["incident"]["origin"], "volume");
+        assert_eq!(ocsf(&i)["unmapped"]["origin"], "volume");
+        assert!(cef(&i).contains("procguardOrigin=volume"));
+        let blind = incident(pb::IncidentKind::SensorBlind);
+        assert_eq!(jsonl(&blind)["incident"]["origin"], Value::Null);
+        assert!(!cef(&blind).contains("procguardOrigin="));
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! element pinned to one approved content (every seventh to two, as after an image rollout),
 //! and the lookups hit (executable, applet, script, content), miss on the executable or the
 //! applet, miss on the content (a binary replaced at an allowed path, or one the sensor could
-//! not hash), and miss on the workload.
+//! not hash), and miss on the workload. Every exec carries its origin (`image`, as capture
+//! reports a file of the image); `drift_writable_layer` is an allowed executable with its
+//! approved content run from the container's writable layer, refused on its origin.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use procguard_core::baseline::{Element, ElementStatus, Provenance};
 use procguard_core::{
-    Baseline, Completeness, ContainerInfo, ElementKey, ExecContext, Matcher, ProcessEvent,
+    Baseline, Completeness, ContainerInfo, ElementKey, ExecContext, Matcher, Origin, ProcessEvent,
     WorkloadIdentity, WorkloadKind,
 };
 use std::time::{Duration, SystemTime};
@@ -63,6 +65,7 @@ fn fleet(workloads: usize, elements: usize) -> Vec<Baseline> {
                         provenance: Provenance::new(now),
                         manual: false,
                         approved_sha256,
+                        origins: [Origin::Image].into(),
                     },
                 );
             }
@@ -107,6 +110,7 @@ fn exec(
         exe_memfd: false,
         exe_deleted: false,
         exe_writable_location: false,
+        origin: Origin::Image,
         container: Some(ContainerInfo {
             container_id: "c".repeat(64),
             image_digest: Some(DIGEST.into()),
@@ -163,6 +167,12 @@ fn bench(c: &mut Criterion) {
             exec(&hit, "/usr/local/bin/tool-37", "", "", None),
         ),
         ("unknown_workload", exec(&unknown, "/bin/sh", "", "", None)),
+        ("drift_writable_layer", {
+            let mut ev = exec(&hit, "/usr/local/bin/tool-37", "", "", Some(sha(37)));
+            ev.origin = Origin::WritableLayer;
+            ev.exe_writable_location = true;
+            ev
+        }),
     ];
     let mut g = c.benchmark_group("matcher");
     for (name, ev) in &cases {

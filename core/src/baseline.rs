@@ -31,9 +31,21 @@
 //! unverified"); the only content learned past learning is that of a file from the image
 //! ([`from_image`]) inside a new image digest's re-learning window. [`content_of`] is the one
 //! rule; [`Baseline::observe`] (server) and [`Matcher::check`] (sensor) both apply it.
+//!
+//! **Origin and drift.** Every exec carries its executable's [`Origin`]; in a container, an
+//! executable that did not come from the image (writable layer, volume, fileless) is drift
+//! ([`ProcessEvent::drift`]). Drift is never learned automatically: during training a new
+//! element that is drift waits for review (`drift-<origin>`), an allowed element's content
+//! or origin is never learned from a drift exec, and in an image change's re-learning window
+//! drift is a deviation. Each element keeps the origins it may run from
+//! ([`Element::origins`]): those it ran from while learning, but a drift origin only for an
+//! element held for review (so approving it approves what a person saw), or added by a person
+//! (import, allowing an incident). Past learning an allowed element run from a drift origin
+//! it does not hold is a deviation ([`Element::allows_origin`]); a fileless one always is.
+//! `unknown` is not drift. Both sides apply it: [`Baseline::observe`] and [`Matcher::check`].
 
 use crate::identity::WorkloadIdentity;
-use crate::process::{ExecContext, ProcessEvent};
+use crate::process::{ExecContext, Origin, ProcessEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -261,9 +273,35 @@ pub struct Element {
     /// [`content_of`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approved_sha256: Vec<String>,
+    /// The origins this element may run from: those it ran from while the baseline learned
+    /// (a drift origin only while the element waits for review), and those a person approved
+    /// (import, allowing an incident). Past learning an exec of it from a drift origin not in
+    /// this set is a deviation; non-drift origins (`image`, `unknown`, `host`) are recorded
+    /// for reviewers and never refuse an exec. Empty for elements stored before origins, added
+    /// by name, or imported without them: such an element runs from no drift origin.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub origins: BTreeSet<Origin>,
 }
 
 impl Element {
+    /// Whether an exec of this element from `origin` may be allowed by it: any non-drift
+    /// origin, and a drift origin this element holds (a person approved it). A fileless exec
+    /// never matches an element, whatever this says (see [`Matcher::check`]).
+    pub fn allows_origin(&self, origin: Origin) -> bool {
+        !origin.is_drift() || self.origins.contains(&origin)
+    }
+
+    /// Records the origin `ev` ran from, as learning does: a non-drift origin always, a drift
+    /// one only while the element is not allowed (held for review: approving it then approves
+    /// the origin a person saw). Returns whether the set changed.
+    pub fn learn_origin(&mut self, ev: &ProcessEvent) -> bool {
+        let origin = ev.drift().unwrap_or(ev.origin);
+        if origin.is_drift() && self.status.allowed() {
+            return false;
+        }
+        self.origins.insert(origin)
+    }
+
     /// Whether `sha256` is an approved content of this element.
     pub fn approves(&self, sha256: &str) -> bool {
         self.approved_sha256.iter().any(|h| h == sha256)
@@ -314,10 +352,12 @@ pub fn content_of(pinned: bool, sha256: Option<&str>, approves: impl Fn(&str) ->
     }
 }
 
-/// Whether an exec's file comes from the container image: neither in a writable location nor
-/// fileless. Only such a file's content is learned into an element that is already allowed.
+/// Whether an exec's file may be taken as the container image's: not drift (writable layer,
+/// volume, fileless), and not in a writable location either (an event of a sensor older than
+/// origins says only that). An `unknown` origin is not drift, so it counts. Only such a
+/// file's content is learned into an element that is already allowed.
 pub fn from_image(ev: &ProcessEvent) -> bool {
-    !ev.exe_writable_location && !ev.fileless()
+    !ev.exe_writable_location && !ev.fileless() && ev.drift().is_none()
 }
 
 /// Learning progress.
@@ -540,8 +580,10 @@ impl Baseline {
         if ev.exe_deleted {
             reasons.push("deleted".to_string());
         }
-        if ev.exe_writable_location {
-            reasons.push("writable-location".to_string());
+        match ev.drift() {
+            Some(origin) => reasons.push(format!("drift-{origin}")),
+            None if ev.exe_writable_location => reasons.push("writable-location".to_string()),
+            None => {}
         }
         if ev.exe_path == crate::process::UNREADABLE_EXE {
             reasons.push("unreadable".to_string());
@@ -610,6 +652,7 @@ impl Baseline {
             }
         }
         let in_training = self.state == BaselineState::Learning;
+        let drift = ev.drift();
         if ev.completeness == crate::process::Completeness::Partial {
             self.coverage.partial_events += 1;
             self.coverage.last_partial_at = Some(now);
@@ -625,17 +668,23 @@ impl Baseline {
             if ev.fileless() && !in_training {
                 return Observation::Deviation;
             }
+            // Past training an allowed element runs from outside the image only where a person
+            // approved that origin for it; a re-learning window never learns one.
+            if !in_training && drift.is_some_and(|o| !el.status.allowed() || !el.allows_origin(o)) {
+                return Observation::Deviation;
+            }
             let hash = ev.exe_sha256.as_deref();
             if in_training {
                 // Training learns the contents the element runs with: any file from the image,
                 // and, for an element still held for review (whose approval will be a person's
                 // look at what ran), whatever ran. A different file dropped at an allowed path
                 // during training is not learned: after training it is a modified executable.
-                if let Some(h) = hash.filter(|_| from_image(ev) || !el.status.allowed()) {
-                    if el.approve_content(h) {
-                        self.version += 1;
-                        self.updated_at = now;
-                    }
+                let content = hash
+                    .filter(|_| from_image(ev) || !el.status.allowed())
+                    .is_some_and(|h| el.approve_content(h));
+                if content | el.learn_origin(ev) {
+                    self.version += 1;
+                    self.updated_at = now;
                 }
             } else if el.status.allowed() {
                 match content_of(!el.approved_sha256.is_empty(), hash, |h| el.approves(h)) {
@@ -648,6 +697,10 @@ impl Baseline {
                         self.updated_at = now;
                     }
                     Content::Modified | Content::Unverified => return Observation::Deviation,
+                }
+                if learning && from_image(ev) && el.learn_origin(ev) {
+                    self.version += 1;
+                    self.updated_at = now;
                 }
             }
             return if el.status.allowed() {
@@ -668,6 +721,11 @@ impl Baseline {
             }
             return Observation::Deviation;
         }
+        // An image change's re-learning window learns what the new image brought, never what
+        // did not come from it: drift there is a deviation, as after the window.
+        if drift.is_some() && !in_training {
+            return Observation::Deviation;
+        }
         if self.elements.len() >= max_elements {
             self.reach_element_limit(max_elements, now);
             return Observation::Refused;
@@ -686,12 +744,14 @@ impl Baseline {
             provenance,
             manual: false,
             approved_sha256: Vec::new(),
+            origins: BTreeSet::new(),
         };
-        // A new element is pinned to the content it ran with; one held for review (drift) is
-        // pinned too, so that approving it approves what a person saw, nothing else.
+        // A new element is pinned to the content and origin it ran with; one held for review
+        // (drift) is pinned too, so that approving it approves what a person saw, nothing else.
         if !ev.fileless() {
             element.approve_content(ev.exe_sha256.as_deref().unwrap_or_default());
         }
+        element.learn_origin(ev);
         self.elements.insert(key, element);
         self.learning.last_new_element_at = Some(now);
         self.version += 1;
@@ -845,6 +905,7 @@ impl Baseline {
                 provenance: p,
                 manual: true,
                 approved_sha256: Vec::new(),
+                origins: BTreeSet::new(),
             },
         );
     }
@@ -918,13 +979,29 @@ pub struct Matcher {
     index: HashMap<WorkloadIdentity, Entry>,
 }
 
-/// Approved contents of one element (at most [`APPROVED_SHA256_CAP`]); empty when the
-/// element is not pinned.
-type Contents = Box<[Box<str>]>;
+/// What the matcher keeps of one allowed element: its approved contents (at most
+/// [`APPROVED_SHA256_CAP`]; empty when the element is not pinned) and the drift origins a
+/// person approved for it, one bit per origin.
+#[derive(Debug, Clone)]
+struct Allowed {
+    contents: Box<[Box<str>]>,
+    drift_origins: u8,
+}
+
+impl Allowed {
+    fn bit(o: Origin) -> u8 {
+        1 << (o as u8)
+    }
+
+    /// [`Element::allows_origin`], on the bits.
+    fn allows_origin(&self, o: Origin) -> bool {
+        !o.is_drift() || self.drift_origins & Self::bit(o) != 0
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 struct Entry {
-    by_exe: HashMap<String, HashMap<String, HashMap<String, Contents>>>,
+    by_exe: HashMap<String, HashMap<String, HashMap<String, Allowed>>>,
     image_digests: HashSet<String>,
     relearn_until: Option<SystemTime>,
 }
@@ -958,8 +1035,7 @@ impl Matcher {
             self.index.remove(&b.workload);
             return;
         }
-        let mut by_exe: HashMap<String, HashMap<String, HashMap<String, Contents>>> =
-            HashMap::new();
+        let mut by_exe: HashMap<String, HashMap<String, HashMap<String, Allowed>>> = HashMap::new();
         for (k, e) in &b.elements {
             if e.status.allowed() {
                 by_exe
@@ -969,10 +1045,18 @@ impl Matcher {
                     .or_default()
                     .insert(
                         k.script_path.clone(),
-                        e.approved_sha256
-                            .iter()
-                            .map(|h| h.as_str().into())
-                            .collect(),
+                        Allowed {
+                            contents: e
+                                .approved_sha256
+                                .iter()
+                                .map(|h| h.as_str().into())
+                                .collect(),
+                            drift_origins: e
+                                .origins
+                                .iter()
+                                .filter(|o| o.is_drift())
+                                .fold(0, |bits, o| bits | Allowed::bit(*o)),
+                        },
                     );
             }
         }
@@ -1002,10 +1086,11 @@ impl Matcher {
     }
 
     /// Matches one exec at `now`. A probe is allowed; a fileless executable never matches an
-    /// element; an allowed element's content must be approved ([`content_of`]). What the
-    /// server would learn (an image change's re-learning window, or a new image digest that
-    /// opens one) is [`Verdict::Learning`]: new elements, and new contents of allowed elements
-    /// for files from the image.
+    /// element; drift matches only an element a person approved that origin for
+    /// ([`Element::allows_origin`]); an allowed element's content must be approved
+    /// ([`content_of`]). What the server would learn (an image change's re-learning window, or
+    /// a new image digest that opens one) is [`Verdict::Learning`]: new elements that are not
+    /// drift, and new contents of allowed elements for files from the image.
     pub fn check(&self, ev: &ProcessEvent, now: SystemTime) -> Verdict {
         if ev.context == ExecContext::Probe {
             return Verdict::Allowed;
@@ -1015,9 +1100,9 @@ impl Matcher {
         };
         if unread_invocation(ev) && from_image(ev) {
             let allowed = e.by_exe.get(ev.exe_path.as_str()).is_some_and(|applets| {
-                applets.values().flat_map(|s| s.values()).any(|contents| {
-                    content_of(!contents.is_empty(), ev.exe_sha256.as_deref(), |h| {
-                        contents.iter().any(|c| &**c == h)
+                applets.values().flat_map(|s| s.values()).any(|a| {
+                    content_of(!a.contents.is_empty(), ev.exe_sha256.as_deref(), |h| {
+                        a.contents.iter().any(|c| &**c == h)
                     }) == Content::Approved
                 })
             });
@@ -1034,9 +1119,12 @@ impl Matcher {
             .get(ev.exe_path.as_str())
             .and_then(|a| a.get(ev.applet.as_deref().unwrap_or("")))
             .and_then(|s| s.get(ev.script_path.as_deref().unwrap_or("")));
+        let drift = ev.drift();
         match element {
             Some(_) if ev.fileless() => Verdict::Deviation,
-            Some(contents) => {
+            Some(a) if drift.is_some_and(|o| !a.allows_origin(o)) => Verdict::Deviation,
+            Some(a) => {
+                let contents = &a.contents;
                 match content_of(!contents.is_empty(), ev.exe_sha256.as_deref(), |h| {
                     contents.iter().any(|c| &**c == h)
                 }) {
@@ -1047,7 +1135,7 @@ impl Matcher {
                     Content::Modified | Content::Unverified => Verdict::Deviation,
                 }
             }
-            None if e.relearning(ev, now) => Verdict::Learning,
+            None if drift.is_none() && e.relearning(ev, now) => Verdict::Learning,
             None => Verdict::Deviation,
         }
     }
@@ -1092,6 +1180,7 @@ mod tests {
                 provenance: Provenance::new(t(0)),
                 manual: false,
                 approved_sha256: Vec::new(),
+                origins: BTreeSet::new(),
             },
         );
         b.state = BaselineState::Enforced;
@@ -1146,6 +1235,7 @@ mod tests {
             exe_memfd: false,
             exe_deleted: false,
             exe_writable_location: false,
+            origin: Origin::Image,
             container: Some(ContainerInfo {
                 container_id: format!("{pod}-c"),
                 pod_uid: Some(pod.to_string()),
@@ -1617,6 +1707,13 @@ mod tests {
             e
         }
 
+        /// `ev` as the sensor reports a file written into the container's writable layer.
+        fn written(mut ev: ProcessEvent) -> ProcessEvent {
+            ev.origin = Origin::WritableLayer;
+            ev.exe_writable_location = true;
+            ev
+        }
+
         /// `/bin/sleep` learned with content A under image `sha256:a`, then approved.
         fn approved() -> Baseline {
             let mut b = Baseline::new(web(), t(0));
@@ -1791,17 +1888,16 @@ mod tests {
             // The window opens with the new image's first exec.
             b.observe(&run("/bin/sleep", Some(A), "sha256:b"), t(3), RELEARN, CAP);
             assert!(b.relearning(t(4)));
-            let mut copied = run("/bin/sleep", Some(B), "sha256:b");
-            copied.exe_writable_location = true;
+            let copied = written(run("/bin/sleep", Some(B), "sha256:b"));
             assert_eq!(
                 decide(&mut b, &copied, t(4)),
                 (Observation::Deviation, Verdict::Deviation)
             );
             assert!(!b.elements[&ElementKey::exe("/bin/sleep")].approves(B));
             assert_eq!(severity(&copied, &b).0, Severity::High);
-            // A copy-up with the same content (a chmod) is the approved file.
-            let mut chmodded = run("/bin/sleep", Some(A), "sha256:b");
-            chmodded.exe_writable_location = true;
+            // A copy-up with the image's content (a chmod) is the image's file: the sensor
+            // classifies it `image`, and it is the approved file.
+            let chmodded = run("/bin/sleep", Some(A), "sha256:b");
             assert_eq!(
                 decide(&mut b, &chmodded, t(4)),
                 (Observation::Known, Verdict::Allowed)
@@ -1820,9 +1916,14 @@ mod tests {
         fn training_does_not_learn_a_file_dropped_at_an_allowed_path() {
             let mut b = Baseline::new(web(), t(0));
             b.observe(&run("/bin/sleep", Some(A), "sha256:a"), t(1), RELEARN, CAP);
-            let mut dropped = run("/bin/sleep", Some(B), "sha256:a");
-            dropped.exe_writable_location = true;
+            let dropped = written(run("/bin/sleep", Some(B), "sha256:a"));
             assert_eq!(b.observe(&dropped, t(2), RELEARN, CAP), Observation::Known);
+            assert!(
+                !b.elements[&ElementKey::exe("/bin/sleep")]
+                    .origins
+                    .contains(&Origin::WritableLayer),
+                "a drift origin is never learned for an allowed element"
+            );
             b.approve(None, t(3));
             assert_eq!(
                 decide(&mut b, &dropped, t(4)),
@@ -1923,29 +2024,193 @@ mod tests {
             );
         }
 
+        #[test]
+        fn drift_is_never_learned_even_during_training() {
+            let mut b = Baseline::new(web(), t(0));
+            for (origin, reason) in [
+                (Origin::WritableLayer, "drift-writable-layer"),
+                (Origin::Volume, "drift-volume"),
+            ] {
+                let mut ev = run(&format!("/mnt/{origin}"), Some(B), "sha256:a");
+                ev.origin = origin;
+                assert_eq!(
+                    b.observe(&ev, t(1), RELEARN, CAP),
+                    Observation::Learned {
+                        status: ElementStatus::NeedsReview
+                    }
+                );
+                let el = &b.elements[&ElementKey::of(&ev)];
+                assert_eq!(el.review_reasons, vec![reason]);
+                // Held with what a person will see: its content and its origin.
+                assert!(el.approves(B) && el.origins.contains(&origin), "{el:?}");
+            }
+            let mut memfd = run("memfd:x", None, "sha256:a");
+            memfd.exe_memfd = true;
+            memfd.origin = Origin::Fileless;
+            b.observe(&memfd, t(1), RELEARN, CAP);
+            assert!(b.elements[&ElementKey::of(&memfd)]
+                .review_reasons
+                .contains(&"drift-fileless".to_string()));
+            // Approving the whole baseline does not sweep drift in: it still deviates.
+            b.approve(None, t(2));
+            let mut tmp = run("/mnt/writable-layer", Some(B), "sha256:a");
+            tmp.origin = Origin::WritableLayer;
+            assert_eq!(
+                decide(&mut b, &tmp, t(3)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+            let (sev, reason) = severity(&tmp, &b);
+            assert_eq!(sev, Severity::High);
+            assert_eq!(
+                reason,
+                "drift: executable from the container's writable layer"
+            );
+            // A person approves exactly that element: that content from that origin runs.
+            b.approve(Some(&[ElementKey::of(&tmp)]), t(4));
+            assert_eq!(
+                decide(&mut b, &tmp, t(5)),
+                (Observation::Known, Verdict::Allowed)
+            );
+            // Another content at the same path is still a modified executable, and named drift.
+            let other = written(run("/mnt/writable-layer", Some(A), "sha256:a"));
+            assert_eq!(
+                decide(&mut b, &other, t(5)),
+                (Observation::Deviation, Verdict::Deviation)
+            );
+            let (sev, reason) = severity(&other, &b);
+            assert_eq!(sev, Severity::High);
+            assert!(
+                reason.starts_with(MODIFIED_EXECUTABLE) && reason.contains("writable layer"),
+                "{reason}"
+            );
+        }
+
+        #[test]
+        fn an_allowed_image_binary_run_from_outside_the_image_is_drift() {
+            let mut b = approved();
+            // Same path, same content, but the file the kernel ran is not the image's (a bind
+            // mount over /bin, or the writable layer after the image changed the file).
+            for origin in [Origin::WritableLayer, Origin::Volume] {
+                let mut ev = run("/bin/sleep", Some(A), "sha256:a");
+                ev.origin = origin;
+                assert_eq!(
+                    decide(&mut b, &ev, t(3)),
+                    (Observation::Deviation, Verdict::Deviation),
+                    "{origin}"
+                );
+                assert_eq!(severity(&ev, &b).1, origin.drift_reason());
+            }
+            // Unknown and image are not drift; a chmod's copy-up is classified image.
+            for origin in [Origin::Unknown, Origin::Image] {
+                let mut ev = run("/bin/sleep", Some(A), "sha256:a");
+                ev.origin = origin;
+                assert_eq!(
+                    decide(&mut b, &ev, t(3)),
+                    (Observation::Known, Verdict::Allowed),
+                    "{origin}"
+                );
+            }
+            // Nothing about the exec changed the element: drift is never learned.
+            let el = &b.elements[&ElementKey::exe("/bin/sleep")];
+            assert_eq!(el.approved_sha256, vec![A.to_string()]);
+            assert!(el.origins.iter().all(|o| !o.is_drift()), "{el:?}");
+        }
+
+        #[test]
+        fn a_relearning_window_never_learns_drift() {
+            let mut b = approved();
+            // The new image's first exec opens the window.
+            b.observe(&run("/bin/sleep", Some(A), "sha256:b"), t(3), RELEARN, CAP);
+            assert!(b.relearning(t(4)));
+            // New elements from the image are learned, drift is a deviation...
+            assert_eq!(
+                decide(&mut b, &run("/bin/new", Some(B), "sha256:b"), t(4)),
+                (
+                    Observation::Learned {
+                        status: ElementStatus::Learned
+                    },
+                    Verdict::Learning
+                )
+            );
+            for origin in [Origin::WritableLayer, Origin::Volume] {
+                let mut ev = run("/tmp/dropped", Some(B), "sha256:b");
+                ev.origin = origin;
+                assert_eq!(
+                    decide(&mut b, &ev, t(4)),
+                    (Observation::Deviation, Verdict::Deviation)
+                );
+                assert!(!b.elements.contains_key(&ElementKey::of(&ev)));
+                // ...and so is a new content of an allowed element from outside the image.
+                let mut replaced = run("/bin/sleep", Some(B), "sha256:b");
+                replaced.origin = origin;
+                assert_eq!(
+                    decide(&mut b, &replaced, t(4)),
+                    (Observation::Deviation, Verdict::Deviation)
+                );
+                assert!(!b.elements[&ElementKey::exe("/bin/sleep")].approves(B));
+            }
+        }
+
+        #[test]
+        fn host_processes_and_unknown_origins_are_not_drift() {
+            let mut b = Baseline::new(web(), t(0));
+            let mut host = run("/usr/local/bin/agent", Some(A), "sha256:a");
+            host.container = None;
+            host.origin = Origin::Host;
+            let mut unknown = run("/bin/unknown", Some(A), "sha256:a");
+            unknown.origin = Origin::Unknown;
+            for ev in [&host, &unknown] {
+                assert_eq!(
+                    b.observe(ev, t(1), RELEARN, CAP),
+                    Observation::Learned {
+                        status: ElementStatus::Learned
+                    }
+                );
+                assert_eq!(ev.drift(), None);
+            }
+            assert_eq!(
+                b.elements[&ElementKey::of(&unknown)].origins,
+                BTreeSet::from([Origin::Unknown]),
+                "recorded as unknown, never as the image"
+            );
+        }
+
         fn arb_event() -> impl Strategy<Value = ProcessEvent> {
             (
-                0usize..3,
+                0usize..5,
                 prop_oneof![Just(None), Just(Some(A)), Just(Some(B))],
                 0usize..3,
                 any::<bool>(),
                 any::<bool>(),
+                0usize..Origin::ALL.len(),
+                0usize..3,
                 any::<bool>(),
             )
-                .prop_map(|(exe, sha, digest, writable, deleted, unread)| {
-                    let mut e = run(
-                        ["/bin/sleep", "/bin/big", "/bin/new"][exe],
-                        sha,
-                        ["sha256:a", "sha256:b", "sha256:c"][digest],
-                    );
-                    e.exe_writable_location = writable;
-                    e.exe_deleted = deleted;
-                    if unread {
-                        e.applet = Some(crate::element::UNREADABLE.into());
-                        e.mark_missing("applet");
-                    }
-                    e
-                })
+                .prop_map(
+                    |(exe, sha, digest, writable, deleted, origin, ctx, unread)| {
+                        let mut e = run(
+                            ["/bin/sleep", "/bin/big", "/bin/new", "/tmp/tool", "/bin/sh"][exe],
+                            sha,
+                            ["sha256:a", "sha256:b", "sha256:c"][digest],
+                        );
+                        e.origin = Origin::ALL[origin];
+                        e.exe_writable_location = writable || e.origin.is_drift();
+                        e.exe_deleted = deleted;
+                        e.context = [
+                            ExecContext::Descendant,
+                            ExecContext::ExecSession,
+                            ExecContext::Entrypoint,
+                        ][ctx];
+                        if e.origin == Origin::Host {
+                            e.container = None;
+                        }
+                        if unread {
+                            e.applet = Some(crate::element::UNREADABLE.into());
+                            e.mark_missing("applet");
+                        }
+                        e
+                    },
+                )
         }
 
         proptest! {
@@ -1958,6 +2223,11 @@ mod tests {
             ) {
                 let mut b = approved();
                 b.observe(&run("/bin/big", None, "sha256:a"), t(2), RELEARN, CAP);
+                // An element a person allowed from the writable layer (an incident allowed).
+                let tool = written(run("/tmp/tool", Some(A), "sha256:a"));
+                assert_eq!(b.observe(&tool, t(3), RELEARN, CAP), Observation::Deviation);
+                let i = crate::incident::Incident::from_deviation("1".into(), "e", &tool, &b, t(3));
+                i.allow_in(&mut b, t(4)).unwrap();
                 let mut now = 10;
                 for (ev, step) in runs {
                     now += step;

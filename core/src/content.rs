@@ -15,13 +15,14 @@
 //!
 //! **Element sets compared.** [`diff`] compares two element sets (two versions of a baseline,
 //! or an import document and the stored baseline) element by element: the elements added and
-//! removed (each named by executable, applet and script), the status changes, and the
-//! approved contents each element gained or lost ([`ContentChange`]).
+//! removed (each named by executable, applet and script), the status and origin changes, the
+//! approved contents each element gained or lost ([`ContentChange`]), and the origins of the
+//! elements added or removed.
 
 use crate::baseline::{content_of, Baseline, Content, Element, ElementKey, ElementStatus};
-use crate::process::ProcessEvent;
+use crate::process::{Origin, ProcessEvent};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Whether `h` is a content hash as the sensor writes it: 64 lowercase hex digits (sha256).
 pub fn is_sha256(h: &str) -> bool {
@@ -142,7 +143,7 @@ pub(crate) fn verdict_of(element: Option<&Element>, ev: &ProcessEvent) -> Conten
     }
 }
 
-/// An element whose status differs between two element sets.
+/// An element whose status or origins differ between two element sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusChange {
     /// The element.
@@ -151,6 +152,10 @@ pub struct StatusChange {
     pub before: ElementStatus,
     /// Its status on the newer side.
     pub after: ElementStatus,
+    /// Its origins on the older side ([`Element::origins`]).
+    pub origins_before: BTreeSet<Origin>,
+    /// Its origins on the newer side.
+    pub origins_after: BTreeSet<Origin>,
 }
 
 /// An element whose approved contents differ between two element sets: an element only on
@@ -172,11 +177,14 @@ pub struct ElementsDiff {
     pub added: Vec<ElementKey>,
     /// Elements only on the older side.
     pub removed: Vec<ElementKey>,
-    /// Elements on both sides whose status changed.
+    /// Elements on both sides whose status or origins changed.
     pub status: Vec<StatusChange>,
     /// Elements whose approved contents changed (including added and removed elements that
     /// have any).
     pub content: Vec<ContentChange>,
+    /// The origins of each added element (on the newer side) and each removed one (on the
+    /// older side), for those that have any.
+    pub origins: Vec<(ElementKey, BTreeSet<Origin>)>,
 }
 
 impl ElementsDiff {
@@ -200,13 +208,25 @@ pub fn diff(
     for k in keys {
         let (old, new) = (before.get(k), after.get(k));
         match (old, new) {
-            (None, Some(_)) => out.added.push(k.clone()),
-            (Some(_), None) => out.removed.push(k.clone()),
-            (Some(o), Some(n)) if o.status != n.status => out.status.push(StatusChange {
-                element: k.clone(),
-                before: o.status,
-                after: n.status,
-            }),
+            (None, Some(e)) | (Some(e), None) => {
+                if old.is_none() {
+                    out.added.push(k.clone());
+                } else {
+                    out.removed.push(k.clone());
+                }
+                if !e.origins.is_empty() {
+                    out.origins.push((k.clone(), e.origins.clone()));
+                }
+            }
+            (Some(o), Some(n)) if o.status != n.status || o.origins != n.origins => {
+                out.status.push(StatusChange {
+                    element: k.clone(),
+                    before: o.status,
+                    after: n.status,
+                    origins_before: o.origins.clone(),
+                    origins_after: n.origins.clone(),
+                })
+            }
             _ => {}
         }
         let old = old.map_or(none, |e| e.approved_sha256.as_slice());
@@ -258,6 +278,7 @@ mod tests {
             exe_memfd: false,
             exe_deleted: false,
             exe_writable_location: false,
+            origin: Origin::Image,
             container: Some(ContainerInfo {
                 container_id: "cid".into(),
                 pod_name: Some("web-1".into()),
@@ -281,6 +302,7 @@ mod tests {
             provenance: Provenance::new(t(0)),
             manual: true,
             approved_sha256: approved.iter().map(|h| h.to_string()).collect(),
+            origins: BTreeSet::from([Origin::Image]),
         }
     }
 
@@ -412,6 +434,35 @@ mod tests {
                 element: key("/bin/busybox", "cat"),
                 before: ElementStatus::Learned,
                 after: ElementStatus::Rejected,
+                origins_before: BTreeSet::from([Origin::Image]),
+                origins_after: BTreeSet::from([Origin::Image]),
+            }]
+        );
+        // The added and removed elements come with their origins.
+        assert_eq!(
+            d.origins,
+            vec![
+                (key("/bin/busybox", "wget"), BTreeSet::from([Origin::Image])),
+                (key("/bin/gone", ""), BTreeSet::from([Origin::Image])),
+            ]
+        );
+        // An origin a person approved is a change of the element, status unchanged.
+        let mut approved = old.clone();
+        approved
+            .get_mut(&key("/bin/sleep", ""))
+            .unwrap()
+            .origins
+            .insert(Origin::WritableLayer);
+        let o = diff(&old, &approved);
+        assert!(!o.is_empty());
+        assert_eq!(
+            o.status,
+            vec![StatusChange {
+                element: key("/bin/sleep", ""),
+                before: ElementStatus::Approved,
+                after: ElementStatus::Approved,
+                origins_before: BTreeSet::from([Origin::Image]),
+                origins_after: BTreeSet::from([Origin::Image, Origin::WritableLayer]),
             }]
         );
         let change = |exe: &str, applet: &str, added: &[&str], removed: &[&str]| ContentChange {

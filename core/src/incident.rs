@@ -11,17 +11,21 @@
 //! 1. memfd or deleted executable → critical (never lowered, whatever the baseline state);
 //! 2. an allowed element whose content was never approved ("modified executable": the file
 //!    at an allowed path was replaced) → high (never lowered: it is evidence of tampering,
-//!    whatever the state of the element list's review);
-//! 3. the baseline is still pending review → low (its content is not a reviewed statement yet),
+//!    whatever the state of the element list's review); when it is drift too, the reason
+//!    names the origin;
+//! 3. drift: an executable of a container that did not come from its image (writable layer,
+//!    volume or host path) → high, with a reason that names the origin ("drift: executable
+//!    from the container's writable layer"); never lowered, like rule 2;
+//! 4. the baseline is still pending review → low (its content is not a reviewed statement yet),
 //!    unless learning ended because the baseline reached its element limit: flooding the
-//!    learner must not buy an attacker low severity, so rules 4–7 apply then;
-//! 4. an allowed, content-pinned element that ran without a hash (the sensor could not read
+//!    learner must not buy an attacker low severity, so rules 5–8 apply then;
+//! 5. an allowed, content-pinned element that ran without a hash (the sensor could not read
 //!    its content) → medium, "content unverified": a gap in what the sensor saw, not evidence
 //!    of a change, but never silently allowed;
-//! 5. executable in a writable location → high;
-//! 6. a shell, interpreter or network tool in a workload whose baseline allows none of that
+//! 6. executable (or script) in a writable location → high;
+//! 7. a shell, interpreter or network tool in a workload whose baseline allows none of that
 //!    class → high;
-//! 7. any other executable → medium.
+//! 8. any other executable → medium.
 //!
 //! An incident's severity is the highest of its events'. **Lifecycle** ([`Incident::apply`]):
 //! open → acknowledged → resolved, or open/acknowledged → allowed. Resolved and allowed are
@@ -30,7 +34,7 @@
 use crate::baseline::{is_shell, Baseline, BaselineState, Element, ElementKey, ElementStatus};
 use crate::content::{verdict_of, ContentCheck, ContentVerdict};
 use crate::identity::WorkloadIdentity;
-use crate::process::{ExecContext, ProcessEvent};
+use crate::process::{ExecContext, Origin, ProcessEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::time::SystemTime;
@@ -48,7 +52,8 @@ pub enum Severity {
     Low,
     /// A new executable.
     Medium,
-    /// A writable location, or a shell, interpreter or network tool new to the workload.
+    /// Drift, a modified executable, a writable location, or a shell, interpreter or network
+    /// tool new to the workload.
     High,
     /// A memfd or deleted executable.
     Critical,
@@ -226,6 +231,10 @@ pub struct Incident {
     pub samples: Vec<Sample>,
     /// Baseline version violated (latest event's).
     pub baseline_version: u64,
+    /// Where its executable came from: the most telling origin among its events
+    /// ([`Origin::rank`]: drift before the image), `unknown` for findings without one.
+    #[serde(default)]
+    pub origin: Origin,
     /// Node (sensor findings only).
     pub sensor_node: String,
     /// Who last changed the state.
@@ -249,6 +258,8 @@ pub struct Allowed {
     /// Whether the element is pinned to any content afterwards (otherwise it is matched by
     /// name alone: its samples all ran unhashed).
     pub pinned: bool,
+    /// The drift origins newly approved for it (its samples ran from there).
+    pub approved_origins: Vec<Origin>,
 }
 
 /// `allowed EXE (APPLET) SCRIPT (new element): content sha256 H1, H2`.
@@ -259,12 +270,17 @@ impl std::fmt::Display for Allowed {
             f.write_str(" (new element)")?;
         }
         if !self.approved_sha256.is_empty() {
-            write!(f, ": content sha256 {}", self.approved_sha256.join(", "))
+            write!(f, ": content sha256 {}", self.approved_sha256.join(", "))?;
         } else if self.pinned {
-            f.write_str(": no new content")
+            f.write_str(": no new content")?;
         } else {
-            f.write_str(": by name alone (no sample was hashed)")
+            f.write_str(": by name alone (no sample was hashed)")?;
         }
+        if !self.approved_origins.is_empty() {
+            let names: Vec<&str> = self.approved_origins.iter().map(|o| o.as_str()).collect();
+            write!(f, "; from origin {}", names.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -342,28 +358,41 @@ pub const CONTENT_UNVERIFIED: &str = "content unverified";
 /// Severity of one deviation against `baseline`, with a reason for people; see the module
 /// documentation for the rules.
 pub fn severity(ev: &ProcessEvent, baseline: &Baseline) -> (Severity, String) {
+    // A fileless executable in a container is drift too; its reason says so.
+    let drift = ev.drift();
+    let fileless = if drift.is_some() {
+        format!(" ({})", Origin::Fileless.drift_reason())
+    } else {
+        String::new()
+    };
     if ev.exe_memfd {
         return (
             Severity::Critical,
-            "executable runs from memory (memfd)".into(),
+            format!("executable runs from memory (memfd){fileless}"),
         );
     }
     if ev.exe_deleted {
         return (
             Severity::Critical,
-            "executable was deleted from disk".into(),
+            format!("executable was deleted from disk{fileless}"),
         );
     }
     let content = verdict_of(baseline.elements.get(&ElementKey::of(ev)), ev);
     if content == ContentVerdict::Modified {
         let sha = ev.exe_sha256.as_deref().unwrap_or_default();
+        let origin = drift
+            .map(|o| format!(" ({})", o.drift_reason()))
+            .unwrap_or_default();
         return (
             Severity::High,
             format!(
-                "{MODIFIED_EXECUTABLE}: content sha256 {} was never approved for this element",
+                "{MODIFIED_EXECUTABLE}: content sha256 {} was never approved for this element{origin}",
                 &sha[..sha.len().min(12)]
             ),
         );
+    }
+    if let Some(o) = drift {
+        return (Severity::High, o.drift_reason().to_string());
     }
     if baseline.state == BaselineState::PendingReview && baseline.learning.element_limit.is_none() {
         return (
@@ -450,6 +479,7 @@ impl Incident {
             pods: BTreeSet::new(),
             samples: Vec::new(),
             baseline_version: baseline.version,
+            origin: Origin::Unknown,
             sensor_node: String::new(),
             state_actor: String::new(),
             state_reason: String::new(),
@@ -492,6 +522,10 @@ impl Incident {
         if severity > self.severity {
             self.severity = severity;
             self.severity_reason = reason;
+        }
+        let origin = ev.drift().unwrap_or(ev.origin);
+        if self.count == 0 || origin.rank() > self.origin.rank() {
+            self.origin = origin;
         }
         self.count += 1;
         self.first_seen = self.first_seen.min(now);
@@ -576,6 +610,7 @@ impl Incident {
             pods: BTreeSet::new(),
             samples: Vec::new(),
             baseline_version: 0,
+            origin: Origin::Unknown,
             sensor_node: node.to_string(),
             state_actor: String::new(),
             state_reason: String::new(),
@@ -647,9 +682,11 @@ impl Incident {
     /// Adds this incident's element (executable, applet, script) to `baseline` as an
     /// approved element, with the incident's sightings as its provenance, and approves for it
     /// exactly the contents its samples ran with (nothing else: no other applet or script of
-    /// the file, no future content). Refused when that would change nothing: the element is
-    /// already allowed and the samples bring no content to approve (they ran fileless, or
-    /// unhashed), so what deviated cannot be allowed.
+    /// the file, no future content), and from exactly the drift origins its samples ran from
+    /// (a binary allowed from the writable layer is not allowed from a volume). Refused when
+    /// that would change nothing: the element is already allowed and the samples bring no
+    /// content and no origin to approve (they ran fileless, or unhashed), so what deviated
+    /// cannot be allowed.
     pub fn allow_in(&self, baseline: &mut Baseline, now: SystemTime) -> Result<Allowed, String> {
         if self.kind != IncidentKind::Deviation {
             return Err(format!("incident {} has no executable to allow", self.id));
@@ -670,8 +707,17 @@ impl Incident {
             .filter(|p| !p.fileless())
             .filter_map(|p| p.exe_sha256.as_deref())
             .collect();
+        // Where it ran from: the drift origin of each sample that ran a file.
+        let drift: BTreeSet<Origin> = self
+            .samples
+            .iter()
+            .map(|s| &s.process)
+            .filter(|p| !p.fileless())
+            .filter_map(|p| p.drift())
+            .collect();
         let existing = baseline.elements.get(&key);
-        if let Some(e) = existing.filter(|e| e.status.allowed()) {
+        let new_origin = |e: &Element| drift.iter().any(|o| !e.origins.contains(o));
+        if let Some(e) = existing.filter(|e| e.status.allowed() && !new_origin(e)) {
             if e.approved_sha256.is_empty() {
                 return Err(format!(
                     "incident {}: '{key}' is already allowed by name alone (not pinned to any \
@@ -724,12 +770,25 @@ impl Incident {
                 },
                 manual: true,
                 approved_sha256: Vec::new(),
+                origins: BTreeSet::new(),
             });
         el.status = ElementStatus::Approved;
         el.review_reasons.clear();
-        // Exactly what ran is allowed: the contents of the incident's samples, never the
-        // element by name alone (a sample without a hash adds nothing, so an element already
-        // pinned stays pinned).
+        // Exactly what ran is allowed: the contents and drift origins of the incident's
+        // samples, never the element by name alone (a sample without a hash adds nothing, so an
+        // element already pinned stays pinned). Their other origins (image, unknown) are
+        // recorded for reviewers.
+        for p in self.samples.iter().map(|s| &s.process) {
+            if !p.fileless() && !p.origin.is_drift() {
+                el.origins.insert(p.origin);
+            }
+        }
+        let mut approved_origins = Vec::new();
+        for o in &drift {
+            if el.origins.insert(*o) {
+                approved_origins.push(*o);
+            }
+        }
         let mut approved = Vec::new();
         for h in ran {
             if el.approve_content(h) {
@@ -742,6 +801,7 @@ impl Incident {
             new_element,
             approved_sha256: approved,
             pinned: !el.approved_sha256.is_empty(),
+            approved_origins,
         })
     }
 
@@ -808,6 +868,7 @@ mod tests {
             exe_memfd: false,
             exe_deleted: false,
             exe_writable_location: false,
+            origin: Origin::Image,
             container: Some(ContainerInfo {
                 container_id: "cid".into(),
                 pod_name: Some("web-1".into()),
@@ -859,13 +920,52 @@ mod tests {
         let shelly = baseline(BaselineState::Enforced, &["/bin/sh", "/usr/bin/python3"]);
         let memfd = with("memfd:x", |e| e.exe_memfd = true);
         let deleted = with("/app/old", |e| e.exe_deleted = true);
-        let tmp = with("/tmp/x", |e| e.exe_writable_location = true);
+        // A script under /tmp run by the image's shell: a writable location, not drift.
+        let tmp = with("/bin/sh", |e| {
+            e.script_path = Some("/tmp/x.sh".into());
+            e.exe_writable_location = true
+        });
+        let drift = |origin| {
+            with("/tmp/x", |e| {
+                e.origin = origin;
+                e.exe_writable_location = true
+            })
+        };
 
         check(memfd.clone(), &enforced, Severity::Critical, "memfd");
+        check(
+            memfd.clone(),
+            &enforced,
+            Severity::Critical,
+            "drift: fileless",
+        );
         check(memfd, &pending, Severity::Critical, "memfd");
         check(deleted, &enforced, Severity::Critical, "deleted");
         check(tmp.clone(), &enforced, Severity::High, "writable");
         check(tmp, &pending, Severity::Low, "pending review");
+        // Drift is high and names its origin, also while the baseline is pending review.
+        for b in [&enforced, &pending] {
+            check(
+                drift(Origin::WritableLayer),
+                b,
+                Severity::High,
+                "drift: executable from the container's writable layer",
+            );
+            check(
+                drift(Origin::Volume),
+                b,
+                Severity::High,
+                "drift: executable from a volume or host path",
+            );
+        }
+        // Not drift: the unknown is a shell's ordinary rules, a host process's path too.
+        let unknown = with("/usr/bin/id", |e| e.origin = Origin::Unknown);
+        check(unknown, &enforced, Severity::Medium, "new executable");
+        let host = with("/usr/bin/id", |e| {
+            e.origin = Origin::Host;
+            e.container = None
+        });
+        check(host, &enforced, Severity::Medium, "new executable");
         check(exec("/bin/sh"), &enforced, Severity::High, "shell");
         // An applet is classed by what it runs, not by the file.
         check(
@@ -935,6 +1035,37 @@ mod tests {
             &full,
             Severity::Medium,
             "new executable",
+        );
+    }
+
+    #[test]
+    fn an_incident_carries_its_most_telling_origin_and_allowing_it_approves_that_origin() {
+        let mut b = baseline(BaselineState::Enforced, &["/usr/sbin/nginx"]);
+        let image = exec("/app/tool");
+        let mut dropped = exec("/app/tool");
+        dropped.origin = Origin::WritableLayer;
+        dropped.exe_sha256 = Some("b".repeat(64));
+        let mut i = Incident::from_deviation("1".into(), "e1", &image, &b, t(2));
+        assert_eq!(i.origin, Origin::Image);
+        i.record_deviation("e2", &dropped, &b, t(3));
+        assert_eq!(i.origin, Origin::WritableLayer, "drift is never hidden");
+        assert_eq!(i.severity, Severity::High);
+        i.record_deviation("e3", &image, &b, t(4));
+        assert_eq!(i.origin, Origin::WritableLayer);
+        i.allow_in(&mut b, t(5)).unwrap();
+        let el = &b.elements[&ElementKey::exe("/app/tool")];
+        assert!(el.origins.contains(&Origin::WritableLayer), "{el:?}");
+        assert!(el.approves(&"b".repeat(64)));
+        assert_eq!(
+            b.observe(&dropped, t(6), std::time::Duration::from_secs(600), 4_096),
+            crate::baseline::Observation::Known
+        );
+        // Another origin of the same element is still drift nobody approved.
+        let mut volume = dropped.clone();
+        volume.origin = Origin::Volume;
+        assert_eq!(
+            b.observe(&volume, t(7), std::time::Duration::from_secs(600), 4_096),
+            crate::baseline::Observation::Deviation
         );
     }
 

@@ -19,5 +19,5 @@ pub use baseline::{Baseline, BaselineState, Element, ElementKey, ElementStatus, 
 pub use content::{ContentCheck, ContentVerdict};
 pub use identity::{WorkloadIdentity, WorkloadKind};
 pub use process::{
-    Completeness, ContainerInfo, ContainerRuntime, ExecContext, ProcessEvent, QosClass,
+    Completeness, ContainerInfo, ContainerRuntime, ExecContext, Origin, ProcessEvent, QosClass,
 };

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+/// The `missing` entry of an event whose executable's origin could not be established.
+pub const MISSING_ORIGIN: &str = "origin";
+
 /// The executable path reported when the kernel no longer lets the sensor read it (the
 /// process exited first). Learning holds it for review; it is never allowed by default.
 pub const UNREADABLE_EXE: &str = "[unreadable]";
@@ -98,6 +101,175 @@ pub enum Completeness {
     Partial,
 }
 
+/// Where an executed file came from, as the sensor established it from kernel facts (see
+/// [`classify`] for the rule and `docs/sensor-events.md` for how the sensor gathers the facts).
+///
+/// Drift ([`Origin::is_drift`]) is any executable of a container that did not come from its
+/// image: the writable layer, a volume or host path, or no file at all. `Unknown` is never
+/// drift and never presented as the image: it says the sensor could not tell.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// Could not be classified (facts unreadable, the process gone with no kernel identity, a
+    /// root filesystem without layers, a file no longer where the kernel named it). Also what
+    /// an event from a sensor older than origins carries.
+    #[default]
+    Unknown,
+    /// The container's image: a lower layer of its root overlay, or a copy of one in the
+    /// writable layer with the image's content (the copy-up a `chmod`, `chown` or `touch`
+    /// makes).
+    Image,
+    /// The container's writable layer (the root overlay's upper directory), with content the
+    /// image does not have at that path.
+    WritableLayer,
+    /// A mount of the container other than its root filesystem: a volume, a host path, a
+    /// tmpfs (`/dev/shm`).
+    Volume,
+    /// No file: a memfd, or a file deleted while it ran.
+    Fileless,
+    /// A process of the node itself, in no container.
+    Host,
+}
+
+impl Origin {
+    /// Every origin, in the order of [`Origin::as_str`]'s documentation.
+    pub const ALL: [Origin; 6] = [
+        Origin::Image,
+        Origin::WritableLayer,
+        Origin::Volume,
+        Origin::Fileless,
+        Origin::Host,
+        Origin::Unknown,
+    ];
+
+    /// Lowercase name: `image`, `writable-layer`, `volume`, `fileless`, `host`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Image => "image",
+            Self::WritableLayer => "writable-layer",
+            Self::Volume => "volume",
+            Self::Fileless => "fileless",
+            Self::Host => "host",
+        }
+    }
+
+    /// Whether an executable of this origin in a container did not come from its image.
+    pub fn is_drift(self) -> bool {
+        matches!(self, Self::WritableLayer | Self::Volume | Self::Fileless)
+    }
+
+    /// The reason people read for a drift deviation of this origin (empty for others).
+    pub fn drift_reason(self) -> &'static str {
+        match self {
+            Self::WritableLayer => "drift: executable from the container's writable layer",
+            Self::Volume => {
+                "drift: executable from a volume or host path mounted into the container"
+            }
+            Self::Fileless => "drift: fileless executable (memfd or deleted)",
+            _ => "",
+        }
+    }
+
+    /// How telling an origin is when an incident's events disagree: drift outranks the image,
+    /// and the unknown outranks a known image (it may hide drift).
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Host => 0,
+            Self::Image => 1,
+            Self::Unknown => 2,
+            Self::WritableLayer => 3,
+            Self::Volume => 4,
+            Self::Fileless => 5,
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Read back from [`Origin::as_str`]; the error names the allowed values.
+impl std::str::FromStr for Origin {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Origin::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown origin '{s}'; allowed: {}",
+                    Origin::ALL.map(Origin::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// Where the sensor found an executed file, from kernel facts (mount and device of the file it
+/// executed, the container's mounts, the layers of its root overlay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilePlace {
+    /// Not established: no mount facts, the container's mounts unreadable, deletion unknown.
+    Unknown,
+    /// A mount of the container other than its root filesystem.
+    OtherMount,
+    /// The container's root filesystem, which is not an overlay: nothing tells its image from
+    /// what was written into it.
+    UnlayeredRoot,
+    /// The root overlay, in a lower (image) layer and not in the upper (writable) one.
+    LowerLayer,
+    /// The root overlay's upper (writable) layer. `image_content`: a lower layer has a file at
+    /// the same path with the same content (proven by its sha256); false when it has none,
+    /// has another, or the comparison could not be made.
+    UpperLayer {
+        /// The file is a copy of the image's file at that path.
+        image_content: bool,
+    },
+    /// The root overlay, but no layer has a file at the path the kernel named (moved or
+    /// removed since the exec).
+    NotFound,
+}
+
+/// What the sensor knows of an executed file, from which its [`Origin`] follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginFacts {
+    /// The process runs in a container.
+    pub in_container: bool,
+    /// The kernel's facts say the file is a memfd or was deleted.
+    pub fileless: bool,
+    /// Where the file was found.
+    pub place: FilePlace,
+}
+
+/// The origin of an exec, from the facts the sensor established. The one rule: a host process
+/// is `host`; a fileless one `fileless`; then the file's place decides, and only positive
+/// evidence makes `image` (a lower layer, or a copy proven to hold the image's content); a
+/// file in the upper layer without that proof is `writable-layer`; anything that cannot be
+/// told is `unknown`.
+pub fn classify(f: OriginFacts) -> Origin {
+    if !f.in_container {
+        return Origin::Host;
+    }
+    if f.fileless {
+        return Origin::Fileless;
+    }
+    match f.place {
+        FilePlace::OtherMount => Origin::Volume,
+        FilePlace::LowerLayer => Origin::Image,
+        FilePlace::UpperLayer {
+            image_content: true,
+        } => Origin::Image,
+        FilePlace::UpperLayer {
+            image_content: false,
+        } => Origin::WritableLayer,
+        FilePlace::Unknown | FilePlace::UnlayeredRoot | FilePlace::NotFound => Origin::Unknown,
+    }
+}
+
 /// One ancestor, nearest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ancestor {
@@ -143,8 +315,15 @@ pub struct ProcessEvent {
     pub exe_memfd: bool,
     /// Executable deleted from disk.
     pub exe_deleted: bool,
-    /// Executable in a writable location.
+    /// Executable in a writable location: kept for consumers older than [`ProcessEvent::origin`]
+    /// and derived from it: the container's writable layer or a volume, a memfd; where no image
+    /// says otherwise (a host process, an unknown origin) an executable under `/tmp`,
+    /// `/dev/shm`, `/var/tmp` or `/run/shm`; and a script under those.
     pub exe_writable_location: bool,
+    /// Where the executable came from ([`Origin`]). Events from sensors older than origins
+    /// read as `unknown`.
+    #[serde(default)]
+    pub origin: Origin,
     /// Container facts; `None` for host processes.
     pub container: Option<ContainerInfo>,
     /// Owner.
@@ -190,11 +369,98 @@ impl ProcessEvent {
         self.exe_memfd || self.exe_deleted
     }
 
+    /// The drift this exec is, if any: an executable of a container whose origin is not its
+    /// image (writable layer, volume, fileless). A fileless executable is drift whatever the
+    /// origin field says (an event of an older sensor). Host processes and unknown origins are
+    /// never drift.
+    pub fn drift(&self) -> Option<Origin> {
+        self.container.as_ref()?;
+        if self.fileless() {
+            return Some(Origin::Fileless);
+        }
+        self.origin.is_drift().then_some(self.origin)
+    }
+
     /// Marks `field` as missing or inherited and the event as partial.
     pub fn mark_missing(&mut self, field: &str) {
         self.completeness = Completeness::Partial;
         if !self.missing.iter().any(|m| m == field) {
             self.missing.push(field.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(in_container: bool, fileless: bool, place: FilePlace) -> OriginFacts {
+        OriginFacts {
+            in_container,
+            fileless,
+            place,
+        }
+    }
+
+    /// Every place, in and out of a container, fileless or not: the one rule, case by case.
+    #[test]
+    fn every_case_has_one_origin() {
+        use FilePlace::*;
+        let upper = |image_content| UpperLayer { image_content };
+        for (place, want) in [
+            (Unknown, Origin::Unknown),
+            (OtherMount, Origin::Volume),
+            (UnlayeredRoot, Origin::Unknown),
+            (LowerLayer, Origin::Image),
+            (upper(true), Origin::Image),
+            (upper(false), Origin::WritableLayer),
+            (NotFound, Origin::Unknown),
+        ] {
+            assert_eq!(classify(facts(true, false, place)), want, "{place:?}");
+            // Fileless wins over any place (a deleted file's path may still name a layer).
+            assert_eq!(
+                classify(facts(true, true, place)),
+                Origin::Fileless,
+                "{place:?}"
+            );
+            // Outside a container nothing is drift: the node has no image.
+            assert_eq!(
+                classify(facts(false, false, place)),
+                Origin::Host,
+                "{place:?}"
+            );
+            assert_eq!(
+                classify(facts(false, true, place)),
+                Origin::Host,
+                "{place:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_files_not_from_the_image_are_drift() {
+        let drift: Vec<_> = Origin::ALL.into_iter().filter(|o| o.is_drift()).collect();
+        assert_eq!(
+            drift,
+            [Origin::WritableLayer, Origin::Volume, Origin::Fileless]
+        );
+        for o in Origin::ALL {
+            assert_eq!(o.is_drift(), !o.drift_reason().is_empty(), "{o}");
+        }
+    }
+
+    #[test]
+    fn origins_read_back_their_names_and_refuse_others() {
+        for o in Origin::ALL {
+            assert_eq!(o.as_str().parse::<Origin>(), Ok(o));
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        let err = "layer".parse::<Origin>().unwrap_err();
+        assert!(
+            err.contains("'layer'") && err.contains("writable-layer"),
+            "{err}"
+        );
+        // An event from a sensor older than origins reads as unknown.
+        assert_eq!(Origin::default(), Origin::Unknown);
     }
 }

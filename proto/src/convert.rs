@@ -9,8 +9,9 @@ use procguard_core::baseline::{Coverage, ElementLimit, LearningSummary, Provenan
 use procguard_core::process::Ancestor;
 use procguard_core::{
     Baseline, BaselineState, Completeness, ContainerInfo, ContainerRuntime, Element, ElementKey,
-    ElementStatus, ExecContext, ProcessEvent, QosClass, WorkloadIdentity, WorkloadKind,
+    ElementStatus, ExecContext, Origin, ProcessEvent, QosClass, WorkloadIdentity, WorkloadKind,
 };
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A protobuf message that does not describe a valid domain value.
@@ -209,6 +210,52 @@ fn context_from_pb(v: i32) -> Result<ExecContext> {
     )
 }
 
+/// Domain origin to protobuf.
+pub fn origin_to_pb(o: Origin) -> pb::Origin {
+    match o {
+        Origin::Unknown => pb::Origin::Unknown,
+        Origin::Image => pb::Origin::Image,
+        Origin::WritableLayer => pb::Origin::WritableLayer,
+        Origin::Volume => pb::Origin::Volume,
+        Origin::Fileless => pb::Origin::Fileless,
+        Origin::Host => pb::Origin::Host,
+    }
+}
+
+/// Protobuf origin to domain. UNSPECIFIED (a sender older than origins) and any value this
+/// build does not know read as [`Origin::Unknown`]: what cannot be told is said to be unknown,
+/// never guessed, and never drift.
+pub fn origin_from_pb(v: i32) -> Origin {
+    match pb::Origin::try_from(v).unwrap_or(pb::Origin::Unspecified) {
+        pb::Origin::Image => Origin::Image,
+        pb::Origin::WritableLayer => Origin::WritableLayer,
+        pb::Origin::Volume => Origin::Volume,
+        pb::Origin::Fileless => Origin::Fileless,
+        pb::Origin::Host => Origin::Host,
+        pb::Origin::Unknown | pb::Origin::Unspecified => Origin::Unknown,
+    }
+}
+
+/// A set of origins to protobuf.
+pub fn origins_to_pb(set: &BTreeSet<Origin>) -> Vec<i32> {
+    set.iter().map(|o| origin_to_pb(*o) as i32).collect()
+}
+
+/// A set of origins (an element's) to domain. UNSPECIFIED and values this build does not
+/// know are left out: an element is never allowed from an origin nobody can name.
+pub fn origins_from_pb(values: &[i32]) -> BTreeSet<Origin> {
+    values
+        .iter()
+        .filter(|v| {
+            !matches!(
+                pb::Origin::try_from(**v),
+                Ok(pb::Origin::Unspecified) | Err(_)
+            )
+        })
+        .map(|v| origin_from_pb(*v))
+        .collect()
+}
+
 impl From<&ContainerInfo> for pb::ContainerInfo {
     fn from(c: &ContainerInfo) -> Self {
         pb::ContainerInfo {
@@ -276,6 +323,7 @@ impl From<&ProcessEvent> for pb::ProcessEvent {
             missing: e.missing.clone(),
             node_name: e.node_name.clone(),
             attributed_late_ms: e.attributed_late_ms.unwrap_or(0),
+            origin: origin_to_pb(e.origin) as i32,
         }
     }
 }
@@ -323,6 +371,7 @@ impl TryFrom<&pb::ProcessEvent> for ProcessEvent {
             missing: p.missing.clone(),
             node_name: p.node_name.clone(),
             attributed_late_ms: (p.attributed_late_ms > 0).then_some(p.attributed_late_ms),
+            origin: origin_from_pb(p.origin),
         })
     }
 }
@@ -443,6 +492,7 @@ pub fn baseline_to_pb(b: &Baseline, with_provenance: bool) -> pb::Baseline {
                 provenance: with_provenance.then(|| provenance_to_pb(&e.provenance)),
                 manual: e.manual,
                 approved_sha256: e.approved_sha256.clone(),
+                origins: origins_to_pb(&e.origins),
             })
             .collect(),
         labels: b.labels.clone().into_iter().collect(),
@@ -548,6 +598,7 @@ pub fn baseline_from_pb(p: &pb::Baseline) -> Result<Baseline> {
                 provenance: provenance_from_pb(e.provenance.as_ref(), now),
                 manual: e.manual,
                 approved_sha256: e.approved_sha256.clone(),
+                origins: origins_from_pb(&e.origins),
             },
         );
     }
@@ -602,6 +653,7 @@ mod tests {
                 provenance: provenance_from_pb(None, UNIX_EPOCH + Duration::from_secs(1000)),
                 manual: true,
                 approved_sha256: vec!["ab".repeat(32), "cd".repeat(32)],
+                origins: [Origin::Image, Origin::WritableLayer].into(),
             },
         );
         b.state = BaselineState::Enforced;
@@ -609,5 +661,20 @@ mod tests {
         assert_eq!(back.workload, b.workload);
         assert_eq!(back.elements, b.elements);
         assert_eq!(back.state, b.state);
+    }
+
+    #[test]
+    fn every_origin_round_trips_and_unnamed_values_are_unknown() {
+        for o in Origin::ALL {
+            assert_eq!(origin_from_pb(origin_to_pb(o) as i32), o);
+        }
+        // A sensor older than origins, or one newer than this build: unknown, never drift.
+        assert_eq!(origin_from_pb(0), Origin::Unknown);
+        assert_eq!(origin_from_pb(99), Origin::Unknown);
+        // An element is never allowed from an origin nobody can name.
+        assert_eq!(
+            origins_from_pb(&[0, 99, pb::Origin::Volume as i32]),
+            BTreeSet::from([Origin::Volume])
+        );
     }
 }

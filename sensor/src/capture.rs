@@ -31,7 +31,10 @@
 //!
 //! After the `/proc` read, the processing thread looks the executable's hash up in the shared
 //! cache; only a file not hashed yet goes to the hashing thread (`pg-hash`; hashing takes
-//! milliseconds and must not delay `/proc` reads). fanotify has no thread of its own (see
+//! milliseconds and must not delay `/proc` reads). A file of a container's writable layer over
+//! an image file of the same size is a copy of the image's only if their contents are the
+//! same: the image file's hash is looked up (or made) the same way, and the origin settled
+//! once both are known ([`crate::origin::settle_copy_up`]). fanotify has no thread of its own (see
 //! [`crate::fanotify`]). Process events leave for the uplink in batches, at most
 //! [`OUTPUT_EVERY`] after they were built (the uplink batches for longer anyway).
 
@@ -40,6 +43,7 @@ use crate::multicall::MultiCall;
 use crate::netlink::{
     self, GapDetector, ProcConnector, ProcEvent, Stamped, PROC_EVENT_ALL, PROC_EVENT_EXEC,
 };
+use crate::origin::{settle_copy_up, CopyUp};
 use crate::procfs::{hash_file, HashCache};
 use crate::tracker::{EarlyRead, Observed, Tracker};
 use procguard_core::{Completeness, ProcessEvent};
@@ -552,16 +556,19 @@ impl Processor {
             mut event,
             exe,
             exe_key,
+            copy_up,
         } = ob;
-        // The kernel's record (fanotify) already has the key; a file opened from /proc does not.
+        // The `statx` that opened or claimed the file read its key; only a file opened without
+        // one (never, in practice) is asked again.
         let key = exe_key.or_else(|| exe.as_ref().and_then(HashCache::key_of));
-        let known = key.and_then(|k| {
-            self.cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .lookup(k)
-        });
-        if known.is_none() && exe.is_some() {
+        let (known, lower) = {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                key.and_then(|k| cache.lookup(k)),
+                copy_up.as_ref().and_then(|c| cache.lookup(c.key)),
+            )
+        };
+        if (known.is_none() && exe.is_some()) || (copy_up.is_some() && lower.is_none()) {
             // A file not hashed yet: hashing takes milliseconds, off this thread.
             return self
                 .hash_tx
@@ -569,10 +576,14 @@ impl Processor {
                     event,
                     exe,
                     exe_key: key,
+                    copy_up,
                 })
                 .is_ok();
         }
         event.exe_sha256 = known;
+        if copy_up.is_some() {
+            settle_copy_up(&mut event, lower.as_deref());
+        }
         count(&mut event, &self.metrics, &self.multi);
         self.since.get_or_insert_with(Instant::now);
         self.pending.push(event);
@@ -618,6 +629,40 @@ fn count(event: &mut ProcessEvent, metrics: &Metrics, multi: &Mutex<MultiCall>) 
     }
 }
 
+/// The hash of the open file `f` under `key`, from the cache or hashed now (and cached).
+fn cached_hash(
+    cache: &Mutex<HashCache>,
+    f: &std::fs::File,
+    key: crate::procfs::FileKey,
+) -> Option<String> {
+    // Another event for the same file may have been hashed while this one waited.
+    let known = cache.lock().unwrap_or_else(|e| e.into_inner()).lookup(key);
+    known.or_else(|| {
+        let h = hash_file(f, key)?;
+        cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, h.clone());
+        Some(h)
+    })
+}
+
+/// The hash of the image's file a copy-up is compared with: opened by its path in the lower
+/// layer, and hashed under the key of the file actually opened (one `statx`), so a lookup
+/// that raced a change never lends its key to other content.
+fn image_file_hash(cache: &Mutex<HashCache>, c: &CopyUp) -> Option<String> {
+    if let Some(h) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .lookup(c.key)
+    {
+        return Some(h);
+    }
+    let f = std::fs::File::open(&c.lower).ok()?;
+    let (key, _) = crate::fanotify::stat_file(&f)?;
+    cached_hash(cache, &f, key)
+}
+
 /// The hashing thread: files the cache did not know yet.
 fn hash(
     rx: Receiver<Observed>,
@@ -631,19 +676,15 @@ fn hash(
         mut event,
         exe,
         exe_key,
+        copy_up,
     } in rx
     {
         if let (Some(f), Some(key)) = (&exe, exe_key) {
-            // Another event for the same file may have been hashed while this one waited.
-            let known = cache.lock().unwrap_or_else(|e| e.into_inner()).lookup(key);
-            event.exe_sha256 = known.or_else(|| {
-                let h = hash_file(f, key)?;
-                cache
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, h.clone());
-                Some(h)
-            });
+            event.exe_sha256 = cached_hash(cache, f, key);
+        }
+        if let Some(c) = &copy_up {
+            let lower = image_file_hash(cache, c);
+            settle_copy_up(&mut event, lower.as_deref());
         }
         count(&mut event, metrics, multi);
         if out.blocking_send(event).is_err() {

@@ -30,6 +30,14 @@
 //! alongside, and each event's descriptor is taken into an `OwnedFd` exactly once. Parsing the
 //! event buffer is safe code over a byte slice that checks every length.
 //!
+//! A file of an overlay (a container's root) whose layers lie on a marked filesystem (the
+//! node's root, as usual) yields two events per exec: first the layer's own file (overlayfs
+//! opens it as a backing file; its mount is one of the overlay's private layer mounts), then
+//! the overlay's file (its mount is the container's root mount). Both name the same path and
+//! belong to one exec: they are taken together ([`Claimed::also`], [`ExecFile::also`]), so
+//! the second is never mistaken for the next exec of the same pid, and both identities serve
+//! to tell where the file lies ([`crate::origin`]).
+//!
 //! Each exec of a dynamically linked binary yields two events: the binary, then its loader
 //! (`ld-linux*.so*`, `ld-musl*`), both opened for execution by the kernel. A loader, once
 //! seen, gets an ignore mark, so the kernel stops reporting it; until then its event is
@@ -46,7 +54,7 @@
 #![allow(unsafe_code)]
 
 use crate::metrics::Metrics;
-use crate::procfs::{classify_exe, exe_facts, plain_link};
+use crate::procfs::{classify_exe, exe_facts, plain_link, FileKey, Opened};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -85,10 +93,13 @@ struct Kind {
 /// What a claim says of an exec already read from `/proc`.
 #[derive(Debug)]
 pub struct Claimed {
-    /// (device, inode, mtime, size): the hash cache key.
+    /// (device, inode, ctime, size): the hash cache key.
     pub key: (u64, u64, i64, u64),
     /// The mount the file was executed from.
     pub mount: Option<u64>,
+    /// The same exec's other view of the file, when the kernel reported two (a layer's file,
+    /// then the overlay's).
+    pub also: Option<Opened>,
     /// The executed file, open: it can be hashed even after the process is gone.
     pub file: Option<std::fs::File>,
 }
@@ -106,10 +117,12 @@ pub struct ExecFile {
     /// The link ends in the deleted marker and the file still has links: whether it was
     /// unlinked or is named so cannot be told without its process (gone).
     pub deleted_unknown: bool,
-    /// (device, inode, mtime, size): the hash cache key.
+    /// (device, inode, ctime, size): the hash cache key.
     pub key: (u64, u64, i64, u64),
     /// The mount the file was executed from (a container's root mount for its files).
     pub mount: Option<u64>,
+    /// The same exec's other view of the file, when the kernel reported two.
+    pub also: Option<Opened>,
     at: Instant,
 }
 
@@ -137,8 +150,8 @@ fn raise_open_file_limit() {
     }
 }
 
-/// The hash cache key and mount ID of an open file, in one `statx`.
-fn file_stat(fd: &OwnedFd) -> Option<(crate::procfs::FileKey, Option<u64>)> {
+/// The hash cache key and mount ID of an open file, in one `statx`: what [`stat_file`] says.
+fn file_stat(fd: &impl AsRawFd) -> Option<(FileKey, Option<u64>)> {
     let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
     // SAFETY: the empty path is NUL-terminated and static; `stx` is a writable statx buffer
     // the kernel fills; it is read only after a successful return.
@@ -157,9 +170,21 @@ fn file_stat(fd: &OwnedFd) -> Option<(crate::procfs::FileKey, Option<u64>)> {
     // SAFETY: statx succeeded, so the buffer is initialised (it was zeroed before anyway).
     let stx = unsafe { stx.assume_init() };
     let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
-    let key = (dev, stx.stx_ino, stx.stx_mtime.tv_sec, stx.stx_size);
+    // The change time, not the modification time: a process can set the latter back
+    // (`touch -r`) after rewriting a file in place, never the former.
+    let ctime =
+        stx.stx_ctime.tv_sec.saturating_mul(1_000_000_000) + i64::from(stx.stx_ctime.tv_nsec);
+    let key = (dev, stx.stx_ino, ctime, stx.stx_size);
     let mount = (stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id);
     Some((key, mount))
+}
+
+/// The hash cache key (device, inode, ctime in nanoseconds, size) and mount ID of an open
+/// file, in one `statx` (the mount ID where the kernel reports it, 5.8 and later). Safe to
+/// call from anywhere: it lives here only because `statx` with `STATX_MNT_ID` has no safe
+/// wrapper in `libc` or `nix`.
+pub fn stat_file(f: &std::fs::File) -> Option<(FileKey, Option<u64>)> {
+    file_stat(f)
 }
 
 fn mount_id(dirfd: libc::c_int, path: &std::ffi::CStr) -> Option<u64> {
@@ -261,6 +286,8 @@ struct Held {
     link: Option<String>,
     /// The file's path as remembered from its first sighting ([`Kind::path`]).
     known_path: Option<Arc<str>>,
+    /// The same exec's second view of the file, taken with it ([`Table::take_through`]).
+    also: Option<Opened>,
     at: Instant,
 }
 
@@ -283,6 +310,7 @@ impl Held {
         Claimed {
             key: self.key,
             mount: self.mount,
+            also: self.also,
             file: self.fd.map(std::fs::File::from),
         }
     }
@@ -305,6 +333,7 @@ impl Held {
                 deleted_unknown: name.deleted_unknown,
                 key: self.key,
                 mount: self.mount,
+                also: self.also,
                 at: self.at,
             },
             file,
@@ -313,7 +342,7 @@ impl Held {
 }
 
 /// Whether two identities are the same file, possibly reached through two mounts (inode,
-/// modification time and size equal; the device may differ).
+/// change time and size equal; the device may differ).
 fn same_file(a: &(u64, u64, i64, u64), b: &(u64, u64, i64, u64)) -> bool {
     (a.1, a.2, a.3) == (b.1, b.2, b.3)
 }
@@ -455,8 +484,10 @@ impl Table {
         self.take_through(pid, idx)
     }
 
-    /// Takes `pid`'s identities up to and including the one at `idx` (returned), and the
-    /// loader right after it when it is a binary: they belong to the same exec.
+    /// Takes `pid`'s identities up to and including the one at `idx` (returned), the same
+    /// exec's other view of that file right after it (same path, another mount: a layer's
+    /// file, then the overlay's), and the loader after them when it is a binary: they belong
+    /// to the same exec.
     fn take_through(&mut self, pid: u32, idx: usize) -> Option<Held> {
         let q = self.by_pid.get_mut(&pid)?;
         let mut found = None;
@@ -465,13 +496,24 @@ impl Table {
             self.total -= 1;
         }
         // The loader that followed this binary belongs to the same exec, and so does the same
-        // file reported again through another marked mount (one exec of a container's file can
-        // be seen on its overlay and on the filesystem beneath: same inode, other device).
-        if let Some(f) = found.as_ref().filter(|f| !f.loader) {
-            while q
-                .front()
-                .is_some_and(|n| n.loader || same_file(&n.key, &f.key))
-            {
+        // file reported again through another mount (one exec of a container's file can be
+        // seen on the filesystem beneath its overlay, then on the overlay: same inode, or, for
+        // a file copied up, the same path). The first other view is kept ([`Held::also`]).
+        if let Some(f) = found.as_mut().filter(|f| !f.loader) {
+            while let Some(n) = q.front() {
+                let other_mount = n.mount != f.mount || n.key.0 != f.key.0;
+                let same_path = f.known_path.is_some() && n.known_path == f.known_path;
+                let other_view =
+                    !n.loader && other_mount && (same_file(&n.key, &f.key) || same_path);
+                if !n.loader && !other_view {
+                    break;
+                }
+                if other_view && f.also.is_none() {
+                    f.also = Some(Opened {
+                        key: n.key,
+                        mount: n.mount,
+                    });
+                }
                 q.pop_front();
                 self.total -= 1;
             }
@@ -745,6 +787,7 @@ impl ExecWatch {
                         loader: kind.loader,
                         link,
                         known_path: kind.path,
+                        also: None,
                         at: now,
                     },
                 ));
@@ -911,8 +954,42 @@ mod tests {
             loader: is_loader(path),
             link: Some(path.into()),
             known_path: Some(Arc::from(path)),
+            also: None,
             at: Instant::now(),
         }
+    }
+
+    /// `path` as reached through mount `mount`.
+    fn on(path: &str, mount: u64) -> Held {
+        Held {
+            mount: Some(mount),
+            key: (mount, mount, 0, 0),
+            ..f(path)
+        }
+    }
+
+    #[test]
+    fn a_layers_file_and_the_overlays_are_one_exec() {
+        let mut t = Table::default();
+        // `sh -c 'exec sleep'` in a container whose layers lie on a marked filesystem: each
+        // exec is reported through the layer's private mount (46), then the root mount (75).
+        t.insert(9, on("/bin/sh", 46));
+        t.insert(9, on("/bin/sh", 75));
+        t.insert(9, on("/bin/sleep", 46));
+        t.insert(9, on("/bin/sleep", 75));
+        let sh = t.take_matching(9, "/bin/sh").unwrap();
+        assert_eq!(sh.mount, Some(46));
+        assert_eq!(sh.also.map(|o| o.mount), Some(Some(75)));
+        // The process is gone by its second exec: the next identity is sleep's, not sh's.
+        let sleep = t.take(9).unwrap();
+        assert_eq!(sleep.known_path.as_deref(), Some("/bin/sleep"));
+        assert_eq!(sleep.also.map(|o| o.mount), Some(Some(75)));
+        assert_eq!(t.total, 0);
+        // One file executed twice through one mount is two execs.
+        t.insert(3, on("/bin/sh", 27));
+        t.insert(3, on("/bin/sh", 27));
+        assert!(t.take(3).unwrap().also.is_none());
+        assert!(t.take(3).is_some());
     }
 
     #[test]

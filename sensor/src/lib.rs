@@ -19,6 +19,7 @@ pub mod fanotify;
 pub mod metrics;
 pub mod multicall;
 pub mod netlink;
+pub mod origin;
 pub mod pods;
 pub mod procfs;
 pub mod spool;

@@ -105,6 +105,7 @@ mod tests {
             exe_memfd: false,
             exe_deleted: false,
             exe_writable_location: false,
+            origin: procguard_core::Origin::Host,
             container: None,
             workload: WorkloadIdentity::new("c", "", WorkloadKind::Host, "host", ""),
             context: ExecContext::Host,

@@ -30,6 +30,7 @@
 
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use procguard_core::baseline::from_image;
 use procguard_core::process::MISSING_POD_METADATA;
 use procguard_core::{ContainerRuntime, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -528,10 +529,10 @@ pub fn is_probe_command(argv: &[String], cmd: &[String]) -> bool {
 /// Whether `ev` is a run of the probe command `cmd`: the same words (the first compared by
 /// base name, see [`is_probe_command`]), and the file that ran is that program as the image
 /// ships it: its own name, or the applet a multi-call binary ran, is the command's (a
-/// versioned name such as `python3.11` for `python3` counts), and it is neither a file written
-/// into the container (its writable layer or a writable directory) nor a memfd or deleted
-/// file. A copy of a shell dropped in `/tmp/sh` and run with the probe's words is an exec
-/// session, not a probe.
+/// versioned name such as `python3.11` for `python3` counts), and it comes from the image
+/// ([`from_image`]: not drift, neither from the writable layer, a volume, a memfd or a deleted
+/// file, nor in a writable directory). A copy of a shell dropped in `/tmp/sh` and run with the
+/// probe's words is an exec session, not a probe.
 pub fn is_probe_run(ev: &ProcessEvent, cmd: &[String]) -> bool {
     let program = ev.applet.clone().unwrap_or_else(|| base(&ev.exe_path));
     is_probe_command(&ev.argv, cmd) && runs_program_of(ev, &program, cmd)
@@ -539,8 +540,8 @@ pub fn is_probe_run(ev: &ProcessEvent, cmd: &[String]) -> bool {
 
 /// Whether `ev`, whose argv the sensor could not read (the process exited, or exec'd its
 /// command in place as `sh -c 'cmd'` does, within microseconds), ran the probe command
-/// `cmd`'s program as the image ships it: the file's own name is the command's, and it is not
-/// a file written into the container, a memfd or a deleted file. argv cannot be checked, so
+/// `cmd`'s program as the image ships it: the file's own name is the command's, and it comes
+/// from the image ([`from_image`]). argv cannot be checked, so
 /// this is weaker than [`is_probe_run`]: the event stays partial (`argv` missing) and only the
 /// first process of an exec session is judged by it. What it gives up is said in
 /// docs/ARCHITECTURE.md: a session whose first process runs a probe's program and is gone
@@ -567,7 +568,7 @@ fn runs_program_of(ev: &ProcessEvent, program: &str, cmd: &[String]) -> bool {
         || program
             .strip_prefix(want.as_str())
             .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
-    same_program && !ev.exe_writable_location && !ev.fileless()
+    same_program && from_image(ev)
 }
 
 enum Outcome {
@@ -1030,6 +1031,7 @@ pub(crate) mod tests {
             exe_memfd: false,
             exe_deleted: false,
             exe_writable_location: false,
+            origin: procguard_core::Origin::Image,
             container: Some(ContainerInfo {
                 container_id: ID.into(),
                 pod_uid: Some("3f0c1e2a-1b2c-4d5e-8f90-123456789abc".into()),
@@ -1124,6 +1126,13 @@ pub(crate) mod tests {
         dropped.exe_path = "/tmp/cat".into();
         dropped.exe_writable_location = true;
         assert_eq!(e.push(dropped, t0)[0].context, ExecContext::ExecSession);
+        // The probe's own program at its own path, but from a volume mounted over it.
+        let mut mounted = session(
+            event(19, 4, &["cat", "/tmp/healthy"], ExecContext::ExecSession),
+            19,
+        );
+        mounted.origin = procguard_core::Origin::Volume;
+        assert_eq!(e.push(mounted, t0)[0].context, ExecContext::ExecSession);
         let mut renamed = session(
             event(15, 4, &["cat", "/tmp/healthy"], ExecContext::ExecSession),
             15,

@@ -44,6 +44,10 @@ pub struct ProcInfo {
     pub exe_deleted_unknown: bool,
     /// (device, inode) of the executable as opened.
     pub exe_id: Option<(u64, u64)>,
+    /// The executable as the kernel opened it: its identity and mount (see [`Opened`]), from
+    /// the `statx` that reads its cache key. With fanotify on a layered root, the second view
+    /// of the same exec is the second entry.
+    pub exe_opened: [Option<Opened>; 2],
     /// argv (bounded).
     pub argv: Option<Vec<String>>,
     /// argv was cut.
@@ -467,10 +471,14 @@ impl ProcReader {
     /// executable as opened (through `/proc/<pid>/exe` or fanotify's descriptor), see
     /// [`classify_exe`]. Also records its (device, inode).
     pub fn resolve_exe(&self, info: &mut ProcInfo, file: Option<&std::fs::File>) {
+        if info.exe_opened[0].is_none() {
+            // One `statx` for the identity, the hash cache key and the mount.
+            if let Some((key, mount)) = file.and_then(crate::fanotify::stat_file) {
+                info.exe_opened[0] = Some(Opened { key, mount });
+            }
+        }
         if info.exe_id.is_none() {
-            info.exe_id = file
-                .and_then(|f| f.metadata().ok())
-                .map(|m| (m.dev(), m.ino()));
+            info.exe_id = info.exe_opened[0].map(|o| (o.key.0, o.key.1));
         }
         let Some(link) = info.exe_link.as_deref() else {
             return;
@@ -530,7 +538,7 @@ impl ProcReader {
     }
 }
 
-/// sha256 of executables, cached by (device, inode, mtime, size) so a hot binary is hashed
+/// sha256 of executables, cached by (device, inode, ctime, size) ([`FileKey`]) so a hot binary is hashed
 /// once. The cache is bounded in two generations: when the current one is full it becomes the
 /// previous one (the older previous is forgotten), and a hit in the previous generation moves
 /// back to the current one. Binaries in use stay cached however many new ones a node builds
@@ -541,20 +549,38 @@ pub struct HashCache {
     previous: HashMap<(u64, u64, i64, u64), String>,
 }
 
+/// An executed file as the kernel opened it: its hash cache key (device, inode, ctime, size)
+/// and the ID of the mount it was reached through (`None` before Linux 5.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    /// (device, inode, ctime in nanoseconds, size).
+    pub key: FileKey,
+    /// Mount ID, as `/proc/<pid>/mountinfo` numbers mounts.
+    pub mount: Option<u64>,
+}
+
 /// Most executables remembered by [`HashCache`].
 pub const HASH_CACHE_ENTRIES: usize = 4096;
 
-/// A hash cache key: (device, inode, mtime, size) of an executable.
+/// (device, inode, ctime in nanoseconds, size): a file's identity and version. The change
+/// time, not the modification time: a process can set the latter back after rewriting a file
+/// in place (`touch -r`), never the former.
 pub type FileKey = (u64, u64, i64, u64);
 
 impl HashCache {
     /// The cache key of an open file.
     pub fn key_of(f: &std::fs::File) -> Option<FileKey> {
         let meta = f.metadata().ok()?;
-        Some((meta.dev(), meta.ino(), meta.mtime(), meta.size()))
+        Some(Self::key_of_meta(&meta))
     }
 
-    /// The hash of a file already hashed under `key` (device, inode, mtime, size).
+    /// The cache key of a file whose metadata was read.
+    pub fn key_of_meta(meta: &std::fs::Metadata) -> FileKey {
+        let ctime = meta.ctime().saturating_mul(1_000_000_000) + meta.ctime_nsec();
+        (meta.dev(), meta.ino(), ctime, meta.size())
+    }
+
+    /// The hash of a file already hashed under `key` (device, inode, ctime, size).
     pub fn lookup(&mut self, key: FileKey) -> Option<String> {
         if let Some(h) = self.entries.get(&key) {
             return Some(h.clone());

@@ -7,7 +7,8 @@
 
 use crate::cgroup::{self, ContainerRef, Placement};
 use crate::fanotify::{Claimed, ExecWatch};
-use crate::procfs::{plain_link, ProcInfo, ProcReader};
+use crate::origin::{self, CopyUp, Origins};
+use crate::procfs::{plain_link, Opened, ProcInfo, ProcReader};
 use crate::standalone;
 use procguard_core::element;
 use procguard_core::process::{Ancestor, UNREADABLE_EXE};
@@ -52,12 +53,9 @@ struct Facts {
     start_time: Option<std::time::SystemTime>,
 }
 
-/// Writable locations: an executable here is suspicious by itself.
-const WRITABLE_DIRS: &[&str] = &["/tmp/", "/dev/shm/", "/var/tmp/", "/run/shm/"];
-
-/// Whether `path` lies in one of the [`WRITABLE_DIRS`].
+/// Whether `path` lies in one of the [`origin::WRITABLE_DIRS`].
 fn in_writable_dir(path: &str) -> bool {
-    WRITABLE_DIRS.iter().any(|d| path.starts_with(d))
+    origin::WRITABLE_DIRS.iter().any(|d| path.starts_with(d))
 }
 
 /// Marks `ev` as run from a writable location when the script it ran (a shell's or an
@@ -65,7 +63,7 @@ fn in_writable_dir(path: &str) -> bool {
 /// hash: content found to be multi-call then turns what read as a shell's script into an
 /// applet's argument (`cat /tmp/x` through a copy of busybox named `sh` reads `/tmp/x`, it
 /// does not run it), so the script slot is only known then. The executable's own part of the
-/// flag (memfd, writable directory, the container's writable layer) is the tracker's.
+/// flag is derived from its origin ([`origin::writable_location`]).
 pub(crate) fn mark_writable_script(ev: &mut ProcessEvent) {
     if ev.script_path.as_deref().is_some_and(in_writable_dir) {
         ev.exe_writable_location = true;
@@ -110,13 +108,13 @@ pub struct Observed {
     pub event: ProcessEvent,
     /// The executable, when it could be opened.
     pub exe: Option<std::fs::File>,
-    /// The executable's hash cache key, when only fanotify saw it (the process was gone).
+    /// The executable's hash cache key, as the `statx` that opened or claimed it read it.
     pub exe_key: Option<(u64, u64, i64, u64)>,
+    /// A file of the writable layer over an image file of the same size: its origin is the
+    /// image's only if the contents are the same, compared once both are hashed
+    /// ([`origin::settle_copy_up`]).
+    pub copy_up: Option<CopyUp>,
 }
-
-/// Containers whose writable layer (overlay upperdir) is remembered; past it the memo starts
-/// over, which costs one mountinfo read per container again, never memory.
-const MAX_UPPERDIRS: usize = 4_096;
 
 /// A process whose executable can no longer be read has exited (or is a kernel thread): its
 /// cgroup file then names the root cgroup it was moved to on exit and its cmdline is empty.
@@ -136,24 +134,6 @@ fn forget_if_exited(info: &mut ProcInfo) {
     }
 }
 
-/// The overlay upper directory of the root mount in a `/proc/<pid>/mountinfo`: the container's
-/// writable layer, as a path in the sensor's mount namespace.
-pub fn root_upperdir(mountinfo: &str) -> Option<String> {
-    mountinfo.lines().find_map(|l| {
-        // id parent major:minor root mountpoint opts [optional...] - fstype source superopts
-        let (pre, post) = l.split_once(" - ")?;
-        let mut pre = pre.split(' ');
-        let mount_point = pre.nth(4)?;
-        let mut post = post.split(' ');
-        let (fstype, _src, superopts) = (post.next()?, post.next()?, post.next()?);
-        (mount_point == "/" && fstype == "overlay").then_some(())?;
-        superopts
-            .split(',')
-            .find_map(|o| o.strip_prefix("upperdir="))
-            .map(|u| u.replace("\\040", " "))
-    })
-}
-
 /// The sensor's view of every live process.
 #[derive(Debug)]
 pub struct Tracker {
@@ -165,10 +145,9 @@ pub struct Tracker {
     live_in_container: HashMap<String, u32>,
     /// fanotify exec identities, when enabled.
     exec_watch: Option<Arc<ExecWatch>>,
-    /// The node's root filesystem, where writable layers are looked up.
-    host_root: std::path::PathBuf,
-    /// Writable layer per container ID (`None`: not an overlay root).
-    upperdirs: HashMap<String, Option<String>>,
+    /// Where executables came from: containers' mounts and layers, looked up through the
+    /// node's root.
+    origins: Origins,
     /// Containers seen, by ID, to attribute a process by the root filesystem of the file it
     /// executed when its cgroup could no longer be read.
     containers: HashMap<String, ContainerRef>,
@@ -211,8 +190,7 @@ impl Tracker {
             cluster: cluster.to_string(),
             live_in_container: HashMap::new(),
             exec_watch: None,
-            upperdirs: HashMap::new(),
-            host_root: std::path::PathBuf::from("/"),
+            origins: Origins::default(),
             containers: HashMap::new(),
             root_tries: HashMap::new(),
             view: cgroup::View::host(),
@@ -385,36 +363,12 @@ impl Tracker {
         self.exec_watch = Some(w);
     }
 
-    /// Whether `exe` (a path inside container `id`'s root) lies in the container's writable
-    /// layer: the file exists under the overlay upper directory of its root mount, so it was
-    /// written or replaced after the container started rather than shipped in the image.
-    fn in_writable_layer(&mut self, pid: u32, id: &str, exe: &str) -> bool {
-        if !self.upperdirs.contains_key(id) {
-            let Ok(mi) = std::fs::read_to_string(self.reader.path(pid, "mountinfo")) else {
-                return false;
-            };
-            if self.upperdirs.len() >= MAX_UPPERDIRS {
-                self.upperdirs.clear();
-            }
-            self.upperdirs.insert(id.to_string(), root_upperdir(&mi));
-        }
-        match self.upperdirs.get(id) {
-            // The upper directory is a path of the runtime's (the node's) mount namespace, so
-            // it is looked up through the node's root, not the sensor's own.
-            Some(Some(upper)) if exe.starts_with('/') => self
-                .host_root
-                .join(upper.trim_start_matches('/'))
-                .join(exe.trim_start_matches('/'))
-                .exists(),
-            _ => false,
-        }
-    }
-
-    /// Looks the containers' writable layers up under `root`: the node's root filesystem as
-    /// the sensor can reach it (`<host proc>/1/root` in the DaemonSet, whose own mount
-    /// namespace has none of the runtime's state).
+    /// Looks the containers' layers up under `root`: the node's root filesystem as the
+    /// sensor can reach it (`<host proc>/1/root` in the DaemonSet, whose own mount namespace
+    /// has none of the runtime's state). The layers are paths of the runtime's (the node's)
+    /// mount namespace, so they are looked up through the node's root, not the sensor's own.
     pub fn set_host_root(&mut self, root: std::path::PathBuf) {
-        self.host_root = root;
+        self.origins.set_host_root(root);
     }
 
     /// Housekeeping when no exec arrived for a while: drains the fanotify queue, so identities
@@ -698,6 +652,13 @@ impl Tracker {
         let exe = match &claimed {
             Some(c) => {
                 info.exe_id = Some((c.key.0, c.key.1));
+                info.exe_opened = [
+                    Some(Opened {
+                        key: c.key,
+                        mount: c.mount,
+                    }),
+                    c.also,
+                ];
                 None
             }
             None => self.reader.open_exe(pid),
@@ -782,6 +743,13 @@ impl Tracker {
                     if exe.is_none() {
                         exe_key = Some(c.key);
                         exe = c.file;
+                        info.exe_opened = [
+                            Some(Opened {
+                                key: c.key,
+                                mount: c.mount,
+                            }),
+                            c.also,
+                        ];
                     }
                     claimed = c.mount;
                 }
@@ -792,21 +760,33 @@ impl Tracker {
                 info.exe_memfd = f.memfd;
                 info.exe_deleted_unknown = f.deleted_unknown;
                 info.exe_id = Some((f.key.0, f.key.1));
+                info.exe_opened = [
+                    Some(Opened {
+                        key: f.key,
+                        mount: f.mount,
+                    }),
+                    f.also,
+                ];
                 exe_key = Some(f.key);
                 exe = file;
                 // The executed file was reached through a container's root mount: the process ran in
                 // that container (an exec session's process is forked outside the container and
                 // joins its cgroup just before this exec, so its parent says nothing).
                 if info.cgroup.is_none() && hint.is_none() {
-                    hint = f
-                        .mount
-                        .and_then(|m| w.container_of_mount(m))
+                    hint = [f.mount, f.also.and_then(|o| o.mount)]
+                        .into_iter()
+                        .flatten()
+                        .find_map(|m| w.container_of_mount(m))
                         .and_then(|id| self.containers.get(&id).cloned())
                         .map(Placement::Container);
                 }
             }
         }
-        let ev = self.event_with(info, hint, alive);
+        // The file opened from /proc: its key was read with it (no second `statx`).
+        if exe_key.is_none() && exe.is_some() {
+            exe_key = info.exe_opened[0].map(|o| o.key);
+        }
+        let (ev, copy_up) = self.event_with(info, hint, alive);
         // A process read in full teaches which container its executable's mount belongs to.
         if let (Some(w), Some(m), Some(c)) = (
             &self.exec_watch,
@@ -821,25 +801,26 @@ impl Tracker {
             event,
             exe,
             exe_key,
+            copy_up,
         })
     }
 
     /// Builds the event for an already-read process (without its hash).
     pub fn event_from(&mut self, info: ProcInfo) -> Option<ProcessEvent> {
         let alive = info.exe.is_some();
-        self.event_with(info, None, alive)
+        self.event_with(info, None, alive).0
     }
 
     /// Builds the event; `hint` is the placement known as fact without the cgroup file (the
     /// parent's container, or the container whose root the executed file was reached
     /// through), used when the cgroup file was not read. `alive`: `/proc` still showed the
-    /// process.
+    /// process. With the event comes the copy-up whose content decides its origin, if any.
     fn event_with(
         &mut self,
         mut info: ProcInfo,
         hint: Option<Placement>,
         alive: bool,
-    ) -> Option<ProcessEvent> {
+    ) -> (Option<ProcessEvent>, Option<CopyUp>) {
         forget_if_exited(&mut info);
         let pid = info.pid;
         let known = self.table.get(&pid).cloned();
@@ -849,7 +830,7 @@ impl Tracker {
         // too, but it is a workload process and keeps its event: only the parent tells them
         // apart.
         if info.exe.is_none() && (pid == 2 || info.ppid == Some(2)) {
-            return None;
+            return (None, None);
         }
         let placement = match (
             info.cgroup
@@ -925,7 +906,7 @@ impl Tracker {
                 },
             );
             tracing::debug!(message = "Container runtime init recognised.", pid, ppid, exe = ?info.exe);
-            return None;
+            return (None, None);
         }
         if info.exe_deleted_unknown {
             // The link ends in " (deleted)" and nothing could say whether the file was
@@ -1018,16 +999,26 @@ impl Tracker {
             element::identify(&exe, &argv, multi)
         };
         let script = invocation.script;
+        // Where the executable came from, from the kernel's facts (crate::origin).
+        let opened: Vec<Opened> = info.exe_opened.iter().flatten().copied().collect();
+        let classified = self.origins.classify(
+            &self.reader,
+            origin::Exec {
+                pid,
+                alive,
+                container: my_container.as_deref(),
+                exe: &exe,
+                fileless: info.exe_memfd || info.exe_deleted,
+                deleted_unknown: info.exe_deleted_unknown,
+                opened: &opened,
+            },
+        );
+        if classified.origin == procguard_core::Origin::Unknown {
+            missing.push(procguard_core::process::MISSING_ORIGIN);
+        }
         // The script's part of the flag is added once the element is final
         // ([`mark_writable_script`]).
-        let writable = info.exe_memfd
-            || in_writable_dir(&exe)
-            || match &my_container {
-                Some(id) if !info.exe_memfd && exe != UNREADABLE_EXE => {
-                    self.in_writable_layer(pid, id, &exe)
-                }
-                _ => false,
-            };
+        let writable = origin::writable_location(classified.origin, &exe, info.exe_memfd);
         let container = Self::container_of(&placement).map(|c| ContainerInfo {
             container_id: c.id.clone(),
             runtime: c
@@ -1063,6 +1054,7 @@ impl Tracker {
             exe_memfd: info.exe_memfd,
             exe_deleted: info.exe_deleted,
             exe_writable_location: writable,
+            origin: classified.origin,
             container,
             workload: self.identity(&placement),
             context,
@@ -1089,7 +1081,7 @@ impl Tracker {
                 facts,
             },
         );
-        Some(ev)
+        (Some(ev), classified.copy_up)
     }
 
     /// Reads every process now running, parents before children, and returns their events.
@@ -1110,11 +1102,17 @@ impl Tracker {
         infos
             .into_iter()
             .filter_map(|(i, exe)| {
-                self.event_from(i).map(|event| Observed {
-                    event,
-                    exe,
-                    exe_key: None,
-                })
+                let exe_key = i.exe_opened[0].map(|o| o.key).filter(|_| exe.is_some());
+                let alive = i.exe.is_some();
+                match self.event_with(i, None, alive) {
+                    (Some(event), copy_up) => Some(Observed {
+                        event,
+                        exe,
+                        exe_key,
+                        copy_up,
+                    }),
+                    (None, _) => None,
+                }
             })
             .collect()
     }
@@ -1203,16 +1201,6 @@ mod tests {
         t.on_fork(10, 31, None);
         let other = ev(&mut t, proc(31, 10, "/", (1, 101), "x", HOST)).unwrap();
         assert_eq!(other.exe_path, UNREADABLE_EXE);
-    }
-
-    #[test]
-    fn the_writable_layer_is_the_root_overlays_upperdir() {
-        let mi = "2306 2100 0:412 / / rw,relatime master:1 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/A:/var/lib/docker/overlay2/l/B,upperdir=/var/lib/docker/overlay2/abc/diff,workdir=/var/lib/docker/overlay2/abc/work\n2307 2306 0:414 / /proc rw - proc proc rw\n";
-        assert_eq!(
-            root_upperdir(mi).as_deref(),
-            Some("/var/lib/docker/overlay2/abc/diff")
-        );
-        assert_eq!(root_upperdir("25 1 8:1 / / rw - ext4 /dev/sda1 rw\n"), None);
     }
 
     /// A parent seen on the host joins a container's cgroup, then forks a child that is gone

@@ -9,13 +9,15 @@ use crate::ingest::Hub;
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, AuditOutcome, BaselineFilter, SharedStorage, StoreError};
 use procguard_core::baseline::APPROVED_SHA256_CAP;
+use procguard_core::Origin;
 use procguard_core::{Baseline, ElementKey, ElementStatus, WorkloadIdentity};
 use procguard_proto::convert::content::diff_to_pb;
 use procguard_proto::convert::{
-    self, baseline_to_pb, element_content, element_key, element_ref, identity, state_from_pb,
-    state_to_pb, timestamp,
+    self, baseline_to_pb, element_content, element_key, element_ref, identity, origins_to_pb,
+    state_from_pb, state_to_pb, timestamp,
 };
 use procguard_proto::v1 as pb;
+use std::collections::BTreeSet;
 use std::time::SystemTime;
 use tonic::{Request, Response, Status};
 
@@ -432,8 +434,11 @@ impl pb::baseline_service_server::BaselineService for Api {
                                     provenance: procguard_core::baseline::Provenance::new(now),
                                     manual: true,
                                     // Added by name: matched by name alone (see
-                                    // docs/ARCHITECTURE.md), unless contents are given.
+                                    // docs/ARCHITECTURE.md), unless contents are given;
+                                    // and from no drift origin (allow an incident, or
+                                    // import, for one that runs from outside the image).
                                     approved_sha256: Vec::new(),
+                                    origins: BTreeSet::new(),
                                 });
                         el.status = ElementStatus::Approved;
                         // Exactly the contents named, and only for this element.
@@ -615,36 +620,70 @@ impl pb::baseline_service_server::BaselineService for Api {
                 }
                 d => d,
             };
-            let candidate: std::collections::HashSet<ElementKey> = if r.candidate.is_empty() {
-                let b = self.store.baseline(&id, 0).map_err(store_status)?;
-                b.elements
-                    .iter()
-                    .filter(|(_, e)| e.status.allowed())
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            } else {
-                keys(&r.candidate)?.into_iter().collect()
+            // Each candidate element with the origins it may run from: the current baseline's
+            // (an element named in the request takes its current origins, if it exists).
+            let current = match self.store.baseline(&id, 0) {
+                Ok(b) => Some(b),
+                Err(StoreError::NotFound(_)) if !r.candidate.is_empty() => None,
+                Err(e) => return Err(store_status(e)),
             };
+            let element = |k: &ElementKey| current.as_ref().and_then(|b| b.elements.get(k));
+            let candidate: std::collections::HashMap<ElementKey, BTreeSet<Origin>> =
+                if r.candidate.is_empty() {
+                    current
+                        .iter()
+                        .flat_map(|b| b.elements.iter())
+                        .filter(|(_, e)| e.status.allowed())
+                        .map(|(k, e)| (k.clone(), e.origins.clone()))
+                        .collect()
+                } else {
+                    keys(&r.candidate)?
+                        .into_iter()
+                        .map(|k| {
+                            let origins = element(&k).map(|e| e.origins.clone());
+                            (k, origins.unwrap_or_default())
+                        })
+                        .collect()
+                };
             let from = crate::store::day_of(SystemTime::now()).saturating_sub(days - 1);
             let mut replayed = 0;
-            let mut hits: std::collections::BTreeMap<ElementKey, (u64, Option<SystemTime>)> =
-                Default::default();
+            type Hit = (u64, Option<SystemTime>, BTreeSet<Origin>);
+            let mut hits: std::collections::BTreeMap<ElementKey, Hit> = Default::default();
             for (_, key, rec) in self.store.activity(&id, from).map_err(store_status)? {
                 replayed += rec.count;
-                if !candidate.contains(&key) {
-                    let h = hits.entry(key).or_default();
-                    h.0 += rec.count;
-                    h.1 = h.1.max(rec.last_seen);
+                // Outside the candidate every run alerts; inside it, the runs from a drift
+                // origin the element does not hold (and any fileless run), as the matcher
+                // decides. Records from before origins count as runs of unknown origin.
+                let runs: Vec<(Origin, u64)> = if rec.origins.is_empty() {
+                    vec![(Origin::Unknown, rec.count)]
+                } else {
+                    rec.origins.iter().map(|(o, n)| (*o, *n)).collect()
+                };
+                let allowed = candidate.get(&key);
+                for (o, n) in runs {
+                    let alerts = match allowed {
+                        None => true,
+                        Some(origins) => {
+                            o == Origin::Fileless || (o.is_drift() && !origins.contains(&o))
+                        }
+                    };
+                    if alerts {
+                        let h = hits.entry(key.clone()).or_default();
+                        h.0 += n;
+                        h.1 = h.1.max(rec.last_seen);
+                        h.2.insert(o);
+                    }
                 }
             }
             Ok(pb::DryRunResponse {
                 events_replayed: replayed,
                 would_alert: hits
                     .into_iter()
-                    .map(|(k, (count, last))| pb::DryRunHit {
+                    .map(|(k, (count, last, origins))| pb::DryRunHit {
                         element: Some(element_ref(&k)),
                         count,
                         last_seen: last.map(timestamp),
+                        origins: origins_to_pb(&origins),
                     })
                     .collect(),
             })
@@ -699,20 +738,20 @@ impl pb::baseline_service_server::BaselineService for Api {
                 };
                 // An element is its status and its approved contents: a document that changes
                 // only the contents (or drops them, which unpins the element) is an update.
-                type Element<'a> = (ElementStatus, &'a [String]);
+                type Element<'a> = (ElementStatus, &'a [String], &'a BTreeSet<Origin>);
                 let before: std::collections::BTreeMap<&ElementKey, Element<'_>> = old
                     .as_ref()
                     .map(|o| {
                         o.elements
                             .iter()
-                            .map(|(k, e)| (k, (e.status, e.approved_sha256.as_slice())))
+                            .map(|(k, e)| (k, (e.status, e.approved_sha256.as_slice(), &e.origins)))
                             .collect()
                     })
                     .unwrap_or_default();
                 let after: std::collections::BTreeMap<&ElementKey, Element<'_>> = b
                     .elements
                     .iter()
-                    .map(|(k, e)| (k, (e.status, e.approved_sha256.as_slice())))
+                    .map(|(k, e)| (k, (e.status, e.approved_sha256.as_slice(), &e.origins)))
                     .collect();
                 let action = match &old {
                     None => "create",

@@ -11,6 +11,7 @@
 //!   elements:
 //!   - exe: /usr/sbin/nginx
 //!     sha256: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]
+//!     origins: [image]
 //!   - exe: /usr/bin/python3
 //!     script: /app/health.py
 //!     status: approved
@@ -18,13 +19,17 @@
 //!
 //! `sha256` lists the element's approved contents (lowercase hex, at most
 //! [`APPROVED_SHA256_CAP`]); an element without it is matched by name alone, as one added by
-//! hand. Unknown fields are errors (a typo must not silently drop an element). Every problem is
+//! hand. `origins` lists the origins the element may run from (`image`, `writable-layer`,
+//! `volume`, `fileless`, `host`, `unknown`); a drift origin listed there is a person's
+//! approval of that element from there, and an element without `origins` runs from no drift
+//! origin. Unknown fields are errors (a typo must not silently drop an element). Every problem is
 //! reported with its location (`items[2].elements[0].exe`), all of them at once.
 
 use procguard_core::baseline::{Provenance, APPROVED_SHA256_CAP};
 use procguard_core::content::is_sha256;
 use procguard_core::{
-    Baseline, BaselineState, Element, ElementKey, ElementStatus, WorkloadIdentity, WorkloadKind,
+    Baseline, BaselineState, Element, ElementKey, ElementStatus, Origin, WorkloadIdentity,
+    WorkloadKind,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -103,6 +108,10 @@ pub struct ElementDoc {
     /// Approved contents: lowercase hex sha256 values, oldest first. Absent: not pinned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sha256: Vec<String>,
+    /// Origins it may run from (`image`, `writable-layer`, `volume`, ...). Absent: none that
+    /// is drift.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<String>,
 }
 
 fn status_name(s: ElementStatus) -> &'static str {
@@ -141,6 +150,7 @@ pub fn export(baselines: &[Baseline]) -> String {
                         status: (e.status != ElementStatus::Approved)
                             .then(|| status_name(e.status).to_string()),
                         sha256: e.approved_sha256.clone(),
+                        origins: e.origins.iter().map(|o| o.as_str().to_string()).collect(),
                     })
                     .collect(),
             })
@@ -268,7 +278,18 @@ pub fn parse(yaml: &str, now: SystemTime) -> Result<Vec<Baseline>, Vec<String>> 
                 provenance: Provenance::new(now),
                 manual: true,
                 approved_sha256: Vec::new(),
+                origins: BTreeSet::new(),
             };
+            for (n, o) in e.origins.iter().enumerate() {
+                match o.parse::<Origin>() {
+                    Ok(o) => {
+                        element.origins.insert(o);
+                    }
+                    Err(why) => errors.push(format!(
+                        "items[{i}].elements[{j}].origins[{n}]: element '{key}': {why}"
+                    )),
+                }
+            }
             if e.sha256.len() > APPROVED_SHA256_CAP {
                 errors.push(format!(
                     "items[{i}].elements[{j}].sha256: at most {APPROVED_SHA256_CAP} approved contents per element, got {}",
@@ -315,6 +336,7 @@ items:
     sha256:
     - 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
     - 60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752
+    origins: [image, writable-layer]
   - exe: /usr/bin/python3
     script: /app/health.py
   - exe: /bin/sh
@@ -346,12 +368,28 @@ items:
                 "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
             ]
         );
+        assert_eq!(
+            parsed[0].elements[&nginx].origins,
+            BTreeSet::from([Origin::Image, Origin::WritableLayer])
+        );
         for (k, e) in &again[0].elements {
             assert_eq!(
                 e.approved_sha256, parsed[0].elements[k].approved_sha256,
                 "{k}"
             );
+            assert_eq!(e.origins, parsed[0].elements[k].origins, "{k}");
         }
+    }
+
+    #[test]
+    fn origins_are_validated_and_the_error_names_the_element_and_the_allowed_values() {
+        let bad = GOOD.replace(
+            "origins: [image, writable-layer]",
+            "origins: [image, layer]",
+        );
+        let all = parse(&bad, SystemTime::UNIX_EPOCH).unwrap_err().join("\n");
+        let want = "items[0].elements[0].origins[1]: element '/usr/sbin/nginx': unknown origin 'layer'; allowed: image, writable-layer, volume, fileless, host, unknown";
+        assert!(all.contains(want), "missing '{want}' in:\n{all}");
     }
 
     #[test]
@@ -459,6 +497,13 @@ items:
             exe_memfd: false,
             exe_deleted: false,
             exe_writable_location: exe.starts_with("/tmp/"),
+            // Every origin an element can learn: the image's, the writable layer's (held for
+            // review), and the unknown.
+            origin: match exe {
+                "[unreadable]" => procguard_core::Origin::Unknown,
+                e if e.starts_with("/tmp/") => procguard_core::Origin::WritableLayer,
+                _ => procguard_core::Origin::Image,
+            },
             container: Some(ContainerInfo {
                 container_id: "cid".into(),
                 image_digest: Some("sha256:a".into()),

@@ -525,6 +525,23 @@ impl Container {
         Self::run(image, &["--cgroup-parent", &parent], cmd, Some(pod_uid))
     }
 
+    /// [`Container::run_in_pod`] with the extra `docker run` flags `flags` (`-v`, ...).
+    pub fn run_in_pod_with(pod_uid: &str, flags: &[&str], cmd: &[&str]) -> Self {
+        let parent = format!("/kubepods/besteffort/pod{pod_uid}");
+        let mut all = vec!["--cgroup-parent", &parent];
+        all.extend_from_slice(flags);
+        Self::run(busybox_image(), &all, cmd, Some(pod_uid))
+    }
+
+    /// The container's writable layer (its overlay upper directory) as Docker reports it.
+    pub fn upper_dir(&self) -> PathBuf {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.GraphDriver.Data.UpperDir}}", &self.id])
+            .output()
+            .expect("docker inspect");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    }
+
     /// Runs `cmd` in a new standalone container of [`busybox_image`] (no pod: Docker's own
     /// cgroup), without network, with the extra `docker run` flags `flags` (`--name`,
     /// `--label`, ...).

@@ -211,7 +211,12 @@ fn drift_during_learning_waits_for_review_and_dry_run_shows_what_would_alert() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r == "writable-location"),
+            .any(|r| r == "drift-writable-layer"),
+        "{dropped}"
+    );
+    assert_eq!(
+        dropped["origins"],
+        serde_json::json!(["writable-layer"]),
         "{dropped}"
     );
 
@@ -250,6 +255,18 @@ fn drift_during_learning_waits_for_review_and_dry_run_shows_what_would_alert() {
     assert!(alerts.contains(&"/tmp/sleep"), "{dry}");
     assert!(!alerts.contains(&"/bin/sleep"), "{dry}");
     assert!(dry["events_replayed"].as_u64().unwrap() >= 3, "{dry}");
+    // Each hit says where what would have alerted came from.
+    let hit = dry["would_alert"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["element"] == "/tmp/sleep")
+        .unwrap();
+    assert_eq!(
+        hit["origins"],
+        serde_json::json!(["writable-layer"]),
+        "{dry}"
+    );
     // A candidate with only /bin/sleep flags everything else.
     let dry = ctl_json(
         &pki,

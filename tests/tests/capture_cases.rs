@@ -88,6 +88,8 @@ fn a_process_on_an_overlay_root_in_its_own_mount_namespace_is_seen_from_inside()
     );
     assert_eq!(sleep["container"]["pod_uid"], cg.pod_uid.as_str());
     assert_eq!(sleep["exe_writable_location"], false, "{sleep}");
+    // Classified through the overlay's layers: the lower layer is the image.
+    assert_eq!(sleep["origin"], "image", "{sleep}");
     // A binary that exists only in the writable layer is flagged.
     let dropped = sensor.wait_event(
         Duration::from_secs(10),
@@ -96,6 +98,7 @@ fn a_process_on_an_overlay_root_in_its_own_mount_namespace_is_seen_from_inside()
     );
     assert_eq!(dropped["exe_path"], "/bin/usleep", "{dropped}");
     assert_eq!(dropped["exe_writable_location"], true, "{dropped}");
+    assert_eq!(dropped["origin"], "writable-layer", "{dropped}");
     assert_eq!(dropped["context"], "descendant", "{dropped}");
     // Ancestry: the container's shell, nearest first.
     assert_eq!(dropped["ancestors"][0]["exe_path"], "/bin/sh", "{dropped}");
@@ -138,6 +141,8 @@ fn memfd_and_deleted_binaries_are_flagged() {
         "{ev}"
     );
     assert_eq!(ev["exe_writable_location"], true, "{ev}");
+    // A host process: no image, never drift, whatever it runs.
+    assert_eq!(ev["origin"], "host", "{ev}");
     assert_eq!(ev["exe_sha256"].as_str().map(str::len), Some(64), "{ev}");
     // A binary deleted before it runs (opened, unlinked, then executed through its descriptor).
     let path = work.path().join("pg-deleted-sleep");
@@ -343,5 +348,8 @@ fn short_exec_sessions_in_a_real_container_keep_their_executable_and_container()
             sensor.proc.log_text()
         );
         assert!(matches!(e["context"].as_str(), Some("exec-session")), "{e}");
+        // Gone before /proc was read, yet its origin is known: the kernel's identity of the
+        // file fanotify handed over, placed in the container's layers.
+        assert_eq!(e["origin"], "image", "{e}");
     }
 }

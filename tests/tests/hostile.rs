@@ -492,6 +492,7 @@ fn event(node: &str, seq: u64, argv: Vec<String>) -> pb::SensorEvent {
         exe_memfd: false,
         exe_deleted: false,
         exe_writable_location: false,
+        origin: procguard_core::Origin::Host,
         container: None,
         workload: WorkloadIdentity::new("default", "ns", WorkloadKind::Deployment, "app", "app"),
         context: ExecContext::Entrypoint,

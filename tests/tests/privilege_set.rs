@@ -613,6 +613,18 @@ fn run_probe(probe: &Probe, w: &Workload, jsonl: &Path, marker: &str) -> Result<
         &ev["exe_writable_location"],
         probe.written.into(),
     );
+    // Its origin, classified with exactly the DaemonSet's grant (the layers looked up through
+    // the host's root).
+    expect(
+        "origin",
+        &ev["origin"],
+        if probe.written {
+            "writable-layer"
+        } else {
+            "image"
+        }
+        .into(),
+    );
     expect("completeness", &ev["completeness"], "full".into());
     if wrong.is_empty() {
         Ok(())

@@ -5,7 +5,7 @@
 //! `SensorEvent.content*`, and is read back only by clients that print it. A value this build
 //! does not know (a newer server) reads as no verdict, never as a guess.
 
-use super::{element_ref, status_to_pb};
+use super::{element_ref, origins_to_pb, status_to_pb};
 use crate::v1 as pb;
 use procguard_core::content::{ContentChange, ElementsDiff, StatusChange};
 use procguard_core::{ContentCheck, ContentVerdict};
@@ -63,6 +63,8 @@ pub fn status_change_to_pb(c: &StatusChange) -> pb::ElementChange {
         element: Some(element_ref(&c.element)),
         before: status_to_pb(c.before) as i32,
         after: status_to_pb(c.after) as i32,
+        origins_before: origins_to_pb(&c.origins_before),
+        origins_after: origins_to_pb(&c.origins_after),
     }
 }
 
@@ -82,6 +84,14 @@ pub fn diff_to_pb(d: &ElementsDiff) -> pb::DiffVersionsResponse {
         removed: d.removed.iter().map(element_ref).collect(),
         changed: d.status.iter().map(status_change_to_pb).collect(),
         content_changed: d.content.iter().map(content_change_to_pb).collect(),
+        origins: d
+            .origins
+            .iter()
+            .map(|(k, o)| pb::ElementOrigins {
+                element: Some(element_ref(k)),
+                origins: origins_to_pb(o),
+            })
+            .collect(),
         ..Default::default()
     }
 }

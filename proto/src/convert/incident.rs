@@ -6,7 +6,7 @@
 //! rather than "no filter".
 
 use super::content::verdict_to_pb;
-use super::{timestamp, ConvertError, Result};
+use super::{origin_to_pb, timestamp, ConvertError, Result};
 use crate::v1 as pb;
 use procguard_core::incident::{Incident, IncidentKind, IncidentState, Sample, Severity};
 use procguard_core::{ContentCheck, ProcessEvent};
@@ -132,6 +132,10 @@ pub fn incident_to_pb(i: &Incident, with_samples: bool) -> pb::Incident {
         sensor_node: i.sensor_node.clone(),
         state_actor: i.state_actor.clone(),
         state_reason: i.state_reason.clone(),
+        origin: match i.kind {
+            IncidentKind::SensorBlind => pb::Origin::Unspecified,
+            IncidentKind::Deviation | IncidentKind::ExecSession => origin_to_pb(i.origin),
+        } as i32,
     }
 }
 

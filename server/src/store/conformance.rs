@@ -47,6 +47,7 @@ pub(super) fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
             exe_memfd: false,
             exe_deleted: false,
             exe_writable_location: false,
+            origin: procguard_core::Origin::Image,
             container: Some(ContainerInfo {
                 container_id: "cid".into(),
                 pod_name: Some("web-1".into()),

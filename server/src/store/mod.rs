@@ -295,12 +295,20 @@ pub struct ActivityRecord {
     pub count: u64,
     /// Last run.
     pub last_seen: Option<SystemTime>,
+    /// Runs per origin, so that a dry run sees what ran from outside the image (records
+    /// written before origins have none: their runs are of unknown origin).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub origins: BTreeMap<procguard_core::Origin, u64>,
 }
 
 impl ActivityRecord {
-    fn add(mut self, now: SystemTime) -> Self {
+    fn add(mut self, now: SystemTime, ev: &ProcessEvent) -> Self {
         self.count += 1;
         self.last_seen = Some(self.last_seen.map_or(now, |t| t.max(now)));
+        *self
+            .origins
+            .entry(ev.drift().unwrap_or(ev.origin))
+            .or_default() += 1;
         self
     }
 }
@@ -584,7 +592,7 @@ impl Store {
                                     None => ActivityRecord::default(),
                                 },
                             };
-                            seen.insert(k, rec.add(now));
+                            seen.insert(k, rec.add(now, &ev.process));
                         }
                         if ev.process.completeness == procguard_core::Completeness::Partial {
                             out.partial += 1;

@@ -46,6 +46,7 @@ fn event(node: &str, seq: u64) -> pb::SensorEvent {
         exe_memfd: false,
         exe_deleted: false,
         exe_writable_location: false,
+        origin: procguard_core::Origin::Host,
         container: None,
         workload: WorkloadIdentity::new("default", "fleet", WorkloadKind::Deployment, "api", "app"),
         context: ExecContext::Entrypoint,
