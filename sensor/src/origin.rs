@@ -26,8 +26,10 @@
 //!   unless a lower layer has a file at the same path with the same size *and* the same
 //!   sha256 (the copy-up of a `chmod`, `chown` or `touch`), compared where hashing happens
 //!   (off the capture thread, both hashes through the hash cache) by [`settle_copy_up`];
-//! - found nowhere (moved or removed since), a root that is not an overlay, facts that cannot
-//!   be read: `unknown`, and `origin` is in the event's `missing`.
+//! - found nowhere (moved or removed since), facts that cannot be read: `unknown`, and
+//!   `origin` is in the event's `missing`; a root that is not an overlay (another snapshotter,
+//!   a root shared with the host): `unknown` too, but the facts were read and say so, so
+//!   nothing is missing and the event stays `full`.
 //!
 //! What is left alone: opaque directories are not read (an `xattr` per directory); a file
 //! hidden by one in a higher layer can still be found below it, which matters only to prove
@@ -332,6 +334,10 @@ pub struct Classified {
     pub origin: Origin,
     /// A copy-up whose content must still be compared ([`settle_copy_up`]).
     pub copy_up: Option<CopyUp>,
+    /// The origin is unknown because facts could not be read (or the file was no longer
+    /// where the kernel named it): `origin` belongs in the event's `missing`. A root that is
+    /// not an overlay was read and is simply not layered: unknown, but nothing is missing.
+    pub facts_missing: bool,
 }
 
 /// Containers' mount tables and image-layer lookups, looked up through the node's root.
@@ -398,6 +404,7 @@ impl Origins {
                 place,
             }),
             copy_up: None,
+            facts_missing: matches!(place, FilePlace::Unknown | FilePlace::NotFound),
         };
         let Some(id) = e.container else {
             return place(FilePlace::Unknown);
@@ -449,6 +456,7 @@ impl Origins {
                 place,
             }),
             copy_up: None,
+            facts_missing: matches!(place, FilePlace::Unknown | FilePlace::NotFound),
         };
         let r = reach(e.opened, m);
         if r == Reach::OtherMount {

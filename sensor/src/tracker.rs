@@ -1013,7 +1013,7 @@ impl Tracker {
                 opened: &opened,
             },
         );
-        if classified.origin == procguard_core::Origin::Unknown {
+        if classified.facts_missing {
             missing.push(procguard_core::process::MISSING_ORIGIN);
         }
         // The script's part of the flag is added once the element is final
