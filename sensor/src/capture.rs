@@ -186,7 +186,9 @@ pub fn start(
     let cache = Arc::new(Mutex::new(HashCache::default()));
     let multi = Arc::new(Mutex::new(MultiCall::default()));
     let (hash_tx, hash_rx) = sync_channel::<Observed>(HASH_QUEUE);
+    let hashing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     {
+        let hashing = hashing.clone();
         let metrics = metrics.clone();
         let cache = cache.clone();
         let multi = multi.clone();
@@ -207,6 +209,7 @@ pub fn start(
                         cache,
                         multi,
                         hash_tx,
+                        hashing,
                         out,
                         pending: Vec::new(),
                         since: None,
@@ -228,7 +231,7 @@ pub fn start(
     threads.push(
         std::thread::Builder::new()
             .name("pg-hash".into())
-            .spawn(move || hash(hash_rx, &cache, &multi, &out, &metrics))?,
+            .spawn(move || hash(hash_rx, &cache, &multi, &out, &metrics, &hashing))?,
     );
     Ok(threads)
 }
@@ -288,6 +291,10 @@ struct Processor {
     /// Multi-call contents, shared with the hashing thread.
     multi: Arc<Mutex<MultiCall>>,
     hash_tx: SyncSender<Observed>,
+    /// Events handed to the hashing thread and not yet sent on by it. While any are, later
+    /// events follow them through it, so that events leave in the order their execs were
+    /// read: a probe's child must never overtake the probe (its context depends on it).
+    hashing: Arc<std::sync::atomic::AtomicUsize>,
     out: tokio::sync::mpsc::Sender<ProcessEvent>,
     /// Events built and not yet handed to the uplink, and since when the oldest waits.
     pending: Vec<ProcessEvent>,
@@ -568,21 +575,36 @@ impl Processor {
                 copy_up.as_ref().and_then(|c| cache.lookup(c.key)),
             )
         };
+        use std::sync::atomic::Ordering;
         if (known.is_none() && exe.is_some()) || (copy_up.is_some() && lower.is_none()) {
-            // A file not hashed yet: hashing takes milliseconds, off this thread.
-            return self
-                .hash_tx
-                .send(Observed {
-                    event,
-                    exe,
-                    exe_key: key,
-                    copy_up,
-                })
-                .is_ok();
+            // A file not hashed yet: hashing takes milliseconds, off this thread. What was
+            // read before it leaves first.
+            if !self.flush() {
+                return false;
+            }
+            return self.hand_to_hashing(Observed {
+                event,
+                exe,
+                exe_key: key,
+                copy_up,
+            });
         }
         event.exe_sha256 = known;
         if copy_up.is_some() {
             settle_copy_up(&mut event, lower.as_deref());
+        }
+        if self.hashing.load(Ordering::Acquire) > 0 {
+            // Known already, but an earlier event is still being hashed: it follows that one
+            // through the hashing thread (which only counts it), so it cannot overtake it.
+            if !self.flush() {
+                return false;
+            }
+            return self.hand_to_hashing(Observed {
+                event,
+                exe: None,
+                exe_key: None,
+                copy_up: None,
+            });
         }
         count(&mut event, &self.metrics, &self.multi);
         self.since.get_or_insert_with(Instant::now);
@@ -591,6 +613,18 @@ impl Processor {
             return self.flush();
         }
         true
+    }
+
+    /// Hands one event to the hashing thread, counted until it sends it on. `false` once it
+    /// is gone.
+    fn hand_to_hashing(&mut self, ob: Observed) -> bool {
+        use std::sync::atomic::Ordering;
+        self.hashing.fetch_add(1, Ordering::AcqRel);
+        let sent = self.hash_tx.send(ob).is_ok();
+        if !sent {
+            self.hashing.fetch_sub(1, Ordering::AcqRel);
+        }
+        sent
     }
 
     /// Hands the waiting events to the uplink. `false` once it is gone.
@@ -670,6 +704,7 @@ fn hash(
     multi: &Mutex<MultiCall>,
     out: &tokio::sync::mpsc::Sender<ProcessEvent>,
     metrics: &Metrics,
+    hashing: &std::sync::atomic::AtomicUsize,
 ) {
     // Ends when the processing thread ends (its sender drops).
     for Observed {
@@ -687,7 +722,9 @@ fn hash(
             settle_copy_up(&mut event, lower.as_deref());
         }
         count(&mut event, metrics, multi);
-        if out.blocking_send(event).is_err() {
+        let sent = out.blocking_send(event);
+        hashing.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if sent.is_err() {
             return;
         }
     }
@@ -715,6 +752,7 @@ mod tests {
         let _ = tracker.scan();
         let (out, rx) = tokio::sync::mpsc::channel(64);
         let (hash_tx, _) = sync_channel(64);
+        let hashing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let p = Processor {
             tracker,
             exec,
@@ -726,6 +764,7 @@ mod tests {
             cache: Arc::new(Mutex::new(HashCache::default())),
             multi: Default::default(),
             hash_tx,
+            hashing,
             out,
             pending: Vec::new(),
             since: None,

@@ -397,14 +397,18 @@ impl Origins {
 
     /// The origin of one exec. What cannot be established is `unknown`.
     pub fn classify(&mut self, reader: &ProcReader, e: Exec<'_>) -> Classified {
-        let place = |place| Classified {
-            origin: classify(OriginFacts {
+        let place = |place| {
+            let origin = classify(OriginFacts {
                 in_container: e.container.is_some(),
                 fileless: e.fileless,
                 place,
-            }),
-            copy_up: None,
-            facts_missing: matches!(place, FilePlace::Unknown | FilePlace::NotFound),
+            });
+            Classified {
+                origin,
+                copy_up: None,
+                facts_missing: origin == Origin::Unknown
+                    && matches!(place, FilePlace::Unknown | FilePlace::NotFound),
+            }
         };
         let Some(id) = e.container else {
             return place(FilePlace::Unknown);
@@ -449,14 +453,18 @@ impl Origins {
 
     /// The origin of `e` among the container's mounts `m`.
     fn place_in(&mut self, m: &Mounts, e: Exec<'_>) -> Classified {
-        let place = |place| Classified {
-            origin: classify(OriginFacts {
+        let place = |place| {
+            let origin = classify(OriginFacts {
                 in_container: true,
                 fileless: false,
                 place,
-            }),
-            copy_up: None,
-            facts_missing: matches!(place, FilePlace::Unknown | FilePlace::NotFound),
+            });
+            Classified {
+                origin,
+                copy_up: None,
+                facts_missing: origin == Origin::Unknown
+                    && matches!(place, FilePlace::Unknown | FilePlace::NotFound),
+            }
         };
         let r = reach(e.opened, m);
         if r == Reach::OtherMount {
