@@ -636,6 +636,18 @@ impl Enricher {
         // facts as well as argv (`is_probe_run`). Only the probe's own process is exempt: its
         // children are the workload's processes like any other (learned in training, matched
         // after), so a probe script the container can write is no free pass.
+        // A probe run into a container none of whose processes the sensor holds (its main
+        // process just exited, or was not seen yet after a restart) looks like the container's
+        // first process. It is a probe by the same facts; an entrypoint that happens to run a
+        // probe's command is then recorded as a probe, not learned: never an alert either way.
+        if ev.context == ExecContext::Entrypoint
+            && pod.probes.get(&meta.name).is_some_and(|cmds| {
+                cmds.iter()
+                    .any(|cmd| is_probe_run(&ev, cmd) || is_unread_probe_run(&ev, cmd))
+            })
+        {
+            ev.context = ExecContext::Probe;
+        }
         if ev.context == ExecContext::ExecSession {
             // The tracker names each session after its first process (node, pid, start time)
             // and its descendants inherit the name, so a probe's tree is known by it, with no
@@ -1173,6 +1185,14 @@ pub(crate) mod tests {
         let mut written = unread(21, "/tmp/cat");
         written.exe_writable_location = true;
         assert_eq!(e.push(written, t0)[0].context, ExecContext::ExecSession);
+        // A probe run into a container with no process held (its main process just exited)
+        // reads as the container's first process: still a probe; the real entrypoint is not.
+        let mut first = unread(22, "/bin/cat");
+        first.context = ExecContext::Entrypoint;
+        first.exec_session = None;
+        assert_eq!(e.push(first, t0)[0].context, ExecContext::Probe);
+        let main = event(23, 4, &["sleep", "3600"], ExecContext::Entrypoint);
+        assert_eq!(e.push(main, t0)[0].context, ExecContext::Entrypoint);
     }
 
     #[tokio::test]
