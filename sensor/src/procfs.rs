@@ -682,8 +682,16 @@ mod tests {
             .arg("30")
             .spawn()
             .expect("spawn sleep");
-        let info = reader.read_urgent(live.id());
-        assert_eq!(info.argv, Some(vec!["sleep".to_string(), "30".to_string()]));
+        // Read once its exec has completed (right after spawn it may still be the forked
+        // test process, or mid-exec), as the sensor reads after the kernel's exec event.
+        let want = Some(vec!["sleep".to_string(), "30".to_string()]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut info = reader.read_urgent(live.id());
+        while info.argv != want && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            info = reader.read_urgent(live.id());
+        }
+        assert_eq!(info.argv, want);
         assert!(reader.has_address_space(live.id()));
         let _ = live.kill();
         let _ = live.wait();
