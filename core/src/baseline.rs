@@ -659,7 +659,11 @@ impl Baseline {
         }
         if unread_invocation(ev) && from_image(ev) {
             self.coverage.unread_invocations += 1;
-            return self.observe_unread(ev, learning);
+            // In training, an exec session's process is still held for review under its
+            // `[unreadable]` name, so that a reviewer sees the session: never allowed by it.
+            if !(in_training && ev.context == ExecContext::ExecSession) {
+                return self.observe_unread(ev, learning);
+            }
         }
         if let Some(el) = self.elements.get_mut(&key) {
             el.provenance.record(ev, now);
@@ -1801,6 +1805,21 @@ mod tests {
             assert_eq!(o, Observation::Partial);
             assert!(b.elements.is_empty());
             assert_eq!(b.coverage.unread_invocations, 1);
+            // An exec session's unread applet is held for review (shown, never allowed).
+            let mut session = unread("/usr/bin/id", Some(A), "sha256:a");
+            session.context = ExecContext::ExecSession;
+            let o = b.observe(&session, t(2), RELEARN, CAP);
+            assert!(
+                matches!(
+                    o,
+                    Observation::Learned {
+                        status: ElementStatus::NeedsReview
+                    }
+                ),
+                "{o:?}"
+            );
+            assert!(!b.allows(&ElementKey::of(&session)));
+            assert_eq!(b.coverage.unread_invocations, 2);
         }
 
         #[test]
