@@ -340,6 +340,23 @@ pub struct Classified {
     pub facts_missing: bool,
 }
 
+impl Classified {
+    /// The origin of a file at `place` (no copy-up to compare).
+    fn of(in_container: bool, fileless: bool, place: FilePlace) -> Self {
+        let origin = classify(OriginFacts {
+            in_container,
+            fileless,
+            place,
+        });
+        Classified {
+            origin,
+            copy_up: None,
+            facts_missing: origin == Origin::Unknown
+                && matches!(place, FilePlace::Unknown | FilePlace::NotFound),
+        }
+    }
+}
+
 /// Containers' mount tables and image-layer lookups, looked up through the node's root.
 #[derive(Debug)]
 pub struct Origins {
@@ -397,19 +414,7 @@ impl Origins {
 
     /// The origin of one exec. What cannot be established is `unknown`.
     pub fn classify(&mut self, reader: &ProcReader, e: Exec<'_>) -> Classified {
-        let place = |place| {
-            let origin = classify(OriginFacts {
-                in_container: e.container.is_some(),
-                fileless: e.fileless,
-                place,
-            });
-            Classified {
-                origin,
-                copy_up: None,
-                facts_missing: origin == Origin::Unknown
-                    && matches!(place, FilePlace::Unknown | FilePlace::NotFound),
-            }
-        };
+        let place = |place| Classified::of(e.container.is_some(), e.fileless, place);
         let Some(id) = e.container else {
             return place(FilePlace::Unknown);
         };
@@ -453,19 +458,7 @@ impl Origins {
 
     /// The origin of `e` among the container's mounts `m`.
     fn place_in(&mut self, m: &Mounts, e: Exec<'_>) -> Classified {
-        let place = |place| {
-            let origin = classify(OriginFacts {
-                in_container: true,
-                fileless: false,
-                place,
-            });
-            Classified {
-                origin,
-                copy_up: None,
-                facts_missing: origin == Origin::Unknown
-                    && matches!(place, FilePlace::Unknown | FilePlace::NotFound),
-            }
-        };
+        let place = |place| Classified::of(true, false, place);
         let r = reach(e.opened, m);
         if r == Reach::OtherMount {
             return place(FilePlace::OtherMount);
