@@ -249,7 +249,6 @@ mod tests {
     use super::*;
     use crate::baseline::{BaselineState, Provenance};
     use crate::identity::{WorkloadIdentity, WorkloadKind};
-    use crate::process::{Completeness, ContainerInfo, ExecContext};
     use std::time::{Duration, SystemTime};
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -259,40 +258,18 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
     }
 
-    /// An exec of `exe` running `applet`, content `sha` (`None`: unhashed).
+    /// An exec of `exe` running `applet`, content `sha` (`None`: unhashed): the incident
+    /// tests' exec, in container `app` of image `sha256:a`.
     fn exec(exe: &str, applet: &str, sha: Option<&str>) -> ProcessEvent {
-        ProcessEvent {
-            pid: 10,
-            ppid: 1,
-            ancestors: vec![],
-            start_time: None,
-            uid: 0,
-            gid: 0,
-            comm: "x".into(),
-            exe_path: exe.into(),
-            argv: vec![exe.into()],
-            argv_truncated: false,
-            applet: (!applet.is_empty()).then(|| applet.to_string()),
-            script_path: None,
-            exe_sha256: sha.map(str::to_string),
-            exe_memfd: false,
-            exe_deleted: false,
-            exe_writable_location: false,
-            origin: Origin::Image,
-            container: Some(ContainerInfo {
-                container_id: "cid".into(),
-                pod_name: Some("web-1".into()),
-                image_digest: Some("sha256:a".into()),
-                ..Default::default()
-            }),
-            workload: WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "app"),
-            context: ExecContext::Descendant,
-            exec_session: None,
-            completeness: Completeness::Full,
-            missing: vec![],
-            node_name: "n1".into(),
-            attributed_late_ms: None,
+        let mut e = crate::incident::tests::exec(exe);
+        e.comm = "x".into();
+        e.applet = (!applet.is_empty()).then(|| applet.to_string());
+        e.exe_sha256 = sha.map(str::to_string);
+        if let Some(c) = e.container.as_mut() {
+            c.image_digest = Some("sha256:a".into());
         }
+        e.workload = WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "app");
+        e
     }
 
     fn element(status: ElementStatus, approved: &[&str]) -> Element {

@@ -835,7 +835,7 @@ impl IncidentFilter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::identity::WorkloadKind;
     use crate::process::{Completeness, ContainerInfo};
@@ -850,7 +850,8 @@ mod tests {
         WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "nginx")
     }
 
-    fn exec(path: &str) -> ProcessEvent {
+    /// A full exec of `path` in the `web` Deployment's container (shared with other tests).
+    pub(crate) fn exec(path: &str) -> ProcessEvent {
         ProcessEvent {
             pid: 10,
             ppid: 1,
