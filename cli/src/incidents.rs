@@ -165,6 +165,15 @@ pub(crate) fn subject(i: &pb::Incident) -> String {
     }
 }
 
+/// " by <actor> (<reason>)" after the state, the reason only when one was given.
+fn state_by(i: &pb::Incident) -> String {
+    match (i.state_actor.is_empty(), i.state_reason.is_empty()) {
+        (true, _) => String::new(),
+        (false, true) => format!(" by {}", i.state_actor),
+        (false, false) => format!(" by {} ({})", i.state_actor, i.state_reason),
+    }
+}
+
 fn show(output: Output, i: &pb::Incident) -> anyhow::Result<()> {
     print(output, &incident_json(i), || {
         let mut s = format!(
@@ -182,7 +191,7 @@ fn show(output: Output, i: &pb::Incident) -> anyhow::Result<()> {
                 content::text(incident_check(i).as_ref())
             },
             state_name(i.state),
-            if i.state_actor.is_empty() { String::new() } else { format!(" by {} ({})", i.state_actor, i.state_reason) },
+            state_by(i),
             i.count,
             ts(i.first_seen.as_ref()).as_str().unwrap_or(""),
             ts(i.last_seen.as_ref()).as_str().unwrap_or(""),
@@ -312,5 +321,20 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
             .into_inner();
             show(cli.output, &i)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_actor_without_a_reason_shows_no_empty_parentheses() {
+        let mut i = pb::Incident::default();
+        assert_eq!(state_by(&i), "");
+        i.state_actor = "alice".into();
+        assert_eq!(state_by(&i), " by alice");
+        i.state_reason = "known job".into();
+        assert_eq!(state_by(&i), " by alice (known job)");
     }
 }

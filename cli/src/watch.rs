@@ -173,7 +173,7 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                 file["hashes"] =
                     json!([{"algorithm_id": 3, "algorithm": "SHA-256", "value": p.exe_sha256}]);
             }
-            json!({
+            let mut event = json!({
                 "class_uid": 1007, "class_name": "Process Activity",
                 "category_uid": 1, "category_name": "System Activity",
                 "activity_id": 1, "activity_name": "Launch",
@@ -194,7 +194,6 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                     "lineage": p.ancestors.iter().map(|a| a.exe_path.clone()).collect::<Vec<_>>(),
                 },
                 "actor": {"process": parent},
-                "container": {"uid": c.container_id, "image": {"name": c.image, "uid": c.image_digest}},
                 "unmapped": {
                     "workload": id_text(Some(&w)),
                     "namespace": w.namespace,
@@ -215,7 +214,23 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                     "baseline_version": d.baseline_revision,
                     "content": content::json(event_check(d).as_ref()),
                 },
-            })
+            });
+            // A host process has no container: the object is left out, not sent empty.
+            if !c.container_id.is_empty() {
+                let mut container = json!({"uid": c.container_id});
+                if !c.image.is_empty() || !c.image_digest.is_empty() {
+                    let mut image = json!({});
+                    if !c.image.is_empty() {
+                        image["name"] = json!(c.image);
+                    }
+                    if !c.image_digest.is_empty() {
+                        image["uid"] = json!(c.image_digest);
+                    }
+                    container["image"] = image;
+                }
+                event["container"] = container;
+            }
+            event
         }
         Some(pb::stream_record::Record::Incident(i)) => {
             let state = pb::IncidentState::try_from(i.state).unwrap_or_default();
@@ -366,7 +381,7 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                     ("filePath", p.exe_path.clone()),
                     ("fname", basename(&p.exe_path).to_string()),
                     ("fileHash", p.exe_sha256.clone()),
-                    ("externalId", d.event_id.clone()),
+                    ("externalId", format!("deviation:{}", d.event_id)),
                     ("cs1Label", "workload".into()),
                     ("cs1", id_text(Some(&w))),
                     ("cs2Label", "incidentId".into()),
@@ -388,15 +403,7 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                     (CEF_ORIGIN, view.origin.to_string()),
                     ("flexString1Label", "completeness".into()),
                     ("flexString1", view.completeness_name()),
-                    // The label only with a value (empty values are left out below).
-                    (
-                        "flexString2Label",
-                        if view.missing.is_empty() {
-                            String::new()
-                        } else {
-                            "missing".into()
-                        },
-                    ),
+                    ("flexString2Label", "missing".into()),
                     ("flexString2", view.missing.join(",")),
                     // Every labelled string key is taken on a deviation record: the verdict
                     // and the approved contents are user-defined keys (docs/siem.md).
@@ -423,7 +430,7 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                 ("rt", millis(i.last_seen.as_ref()).to_string()),
                 ("start", millis(i.first_seen.as_ref()).to_string()),
                 ("end", millis(i.last_seen.as_ref()).to_string()),
-                ("externalId", i.id.clone()),
+                ("externalId", format!("incident:{}", i.id)),
                 ("cnt", i.count.to_string()),
                 ("act", state_name(i.state).to_string()),
                 ("msg", i.severity_reason.clone()),
@@ -474,7 +481,7 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                 ("act", a.action.clone()),
                 ("outcome", audit_result(a.result).to_string()),
                 ("msg", a.detail.clone()),
-                ("externalId", a.id.to_string()),
+                ("externalId", format!("audit:{}", a.id)),
                 ("cs1Label", "target".into()),
                 ("cs1", a.target.clone()),
                 ("cs2Label", "role".into()),
@@ -487,9 +494,20 @@ pub fn cef(r: &pb::StreamRecord) -> String {
     };
     ext.push(("cn1Label", "cursor".into()));
     ext.push(("cn1", r.cursor.to_string()));
+    // An empty value is left out, and so is the label of a custom key left out: a SIEM
+    // would otherwise show a field named but never filled.
+    let present: std::collections::HashSet<String> = ext
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, _)| k.to_string())
+        .collect();
     let ext: Vec<String> = ext
         .into_iter()
-        .filter(|(_, v)| !v.is_empty())
+        .filter(|(k, v)| {
+            !v.is_empty()
+                && k.strip_suffix("Label")
+                    .is_none_or(|key| present.contains(key))
+        })
         .map(|(k, v)| format!("{k}={}", cef_value(&v)))
         .collect();
     format!(
@@ -854,5 +872,73 @@ mod tests {
         assert!(line.contains("cs1=c/shop/deployment/web/nginx"), "{line}");
         assert_eq!(cef_header("a|b\\c"), "a\\|b\\\\c");
         assert_eq!(cef_value("x=y\nz"), "x\\=y\\nz");
+    }
+
+    /// Every `XLabel` key of a CEF line comes with its `X` value.
+    fn labels_have_values(line: &str) {
+        let keys: Vec<&str> = line
+            .split(' ')
+            .filter_map(|w| w.split_once('=').map(|(k, _)| k))
+            .collect();
+        for k in &keys {
+            if let Some(base) = k.strip_suffix("Label") {
+                assert!(keys.contains(&base), "{k} without {base}: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn host_records_carry_no_empty_fields() {
+        let mut r = deviation();
+        r.incident_id.clear();
+        if let Some(pb::stream_record::Record::Deviation(d)) = &mut r.record {
+            let p = d.process.as_mut().unwrap();
+            p.workload.as_mut().unwrap().namespace.clear();
+            p.container = None;
+        }
+        let o = ocsf(&r);
+        assert!(o.get("container").is_none(), "{o}");
+        let c = cef(&r);
+        labels_have_values(&c);
+        assert!(!c.contains("cs2Label"), "{c}");
+        assert!(!c.contains("cs3Label"), "{c}");
+
+        // A container's object carries what is known of it, and nothing empty.
+        if let Some(pb::stream_record::Record::Deviation(d)) = &mut r.record {
+            d.process.as_mut().unwrap().container = Some(pb::ContainerInfo {
+                container_id: "abc".into(),
+                image: "web:1".into(),
+                ..Default::default()
+            });
+        }
+        assert_eq!(
+            ocsf(&r)["container"],
+            json!({"uid": "abc", "image": {"name": "web:1"}})
+        );
+    }
+
+    #[test]
+    fn cef_external_ids_differ_between_kinds_with_the_same_number() {
+        let incident = pb::StreamRecord {
+            record: Some(pb::stream_record::Record::Incident(pb::Incident {
+                id: "9".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let audit = pb::StreamRecord {
+            record: Some(pb::stream_record::Record::Audit(pb::AuditRecord {
+                id: 9,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let (i, a, d) = (cef(&incident), cef(&audit), cef(&deviation()));
+        assert!(i.contains("externalId=incident:9"), "{i}");
+        assert!(a.contains("externalId=audit:9"), "{a}");
+        assert!(d.contains("externalId=deviation:e1"), "{d}");
+        for line in [i, a, d] {
+            labels_have_values(&line);
+        }
     }
 }
