@@ -215,7 +215,8 @@ enum Baselines {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Export baselines as YAML (for GitOps); writes to stdout.
+    /// Export baselines as YAML (for GitOps; `-o json` writes the same document as JSON,
+    /// which `import` reads too); writes to stdout.
     Export {
         #[command(flatten)]
         filter: Filter,
@@ -366,6 +367,20 @@ fn print(output: Output, value: &Value, table: impl FnOnce() -> String) -> anyho
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
         Output::Table => print!("{}", table()),
+    }
+    Ok(())
+}
+
+/// The server's export document as asked: YAML (its own form, also for `-o table`) or the
+/// same document as JSON. Import takes either, since JSON is YAML.
+fn export(output: Output, yaml: &str) -> anyhow::Result<()> {
+    match output {
+        Output::Json => {
+            let doc: Value = serde_yaml::from_str(yaml)
+                .map_err(|e| anyhow::anyhow!("the server's export is not valid YAML: {e}"))?;
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Output::Yaml | Output::Table => print!("{yaml}"),
     }
     Ok(())
 }
@@ -770,8 +785,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         })?)
                         .await?
                         .into_inner();
-                    print!("{}", r.yaml);
-                    Ok(())
+                    export(cli.output, &r.yaml)
                 }
                 Baselines::Import {
                     file,

@@ -428,6 +428,16 @@ fn export_import_round_trip_on_a_fresh_server() {
     );
     let file = work.path().join("baselines.yaml");
     std::fs::write(&file, &yaml).unwrap();
+    // `-o json` is the same document as JSON (it used to be YAML whatever was asked).
+    let exported_json = ctl_json(&pki, &first, "viewer", &["baselines", "export"]).unwrap();
+    assert_eq!(exported_json["kind"], "BaselineList", "{exported_json}");
+    assert_eq!(
+        exported_json,
+        serde_yaml::from_str::<Value>(&yaml).unwrap(),
+        "JSON and YAML exports differ"
+    );
+    let json_file = work.path().join("baselines.json");
+    std::fs::write(&json_file, exported_json.to_string()).unwrap();
     drop(first);
 
     let fresh_dir = work.path().join("fresh");
@@ -451,6 +461,20 @@ fn export_import_round_trip_on_a_fresh_server() {
     .unwrap();
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["changes"][0]["action"], "create", "{dry}");
+    // The JSON export imports to the very same changes.
+    let dry_json = ctl_json(
+        &pki,
+        &second,
+        "admin",
+        &[
+            "baselines",
+            "import",
+            json_file.to_str().unwrap(),
+            "--dry-run",
+        ],
+    )
+    .unwrap();
+    assert_eq!(dry_json["changes"], dry["changes"]);
     // It names each element with applet and script, and each content it would approve.
     let names: Vec<&str> = dry["changes"][0]["added"]
         .as_array()
