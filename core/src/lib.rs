@@ -14,6 +14,7 @@ pub mod identity;
 pub mod incident;
 pub mod policy;
 pub mod process;
+pub mod rfc3339;
 
 pub use baseline::{Baseline, BaselineState, Element, ElementKey, ElementStatus, Matcher};
 pub use content::{ContentCheck, ContentVerdict};

@@ -288,7 +288,8 @@ pub struct ProcessEvent {
     pub ppid: u32,
     /// Up to five ancestors, nearest first.
     pub ancestors: Vec<Ancestor>,
-    /// Start time, when known.
+    /// Start time, when known; RFC 3339 in UTC in JSON.
+    #[serde(with = "crate::rfc3339::option", default)]
     pub start_time: Option<SystemTime>,
     /// Real UID.
     pub uid: u32,
