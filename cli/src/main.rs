@@ -22,7 +22,10 @@ mod watch;
 #[command(
     name = "procguardctl",
     version,
-    about = "Review and approve procguard baselines"
+    about = "Review and approve procguard baselines",
+    after_help = "Exit codes: 0 success; 2 usage error (unknown flag, malformed workload, \
+an argument the server refused as invalid); 3 not authenticated or not authorised; \
+4 not found; 1 any other failure."
 )]
 struct Cli {
     /// Server URL.
@@ -441,7 +444,13 @@ impl Client {
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect()
             .await
-            .with_context(|| format!("cannot connect to {}", cli.server))?;
+            .map_err(|e| {
+                let detail = error_chain(&e);
+                let hint = connect_hint(&detail)
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+                anyhow::anyhow!("cannot connect to {}: {detail}{hint}", cli.server)
+            })?;
         let token = match (&cli.token, &cli.token_file) {
             (Some(t), _) => Some(t.trim().to_string()),
             (None, Some(f)) => Some(
@@ -470,6 +479,43 @@ impl Client {
 
     fn baselines(&self) -> pb::baseline_service_client::BaselineServiceClient<Channel> {
         pb::baseline_service_client::BaselineServiceClient::new(self.channel.clone())
+    }
+}
+
+/// An error and its sources, each said once (transport errors repeat their source's text).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p == &text) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
+/// What to check for a connection that failed, from what failed.
+fn connect_hint(detail: &str) -> Option<&'static str> {
+    let d = detail.to_ascii_lowercase();
+    if d.contains("unknownissuer") || d.contains("unknown issuer") || d.contains("badsignature") {
+        Some("the server's certificate is not signed by the CA given: check --tls-ca (PROCGUARD_TLS_CA)")
+    } else if d.contains("notvalidforname") || d.contains("not valid for name") {
+        Some("the server's certificate does not name this host: check --server, or --tls-server-name (PROCGUARD_TLS_SERVER_NAME)")
+    } else if d.contains("certificate required") || d.contains("certificaterequired") {
+        Some("the server asks for a client certificate: give --tls-cert and --tls-key")
+    } else if d.contains("connection refused") {
+        Some("nothing listens there: is the server running, and is --server (PROCGUARD_SERVER) its address and port?")
+    } else if d.contains("timed out") || d.contains("deadline") {
+        Some("no answer within 5 s: check --server (PROCGUARD_SERVER) and that the address is reachable")
+    } else if d.contains("invalid content type")
+        || d.contains("wrong version number")
+        || d.contains("corrupt message")
+    {
+        Some("the other end does not speak TLS: check the port in --server (PROCGUARD_SERVER)")
+    } else {
+        None
     }
 }
 
@@ -1198,6 +1244,47 @@ async fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_failures_name_what_to_check() {
+        let refused = "transport error: tcp connect error: Connection refused (os error 111)";
+        assert!(connect_hint(refused).unwrap().contains("--server"));
+        let issuer = "transport error: invalid peer certificate: UnknownIssuer";
+        assert!(connect_hint(issuer).unwrap().contains("--tls-ca"));
+        let name = "invalid peer certificate: NotValidForName";
+        assert!(connect_hint(name).unwrap().contains("--tls-server-name"));
+        assert_eq!(connect_hint("something else"), None);
+    }
+
+    #[test]
+    fn an_error_chain_says_each_text_once() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = E(
+            "transport error",
+            Some(Box::new(E(
+                "tcp connect error",
+                Some(Box::new(E(
+                    "tcp connect error",
+                    Some(Box::new(E("Connection refused", None))),
+                ))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "transport error: tcp connect error: Connection refused"
+        );
+    }
 
     #[test]
     fn element_changes_name_applets_scripts_and_contents() {

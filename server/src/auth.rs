@@ -194,7 +194,11 @@ impl Tokens {
             return Err(Denied {
                 actor: "anonymous".into(),
                 role: None,
-                status: Status::unauthenticated("unknown bearer token"),
+                status: Status::unauthenticated(
+                    "unknown bearer token: no token of the server's tokens file matches it; check \
+                     --token / PROCGUARD_TOKEN (or --token-file), or ask an admin for a token \
+                     of the role you need",
+                ),
             });
         };
         check_role(caller, needed)
