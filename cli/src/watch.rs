@@ -154,9 +154,44 @@ fn basename(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
 
+/// Leaves out what carries nothing (null, an empty string, list or object), at any depth: an
+/// OCSF consumer reads an empty attribute as a value. Returns whether `v` itself is empty.
+fn prune(v: &mut Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(items) => {
+            items.retain_mut(|i| !prune(i));
+            items.is_empty()
+        }
+        Value::Object(fields) => {
+            fields.retain(|_, f| !prune(f));
+            fields.is_empty()
+        }
+        Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// The API caller's endpoint: the address the server saw, as `ip` and `port` (OCSF
+/// network_endpoint needs at least one identifying attribute; an address the server could not
+/// see is named unknown rather than left out, since the class requires the object).
+fn ocsf_src_endpoint(peer: &str) -> Value {
+    match peer.parse::<std::net::SocketAddr>() {
+        Ok(a) => json!({"ip": a.ip().to_string(), "port": a.port()}),
+        Err(_) if !peer.is_empty() => json!({"name": peer}),
+        Err(_) => json!({"name": "unknown"}),
+    }
+}
+
 /// OCSF: Process Activity (1007) for deviations, Detection Finding (2004) for incidents, API
-/// Activity (6003) for audit records.
+/// Activity (6003) for audit records. Nothing empty is written (see [`prune`]).
 pub fn ocsf(r: &pb::StreamRecord) -> Value {
+    let mut event = ocsf_event(r);
+    prune(&mut event);
+    event
+}
+
+fn ocsf_event(r: &pb::StreamRecord) -> Value {
     let (severity_id, severity) = ocsf_severity(r.severity);
     match &r.record {
         Some(pb::stream_record::Record::Deviation(d)) => {
@@ -314,9 +349,10 @@ pub fn ocsf(r: &pb::StreamRecord) -> Value {
                 "status_id": if ok { 1 } else { 2 }, "status": if ok { "Success" } else { "Failure" },
                 "status_detail": a.detail,
                 "metadata": ocsf_metadata(r, ""),
-                "actor": {"user": {"name": a.actor, "type": a.role}},
+                // procguard's roles are not OCSF user types: type_id 99 (Other), named by the role.
+                "actor": {"user": {"name": a.actor, "type": a.role, "type_id": if a.role.is_empty() { Value::Null } else { json!(99) }}},
                 "api": {"operation": a.action},
-                "src_endpoint": {"svc_name": a.peer},
+                "src_endpoint": ocsf_src_endpoint(&a.peer),
                 "resources": [{"name": a.target}],
                 "unmapped": {"audit_id": a.id, "result": audit_result(a.result)},
             })
@@ -611,6 +647,10 @@ pub async fn run(cli: &Cli, w: &Watch) -> anyhow::Result<()> {
     }
     result
 }
+
+/// OCSF 1.1 class schemas and CEF header rules, checked against every kind of record.
+#[cfg(test)]
+mod conformance;
 
 #[cfg(test)]
 mod tests {
