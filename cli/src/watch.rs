@@ -12,6 +12,7 @@ use crate::content;
 use crate::incidents::{kind_name, process_json, severity_arg, severity_name, state_name};
 use crate::process::ProcessView;
 use crate::{id_text, usage, Cli, Client};
+use anyhow::Context;
 use clap::ValueEnum;
 use procguard_proto::convert::content::{event_check, incident_check};
 use procguard_proto::convert::system_time;
@@ -568,9 +569,29 @@ fn kind_arg(s: &str) -> anyhow::Result<i32> {
     } as i32)
 }
 
+/// How long a stopping `watch --durable` waits for its final acknowledgement.
+const FINAL_ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// Runs `watch` until the stream ends, `--count` records were printed, or an error.
+///
+/// SIGINT, SIGTERM and SIGHUP stop it like the end of the stream: with `--durable`, what was
+/// printed is acknowledged before it exits (exit 0). The handlers are installed before
+/// anything else, so a stop in the first moments is no exception.
 pub async fn run(cli: &Cli, w: &Watch) -> anyhow::Result<()> {
     use pb::start_position::Position;
+    use tokio::signal::unix::{signal, SignalKind};
+    let handler = |kind| signal(kind).context("installing a signal handler");
+    let mut int = handler(SignalKind::interrupt())?;
+    let mut term = handler(SignalKind::terminate())?;
+    let mut hup = handler(SignalKind::hangup())?;
+    let stopped = async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+    };
+    tokio::pin!(stopped);
     let position = match (&w.from, w.oldest, &w.durable) {
         (Some(c), _, _) => Position::AfterCursor(*c),
         (_, true, _) => Position::Oldest(true),
@@ -592,17 +613,29 @@ pub async fn run(cli: &Cli, w: &Watch) -> anyhow::Result<()> {
         },
         namespace: w.namespace.clone().unwrap_or_default(),
     };
-    let c = Client::connect(cli).await?;
-    let mut api =
-        pb::subscription_service_client::SubscriptionServiceClient::new(c.channel.clone());
-    let mut stream = api.subscribe(c.req(request)?).await?.into_inner();
+    // A stop before the subscription is open has nothing printed to acknowledge.
+    let (c, mut api, mut stream) = tokio::select! {
+        opened = async {
+            let c = Client::connect(cli).await?;
+            let mut api = pb::subscription_service_client::SubscriptionServiceClient::new(
+                c.channel.clone(),
+            );
+            let stream = api.subscribe(c.req(request)?).await?.into_inner();
+            anyhow::Ok((c, api, stream))
+        } => opened?,
+        () = &mut stopped => return Ok(()),
+    };
     let mut printed = 0u64;
     let mut last_printed = None;
     let mut last_acked = None;
     let mut last_ack_at = Instant::now();
     let stdout = std::io::stdout();
     let result = loop {
-        let msg = match stream.message().await {
+        let next = tokio::select! {
+            next = stream.message() => next,
+            () = &mut stopped => break Ok(()),
+        };
+        let msg = match next {
             Ok(Some(m)) => m,
             Ok(None) => break Ok(()),
             Err(e) => break Err(anyhow::Error::new(e)),
@@ -638,11 +671,19 @@ pub async fn run(cli: &Cli, w: &Watch) -> anyhow::Result<()> {
     };
     if let (Some(name), Some(cursor)) = (&w.durable, last_printed) {
         if last_acked != Some(cursor) {
-            api.ack_cursor(c.req(pb::AckCursorRequest {
+            // A server that does not answer must not hold the stop: the records after the
+            // last acknowledgement are then printed again on resume (at-least-once).
+            let ack = api.ack_cursor(c.req(pb::AckCursorRequest {
                 durable_name: name.clone(),
                 cursor,
-            })?)
-            .await?;
+            })?);
+            tokio::time::timeout(FINAL_ACK_WAIT, ack)
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "the final acknowledgement of cursor {cursor} timed out after {FINAL_ACK_WAIT:?}; records after the last acknowledged one will be printed again on resume"
+                    )
+                })??;
         }
     }
     result

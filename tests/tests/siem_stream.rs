@@ -3,6 +3,8 @@
 //!
 //! - a durable subscriber killed mid-stream resumes from its acknowledged cursor and ends
 //!   with exactly the full sequence;
+//! - one stopped by SIGTERM, SIGINT or SIGHUP within the acknowledgement interval acknowledges
+//!   every line it printed;
 //! - the server SIGKILLed during ingest loses no acknowledged event, and a subscriber resumes
 //!   after restart with no gap;
 //! - a cursor older than retention gets OUT_OF_RANGE naming the oldest available cursor;
@@ -234,6 +236,74 @@ async fn a_killed_durable_subscriber_resumes_from_its_acknowledged_cursor() {
     )
     .await;
     assert!(after.is_empty(), "{after:?}");
+}
+
+/// The cursor a durable subscription has acknowledged.
+async fn acked_cursor(pki: &Pki, url: &str, name: &str) -> u64 {
+    let ch = grpc::channel(pki, url, None).await.unwrap();
+    pb::subscription_service_client::SubscriptionServiceClient::new(ch)
+        .get_cursor(grpc::req(
+            pki,
+            "siem",
+            pb::GetCursorRequest {
+                durable_name: name.into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cursor
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_subscriber_stopped_by_a_signal_within_a_second_acknowledges_what_it_printed() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
+        .await
+        .unwrap();
+    let w = grpc::workload("shop", "web");
+    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
+        .await
+        .unwrap();
+    let evs = sensor.events(&w, &["/usr/bin/tool1", "/usr/bin/tool2"]);
+    sensor.send_acked(evs).await.unwrap();
+
+    // Each stop: the default acknowledgement interval (1 s) has not passed when the signal
+    // comes, so only the stop itself can acknowledge. The old watch died on the signal and
+    // the next run replayed everything from the subscription's start.
+    for (n, signal) in ["TERM", "INT", "HUP"].into_iter().enumerate() {
+        let name = format!("forwarder-{n}");
+        let mut child = watch_cmd(&pki, &server, &["--durable", &name])
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let started = Instant::now();
+        let first = lines.next().expect("a line").unwrap();
+        let printed = cursors(&[first])[0];
+        Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the first line took {:?}; the test needs a stop within the acknowledgement interval",
+            started.elapsed()
+        );
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(status.success(), "SIG{signal}: {status:?} {stderr}");
+        // Every line printed before the stop (the pipe holds the rest of the first batch).
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let last = cursors(&rest).last().copied().unwrap_or(printed);
+        let acked = acked_cursor(&pki, &server.url(), &name).await;
+        assert_eq!(
+            acked, last,
+            "SIG{signal}: printed up to cursor {last}, acknowledged {acked}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
