@@ -165,6 +165,85 @@ pub(crate) fn subject(i: &pb::Incident) -> String {
     }
 }
 
+/// Widest workload and subject in the default table: with the other columns (IDs up to 8
+/// digits, counts up to 10) it fits 120.
+const TABLE_WORKLOAD: usize = 30;
+const TABLE_SUBJECT: usize = 30;
+
+/// The incidents table. By default it fits a terminal of 120 columns: long workloads and
+/// subjects are shortened in the middle, the last-seen time is an age, and origin and content
+/// verdict (in `get` and `-o wide`) are left out. `wide` has every column in full.
+fn list_table(all: &[pb::Incident], wide: bool) -> String {
+    let now = std::time::SystemTime::now();
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|i| {
+            let workload = id_text(i.workload.as_ref());
+            let mut row = vec![
+                i.id.clone(),
+                severity_name(i.severity).into(),
+                state_name(i.state).into(),
+                i.count.to_string(),
+            ];
+            if wide {
+                row.extend([
+                    workload,
+                    subject(i),
+                    origin_name(i).as_str().unwrap_or("-").into(),
+                    incident_check(i).map_or("-", |c| c.verdict.as_str()).into(),
+                    ts(i.last_seen.as_ref()).as_str().unwrap_or("").into(),
+                ]);
+            } else {
+                row.extend([
+                    crate::elide(&crate::cell(&workload), TABLE_WORKLOAD),
+                    crate::elide(&crate::cell(&subject(i)), TABLE_SUBJECT),
+                    age(i.last_seen.as_ref(), now),
+                ]);
+            }
+            row
+        })
+        .collect();
+    let headers: &[&str] = if wide {
+        &[
+            "ID",
+            "SEVERITY",
+            "STATE",
+            "COUNT",
+            "WORKLOAD",
+            "SUBJECT",
+            "ORIGIN",
+            "CONTENT",
+            "LAST SEEN",
+        ]
+    } else {
+        &[
+            "ID",
+            "SEVERITY",
+            "STATE",
+            "COUNT",
+            "WORKLOAD",
+            "SUBJECT",
+            "LAST SEEN",
+        ]
+    };
+    table(headers, &rows)
+}
+
+/// How long ago `t` was, in the largest whole unit: `42s`, `5m`, `3h`, `2d` (`-` if unknown).
+fn age(t: Option<&prost_types::Timestamp>, now: std::time::SystemTime) -> String {
+    let Some(t) = t else { return "-".into() };
+    let secs = now
+        .duration_since(procguard_proto::convert::system_time(t))
+        .unwrap_or_default()
+        .as_secs();
+    match secs {
+        0..=119 => format!("{secs}s ago"),
+        120..=7_199 => format!("{}m ago", secs / 60),
+        7_200..=172_799 => format!("{}h ago", secs / 3_600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
 /// " by <actor> (<reason>)" after the state, the reason only when one was given.
 fn state_by(i: &pb::Incident) -> String {
     match (i.state_actor.is_empty(), i.state_reason.is_empty()) {
@@ -267,36 +346,7 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
             }
             let value = Value::Array(all.iter().map(incident_json).collect());
             print(cli.output, &value, || {
-                let rows: Vec<Vec<String>> = all
-                    .iter()
-                    .map(|i| {
-                        vec![
-                            i.id.clone(),
-                            severity_name(i.severity).into(),
-                            state_name(i.state).into(),
-                            i.count.to_string(),
-                            id_text(i.workload.as_ref()),
-                            subject(i),
-                            origin_name(i).as_str().unwrap_or("-").into(),
-                            incident_check(i).map_or("-", |c| c.verdict.as_str()).into(),
-                            ts(i.last_seen.as_ref()).as_str().unwrap_or("").into(),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &[
-                        "ID",
-                        "SEVERITY",
-                        "STATE",
-                        "COUNT",
-                        "WORKLOAD",
-                        "SUBJECT",
-                        "ORIGIN",
-                        "CONTENT",
-                        "LAST SEEN",
-                    ],
-                    &rows,
-                )
+                list_table(&all, cli.output == Output::Wide)
             })
         }
         Incidents::Get { id } => {
@@ -327,6 +377,59 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn long_incident() -> pb::Incident {
+        pb::Incident {
+            id: "123456".into(),
+            kind: pb::IncidentKind::Deviation as i32,
+            state: pb::IncidentState::Acknowledged as i32,
+            severity: pb::Severity::Critical as i32,
+            count: 1_000_000,
+            workload: Some(pb::WorkloadIdentity {
+                cluster: "production-eu-west-1".into(),
+                namespace: "payments-settlement".into(),
+                kind: pb::WorkloadKind::Deployment as i32,
+                workload_name: "settlement-reconciliation-worker".into(),
+                container_name: "reconciler".into(),
+            }),
+            // A name a process chose: terminal escapes and a line break included.
+            exe_path: "/var/lib/app/cache/\x1b]0;owned\x07/.hidden/kworker\n-miner".into(),
+            script_path: "/opt/very/long/path/to/a/script/that/never/ends.sh".into(),
+            origin: pb::Origin::WritableLayer as i32,
+            last_seen: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_table_fits_a_terminal_and_wide_has_everything() {
+        let i = long_incident();
+        let narrow = list_table(std::slice::from_ref(&i), false);
+        for line in narrow.lines() {
+            assert!(
+                line.chars().count() <= 120,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+        }
+        assert!(narrow.contains('…'), "{narrow}");
+        assert!(narrow.contains("d ago"), "{narrow}");
+        // The end of a path, where the file name is, survives the shortening.
+        assert!(narrow.contains("never/ends.sh"), "{narrow}");
+        let wide = list_table(std::slice::from_ref(&i), true);
+        assert!(wide.contains(&id_text(i.workload.as_ref())), "{wide}");
+        assert!(wide.contains("writable-layer"), "{wide}");
+        assert!(wide.contains("2023-11-14T22:13:20Z"), "{wide}");
+        // No control character reaches the terminal, in either form.
+        for out in [&narrow, &wide] {
+            assert_eq!(out.lines().count(), 2, "{out}");
+            assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        }
+        assert!(wide.contains("\\u{1b}]0;owned\\u{7}"), "{wide}");
+    }
 
     #[test]
     fn state_actor_without_a_reason_shows_no_empty_parentheses() {

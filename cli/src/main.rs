@@ -71,7 +71,11 @@ struct Cli {
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Output {
+    /// Columns sized for a terminal; long cells are shortened in the middle.
     Table,
+    /// Every column, nothing shortened (`incidents list` adds origin, content verdict and full
+    /// times).
+    Wide,
     Json,
     Yaml,
 }
@@ -369,7 +373,7 @@ fn print(output: Output, value: &Value, table: impl FnOnce() -> String) -> anyho
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
-        Output::Table => print!("{}", table()),
+        Output::Table | Output::Wide => print!("{}", table()),
     }
     Ok(())
 }
@@ -383,14 +387,52 @@ fn export(output: Output, yaml: &str) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("the server's export is not valid YAML: {e}"))?;
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
-        Output::Yaml | Output::Table => print!("{yaml}"),
+        Output::Yaml | Output::Table | Output::Wide => print!("{yaml}"),
     }
     Ok(())
 }
 
+/// A cell as a terminal may show it: control characters (escape sequences a process put in
+/// its argv or file name, line breaks) are written as `\u{..}` escapes, never passed through.
+pub(crate) fn cell(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// `s` in at most `max` characters: the middle is replaced by `…`, keeping more of the end,
+/// where paths and workload identities differ most.
+pub(crate) fn elide(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max || max < 3 {
+        return s.to_string();
+    }
+    let keep = max - 1;
+    let head = keep / 3;
+    let tail = keep - head;
+    let chars: Vec<char> = s.chars().collect();
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[n - tail..]);
+    out
+}
+
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| cell(c)).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in rows {
+    for r in &rows {
         for (i, c) in r.iter().enumerate() {
             widths[i] = widths[i].max(c.chars().count());
         }
@@ -407,7 +449,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     };
     let mut out = line(headers.iter().map(|h| h.to_string()).collect());
     for r in rows {
-        out += &line(r.clone());
+        out += &line(r);
     }
     out
 }
