@@ -1258,9 +1258,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// For a call refused for its role: the token to use instead, when the token file in use has a
+/// sibling for that role (as `pki init` and the quickstart lay them out).
+fn role_hint(s: &tonic::Status, token_file: Option<&std::path::Path>) -> Option<String> {
+    if s.code() != tonic::Code::PermissionDenied {
+        return None;
+    }
+    let (_, rest) = s.message().split_once("needs role '")?;
+    let role = rest
+        .split('\'')
+        .next()
+        .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_lowercase()))?;
+    let sibling = token_file
+        .and_then(std::path::Path::parent)
+        .map(|dir| dir.join(format!("{role}.token")))
+        .filter(|p| p.is_file());
+    Some(match sibling {
+        Some(p) => format!(
+            "the {role} token is in {}: --token-file {} (or PROCGUARD_TOKEN_FILE)",
+            p.display(),
+            p.display()
+        ),
+        None => format!(
+            "use a token of role '{role}' (--token-file or PROCGUARD_TOKEN_FILE); an admin \
+             issues them in the server's tokens file"
+        ),
+    })
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    let token_file = cli.token_file.clone();
     if let Err(e) = run(cli).await {
         let (code, text) = if let Some(s) = e.downcast_ref::<tonic::Status>() {
             let code = match s.code() {
@@ -1269,7 +1298,10 @@ async fn main() {
                 tonic::Code::InvalidArgument => 2,
                 _ => 1,
             };
-            (code, format!("{:?}: {}", s.code(), s.message()))
+            let hint = role_hint(s, token_file.as_deref())
+                .map(|h| format!("\n  hint: {h}"))
+                .unwrap_or_default();
+            (code, format!("{:?}: {}{hint}", s.code(), s.message()))
         } else if e.downcast_ref::<Usage>().is_some()
             || e.downcast_ref::<procguard_core::identity::IdentityError>()
                 .is_some()
@@ -1286,6 +1318,38 @@ async fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_role_names_the_token_that_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let viewer = dir.path().join("viewer.token");
+        std::fs::write(&viewer, "v").unwrap();
+        std::fs::write(dir.path().join("approver.token"), "a").unwrap();
+        let denied = tonic::Status::permission_denied(
+            "'dev-viewer' has role 'viewer'; this call needs role 'approver'",
+        );
+        let hint = role_hint(&denied, Some(&viewer)).unwrap();
+        assert!(
+            hint.contains(&dir.path().join("approver.token").display().to_string()),
+            "{hint}"
+        );
+        // No sibling file: the role and where tokens come from.
+        let siem =
+            tonic::Status::permission_denied("'x' has role 'viewer'; this call needs role 'siem'");
+        let hint = role_hint(&siem, Some(&viewer)).unwrap();
+        assert!(
+            hint.contains("role 'siem'") && hint.contains("tokens file"),
+            "{hint}"
+        );
+        assert!(role_hint(&siem, None).is_some());
+        // Not a role refusal, or a role name that is not one: no hint.
+        assert_eq!(
+            role_hint(&tonic::Status::not_found("needs role 'x'"), None),
+            None
+        );
+        let odd = tonic::Status::permission_denied("needs role '../../etc'");
+        assert_eq!(role_hint(&odd, Some(&viewer)), None);
+    }
 
     #[test]
     fn connection_failures_name_what_to_check() {

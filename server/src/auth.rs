@@ -156,13 +156,28 @@ impl Tokens {
         request: &tonic::Request<T>,
         needed: Role,
     ) -> Result<Caller, Denied> {
-        if request.metadata().get("authorization").is_none() && !self.by_cert.is_empty() {
+        if request.metadata().get("authorization").is_none() {
             let names: Vec<String> = request
                 .peer_certs()
                 .and_then(|c| c.first().map(|d| cert_common_names(d.as_ref())))
                 .unwrap_or_default();
             if let Some(caller) = names.iter().find_map(|n| self.by_cert.get(n)) {
                 return check_role(caller, needed);
+            }
+            // A certificate the CA signed but the tokens file does not list (a sensor's, the
+            // server's): say so, rather than only that a token is missing.
+            if let Some(name) = names.first() {
+                return Err(Denied {
+                    actor: "anonymous".into(),
+                    role: None,
+                    status: Status::unauthenticated(format!(
+                        "no bearer token, and the client certificate (CN={name}) is not an API \
+                         identity: sensor and server certificates never are. Send a token \
+                         (procguardctl --token-file or PROCGUARD_TOKEN_FILE), or ask an admin \
+                         to list this common name with a role under 'certificates' in the \
+                         server's tokens file"
+                    )),
+                });
             }
         }
         self.authorize(request.metadata(), needed)
