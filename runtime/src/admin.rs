@@ -10,10 +10,18 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 /// Readiness and metrics shared between a binary's tasks and its admin port.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Admin {
     ready: Arc<AtomicBool>,
     registry: Arc<Mutex<Registry>>,
+    /// Build, process and certificate metrics ([`crate::self_metrics`]).
+    own: Arc<Registry>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self::new(Registry::default())
+    }
 }
 
 impl std::fmt::Debug for Admin {
@@ -30,6 +38,7 @@ impl Admin {
         Self {
             ready: Arc::new(AtomicBool::new(false)),
             registry: Arc::new(Mutex::new(registry)),
+            own: Arc::new(crate::self_metrics::registry()),
         }
     }
 
@@ -74,11 +83,19 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
+/// The process's own metrics first ([`crate::self_metrics`], unprefixed), then the binary's;
+/// one OpenMetrics exposition with a single `# EOF`.
+fn encode_all(own: &Registry, binary: &Registry) -> Result<String, std::fmt::Error> {
     let mut body = String::new();
+    prometheus_client::encoding::text::encode_registry(&mut body, own)?;
+    prometheus_client::encoding::text::encode(&mut body, binary)?;
+    Ok(body)
+}
+
+async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
     let registry = admin.registry.lock().unwrap_or_else(|e| e.into_inner());
-    match prometheus_client::encoding::text::encode(&mut body, &registry) {
-        Ok(()) => (
+    match encode_all(&admin.own, &registry) {
+        Ok(body) => (
             StatusCode::OK,
             [(
                 axum::http::header::CONTENT_TYPE,

@@ -2,13 +2,15 @@
 //!
 //! - [`shutdown`]: one cancellation token that SIGTERM and SIGINT trip.
 //! - [`telemetry`]: `tracing` setup, human-readable or JSON.
-//! - [`admin`]: `/healthz`, `/readyz` and Prometheus `/metrics` on a plain-HTTP admin port.
+//! - [`admin`]: `/healthz`, `/readyz` and Prometheus `/metrics` on a plain-HTTP admin port,
+//!   with the binary's own metrics and those of [`self_metrics`] (build, process, certificates).
 //! - [`tls`]: loading and checking PEM material before any port is bound.
 //! - [`pki`]: a development CA with server and sensor certificates, and API tokens.
 //! - [`ConfigError`]: invalid configuration, which binaries turn into exit code 64.
 
 pub mod admin;
 pub mod pki;
+pub mod self_metrics;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

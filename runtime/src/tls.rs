@@ -2,6 +2,7 @@
 //! corrupt PEM is a configuration error (exit 64) rather than a failure on the first
 //! connection.
 
+use crate::self_metrics::record_certificate;
 use crate::ConfigError;
 use std::path::Path;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
@@ -40,14 +41,15 @@ pub fn server_config(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<ServerTlsConfig, ConfigError> {
-    let identity = Identity::from_pem(
-        read_cert(cert, "server certificate")?,
-        read_key(key, "server key")?,
-    );
+    let cert_pem = read_cert(cert, "server certificate")?;
+    record_certificate("server", &cert_pem);
+    let identity = Identity::from_pem(cert_pem, read_key(key, "server key")?);
     let mut cfg = ServerTlsConfig::new().identity(identity);
     if let Some(ca) = client_ca {
+        let ca_pem = read_cert(ca, "client CA")?;
+        record_certificate("client-ca", &ca_pem);
         cfg = cfg
-            .client_ca_root(Certificate::from_pem(read_cert(ca, "client CA")?))
+            .client_ca_root(Certificate::from_pem(ca_pem))
             .client_auth_optional(true);
     }
     Ok(cfg)
@@ -59,14 +61,15 @@ pub fn client_config(
     cert_and_key: Option<(&Path, &Path)>,
     domain: &str,
 ) -> Result<ClientTlsConfig, ConfigError> {
+    let ca_pem = read_cert(ca, "CA certificate")?;
+    record_certificate("ca", &ca_pem);
     let mut cfg = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read_cert(ca, "CA certificate")?))
+        .ca_certificate(Certificate::from_pem(ca_pem))
         .domain_name(domain.to_string());
     if let Some((cert, key)) = cert_and_key {
-        cfg = cfg.identity(Identity::from_pem(
-            read_cert(cert, "client certificate")?,
-            read_key(key, "client key")?,
-        ));
+        let cert_pem = read_cert(cert, "client certificate")?;
+        record_certificate("client", &cert_pem);
+        cfg = cfg.identity(Identity::from_pem(cert_pem, read_key(key, "client key")?));
     }
     Ok(cfg)
 }
