@@ -76,6 +76,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         ),
         None => None,
     };
+    if spool.is_some() {
+        metrics
+            .spool_capacity_bytes
+            .set(i64::try_from(settings.spool_bytes).unwrap_or(i64::MAX));
+    }
     let mut tracker = tracker::Tracker::new(
         procfs::ProcReader::new(&settings.proc_root),
         &settings.node_name,

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub spool_write_errors: Counter,
     /// Bytes held in the spool.
     pub spool_bytes: Gauge,
+    /// The spool's limit in bytes (`--spool-bytes`; 0 without a server, when nothing spools):
+    /// `spool_bytes / spool_capacity_bytes` is how full it is.
+    pub spool_capacity_bytes: Gauge,
     /// Deviations detected locally.
     pub deviations: Counter,
     /// Events acknowledged by the server.
@@ -168,6 +171,11 @@ impl Metrics {
             "spool_bytes",
             "Bytes held in the spool",
             self.spool_bytes.clone(),
+        );
+        r.register(
+            "spool_capacity_bytes",
+            "The spool's limit in bytes (--spool-bytes; 0 when nothing spools)",
+            self.spool_capacity_bytes.clone(),
         );
         r.register(
             "deviations",

@@ -43,7 +43,12 @@ const STRICT_ENV: &str = "PROCGUARD_STRICT_TESTS";
 const MIN_KUBERNETES_VERSION: &str = "1.30.0";
 
 /// Variants that must exist, so that deleting an overlay cannot make the test pass.
-const REQUIRED_VARIANTS: &[&str] = &["dev", "production", "production+cert-manager"];
+const REQUIRED_VARIANTS: &[&str] = &[
+    "dev",
+    "production",
+    "production+cert-manager",
+    "production+monitoring",
+];
 
 /// The sensor DaemonSet (kind, namespace, name): the only workload allowed host access.
 const SENSOR: (&str, &str, &str) = ("DaemonSet", "procguard", "procguard-sensor");
@@ -91,6 +96,10 @@ const VARIANT_SECRETS: &[(&str, &[&str])] = &[
 const UNVALIDATED_KINDS: &[(&str, &str)] = &[
     ("cert-manager.io/v1", "Certificate"),
     ("cert-manager.io/v1", "Issuer"),
+    // Prometheus Operator; tests/tests/monitoring.rs checks these with promtool and a live
+    // scrape.
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 ];
 
 /// The file names kustomize accepts for a kustomization.
