@@ -192,24 +192,65 @@ fn check_text(errors: &mut Vec<String>, at: String, p: &str) {
 
 /// Parses and validates a document into baselines; every problem is listed.
 pub fn parse(yaml: &str, now: SystemTime) -> Result<Vec<Baseline>, Vec<String>> {
-    let list: BaselineList = serde_yaml::from_str(yaml).map_err(|e| {
+    // Only broken YAML stops the reading: every other problem is collected with its location,
+    // and each part of the document (header, item, element) is read on its own so that one
+    // malformed part does not hide the problems of the others.
+    let doc: serde_yaml::Value = serde_yaml::from_str(yaml).map_err(|e| {
         vec![format!(
             "not a valid BaselineList document: {e} (export one with 'procguardctl baselines export' to see the format)"
         )]
     })?;
     let mut errors = Vec::new();
-    if list.api_version != API_VERSION {
-        errors.push(format!(
-            "apiVersion: must be '{API_VERSION}', got '{}'",
-            list.api_version
-        ));
-    }
-    if list.kind != KIND {
-        errors.push(format!("kind: must be '{KIND}', got '{}'", list.kind));
+    let head: Option<ListHead> = read_part(&mut errors, "document", doc.clone(), LIST_FIELDS);
+    let items = match &head {
+        Some(h) => h.items.clone(),
+        None => salvage_list(&doc, "items"),
+    };
+    if let Some(h) = &head {
+        if h.api_version != API_VERSION {
+            errors.push(format!(
+                "apiVersion: must be '{API_VERSION}', got '{}'",
+                h.api_version
+            ));
+        }
+        if h.kind != KIND {
+            errors.push(format!("kind: must be '{KIND}', got '{}'", h.kind));
+        }
     }
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for (i, item) in list.items.iter().enumerate() {
+    for (i, raw) in items.into_iter().enumerate() {
+        let Some(item) = read_part::<ItemHead>(
+            &mut errors,
+            &format!("items[{i}]"),
+            raw.clone(),
+            ITEM_FIELDS,
+        ) else {
+            // The elements of an item whose own fields are wrong are still checked.
+            for (j, e) in salvage_list(&raw, "elements").into_iter().enumerate() {
+                let _: Option<ElementDoc> = read_part(
+                    &mut errors,
+                    &format!("items[{i}].elements[{j}]"),
+                    e,
+                    ELEMENT_FIELDS,
+                );
+            }
+            continue;
+        };
+        let elements: Vec<(usize, ElementDoc)> = item
+            .elements
+            .iter()
+            .enumerate()
+            .filter_map(|(j, e)| {
+                read_part(
+                    &mut errors,
+                    &format!("items[{i}].elements[{j}]"),
+                    e.clone(),
+                    ELEMENT_FIELDS,
+                )
+                .map(|d| (j, d))
+            })
+            .collect();
         let w = &item.workload;
         let kind = match w.kind.parse::<WorkloadKind>() {
             Ok(k) => k,
@@ -242,7 +283,8 @@ pub fn parse(yaml: &str, now: SystemTime) -> Result<Vec<Baseline>, Vec<String>> 
         let mut b = Baseline::new(id, now);
         b.state = state;
         b.labels = item.labels.clone();
-        for (j, e) in item.elements.iter().enumerate() {
+        for (j, e) in &elements {
+            let j = *j;
             check_path(&mut errors, format!("items[{i}].elements[{j}].exe"), &e.exe);
             if let Some(s) = &e.script {
                 check_text(&mut errors, format!("items[{i}].elements[{j}].script"), s);
@@ -319,6 +361,65 @@ pub fn parse(yaml: &str, now: SystemTime) -> Result<Vec<Baseline>, Vec<String>> 
     } else {
         Err(errors)
     }
+}
+
+/// The document's header, with its items still unread.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ListHead {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    items: Vec<serde_yaml::Value>,
+}
+
+/// One item, with its elements still unread.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemHead {
+    workload: WorkloadDoc,
+    state: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    elements: Vec<serde_yaml::Value>,
+}
+
+/// The fields each part of the document may have: after a part failed to read, it is read
+/// again with only these, to check its values too (the structs' `deny_unknown_fields` decides
+/// what is valid).
+const LIST_FIELDS: &[&str] = &["apiVersion", "kind", "items"];
+const ITEM_FIELDS: &[&str] = &["workload", "state", "labels", "elements"];
+const ELEMENT_FIELDS: &[&str] = &["exe", "applet", "script", "status", "sha256", "origins"];
+
+/// Reads one part of the document. A problem is recorded at `at`; when it was only unknown
+/// fields, the part is read again without them, so that its values are still checked.
+fn read_part<T: serde::de::DeserializeOwned>(
+    errors: &mut Vec<String>,
+    at: &str,
+    v: serde_yaml::Value,
+    known: &[&str],
+) -> Option<T> {
+    match serde_yaml::from_value(v.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errors.push(format!("{at}: {e}"));
+            let serde_yaml::Value::Mapping(mut fields) = v else {
+                return None;
+            };
+            fields.retain(|k, _| k.as_str().is_some_and(|k| known.contains(&k)));
+            serde_yaml::from_value(serde_yaml::Value::Mapping(fields)).ok()
+        }
+    }
+}
+
+/// The list under `key` of a part that did not read whole (so that its children are still
+/// checked); empty when there is none.
+fn salvage_list(v: &serde_yaml::Value, key: &str) -> Vec<serde_yaml::Value> {
+    v.get(key)
+        .and_then(serde_yaml::Value::as_sequence)
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -451,6 +552,50 @@ items:
             "items[1].state: must be learning, pending-review or enforced, got 'locked'",
             "items[2].elements[0].exe: must be an absolute path",
             "items[2].elements[1].status: must be learned, approved, needs-review or rejected, got 'maybe'",
+        ] {
+            assert!(all.contains(want), "missing '{want}' in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn every_kind_of_problem_is_reported_at_once() {
+        // A typo'd field, a wrong type, an unknown top-level field and bad values, spread over
+        // the document: each is reported, none hides another (the bad state of an item with a
+        // typo'd field too).
+        let bad = "apiVersion: procguard.io/v1
+kind: BaselineList
+extra: 1
+items:
+- workload: {cluster: c, kind: deployment, name: web}
+  state: enforced
+  elements:
+  - exe: /ok
+    stauts: approved
+  - exe: relative
+  - exe: /also-ok
+    sha256: [nothex]
+- workload: {cluster: c, kind: pod, name: p}
+  state: locked
+  labelz: {}
+  elements:
+  - exe: [not, a, string]
+- workload: {cluster: c, kind: pod, name: q}
+  state: enforced
+  elements:
+  - exe: /x
+    status: maybe
+";
+        let errs = parse(bad, SystemTime::UNIX_EPOCH).unwrap_err();
+        let all = errs.join("\n");
+        for want in [
+            "document: unknown field `extra`",
+            "items[0].elements[0]: unknown field `stauts`",
+            "items[0].elements[1].exe: must be an absolute path",
+            "items[0].elements[2].sha256[0]: must be 64 lowercase hex digits",
+            "items[1]: unknown field `labelz`",
+            "items[1].state: must be learning, pending-review or enforced, got 'locked'",
+            "items[1].elements[0]: invalid type: sequence, expected a string",
+            "items[2].elements[0].status: must be learned, approved, needs-review or rejected",
         ] {
             assert!(all.contains(want), "missing '{want}' in:\n{all}");
         }
