@@ -40,6 +40,39 @@ pub const EVENT_QUEUE: usize = 8_192;
 /// How long shutdown waits for threads to stop.
 pub const GRACE: Duration = Duration::from_secs(5);
 
+/// The JSON-lines output of a sensor without a server: a write to a closed pipe stops the
+/// sensor (its only output has no reader left), with one line saying so.
+struct StopWhenClosed<W> {
+    out: W,
+    shutdown: CancellationToken,
+}
+
+impl<W: std::io::Write> StopWhenClosed<W> {
+    fn closed<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r {
+            if e.kind() == std::io::ErrorKind::BrokenPipe && !self.shutdown.is_cancelled() {
+                tracing::info!(
+                    message = "The reader of the JSON lines went away (closed pipe); stopping, since they are this sensor's only output."
+                );
+                self.shutdown.cancel();
+            }
+        }
+        r
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for StopWhenClosed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.out.write(buf);
+        self.closed(r)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.out.flush();
+        self.closed(r)
+    }
+}
+
 /// Runs the sensor until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = metrics::Metrics::default();
@@ -54,6 +87,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .with_context(|| format!("cannot bind admin address {}", settings.admin_addr))?;
     let jsonl: Option<Box<dyn std::io::Write + Send>> = match &settings.jsonl {
         None => None,
+        // Standalone (no server), stdout is the sensor's only output: when its reader goes
+        // away (`--jsonl - | head`), the sensor stops rather than run on, unread.
+        Some(p) if p.as_os_str() == "-" && settings.uplink.is_none() => {
+            Some(Box::new(StopWhenClosed {
+                out: std::io::stdout(),
+                shutdown: shutdown.clone(),
+            }))
+        }
         Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
         Some(p) => Some(Box::new(
             std::fs::OpenOptions::new()
