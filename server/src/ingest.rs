@@ -25,9 +25,6 @@ use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Default most events one batch may carry (`--max-batch-events`); larger batches are
-/// refused, not truncated.
-pub const MAX_BATCH_EVENTS: usize = 2_000;
 /// Batches of one stream committed but not yet acknowledged (waiting for their flush). While
 /// this many are pending, the stream reads no further message: backpressure to the sensor.
 const PIPELINE: usize = 8;

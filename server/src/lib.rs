@@ -38,9 +38,6 @@ use tokio_util::sync::CancellationToken;
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How often learning windows are evaluated.
 const LEARNING_TICK: Duration = Duration::from_secs(5);
-/// Default largest gRPC message accepted (a full sensor batch fits well within it); see
-/// `--max-message-bytes`.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Runs the server until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@
 //! aborts (no destructors, no final flush) while a last write is still unacknowledged. The
 //! parent then reopens the directory and requires every acknowledged write.
 
-use super::{AuditEntry, AuditOutcome, IngestEvent, SharedStorage, Storage, Store, StoreError};
+use super::*;
 use procguard_core::policy::Policies;
 use procguard_core::{
     Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
