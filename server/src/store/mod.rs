@@ -514,6 +514,9 @@ impl ActivityRecord {
     }
 }
 
+/// Longest dry-run window, in days; the store keeps per-day activity this long.
+pub const MAX_DRY_RUN_DAYS: u32 = 30;
+
 /// Days since the epoch.
 pub fn day_of(t: SystemTime) -> u32 {
     (t.duration_since(std::time::UNIX_EPOCH)

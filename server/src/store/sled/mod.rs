@@ -1,15 +1,15 @@
 //! The sled engine: the only module that touches sled. [`Store`] implements each storage
 //! trait of [`crate::store`] directly, one file per concept:
 //!
-//! - [`baselines`]: baselines, their versions (history), the server-wide revision, activity;
-//! - [`ingest`]: a sensor batch in one transaction, the stored-event count;
-//! - [`log`]: the record log with its cursors, group commit, the shared tail, and durable
+//! - [`baselines`], baselines, their versions (history), the server-wide revision, activity;
+//! - [`ingest`], a sensor batch in one transaction, the stored-event count;
+//! - [`log`], the record log with its cursors, group commit, the shared tail, and durable
 //!   subscription cursors;
-//! - [`incidents`]: incidents, their grouping keys and the actions people take;
-//! - [`sensors`]: sensor records, health reports and silence;
-//! - [`audit`]: the audit log;
-//! - [`retention`]: retention of the log and rotation of the event-ID index;
-//! - [`event_ids`]: the event-ID idempotency index in two generations.
+//! - [`incidents`], incidents, their grouping keys and the actions people take;
+//! - [`sensors`], sensor records, health reports and silence;
+//! - [`audit`], the audit log;
+//! - [`retention`], retention of the log and rotation of the event-ID index;
+//! - [`event_ids`], the event-ID idempotency index in two generations.
 //!
 //! **Durability.** Every write path ends in `Db::flush_async` (directly, or through the group
 //! commit of [`log`]), which returns once sled has written and fsynced its log, before the

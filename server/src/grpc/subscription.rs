@@ -4,7 +4,7 @@
 //! to the durable cursor, then waits for the durable cursor to move and reads again. Records
 //! come, in cursor order, from the store's shared tail (the newest durable records, built once
 //! at commit and shared by every subscription) while the subscriber keeps up, and from sled
-//! once it has fallen behind the tail ([`Store::read_records`]). Either way a stream has no gap
+//! once it has fallen behind the tail ([`crate::store::LogStore::read_records`]). Either way a stream has no gap
 //! and no duplicate, and a subscriber only ever sees records that are on disk.
 //!
 //! The response stream *is* the reader: there is no task and no channel per subscriber. tonic
@@ -23,13 +23,10 @@
 //! records are themselves part of the log, so a subscriber that wants only findings filters
 //! by kind.
 
-use crate::api::Api;
-use crate::auth::Role;
+use super::audit::audit_to_pb;
+use crate::auth::{Gate, Role};
 use crate::metrics::Metrics;
-use crate::store::{
-    AuditEntry, AuditOutcome, LogRecord, OutOfRange, ReadSource, RecordBody, SharedStorage,
-    StoreError,
-};
+use crate::store::{LogRecord, OutOfRange, ReadSource, RecordBody, SharedStorage, StoreError};
 use futures::StreamExt;
 use procguard_core::incident::Severity;
 use procguard_proto::convert::incident::{
@@ -54,7 +51,7 @@ const MAX_NAME: usize = 200;
 /// `SubscriptionService` implementation.
 #[derive(Debug, Clone)]
 pub struct StreamApi {
-    api: Api,
+    gate: Gate,
     store: SharedStorage,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -63,13 +60,13 @@ pub struct StreamApi {
 impl StreamApi {
     /// Builds the service; streams end when `shutdown` is cancelled.
     pub fn new(
-        api: Api,
+        gate: Gate,
         store: SharedStorage,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            api,
+            gate,
             store,
             metrics,
             shutdown,
@@ -145,25 +142,6 @@ impl RecordFilter {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?,
             namespace: (!r.namespace.is_empty()).then(|| r.namespace.clone()),
         })
-    }
-}
-
-/// An audit entry as the protocol sends it.
-pub fn audit_to_pb(a: &AuditEntry) -> pb::AuditRecord {
-    pb::AuditRecord {
-        id: a.id,
-        at: Some(timestamp(a.at)),
-        actor: a.actor.clone(),
-        role: a.role.clone(),
-        action: a.action.clone(),
-        target: a.target.clone(),
-        result: match a.result {
-            AuditOutcome::Ok => pb::AuditResult::Ok,
-            AuditOutcome::Denied => pb::AuditResult::Denied,
-            AuditOutcome::Failed => pb::AuditResult::Failed,
-        } as i32,
-        detail: a.detail.clone(),
-        peer: a.peer.clone(),
     }
 }
 
@@ -341,7 +319,7 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
             _ => String::new(),
         };
         let caller = self
-            .api
+            .gate
             .allow(&request, Role::Siem, "Subscribe", &target)
             .await?;
         let setup = RecordFilter::from_request(request.get_ref()).and_then(|f| {
@@ -349,7 +327,7 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
                 .map(|a| (f, a))
         });
         let (filter, after) = self
-            .api
+            .gate
             .done(&request, &caller, "Subscribe", &target, setup)
             .await?;
 
@@ -379,7 +357,7 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
     ) -> Result<Response<pb::AckCursorResponse>, Status> {
         let target = format!("durable/{}", request.get_ref().durable_name);
         let caller = self
-            .api
+            .gate
             .allow(&request, Role::Siem, "AckCursor", &target)
             .await?;
         let r = request.get_ref();
@@ -396,7 +374,7 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
             Ok(pb::AckCursorResponse { cursor })
         }
         .await;
-        self.api
+        self.gate
             .done(&request, &caller, "AckCursor", &target, result)
             .await
             .map(Response::new)
@@ -408,7 +386,7 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
     ) -> Result<Response<pb::GetCursorResponse>, Status> {
         let target = format!("durable/{}", request.get_ref().durable_name);
         let caller = self
-            .api
+            .gate
             .allow(&request, Role::Siem, "GetCursor", &target)
             .await?;
         let r = request.get_ref();
@@ -420,7 +398,7 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
                 })
                 .map_err(internal)
         });
-        self.api
+        self.gate
             .done(&request, &caller, "GetCursor", &target, result)
             .await
             .map(Response::new)
