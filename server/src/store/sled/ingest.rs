@@ -57,7 +57,6 @@ impl IngestStore for Store {
             &self.history,
             &ids,
             &self.sensors,
-            &self.deviations,
             &self.meta,
             &self.activity,
             &self.log.incidents,
@@ -71,7 +70,6 @@ impl IngestStore for Store {
                     history,
                     event_ids,
                     sensors,
-                    deviations,
                     meta,
                     activity,
                     incidents,
@@ -155,13 +153,8 @@ impl IngestStore for Store {
                                     process: ev.process.clone(),
                                     content: Some(b.judge_content(&ev.process)),
                                 };
-                                // Keyed by the record-log cursor: unique and increasing. (sled's
-                                // `generate_id` deadlocks inside a transaction.)
-                                let seq =
-                                    log.deviation((incidents, incident_keys, records), &rec, b)?;
-                                let value = enc(&rec);
-                                log.count_bytes(value.len() as u64 + 8);
-                                deviations.insert(&seq.to_be_bytes(), value)?;
+                                // Stored once: in its log record, grouped into its incident.
+                                log.deviation((incidents, incident_keys, records), &rec, b)?;
                                 out.deviations.push(rec);
                             }
                             Observation::Partial => out.unread += 1,

@@ -119,29 +119,18 @@ impl Appender {
         self.records.push(Arc::new(SharedRecord::new(rec)));
         Ok(cursor)
     }
-
-    /// Counts bytes written under this transaction's cursors outside `records` (deviations),
-    /// towards the retention size.
-    pub(super) fn count_bytes(&mut self, n: u64) {
-        self.bytes += n;
-    }
 }
 
 impl Log {
-    pub(super) fn open(
-        db: &sled::Db,
-        meta: &sled::Tree,
-        deviations: &sled::Tree,
-        tail_capacity: usize,
-    ) -> Result<Self> {
+    pub(super) fn open(db: &sled::Db, meta: &sled::Tree, tail_capacity: usize) -> Result<Self> {
         let records = db.open_tree("records")?;
         let incidents = db.open_tree("incidents")?;
         let next_incident = incidents.last()?.map(|(k, _)| be(&k)).unwrap_or(0) + 1;
         let floor = meta.get("log_floor")?.map(|v| be(&v)).unwrap_or(0);
         let last = records.last()?.map(|(k, _)| be(&k)).unwrap_or(floor);
-        // The size budget covers the log and the deviations stored under its cursors.
+        // The size budget covers the log (deviations included: each is stored once, there).
         let mut bytes = 0u64;
-        for kv in records.iter().chain(deviations.iter()) {
+        for kv in records.iter() {
             let (k, v) = kv?;
             bytes += (k.len() + v.len()) as u64;
         }

@@ -24,8 +24,8 @@
 //! - `records`, `subscriptions`, `meta` key `log_floor`: see [`log`] and [`retention`];
 //! - `incidents`, `incident_keys`: see [`incidents`];
 //! - `meta` key `events_ingested`: see [`ingest`];
-//! - `deviations`: big-endian record-log cursor → JSON [`crate::store::DeviationRecord`];
-//!   retention removes an entry together with the log record of the same cursor.
+//! - `deviations`: no longer written; each deviation is stored once, in its log record (a
+//!   database from before has the tree dropped at open).
 //!
 //! Values are JSON so that an operator can read a database with nothing but sled and jq.
 
@@ -56,7 +56,6 @@ pub struct Store {
     history: sled::Tree,
     event_ids: event_ids::EventIds,
     sensors: sled::Tree,
-    deviations: sled::Tree,
     audit: sled::Tree,
     meta: sled::Tree,
     activity: sled::Tree,
@@ -122,15 +121,21 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let meta = db.open_tree("meta")?;
-        let deviations = db.open_tree("deviations")?;
-        let log = log::Log::open(&db, &meta, &deviations, tail_records)?;
+        // Each deviation is stored once, in its log record. Databases written before kept a
+        // second copy in a `deviations` tree that nothing reads; it goes, whole, at open.
+        if db.drop_tree("deviations")? {
+            tracing::info!(
+                message =
+                    "Dropped the obsolete 'deviations' tree (deviations live in the record log)."
+            );
+        }
+        let log = log::Log::open(&db, &meta, tail_records)?;
         Ok(Self {
             log,
             baselines: db.open_tree("baselines")?,
             history: db.open_tree("history")?,
             event_ids: event_ids::EventIds::open(&db, &meta, SystemTime::now())?,
             sensors: db.open_tree("sensors")?,
-            deviations,
             audit: db.open_tree("audit")?,
             meta,
             activity: db.open_tree("activity")?,

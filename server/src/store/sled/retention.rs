@@ -16,8 +16,7 @@ const RETENTION_STEP: usize = 512;
 
 #[tonic::async_trait]
 impl RetentionStore for Store {
-    /// Applies `retention`: removes the oldest records (and the deviations stored under their
-    /// cursors) past its age or size, a few hundred at a time without the writer lock, and
+    /// Applies `retention`: removes the oldest records past its age or size, a few hundred at a time without the writer lock, and
     /// rotates the event-ID index (see [`super::event_ids`]). Returns what it removed.
     async fn enforce_retention(
         &self,
@@ -34,6 +33,7 @@ impl RetentionStore for Store {
             let mut last = None;
             let mut freed = 0u64;
             let mut n = 0;
+            let mut deviations = 0;
             for kv in self.log.records.iter() {
                 let (k, v) = kv?;
                 let cursor = be(&k);
@@ -55,9 +55,7 @@ impl RetentionStore for Store {
                 }
                 freed += (k.len() + v.len()) as u64;
                 if matches!(rec.body, RecordBody::Deviation { .. }) {
-                    if let Some(d) = self.deviations.get(&k)? {
-                        freed += (k.len() + d.len()) as u64;
-                    }
+                    deviations += 1;
                 }
                 batch.remove(k);
                 last = Some(cursor);
@@ -65,12 +63,11 @@ impl RetentionStore for Store {
             }
             let Some(floor) = last else { break };
             // The floor is written first: a crash between the writes only makes a few stored
-            // records look expired, never hides a gap. Deviations go last, and any left over
-            // by a crash are removed by the next pass (everything at or under the floor goes).
+            // records look expired, never hides a gap.
             self.meta.insert("log_floor", &floor.to_be_bytes())?;
             self.log.state.floor.fetch_max(floor, Ordering::SeqCst);
             self.log.records.apply_batch(batch)?;
-            out.deviations_removed += self.remove_deviations_upto(floor)?;
+            out.deviations_removed += deviations;
             self.log.state.bytes.fetch_sub(
                 freed.min(self.log.state.bytes.load(Ordering::Relaxed)),
                 Ordering::Relaxed,
@@ -81,10 +78,6 @@ impl RetentionStore for Store {
                 break;
             }
             tokio::task::yield_now().await;
-        }
-        if out.removed == 0 {
-            // Leftovers of an interrupted pass.
-            out.deviations_removed += self.remove_deviations_upto(out.floor)?;
         }
         let rotation = {
             let _w = self.writer.lock().await;
@@ -101,7 +94,7 @@ impl RetentionStore for Store {
             out.event_ids_removed = r.removed;
             out.event_ids_rotated = true;
         }
-        if out.removed > 0 || out.deviations_removed > 0 || out.event_ids_rotated {
+        if out.removed > 0 || out.event_ids_rotated {
             self.db.flush_async().await?;
         }
         Ok(out)
@@ -115,31 +108,5 @@ impl RetentionStore for Store {
     /// Event IDs remembered for ingest idempotency (both generations).
     fn event_ids_remembered(&self) -> u64 {
         self.event_ids.len()
-    }
-}
-
-impl Store {
-    /// Stored deviations, oldest first (at most `limit`).
-    #[cfg(test)]
-    pub fn deviations(&self, limit: usize) -> Result<Vec<crate::store::DeviationRecord>> {
-        self.deviations
-            .iter()
-            .take(limit)
-            .map(|kv| dec("deviations", &kv?.1))
-            .collect()
-    }
-
-    /// Removes every stored deviation whose cursor is at most `floor`; returns how many.
-    fn remove_deviations_upto(&self, floor: u64) -> Result<u64> {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for k in self.deviations.range(..=floor.to_be_bytes()).keys() {
-            batch.remove(k?);
-            n += 1;
-        }
-        if n > 0 {
-            self.deviations.apply_batch(batch)?;
-        }
-        Ok(n)
     }
 }
