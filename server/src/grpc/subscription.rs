@@ -26,11 +26,13 @@
 use super::audit::audit_to_pb;
 use crate::auth::{Gate, Role};
 use crate::metrics::Metrics;
-use crate::store::{LogRecord, OutOfRange, ReadSource, RecordBody, SharedStorage, StoreError};
+use crate::store::{
+    EventKind, LogRecord, OutOfRange, ReadSource, RecordBody, SharedStorage, StoreError,
+};
 use futures::StreamExt;
 use procguard_core::incident::Severity;
 use procguard_proto::convert::incident::{
-    deviation_to_pb, incident_to_pb, severity_filter, severity_to_pb,
+    deviation_to_pb, incident_to_pb, severity_filter, severity_to_pb, Deviation,
 };
 use procguard_proto::convert::timestamp;
 use procguard_proto::v1 as pb;
@@ -156,13 +158,20 @@ pub fn record_to_pb(r: &LogRecord) -> pb::StreamRecord {
             incident_id,
             deviation,
         } => (
-            pb::stream_record::Record::Deviation(deviation_to_pb(
-                &deviation.event_id,
-                deviation.at,
-                deviation.baseline_version,
-                &deviation.process,
-                deviation.content.as_ref(),
-            )),
+            pb::stream_record::Record::Deviation(deviation_to_pb(&Deviation {
+                event_id: &deviation.event_id,
+                // The sensor's time and word, kept at ingest; records stored before have the
+                // server's time and were deviations by definition.
+                observed_at: deviation.reported.observed_at.unwrap_or(deviation.at),
+                kind: match deviation.reported.kind {
+                    EventKind::Observation => pb::EventKind::Observation,
+                    EventKind::Deviation | EventKind::Unknown => pb::EventKind::Deviation,
+                },
+                baseline_version: deviation.baseline_version,
+                baseline_revision: deviation.reported.baseline_revision,
+                process: &deviation.process,
+                content: deviation.content.as_ref(),
+            })),
             incident_id.clone(),
         ),
         RecordBody::Audit(a) => (
@@ -402,5 +411,58 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
             .done(&request, &caller, "GetCursor", &target, result)
             .await
             .map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DeviationRecord, SensorReport};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_deviation_record_carries_the_sensors_time_kind_and_revision_and_the_baseline_version() {
+        let stored = UNIX_EPOCH + Duration::from_secs(2_000);
+        let seen = UNIX_EPOCH + Duration::from_secs(1_999);
+        let process = crate::store::conformance::event("e", 1, "/bin/sh").process;
+        let record = |reported| LogRecord {
+            cursor: 1,
+            at: stored,
+            severity: None,
+            namespace: "n".into(),
+            body: RecordBody::Deviation {
+                incident_id: "1".into(),
+                deviation: DeviationRecord {
+                    event_id: "e".into(),
+                    at: stored,
+                    baseline_version: 3,
+                    baseline_state: procguard_core::BaselineState::Enforced,
+                    process: process.clone(),
+                    content: None,
+                    reported,
+                },
+            },
+        };
+        let deviation = |r: pb::StreamRecord| match r.record {
+            Some(pb::stream_record::Record::Deviation(d)) => d,
+            other => panic!("not a deviation: {other:?}"),
+        };
+        let d = deviation(record_to_pb(&record(SensorReport {
+            observed_at: Some(seen),
+            kind: EventKind::Observation,
+            baseline_revision: 41,
+        })));
+        assert_eq!(d.observed_at, Some(timestamp(seen)), "the sensor's time");
+        assert_eq!(
+            d.kind,
+            pb::EventKind::Observation as i32,
+            "the sensor's word"
+        );
+        assert_eq!((d.baseline_version, d.baseline_revision), (3, 41));
+        // A record stored before the sensor's report was kept: the server's time, a deviation.
+        let d = deviation(record_to_pb(&record(SensorReport::default())));
+        assert_eq!(d.observed_at, Some(timestamp(stored)));
+        assert_eq!(d.kind, pb::EventKind::Deviation as i32);
+        assert_eq!((d.baseline_version, d.baseline_revision), (3, 0));
     }
 }

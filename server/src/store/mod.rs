@@ -24,7 +24,7 @@
 //! take or return, with no engine code.
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 mod sled;
 
 pub use self::sled::Store;
@@ -375,6 +375,44 @@ pub struct DeviationRecord {
     /// before verdicts existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<procguard_core::ContentCheck>,
+    /// The sensor's report: when it saw the exec, what it called it, and the revision it
+    /// matched against (records stored before keep the defaults: `at` stands in for the time).
+    #[serde(default, skip_serializing_if = "SensorReport::is_unknown")]
+    pub reported: SensorReport,
+}
+
+/// What a sensor said of one event, kept as it said it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SensorReport {
+    /// When the sensor saw the exec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<SystemTime>,
+    /// Whether the sensor itself found it outside the baseline it holds.
+    #[serde(default)]
+    pub kind: EventKind,
+    /// For a deviation the sensor found: the server-wide baseline revision it matched
+    /// against (a revision counts every baseline change; a version one baseline's).
+    #[serde(default)]
+    pub baseline_revision: u64,
+}
+
+impl SensorReport {
+    fn is_unknown(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What a sensor called an event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// Not said (records stored before the sensor's report was kept).
+    #[default]
+    Unknown,
+    /// A process start, for learning or for the server to judge.
+    Observation,
+    /// A process start the sensor found outside the baseline it holds.
+    Deviation,
 }
 
 /// Outcome of an audited action.
@@ -421,9 +459,11 @@ pub struct IngestEvent {
     pub sequence: u64,
     /// The process.
     pub process: ProcessEvent,
+    /// What the sensor said of it.
+    pub reported: SensorReport,
 }
 
-/// A committed, not necessarily durable, write; see [`Store::wait_durable`].
+/// A committed, not necessarily durable, write; see [`IngestStore::wait_durable`].
 #[derive(Debug, Clone, Copy)]
 pub struct Commit(u64);
 
@@ -532,6 +572,9 @@ pub const DEFAULT_TAIL_RECORDS: usize = 8_192;
 /// What a log record carries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+// A record is built once and shared behind an `Arc` (the tail); boxing the larger variant
+// would add an allocation per deviation on the ingest path and save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum RecordBody {
     /// An incident after a change (without its samples: the deviation records carry them).
     Incident(Incident),

@@ -152,6 +152,7 @@ impl IngestStore for Store {
                                     baseline_state: b.state,
                                     process: ev.process.clone(),
                                     content: Some(b.judge_content(&ev.process)),
+                                    reported: ev.reported,
                                 };
                                 // Stored once: in its log record, grouped into its incident.
                                 log.deviation((incidents, incident_keys, records), &rec, b)?;
