@@ -28,12 +28,14 @@ pub(crate) mod conformance;
 mod sled;
 
 pub use self::sled::Store;
+pub use procguard_core::ingest::{
+    ActivityRecord, DeviationRecord, EventKind, IngestEvent, IngestOutcome, SensorReport,
+};
 
 use procguard_core::incident::{self, Action, Incident, IncidentFilter, Severity};
 use procguard_core::policy::{LabelSelector, Policies};
-use procguard_core::{Baseline, BaselineState, ElementKey, ProcessEvent, WorkloadIdentity};
+use procguard_core::{Baseline, BaselineState, ElementKey, WorkloadIdentity};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -358,63 +360,6 @@ pub struct SensorRecord {
     pub last_seen: Option<SystemTime>,
 }
 
-/// A deviation as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeviationRecord {
-    /// Sensor event ID.
-    pub event_id: String,
-    /// When the server stored it.
-    pub at: SystemTime,
-    /// Baseline version it violated.
-    pub baseline_version: u64,
-    /// State of the baseline at the time.
-    pub baseline_state: BaselineState,
-    /// The process.
-    pub process: ProcessEvent,
-    /// Its content verdict against the baseline it deviated from (`None` in records stored
-    /// before verdicts existed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<procguard_core::ContentCheck>,
-    /// The sensor's report: when it saw the exec, what it called it, and the revision it
-    /// matched against (records stored before keep the defaults: `at` stands in for the time).
-    #[serde(default, skip_serializing_if = "SensorReport::is_unknown")]
-    pub reported: SensorReport,
-}
-
-/// What a sensor said of one event, kept as it said it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SensorReport {
-    /// When the sensor saw the exec.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_at: Option<SystemTime>,
-    /// Whether the sensor itself found it outside the baseline it holds.
-    #[serde(default)]
-    pub kind: EventKind,
-    /// For a deviation the sensor found: the server-wide baseline revision it matched
-    /// against (a revision counts every baseline change; a version one baseline's).
-    #[serde(default)]
-    pub baseline_revision: u64,
-}
-
-impl SensorReport {
-    fn is_unknown(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-/// What a sensor called an event.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EventKind {
-    /// Not said (records stored before the sensor's report was kept).
-    #[default]
-    Unknown,
-    /// A process start, for learning or for the server to judge.
-    Observation,
-    /// A process start the sensor found outside the baseline it holds.
-    Deviation,
-}
-
 /// Outcome of an audited action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -450,51 +395,9 @@ pub struct AuditEntry {
     pub peer: String,
 }
 
-/// One event of an ingest batch.
-#[derive(Debug, Clone)]
-pub struct IngestEvent {
-    /// Sensor-assigned unique ID.
-    pub event_id: String,
-    /// Sensor-assigned sequence.
-    pub sequence: u64,
-    /// The process.
-    pub process: ProcessEvent,
-    /// What the sensor said of it.
-    pub reported: SensorReport,
-}
-
 /// A committed, not necessarily durable, write; see [`IngestStore::wait_durable`].
 #[derive(Debug, Clone, Copy)]
 pub struct Commit(u64);
-
-/// What an ingest batch did.
-#[derive(Debug, Default)]
-pub struct IngestOutcome {
-    /// Highest sequence now durable for the sensor.
-    pub acked_sequence: u64,
-    /// Events applied (not duplicates).
-    pub applied: usize,
-    /// Duplicates skipped.
-    pub duplicates: usize,
-    /// Baselines whose element set or state changed.
-    pub changed: Vec<Baseline>,
-    /// Deviations recorded.
-    pub deviations: Vec<DeviationRecord>,
-    /// Incidents opened or changed by these deviations.
-    pub incidents: Vec<procguard_core::incident::Incident>,
-    /// Of the deviations, those refused because their baseline reached its element limit.
-    pub refused: usize,
-    /// Events whose pod the sensor did not know in time (`pod_metadata` missing): stored as
-    /// ingested, never learned into or matched against a baseline (see
-    /// [`procguard_core::ProcessEvent::awaits_pod_metadata`]).
-    pub unattributed: usize,
-    /// Events the sensor sent partial (a field it could not read): coverage, counted in each
-    /// baseline's [`procguard_core::baseline::Coverage`], never an incident of their own.
-    pub partial: usize,
-    /// Of those, execs whose applet or script could not be read while everything read was
-    /// allowed ([`procguard_core::baseline::Observation::Partial`]).
-    pub unread: usize,
-}
 
 /// Filters for listing baselines.
 #[derive(Debug, Clone, Default)]
@@ -526,31 +429,6 @@ impl BaselineFilter {
             && self.kind.is_none_or(|k| k == w.kind)
             && self.state.is_none_or(|s| s == b.state)
             && self.labels.matches(&b.labels)
-    }
-}
-
-/// How often one element ran in one workload on one day.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ActivityRecord {
-    /// Runs.
-    pub count: u64,
-    /// Last run.
-    pub last_seen: Option<SystemTime>,
-    /// Runs per origin, so that a dry run sees what ran from outside the image (records
-    /// written before origins have none: their runs are of unknown origin).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub origins: BTreeMap<procguard_core::Origin, u64>,
-}
-
-impl ActivityRecord {
-    fn add(mut self, now: SystemTime, ev: &ProcessEvent) -> Self {
-        self.count += 1;
-        self.last_seen = Some(self.last_seen.map_or(now, |t| t.max(now)));
-        *self
-            .origins
-            .entry(ev.drift().unwrap_or(ev.origin))
-            .or_default() += 1;
-        self
     }
 }
 

@@ -1,21 +1,24 @@
 //! Ingest in sled: one sensor batch in one transaction (baselines, history, activity, event
 //! IDs, incidents and their log records, the sensor's acknowledged sequence, the stored-event
-//! count), under the writer lock, then group commit (see [`super::log`]).
+//! count), under the writer lock, then group commit (see [`super::log`]). The domain steps of
+//! each event are `procguard_core::ingest::apply`'s; this file supplies its reads and writes
+//! ([`ingest::BatchStore`]) and writes what it returns.
 //!
 //! `meta` key `events_ingested`: big-endian u64, events stored over the database's lifetime.
 
 use super::baselines::{activity_key, history_key};
-use super::{be, dec, enc, tx_err, Store, TxError};
+use super::log::Appender;
+use super::{abort, be, dec, enc, tx_err, Store, TxError};
 use crate::store::{
     ActivityRecord, Commit, DeviationRecord, IngestEvent, IngestOutcome, IngestStore, Result,
     SensorRecord, VersionRecord,
 };
-use procguard_core::baseline::Observation;
+use procguard_core::ingest;
 use procguard_core::policy::Policies;
-use procguard_core::{Baseline, BaselineState, ElementKey};
-use sled::transaction::ConflictableTransactionError;
+use procguard_core::{Baseline, ElementKey, ProcessEvent, WorkloadIdentity};
+use sled::transaction::TransactionalTree;
 use sled::Transactional;
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 #[tonic::async_trait]
@@ -44,7 +47,7 @@ impl IngestStore for Store {
         // previous generation is frozen, so it is read here: a plain read inside a sled
         // transaction would wait for the transaction's own lock.
         let (ids, previous_ids) = self.event_ids.trees();
-        let mut remembered = std::collections::HashSet::new();
+        let mut remembered = HashSet::new();
         if let Some(p) = &previous_ids {
             for ev in events {
                 if p.contains_key(ev.event_id.as_bytes())? {
@@ -76,115 +79,27 @@ impl IngestStore for Store {
                     incident_keys,
                     records,
                 )| {
-                    let mut out = IngestOutcome::default();
-                    let mut id_bytes = 0u64;
-                    let mut seen: BTreeMap<Vec<u8>, ActivityRecord> = BTreeMap::new();
                     let mut log = self.log.appender(now);
-                    let mut touched: BTreeMap<String, (Baseline, bool)> = BTreeMap::new();
                     let mut sensor: SensorRecord = match sensors.get(node)? {
-                        Some(v) => {
-                            dec("sensors", &v).map_err(ConflictableTransactionError::Abort)?
-                        }
+                        Some(v) => dec("sensors", &v).map_err(abort)?,
                         None => SensorRecord::default(),
                     };
-                    for ev in events {
-                        sensor.acked_sequence = sensor.acked_sequence.max(ev.sequence);
-                        let id = ev.event_id.as_bytes();
-                        if remembered.contains(ev.event_id.as_str()) || event_ids.get(id)?.is_some()
-                        {
-                            out.duplicates += 1;
-                            continue;
-                        }
-                        event_ids.insert(id, &[])?;
-                        id_bytes += id.len() as u64;
-                        out.applied += 1;
-                        if ev.process.awaits_pod_metadata() {
-                            // A provisional identity (pod UID only; the sensor did not have
-                            // the pod's metadata in time): never a baseline of its own, which
-                            // would learn in silence. The sensor sends the event again under
-                            // its workload identity once the pod is known, and that one is
-                            // learned or matched. Stored as ingested (idempotent) and counted.
-                            out.unattributed += 1;
-                            continue;
-                        }
-                        let key = ev.process.workload.to_string();
-                        if !touched.contains_key(&key) {
-                            let b = match baselines.get(key.as_bytes())? {
-                                Some(v) => dec("baselines", &v)
-                                    .map_err(ConflictableTransactionError::Abort)?,
-                                None => Baseline::new(ev.process.workload.clone(), now),
-                            };
-                            let is_new = b.elements.is_empty() && b.version == 1;
-                            touched.insert(key.clone(), (b, is_new));
-                        }
-                        let (b, changed) = touched.get_mut(&key).expect("inserted above");
-                        let before = b.version;
-                        let policy = policies.for_baseline(b);
-                        let relearn_window = policy.relearn_window;
-                        if ev.process.context != procguard_core::ExecContext::Probe {
-                            let k = activity_key(
-                                &ev.process.workload,
-                                now,
-                                &ElementKey::of(&ev.process),
-                            );
-                            let rec = match seen.remove(&k) {
-                                Some(r) => r,
-                                None => match activity.get(&k)? {
-                                    Some(v) => dec("activity", &v)
-                                        .map_err(ConflictableTransactionError::Abort)?,
-                                    None => ActivityRecord::default(),
-                                },
-                            };
-                            seen.insert(k, rec.add(now, &ev.process));
-                        }
-                        if ev.process.completeness == procguard_core::Completeness::Partial {
-                            out.partial += 1;
-                        }
-                        match b.observe(&ev.process, now, relearn_window, self.max_elements) {
-                            o @ (Observation::Deviation | Observation::Refused) => {
-                                if o == Observation::Refused {
-                                    out.refused += 1;
-                                }
-                                let rec = DeviationRecord {
-                                    event_id: ev.event_id.clone(),
-                                    at: now,
-                                    baseline_version: b.version,
-                                    baseline_state: b.state,
-                                    process: ev.process.clone(),
-                                    content: Some(b.judge_content(&ev.process)),
-                                    reported: ev.reported,
-                                };
-                                // Stored once: in its log record, grouped into its incident.
-                                log.deviation((incidents, incident_keys, records), &rec, b)?;
-                                out.deviations.push(rec);
-                            }
-                            Observation::Partial => out.unread += 1,
-                            Observation::Learned { .. }
-                            | Observation::Known
-                            | Observation::Probe => {}
-                        }
-                        // Someone started processes into a container whose baseline is
-                        // enforced: one incident per session, whatever it runs (unless the
-                        // policy records such sessions only).
-                        if let (procguard_core::ExecContext::ExecSession, Some(session)) =
-                            (ev.process.context, ev.process.exec_session.as_deref())
-                        {
-                            if b.state == BaselineState::Enforced && policy.exec_session_alerts {
-                                log.exec_session(
-                                    (incidents, incident_keys),
-                                    &ev.event_id,
-                                    &ev.process,
-                                    b,
-                                    session,
-                                )?;
-                            }
-                        }
-                        // Provenance changes on every sighting and is saved, but only a change of
-                        // elements or state makes a version and a push to sensors.
-                        *changed |= b.version != before;
-                    }
+                    // The domain steps of every event; this engine only reads and writes.
+                    let mut batch = Batch {
+                        event_ids,
+                        remembered: &remembered,
+                        id_bytes: 0,
+                        baselines,
+                        activity,
+                        incidents: (incidents, incident_keys, records),
+                        log: &mut log,
+                    };
+                    let applied =
+                        ingest::apply(&mut batch, events, policies, now, self.max_elements)?;
+                    let id_bytes = batch.id_bytes;
+                    let mut out = applied.outcome;
                     let mut revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0);
-                    for (key, (mut b, changed)) in touched {
+                    for (mut b, changed) in applied.baselines {
                         if changed {
                             revision += 1;
                             b.revision = revision;
@@ -199,11 +114,11 @@ impl IngestStore for Store {
                             history.insert(history_key(&b.workload, b.version), enc(&rec))?;
                             out.changed.push(b.clone());
                         }
-                        baselines.insert(key.as_bytes(), enc(&b))?;
+                        baselines.insert(b.workload.to_string().as_bytes(), enc(&b))?;
                     }
                     meta.insert("revision", &revision.to_be_bytes())?;
-                    for (k, rec) in seen {
-                        activity.insert(k, enc(&rec))?;
+                    for (workload, element, rec) in &applied.activity {
+                        activity.insert(activity_key(workload, now, element), enc(rec))?;
                     }
                     // A lifetime count, so that stored events can be proven across restarts.
                     let stored = meta.get("events_ingested")?.map(|v| be(&v)).unwrap_or(0);
@@ -211,6 +126,7 @@ impl IngestStore for Store {
                         "events_ingested",
                         &(stored + out.applied as u64).to_be_bytes(),
                     )?;
+                    sensor.acked_sequence = sensor.acked_sequence.max(applied.highest_sequence);
                     sensor.last_seen = Some(now);
                     sensors.insert(node, enc(&sensor))?;
                     out.acked_sequence = sensor.acked_sequence;
@@ -230,5 +146,80 @@ impl IngestStore for Store {
     /// Returns once `commit` is on disk (sharing a flush with concurrent writers).
     async fn wait_durable(&self, commit: Commit) -> Result<()> {
         self.log.wait_durable(&self.db, commit.0).await
+    }
+}
+
+/// The sled side of one batch inside its transaction: what [`ingest::apply`] reads and writes.
+struct Batch<'a> {
+    event_ids: &'a TransactionalTree,
+    /// IDs of this batch found in the frozen previous generation (read before the transaction).
+    remembered: &'a HashSet<&'a str>,
+    /// Bytes of new event IDs, for the index's size.
+    id_bytes: u64,
+    baselines: &'a TransactionalTree,
+    activity: &'a TransactionalTree,
+    incidents: (
+        &'a TransactionalTree,
+        &'a TransactionalTree,
+        &'a TransactionalTree,
+    ),
+    log: &'a mut Appender,
+}
+
+impl ingest::BatchStore for Batch<'_> {
+    type Error = TxError;
+
+    fn first_time(&mut self, event_id: &str) -> std::result::Result<bool, TxError> {
+        let id = event_id.as_bytes();
+        if self.remembered.contains(event_id) || self.event_ids.get(id)?.is_some() {
+            return Ok(false);
+        }
+        self.event_ids.insert(id, &[])?;
+        self.id_bytes += id.len() as u64;
+        Ok(true)
+    }
+
+    fn baseline(
+        &mut self,
+        workload: &WorkloadIdentity,
+    ) -> std::result::Result<Option<Baseline>, TxError> {
+        match self.baselines.get(workload.to_string().as_bytes())? {
+            Some(v) => Ok(Some(dec("baselines", &v).map_err(abort)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn activity(
+        &mut self,
+        workload: &WorkloadIdentity,
+        element: &ElementKey,
+        now: SystemTime,
+    ) -> std::result::Result<Option<ActivityRecord>, TxError> {
+        match self.activity.get(activity_key(workload, now, element))? {
+            Some(v) => Ok(Some(dec("activity", &v).map_err(abort)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn deviation(
+        &mut self,
+        deviation: &DeviationRecord,
+        baseline: &Baseline,
+    ) -> std::result::Result<(), TxError> {
+        // Stored once: in its log record, grouped into its incident.
+        self.log.deviation(self.incidents, deviation, baseline)?;
+        Ok(())
+    }
+
+    fn exec_session(
+        &mut self,
+        event_id: &str,
+        process: &ProcessEvent,
+        baseline: &Baseline,
+        session: &str,
+    ) -> std::result::Result<(), TxError> {
+        let (incidents, keys, _) = self.incidents;
+        self.log
+            .exec_session((incidents, keys), event_id, process, baseline, session)
     }
 }

@@ -2,7 +2,8 @@
 //! trait of [`crate::store`] directly, one file per concept:
 //!
 //! - [`baselines`], baselines, their versions (history), the server-wide revision, activity;
-//! - [`ingest`], a sensor batch in one transaction, the stored-event count;
+//! - [`ingest`], a sensor batch in one transaction (the domain steps are
+//!   `procguard_core::ingest::apply`'s), the stored-event count;
 //! - [`log`], the record log with its cursors, group commit, the shared tail, and durable
 //!   subscription cursors;
 //! - [`incidents`], incidents, their grouping keys and the actions people take;
