@@ -583,7 +583,7 @@ pub struct RetentionOutcome {
     pub event_ids_removed: u64,
 }
 
-/// Where [`Store::read_records`] found its records.
+/// Where [`LogStore::read_records`] found its records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadSource {
     /// The shared in-memory tail.

@@ -33,7 +33,7 @@ impl IngestStore for Store {
     }
 
     /// Applies a batch from `node` without waiting for the disk: nothing of it may be
-    /// acknowledged before [`Store::wait_durable`] returns for the returned commit. Lets one
+    /// acknowledged before [`IngestStore::wait_durable`] returns for the returned commit. Lets one
     /// sensor stream commit its next batch while the previous one is being flushed.
     async fn ingest_commit(
         &self,

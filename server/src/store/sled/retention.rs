@@ -17,7 +17,7 @@ const RETENTION_STEP: usize = 512;
 #[tonic::async_trait]
 impl RetentionStore for Store {
     /// Applies `retention`: removes the oldest records past its age or size, a few hundred at a time without the writer lock, and
-    /// rotates the event-ID index (see [`super::event_ids`]). Returns what it removed.
+    /// rotates the event-ID index (see `event_ids.rs`). Returns what it removed.
     async fn enforce_retention(
         &self,
         retention: Retention,
