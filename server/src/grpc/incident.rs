@@ -55,13 +55,22 @@ fn page_size(n: u32) -> usize {
     }
 }
 
-fn need_id(id: &str) -> Result<(), Status> {
+/// The incident number a request names, parsed here at the edge: the store takes numbers.
+fn number(id: &str) -> Result<u64, Status> {
     if id.trim().is_empty() {
         return Err(Status::invalid_argument(
             "id is required: the incident number shown by 'procguardctl incidents list'",
         ));
     }
-    Ok(())
+    id.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            status(StoreError::NotFound(format!(
+                "incident '{id}' (IDs are positive numbers)"
+            )))
+        })
 }
 
 impl IncidentApi {
@@ -78,10 +87,10 @@ impl IncidentApi {
             .await?;
         let r = request.get_ref();
         let result = async {
-            need_id(&r.id)?;
+            let n = number(&r.id)?;
             let out = self
                 .store
-                .incident_action(&r.id, action, &caller.actor, &r.reason)
+                .incident_action(n, action, &caller.actor, &r.reason)
                 .await
                 .map_err(status)?;
             let i = &out.incident;
@@ -128,19 +137,28 @@ impl pb::incident_service_server::IncidentService for IncidentApi {
                 min_severity: severity_filter(r.min_severity, "min_severity").map_err(invalid)?,
                 state: state_filter(r.state, "state").map_err(invalid)?,
             };
-            let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+            let after = match r.page_token.as_str() {
+                "" => None,
+                token => Some(
+                    token
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| {
+                            Status::invalid_argument(
+                                "page_token is not one this server returned; start without it",
+                            )
+                        })?,
+                ),
+            };
             let (list, next) = self
                 .store
                 .incidents(&filter, after, page_size(r.page_size))
-                .map_err(|e| match e {
-                    StoreError::NotFound(_) => Status::invalid_argument(
-                        "page_token is not one this server returned; start without it",
-                    ),
-                    e => status(e),
-                })?;
+                .map_err(status)?;
             Ok(pb::ListIncidentsResponse {
                 incidents: list.iter().map(|i| incident_to_pb(i, false)).collect(),
-                next_page_token: next.unwrap_or_default(),
+                next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
             })
         })();
         self.gate
@@ -159,9 +177,9 @@ impl pb::incident_service_server::IncidentService for IncidentApi {
             .allow(&request, Role::Viewer, "GetIncident", &target)
             .await?;
         let id = &request.get_ref().id;
-        let result = need_id(id).and_then(|()| {
+        let result = number(id).and_then(|n| {
             self.store
-                .incident(id)
+                .incident(n)
                 .map(|i| incident_to_pb(&i, true))
                 .map_err(status)
         });

@@ -215,21 +215,22 @@ pub trait AuditStore: Send + Sync {
 /// Incidents and the lifecycle actions people take on them.
 #[tonic::async_trait]
 pub trait IncidentStore: Send + Sync {
-    /// One incident by ID.
-    fn incident(&self, id: &str) -> Result<Incident>;
+    /// One incident by number (`Incident::id` is its text form).
+    fn incident(&self, id: u64) -> Result<Incident>;
 
-    /// Incidents passing `filter`, after the ID `after`, at most `limit`, with the next page.
+    /// Incidents passing `filter`, numbered above `after`, at most `limit`, with the number
+    /// to continue after for the next page.
     fn incidents(
         &self,
         filter: &IncidentFilter,
-        after: Option<&str>,
+        after: Option<u64>,
         limit: usize,
-    ) -> Result<(Vec<Incident>, Option<String>)>;
+    ) -> Result<(Vec<Incident>, Option<u64>)>;
 
     /// Applies a lifecycle action to an incident, durably, with its log record.
     async fn incident_action(
         &self,
-        id: &str,
+        id: u64,
         action: Action,
         actor: &str,
         reason: &str,

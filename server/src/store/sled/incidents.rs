@@ -17,14 +17,6 @@ use sled::transaction::TransactionalTree;
 use sled::Transactional;
 use std::time::SystemTime;
 
-fn incident_number(id: &str) -> Result<u64> {
-    id.trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| StoreError::NotFound(format!("incident '{id}' (IDs are positive numbers)")))
-}
-
 impl Appender {
     /// The active incident `key` points to, with its number, *taken out* of this transaction's
     /// pending copies (the caller puts it back into `self.incidents`) or read from the tree.
@@ -191,9 +183,8 @@ impl Appender {
 #[tonic::async_trait]
 impl IncidentStore for Store {
     /// One incident, with samples.
-    fn incident(&self, id: &str) -> Result<Incident> {
-        let n = incident_number(id)?;
-        match self.log.incidents.get(n.to_be_bytes())? {
+    fn incident(&self, id: u64) -> Result<Incident> {
+        match self.log.incidents.get(id.to_be_bytes())? {
             Some(v) => dec("incidents", &v),
             None => Err(StoreError::NotFound(format!("incident '{id}'"))),
         }
@@ -203,22 +194,21 @@ impl IncidentStore for Store {
     fn incidents(
         &self,
         filter: &IncidentFilter,
-        after: Option<&str>,
+        after: Option<u64>,
         limit: usize,
-    ) -> Result<(Vec<Incident>, Option<String>)> {
-        let start = match after {
-            Some(a) => incident_number(a)? + 1,
-            None => 0,
-        };
+    ) -> Result<(Vec<Incident>, Option<u64>)> {
+        let start = after.map_or(0, |a| a.saturating_add(1));
         let mut out: Vec<Incident> = Vec::new();
+        let mut last = 0;
         for kv in self.log.incidents.range(start.to_be_bytes()..) {
-            let i: Incident = dec("incidents", &kv?.1)?;
+            let (k, v) = kv?;
+            let i: Incident = dec("incidents", &v)?;
             if filter.matches(&i) {
                 if out.len() == limit {
-                    let next = out.last().map(|i| i.id.clone());
-                    return Ok((out, next));
+                    return Ok((out, Some(last)));
                 }
                 out.push(i);
+                last = be(&k);
             }
         }
         Ok((out, None))
@@ -235,12 +225,12 @@ impl IncidentStore for Store {
     /// and a doubled allow makes one version, not two.
     async fn incident_action(
         &self,
-        id: &str,
+        id: u64,
         action: Action,
         actor: &str,
         reason: &str,
     ) -> Result<ActionOutcome> {
-        let n = incident_number(id)?;
+        let n = id;
         let now = SystemTime::now();
         let w = self.writer.lock().await;
         let trees = (

@@ -244,8 +244,9 @@ async fn actions_follow_the_lifecycle_and_land_in_the_log() {
     .unwrap();
     let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
     let id = list[0].id.clone();
+    let n: u64 = id.parse().unwrap();
     let i = s
-        .incident_action(&id, Action::Acknowledge, "alice", "looking")
+        .incident_action(n, Action::Acknowledge, "alice", "looking")
         .await
         .unwrap();
     assert!(i.changed);
@@ -256,22 +257,22 @@ async fn actions_follow_the_lifecycle_and_land_in_the_log() {
     // A repeat succeeds, changes nothing and appends nothing.
     let cursor = s.last_cursor();
     let again = s
-        .incident_action(&id, Action::Acknowledge, "bob", "")
+        .incident_action(n, Action::Acknowledge, "bob", "")
         .await
         .unwrap();
     assert!(!again.changed);
     assert_eq!(again.incident, i.incident);
     assert_eq!(s.last_cursor(), cursor);
-    s.incident_action(&id, Action::Resolve, "alice", "fine")
+    s.incident_action(n, Action::Resolve, "alice", "fine")
         .await
         .unwrap();
     let err = s
-        .incident_action(&id, Action::Allow, "alice", "")
+        .incident_action(n, Action::Allow, "alice", "")
         .await
         .unwrap_err();
     assert!(err.to_string().contains("already resolved"), "{err}");
     assert!(matches!(
-        s.incident_action("999", Action::Resolve, "a", "").await,
+        s.incident_action(999, Action::Resolve, "a", "").await,
         Err(StoreError::NotFound(_))
     ));
     // The same executable again after resolution opens a new incident.
@@ -566,11 +567,11 @@ async fn concurrent_actions_on_one_incident_have_one_outcome() {
     let s = enforced_store(dir.path()).await;
     deviations(&s, 0, 1).await;
     let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
-    let id = list[0].id.clone();
+    let n: u64 = list[0].id.parse().unwrap();
     let version = s.baseline(&web(), 0).unwrap().version;
     let before = s.last_cursor();
     let mut tasks = Vec::new();
-    for (n, action) in [
+    for (p, action) in [
         Action::Resolve,
         Action::Allow,
         Action::Resolve,
@@ -579,11 +580,11 @@ async fn concurrent_actions_on_one_incident_have_one_outcome() {
     .into_iter()
     .enumerate()
     {
-        let (s, id) = (s.clone(), id.clone());
+        let s = s.clone();
         tasks.push(tokio::spawn(async move {
             (
                 action,
-                s.incident_action(&id, action, &format!("p{n}"), "").await,
+                s.incident_action(n, action, &format!("p{p}"), "").await,
             )
         }));
     }
@@ -591,7 +592,7 @@ async fn concurrent_actions_on_one_incident_have_one_outcome() {
     for t in tasks {
         results.push(t.await.unwrap());
     }
-    let end = s.incident(&id).unwrap();
+    let end = s.incident(n).unwrap();
     let winner = if end.state == procguard_core::incident::IncidentState::Allowed {
         Action::Allow
     } else {
