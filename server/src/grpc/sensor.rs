@@ -5,8 +5,13 @@
 //! `INVALID_ARGUMENT`), committed to the store, and acknowledged only once the store says it
 //! is durable. Up to [`PIPELINE`] committed batches of one stream wait for their flush at a
 //! time, acknowledged in order, so a stream's next batch commits while the previous one is
-//! being written. Baseline changes reach every connected sensor through the [`Hub`]; a sensor that falls
-//! behind the hub's buffer gets a full snapshot instead of missing an update.
+//! being written. Baseline changes reach every connected sensor through the [`Hub`]; a sensor
+//! that falls behind the hub's buffer gets a full snapshot instead of missing an update.
+//!
+//! After the Hello, a stream is a `Session` with one method per event (a batch, its flush, a
+//! health report, a baseline change, the summary tick, shutdown). This file is one concept, the
+//! sensor stream, and a little over 600 lines for it: the Hello checks, the batch conversion at
+//! the edge, the session, and the deviation log summary with its test.
 
 use crate::auth::cert_node_names;
 use crate::hub::Hub;
