@@ -195,8 +195,8 @@ fn list_table(all: &[pb::Incident], wide: bool) -> String {
                 ]);
             } else {
                 row.extend([
-                    crate::elide(&crate::cell(&workload), TABLE_WORKLOAD),
-                    crate::elide(&crate::cell(&subject(i)), TABLE_SUBJECT),
+                    crate::render::elide(&crate::render::cell(&workload), TABLE_WORKLOAD),
+                    crate::render::elide(&crate::render::cell(&subject(i)), TABLE_SUBJECT),
                     age(i.last_seen.as_ref(), now),
                 ]);
             }

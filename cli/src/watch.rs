@@ -111,7 +111,7 @@ pub fn jsonl(r: &pb::StreamRecord) -> Value {
             v["deviation"] = json!({
                 "event_id": d.event_id,
                 "observed_at": rfc3339(d.observed_at.as_ref()),
-                "baseline_version": d.baseline_revision,
+                "baseline_version": d.baseline_version,
                 "process": d.process.as_ref().map(process_json),
                 "content": content::json(event_check(d).as_ref()),
             });
@@ -247,7 +247,7 @@ fn ocsf_event(r: &pb::StreamRecord) -> Value {
                     "argv_truncated": view.argv_truncated,
                     "incident_id": r.incident_id,
                     "event_id": d.event_id,
-                    "baseline_version": d.baseline_revision,
+                    "baseline_version": d.baseline_version,
                     "content": content::json(event_check(d).as_ref()),
                 },
             });

@@ -385,6 +385,10 @@ pub struct LearningSummary {
 /// Reason learning ended when the baseline reached its element limit.
 pub const ELEMENT_LIMIT_REASON: &str = "element-limit";
 
+/// The default most elements a baseline learns from sensor events (`--max-baseline-elements`):
+/// written once here, where the rule at the limit is, for the server's flag and its storage.
+pub const DEFAULT_MAX_ELEMENTS: usize = 4_096;
+
 /// A baseline reached the element limit: it stopped absorbing new executables and waits for a
 /// person. Kept (as history) after approval; cleared by a reset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ pub mod content;
 pub mod element;
 pub mod identity;
 pub mod incident;
+pub mod ingest;
 pub mod policy;
 pub mod process;
 pub mod rfc3339;

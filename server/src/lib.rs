@@ -1,28 +1,28 @@
 //! procguard server.
 //!
-//! Sensors stream process events here over mTLS ([`ingest`]); the [`store`] (sled) learns
-//! per-workload baselines from them and records deviations; people and automation review and
-//! approve baselines through the [`api`], authenticated by [`auth`]; changed baselines are
-//! pushed back to every connected sensor through the [`ingest::Hub`]. Deviations and sensor
-//! findings become [`incident`]s, and every incident change, deviation and audit record is
-//! streamed to SIEMs with a cursor ([`stream`]); [`watchdog`] runs retention and flags silent
-//! sensors.
+//! Sensors stream process events here over mTLS ([`grpc::sensor`]); the [`store`] (sled)
+//! learns per-workload baselines from them and records deviations; people and automation
+//! review and approve baselines through [`grpc::baseline`], every call passing the gate of
+//! [`auth`]; changed baselines are pushed back to every connected sensor through the [`hub`],
+//! and [`learning`] ends learning windows on a timer. Deviations and sensor findings become
+//! incidents ([`grpc::incident`]), and every incident change, deviation and audit record is
+//! streamed to SIEMs with a cursor ([`grpc::subscription`]); [`watchdog`] runs retention and
+//! flags silent sensors.
 //!
 //! [`run`] binds both ports before doing any work, serves until the shutdown token is
 //! cancelled, then drains for at most `--shutdown-grace`: connections still open then are
 //! closed ([`shutdown`]), and the store is flushed before it returns.
 
-pub mod api;
 pub mod auth;
 pub mod config;
 pub mod gitops;
-pub mod incident;
-pub mod ingest;
+pub mod grpc;
+pub mod hub;
+pub mod learning;
 pub mod limits;
 pub mod metrics;
 pub mod shutdown;
 pub mod store;
-pub mod stream;
 pub mod watchdog;
 
 pub use config::{Config, Settings};
@@ -30,17 +30,12 @@ pub use config::{Config, Settings};
 use anyhow::Context;
 use procguard_proto::v1 as pb;
 use procguard_runtime::admin::Admin;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How long connections closed after the grace period get to notice it (they fail at their
 /// next read or write, which the close wakes at once).
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
-/// How often learning windows are evaluated.
-const LEARNING_TICK: Duration = Duration::from_secs(5);
-/// Default largest gRPC message accepted (a full sensor batch fits well within it); see
-/// `--max-message-bytes`.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Runs the server until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -77,44 +72,16 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             .events_ingested()
             .context("cannot read the stored event count")?,
     );
-    let hub = ingest::Hub::default();
+    let hub = hub::Hub::default();
 
     let admin_task = tokio::spawn(admin.clone().serve(admin_listener, shutdown.clone()));
 
-    let learning_task = {
-        let store = store.clone();
-        let hub = hub.clone();
-        let policies = settings.policies.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(LEARNING_TICK);
-            let mut pruned_day = 0;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tick.tick(), if {
-                        // Once a day, drop activity older than the longest dry-run window.
-                        let today = store::day_of(SystemTime::now());
-                        if today != pruned_day {
-                            pruned_day = today;
-                            match store.prune_activity(today.saturating_sub(api::MAX_DRY_RUN_DAYS)) {
-                                Ok(n) if n > 0 => tracing::info!(message = "Pruned old activity.", records = n),
-                                Ok(_) => {}
-                                Err(e) => tracing::error!(message = "Activity pruning failed.", error = %e),
-                            }
-                        }
-                        true
-                    } => match store.evaluate_learning(&policies, SystemTime::now()).await {
-                        Ok(changed) => for b in changed {
-                            tracing::info!(message = "Learning ended.", workload = %b.workload, state = b.state.as_str(), reason = b.learning.end_reason.as_deref().unwrap_or(""));
-                            hub.publish(b);
-                        },
-                        Err(e) => tracing::error!(message = "Learning evaluation failed.", error = %e),
-                    }
-                }
-            }
-        })
-    };
+    let learning_task = tokio::spawn(learning::run(
+        store.clone(),
+        hub.clone(),
+        settings.policies.clone(),
+        shutdown.clone(),
+    ));
 
     let watchdog_task = tokio::spawn(watchdog::run(
         store.clone(),
@@ -127,21 +94,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         shutdown.clone(),
     ));
 
-    let api = api::Api::new(
+    let gate = auth::Gate::new(
         store.clone(),
         settings.tokens.clone(),
-        hub.clone(),
         metrics.clone(),
-    )
-    .with_limits(limits.clone());
-    let incidents = incident::IncidentApi::new(api.clone(), store.clone());
-    let subscriptions = stream::StreamApi::new(
-        api.clone(),
-        store.clone(),
-        metrics.clone(),
-        shutdown.clone(),
+        limits.clone(),
     );
-    let sensors = ingest::SensorApi::new(
+    let baselines =
+        grpc::baseline::BaselineApi::new(gate.clone(), store.clone(), hub.clone(), limits.clone());
+    let audit = grpc::audit::AuditApi::new(gate.clone(), store.clone());
+    let incidents = grpc::incident::IncidentApi::new(gate.clone(), store.clone(), hub.clone());
+    let subscriptions =
+        grpc::subscription::StreamApi::new(gate, store.clone(), metrics.clone(), shutdown.clone());
+    let sensors = grpc::sensor::SensorApi::new(
         store.clone(),
         hub,
         metrics,
@@ -171,11 +136,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 .max_decoding_message_size(max_message),
         )
         .add_service(
-            pb::baseline_service_server::BaselineServiceServer::new(api.clone())
+            pb::baseline_service_server::BaselineServiceServer::new(baselines)
                 .max_decoding_message_size(max_message),
         )
         .add_service(
-            pb::audit_service_server::AuditServiceServer::new(api)
+            pb::audit_service_server::AuditServiceServer::new(audit)
                 .max_decoding_message_size(max_message),
         )
         .add_service(

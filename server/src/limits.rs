@@ -38,6 +38,26 @@ pub struct LimitLabel {
 /// Violations per limit.
 pub type Violations = Family<LimitLabel, Counter>;
 
+/// Default largest gRPC message accepted (a full sensor batch fits well within it).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Default most events one batch may carry (`--max-batch-events`); larger batches are
+/// refused, not truncated.
+pub const DEFAULT_MAX_BATCH_EVENTS: usize = 2_000;
+/// Default most argv entries in one event.
+pub const DEFAULT_MAX_ARGV_COUNT: usize = 1_024;
+/// Default most argv bytes in one event.
+pub const DEFAULT_MAX_ARGV_BYTES: usize = 64 * 1024;
+/// Default most elements a baseline may hold.
+pub const DEFAULT_MAX_BASELINE_ELEMENTS: usize = procguard_core::baseline::DEFAULT_MAX_ELEMENTS;
+/// Default API requests per second per token.
+pub const DEFAULT_API_RPS: f64 = 50.0;
+/// Default API burst per token.
+pub const DEFAULT_API_BURST: f64 = 200.0;
+/// Default sensor streams open at once.
+pub const DEFAULT_MAX_SENSOR_STREAMS: usize = 10_000;
+/// Default subscription streams open at once.
+pub const DEFAULT_MAX_SUBSCRIBER_STREAMS: usize = 64;
+
 /// The configured limits.
 #[derive(Debug, Clone)]
 pub struct LimitSettings {
@@ -64,15 +84,15 @@ pub struct LimitSettings {
 impl Default for LimitSettings {
     fn default() -> Self {
         Self {
-            max_message_bytes: crate::MAX_MESSAGE_BYTES,
-            max_batch_events: crate::ingest::MAX_BATCH_EVENTS,
-            max_argv_count: 1_024,
-            max_argv_bytes: 64 * 1024,
-            max_baseline_elements: 4_096,
-            api_rps: 50.0,
-            api_burst: 200.0,
-            max_sensor_streams: 10_000,
-            max_subscriber_streams: 64,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
+            max_argv_count: DEFAULT_MAX_ARGV_COUNT,
+            max_argv_bytes: DEFAULT_MAX_ARGV_BYTES,
+            max_baseline_elements: DEFAULT_MAX_BASELINE_ELEMENTS,
+            api_rps: DEFAULT_API_RPS,
+            api_burst: DEFAULT_API_BURST,
+            max_sensor_streams: DEFAULT_MAX_SENSOR_STREAMS,
+            max_subscriber_streams: DEFAULT_MAX_SUBSCRIBER_STREAMS,
         }
     }
 }
@@ -81,31 +101,31 @@ impl Default for LimitSettings {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitFlags {
     /// Largest gRPC message the server decodes, in bytes (OUT_OF_RANGE past it).
-    #[arg(long, env = "PROCGUARD_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "PROCGUARD_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
     /// Most events in one sensor batch (INVALID_ARGUMENT past it).
-    #[arg(long, env = "PROCGUARD_MAX_BATCH_EVENTS", default_value_t = 2_000)]
+    #[arg(long, env = "PROCGUARD_MAX_BATCH_EVENTS", default_value_t = DEFAULT_MAX_BATCH_EVENTS)]
     pub max_batch_events: usize,
     /// Most argv entries in one sensor event (INVALID_ARGUMENT past it).
-    #[arg(long, env = "PROCGUARD_MAX_ARGV_COUNT", default_value_t = 1_024)]
+    #[arg(long, env = "PROCGUARD_MAX_ARGV_COUNT", default_value_t = DEFAULT_MAX_ARGV_COUNT)]
     pub max_argv_count: usize,
     /// Most argv bytes in one sensor event (INVALID_ARGUMENT past it).
-    #[arg(long, env = "PROCGUARD_MAX_ARGV_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "PROCGUARD_MAX_ARGV_BYTES", default_value_t = DEFAULT_MAX_ARGV_BYTES)]
     pub max_argv_bytes: usize,
     /// Most elements one baseline may hold (RESOURCE_EXHAUSTED past it).
-    #[arg(long, env = "PROCGUARD_MAX_BASELINE_ELEMENTS", default_value_t = 4_096)]
+    #[arg(long, env = "PROCGUARD_MAX_BASELINE_ELEMENTS", default_value_t = DEFAULT_MAX_BASELINE_ELEMENTS)]
     pub max_baseline_elements: usize,
     /// API requests per second per token, sustained (RESOURCE_EXHAUSTED past it).
-    #[arg(long, env = "PROCGUARD_API_RPS", default_value_t = 50.0)]
+    #[arg(long, env = "PROCGUARD_API_RPS", default_value_t = DEFAULT_API_RPS)]
     pub api_rps: f64,
     /// API requests per token in one burst.
-    #[arg(long, env = "PROCGUARD_API_BURST", default_value_t = 200.0)]
+    #[arg(long, env = "PROCGUARD_API_BURST", default_value_t = DEFAULT_API_BURST)]
     pub api_burst: f64,
     /// Sensor streams open at once (RESOURCE_EXHAUSTED past it).
-    #[arg(long, env = "PROCGUARD_MAX_SENSOR_STREAMS", default_value_t = 10_000)]
+    #[arg(long, env = "PROCGUARD_MAX_SENSOR_STREAMS", default_value_t = DEFAULT_MAX_SENSOR_STREAMS)]
     pub max_sensor_streams: usize,
     /// Subscription (SIEM) streams open at once (RESOURCE_EXHAUSTED past it).
-    #[arg(long, env = "PROCGUARD_MAX_SUBSCRIBER_STREAMS", default_value_t = 64)]
+    #[arg(long, env = "PROCGUARD_MAX_SUBSCRIBER_STREAMS", default_value_t = DEFAULT_MAX_SUBSCRIBER_STREAMS)]
     pub max_subscriber_streams: usize,
 }
 

@@ -144,7 +144,10 @@ async fn a_killed_durable_subscriber_resumes_from_its_acknowledged_cursor() {
     // Killed mid-stream, with no chance to acknowledge more.
     child.kill().unwrap();
     let _ = child.wait();
-    while let Ok(l) = rx.try_recv() {
+    // Everything it printed before the kill, including lines the reader thread had not passed
+    // on yet: the thread ends (and the channel disconnects) at the pipe's end. (`try_recv`
+    // raced it: an acknowledged line could still be in flight, and under load it was.)
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
         first_run.push(l);
     }
     // More findings while it is down.

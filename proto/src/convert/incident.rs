@@ -61,31 +61,56 @@ pub fn state_filter(v: i32, field: &'static str) -> Result<Option<IncidentState>
 }
 
 /// A deviation as the server sends it out (an incident sample, a SIEM deviation record): the
-/// sensor event it came from, received at `at`, with its content verdict.
-pub fn deviation_to_pb(
-    event_id: &str,
-    at: SystemTime,
-    baseline_version: u64,
-    process: &ProcessEvent,
-    content: Option<&ContentCheck>,
-) -> pb::SensorEvent {
+/// sensor event it came from, as the sensor described it, with its content verdict.
+pub fn deviation_to_pb(d: &Deviation<'_>) -> pb::SensorEvent {
     pb::SensorEvent {
-        event_id: event_id.to_string(),
+        event_id: d.event_id.to_string(),
         sequence: 0,
-        kind: pb::EventKind::Deviation as i32,
-        observed_at: Some(timestamp(at)),
-        process: Some(process.into()),
-        baseline_revision: baseline_version,
-        content: content.map_or(0, |c| verdict_to_pb(c.verdict) as i32),
-        content_approved_sha256: content
+        kind: d.kind as i32,
+        observed_at: Some(timestamp(d.observed_at)),
+        process: Some(d.process.into()),
+        baseline_revision: d.baseline_revision,
+        content: d.content.map_or(0, |c| verdict_to_pb(c.verdict) as i32),
+        content_approved_sha256: d
+            .content
             .map(|c| c.approved_sha256.clone())
             .unwrap_or_default(),
+        baseline_version: d.baseline_version,
     }
+}
+
+/// The facts of a deviation as the wire carries them, borrowed from whichever record holds
+/// them (an incident's sample, a log record).
+#[derive(Debug, Clone, Copy)]
+pub struct Deviation<'a> {
+    /// The sensor's event ID.
+    pub event_id: &'a str,
+    /// When the sensor saw the exec (else when the server stored it).
+    pub observed_at: SystemTime,
+    /// What the sensor said it was: a deviation it found itself, or an observation the server
+    /// found outside the baseline.
+    pub kind: pb::EventKind,
+    /// The version of the workload's baseline the event deviated from (0 if not known).
+    pub baseline_version: u64,
+    /// The server-wide baseline revision the sensor matched against (0 if none).
+    pub baseline_revision: u64,
+    /// The process.
+    pub process: &'a ProcessEvent,
+    /// Its content verdict, if judged.
+    pub content: Option<&'a ContentCheck>,
 }
 
 /// One sample as the sensor event it came from.
 pub fn sample_to_pb(s: &Sample) -> pb::SensorEvent {
-    deviation_to_pb(&s.event_id, s.at, 0, &s.process, s.content.as_ref())
+    deviation_to_pb(&Deviation {
+        event_id: &s.event_id,
+        observed_at: s.at,
+        kind: pb::EventKind::Deviation,
+        baseline_version: 0,
+        baseline_revision: 0,
+        process: &s.process,
+        content: s.content.as_ref(),
+    })
 }
 
 /// An incident; `with_samples` false leaves the samples out (listings).

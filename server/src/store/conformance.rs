@@ -7,7 +7,7 @@
 //! aborts (no destructors, no final flush) while a last write is still unacknowledged. The
 //! parent then reopens the directory and requires every acknowledged write.
 
-use super::{AuditEntry, AuditOutcome, IngestEvent, SharedStorage, Storage, Store, StoreError};
+use super::*;
 use procguard_core::policy::Policies;
 use procguard_core::{
     Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
@@ -21,12 +21,12 @@ use std::time::SystemTime;
 type Open = fn(&Path) -> SharedStorage;
 
 /// The workload the engine tests (and the record-log tests) write to.
-pub(super) fn web() -> WorkloadIdentity {
+pub(crate) fn web() -> WorkloadIdentity {
     WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "nginx")
 }
 
 /// A process event of [`web`] running `exe`, as a sensor's event `id` with sequence `seq`.
-pub(super) fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
+pub(crate) fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
     IngestEvent {
         event_id: id.to_string(),
         sequence: seq,
@@ -61,6 +61,7 @@ pub(super) fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
             node_name: "n1".into(),
             attributed_late_ms: None,
         },
+        reported: SensorReport::default(),
     }
 }
 

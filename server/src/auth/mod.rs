@@ -5,6 +5,9 @@
 //! signed by the configured CA; its common name (or a DNS SAN) is the node name the sensor may
 //! report for. Denials are audited by the caller of [`Tokens::authorize`].
 
+mod gate;
+pub use gate::Gate;
+
 use procguard_runtime::pki::{hash_token, TokensFile};
 use procguard_runtime::ConfigError;
 use std::collections::HashMap;

@@ -1,13 +1,15 @@
-//! The review API: the gRPC adapter for `BaselineService` and `AuditService`.
+//! `BaselineService`: the review API for baselines.
 //!
-//! Every call is authenticated and authorised here ([`crate::auth`]) and audited, allowed or
-//! denied, before its result is returned. Requests are converted to domain values at this edge;
+//! Every call goes through the gate ([`crate::auth::Gate`]): authenticated, rate-limited,
+//! authorised, and audited, allowed or denied, before its result is returned. This file is
+//! one service and longer than most for it: thirteen methods, each a few lines of conversion
+//! around one storage call. Requests are converted to domain values at this edge;
 //! anything malformed becomes `INVALID_ARGUMENT` with a message that names the field.
 
-use crate::auth::{Caller, Denied, Role, Tokens};
-use crate::ingest::Hub;
-use crate::metrics::Metrics;
-use crate::store::{AuditEntry, AuditOutcome, BaselineFilter, SharedStorage, StoreError};
+use crate::auth::{Caller, Gate, Role};
+use crate::hub::Hub;
+use crate::limits::Limits;
+use crate::store::{BaselineFilter, SharedStorage, StoreError, MAX_DRY_RUN_DAYS};
 use procguard_core::baseline::APPROVED_SHA256_CAP;
 use procguard_core::Origin;
 use procguard_core::{Baseline, ElementKey, ElementStatus, WorkloadIdentity};
@@ -21,17 +23,16 @@ use std::collections::BTreeSet;
 use std::time::SystemTime;
 use tonic::{Request, Response, Status};
 
-/// Shared state of the API services.
+/// `BaselineService`: review, change, history, dry runs, export and import of baselines.
 #[derive(Debug, Clone)]
-pub struct Api {
+pub struct BaselineApi {
+    gate: Gate,
     store: SharedStorage,
-    tokens: Tokens,
     hub: Hub,
-    metrics: Metrics,
-    limits: crate::limits::Limits,
+    limits: Limits,
 }
 
-fn store_status(e: StoreError) -> Status {
+pub(super) fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::NotFound(m) => Status::not_found(format!(
             "no baseline for workload '{m}'; list them with 'procguardctl baselines list'"
@@ -42,159 +43,20 @@ fn store_status(e: StoreError) -> Status {
     }
 }
 
-fn invalid(e: convert::ConvertError) -> Status {
+pub(super) fn invalid(e: convert::ConvertError) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
-impl Api {
-    /// Builds the API over a storage.
-    pub fn new(store: SharedStorage, tokens: Tokens, hub: Hub, metrics: Metrics) -> Self {
+impl BaselineApi {
+    /// Builds the service over a storage; every call goes through `gate`, and changed
+    /// baselines go to the sensors through `hub`.
+    pub fn new(gate: Gate, store: SharedStorage, hub: Hub, limits: Limits) -> Self {
         Self {
+            gate,
             store,
-            tokens,
             hub,
-            metrics,
-            limits: crate::limits::Limits::default(),
+            limits,
         }
-    }
-
-    /// Applies the server's limits (the defaults otherwise).
-    pub fn with_limits(mut self, limits: crate::limits::Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    async fn audit(&self, entry: AuditEntry) {
-        let (action, actor) = (entry.action.clone(), entry.actor.clone());
-        if let Err(e) = self.store.audit(entry).await {
-            // An audit write that fails is loud: the call itself has already been decided.
-            tracing::error!(message = "Audit write failed.", error = %e, action, actor);
-        }
-    }
-
-    /// Authenticates, rate-limits and authorises; a refusal is audited and returned. Every API
-    /// method of every service goes through here.
-    ///
-    /// The rate limit is taken before the role check, from the caller's bucket (its token name,
-    /// or one shared bucket for all calls without a valid token): a refused call of any
-    /// kind is an audit write, so a flood of calls the caller may not make must not be able to
-    /// write to disk at will either. Of a run of calls over the rate only the first is audited;
-    /// the rest are counted in `procguard_server_limit_exceeded_total{limit="api_rps"}`.
-    pub(crate) async fn allow<T>(
-        &self,
-        request: &Request<T>,
-        needed: Role,
-        action: &str,
-        target: &str,
-    ) -> Result<Caller, Status> {
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let decision = self.tokens.authorize_request(request, needed);
-        let (actor, role) = match &decision {
-            Ok(c) => (c.actor.clone(), Some(c.role)),
-            Err(d) => (d.actor.clone(), d.role),
-        };
-        // Calls without a valid token share one bucket, whose key no token name can take.
-        let bucket = match role {
-            Some(_) => actor.clone(),
-            None => "\0unauthenticated".to_string(),
-        };
-        let role = role.map(Role::as_str).unwrap_or("").to_string();
-        let entry = |result, detail: &str| AuditEntry {
-            id: 0,
-            at: SystemTime::now(),
-            actor: actor.clone(),
-            role: role.clone(),
-            action: action.to_string(),
-            target: target.to_string(),
-            result,
-            detail: detail.to_string(),
-            peer: peer.clone(),
-        };
-        if let crate::limits::Rate::Refused { first } =
-            self.limits.rate_at(&bucket, std::time::Instant::now())
-        {
-            let status = match &decision {
-                Ok(_) | Err(Denied { role: Some(_), .. }) => self.limits.rate_status(&actor),
-                Err(d) => self.limits.anonymous_rate_status(d.status.message()),
-            };
-            if decision.is_err() {
-                self.metrics.api_denied.inc();
-            }
-            if first {
-                self.audit(entry(AuditOutcome::Denied, status.message()))
-                    .await;
-            }
-            return Err(status);
-        }
-        match decision {
-            Ok(c) => Ok(c),
-            Err(d) => {
-                self.metrics.api_denied.inc();
-                self.audit(entry(AuditOutcome::Denied, d.status.message()))
-                    .await;
-                Err(d.status)
-            }
-        }
-    }
-
-    /// Audits the outcome of an allowed call and passes it through.
-    pub(crate) async fn done<T, R>(
-        &self,
-        request: &Request<R>,
-        caller: &Caller,
-        action: &str,
-        target: &str,
-        result: Result<T, Status>,
-    ) -> Result<T, Status> {
-        self.done_with(
-            request,
-            caller,
-            action,
-            target,
-            result.map(|r| (r, String::new())),
-        )
-        .await
-    }
-
-    /// Audits the outcome of an allowed call whose success says what it changed (`detail`,
-    /// recorded in the audit log), and passes the result through.
-    pub(crate) async fn done_with<T, R>(
-        &self,
-        request: &Request<R>,
-        caller: &Caller,
-        action: &str,
-        target: &str,
-        result: Result<(T, String), Status>,
-    ) -> Result<T, Status> {
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let (outcome, detail) = match &result {
-            Ok((_, detail)) => (AuditOutcome::Ok, detail.clone()),
-            Err(s) => (AuditOutcome::Failed, s.message().to_string()),
-        };
-        self.audit(AuditEntry {
-            id: 0,
-            at: SystemTime::now(),
-            actor: caller.actor.clone(),
-            role: caller.role.as_str().to_string(),
-            action: action.to_string(),
-            target: target.to_string(),
-            result: outcome,
-            detail,
-            peer,
-        })
-        .await;
-        result.map(|(r, _)| r)
-    }
-
-    /// Pushes a changed baseline to every connected sensor.
-    pub(crate) fn publish(&self, b: Baseline) {
-        self.hub.publish(b);
     }
 
     pub(crate) async fn change_one(
@@ -250,10 +112,7 @@ fn filter_of(sel: Option<&pb::BaselineSelector>) -> Result<BaselineFilter, Statu
     })
 }
 
-/// Longest dry-run window, in days; the store keeps per-day activity this long.
-pub const MAX_DRY_RUN_DAYS: u32 = 30;
-
-fn page_size(n: u32) -> usize {
+pub(super) fn page_size(n: u32) -> usize {
     match n {
         0 => 100,
         n => n.min(1000) as usize,
@@ -261,12 +120,13 @@ fn page_size(n: u32) -> usize {
 }
 
 #[tonic::async_trait]
-impl pb::baseline_service_server::BaselineService for Api {
+impl pb::baseline_service_server::BaselineService for BaselineApi {
     async fn list_baselines(
         &self,
         request: Request<pb::ListBaselinesRequest>,
     ) -> Result<Response<pb::ListBaselinesResponse>, Status> {
         let caller = self
+            .gate
             .allow(&request, Role::Viewer, "ListBaselines", "")
             .await?;
         let r = request.get_ref();
@@ -282,7 +142,8 @@ impl pb::baseline_service_server::BaselineService for Api {
                 next_page_token: next.unwrap_or_default(),
             })
         })();
-        self.done(&request, &caller, "ListBaselines", "", result)
+        self.gate
+            .done(&request, &caller, "ListBaselines", "", result)
             .await
             .map(Response::new)
     }
@@ -293,6 +154,7 @@ impl pb::baseline_service_server::BaselineService for Api {
     ) -> Result<Response<pb::Baseline>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
         let caller = self
+            .gate
             .allow(&request, Role::Viewer, "GetBaseline", &target)
             .await?;
         let r = request.get_ref();
@@ -300,7 +162,8 @@ impl pb::baseline_service_server::BaselineService for Api {
             .map_err(invalid)
             .and_then(|id| self.store.baseline(&id, r.version).map_err(store_status))
             .map(|b| baseline_to_pb(&b, true));
-        self.done(&request, &caller, "GetBaseline", &target, result)
+        self.gate
+            .done(&request, &caller, "GetBaseline", &target, result)
             .await
             .map(Response::new)
     }
@@ -311,6 +174,7 @@ impl pb::baseline_service_server::BaselineService for Api {
     ) -> Result<Response<pb::Baseline>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
         let caller = self
+            .gate
             .allow(&request, Role::Approver, "ApproveBaseline", &target)
             .await?;
         let r = request.get_ref();
@@ -336,7 +200,8 @@ impl pb::baseline_service_server::BaselineService for Api {
             .await
         }
         .await;
-        self.done(&request, &caller, "ApproveBaseline", &target, result)
+        self.gate
+            .done(&request, &caller, "ApproveBaseline", &target, result)
             .await
             .map(Response::new)
     }
@@ -347,6 +212,7 @@ impl pb::baseline_service_server::BaselineService for Api {
     ) -> Result<Response<pb::Baseline>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
         let caller = self
+            .gate
             .allow(&request, Role::Approver, "RejectElements", &target)
             .await?;
         let r = request.get_ref();
@@ -371,7 +237,8 @@ impl pb::baseline_service_server::BaselineService for Api {
             .await
         }
         .await;
-        self.done(&request, &caller, "RejectElements", &target, result)
+        self.gate
+            .done(&request, &caller, "RejectElements", &target, result)
             .await
             .map(Response::new)
     }
@@ -382,6 +249,7 @@ impl pb::baseline_service_server::BaselineService for Api {
     ) -> Result<Response<pb::Baseline>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
         let caller = self
+            .gate
             .allow(&request, Role::Approver, "AddElements", &target)
             .await?;
         let r = request.get_ref();
@@ -464,7 +332,8 @@ impl pb::baseline_service_server::BaselineService for Api {
             Ok((b, detail))
         }
         .await;
-        self.done_with(&request, &caller, "AddElements", &target, result)
+        self.gate
+            .done_with(&request, &caller, "AddElements", &target, result)
             .await
             .map(Response::new)
     }
@@ -475,6 +344,7 @@ impl pb::baseline_service_server::BaselineService for Api {
     ) -> Result<Response<pb::Baseline>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
         let caller = self
+            .gate
             .allow(&request, Role::Approver, "RemoveElements", &target)
             .await?;
         let r = request.get_ref();
@@ -492,7 +362,8 @@ impl pb::baseline_service_server::BaselineService for Api {
             .await
         }
         .await;
-        self.done(&request, &caller, "RemoveElements", &target, result)
+        self.gate
+            .done(&request, &caller, "RemoveElements", &target, result)
             .await
             .map(Response::new)
     }
@@ -503,6 +374,7 @@ impl pb::baseline_service_server::BaselineService for Api {
     ) -> Result<Response<pb::Baseline>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
         let caller = self
+            .gate
             .allow(&request, Role::Approver, "ResetBaseline", &target)
             .await?;
         let r = request.get_ref();
@@ -515,7 +387,8 @@ impl pb::baseline_service_server::BaselineService for Api {
             .await
         }
         .await;
-        self.done(&request, &caller, "ResetBaseline", &target, result)
+        self.gate
+            .done(&request, &caller, "ResetBaseline", &target, result)
             .await
             .map(Response::new)
     }
@@ -546,6 +419,7 @@ impl pb::baseline_service_server::BaselineService for Api {
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
         let caller = self
+            .gate
             .allow(&request, Role::Viewer, "GetHistory", &target)
             .await?;
         let result = identity(request.get_ref().workload.as_ref())
@@ -565,7 +439,8 @@ impl pb::baseline_service_server::BaselineService for Api {
                     })
                     .collect(),
             });
-        self.done(&request, &caller, "GetHistory", &target, result)
+        self.gate
+            .done(&request, &caller, "GetHistory", &target, result)
             .await
             .map(Response::new)
     }
@@ -576,6 +451,7 @@ impl pb::baseline_service_server::BaselineService for Api {
     ) -> Result<Response<pb::DiffVersionsResponse>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
         let caller = self
+            .gate
             .allow(&request, Role::Viewer, "DiffVersions", &target)
             .await?;
         let r = request.get_ref();
@@ -595,7 +471,8 @@ impl pb::baseline_service_server::BaselineService for Api {
                 ..diff_to_pb(&procguard_core::content::diff(&a.elements, &b.elements))
             })
         })();
-        self.done(&request, &caller, "DiffVersions", &target, result)
+        self.gate
+            .done(&request, &caller, "DiffVersions", &target, result)
             .await
             .map(Response::new)
     }
@@ -606,6 +483,7 @@ impl pb::baseline_service_server::BaselineService for Api {
     ) -> Result<Response<pb::DryRunResponse>, Status> {
         let target = target_of(request.get_ref().workload.as_ref());
         let caller = self
+            .gate
             .allow(&request, Role::Viewer, "DryRun", &target)
             .await?;
         let r = request.get_ref();
@@ -688,7 +566,8 @@ impl pb::baseline_service_server::BaselineService for Api {
                     .collect(),
             })
         })();
-        self.done(&request, &caller, "DryRun", &target, result)
+        self.gate
+            .done(&request, &caller, "DryRun", &target, result)
             .await
             .map(Response::new)
     }
@@ -698,6 +577,7 @@ impl pb::baseline_service_server::BaselineService for Api {
         request: Request<pb::ExportBaselinesRequest>,
     ) -> Result<Response<pb::ExportBaselinesResponse>, Status> {
         let caller = self
+            .gate
             .allow(&request, Role::Viewer, "ExportBaselines", "")
             .await?;
         let result = filter_of(request.get_ref().selector.as_ref()).and_then(|f| {
@@ -709,7 +589,8 @@ impl pb::baseline_service_server::BaselineService for Api {
                 yaml: crate::gitops::export(&list),
             })
         });
-        self.done(&request, &caller, "ExportBaselines", "", result)
+        self.gate
+            .done(&request, &caller, "ExportBaselines", "", result)
             .await
             .map(Response::new)
     }
@@ -719,6 +600,7 @@ impl pb::baseline_service_server::BaselineService for Api {
         request: Request<pb::ImportBaselinesRequest>,
     ) -> Result<Response<pb::ImportBaselinesResponse>, Status> {
         let caller = self
+            .gate
             .allow(&request, Role::Admin, "ImportBaselines", "")
             .await?;
         let r = request.get_ref();
@@ -793,13 +675,14 @@ impl pb::baseline_service_server::BaselineService for Api {
             })
         }
         .await;
-        self.done(&request, &caller, "ImportBaselines", "", result)
+        self.gate
+            .done(&request, &caller, "ImportBaselines", "", result)
             .await
             .map(Response::new)
     }
 }
 
-impl Api {
+impl BaselineApi {
     async fn bulk(
         &self,
         request: Request<pb::BulkRequest>,
@@ -807,7 +690,10 @@ impl Api {
         action: &str,
         apply: impl Fn(&mut Baseline) + Copy + Send + Sync,
     ) -> Result<Response<pb::BulkResponse>, Status> {
-        let caller = self.allow(&request, Role::Approver, method, "").await?;
+        let caller = self
+            .gate
+            .allow(&request, Role::Approver, method, "")
+            .await?;
         let r = request.get_ref();
         let result = async {
             let filter = filter_of(r.selector.as_ref())?;
@@ -827,29 +713,8 @@ impl Api {
             Ok(pb::BulkResponse { changed })
         }
         .await;
-        self.done(&request, &caller, method, "", result)
-            .await
-            .map(Response::new)
-    }
-}
-
-#[tonic::async_trait]
-impl pb::audit_service_server::AuditService for Api {
-    async fn list_audit(
-        &self,
-        request: Request<pb::ListAuditRequest>,
-    ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        // The siem role reads the audit log; admin satisfies every role, so it does too.
-        let caller = self.allow(&request, Role::Siem, "ListAudit", "").await?;
-        let r = request.get_ref();
-        let result = self
-            .store
-            .audit_log(r.after_id, page_size(r.limit))
-            .map_err(store_status)
-            .map(|records| pb::ListAuditResponse {
-                records: records.iter().map(crate::stream::audit_to_pb).collect(),
-            });
-        self.done(&request, &caller, "ListAudit", "", result)
+        self.gate
+            .done(&request, &caller, method, "", result)
             .await
             .map(Response::new)
     }

@@ -1,11 +1,11 @@
 //! The incident API: the gRPC adapter for `IncidentService`.
 //!
 //! Authentication, authorisation and auditing go through the same helpers as the baseline API
-//! ([`Api::allow`], [`Api::done`]): viewers read incidents, approvers acknowledge, resolve and
+//! ([`crate::auth::Gate`]): viewers read incidents, approvers acknowledge, resolve and
 //! allow them. Allowing adds exactly what the incident ran to the workload's baseline (its
 //! element, and the contents its samples ran with: `Incident::allow_in`) as a new, audited
 //! version and closes the incident in one store transaction (then the baseline is pushed to
-//! every sensor through the [`crate::ingest::Hub`]); the incident records the actor and
+//! every sensor through the [`crate::hub::Hub`]); the incident records the actor and
 //! reason, the audit record what was allowed, contents included.
 //!
 //! Actions are idempotent: repeating the action that led to the current state (a retry, a
@@ -14,8 +14,8 @@
 //! the state it is in. Concurrent actions are serialised by the store, so exactly one of them
 //! decides the outcome.
 
-use crate::api::Api;
-use crate::auth::Role;
+use crate::auth::{Gate, Role};
+use crate::hub::Hub;
 use crate::store::{SharedStorage, StoreError};
 use procguard_core::incident::{Action, IncidentFilter};
 use procguard_proto::convert::incident::{incident_to_pb, severity_filter, state_filter};
@@ -25,14 +25,16 @@ use tonic::{Request, Response, Status};
 /// `IncidentService` implementation.
 #[derive(Debug, Clone)]
 pub struct IncidentApi {
-    api: Api,
+    gate: Gate,
     store: SharedStorage,
+    hub: Hub,
 }
 
 impl IncidentApi {
-    /// Builds the service over the shared API state and the store.
-    pub fn new(api: Api, store: SharedStorage) -> Self {
-        Self { api, store }
+    /// Builds the service over a storage; every call goes through `gate`, and baselines an
+    /// allow changed go to the sensors through `hub`.
+    pub fn new(gate: Gate, store: SharedStorage, hub: Hub) -> Self {
+        Self { gate, store, hub }
     }
 }
 
@@ -53,13 +55,22 @@ fn page_size(n: u32) -> usize {
     }
 }
 
-fn need_id(id: &str) -> Result<(), Status> {
+/// The incident number a request names, parsed here at the edge: the store takes numbers.
+fn number(id: &str) -> Result<u64, Status> {
     if id.trim().is_empty() {
         return Err(Status::invalid_argument(
             "id is required: the incident number shown by 'procguardctl incidents list'",
         ));
     }
-    Ok(())
+    id.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            status(StoreError::NotFound(format!(
+                "incident '{id}' (IDs are positive numbers)"
+            )))
+        })
 }
 
 impl IncidentApi {
@@ -71,15 +82,15 @@ impl IncidentApi {
     ) -> Result<Response<pb::Incident>, Status> {
         let target = format!("incident/{}", request.get_ref().id);
         let caller = self
-            .api
+            .gate
             .allow(&request, Role::Approver, method, &target)
             .await?;
         let r = request.get_ref();
         let result = async {
-            need_id(&r.id)?;
+            let n = number(&r.id)?;
             let out = self
                 .store
-                .incident_action(&r.id, action, &caller.actor, &r.reason)
+                .incident_action(n, action, &caller.actor, &r.reason)
                 .await
                 .map_err(status)?;
             let i = &out.incident;
@@ -90,7 +101,7 @@ impl IncidentApi {
                     detail = format!("{a} in {} (version {})", b.workload, b.version);
                 }
                 tracing::info!(message = "Incident allowed into its baseline.", incident = %i.id, workload = %b.workload, version = b.version, allowed = %detail, actor = %caller.actor);
-                self.api.publish(b);
+                self.hub.publish(b);
             }
             if out.changed {
                 tracing::info!(message = "Incident changed.", incident = %i.id, state = i.state.as_str(), actor = %caller.actor);
@@ -100,7 +111,7 @@ impl IncidentApi {
             Ok((incident_to_pb(i, true), detail))
         }
         .await;
-        self.api
+        self.gate
             .done_with(&request, &caller, method, &target, result)
             .await
             .map(Response::new)
@@ -114,7 +125,7 @@ impl pb::incident_service_server::IncidentService for IncidentApi {
         request: Request<pb::ListIncidentsRequest>,
     ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
         let caller = self
-            .api
+            .gate
             .allow(&request, Role::Viewer, "ListIncidents", "")
             .await?;
         let r = request.get_ref();
@@ -126,22 +137,31 @@ impl pb::incident_service_server::IncidentService for IncidentApi {
                 min_severity: severity_filter(r.min_severity, "min_severity").map_err(invalid)?,
                 state: state_filter(r.state, "state").map_err(invalid)?,
             };
-            let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+            let after = match r.page_token.as_str() {
+                "" => None,
+                token => Some(
+                    token
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| {
+                            Status::invalid_argument(
+                                "page_token is not one this server returned; start without it",
+                            )
+                        })?,
+                ),
+            };
             let (list, next) = self
                 .store
                 .incidents(&filter, after, page_size(r.page_size))
-                .map_err(|e| match e {
-                    StoreError::NotFound(_) => Status::invalid_argument(
-                        "page_token is not one this server returned; start without it",
-                    ),
-                    e => status(e),
-                })?;
+                .map_err(status)?;
             Ok(pb::ListIncidentsResponse {
                 incidents: list.iter().map(|i| incident_to_pb(i, false)).collect(),
-                next_page_token: next.unwrap_or_default(),
+                next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
             })
         })();
-        self.api
+        self.gate
             .done(&request, &caller, "ListIncidents", "", result)
             .await
             .map(Response::new)
@@ -153,17 +173,17 @@ impl pb::incident_service_server::IncidentService for IncidentApi {
     ) -> Result<Response<pb::Incident>, Status> {
         let target = format!("incident/{}", request.get_ref().id);
         let caller = self
-            .api
+            .gate
             .allow(&request, Role::Viewer, "GetIncident", &target)
             .await?;
         let id = &request.get_ref().id;
-        let result = need_id(id).and_then(|()| {
+        let result = number(id).and_then(|n| {
             self.store
-                .incident(id)
+                .incident(n)
                 .map(|i| incident_to_pb(&i, true))
                 .map_err(status)
         });
-        self.api
+        self.gate
             .done(&request, &caller, "GetIncident", &target, result)
             .await
             .map(Response::new)

@@ -4,7 +4,7 @@
 //! to the durable cursor, then waits for the durable cursor to move and reads again. Records
 //! come, in cursor order, from the store's shared tail (the newest durable records, built once
 //! at commit and shared by every subscription) while the subscriber keeps up, and from sled
-//! once it has fallen behind the tail ([`Store::read_records`]). Either way a stream has no gap
+//! once it has fallen behind the tail ([`crate::store::LogStore::read_records`]). Either way a stream has no gap
 //! and no duplicate, and a subscriber only ever sees records that are on disk.
 //!
 //! The response stream *is* the reader: there is no task and no channel per subscriber. tonic
@@ -23,17 +23,16 @@
 //! records are themselves part of the log, so a subscriber that wants only findings filters
 //! by kind.
 
-use crate::api::Api;
-use crate::auth::Role;
+use super::audit::audit_to_pb;
+use crate::auth::{Gate, Role};
 use crate::metrics::Metrics;
 use crate::store::{
-    AuditEntry, AuditOutcome, LogRecord, OutOfRange, ReadSource, RecordBody, SharedStorage,
-    StoreError,
+    EventKind, LogRecord, OutOfRange, ReadSource, RecordBody, SharedStorage, StoreError,
 };
 use futures::StreamExt;
 use procguard_core::incident::Severity;
 use procguard_proto::convert::incident::{
-    deviation_to_pb, incident_to_pb, severity_filter, severity_to_pb,
+    deviation_to_pb, incident_to_pb, severity_filter, severity_to_pb, Deviation,
 };
 use procguard_proto::convert::timestamp;
 use procguard_proto::v1 as pb;
@@ -54,7 +53,7 @@ const MAX_NAME: usize = 200;
 /// `SubscriptionService` implementation.
 #[derive(Debug, Clone)]
 pub struct StreamApi {
-    api: Api,
+    gate: Gate,
     store: SharedStorage,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -63,13 +62,13 @@ pub struct StreamApi {
 impl StreamApi {
     /// Builds the service; streams end when `shutdown` is cancelled.
     pub fn new(
-        api: Api,
+        gate: Gate,
         store: SharedStorage,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            api,
+            gate,
             store,
             metrics,
             shutdown,
@@ -148,25 +147,6 @@ impl RecordFilter {
     }
 }
 
-/// An audit entry as the protocol sends it.
-pub fn audit_to_pb(a: &AuditEntry) -> pb::AuditRecord {
-    pb::AuditRecord {
-        id: a.id,
-        at: Some(timestamp(a.at)),
-        actor: a.actor.clone(),
-        role: a.role.clone(),
-        action: a.action.clone(),
-        target: a.target.clone(),
-        result: match a.result {
-            AuditOutcome::Ok => pb::AuditResult::Ok,
-            AuditOutcome::Denied => pb::AuditResult::Denied,
-            AuditOutcome::Failed => pb::AuditResult::Failed,
-        } as i32,
-        detail: a.detail.clone(),
-        peer: a.peer.clone(),
-    }
-}
-
 /// A log record as the protocol sends it.
 pub fn record_to_pb(r: &LogRecord) -> pb::StreamRecord {
     let (record, incident_id) = match &r.body {
@@ -178,13 +158,20 @@ pub fn record_to_pb(r: &LogRecord) -> pb::StreamRecord {
             incident_id,
             deviation,
         } => (
-            pb::stream_record::Record::Deviation(deviation_to_pb(
-                &deviation.event_id,
-                deviation.at,
-                deviation.baseline_version,
-                &deviation.process,
-                deviation.content.as_ref(),
-            )),
+            pb::stream_record::Record::Deviation(deviation_to_pb(&Deviation {
+                event_id: &deviation.event_id,
+                // The sensor's time and word, kept at ingest; records stored before have the
+                // server's time and were deviations by definition.
+                observed_at: deviation.reported.observed_at.unwrap_or(deviation.at),
+                kind: match deviation.reported.kind {
+                    EventKind::Observation => pb::EventKind::Observation,
+                    EventKind::Deviation | EventKind::Unknown => pb::EventKind::Deviation,
+                },
+                baseline_version: deviation.baseline_version,
+                baseline_revision: deviation.reported.baseline_revision,
+                process: &deviation.process,
+                content: deviation.content.as_ref(),
+            })),
             incident_id.clone(),
         ),
         RecordBody::Audit(a) => (
@@ -341,7 +328,7 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
             _ => String::new(),
         };
         let caller = self
-            .api
+            .gate
             .allow(&request, Role::Siem, "Subscribe", &target)
             .await?;
         let setup = RecordFilter::from_request(request.get_ref()).and_then(|f| {
@@ -349,7 +336,7 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
                 .map(|a| (f, a))
         });
         let (filter, after) = self
-            .api
+            .gate
             .done(&request, &caller, "Subscribe", &target, setup)
             .await?;
 
@@ -379,7 +366,7 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
     ) -> Result<Response<pb::AckCursorResponse>, Status> {
         let target = format!("durable/{}", request.get_ref().durable_name);
         let caller = self
-            .api
+            .gate
             .allow(&request, Role::Siem, "AckCursor", &target)
             .await?;
         let r = request.get_ref();
@@ -396,7 +383,7 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
             Ok(pb::AckCursorResponse { cursor })
         }
         .await;
-        self.api
+        self.gate
             .done(&request, &caller, "AckCursor", &target, result)
             .await
             .map(Response::new)
@@ -408,7 +395,7 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
     ) -> Result<Response<pb::GetCursorResponse>, Status> {
         let target = format!("durable/{}", request.get_ref().durable_name);
         let caller = self
-            .api
+            .gate
             .allow(&request, Role::Siem, "GetCursor", &target)
             .await?;
         let r = request.get_ref();
@@ -420,9 +407,62 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
                 })
                 .map_err(internal)
         });
-        self.api
+        self.gate
             .done(&request, &caller, "GetCursor", &target, result)
             .await
             .map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DeviationRecord, SensorReport};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_deviation_record_carries_the_sensors_time_kind_and_revision_and_the_baseline_version() {
+        let stored = UNIX_EPOCH + Duration::from_secs(2_000);
+        let seen = UNIX_EPOCH + Duration::from_secs(1_999);
+        let process = crate::store::conformance::event("e", 1, "/bin/sh").process;
+        let record = |reported| LogRecord {
+            cursor: 1,
+            at: stored,
+            severity: None,
+            namespace: "n".into(),
+            body: RecordBody::Deviation {
+                incident_id: "1".into(),
+                deviation: DeviationRecord {
+                    event_id: "e".into(),
+                    at: stored,
+                    baseline_version: 3,
+                    baseline_state: procguard_core::BaselineState::Enforced,
+                    process: process.clone(),
+                    content: None,
+                    reported,
+                },
+            },
+        };
+        let deviation = |r: pb::StreamRecord| match r.record {
+            Some(pb::stream_record::Record::Deviation(d)) => d,
+            other => panic!("not a deviation: {other:?}"),
+        };
+        let d = deviation(record_to_pb(&record(SensorReport {
+            observed_at: Some(seen),
+            kind: EventKind::Observation,
+            baseline_revision: 41,
+        })));
+        assert_eq!(d.observed_at, Some(timestamp(seen)), "the sensor's time");
+        assert_eq!(
+            d.kind,
+            pb::EventKind::Observation as i32,
+            "the sensor's word"
+        );
+        assert_eq!((d.baseline_version, d.baseline_revision), (3, 41));
+        // A record stored before the sensor's report was kept: the server's time, a deviation.
+        let d = deviation(record_to_pb(&record(SensorReport::default())));
+        assert_eq!(d.observed_at, Some(timestamp(stored)));
+        assert_eq!(d.kind, pb::EventKind::Deviation as i32);
+        assert_eq!((d.baseline_version, d.baseline_revision), (3, 0));
     }
 }

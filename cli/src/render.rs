@@ -1,0 +1,166 @@
+//! The one way every command prints: a table, or `-o json` / `-o yaml` from one JSON value,
+//! and the cells and names the tables share.
+
+use crate::Output;
+use procguard_core::WorkloadIdentity;
+use procguard_proto::convert::system_time;
+use procguard_proto::v1 as pb;
+use serde_json::{json, Value};
+
+pub(crate) fn state_name(v: i32) -> &'static str {
+    match pb::BaselineState::try_from(v).unwrap_or(pb::BaselineState::Unspecified) {
+        pb::BaselineState::Learning => "learning",
+        pb::BaselineState::PendingReview => "pending-review",
+        pb::BaselineState::Enforced => "enforced",
+        pb::BaselineState::Unspecified => "?",
+    }
+}
+
+pub(crate) fn status_name(v: i32) -> &'static str {
+    match pb::ElementStatus::try_from(v).unwrap_or(pb::ElementStatus::Unspecified) {
+        pb::ElementStatus::Learned => "learned",
+        pb::ElementStatus::Approved => "approved",
+        pb::ElementStatus::NeedsReview => "needs-review",
+        pb::ElementStatus::Rejected => "rejected",
+        pb::ElementStatus::Unspecified => "?",
+    }
+}
+
+pub(crate) fn id_text(w: Option<&pb::WorkloadIdentity>) -> String {
+    w.and_then(|w| WorkloadIdentity::try_from(w).ok())
+        .map(|w| w.to_string())
+        .unwrap_or_default()
+}
+
+pub(crate) fn ts(t: Option<&prost_types::Timestamp>) -> Value {
+    t.map(|t| json!(humantime::format_rfc3339_seconds(system_time(t)).to_string()))
+        .unwrap_or(Value::Null)
+}
+
+pub(crate) fn print(
+    output: Output,
+    value: &Value,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Output::Table | Output::Wide => print!("{}", table()),
+    }
+    Ok(())
+}
+
+/// The server's export document as asked: YAML (its own form, also for `-o table`) or the
+/// same document as JSON. Import takes either, since JSON is YAML.
+pub(crate) fn export(output: Output, yaml: &str) -> anyhow::Result<()> {
+    match output {
+        Output::Json => {
+            let doc: Value = serde_yaml::from_str(yaml)
+                .map_err(|e| anyhow::anyhow!("the server's export is not valid YAML: {e}"))?;
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Output::Yaml | Output::Table | Output::Wide => print!("{yaml}"),
+    }
+    Ok(())
+}
+
+/// A cell as a terminal may show it: control characters (escape sequences a process put in
+/// its argv or file name, line breaks) are written as `\u{..}` escapes, never passed through.
+pub(crate) fn cell(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// `s` in at most `max` characters: the middle is replaced by `…`, keeping more of the end,
+/// where paths and workload identities differ most.
+pub(crate) fn elide(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max || max < 3 {
+        return s.to_string();
+    }
+    let keep = max - 1;
+    let head = keep / 3;
+    let tail = keep - head;
+    let chars: Vec<char> = s.chars().collect();
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[n - tail..]);
+    out
+}
+
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| cell(c)).collect())
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ");
+        s.truncate(s.trim_end().len());
+        s + "\n"
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out += &line(r);
+    }
+    out
+}
+
+pub(crate) fn element_text(e: &pb::ElementRef) -> String {
+    procguard_core::ElementKey {
+        exe_path: e.exe_path.clone(),
+        applet: e.applet.clone(),
+        script_path: e.script_path.clone(),
+    }
+    .to_string()
+}
+
+/// Origin names (`image`, `writable-layer`, ...) of protobuf origin values.
+pub(crate) fn origin_names(values: &[i32]) -> Vec<&'static str> {
+    values
+        .iter()
+        .map(|v| procguard_proto::convert::origin_from_pb(*v).as_str())
+        .collect()
+}
+
+/// An element's origins in a table cell; `-` for none (an element that runs from no drift
+/// origin, stored before origins or added by name).
+pub(crate) fn origins_cell(values: &[i32]) -> String {
+    if values.is_empty() {
+        return "-".to_string();
+    }
+    origin_names(values).join(",")
+}
+
+/// An element's approved contents in a table cell: each hash's first 12 hex digits, newest
+/// last; `any` for an element not pinned to any content (matched by name alone).
+pub(crate) fn content_cell(approved: &[String]) -> String {
+    if approved.is_empty() {
+        return "any".to_string();
+    }
+    approved
+        .iter()
+        .map(|h| &h[..h.len().min(12)])
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,424 @@
+//! One sensor batch, applied: the per-event domain steps of ingest, as one pure function over
+//! a storage engine's view of its atomic update.
+//!
+//! [`apply`] decides, for every event of a batch in order, everything the domain says about it:
+//! a replayed event ID is a duplicate; an event whose pod was not known in time is stored but
+//! never learned or matched; every other event counts towards its element's daily activity (a
+//! probe does not), is observed by its workload's baseline (learned, known, coverage, or a
+//! deviation, refused at the element limit), and a deviation is grouped into its incident; an
+//! exec session into an enforced workload is one incident. The engine supplies only reads and
+//! writes inside its atomic update ([`BatchStore`]) and, after [`apply`], writes what it
+//! returns ([`Applied`]): every touched baseline (a new version and revision for those that
+//! changed), the activity, the counters. So a second engine writes no domain rule again.
+//!
+//! No I/O, no clock: the caller passes the time in.
+
+use crate::baseline::Observation;
+use crate::policy::Policies;
+use crate::{Baseline, BaselineState, ElementKey, ExecContext, ProcessEvent, WorkloadIdentity};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+/// What [`apply`] reads and writes inside the engine's atomic update. Every method runs inside
+/// that update: a failure aborts the whole batch.
+pub trait BatchStore {
+    /// The engine's failure.
+    type Error;
+
+    /// Whether `event_id` is new; a new one is remembered from now on (in the same update).
+    fn first_time(&mut self, event_id: &str) -> Result<bool, Self::Error>;
+
+    /// The stored baseline of `workload`, if there is one.
+    fn baseline(&mut self, workload: &WorkloadIdentity) -> Result<Option<Baseline>, Self::Error>;
+
+    /// The stored activity of `element` of `workload` on the day of `now`, if any.
+    fn activity(
+        &mut self,
+        workload: &WorkloadIdentity,
+        element: &ElementKey,
+        now: SystemTime,
+    ) -> Result<Option<ActivityRecord>, Self::Error>;
+
+    /// Groups `deviation` into its incident (`Incident::from_deviation` or
+    /// `record_deviation`) and appends its record, stored once.
+    fn deviation(
+        &mut self,
+        deviation: &DeviationRecord,
+        baseline: &Baseline,
+    ) -> Result<(), Self::Error>;
+
+    /// Raises or extends the "interactive session" incident of exec session `session`, one of
+    /// whose processes is `process`.
+    fn exec_session(
+        &mut self,
+        event_id: &str,
+        process: &ProcessEvent,
+        baseline: &Baseline,
+        session: &str,
+    ) -> Result<(), Self::Error>;
+}
+
+/// What [`apply`] leaves for the engine to write in the same atomic update.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The counters and deviations of the batch (`acked_sequence` and `incidents` are the
+    /// engine's to fill; `changed` lists the baselines below that changed).
+    pub outcome: IngestOutcome,
+    /// The highest sequence in the batch, duplicates included (0 for an empty batch).
+    pub highest_sequence: u64,
+    /// Every baseline the batch touched, in workload order, and whether it changed (its
+    /// elements or state: a new version, for which the engine records history and a revision).
+    /// Unchanged ones are still written: provenance changes on every sighting.
+    pub baselines: Vec<(Baseline, bool)>,
+    /// Today's activity of every element that ran, to be written back.
+    pub activity: Vec<(WorkloadIdentity, ElementKey, ActivityRecord)>,
+}
+
+/// Applies one batch through `store`; see the module documentation. `max_elements` is
+/// `--max-baseline-elements`.
+pub fn apply<S: BatchStore>(
+    store: &mut S,
+    events: &[IngestEvent],
+    policies: &Policies,
+    now: SystemTime,
+    max_elements: usize,
+) -> Result<Applied, S::Error> {
+    let mut out = IngestOutcome::default();
+    let mut highest_sequence = 0;
+    let mut touched: BTreeMap<String, (Baseline, bool)> = BTreeMap::new();
+    let mut seen: BTreeMap<(String, ElementKey), (WorkloadIdentity, ActivityRecord)> =
+        BTreeMap::new();
+    for ev in events {
+        highest_sequence = highest_sequence.max(ev.sequence);
+        if !store.first_time(&ev.event_id)? {
+            out.duplicates += 1;
+            continue;
+        }
+        out.applied += 1;
+        if ev.process.awaits_pod_metadata() {
+            // A provisional identity (pod UID only; the sensor did not have the pod's
+            // metadata in time): never a baseline of its own, which would learn in silence.
+            // The sensor sends the event again under its workload identity once the pod is
+            // known, and that one is learned or matched. Stored as ingested (idempotent) and
+            // counted.
+            out.unattributed += 1;
+            continue;
+        }
+        let workload = &ev.process.workload;
+        let key = workload.to_string();
+        if !touched.contains_key(&key) {
+            let b = match store.baseline(workload)? {
+                Some(b) => b,
+                None => Baseline::new(workload.clone(), now),
+            };
+            let is_new = b.elements.is_empty() && b.version == 1;
+            touched.insert(key.clone(), (b, is_new));
+        }
+        let (b, changed) = touched.get_mut(&key).expect("inserted above");
+        let before = b.version;
+        let policy = policies.for_baseline(b);
+        let relearn_window = policy.relearn_window;
+        if ev.process.context != ExecContext::Probe {
+            let element = ElementKey::of(&ev.process);
+            let slot = (key.clone(), element.clone());
+            let rec = match seen.remove(&slot) {
+                Some((_, r)) => r,
+                None => store.activity(workload, &element, now)?.unwrap_or_default(),
+            };
+            seen.insert(slot, (workload.clone(), rec.add(now, &ev.process)));
+        }
+        if ev.process.completeness == crate::Completeness::Partial {
+            out.partial += 1;
+        }
+        match b.observe(&ev.process, now, relearn_window, max_elements) {
+            o @ (Observation::Deviation | Observation::Refused) => {
+                if o == Observation::Refused {
+                    out.refused += 1;
+                }
+                let rec = DeviationRecord {
+                    event_id: ev.event_id.clone(),
+                    at: now,
+                    baseline_version: b.version,
+                    baseline_state: b.state,
+                    process: ev.process.clone(),
+                    content: Some(b.judge_content(&ev.process)),
+                    reported: ev.reported,
+                };
+                store.deviation(&rec, b)?;
+                out.deviations.push(rec);
+            }
+            Observation::Partial => out.unread += 1,
+            Observation::Learned { .. } | Observation::Known | Observation::Probe => {}
+        }
+        // Someone started processes into a container whose baseline is enforced: one
+        // incident per session, whatever it runs (unless the policy records such sessions
+        // only).
+        if let (ExecContext::ExecSession, Some(session)) =
+            (ev.process.context, ev.process.exec_session.as_deref())
+        {
+            if b.state == BaselineState::Enforced && policy.exec_session_alerts {
+                store.exec_session(&ev.event_id, &ev.process, b, session)?;
+            }
+        }
+        // Provenance changes on every sighting and is saved, but only a change of elements or
+        // state makes a version and a push to sensors.
+        *changed |= b.version != before;
+    }
+    Ok(Applied {
+        outcome: out,
+        highest_sequence,
+        baselines: touched.into_values().collect(),
+        activity: seen
+            .into_iter()
+            .map(|((_, element), (workload, rec))| (workload, element, rec))
+            .collect(),
+    })
+}
+
+/// A deviation as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviationRecord {
+    /// Sensor event ID.
+    pub event_id: String,
+    /// When the server stored it.
+    pub at: SystemTime,
+    /// Baseline version it violated.
+    pub baseline_version: u64,
+    /// State of the baseline at the time.
+    pub baseline_state: BaselineState,
+    /// The process.
+    pub process: ProcessEvent,
+    /// Its content verdict against the baseline it deviated from (`None` in records stored
+    /// before verdicts existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<crate::ContentCheck>,
+    /// The sensor's report: when it saw the exec, what it called it, and the revision it
+    /// matched against (records stored before keep the defaults: `at` stands in for the time).
+    #[serde(default, skip_serializing_if = "SensorReport::is_unknown")]
+    pub reported: SensorReport,
+}
+
+/// What a sensor said of one event, kept as it said it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SensorReport {
+    /// When the sensor saw the exec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<SystemTime>,
+    /// Whether the sensor itself found it outside the baseline it holds.
+    #[serde(default)]
+    pub kind: EventKind,
+    /// For a deviation the sensor found: the server-wide baseline revision it matched
+    /// against (a revision counts every baseline change; a version one baseline's).
+    #[serde(default)]
+    pub baseline_revision: u64,
+}
+
+impl SensorReport {
+    fn is_unknown(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What a sensor called an event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// Not said (records stored before the sensor's report was kept).
+    #[default]
+    Unknown,
+    /// A process start, for learning or for the server to judge.
+    Observation,
+    /// A process start the sensor found outside the baseline it holds.
+    Deviation,
+}
+
+/// One event of an ingest batch.
+#[derive(Debug, Clone)]
+pub struct IngestEvent {
+    /// Sensor-assigned unique ID.
+    pub event_id: String,
+    /// Sensor-assigned sequence.
+    pub sequence: u64,
+    /// The process.
+    pub process: ProcessEvent,
+    /// What the sensor said of it.
+    pub reported: SensorReport,
+}
+
+/// What an ingest batch did.
+#[derive(Debug, Default)]
+pub struct IngestOutcome {
+    /// Highest sequence now durable for the sensor.
+    pub acked_sequence: u64,
+    /// Events applied (not duplicates).
+    pub applied: usize,
+    /// Duplicates skipped.
+    pub duplicates: usize,
+    /// Baselines whose element set or state changed.
+    pub changed: Vec<Baseline>,
+    /// Deviations recorded.
+    pub deviations: Vec<DeviationRecord>,
+    /// Incidents opened or changed by these deviations.
+    pub incidents: Vec<crate::incident::Incident>,
+    /// Of the deviations, those refused because their baseline reached its element limit.
+    pub refused: usize,
+    /// Events whose pod the sensor did not know in time (`pod_metadata` missing): stored as
+    /// ingested, never learned into or matched against a baseline (see
+    /// [`crate::ProcessEvent::awaits_pod_metadata`]).
+    pub unattributed: usize,
+    /// Events the sensor sent partial (a field it could not read): coverage, counted in each
+    /// baseline's [`crate::baseline::Coverage`], never an incident of their own.
+    pub partial: usize,
+    /// Of those, execs whose applet or script could not be read while everything read was
+    /// allowed ([`crate::baseline::Observation::Partial`]).
+    pub unread: usize,
+}
+
+/// How often one element ran in one workload on one day.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActivityRecord {
+    /// Runs.
+    pub count: u64,
+    /// Last run.
+    pub last_seen: Option<SystemTime>,
+    /// Runs per origin, so that a dry run sees what ran from outside the image (records
+    /// written before origins have none: their runs are of unknown origin).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub origins: BTreeMap<crate::Origin, u64>,
+}
+
+impl ActivityRecord {
+    /// `self` with one more run of `ev` at `now`.
+    pub fn add(mut self, now: SystemTime, ev: &ProcessEvent) -> Self {
+        self.count += 1;
+        self.last_seen = Some(self.last_seen.map_or(now, |t| t.max(now)));
+        *self
+            .origins
+            .entry(ev.drift().unwrap_or(ev.origin))
+            .or_default() += 1;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Completeness, ContainerInfo, Origin, WorkloadKind};
+    use std::collections::{HashMap, HashSet};
+    use std::convert::Infallible;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    /// An engine in memory: what `apply` read and wrote, without a disk.
+    #[derive(Default)]
+    struct Memory {
+        ids: HashSet<String>,
+        baselines: HashMap<String, Baseline>,
+        deviations: Vec<String>,
+        sessions: Vec<String>,
+    }
+
+    impl BatchStore for Memory {
+        type Error = Infallible;
+        fn first_time(&mut self, id: &str) -> Result<bool, Infallible> {
+            Ok(self.ids.insert(id.to_string()))
+        }
+        fn baseline(&mut self, w: &WorkloadIdentity) -> Result<Option<Baseline>, Infallible> {
+            Ok(self.baselines.get(&w.to_string()).cloned())
+        }
+        fn activity(
+            &mut self,
+            _: &WorkloadIdentity,
+            _: &ElementKey,
+            _: SystemTime,
+        ) -> Result<Option<ActivityRecord>, Infallible> {
+            Ok(None)
+        }
+        fn deviation(&mut self, d: &DeviationRecord, _: &Baseline) -> Result<(), Infallible> {
+            self.deviations.push(d.event_id.clone());
+            Ok(())
+        }
+        fn exec_session(
+            &mut self,
+            id: &str,
+            _: &ProcessEvent,
+            _: &Baseline,
+            session: &str,
+        ) -> Result<(), Infallible> {
+            self.sessions.push(format!("{id}@{session}"));
+            Ok(())
+        }
+    }
+
+    fn event(id: &str, seq: u64, exe: &str, context: ExecContext) -> IngestEvent {
+        IngestEvent {
+            event_id: id.into(),
+            sequence: seq,
+            process: ProcessEvent {
+                pid: 10,
+                ppid: 1,
+                ancestors: vec![],
+                start_time: None,
+                uid: 0,
+                gid: 0,
+                comm: "x".into(),
+                exe_path: exe.into(),
+                argv: vec![exe.into()],
+                argv_truncated: false,
+                applet: None,
+                script_path: None,
+                exe_sha256: None,
+                exe_memfd: false,
+                exe_deleted: false,
+                exe_writable_location: false,
+                origin: Origin::Image,
+                container: Some(ContainerInfo {
+                    container_id: "cid".into(),
+                    pod_name: Some("web-1".into()),
+                    ..Default::default()
+                }),
+                workload: WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "x"),
+                context,
+                exec_session: (context == ExecContext::ExecSession).then(|| "n1/1/1".into()),
+                completeness: Completeness::Full,
+                missing: vec![],
+                node_name: "n1".into(),
+                attributed_late_ms: None,
+            },
+            reported: SensorReport::default(),
+        }
+    }
+
+    #[test]
+    fn a_batch_learns_counts_replays_and_deviates_once_enforced() {
+        let now = UNIX_EPOCH + Duration::from_secs(86_400 * 20_000);
+        let policies = Policies::default();
+        let mut m = Memory::default();
+        let app = event("a", 1, "/app", ExecContext::Entrypoint);
+        let applied = apply(&mut m, &[app.clone(), app], &policies, now, 10).unwrap();
+        assert_eq!(
+            (applied.outcome.applied, applied.outcome.duplicates),
+            (1, 1)
+        );
+        assert_eq!(applied.highest_sequence, 1);
+        assert_eq!(applied.activity.len(), 1, "one element ran");
+        let (mut b, changed) = applied.baselines.into_iter().next().unwrap();
+        assert!(changed, "a new baseline is a change");
+        assert!(m.deviations.is_empty(), "learning does not deviate");
+        // Enforced: outside the baseline is a deviation, grouped by the engine; an exec
+        // session is one incident.
+        b.approve(None, now);
+        m.baselines.insert(b.workload.to_string(), b);
+        let batch = [
+            event("b", 2, "/bin/sh", ExecContext::Descendant),
+            event("c", 3, "/app", ExecContext::ExecSession),
+            event("d", 4, "/app", ExecContext::Probe),
+        ];
+        let applied = apply(&mut m, &batch, &policies, now, 10).unwrap();
+        assert_eq!(applied.outcome.deviations.len(), 1);
+        assert_eq!(m.deviations, vec!["b".to_string()]);
+        assert_eq!(m.sessions, vec!["c@n1/1/1".to_string()]);
+        assert_eq!(applied.activity.len(), 2, "a probe is not activity");
+        assert_eq!(applied.highest_sequence, 4);
+    }
+}

@@ -1,0 +1,68 @@
+//! `AuditService`: the audit log, read by the siem role (and admin), and the one conversion of
+//! an audit entry to protobuf, which the SIEM stream uses too.
+
+use super::baseline::{page_size, store_status};
+use crate::auth::{Gate, Role};
+use crate::store::{AuditEntry, AuditOutcome, SharedStorage};
+use procguard_proto::convert::timestamp;
+use procguard_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+/// `AuditService`.
+#[derive(Debug, Clone)]
+pub struct AuditApi {
+    gate: Gate,
+    store: SharedStorage,
+}
+
+impl AuditApi {
+    /// Builds the service over a storage; every call goes through `gate`.
+    pub fn new(gate: Gate, store: SharedStorage) -> Self {
+        Self { gate, store }
+    }
+}
+
+/// An audit entry as the protocol sends it.
+pub fn audit_to_pb(a: &AuditEntry) -> pb::AuditRecord {
+    pb::AuditRecord {
+        id: a.id,
+        at: Some(timestamp(a.at)),
+        actor: a.actor.clone(),
+        role: a.role.clone(),
+        action: a.action.clone(),
+        target: a.target.clone(),
+        result: match a.result {
+            AuditOutcome::Ok => pb::AuditResult::Ok,
+            AuditOutcome::Denied => pb::AuditResult::Denied,
+            AuditOutcome::Failed => pb::AuditResult::Failed,
+        } as i32,
+        detail: a.detail.clone(),
+        peer: a.peer.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::audit_service_server::AuditService for AuditApi {
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        // The siem role reads the audit log; admin satisfies every role, so it does too.
+        let caller = self
+            .gate
+            .allow(&request, Role::Siem, "ListAudit", "")
+            .await?;
+        let r = request.get_ref();
+        let result = self
+            .store
+            .audit_log(r.after_id, page_size(r.limit))
+            .map_err(store_status)
+            .map(|records| pb::ListAuditResponse {
+                records: records.iter().map(audit_to_pb).collect(),
+            });
+        self.gate
+            .done(&request, &caller, "ListAudit", "", result)
+            .await
+            .map(Response::new)
+    }
+}

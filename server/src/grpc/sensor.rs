@@ -1,0 +1,660 @@
+//! The sensor stream: the gRPC adapter for `SensorService.Session`.
+//!
+//! One stream per sensor. The first message must be a `Hello` whose node name the client
+//! certificate vouches for. Each batch is converted at this edge (bad input becomes
+//! `INVALID_ARGUMENT`), committed to the store, and acknowledged only once the store says it
+//! is durable. Up to [`PIPELINE`] committed batches of one stream wait for their flush at a
+//! time, acknowledged in order, so a stream's next batch commits while the previous one is
+//! being written. Baseline changes reach every connected sensor through the [`Hub`]; a sensor
+//! that falls behind the hub's buffer gets a full snapshot instead of missing an update.
+//!
+//! After the Hello, a stream is a `Session` with one method per event (a batch, its flush, a
+//! health report, a baseline change, the summary tick, shutdown). This file is one concept, the
+//! sensor stream, and a little over 600 lines for it: the Hello checks, the batch conversion at
+//! the edge, the session, and the deviation log summary with its test.
+
+use crate::auth::cert_node_names;
+use crate::hub::Hub;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::store::{
+    EventKind, HealthReport, IngestEvent, IngestOutcome, SensorReport, SharedStorage, Storage,
+};
+use futures::stream::FuturesOrdered;
+use procguard_core::policy::Policies;
+use procguard_core::Baseline;
+use procguard_proto::convert::{baseline_to_pb, system_time};
+use procguard_proto::v1 as pb;
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Batches of one stream committed but not yet acknowledged (waiting for their flush). While
+/// this many are pending, the stream reads no further message: backpressure to the sensor.
+const PIPELINE: usize = 8;
+/// A committed batch on its way to disk, with what it did.
+type Durable =
+    Pin<Box<dyn std::future::Future<Output = (crate::store::Result<()>, IngestOutcome)> + Send>>;
+/// How long a new stream may take to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outbound messages buffered per sensor stream. Acks and pushes are small; when a sensor
+/// stops reading, the stream's task waits here rather than buffering without bound.
+const OUTBOUND_BUFFER: usize = 64;
+/// Health reports of one stream waiting to be recorded. Reports carry cumulative counters, so
+/// when one is still being recorded the next is skipped, not queued: nothing is lost.
+const HEALTH_BUFFER: usize = 1;
+/// At most one "Deviations stored." line per stream (per node) this often. Every deviation is
+/// already stored, streamed to SIEMs and counted in `procguard_server_deviations`; a log line
+/// per deviation (at debug) would flood the logs and cost ingest CPU at thousands per second.
+const DEVIATION_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// A count of events logged as a summary at most once per `every`: the first event after a
+/// quiet period is logged at once, later ones are added up until `every` has passed since the
+/// last line. Callers pass the time in.
+#[derive(Debug)]
+struct Summary<T> {
+    every: Duration,
+    last_line: Option<Instant>,
+    count: u64,
+    /// The newest event counted, named in the line as an example.
+    example: Option<T>,
+}
+
+impl<T> Summary<T> {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last_line: None,
+            count: 0,
+            example: None,
+        }
+    }
+
+    /// Counts `n` more events; returns the line to log now, if one is due.
+    fn add(&mut self, n: u64, example: T, now: Instant) -> Option<(u64, T)> {
+        if n == 0 {
+            return None;
+        }
+        self.count += n;
+        self.example = Some(example);
+        self.due(now)
+    }
+
+    /// The line to log at `now`, if events were counted and `every` has passed since the last.
+    fn due(&mut self, now: Instant) -> Option<(u64, T)> {
+        if self
+            .last_line
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            return None;
+        }
+        let line = self.take()?;
+        self.last_line = Some(now);
+        Some(line)
+    }
+
+    /// Whatever was counted and not logged yet (when the stream ends).
+    fn take(&mut self) -> Option<(u64, T)> {
+        let example = self.example.take()?;
+        Some((std::mem::take(&mut self.count), example))
+    }
+}
+
+/// `SensorService` implementation.
+#[derive(Debug, Clone)]
+pub struct SensorApi {
+    store: SharedStorage,
+    hub: Hub,
+    metrics: Metrics,
+    fleet_names: Vec<String>,
+    policies: Arc<Policies>,
+    shutdown: CancellationToken,
+    limits: Limits,
+}
+
+impl SensorApi {
+    /// Builds the service. A certificate named in `fleet_names` may report for any node.
+    pub fn new(
+        store: SharedStorage,
+        hub: Hub,
+        metrics: Metrics,
+        fleet_names: Vec<String>,
+        policies: Arc<Policies>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            hub,
+            metrics,
+            fleet_names,
+            policies,
+            shutdown,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Applies the server's limits (the defaults otherwise).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+fn snapshot(store: &dyn Storage) -> Result<pb::ServerMessage, Status> {
+    let (revision, baselines) = store
+        .enforcing()
+        .map_err(|e| Status::internal(e.to_string()))?;
+    Ok(pb::ServerMessage {
+        body: Some(pb::server_message::Body::Snapshot(pb::BaselineSnapshot {
+            revision,
+            baselines: baselines.iter().map(|b| baseline_to_pb(b, false)).collect(),
+        })),
+    })
+}
+
+fn convert_batch(
+    batch: &pb::EventBatch,
+    node: &str,
+    limits: &Limits,
+) -> Result<Vec<IngestEvent>, Status> {
+    let max = limits.settings.max_batch_events;
+    if batch.events.len() > max {
+        limits.violated("batch_events");
+        return Err(Status::invalid_argument(format!(
+            "batch has {} events; at most {max} are accepted (--max-batch-events), split it",
+            batch.events.len()
+        )));
+    }
+    batch
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let bad = |what: String| Status::invalid_argument(format!("event {i}: {what}"));
+            if e.event_id.is_empty() || e.event_id.len() > 64 {
+                return Err(bad("event_id must be 1..=64 characters".into()));
+            }
+            if e.sequence == 0 {
+                return Err(bad("sequence must be greater than 0".into()));
+            }
+            let p = e
+                .process
+                .as_ref()
+                .ok_or_else(|| bad("process is required".into()))?;
+            // Re-validated here: the sensor bounds argv, but the server trusts no sensor.
+            limits.check_argv(&p.argv).map_err(bad)?;
+            let mut process =
+                procguard_core::ProcessEvent::try_from(p).map_err(|c| bad(c.to_string()))?;
+            if process.node_name.is_empty() {
+                process.node_name = node.to_string();
+            } else if process.node_name != node {
+                return Err(Status::permission_denied(format!(
+                    "event {i}: node_name '{}' differs from this stream's node '{node}'",
+                    process.node_name
+                )));
+            }
+            Ok(IngestEvent {
+                event_id: e.event_id.clone(),
+                sequence: e.sequence,
+                process,
+                reported: SensorReport {
+                    observed_at: e.observed_at.as_ref().map(system_time),
+                    kind: match pb::EventKind::try_from(e.kind) {
+                        Ok(pb::EventKind::Observation) => EventKind::Observation,
+                        Ok(pb::EventKind::Deviation) => EventKind::Deviation,
+                        _ => EventKind::Unknown,
+                    },
+                    baseline_revision: e.baseline_revision,
+                },
+            })
+        })
+        .collect()
+}
+
+type Out = Pin<Box<dyn Stream<Item = Result<pb::ServerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::sensor_service_server::SensorService for SensorApi {
+    type SessionStream = Out;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SensorMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let permit = self.limits.sensor_stream()?;
+        let cert_names: Vec<String> = request
+            .peer_certs()
+            .and_then(|c| c.first().map(|d| cert_node_names(d.as_ref())))
+            .unwrap_or_default();
+        if cert_names.is_empty() {
+            self.metrics.sensor_rejected.inc();
+            return Err(Status::unauthenticated(
+                "sensors must present a client certificate signed by the server's client CA",
+            ));
+        }
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
+            Ok(Some(Ok(pb::SensorMessage {
+                body: Some(pb::sensor_message::Body::Hello(h)),
+            }))) => h,
+            Ok(Some(Err(e))) => return Err(e),
+            Err(_) => return Err(Status::deadline_exceeded("no Hello within 10s")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on a sensor stream must be a Hello",
+                ))
+            }
+        };
+        let node = hello.node_name.clone();
+        if node.is_empty() || node.len() > 253 || node.chars().any(|c| c.is_control() || c == '/') {
+            return Err(Status::invalid_argument(
+                "Hello.node_name must be a node name (1..=253 characters, no '/' or control characters)",
+            ));
+        }
+        let fleet = cert_names.iter().find(|n| self.fleet_names.contains(n));
+        if let Some(name) = fleet {
+            tracing::info!(
+                message = "Sensor uses a fleet certificate; its node name is taken on trust.",
+                node = %node,
+                certificate = %name
+            );
+        } else if !cert_names.contains(&node) {
+            self.metrics.sensor_rejected.inc();
+            tracing::warn!(
+                message = "Sensor claimed a node its certificate does not name.",
+                claimed = %node,
+                certificate = ?cert_names
+            );
+            return Err(Status::permission_denied(format!(
+                "node '{node}' is not the node your certificate names ({})",
+                cert_names.join(", ")
+            )));
+        }
+        let record = self
+            .store
+            .sensor_hello(&node, &hello.boot_id, &hello.sensor_version)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(
+            message = "Sensor connected.",
+            node = %node,
+            version = %hello.sensor_version,
+            acked = record.acked_sequence
+        );
+
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let welcome = pb::ServerMessage {
+            body: Some(pb::server_message::Body::Welcome(pb::Welcome {
+                acked_sequence: record.acked_sequence,
+                server_version: env!("CARGO_PKG_VERSION").into(),
+            })),
+        };
+        tx.send(Ok(welcome))
+            .await
+            .map_err(|_| Status::cancelled("stream closed"))?;
+        tx.send(snapshot(self.store.as_ref()))
+            .await
+            .map_err(|_| Status::cancelled("stream closed"))?;
+
+        let updates = self.hub.subscribe();
+        self.metrics.sensors_connected.inc();
+        let health_tx = spawn_health_recorder(&self.store, &self.metrics, &node);
+        let session = Session {
+            node,
+            store: self.store.clone(),
+            hub: self.hub.clone(),
+            policies: self.policies.clone(),
+            metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
+            tx,
+            health_tx,
+            pending: FuturesOrdered::new(),
+            summary: Summary::new(DEVIATION_SUMMARY_EVERY),
+            logged_losses: (0, 0),
+        };
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            // Held until the stream's task ends.
+            let _permit = permit;
+            session.run(inbound, updates, shutdown).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Health reports are recorded by a task of their own. Recording one waits for a flush, and
+/// the flush leader may be one of this stream's pending batches, which only the stream's loop
+/// polls: awaiting it inline would have the loop wait on itself. Returns the task's queue
+/// ([`HEALTH_BUFFER`]); the task ends when the session drops it.
+fn spawn_health_recorder(
+    store: &SharedStorage,
+    metrics: &Metrics,
+    node: &str,
+) -> mpsc::Sender<HealthReport> {
+    let (health_tx, mut health_rx) = mpsc::channel::<HealthReport>(HEALTH_BUFFER);
+    let (store, metrics, node) = (store.clone(), metrics.clone(), node.to_string());
+    tokio::spawn(async move {
+        while let Some(report) = health_rx.recv().await {
+            match store.sensor_health(&node, report, SystemTime::now()).await {
+                Ok(Some(i)) => {
+                    metrics.incident_changes.inc();
+                    tracing::warn!(message = "Sensor blind.", node = %node, incident = %i.id, reason = %i.severity_reason);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(message = "Recording sensor health failed.", node = %node, error = %e)
+                }
+            }
+        }
+    });
+    health_tx
+}
+
+/// One sensor stream after its Hello: what every event of the stream needs, and one method per
+/// event ([`Session::run`] waits for the next one). A method returns `Break` when the stream
+/// ends (it has told the sensor why, if the sensor is still there).
+struct Session {
+    node: String,
+    store: SharedStorage,
+    hub: Hub,
+    policies: Arc<Policies>,
+    metrics: Metrics,
+    limits: Limits,
+    /// To the sensor; bounded by [`OUTBOUND_BUFFER`].
+    tx: mpsc::Sender<Result<pb::ServerMessage, Status>>,
+    /// To the health recorder; bounded by [`HEALTH_BUFFER`].
+    health_tx: mpsc::Sender<HealthReport>,
+    /// Committed batches waiting for their flush, acknowledged in order; at most [`PIPELINE`].
+    pending: FuturesOrdered<Durable>,
+    summary: Summary<(String, String)>,
+    /// The loss counters last logged: they are cumulative, so a change is news, not a report.
+    logged_losses: (u64, u64),
+}
+
+impl Session {
+    /// Serves the stream until the sensor leaves, an error ends it, or `shutdown`.
+    async fn run(
+        mut self,
+        mut inbound: Streaming<pb::SensorMessage>,
+        mut updates: broadcast::Receiver<Baseline>,
+        shutdown: CancellationToken,
+    ) {
+        let mut summary_tick = tokio::time::interval(DEVIATION_SUMMARY_EVERY);
+        summary_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let flow = tokio::select! {
+                _ = shutdown.cancelled() => self.on_shutdown().await,
+                _ = summary_tick.tick() => self.on_summary_tick(),
+                update = updates.recv() => self.on_update(update).await,
+                Some((durable, out)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.on_durable(durable, out).await
+                }
+                msg = inbound.next(), if self.pending.len() < PIPELINE => self.on_message(msg).await,
+            };
+            if flow.is_break() {
+                break;
+            }
+        }
+        if let Some(line) = self.summary.take() {
+            self.log_summary(line);
+        }
+        self.metrics.sensors_connected.dec();
+    }
+
+    /// Sends `msg` to the sensor; `Break` if it is gone.
+    async fn send(&mut self, msg: Result<pb::ServerMessage, Status>) -> ControlFlow<()> {
+        match self.tx.send(msg).await {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    }
+
+    /// Sends a last error to the sensor and ends the stream.
+    async fn end(&mut self, status: Status) -> ControlFlow<()> {
+        let _ = self.tx.send(Err(status)).await;
+        ControlFlow::Break(())
+    }
+
+    async fn on_shutdown(&mut self) -> ControlFlow<()> {
+        self.end(Status::unavailable("server shutting down; reconnect"))
+            .await
+    }
+
+    fn on_summary_tick(&mut self) -> ControlFlow<()> {
+        if let Some(line) = self.summary.due(Instant::now()) {
+            self.log_summary(line);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn log_summary(&self, (count, (workload, exe)): (u64, (String, String))) {
+        tracing::info!(message = "Deviations stored.", node = %self.node, count, last_workload = %workload, last_exe = %exe);
+    }
+
+    /// A baseline changed: pushed to the sensor (a reset one leaves the sensor's matching
+    /// set); a stream that lagged behind the hub gets a full snapshot instead.
+    async fn on_update(
+        &mut self,
+        update: Result<Baseline, broadcast::error::RecvError>,
+    ) -> ControlFlow<()> {
+        let msg = match update {
+            Ok(b) => pb::ServerMessage {
+                body: Some(pb::server_message::Body::Update(pb::BaselineUpdate {
+                    revision: b.revision,
+                    baseline: Some(baseline_to_pb(&b, false)),
+                    removed: b.state == procguard_core::BaselineState::Learning,
+                })),
+            },
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(message = "Sensor stream lagged behind baseline updates; sending a snapshot.", node = %self.node, skipped = n);
+                match snapshot(self.store.as_ref()) {
+                    Ok(m) => m,
+                    Err(e) => return self.end(e).await,
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return ControlFlow::Break(()),
+        };
+        self.send(Ok(msg)).await
+    }
+
+    /// A committed batch is durable (or its flush failed): counted, logged, its changed
+    /// baselines pushed, and acknowledged.
+    async fn on_durable(
+        &mut self,
+        durable: crate::store::Result<()>,
+        out: IngestOutcome,
+    ) -> ControlFlow<()> {
+        if let Err(e) = durable {
+            tracing::error!(message = "Ingest flush failed; the sensor will replay.", node = %self.node, error = %e);
+            return self
+                .end(Status::unavailable(format!("ingest failed: {e}; retry")))
+                .await;
+        }
+        let metrics = &self.metrics;
+        metrics.events_ingested.inc_by(out.applied as u64);
+        metrics.events_duplicate.inc_by(out.duplicates as u64);
+        metrics.deviations.inc_by(out.deviations.len() as u64);
+        metrics.events_unattributed.inc_by(out.unattributed as u64);
+        metrics.events_partial.inc_by(out.partial as u64);
+        metrics.execs_unread.inc_by(out.unread as u64);
+        metrics.incident_changes.inc_by(out.incidents.len() as u64);
+        if out.refused > 0 {
+            // Executables a full baseline refused to learn (recorded as deviations).
+            self.limits
+                .violated_by("baseline_elements", out.refused as u64);
+        }
+        for b in out.changed.iter().filter(|b| {
+            b.learning
+                .element_limit
+                .as_ref()
+                .is_some_and(|l| l.reached_at == b.updated_at)
+        }) {
+            tracing::warn!(message = "Baseline reached its element limit; learning ended, it waits for review.", workload = %b.workload, limit = self.limits.settings.max_baseline_elements);
+        }
+        for d in &out.deviations {
+            tracing::debug!(message = "Deviation.", workload = %d.process.workload, exe = %d.process.exe_path, node = %self.node, pid = d.process.pid);
+        }
+        if let Some(d) = out.deviations.last() {
+            let example = (d.process.workload.to_string(), d.process.exe_path.clone());
+            if let Some(line) =
+                self.summary
+                    .add(out.deviations.len() as u64, example, Instant::now())
+            {
+                self.log_summary(line);
+            }
+        }
+        for b in out.changed {
+            self.hub.publish(b);
+        }
+        let ack = pb::ServerMessage {
+            body: Some(pb::server_message::Body::Ack(pb::Ack {
+                sequence: out.acked_sequence,
+            })),
+        };
+        self.send(Ok(ack)).await
+    }
+
+    /// The next message from the sensor, or the end of its stream.
+    async fn on_message(
+        &mut self,
+        msg: Option<Result<pb::SensorMessage, Status>>,
+    ) -> ControlFlow<()> {
+        let msg = match msg {
+            None => return ControlFlow::Break(()),
+            Some(Err(e)) => return self.on_stream_error(e).await,
+            Some(Ok(m)) => m,
+        };
+        match msg.body {
+            Some(pb::sensor_message::Body::Batch(batch)) => self.on_batch(&batch).await,
+            Some(pb::sensor_message::Body::Health(h)) => self.on_health(&h),
+            Some(pb::sensor_message::Body::BaselineAck(_)) => ControlFlow::Continue(()),
+            Some(pb::sensor_message::Body::Hello(_)) | None => {
+                self.end(Status::invalid_argument(
+                    "Hello may only be the first message; send batches, health or baseline acks",
+                ))
+                .await
+            }
+        }
+    }
+
+    async fn on_stream_error(&mut self, e: Status) -> ControlFlow<()> {
+        if e.code() == tonic::Code::OutOfRange || e.code() == tonic::Code::ResourceExhausted {
+            // tonic refuses a message over --max-message-bytes itself.
+            self.limits.violated("message_bytes");
+            self.metrics.batches_rejected.inc();
+            tracing::warn!(message = "Sensor sent a message over the size limit.", node = %self.node, error = %e);
+            return self.end(self.limits.message_status(&e)).await;
+        } else if e.code() == tonic::Code::Internal {
+            // Undecodable bytes: malformed protobuf.
+            self.metrics.batches_rejected.inc();
+            tracing::warn!(message = "Sensor sent a malformed message.", node = %self.node, error = %e);
+        } else {
+            tracing::info!(message = "Sensor stream ended.", node = %self.node, error = %e);
+        }
+        self.end(e).await
+    }
+
+    /// A batch: converted at this edge and committed; acknowledged in order once durable
+    /// ([`Session::on_durable`]), while the next batch may commit meanwhile.
+    async fn on_batch(&mut self, batch: &pb::EventBatch) -> ControlFlow<()> {
+        let events = match convert_batch(batch, &self.node, &self.limits) {
+            Ok(ev) => ev,
+            Err(status) => {
+                self.metrics.batches_rejected.inc();
+                tracing::warn!(message = "Rejected a sensor batch.", node = %self.node, error = %status.message());
+                return self.end(status).await;
+            }
+        };
+        match self
+            .store
+            .ingest_commit(&self.node, &events, &self.policies, SystemTime::now())
+            .await
+        {
+            Ok((out, commit)) => {
+                let store = self.store.clone();
+                self.pending.push_back(Box::pin(
+                    async move { (store.wait_durable(commit).await, out) },
+                ));
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                tracing::error!(message = "Ingest failed; the sensor will replay.", node = %self.node, error = %e);
+                self.end(Status::unavailable(format!("ingest failed: {e}; retry")))
+                    .await
+            }
+        }
+    }
+
+    /// A health report: its losses logged when they change, and handed to the recorder.
+    fn on_health(&mut self, h: &pb::SensorHealth) -> ControlFlow<()> {
+        self.metrics
+            .sensor_reported_drops
+            .get_or_create(&crate::metrics::NodeLabel {
+                node: self.node.clone(),
+            })
+            .set(h.events_dropped as i64);
+        let losses = (h.events_dropped, h.kernel_losses);
+        if losses != self.logged_losses && losses != (0, 0) {
+            tracing::warn!(message = "Sensor reports losses.", node = %self.node, seen = h.events_seen, dropped = h.events_dropped, kernel_losses = h.kernel_losses, spooled = h.spooled);
+            self.logged_losses = losses;
+        } else {
+            tracing::debug!(message = "Sensor health.", node = %self.node, seen = h.events_seen, spooled = h.spooled);
+        }
+        let report = HealthReport {
+            dropped: h.events_dropped,
+            partial: h.events_partial,
+            kernel_losses: h.kernel_losses,
+        };
+        if self.health_tx.try_send(report).is_err() {
+            // The counters are cumulative: the next report carries what this one had.
+            tracing::debug!(message = "Health report skipped; the previous one is still being recorded.", node = %self.node);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_logs_the_first_deviation_at_once_then_at_most_once_per_period() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut s = Summary::new(Duration::from_secs(10));
+        assert_eq!(s.due(at(0)), None, "nothing counted, nothing to say");
+        assert_eq!(
+            s.add(3, "a", at(0)),
+            Some((3, "a")),
+            "first after quiet: at once"
+        );
+        assert_eq!(s.add(5, "b", at(1)), None);
+        assert_eq!(
+            s.add(0, "x", at(2)),
+            None,
+            "an empty batch is not an example"
+        );
+        assert_eq!(s.add(2, "c", at(9)), None);
+        assert_eq!(s.due(at(9)), None, "still within the period");
+        // The periodic check, with no new deviation, reports what was held back.
+        assert_eq!(s.due(at(10)), Some((7, "c")));
+        assert_eq!(s.due(at(30)), None, "and then nothing until more arrive");
+        assert_eq!(
+            s.add(1, "d", at(31)),
+            Some((1, "d")),
+            "quiet for 21 s: at once"
+        );
+        assert_eq!(s.add(4, "e", at(32)), None);
+        assert_eq!(
+            s.take(),
+            Some((4, "e")),
+            "the stream's end reports the rest"
+        );
+        assert_eq!(s.take(), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! Ingest in sled: one sensor batch in one transaction (baselines, history, activity, event
+//! IDs, incidents and their log records, the sensor's acknowledged sequence, the stored-event
+//! count), under the writer lock, then group commit (see [`super::log`]). The domain steps of
+//! each event are `procguard_core::ingest::apply`'s; this file supplies its reads and writes
+//! ([`ingest::BatchStore`]) and writes what it returns.
+//!
+//! `meta` key `events_ingested`: big-endian u64, events stored over the database's lifetime.
+
+use super::baselines::{activity_key, history_key};
+use super::log::Appender;
+use super::{abort, be, dec, enc, tx_err, Store, TxError};
+use crate::store::{
+    ActivityRecord, Commit, DeviationRecord, IngestEvent, IngestOutcome, IngestStore, Result,
+    SensorRecord, VersionRecord,
+};
+use procguard_core::ingest;
+use procguard_core::policy::Policies;
+use procguard_core::{Baseline, ElementKey, ProcessEvent, WorkloadIdentity};
+use sled::transaction::TransactionalTree;
+use sled::Transactional;
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+#[tonic::async_trait]
+impl IngestStore for Store {
+    /// Events stored over the database's lifetime (replays not counted twice).
+    fn events_ingested(&self) -> Result<u64> {
+        Ok(self
+            .meta
+            .get("events_ingested")?
+            .map(|v| be(&v))
+            .unwrap_or(0))
+    }
+
+    /// Applies a batch from `node` without waiting for the disk: nothing of it may be
+    /// acknowledged before [`IngestStore::wait_durable`] returns for the returned commit. Lets one
+    /// sensor stream commit its next batch while the previous one is being flushed.
+    async fn ingest_commit(
+        &self,
+        node: &str,
+        events: &[IngestEvent],
+        policies: &Policies,
+        now: SystemTime,
+    ) -> Result<(IngestOutcome, Commit)> {
+        let w = self.writer.lock().await;
+        // Under the writer lock, which retention's rotation also takes: both stay valid. The
+        // previous generation is frozen, so it is read here: a plain read inside a sled
+        // transaction would wait for the transaction's own lock.
+        let (ids, previous_ids) = self.event_ids.trees();
+        let mut remembered = HashSet::new();
+        if let Some(p) = &previous_ids {
+            for ev in events {
+                if p.contains_key(ev.event_id.as_bytes())? {
+                    remembered.insert(ev.event_id.as_str());
+                }
+            }
+        }
+        let trees = (
+            &self.baselines,
+            &self.history,
+            &ids,
+            &self.sensors,
+            &self.meta,
+            &self.activity,
+            &self.log.incidents,
+            &self.log.incident_keys,
+            &self.log.records,
+        );
+        let (outcome, mut appender, id_bytes) = trees
+            .transaction(
+                |(
+                    baselines,
+                    history,
+                    event_ids,
+                    sensors,
+                    meta,
+                    activity,
+                    incidents,
+                    incident_keys,
+                    records,
+                )| {
+                    let mut log = self.log.appender(now);
+                    let mut sensor: SensorRecord = match sensors.get(node)? {
+                        Some(v) => dec("sensors", &v).map_err(abort)?,
+                        None => SensorRecord::default(),
+                    };
+                    // The domain steps of every event; this engine only reads and writes.
+                    let mut batch = Batch {
+                        event_ids,
+                        remembered: &remembered,
+                        id_bytes: 0,
+                        baselines,
+                        activity,
+                        incidents: (incidents, incident_keys, records),
+                        log: &mut log,
+                    };
+                    let applied =
+                        ingest::apply(&mut batch, events, policies, now, self.max_elements)?;
+                    let id_bytes = batch.id_bytes;
+                    let mut out = applied.outcome;
+                    let mut revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0);
+                    for (mut b, changed) in applied.baselines {
+                        if changed {
+                            revision += 1;
+                            b.revision = revision;
+                            let rec = VersionRecord {
+                                version: b.version,
+                                actor: format!("sensor:{node}"),
+                                at: now,
+                                action: "learned".into(),
+                                reason: String::new(),
+                                snapshot: b.clone(),
+                            };
+                            history.insert(history_key(&b.workload, b.version), enc(&rec))?;
+                            out.changed.push(b.clone());
+                        }
+                        baselines.insert(b.workload.to_string().as_bytes(), enc(&b))?;
+                    }
+                    meta.insert("revision", &revision.to_be_bytes())?;
+                    for (workload, element, rec) in &applied.activity {
+                        activity.insert(activity_key(workload, now, element), enc(rec))?;
+                    }
+                    // A lifetime count, so that stored events can be proven across restarts.
+                    let stored = meta.get("events_ingested")?.map(|v| be(&v)).unwrap_or(0);
+                    meta.insert(
+                        "events_ingested",
+                        &(stored + out.applied as u64).to_be_bytes(),
+                    )?;
+                    sensor.acked_sequence = sensor.acked_sequence.max(applied.highest_sequence);
+                    sensor.last_seen = Some(now);
+                    sensors.insert(node, enc(&sensor))?;
+                    out.acked_sequence = sensor.acked_sequence;
+                    out.incidents = log.finish(incidents, records)?;
+                    Ok::<_, TxError>((out, log, id_bytes))
+                },
+            )
+            .map_err(tx_err)?;
+        // Group commit: the lock is released before waiting, so batches of other sensors
+        // commit meanwhile and share the next flush.
+        let gen = self.log.committed(Some(&mut appender));
+        self.event_ids.added(outcome.applied as u64, id_bytes);
+        drop(w);
+        Ok((outcome, Commit(gen)))
+    }
+
+    /// Returns once `commit` is on disk (sharing a flush with concurrent writers).
+    async fn wait_durable(&self, commit: Commit) -> Result<()> {
+        self.log.wait_durable(&self.db, commit.0).await
+    }
+}
+
+/// The sled side of one batch inside its transaction: what [`ingest::apply`] reads and writes.
+struct Batch<'a> {
+    event_ids: &'a TransactionalTree,
+    /// IDs of this batch found in the frozen previous generation (read before the transaction).
+    remembered: &'a HashSet<&'a str>,
+    /// Bytes of new event IDs, for the index's size.
+    id_bytes: u64,
+    baselines: &'a TransactionalTree,
+    activity: &'a TransactionalTree,
+    incidents: (
+        &'a TransactionalTree,
+        &'a TransactionalTree,
+        &'a TransactionalTree,
+    ),
+    log: &'a mut Appender,
+}
+
+impl ingest::BatchStore for Batch<'_> {
+    type Error = TxError;
+
+    fn first_time(&mut self, event_id: &str) -> std::result::Result<bool, TxError> {
+        let id = event_id.as_bytes();
+        if self.remembered.contains(event_id) || self.event_ids.get(id)?.is_some() {
+            return Ok(false);
+        }
+        self.event_ids.insert(id, &[])?;
+        self.id_bytes += id.len() as u64;
+        Ok(true)
+    }
+
+    fn baseline(
+        &mut self,
+        workload: &WorkloadIdentity,
+    ) -> std::result::Result<Option<Baseline>, TxError> {
+        match self.baselines.get(workload.to_string().as_bytes())? {
+            Some(v) => Ok(Some(dec("baselines", &v).map_err(abort)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn activity(
+        &mut self,
+        workload: &WorkloadIdentity,
+        element: &ElementKey,
+        now: SystemTime,
+    ) -> std::result::Result<Option<ActivityRecord>, TxError> {
+        match self.activity.get(activity_key(workload, now, element))? {
+            Some(v) => Ok(Some(dec("activity", &v).map_err(abort)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn deviation(
+        &mut self,
+        deviation: &DeviationRecord,
+        baseline: &Baseline,
+    ) -> std::result::Result<(), TxError> {
+        // Stored once: in its log record, grouped into its incident.
+        self.log.deviation(self.incidents, deviation, baseline)?;
+        Ok(())
+    }
+
+    fn exec_session(
+        &mut self,
+        event_id: &str,
+        process: &ProcessEvent,
+        baseline: &Baseline,
+        session: &str,
+    ) -> std::result::Result<(), TxError> {
+        let (incidents, keys, _) = self.incidents;
+        self.log
+            .exec_session((incidents, keys), event_id, process, baseline, session)
+    }
+}

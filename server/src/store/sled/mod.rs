@@ -1,0 +1,155 @@
+//! The sled engine: the only module that touches sled. [`Store`] implements each storage
+//! trait of [`crate::store`] directly, one file per concept:
+//!
+//! - [`baselines`], baselines, their versions (history), the server-wide revision, activity;
+//! - [`ingest`], a sensor batch in one transaction (the domain steps are
+//!   `procguard_core::ingest::apply`'s), the stored-event count;
+//! - [`log`], the record log with its cursors, group commit, the shared tail, and durable
+//!   subscription cursors;
+//! - [`incidents`], incidents, their grouping keys and the actions people take;
+//! - [`sensors`], sensor records, health reports and silence;
+//! - [`audit`], the audit log;
+//! - [`retention`], retention of the log and rotation of the event-ID index;
+//! - [`event_ids`], the event-ID idempotency index in two generations.
+//!
+//! **Durability.** Every write path ends in `Db::flush_async` (directly, or through the group
+//! commit of [`log`]), which returns once sled has written and fsynced its log, before the
+//! caller acknowledges anything to a sensor or an API client. Multi-tree updates go through one
+//! sled transaction, so a crash leaves either all or none of an ingest batch.
+//!
+//! **Layout.** Trees and keys (each file documents its own):
+//! - `baselines`, `history`, `activity`, `meta` key `revision`: see [`baselines`];
+//! - `event_ids`, `event_ids.<n>`: see [`event_ids`];
+//! - `sensors`, `sensor_health`: see [`sensors`];
+//! - `audit`: see [`audit`];
+//! - `records`, `subscriptions`, `meta` key `log_floor`: see [`log`] and [`retention`];
+//! - `incidents`, `incident_keys`: see [`incidents`];
+//! - `meta` key `events_ingested`: see [`ingest`];
+//! - `deviations`: no longer written; each deviation is stored once, in its log record (a
+//!   database from before has the tree dropped at open).
+//!
+//! Values are JSON so that an operator can read a database with nothing but sled and jq.
+
+mod audit;
+mod baselines;
+pub(super) mod event_ids;
+mod incidents;
+mod ingest;
+mod log;
+mod retention;
+mod sensors;
+#[cfg(test)]
+mod tests;
+
+use super::{Result, StoreError, DEFAULT_TAIL_RECORDS};
+use serde::{de::DeserializeOwned, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::Mutex;
+
+/// The sled engine behind [`crate::store::Storage`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    baselines: sled::Tree,
+    history: sled::Tree,
+    event_ids: event_ids::EventIds,
+    sensors: sled::Tree,
+    audit: sled::Tree,
+    meta: sled::Tree,
+    activity: sled::Tree,
+    /// Record log, incidents, subscriptions, sensor health ([`log`]).
+    log: log::Log,
+    /// Serialises writers: ingest and API changes read-modify-write baselines.
+    writer: Arc<Mutex<()>>,
+    /// Most elements a baseline learns from sensor events (`--max-baseline-elements`).
+    max_elements: usize,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        Self::Engine(Box::new(e))
+    }
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("domain types always serialise")
+}
+
+fn dec<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { tree, source })
+}
+
+fn be(bytes: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = bytes.len().min(8);
+    a[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(a)
+}
+
+type TxError = ConflictableTransactionError<StoreError>;
+
+fn tx_err(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+fn abort(e: StoreError) -> TxError {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`, with the default shared tail.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_tail(dir, DEFAULT_TAIL_RECORDS)
+    }
+
+    /// Opens (or creates) the database in `dir`; the shared tail of the record log holds
+    /// `tail_records` records (0: subscribers always read sled).
+    pub fn open_with_tail(dir: &Path, tail_records: usize) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let meta = db.open_tree("meta")?;
+        // Each deviation is stored once, in its log record. Databases written before kept a
+        // second copy in a `deviations` tree that nothing reads; it goes, whole, at open.
+        if db.drop_tree("deviations")? {
+            tracing::info!(
+                message =
+                    "Dropped the obsolete 'deviations' tree (deviations live in the record log)."
+            );
+        }
+        let log = log::Log::open(&db, &meta, tail_records)?;
+        Ok(Self {
+            log,
+            baselines: db.open_tree("baselines")?,
+            history: db.open_tree("history")?,
+            event_ids: event_ids::EventIds::open(&db, &meta, SystemTime::now())?,
+            sensors: db.open_tree("sensors")?,
+            audit: db.open_tree("audit")?,
+            meta,
+            activity: db.open_tree("activity")?,
+            writer: Arc::new(Mutex::new(())),
+            max_elements: procguard_core::baseline::DEFAULT_MAX_ELEMENTS,
+            db,
+        })
+    }
+
+    /// Caps learning from sensor events at `n` elements per baseline (`--max-baseline-elements`;
+    /// what happens at the cap is decided in `procguard_core::baseline`).
+    pub fn with_max_baseline_elements(mut self, n: usize) -> Self {
+        self.max_elements = n;
+        self
+    }
+}

@@ -1,0 +1,627 @@
+//! Unit tests of the sled engine beyond the conformance suite: cursors, the shared tail,
+//! incidents, health, retention and the event-ID index.
+
+use super::Store;
+use crate::store::conformance::{event, web};
+use crate::store::*;
+use procguard_core::incident::{Action, Incident, IncidentFilter};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Ingests event `id` again and returns how many of it were recognised as duplicates.
+async fn replay(s: &Store, id: &str) -> usize {
+    s.ingest(
+        "n1",
+        &[event(id, 5, "/app")],
+        &policies(),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap()
+    .duplicates
+}
+
+async fn enforced_store(dir: &std::path::Path) -> Store {
+    enforced(Store::open(dir).unwrap()).await
+}
+
+/// `s` with web's baseline learned (one executable) and approved: enforcing.
+async fn enforced(s: Store) -> Store {
+    s.ingest(
+        "n1",
+        &[event("learn", 1, "/app")],
+        &procguard_core::policy::Policies::default(),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    s.change(&web(), "t", "approved", "", false, &|b| {
+        b.approve(None, SystemTime::now());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    s
+}
+
+/// Opens the store in `dir` again after the previous instance was dropped. sled's
+/// background threads can hold the old instance's file lock for a moment after the drop;
+/// only that error is waited out, at most 5 s.
+fn reopen(dir: &std::path::Path, tail: usize) -> Store {
+    for _ in 0..100 {
+        match Store::open_with_tail(dir, tail) {
+            Ok(s) => return s,
+            Err(StoreError::Engine(e)) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("reopening the store: {e}"),
+        }
+    }
+    panic!("the previous store instance never released its lock")
+}
+
+fn all(s: &Store) -> Vec<LogRecord> {
+    let upto = *s.durable_cursor().borrow();
+    s.read_log(0, upto, usize::MAX).unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_get_contiguous_cursors_and_one_incident_per_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = enforced_store(dir.path()).await;
+    let mut tasks = Vec::new();
+    for t in 0..4u64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for b in 0..10u64 {
+                let evs: Vec<_> = (0..5u64)
+                    .map(|i| event(&format!("{t}-{b}-{i}"), 100 + b * 5 + i, "/bin/sh"))
+                    .collect();
+                s.ingest(
+                    &format!("node{t}"),
+                    &evs,
+                    &procguard_core::policy::Policies::default(),
+                    SystemTime::now(),
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let recs = all(&s);
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r.cursor, i as u64 + 1, "cursors are contiguous");
+    }
+    let deviations = recs
+        .iter()
+        .filter(|r| matches!(r.body, RecordBody::Deviation { .. }))
+        .count();
+    assert_eq!(deviations, 200);
+    let (incidents, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+    assert_eq!(incidents.len(), 1, "one executable in one container");
+    assert_eq!(incidents[0].count, 200);
+    assert_eq!(incidents[0].severity, Severity::High);
+    assert_eq!(s.last_cursor(), recs.last().unwrap().cursor);
+    // A replayed batch adds nothing.
+    s.ingest(
+        "node0",
+        &[event("0-0-0", 100, "/bin/sh")],
+        &procguard_core::policy::Policies::default(),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(all(&s).len(), recs.len());
+}
+
+#[tokio::test]
+async fn cursors_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let last = {
+        let s = enforced_store(dir.path()).await;
+        s.ingest(
+            "n1",
+            &[event("d1", 2, "/bin/sh")],
+            &procguard_core::policy::Policies::default(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+        s.last_cursor()
+    };
+    let s = reopen(dir.path(), DEFAULT_TAIL_RECORDS);
+    assert_eq!(*s.durable_cursor().borrow(), last);
+    s.ingest(
+        "n1",
+        &[event("d2", 3, "/bin/sh")],
+        &procguard_core::policy::Policies::default(),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    let recs = all(&s);
+    assert_eq!(recs[recs.len() - 2].cursor, last + 1);
+}
+
+#[tokio::test]
+async fn retention_makes_old_cursors_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = enforced_store(dir.path()).await;
+    for i in 0..20u64 {
+        s.ingest(
+            "n1",
+            &[event(&format!("d{i}"), 2 + i, "/bin/sh")],
+            &procguard_core::policy::Policies::default(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    }
+    let total = all(&s).len() as u64;
+    let keep = Retention {
+        max_age: Duration::from_secs(3600),
+        max_bytes: s.log_bytes() / 2,
+    };
+    let out = s.enforce_retention(keep, SystemTime::now()).await.unwrap();
+    assert!(out.removed > 0 && out.removed < total, "{out:?}");
+    assert!(s.log_bytes() <= keep.max_bytes);
+    assert_eq!(
+        s.check_cursor(0).unwrap(),
+        Err(OutOfRange {
+            after: 0,
+            oldest: out.floor + 1
+        })
+    );
+    assert_eq!(s.check_cursor(out.floor).unwrap(), Ok(()));
+    let upto = *s.durable_cursor().borrow();
+    assert!(s.read_log(0, upto, 10).unwrap().is_err());
+    let rest = s.read_log(out.floor, upto, usize::MAX).unwrap().unwrap();
+    assert_eq!(rest.len() as u64, total - out.removed);
+    // By age: everything older than "now + 2h minus 1h" goes.
+    let later = SystemTime::now() + Duration::from_secs(7200);
+    s.enforce_retention(keep, later).await.unwrap();
+    assert!(s.read_log(out.floor, upto, 10).unwrap().is_err());
+}
+
+#[tokio::test]
+async fn health_counters_raise_one_blind_incident_and_silence_is_flagged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let t0 = SystemTime::now();
+    let r = |dropped, partial| HealthReport {
+        dropped,
+        partial,
+        kernel_losses: 0,
+    };
+    assert!(s.sensor_health("n1", r(0, 0), t0).await.unwrap().is_none());
+    // Partial events are coverage, not blindness: no incident, however many.
+    assert!(s.sensor_health("n1", r(0, 40), t0).await.unwrap().is_none());
+    let i = s.sensor_health("n1", r(3, 40), t0).await.unwrap().unwrap();
+    assert!(
+        i.severity_reason.contains("3 dropped"),
+        "{}",
+        i.severity_reason
+    );
+    assert!(s.sensor_health("n1", r(3, 90), t0).await.unwrap().is_none());
+    // A restarted sensor starts counting again from zero.
+    let again = s.sensor_health("n1", r(1, 2), t0).await.unwrap().unwrap();
+    assert_eq!(again.id, i.id);
+    assert_eq!(again.count, 2);
+    let later = t0 + Duration::from_secs(300);
+    let silent = s
+        .silent_sensors(Duration::from_secs(60), t0, later)
+        .await
+        .unwrap();
+    assert_eq!(silent.len(), 1);
+    assert!(silent[0].severity_reason.contains("has not reported"));
+    assert!(s
+        .silent_sensors(Duration::from_secs(60), t0, later)
+        .await
+        .unwrap()
+        .is_empty());
+    // A server that just started does not flag sensors it could not have heard from.
+    assert!(s
+        .silent_sensors(Duration::from_secs(60), later, later)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn actions_follow_the_lifecycle_and_land_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = enforced_store(dir.path()).await;
+    s.ingest(
+        "n1",
+        &[event("d1", 2, "/usr/bin/id")],
+        &procguard_core::policy::Policies::default(),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+    let id = list[0].id.clone();
+    let n: u64 = id.parse().unwrap();
+    let i = s
+        .incident_action(n, Action::Acknowledge, "alice", "looking")
+        .await
+        .unwrap();
+    assert!(i.changed);
+    assert_eq!(
+        i.incident.state,
+        procguard_core::incident::IncidentState::Acknowledged
+    );
+    // A repeat succeeds, changes nothing and appends nothing.
+    let cursor = s.last_cursor();
+    let again = s
+        .incident_action(n, Action::Acknowledge, "bob", "")
+        .await
+        .unwrap();
+    assert!(!again.changed);
+    assert_eq!(again.incident, i.incident);
+    assert_eq!(s.last_cursor(), cursor);
+    s.incident_action(n, Action::Resolve, "alice", "fine")
+        .await
+        .unwrap();
+    let err = s
+        .incident_action(n, Action::Allow, "alice", "")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already resolved"), "{err}");
+    assert!(matches!(
+        s.incident_action(999, Action::Resolve, "a", "").await,
+        Err(StoreError::NotFound(_))
+    ));
+    // The same executable again after resolution opens a new incident.
+    s.ingest(
+        "n1",
+        &[event("d2", 3, "/usr/bin/id")],
+        &procguard_core::policy::Policies::default(),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+    assert_eq!(list.len(), 2);
+    let states: Vec<_> = all(&s)
+        .into_iter()
+        .filter_map(|r| match r.body {
+            RecordBody::Incident(i) => Some((i.id, i.state.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (id.clone(), "open"),
+            (id.clone(), "acknowledged"),
+            (id, "resolved"),
+            (list[1].id.clone(), "open")
+        ]
+    );
+}
+
+fn policies() -> procguard_core::policy::Policies {
+    procguard_core::policy::Policies::default()
+}
+
+#[tokio::test]
+async fn an_exec_session_into_an_enforced_workload_is_one_incident_unless_recorded_only() {
+    use procguard_core::incident::{IncidentFilter, IncidentKind};
+    use procguard_core::policy::{Policies, PolicyFile};
+    use procguard_core::ExecContext;
+    let session = |id: &str, seq: u64, exe: &str, session: &str| {
+        let mut e = event(id, seq, exe);
+        e.process.context = ExecContext::ExecSession;
+        e.process.exec_session = Some(session.into());
+        e
+    };
+    let sessions = |s: &Store| -> Vec<Incident> {
+        s.incidents(&IncidentFilter::default(), None, 100)
+            .unwrap()
+            .0
+            .into_iter()
+            .filter(|i| i.kind == IncidentKind::ExecSession)
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = enforced(Store::open(dir.path()).unwrap()).await;
+    // Two processes of one session (the second allowed: `/app` is in the baseline), then
+    // another session: two incidents, the first counting both processes.
+    let alert = policies();
+    s.ingest(
+        "n1",
+        &[
+            session("s1", 10, "/bin/sh", "n1/100/1"),
+            session("s2", 11, "/app", "n1/100/1"),
+            session("s3", 12, "/app", "n1/200/1"),
+        ],
+        &alert,
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    let got = sessions(&s);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(got[0].count, 2);
+    assert_eq!(got[0].exe_path, "/bin/sh");
+    assert_eq!(got[1].count, 1);
+    // The same workload under a record-only rule: no new incident.
+    let file: PolicyFile = serde_yaml::from_str(
+        "rules:\n- namespace: shop\n  mode: require-approval\n  exec_sessions: record-only\n",
+    )
+    .unwrap();
+    let quiet = Policies::compile(Default::default(), &file).unwrap();
+    assert_eq!(
+        web().namespace,
+        "shop",
+        "the rule must match the test workload"
+    );
+    s.ingest(
+        "n1",
+        &[session("s4", 13, "/app", "n1/300/1")],
+        &quiet,
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sessions(&s).len(), 2);
+}
+
+/// Ingests `n` single-deviation batches; returns the last cursor.
+async fn deviations(s: &Store, from: u64, n: u64) -> u64 {
+    for i in from..from + n {
+        s.ingest(
+            "n1",
+            &[event(&format!("d{i}"), 10 + i, "/bin/sh")],
+            &policies(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    }
+    s.last_cursor()
+}
+
+fn cursors(v: &[Arc<SharedRecord>]) -> Vec<u64> {
+    v.iter().map(|r| r.cursor).collect()
+}
+
+#[tokio::test]
+async fn live_readers_take_the_shared_tail_and_laggards_read_sled_with_the_same_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = enforced(Store::open_with_tail(dir.path(), 16).unwrap()).await;
+    let last = deviations(&s, 0, 30).await;
+    assert_eq!(s.tail_len(), 16, "the tail is bounded");
+    let upto = *s.durable_cursor().borrow();
+    assert_eq!(upto, last);
+    // At the live edge: from memory, contiguous, capped by `limit` and `upto`.
+    let (recent, source) = s.read_records(last - 5, upto, 100).unwrap().unwrap();
+    assert_eq!(source, ReadSource::Tail);
+    assert_eq!(cursors(&recent), ((last - 4)..=last).collect::<Vec<_>>());
+    let (two, _) = s.read_records(last - 5, last - 3, 100).unwrap().unwrap();
+    assert_eq!(cursors(&two), vec![last - 4, last - 3]);
+    // Behind the tail: from sled, and a reader walking forward switches to the tail.
+    let mut after = 0;
+    let mut sources = Vec::new();
+    let mut seen = Vec::new();
+    while after < upto {
+        let (batch, source) = s.read_records(after, upto, 7).unwrap().unwrap();
+        sources.push(source);
+        seen.extend(cursors(&batch));
+        after = batch.last().unwrap().cursor;
+    }
+    assert_eq!(seen, (1..=upto).collect::<Vec<_>>(), "no gap, no duplicate");
+    assert_eq!(sources.first(), Some(&ReadSource::Storage));
+    assert_eq!(sources.last(), Some(&ReadSource::Tail));
+    // The tail holds what sled holds.
+    let from_sled = s.read_log(last - 3, upto, 10).unwrap().unwrap();
+    let (from_tail, _) = s.read_records(last - 3, upto, 10).unwrap().unwrap();
+    assert_eq!(
+        serde_json::to_string(&from_sled).unwrap(),
+        serde_json::to_string(&from_tail.iter().map(|r| &r.record).collect::<Vec<_>>()).unwrap()
+    );
+    // Nothing past the durable cursor, even when asked.
+    let (none, _) = s.read_records(upto, upto + 10, 10).unwrap().unwrap();
+    assert!(none.is_empty());
+    // A store without a tail reads everything from sled.
+    drop(s);
+    let s = reopen(dir.path(), 0);
+    deviations(&s, 100, 2).await;
+    let upto = *s.durable_cursor().borrow();
+    let (b, source) = s.read_records(upto - 1, upto, 10).unwrap().unwrap();
+    assert_eq!((b.len(), source), (1, ReadSource::Storage));
+}
+
+#[tokio::test]
+async fn retention_applies_to_the_tail_too_and_takes_deviations_with_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = enforced_store(dir.path()).await;
+    let last = deviations(&s, 0, 20).await;
+    // Each deviation is stored once, in its log record.
+    let logged = |s: &Store, after: u64| -> Vec<String> {
+        let upto = *s.durable_cursor().borrow();
+        s.read_log(after, upto, usize::MAX)
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r.body {
+                RecordBody::Deviation { deviation, .. } => Some(deviation.event_id),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(logged(&s, 0).len(), 20);
+    let keep = Retention {
+        max_age: Duration::from_secs(3600),
+        max_bytes: s.log_bytes() / 2,
+    };
+    let out = s.enforce_retention(keep, SystemTime::now()).await.unwrap();
+    assert!(out.removed > 0, "{out:?}");
+    assert!(out.deviations_removed > 0, "{out:?}");
+    assert!(s.log_bytes() <= keep.max_bytes);
+    // The deviations retention did not count as removed are all still in the log.
+    let left = logged(&s, out.floor);
+    assert_eq!(left.len() as u64, 20 - out.deviations_removed);
+    let upto = *s.durable_cursor().borrow();
+    // The tail still holds records under the floor; a reader there is told, not served.
+    assert!(s.tail_len() as u64 > last - out.floor);
+    assert_eq!(
+        s.read_records(out.floor - 1, upto, 10)
+            .unwrap()
+            .unwrap_err(),
+        OutOfRange {
+            after: out.floor - 1,
+            oldest: out.floor + 1
+        }
+    );
+    assert!(s.read_records(out.floor, upto, 10).unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn event_ids_are_remembered_for_at_least_the_retention_age_then_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = enforced_store(dir.path()).await;
+    let keep = Retention {
+        max_age: Duration::from_secs(3600),
+        max_bytes: 1 << 30,
+    };
+    let t0 = SystemTime::now();
+    assert_eq!(replay(&s, "old").await, 0);
+    // Younger than the age: nothing rotates.
+    let out = s
+        .enforce_retention(keep, t0 + Duration::from_secs(1800))
+        .await
+        .unwrap();
+    assert!(!out.event_ids_rotated);
+    // Past the age: a new generation; the old IDs are still recognised.
+    let out = s
+        .enforce_retention(keep, t0 + Duration::from_secs(3700))
+        .await
+        .unwrap();
+    assert!(out.event_ids_rotated);
+    assert_eq!(out.event_ids_removed, 0);
+    assert_eq!(
+        replay(&s, "old").await,
+        1,
+        "one age after: still a duplicate"
+    );
+    assert_eq!(replay(&s, "newer").await, 0);
+    // Survives a restart: generations live in sled.
+    let remembered = s.event_ids_remembered();
+    drop(s);
+    let s = reopen(dir.path(), DEFAULT_TAIL_RECORDS);
+    assert_eq!(s.event_ids_remembered(), remembered);
+    assert_eq!(replay(&s, "old").await, 1);
+    // Another age later, the first generation is dropped and counted.
+    let out = s
+        .enforce_retention(keep, t0 + Duration::from_secs(7400))
+        .await
+        .unwrap();
+    assert!(out.event_ids_rotated);
+    assert!(out.event_ids_removed >= 2, "{out:?}");
+    assert_eq!(
+        replay(&s, "newer").await,
+        1,
+        "the younger generation is kept"
+    );
+    assert_eq!(
+        replay(&s, "old").await,
+        0,
+        "past twice the age, an ID is forgotten"
+    );
+}
+
+#[tokio::test]
+async fn event_ids_rotate_by_size_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = enforced_store(dir.path()).await;
+    for i in 0..40u64 {
+        s.ingest(
+            "n1",
+            &[event(&format!("id-{i:04}"), 10 + i, "/app")],
+            &policies(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    }
+    // 41 IDs of 7 bytes; half of 400 bytes is passed.
+    let keep = Retention {
+        max_age: Duration::from_secs(3600),
+        max_bytes: 400,
+    };
+    let out = s.enforce_retention(keep, SystemTime::now()).await.unwrap();
+    assert!(out.event_ids_rotated);
+    let out = s.enforce_retention(keep, SystemTime::now()).await.unwrap();
+    assert!(!out.event_ids_rotated, "the new generation is empty");
+    assert_eq!(s.event_ids_remembered(), 41);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_actions_on_one_incident_have_one_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = enforced_store(dir.path()).await;
+    deviations(&s, 0, 1).await;
+    let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+    let n: u64 = list[0].id.parse().unwrap();
+    let version = s.baseline(&web(), 0).unwrap().version;
+    let before = s.last_cursor();
+    let mut tasks = Vec::new();
+    for (p, action) in [
+        Action::Resolve,
+        Action::Allow,
+        Action::Resolve,
+        Action::Allow,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            (
+                action,
+                s.incident_action(n, action, &format!("p{p}"), "").await,
+            )
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let end = s.incident(n).unwrap();
+    let winner = if end.state == procguard_core::incident::IncidentState::Allowed {
+        Action::Allow
+    } else {
+        Action::Resolve
+    };
+    for (action, r) in &results {
+        match r {
+            Ok(o) => {
+                assert_eq!(*action, winner, "only the winning action succeeds");
+                assert_eq!(o.incident.state, end.state);
+            }
+            Err(e) => {
+                assert_ne!(*action, winner);
+                assert!(e.to_string().contains("already"), "{e}");
+            }
+        }
+    }
+    let changed = results
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_ok_and(|o| o.changed))
+        .count();
+    assert_eq!(changed, 1, "one action changed the incident");
+    assert_eq!(s.last_cursor(), before + 1, "one incident record");
+    let b = s.baseline(&web(), 0).unwrap();
+    let allowed = b.elements.contains_key(&end.element_key());
+    assert_eq!(allowed, winner == Action::Allow);
+    assert_eq!(
+        b.version,
+        version + u64::from(allowed),
+        "at most one new version"
+    );
+}
