@@ -8,25 +8,45 @@ use serde_json::{json, Value};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Audit {
-    /// List audit records.
+    /// List audit records, newest first (--oldest-first for the other way).
     List {
         /// Only records after this id.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, env = "PROCGUARD_AUDIT_AFTER", default_value_t = 0)]
         after: u64,
-        #[arg(long, default_value_t = 100)]
+        /// At most this many: the newest, or with --oldest-first the oldest (at most 1000).
+        #[arg(long, env = "PROCGUARD_LIMIT", default_value_t = 100)]
         limit: u32,
+        /// Oldest (lowest id) first, as the log was written.
+        #[arg(long, env = "PROCGUARD_OLDEST_FIRST")]
+        oldest_first: bool,
+        /// Only records at or after this time: RFC 3339, or a duration ago (2h, 7d).
+        #[arg(long, env = "PROCGUARD_SINCE", value_parser = crate::render::time_arg)]
+        since: Option<std::time::SystemTime>,
+        /// Only records before this time: RFC 3339, or a duration ago.
+        #[arg(long, env = "PROCGUARD_BEFORE", value_parser = crate::render::time_arg)]
+        before: Option<std::time::SystemTime>,
     },
 }
 
 /// Runs one `audit` subcommand.
 pub(crate) async fn run(cli: &Cli, cmd: &Audit) -> anyhow::Result<()> {
-    let Audit::List { after, limit } = cmd;
+    let Audit::List {
+        after,
+        limit,
+        oldest_first,
+        since,
+        before,
+    } = cmd;
     let c = Client::connect(cli).await?;
     let mut api = pb::audit_service_client::AuditServiceClient::new(c.channel.clone());
     let r = api
         .list_audit(c.req(pb::ListAuditRequest {
             after_id: *after,
             limit: *limit,
+            newest_first: !oldest_first,
+            before_id: 0,
+            since: since.map(procguard_proto::convert::timestamp),
+            before: before.map(procguard_proto::convert::timestamp),
         })?)
         .await?
         .into_inner();

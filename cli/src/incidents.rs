@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 #[derive(Debug, Subcommand)]
 pub enum Incidents {
-    /// List incidents (newest last).
+    /// List incidents, newest first (--oldest-first for the other way).
     List {
         /// Only this namespace.
         #[arg(short, long, env = "PROCGUARD_NAMESPACE")]
@@ -21,9 +21,18 @@ pub enum Incidents {
         /// Only this state: open, acknowledged, resolved, allowed.
         #[arg(long, env = "PROCGUARD_INCIDENT_STATE")]
         state: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
+        /// At most this many: the newest, or with --oldest-first the oldest.
+        #[arg(long, env = "PROCGUARD_LIMIT", default_value_t = 100)]
         limit: u32,
+        /// Oldest (lowest ID) first.
+        #[arg(long, env = "PROCGUARD_OLDEST_FIRST")]
+        oldest_first: bool,
+        /// Only incidents last seen at or after this time: RFC 3339, or a duration ago (2h, 7d).
+        #[arg(long, env = "PROCGUARD_SINCE", value_parser = crate::render::time_arg)]
+        since: Option<std::time::SystemTime>,
+        /// Only incidents last seen before this time: RFC 3339, or a duration ago.
+        #[arg(long, env = "PROCGUARD_BEFORE", value_parser = crate::render::time_arg)]
+        before: Option<std::time::SystemTime>,
     },
     /// Show one incident with its sample events.
     Get { id: String },
@@ -308,6 +317,9 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
             min_severity,
             state,
             limit,
+            oldest_first,
+            since,
+            before,
         } => {
             let state = match state.as_deref() {
                 None => pb::IncidentState::Unspecified,
@@ -335,6 +347,9 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
                         state: state as i32,
                         page_size: (*limit as usize - all.len()).min(1000) as u32,
                         page_token: token.clone(),
+                        newest_first: !oldest_first,
+                        since: since.map(procguard_proto::convert::timestamp),
+                        before: before.map(procguard_proto::convert::timestamp),
                     })?)
                     .await?
                     .into_inner();

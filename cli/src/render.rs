@@ -164,3 +164,42 @@ pub(crate) fn content_cell(approved: &[String]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// A point in time as people type it: RFC 3339 (`2026-12-03T04:00:00Z`), or a duration ago
+/// (`90s`, `30m`, `2h`, `7d`).
+pub(crate) fn time_arg(s: &str) -> Result<std::time::SystemTime, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    match humantime::parse_duration(s) {
+        Ok(ago) => std::time::SystemTime::now()
+            .checked_sub(ago)
+            .ok_or_else(|| format!("'{s}' reaches before the epoch")),
+        Err(_) => Err(format!(
+            "'{s}' is neither a time (2026-12-03T04:00:00Z) nor a duration ago (30m, 2h, 7d)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn times_are_read_as_instants_or_durations_ago() {
+        assert_eq!(
+            time_arg("2026-12-03T04:00:00Z").unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_796_270_400)
+        );
+        let ago = SystemTime::now()
+            .duration_since(time_arg("2h").unwrap())
+            .unwrap();
+        assert!(
+            ago >= Duration::from_secs(7200) && ago < Duration::from_secs(7260),
+            "{ago:?}"
+        );
+        let e = time_arg("yesterday").unwrap_err();
+        assert!(e.contains("30m, 2h, 7d"), "{e}");
+    }
+}

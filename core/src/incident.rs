@@ -823,6 +823,10 @@ pub struct IncidentFilter {
     pub min_severity: Option<Severity>,
     /// Only this state.
     pub state: Option<IncidentState>,
+    /// Only incidents last seen at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only incidents last seen before this time.
+    pub before: Option<SystemTime>,
 }
 
 impl IncidentFilter {
@@ -831,6 +835,8 @@ impl IncidentFilter {
         self.namespace.as_ref().is_none_or(|n| n == i.namespace())
             && self.min_severity.is_none_or(|s| i.severity >= s)
             && self.state.is_none_or(|s| s == i.state)
+            && self.since.is_none_or(|t| i.last_seen >= t)
+            && self.before.is_none_or(|t| i.last_seen < t)
     }
 }
 
@@ -1414,9 +1420,22 @@ pub(crate) mod tests {
                 namespace: ns.map(str::to_string),
                 min_severity: sev,
                 state: st,
+                ..Default::default()
             }
             .matches(&i)
         };
+        // Last seen at t(1): since is inclusive, before exclusive.
+        let when = |since: Option<u64>, before: Option<u64>| {
+            IncidentFilter {
+                since: since.map(t),
+                before: before.map(t),
+                ..Default::default()
+            }
+            .matches(&i)
+        };
+        assert!(when(Some(1), None) && !when(Some(2), None));
+        assert!(when(None, Some(2)) && !when(None, Some(1)));
+        assert!(when(Some(0), Some(5)));
         assert!(f(None, None, None));
         assert!(f(
             Some("shop"),

@@ -165,6 +165,128 @@ async fn deviations_group_into_incidents_with_severity_and_a_lifecycle() {
         .contains("has not reported"));
 }
 
+/// The IDs of a listing, in its order.
+fn ids(list: &[Value]) -> Vec<u64> {
+    list.iter()
+        .map(|i| i["id"].as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_show_the_newest_first_and_filter_by_time() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
+        .await
+        .unwrap();
+    let w = grpc::workload("shop", "web");
+    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
+        .await
+        .unwrap();
+    // Five incidents, one executable each, opened in this order.
+    for n in 0..5 {
+        let exe = format!("/tmp/tool{n}");
+        let evs = sensor.events(&w, &[exe.as_str()]);
+        sensor.send_acked(evs).await.unwrap();
+    }
+    let all = incidents(&pki, &server, &["--oldest-first"]);
+    let ascending = ids(&all);
+    assert_eq!(ascending.len(), 5, "{all:#?}");
+    assert!(ascending.windows(2).all(|p| p[0] < p[1]), "{ascending:?}");
+
+    // The default: newest first, and --limit keeps the newest (it used to keep the oldest,
+    // hiding new incidents behind old ones).
+    let newest = ids(&incidents(&pki, &server, &["--limit", "2"]));
+    assert_eq!(newest, vec![ascending[4], ascending[3]]);
+    let oldest = ids(&incidents(
+        &pki,
+        &server,
+        &["--limit", "2", "--oldest-first"],
+    ));
+    assert_eq!(oldest, vec![ascending[0], ascending[1]]);
+    // Paging newest first (the CLI pages by 1000; a small page size goes through the API).
+    let ch = grpc::channel(&pki, &server.url(), None).await.unwrap();
+    let mut api = procguard_proto::v1::incident_service_client::IncidentServiceClient::new(ch);
+    let mut token = String::new();
+    let mut paged = Vec::new();
+    loop {
+        let r = api
+            .list_incidents(grpc::req(
+                &pki,
+                "viewer",
+                procguard_proto::v1::ListIncidentsRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                    newest_first: true,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        paged.extend(r.incidents.iter().map(|i| i.id.parse::<u64>().unwrap()));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    let mut descending = ascending.clone();
+    descending.reverse();
+    assert_eq!(paged, descending, "newest-first pages");
+
+    // --since and --before bound the last-seen time: RFC 3339 or a duration ago.
+    assert_eq!(incidents(&pki, &server, &["--since", "1h"]).len(), 5);
+    assert!(incidents(&pki, &server, &["--before", "1h"]).is_empty());
+    let future = "2999-01-01T00:00:00Z";
+    assert!(incidents(&pki, &server, &["--since", future]).is_empty());
+    assert_eq!(incidents(&pki, &server, &["--before", future]).len(), 5);
+    let bad = ctl(
+        &pki,
+        &server,
+        "viewer",
+        &["incidents", "list", "--since", "yesterday"],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("a duration ago (30m, 2h, 7d)"));
+
+    // The audit log: newest first too, and bounded by time.
+    let _ = ctl(
+        &pki,
+        &server,
+        "viewer",
+        &["baselines", "reset", "c/shop/deployment/web/app"],
+    );
+    let audit = |args: &[&str]| {
+        let mut all = vec!["audit", "list"];
+        all.extend(args);
+        ctl_json(&pki, &server, "siem", &all)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    // A read may itself be audited after it answers: compare with what each read saw.
+    let latest = audit(&["--limit", "1"]);
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0]["action"], "ResetBaseline", "{latest:?}");
+    assert_eq!(latest[0]["result"], "denied", "{latest:?}");
+    let every = audit(&["--oldest-first", "--limit", "1000"]);
+    assert!(every.len() >= 2);
+    assert!(every
+        .windows(2)
+        .all(|p| p[0]["id"].as_u64() < p[1]["id"].as_u64()));
+    assert!(every.iter().any(|r| r["id"] == latest[0]["id"]));
+    let newest = audit(&["--limit", "3"]);
+    assert!(newest
+        .windows(2)
+        .all(|p| p[0]["id"].as_u64() > p[1]["id"].as_u64()));
+    assert!(newest[0]["id"].as_u64() >= every.last().unwrap()["id"].as_u64());
+    assert!(audit(&["--since", future]).is_empty());
+    assert!(audit(&["--since", "1h", "--limit", "1000"]).len() >= every.len());
+    assert!(audit(&["--before", "1h"]).is_empty());
+}
+
 #[test]
 fn allowing_an_incident_updates_the_baseline_on_the_sensors() {
     if !require_root_and_docker() {

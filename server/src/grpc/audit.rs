@@ -3,8 +3,8 @@
 
 use super::baseline::{page_size, store_status};
 use crate::auth::{Gate, Role};
-use crate::store::{AuditEntry, AuditOutcome, SharedStorage};
-use procguard_proto::convert::timestamp;
+use crate::store::{AuditEntry, AuditOutcome, AuditQuery, Order, SharedStorage};
+use procguard_proto::convert::{system_time, timestamp};
 use procguard_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -53,9 +53,21 @@ impl pb::audit_service_server::AuditService for AuditApi {
             .allow(&request, Role::Siem, "ListAudit", "")
             .await?;
         let r = request.get_ref();
+        let query = AuditQuery {
+            after: r.after_id,
+            before_id: (r.before_id > 0).then_some(r.before_id),
+            since: r.since.as_ref().map(system_time),
+            before: r.before.as_ref().map(system_time),
+            limit: page_size(r.limit),
+            order: if r.newest_first {
+                Order::NewestFirst
+            } else {
+                Order::OldestFirst
+            },
+        };
         let result = self
             .store
-            .audit_log(r.after_id, page_size(r.limit))
+            .audit_log(&query)
             .map_err(store_status)
             .map(|records| pb::ListAuditResponse {
                 records: records.iter().map(audit_to_pb).collect(),

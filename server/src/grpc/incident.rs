@@ -16,9 +16,10 @@
 
 use crate::auth::{Gate, Role};
 use crate::hub::Hub;
-use crate::store::{SharedStorage, StoreError};
+use crate::store::{Order, SharedStorage, StoreError};
 use procguard_core::incident::{Action, IncidentFilter};
 use procguard_proto::convert::incident::{incident_to_pb, severity_filter, state_filter};
+use procguard_proto::convert::system_time;
 use procguard_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -136,6 +137,13 @@ impl pb::incident_service_server::IncidentService for IncidentApi {
                 namespace: (!r.namespace.is_empty()).then(|| r.namespace.clone()),
                 min_severity: severity_filter(r.min_severity, "min_severity").map_err(invalid)?,
                 state: state_filter(r.state, "state").map_err(invalid)?,
+                since: r.since.as_ref().map(system_time),
+                before: r.before.as_ref().map(system_time),
+            };
+            let order = if r.newest_first {
+                Order::NewestFirst
+            } else {
+                Order::OldestFirst
             };
             let after = match r.page_token.as_str() {
                 "" => None,
@@ -154,7 +162,7 @@ impl pb::incident_service_server::IncidentService for IncidentApi {
             };
             let (list, next) = self
                 .store
-                .incidents(&filter, after, page_size(r.page_size))
+                .incidents(&filter, after, page_size(r.page_size), order)
                 .map_err(status)?;
             Ok(pb::ListIncidentsResponse {
                 incidents: list.iter().map(|i| incident_to_pb(i, false)).collect(),

@@ -286,7 +286,10 @@ fn acknowledged_writes_survive_a_crash(engine: &str, test: &str) {
         .iter()
         .any(|h| h.version == version));
     let stored: BTreeSet<u64> = s
-        .audit_log(0, usize::MAX)
+        .audit_log(&AuditQuery {
+            limit: usize::MAX,
+            ..Default::default()
+        })
         .unwrap()
         .iter()
         .map(|a| a.id)

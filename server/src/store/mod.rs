@@ -208,8 +208,42 @@ pub trait AuditStore: Send + Sync {
     /// Appends an audit record (and its log record), durably; returns its id.
     async fn audit(&self, entry: AuditEntry) -> Result<u64>;
 
-    /// Audit records with id above `after`, oldest first, at most `limit`.
-    fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>>;
+    /// Audit records passing `query`, at most `query.limit`, in its order.
+    fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>>;
+}
+
+/// Which way a listing runs: by number, oldest (lowest) or newest (highest) first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Lowest number first; a page continues above the last number returned.
+    #[default]
+    OldestFirst,
+    /// Highest number first; a page continues below the last number returned.
+    NewestFirst,
+}
+
+/// What part of the audit log to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only ids above this.
+    pub after: u64,
+    /// Only ids below this.
+    pub before_id: Option<u64>,
+    /// Only records at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only records before this time.
+    pub before: Option<SystemTime>,
+    /// At most this many.
+    pub limit: usize,
+    /// Which end first.
+    pub order: Order,
+}
+
+impl AuditQuery {
+    /// Whether `e` passes the time bounds (the id bounds are the range read).
+    pub fn matches(&self, e: &AuditEntry) -> bool {
+        self.since.is_none_or(|t| e.at >= t) && self.before.is_none_or(|t| e.at < t)
+    }
 }
 
 /// Incidents and the lifecycle actions people take on them.
@@ -218,13 +252,14 @@ pub trait IncidentStore: Send + Sync {
     /// One incident by number (`Incident::id` is its text form).
     fn incident(&self, id: u64) -> Result<Incident>;
 
-    /// Incidents passing `filter`, numbered above `after`, at most `limit`, with the number
-    /// to continue after for the next page.
+    /// Incidents passing `filter`, numbered beyond `cursor` in `order` (above it oldest
+    /// first, below it newest first), at most `limit`, with the cursor of the next page.
     fn incidents(
         &self,
         filter: &IncidentFilter,
-        after: Option<u64>,
+        cursor: Option<u64>,
         limit: usize,
+        order: Order,
     ) -> Result<(Vec<Incident>, Option<u64>)>;
 
     /// Applies a lifecycle action to an incident, durably, with its log record.

@@ -6,7 +6,7 @@
 //! across restarts, so an id never repeats.
 
 use super::{dec, enc, tx_err, Store};
-use crate::store::{AuditEntry, AuditStore, RecordBody, Result};
+use crate::store::{AuditEntry, AuditQuery, AuditStore, Order, RecordBody, Result};
 use sled::Transactional;
 
 #[tonic::async_trait]
@@ -30,12 +30,28 @@ impl AuditStore for Store {
         Ok(entry.id)
     }
 
-    /// Audit records with id greater than `after`, oldest first.
-    fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
-        self.audit
-            .range((after + 1).to_be_bytes()..)
-            .take(limit)
-            .map(|kv| dec("audit", &kv?.1))
-            .collect()
+    /// Audit records between the query's ids, in its order, passing its time bounds.
+    fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let low = query.after.saturating_add(1).to_be_bytes();
+        let range = match query.before_id {
+            Some(b) => self.audit.range(low..b.to_be_bytes()),
+            None => self.audit.range(low..),
+        };
+        let range: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            match query.order {
+                Order::OldestFirst => Box::new(range),
+                Order::NewestFirst => Box::new(range.rev()),
+            };
+        let mut out = Vec::new();
+        for kv in range {
+            if out.len() == query.limit {
+                break;
+            }
+            let entry: AuditEntry = dec("audit", &kv?.1)?;
+            if query.matches(&entry) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
     }
 }

@@ -10,7 +10,9 @@
 use super::baselines::write_version;
 use super::log::Appender;
 use super::{abort, be, dec, enc, tx_err, Store, TxError};
-use crate::store::{ActionOutcome, DeviationRecord, IncidentStore, RecordBody, Result, StoreError};
+use crate::store::{
+    ActionOutcome, DeviationRecord, IncidentStore, Order, RecordBody, Result, StoreError,
+};
 use procguard_core::incident::{self, Action, Applied, Incident, IncidentFilter};
 use procguard_core::Baseline;
 use sled::transaction::TransactionalTree;
@@ -194,13 +196,24 @@ impl IncidentStore for Store {
     fn incidents(
         &self,
         filter: &IncidentFilter,
-        after: Option<u64>,
+        cursor: Option<u64>,
         limit: usize,
+        order: Order,
     ) -> Result<(Vec<Incident>, Option<u64>)> {
-        let start = after.map_or(0, |a| a.saturating_add(1));
+        let tree = &self.log.incidents;
+        let range: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match order {
+            Order::OldestFirst => {
+                let start = cursor.map_or(0, |a| a.saturating_add(1));
+                Box::new(tree.range(start.to_be_bytes()..))
+            }
+            Order::NewestFirst => match cursor {
+                Some(c) => Box::new(tree.range(..c.to_be_bytes()).rev()),
+                None => Box::new(tree.iter().rev()),
+            },
+        };
         let mut out: Vec<Incident> = Vec::new();
         let mut last = 0;
-        for kv in self.log.incidents.range(start.to_be_bytes()..) {
+        for kv in range {
             let (k, v) = kv?;
             let i: Incident = dec("incidents", &v)?;
             if filter.matches(&i) {

@@ -100,7 +100,9 @@ async fn concurrent_batches_get_contiguous_cursors_and_one_incident_per_group() 
         .filter(|r| matches!(r.body, RecordBody::Deviation { .. }))
         .count();
     assert_eq!(deviations, 200);
-    let (incidents, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+    let (incidents, _) = s
+        .incidents(&IncidentFilter::default(), None, 10, Order::OldestFirst)
+        .unwrap();
     assert_eq!(incidents.len(), 1, "one executable in one container");
     assert_eq!(incidents[0].count, 200);
     assert_eq!(incidents[0].severity, Severity::High);
@@ -242,7 +244,9 @@ async fn actions_follow_the_lifecycle_and_land_in_the_log() {
     )
     .await
     .unwrap();
-    let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+    let (list, _) = s
+        .incidents(&IncidentFilter::default(), None, 10, Order::OldestFirst)
+        .unwrap();
     let id = list[0].id.clone();
     let n: u64 = id.parse().unwrap();
     let i = s
@@ -284,7 +288,9 @@ async fn actions_follow_the_lifecycle_and_land_in_the_log() {
     )
     .await
     .unwrap();
-    let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+    let (list, _) = s
+        .incidents(&IncidentFilter::default(), None, 10, Order::OldestFirst)
+        .unwrap();
     assert_eq!(list.len(), 2);
     let states: Vec<_> = all(&s)
         .into_iter()
@@ -320,7 +326,7 @@ async fn an_exec_session_into_an_enforced_workload_is_one_incident_unless_record
         e
     };
     let sessions = |s: &Store| -> Vec<Incident> {
-        s.incidents(&IncidentFilter::default(), None, 100)
+        s.incidents(&IncidentFilter::default(), None, 100, Order::OldestFirst)
             .unwrap()
             .0
             .into_iter()
@@ -566,7 +572,9 @@ async fn concurrent_actions_on_one_incident_have_one_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let s = enforced_store(dir.path()).await;
     deviations(&s, 0, 1).await;
-    let (list, _) = s.incidents(&IncidentFilter::default(), None, 10).unwrap();
+    let (list, _) = s
+        .incidents(&IncidentFilter::default(), None, 10, Order::OldestFirst)
+        .unwrap();
     let n: u64 = list[0].id.parse().unwrap();
     let version = s.baseline(&web(), 0).unwrap().version;
     let before = s.last_cursor();
