@@ -1,7 +1,8 @@
 //! procguard sensor.
 //!
-//! [`capture`] subscribes to the kernel's [`netlink`] proc connector and, after a full
-//! [`procfs`] scan, follows every fork, exec and exit; the [`tracker`] attributes each process
+//! [`capture`] follows every fork, exec and exit, after a full [`procfs`] scan, from one of
+//! two backends (`--capture`): the kernel's exec, fork and exit tracepoints through [`ebpf`]
+//! (argv, cgroup and IDs recorded at the exec itself), or the [`netlink`] proc connector; the [`tracker`] attributes each process
 //! to its container ([`cgroup`]) and workload; the [`uplink`] streams the events to the server
 //! over mTLS and matches them against the enforced baselines it pushes back.
 //!
@@ -15,6 +16,7 @@ pub mod capture;
 pub mod cgroup;
 pub mod cgroupns;
 pub mod config;
+pub mod ebpf;
 pub mod fanotify;
 pub mod metrics;
 pub mod multicall;
@@ -148,10 +150,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             erx
         }
     };
+    let ebpf = ebpf_source(&settings)?;
+    let backend = if ebpf.is_some() { "ebpf" } else { "netlink" };
+    metrics.set_capture_backend(backend);
     let threads = capture::start(
         tracker,
         tx,
         metrics.clone(),
+        ebpf,
         settings.netlink_netns.as_deref(),
         settings.capture_nice,
         shutdown.clone(),
@@ -171,6 +177,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!(
         message = "procguard-sensor running.",
         node = %settings.node_name,
+        capture = backend,
         server = settings.uplink.as_ref().map(|u| u.url.as_str()).unwrap_or("(none: JSON lines only)"),
         admin = %settings.admin_addr
     );
@@ -192,6 +199,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 fanotify_on,
                 procguard_proto::v1::SensorCapability::FanotifyExec,
             ),
+            (
+                backend == "ebpf",
+                procguard_proto::v1::SensorCapability::EbpfExec,
+            ),
+            (
+                backend == "netlink",
+                procguard_proto::v1::SensorCapability::ProcConnector,
+            ),
         ]
         .into_iter()
         .filter_map(|(on, c)| on.then_some(c))
@@ -212,4 +227,41 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     .await;
     tracing::info!(message = "procguard-sensor stopped.");
     Ok(())
+}
+
+/// The eBPF backend when `--capture` asks for it and the kernel allows it. `auto` falls back
+/// to the proc connector (`None`) with one log line saying why and what to do; `ebpf` fails.
+fn ebpf_source(settings: &Settings) -> anyhow::Result<Option<capture::EbpfSource>> {
+    use config::CaptureMode;
+    if settings.capture == CaptureMode::Netlink {
+        return Ok(None);
+    }
+    match ebpf::Capture::open(settings.ebpf_ring_bytes) {
+        Ok(capture) => {
+            let cgroups = ebpf::CgroupIds::find(&settings.proc_root, &settings.cgroup_root);
+            match &cgroups {
+                Some(c) => tracing::info!(
+                    message = "Capturing with eBPF: exec, fork and exit tracepoints; cgroup IDs resolved through the cgroup-v2 mount.",
+                    mount = %c.mount().display()
+                ),
+                None => tracing::info!(
+                    message = "Capturing with eBPF: exec, fork and exit tracepoints; no cgroup-v2 mount under --cgroup-root, so cgroups are read from /proc.",
+                    cgroup_root = %settings.cgroup_root.display()
+                ),
+            }
+            Ok(Some(capture::EbpfSource { capture, cgroups }))
+        }
+        Err(error) if settings.capture == CaptureMode::Auto => {
+            tracing::warn!(
+                message = "Capturing with the netlink proc connector: eBPF capture is not possible here.",
+                reason = %error,
+                cause = ?std::error::Error::source(&error).map(ToString::to_string),
+                hint = error.hint()
+            );
+            Ok(None)
+        }
+        Err(error) => Err(anyhow::Error::new(error).context(
+            "--capture ebpf: cannot capture with eBPF (use --capture auto to fall back to the netlink proc connector)",
+        )),
+    }
 }
