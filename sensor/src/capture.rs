@@ -471,7 +471,8 @@ impl Processor {
                     .as_mut()
                     .and_then(|s| s.cgroups.as_mut())
                     .and_then(|c| c.line(e.cgroup_id));
-                let early = self.tracker.read_early(e.pid);
+                // argv is the kernel's: only the executable is read.
+                let early = self.tracker.read_early_with(e.pid, false);
                 let facts = AtExec {
                     ppid: e.ppid,
                     uid: e.uid,

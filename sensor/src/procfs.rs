@@ -439,6 +439,22 @@ impl ProcReader {
     /// Reads what a process loses soonest and what no kernel event carries: its executable's
     /// link and its command line.
     pub fn read_urgent(&self, pid: u32) -> ProcInfo {
+        let mut info = self.read_exe_link(pid);
+        if let Some((argv, truncated)) = read_cmdline(&self.path(pid, "cmdline")) {
+            // An exiting process (or a zombie) has lost its address space, and the kernel then
+            // shows its command line as empty: its argv is gone, not empty. Only a process
+            // that still has one ran with no arguments at all (argc 0).
+            if !argv.is_empty() || self.has_address_space(pid) {
+                info.argv = Some(argv);
+                info.argv_truncated = truncated;
+            }
+        }
+        info
+    }
+
+    /// Reads only the executable's link (when argv is known without `/proc`: recorded by the
+    /// kernel at the exec).
+    pub fn read_exe_link(&self, pid: u32) -> ProcInfo {
         let mut info = ProcInfo {
             pid,
             ..Default::default()
@@ -450,15 +466,6 @@ impl ProcReader {
             info.exe_deleted_unknown = plain_link(&link).is_none();
             info.exe = Some(link.clone());
             info.exe_link = Some(link);
-        }
-        if let Some((argv, truncated)) = read_cmdline(&self.path(pid, "cmdline")) {
-            // An exiting process (or a zombie) has lost its address space, and the kernel then
-            // shows its command line as empty: its argv is gone, not empty. Only a process
-            // that still has one ran with no arguments at all (argc 0).
-            if !argv.is_empty() || self.has_address_space(pid) {
-                info.argv = Some(argv);
-                info.argv_truncated = truncated;
-            }
         }
         info
     }

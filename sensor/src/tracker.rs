@@ -640,8 +640,21 @@ impl Tracker {
     /// be at the path the exe link reads is that file ([`ExecWatch::claim_exec`]). Only
     /// otherwise is `/proc/<pid>/exe` opened.
     pub fn read_early(&self, pid: u32) -> EarlyRead {
+        self.read_early_with(pid, true)
+    }
+
+    /// [`Tracker::read_early`], reading the command line only when `argv` (not when the
+    /// kernel recorded it at the exec: [`Tracker::with_exec_facts`] adds it).
+    pub fn read_early_with(&self, pid: u32, argv: bool) -> EarlyRead {
+        let urgent = |pid| {
+            if argv {
+                self.reader.read_urgent(pid)
+            } else {
+                self.reader.read_exe_link(pid)
+            }
+        };
         let Some(w) = &self.exec_watch else {
-            let mut info = self.reader.read_urgent(pid);
+            let mut info = urgent(pid);
             let exe = self.reader.open_exe(pid);
             self.reader.resolve_exe(&mut info, exe.as_ref());
             return EarlyRead {
@@ -651,7 +664,7 @@ impl Tracker {
                 info,
             };
         };
-        let mut info = self.reader.read_urgent(pid);
+        let mut info = urgent(pid);
         // The process may have exec'd again before this read: `/proc` then shows the later
         // program, whose own exec event follows. This exec is named from the kernel's record
         // as for a process gone, and the argv read is not its own.
