@@ -33,9 +33,11 @@ pub const BUILT: bool = cfg!(procguard_ebpf);
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exec.bpf.o"));
 
 /// Ring buffer size when not overridden. An exec record is 616 bytes plus its argv (a few
-/// dozen bytes usually, 64 KiB at most): about 12,000 ordinary execs, over a second of a
-/// 10,000 execs/s storm while the reader is descheduled. Past it records are counted lost.
-pub const RING_BYTES: u32 = 8 * 1024 * 1024;
+/// dozen bytes usually, 64 KiB at most): about 1,600 ordinary execs, over a second of a
+/// 1,000 execs/s storm while the reader is descheduled (it drains every 10 ms). Past it
+/// records are counted lost. Its pages are mapped into the sensor (twice, for wrap-around), so
+/// it is most of what eBPF adds to the sensor's RSS: 8 MiB cost 16 MiB (docs/BENCHMARKS.md).
+pub const RING_BYTES: u32 = 1024 * 1024;
 
 /// Records taken from the ring buffer per round at most, so that forks and exits between
 /// rounds are applied while a storm lasts.
@@ -363,6 +365,8 @@ pub struct CgroupIds {
     root: String,
     paths: HashMap<u64, String>,
     walked: Option<Instant>,
+    /// cgroup v2 is mounted beside v1 controllers (under `--cgroup-root`, not at it).
+    hybrid: bool,
 }
 
 impl CgroupIds {
@@ -371,11 +375,13 @@ impl CgroupIds {
     pub fn find(proc_root: &Path, cgroup_root: &Path) -> Option<Self> {
         let info = std::fs::read_to_string(proc_root.join("self/mountinfo")).ok()?;
         let (mount, root) = cgroup2_mount(&info, cgroup_root)?;
+        let hybrid = mount != cgroup_root;
         let mut ids = Self {
             mount,
             root,
             paths: HashMap::new(),
             walked: None,
+            hybrid,
         };
         ids.walk();
         Some(ids)
@@ -387,13 +393,19 @@ impl CgroupIds {
     }
 
     /// The `/proc/<pid>/cgroup` line the kernel would show for the cgroup `id`, when it is
-    /// (still) in the tree.
+    /// (still) in the tree. On a hybrid host, not for the v2 root: a runtime that places its
+    /// containers in the v1 controllers only leaves them there, and only `/proc` (every
+    /// hierarchy's line) can say where they are.
     pub fn line(&mut self, id: u64) -> Option<String> {
         if !self.paths.contains_key(&id) && self.walked.is_none_or(|t| t.elapsed() >= REWALK_EVERY)
         {
             self.walk();
         }
-        self.paths.get(&id).map(|p| format!("0::{p}\n"))
+        let path = self.paths.get(&id)?;
+        if self.hybrid && path == &self.root {
+            return None;
+        }
+        Some(format!("0::{path}\n"))
     }
 
     fn walk(&mut self) {
@@ -542,6 +554,10 @@ mod tests {
         let rel = path.trim_start_matches('/');
         let dir = ids.mount().join(rel);
         let ino = std::fs::metadata(&dir).unwrap().ino();
-        assert_eq!(ids.line(ino), Some(format!("0::{path}\n")));
+        let want = (!ids.hybrid || path != "/").then(|| format!("0::{path}\n"));
+        assert_eq!(ids.line(ino), want);
+        // The root itself is left to /proc on a hybrid host.
+        let root = std::fs::metadata(ids.mount()).unwrap().ino();
+        assert_eq!(ids.line(root).is_none(), ids.hybrid);
     }
 }
