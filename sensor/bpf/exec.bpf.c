@@ -7,15 +7,17 @@
  * At exec everything is read from the exec'ing task while it is still in the kernel: its
  * IDs, parent, start time, cgroup (v2, the default hierarchy), the file name as invoked, the
  * executed file's identity (device, inode, link count, file system magic, its own name) and
- * argv from the new image's stack, bounded (ARGV_BYTES) with truncation flagged. Nothing here
- * races the process's exit.
+ * argv from the new image's initial stack, bounded as the sensor bounds /proc reads (MAX_ARGS
+ * arguments, each read with ARG_READ bytes) with truncation flagged. Nothing here races the
+ * process's exit. An exec record is built in a per-CPU scratch slot and copied into the ring
+ * buffer at its real length.
  *
  * Wake-ups are batched by the ring buffer's adaptive notification (flags 0): the kernel wakes
  * the reader only for a record committed when the reader had caught up; while the reader
  * pauses between drains (DRAIN_EVERY in capture.rs) records accumulate without a wake-up.
  *
- * A record that does not fit is never dropped silently: the failed reservation is counted in
- * the per-CPU `losses` map, which the sensor folds into its loss accounting.
+ * A record that does not fit is never dropped silently: each failed reservation or output is
+ * counted in the per-CPU `losses` map, which the sensor folds into its loss accounting.
  *
  * Licence: dual, so that the kernel grants the GPL-only helpers (bpf_probe_read_user, ...).
  */
