@@ -438,6 +438,27 @@ mod tests {
     }
 
     #[test]
+    fn capture_is_auto_by_default_and_the_ring_a_power_of_two() {
+        let ok = validate(&[]).unwrap();
+        assert_eq!(ok.capture, CaptureMode::Auto);
+        assert_eq!(ok.ebpf_ring_bytes, crate::ebpf::RING_BYTES);
+        assert_eq!(
+            validate(&["--capture", "netlink"]).unwrap().capture,
+            CaptureMode::Netlink
+        );
+        for bad in ["5000", "2048"] {
+            let err = validate(&["--ebpf-ring-bytes", bad]).unwrap_err();
+            assert!(err.0.contains("power of two of at least 4096"), "{}", err.0);
+        }
+        assert_eq!(
+            validate(&["--ebpf-ring-bytes", "16384"])
+                .unwrap()
+                .ebpf_ring_bytes,
+            16384
+        );
+    }
+
+    #[test]
     fn runtime_state_roots_must_be_absolute() {
         let err = validate(&["--docker-root", "var/lib/docker"]).unwrap_err();
         assert!(
