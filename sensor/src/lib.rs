@@ -2,12 +2,14 @@
 //!
 //! [`capture`] follows every fork, exec and exit, after a full [`procfs`] scan, from one of
 //! two backends (`--capture`): the kernel's exec, fork and exit tracepoints through [`ebpf`]
-//! (argv, cgroup and IDs recorded at the exec itself), or the [`netlink`] proc connector; the [`tracker`] attributes each process
-//! to its container ([`cgroup`]) and workload; the [`uplink`] streams the events to the server
-//! over mTLS and matches them against the enforced baselines it pushes back.
+//! (argv, cgroup and IDs recorded at the exec itself), or the [`netlink`] proc connector; the
+//! [`tracker`] attributes each process to its container ([`cgroup`]) and workload; the
+//! [`uplink`] streams the events to the server over mTLS and matches them against the
+//! enforced baselines it pushes back.
 //!
-//! Threads: `pg-process` receives execs and reads `/proc` (and, with `--fanotify`, the exec
-//! identities), `pg-netlink` drains the socket of every other kernel event, `pg-hash` hashes
+//! Threads: `pg-process` receives execs (from the eBPF ring buffer, or the proc connector's
+//! exec socket) and reads `/proc` (and, with `--fanotify`, the exec identities), `pg-netlink`
+//! (proc connector only) drains the socket of every other kernel event, `pg-hash` hashes
 //! files not hashed yet (see [`capture`]); the pod watch and the [`pods`]
 //! enricher (with `--pod-metadata kube`) and the uplink run on tokio. One cancellation token
 //! stops them all.
@@ -252,10 +254,13 @@ fn ebpf_source(settings: &Settings) -> anyhow::Result<Option<capture::EbpfSource
             Ok(Some(capture::EbpfSource { capture, cgroups }))
         }
         Err(error) if settings.capture == CaptureMode::Auto => {
+            let cause = std::error::Error::source(&error)
+                .map(ToString::to_string)
+                .unwrap_or_default();
             tracing::warn!(
                 message = "Capturing with the netlink proc connector: eBPF capture is not possible here.",
                 reason = %error,
-                cause = ?std::error::Error::source(&error).map(ToString::to_string),
+                %cause,
                 hint = error.hint()
             );
             Ok(None)
