@@ -6,6 +6,10 @@
 #   cargo build --release -p procguard-sensor -p procguard-server && cargo build --release -p procguard-tests --bin exec_storm
 #   sudo bench/exec_storm.sh [RATE=1000] [DURATION=20] [BURST=20000] [FANOTIFY=1] [UPLINK=1]
 #                            [SHAPE=exec|joined] [CGNS=1] [PEER=path/to/other/procguard-sensor]
+#                            [CAPTURE=auto|ebpf|netlink]
+#
+# CAPTURE picks the sensor's capture backend (--capture; auto, the default, is eBPF where the
+# kernel and privileges allow).
 #
 # SHAPE=joined: each storm worker starts on the host and then moves itself into its cgroup
 # without exec-ing again (how `runc exec` and shells moved into a pod's cgroup start children).
@@ -45,6 +49,7 @@ cpu_pct() { # pid ticks_before seconds
 flags=()
 # fanotify is on by default; FANOTIFY=0 turns it off explicitly for the comparison run.
 if [ "$FANOTIFY" = 1 ]; then flags+=(--fanotify on); else flags+=(--fanotify off); fi
+flags+=(--capture "${CAPTURE:-auto}")
 UPLINK=${UPLINK:-0}
 if [ "$UPLINK" = 1 ]; then
   SERVER=${SERVER:-target/release/procguard-server}
@@ -127,5 +132,5 @@ scpu=$(cpu_pct $SPID $s0 $secs); fcpu=$(cpu_pct $FPID $f0 $secs)
 for _ in $(seq 20); do r=$(rss_kb $SPID); [ "$r" -gt "$max" ] && max=$r; sleep 0.25; done
 echo "{\"phase\":\"burst\",\"driver\":$(cat "$OUT/burst.driver.json"),\"seconds\":$secs,\"sensor_cpu_pct\":$scpu,\"forkstat_cpu_pct\":$fcpu,\"sensor_rss_max_kb\":$max,\"sensor_hwm_kb\":$(hwm_kb $SPID),\"score\":$("$DRIVER" score --truth "$OUT/burst.truth" --events "$OUT/events.jsonl" --forkstat "$OUT/forkstat.txt")}"
 scrape() { exec 3<>"/dev/tcp/127.0.0.1/$PORT"; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3; exec 3<&-; }
-echo "sensor metrics (losses): $(scrape | grep -E 'queue_drops|kernel_losses|sequence_gaps|resyncs|fanotify|events_seen|events_partial|late_forks|exec_lost' | grep -v '^#' | tr '\n' ' ')"
+echo "sensor metrics (losses): $(scrape | grep -E 'capture_backend|ebpf_ring_losses|queue_drops|kernel_losses|sequence_gaps|resyncs|fanotify|events_seen|events_partial|late_forks|exec_lost' | grep -v '^#' | tr '\n' ' ')"
 echo "output in $OUT"

@@ -45,7 +45,7 @@ use crate::netlink::{
 };
 use crate::origin::{settle_copy_up, CopyUp};
 use crate::procfs::{hash_file, HashCache};
-use crate::tracker::{EarlyRead, Observed, Tracker};
+use crate::tracker::{AtExec, EarlyRead, Observed, Tracker};
 use procguard_core::{Completeness, ProcessEvent};
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -137,19 +137,34 @@ fn lock(q: &Shared) -> std::sync::MutexGuard<'_, EventQueue> {
     q.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Starts capture. Process events go to `out` (bounded; the caller sizes it). Returns when
-/// the threads are running, or the error that prevented subscribing.
+/// The eBPF backend: the attached kernel side and the cgroup-v2 ID map (absent on a
+/// cgroup-v1-only host, where cgroups are read from `/proc` as with netlink).
+#[derive(Debug)]
+pub struct EbpfSource {
+    /// The attached programs and their ring buffer.
+    pub capture: crate::ebpf::Capture,
+    /// cgroup IDs to paths.
+    pub cgroups: Option<crate::ebpf::CgroupIds>,
+}
+
+/// Starts capture, from `ebpf` when given, else from the proc connector. Process events go
+/// to `out` (bounded; the caller sizes it). Returns when the threads are running, or the
+/// error that prevented subscribing.
 pub fn start(
     tracker: Tracker,
     out: tokio::sync::mpsc::Sender<ProcessEvent>,
     metrics: Metrics,
+    ebpf: Option<EbpfSource>,
     netns: Option<&std::path::Path>,
     nice: i32,
     shutdown: CancellationToken,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     // Subscribe before scanning, so nothing starting during the scan is missed; duplicates
-    // between scan and stream are harmless (the server is idempotent per element).
-    let (exec, queue) = if netlink::kernel_has_filter() {
+    // between scan and stream are harmless (the server is idempotent per element). The eBPF
+    // programs are attached already.
+    let (exec, queue) = if ebpf.is_some() {
+        (None, None)
+    } else if netlink::kernel_has_filter() {
         let exec = ProcConnector::open(SOCKET_BUFFER, netns, PROC_EVENT_EXEC)?;
         let rest = ProcConnector::open(SOCKET_BUFFER, netns, PROC_EVENT_ALL & !PROC_EVENT_EXEC)?;
         let queue = Arc::new(Mutex::new(EventQueue {
@@ -157,14 +172,16 @@ pub fn start(
             events: VecDeque::new(),
             lost: false,
         }));
-        (exec, Some(queue))
+        (Some(exec), Some(queue))
     } else {
         (
-            ProcConnector::open(SOCKET_BUFFER, netns, PROC_EVENT_ALL)?,
+            Some(ProcConnector::open(SOCKET_BUFFER, netns, PROC_EVENT_ALL)?),
             None,
         )
     };
-    exec.set_timeout(TICK)?;
+    if let Some(exec) = &exec {
+        exec.set_timeout(TICK)?;
+    }
     // Both subscriptions are live from here: an event stamped earlier may have reached one
     // socket and not the other, which is no loss.
     let gaps_from = netlink::monotonic_ns();
@@ -201,6 +218,7 @@ pub fn start(
                     let mut p = Processor {
                         tracker,
                         exec,
+                        ebpf,
                         queue,
                         carried: Vec::new(),
                         awaiting_fork: HashMap::new(),
@@ -278,7 +296,10 @@ fn drain(
 /// The processing thread's state.
 struct Processor {
     tracker: Tracker,
-    exec: ProcConnector,
+    /// The proc connector's exec socket (netlink backend).
+    exec: Option<ProcConnector>,
+    /// The eBPF backend, instead of the sockets.
+    ebpf: Option<EbpfSource>,
     queue: Option<Shared>,
     /// Forks and exits stamped after the last cut, waiting for the next round.
     carried: Vec<Stamped>,
@@ -328,6 +349,9 @@ impl Round {
 
 impl Processor {
     fn run(&mut self, shutdown: &CancellationToken) {
+        if self.ebpf.is_some() {
+            return self.run_ebpf(shutdown);
+        }
         let mut execs = Vec::with_capacity(EXEC_BATCH);
         while !shutdown.is_cancelled() {
             let mut lost = false;
@@ -372,6 +396,100 @@ impl Processor {
         }
         self.release_waiters(true);
         self.flush();
+    }
+
+    /// The eBPF backend's loop: waits for records (up to [`TICK`]), takes what the ring buffer
+    /// holds, and plays it as one round in the ring buffer's order (the kernel's commit
+    /// order: a process's fork, exec and exit in the order they happened). Then pauses
+    /// [`DRAIN_EVERY`] while records keep coming, so a steady stream costs one wake-up per
+    /// period (the kernel side wakes the reader only once it has caught up). Records lost for
+    /// want of room are counted and followed by a `/proc` rescan, as a proc connector overrun.
+    fn run_ebpf(&mut self, shutdown: &CancellationToken) {
+        let mut records = Vec::with_capacity(crate::ebpf::RECORDS_PER_ROUND);
+        while !shutdown.is_cancelled() {
+            let Some(src) = &mut self.ebpf else {
+                return;
+            };
+            if let Err(e) = src.capture.wait(TICK) {
+                tracing::error!(message = "eBPF ring buffer wait failed; capture stopped.", error = %e);
+                self.metrics.capture_failed.inc();
+                break;
+            }
+            src.capture
+                .drain(&mut records, crate::ebpf::RECORDS_PER_ROUND);
+            let lost = src.capture.take_losses();
+            if lost > 0 {
+                self.metrics.kernel_losses.inc_by(lost);
+                self.metrics.ebpf_ring_losses.inc_by(lost);
+                tracing::warn!(
+                    message = "eBPF ring buffer full: events lost; rescanning /proc.",
+                    lost
+                );
+            }
+            let busy = !records.is_empty();
+            let round: Vec<Round> = records.drain(..).map(|r| self.ebpf_round(r)).collect();
+            if !self.play(round, u64::MAX, lost > 0) {
+                return;
+            }
+            if busy {
+                std::thread::sleep(DRAIN_EVERY);
+            }
+        }
+        self.release_waiters(true);
+        self.flush();
+    }
+
+    /// One eBPF record as the round's event: an exec is read at once (the executable, for
+    /// its hash and origin) and carries the kernel's own record of it ([`AtExec`]).
+    fn ebpf_round(&mut self, r: crate::ebpf::Record) -> Round {
+        use crate::ebpf::Record;
+        let at = |timestamp_ns, event| Stamped {
+            cpu: 0,
+            seq: 0,
+            timestamp_ns,
+            event,
+        };
+        match r {
+            Record::Fork {
+                ppid,
+                pid,
+                ktime_ns,
+            } => Round::Other(at(
+                ktime_ns,
+                ProcEvent::Fork {
+                    parent_tgid: ppid,
+                    child_pid: pid,
+                    child_tgid: pid,
+                },
+            )),
+            Record::Exit { pid, ktime_ns } => {
+                Round::Other(at(ktime_ns, ProcEvent::Exit { pid, tgid: pid }))
+            }
+            Record::Exec(e) => {
+                let cgroup = self
+                    .ebpf
+                    .as_mut()
+                    .and_then(|s| s.cgroups.as_mut())
+                    .and_then(|c| c.line(e.cgroup_id));
+                // argv is the kernel's: only the executable is read.
+                let early = self.tracker.read_early_with(e.pid, false);
+                let facts = AtExec {
+                    ppid: e.ppid,
+                    uid: e.uid,
+                    gid: e.gid,
+                    start_boottime_ns: e.start_boottime_ns,
+                    comm: e.comm,
+                    argv: e.argv,
+                    argv_truncated: e.argv_truncated,
+                    exe_id: (e.exe_dev, e.exe_ino),
+                    cgroup,
+                };
+                Round::Exec(
+                    at(e.ktime_ns, ProcEvent::Exec { tgid: e.pid }),
+                    self.tracker.with_exec_facts(early, facts),
+                )
+            }
+        }
     }
 
     /// Applies one round: the execs read and the other events received, with the events
@@ -475,9 +593,12 @@ impl Processor {
         lost: &mut bool,
         wait: bool,
     ) -> std::io::Result<()> {
+        let Some(exec) = &mut self.exec else {
+            return Ok(());
+        };
         let mut first = wait;
         while into.len() < EXEC_BATCH {
-            let batch = match self.exec.recv_many(first, into) {
+            let batch = match exec.recv_many(first, into) {
                 Ok(b) => b,
                 Err(e) if is_transient(&e) => return Ok(()),
                 Err(e) => return Err(e),
@@ -755,7 +876,8 @@ mod tests {
         let hashing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let p = Processor {
             tracker,
-            exec,
+            exec: Some(exec),
+            ebpf: None,
             queue: None,
             carried: Vec::new(),
             awaiting_fork: HashMap::new(),

@@ -86,6 +86,15 @@ pub struct Config {
         default_missing_value = "on"
     )]
     pub fanotify: FanotifyMode,
+    /// How process events are captured: "auto" (eBPF where the kernel has BTF and the sensor
+    /// may load BPF programs, else the netlink proc connector with one log line saying why),
+    /// "ebpf" (refuse to start without it), or "netlink".
+    #[arg(long, env = "PROCGUARD_CAPTURE", value_enum, default_value = "auto")]
+    pub capture: CaptureMode,
+    /// eBPF ring buffer size in bytes (a power of two, at least 4096). For tests that need
+    /// the ring buffer to overflow.
+    #[arg(long, env = "PROCGUARD_EBPF_RING_BYTES", default_value_t = crate::ebpf::RING_BYTES, hide = true)]
+    pub ebpf_ring_bytes: u32,
     /// Docker's state directory as the sensor sees it: the name and Compose labels of a
     /// container outside any pod are read from `containers/<id>/config.v2.json` under it
     /// (absent: such containers are identified by their ID).
@@ -157,6 +166,10 @@ pub struct Settings {
     pub pod_metadata: Option<PodMetadata>,
     /// fanotify exec identities.
     pub fanotify: FanotifyMode,
+    /// The capture backend asked for.
+    pub capture: CaptureMode,
+    /// eBPF ring buffer size in bytes.
+    pub ebpf_ring_bytes: u32,
     /// Docker's state directory (standalone container names).
     pub docker_root: PathBuf,
     /// Podman's state directory (standalone container names).
@@ -175,6 +188,17 @@ pub enum FanotifyMode {
     /// Off.
     #[value(alias = "false")]
     Off,
+}
+
+/// How process events are captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaptureMode {
+    /// eBPF where possible, else netlink with one log line saying why.
+    Auto,
+    /// eBPF only: the sensor does not start without it.
+    Ebpf,
+    /// The netlink proc connector only.
+    Netlink,
 }
 
 /// Where pod metadata comes from.
@@ -208,6 +232,12 @@ impl Config {
             return Err(ConfigError(format!(
                 "--proc-root '{}' does not look like a proc filesystem (no 'self' or '1' inside)",
                 self.proc_root.display()
+            )));
+        }
+        if !self.ebpf_ring_bytes.is_power_of_two() || self.ebpf_ring_bytes < 4096 {
+            return Err(ConfigError(format!(
+                "--ebpf-ring-bytes must be a power of two of at least 4096; got {}",
+                self.ebpf_ring_bytes
             )));
         }
         if !self.cgroup_root.is_dir() {
@@ -341,6 +371,8 @@ impl Config {
             capture_nice: self.capture_nice,
             pod_metadata,
             fanotify: self.fanotify,
+            capture: self.capture,
+            ebpf_ring_bytes: self.ebpf_ring_bytes,
             docker_root: self.docker_root.clone(),
             podman_root: self.podman_root.clone(),
         })
@@ -403,6 +435,27 @@ mod tests {
             FanotifyMode::On
         );
         assert!(validate(&[]).unwrap().pod_metadata.is_none());
+    }
+
+    #[test]
+    fn capture_is_auto_by_default_and_the_ring_a_power_of_two() {
+        let ok = validate(&[]).unwrap();
+        assert_eq!(ok.capture, CaptureMode::Auto);
+        assert_eq!(ok.ebpf_ring_bytes, crate::ebpf::RING_BYTES);
+        assert_eq!(
+            validate(&["--capture", "netlink"]).unwrap().capture,
+            CaptureMode::Netlink
+        );
+        for bad in ["5000", "2048"] {
+            let err = validate(&["--ebpf-ring-bytes", bad]).unwrap_err();
+            assert!(err.0.contains("power of two of at least 4096"), "{}", err.0);
+        }
+        assert_eq!(
+            validate(&["--ebpf-ring-bytes", "16384"])
+                .unwrap()
+                .ebpf_ring_bytes,
+            16384
+        );
     }
 
     #[test]

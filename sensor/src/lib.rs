@@ -1,12 +1,15 @@
 //! procguard sensor.
 //!
-//! [`capture`] subscribes to the kernel's [`netlink`] proc connector and, after a full
-//! [`procfs`] scan, follows every fork, exec and exit; the [`tracker`] attributes each process
-//! to its container ([`cgroup`]) and workload; the [`uplink`] streams the events to the server
-//! over mTLS and matches them against the enforced baselines it pushes back.
+//! [`capture`] follows every fork, exec and exit, after a full [`procfs`] scan, from one of
+//! two backends (`--capture`): the kernel's exec, fork and exit tracepoints through [`ebpf`]
+//! (argv, cgroup and IDs recorded at the exec itself), or the [`netlink`] proc connector; the
+//! [`tracker`] attributes each process to its container ([`cgroup`]) and workload; the
+//! [`uplink`] streams the events to the server over mTLS and matches them against the
+//! enforced baselines it pushes back.
 //!
-//! Threads: `pg-process` receives execs and reads `/proc` (and, with `--fanotify`, the exec
-//! identities), `pg-netlink` drains the socket of every other kernel event, `pg-hash` hashes
+//! Threads: `pg-process` receives execs (from the eBPF ring buffer, or the proc connector's
+//! exec socket) and reads `/proc` (and, with `--fanotify`, the exec identities), `pg-netlink`
+//! (proc connector only) drains the socket of every other kernel event, `pg-hash` hashes
 //! files not hashed yet (see [`capture`]); the pod watch and the [`pods`]
 //! enricher (with `--pod-metadata kube`) and the uplink run on tokio. One cancellation token
 //! stops them all.
@@ -15,6 +18,7 @@ pub mod capture;
 pub mod cgroup;
 pub mod cgroupns;
 pub mod config;
+pub mod ebpf;
 pub mod fanotify;
 pub mod metrics;
 pub mod multicall;
@@ -194,10 +198,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             erx
         }
     };
+    let ebpf = ebpf_source(&settings)?;
+    let backend = if ebpf.is_some() { "ebpf" } else { "netlink" };
+    metrics.set_capture_backend(backend);
     let threads = capture::start(
         tracker,
         tx,
         metrics.clone(),
+        ebpf,
         settings.netlink_netns.as_deref(),
         settings.capture_nice,
         shutdown.clone(),
@@ -217,6 +225,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!(
         message = "procguard-sensor running.",
         node = %settings.node_name,
+        capture = backend,
         server = settings.uplink.as_ref().map(|u| u.url.as_str()).unwrap_or("(none: JSON lines only)"),
         admin = %settings.admin_addr
     );
@@ -238,6 +247,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 fanotify_on,
                 procguard_proto::v1::SensorCapability::FanotifyExec,
             ),
+            (
+                backend == "ebpf",
+                procguard_proto::v1::SensorCapability::EbpfExec,
+            ),
+            (
+                backend == "netlink",
+                procguard_proto::v1::SensorCapability::ProcConnector,
+            ),
         ]
         .into_iter()
         .filter_map(|(on, c)| on.then_some(c))
@@ -258,4 +275,44 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     .await;
     tracing::info!(message = "procguard-sensor stopped.");
     Ok(())
+}
+
+/// The eBPF backend when `--capture` asks for it and the kernel allows it. `auto` falls back
+/// to the proc connector (`None`) with one log line saying why and what to do; `ebpf` fails.
+fn ebpf_source(settings: &Settings) -> anyhow::Result<Option<capture::EbpfSource>> {
+    use config::CaptureMode;
+    if settings.capture == CaptureMode::Netlink {
+        return Ok(None);
+    }
+    match ebpf::Capture::open(settings.ebpf_ring_bytes) {
+        Ok(capture) => {
+            let cgroups = ebpf::CgroupIds::find(&settings.proc_root, &settings.cgroup_root);
+            match &cgroups {
+                Some(c) => tracing::info!(
+                    message = "Capturing with eBPF: exec, fork and exit tracepoints; cgroup IDs resolved through the cgroup-v2 mount.",
+                    mount = %c.mount().display()
+                ),
+                None => tracing::info!(
+                    message = "Capturing with eBPF: exec, fork and exit tracepoints; no cgroup-v2 mount under --cgroup-root, so cgroups are read from /proc.",
+                    cgroup_root = %settings.cgroup_root.display()
+                ),
+            }
+            Ok(Some(capture::EbpfSource { capture, cgroups }))
+        }
+        Err(error) if settings.capture == CaptureMode::Auto => {
+            let cause = std::error::Error::source(&error)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            tracing::warn!(
+                message = "Capturing with the netlink proc connector: eBPF capture is not possible here.",
+                reason = %error,
+                %cause,
+                hint = error.hint()
+            );
+            Ok(None)
+        }
+        Err(error) => Err(anyhow::Error::new(error).context(
+            "--capture ebpf: cannot capture with eBPF (use --capture auto to fall back to the netlink proc connector)",
+        )),
+    }
 }

@@ -19,7 +19,8 @@ pub struct Metrics {
     /// (the parent was descheduled between starting the child and reporting the fork); they
     /// waited for it and took their parent and container from it.
     pub late_forks: Counter,
-    /// Proc connector overruns (ENOBUFS).
+    /// Kernel-side losses: proc connector overruns (ENOBUFS), or eBPF records the ring buffer
+    /// had no room for (one per record).
     pub kernel_losses: Counter,
     /// Forward jumps in per-CPU sequence numbers (includes events the filter skips).
     pub sequence_gaps: Counter,
@@ -88,6 +89,11 @@ pub struct Metrics {
     /// 1 while fanotify exec identities are on; 0 when they were turned off or the kernel or
     /// privileges refused them (the log says why and what to grant).
     pub fanotify_enabled: Gauge,
+    /// 1 for the capture backend in use (`backend`: ebpf, netlink).
+    pub capture_backend: Family<Vec<(String, String)>, Gauge>,
+    /// eBPF records the ring buffer had no room for (each one event; also in
+    /// `kernel_losses`, which the health report carries).
+    pub ebpf_ring_losses: Counter,
 }
 
 impl Metrics {
@@ -95,6 +101,13 @@ impl Metrics {
     pub fn set_cgroup_view(&self, mode: &str) {
         self.cgroup_view
             .get_or_create(&vec![("mode".to_string(), mode.to_string())])
+            .set(1);
+    }
+
+    /// Records the capture backend in use.
+    pub fn set_capture_backend(&self, backend: &str) {
+        self.capture_backend
+            .get_or_create(&vec![("backend".to_string(), backend.to_string())])
             .set(1);
     }
 
@@ -134,7 +147,7 @@ impl Metrics {
         );
         r.register(
             "kernel_losses",
-            "Proc connector overruns (ENOBUFS)",
+            "Kernel-side losses: proc connector overruns (ENOBUFS), or eBPF records with no room in the ring buffer",
             self.kernel_losses.clone(),
         );
         r.register(
@@ -266,6 +279,16 @@ impl Metrics {
         ] {
             r.register(name, help, c.clone());
         }
+        r.register(
+            "capture_backend",
+            "The capture backend in use (1): ebpf (kernel tracepoints) or netlink (proc connector)",
+            self.capture_backend.clone(),
+        );
+        r.register(
+            "ebpf_ring_losses",
+            "eBPF records lost for want of room in the ring buffer (each also counted in kernel_losses)",
+            self.ebpf_ring_losses.clone(),
+        );
         r.register(
             "fanotify_enabled",
             "1 while fanotify exec identities are on (see the log when 0)",

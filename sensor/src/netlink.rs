@@ -517,9 +517,9 @@ impl Drop for ProcConnector {
     }
 }
 
-/// Waits up to `timeout` for a datagram to be queued on `fd`, without receiving it. `false`
-/// when the time passed.
-pub fn wait_readable(fd: &OwnedFd, timeout: std::time::Duration) -> io::Result<bool> {
+/// Waits up to `timeout` for a datagram (or, for the eBPF ring buffer, a record) to be queued
+/// on `fd`, without receiving it. `false` when the time passed.
+pub fn wait_readable(fd: &impl AsRawFd, timeout: std::time::Duration) -> io::Result<bool> {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,

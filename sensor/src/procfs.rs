@@ -63,6 +63,11 @@ pub struct ProcInfo {
     /// The process exec'd again before `/proc` was read: the executable and argv read were
     /// the later program's and were dropped (the executable comes from fanotify).
     pub superseded: bool,
+    /// argv, command name, parent, IDs and start time were recorded by the kernel at the exec
+    /// itself (eBPF capture), not read from `/proc`: no exit or later exec changed them.
+    pub at_exec: bool,
+    /// Likewise the cgroup (resolved from the cgroup ID the kernel recorded at exec).
+    pub cgroup_at_exec: bool,
 }
 
 /// Splits a raw cmdline into bounded argv.
@@ -434,6 +439,22 @@ impl ProcReader {
     /// Reads what a process loses soonest and what no kernel event carries: its executable's
     /// link and its command line.
     pub fn read_urgent(&self, pid: u32) -> ProcInfo {
+        let mut info = self.read_exe_link(pid);
+        if let Some((argv, truncated)) = read_cmdline(&self.path(pid, "cmdline")) {
+            // An exiting process (or a zombie) has lost its address space, and the kernel then
+            // shows its command line as empty: its argv is gone, not empty. Only a process
+            // that still has one ran with no arguments at all (argc 0).
+            if !argv.is_empty() || self.has_address_space(pid) {
+                info.argv = Some(argv);
+                info.argv_truncated = truncated;
+            }
+        }
+        info
+    }
+
+    /// Reads only the executable's link (when argv is known without `/proc`: recorded by the
+    /// kernel at the exec).
+    pub fn read_exe_link(&self, pid: u32) -> ProcInfo {
         let mut info = ProcInfo {
             pid,
             ..Default::default()
@@ -445,15 +466,6 @@ impl ProcReader {
             info.exe_deleted_unknown = plain_link(&link).is_none();
             info.exe = Some(link.clone());
             info.exe_link = Some(link);
-        }
-        if let Some((argv, truncated)) = read_cmdline(&self.path(pid, "cmdline")) {
-            // An exiting process (or a zombie) has lost its address space, and the kernel then
-            // shows its command line as empty: its argv is gone, not empty. Only a process
-            // that still has one ran with no arguments at all (argc 0).
-            if !argv.is_empty() || self.has_address_space(pid) {
-                info.argv = Some(argv);
-                info.argv_truncated = truncated;
-            }
         }
         info
     }
@@ -495,6 +507,15 @@ impl ProcReader {
         info.exe_deleted = name.deleted;
         info.exe_memfd = name.memfd;
         info.exe_deleted_unknown = name.deleted_unknown;
+    }
+
+    /// The start time of a process that started at `boottime_ns` (CLOCK_BOOTTIME), computed
+    /// as [`ProcReader::read_stat`] computes it from `/proc/<pid>/stat` (clock ticks after the
+    /// boot time), so both give the same time for the same process.
+    pub fn start_time_of_boottime(&self, boottime_ns: u64) -> Option<SystemTime> {
+        let ticks = boottime_ns / (1_000_000_000 / self.ticks.max(1));
+        let ms = ticks.checked_mul(1000)? / self.ticks;
+        self.boot_time?.checked_add(Duration::from_millis(ms))
     }
 
     /// Reads `/proc/<pid>/cgroup`, which decides whose process it is.

@@ -100,6 +100,32 @@ impl EarlyRead {
     }
 }
 
+/// What the kernel recorded at the exec itself, in the exec'ing task (eBPF capture): facts
+/// that neither the process's exit nor a later exec can change, so they stand over anything
+/// `/proc` shows later. The capture backend fills it; the tracker does not know which one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtExec {
+    /// Parent's process ID.
+    pub ppid: u32,
+    /// Real user ID.
+    pub uid: u32,
+    /// Real group ID.
+    pub gid: u32,
+    /// Start, nanoseconds of CLOCK_BOOTTIME.
+    pub start_boottime_ns: u64,
+    /// Command name after the exec.
+    pub comm: String,
+    /// argv, bounded.
+    pub argv: Vec<String>,
+    /// argv was cut.
+    pub argv_truncated: bool,
+    /// The executed file's (device, inode).
+    pub exe_id: (u64, u64),
+    /// Its cgroup at exec, as the `0::` line `/proc/<pid>/cgroup` shows this sensor; `None`
+    /// when the cgroup ID could not be resolved (then `/proc` is read as without it).
+    pub cgroup: Option<String>,
+}
+
 /// A process event with its executable held open, so it can be hashed after the process is
 /// gone.
 #[derive(Debug)]
@@ -122,13 +148,18 @@ pub struct Observed {
 fn forget_if_exited(info: &mut ProcInfo) {
     if info.superseded {
         // Alive, running a later program: its cgroup and IDs are still its own, its command
-        // name is the later program's.
-        info.comm = None;
+        // name is the later program's, unless the kernel recorded this exec's own (eBPF).
+        if !info.at_exec {
+            info.comm = None;
+        }
         return;
     }
+    // The kernel's record of the exec itself (eBPF) is the exec's own, whatever came after.
     if info.exe.is_none() {
-        info.cgroup = None;
-        if info.argv.as_ref().is_some_and(|a| a.is_empty()) {
+        if !info.cgroup_at_exec {
+            info.cgroup = None;
+        }
+        if !info.at_exec && info.argv.as_ref().is_some_and(|a| a.is_empty()) {
             info.argv = None;
         }
     }
@@ -609,8 +640,21 @@ impl Tracker {
     /// be at the path the exe link reads is that file ([`ExecWatch::claim_exec`]). Only
     /// otherwise is `/proc/<pid>/exe` opened.
     pub fn read_early(&self, pid: u32) -> EarlyRead {
+        self.read_early_with(pid, true)
+    }
+
+    /// [`Tracker::read_early`], reading the command line only when `argv` (not when the
+    /// kernel recorded it at the exec: [`Tracker::with_exec_facts`] adds it).
+    pub fn read_early_with(&self, pid: u32, argv: bool) -> EarlyRead {
+        let urgent = |pid| {
+            if argv {
+                self.reader.read_urgent(pid)
+            } else {
+                self.reader.read_exe_link(pid)
+            }
+        };
         let Some(w) = &self.exec_watch else {
-            let mut info = self.reader.read_urgent(pid);
+            let mut info = urgent(pid);
             let exe = self.reader.open_exe(pid);
             self.reader.resolve_exe(&mut info, exe.as_ref());
             return EarlyRead {
@@ -620,7 +664,7 @@ impl Tracker {
                 info,
             };
         };
-        let mut info = self.reader.read_urgent(pid);
+        let mut info = urgent(pid);
         // The process may have exec'd again before this read: `/proc` then shows the later
         // program, whose own exec event follows. This exec is named from the kernel's record
         // as for a process gone, and the argv read is not its own.
@@ -677,13 +721,35 @@ impl Tracker {
         }
     }
 
+    /// Adds what the kernel recorded at the exec to what `/proc` showed: those facts are the
+    /// exec's own and stand over the read ([`AtExec`]).
+    pub fn with_exec_facts(&self, mut early: EarlyRead, facts: AtExec) -> EarlyRead {
+        let info = &mut early.info;
+        info.at_exec = true;
+        info.ppid = Some(facts.ppid);
+        info.uid = Some(facts.uid);
+        info.gid = Some(facts.gid);
+        info.start_time = self.reader.start_time_of_boottime(facts.start_boottime_ns);
+        info.comm = Some(facts.comm);
+        info.argv = Some(facts.argv);
+        info.argv_truncated = facts.argv_truncated;
+        info.exe_id.get_or_insert(facts.exe_id);
+        if let Some(line) = facts.cgroup {
+            info.cgroup = Some(line);
+            info.cgroup_at_exec = true;
+        }
+        early
+    }
+
     /// Whether the exec read as `early` should wait for its fork: the process is unknown to
     /// the table (its fork not applied yet) and was already gone when `/proc` was read, so
-    /// only the fork can say its parent and container. The kernel reports a fork after waking
+    /// only the fork can say its parent and container. Never for an exec whose parent and
+    /// argv the kernel recorded at the exec ([`AtExec`]). The kernel reports a fork after waking
     /// the child, so a parent descheduled in between reports it after the child's exec (and
     /// exit) on another CPU.
     pub fn awaits_fork(&self, early: &EarlyRead) -> bool {
-        !self.table.contains_key(&early.info.pid)
+        !early.info.at_exec
+            && !self.table.contains_key(&early.info.pid)
             && (early.info.exe.is_none() || early.info.argv.is_none())
     }
 
@@ -705,13 +771,16 @@ impl Tracker {
         let pid = info.pid;
         let known = self.table.get(&pid);
         let mut lineage = None;
+        // What the kernel recorded at the exec is not read again.
         match known {
+            _ if info.cgroup_at_exec => {}
             Some(k) if matches!(k.placement, Placement::Container(_)) => {
                 lineage = Some(k.placement.clone());
             }
             _ => self.reader.read_cgroup(&mut info),
         }
         match known {
+            _ if info.at_exec => {}
             Some(k) if k.facts.start_time.is_some() => {
                 info.ppid = Some(k.ppid);
                 info.start_time = k.facts.start_time;
@@ -720,6 +789,7 @@ impl Tracker {
             _ => self.reader.read_stat(&mut info),
         }
         match known {
+            _ if info.at_exec => {}
             Some(k) if k.facts.uid.is_some() && k.facts.gid.is_some() => {
                 info.uid = k.facts.uid;
                 info.gid = k.facts.gid;

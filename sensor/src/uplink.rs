@@ -424,7 +424,6 @@ impl Uplink {
                 node_name: self.node.clone(),
                 sensor_version: env!("CARGO_PKG_VERSION").into(),
                 capabilities: [
-                    pb::SensorCapability::ProcConnector,
                     pb::SensorCapability::LocalEnforcement,
                     pb::SensorCapability::Spool,
                 ]

@@ -38,6 +38,65 @@ pub fn require(ok: bool, why: &str) -> bool {
     false
 }
 
+/// A capture backend of the sensor (`--capture`). Every capture test runs its body once per
+/// backend ([`per_backend!`]), so CI covers both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The kernel's exec, fork and exit tracepoints.
+    Ebpf,
+    /// The netlink proc connector.
+    Netlink,
+}
+
+impl Backend {
+    /// Its `--capture` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Ebpf => "ebpf",
+            Backend::Netlink => "netlink",
+        }
+    }
+
+    /// `extra` sensor flags with `--capture <this backend>`.
+    pub fn args<'a>(self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["--capture", self.name()];
+        v.extend_from_slice(extra);
+        v
+    }
+
+    /// Whether the backend can run here ([`require`]: skips, or fails under
+    /// `PROCGUARD_STRICT_TESTS=1`, with the reason).
+    pub fn require(self) -> bool {
+        match self {
+            Backend::Netlink => true,
+            Backend::Ebpf => require(
+                is_root() && Path::new("/sys/kernel/btf/vmlinux").exists(),
+                "eBPF capture needs root and a kernel with BTF (/sys/kernel/btf/vmlinux)",
+            ),
+        }
+    }
+}
+
+/// Runs the test body `fn NAME(backend: Backend)` once per capture backend, as the tests
+/// `NAME::ebpf` and `NAME::netlink`.
+#[macro_export]
+macro_rules! per_backend {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn ebpf() {
+                if $crate::Backend::Ebpf.require() {
+                    super::$name($crate::Backend::Ebpf)
+                }
+            }
+            #[test]
+            fn netlink() {
+                super::$name($crate::Backend::Netlink)
+            }
+        }
+    };
+}
+
 /// Whether this process is root.
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")

@@ -22,8 +22,8 @@ fn by_pid(sensor: &JsonlSensor, pid: u32, what: &str) -> Value {
     sensor.wait_event(Duration::from_secs(10), what, |e| e["pid"] == pid)
 }
 
-#[test]
-fn a_process_on_an_overlay_root_in_its_own_mount_namespace_is_seen_from_inside() {
+per_backend!(a_process_on_an_overlay_root_in_its_own_mount_namespace_is_seen_from_inside);
+fn a_process_on_an_overlay_root_in_its_own_mount_namespace_is_seen_from_inside(backend: Backend) {
     if !require(
         is_root(),
         "needs root for mount namespaces, overlayfs and cgroups",
@@ -40,7 +40,7 @@ fn a_process_on_an_overlay_root_in_its_own_mount_namespace_is_seen_from_inside()
     std::fs::copy(busybox(), d.join("lower/bin/sh")).unwrap();
     std::fs::copy(busybox(), d.join("upper/bin/usleep")).unwrap();
     let cg = FakeContainerCgroup::random().unwrap();
-    let sensor = JsonlSensor::start(d, "overlay-node", &[]);
+    let sensor = JsonlSensor::start(d, "overlay-node", &backend.args(&[]));
     // As a runtime does: a new mount namespace, an overlay root, pivot_root, then the
     // container's processes. The shell joins the container's cgroup after pivot_root (its old
     // root stays reachable under /.old until then).
@@ -110,8 +110,8 @@ fn python() -> Option<&'static str> {
         .find(|p| Path::new(p).exists())
 }
 
-#[test]
-fn memfd_and_deleted_binaries_are_flagged() {
+per_backend!(memfd_and_deleted_binaries_are_flagged);
+fn memfd_and_deleted_binaries_are_flagged(backend: Backend) {
     if !require(is_root(), "needs root for the proc connector") {
         return;
     }
@@ -121,7 +121,7 @@ fn memfd_and_deleted_binaries_are_flagged() {
         return;
     };
     let work = tempfile::tempdir().unwrap();
-    let sensor = JsonlSensor::start(work.path(), "memfd-node", &[]);
+    let sensor = JsonlSensor::start(work.path(), "memfd-node", &backend.args(&[]));
     // Run from memory: the binary never touches a filesystem.
     let memfd = format!(
         "import os\nfd = os.memfd_create('pg-payload', 0)\nos.write(fd, open('{bb}', 'rb').read())\n\
@@ -164,13 +164,13 @@ fn memfd_and_deleted_binaries_are_flagged() {
     }
 }
 
-#[test]
-fn scripts_name_interpreter_and_script_and_argv_is_bounded() {
+per_backend!(scripts_name_interpreter_and_script_and_argv_is_bounded);
+fn scripts_name_interpreter_and_script_and_argv_is_bounded(backend: Backend) {
     if !require(is_root(), "needs root for the proc connector") {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let sensor = JsonlSensor::start(work.path(), "script-node", &[]);
+    let sensor = JsonlSensor::start(work.path(), "script-node", &backend.args(&[]));
     let script = work.path().join("pg-script.sh");
     std::fs::write(&script, "#!/bin/sh\nsleep 0.3\n").unwrap();
     let mut perm = std::fs::metadata(&script).unwrap().permissions();
@@ -204,7 +204,8 @@ fn scripts_name_interpreter_and_script_and_argv_is_bounded() {
 
 /// Runs `n` copies of a static binary that forks, execs and exits within about a millisecond,
 /// from a shell that joined `cg` before it exec'd (as a container's processes are born in its
-/// cgroup), and returns their pids and the mean time per process.
+/// cgroup), each with the argument `fast-<i>`, and returns their pids and the mean time per
+/// process.
 fn run_fast(cg: &FakeContainerCgroup, bin: &Path, n: usize) -> (Vec<u32>, Duration) {
     let join: String = cg
         .procs_files()
@@ -212,7 +213,7 @@ fn run_fast(cg: &FakeContainerCgroup, bin: &Path, n: usize) -> (Vec<u32>, Durati
         .map(|f| format!("echo $$ > {};", f.display()))
         .collect();
     let script = format!(
-        "{join} exec {bb} sh -c 'i=0; while [ $i -lt {n} ]; do {bin} & echo $!; wait; i=$((i+1)); done'",
+        "{join} exec {bb} sh -c 'i=0; while [ $i -lt {n} ]; do {bin} fast-$i & echo $!; wait; i=$((i+1)); done'",
         bb = busybox(),
         bin = bin.display()
     );
@@ -235,8 +236,8 @@ fn run_fast(cg: &FakeContainerCgroup, bin: &Path, n: usize) -> (Vec<u32>, Durati
     (pids, took / n as u32)
 }
 
-#[test]
-fn processes_that_live_under_a_millisecond_keep_their_executable_and_container() {
+per_backend!(processes_that_live_under_a_millisecond_keep_their_executable_and_container);
+fn processes_that_live_under_a_millisecond_keep_their_executable_and_container(backend: Backend) {
     if !require(is_root(), "needs root for the proc connector and fanotify") {
         return;
     }
@@ -246,7 +247,7 @@ fn processes_that_live_under_a_millisecond_keep_their_executable_and_container()
     let bin = dir.join("true");
     std::fs::copy(busybox(), &bin).unwrap();
     let cg = FakeContainerCgroup::random().unwrap();
-    let sensor = JsonlSensor::start(work.path(), "fast-node", &["--fanotify"]);
+    let sensor = JsonlSensor::start(work.path(), "fast-node", &backend.args(&["--fanotify"]));
     let (pids, mean) = run_fast(&cg, &bin, 300);
     let want = bin.display().to_string();
     let ours = || -> Vec<Value> {
@@ -278,17 +279,42 @@ fn processes_that_live_under_a_millisecond_keep_their_executable_and_container()
         .iter()
         .filter(|e| e["container"]["container_id"] == cg.id.as_str())
         .count();
+    let with_argv = found
+        .iter()
+        .filter(|e| {
+            e["argv"].as_array().is_some_and(|a| {
+                a.len() == 2
+                    && a[0] == want.as_str()
+                    && a[1].as_str().is_some_and(|s| s.starts_with("fast-"))
+            })
+        })
+        .count();
     let rescued = sensor
         .metric("procguard_sensor_fanotify_rescues_total")
         .unwrap_or(0.0);
     eprintln!(
-        "fast processes: {} (mean time per fork+exec+exit+wait {:?}), with executable {}, in container {}, named by fanotify {}",
+        "{} backend: fast processes: {} (mean time per fork+exec+exit+wait {:?}), with executable {}, in container {}, with full argv {}, named by fanotify {}",
+        backend.name(),
         pids.len(),
         mean,
         with_exe,
         in_container,
+        with_argv,
         rescued
     );
+    if backend == Backend::Ebpf {
+        // The kernel recorded argv and the cgroup at the exec itself: nothing raced the exit.
+        assert_eq!(
+            with_argv,
+            pids.len(),
+            "every fast process has its full argv"
+        );
+        assert_eq!(
+            with_exe,
+            pids.len(),
+            "every fast process has its executable"
+        );
+    }
     assert_eq!(
         in_container,
         pids.len(),
@@ -309,13 +335,13 @@ fn processes_that_live_under_a_millisecond_keep_their_executable_and_container()
     }
 }
 
-#[test]
-fn short_exec_sessions_in_a_real_container_keep_their_executable_and_container() {
+per_backend!(short_exec_sessions_in_a_real_container_keep_their_executable_and_container);
+fn short_exec_sessions_in_a_real_container_keep_their_executable_and_container(backend: Backend) {
     if !require_root_and_docker() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let sensor = JsonlSensor::start(work.path(), "exec-node", &["--fanotify"]);
+    let sensor = JsonlSensor::start(work.path(), "exec-node", &backend.args(&["--fanotify"]));
     let c = Container::run_in_pod(&pod_uid(), &["/bin/sleep", "3600"]);
     // The entrypoint makes the container (and its root filesystem) known.
     sensor.wait_event(Duration::from_secs(10), "entrypoint", |e| {
@@ -332,7 +358,13 @@ fn short_exec_sessions_in_a_real_container_keep_their_executable_and_container()
         sensor
             .events()
             .into_iter()
-            .filter(|e| e["exe_path"] == "/bin/true" && e["comm"] != "docker")
+            // Ours only: the test runs once per backend, perhaps beside the other run. One
+            // of ours attributed elsewhere is missing from the count.
+            .filter(|e| {
+                e["exe_path"] == "/bin/true"
+                    && e["comm"] != "docker"
+                    && e["container"]["container_id"] == c.id.as_str()
+            })
             .collect()
     };
     let _ = wait_for(Duration::from_secs(10), || {

@@ -49,7 +49,7 @@ struct Running {
     _own: Option<NamedCgroup>,
 }
 
-fn start(work: &Path, mode: Mode) -> Running {
+fn start(work: &Path, mode: Mode, backend: Backend) -> Running {
     let out = work.join("events.jsonl");
     let port = free_port();
     let sensor_args = [
@@ -62,6 +62,8 @@ fn start(work: &Path, mode: Mode) -> Running {
         format!("127.0.0.1:{port}"),
         "--spool-dir".into(),
         work.join("spool").display().to_string(),
+        "--capture".into(),
+        backend.name().into(),
     ]
     .join(" ");
     let (own, cmd) = match mode {
@@ -165,10 +167,10 @@ fn events_parent_has(out: &Path, e: &serde_json::Value, marker: &str) -> bool {
         .any(|p| p["pid"] == e["ppid"] && p["argv"].to_string().contains(marker))
 }
 
-fn check_mode(mode: Mode) {
+fn check_mode(mode: Mode, backend: Backend) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let work = tempfile::tempdir().unwrap();
-    let r = start(work.path(), mode);
+    let r = start(work.path(), mode, backend);
     let view = match mode {
         Mode::Host => "host",
         Mode::Entered => "entered",
@@ -236,46 +238,46 @@ fn needs_root() -> bool {
     )
 }
 
-#[test]
-fn host_namespace_attributes_every_shape() {
+per_backend!(host_namespace_attributes_every_shape);
+fn host_namespace_attributes_every_shape(backend: Backend) {
     if needs_root() {
-        check_mode(Mode::Host);
+        check_mode(Mode::Host, backend);
     }
 }
 
-#[test]
-fn private_namespace_entering_the_hosts_attributes_every_shape() {
+per_backend!(private_namespace_entering_the_hosts_attributes_every_shape);
+fn private_namespace_entering_the_hosts_attributes_every_shape(backend: Backend) {
     if needs_root() {
-        check_mode(Mode::Entered);
+        check_mode(Mode::Entered, backend);
     }
 }
 
-#[test]
-fn private_namespace_resolving_against_its_own_cgroup_attributes_every_shape() {
+per_backend!(private_namespace_resolving_against_its_own_cgroup_attributes_every_shape);
+fn private_namespace_resolving_against_its_own_cgroup_attributes_every_shape(backend: Backend) {
     if needs_root() {
-        check_mode(Mode::Resolved);
+        check_mode(Mode::Resolved, backend);
     }
 }
 
-#[test]
-fn private_namespace_with_no_way_out_guesses_nothing_and_says_so() {
+per_backend!(private_namespace_with_no_way_out_guesses_nothing_and_says_so);
+fn private_namespace_with_no_way_out_guesses_nothing_and_says_so(backend: Backend) {
     if needs_root() {
-        check_mode(Mode::Blind);
+        check_mode(Mode::Blind, backend);
     }
 }
 
+per_backend!(children_of_a_process_that_joined_a_container_are_not_left_on_the_host);
 /// How `runc exec` and a shell moved into a pod's cgroup start processes: the parent joins a
 /// container's cgroup after the sensor has seen it, then runs sub-millisecond children that
 /// are gone before their own cgroup can be read. None of them may be attributed to the host
 /// cgroup the parent left; those attributed through the parent's current cgroup say so.
-#[test]
-fn children_of_a_process_that_joined_a_container_are_not_left_on_the_host() {
+fn children_of_a_process_that_joined_a_container_are_not_left_on_the_host(backend: Backend) {
     if !needs_root() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let work = tempfile::tempdir().unwrap();
-    let r = start(work.path(), Mode::Entered);
+    let r = start(work.path(), Mode::Entered, backend);
     let (uid, id) = (uuid::Uuid::new_v4().to_string(), hex_id());
     let rel = format!("kubepods/besteffort/pod{uid}/{id}");
     let cg = NamedCgroup::create(Some(&rel), &rel).unwrap();

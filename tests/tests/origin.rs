@@ -40,17 +40,17 @@ fn lines(jsonl: &std::path::Path) -> usize {
         .count()
 }
 
-#[test]
-fn every_exec_not_from_the_image_is_drift() {
-    drift_scenario("auto");
+per_backend!(every_exec_not_from_the_image_is_drift);
+fn every_exec_not_from_the_image_is_drift(backend: Backend) {
+    drift_scenario("auto", backend);
 }
 
-#[test]
-fn every_exec_not_from_the_image_is_drift_without_fanotify() {
-    drift_scenario("off");
+per_backend!(every_exec_not_from_the_image_is_drift_without_fanotify);
+fn every_exec_not_from_the_image_is_drift_without_fanotify(backend: Backend) {
+    drift_scenario("off", backend);
 }
 
-fn drift_scenario(fanotify: &str) {
+fn drift_scenario(fanotify: &str, backend: Backend) {
     if !require_root_and_docker() {
         return;
     }
@@ -64,7 +64,7 @@ fn drift_scenario(fanotify: &str) {
         &server,
         "node-a",
         work.path(),
-        &["--jsonl", &jsonl_arg, "--fanotify", fanotify],
+        &backend.args(&["--jsonl", &jsonl_arg, "--fanotify", fanotify]),
     );
     // A host directory with a binary in it, bind-mounted read-only into the container.
     let host_dir = work.path().join("hostdir");

@@ -12,8 +12,8 @@ fn in_container(ev: &Value, id: &str) -> bool {
     ev["container"]["container_id"].as_str() == Some(id)
 }
 
-#[test]
-fn pod_metadata_arriving_after_the_process_is_attached_and_probes_are_recognised() {
+per_backend!(pod_metadata_arriving_after_the_process_is_attached_and_probes_are_recognised);
+fn pod_metadata_arriving_after_the_process_is_attached_and_probes_are_recognised(backend: Backend) {
     if !require_root_and_docker() {
         return;
     }
@@ -33,12 +33,12 @@ fn pod_metadata_arriving_after_the_process_is_attached_and_probes_are_recognised
     let sensor = JsonlSensor::start(
         work.path(),
         &node,
-        &[
+        &backend.args(&[
             "--pod-metadata",
             "kube",
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
-        ],
+        ]),
     );
     // No pod yet: the entrypoint is held, then sent with its cgroup identity, marked partial.
     let early = sensor.wait_event(Duration::from_secs(10), "entrypoint without pod", |e| {
@@ -164,8 +164,8 @@ fn pod_metadata_arriving_after_the_process_is_attached_and_probes_are_recognised
         .any(|e| e["workload"]["workload_name"] == "wrong"));
 }
 
-#[test]
-fn a_cronjob_pod_is_resolved_from_its_job_name() {
+per_backend!(a_cronjob_pod_is_resolved_from_its_job_name);
+fn a_cronjob_pod_is_resolved_from_its_job_name(backend: Backend) {
     if !require_root_and_docker() {
         return;
     }
@@ -177,12 +177,12 @@ fn a_cronjob_pod_is_resolved_from_its_job_name() {
     let sensor = JsonlSensor::start(
         work.path(),
         &node,
-        &[
+        &backend.args(&[
             "--pod-metadata",
             "kube",
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
-        ],
+        ]),
     );
     let c = Container::run_in_pod(&uid, &["/bin/sleep", "3600"]);
     api.apply(
@@ -223,12 +223,12 @@ fn baseline_workloads(pki: &Pki, server: &Server) -> Vec<String> {
         .collect()
 }
 
+per_backend!(late_pod_metadata_is_never_learned_outside_the_workloads_baseline);
 /// The API answers later than the sensor's hold (2 s): the first execs of each pod are reported
 /// under their pod UID only, partial, and never learned there. Once the pod is known they are
 /// sent again under the workload: learned into its baseline while it learns, and, once it is
 /// enforced, an exec outside it that ran before the pod was known is a deviation.
-#[test]
-fn late_pod_metadata_is_never_learned_outside_the_workloads_baseline() {
+fn late_pod_metadata_is_never_learned_outside_the_workloads_baseline(backend: Backend) {
     if !require_root_and_docker() {
         return;
     }
@@ -245,12 +245,12 @@ fn late_pod_metadata_is_never_learned_outside_the_workloads_baseline() {
         &server,
         node,
         work.path(),
-        &[
+        &backend.args(&[
             "--pod-metadata",
             "kube",
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
-        ],
+        ]),
     );
     let workload = "default/shop/deployment/web/app";
     let pod = |name: &str, uid: &str, c: &Container| {
@@ -369,11 +369,11 @@ fn late_pod_metadata_is_never_learned_outside_the_workloads_baseline() {
     assert_eq!(containers, vec![workload], "{all:?}");
 }
 
+per_backend!(a_probe_whose_script_runs_an_unknown_binary_raises_a_deviation);
 /// A probe is exempt, its children are not: with an enforced baseline, a probe whose script
 /// runs a binary the workload never ran raises a deviation for that binary, as the
 /// workload's descendant, while the probe itself raises nothing (no exec-session incident).
-#[test]
-fn a_probe_whose_script_runs_an_unknown_binary_raises_a_deviation() {
+fn a_probe_whose_script_runs_an_unknown_binary_raises_a_deviation(backend: Backend) {
     if !require_root_and_docker() {
         return;
     }
@@ -403,12 +403,12 @@ fn a_probe_whose_script_runs_an_unknown_binary_raises_a_deviation() {
         &server,
         &node,
         work.path(),
-        &[
+        &backend.args(&[
             "--pod-metadata",
             "kube",
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
-        ],
+        ]),
     );
     let workload = "default/shop/deployment/probed/app";
     let learned = wait_for(Duration::from_secs(20), || {

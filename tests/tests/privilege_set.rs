@@ -14,8 +14,15 @@
 //! Three execs cover what the capabilities are for: one as root, one as an unprivileged user,
 //! and one of an executable only its (non-root) owner may read.
 //!
-//! Finally it removes each added capability in turn and records what the sensor loses. A
-//! capability whose removal loses nothing fails the test: the DaemonSet must not grant it.
+//! Then it removes each added capability in turn and records what the sensor loses, on the
+//! proc connector (`--capture netlink`: the path every kernel has, and the fallback where BPF
+//! is refused). A capability whose removal loses nothing fails the test: the DaemonSet must
+//! not grant it.
+//!
+//! Finally it runs the eBPF backend with exactly the same grant (CAP_SYS_ADMIN includes
+//! CAP_BPF and CAP_PERFMON, so nothing is added for it), requires the same probes to pass, and
+//! shows that where the kernel offers no BTF `--capture auto` falls back to the proc connector
+//! with one line saying why, and still passes them.
 //!
 //! What differs from a cluster, and why:
 //! - `--network none` instead of a pod network: stricter, and it forces the proc connector
@@ -72,6 +79,9 @@ struct Grant {
     env: BTreeMap<String, String>,
     /// Where the JSON-lines output lands on the host.
     jsonl_on_host: PathBuf,
+    /// `docker run` arguments of the test's own, not from the manifest (empty but for the
+    /// eBPF fallback's kernel without BTF).
+    docker_args: Vec<String>,
 }
 
 fn repo_root() -> PathBuf {
@@ -303,6 +313,7 @@ fn grant_from(ds: &Value, work: &Path) -> Grant {
         mounts,
         env,
         jsonl_on_host,
+        docker_args: Vec::new(),
     }
 }
 
@@ -430,6 +441,7 @@ fn run_sensor(grant: &Grant, caps: &[String], label: &str) -> SensorContainer {
     for (k, v) in &grant.env {
         cmd.arg("-e").arg(format!("{k}={v}"));
     }
+    cmd.args(&grant.docker_args);
     cmd.arg(IMAGE);
     let out = cmd.output().expect("docker run");
     assert!(
@@ -647,6 +659,19 @@ struct Outcome {
     rcvbuf: Option<u64>,
     /// Whether it entered the host's cgroup namespace (rather than resolving paths itself).
     entered_cgroupns: bool,
+    /// The capture backend it runs (`ebpf`, `netlink`), from its start line.
+    backend: Option<String>,
+    /// Its log lines saying why it captures with netlink although eBPF was wanted.
+    fallbacks: Vec<String>,
+}
+
+/// `grant` with environment variables set or replaced.
+fn with_env(grant: &Grant, vars: &[(&str, &str)]) -> Grant {
+    let mut g = grant.clone();
+    for (k, v) in vars {
+        g.env.insert((*k).to_string(), (*v).to_string());
+    }
+    g
 }
 
 fn confine_and_probe(grant: &Grant, caps: &[String], label: &str, w: &Workload) -> Outcome {
@@ -669,6 +694,8 @@ fn confine_and_probe(grant: &Grant, caps: &[String], label: &str, w: &Workload) 
         cap_eff: None,
         rcvbuf: None,
         entered_cgroupns: false,
+        backend: None,
+        fallbacks: Vec::new(),
     };
     if ready != Some(true) {
         outcome.started = Err(sensor.logs().trim().to_string());
@@ -683,9 +710,21 @@ fn confine_and_probe(grant: &Grant, caps: &[String], label: &str, w: &Workload) 
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         });
     outcome.rcvbuf = connector_rcvbuf(pid);
-    outcome.entered_cgroupns = sensor
-        .logs()
-        .contains("Entered the host's cgroup namespace");
+    let logs = sensor.logs();
+    outcome.entered_cgroupns = logs.contains("Entered the host's cgroup namespace");
+    // The start line names it: `"capture":"ebpf"` in JSON logs, `capture="ebpf"` in text.
+    outcome.backend = ["ebpf", "netlink"]
+        .into_iter()
+        .find(|b| {
+            logs.contains(&format!("\"capture\":\"{b}\""))
+                || logs.contains(&format!("capture=\"{b}\""))
+        })
+        .map(str::to_string);
+    outcome.fallbacks = logs
+        .lines()
+        .filter(|l| l.contains("Capturing with the netlink proc connector"))
+        .map(str::to_string)
+        .collect();
     for (i, probe) in PROBES.iter().enumerate() {
         let marker = format!("procguard-privset-{label}-{i}");
         outcome.probes.push((
@@ -790,7 +829,10 @@ fn sensor_captures_container_execs_with_exactly_the_daemonset_privileges() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let grant = grant_from(&rendered_sensor_daemonset(), work.path());
+    let rendered = grant_from(&rendered_sensor_daemonset(), work.path());
+    // Parts 1 and 2 measure the proc connector (the path every kernel has, and the fallback
+    // where BPF is refused); part 3 the eBPF backend the DaemonSet's `auto` picks where it can.
+    let grant = with_env(&rendered, &[("PROCGUARD_CAPTURE", "netlink")]);
     build_image(work.path());
     let workload = start_workload(work.path());
     // A root process in this network namespace with no capabilities at all (see below).
@@ -894,5 +936,68 @@ fn sensor_captures_container_execs_with_exactly_the_daemonset_privileges() {
         "the DaemonSet grants capabilities the sensor does not need: {unneeded:?}; drop them from \
          deploy/base/sensor/daemonset.yaml (and its justification comments)\n{}",
         table.join("\n")
+    );
+
+    // 3. eBPF. The same grant loads and attaches the eBPF programs (CAP_SYS_ADMIN includes
+    // CAP_BPF and CAP_PERFMON) and captures as completely: no capability is added for it.
+    if !Backend::Ebpf.require() {
+        return;
+    }
+    let ebpf = confine_and_probe(
+        &with_env(&rendered, &[("PROCGUARD_CAPTURE", "ebpf")]),
+        &grant.caps,
+        "granted-ebpf",
+        &workload,
+    );
+    if let Err(log) = &ebpf.started {
+        panic!(
+            "with the DaemonSet's privileges ({:?}) the sensor could not capture with eBPF:\n{log}",
+            grant.caps
+        );
+    }
+    assert_eq!(ebpf.backend.as_deref(), Some("ebpf"));
+    assert_eq!(ebpf.cap_eff, Some(expected_mask));
+    let failed: Vec<_> = ebpf
+        .probes
+        .iter()
+        .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "with the DaemonSet's privileges the eBPF backend missed or misattributed execs:\n{}",
+        failed.join("\n")
+    );
+    // Where the kernel offers no BTF (hidden here by an empty /sys/kernel/btf), the
+    // DaemonSet's `auto` falls back to the proc connector and one line says why. (Without
+    // CAP_SYS_ADMIN it cannot fall back in a pod at all: the proc connector is reached by
+    // setns into the node's network namespace, which needs it too. tests/tests/ebpf_capture.rs
+    // shows the fallback for missing capabilities, on the host.)
+    let mut no_btf = with_env(&rendered, &[("PROCGUARD_CAPTURE", "auto")]);
+    no_btf.docker_args = vec!["--tmpfs".into(), "/sys/kernel/btf".into()];
+    let fallback = confine_and_probe(&no_btf, &grant.caps, "no-btf-auto", &workload);
+    if let Err(log) = &fallback.started {
+        panic!("without BTF, --capture auto did not start:\n{log}");
+    }
+    assert_eq!(fallback.backend.as_deref(), Some("netlink"));
+    assert_eq!(fallback.fallbacks.len(), 1, "{:?}", fallback.fallbacks);
+    assert!(
+        fallback.fallbacks[0].contains("BTF"),
+        "the fallback line says why: {}",
+        fallback.fallbacks[0]
+    );
+    let failed: Vec<_> = fallback
+        .probes
+        .iter()
+        .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "after falling back, the proc connector missed execs:\n{}",
+        failed.join("\n")
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "eBPF with the DaemonSet's grant: captured every probe; without BTF: {}",
+        fallback.fallbacks[0]
     );
 }

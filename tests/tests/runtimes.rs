@@ -32,14 +32,19 @@ fn runtime_in_event(runtime: Runtime) -> Value {
     }
 }
 
-fn check(runtime: Runtime, ns: CgroupNs) {
+fn check(runtime: Runtime, ns: CgroupNs, backend: Backend) {
     if !require_runtime(runtime) {
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let work = tempfile::tempdir().unwrap();
     let engine = Engine::start(runtime);
-    let sensor = JsonlSensor::start_in(ns, work.path(), &format!("{runtime}-{ns}-node"), &[]);
+    let sensor = JsonlSensor::start_in(
+        ns,
+        work.path(),
+        &format!("{runtime}-{ns}-node"),
+        &backend.args(&[]),
+    );
 
     let uid = pod_uid();
     let tag = uuid::Uuid::new_v4().simple().to_string();
@@ -105,32 +110,32 @@ fn check(runtime: Runtime, ns: CgroupNs) {
     }
 }
 
-#[test]
-fn docker_container_attributed_from_the_host_cgroup_namespace() {
-    check(Runtime::Docker, CgroupNs::Host);
+per_backend!(docker_container_attributed_from_the_host_cgroup_namespace);
+fn docker_container_attributed_from_the_host_cgroup_namespace(backend: Backend) {
+    check(Runtime::Docker, CgroupNs::Host, backend);
 }
 
-#[test]
-fn docker_container_attributed_from_a_private_cgroup_namespace() {
-    check(Runtime::Docker, CgroupNs::Private);
+per_backend!(docker_container_attributed_from_a_private_cgroup_namespace);
+fn docker_container_attributed_from_a_private_cgroup_namespace(backend: Backend) {
+    check(Runtime::Docker, CgroupNs::Private, backend);
 }
 
-#[test]
-fn podman_container_attributed_from_the_host_cgroup_namespace() {
-    check(Runtime::Podman, CgroupNs::Host);
+per_backend!(podman_container_attributed_from_the_host_cgroup_namespace);
+fn podman_container_attributed_from_the_host_cgroup_namespace(backend: Backend) {
+    check(Runtime::Podman, CgroupNs::Host, backend);
 }
 
-#[test]
-fn podman_container_attributed_from_a_private_cgroup_namespace() {
-    check(Runtime::Podman, CgroupNs::Private);
+per_backend!(podman_container_attributed_from_a_private_cgroup_namespace);
+fn podman_container_attributed_from_a_private_cgroup_namespace(backend: Backend) {
+    check(Runtime::Podman, CgroupNs::Private, backend);
 }
 
-#[test]
-fn containerd_container_attributed_from_the_host_cgroup_namespace() {
-    check(Runtime::Containerd, CgroupNs::Host);
+per_backend!(containerd_container_attributed_from_the_host_cgroup_namespace);
+fn containerd_container_attributed_from_the_host_cgroup_namespace(backend: Backend) {
+    check(Runtime::Containerd, CgroupNs::Host, backend);
 }
 
-#[test]
-fn containerd_container_attributed_from_a_private_cgroup_namespace() {
-    check(Runtime::Containerd, CgroupNs::Private);
+per_backend!(containerd_container_attributed_from_a_private_cgroup_namespace);
+fn containerd_container_attributed_from_a_private_cgroup_namespace(backend: Backend) {
+    check(Runtime::Containerd, CgroupNs::Private, backend);
 }

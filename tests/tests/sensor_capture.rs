@@ -9,6 +9,7 @@ fn jsonl_sensor(
     work: &std::path::Path,
     netns: Option<&str>,
     wrap: Option<&[&str]>,
+    backend: Backend,
 ) -> (Proc, std::path::PathBuf) {
     let out = work.join("events.jsonl");
     let mut args: Vec<String> = vec![
@@ -21,6 +22,8 @@ fn jsonl_sensor(
         format!("127.0.0.1:{}", free_port()),
         "--spool-dir".into(),
         work.join("spool").display().to_string(),
+        "--capture".into(),
+        backend.name().into(),
     ];
     if let Some(ns) = netns {
         args.extend(["--netlink-netns".into(), ns.into()]);
@@ -66,13 +69,13 @@ fn wait_for_exec(sensor: &Proc, out: &std::path::Path, marker: &str) -> serde_js
     .unwrap_or_else(|| panic!("no event for {marker}; sensor log:\n{}", sensor.log_text()))
 }
 
-#[test]
-fn jsonl_output_carries_every_documented_field() {
+per_backend!(jsonl_output_carries_every_documented_field);
+fn jsonl_output_carries_every_documented_field(backend: Backend) {
     if !require(is_root(), "needs root for the proc connector") {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let (sensor, out) = jsonl_sensor(work.path(), None, None);
+    let (sensor, out) = jsonl_sensor(work.path(), None, None, backend);
     let ev = wait_for_exec(&sensor, &out, "procguard-jsonl-marker");
     for field in [
         "pid",
@@ -111,8 +114,14 @@ fn capture_works_from_a_pod_network_namespace_with_netlink_netns() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
+    // The proc connector's own test: the eBPF backend needs no network namespace at all.
     // Without --netlink-netns a sensor in its own network namespace cannot subscribe, and says why.
-    let (failing, _) = jsonl_sensor(work.path(), None, Some(&["unshare", "--net", "--"]));
+    let (failing, _) = jsonl_sensor(
+        work.path(),
+        None,
+        Some(&["unshare", "--net", "--"]),
+        Backend::Netlink,
+    );
     let mut failing = failing;
     let status = wait_for(Duration::from_secs(10), || {
         failing.child.try_wait().ok().flatten()
@@ -134,6 +143,7 @@ fn capture_works_from_a_pod_network_namespace_with_netlink_netns() {
         work.path(),
         Some(&host_ns),
         Some(&["unshare", "--net", "--"]),
+        Backend::Netlink,
     );
     let ev = wait_for_exec(&sensor, &out, "procguard-netns-marker");
     assert_eq!(ev["completeness"], "full", "{ev}");

@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: (Apache-2.0 OR GPL-2.0-only)
+/*
+ * procguard's kernel side: one record per exec, fork and exit, written at the kernel's own
+ * tracepoints (BTF-typed: tp_btf) into one BPF ring buffer that the sensor reads
+ * (sensor/src/ebpf.rs).
+ *
+ * At exec everything is read from the exec'ing task while it is still in the kernel: its
+ * IDs, parent, start time, cgroup (v2, the default hierarchy), the file name as invoked, the
+ * executed file's identity (device, inode, link count, file system magic, its own name) and
+ * argv from the new image's initial stack, bounded as the sensor bounds /proc reads (MAX_ARGS
+ * arguments, each read with ARG_READ bytes) with truncation flagged. Nothing here races the
+ * process's exit. An exec record is built in a per-CPU scratch slot and copied into the ring
+ * buffer at its real length.
+ *
+ * Wake-ups are batched by the ring buffer's adaptive notification (flags 0): the kernel wakes
+ * the reader only for a record committed when the reader had caught up; while the reader
+ * pauses between drains (DRAIN_EVERY in capture.rs) records accumulate without a wake-up.
+ *
+ * A record that does not fit is never dropped silently: each failed reservation or output is
+ * counted in the per-CPU `losses` map, which the sensor folds into its loss accounting.
+ *
+ * Licence: dual, so that the kernel grants the GPL-only helpers (bpf_probe_read_user, ...).
+ */
+#include "core.h"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define KIND_EXEC 1
+#define KIND_FORK 2
+#define KIND_EXIT 3
+
+#define FLAG_ARGV_TRUNCATED 1
+#define FLAG_FILENAME_TRUNCATED 2
+
+#define NAME_BYTES 256
+/* argv as the sensor bounds it when it reads /proc (procfs.rs MAX_ARGS, MAX_ARG_LEN): each
+ * argument is read with room for 3 bytes more than it keeps, so that the parser cuts it at a
+ * character boundary and flags the cut exactly as for a /proc read. */
+#define MAX_ARGS 64
+#define ARG_READ (1024 + 4)
+/* argv bytes of one record at most; offsets are masked with ARGV_MASK for the verifier. */
+#define ARGV_MASK ((128 * 1024) - 1)
+
+/* Layout shared with sensor/src/ebpf.rs (parsed there by offset, checked by size). */
+struct exec_record {
+	u32 kind;
+	u32 flags;
+	u32 pid;
+	u32 tgid;
+	u32 ppid;
+	u32 uid;
+	u32 gid;
+	u32 exe_dev;
+	u64 start_boottime;
+	u64 cgroup_id;
+	u64 exe_ino;
+	u64 exe_magic;
+	u64 ktime;
+	u32 exe_nlink;
+	u32 argv_len;
+	u32 filename_len;
+	u32 argc;
+	char comm[16];
+	char name[NAME_BYTES];
+	char filename[NAME_BYTES];
+	/* argv_len bytes of NUL-terminated arguments follow (the record is that much longer). */
+};
+
+/* A record is built here, then copied to the ring buffer at its real length (most execs'
+ * argv is a few dozen bytes, the bound 64 KiB). */
+struct exec_scratch {
+	struct exec_record r;
+	char argv[ARGV_MASK + 1 + ARG_READ];
+};
+
+struct task_record {
+	u32 kind;
+	u32 flags;
+	u32 pid;
+	u32 tgid;
+	u32 ppid;
+	u32 pad;
+	u64 start_boottime;
+	u64 ktime;
+};
+
+_Static_assert(sizeof(struct exec_record) == 616, "exec_record layout is shared with ebpf.rs");
+_Static_assert(sizeof(struct task_record) == 40, "task_record layout is shared with ebpf.rs");
+
+/* The sensor sizes it before loading (set_max_entries: --ebpf-ring-bytes, 1 MiB by default). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1024 * 1024);
+} events SEC(".maps");
+
+/* One slot per CPU, indexed by the CPU the program runs on (tracing programs run with
+ * migration disabled). Not a per-CPU array, whose values are limited to 32 KiB. The sensor
+ * sets max_entries to the number of possible CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct exec_scratch);
+} scratch SEC(".maps");
+
+/* Records that did not fit in `events`, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} losses SEC(".maps");
+
+static __always_inline void count_loss(void)
+{
+	u32 zero = 0;
+	u64 *n = bpf_map_lookup_elem(&losses, &zero);
+	if (n)
+		*n += 1;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	u32 cpu = bpf_get_smp_processor_id();
+	struct exec_scratch *s = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!s) {
+		count_loss();
+		return 0;
+	}
+	struct exec_record *r = &s->r;
+	r->kind = KIND_EXEC;
+	r->flags = 0;
+	/* CLOCK_MONOTONIC, the proc connector's clock: both backends order events alike. */
+	r->ktime = bpf_ktime_get_ns();
+	r->pid = BPF_CORE_READ(p, pid);
+	r->tgid = BPF_CORE_READ(p, tgid);
+	r->ppid = BPF_CORE_READ(p, real_parent, tgid);
+	r->uid = BPF_CORE_READ(p, real_cred, uid.val);
+	r->gid = BPF_CORE_READ(p, real_cred, gid.val);
+	r->start_boottime = BPF_CORE_READ(p, start_boottime);
+	/* The tracepoint runs in the exec'ing task: "current" is p. */
+	r->cgroup_id = bpf_get_current_cgroup_id();
+	BPF_CORE_READ_STR_INTO(&r->comm, p, comm);
+
+	struct file *f = BPF_CORE_READ(bprm, file);
+	struct inode *ino = BPF_CORE_READ(f, f_inode);
+	r->exe_ino = BPF_CORE_READ(ino, i_ino);
+	r->exe_dev = BPF_CORE_READ(ino, i_sb, s_dev);
+	r->exe_magic = BPF_CORE_READ(ino, i_sb, s_magic);
+	r->exe_nlink = BPF_CORE_READ(ino, i_nlink);
+	const unsigned char *dname = BPF_CORE_READ(f, f_path.dentry, d_name.name);
+	if (bpf_probe_read_kernel_str(r->name, sizeof(r->name), dname) < 0)
+		r->name[0] = 0;
+
+	const char *filename = BPF_CORE_READ(bprm, filename);
+	long n = bpf_probe_read_kernel_str(r->filename, sizeof(r->filename), filename);
+	if (n < 0)
+		n = 0;
+	r->filename_len = n;
+	if (n == NAME_BYTES)
+		r->flags |= FLAG_FILENAME_TRUNCATED;
+
+	/* argv from the new image's initial stack, which exec itself just wrote (present, no
+	 * fault): argc, then the argument pointers. Each argument is read on its own, bounded. */
+	int argc = BPF_CORE_READ(bprm, argc);
+	r->argc = argc;
+	if (argc > MAX_ARGS)
+		r->flags |= FLAG_ARGV_TRUNCATED;
+	unsigned long stack = BPF_CORE_READ(p, mm, start_stack);
+	u32 off = 0;
+	for (int i = 0; i < MAX_ARGS && i < argc; i++) {
+		unsigned long arg = 0;
+		if (bpf_probe_read_user(&arg, sizeof(arg), (void *)(stack + 8 + 8 * i)) < 0)
+			break;
+		long got = bpf_probe_read_user_str(&s->argv[off & ARGV_MASK], ARG_READ, (void *)arg);
+		if (got <= 0)
+			break;
+		off += got;
+	}
+	r->argv_len = off & ARGV_MASK;
+	u64 size = sizeof(*r) + (off & ARGV_MASK);
+	if (bpf_ringbuf_output(&events, s, size, 0) < 0)
+		count_loss();
+	return 0;
+}
+
+static __always_inline void task_event(u32 kind, struct task_struct *t)
+{
+	struct task_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_loss();
+		return;
+	}
+	r->kind = kind;
+	r->flags = 0;
+	r->ktime = bpf_ktime_get_ns();
+	r->pid = BPF_CORE_READ(t, pid);
+	r->tgid = BPF_CORE_READ(t, tgid);
+	r->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	r->pad = 0;
+	r->start_boottime = BPF_CORE_READ(t, start_boottime);
+	bpf_ringbuf_submit(r, 0);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	/* A new thread is not a new process: it shares its process's entry. */
+	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+		return 0;
+	task_event(KIND_FORK, child);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *p)
+{
+	if (BPF_CORE_READ(p, pid) != BPF_CORE_READ(p, tgid))
+		return 0;
+	task_event(KIND_EXIT, p);
+	return 0;
+}

@@ -1,0 +1,225 @@
+//! What only the eBPF backend promises, against the real kernel with the real sensor binary:
+//! names a process chooses (argv[0], its file's name) never decide what ran or where; a ring
+//! buffer too small for a storm counts every record it loses, never silently; `--capture auto`
+//! without the privileges to load BPF falls back to the proc connector with one line saying
+//! why, and `--capture ebpf` refuses to start.
+
+use procguard_tests::cgroups::FakeContainerCgroup;
+use procguard_tests::jsonl::JsonlSensor;
+use procguard_tests::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn busybox() -> &'static str {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static is not installed (apt-get install busybox-static)")
+}
+
+/// A shell snippet that moves the shell into `cg` (every hierarchy).
+fn join(cg: &FakeContainerCgroup) -> String {
+    cg.procs_files()
+        .iter()
+        .map(|f| format!("echo $$ > {};", f.display()))
+        .collect()
+}
+
+#[test]
+fn names_the_process_chooses_do_not_decide_what_ran_or_where() {
+    if !Backend::Ebpf.require() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    // A copy of a real (not multi-call) program under a harmless-looking name, run under
+    // another argv[0] and gone within a millisecond or so.
+    let evil = work.path().join("evil");
+    std::fs::copy("/bin/true", &evil).unwrap();
+    let cg = FakeContainerCgroup::random().unwrap();
+    let sensor = JsonlSensor::start(work.path(), "names-node", &Backend::Ebpf.args(&[]));
+    let script = format!(
+        "{join} exec {bb} sh -c 'exec -a /usr/sbin/sshd {evil} pg-lie-marker'",
+        join = join(&cg),
+        bb = busybox(),
+        evil = evil.display()
+    );
+    assert!(Command::new("/bin/sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
+    let e = sensor.wait_event(Duration::from_secs(10), "the renamed exec", |e| {
+        e["argv"][1] == "pg-lie-marker"
+    });
+    // What ran is the file the kernel executed, under its own name; argv[0] is recorded as
+    // what the process said, and nothing more.
+    assert_eq!(e["exe_path"], evil.display().to_string(), "{e}");
+    assert_eq!(e["argv"][0], "/usr/sbin/sshd", "{e}");
+    assert_eq!(e["comm"], "evil", "{e}");
+    // Where it ran is the cgroup the kernel recorded at the exec.
+    assert_eq!(e["container"]["container_id"], cg.id.as_str(), "{e}");
+    // Read, not inherited or guessed (its origin stays unknown: a hand-made cgroup has no
+    // container root to place the file in).
+    let missing = e["missing"].as_array().cloned().unwrap_or_default();
+    for field in [
+        "argv",
+        "exe_path",
+        "container",
+        "inherited:container",
+        "ppid",
+    ] {
+        assert!(!missing.iter().any(|m| m == field), "{field} missing: {e}");
+    }
+}
+
+#[test]
+fn a_ring_buffer_too_small_for_a_storm_counts_every_record_it_loses() {
+    if !Backend::Ebpf.require() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    // Four pages: a few dozen records. The reader pauses between drains, so a burst overflows.
+    let sensor = JsonlSensor::start(
+        work.path(),
+        "overflow-node",
+        &Backend::Ebpf.args(&["--ebpf-ring-bytes", "16384"]),
+    );
+    let n = 400;
+    let script = format!(
+        "i=0; while [ $i -lt {n} ]; do {bb} true pg-storm-$i & i=$((i+1)); done; wait",
+        bb = busybox()
+    );
+    assert!(Command::new("/bin/sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
+    let seen = || {
+        sensor
+            .events()
+            .iter()
+            .filter(|e| {
+                e["argv"][2]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("pg-storm-"))
+            })
+            .count() as f64
+    };
+    let lost = || sensor.metric("procguard_sensor_ebpf_ring_losses_total");
+    // Every exec is either reported or counted lost (a lost fork or exit counts too, so the
+    // sum may exceed the execs, never fall short).
+    let settled = wait_for(Duration::from_secs(15), || {
+        let l = lost()?;
+        (seen() + l >= n as f64).then_some(l)
+    });
+    let ring_losses = lost().unwrap_or(0.0);
+    assert!(
+        settled.is_some(),
+        "{} of {n} execs reported and {ring_losses} records counted lost: some vanished silently\n{}",
+        seen(),
+        sensor.proc.log_text()
+    );
+    assert!(
+        ring_losses > 0.0,
+        "the storm should have overflowed one page"
+    );
+    // The losses reach the health report's kernel losses, and say so in the log.
+    let kernel = sensor
+        .metric("procguard_sensor_kernel_losses_total")
+        .unwrap_or(0.0);
+    assert!(kernel >= ring_losses, "{kernel} < {ring_losses}");
+    assert!(sensor
+        .proc
+        .log_text()
+        .contains("eBPF ring buffer full: events lost"));
+    eprintln!(
+        "storm of {n}: {} reported, {ring_losses} records counted lost",
+        seen()
+    );
+}
+
+/// Starts the sensor with `capture` and without the capabilities that load BPF programs
+/// (dropped from its bounding set by `capsh`; CAP_SYS_ADMIN too, which would grant them).
+fn without_bpf(work: &Path, name: &str, capture: &str) -> (Proc, u16) {
+    let port = free_port();
+    let mut c = Command::new("capsh");
+    c.arg("--drop=cap_bpf,cap_perfmon,cap_sys_admin")
+        .arg("--")
+        .arg("-c")
+        .arg("exec \"$0\" \"$@\"")
+        .arg(bin("procguard-sensor"))
+        .args(["--node-name", name, "--jsonl"])
+        .arg(work.join(format!("{name}.jsonl")))
+        .arg("--admin-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--spool-dir")
+        .arg(work.join(format!("{name}-spool")))
+        .args(["--capture", capture]);
+    (Proc::spawn(c, work.join(format!("{name}.log"))), port)
+}
+
+#[test]
+fn without_the_privileges_auto_falls_back_to_netlink_and_ebpf_refuses() {
+    if !require(is_root(), "needs root for the proc connector")
+        || !require(
+            Command::new("capsh").arg("--help").output().is_ok(),
+            "needs capsh (apt-get install libcap2-bin) to drop CAP_BPF",
+        )
+        || !Backend::Ebpf.require()
+    {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (auto, port) = without_bpf(work.path(), "auto", "auto");
+    assert!(
+        wait_for(Duration::from_secs(20), || auto
+            .log_text()
+            .contains("Initial /proc scan done")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        auto.log_text()
+    );
+    assert_eq!(
+        metric(
+            port,
+            "procguard_sensor_capture_backend{backend=\"netlink\"}"
+        ),
+        Some(1.0)
+    );
+    let log = auto.log_text();
+    assert_eq!(
+        log.matches("Capturing with the netlink proc connector")
+            .count(),
+        1,
+        "one line says why: {log}"
+    );
+    assert!(log.contains("CAP_BPF"), "and what to grant: {log}");
+    // It captures.
+    assert!(Command::new("/bin/sh")
+        .args(["-c", "sleep 0.3", "pg-fallback-marker"])
+        .status()
+        .unwrap()
+        .success());
+    let out = work.path().join("auto.jsonl");
+    assert!(
+        wait_for(Duration::from_secs(10), || std::fs::read_to_string(&out)
+            .ok()
+            .filter(|t| t.contains("pg-fallback-marker"))
+            .map(|_| ()))
+        .is_some(),
+        "the netlink backend reported nothing; log:\n{}",
+        auto.log_text()
+    );
+    // Required: it refuses to start and says why.
+    let (mut required, _) = without_bpf(work.path(), "required", "ebpf");
+    let status = wait_for(Duration::from_secs(20), || {
+        required.child.try_wait().ok().flatten()
+    })
+    .expect("a sensor that cannot load eBPF but requires it exits");
+    assert!(!status.success());
+    let log = required.log_text();
+    assert!(log.contains("--capture ebpf"), "{log}");
+    assert!(log.contains("CAP_BPF"), "{log}");
+}
