@@ -280,13 +280,13 @@ fn drain(
             Ok(true) => {}
             Err(e) => {
                 tracing::error!(message = "Proc connector wait failed; capture stopped.", error = %e);
-                metrics.capture_failed.inc();
+                metrics.stop_capture(format!("proc connector wait failed: {e}"));
                 return;
             }
         }
         if let Err(e) = lock(queue).fill(metrics) {
             tracing::error!(message = "Proc connector read failed; capture stopped.", error = %e);
-            metrics.capture_failed.inc();
+            metrics.stop_capture(format!("proc connector read failed: {e}"));
             return;
         }
         std::thread::sleep(DRAIN_EVERY);
@@ -368,7 +368,8 @@ impl Processor {
             }
             if let Err(e) = received {
                 tracing::error!(message = "Proc connector read failed; capture stopped.", error = %e);
-                self.metrics.capture_failed.inc();
+                self.metrics
+                    .stop_capture(format!("proc connector read failed: {e}"));
                 break;
             }
             // Urgent: each exec'd process is read before anything else is done.
@@ -383,7 +384,8 @@ impl Processor {
                 let mut q = lock(queue);
                 if let Err(e) = q.fill(&self.metrics) {
                     tracing::error!(message = "Proc connector read failed; capture stopped.", error = %e);
-                    self.metrics.capture_failed.inc();
+                    self.metrics
+                        .stop_capture(format!("proc connector read failed: {e}"));
                     break;
                 }
                 lost |= std::mem::take(&mut q.lost);
@@ -412,7 +414,8 @@ impl Processor {
             };
             if let Err(e) = src.capture.wait(TICK) {
                 tracing::error!(message = "eBPF ring buffer wait failed; capture stopped.", error = %e);
-                self.metrics.capture_failed.inc();
+                self.metrics
+                    .stop_capture(format!("eBPF ring buffer wait failed: {e}"));
                 break;
             }
             src.capture

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub events_acked: Counter,
     /// Capture stopped on an error.
     pub capture_failed: Counter,
+    /// Why capture stopped, once it has (the first reason; capture does not restart): sent in
+    /// every health report so that the server opens a sensor-blind incident.
+    pub capture_stopped: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// Events waiting for acknowledgement.
     pub pending: Gauge,
     /// 1 while connected to the server.
@@ -97,6 +100,25 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Records that capture stopped on an error: counted, and the reason kept for the health
+    /// report (the first one; later ones are the same stop seen by another thread).
+    pub fn stop_capture(&self, why: String) {
+        self.capture_failed.inc();
+        let mut stopped = self
+            .capture_stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        stopped.get_or_insert(why);
+    }
+
+    /// Why capture stopped, if it has.
+    pub fn capture_stopped(&self) -> Option<String> {
+        self.capture_stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Records how cgroup paths are read.
     pub fn set_cgroup_view(&self, mode: &str) {
         self.cgroup_view
@@ -310,5 +332,24 @@ impl Metrics {
             self.pod_events_late.clone(),
         );
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capture_stop_is_counted_and_its_first_reason_kept() {
+        let m = Metrics::default();
+        assert_eq!(m.capture_stopped(), None);
+        m.stop_capture("eBPF ring buffer wait failed: EBADF".into());
+        // Another thread seeing the same stop does not replace the cause.
+        m.clone().stop_capture("proc connector read failed".into());
+        assert_eq!(m.capture_failed.get(), 2);
+        assert_eq!(
+            m.capture_stopped().as_deref(),
+            Some("eBPF ring buffer wait failed: EBADF")
+        );
     }
 }

@@ -342,6 +342,7 @@ impl Uplink {
                 lag_ms: 0,
                 spooled: self.spool.as_ref().map(|s| s.records()).unwrap_or(0),
                 at: Some(timestamp(SystemTime::now())),
+                capture_stopped: m.capture_stopped().unwrap_or_default(),
             })),
         }
     }

@@ -36,6 +36,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Batches of one stream committed but not yet acknowledged (waiting for their flush). While
 /// this many are pending, the stream reads no further message: backpressure to the sensor.
+/// Longest capture-stop reason kept from a sensor's health report (it is the sensor's text).
+const CAPTURE_STOPPED_MAX: usize = 512;
 const PIPELINE: usize = 8;
 /// A committed batch on its way to disk, with what it did.
 type Durable =
@@ -316,6 +318,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
             pending: FuturesOrdered::new(),
             summary: Summary::new(DEVIATION_SUMMARY_EVERY),
             logged_losses: (0, 0),
+            logged_capture_stop: false,
         };
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
@@ -374,6 +377,8 @@ struct Session {
     summary: Summary<(String, String)>,
     /// The loss counters last logged: they are cumulative, so a change is news, not a report.
     logged_losses: (u64, u64),
+    /// Whether this stream already logged that the sensor's capture stopped.
+    logged_capture_stop: bool,
 }
 
 impl Session {
@@ -605,10 +610,23 @@ impl Session {
         } else {
             tracing::debug!(message = "Sensor health.", node = %self.node, seen = h.events_seen, spooled = h.spooled);
         }
+        let capture_stopped = (!h.capture_stopped.is_empty()).then(|| {
+            let why: String = h
+                .capture_stopped
+                .chars()
+                .take(CAPTURE_STOPPED_MAX)
+                .collect();
+            why
+        });
+        if capture_stopped.is_some() && !self.logged_capture_stop {
+            tracing::error!(message = "Sensor capture stopped.", node = %self.node, reason = %h.capture_stopped);
+            self.logged_capture_stop = true;
+        }
         let report = HealthReport {
             dropped: h.events_dropped,
             partial: h.events_partial,
             kernel_losses: h.kernel_losses,
+            capture_stopped,
         };
         if self.health_tx.try_send(report).is_err() {
             // The counters are cumulative: the next report carries what this one had.

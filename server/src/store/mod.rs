@@ -560,10 +560,14 @@ pub struct HealthRecord {
     pub kernel_losses: u64,
     /// The `last_seen` for which a silence incident was already raised.
     pub silence_flagged: Option<SystemTime>,
+    /// The capture stop already raised, so that each health report of a stopped sensor does
+    /// not append the same finding again.
+    #[serde(default)]
+    pub capture_stopped: Option<String>,
 }
 
 /// Health counters as a sensor reports them (cumulative since it started).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct HealthReport {
     /// Events dropped.
     pub dropped: u64,
@@ -571,6 +575,8 @@ pub struct HealthReport {
     pub partial: u64,
     /// Kernel-side losses.
     pub kernel_losses: u64,
+    /// Why the sensor's capture stopped, once it has.
+    pub capture_stopped: Option<String>,
 }
 
 /// What a person's action on an incident did.

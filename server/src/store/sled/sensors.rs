@@ -68,6 +68,11 @@ impl SensorStore for Store {
                 h.dropped = report.dropped;
                 h.partial = report.partial;
                 h.kernel_losses = report.kernel_losses;
+                // A stopped capture sees nothing at all: raised once per stop (a restarted
+                // sensor that stops again is a new stop).
+                let newly_stopped = report.capture_stopped.is_some()
+                    && report.capture_stopped != h.capture_stopped;
+                h.capture_stopped = report.capture_stopped.clone();
                 health.insert(node, enc(&h))?;
                 let mut s: SensorRecord = match sensors.get(node)? {
                     Some(v) => dec("sensors", &v).map_err(abort)?,
@@ -78,6 +83,13 @@ impl SensorStore for Store {
                 if d + k > 0 {
                     let reason = format!(
                         "sensor on {node} lost events since its previous report: {d} dropped (queue or spool full), {k} lost in the kernel"
+                    );
+                    log.blind((incidents, keys), node, reason)?;
+                }
+                if newly_stopped {
+                    let why = report.capture_stopped.as_deref().unwrap_or_default();
+                    let reason = format!(
+                        "sensor on {node} stopped capturing ({why}): no process start on the node is seen until the sensor restarts"
                     );
                     log.blind((incidents, keys), node, reason)?;
                 }

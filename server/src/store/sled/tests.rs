@@ -197,6 +197,7 @@ async fn health_counters_raise_one_blind_incident_and_silence_is_flagged_once() 
         dropped,
         partial,
         kernel_losses: 0,
+        capture_stopped: None,
     };
     assert!(s.sensor_health("n1", r(0, 0), t0).await.unwrap().is_none());
     // Partial events are coverage, not blindness: no incident, however many.
@@ -230,6 +231,44 @@ async fn health_counters_raise_one_blind_incident_and_silence_is_flagged_once() 
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test]
+async fn a_stopped_capture_is_a_blind_sensor_once_per_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let t0 = SystemTime::now();
+    let r = |stopped: Option<&str>| HealthReport {
+        capture_stopped: stopped.map(str::to_string),
+        ..Default::default()
+    };
+    assert!(s.sensor_health("n1", r(None), t0).await.unwrap().is_none());
+    // No loss counter moves (nothing is seen any more), yet the sensor is blind.
+    let i = s
+        .sensor_health("n1", r(Some("eBPF ring buffer wait failed: EBADF")), t0)
+        .await
+        .unwrap()
+        .expect("a stopped capture opens a sensor-blind incident");
+    assert!(
+        i.severity_reason
+            .contains("stopped capturing (eBPF ring buffer wait failed: EBADF)"),
+        "{}",
+        i.severity_reason
+    );
+    // Every later report says the same: not appended again.
+    for _ in 0..3 {
+        let same = s.sensor_health("n1", r(Some("eBPF ring buffer wait failed: EBADF")), t0);
+        assert!(same.await.unwrap().is_none());
+    }
+    // Restarted and capturing, then stopped again: a new stop, the same open episode.
+    assert!(s.sensor_health("n1", r(None), t0).await.unwrap().is_none());
+    let again = s
+        .sensor_health("n1", r(Some("proc connector read failed: ENOBUFS")), t0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, i.id);
+    assert_eq!(again.count, 2);
 }
 
 #[tokio::test]
