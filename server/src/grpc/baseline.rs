@@ -37,6 +37,9 @@ pub(super) fn store_status(e: StoreError) -> Status {
         StoreError::NotFound(m) => Status::not_found(format!(
             "no baseline for workload '{m}'; list them with 'procguardctl baselines list'"
         )),
+        StoreError::NoVersion { workload, version } => Status::not_found(format!(
+            "baseline '{workload}' has no version {version}; 'procguardctl baselines history {workload}' lists the versions it has"
+        )),
         StoreError::Rejected(m) => Status::failed_precondition(m),
         e @ StoreError::Conflict { .. } => Status::aborted(e.to_string()),
         e => Status::internal(e.to_string()),

@@ -348,6 +348,14 @@ pub enum StoreError {
     /// The addressed baseline does not exist.
     #[error("no baseline for workload '{0}'")]
     NotFound(String),
+    /// The baseline exists, but not at the version asked for.
+    #[error("baseline '{workload}' has no version {version}")]
+    NoVersion {
+        /// Workload.
+        workload: String,
+        /// The version asked for.
+        version: u64,
+    },
     /// The change was refused by domain rules.
     #[error("{0}")]
     Rejected(String),

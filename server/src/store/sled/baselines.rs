@@ -96,7 +96,15 @@ impl BaselineStore for Store {
         }
         match self.history.get(history_key(id, version))? {
             Some(v) => Ok(dec::<VersionRecord>("history", &v)?.snapshot),
-            None => Err(StoreError::NotFound(format!("{id} version {version}"))),
+            // A version above the current one, or one never recorded, of a baseline that
+            // exists; a baseline that does not exist is NotFound whatever the version.
+            None => Err(match self.baselines.get(id.to_string())? {
+                Some(_) => StoreError::NoVersion {
+                    workload: id.to_string(),
+                    version,
+                },
+                None => StoreError::NotFound(id.to_string()),
+            }),
         }
     }
 

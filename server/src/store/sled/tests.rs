@@ -234,6 +234,31 @@ async fn health_counters_raise_one_blind_incident_and_silence_is_flagged_once() 
 }
 
 #[tokio::test]
+async fn a_missing_version_is_named_as_such_not_as_a_missing_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = enforced_store(dir.path()).await;
+    let current = s.baseline(&web(), 0).unwrap().version;
+    match s.baseline(&web(), current + 100) {
+        Err(StoreError::NoVersion { workload, version }) => {
+            assert_eq!(workload, web().to_string());
+            assert_eq!(version, current + 100);
+        }
+        other => panic!("{other:?}"),
+    }
+    let nobody = procguard_core::WorkloadIdentity::new(
+        "c",
+        "ns",
+        procguard_core::WorkloadKind::Deployment,
+        "nobody",
+        "app",
+    );
+    assert!(matches!(
+        s.baseline(&nobody, 3),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
 async fn a_stopped_capture_is_a_blind_sensor_once_per_stop() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
