@@ -373,7 +373,8 @@ fn export_import_round_trip_on_a_fresh_server() {
         .as_array()
         .unwrap()
         .iter()
-        .rfind(|r| r["action"] == "AddElements" && r["result"] == "ok")
+        // Newest first: the latest such record.
+        .find(|r| r["action"] == "AddElements" && r["result"] == "ok")
         .unwrap()
         .clone();
     let detail = record["detail"].as_str().unwrap();

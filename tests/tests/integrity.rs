@@ -397,7 +397,8 @@ fn a_binary_replaced_at_an_allowed_path_is_a_modified_executable(backend: Backen
         .as_array()
         .unwrap()
         .iter()
-        .rfind(|r| r["action"] == "AllowIncident" && r["result"] == "ok")
+        // Newest first: the latest such record.
+        .find(|r| r["action"] == "AllowIncident" && r["result"] == "ok")
         .unwrap_or_else(|| panic!("{audit:#}"))
         .clone();
     let detail = allow["detail"].as_str().unwrap_or_default();

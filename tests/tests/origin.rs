@@ -192,7 +192,10 @@ fn drift_scenario(fanotify: &str, backend: Backend) {
     let list = wait_for(Duration::from_secs(15), || {
         let list = incident_list(&pki, &server);
         want.iter()
-            .all(|w| list.iter().any(|i| i["exe_path"] == *w))
+            .all(|w| {
+                list.iter()
+                    .any(|i| i["exe_path"] == *w && i["kind"] == "deviation")
+            })
             .then_some(list)
     })
     .unwrap_or_else(|| {
@@ -203,7 +206,12 @@ fn drift_scenario(fanotify: &str, backend: Backend) {
         )
     });
     let incident = |exe: &str| {
-        let id = list.iter().find(|i| i["exe_path"] == exe).unwrap()["id"]
+        // The deviation's incident: an exec session may also name the executable (the list
+        // is newest first, so which comes first is not fixed).
+        let id = list
+            .iter()
+            .find(|i| i["exe_path"] == exe && i["kind"] == "deviation")
+            .unwrap()["id"]
             .as_str()
             .unwrap()
             .to_string();
