@@ -142,7 +142,9 @@ impl SensorReports {
 }
 
 /// The positions of the SIEM subscriptions connected now, for their lag. Each stream holds
-/// its position; a stream that ends drops it, and it is forgotten at the next look.
+/// its position; a stream that ends drops it, and it is forgotten at the next look. The list
+/// is bounded by the streams the subscription limit lets connect, plus those that ended since
+/// the last look (every few seconds).
 #[derive(Debug, Clone, Default)]
 pub struct SubscriberPositions {
     streams: Arc<Mutex<Vec<Weak<AtomicU64>>>>,
