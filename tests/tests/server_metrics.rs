@@ -156,3 +156,56 @@ async fn server_metrics_move_for_the_reason_they_exist() {
     );
     wait_value(&server, HIGH_DEVIATIONS_OPEN, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_lags_until_it_reads() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
+        .await
+        .unwrap();
+    let w = grpc::workload("shop", "web");
+    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
+        .await
+        .unwrap();
+    let lag = "procguard_server_subscriber_lag_records";
+    let stalled = grpc::subscribe(
+        &pki,
+        &server.url(),
+        pb::start_position::Position::Now(true),
+        &[pb::RecordKind::Deviation],
+    )
+    .await
+    .unwrap();
+    // 2,000 deviations of 16 KiB each: far more than HTTP/2 flow control and one read step
+    // (512 records) let the server take off the log for a subscriber that reads nothing.
+    let long = "x".repeat(16 * 1024);
+    for _ in 0..20 {
+        let mut evs = sensor.events(&w, &["/opt/tool"; 100]);
+        for e in &mut evs {
+            e.process.as_mut().unwrap().argv.push(long.clone());
+        }
+        sensor.send_acked(evs).await.unwrap();
+    }
+    let behind = wait_for(FOLLOW, || {
+        metric(server.admin_port, lag).filter(|l| *l > 0.0)
+    });
+    assert!(
+        behind.is_some_and(|l| l <= 2_100.0),
+        "the stalled subscriber did not show as lagging (by at most the records written: 2,000 deviations and their incident changes): {:?}",
+        metric(server.admin_port, lag)
+    );
+
+    // It reads everything and leaves: nobody lags.
+    let mut stalled = stalled;
+    let mut read = 0;
+    while let Ok(Ok(Some(_))) =
+        tokio::time::timeout(Duration::from_secs(3), stalled.message()).await
+    {
+        read += 1;
+    }
+    assert_eq!(read, 2_000);
+    drop(stalled);
+    wait_value(&server, lag, 0.0);
+}
