@@ -3,7 +3,8 @@
 //!
 //! Every [`TICK`] the cheap ones are set: the lag of the SIEM subscriber furthest behind
 //! (from the positions the streams publish), the database size (sled's file and blob
-//! directory sizes), and the forgetting of nodes silent for [`SENSOR_FORGET_AFTER`]. The
+//! directory sizes), and the forgetting of nodes silent for [`SENSOR_FORGET_AFTER`] (their
+//! last-report and reported-drops series). The
 //! per-node last-report timestamp itself is set where the report arrives
 //! ([`crate::grpc::sensor`]).
 //!
@@ -137,9 +138,13 @@ pub async fn run(store: SharedStorage, metrics: Metrics, shutdown: CancellationT
                 tracing::debug!(message = "Reading the database size failed.", error = %e)
             }
         }
-        state
+        let forgotten = state
             .sensor_reports
             .forget_older(SystemTime::now(), SENSOR_FORGET_AFTER);
+        for node in &forgotten {
+            // Set with the same health reports: it goes with them.
+            metrics.sensor_reported_drops.remove(node);
+        }
         let moved = durable.has_changed().unwrap_or(false);
         if moved || last_recount.is_none_or(|t| t.elapsed() >= RECOUNT_AT_LEAST) {
             durable.borrow_and_update();

@@ -1,8 +1,8 @@
 //! Server metrics, exposed on the admin port's `/metrics`. Every dropped, rejected or denied
 //! thing has a counter so that an operator sees it without reading logs; latencies are
 //! histograms ([`Timings`]), observed where the work happens; gauges of stored state
-//! ([`StateGauges`]) are recomputed by [`crate::gauges`] on a bounded timer, never on a
-//! scrape.
+//! ([`StateGauges`]) are set where a report arrives or by [`crate::gauges`] on a bounded
+//! timer, never on a scrape.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -126,18 +126,21 @@ impl SensorReports {
             .set(secs);
     }
 
-    /// Drops the series of nodes that have not reported for `forget_after`; returns how many.
-    pub fn forget_older(&self, now: SystemTime, forget_after: Duration) -> usize {
+    /// Drops the series of nodes that have not reported for `forget_after`; returns them, so
+    /// that other per-node series set with the report can go too.
+    pub fn forget_older(&self, now: SystemTime, forget_after: Duration) -> Vec<NodeLabel> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let before = seen.len();
+        let mut forgotten = Vec::new();
         seen.retain(|node, at| {
             let keep = now.duration_since(*at).unwrap_or_default() < forget_after;
             if !keep {
-                self.family.remove(&NodeLabel { node: node.clone() });
+                let label = NodeLabel { node: node.clone() };
+                self.family.remove(&label);
+                forgotten.push(label);
             }
             keep
         });
-        before - seen.len()
+        forgotten
     }
 }
 
@@ -216,7 +219,8 @@ pub struct Metrics {
     pub api_denied: Counter,
     /// Sensors connected now.
     pub sensors_connected: Gauge,
-    /// Events each sensor last reported as dropped on its side (spool or queue full).
+    /// Events each sensor last reported as dropped on its side (spool or queue full); set with
+    /// each health report and forgotten with its node ([`SensorReports::forget_older`]).
     pub sensor_reported_drops: Family<NodeLabel, Gauge>,
     /// SIEM subscribers connected now.
     pub subscribers: Gauge,
@@ -398,7 +402,10 @@ mod tests {
         r.report("old", t0);
         r.report("new", t0 + Duration::from_secs(3_600));
         let later = t0 + SENSOR_FORGET_AFTER + Duration::from_secs(1);
-        assert_eq!(r.forget_older(later, SENSOR_FORGET_AFTER), 1);
+        assert_eq!(
+            r.forget_older(later, SENSOR_FORGET_AFTER),
+            [NodeLabel { node: "old".into() }]
+        );
         let mut out = String::new();
         let mut reg = Registry::default();
         reg.register("last", "", r.family.clone());
