@@ -7,7 +7,7 @@
 //! and [`learning`] ends learning windows on a timer. Deviations and sensor findings become
 //! incidents ([`grpc::incident`]), and every incident change, deviation and audit record is
 //! streamed to SIEMs with a cursor ([`grpc::subscription`]); [`watchdog`] runs retention and
-//! flags silent sensors.
+//! flags silent sensors; [`gauges`] keeps the gauges of stored state current.
 //!
 //! [`run`] binds both ports before doing any work, serves until the shutdown token is
 //! cancelled, then drains for at most `--shutdown-grace`: connections still open then are
@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod gauges;
 pub mod gitops;
 pub mod grpc;
 pub mod hub;
@@ -91,6 +92,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             retention_interval: settings.retention_interval,
             sensor_silence: settings.sensor_silence,
         },
+        shutdown.clone(),
+    ));
+
+    let gauges_task = tokio::spawn(gauges::run(
+        store.clone(),
+        metrics.clone(),
         shutdown.clone(),
     ));
 
@@ -187,6 +194,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let _ = tokio::time::timeout(grace, async {
         let _ = learning_task.await;
         let _ = watchdog_task.await;
+        let _ = gauges_task.await;
         let _ = admin_task.await;
     })
     .await;

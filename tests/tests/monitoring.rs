@@ -499,6 +499,44 @@ tests:
               description: "Batches or sensor streams were refused in the last 10 minutes; the server's log names the sensor and the reason."
   - interval: 1m
     input_series:
+      # node-a reports every minute until minute 4, then stops; node-b keeps reporting. A SIEM
+      # subscriber falls 20000 records behind at minute 5 and stays there.
+      - series: 'procguard_server_sensor_last_report_timestamp_seconds{job="procguard/procguard-server",pod="procguard-server-0",node="node-a"}'
+        values: '0+60x4 240x30'
+      - series: 'procguard_server_sensor_last_report_timestamp_seconds{job="procguard/procguard-server",pod="procguard-server-0",node="node-b"}'
+        values: '0+60x35'
+      - series: 'procguard_server_subscriber_lag_records{job="procguard/procguard-server",pod="procguard-server-0"}'
+        values: '0x4 20000x30'
+    alert_rule_test:
+      - eval_time: 12m
+        alertname: ProcguardSensorNotReporting
+        exp_alerts: []
+      - eval_time: 16m
+        alertname: ProcguardSensorNotReporting
+        exp_alerts:
+          - exp_labels:
+              severity: critical
+              job: procguard/procguard-server
+              pod: procguard-server-0
+              node: node-a
+            exp_annotations:
+              summary: "procguard-server has had no report from the sensor on node-a for 10 minutes"
+              description: "Processes on node-a may run unseen. Check the sensor pod on that node, its certificate and the NetworkPolicy; the server's sensor-blind incident names it too."
+      - eval_time: 12m
+        alertname: ProcguardSubscriberLagging
+        exp_alerts: []
+      - eval_time: 21m
+        alertname: ProcguardSubscriberLagging
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              job: procguard/procguard-server
+              pod: procguard-server-0
+            exp_annotations:
+              summary: "A procguard SIEM subscriber is 20000 records behind"
+              description: "The slowest SIEM subscription has been more than 10000 records behind for 15 minutes. Check the SIEM forwarder; records it does not read before retention removes them are lost to it."
+  - interval: 1m
+    input_series:
       # At time 0: the server's certificate has 10 days left, a sensor's 1 day, the CA 300.
       - series: 'procguard_tls_certificate_expiry_timestamp_seconds{job="procguard/procguard-server",pod="procguard-server-0",certificate="server"}'
         values: '864000x5'

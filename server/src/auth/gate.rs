@@ -7,7 +7,7 @@ use super::{Caller, Denied, Role, Tokens};
 use crate::limits::{Limits, Rate};
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, AuditOutcome, SharedStorage};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 use tonic::{Request, Status};
 
 /// The authentication, rate-limit, authorisation and audit gate; cheap to clone.
@@ -54,6 +54,7 @@ impl Gate {
         action: &str,
         target: &str,
     ) -> Result<Caller, Status> {
+        let started = Instant::now();
         let peer = request
             .remote_addr()
             .map(|a| a.to_string())
@@ -92,14 +93,20 @@ impl Gate {
                 self.audit(entry(AuditOutcome::Denied, status.message()))
                     .await;
             }
+            self.metrics
+                .timings
+                .api_call(action, status.code(), started.elapsed());
             return Err(status);
         }
         match decision {
-            Ok(c) => Ok(c),
+            Ok(c) => Ok(Caller { started, ..c }),
             Err(d) => {
                 self.metrics.api_denied.inc();
                 self.audit(entry(AuditOutcome::Denied, d.status.message()))
                     .await;
+                self.metrics
+                    .timings
+                    .api_call(action, d.status.code(), started.elapsed());
                 Err(d.status)
             }
         }
@@ -138,9 +145,9 @@ impl Gate {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        let (outcome, detail) = match &result {
-            Ok((_, detail)) => (AuditOutcome::Ok, detail.clone()),
-            Err(s) => (AuditOutcome::Failed, s.message().to_string()),
+        let (outcome, detail, code) = match &result {
+            Ok((_, detail)) => (AuditOutcome::Ok, detail.clone(), tonic::Code::Ok),
+            Err(s) => (AuditOutcome::Failed, s.message().to_string(), s.code()),
         };
         self.audit(AuditEntry {
             id: 0,
@@ -154,6 +161,9 @@ impl Gate {
             peer,
         })
         .await;
+        self.metrics
+            .timings
+            .api_call(action, code, caller.started.elapsed());
         result.map(|(r, _)| r)
     }
 }

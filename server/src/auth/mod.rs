@@ -13,6 +13,7 @@ use procguard_runtime::ConfigError;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 use tonic::Status;
 
 /// What a token may do. Admin may do everything; approver everything a viewer may plus change
@@ -69,6 +70,8 @@ pub struct Caller {
     pub actor: String,
     /// Role.
     pub role: Role,
+    /// When the gate first looked at the call: its latency is measured from here.
+    pub started: Instant,
 }
 
 /// Why a call was refused, with what the audit log records.
@@ -121,6 +124,7 @@ impl Tokens {
                 Caller {
                     actor: t.name.clone(),
                     role,
+                    started: Instant::now(),
                 },
             );
         }
@@ -143,6 +147,7 @@ impl Tokens {
                 Caller {
                     actor: c.name.clone(),
                     role,
+                    started: Instant::now(),
                 },
             );
         }

@@ -481,6 +481,13 @@ impl Session {
                 .await;
         }
         let metrics = &self.metrics;
+        let now = SystemTime::now();
+        for d in &out.deviations {
+            // Deviations without the sensor's time (an old sensor) are not observed.
+            if let Some(observed_at) = d.reported.observed_at {
+                metrics.timings.deviation_stored(observed_at, now);
+            }
+        }
         metrics.events_ingested.inc_by(out.applied as u64);
         metrics.events_duplicate.inc_by(out.duplicates as u64);
         metrics.deviations.inc_by(out.deviations.len() as u64);
@@ -575,16 +582,23 @@ impl Session {
                 return self.end(status).await;
             }
         };
+        let started = Instant::now();
         match self
             .store
             .ingest_commit(&self.node, &events, &self.policies, SystemTime::now())
             .await
         {
             Ok((out, commit)) => {
-                let store = self.store.clone();
-                self.pending.push_back(Box::pin(
-                    async move { (store.wait_durable(commit).await, out) },
-                ));
+                let (store, timings) = (self.store.clone(), self.metrics.timings.clone());
+                self.pending.push_back(Box::pin(async move {
+                    let durable = store.wait_durable(commit).await;
+                    if durable.is_ok() {
+                        timings
+                            .ingest_commit
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    (durable, out)
+                }));
                 ControlFlow::Continue(())
             }
             Err(e) => {
@@ -603,6 +617,10 @@ impl Session {
                 node: self.node.clone(),
             })
             .set(h.events_dropped as i64);
+        self.metrics
+            .state
+            .sensor_reports
+            .report(&self.node, SystemTime::now());
         let losses = (h.events_dropped, h.kernel_losses);
         if losses != self.logged_losses && losses != (0, 0) {
             tracing::warn!(message = "Sensor reports losses.", node = %self.node, seen = h.events_seen, dropped = h.events_dropped, kernel_losses = h.kernel_losses, spooled = h.spooled);

@@ -39,6 +39,8 @@ use procguard_proto::v1 as pb;
 use procguard_proto::Encoded;
 use std::collections::HashSet;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
@@ -204,6 +206,8 @@ struct Reader {
     filter: RecordFilter,
     /// The last cursor read (sent or filtered out).
     after: u64,
+    /// `after`, shared with the subscriber-lag gauge ([`crate::gauges`]).
+    position: Arc<AtomicU64>,
     /// Set once the stream has sent its final error.
     done: bool,
 }
@@ -249,6 +253,7 @@ impl Reader {
                     .collect();
                 if let Some(last) = batch.last() {
                     self.after = last.cursor;
+                    self.position.store(last.cursor, Ordering::Relaxed);
                 }
                 let n = out.len() as u64;
                 self.metrics.records_streamed.inc_by(n);
@@ -350,6 +355,7 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
             actor: caller.actor.clone(),
             filter,
             after,
+            position: self.metrics.state.subscriber_positions.track(after),
             done: false,
         };
         let records = futures::stream::unfold(reader, |mut r| async move {

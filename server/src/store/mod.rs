@@ -328,6 +328,9 @@ pub trait RetentionStore: Send + Sync {
 
     /// Event IDs the idempotency index remembers now (both generations).
     fn event_ids_remembered(&self) -> u64;
+
+    /// The database's size on disk, in bytes: a file-system look, no scan of the data.
+    fn database_bytes(&self) -> Result<u64>;
 }
 
 /// A storage failure.

@@ -109,4 +109,9 @@ impl RetentionStore for Store {
     fn event_ids_remembered(&self) -> u64 {
         self.event_ids.len()
     }
+
+    /// sled's own figure: the size of its file and blob directory.
+    fn database_bytes(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
 }
