@@ -19,7 +19,7 @@
 //! none (a learning window ending).
 
 use crate::metrics::{IncidentLabels, Metrics, StateLabel, SENSOR_FORGET_AFTER};
-use crate::store::{BaselineFilter, SharedStorage, Storage};
+use crate::store::{BaselineFilter, Order, SharedStorage, Storage};
 use procguard_core::baseline::BaselineState;
 use procguard_core::incident::{IncidentFilter, IncidentKind, Severity};
 use std::collections::HashMap;
@@ -71,7 +71,8 @@ fn count(store: &dyn Storage) -> crate::store::Result<Counts> {
     let mut c = Counts::default();
     let mut after = None;
     loop {
-        let (page, next) = store.incidents(&IncidentFilter::default(), after, PAGE)?;
+        let (page, next) =
+            store.incidents(&IncidentFilter::default(), after, PAGE, Order::OldestFirst)?;
         for i in page.iter().filter(|i| i.state.is_active()) {
             *c.incidents.entry((i.severity, i.kind)).or_default() += 1;
         }
