@@ -523,21 +523,43 @@ impl ProcReader {
         info.cgroup = read_bounded(&self.path(info.pid, "cgroup"), MAX_CGROUP_FILE);
     }
 
+    /// Reads `/proc/<pid>/cgroup` only if it is still the file of the process `info` describes,
+    /// whose start time the kernel recorded at its exec: read after that process exited, the
+    /// ID may already be a new process's (another container's, say), and the file is then
+    /// left unread rather than taken for it. The start time is checked after the read, so a
+    /// file read before the ID was reused and one read after are told apart.
+    pub fn read_cgroup_of_same_process(&self, info: &mut ProcInfo) {
+        let Some(expected) = info.start_time else {
+            info.cgroup = None;
+            return;
+        };
+        let cgroup = read_bounded(&self.path(info.pid, "cgroup"), MAX_CGROUP_FILE);
+        let now = self
+            .stat(info.pid)
+            .and_then(|s| self.start_time_of_ticks(s.start_ticks));
+        info.cgroup = cgroup.filter(|_| now == Some(expected));
+    }
+
+    fn stat(&self, pid: u32) -> Option<Stat> {
+        // Parsed here rather than with the procfs crate, whose stat parser panics on a
+        // malformed line (found by tests/hostile_input.rs).
+        read_bounded(&self.path(pid, "stat"), 4096).and_then(|t| parse_stat(&t))
+    }
+
+    fn start_time_of_ticks(&self, start_ticks: u64) -> Option<SystemTime> {
+        let ms = start_ticks.checked_mul(1000)? / self.ticks;
+        self.boot_time?.checked_add(Duration::from_millis(ms))
+    }
+
     /// Reads parent, command name and start time from `/proc/<pid>/stat`.
     pub fn read_stat(&self, info: &mut ProcInfo) {
         let pid = info.pid;
-        // Parsed here rather than with the procfs crate, whose stat parser panics on a
-        // malformed line (found by tests/hostile_input.rs).
-        if let Some(stat) = read_bounded(&self.path(pid, "stat"), 4096).and_then(|t| parse_stat(&t))
-        {
+        if let Some(stat) = self.stat(pid) {
             // A task being torn down reports parent 0: that is not its parent, so it counts as
             // unread (the fork event still knows the parent).
             info.ppid = (stat.ppid != 0 || pid <= 1).then_some(stat.ppid);
             info.comm = Some(stat.comm);
-            info.start_time = self.boot_time.and_then(|b| {
-                let ms = stat.start_ticks.checked_mul(1000)? / self.ticks;
-                b.checked_add(Duration::from_millis(ms))
-            });
+            info.start_time = self.start_time_of_ticks(stat.start_ticks);
         }
     }
 
@@ -658,6 +680,47 @@ pub fn hash_file(mut f: &std::fs::File, key: FileKey) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_read_after_the_id_was_reused_is_left_unread() {
+        // A proc-shaped directory: pid 4242 started 500 ticks after boot, in a container.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("stat"), "cpu 0\nbtime 1800000000\n").unwrap();
+        let pid_dir = root.path().join("4242");
+        std::fs::create_dir(&pid_dir).unwrap();
+        let stat = |ticks: u64| {
+            format!("4242 (sh) S 1 4242 4242 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {ticks} 0 0")
+        };
+        std::fs::write(pid_dir.join("stat"), stat(500)).unwrap();
+        std::fs::write(pid_dir.join("cgroup"), "0::/kubepods/pod1/abc\n").unwrap();
+        let reader = ProcReader::new(root.path());
+        let started = reader.start_time_of_ticks(500);
+        assert!(started.is_some());
+        // The process the kernel recorded is still there: its cgroup is read.
+        let mut same = ProcInfo {
+            pid: 4242,
+            start_time: started,
+            ..Default::default()
+        };
+        reader.read_cgroup_of_same_process(&mut same);
+        assert_eq!(same.cgroup.as_deref(), Some("0::/kubepods/pod1/abc\n"));
+        // The ID now names a process that started later: not the exec's cgroup.
+        std::fs::write(pid_dir.join("stat"), stat(900)).unwrap();
+        let mut reused = ProcInfo {
+            pid: 4242,
+            start_time: started,
+            ..Default::default()
+        };
+        reader.read_cgroup_of_same_process(&mut reused);
+        assert_eq!(reused.cgroup, None);
+        // No recorded start time: nothing to check against, nothing taken.
+        let mut unknown = ProcInfo {
+            pid: 4242,
+            ..Default::default()
+        };
+        reader.read_cgroup_of_same_process(&mut unknown);
+        assert_eq!(unknown.cgroup, None);
+    }
 
     #[test]
     fn cmdline_is_bounded() {

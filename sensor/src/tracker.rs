@@ -777,6 +777,9 @@ impl Tracker {
             Some(k) if matches!(k.placement, Placement::Container(_)) => {
                 lineage = Some(k.placement.clone());
             }
+            // Recorded by the kernel at the exec but for its cgroup (a hybrid host's v2 root):
+            // read after the fact, so only if the ID still names that very process.
+            _ if info.at_exec => self.reader.read_cgroup_of_same_process(&mut info),
             _ => self.reader.read_cgroup(&mut info),
         }
         match known {
