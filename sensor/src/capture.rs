@@ -485,6 +485,7 @@ impl Processor {
                     argv: e.argv,
                     argv_truncated: e.argv_truncated,
                     exe_id: (e.exe_dev, e.exe_ino),
+                    exe_nlink: e.exe_nlink,
                     cgroup,
                 };
                 Round::Exec(

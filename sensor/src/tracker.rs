@@ -121,6 +121,8 @@ pub struct AtExec {
     pub argv_truncated: bool,
     /// The executed file's (device, inode).
     pub exe_id: (u64, u64),
+    /// The executed file's link count at the exec: 0 for a file already unlinked (or a memfd).
+    pub exe_nlink: u32,
     /// Its cgroup at exec, as the `0::` line `/proc/<pid>/cgroup` shows this sensor; `None`
     /// when the cgroup ID could not be resolved (then `/proc` is read as without it).
     pub cgroup: Option<String>,
@@ -725,6 +727,12 @@ impl Tracker {
     /// exec's own and stand over the read ([`AtExec`]).
     pub fn with_exec_facts(&self, mut early: EarlyRead, facts: AtExec) -> EarlyRead {
         let info = &mut early.info;
+        // `/proc` showed the file deleted, but it still had links when it was exec'd: it was
+        // removed or replaced after the exec (the read comes after the batch's delay). What
+        // ran was not a deleted file; the file's own facts decide its origin.
+        if info.exe_deleted && facts.exe_nlink > 0 {
+            info.exe_deleted = false;
+        }
         info.at_exec = true;
         info.ppid = Some(facts.ppid);
         info.uid = Some(facts.uid);
