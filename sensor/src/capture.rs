@@ -486,6 +486,7 @@ impl Processor {
                     argv_truncated: e.argv_truncated,
                     exe_id: (e.exe_dev, e.exe_ino),
                     exe_nlink: e.exe_nlink,
+                    exe_name: e.exe_name,
                     cgroup,
                 };
                 Round::Exec(

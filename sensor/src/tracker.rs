@@ -123,6 +123,8 @@ pub struct AtExec {
     pub exe_id: (u64, u64),
     /// The executed file's link count at the exec: 0 for a file already unlinked (or a memfd).
     pub exe_nlink: u32,
+    /// The executed file's own name (its dentry's at the exec); empty when not recorded.
+    pub exe_name: String,
     /// Its cgroup at exec, as the `0::` line `/proc/<pid>/cgroup` shows this sensor; `None`
     /// when the cgroup ID could not be resolved (then `/proc` is read as without it).
     pub cgroup: Option<String>,
@@ -142,6 +144,13 @@ pub struct Observed {
     /// image's only if the contents are the same, compared once both are hashed
     /// ([`origin::settle_copy_up`]).
     pub copy_up: Option<CopyUp>,
+}
+
+/// The file name of an exe link as the kernel prints it: its last component, without the
+/// " (deleted)" the kernel appends to an unlinked file.
+fn link_file_name(link: &str) -> &str {
+    let path = link.strip_suffix(" (deleted)").unwrap_or(link);
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// A process whose executable can no longer be read has exited (or is a kernel thread): its
@@ -726,6 +735,29 @@ impl Tracker {
     /// Adds what the kernel recorded at the exec to what `/proc` showed: those facts are the
     /// exec's own and stand over the read ([`AtExec`]).
     pub fn with_exec_facts(&self, mut early: EarlyRead, facts: AtExec) -> EarlyRead {
+        // `/proc` was read after the exec. If it names a file other than the one the kernel
+        // exec'd (by the file's own name), the process exec'd again meanwhile, or it was
+        // renamed: nothing of that read is this exec's executable. It is left unread, and
+        // fanotify's record of the exec (when there is one) names it.
+        if !facts.exe_name.is_empty()
+            && early
+                .info
+                .exe_link
+                .as_deref()
+                .is_some_and(|link| link_file_name(link) != facts.exe_name)
+        {
+            early.exe = None;
+            early.claimed = None;
+            let info = &mut early.info;
+            info.exe = None;
+            info.exe_link = None;
+            info.exe_deleted = false;
+            info.exe_memfd = false;
+            info.exe_deleted_unknown = false;
+            info.exe_opened = [None, None];
+            info.exe_id = None;
+            info.superseded = true;
+        }
         let info = &mut early.info;
         // `/proc` showed the file deleted, but it still had links when it was exec'd: it was
         // removed or replaced after the exec (the read comes after the batch's delay). What
@@ -1202,6 +1234,15 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exe_link_is_named_by_its_last_component() {
+        assert_eq!(link_file_name("/bin/gone (deleted)"), "gone");
+        assert_eq!(link_file_name("/memfd:payload (deleted)"), "memfd:payload");
+        assert_eq!(link_file_name("/usr/bin/python3.11"), "python3.11");
+        // A name that merely contains the marker elsewhere keeps it.
+        assert_eq!(link_file_name("/tmp/x (deleted) y"), "x (deleted) y");
+    }
 
     /// A process read from `/proc` as the tracker would see it: in `cgroup`, running the file
     /// (device, inode) `id` at `exe`, with the command name `comm`.
