@@ -5,7 +5,7 @@
 //! batches, acks). It lets a test produce exactly the deviations it needs, at the rate it
 //! needs, against the real server binary; tests about capture use the real sensor instead.
 
-use crate::Pki;
+use crate::{Pki, Server};
 use procguard_proto::v1 as pb;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -287,4 +287,42 @@ pub async fn subscribe(
     ))
     .await?
     .into_inner())
+}
+
+/// The setup most API-level tests share: a fresh PKI for `node-a`, the real server, a sensor
+/// stream for `node-a`, and the workload `shop/web` enforced with `/app/server` in it.
+pub struct EnforcedStack {
+    /// Scratch directory (PKI, database); removed when dropped.
+    pub work: tempfile::TempDir,
+    /// The development PKI.
+    pub pki: Pki,
+    /// The server.
+    pub server: Server,
+    /// A sensor stream for `node-a`.
+    pub sensor: SensorStream,
+    /// The enforced workload.
+    pub workload: pb::WorkloadIdentity,
+}
+
+impl EnforcedStack {
+    /// Starts it; panics (failing the test) if any step fails.
+    pub async fn start() -> Self {
+        let work = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+        let server = Server::start(&pki, work.path(), &[]);
+        let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
+            .await
+            .expect("sensor stream");
+        let workload = workload("shop", "web");
+        enforced_workload(&pki, &server.url(), &mut sensor, &workload)
+            .await
+            .expect("enforced workload");
+        Self {
+            work,
+            pki,
+            server,
+            sensor,
+            workload,
+        }
+    }
 }

@@ -174,16 +174,13 @@ fn ids(list: &[Value]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_show_the_newest_first_and_filter_by_time() {
-    let work = tempfile::tempdir().unwrap();
-    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
-    let server = Server::start(&pki, work.path(), &[]);
-    let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
-        .await
-        .unwrap();
-    let w = grpc::workload("shop", "web");
-    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
-        .await
-        .unwrap();
+    let grpc::EnforcedStack {
+        work: _work,
+        pki,
+        server,
+        mut sensor,
+        workload: w,
+    } = grpc::EnforcedStack::start().await;
     // Five incidents, one executable each, opened in this order.
     for n in 0..5 {
         let exe = format!("/tmp/tool{n}");

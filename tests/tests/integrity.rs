@@ -513,17 +513,14 @@ fn a_binary_replaced_at_an_allowed_path_is_a_modified_executable(backend: Backen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_event_is_partial_in_every_output() {
     use procguard_proto::v1 as pb;
-    use procguard_tests::grpc::{self, SensorStream};
-    let work = tempfile::tempdir().unwrap();
-    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
-    let server = Server::start(&pki, work.path(), &[]);
-    let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
-        .await
-        .unwrap();
-    let w = grpc::workload("shop", "web");
-    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
-        .await
-        .unwrap();
+    use procguard_tests::grpc;
+    let grpc::EnforcedStack {
+        work: _work,
+        pki,
+        server,
+        mut sensor,
+        workload: w,
+    } = grpc::EnforcedStack::start().await;
     let mut evs = sensor.events(&w, &["/usr/bin/id"]);
     let p = evs[0].process.as_mut().unwrap();
     p.context = pb::ExecContext::ExecSession as i32;

@@ -159,16 +159,13 @@ async fn server_metrics_move_for_the_reason_they_exist() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_lags_until_it_reads() {
-    let work = tempfile::tempdir().unwrap();
-    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
-    let server = Server::start(&pki, work.path(), &[]);
-    let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
-        .await
-        .unwrap();
-    let w = grpc::workload("shop", "web");
-    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
-        .await
-        .unwrap();
+    let grpc::EnforcedStack {
+        work: _work,
+        pki,
+        server,
+        mut sensor,
+        workload: w,
+    } = grpc::EnforcedStack::start().await;
     let lag = "procguard_server_subscriber_lag_records";
     let stalled = grpc::subscribe(
         &pki,

@@ -88,16 +88,13 @@ fn cursors(lines: &[String]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_durable_subscriber_resumes_from_its_acknowledged_cursor() {
-    let work = tempfile::tempdir().unwrap();
-    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
-    let server = Server::start(&pki, work.path(), &[]);
-    let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
-        .await
-        .unwrap();
-    let w = grpc::workload("shop", "web");
-    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
-        .await
-        .unwrap();
+    let grpc::EnforcedStack {
+        work: _work,
+        pki,
+        server,
+        mut sensor,
+        workload: w,
+    } = grpc::EnforcedStack::start().await;
 
     // A forwarder acknowledging after every line, started before the deviations so that it
     // follows them live.
@@ -260,16 +257,13 @@ async fn acked_cursor(pki: &Pki, url: &str, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_subscriber_stopped_by_a_signal_within_a_second_acknowledges_what_it_printed() {
-    let work = tempfile::tempdir().unwrap();
-    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
-    let server = Server::start(&pki, work.path(), &[]);
-    let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
-        .await
-        .unwrap();
-    let w = grpc::workload("shop", "web");
-    grpc::enforced_workload(&pki, &server.url(), &mut sensor, &w)
-        .await
-        .unwrap();
+    let grpc::EnforcedStack {
+        work: _work,
+        pki,
+        server,
+        mut sensor,
+        workload: w,
+    } = grpc::EnforcedStack::start().await;
     let evs = sensor.events(&w, &["/usr/bin/tool1", "/usr/bin/tool2"]);
     sensor.send_acked(evs).await.unwrap();
 
