@@ -86,7 +86,10 @@ pub fn apply<S: BatchStore>(
 ) -> Result<Applied, S::Error> {
     let mut out = IngestOutcome::default();
     let mut highest_sequence = 0;
-    let mut touched: BTreeMap<String, (Baseline, bool)> = BTreeMap::new();
+    // Each touched baseline with whether it changed and the version it had before the batch
+    // (0 for one the batch creates): a batch makes at most one new version of a baseline, so
+    // versions count 1, 2, 3 … and each has its history record.
+    let mut touched: BTreeMap<String, (Baseline, bool, u64)> = BTreeMap::new();
     let mut seen: BTreeMap<(String, ElementKey), (WorkloadIdentity, ActivityRecord)> =
         BTreeMap::new();
     for ev in events {
@@ -113,9 +116,10 @@ pub fn apply<S: BatchStore>(
                 None => Baseline::new(workload.clone(), now),
             };
             let is_new = b.elements.is_empty() && b.version == 1;
-            touched.insert(key.clone(), (b, is_new));
+            let base = if is_new { 0 } else { b.version };
+            touched.insert(key.clone(), (b, is_new, base));
         }
-        let (b, changed) = touched.get_mut(&key).expect("inserted above");
+        let (b, changed, base) = touched.get_mut(&key).expect("inserted above");
         let before = b.version;
         let policy = policies.for_baseline(b);
         let relearn_window = policy.relearn_window;
@@ -131,7 +135,10 @@ pub fn apply<S: BatchStore>(
         if ev.process.completeness == crate::Completeness::Partial {
             out.partial += 1;
         }
-        match b.observe(&ev.process, now, relearn_window, max_elements) {
+        let observation = b.observe(&ev.process, now, relearn_window, max_elements);
+        // Every change within the batch belongs to the one version the batch makes.
+        b.version = b.version.min(*base + 1);
+        match observation {
             o @ (Observation::Deviation | Observation::Refused) => {
                 if o == Observation::Refused {
                     out.refused += 1;
@@ -168,7 +175,10 @@ pub fn apply<S: BatchStore>(
     Ok(Applied {
         outcome: out,
         highest_sequence,
-        baselines: touched.into_values().collect(),
+        baselines: touched
+            .into_values()
+            .map(|(b, changed, _)| (b, changed))
+            .collect(),
         activity: seen
             .into_iter()
             .map(|((_, element), (workload, rec))| (workload, element, rec))

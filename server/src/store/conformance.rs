@@ -212,6 +212,57 @@ async fn a_refused_change_changes_nothing(open: Open) {
     ));
 }
 
+/// Versions count per baseline, 1, 2, 3 …, each with its history record, whatever made it: a
+/// batch that learns many elements is one version, a change with several edits is one, and a
+/// baseline created by the API starts at 1 too.
+async fn versions_count_per_baseline_with_a_history_record_each(open: Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let p = Policies::default();
+    let now = SystemTime::now();
+    s.ingest("n1", &batch("a", 1, 5), &p, now).await.unwrap();
+    s.ingest("n1", &batch("b", 6, 3), &p, now).await.unwrap();
+    // Nothing new: no version.
+    s.ingest("n1", &batch("b", 9, 0), &p, now).await.unwrap();
+    let learned = s.baseline(&web(), 0).unwrap();
+    assert_eq!(learned.elements.len(), 8);
+    assert_eq!(learned.version, 2, "two batches that learned: two versions");
+    let several = s
+        .change(&web(), "t", "edited", "", false, &|b| {
+            b.approve(None, SystemTime::now());
+            b.reset(SystemTime::now());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(several.version, 3, "one change, one version");
+    s.ingest("n1", &batch("c", 10, 4), &p, now).await.unwrap();
+    let history: Vec<u64> = s
+        .history(&web())
+        .unwrap()
+        .iter()
+        .map(|h| h.version)
+        .collect();
+    let current = s.baseline(&web(), 0).unwrap().version;
+    assert_eq!(history, (1..=current).collect::<Vec<_>>());
+    for v in 1..=current {
+        assert_eq!(s.baseline(&web(), v).unwrap().version, v);
+    }
+    let other = WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "api", "app");
+    let created = s
+        .change(&other, "t", "added", "", true, &|_| Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(created.version, 1);
+    let history: Vec<u64> = s
+        .history(&other)
+        .unwrap()
+        .iter()
+        .map(|h| h.version)
+        .collect();
+    assert_eq!(history, vec![1]);
+}
+
 /// Deviations and audit records get contiguous log cursors in commit order, readable up to
 /// the durable cursor, which has moved past every acknowledged write.
 async fn the_record_log_is_contiguous_and_durable(open: Open) {
@@ -410,6 +461,11 @@ macro_rules! engine_conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_refused_change_changes_nothing() {
                 super::a_refused_change_changes_nothing($open).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn versions_count_per_baseline_with_a_history_record_each() {
+                super::versions_count_per_baseline_with_a_history_record_each($open).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

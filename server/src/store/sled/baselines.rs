@@ -163,17 +163,20 @@ impl BaselineStore for Store {
     ) -> Result<Baseline> {
         let w = self.writer.lock().await;
         let now = SystemTime::now();
-        let mut b = match self.baselines.get(id.to_string())? {
-            Some(v) => dec("baselines", &v)?,
-            None if create => Baseline::new(id.clone(), now),
+        // The version before the change: 0 for a baseline this change creates (its first is 1).
+        let (mut b, before) = match self.baselines.get(id.to_string())? {
+            Some(v) => {
+                let b: Baseline = dec("baselines", &v)?;
+                let v = b.version;
+                (b, v)
+            }
+            None if create => (Baseline::new(id.clone(), now), 0),
             None => return Err(StoreError::NotFound(id.to_string())),
         };
-        let before = b.version;
         change(&mut b).map_err(StoreError::Rejected)?;
-        if b.version == before {
-            // Every API change is a version, even one that only restates the current content.
-            b.version += 1;
-        }
+        // Every API change is one version, even one that only restates the current content or
+        // makes several edits: versions count 1, 2, 3 … per baseline, each with its history.
+        b.version = before + 1;
         b.updated_at = now;
         let trees = (&self.baselines, &self.history, &self.meta);
         let b = trees
