@@ -202,7 +202,7 @@ pub fn start(
     }
     let cache = Arc::new(Mutex::new(HashCache::default()));
     let multi = Arc::new(Mutex::new(MultiCall::default()));
-    let (hash_tx, hash_rx) = sync_channel::<Observed>(HASH_QUEUE);
+    let (hash_tx, hash_rx) = sync_channel::<(Observed, Instant)>(HASH_QUEUE);
     let hashing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     {
         let hashing = hashing.clone();
@@ -311,7 +311,8 @@ struct Processor {
     cache: Arc<Mutex<HashCache>>,
     /// Multi-call contents, shared with the hashing thread.
     multi: Arc<Mutex<MultiCall>>,
-    hash_tx: SyncSender<Observed>,
+    /// Events for the hashing thread, each with when it was handed over.
+    hash_tx: SyncSender<(Observed, Instant)>,
     /// Events handed to the hashing thread and not yet sent on by it. While any are, later
     /// events follow them through it, so that events leave in the order their execs were
     /// read: a probe's child must never overtake the probe (its context depends on it).
@@ -746,7 +747,7 @@ impl Processor {
     fn hand_to_hashing(&mut self, ob: Observed) -> bool {
         use std::sync::atomic::Ordering;
         self.hashing.fetch_add(1, Ordering::AcqRel);
-        let sent = self.hash_tx.send(ob).is_ok();
+        let sent = self.hash_tx.send((ob, Instant::now())).is_ok();
         if !sent {
             self.hashing.fetch_sub(1, Ordering::AcqRel);
         }
@@ -794,11 +795,18 @@ fn cached_hash(
     cache: &Mutex<HashCache>,
     f: &std::fs::File,
     key: crate::procfs::FileKey,
+    metrics: &Metrics,
 ) -> Option<String> {
     // Another event for the same file may have been hashed while this one waited.
     let known = cache.lock().unwrap_or_else(|e| e.into_inner()).lookup(key);
     known.or_else(|| {
-        let h = hash_file(f, key)?;
+        let started = Instant::now();
+        let h = hash_file(f, key);
+        metrics
+            .hashing
+            .file
+            .observe(started.elapsed().as_secs_f64());
+        let h = h?;
         cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -810,7 +818,7 @@ fn cached_hash(
 /// The hash of the image's file a copy-up is compared with: opened by its path in the lower
 /// layer, and hashed under the key of the file actually opened (one `statx`), so a lookup
 /// that raced a change never lends its key to other content.
-fn image_file_hash(cache: &Mutex<HashCache>, c: &CopyUp) -> Option<String> {
+fn image_file_hash(cache: &Mutex<HashCache>, c: &CopyUp, metrics: &Metrics) -> Option<String> {
     if let Some(h) = cache
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -820,12 +828,12 @@ fn image_file_hash(cache: &Mutex<HashCache>, c: &CopyUp) -> Option<String> {
     }
     let f = std::fs::File::open(&c.lower).ok()?;
     let (key, _) = crate::fanotify::stat_file(&f)?;
-    cached_hash(cache, &f, key)
+    cached_hash(cache, &f, key, metrics)
 }
 
 /// The hashing thread: files the cache did not know yet.
 fn hash(
-    rx: Receiver<Observed>,
+    rx: Receiver<(Observed, Instant)>,
     cache: &Mutex<HashCache>,
     multi: &Mutex<MultiCall>,
     out: &tokio::sync::mpsc::Sender<ProcessEvent>,
@@ -833,21 +841,28 @@ fn hash(
     hashing: &std::sync::atomic::AtomicUsize,
 ) {
     // Ends when the processing thread ends (its sender drops).
-    for Observed {
-        mut event,
-        exe,
-        exe_key,
-        copy_up,
-    } in rx
+    for (
+        Observed {
+            mut event,
+            exe,
+            exe_key,
+            copy_up,
+        },
+        handed_over,
+    ) in rx
     {
         if let (Some(f), Some(key)) = (&exe, exe_key) {
-            event.exe_sha256 = cached_hash(cache, f, key);
+            event.exe_sha256 = cached_hash(cache, f, key, metrics);
         }
         if let Some(c) = &copy_up {
-            let lower = image_file_hash(cache, c);
+            let lower = image_file_hash(cache, c, metrics);
             settle_copy_up(&mut event, lower.as_deref());
         }
         count(&mut event, metrics, multi);
+        metrics
+            .hashing
+            .event_delay
+            .observe(handed_over.elapsed().as_secs_f64());
         let sent = out.blocking_send(event);
         hashing.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         if sent.is_err() {

@@ -1,6 +1,7 @@
 //! Sensor counters, exposed on `/metrics` and reported to the server as health. Every loss has
 //! a counter: a sensor that cannot see must say so.
 
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 use prometheus_client::registry::Registry;
 
@@ -97,6 +98,28 @@ pub struct Metrics {
     /// eBPF records the ring buffer had no room for (each one event; also in
     /// `kernel_losses`, which the health report carries).
     pub ebpf_ring_losses: Counter,
+    /// How long hashing takes, in seconds.
+    pub hashing: Hashing,
+}
+
+/// Latency of the hashing thread, in seconds (histograms; cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Hashing {
+    /// Reading and hashing one executable the cache did not know (up to the hash size limit).
+    pub file: Histogram,
+    /// How long an event waited on the hashing thread, from being handed over to being sent
+    /// on: its own file's hash, or earlier events' it must not overtake.
+    pub event_delay: Histogram,
+}
+
+impl Default for Hashing {
+    fn default() -> Self {
+        Self {
+            // 50 µs … ~1.6 s: a small binary from the page cache up to a large one from disk.
+            file: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            event_delay: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+        }
+    }
 }
 
 impl Metrics {
@@ -315,6 +338,16 @@ impl Metrics {
             "fanotify_enabled",
             "1 while fanotify exec identities are on (see the log when 0)",
             self.fanotify_enabled.clone(),
+        );
+        r.register(
+            "hash_duration_seconds",
+            "Time to read and sha256 one executable not in the hash cache",
+            self.hashing.file.clone(),
+        );
+        r.register(
+            "hash_event_delay_seconds",
+            "Time an event waited on the hashing thread before being sent on",
+            self.hashing.event_delay.clone(),
         );
         r.register(
             "pods_known",

@@ -99,3 +99,29 @@ fn fanotify_is_on_where_allowed_and_says_why_where_not() {
     assert!(log.contains("(--fanotify off)"), "{log}");
     assert!(!log.contains("fanotify exec identities are off:"), "{log}");
 }
+
+/// The hashing thread's latency is on `/metrics`: a file the cache has never seen is read and
+/// hashed (`hash_duration_seconds`), and its event's wait for that shows as
+/// `hash_event_delay_seconds`.
+#[test]
+fn hashing_latency_is_measured() {
+    if !require(is_root(), "needs root for the proc connector") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (s, port) = sensor(work.path(), "hashing", false, &[]);
+    assert!(started(&s), "{}", s.log_text());
+    let count = |name: &str| metric(port, name).unwrap_or(0.0);
+    let before = count("procguard_sensor_hash_duration_seconds_count");
+    // A copy is a new file (its own inode), so no cache knows its hash yet.
+    let fresh = work.path().join("fresh-true");
+    std::fs::copy("/bin/true", &fresh).unwrap();
+    let hashed = wait_for(Duration::from_secs(20), || {
+        let _ = Command::new(&fresh).status();
+        (count("procguard_sensor_hash_duration_seconds_count") > before
+            && count("procguard_sensor_hash_event_delay_seconds_count") > 0.0)
+            .then_some(())
+    });
+    assert!(hashed.is_some(), "{}", s.log_text());
+    assert!(count("procguard_sensor_hash_duration_seconds_sum") > 0.0);
+}
