@@ -33,8 +33,10 @@ pub struct Config {
     pub cgroup_root: PathBuf,
     /// The node's root filesystem (default: <proc-root>/1/root), where a container's writable
     /// layer (its overlay upper directory, a path of the node's) is looked up to tell an
-    /// executable written after the container started from one shipped in its image. Needs
-    /// ptrace access to that process. Unreachable: the sensor's own root, with a warning.
+    /// executable written after the container started from one shipped in its image, and
+    /// which fanotify watches for host executables. Needs ptrace access to that process.
+    /// Unreachable: the sensor's own root, with a warning. A sensor running on the host in its
+    /// mount namespace (the quickstart) passes `/`.
     #[arg(long, env = "PROCGUARD_HOST_ROOT")]
     pub host_root: Option<PathBuf>,
     /// The host's cgroup namespace (default: <proc-root>/1/ns/cgroup). A sensor in a private

@@ -561,12 +561,13 @@ impl ExecWatch {
     /// after the exec event always finds it, and a thread of its own would only cost a wake-up
     /// per exec.
     ///
-    /// The node's root filesystem is PID 1's root, reached through `proc_root` (in a DaemonSet
-    /// `/host/proc`, so `/host/proc/1/root`; the sensor's own `/` is then its image). Where
-    /// PID 1's root cannot be opened (some sandboxes refuse it even to root), the sensor's
-    /// own `/` is marked instead, with a warning: container roots are still marked as they
-    /// appear, but host executables outside the sensor's mount namespace are not watched.
-    pub fn start(metrics: Metrics, proc_root: &Path) -> io::Result<Arc<Self>> {
+    /// `node_root` is the node's root filesystem (`--host-root`: by default PID 1's root,
+    /// reached through the proc root, in a DaemonSet `/host/proc/1/root`; the sensor's own `/`
+    /// is then its image). Where it cannot be opened (some sandboxes refuse PID 1's root even
+    /// to root), the sensor's own `/` is marked instead, with a warning: container roots are
+    /// still marked as they appear, but host executables outside the sensor's mount namespace
+    /// are not watched.
+    pub fn start(metrics: Metrics, node_root: &Path) -> io::Result<Arc<Self>> {
         // SAFETY: plain syscall with constant flags; the result is checked before use.
         let raw = unsafe {
             libc::fanotify_init(
@@ -580,14 +581,14 @@ impl ExecWatch {
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         raise_open_file_limit();
-        let pid1_root = proc_root.join("1").join("root");
-        let host_root = match std::fs::metadata(&pid1_root) {
-            Ok(_) => pid1_root,
+        let host_root = match std::fs::metadata(node_root) {
+            Ok(_) => node_root.to_path_buf(),
             Err(error) => {
                 tracing::warn!(
-                    message = "Cannot open PID 1's root; fanotify watches this mount namespace's root instead (host executables outside it are not named when /proc is too late).",
-                    path = %pid1_root.display(),
-                    %error
+                    message = "Cannot open the node's root filesystem; fanotify watches this mount namespace's root instead (host executables outside it are not named when /proc is too late).",
+                    path = %node_root.display(),
+                    %error,
+                    hint = "grant CAP_SYS_PTRACE and point --host-root at <host proc>/1/root"
                 );
                 Path::new("/").to_path_buf()
             }
@@ -1124,7 +1125,7 @@ mod tests {
     fn the_kernel_names_every_exec() {
         // Needs CAP_SYS_ADMIN; without it there is nothing to test here (the end-to-end tests
         // enforce it under PROCGUARD_STRICT_TESTS).
-        let Ok(w) = ExecWatch::start(Metrics::default(), Path::new("/proc")) else {
+        let Ok(w) = ExecWatch::start(Metrics::default(), Path::new("/proc/1/root")) else {
             eprintln!("SKIP: fanotify needs CAP_SYS_ADMIN");
             return;
         };
@@ -1148,7 +1149,7 @@ mod tests {
 
     #[test]
     fn a_loader_once_seen_is_no_longer_reported() {
-        let Ok(w) = ExecWatch::start(Metrics::default(), Path::new("/proc")) else {
+        let Ok(w) = ExecWatch::start(Metrics::default(), Path::new("/proc/1/root")) else {
             eprintln!("SKIP: fanotify needs CAP_SYS_ADMIN");
             return;
         };
@@ -1167,7 +1168,7 @@ mod tests {
 
     #[test]
     fn a_live_exec_is_claimed_by_its_path_with_the_same_file() {
-        let Ok(w) = ExecWatch::start(Metrics::default(), Path::new("/proc")) else {
+        let Ok(w) = ExecWatch::start(Metrics::default(), Path::new("/proc/1/root")) else {
             eprintln!("SKIP: fanotify needs CAP_SYS_ADMIN");
             return;
         };

@@ -158,7 +158,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             tracing::info!(message = "fanotify exec identities are off (--fanotify off): an executable whose process exits before /proc is read is reported unknown, as partial.");
             false
         }
-        mode => match fanotify::ExecWatch::start(metrics.clone(), &settings.proc_root) {
+        mode => match fanotify::ExecWatch::start(metrics.clone(), &settings.host_root) {
             Ok(watch) => {
                 tracker.set_exec_watch(watch);
                 true

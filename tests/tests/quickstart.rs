@@ -324,6 +324,17 @@ fn the_quickstart_works_as_printed_and_stops_cleanly() {
         log()
     );
 
+    // A newcomer's sensor has nothing to warn about on a bare host (it once warned that it
+    // could not reach the node's root filesystem, which it runs in).
+    let sensor_log = std::fs::read_to_string(data.join("sensor.log")).unwrap_or_default();
+    let warnings: Vec<&str> = sensor_log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        // Deviations are logged as warnings: they are the product's output, not a problem.
+        .filter(|l| !l.contains("Deviation."))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}\n{}", log());
+
     // SIGTERM: a clean stop, exit 0, and both components gone.
     let status = quickstart
         .terminate(Duration::from_secs(20))
