@@ -698,6 +698,22 @@ impl Incident {
             ));
         }
         let key = self.element_key();
+        // An unidentified executable (the sensor could not read which file, applet or script
+        // ran) names no element: allowing it would allow every exec left unidentified alike,
+        // whatever it was.
+        let unidentified = key.exe_path == crate::process::UNREADABLE_EXE
+            || key.applet == crate::element::UNREADABLE
+            || key.script_path == crate::element::UNREADABLE;
+        if unidentified {
+            return Err(format!(
+                "incident {}: '{key}' is not an identified executable (the sensor could not \
+                 read what ran); allowing it would allow every exec that goes unidentified the \
+                 same way. Investigate the samples' process and pod, then resolve the incident; \
+                 if the workload legitimately runs it, add the real element with 'procguardctl \
+                 baselines add WORKLOAD --element PATH'",
+                self.id
+            ));
+        }
         // What ran: the content of each sample that ran a file (a fileless sample has no file
         // at the path to pin).
         let ran: Vec<&str> = self
@@ -1409,6 +1425,28 @@ pub(crate) mod tests {
         assert!(allowed
             .to_string()
             .ends_with("by name alone (no sample was hashed)"));
+    }
+
+    #[test]
+    fn an_unidentified_executable_is_never_allowed() {
+        let mut b = pinned_sleep();
+        let before = b.clone();
+        let unreadable_exe = with(crate::process::UNREADABLE_EXE, |_| {});
+        let unread_applet = with("/bin/toybox", |e| {
+            e.applet = Some(crate::element::UNREADABLE.into());
+            e.missing = vec!["applet".into()];
+        });
+        let unread_script = with("/bin/sh", |e| {
+            e.script_path = Some(crate::element::UNREADABLE.into());
+            e.missing = vec!["script".into()];
+        });
+        for ev in [unreadable_exe, unread_applet, unread_script] {
+            let i = Incident::from_deviation("7".into(), "e", &ev, &b, t(3));
+            let e = i.allow_in(&mut b, t(4)).unwrap_err();
+            assert!(e.contains("not an identified executable"), "{e}");
+            assert!(e.contains("baselines add"), "{e}");
+            assert_eq!(b, before);
+        }
     }
 
     #[test]
