@@ -263,6 +263,52 @@ async fn versions_count_per_baseline_with_a_history_record_each(open: Open) {
     assert_eq!(history, vec![1]);
 }
 
+/// Client-supplied ids and cursors at the edges of their range (u64::MAX, bounds that cross)
+/// read nothing; they never overflow, panic or wrap around to the start.
+async fn client_cursors_at_the_edges_read_nothing(open: Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let p = Policies::default();
+    s.ingest("n1", &batch("learn", 1, 1), &p, SystemTime::now())
+        .await
+        .unwrap();
+    approve(s.as_ref()).await;
+    s.ingest("n1", &batch("dev", 2, 2), &p, SystemTime::now())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        s.audit(audit_entry("A")).await.unwrap();
+    }
+    let audit = |after: u64, before_id: Option<u64>, order: Order| {
+        s.audit_log(&AuditQuery {
+            after,
+            before_id,
+            limit: usize::MAX,
+            order,
+            ..Default::default()
+        })
+        .unwrap()
+        .len()
+    };
+    for order in [Order::OldestFirst, Order::NewestFirst] {
+        assert_eq!(audit(u64::MAX, None, order), 0);
+        assert_eq!(audit(u64::MAX, Some(1), order), 0);
+        assert_eq!(audit(5, Some(3), order), 0);
+        assert_eq!(audit(0, Some(0), order), 0);
+        let (list, _) = s
+            .incidents(&IncidentFilter::default(), Some(u64::MAX), 100, order)
+            .unwrap();
+        assert!(order == Order::NewestFirst || list.is_empty(), "{list:?}");
+    }
+    let durable = *s.durable_cursor().borrow();
+    assert!(s.read_records(u64::MAX, durable, 10).unwrap().is_ok());
+    assert!(s
+        .read_log(u64::MAX, u64::MAX, 10)
+        .unwrap()
+        .unwrap()
+        .is_empty());
+}
+
 /// Deviations and audit records get contiguous log cursors in commit order, readable up to
 /// the durable cursor, which has moved past every acknowledged write.
 async fn the_record_log_is_contiguous_and_durable(open: Open) {
@@ -466,6 +512,11 @@ macro_rules! engine_conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn versions_count_per_baseline_with_a_history_record_each() {
                 super::versions_count_per_baseline_with_a_history_record_each($open).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn client_cursors_at_the_edges_read_nothing() {
+                super::client_cursors_at_the_edges_read_nothing($open).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
