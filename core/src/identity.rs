@@ -185,6 +185,62 @@ impl fmt::Display for WorkloadIdentity {
     }
 }
 
+/// One owner reference of a pod: its kind, its name, and whether it is the controller.
+#[derive(Debug, Clone, Copy)]
+pub struct PodOwner<'a> {
+    /// `ReplicaSet`, `Job`, `StatefulSet`, `DaemonSet`, …
+    pub kind: &'a str,
+    /// The owner's name.
+    pub name: &'a str,
+    /// Whether it is the pod's controller.
+    pub controller: bool,
+}
+
+/// The workload a pod belongs to, from its name, its `pod-template-hash` label and its owner
+/// references, without reading any other object (the sensor's and the server's RBAC grant
+/// pods only):
+/// - a ReplicaSet owner whose name ends in `-<pod-template-hash>` is a Deployment named by the
+///   rest; otherwise it stays a ReplicaSet;
+/// - a Job owner named `<cronjob>-<digits>` with at least 8 digits is a CronJob (the CronJob
+///   controller names every Job after its scheduled time in minutes since the epoch);
+/// - StatefulSet and DaemonSet owners are taken as they are;
+/// - a pod without a controller (or owned by a node: a static pod) is a bare pod named by
+///   itself.
+///
+/// Sensors name the workload of each event this way, and the server checks a report against
+/// the pod the API names the same way.
+pub fn workload_of_pod<'a>(
+    pod_name: &str,
+    pod_template_hash: Option<&str>,
+    owners: &[PodOwner<'a>],
+) -> (WorkloadKind, String) {
+    let Some(owner) = owners.iter().find(|o| o.controller).or(owners.first()) else {
+        return (WorkloadKind::Pod, pod_name.to_string());
+    };
+    match owner.kind {
+        "ReplicaSet" => match pod_template_hash
+            .and_then(|h| owner.name.strip_suffix(&format!("-{h}")))
+        {
+            Some(deploy) if !deploy.is_empty() => (WorkloadKind::Deployment, deploy.to_string()),
+            _ => (WorkloadKind::ReplicaSet, owner.name.to_string()),
+        },
+        "Job" => match cronjob_of(owner.name) {
+            Some(cj) => (WorkloadKind::CronJob, cj.to_string()),
+            None => (WorkloadKind::Job, owner.name.to_string()),
+        },
+        "StatefulSet" => (WorkloadKind::StatefulSet, owner.name.to_string()),
+        "DaemonSet" => (WorkloadKind::DaemonSet, owner.name.to_string()),
+        _ => (WorkloadKind::Pod, pod_name.to_string()),
+    }
+}
+
+/// The CronJob that named a Job `<cronjob>-<scheduled minutes>`, if the name has that shape.
+pub fn cronjob_of(job: &str) -> Option<&str> {
+    let (prefix, digits) = job.rsplit_once('-')?;
+    (digits.len() >= 8 && digits.bytes().all(|b| b.is_ascii_digit()) && !prefix.is_empty())
+        .then_some(prefix)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,6 +98,13 @@ pub fn apply<S: BatchStore>(
             out.duplicates += 1;
             continue;
         }
+        if let Placement::Refused(_) = ev.placement {
+            // Another node's pod, or an image its pod does not run: it teaches nothing and
+            // accuses no one. Acknowledged (so the sensor does not send it forever) and
+            // counted; the server audits it.
+            out.misplaced += 1;
+            continue;
+        }
         out.applied += 1;
         if ev.process.awaits_pod_metadata() {
             // A provisional identity (pod UID only; the sensor did not have the pod's
@@ -254,6 +261,27 @@ pub struct IngestEvent {
     pub process: ProcessEvent,
     /// What the sensor said of it.
     pub reported: SensorReport,
+    /// Whether the server could place the event's pod on the reporting node.
+    pub placement: Placement,
+}
+
+/// Whether the server, with Kubernetes access, found an event's pod where the reporting node
+/// said it was (see the server's `placement` module). Decided before [`apply`]; `apply` only
+/// keeps a refused event from doing anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// Not checked: the server has no Kubernetes access, or the event names no pod.
+    #[default]
+    Unchecked,
+    /// The pod is scheduled on the reporting node and runs the reported image.
+    Verified,
+    /// The pod was not known to the server in time (deleted before the server's watch saw it,
+    /// or past its memory): the event is kept, with its image digest removed (it cannot open
+    /// a re-learning window).
+    Unverified,
+    /// The report contradicts the API (another node's pod, an image the pod does not run):
+    /// recorded as seen (idempotent), counted and audited, never applied.
+    Refused(String),
 }
 
 /// What an ingest batch did.
@@ -283,6 +311,8 @@ pub struct IngestOutcome {
     /// Of those, execs whose applet or script could not be read while everything read was
     /// allowed ([`crate::baseline::Observation::Partial`]).
     pub unread: usize,
+    /// Events refused for their placement ([`Placement::Refused`]): not applied.
+    pub misplaced: usize,
 }
 
 /// How often one element ran in one workload on one day.
@@ -396,6 +426,7 @@ mod tests {
                 attributed_late_ms: None,
             },
             reported: SensorReport::default(),
+            placement: Default::default(),
         }
     }
 
@@ -430,5 +461,40 @@ mod tests {
         assert_eq!(m.sessions, vec!["c@n1/1/1".to_string()]);
         assert_eq!(applied.activity.len(), 2, "a probe is not activity");
         assert_eq!(applied.highest_sequence, 4);
+    }
+
+    #[test]
+    fn a_misplaced_event_is_acknowledged_and_does_nothing() {
+        let now = UNIX_EPOCH + Duration::from_secs(86_400 * 20_000);
+        let policies = Policies::default();
+        let mut m = Memory::default();
+        let learned = apply(
+            &mut m,
+            &[event("a", 1, "/app", ExecContext::Entrypoint)],
+            &policies,
+            now,
+            10,
+        )
+        .unwrap();
+        let (mut b, _) = learned.baselines.into_iter().next().unwrap();
+        b.approve(None, now);
+        m.baselines.insert(b.workload.to_string(), b.clone());
+        // Another node's pod with a new image digest and a new executable: neither a
+        // re-learning window, nor a deviation, nor activity.
+        let mut foreign = event("f", 2, "/tmp/miner", ExecContext::Descendant);
+        foreign.process.container.as_mut().unwrap().image_digest =
+            Some(format!("sha256:{}", "e".repeat(64)));
+        foreign.placement = Placement::Refused("pod on node n2".into());
+        let applied = apply(&mut m, &[foreign.clone()], &policies, now, 10).unwrap();
+        assert_eq!(applied.outcome.misplaced, 1);
+        assert_eq!(applied.outcome.applied, 0);
+        assert_eq!(applied.highest_sequence, 2, "acknowledged");
+        assert!(applied.outcome.deviations.is_empty() && m.deviations.is_empty());
+        assert!(applied.activity.is_empty());
+        assert!(applied.baselines.is_empty(), "no baseline touched");
+        assert_eq!(m.baselines[&b.workload.to_string()], b);
+        // Sent again: a duplicate, still nothing.
+        let again = apply(&mut m, &[foreign], &policies, now, 10).unwrap();
+        assert_eq!(again.outcome.duplicates, 1);
     }
 }

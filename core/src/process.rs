@@ -391,6 +391,14 @@ impl ProcessEvent {
     }
 }
 
+/// The `sha256:...` digest inside a pod status `imageID` (`docker-pullable://repo@sha256:...`,
+/// `repo@sha256:...`, or `sha256:...`), as sensors report it and the server checks it.
+pub fn image_digest(image_id: &str) -> Option<String> {
+    let idx = image_id.find("sha256:")?;
+    let digest = &image_id[idx..];
+    (digest.len() == 7 + 64).then(|| digest.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

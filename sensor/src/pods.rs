@@ -132,44 +132,34 @@ pub struct PodMeta {
     pub sole_container: Option<ContainerMeta>,
 }
 
-/// Resolves a pod's owner to its workload (see the module docs for the rules).
+/// Resolves a pod's owner to its workload ([`procguard_core::identity::workload_of_pod`]).
 pub fn resolve_workload(pod: &Pod) -> (WorkloadKind, String) {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let owners = pod.metadata.owner_references.as_deref().unwrap_or(&[]);
-    let Some(owner) = owners
+    use procguard_core::identity::{workload_of_pod, PodOwner};
+    let owners: Vec<PodOwner<'_>> = pod
+        .metadata
+        .owner_references
         .iter()
-        .find(|o| o.controller == Some(true))
-        .or(owners.first())
-    else {
-        return (WorkloadKind::Pod, name);
-    };
-    let labels = pod.metadata.labels.as_ref();
-    match owner.kind.as_str() {
-        "ReplicaSet" => {
-            let hash = labels.and_then(|l| l.get("pod-template-hash"));
-            match hash.and_then(|h| owner.name.strip_suffix(&format!("-{h}"))) {
-                Some(deploy) if !deploy.is_empty() => {
-                    (WorkloadKind::Deployment, deploy.to_string())
-                }
-                _ => (WorkloadKind::ReplicaSet, owner.name.clone()),
-            }
-        }
-        "Job" => match cronjob_of(&owner.name) {
-            Some(cj) => (WorkloadKind::CronJob, cj.to_string()),
-            None => (WorkloadKind::Job, owner.name.clone()),
-        },
-        "StatefulSet" => (WorkloadKind::StatefulSet, owner.name.clone()),
-        "DaemonSet" => (WorkloadKind::DaemonSet, owner.name.clone()),
-        _ => (WorkloadKind::Pod, name),
-    }
+        .flatten()
+        .map(|o| PodOwner {
+            kind: &o.kind,
+            name: &o.name,
+            controller: o.controller == Some(true),
+        })
+        .collect();
+    let hash = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("pod-template-hash"))
+        .map(String::as_str);
+    workload_of_pod(
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        hash,
+        &owners,
+    )
 }
 
-/// The CronJob that named a Job `<cronjob>-<scheduled minutes>`, if the name has that shape.
-pub fn cronjob_of(job: &str) -> Option<&str> {
-    let (prefix, digits) = job.rsplit_once('-')?;
-    (digits.len() >= 8 && digits.bytes().all(|b| b.is_ascii_digit()) && !prefix.is_empty())
-        .then_some(prefix)
-}
+pub use procguard_core::identity::cronjob_of;
 
 /// The bare ID of a status `containerID` (`containerd://<id>`, `docker://<id>`,
 /// `cri-o://<id>`).
@@ -191,13 +181,7 @@ pub fn runtime_of(status_id: &str) -> Option<ContainerRuntime> {
     }
 }
 
-/// The `sha256:...` digest inside a status `imageID` (`docker-pullable://repo@sha256:...`,
-/// `repo@sha256:...`, or `sha256:...`).
-pub fn image_digest(image_id: &str) -> Option<String> {
-    let idx = image_id.find("sha256:")?;
-    let digest = &image_id[idx..];
-    (digest.len() == 7 + 64).then(|| digest.to_string())
-}
+pub use procguard_core::process::image_digest;
 
 fn probes_of(c: &Container) -> Vec<Vec<String>> {
     [&c.liveness_probe, &c.readiness_probe, &c.startup_probe]

@@ -85,6 +85,15 @@ pub struct Config {
     /// empty to bind each sensor to the node its own certificate names (the stronger setting).
     #[arg(long, env = "PROCGUARD_SENSOR_FLEET_NAMES", value_delimiter = ',')]
     pub sensor_fleet_names: Vec<String>,
+    /// Check every sensor report against the Kubernetes API: "on" watches all pods (RBAC:
+    /// get/list/watch pods) and refuses a report of another node's pod, of another workload,
+    /// or of an image the pod does not run; "off" trusts each sensor certificate for its
+    /// node's reports (docs/deploy.md, "Trust model").
+    #[arg(long, env = "PROCGUARD_KUBE", value_enum, default_value = "off")]
+    pub kube: KubeMode,
+    /// Kubeconfig for --kube on; unset: the in-cluster service account.
+    #[arg(long, env = "PROCGUARD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// Records of the SIEM log (incident changes, deviations, audit) older than this are
     /// removed; a subscriber asking for one gets OUT_OF_RANGE. Sensor event IDs (replay
     /// idempotency) are remembered at least this long.
@@ -135,6 +144,8 @@ pub struct Settings {
     pub policies: Policies,
     /// Certificate names that may report for any node.
     pub sensor_fleet_names: Vec<String>,
+    /// With `--kube on`: the kubeconfig (`None`: in-cluster) for placement checks.
+    pub kube: Option<Option<PathBuf>>,
     /// Limits.
     pub limits: crate::limits::LimitSettings,
     /// SIEM log retention.
@@ -271,6 +282,34 @@ impl Config {
                 .map(|n| n.trim().to_string())
                 .filter(|n| !n.is_empty())
                 .collect(),
+            kube: match self.kube {
+                KubeMode::On => {
+                    if self.kubeconfig.is_none()
+                        && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none()
+                    {
+                        return Err(ConfigError(
+                            "--kube on needs --kubeconfig (PROCGUARD_KUBECONFIG) outside a cluster (KUBERNETES_SERVICE_HOST is not set)".into(),
+                        ));
+                    }
+                    if let Some(path) = self.kubeconfig.as_ref().filter(|p| !p.is_file()) {
+                        return Err(ConfigError(format!(
+                            "--kubeconfig '{}' is not a file; point it at a kubeconfig, or unset it to use the in-cluster service account",
+                            path.display()
+                        )));
+                    }
+                    Some(self.kubeconfig.clone())
+                }
+                KubeMode::Off => None,
+            },
         })
     }
+}
+
+/// Whether sensor reports are checked against the Kubernetes API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubeMode {
+    /// Watch pods and check every report that names one.
+    On,
+    /// Check nothing.
+    Off,
 }

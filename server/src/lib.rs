@@ -22,6 +22,7 @@ pub mod hub;
 pub mod learning;
 pub mod limits;
 pub mod metrics;
+pub mod placement;
 pub mod shutdown;
 pub mod store;
 pub mod watchdog;
@@ -40,6 +41,11 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs the server until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A kubeconfig is configuration: checked before any port is bound.
+    let kube = match &settings.kube {
+        Some(kubeconfig) => Some(placement::client(kubeconfig.as_deref()).await?),
+        None => None,
+    };
     let metrics = metrics::Metrics::default();
     let limits = limits::Limits::new(settings.limits.clone());
     let mut registry = metrics.register();
@@ -113,6 +119,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let incidents = grpc::incident::IncidentApi::new(gate.clone(), store.clone(), hub.clone());
     let subscriptions =
         grpc::subscription::StreamApi::new(gate, store.clone(), metrics.clone(), shutdown.clone());
+    let placement_metrics = metrics.clone();
     let sensors = grpc::sensor::SensorApi::new(
         store.clone(),
         hub,
@@ -122,6 +129,22 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         shutdown.clone(),
     )
     .with_limits(limits.clone());
+    let (sensors, placement_task) = match kube {
+        Some(client) => {
+            let placements = placement::Placements::default();
+            let task = tokio::spawn(placement::watch(
+                client,
+                placements.clone(),
+                placement_metrics,
+                shutdown.clone(),
+            ));
+            tracing::info!(
+                message = "Sensor reports are checked against the Kubernetes API (--kube on)."
+            );
+            (sensors.with_placements(placements), Some(task))
+        }
+        None => (sensors, None),
+    };
     let max_message = settings.limits.max_message_bytes;
     // Connections are closed by force once the grace period is over (see `shutdown`).
     let close = CancellationToken::new();
@@ -196,6 +219,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         let _ = watchdog_task.await;
         let _ = gauges_task.await;
         let _ = admin_task.await;
+        if let Some(task) = placement_task {
+            let _ = task.await;
+        }
     })
     .await;
     store.flush().await.context("final flush failed")?;

@@ -241,6 +241,26 @@ pub struct Metrics {
     pub timings: Timings,
     /// Gauges of stored state.
     pub state: StateGauges,
+    /// Placement checks of sensor reports against the Kubernetes API (`--kube on`).
+    pub placement: PlacementMetrics,
+}
+
+/// Placement checks ([`crate::placement`]).
+#[derive(Debug, Clone, Default)]
+pub struct PlacementMetrics {
+    /// Pods remembered (live, and deleted ones kept for late events).
+    pub pods_known: Gauge,
+    /// New pods not remembered because the memory was full.
+    pub pods_ignored: Counter,
+    /// Pod watch errors (each followed by a retry).
+    pub watch_errors: Counter,
+    /// Events whose pod agreed with the API.
+    pub verified: Counter,
+    /// Events whose pod (or its images) the server did not know in time: kept without their
+    /// image digest.
+    pub unverified: Counter,
+    /// Events refused: their pod is another node's, another workload's, or runs another image.
+    pub refused: Counter,
 }
 
 impl Metrics {
@@ -287,6 +307,40 @@ impl Metrics {
             "api_denied",
             "API calls denied (unauthenticated or wrong role)",
             self.api_denied.clone(),
+        );
+        for (name, help, c) in [
+            (
+                "reports_verified",
+                "Sensor events whose pod agreed with the Kubernetes API (--kube on)",
+                &self.placement.verified,
+            ),
+            (
+                "reports_unverified",
+                "Sensor events whose pod the server did not know in time: kept without their image digest",
+                &self.placement.unverified,
+            ),
+            (
+                "reports_refused",
+                "Sensor events refused: another node's pod, another workload's, or an image the pod does not run",
+                &self.placement.refused,
+            ),
+            (
+                "placement_pods_ignored",
+                "New pods not remembered for placement checks: memory full",
+                &self.placement.pods_ignored,
+            ),
+            (
+                "placement_watch_errors",
+                "Pod watch errors of the placement check, each followed by a retry",
+                &self.placement.watch_errors,
+            ),
+        ] {
+            r.register(name, help, c.clone());
+        }
+        r.register(
+            "placement_pods_known",
+            "Pods remembered for placement checks (live, and deleted ones kept for late events)",
+            self.placement.pods_known.clone(),
         );
         r.register(
             "sensors_connected",

@@ -62,8 +62,8 @@ const PRIVILEGED_JUSTIFICATION: &str = "procguard.io/privileged-justification";
 /// The capabilities the sensor may add; deploy/base/sensor/daemonset.yaml justifies each.
 const SENSOR_CAPABILITIES: &[&str] = &["NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN"];
 
-/// All the sensor may do with the Kubernetes API, on pods only.
-const SENSOR_POD_VERBS: &[&str] = &["get", "list", "watch"];
+/// All the sensor and the server may do with the Kubernetes API, on pods only.
+const POD_VERBS: &[&str] = &["get", "list", "watch"];
 
 /// Secrets the production overlay expects the operator (or cert-manager) to create; see
 /// docs/deploy.md. Any other Secret a pod mounts must be in the rendered manifests.
@@ -124,6 +124,7 @@ const RULES: &[(&str, Rule)] = &[
     ("sensor-daemonset", sensor_daemonset_shape),
     ("sensor-capabilities", sensor_capabilities),
     ("sensor-rbac", sensor_reads_only_pods),
+    ("server-rbac", server_reads_only_pods),
     ("sensor-server-url", sensor_dials_a_rendered_service),
     ("server-statefulset", server_keeps_its_database),
     ("priority-class", priority_classes_exist),
@@ -454,7 +455,26 @@ fn sensor_capabilities(m: &Manifest, r: &mut Report) {
 /// Whatever role is bound to the sensor's ServiceAccount grants get, list and watch on core
 /// pods, and nothing else.
 fn sensor_reads_only_pods(m: &Manifest, r: &mut Report) {
-    let Some(pod) = m.sensor() else { return };
+    if let Some(pod) = m.sensor() {
+        reads_only_pods(m, r, &pod, "sensor", "pod metadata");
+    }
+}
+
+/// Likewise the server's (it checks sensor reports against the pods' placement, `--kube on`).
+fn server_reads_only_pods(m: &Manifest, r: &mut Report) {
+    if let Some(pod) = m
+        .objects
+        .iter()
+        .find(|o| o.is(SERVER))
+        .and_then(PodTemplate::of)
+    {
+        reads_only_pods(m, r, &pod, "server", "placement checks");
+    }
+}
+
+/// Whatever role is bound to `pod`'s ServiceAccount grants get, list and watch on core pods,
+/// and nothing else; `who` names it in failures, `why` what it needs the pods for.
+fn reads_only_pods(m: &Manifest, r: &mut Report, pod: &PodTemplate<'_>, who: &str, why: &str) {
     let account = match text(pod.spec, "/serviceAccountName") {
         "" => "default",
         name => name,
@@ -491,7 +511,7 @@ fn sensor_reads_only_pods(m: &Manifest, r: &mut Report) {
             r.fail(
                 binding.label(),
                 format!(
-                    "binds the sensor to {role_kind} {role_name}, which is not in the \
+                    "binds the {who} to {role_kind} {role_name}, which is not in the \
                      manifests, so its rules cannot be checked"
                 ),
             );
@@ -500,7 +520,7 @@ fn sensor_reads_only_pods(m: &Manifest, r: &mut Report) {
         if role.value.get("aggregationRule").is_some() {
             r.fail(
                 role.label(),
-                "is bound to the sensor but aggregates other roles".into(),
+                format!("is bound to the {who} but aggregates other roles"),
             );
         }
         for (i, rule) in list(&role.value, "/rules").iter().enumerate() {
@@ -510,7 +530,7 @@ fn sensor_reads_only_pods(m: &Manifest, r: &mut Report) {
                 r.fail(
                     role.label(),
                     format!(
-                        "rules[{i}] grants the sensor apiGroups {groups:?} resources \
+                        "rules[{i}] grants the {who} apiGroups {groups:?} resources \
                          {resources:?}; only core pods are allowed"
                     ),
                 );
@@ -518,18 +538,16 @@ fn sensor_reads_only_pods(m: &Manifest, r: &mut Report) {
             if !list(rule, "/nonResourceURLs").is_empty() {
                 r.fail(
                     role.label(),
-                    format!("rules[{i}] grants the sensor nonResourceURLs"),
+                    format!("rules[{i}] grants the {who} nonResourceURLs"),
                 );
             }
             for verb in strings(rule, "/verbs") {
-                if SENSOR_POD_VERBS.contains(&verb) {
+                if POD_VERBS.contains(&verb) {
                     granted.insert(verb);
                 } else {
                     r.fail(
                         role.label(),
-                        format!(
-                            "rules[{i}] grants the sensor verb {verb:?}; only {SENSOR_POD_VERBS:?}"
-                        ),
+                        format!("rules[{i}] grants the {who} verb {verb:?}; only {POD_VERBS:?}"),
                     );
                 }
             }
@@ -539,8 +557,8 @@ fn sensor_reads_only_pods(m: &Manifest, r: &mut Report) {
         r.fail(
             pod.owner.label(),
             format!(
-                "ServiceAccount {namespace}/{account} is bound to no role; pod metadata needs \
-                 list and watch on pods"
+                "ServiceAccount {namespace}/{account} is bound to no role; {why} needs list \
+                 and watch on pods"
             ),
         );
     } else {
@@ -548,7 +566,7 @@ fn sensor_reads_only_pods(m: &Manifest, r: &mut Report) {
             if !granted.contains(needed) {
                 r.fail(
                     pod.owner.label(),
-                    format!("the sensor is never granted {needed:?} on pods"),
+                    format!("the {who} is never granted {needed:?} on pods"),
                 );
             }
         }

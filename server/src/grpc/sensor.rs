@@ -17,8 +17,10 @@ use crate::auth::cert_node_names;
 use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::placement::{Placements, Screening};
 use crate::store::{
-    EventKind, HealthReport, IngestEvent, IngestOutcome, SensorReport, SharedStorage, Storage,
+    AuditEntry, AuditOutcome, EventKind, HealthReport, IngestEvent, IngestOutcome, SensorReport,
+    SharedStorage, Storage,
 };
 use futures::stream::FuturesOrdered;
 use procguard_core::policy::Policies;
@@ -117,6 +119,8 @@ pub struct SensorApi {
     policies: Arc<Policies>,
     shutdown: CancellationToken,
     limits: Limits,
+    /// With `--kube on`: where pods run, to check each report against.
+    placements: Option<Placements>,
 }
 
 impl SensorApi {
@@ -137,12 +141,20 @@ impl SensorApi {
             policies,
             shutdown,
             limits: Limits::default(),
+            placements: None,
         }
     }
 
     /// Applies the server's limits (the defaults otherwise).
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Checks every report that names a pod against where the API says it runs
+    /// ([`crate::placement`]).
+    pub fn with_placements(mut self, placements: Placements) -> Self {
+        self.placements = Some(placements);
         self
     }
 }
@@ -213,6 +225,7 @@ fn convert_batch(
                     },
                     baseline_revision: e.baseline_revision,
                 },
+                placement: Default::default(),
             })
         })
         .collect()
@@ -313,6 +326,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
             policies: self.policies.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
+            placements: self.placements.clone(),
             tx,
             health_tx,
             pending: FuturesOrdered::new(),
@@ -368,6 +382,7 @@ struct Session {
     policies: Arc<Policies>,
     metrics: Metrics,
     limits: Limits,
+    placements: Option<Placements>,
     /// To the sensor; bounded by [`OUTBOUND_BUFFER`].
     tx: mpsc::Sender<Result<pb::ServerMessage, Status>>,
     /// To the health recorder; bounded by [`HEALTH_BUFFER`].
@@ -574,7 +589,7 @@ impl Session {
     /// A batch: converted at this edge and committed; acknowledged in order once durable
     /// ([`Session::on_durable`]), while the next batch may commit meanwhile.
     async fn on_batch(&mut self, batch: &pb::EventBatch) -> ControlFlow<()> {
-        let events = match convert_batch(batch, &self.node, &self.limits) {
+        let mut events = match convert_batch(batch, &self.node, &self.limits) {
             Ok(ev) => ev,
             Err(status) => {
                 self.metrics.batches_rejected.inc();
@@ -582,6 +597,10 @@ impl Session {
                 return self.end(status).await;
             }
         };
+        if let Some(placements) = &self.placements {
+            let screened = placements.screen(&self.node, &mut events).await;
+            self.on_screened(screened);
+        }
         let started = Instant::now();
         match self
             .store
@@ -607,6 +626,39 @@ impl Session {
                     .await
             }
         }
+    }
+
+    /// A batch's placement checks: counted; refused reports logged and audited (one record
+    /// per batch, naming the first pod and reason, so that a hostile node's flood costs one
+    /// record per batch it sends, never one per event).
+    fn on_screened(&self, s: Screening) {
+        let m = &self.metrics.placement;
+        m.verified.inc_by(s.verified as u64);
+        m.unverified.inc_by(s.unverified as u64);
+        m.refused.inc_by(s.refused.len() as u64);
+        let Some((pod, why)) = s.refused.first() else {
+            return;
+        };
+        tracing::warn!(message = "Sensor reports refused: they contradict the Kubernetes API.", node = %self.node, refused = s.refused.len(), first_pod = %pod, reason = %why);
+        let entry = AuditEntry {
+            id: 0,
+            at: SystemTime::now(),
+            actor: format!("sensor:{}", self.node),
+            role: "sensor".into(),
+            action: "SensorReport".into(),
+            target: format!("pod/{pod}"),
+            result: AuditOutcome::Denied,
+            detail: format!("{} event(s) refused; first: {why}", s.refused.len()),
+            peer: String::new(),
+        };
+        // Written by a task of its own: the audit waits for a flush that this stream's own
+        // pending batches may lead (see `spawn_health_recorder`).
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.audit(entry).await {
+                tracing::error!(message = "Auditing refused sensor reports failed.", error = %e);
+            }
+        });
     }
 
     /// A health report: its losses logged when they change, and handed to the recorder.

@@ -62,6 +62,7 @@ pub(crate) fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
             attributed_late_ms: None,
         },
         reported: SensorReport::default(),
+        placement: Default::default(),
     }
 }
 
