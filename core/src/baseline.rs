@@ -474,7 +474,16 @@ pub struct LearningPolicy {
     /// recorded (`record-only`).
     #[serde(default = "default_true")]
     pub exec_session_alerts: bool,
+    /// Whether elements learned in a re-learning window wait for a person's review
+    /// (`relearning: review`) instead of being allowed at once (`learn`, the default). They
+    /// are held with the reason [`RELEARNED_REASON`]; once the window closes, running one is a
+    /// deviation until it is approved.
+    #[serde(default)]
+    pub relearn_review: bool,
 }
+
+/// The review reason of an element learned in a re-learning window under `relearning: review`.
+pub const RELEARNED_REASON: &str = "relearned";
 
 fn default_true() -> bool {
     true
@@ -494,6 +503,7 @@ impl Default for LearningPolicy {
             auto_enforce: false,
             relearn_window: default_relearn(),
             exec_session_alerts: true,
+            relearn_review: false,
         }
     }
 }
@@ -624,6 +634,35 @@ impl Baseline {
         relearn_window: Duration,
         max_elements: usize,
     ) -> Observation {
+        self.observe_under(ev, now, relearn_window, false, max_elements)
+    }
+
+    /// [`Baseline::observe`] under a workload's learning policy: its re-learning window, and
+    /// whether what that window learns waits for review (`relearn_review`).
+    pub fn observe_with(
+        &mut self,
+        ev: &ProcessEvent,
+        now: SystemTime,
+        policy: &LearningPolicy,
+        max_elements: usize,
+    ) -> Observation {
+        self.observe_under(
+            ev,
+            now,
+            policy.relearn_window,
+            policy.relearn_review,
+            max_elements,
+        )
+    }
+
+    fn observe_under(
+        &mut self,
+        ev: &ProcessEvent,
+        now: SystemTime,
+        relearn_window: Duration,
+        relearn_review: bool,
+        max_elements: usize,
+    ) -> Observation {
         if ev.context == ExecContext::Probe {
             return Observation::Probe;
         }
@@ -738,7 +777,10 @@ impl Baseline {
             self.reach_element_limit(max_elements, now);
             return Observation::Refused;
         }
-        let reasons = self.review_reasons(ev);
+        let mut reasons = self.review_reasons(ev);
+        if !in_training && relearn_review {
+            reasons.push(RELEARNED_REASON.to_string());
+        }
         let status = if reasons.is_empty() {
             ElementStatus::Learned
         } else {
@@ -1363,6 +1405,7 @@ mod tests {
             auto_enforce: false,
             relearn_window: RELEARN,
             exec_session_alerts: true,
+            relearn_review: false,
         };
         let mut b = Baseline::new(web(), t(0));
         b.observe(

@@ -73,6 +73,26 @@ pub struct Applied {
     pub baselines: Vec<(Baseline, bool)>,
     /// Today's activity of every element that ran, to be written back.
     pub activity: Vec<(WorkloadIdentity, ElementKey, ActivityRecord)>,
+    /// Per workload (text form), what its re-learning window learned in this batch, each
+    /// element with the node, pod and image digest that brought it: the reason of the version's
+    /// history record.
+    pub relearned: BTreeMap<String, String>,
+}
+
+/// Most elements named in one version's re-learning note (then "and more").
+const RELEARNED_NOTES: usize = 16;
+
+/// One element a re-learning window learned, with what brought it.
+fn relearned_note(ev: &ProcessEvent) -> String {
+    let c = ev.container.as_ref();
+    let or_unknown = |v: Option<&str>| v.filter(|v| !v.is_empty()).unwrap_or("unknown").to_string();
+    format!(
+        "relearned {} from node {} pod {} image {}",
+        ElementKey::of(ev),
+        or_unknown(Some(&ev.node_name)),
+        or_unknown(c.and_then(|c| c.pod_uid.as_deref().or(c.pod_name.as_deref()))),
+        or_unknown(c.and_then(|c| c.image_digest.as_deref()))
+    )
 }
 
 /// Applies one batch through `store`; see the module documentation. `max_elements` is
@@ -90,6 +110,8 @@ pub fn apply<S: BatchStore>(
     // (0 for one the batch creates): a batch makes at most one new version of a baseline, so
     // versions count 1, 2, 3 … and each has its history record.
     let mut touched: BTreeMap<String, (Baseline, bool, u64)> = BTreeMap::new();
+    // What re-learning windows learned, per workload: attributed in the version's history.
+    let mut relearned: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut seen: BTreeMap<(String, ElementKey), (WorkloadIdentity, ActivityRecord)> =
         BTreeMap::new();
     for ev in events {
@@ -129,7 +151,6 @@ pub fn apply<S: BatchStore>(
         let (b, changed, base) = touched.get_mut(&key).expect("inserted above");
         let before = b.version;
         let policy = policies.for_baseline(b);
-        let relearn_window = policy.relearn_window;
         if ev.process.context != ExecContext::Probe {
             let element = ElementKey::of(&ev.process);
             let slot = (key.clone(), element.clone());
@@ -142,7 +163,16 @@ pub fn apply<S: BatchStore>(
         if ev.process.completeness == crate::Completeness::Partial {
             out.partial += 1;
         }
-        let observation = b.observe(&ev.process, now, relearn_window, max_elements);
+        let observation = b.observe_with(&ev.process, now, policy, max_elements);
+        if matches!(observation, Observation::Learned { .. }) && b.state != BaselineState::Learning
+        {
+            let notes = relearned.entry(key.clone()).or_default();
+            if notes.len() < RELEARNED_NOTES {
+                notes.push(relearned_note(&ev.process));
+            } else if notes.len() == RELEARNED_NOTES {
+                notes.push("and more".into());
+            }
+        }
         // Every change within the batch belongs to the one version the batch makes.
         b.version = b.version.min(*base + 1);
         match observation {
@@ -180,6 +210,10 @@ pub fn apply<S: BatchStore>(
         *changed |= b.version != before;
     }
     Ok(Applied {
+        relearned: relearned
+            .into_iter()
+            .map(|(k, notes)| (k, notes.join("; ")))
+            .collect(),
         outcome: out,
         highest_sequence,
         baselines: touched

@@ -91,6 +91,17 @@ pub enum ExecSessions {
     RecordOnly,
 }
 
+/// What a re-learning window (a new image digest of an approved baseline) does with the new
+/// elements it sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Relearning {
+    /// Allows them at once, attributed in the baseline's history (the default).
+    Learn,
+    /// Holds them for a person's review (reason `relearned`).
+    Review,
+}
+
 /// One rule as written in the policy file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +129,9 @@ pub struct RuleSpec {
     /// Exec sessions into an enforced workload: `alert` (default) or `record-only`.
     #[serde(default)]
     pub exec_sessions: Option<ExecSessions>,
+    /// New elements of a re-learning window: `learn` (default) or `review`.
+    #[serde(default)]
+    pub relearning: Option<Relearning>,
 }
 
 /// The policy file: `rules:` in order.
@@ -211,6 +225,9 @@ impl Policies {
             if let Some(v) = r.exec_sessions {
                 p.exec_session_alerts = v == ExecSessions::Alert;
             }
+            if let Some(v) = r.relearning {
+                p.relearn_review = v == Relearning::Review;
+            }
             if p.min_window > p.max_window {
                 return Err(format!("rule {i}: min_window exceeds max_window"));
             }
@@ -294,6 +311,34 @@ mod tests {
         );
         b.labels = labels(&[("tier", "batch")]);
         assert!(p.for_baseline(&b).auto_enforce);
+    }
+
+    #[test]
+    fn relearning_learns_unless_a_rule_asks_for_review() {
+        let f: PolicyFile = serde_json::from_str(
+            r#"{"rules":[{"namespace":"payments","mode":"require-approval","relearning":"review"}]}"#,
+        )
+        .unwrap();
+        let p = Policies::compile(LearningPolicy::default(), &f).unwrap();
+        let mut b = crate::Baseline::new(
+            crate::WorkloadIdentity::new(
+                "c",
+                "payments",
+                crate::WorkloadKind::Deployment,
+                "api",
+                "app",
+            ),
+            std::time::UNIX_EPOCH,
+        );
+        assert!(p.for_baseline(&b).relearn_review);
+        b.workload.namespace = "shop".into();
+        assert!(!p.for_baseline(&b).relearn_review);
+        let bad = serde_json::from_str::<PolicyFile>(
+            r#"{"rules":[{"mode":"require-approval","relearning":"maybe"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("learn") && bad.contains("review"), "{bad}");
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub struct Config {
     /// How long a new image digest reopens learning for new elements of an approved baseline.
     #[arg(long, env = "PROCGUARD_RELEARN_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
     pub relearn_window: Duration,
+    /// Elements learned in a re-learning window wait for a person's review instead of being
+    /// allowed at once (per namespace or selector: `relearning: review` in the policy file).
+    #[arg(long, env = "PROCGUARD_RELEARN_REVIEW", default_value_t = false)]
+    pub relearn_review: bool,
     /// Learning policy per namespace or label selector (YAML `rules:`; see README).
     #[arg(long, env = "PROCGUARD_POLICY_FILE")]
     pub policy_file: Option<PathBuf>,
@@ -171,6 +175,7 @@ impl Config {
             relearn_window: self.relearn_window,
             // Per namespace or selector in the policy file (`exec_sessions: record-only`).
             exec_session_alerts: true,
+            relearn_review: self.relearn_review,
         };
         let Some(path) = &self.policy_file else {
             return Ok(Policies::new(default));

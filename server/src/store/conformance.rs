@@ -310,6 +310,51 @@ async fn client_cursors_at_the_edges_read_nothing(open: Open) {
         .is_empty());
 }
 
+/// What a re-learning window learns is attributed in the version's history (node, pod, image),
+/// and a policy can hold it for review instead of allowing it.
+async fn relearned_elements_are_attributed_and_can_wait_for_review(open: Open) {
+    for review in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let policies = Policies::new(procguard_core::baseline::LearningPolicy {
+            relearn_review: review,
+            ..Default::default()
+        });
+        let now = SystemTime::now();
+        s.ingest("n1", &batch("a", 1, 1), &policies, now)
+            .await
+            .unwrap();
+        approve(s.as_ref()).await;
+        let digest = format!("sha256:{}", "d".repeat(64));
+        let mut new_image = event("new", 2, "/bin/newtool");
+        let c = new_image.process.container.as_mut().unwrap();
+        c.image_digest = Some(digest.clone());
+        c.pod_uid = Some("pod-uid-7".into());
+        s.ingest("n1", &[new_image], &policies, now).await.unwrap();
+        let b = s.baseline(&web(), 0).unwrap();
+        let el = &b.elements[&procguard_core::ElementKey::exe("/bin/newtool".to_string())];
+        let last = s.history(&web()).unwrap().pop().unwrap();
+        assert_eq!(last.action, "relearned");
+        assert_eq!(last.actor, "sensor:n1");
+        for part in ["/bin/newtool", "node n1", "pod pod-uid-7", digest.as_str()] {
+            assert!(
+                last.reason.contains(part),
+                "{part} not in {:?}",
+                last.reason
+            );
+        }
+        if review {
+            assert_eq!(
+                el.status,
+                procguard_core::baseline::ElementStatus::NeedsReview
+            );
+            assert!(el.review_reasons.contains(&"relearned".to_string()));
+        } else {
+            assert!(el.status.allowed(), "{el:?}");
+        }
+    }
+}
+
 /// Deviations and audit records get contiguous log cursors in commit order, readable up to
 /// the durable cursor, which has moved past every acknowledged write.
 async fn the_record_log_is_contiguous_and_durable(open: Open) {
@@ -518,6 +563,11 @@ macro_rules! engine_conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn client_cursors_at_the_edges_read_nothing() {
                 super::client_cursors_at_the_edges_read_nothing($open).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn relearned_elements_are_attributed_and_can_wait_for_review() {
+                super::relearned_elements_are_attributed_and_can_wait_for_review($open).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,12 +103,20 @@ impl IngestStore for Store {
                         if changed {
                             revision += 1;
                             b.revision = revision;
+                            // What a re-learning window learned is named with its node, pod
+                            // and image, so that `history` shows who brought it.
+                            let relearned = applied.relearned.get(&b.workload.to_string());
                             let rec = VersionRecord {
                                 version: b.version,
                                 actor: format!("sensor:{node}"),
                                 at: now,
-                                action: "learned".into(),
-                                reason: String::new(),
+                                action: if relearned.is_some() {
+                                    "relearned"
+                                } else {
+                                    "learned"
+                                }
+                                .into(),
+                                reason: relearned.cloned().unwrap_or_default(),
                                 snapshot: b.clone(),
                             };
                             history.insert(history_key(&b.workload, b.version), enc(&rec))?;
