@@ -222,7 +222,7 @@ impl Provenance {
     fn record(&mut self, ev: &ProcessEvent, now: SystemTime) {
         fn add(set: &mut BTreeSet<String>, v: &str) {
             if !v.is_empty() && set.len() < PROVENANCE_CAP {
-                set.insert(v.to_string());
+                set.insert(bounded(v, PROVENANCE_VALUE_BYTES));
             }
         }
         self.count += 1;
@@ -243,11 +243,51 @@ impl Provenance {
             add(&mut self.parents, &parent.exe_path);
         }
         if self.sample_argv.is_empty() {
-            self.sample_argv = ev.argv.clone();
+            self.sample_argv = sample_argv(&ev.argv);
         }
         add(&mut self.sha256, ev.exe_sha256.as_deref().unwrap_or(""));
         self.contexts.insert(ev.context);
     }
+}
+
+/// Most bytes of one provenance value (a node, pod, parent path, hash or digest); longer ones
+/// are cut, marked with a trailing `…`. Provenance says where an element was seen; it is no
+/// place for a client to store megabytes.
+pub const PROVENANCE_VALUE_BYTES: usize = 256;
+
+/// Most bytes of an element's sample argv (all arguments together); arguments past it are
+/// dropped and the last one kept is cut, marked with a trailing `…`.
+pub const SAMPLE_ARGV_BYTES: usize = 2048;
+
+/// `v`, cut to at most `max` bytes (on a character boundary) and marked with `…` when cut.
+fn bounded(v: &str, max: usize) -> String {
+    if v.len() <= max {
+        return v.to_string();
+    }
+    let marker = '…'.len_utf8();
+    let mut end = max.saturating_sub(marker);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    if max < marker {
+        return String::new();
+    }
+    format!("{}…", &v[..end])
+}
+
+/// A sample argv within [`SAMPLE_ARGV_BYTES`].
+fn sample_argv(argv: &[String]) -> Vec<String> {
+    let mut left = SAMPLE_ARGV_BYTES;
+    let mut out = Vec::new();
+    for a in argv {
+        let kept = bounded(a, left);
+        if kept.is_empty() && !a.is_empty() {
+            break;
+        }
+        left = left.saturating_sub(kept.len().max(1));
+        out.push(kept);
+    }
+    out
 }
 
 /// How many approved content hashes one element keeps ([`Element::approved_sha256`]).
@@ -1393,6 +1433,25 @@ mod tests {
         );
         let child = exec("/bin/bash", ExecContext::Descendant, "p1");
         assert!(b.review_reasons(&child).is_empty());
+    }
+
+    #[test]
+    fn provenance_is_bounded_whatever_the_client_sends() {
+        let mut ev = exec("/app", ExecContext::Entrypoint, &"p".repeat(10_000));
+        ev.argv = (0..64).map(|i| format!("{i}{}", "é".repeat(600))).collect();
+        ev.node_name = "n".repeat(5_000);
+        let mut p = Provenance::new(t(0));
+        p.record(&ev, t(1));
+        let argv_bytes: usize = p.sample_argv.iter().map(String::len).sum();
+        assert!(argv_bytes <= SAMPLE_ARGV_BYTES, "{argv_bytes}");
+        assert!(p.sample_argv.len() >= 2, "whole arguments are kept first");
+        assert!(p.sample_argv.last().unwrap().ends_with('…'));
+        for v in p.nodes.iter().chain(&p.pods) {
+            assert!(v.len() <= PROVENANCE_VALUE_BYTES && v.ends_with('…'), "{v}");
+        }
+        // Short values are kept as they are.
+        assert_eq!(bounded("web-1", 256), "web-1");
+        assert_eq!(sample_argv(&["a".into(), "b".into()]), vec!["a", "b"]);
     }
 
     #[test]
