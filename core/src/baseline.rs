@@ -259,21 +259,7 @@ pub const PROVENANCE_VALUE_BYTES: usize = 256;
 /// dropped and the last one kept is cut, marked with a trailing `…`.
 pub const SAMPLE_ARGV_BYTES: usize = 2048;
 
-/// `v`, cut to at most `max` bytes (on a character boundary) and marked with `…` when cut.
-fn bounded(v: &str, max: usize) -> String {
-    if v.len() <= max {
-        return v.to_string();
-    }
-    let marker = '…'.len_utf8();
-    let mut end = max.saturating_sub(marker);
-    while !v.is_char_boundary(end) {
-        end -= 1;
-    }
-    if max < marker {
-        return String::new();
-    }
-    format!("{}…", &v[..end])
-}
+use crate::text::bounded;
 
 /// A sample argv within [`SAMPLE_ARGV_BYTES`].
 fn sample_argv(argv: &[String]) -> Vec<String> {

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod policy;
 pub mod process;
 pub mod rfc3339;
+pub mod text;
 
 pub use baseline::{Baseline, BaselineState, Element, ElementKey, ElementStatus, Matcher};
 pub use content::{ContentCheck, ContentVerdict};

@@ -107,6 +107,14 @@ pub struct Config {
     /// under their cursors) are removed; the event-ID index is bounded by the same size.
     #[arg(long, env = "PROCGUARD_RETENTION_BYTES", default_value_t = 1 << 30)]
     pub retention_bytes: u64,
+    /// Audit entries older than this are removed from the audit log (`procguardctl audit
+    /// list`; the SIEM stream's copies follow --retention-age).
+    #[arg(long, env = "PROCGUARD_AUDIT_RETENTION_AGE", default_value = "365d", value_parser = humantime::parse_duration)]
+    pub audit_retention_age: Duration,
+    /// Past this many bytes of audit entries, the oldest are removed (each entry's fields
+    /// are bounded, about 1 KiB at most, so the default keeps about a quarter of a million).
+    #[arg(long, env = "PROCGUARD_AUDIT_RETENTION_BYTES", default_value_t = crate::store::Retention::AUDIT_BYTES)]
+    pub audit_retention_bytes: u64,
     /// Newest durable records held in memory, shared by every SIEM subscription; a
     /// subscriber further behind reads from disk. 0 disables the shared tail.
     #[arg(long, env = "PROCGUARD_STREAM_TAIL_RECORDS", default_value_t = crate::store::DEFAULT_TAIL_RECORDS)]
@@ -272,6 +280,8 @@ impl Config {
             retention: crate::store::Retention {
                 max_age: self.retention_age,
                 max_bytes: self.retention_bytes,
+                audit_max_age: self.audit_retention_age,
+                audit_max_bytes: self.audit_retention_bytes,
             },
             retention_interval: self.retention_interval,
             sensor_silence: self.sensor_silence,

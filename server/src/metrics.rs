@@ -234,6 +234,8 @@ pub struct Metrics {
     pub retention_deviations_removed: Counter,
     /// Event IDs forgotten by retention (idempotency index generations dropped).
     pub retention_event_ids_removed: Counter,
+    /// Audit entries removed by audit retention (`--audit-retention-age`, `-bytes`).
+    pub retention_audit_removed: Counter,
     /// Records sent to subscribers that were read from sled because the subscriber was
     /// behind the shared tail (the rest came from memory).
     pub records_streamed_from_storage: Counter,
@@ -341,6 +343,11 @@ impl Metrics {
             "placement_pods_known",
             "Pods remembered for placement checks (live, and deleted ones kept for late events)",
             self.placement.pods_known.clone(),
+        );
+        r.register(
+            "retention_audit_removed",
+            "Audit entries removed by audit retention (--audit-retention-age, --audit-retention-bytes)",
+            self.retention_audit_removed.clone(),
         );
         r.register(
             "sensors_connected",

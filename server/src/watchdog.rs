@@ -43,6 +43,10 @@ pub async fn run(store: SharedStorage, metrics: Metrics, s: Settings, shutdown: 
                     metrics.retention_removed.inc_by(o.removed);
                     metrics.retention_deviations_removed.inc_by(o.deviations_removed);
                     metrics.retention_event_ids_removed.inc_by(o.event_ids_removed);
+                    metrics.retention_audit_removed.inc_by(o.audit_removed);
+                    if o.audit_removed > 0 {
+                        tracing::info!(message = "Audit retention removed old entries.", removed = o.audit_removed);
+                    }
                     if o.removed > 0 || o.deviations_removed > 0 {
                         tracing::info!(message = "Retention removed old records.", removed = o.removed, deviations = o.deviations_removed, oldest_available = o.floor + 1, bytes = store.log_bytes());
                     }

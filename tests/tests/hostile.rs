@@ -815,3 +815,78 @@ fn every_method_is_rate_limited_for_every_role_and_the_first_refusal_is_audited(
     assert_eq!(anonymous, 1, "{refusals:?}");
     assert_eq!(refusals.len(), ROLES.len() + 1, "{refusals:?}");
 }
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The audit log cannot be used to fill the disk: 300 unauthenticated calls each carrying a
+/// 3 MiB target (the audit target is read from the request before authentication) leave the
+/// data directory within a few MiB, each denied call still audited, its target cut and marked.
+#[test]
+fn unauthenticated_calls_with_huge_fields_cannot_fill_the_disk() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-f"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let rt = rt();
+    let before = dir_bytes(&server.data_dir);
+    let huge = "n".repeat(3 << 20);
+    let denied = rt.block_on(async {
+        let ch = channel(&server, tls(&pki, None)).await.unwrap();
+        let mut denied = 0;
+        for i in 0..300 {
+            let mut b = pb::baseline_service_client::BaselineServiceClient::new(ch.clone());
+            let mut req = tonic::Request::new(pb::ApproveBaselineRequest {
+                workload: Some(pb::WorkloadIdentity {
+                    cluster: "c".into(),
+                    namespace: format!("{i}{huge}"),
+                    kind: pb::WorkloadKind::Deployment as i32,
+                    workload_name: "web".into(),
+                    container_name: "app".into(),
+                }),
+                reason: "flood".into(),
+                ..Default::default()
+            });
+            req.metadata_mut()
+                .insert("authorization", "Bearer not-a-token".parse().unwrap());
+            let s = b.approve_baseline(req).await.unwrap_err();
+            assert!(
+                matches!(s.code(), Code::Unauthenticated | Code::ResourceExhausted),
+                "{s:?}"
+            );
+            denied += 1;
+        }
+        denied
+    });
+    assert_eq!(denied, 300);
+    let grown = dir_bytes(&server.data_dir).saturating_sub(before);
+    assert!(
+        grown < 8 << 20,
+        "300 denied calls with 3 MiB fields grew the data directory by {grown} bytes"
+    );
+    // They were audited, with their targets cut.
+    let audit =
+        ctl_json(&pki, &server, "siem", &["audit", "list", "--limit", "1000"]).expect("audit list");
+    let records = audit.as_array().expect("audit list");
+    let unauthenticated: Vec<_> = records
+        .iter()
+        .filter(|r| r["action"] == "ApproveBaseline")
+        .collect();
+    assert!(!unauthenticated.is_empty(), "{audit}");
+    for r in unauthenticated {
+        let target = r["target"].as_str().unwrap_or_default();
+        assert!(target.len() <= 512 && target.ends_with('…'), "{r}");
+    }
+}

@@ -619,6 +619,48 @@ pub struct Retention {
     pub max_age: Duration,
     /// Past this many bytes (keys plus values), the oldest records are removed.
     pub max_bytes: u64,
+    /// Audit entries older than this are removed (`--audit-retention-age`).
+    pub audit_max_age: Duration,
+    /// Past this many bytes of audit entries, the oldest are removed
+    /// (`--audit-retention-bytes`).
+    pub audit_max_bytes: u64,
+}
+
+impl Retention {
+    /// Default audit retention: a year, 256 MiB (about a million entries).
+    pub const AUDIT_AGE: Duration = Duration::from_secs(365 * 86_400);
+    /// See [`Retention::AUDIT_AGE`].
+    pub const AUDIT_BYTES: u64 = 256 << 20;
+}
+
+/// Most bytes kept of each field of an audit entry. A target or detail comes from the request
+/// (before it is authenticated, for a denied call) or from an error; cut here, whatever wrote
+/// the entry, so that no caller can make the audit log grow faster than its number of calls.
+pub const AUDIT_FIELD_BYTES: [(&str, usize); 6] = [
+    ("actor", 256),
+    ("role", 32),
+    ("action", 128),
+    ("target", 512),
+    ("detail", 2048),
+    ("peer", 128),
+];
+
+/// Cuts an audit entry's fields to [`AUDIT_FIELD_BYTES`] (each cut marked with `…`).
+pub fn bound_audit_entry(e: &mut AuditEntry) {
+    use procguard_core::text::bounded;
+    for (field, max) in AUDIT_FIELD_BYTES {
+        let v = match field {
+            "actor" => &mut e.actor,
+            "role" => &mut e.role,
+            "action" => &mut e.action,
+            "target" => &mut e.target,
+            "detail" => &mut e.detail,
+            _ => &mut e.peer,
+        };
+        if v.len() > max {
+            *v = bounded(v, max);
+        }
+    }
 }
 
 /// What one retention pass removed.
@@ -634,6 +676,8 @@ pub struct RetentionOutcome {
     pub event_ids_rotated: bool,
     /// Event IDs forgotten by that rotation.
     pub event_ids_removed: u64,
+    /// Audit entries removed (past their age or size).
+    pub audit_removed: u64,
 }
 
 /// Where [`LogStore::read_records`] found its records.

@@ -14,16 +14,21 @@ impl AuditStore for Store {
     /// Appends an audit record to both the audit tree and the record log, durably; returns its
     /// id.
     async fn audit(&self, mut entry: AuditEntry) -> Result<u64> {
+        crate::store::bound_audit_entry(&mut entry);
         entry.id = self.db.generate_id()? + 1;
         let w = self.writer.lock().await;
+        let value = enc(&entry);
+        let bytes = (8 + value.len()) as u64;
         let mut appender = (&self.audit, &self.log.records)
             .transaction(|(audit, records)| {
                 let mut log = self.log.appender(entry.at);
-                audit.insert(&entry.id.to_be_bytes(), enc(&entry))?;
+                audit.insert(&entry.id.to_be_bytes(), value.as_slice())?;
                 log.push(records, RecordBody::Audit(entry.clone()), None, "")?;
                 Ok(log)
             })
             .map_err(tx_err)?;
+        self.audit_bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         let gen = self.log.committed(Some(&mut appender));
         drop(w);
         self.log.wait_durable(&self.db, gen).await?;

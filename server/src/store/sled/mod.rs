@@ -66,6 +66,8 @@ pub struct Store {
     writer: Arc<Mutex<()>>,
     /// Most elements a baseline learns from sensor events (`--max-baseline-elements`).
     max_elements: usize,
+    /// Bytes (keys plus values) in `audit`, for its retention by size.
+    audit_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -131,13 +133,20 @@ impl Store {
             );
         }
         let log = log::Log::open(&db, &meta, tail_records)?;
+        let audit = db.open_tree("audit")?;
+        let mut audit_bytes = 0u64;
+        for kv in audit.iter() {
+            let (k, v) = kv?;
+            audit_bytes += (k.len() + v.len()) as u64;
+        }
         Ok(Self {
             log,
             baselines: db.open_tree("baselines")?,
             history: db.open_tree("history")?,
             event_ids: event_ids::EventIds::open(&db, &meta, SystemTime::now())?,
             sensors: db.open_tree("sensors")?,
-            audit: db.open_tree("audit")?,
+            audit,
+            audit_bytes: Arc::new(std::sync::atomic::AtomicU64::new(audit_bytes)),
             meta,
             activity: db.open_tree("activity")?,
             writer: Arc::new(Mutex::new(())),

@@ -5,7 +5,8 @@
 
 use super::{be, dec, Store};
 use crate::store::{
-    LogRecord, LogStore, RecordBody, Result, Retention, RetentionOutcome, RetentionStore,
+    AuditEntry, LogRecord, LogStore, RecordBody, Result, Retention, RetentionOutcome,
+    RetentionStore,
 };
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -13,6 +14,59 @@ use std::time::SystemTime;
 /// Records removed per retention step; small enough that a step never holds sled busy for
 /// long, so ingest does not notice retention running.
 const RETENTION_STEP: usize = 512;
+
+impl Store {
+    /// Removes the oldest audit entries past `retention`'s audit age or size, a step at a
+    /// time; returns how many went. The audit log is append-only in id order, so the oldest
+    /// are at the front.
+    async fn enforce_audit_retention(&self, retention: &Retention, now: SystemTime) -> Result<u64> {
+        let mut removed = 0u64;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut freed = 0u64;
+            let mut n = 0;
+            for kv in self.audit.iter() {
+                let (k, v) = kv?;
+                if n == RETENTION_STEP {
+                    break;
+                }
+                let entry: AuditEntry = dec("audit", &v)?;
+                let old =
+                    now.duration_since(entry.at).unwrap_or_default() > retention.audit_max_age;
+                let over = self
+                    .audit_bytes
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(freed)
+                    > retention.audit_max_bytes;
+                if !(old || over) {
+                    break;
+                }
+                freed += (k.len() + v.len()) as u64;
+                batch.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            self.audit.apply_batch(batch)?;
+            self.audit_bytes.fetch_sub(
+                freed.min(self.audit_bytes.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            removed += n as u64;
+            if n < RETENTION_STEP {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(removed)
+    }
+
+    /// Bytes of audit entries held (keys plus values).
+    pub fn audit_bytes(&self) -> u64 {
+        self.audit_bytes.load(Ordering::Relaxed)
+    }
+}
 
 #[tonic::async_trait]
 impl RetentionStore for Store {
@@ -94,7 +148,8 @@ impl RetentionStore for Store {
             out.event_ids_removed = r.removed;
             out.event_ids_rotated = true;
         }
-        if out.removed > 0 || out.event_ids_rotated {
+        out.audit_removed = self.enforce_audit_retention(&retention, now).await?;
+        if out.removed > 0 || out.event_ids_rotated || out.audit_removed > 0 {
             self.db.flush_async().await?;
         }
         Ok(out)

@@ -166,6 +166,8 @@ async fn retention_makes_old_cursors_out_of_range() {
     let keep = Retention {
         max_age: Duration::from_secs(3600),
         max_bytes: s.log_bytes() / 2,
+        audit_max_age: Retention::AUDIT_AGE,
+        audit_max_bytes: Retention::AUDIT_BYTES,
     };
     let out = s.enforce_retention(keep, SystemTime::now()).await.unwrap();
     assert!(out.removed > 0 && out.removed < total, "{out:?}");
@@ -528,6 +530,8 @@ async fn retention_applies_to_the_tail_too_and_takes_deviations_with_their_recor
     let keep = Retention {
         max_age: Duration::from_secs(3600),
         max_bytes: s.log_bytes() / 2,
+        audit_max_age: Retention::AUDIT_AGE,
+        audit_max_bytes: Retention::AUDIT_BYTES,
     };
     let out = s.enforce_retention(keep, SystemTime::now()).await.unwrap();
     assert!(out.removed > 0, "{out:?}");
@@ -558,6 +562,8 @@ async fn event_ids_are_remembered_for_at_least_the_retention_age_then_forgotten(
     let keep = Retention {
         max_age: Duration::from_secs(3600),
         max_bytes: 1 << 30,
+        audit_max_age: Retention::AUDIT_AGE,
+        audit_max_bytes: Retention::AUDIT_BYTES,
     };
     let t0 = SystemTime::now();
     assert_eq!(replay(&s, "old").await, 0);
@@ -623,6 +629,8 @@ async fn event_ids_rotate_by_size_too() {
     let keep = Retention {
         max_age: Duration::from_secs(3600),
         max_bytes: 400,
+        audit_max_age: Retention::AUDIT_AGE,
+        audit_max_bytes: Retention::AUDIT_BYTES,
     };
     let out = s.enforce_retention(keep, SystemTime::now()).await.unwrap();
     assert!(out.event_ids_rotated);
@@ -696,4 +704,81 @@ async fn concurrent_actions_on_one_incident_have_one_outcome() {
         version + u64::from(allowed),
         "at most one new version"
     );
+}
+
+/// The audit log has its own retention, by age and by size, and every entry is bounded first.
+#[tokio::test]
+async fn the_audit_log_is_bounded_by_entry_age_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let entry = |detail: String, at: SystemTime| AuditEntry {
+        id: 0,
+        at,
+        actor: "a".repeat(10_000),
+        role: "viewer".into(),
+        action: "ListBaselines".into(),
+        target: "t".repeat(1 << 20),
+        result: AuditOutcome::Denied,
+        detail,
+        peer: String::new(),
+    };
+    let now = SystemTime::now();
+    let old = now - Duration::from_secs(400 * 86_400);
+    for i in 0..10 {
+        s.audit(entry(format!("old {i}"), old)).await.unwrap();
+    }
+    for i in 0..40 {
+        s.audit(entry(format!("{i}{}", "d".repeat(5_000)), now))
+            .await
+            .unwrap();
+    }
+    // Every field was cut before it was stored: 50 entries of a megabyte each fit in 200 KiB.
+    assert!(s.audit_bytes() < 50 * 4096, "{}", s.audit_bytes());
+    let stored = s
+        .audit_log(&AuditQuery {
+            limit: usize::MAX,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(stored
+        .iter()
+        .all(|e| e.target.len() <= 512 && e.actor.len() <= 256 && e.detail.len() <= 2048));
+    // By age: the year-old ones go.
+    let keep = Retention {
+        max_age: Duration::from_secs(3600),
+        max_bytes: u64::MAX,
+        audit_max_age: Retention::AUDIT_AGE,
+        audit_max_bytes: u64::MAX,
+    };
+    let out = s.enforce_retention(keep, now).await.unwrap();
+    assert_eq!(out.audit_removed, 10);
+    // By size: the oldest go until it fits.
+    let half = s.audit_bytes() / 2;
+    let out = s
+        .enforce_retention(
+            Retention {
+                audit_max_bytes: half,
+                ..keep
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert!(out.audit_removed > 0 && out.audit_removed < 40, "{out:?}");
+    assert!(s.audit_bytes() <= half);
+    let left = s
+        .audit_log(&AuditQuery {
+            limit: usize::MAX,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(left.len() as u64, 40 - out.audit_removed);
+    assert!(
+        left.last().unwrap().detail.starts_with("39"),
+        "the newest stay"
+    );
+    // Reopened, the size is counted again from disk.
+    let bytes = s.audit_bytes();
+    drop(s);
+    assert_eq!(Store::open(dir.path()).unwrap().audit_bytes(), bytes);
 }
