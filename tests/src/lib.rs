@@ -10,6 +10,7 @@ pub mod cgroups;
 pub mod fake_kube;
 pub mod grpc;
 pub mod images;
+pub mod in_process;
 pub mod jsonl;
 pub mod kubelet;
 pub mod runtimes;
@@ -297,6 +298,25 @@ pub struct Server {
     pub data_dir: PathBuf,
 }
 
+/// A running server as its clients reach it: the binary ([`Server`]) or the library
+/// in-process ([`in_process::InProcessServer`]).
+pub trait Endpoint {
+    /// The gRPC URL (`https://127.0.0.1:PORT`).
+    fn url(&self) -> String;
+    /// The admin port (`/healthz`, `/readyz`, `/metrics`).
+    fn admin_port(&self) -> u16;
+}
+
+impl Endpoint for Server {
+    fn url(&self) -> String {
+        Server::url(self)
+    }
+
+    fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+}
+
 impl Server {
     /// Starts a server with `pki` and `extra` flags, and waits until it is ready.
     pub fn start(pki: &Pki, work: &Path, extra: &[&str]) -> Self {
@@ -356,7 +376,13 @@ pub struct Sensor {
 
 impl Sensor {
     /// Starts a sensor for `node` against `server`, and waits until it is connected.
-    pub fn start(pki: &Pki, server: &Server, node: &str, work: &Path, extra: &[&str]) -> Self {
+    pub fn start(
+        pki: &Pki,
+        server: &impl Endpoint,
+        node: &str,
+        work: &Path,
+        extra: &[&str],
+    ) -> Self {
         Self::start_in(cgroupns::CgroupNs::Host, pki, server, node, work, extra)
     }
 
@@ -365,7 +391,7 @@ impl Sensor {
     pub fn start_in(
         ns: cgroupns::CgroupNs,
         pki: &Pki,
-        server: &Server,
+        server: &impl Endpoint,
         node: &str,
         work: &Path,
         extra: &[&str],
@@ -431,7 +457,12 @@ pub fn metric(port: u16, name: &str) -> Option<f64> {
 
 /// Approves `workload`'s baseline as an approver and waits until `sensor` holds at least one
 /// enforced baseline (the push reached it); panics with what went wrong otherwise.
-pub fn approve_and_wait_for_push(pki: &Pki, server: &Server, sensor: &Sensor, workload: &str) {
+pub fn approve_and_wait_for_push(
+    pki: &Pki,
+    server: &impl Endpoint,
+    sensor: &Sensor,
+    workload: &str,
+) {
     let approved = ctl_json(
         pki,
         server,
@@ -451,7 +482,7 @@ pub fn approve_and_wait_for_push(pki: &Pki, server: &Server, sensor: &Sensor, wo
 }
 
 /// `procguardctl incidents list` as JSON (empty when the call fails).
-pub fn incident_list(pki: &Pki, server: &Server) -> Vec<serde_json::Value> {
+pub fn incident_list(pki: &Pki, server: &impl Endpoint) -> Vec<serde_json::Value> {
     ctl_json(pki, server, "viewer", &["incidents", "list"])
         .ok()
         .and_then(|v| v.as_array().cloned())
@@ -459,7 +490,7 @@ pub fn incident_list(pki: &Pki, server: &Server) -> Vec<serde_json::Value> {
 }
 
 /// Runs `procguardctl` against `server` with a role's token.
-pub fn ctl(pki: &Pki, server: &Server, role: &str, args: &[&str]) -> Output {
+pub fn ctl(pki: &Pki, server: &impl Endpoint, role: &str, args: &[&str]) -> Output {
     Command::new(bin("procguardctl"))
         .arg("--server")
         .arg(server.url())
@@ -477,7 +508,7 @@ pub fn ctl(pki: &Pki, server: &Server, role: &str, args: &[&str]) -> Output {
 /// Runs `procguardctl ... -o json` and parses its output.
 pub fn ctl_json(
     pki: &Pki,
-    server: &Server,
+    server: &impl Endpoint,
     role: &str,
     args: &[&str],
 ) -> Result<serde_json::Value, String> {
@@ -494,7 +525,7 @@ pub fn ctl_json(
 /// accepts, or `None` once `timeout` has passed; the watcher is stopped either way.
 pub fn watch_until(
     pki: &Pki,
-    server: &Server,
+    server: &impl Endpoint,
     args: &[&str],
     timeout: Duration,
     wanted: impl Fn(&str) -> bool,

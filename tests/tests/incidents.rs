@@ -7,7 +7,7 @@ use procguard_tests::*;
 use serde_json::Value;
 use std::time::Duration;
 
-fn incidents(pki: &Pki, server: &Server, args: &[&str]) -> Vec<Value> {
+fn incidents(pki: &Pki, server: &impl Endpoint, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["incidents", "list"];
     all.extend(args);
     ctl_json(pki, server, "viewer", &all)
