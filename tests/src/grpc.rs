@@ -6,7 +6,7 @@
 //! needs, against the real server binary; tests about capture use the real sensor instead.
 
 use crate::in_process::InProcessServer;
-use crate::{Endpoint, Pki};
+use crate::{Pki, ServerHandle};
 use procguard_proto::v1 as pb;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;

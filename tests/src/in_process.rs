@@ -7,7 +7,7 @@
 //! `procguardctl`, polling) never stalls it. Its flags are the binary's, parsed and validated
 //! by the same `Config`.
 
-use crate::{Endpoint, Pki};
+use crate::{Pki, ServerHandle};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -106,7 +106,7 @@ impl InProcessServer {
     }
 }
 
-impl Endpoint for InProcessServer {
+impl ServerHandle for InProcessServer {
     fn url(&self) -> String {
         format!("https://{}", self.grpc_addr)
     }

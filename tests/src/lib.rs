@@ -300,14 +300,14 @@ pub struct Server {
 
 /// A running server as its clients reach it: the binary ([`Server`]) or the library
 /// in-process ([`in_process::InProcessServer`]).
-pub trait Endpoint {
+pub trait ServerHandle {
     /// The gRPC URL (`https://127.0.0.1:PORT`).
     fn url(&self) -> String;
     /// The admin port (`/healthz`, `/readyz`, `/metrics`).
     fn admin_port(&self) -> u16;
 }
 
-impl Endpoint for Server {
+impl ServerHandle for Server {
     fn url(&self) -> String {
         Server::url(self)
     }
@@ -378,7 +378,7 @@ impl Sensor {
     /// Starts a sensor for `node` against `server`, and waits until it is connected.
     pub fn start(
         pki: &Pki,
-        server: &impl Endpoint,
+        server: &impl ServerHandle,
         node: &str,
         work: &Path,
         extra: &[&str],
@@ -391,7 +391,7 @@ impl Sensor {
     pub fn start_in(
         ns: cgroupns::CgroupNs,
         pki: &Pki,
-        server: &impl Endpoint,
+        server: &impl ServerHandle,
         node: &str,
         work: &Path,
         extra: &[&str],
@@ -459,7 +459,7 @@ pub fn metric(port: u16, name: &str) -> Option<f64> {
 /// enforced baseline (the push reached it); panics with what went wrong otherwise.
 pub fn approve_and_wait_for_push(
     pki: &Pki,
-    server: &impl Endpoint,
+    server: &impl ServerHandle,
     sensor: &Sensor,
     workload: &str,
 ) {
@@ -482,7 +482,7 @@ pub fn approve_and_wait_for_push(
 }
 
 /// `procguardctl incidents list` as JSON (empty when the call fails).
-pub fn incident_list(pki: &Pki, server: &impl Endpoint) -> Vec<serde_json::Value> {
+pub fn incident_list(pki: &Pki, server: &impl ServerHandle) -> Vec<serde_json::Value> {
     ctl_json(pki, server, "viewer", &["incidents", "list"])
         .ok()
         .and_then(|v| v.as_array().cloned())
@@ -490,7 +490,7 @@ pub fn incident_list(pki: &Pki, server: &impl Endpoint) -> Vec<serde_json::Value
 }
 
 /// Runs `procguardctl` against `server` with a role's token.
-pub fn ctl(pki: &Pki, server: &impl Endpoint, role: &str, args: &[&str]) -> Output {
+pub fn ctl(pki: &Pki, server: &impl ServerHandle, role: &str, args: &[&str]) -> Output {
     Command::new(bin("procguardctl"))
         .arg("--server")
         .arg(server.url())
@@ -508,7 +508,7 @@ pub fn ctl(pki: &Pki, server: &impl Endpoint, role: &str, args: &[&str]) -> Outp
 /// Runs `procguardctl ... -o json` and parses its output.
 pub fn ctl_json(
     pki: &Pki,
-    server: &impl Endpoint,
+    server: &impl ServerHandle,
     role: &str,
     args: &[&str],
 ) -> Result<serde_json::Value, String> {
@@ -525,7 +525,7 @@ pub fn ctl_json(
 /// accepts, or `None` once `timeout` has passed; the watcher is stopped either way.
 pub fn watch_until(
     pki: &Pki,
-    server: &impl Endpoint,
+    server: &impl ServerHandle,
     args: &[&str],
     timeout: Duration,
     wanted: impl Fn(&str) -> bool,

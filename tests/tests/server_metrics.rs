@@ -13,12 +13,12 @@ use std::time::Duration;
 /// How long a gauge may take to follow: the server looks every 5 s.
 const FOLLOW: Duration = Duration::from_secs(20);
 
-fn value(server: &impl Endpoint, name: &str) -> f64 {
+fn value(server: &impl ServerHandle, name: &str) -> f64 {
     metric(server.admin_port(), name).unwrap_or(0.0)
 }
 
 /// Waits until metric `name` equals `want`; panics with the last value seen.
-fn wait_value(server: &impl Endpoint, name: &str, want: f64) {
+fn wait_value(server: &impl ServerHandle, name: &str, want: f64) {
     let seen = wait_for(FOLLOW, || {
         (metric(server.admin_port(), name) == Some(want)).then_some(())
     });
