@@ -13,6 +13,7 @@ pub mod images;
 pub mod in_process;
 pub mod jsonl;
 pub mod kubelet;
+pub mod repo;
 pub mod runtimes;
 
 use std::net::TcpListener;
@@ -162,6 +163,14 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// Holds the test binary's one lock, for tests that must not run beside each other (they
+/// load the machine, or share host state such as cgroups); a test that panicked while
+/// holding it does not poison it for the rest.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or `timeout` passes.
