@@ -99,4 +99,11 @@ impl ProcessEvent {
         self.origin = origin;
         self
     }
+
+    /// On the host: no container, origin `host`.
+    pub fn on_host(mut self) -> Self {
+        self.container = None;
+        self.origin = Origin::Host;
+        self
+    }
 }

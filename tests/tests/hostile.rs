@@ -485,34 +485,19 @@ fn a_token_over_its_rate_is_refused_and_counted_others_go_on() {
 
 /// A valid sensor event for `node` with `argv`.
 fn event(node: &str, seq: u64, argv: Vec<String>) -> pb::SensorEvent {
-    use procguard_core::{Completeness, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind};
-    let p = ProcessEvent {
-        pid: 100,
-        ppid: 1,
-        ancestors: vec![],
-        start_time: None,
-        uid: 0,
-        gid: 0,
-        comm: "app".into(),
-        exe_path: "/usr/bin/app".into(),
-        argv,
-        argv_truncated: false,
-        applet: None,
-        script_path: None,
-        exe_sha256: None,
-        exe_memfd: false,
-        exe_deleted: false,
-        exe_writable_location: false,
-        origin: procguard_core::Origin::Host,
-        container: None,
-        workload: WorkloadIdentity::new("default", "ns", WorkloadKind::Deployment, "app", "app"),
-        context: ExecContext::Entrypoint,
-        exec_session: None,
-        completeness: Completeness::Full,
-        missing: vec![],
-        node_name: node.into(),
-        attributed_late_ms: None,
-    };
+    use procguard_core::{ProcessEvent, WorkloadIdentity, WorkloadKind};
+    let mut p = ProcessEvent::test("/usr/bin/app")
+        .on_host()
+        .pid(100)
+        .on_node(node)
+        .in_workload(&WorkloadIdentity::new(
+            "default",
+            "ns",
+            WorkloadKind::Deployment,
+            "app",
+            "app",
+        ));
+    p.argv = argv;
     pb::SensorEvent {
         event_id: format!("limit-test-{seq}"),
         sequence: seq,
