@@ -1,10 +1,15 @@
-//! `procguardctl audit list`: the audit log (the siem and admin roles).
+//! `procguardctl audit list`: the audit log (the siem and admin roles), and how every output
+//! prints an audit entry (the domain [`AuditEntry`], read through `proto::convert`).
 
-use crate::render::{print, table, ts};
+use crate::render::{print, seconds, table};
 use crate::{Cli, Client};
+use anyhow::Context;
 use clap::Subcommand;
+use procguard_core::audit::AuditEntry;
+use procguard_proto::convert::audit::audit_from_pb;
 use procguard_proto::v1 as pb;
-use serde_json::{json, Value};
+use serde_json::Value;
+use std::time::SystemTime;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Audit {
@@ -50,42 +55,22 @@ pub(crate) async fn run(cli: &Cli, cmd: &Audit) -> anyhow::Result<()> {
         })?)
         .await?
         .into_inner();
-    let result = |v: i32| match pb::AuditResult::try_from(v).unwrap_or(pb::AuditResult::Unspecified)
-    {
-        pb::AuditResult::Ok => "ok",
-        pb::AuditResult::Denied => "denied",
-        pb::AuditResult::Failed => "failed",
-        pb::AuditResult::Unspecified => "?",
-    };
-    let value = Value::Array(
-        r.records
-            .iter()
-            .map(|a| {
-                json!({
-                    "id": a.id, "at": ts(a.at.as_ref()), "actor": a.actor, "role": a.role,
-                    "action": a.action, "target": a.target, "result": result(a.result),
-                    "detail": a.detail, "peer": a.peer,
-                })
+    let entries = r
+        .records
+        .iter()
+        .map(|a| {
+            audit_from_pb(a).with_context(|| {
+                format!(
+                    "the server sent audit record {} in a form this procguardctl cannot read; \
+                     upgrade procguardctl to the server's version",
+                    a.id
+                )
             })
-            .collect(),
-    );
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let value = Value::Array(entries.iter().map(|a| json(a, seconds)).collect());
     print(cli.output, &value, || {
-        let rows: Vec<Vec<String>> = r
-            .records
-            .iter()
-            .map(|a| {
-                vec![
-                    a.id.to_string(),
-                    ts(a.at.as_ref()).as_str().unwrap_or("").to_string(),
-                    a.actor.clone(),
-                    a.role.clone(),
-                    a.action.clone(),
-                    a.target.clone(),
-                    result(a.result).into(),
-                    a.detail.clone(),
-                ]
-            })
-            .collect();
+        let rows: Vec<Vec<String>> = entries.iter().map(row).collect();
         table(
             &[
                 "ID", "AT", "ACTOR", "ROLE", "ACTION", "TARGET", "RESULT", "DETAIL",
@@ -93,4 +78,28 @@ pub(crate) async fn run(cli: &Cli, cmd: &Audit) -> anyhow::Result<()> {
             &rows,
         )
     })
+}
+
+/// An audit entry as every JSON and YAML output prints it (`audit list -o json`, `watch`'s
+/// lines), its time as `at` formats it.
+pub(crate) fn json(a: &AuditEntry, at: fn(SystemTime) -> String) -> Value {
+    serde_json::json!({
+        "id": a.id, "at": at(a.at), "actor": a.actor, "role": a.role,
+        "action": a.action, "target": a.target, "result": a.result.as_str(),
+        "detail": a.detail, "peer": a.peer,
+    })
+}
+
+/// An audit entry as a table row (`audit list`).
+fn row(a: &AuditEntry) -> Vec<String> {
+    vec![
+        a.id.to_string(),
+        seconds(a.at),
+        a.actor.clone(),
+        a.role.clone(),
+        a.action.clone(),
+        a.target.clone(),
+        a.result.as_str().into(),
+        a.detail.clone(),
+    ]
 }

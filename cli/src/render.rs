@@ -2,6 +2,7 @@
 //! and the cells and names the tables share.
 
 use crate::Output;
+use procguard_core::rfc3339::{self, Fraction};
 use procguard_core::WorkloadIdentity;
 use procguard_proto::convert::system_time;
 use procguard_proto::v1 as pb;
@@ -32,9 +33,21 @@ pub(crate) fn id_text(w: Option<&pb::WorkloadIdentity>) -> String {
         .unwrap_or_default()
 }
 
+/// A time as tables and listings print it: RFC 3339 to the second (`2026-12-03T04:00:00Z`),
+/// `null` when absent.
 pub(crate) fn ts(t: Option<&prost_types::Timestamp>) -> Value {
-    t.map(|t| json!(humantime::format_rfc3339_seconds(system_time(t)).to_string()))
+    t.map(|t| json!(seconds(system_time(t))))
         .unwrap_or(Value::Null)
+}
+
+/// A time to the second, as tables and listings print it.
+pub(crate) fn seconds(t: std::time::SystemTime) -> String {
+    rfc3339::format_with(t, Fraction::Seconds)
+}
+
+/// A time to the millisecond, as the SIEM stream's lines print it (`...:00.123Z`).
+pub(crate) fn millis(t: std::time::SystemTime) -> String {
+    rfc3339::format_with(t, Fraction::Millis)
 }
 
 pub(crate) fn print(
@@ -185,6 +198,24 @@ pub(crate) fn time_arg(s: &str) -> Result<std::time::SystemTime, String> {
 mod tests {
     use super::*;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn times_print_as_humantime_printed_them() {
+        // The CLI printed its times with humantime before they were core::rfc3339's; every
+        // output must stay byte for byte what it was.
+        for (secs, nanos) in [
+            (0, 0),
+            (1, 1),
+            (951_782_400, 999_999_999),
+            (1_796_270_400, 123_456_789),
+            (1_796_270_400, 1_000_000),
+            (4_102_444_799, 999_000_000),
+        ] {
+            let t = UNIX_EPOCH + Duration::new(secs, nanos);
+            assert_eq!(seconds(t), humantime::format_rfc3339_seconds(t).to_string());
+            assert_eq!(millis(t), humantime::format_rfc3339_millis(t).to_string());
+        }
+    }
 
     #[test]
     fn times_are_read_as_instants_or_durations_ago() {

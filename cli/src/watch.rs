@@ -11,15 +11,18 @@
 use crate::content;
 use crate::incidents::{kind_name, process_json, severity_arg, severity_name, state_name};
 use crate::process::ProcessView;
+use crate::render::millis as millis_text;
 use crate::{id_text, usage, Cli, Client};
 use anyhow::Context;
 use clap::ValueEnum;
+use procguard_core::audit::{AuditEntry, AuditOutcome};
+use procguard_proto::convert::audit::audit_from_pb;
 use procguard_proto::convert::content::{event_check, incident_check};
 use procguard_proto::convert::system_time;
 use procguard_proto::v1 as pb;
 use serde_json::{json, Value};
 use std::io::Write;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -70,42 +73,70 @@ pub struct Watch {
 }
 
 fn millis(t: Option<&prost_types::Timestamp>) -> u64 {
-    t.map(|t| {
-        system_time(t)
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64
-    })
-    .unwrap_or(0)
+    t.map(|t| since_epoch_ms(system_time(t))).unwrap_or(0)
 }
 
 fn rfc3339(t: Option<&prost_types::Timestamp>) -> Value {
-    t.map(|t| json!(humantime::format_rfc3339_millis(system_time(t)).to_string()))
+    t.map(|t| json!(millis_text(system_time(t))))
         .unwrap_or(Value::Null)
 }
 
-fn audit_result(v: i32) -> &'static str {
-    match pb::AuditResult::try_from(v).unwrap_or(pb::AuditResult::Unspecified) {
-        pb::AuditResult::Ok => "ok",
-        pb::AuditResult::Denied => "denied",
-        pb::AuditResult::Failed => "failed",
-        pb::AuditResult::Unspecified => "?",
+fn since_epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// A stream record as `watch` reads it: the record, and its body with what has a domain type
+/// already converted through `proto::convert` (audit entries); incidents and deviations are
+/// still printed from their protobuf messages.
+pub struct Streamed<'a> {
+    record: &'a pb::StreamRecord,
+    body: Body<'a>,
+}
+
+enum Body<'a> {
+    Incident(&'a pb::Incident),
+    Deviation(&'a pb::SensorEvent),
+    Audit(AuditEntry),
+    None,
+}
+
+impl<'a> Streamed<'a> {
+    /// Reads `r`; a body this build cannot read is an error that names the record's cursor and
+    /// what to do (nothing is printed or acknowledged for it, so nothing is lost).
+    pub fn read(r: &'a pb::StreamRecord) -> anyhow::Result<Self> {
+        let body = match &r.record {
+            Some(pb::stream_record::Record::Incident(i)) => Body::Incident(i),
+            Some(pb::stream_record::Record::Deviation(d)) => Body::Deviation(d),
+            Some(pb::stream_record::Record::Audit(a)) => {
+                Body::Audit(audit_from_pb(a).with_context(|| {
+                    format!(
+                        "record {}: its audit entry is in a form this procguardctl cannot read; \
+                         upgrade procguardctl to the server's version (or resume after it with \
+                         --from {})",
+                        r.cursor, r.cursor
+                    )
+                })?)
+            }
+            None => Body::None,
+        };
+        Ok(Self { record: r, body })
     }
 }
 
 /// JSON lines: the record as the API returns it, with its cursor.
-pub fn jsonl(r: &pb::StreamRecord) -> Value {
+pub fn jsonl(s: &Streamed<'_>) -> Value {
+    let r = s.record;
     let mut v = json!({
         "cursor": r.cursor,
         "at": rfc3339(r.at.as_ref()),
         "severity": severity_name(r.severity),
     });
-    match &r.record {
-        Some(pb::stream_record::Record::Incident(i)) => {
+    match &s.body {
+        Body::Incident(i) => {
             v["kind"] = json!("incident");
             v["incident"] = crate::incidents::incident_json(i);
         }
-        Some(pb::stream_record::Record::Deviation(d)) => {
+        Body::Deviation(d) => {
             v["kind"] = json!("deviation");
             v["incident_id"] = json!(r.incident_id);
             v["deviation"] = json!({
@@ -116,15 +147,11 @@ pub fn jsonl(r: &pb::StreamRecord) -> Value {
                 "content": content::json(event_check(d).as_ref()),
             });
         }
-        Some(pb::stream_record::Record::Audit(a)) => {
+        Body::Audit(a) => {
             v["kind"] = json!("audit");
-            v["audit"] = json!({
-                "id": a.id, "at": rfc3339(a.at.as_ref()), "actor": a.actor, "role": a.role,
-                "action": a.action, "target": a.target, "result": audit_result(a.result),
-                "detail": a.detail, "peer": a.peer,
-            });
+            v["audit"] = crate::audit::json(a, millis_text);
         }
-        None => {}
+        Body::None => {}
     }
     v
 }
@@ -186,16 +213,17 @@ fn ocsf_src_endpoint(peer: &str) -> Value {
 
 /// OCSF: Process Activity (1007) for deviations, Detection Finding (2004) for incidents, API
 /// Activity (6003) for audit records. Nothing empty is written (see [`prune`]).
-pub fn ocsf(r: &pb::StreamRecord) -> Value {
-    let mut event = ocsf_event(r);
+pub fn ocsf(s: &Streamed<'_>) -> Value {
+    let mut event = ocsf_event(s);
     prune(&mut event);
     event
 }
 
-fn ocsf_event(r: &pb::StreamRecord) -> Value {
+fn ocsf_event(s: &Streamed<'_>) -> Value {
+    let r = s.record;
     let (severity_id, severity) = ocsf_severity(r.severity);
-    match &r.record {
-        Some(pb::stream_record::Record::Deviation(d)) => {
+    match &s.body {
+        Body::Deviation(d) => {
             let p = d.process.clone().unwrap_or_default();
             let w = p.workload.clone().unwrap_or_default();
             let c = p.container.clone().unwrap_or_default();
@@ -268,7 +296,7 @@ fn ocsf_event(r: &pb::StreamRecord) -> Value {
             }
             event
         }
-        Some(pb::stream_record::Record::Incident(i)) => {
+        Body::Incident(i) => {
             let state = pb::IncidentState::try_from(i.state).unwrap_or_default();
             let (activity_id, activity) = match state {
                 pb::IncidentState::Resolved | pb::IncidentState::Allowed => (3, "Close"),
@@ -338,14 +366,14 @@ fn ocsf_event(r: &pb::StreamRecord) -> Value {
                 },
             })
         }
-        Some(pb::stream_record::Record::Audit(a)) => {
-            let ok = a.result == pb::AuditResult::Ok as i32;
+        Body::Audit(a) => {
+            let ok = a.result == AuditOutcome::Ok;
             json!({
                 "class_uid": 6003, "class_name": "API Activity",
                 "category_uid": 6, "category_name": "Application Activity",
                 "activity_id": 99, "activity_name": a.action,
                 "type_uid": 600399, "type_name": "API Activity: Other",
-                "time": millis(a.at.as_ref()),
+                "time": since_epoch_ms(a.at),
                 "severity_id": if ok { 1 } else { 3 }, "severity": if ok { "Informational" } else { "Medium" },
                 "status_id": if ok { 1 } else { 2 }, "status": if ok { "Success" } else { "Failure" },
                 "status_detail": a.detail,
@@ -355,10 +383,10 @@ fn ocsf_event(r: &pb::StreamRecord) -> Value {
                 "api": {"operation": a.action},
                 "src_endpoint": ocsf_src_endpoint(&a.peer),
                 "resources": [{"name": a.target}],
-                "unmapped": {"audit_id": a.id, "result": audit_result(a.result)},
+                "unmapped": {"audit_id": a.id, "result": a.result.as_str()},
             })
         }
-        None => json!({}),
+        Body::None => json!({}),
     }
 }
 
@@ -399,9 +427,10 @@ fn cef_severity(v: i32) -> u8 {
 }
 
 /// CEF: one line per record; see docs/siem.md for the extension keys.
-pub fn cef(r: &pb::StreamRecord) -> String {
-    let (sig, name, sev, mut ext): (String, String, u8, Vec<(&str, String)>) = match &r.record {
-        Some(pb::stream_record::Record::Deviation(d)) => {
+pub fn cef(s: &Streamed<'_>) -> String {
+    let r = s.record;
+    let (sig, name, sev, mut ext): (String, String, u8, Vec<(&str, String)>) = match &s.body {
+        Body::Deviation(d) => {
             let p = d.process.clone().unwrap_or_default();
             let w = p.workload.clone().unwrap_or_default();
             let view = ProcessView::of(&p);
@@ -459,7 +488,7 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                 ],
             )
         }
-        Some(pb::stream_record::Record::Incident(i)) => (
+        Body::Incident(i) => (
             format!("procguard:incident:{}", kind_name(i.kind)),
             format!("Incident {}", state_name(i.state)),
             cef_severity(r.severity),
@@ -504,19 +533,15 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                 ),
             ],
         ),
-        Some(pb::stream_record::Record::Audit(a)) => (
+        Body::Audit(a) => (
             format!("procguard:audit:{}", a.action),
             format!("API call {}", a.action),
-            if a.result == pb::AuditResult::Ok as i32 {
-                1
-            } else {
-                5
-            },
+            if a.result == AuditOutcome::Ok { 1 } else { 5 },
             vec![
-                ("rt", millis(a.at.as_ref()).to_string()),
+                ("rt", since_epoch_ms(a.at).to_string()),
                 ("suser", a.actor.clone()),
                 ("act", a.action.clone()),
-                ("outcome", audit_result(a.result).to_string()),
+                ("outcome", a.result.as_str().to_string()),
                 ("msg", a.detail.clone()),
                 ("externalId", format!("audit:{}", a.id)),
                 ("cs1Label", "target".into()),
@@ -527,7 +552,7 @@ pub fn cef(r: &pb::StreamRecord) -> String {
                 ("cs6", a.peer.clone()),
             ],
         ),
-        None => ("procguard:unknown".into(), "Unknown".into(), 0, vec![]),
+        Body::None => ("procguard:unknown".into(), "Unknown".into(), 0, vec![]),
     };
     ext.push(("cn1Label", "cursor".into()));
     ext.push(("cn1", r.cursor.to_string()));
@@ -640,10 +665,14 @@ pub async fn run(cli: &Cli, w: &Watch) -> anyhow::Result<()> {
             Ok(None) => break Ok(()),
             Err(e) => break Err(anyhow::Error::new(e)),
         };
+        let record = match Streamed::read(&msg) {
+            Ok(r) => r,
+            Err(e) => break Err(e),
+        };
         let line = match w.format {
-            Format::Jsonl => jsonl(&msg).to_string(),
-            Format::Ocsf => ocsf(&msg).to_string(),
-            Format::Cef => cef(&msg),
+            Format::Jsonl => jsonl(&record).to_string(),
+            Format::Ocsf => ocsf(&record).to_string(),
+            Format::Cef => cef(&record),
         };
         {
             let mut out = stdout.lock();
@@ -696,6 +725,17 @@ mod conformance;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The formatters as the tests call them: on a protobuf record, read as `watch` reads it.
+    fn jsonl(r: &pb::StreamRecord) -> Value {
+        super::jsonl(&Streamed::read(r).unwrap())
+    }
+    fn ocsf(r: &pb::StreamRecord) -> Value {
+        super::ocsf(&Streamed::read(r).unwrap())
+    }
+    fn cef(r: &pb::StreamRecord) -> String {
+        super::cef(&Streamed::read(r).unwrap())
+    }
 
     fn deviation() -> pb::StreamRecord {
         pb::StreamRecord {
@@ -1010,6 +1050,8 @@ mod tests {
         let audit = pb::StreamRecord {
             record: Some(pb::stream_record::Record::Audit(pb::AuditRecord {
                 id: 9,
+                at: Some(prost_types::Timestamp::default()),
+                result: pb::AuditResult::Ok as i32,
                 ..Default::default()
             })),
             ..Default::default()
@@ -1021,5 +1063,28 @@ mod tests {
         for line in [i, a, d] {
             labels_have_values(&line);
         }
+    }
+
+    #[test]
+    fn an_audit_entry_this_build_cannot_read_stops_watch_with_what_to_do() {
+        // An outcome a newer server may send: nothing is printed for it, never a guess.
+        let r = pb::StreamRecord {
+            cursor: 12,
+            record: Some(pb::stream_record::Record::Audit(pb::AuditRecord {
+                id: 3,
+                at: Some(prost_types::Timestamp::default()),
+                result: 42,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let e = format!("{:#}", Streamed::read(&r).err().unwrap());
+        assert!(
+            e.contains("record 12")
+                && e.contains("upgrade procguardctl")
+                && e.contains("--from 12"),
+            "{e}"
+        );
+        assert!(e.contains("'result'"), "{e}");
     }
 }

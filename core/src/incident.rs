@@ -860,7 +860,6 @@ impl IncidentFilter {
 pub(crate) mod tests {
     use super::*;
     use crate::identity::WorkloadKind;
-    use crate::process::{Completeness, ContainerInfo};
     use crate::Matcher;
     use std::time::Duration;
 
@@ -874,37 +873,10 @@ pub(crate) mod tests {
 
     /// A full exec of `path` in the `web` Deployment's container (shared with other tests).
     pub(crate) fn exec(path: &str) -> ProcessEvent {
-        ProcessEvent {
-            pid: 10,
-            ppid: 1,
-            ancestors: vec![],
-            start_time: None,
-            uid: 0,
-            gid: 0,
-            comm: basename(path).to_string(),
-            exe_path: path.to_string(),
-            argv: vec![path.to_string()],
-            argv_truncated: false,
-            applet: None,
-            script_path: None,
-            exe_sha256: None,
-            exe_memfd: false,
-            exe_deleted: false,
-            exe_writable_location: false,
-            origin: Origin::Image,
-            container: Some(ContainerInfo {
-                container_id: "cid".into(),
-                pod_name: Some("web-1".into()),
-                ..Default::default()
-            }),
-            workload: web(),
-            context: ExecContext::Descendant,
-            exec_session: None,
-            completeness: Completeness::Full,
-            missing: vec![],
-            node_name: "n1".into(),
-            attributed_late_ms: None,
-        }
+        ProcessEvent::test(path)
+            .in_workload(&web())
+            .context(ExecContext::Descendant)
+            .on_node("n1")
     }
 
     /// A baseline in `state` whose allowed elements are `allowed`.

@@ -378,7 +378,7 @@ impl ActivityRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Completeness, ContainerInfo, Origin, WorkloadKind};
+    use crate::WorkloadKind;
     use std::collections::{HashMap, HashSet};
     use std::convert::Infallible;
     use std::time::{Duration, UNIX_EPOCH};
@@ -429,35 +429,17 @@ mod tests {
             event_id: id.into(),
             sequence: seq,
             process: ProcessEvent {
-                pid: 10,
-                ppid: 1,
-                ancestors: vec![],
-                start_time: None,
-                uid: 0,
-                gid: 0,
-                comm: "x".into(),
-                exe_path: exe.into(),
-                argv: vec![exe.into()],
-                argv_truncated: false,
-                applet: None,
-                script_path: None,
-                exe_sha256: None,
-                exe_memfd: false,
-                exe_deleted: false,
-                exe_writable_location: false,
-                origin: Origin::Image,
-                container: Some(ContainerInfo {
-                    container_id: "cid".into(),
-                    pod_name: Some("web-1".into()),
-                    ..Default::default()
-                }),
-                workload: WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "x"),
-                context,
                 exec_session: (context == ExecContext::ExecSession).then(|| "n1/1/1".into()),
-                completeness: Completeness::Full,
-                missing: vec![],
-                node_name: "n1".into(),
-                attributed_late_ms: None,
+                ..ProcessEvent::test(exe)
+                    .in_workload(&WorkloadIdentity::new(
+                        "c",
+                        "shop",
+                        WorkloadKind::Deployment,
+                        "web",
+                        "x",
+                    ))
+                    .context(context)
+                    .on_node("n1")
             },
             reported: SensorReport::default(),
             placement: Default::default(),

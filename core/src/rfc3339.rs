@@ -5,8 +5,24 @@
 use serde::{Deserialize, Deserializer, Serializer};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// How much of the second a stamp shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fraction {
+    /// Nanoseconds, when the time has any (`...:46.123456789Z`), else none (`...:46Z`).
+    Nanos,
+    /// Always three digits, cut, not rounded (`...:46.123Z`): the SIEM stream's times.
+    Millis,
+    /// None, cut (`...:46Z`): the times of tables and listings.
+    Seconds,
+}
+
 /// `t` as RFC 3339 in UTC, with nanoseconds when it has any.
 pub fn format(t: SystemTime) -> String {
+    format_with(t, Fraction::Nanos)
+}
+
+/// `t` as RFC 3339 in UTC, its second shown as `fraction` says.
+pub fn format_with(t: SystemTime, fraction: Fraction) -> String {
     let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
         Err(e) => {
@@ -22,10 +38,10 @@ pub fn format(t: SystemTime) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    let frac = if nanos == 0 {
-        String::new()
-    } else {
-        format!(".{nanos:09}")
+    let frac = match fraction {
+        Fraction::Nanos if nanos != 0 => format!(".{nanos:09}"),
+        Fraction::Nanos | Fraction::Seconds => String::new(),
+        Fraction::Millis => format!(".{:03}", nanos / 1_000_000),
     };
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{frac}Z")
 }
@@ -143,6 +159,19 @@ pub mod option {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fraction_is_shown_as_asked_and_cut_not_rounded() {
+        let t = UNIX_EPOCH + Duration::new(1_795_361_244, 999_999_999);
+        assert_eq!(format_with(t, Fraction::Millis), "2026-11-22T15:27:24.999Z");
+        assert_eq!(format_with(t, Fraction::Seconds), "2026-11-22T15:27:24Z");
+        let whole = UNIX_EPOCH + Duration::from_secs(1_795_361_244);
+        assert_eq!(
+            format_with(whole, Fraction::Millis),
+            "2026-11-22T15:27:24.000Z"
+        );
+        assert_eq!(format_with(whole, Fraction::Nanos), "2026-11-22T15:27:24Z");
+    }
 
     #[test]
     fn formats_known_instants() {

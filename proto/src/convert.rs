@@ -42,8 +42,10 @@ pub enum ConvertError {
 
 type Result<T> = std::result::Result<T, ConvertError>;
 
+pub mod audit;
 pub mod content;
 pub mod incident;
+pub mod record;
 
 /// Converts a time to a protobuf timestamp.
 pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {

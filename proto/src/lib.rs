@@ -4,7 +4,7 @@
 //! needed). [`convert`] is the single place where protobuf messages become domain types from
 //! `procguard-core` and back; nothing else in the workspace translates between them.
 
-#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+#[allow(clippy::all)]
 pub mod v1 {
     tonic::include_proto!("procguard.v1");
 }
@@ -12,7 +12,7 @@ pub mod v1 {
 /// Servers whose SIEM stream sends [`Encoded`] records: the same services as [`v1`] (same
 /// names, paths and messages on the wire), generated with `StreamRecord` replaced by
 /// [`Encoded`]. Clients use [`v1`] and decode ordinary `StreamRecord`s.
-#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+#[allow(clippy::all)]
 pub mod encoded {
     include!(concat!(env!("OUT_DIR"), "/encoded/procguard.v1.rs"));
 }

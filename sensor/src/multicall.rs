@@ -85,36 +85,21 @@ impl MultiCall {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use procguard_core::{Completeness, ExecContext, WorkloadIdentity, WorkloadKind};
+    use procguard_core::{ExecContext, WorkloadIdentity, WorkloadKind};
 
     fn exec(exe: &str, argv: &[&str], hash: &str) -> ProcessEvent {
-        ProcessEvent {
-            pid: 1,
-            ppid: 0,
-            ancestors: vec![],
-            start_time: None,
-            uid: 0,
-            gid: 0,
-            comm: String::new(),
-            exe_path: exe.into(),
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            argv_truncated: false,
-            applet: None,
-            script_path: None,
-            exe_sha256: Some(hash.into()),
-            exe_memfd: false,
-            exe_deleted: false,
-            exe_writable_location: false,
-            origin: procguard_core::Origin::Host,
-            container: None,
-            workload: WorkloadIdentity::new("c", "", WorkloadKind::Host, "host", ""),
-            context: ExecContext::Host,
-            exec_session: None,
-            completeness: Completeness::Full,
-            missing: vec![],
-            node_name: "n".into(),
-            attributed_late_ms: None,
-        }
+        ProcessEvent::test(exe)
+            .on_host()
+            .in_workload(&WorkloadIdentity::new(
+                "c",
+                "",
+                WorkloadKind::Host,
+                "host",
+                "",
+            ))
+            .context(ExecContext::Host)
+            .argv(argv)
+            .sha256(hash)
     }
 
     #[test]

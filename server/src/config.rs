@@ -250,7 +250,8 @@ impl Config {
                 humantime::format_duration(self.learning_max)
             )));
         }
-        if self.grpc_addr == self.admin_addr {
+        // Port 0 asks the OS for any free port, a different one for each listener.
+        if self.grpc_addr == self.admin_addr && self.grpc_addr.port() != 0 {
             return Err(ConfigError(format!(
                 "--grpc-addr and --admin-addr are both {}; give them different ports",
                 self.grpc_addr

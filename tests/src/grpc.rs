@@ -5,7 +5,8 @@
 //! batches, acks). It lets a test produce exactly the deviations it needs, at the rate it
 //! needs, against the real server binary; tests about capture use the real sensor instead.
 
-use crate::{Pki, Server};
+use crate::in_process::InProcessServer;
+use crate::{Pki, ServerHandle};
 use procguard_proto::v1 as pb;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -289,15 +290,16 @@ pub async fn subscribe(
     .into_inner())
 }
 
-/// The setup most API-level tests share: a fresh PKI for `node-a`, the real server, a sensor
-/// stream for `node-a`, and the workload `shop/web` enforced with `/app/server` in it.
+/// The setup most API-level tests share: a fresh PKI for `node-a`, the real server library
+/// in-process on ports the OS chose, a sensor stream for `node-a`, and the workload
+/// `shop/web` enforced with `/app/server` in it.
 pub struct EnforcedStack {
     /// Scratch directory (PKI, database); removed when dropped.
     pub work: tempfile::TempDir,
     /// The development PKI.
     pub pki: Pki,
-    /// The server.
-    pub server: Server,
+    /// The server, in-process.
+    pub server: InProcessServer,
     /// A sensor stream for `node-a`.
     pub sensor: SensorStream,
     /// The enforced workload.
@@ -309,7 +311,7 @@ impl EnforcedStack {
     pub async fn start() -> Self {
         let work = tempfile::tempdir().expect("tempdir");
         let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
-        let server = Server::start(&pki, work.path(), &[]);
+        let server = InProcessServer::start(&pki, work.path(), &[]);
         let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
             .await
             .expect("sensor stream");

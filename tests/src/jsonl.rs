@@ -79,11 +79,7 @@ impl JsonlSensor {
 
     /// Every event written so far.
     pub fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        crate::repo::jsonl(&self.out)
     }
 
     /// Waits up to `timeout` for an event matching `pred`; panics with the sensor log if none.

@@ -10,8 +10,10 @@ pub mod cgroups;
 pub mod fake_kube;
 pub mod grpc;
 pub mod images;
+pub mod in_process;
 pub mod jsonl;
 pub mod kubelet;
+pub mod repo;
 pub mod runtimes;
 
 use std::net::TcpListener;
@@ -163,6 +165,14 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Holds the test binary's one lock, for tests that must not run beside each other (they
+/// load the machine, or share host state such as cgroups); a test that panicked while
+/// holding it does not poison it for the rest.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Polls `f` every 50 ms until it returns `Some`, or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
@@ -297,6 +307,25 @@ pub struct Server {
     pub data_dir: PathBuf,
 }
 
+/// A running server as its clients reach it: the binary ([`Server`]) or the library
+/// in-process ([`in_process::InProcessServer`]).
+pub trait ServerHandle {
+    /// The gRPC URL (`https://127.0.0.1:PORT`).
+    fn url(&self) -> String;
+    /// The admin port (`/healthz`, `/readyz`, `/metrics`).
+    fn admin_port(&self) -> u16;
+}
+
+impl ServerHandle for Server {
+    fn url(&self) -> String {
+        Server::url(self)
+    }
+
+    fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+}
+
 impl Server {
     /// Starts a server with `pki` and `extra` flags, and waits until it is ready.
     pub fn start(pki: &Pki, work: &Path, extra: &[&str]) -> Self {
@@ -356,7 +385,13 @@ pub struct Sensor {
 
 impl Sensor {
     /// Starts a sensor for `node` against `server`, and waits until it is connected.
-    pub fn start(pki: &Pki, server: &Server, node: &str, work: &Path, extra: &[&str]) -> Self {
+    pub fn start(
+        pki: &Pki,
+        server: &impl ServerHandle,
+        node: &str,
+        work: &Path,
+        extra: &[&str],
+    ) -> Self {
         Self::start_in(cgroupns::CgroupNs::Host, pki, server, node, work, extra)
     }
 
@@ -365,7 +400,7 @@ impl Sensor {
     pub fn start_in(
         ns: cgroupns::CgroupNs,
         pki: &Pki,
-        server: &Server,
+        server: &impl ServerHandle,
         node: &str,
         work: &Path,
         extra: &[&str],
@@ -431,7 +466,12 @@ pub fn metric(port: u16, name: &str) -> Option<f64> {
 
 /// Approves `workload`'s baseline as an approver and waits until `sensor` holds at least one
 /// enforced baseline (the push reached it); panics with what went wrong otherwise.
-pub fn approve_and_wait_for_push(pki: &Pki, server: &Server, sensor: &Sensor, workload: &str) {
+pub fn approve_and_wait_for_push(
+    pki: &Pki,
+    server: &impl ServerHandle,
+    sensor: &Sensor,
+    workload: &str,
+) {
     let approved = ctl_json(
         pki,
         server,
@@ -451,7 +491,7 @@ pub fn approve_and_wait_for_push(pki: &Pki, server: &Server, sensor: &Sensor, wo
 }
 
 /// `procguardctl incidents list` as JSON (empty when the call fails).
-pub fn incident_list(pki: &Pki, server: &Server) -> Vec<serde_json::Value> {
+pub fn incident_list(pki: &Pki, server: &impl ServerHandle) -> Vec<serde_json::Value> {
     ctl_json(pki, server, "viewer", &["incidents", "list"])
         .ok()
         .and_then(|v| v.as_array().cloned())
@@ -459,7 +499,7 @@ pub fn incident_list(pki: &Pki, server: &Server) -> Vec<serde_json::Value> {
 }
 
 /// Runs `procguardctl` against `server` with a role's token.
-pub fn ctl(pki: &Pki, server: &Server, role: &str, args: &[&str]) -> Output {
+pub fn ctl(pki: &Pki, server: &impl ServerHandle, role: &str, args: &[&str]) -> Output {
     Command::new(bin("procguardctl"))
         .arg("--server")
         .arg(server.url())
@@ -477,7 +517,7 @@ pub fn ctl(pki: &Pki, server: &Server, role: &str, args: &[&str]) -> Output {
 /// Runs `procguardctl ... -o json` and parses its output.
 pub fn ctl_json(
     pki: &Pki,
-    server: &Server,
+    server: &impl ServerHandle,
     role: &str,
     args: &[&str],
 ) -> Result<serde_json::Value, String> {
@@ -494,7 +534,7 @@ pub fn ctl_json(
 /// accepts, or `None` once `timeout` has passed; the watcher is stopped either way.
 pub fn watch_until(
     pki: &Pki,
-    server: &Server,
+    server: &impl ServerHandle,
     args: &[&str],
     timeout: Duration,
     wanted: impl Fn(&str) -> bool,

@@ -15,12 +15,9 @@ use procguard_tests::cgroups::NamedCgroup;
 use procguard_tests::*;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// The tests here create and remove cgroups under the same parents; one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
 fn hex_id() -> String {
     format!(
         "{}{}",
@@ -126,14 +123,6 @@ fn start(work: &Path, mode: Mode, backend: Backend) -> Running {
     }
 }
 
-fn events(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// Runs a process that joins `cg` and lives 300 ms (long enough for `/proc` to be read), and
 /// returns its event.
 fn exec_in(r: &Running, cg: &NamedCgroup, marker: &str) -> serde_json::Value {
@@ -147,7 +136,7 @@ fn exec_in(r: &Running, cg: &NamedCgroup, marker: &str) -> serde_json::Value {
         .unwrap();
     assert!(st.success());
     wait_for(Duration::from_secs(5), || {
-        events(&r.out).into_iter().find(|e| {
+        repo::jsonl(&r.out).into_iter().find(|e| {
             e["exe_path"].as_str().is_some_and(|p| p.ends_with("sleep"))
                 && events_parent_has(&r.out, e, marker)
         })
@@ -162,13 +151,13 @@ fn exec_in(r: &Running, cg: &NamedCgroup, marker: &str) -> serde_json::Value {
 
 /// Whether `e`'s parent is the shell that carried `marker` in its argv.
 fn events_parent_has(out: &Path, e: &serde_json::Value, marker: &str) -> bool {
-    events(out)
+    repo::jsonl(out)
         .iter()
         .any(|p| p["pid"] == e["ppid"] && p["argv"].to_string().contains(marker))
 }
 
 fn check_mode(mode: Mode, backend: Backend) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let work = tempfile::tempdir().unwrap();
     let r = start(work.path(), mode, backend);
     let view = match mode {
@@ -275,7 +264,7 @@ fn children_of_a_process_that_joined_a_container_are_not_left_on_the_host(backen
     if !needs_root() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let work = tempfile::tempdir().unwrap();
     let r = start(work.path(), Mode::Entered, backend);
     let (uid, id) = (uuid::Uuid::new_v4().to_string(), hex_id());
@@ -293,13 +282,13 @@ fn children_of_a_process_that_joined_a_container_are_not_left_on_the_host(backen
         .unwrap();
     assert!(st.success());
     let shell = wait_for(Duration::from_secs(5), || {
-        events(&r.out)
+        repo::jsonl(&r.out)
             .into_iter()
             .find(|e| e["argv"].to_string().contains(marker))
     })
     .expect("the shell's event");
     let trues = || -> Vec<serde_json::Value> {
-        events(&r.out)
+        repo::jsonl(&r.out)
             .into_iter()
             .filter(|e| {
                 e["ppid"] == shell["pid"]

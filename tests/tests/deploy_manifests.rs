@@ -29,6 +29,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use procguard_tests::repo;
 use serde_json::Value;
 
 // ------------------------------------------------------------------------------------------------
@@ -1252,22 +1253,7 @@ impl Tools {
 
     /// Renders a kustomization directory.
     fn kustomize(&self, dir: &Path) -> Result<String, String> {
-        let out = self
-            .kubectl
-            .command()
-            .arg("kustomize")
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run kubectl: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "`kubectl kustomize {}` failed ({}):\n{}",
-                dir.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        String::from_utf8(out.stdout).map_err(|e| format!("kubectl printed invalid UTF-8: {e}"))
+        repo::kustomize_with(self.kubectl.command(), dir)
     }
 
     /// Validates files against the schemas of `version` (None: the newest the tool knows) and
@@ -1329,11 +1315,6 @@ fn tools_or_skip(test: &str) -> Option<Tools> {
     }
 }
 
-fn repo_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    root.canonicalize().unwrap_or(root)
-}
-
 /// One thing to render: an overlay, or an overlay with one of its optional components.
 struct Variant {
     name: String,
@@ -1359,7 +1340,7 @@ impl Workspace {
         ));
         create_dir(&root);
         let workspace = Workspace { root };
-        copy_tree(&repo_root().join("deploy"), &workspace.root.join("deploy"));
+        copy_tree(&repo::root().join("deploy"), &workspace.root.join("deploy"));
         for kustomization in find_kustomizations(&workspace.root.join("deploy")) {
             write_generator_placeholders(&kustomization);
         }

@@ -11,32 +11,9 @@
 use procguard_tests::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// Copies `deploy/` without any `pki/` directory (a developer's real keys stay where they are).
-fn copy_deploy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let (source, target) = (entry.path(), to.join(entry.file_name()));
-        if source.is_dir() {
-            if entry.file_name() != "pki" {
-                copy_deploy(&source, &target);
-            }
-        } else {
-            std::fs::copy(&source, &target).unwrap();
-        }
-    }
-}
 
 fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
@@ -163,7 +140,7 @@ fn pki_init_output_is_what_the_dev_overlay_mounts_and_it_connects() {
     }
     let work = tempfile::tempdir().unwrap();
     let deploy = work.path().join("deploy");
-    copy_deploy(&repo_root().join("deploy"), &deploy);
+    repo::copy_without_pki(&repo::root().join("deploy"), &deploy);
 
     // The command docs/deploy.md gives, in the place it gives.
     let pki = deploy.join("overlays/dev/pki");
@@ -178,20 +155,11 @@ fn pki_init_output_is_what_the_dev_overlay_mounts_and_it_connects() {
         "pki init: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(deploy.join("overlays/dev"))
-        .output()
-        .expect("kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "the dev overlay does not render with pki init's files: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let objects = repo::objects(
+        &repo::kustomize(&deploy.join("overlays/dev")).unwrap_or_else(|e| {
+            panic!("the dev overlay does not render with pki init's files: {e}")
+        }),
     );
-    let objects: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .split("\n---\n")
-        .filter_map(|d| serde_yaml::from_str(d).ok())
-        .collect();
 
     let server_w = workload(&objects, "StatefulSet", "procguard-server");
     let sensor_w = workload(&objects, "DaemonSet", "procguard-sensor");

@@ -357,12 +357,6 @@ fn prove(name: &str, sensor: &mut FaultSensor, server: &FaultServer, peak_kib: u
 
 /// One fault at a time: every sensor sees every process on the machine, and the figures are
 /// clearer without another fault's storm in them.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn setup(nodes: &[&str]) -> Option<(tempfile::TempDir, Pki)> {
     if !require(
         is_root(),

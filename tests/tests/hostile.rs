@@ -4,6 +4,7 @@
 //! everyone else.
 
 use procguard_proto::v1 as pb;
+use procguard_tests::in_process::InProcessServer;
 use procguard_tests::*;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -33,7 +34,7 @@ fn tls(pki: &Pki, identity: Option<(String, String)>) -> ClientTlsConfig {
     t
 }
 
-async fn channel(server: &Server, tls: ClientTlsConfig) -> Result<Channel, String> {
+async fn channel(server: &impl ServerHandle, tls: ClientTlsConfig) -> Result<Channel, String> {
     Endpoint::from_shared(server.url())
         .unwrap()
         .tls_config(tls)
@@ -66,7 +67,7 @@ fn hello(node: &str) -> pb::SensorMessage {
 }
 
 /// Opens a real sensor session and waits for the Welcome.
-async fn sensor_session(server: &Server, pki: &Pki, node: &str) -> Result<(), Status> {
+async fn sensor_session(server: &impl ServerHandle, pki: &Pki, node: &str) -> Result<(), Status> {
     let ch = channel(server, tls(pki, Some(node_identity(pki, node))))
         .await
         .map_err(Status::unavailable)?;
@@ -124,7 +125,12 @@ impl Decoder for Raw {
 
 /// Sends `frames` (raw message bodies) on a sensor session and returns the status the stream
 /// ends with.
-async fn raw_session(server: &Server, pki: &Pki, node: &str, frames: Vec<Vec<u8>>) -> Status {
+async fn raw_session(
+    server: &impl ServerHandle,
+    pki: &Pki,
+    node: &str,
+    frames: Vec<Vec<u8>>,
+) -> Status {
     let ch = channel(server, tls(pki, Some(node_identity(pki, node))))
         .await
         .unwrap();
@@ -151,7 +157,7 @@ async fn raw_session(server: &Server, pki: &Pki, node: &str, frames: Vec<Vec<u8>
 fn malformed_protobuf_on_the_sensor_stream_gets_a_clear_status_and_others_go_on() {
     let work = tempfile::tempdir().unwrap();
     let pki = Pki::create(&work.path().join("pki"), &["node-h", "node-ok"]);
-    let server = Server::start(&pki, work.path(), &[]);
+    let server = InProcessServer::start(&pki, work.path(), &[]);
     let rt = rt();
     rt.block_on(async {
         use prost::Message;
@@ -197,7 +203,12 @@ fn malformed_protobuf_on_the_sensor_stream_gets_a_clear_status_and_others_go_on(
     });
     assert!(ctl_json(&pki, &server, "viewer", &["baselines", "list"]).is_ok());
     assert!(
-        metric(server.admin_port, "procguard_server_batches_rejected_total").unwrap_or(0.0) >= 2.0
+        metric(
+            server.admin_port(),
+            "procguard_server_batches_rejected_total"
+        )
+        .unwrap_or(0.0)
+            >= 2.0
     );
 }
 
@@ -222,7 +233,7 @@ fn leaf(
 fn expired_and_foreign_client_certificates_are_refused() {
     let work = tempfile::tempdir().unwrap();
     let pki = Pki::create(&work.path().join("pki"), &["node-c"]);
-    let server = Server::start(&pki, work.path(), &[]);
+    let server = InProcessServer::start(&pki, work.path(), &[]);
     let now = time::OffsetDateTime::now_utc();
     // Signed by the server's own CA, but expired yesterday.
     let ca = Issuer::from_ca_cert_pem(
@@ -388,7 +399,7 @@ async fn call(ch: Channel, token: Option<&str>, method: &str) -> Result<(), Stat
 fn every_role_against_every_method() {
     let work = tempfile::tempdir().unwrap();
     let pki = Pki::create(&work.path().join("pki"), &["node-r"]);
-    let server = Server::start(&pki, work.path(), &[]);
+    let server = InProcessServer::start(&pki, work.path(), &[]);
     let rt = rt();
     let mut failures = Vec::new();
     rt.block_on(async {
@@ -442,7 +453,7 @@ fn every_role_against_every_method() {
 fn a_token_over_its_rate_is_refused_and_counted_others_go_on() {
     let work = tempfile::tempdir().unwrap();
     let pki = Pki::create(&work.path().join("pki"), &["node-r"]);
-    let server = Server::start(&pki, work.path(), &["--api-rps", "1", "--api-burst", "3"]);
+    let server = InProcessServer::start(&pki, work.path(), &["--api-rps", "1", "--api-burst", "3"]);
     let rt = rt();
     rt.block_on(async {
         let ch = channel(&server, tls(&pki, None)).await.unwrap();
@@ -465,7 +476,7 @@ fn a_token_over_its_rate_is_refused_and_counted_others_go_on() {
             .unwrap();
     });
     let counted = metric(
-        server.admin_port,
+        server.admin_port(),
         "procguard_server_limit_exceeded_total{limit=\"api_rps\"}",
     )
     .unwrap_or(0.0);
@@ -474,34 +485,19 @@ fn a_token_over_its_rate_is_refused_and_counted_others_go_on() {
 
 /// A valid sensor event for `node` with `argv`.
 fn event(node: &str, seq: u64, argv: Vec<String>) -> pb::SensorEvent {
-    use procguard_core::{Completeness, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind};
-    let p = ProcessEvent {
-        pid: 100,
-        ppid: 1,
-        ancestors: vec![],
-        start_time: None,
-        uid: 0,
-        gid: 0,
-        comm: "app".into(),
-        exe_path: "/usr/bin/app".into(),
-        argv,
-        argv_truncated: false,
-        applet: None,
-        script_path: None,
-        exe_sha256: None,
-        exe_memfd: false,
-        exe_deleted: false,
-        exe_writable_location: false,
-        origin: procguard_core::Origin::Host,
-        container: None,
-        workload: WorkloadIdentity::new("default", "ns", WorkloadKind::Deployment, "app", "app"),
-        context: ExecContext::Entrypoint,
-        exec_session: None,
-        completeness: Completeness::Full,
-        missing: vec![],
-        node_name: node.into(),
-        attributed_late_ms: None,
-    };
+    use procguard_core::{ProcessEvent, WorkloadIdentity, WorkloadKind};
+    let mut p = ProcessEvent::test("/usr/bin/app")
+        .on_host()
+        .pid(100)
+        .on_node(node)
+        .in_workload(&WorkloadIdentity::new(
+            "default",
+            "ns",
+            WorkloadKind::Deployment,
+            "app",
+            "app",
+        ));
+    p.argv = argv;
     pb::SensorEvent {
         event_id: format!("limit-test-{seq}"),
         sequence: seq,
@@ -526,7 +522,7 @@ fn every_sensor_stream_limit_answers_a_clear_status_and_is_counted() {
     use prost::Message;
     let work = tempfile::tempdir().unwrap();
     let pki = Pki::create(&work.path().join("pki"), &["node-l", "node-m"]);
-    let server = Server::start(
+    let server = InProcessServer::start(
         &pki,
         work.path(),
         &[
@@ -576,7 +572,7 @@ fn every_sensor_stream_limit_answers_a_clear_status_and_is_counted() {
             assert_eq!(s.code(), code, "{limit}: {s:?}");
             assert!(s.message().contains(names), "{limit}: {s:?}");
             let counted = metric(
-                server.admin_port,
+                server.admin_port(),
                 &format!("procguard_server_limit_exceeded_total{{limit=\"{limit}\"}}"),
             )
             .unwrap_or(0.0);
@@ -619,7 +615,7 @@ fn learning_stops_at_the_element_limit_and_what_did_not_fit_deviates() {
     use procguard_tests::grpc::{self, SensorStream};
     let work = tempfile::tempdir().unwrap();
     let pki = Pki::create(&work.path().join("pki"), &["node-e"]);
-    let server = Server::start(&pki, work.path(), &["--max-baseline-elements", "5"]);
+    let server = InProcessServer::start(&pki, work.path(), &["--max-baseline-elements", "5"]);
     let w = grpc::workload("ci", "builder");
     let exes: Vec<String> = (0..8).map(|i| format!("/usr/bin/tool-{i}")).collect();
     let rt = rt();
@@ -674,7 +670,7 @@ fn learning_stops_at_the_element_limit_and_what_did_not_fit_deviates() {
     }
     assert_eq!(incidents.len(), 3, "{incidents:#?}");
     let counted = metric(
-        server.admin_port,
+        server.admin_port(),
         "procguard_server_limit_exceeded_total{limit=\"baseline_elements\"}",
     );
     assert_eq!(counted, Some(3.0));
@@ -687,10 +683,10 @@ fn learning_stops_at_the_element_limit_and_what_did_not_fit_deviates() {
 fn an_oversized_api_call_is_refused_with_a_clear_status_and_counted() {
     let work = tempfile::tempdir().unwrap();
     let pki = Pki::create(&work.path().join("pki"), &["node-o"]);
-    let server = Server::start(&pki, work.path(), &["--max-message-bytes", "4096"]);
+    let server = InProcessServer::start(&pki, work.path(), &["--max-message-bytes", "4096"]);
     let counted = || {
         metric(
-            server.admin_port,
+            server.admin_port(),
             "procguard_server_limit_exceeded_total{limit=\"message_bytes\"}",
         )
         .unwrap_or(0.0)
@@ -729,7 +725,7 @@ fn every_method_is_rate_limited_for_every_role_and_the_first_refusal_is_audited(
     let work = tempfile::tempdir().unwrap();
     let pki = Pki::create(&work.path().join("pki"), &["node-r"]);
     // One call per caller, then (for the length of this test) no refill.
-    let server = Server::start(
+    let server = InProcessServer::start(
         &pki,
         work.path(),
         &["--api-rps", "0.001", "--api-burst", "1"],
@@ -773,7 +769,7 @@ fn every_method_is_rate_limited_for_every_role_and_the_first_refusal_is_audited(
         failures.join("\n")
     );
     let counted = metric(
-        server.admin_port,
+        server.admin_port(),
         "procguard_server_limit_exceeded_total{limit=\"api_rps\"}",
     );
     // Every method for every caller, plus the unknown token's first call (its bucket, shared
@@ -781,7 +777,7 @@ fn every_method_is_rate_limited_for_every_role_and_the_first_refusal_is_audited(
     assert_eq!(counted, Some((tokens.len() * METHODS.len() + 1) as f64));
     // Restart with fresh buckets on the same database to read the audit log.
     drop(server);
-    let server = Server::start(&pki, work.path(), &[]);
+    let server = InProcessServer::start(&pki, work.path(), &[]);
     let audit = ctl_json(
         &pki,
         &server,

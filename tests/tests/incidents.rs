@@ -3,11 +3,12 @@
 //! container for "allowing an incident updates the baseline on the sensors".
 
 use procguard_tests::grpc::{self, SensorStream};
+use procguard_tests::in_process::InProcessServer;
 use procguard_tests::*;
 use serde_json::Value;
 use std::time::Duration;
 
-fn incidents(pki: &Pki, server: &Server, args: &[&str]) -> Vec<Value> {
+fn incidents(pki: &Pki, server: &impl ServerHandle, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["incidents", "list"];
     all.extend(args);
     ctl_json(pki, server, "viewer", &all)
@@ -21,7 +22,7 @@ fn incidents(pki: &Pki, server: &Server, args: &[&str]) -> Vec<Value> {
 async fn deviations_group_into_incidents_with_severity_and_a_lifecycle() {
     let work = tempfile::tempdir().unwrap();
     let pki = Pki::create(&work.path().join("pki"), &["node-a", "node-b"]);
-    let server = Server::start(&pki, work.path(), &["--sensor-silence", "2s"]);
+    let server = InProcessServer::start(&pki, work.path(), &["--sensor-silence", "2s"]);
     let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
         .await
         .unwrap();
@@ -464,7 +465,7 @@ async fn repeated_and_concurrent_incident_actions_have_one_outcome() {
     use procguard_proto::v1 as pb;
     let work = tempfile::tempdir().unwrap();
     let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
-    let server = Server::start(&pki, work.path(), &[]);
+    let server = InProcessServer::start(&pki, work.path(), &[]);
     let url = server.url();
     let mut sensor = SensorStream::open(&pki, &url, "node-a").await.unwrap();
     let w = grpc::workload("shop", "web");
@@ -472,7 +473,7 @@ async fn repeated_and_concurrent_incident_actions_have_one_outcome() {
         .await
         .unwrap();
     let workload = "test/shop/deployment/web/main";
-    let version = |server: &Server| {
+    let version = |server: &InProcessServer| {
         ctl_json(&pki, server, "viewer", &["baselines", "get", workload]).unwrap()["version"]
             .as_u64()
             .unwrap()

@@ -14,16 +14,9 @@
 use procguard_tests::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 fn have(tool: &str) -> bool {
     Command::new(tool)
@@ -32,25 +25,9 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success() || !o.stdout.is_empty() || !o.stderr.is_empty())
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            // `pki` directories hold real keys from `procguardctl pki init`; never copy them.
-            if entry.file_name() != "pki" {
-                copy_tree(&entry.path(), &target);
-            }
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// The production overlay with the monitoring component, rendered by `kubectl kustomize`.
 fn render(work: &Path) -> Vec<Value> {
-    copy_tree(&repo_root().join("deploy"), &work.join("deploy"));
+    repo::copy_without_pki(&repo::root().join("deploy"), &work.join("deploy"));
     let variant = work.join("variant");
     std::fs::create_dir_all(&variant).unwrap();
     std::fs::write(
@@ -60,18 +37,8 @@ fn render(work: &Path) -> Vec<Value> {
          components:\n  - ../deploy/overlays/production/monitoring\n",
     )
     .unwrap();
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&variant)
-        .output()
-        .expect("run kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    repo::kustomize(&variant)
+        .unwrap_or_else(|e| panic!("{e}"))
         .split("\n---\n")
         .map(|doc| serde_yaml::from_str::<Value>(doc).expect("rendered YAML"))
         .collect()

@@ -24,20 +24,10 @@ use std::time::Duration;
 
 /// The container's events the sensor wrote from line `from` on.
 fn events_of(jsonl: &std::path::Path, container: &str, from: usize) -> Vec<Value> {
-    std::fs::read_to_string(jsonl)
-        .unwrap_or_default()
-        .lines()
-        .skip(from)
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    repo::jsonl_from(jsonl, from)
+        .into_iter()
         .filter(|e| e["container"]["container_id"] == container)
         .collect()
-}
-
-fn lines(jsonl: &std::path::Path) -> usize {
-    std::fs::read_to_string(jsonl)
-        .unwrap_or_default()
-        .lines()
-        .count()
 }
 
 per_backend!(every_exec_not_from_the_image_is_drift);
@@ -166,7 +156,7 @@ fn drift_scenario(fanotify: &str, backend: Backend) {
         "the chmod copied /bin/cat up into {}",
         upper.display()
     );
-    let after_chmod = lines(&jsonl);
+    let after_chmod = repo::line_count(&jsonl);
     let cats = wait_for(Duration::from_secs(10), || {
         let cats: Vec<Value> = events_of(&jsonl, &c.id, after_chmod)
             .into_iter()

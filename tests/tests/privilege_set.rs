@@ -84,34 +84,15 @@ struct Grant {
     docker_args: Vec<String>,
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
 fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Value::as_str)
 }
 
 /// Renders the production overlay (it needs no Secrets) and returns the sensor DaemonSet.
 fn rendered_sensor_daemonset() -> Value {
-    let dir = repo_root().join("deploy/overlays/production");
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&dir)
-        .output()
-        .expect("run kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {} failed: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).expect("utf-8 manifest");
-    yaml.split("\n---\n")
-        .filter_map(|doc| serde_yaml::from_str::<Value>(doc).ok())
+    let dir = repo::root().join("deploy/overlays/production");
+    repo::objects(&repo::kustomize(&dir).unwrap_or_else(|e| panic!("{e}")))
+        .into_iter()
         .find(|o| {
             text(o, "/kind") == Some("DaemonSet")
                 && text(o, "/metadata/name") == Some("procguard-sensor")
@@ -559,14 +540,6 @@ fn start_workload(work: &Path) -> Workload {
     }
 }
 
-fn events(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// Runs one probe and checks its event; `Err` says what was wrong.
 fn run_probe(probe: &Probe, w: &Workload, jsonl: &Path, marker: &str) -> Result<(), String> {
     let mut cmd = Command::new("docker");
@@ -589,7 +562,7 @@ fn run_probe(probe: &Probe, w: &Workload, jsonl: &Path, marker: &str) -> Result<
     );
     // The docker CLI on the host carries the marker too; the event wanted is the container's.
     let ev = wait_for(Duration::from_secs(10), || {
-        events(jsonl).into_iter().find(|e| {
+        repo::jsonl(jsonl).into_iter().find(|e| {
             !e["container"].is_null()
                 && e["argv"]
                     .as_array()

@@ -7,7 +7,7 @@
 use procguard_tests::*;
 use std::io::BufRead;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -15,13 +15,6 @@ use std::time::Duration;
 const HOST: &str = "default//host/host/";
 /// The ports the quickstart serves on: API, server admin, sensor admin.
 const PORTS: [u16; 3] = [8443, 9090, 9091];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
@@ -119,8 +112,8 @@ fn the_quickstart_works_as_printed_and_stops_cleanly() {
     let mut cmd = Command::new("bash");
     // A user's shell, not cargo test's environment: the script's own `cargo build` must find
     // the binaries the suite built up to date rather than rebuild them under other settings.
-    cmd.arg(repo_root().join("scripts/quickstart"))
-        .current_dir(repo_root())
+    cmd.arg(repo::root().join("scripts/quickstart"))
+        .current_dir(repo::root())
         .env_clear()
         .envs(std::env::vars().filter(|(k, _)| {
             [

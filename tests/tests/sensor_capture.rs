@@ -35,14 +35,6 @@ fn jsonl_sensor(
     (Proc::spawn(cmd, work.join("sensor.log")), out)
 }
 
-fn events(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn wait_for_exec(sensor: &Proc, out: &std::path::Path, marker: &str) -> serde_json::Value {
     // Give the subscription a moment, then run a process with a unique argv.
     assert!(
@@ -62,7 +54,7 @@ fn wait_for_exec(sensor: &Proc, out: &std::path::Path, marker: &str) -> serde_js
         .unwrap();
     assert!(st.success());
     wait_for(Duration::from_secs(5), || {
-        events(out)
+        repo::jsonl(out)
             .into_iter()
             .find(|e| e["argv"].to_string().contains(marker))
     })

@@ -13,19 +13,19 @@ use std::time::Duration;
 /// How long a gauge may take to follow: the server looks every 5 s.
 const FOLLOW: Duration = Duration::from_secs(20);
 
-fn value(server: &Server, name: &str) -> f64 {
-    metric(server.admin_port, name).unwrap_or(0.0)
+fn value(server: &impl ServerHandle, name: &str) -> f64 {
+    metric(server.admin_port(), name).unwrap_or(0.0)
 }
 
 /// Waits until metric `name` equals `want`; panics with the last value seen.
-fn wait_value(server: &Server, name: &str, want: f64) {
+fn wait_value(server: &impl ServerHandle, name: &str, want: f64) {
     let seen = wait_for(FOLLOW, || {
-        (metric(server.admin_port, name) == Some(want)).then_some(())
+        (metric(server.admin_port(), name) == Some(want)).then_some(())
     });
     assert!(
         seen.is_some(),
         "{name} never became {want}; last {:?}",
-        metric(server.admin_port, name)
+        metric(server.admin_port(), name)
     );
 }
 
@@ -60,9 +60,9 @@ async fn server_metrics_move_for_the_reason_they_exist() {
     );
 
     // A health report sets its node's last-report time; the next one advances it.
-    assert_eq!(metric(server.admin_port, LAST_REPORT_A), None);
+    assert_eq!(metric(server.admin_port(), LAST_REPORT_A), None);
     sensor.health(0, 0).await.unwrap();
-    let first = wait_for(FOLLOW, || metric(server.admin_port, LAST_REPORT_A))
+    let first = wait_for(FOLLOW, || metric(server.admin_port(), LAST_REPORT_A))
         .expect("no last-report timestamp after a health report");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -186,12 +186,12 @@ async fn a_subscriber_that_stops_reading_lags_until_it_reads() {
         sensor.send_acked(evs).await.unwrap();
     }
     let behind = wait_for(FOLLOW, || {
-        metric(server.admin_port, lag).filter(|l| *l > 0.0)
+        metric(server.admin_port(), lag).filter(|l| *l > 0.0)
     });
     assert!(
         behind.is_some_and(|l| l <= 2_100.0),
         "the stalled subscriber did not show as lagging (by at most the records written: 2,000 deviations and their incident changes): {:?}",
-        metric(server.admin_port, lag)
+        metric(server.admin_port(), lag)
     );
 
     // It reads everything and leaves: nobody lags.

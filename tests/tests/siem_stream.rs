@@ -57,7 +57,7 @@ async fn stored_deviation_ids(pki: &Pki, url: &str, quiet: Duration) -> HashSet<
         .collect()
 }
 
-fn watch_cmd(pki: &Pki, server: &Server, args: &[&str]) -> Command {
+fn watch_cmd(pki: &Pki, server: &impl ServerHandle, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin("procguardctl"));
     cmd.arg("--server")
         .arg(server.url())

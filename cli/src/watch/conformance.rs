@@ -8,9 +8,17 @@
 //! escaped, a severity of 0..10, extension keys that are CEF keys, values that round-trip
 //! through CEF's escaping, no key twice, no label without its value.
 
-use super::{cef, ocsf};
+use super::Streamed;
 use procguard_proto::v1 as pb;
 use serde_json::Value;
+
+// The formatters on a protobuf record, read as `watch` reads it.
+fn ocsf(r: &pb::StreamRecord) -> Value {
+    super::ocsf(&Streamed::read(r).unwrap())
+}
+fn cef(r: &pb::StreamRecord) -> String {
+    super::cef(&Streamed::read(r).unwrap())
+}
 
 /// What OCSF 1.1.0 requires of one event class.
 struct Class {

@@ -1,10 +1,11 @@
-//! `AuditService`: the audit log, read by the siem role (and admin), and the one conversion of
-//! an audit entry to protobuf, which the SIEM stream uses too.
+//! `AuditService`: the audit log, read by the siem role (and admin). Entries reach the wire
+//! through `procguard_proto::convert::audit`, as on the SIEM stream.
 
 use super::baseline::{page_size, store_status};
 use crate::auth::{Gate, Role};
-use crate::store::{AuditEntry, AuditOutcome, AuditQuery, Order, SharedStorage};
-use procguard_proto::convert::{system_time, timestamp};
+use crate::store::{AuditQuery, Order, SharedStorage};
+use procguard_proto::convert::audit::audit_to_pb;
+use procguard_proto::convert::system_time;
 use procguard_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -19,25 +20,6 @@ impl AuditApi {
     /// Builds the service over a storage; every call goes through `gate`.
     pub fn new(gate: Gate, store: SharedStorage) -> Self {
         Self { gate, store }
-    }
-}
-
-/// An audit entry as the protocol sends it.
-pub fn audit_to_pb(a: &AuditEntry) -> pb::AuditRecord {
-    pb::AuditRecord {
-        id: a.id,
-        at: Some(timestamp(a.at)),
-        actor: a.actor.clone(),
-        role: a.role.clone(),
-        action: a.action.clone(),
-        target: a.target.clone(),
-        result: match a.result {
-            AuditOutcome::Ok => pb::AuditResult::Ok,
-            AuditOutcome::Denied => pb::AuditResult::Denied,
-            AuditOutcome::Failed => pb::AuditResult::Failed,
-        } as i32,
-        detail: a.detail.clone(),
-        peer: a.peer.clone(),
     }
 }
 

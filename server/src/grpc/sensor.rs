@@ -19,13 +19,13 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::placement::{Placements, Screening};
 use crate::store::{
-    AuditEntry, AuditOutcome, EventKind, HealthReport, IngestEvent, IngestOutcome, SensorReport,
-    SharedStorage, Storage,
+    AuditEntry, AuditOutcome, HealthReport, IngestEvent, IngestOutcome, SharedStorage, Storage,
 };
 use futures::stream::FuturesOrdered;
 use procguard_core::policy::Policies;
 use procguard_core::Baseline;
-use procguard_proto::convert::{baseline_to_pb, system_time};
+use procguard_proto::convert::baseline_to_pb;
+use procguard_proto::convert::record::sensor_report;
 use procguard_proto::v1 as pb;
 use std::ops::ControlFlow;
 use std::pin::Pin;
@@ -216,15 +216,7 @@ fn convert_batch(
                 event_id: e.event_id.clone(),
                 sequence: e.sequence,
                 process,
-                reported: SensorReport {
-                    observed_at: e.observed_at.as_ref().map(system_time),
-                    kind: match pb::EventKind::try_from(e.kind) {
-                        Ok(pb::EventKind::Observation) => EventKind::Observation,
-                        Ok(pb::EventKind::Deviation) => EventKind::Deviation,
-                        _ => EventKind::Unknown,
-                    },
-                    baseline_revision: e.baseline_revision,
-                },
+                reported: sensor_report(e),
                 placement: Default::default(),
             })
         })

@@ -23,18 +23,13 @@
 //! records are themselves part of the log, so a subscriber that wants only findings filters
 //! by kind.
 
-use super::audit::audit_to_pb;
 use crate::auth::{Gate, Role};
 use crate::metrics::Metrics;
-use crate::store::{
-    EventKind, LogRecord, OutOfRange, ReadSource, RecordBody, SharedStorage, StoreError,
-};
+use crate::store::{LogRecord, OutOfRange, ReadSource, RecordKind, SharedStorage, StoreError};
 use futures::StreamExt;
 use procguard_core::incident::Severity;
-use procguard_proto::convert::incident::{
-    deviation_to_pb, incident_to_pb, severity_filter, severity_to_pb, Deviation,
-};
-use procguard_proto::convert::timestamp;
+use procguard_proto::convert::incident::severity_filter;
+use procguard_proto::convert::record::{kind_filter, record_to_pb};
 use procguard_proto::v1 as pb;
 use procguard_proto::Encoded;
 use std::collections::HashSet;
@@ -103,7 +98,7 @@ fn check_name(name: &str) -> Result<(), Status> {
 #[derive(Debug, Clone, Default)]
 pub struct RecordFilter {
     /// Kinds; empty for all.
-    pub kinds: HashSet<i32>,
+    pub kinds: HashSet<RecordKind>,
     /// Minimum severity; records without one (audit) fail it.
     pub min_severity: Option<Severity>,
     /// Namespace; records without one (audit, sensor findings) fail it.
@@ -113,12 +108,7 @@ pub struct RecordFilter {
 impl RecordFilter {
     /// Whether `r` passes.
     pub fn matches(&self, r: &LogRecord) -> bool {
-        let kind = match r.body {
-            RecordBody::Incident(_) => pb::RecordKind::Incident,
-            RecordBody::Deviation { .. } => pb::RecordKind::Deviation,
-            RecordBody::Audit(_) => pb::RecordKind::Audit,
-        } as i32;
-        (self.kinds.is_empty() || self.kinds.contains(&kind))
+        (self.kinds.is_empty() || self.kinds.contains(&r.kind()))
             && self
                 .min_severity
                 .is_none_or(|s| r.severity.is_some_and(|x| x >= s))
@@ -128,16 +118,10 @@ impl RecordFilter {
     fn from_request(r: &pb::SubscribeRequest) -> Result<Self, Status> {
         let mut kinds = HashSet::new();
         for k in &r.kinds {
-            match pb::RecordKind::try_from(*k) {
-                Ok(pb::RecordKind::Unspecified) => {}
-                Ok(_) => {
-                    kinds.insert(*k);
-                }
-                Err(_) => {
-                    return Err(Status::invalid_argument(format!(
-                    "kinds: unknown record kind {k}; use INCIDENT (1), DEVIATION (2) or AUDIT (3)"
-                )))
-                }
+            if let Some(kind) =
+                kind_filter(*k).map_err(|e| Status::invalid_argument(e.to_string()))?
+            {
+                kinds.insert(kind);
             }
         }
         Ok(Self {
@@ -146,50 +130,6 @@ impl RecordFilter {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?,
             namespace: (!r.namespace.is_empty()).then(|| r.namespace.clone()),
         })
-    }
-}
-
-/// A log record as the protocol sends it.
-pub fn record_to_pb(r: &LogRecord) -> pb::StreamRecord {
-    let (record, incident_id) = match &r.body {
-        RecordBody::Incident(i) => (
-            pb::stream_record::Record::Incident(incident_to_pb(i, false)),
-            String::new(),
-        ),
-        RecordBody::Deviation {
-            incident_id,
-            deviation,
-        } => (
-            pb::stream_record::Record::Deviation(deviation_to_pb(&Deviation {
-                event_id: &deviation.event_id,
-                // The sensor's time and word, kept at ingest; records stored before have the
-                // server's time and were deviations by definition.
-                observed_at: deviation.reported.observed_at.unwrap_or(deviation.at),
-                kind: match deviation.reported.kind {
-                    EventKind::Observation => pb::EventKind::Observation,
-                    EventKind::Deviation | EventKind::Unknown => pb::EventKind::Deviation,
-                },
-                baseline_version: deviation.baseline_version,
-                baseline_revision: deviation.reported.baseline_revision,
-                process: &deviation.process,
-                content: deviation.content.as_ref(),
-            })),
-            incident_id.clone(),
-        ),
-        RecordBody::Audit(a) => (
-            pb::stream_record::Record::Audit(audit_to_pb(a)),
-            String::new(),
-        ),
-    };
-    pb::StreamRecord {
-        cursor: r.cursor,
-        at: Some(timestamp(r.at)),
-        record: Some(record),
-        severity: r
-            .severity
-            .map(severity_to_pb)
-            .unwrap_or(pb::Severity::Unspecified) as i32,
-        incident_id,
     }
 }
 
@@ -417,58 +357,5 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
             .done(&request, &caller, "GetCursor", &target, result)
             .await
             .map(Response::new)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{DeviationRecord, SensorReport};
-    use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn a_deviation_record_carries_the_sensors_time_kind_and_revision_and_the_baseline_version() {
-        let stored = UNIX_EPOCH + Duration::from_secs(2_000);
-        let seen = UNIX_EPOCH + Duration::from_secs(1_999);
-        let process = crate::store::conformance::event("e", 1, "/bin/sh").process;
-        let record = |reported| LogRecord {
-            cursor: 1,
-            at: stored,
-            severity: None,
-            namespace: "n".into(),
-            body: RecordBody::Deviation {
-                incident_id: "1".into(),
-                deviation: DeviationRecord {
-                    event_id: "e".into(),
-                    at: stored,
-                    baseline_version: 3,
-                    baseline_state: procguard_core::BaselineState::Enforced,
-                    process: process.clone(),
-                    content: None,
-                    reported,
-                },
-            },
-        };
-        let deviation = |r: pb::StreamRecord| match r.record {
-            Some(pb::stream_record::Record::Deviation(d)) => d,
-            other => panic!("not a deviation: {other:?}"),
-        };
-        let d = deviation(record_to_pb(&record(SensorReport {
-            observed_at: Some(seen),
-            kind: EventKind::Observation,
-            baseline_revision: 41,
-        })));
-        assert_eq!(d.observed_at, Some(timestamp(seen)), "the sensor's time");
-        assert_eq!(
-            d.kind,
-            pb::EventKind::Observation as i32,
-            "the sensor's word"
-        );
-        assert_eq!((d.baseline_version, d.baseline_revision), (3, 41));
-        // A record stored before the sensor's report was kept: the server's time, a deviation.
-        let d = deviation(record_to_pb(&record(SensorReport::default())));
-        assert_eq!(d.observed_at, Some(timestamp(stored)));
-        assert_eq!(d.kind, pb::EventKind::Deviation as i32);
-        assert_eq!((d.baseline_version, d.baseline_revision), (3, 0));
     }
 }

@@ -9,9 +9,7 @@
 
 use super::*;
 use procguard_core::policy::Policies;
-use procguard_core::{
-    Completeness, ContainerInfo, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind,
-};
+use procguard_core::{ProcessEvent, WorkloadIdentity, WorkloadKind};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,7 +20,7 @@ type Open = fn(&Path) -> SharedStorage;
 
 /// The workload the engine tests (and the record-log tests) write to.
 pub(crate) fn web() -> WorkloadIdentity {
-    WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "web", "nginx")
+    procguard_core::testing::web()
 }
 
 /// A process event of [`web`] running `exe`, as a sensor's event `id` with sequence `seq`.
@@ -30,37 +28,7 @@ pub(crate) fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
     IngestEvent {
         event_id: id.to_string(),
         sequence: seq,
-        process: ProcessEvent {
-            pid: 10,
-            ppid: 1,
-            ancestors: vec![],
-            start_time: None,
-            uid: 0,
-            gid: 0,
-            comm: "x".into(),
-            exe_path: exe.to_string(),
-            argv: vec![exe.to_string()],
-            argv_truncated: false,
-            applet: None,
-            script_path: None,
-            exe_sha256: None,
-            exe_memfd: false,
-            exe_deleted: false,
-            exe_writable_location: false,
-            origin: procguard_core::Origin::Image,
-            container: Some(ContainerInfo {
-                container_id: "cid".into(),
-                pod_name: Some("web-1".into()),
-                ..Default::default()
-            }),
-            workload: web(),
-            context: ExecContext::Entrypoint,
-            exec_session: None,
-            completeness: Completeness::Full,
-            missing: vec![],
-            node_name: "n1".into(),
-            attributed_late_ms: None,
-        },
+        process: ProcessEvent::test(exe).on_node("n1"),
         reported: SensorReport::default(),
         placement: Default::default(),
     }

@@ -28,11 +28,13 @@ pub(crate) mod conformance;
 mod sled;
 
 pub use self::sled::Store;
+pub use procguard_core::audit::{AuditEntry, AuditOutcome};
 pub use procguard_core::ingest::{
     ActivityRecord, DeviationRecord, EventKind, IngestEvent, IngestOutcome, SensorReport,
 };
+pub use procguard_core::record::{LogRecord, RecordBody, RecordKind};
 
-use procguard_core::incident::{self, Action, Incident, IncidentFilter, Severity};
+use procguard_core::incident::{self, Action, Incident, IncidentFilter};
 use procguard_core::policy::{LabelSelector, Policies};
 use procguard_core::{Baseline, BaselineState, ElementKey, WorkloadIdentity};
 use serde::{Deserialize, Serialize};
@@ -407,41 +409,6 @@ pub struct SensorRecord {
     pub last_seen: Option<SystemTime>,
 }
 
-/// Outcome of an audited action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuditOutcome {
-    /// Allowed and succeeded.
-    Ok,
-    /// Refused.
-    Denied,
-    /// Allowed but failed.
-    Failed,
-}
-
-/// One audit record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// Position in the log (set on append).
-    pub id: u64,
-    /// When.
-    pub at: SystemTime,
-    /// Who.
-    pub actor: String,
-    /// Role held.
-    pub role: String,
-    /// Method or internal action.
-    pub action: String,
-    /// What it addressed.
-    pub target: String,
-    /// Outcome.
-    pub result: AuditOutcome,
-    /// Detail.
-    pub detail: String,
-    /// Peer address.
-    pub peer: String,
-}
-
 /// A committed, not necessarily durable, write; see [`IngestStore::wait_durable`].
 #[derive(Debug, Clone, Copy)]
 pub struct Commit(u64);
@@ -493,41 +460,6 @@ pub fn day_of(t: SystemTime) -> u32 {
 /// Default number of records the shared tail holds (`--stream-tail-records`): about a second
 /// of deviations at full ingest speed, a few MiB of memory.
 pub const DEFAULT_TAIL_RECORDS: usize = 8_192;
-
-/// What a log record carries.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-// A record is built once and shared behind an `Arc` (the tail); boxing the larger variant
-// would add an allocation per deviation on the ingest path and save nothing.
-#[allow(clippy::large_enum_variant)]
-pub enum RecordBody {
-    /// An incident after a change (without its samples: the deviation records carry them).
-    Incident(Incident),
-    /// A deviation as ingested, and the incident it was grouped into.
-    Deviation {
-        /// Incident number.
-        incident_id: String,
-        /// The deviation.
-        deviation: DeviationRecord,
-    },
-    /// An audit record.
-    Audit(AuditEntry),
-}
-
-/// One record of the log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LogRecord {
-    /// Position; contiguous and increasing.
-    pub cursor: u64,
-    /// When it was written.
-    pub at: SystemTime,
-    /// Severity of the incident (for deviations: of their incident); none for audit.
-    pub severity: Option<Severity>,
-    /// Namespace of the workload; empty for audit records and sensor findings.
-    pub namespace: String,
-    /// The record.
-    pub body: RecordBody,
-}
 
 /// A durable record as subscriptions share it: the record, and a slot for its wire form that
 /// the first subscription to send it fills (the store does not know the format), so a record

@@ -7,7 +7,7 @@
 //! --key sensor-fleet.key [--sensors 500] [--events 5] [--seconds 10]`
 
 use procguard_core::identity::WorkloadKind;
-use procguard_core::{Completeness, ExecContext, ProcessEvent, WorkloadIdentity};
+use procguard_core::{ProcessEvent, WorkloadIdentity};
 use procguard_proto::v1 as pb;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,33 +29,19 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 }
 
 fn event(node: &str, seq: u64) -> pb::SensorEvent {
-    let p = ProcessEvent {
-        pid: 1000 + (seq % 30_000) as u32,
-        ppid: 1,
-        ancestors: vec![],
-        start_time: Some(SystemTime::now()),
-        uid: 0,
-        gid: 0,
-        comm: "worker".into(),
-        exe_path: format!("/usr/bin/worker-{}", seq % 8),
-        argv: vec!["worker".into(), "--serve".into()],
-        argv_truncated: false,
-        applet: None,
-        script_path: None,
-        exe_sha256: None,
-        exe_memfd: false,
-        exe_deleted: false,
-        exe_writable_location: false,
-        origin: procguard_core::Origin::Host,
-        container: None,
-        workload: WorkloadIdentity::new("default", "fleet", WorkloadKind::Deployment, "api", "app"),
-        context: ExecContext::Entrypoint,
-        exec_session: None,
-        completeness: Completeness::Full,
-        missing: vec![],
-        node_name: node.into(),
-        attributed_late_ms: None,
-    };
+    let mut p = ProcessEvent::test(&format!("/usr/bin/worker-{}", seq % 8))
+        .on_host()
+        .pid(1000 + (seq % 30_000) as u32)
+        .argv(&["worker", "--serve"])
+        .on_node(node)
+        .in_workload(&WorkloadIdentity::new(
+            "default",
+            "fleet",
+            WorkloadKind::Deployment,
+            "api",
+            "app",
+        ));
+    p.start_time = Some(SystemTime::now());
     pb::SensorEvent {
         event_id: uuid::Uuid::new_v4().to_string(),
         sequence: seq,

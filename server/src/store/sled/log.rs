@@ -274,7 +274,6 @@ impl LogStore for Store {
     /// Up to `limit` records with `after < cursor <= upto`, in cursor order: from the shared
     /// tail when it holds `after + 1`, otherwise from sled. A range removed by retention is
     /// [`OutOfRange`], never skipped, wherever the records would have come from.
-    #[allow(clippy::type_complexity)]
     fn read_records(
         &self,
         after: u64,

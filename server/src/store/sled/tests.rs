@@ -4,7 +4,7 @@
 use super::Store;
 use crate::store::conformance::{event, web};
 use crate::store::*;
-use procguard_core::incident::{Action, Incident, IncidentFilter};
+use procguard_core::incident::{Action, Incident, IncidentFilter, Severity};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
