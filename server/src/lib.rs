@@ -112,7 +112,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let audit = grpc::audit::AuditApi::new(gate.clone(), store.clone());
     let incidents = grpc::incident::IncidentApi::new(gate.clone(), store.clone(), hub.clone());
     let subscriptions =
-        grpc::subscription::StreamApi::new(gate, store.clone(), metrics.clone(), shutdown.clone());
+        grpc::subscription::StreamApi::new(gate, store.clone(), metrics.clone(), shutdown.clone())
+            .with_limits(limits.clone());
     let sensors = grpc::sensor::SensorApi::new(
         store.clone(),
         hub,

@@ -170,7 +170,7 @@ fn pki_init_output_is_what_the_dev_overlay_mounts_and_it_connects() {
     let out = Command::new(bin("procguardctl"))
         .args(["pki", "init", "--dir"])
         .arg(&pki)
-        .args(["--node", "procguard-sensor"])
+        .args(["--fleet", "procguard-sensor"])
         .output()
         .expect("procguardctl pki init");
     assert!(
