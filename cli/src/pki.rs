@@ -12,7 +12,8 @@ pub(crate) enum Pki {
         /// Output directory.
         #[arg(long, env = "PROCGUARD_PKI_DIR")]
         dir: PathBuf,
-        /// Node names to issue sensor certificates for.
+        /// Node names to issue sensor certificates for (URI SAN procguard://sensor/<node>:
+        /// each reports for its own node only).
         #[arg(
             long = "node",
             env = "PROCGUARD_PKI_NODES",
@@ -20,6 +21,15 @@ pub(crate) enum Pki {
             default_value = "localhost"
         )]
         nodes: Vec<String>,
+        /// Fleet certificates to issue (URI SAN procguard://sensor-fleet/<name>): one
+        /// certificate for many sensors, accepted only by a server that lists the name in
+        /// --sensor-fleet-names. Written as sensor-<name>.crt (and sensor.crt for the first).
+        #[arg(long = "fleet", env = "PROCGUARD_PKI_FLEETS", value_delimiter = ',')]
+        fleets: Vec<String>,
+        /// API client certificates to issue (client-<name>.crt, no sensor URI), to list under
+        /// 'certificates' in the tokens file.
+        #[arg(long = "client", env = "PROCGUARD_PKI_CLIENTS", value_delimiter = ',')]
+        clients: Vec<String>,
         /// Names the server certificate is valid for.
         #[arg(
             long = "server-name",
@@ -39,6 +49,8 @@ pub(crate) fn run(cmd: &Pki) -> anyhow::Result<()> {
     let Pki::Init {
         dir,
         nodes,
+        fleets,
+        clients,
         server_names,
         force,
     } = cmd;
@@ -48,16 +60,39 @@ pub(crate) fn run(cmd: &Pki) -> anyhow::Result<()> {
             dir.display()
         )));
     }
-    let g = procguard_runtime::pki::init(dir, server_names, nodes)?;
+    let g = procguard_runtime::pki::init_with(
+        dir,
+        &procguard_runtime::pki::Request {
+            server_names: server_names.clone(),
+            nodes: nodes.clone(),
+            fleets: fleets.clone(),
+            clients: clients.clone(),
+        },
+    )?;
     println!("Development PKI written to {}", g.dir.display());
-    println!(
-        "  CA:       ca.crt (key ca.key)\n  server:   server.crt, server.key\n  sensors:  {}",
-        nodes
+    let files = |prefix: &str, names: &[String]| {
+        names
             .iter()
-            .map(|n| format!("sensor-{n}.crt"))
+            .map(|n| format!("{prefix}-{n}.crt"))
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    println!(
+        "  CA:       ca.crt (key ca.key)\n  server:   server.crt, server.key\n  sensors:  {}",
+        files("sensor", nodes)
     );
+    if !fleets.is_empty() {
+        println!(
+            "  fleets:   {} (list each name in the server's --sensor-fleet-names)",
+            files("sensor", fleets)
+        );
+    }
+    if !clients.is_empty() {
+        println!(
+            "  clients:  {} (list each under 'certificates' in tokens.yaml)",
+            files("client", clients)
+        );
+    }
     println!(
         "  tokens:   tokens.yaml (hashes), {}.token",
         procguard_runtime::pki::ROLES.join(".token, ")

@@ -7,7 +7,9 @@
 //!   `process_start_time_seconds`: read from the kernel at each scrape;
 //! - `procguard_tls_certificate_expiry_timestamp_seconds{certificate}`: the earliest `notAfter`
 //!   of each certificate file this process loaded, as it loaded it (what the process presents
-//!   or trusts, not what a renewal may since have written to disk).
+//!   or trusts; a reload ([`crate::tls::reload`]) replaces it with the new files' value);
+//! - `procguard_tls_reloads_total{result}`: reloads of changed TLS files, `ok` (in use from
+//!   then on) or `failed` (kept the material in use; the log says why).
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -15,7 +17,16 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+/// TLS reloads that succeeded and that failed (`procguard_tls_reloads_total{result}`).
+static TLS_RELOADS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Counts one reload of changed TLS files.
+pub(crate) fn record_reload(ok: bool) {
+    TLS_RELOADS[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+}
 
 /// Certificates loaded by this process: (which, earliest notAfter in seconds since the epoch).
 static LOADED_CERTIFICATES: Mutex<Vec<(&'static str, i64)>> = Mutex::new(Vec::new());
@@ -204,6 +215,16 @@ impl Collector for SelfCollector {
                 let labels = [("certificate", which)];
                 ConstGauge::new(not_after).encode(family.encode_family(&labels)?)?;
             }
+        }
+        let mut family = encoder.encode_descriptor(
+            "procguard_tls_reloads",
+            "Reloads of changed TLS files: ok (in use from then on) or failed (the material in use was kept)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in [("ok", &TLS_RELOADS[0]), ("failed", &TLS_RELOADS[1])] {
+            ConstCounter::new(n.load(Ordering::Relaxed))
+                .encode(family.encode_family(&[("result", result)])?)?;
         }
         Ok(())
     }

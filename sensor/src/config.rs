@@ -66,6 +66,11 @@ pub struct Config {
     /// Server name to verify in its certificate (defaults to the URL's host).
     #[arg(long, env = "PROCGUARD_TLS_SERVER_NAME")]
     pub tls_server_name: Option<String>,
+    /// How often the TLS files (--tls-ca, --tls-cert, --tls-key) are checked for changes;
+    /// when they change and load, the sensor reconnects with them (nothing is lost: the spool
+    /// replays what was not acknowledged).
+    #[arg(long, env = "PROCGUARD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: std::time::Duration,
     /// Admin listen address for /healthz, /readyz and /metrics.
     #[arg(long, env = "PROCGUARD_ADMIN_ADDR", default_value = "127.0.0.1:9091")]
     pub admin_addr: SocketAddr,
@@ -215,8 +220,10 @@ pub struct PodMetadata {
 pub struct Uplink {
     /// URL.
     pub url: String,
-    /// TLS settings.
-    pub tls: tonic::transport::ClientTlsConfig,
+    /// TLS settings, following their files.
+    pub tls: procguard_runtime::tls::Reloading<tonic::transport::ClientTlsConfig>,
+    /// How often the TLS files are checked for changes.
+    pub tls_reload_interval: std::time::Duration,
 }
 
 impl Config {
@@ -342,10 +349,23 @@ impl Config {
                 let cert = need(&self.tls_cert, "--tls-cert")?;
                 let key = need(&self.tls_key, "--tls-key")?;
                 let name = self.tls_server_name.clone().unwrap_or_else(|| host.to_string());
-                let tls = procguard_runtime::tls::client_config(&ca, Some((&cert, &key)), &name)?;
+                let tls = procguard_runtime::tls::Reloading::load(
+                    procguard_runtime::tls::TlsFiles { cert, key, ca },
+                    procguard_runtime::tls::Labels {
+                        cert: "client",
+                        ca: "ca",
+                    },
+                    move |m| procguard_runtime::tls::client_tls(m, &name),
+                )?;
+                if self.tls_reload_interval.is_zero() {
+                    return Err(ConfigError(
+                        "--tls-reload-interval must be greater than zero".into(),
+                    ));
+                }
                 Some(Uplink {
                     url: url.clone(),
                     tls,
+                    tls_reload_interval: self.tls_reload_interval,
                 })
             }
         };

@@ -229,6 +229,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         server = settings.uplink.as_ref().map(|u| u.url.as_str()).unwrap_or("(none: JSON lines only)"),
         admin = %settings.admin_addr
     );
+    // The uplink reconnects with new certificates as this watcher loads them.
+    if let Some(u) = &settings.uplink {
+        u.tls.watch(u.tls_reload_interval, shutdown.clone());
+    }
     let up = uplink::Uplink::new(
         settings.uplink.clone(),
         &settings.node_name,

@@ -407,9 +407,11 @@ impl Uplink {
         rx: &mut mpsc::Receiver<ProcessEvent>,
         shutdown: &CancellationToken,
     ) -> Result<(), String> {
+        // The certificate in use now; a later change ends this session to reconnect with it.
+        let mut tls = config.tls.clone();
         let endpoint = tonic::transport::Endpoint::from_shared(config.url.clone())
             .map_err(|e| e.to_string())?
-            .tls_config(config.tls.clone())
+            .tls_config((*tls.take_current()).clone())
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(20));
@@ -488,6 +490,11 @@ impl Uplink {
                     Some(ev) => self.take(ev, rx),
                     None => return Ok(()),
                 },
+                // Unacknowledged events stay spooled and are replayed on the new connection.
+                () = tls.changed() => {
+                    tracing::info!(message = "TLS certificate changed; reconnecting with it.");
+                    return Err("TLS certificate changed; reconnecting with it".into());
+                }
                 _ = health.tick() => {
                     if welcomed && tx.send(self.health()).await.is_err() {
                         return Err("stream closed".into());

@@ -44,6 +44,10 @@ pub struct Config {
     /// CA that signs sensor client certificates (PEM).
     #[arg(long, env = "PROCGUARD_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files (--tls-cert, --tls-key, --tls-client-ca) are checked for
+    /// changes; changed files that load are used for new connections without a restart.
+    #[arg(long, env = "PROCGUARD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
     /// API tokens: YAML with sha256 hashes bound to roles.
     #[arg(long, env = "PROCGUARD_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
@@ -148,8 +152,10 @@ pub struct Settings {
     pub admin_addr: SocketAddr,
     /// sled directory.
     pub data_dir: PathBuf,
-    /// Server TLS.
-    pub tls: tonic::transport::ServerTlsConfig,
+    /// Server TLS, following its files.
+    pub tls: procguard_runtime::tls::Reloading<tokio_rustls::rustls::ServerConfig>,
+    /// How often the TLS files are checked for changes.
+    pub tls_reload_interval: Duration,
     /// API tokens.
     pub tokens: Tokens,
     /// When learning ends, per namespace or selector.
@@ -241,7 +247,19 @@ impl Config {
                 need(&self.tokens_file, "--tokens-file")?,
             )
         };
-        let tls = procguard_runtime::tls::server_config(&cert, &key, Some(&ca))?;
+        let tls = procguard_runtime::tls::Reloading::load(
+            procguard_runtime::tls::TlsFiles { cert, key, ca },
+            procguard_runtime::tls::Labels {
+                cert: "server",
+                ca: "client-ca",
+            },
+            procguard_runtime::tls::server_tls,
+        )?;
+        if self.tls_reload_interval.is_zero() {
+            return Err(ConfigError(
+                "--tls-reload-interval must be greater than zero".into(),
+            ));
+        }
         let tokens = Tokens::load(&tokens)?;
         if self.learning_min > self.learning_max {
             return Err(ConfigError(format!(
@@ -290,6 +308,7 @@ impl Config {
             admin_addr: self.admin_addr,
             data_dir: self.data_dir.clone(),
             tls,
+            tls_reload_interval: self.tls_reload_interval,
             tokens,
             policies: self.policies()?,
             sensor_fleet_names: self

@@ -24,6 +24,7 @@ pub mod grpc;
 pub mod hub;
 pub mod learning;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod placement;
 pub mod shutdown;
@@ -205,7 +206,8 @@ impl Bound {
             store.clone(),
             metrics.clone(),
             shutdown.clone(),
-        );
+        )
+        .with_limits(limits.clone());
         let placement_metrics = metrics.clone();
         let sensors = grpc::sensor::SensorApi::new(
             store.clone(),
@@ -235,16 +237,18 @@ impl Bound {
         let max_message = settings.limits.max_message_bytes;
         // Connections are closed by force once the grace period is over (see `shutdown`).
         let close = CancellationToken::new();
-        let incoming = {
-            let close = close.clone();
-            tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                move |conn| conn.map(|c| shutdown::Closable::new(c, &close)),
-            )
-        };
+        // New connections use the certificate in use when they arrive; the watcher follows the
+        // files (docs/deploy.md, "Rotating certificates").
+        let tls_task = settings
+            .tls
+            .watch(settings.tls_reload_interval, shutdown.clone());
+        let incoming = listener::incoming(
+            grpc_listener,
+            settings.tls.clone(),
+            close.clone(),
+            shutdown.clone(),
+        );
         let server = tonic::transport::Server::builder()
-            .tls_config(settings.tls.clone())
-            .context("invalid TLS configuration")?
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             // Counts and explains requests tonic refuses for their size before any handler.
             .layer(limits::MessageSizeLayer::new(limits.clone()))
@@ -306,6 +310,7 @@ impl Bound {
             let _ = watchdog_task.await;
             let _ = gauges_task.await;
             let _ = admin_task.await;
+            let _ = tls_task.await;
             if let Some(task) = placement_task {
                 let _ = task.await;
             }

@@ -17,13 +17,14 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// A TLS channel to `url`; with `node`, presenting that node's sensor certificate.
 pub async fn channel(pki: &Pki, url: &str, node: Option<&str>) -> Result<Channel, Error> {
-    let (cert, key) = node
-        .map(|n| {
-            (
-                pki.file(&format!("sensor-{n}.crt")),
-                pki.file(&format!("sensor-{n}.key")),
-            )
-        })
+    channel_as(pki, url, node.map(|n| format!("sensor-{n}")).as_deref()).await
+}
+
+/// A TLS channel to `url`; with `identity`, presenting the certificate `<identity>.crt` of the
+/// PKI (`sensor-node-a`, `client-alice`, `server`).
+pub async fn channel_as(pki: &Pki, url: &str, identity: Option<&str>) -> Result<Channel, Error> {
+    let (cert, key) = identity
+        .map(|n| (pki.file(&format!("{n}.crt")), pki.file(&format!("{n}.key"))))
         .unzip();
     let tls = procguard_runtime::tls::client_config(
         &pki.file("ca.crt"),
@@ -40,14 +41,24 @@ pub async fn channel(pki: &Pki, url: &str, node: Option<&str>) -> Result<Channel
 
 /// A request carrying a role's bearer token.
 pub fn req<T>(pki: &Pki, role: &str, msg: T) -> tonic::Request<T> {
+    req_token(&pki.token(role), msg)
+}
+
+/// A request carrying the bearer token `secret`.
+pub fn req_token<T>(secret: &str, msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert(
         "authorization",
-        format!("Bearer {}", pki.token(role))
-            .parse()
-            .expect("token"),
+        format!("Bearer {secret}").parse().expect("token"),
     );
     r
+}
+
+/// The status a helper's error carries (`UNKNOWN` when the error is not a gRPC status).
+pub fn status_of(e: &Error) -> tonic::Status {
+    e.downcast_ref::<tonic::Status>()
+        .cloned()
+        .unwrap_or_else(|| tonic::Status::unknown(e.to_string()))
 }
 
 /// The identity of a synthetic workload container.
@@ -131,7 +142,13 @@ impl std::fmt::Debug for SensorStream {
 impl SensorStream {
     /// Opens a session for `node` with its own certificate and waits for the Welcome.
     pub async fn open(pki: &Pki, url: &str, node: &str) -> Result<Self, Error> {
-        let ch = channel(pki, url, Some(node)).await?;
+        Self::open_as(pki, url, node, &format!("sensor-{node}")).await
+    }
+
+    /// Opens a session claiming `node` with the certificate `<identity>.crt` of the PKI, and
+    /// waits for the Welcome.
+    pub async fn open_as(pki: &Pki, url: &str, node: &str, identity: &str) -> Result<Self, Error> {
+        let ch = channel_as(pki, url, Some(identity)).await?;
         let mut client = pb::sensor_service_client::SensorServiceClient::new(ch)
             .max_decoding_message_size(64 * 1024 * 1024);
         // Bounded like the real sensor's outbound queue; a test that outruns it waits.

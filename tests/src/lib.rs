@@ -261,15 +261,27 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// Creates one for `nodes` in `dir`.
+    /// Creates one for `nodes` in `dir`: a sensor certificate per node
+    /// (`sensor-<node>.crt`, marked `procguard://sensor/<node>`).
     pub fn create(dir: &Path, nodes: &[&str]) -> Self {
-        let out = Command::new(bin("procguardctl"))
-            .args(["pki", "init", "--dir"])
+        Self::create_with(dir, nodes, &[], &[])
+    }
+
+    /// [`Pki::create`] with fleet certificates (`sensor-<name>.crt`, marked
+    /// `procguard://sensor-fleet/<name>`) and API client certificates (`client-<name>.crt`).
+    pub fn create_with(dir: &Path, nodes: &[&str], fleets: &[&str], clients: &[&str]) -> Self {
+        let mut cmd = Command::new(bin("procguardctl"));
+        cmd.args(["pki", "init", "--dir"])
             .arg(dir)
             .arg("--node")
-            .arg(nodes.join(","))
-            .output()
-            .expect("procguardctl pki init");
+            .arg(nodes.join(","));
+        if !fleets.is_empty() {
+            cmd.arg("--fleet").arg(fleets.join(","));
+        }
+        if !clients.is_empty() {
+            cmd.arg("--client").arg(clients.join(","));
+        }
+        let out = cmd.output().expect("procguardctl pki init");
         assert!(
             out.status.success(),
             "pki init failed: {}",

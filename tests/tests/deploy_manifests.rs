@@ -806,15 +806,20 @@ fn certificates_fit_their_consumers(m: &Manifest, r: &mut Report) {
                     "is the sensors' certificate but lacks usage \"client auth\"".into(),
                 );
             }
-            // One certificate serves every node, so the server must accept its name for any
-            // node; otherwise it refuses every sensor whose node is not literally that name.
-            let common_name = text(&cert.value, "/spec/commonName");
-            if !fleet_names.contains(&common_name) {
+            // One certificate serves every node, so it must be a fleet certificate (URI SAN
+            // procguard://sensor-fleet/<name>) whose name the server accepts for any node;
+            // otherwise the server refuses every sensor.
+            let uris = strings(&cert.value, "/spec/uris");
+            let fleet = uris
+                .iter()
+                .find_map(|u| u.strip_prefix("procguard://sensor-fleet/"));
+            if !fleet.is_some_and(|f| fleet_names.contains(&f)) {
                 r.fail(
                     cert.label(),
                     format!(
-                        "is the sensors' shared certificate, but its commonName {common_name:?} is \
-                         not in the server's PROCGUARD_SENSOR_FLEET_NAMES {fleet_names:?}"
+                        "is the sensors' shared certificate, but its spec.uris {uris:?} name no \
+                         fleet (procguard://sensor-fleet/<name>) in the server's \
+                         PROCGUARD_SENSOR_FLEET_NAMES {fleet_names:?}"
                     ),
                 );
             }
@@ -1872,7 +1877,7 @@ fn checker_rejects_a_fragile_server_and_an_unaccepted_fleet_certificate() {
             (
                 "certificates",
                 "Certificate procguard/procguard-sensor",
-                "not in the server's PROCGUARD_SENSOR_FLEET_NAMES",
+                "in the server's PROCGUARD_SENSOR_FLEET_NAMES",
             ),
         ],
     );

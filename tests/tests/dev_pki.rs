@@ -147,7 +147,7 @@ fn pki_init_output_is_what_the_dev_overlay_mounts_and_it_connects() {
     let out = Command::new(bin("procguardctl"))
         .args(["pki", "init", "--dir"])
         .arg(&pki)
-        .args(["--node", "procguard-sensor"])
+        .args(["--fleet", "procguard-sensor"])
         .output()
         .expect("procguardctl pki init");
     assert!(
@@ -197,6 +197,15 @@ fn pki_init_output_is_what_the_dev_overlay_mounts_and_it_connects() {
         "PROCGUARD_DATA_DIR".into(),
         work.path().join("data").display().to_string(),
     );
+    // In a cluster the server reads pods (PROCGUARD_KUBE=on) through its service account; the
+    // fake API server stands in for the cluster's here.
+    let kube = procguard_tests::fake_kube::FakeKube::start();
+    if env.get("PROCGUARD_KUBE").map(String::as_str) == Some("on") {
+        env.insert(
+            "PROCGUARD_KUBECONFIG".into(),
+            kube.kubeconfig(work.path()).display().to_string(),
+        );
+    }
     let mut cmd = Command::new(bin("procguard-server"));
     cmd.envs(&env);
     let server = Proc::spawn(cmd, work.path().join("server.log"));

@@ -212,7 +212,8 @@ fn malformed_protobuf_on_the_sensor_stream_gets_a_clear_status_and_others_go_on(
     );
 }
 
-/// A client certificate for `node`, signed by `issuer`, valid in the given window.
+/// A sensor certificate for `node` (marked as `pki init` marks it), signed by `issuer`, valid
+/// in the given window.
 fn leaf(
     node: &str,
     issuer: &Issuer<'_, KeyPair>,
@@ -220,6 +221,9 @@ fn leaf(
     not_after: time::OffsetDateTime,
 ) -> (String, String) {
     let mut p = CertificateParams::new(vec![node.to_string()]).unwrap();
+    p.subject_alt_names.push(rcgen::SanType::URI(
+        procguard_runtime::pki::sensor_uri(node).try_into().unwrap(),
+    ));
     p.distinguished_name.push(DnType::CommonName, node);
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     p.not_before = not_before;

@@ -35,7 +35,7 @@ fn cpu_time(pid: u32) -> Duration {
 fn five_hundred_sensors_stream_at_once() {
     let _serial = serial();
     let work = tempfile::tempdir().unwrap();
-    let pki = Pki::create(&work.path().join("pki"), &["fleet"]);
+    let pki = Pki::create_with(&work.path().join("pki"), &["node-a"], &["fleet"], &[]);
     let server = Server::start(&pki, work.path(), &["--sensor-fleet-names", "fleet"]);
     let pid = server.proc.child.id();
     let (idle_rss, _) = memory_kib(pid);

@@ -522,7 +522,7 @@ tests:
               certificate: server
             exp_annotations:
               summary: "procguard-server-0: server certificate expires in 10d 0h 0m 0s"
-              description: "Renew it (cert-manager does so automatically) and restart the pod so that it loads the new one."
+              description: "Renew it (cert-manager does so 30 days before expiry); the pod loads renewed files on its own, without a restart. Still firing after a renewal: the new files do not load (procguard_tls_reloads_total{result=\"failed\"} and the pod's log say why)."
           - exp_labels:
               severity: warning
               job: procguard/procguard-sensor
@@ -531,7 +531,7 @@ tests:
               certificate: client
             exp_annotations:
               summary: "s-a: client certificate expires in 1d 0h 0m 0s"
-              description: "Renew it (cert-manager does so automatically) and restart the pod so that it loads the new one."
+              description: "Renew it (cert-manager does so 30 days before expiry); the pod loads renewed files on its own, without a restart. Still firing after a renewal: the new files do not load (procguard_tls_reloads_total{result=\"failed\"} and the pod's log say why)."
       - eval_time: 0m
         alertname: ProcguardCertificateExpiring
         exp_alerts:
@@ -543,5 +543,5 @@ tests:
               certificate: client
             exp_annotations:
               summary: "s-a: client certificate expires in 1d 0h 0m 0s"
-              description: "When it expires the sensors disconnect. Renew it and restart the pod now."
+              description: "When it expires, connections made with it are refused (sensors cannot reconnect). Renew it now; the pod loads the new files without a restart."
 "#;

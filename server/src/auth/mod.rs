@@ -1,11 +1,16 @@
 //! Who is calling, and may they?
 //!
 //! API callers present `authorization: Bearer <token>`; the server keeps only sha256 hashes of
-//! tokens (from `tokens.yaml`), each bound to a [`Role`]. Sensors present a client certificate
-//! signed by the configured CA; its common name (or a DNS SAN) is the node name the sensor may
-//! report for. Denials are audited by the caller of [`Tokens::authorize`].
+//! tokens (from `tokens.yaml`), each bound to a [`Role`], or a client certificate the tokens
+//! file lists. Sensors present a client certificate signed by the configured CA and marked as a
+//! sensor's by a URI SAN ([`cert`]); [`sensor`] decides which node a stream may report for.
+//! A sensor certificate never calls the API unless the tokens file lists its URI. Denials are
+//! audited by the caller of [`Tokens::authorize`].
 
+pub mod cert;
 mod gate;
+pub mod sensor;
+pub use cert::PeerCert;
 pub use gate::Gate;
 
 use procguard_runtime::pki::{hash_token, TokensFile};
@@ -90,6 +95,8 @@ pub struct Denied {
 pub struct Tokens {
     by_hash: Arc<HashMap<String, Caller>>,
     by_cert: Arc<HashMap<String, Caller>>,
+    /// Sensor certificates allowed on the API, by their sensor URI.
+    by_uri: Arc<HashMap<String, Caller>>,
 }
 
 impl Tokens {
@@ -129,6 +136,7 @@ impl Tokens {
             );
         }
         let mut by_cert = HashMap::new();
+        let mut by_uri = HashMap::new();
         for (i, c) in file.certificates.iter().enumerate() {
             let role = Role::parse(&c.role).ok_or_else(|| {
                 format!(
@@ -136,39 +144,83 @@ impl Tokens {
                     c.name, c.role
                 )
             })?;
-            if c.common_name.trim().is_empty() {
-                return Err(format!(
-                    "certificates entry {i} ('{}'): common_name is empty",
-                    c.name
-                ));
-            }
-            by_cert.insert(
-                c.common_name.clone(),
-                Caller {
-                    actor: c.name.clone(),
-                    role,
-                    started: Instant::now(),
-                },
-            );
+            let caller = Caller {
+                actor: c.name.clone(),
+                role,
+                started: Instant::now(),
+            };
+            match (c.common_name.trim().is_empty(), c.uri.trim().is_empty()) {
+                (false, true) => by_cert.insert(c.common_name.clone(), caller),
+                (true, false) => {
+                    if !procguard_runtime::pki::SensorMark::of_uri(&c.uri)
+                        .is_some_and(|m| m.is_valid())
+                    {
+                        return Err(format!(
+                            "certificates entry {i} ('{}'): uri '{}' is not a sensor URI \
+                             (procguard://sensor/<node> or procguard://sensor-fleet/<name>); \
+                             list other certificates by common_name",
+                            c.name, c.uri
+                        ));
+                    }
+                    by_uri.insert(c.uri.clone(), caller)
+                }
+                _ => {
+                    return Err(format!(
+                        "certificates entry {i} ('{}'): give exactly one of common_name (an API \
+                         client certificate) and uri (a sensor certificate allowed on the API)",
+                        c.name
+                    ))
+                }
+            };
         }
         Ok(Self {
             by_hash: Arc::new(by_hash),
             by_cert: Arc::new(by_cert),
+            by_uri: Arc::new(by_uri),
         })
     }
 
     /// Authenticates a request: its bearer token, or else a client certificate listed in the
-    /// tokens file's `certificates`, and checks the caller holds `needed`.
+    /// tokens file's `certificates`, and checks the caller holds `needed`. A sensor
+    /// certificate is refused whatever else the request carries, unless its URI is listed: a
+    /// node's credentials never reach the API by accident (a token copied onto a node
+    /// included).
     pub fn authorize_request<T>(
         &self,
         request: &tonic::Request<T>,
         needed: Role,
     ) -> Result<Caller, Denied> {
+        let cert = PeerCert::of_request(request);
+        if let Some(cert) = &cert {
+            if !cert.marks.is_empty() {
+                let listed = cert
+                    .sensor()
+                    .ok()
+                    .flatten()
+                    .and_then(|m| self.by_uri.get(&m.uri()));
+                return match listed {
+                    Some(caller) => check_role(caller, needed),
+                    None => Err(Denied {
+                        actor: format!("sensor-certificate:{}", cert.describe()),
+                        role: None,
+                        status: Status::permission_denied(format!(
+                            "the client certificate ({}, {}) is a sensor certificate, and sensor \
+                             certificates cannot call the API; connect without it (a token \
+                             alone), or ask an admin to list its URI under 'certificates' (uri:) \
+                             in the server's tokens file",
+                            cert.describe(),
+                            cert.marks
+                                .iter()
+                                .map(procguard_runtime::pki::SensorMark::uri)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    }),
+                };
+            }
+        }
         if request.metadata().get("authorization").is_none() {
-            let names: Vec<String> = request
-                .peer_certs()
-                .and_then(|c| c.first().map(|d| cert_common_names(d.as_ref())))
-                .unwrap_or_default();
+            let names: Vec<String> = cert.map(|c| c.common_names).unwrap_or_default();
             if let Some(caller) = names.iter().find_map(|n| self.by_cert.get(n)) {
                 return check_role(caller, needed);
             }
@@ -180,7 +232,7 @@ impl Tokens {
                     role: None,
                     status: Status::unauthenticated(format!(
                         "no bearer token, and the client certificate (CN={name}) is not an API \
-                         identity: sensor and server certificates never are. Send a token \
+                         identity: the server's certificate never is. Send a token \
                          (procguardctl --token-file or PROCGUARD_TOKEN_FILE), or ask an admin \
                          to list this common name with a role under 'certificates' in the \
                          server's tokens file"
@@ -242,38 +294,6 @@ fn check_role(caller: &Caller, needed: Role) -> Result<Caller, Denied> {
         });
     }
     Ok(caller.clone())
-}
-
-/// Subject common names of a certificate (API callers are identified by CN only; sensors by
-/// CN or DNS SAN, see [`cert_node_names`]).
-pub fn cert_common_names(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    cert.subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
-        .collect()
-}
-
-/// Node names a client certificate vouches for: its common name and DNS SANs.
-pub fn cert_node_names(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = cert
-        .subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
-        .collect();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for n in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
-                names.push((*d).to_string());
-            }
-        }
-    }
-    names
 }
 
 #[cfg(test)]

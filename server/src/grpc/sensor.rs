@@ -13,7 +13,8 @@
 //! sensor stream, and a little over 600 lines for it: the Hello checks, the batch conversion at
 //! the edge, the session, and the deviation log summary with its test.
 
-use crate::auth::cert_node_names;
+use crate::auth::sensor::{check_node, sensor_mark, RefusalAudit};
+use crate::auth::PeerCert;
 use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -121,6 +122,7 @@ pub struct SensorApi {
     limits: Limits,
     /// With `--kube on`: where pods run, to check each report against.
     placements: Option<Placements>,
+    refusals: Arc<RefusalAudit>,
 }
 
 impl SensorApi {
@@ -142,7 +144,45 @@ impl SensorApi {
             shutdown,
             limits: Limits::default(),
             placements: None,
+            refusals: Arc::default(),
         }
+    }
+
+    /// Counts, logs and (for a certificate the CA signed, at most once a minute per
+    /// certificate) audits a refused stream, and returns its status.
+    async fn refuse(
+        &self,
+        status: Status,
+        certificate: Option<String>,
+        node: &str,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Status {
+        self.metrics.sensor_rejected.inc();
+        tracing::warn!(
+            message = "Sensor stream refused.",
+            certificate = certificate.as_deref().unwrap_or("none"),
+            node,
+            error = %status.message()
+        );
+        if let Some(cert) = certificate {
+            if self.refusals.due(&cert, Instant::now()) {
+                let entry = crate::store::AuditEntry {
+                    id: 0,
+                    at: SystemTime::now(),
+                    actor: format!("certificate:{cert}"),
+                    role: String::new(),
+                    action: "SensorSession".into(),
+                    target: node.to_string(),
+                    result: crate::store::AuditOutcome::Denied,
+                    detail: status.message().to_string(),
+                    peer: peer.map(|p| p.to_string()).unwrap_or_default(),
+                };
+                if let Err(e) = self.store.audit(entry).await {
+                    tracing::error!(message = "Audit write failed.", error = %e, action = "SensorSession");
+                }
+            }
+        }
+        status
     }
 
     /// Applies the server's limits (the defaults otherwise).
@@ -234,16 +274,13 @@ impl pb::sensor_service_server::SensorService for SensorApi {
         request: Request<Streaming<pb::SensorMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let permit = self.limits.sensor_stream()?;
-        let cert_names: Vec<String> = request
-            .peer_certs()
-            .and_then(|c| c.first().map(|d| cert_node_names(d.as_ref())))
-            .unwrap_or_default();
-        if cert_names.is_empty() {
-            self.metrics.sensor_rejected.inc();
-            return Err(Status::unauthenticated(
-                "sensors must present a client certificate signed by the server's client CA",
-            ));
-        }
+        let peer = request.remote_addr();
+        let cert = PeerCert::of_request(&request);
+        let mark = match sensor_mark(cert.as_ref()) {
+            Ok(m) => m,
+            Err(r) => return Err(self.refuse(r.status, r.certificate, "", peer).await),
+        };
+        let certificate = cert.as_ref().map(PeerCert::describe);
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
             Ok(Some(Ok(pb::SensorMessage {
@@ -263,24 +300,16 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                 "Hello.node_name must be a node name (1..=253 characters, no '/' or control characters)",
             ));
         }
-        let fleet = cert_names.iter().find(|n| self.fleet_names.contains(n));
-        if let Some(name) = fleet {
+        if let Err(status) = check_node(&mark, &node, &self.fleet_names) {
+            return Err(self.refuse(status, certificate, &node, peer).await);
+        }
+        if let procguard_runtime::pki::SensorMark::Fleet(name) = &mark {
             tracing::info!(
                 message = "Sensor uses a fleet certificate; its node name is taken on trust.",
                 node = %node,
-                certificate = %name
+                fleet = %name,
+                certificate = certificate.as_deref().unwrap_or_default()
             );
-        } else if !cert_names.contains(&node) {
-            self.metrics.sensor_rejected.inc();
-            tracing::warn!(
-                message = "Sensor claimed a node its certificate does not name.",
-                claimed = %node,
-                certificate = ?cert_names
-            );
-            return Err(Status::permission_denied(format!(
-                "node '{node}' is not the node your certificate names ({})",
-                cert_names.join(", ")
-            )));
         }
         let record = self
             .store
@@ -291,7 +320,8 @@ impl pb::sensor_service_server::SensorService for SensorApi {
             message = "Sensor connected.",
             node = %node,
             version = %hello.sensor_version,
-            acked = record.acked_sequence
+            acked = record.acked_sequence,
+            certificate_serial = cert.as_ref().map(|c| c.serial.as_str()).unwrap_or_default()
         );
 
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);

@@ -22,10 +22,22 @@
 //! Roles: `siem` (or `admin`) for all three calls. Every call is audited; note that audit
 //! records are themselves part of the log, so a subscriber that wants only findings filters
 //! by kind.
+//!
+//! A durable subscription belongs to the identity (token or certificate name) that first used
+//! it (subscribed with its name or acknowledged a cursor under it). Another identity can
+//! neither read it (subscribe from it, get its cursor) nor move it: `PERMISSION_DENIED`,
+//! audited like every refusal. One stored before subscriptions had owners is claimed by the
+//! next identity that subscribes with it or acknowledges under it.
+//!
+//! At most `--max-subscriber-streams` streams are open at once: each holds a permit
+//! ([`Limits::subscriber_stream`]) until it ends, and one more is `RESOURCE_EXHAUSTED`.
 
 use crate::auth::{Gate, Role};
+use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::store::{LogRecord, OutOfRange, ReadSource, RecordKind, SharedStorage, StoreError};
+use crate::store::{
+    LogRecord, OutOfRange, Owned, ReadSource, RecordKind, SharedStorage, StoreError,
+};
 use futures::StreamExt;
 use procguard_core::incident::Severity;
 use procguard_proto::convert::incident::severity_filter;
@@ -36,7 +48,7 @@ use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -54,6 +66,7 @@ pub struct StreamApi {
     store: SharedStorage,
     metrics: Metrics,
     shutdown: CancellationToken,
+    limits: Limits,
 }
 
 impl StreamApi {
@@ -69,8 +82,24 @@ impl StreamApi {
             store,
             metrics,
             shutdown,
+            limits: Limits::default(),
         }
     }
+
+    /// Applies the server's limits (the defaults otherwise).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// The refusal of a durable subscription another identity owns. It does not say who: that
+/// is the owner's business.
+fn not_yours(name: &str) -> Status {
+    Status::permission_denied(format!(
+        "durable subscription '{name}' belongs to another identity; it can be read and moved \
+         only by the token or certificate that created it. Use a durable_name of your own"
+    ))
 }
 
 /// The OUT_OF_RANGE status for a cursor whose records retention removed.
@@ -150,6 +179,8 @@ struct Reader {
     position: Arc<AtomicU64>,
     /// Set once the stream has sent its final error.
     done: bool,
+    /// Held for the stream's lifetime (`--max-subscriber-streams`).
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Reader {
@@ -219,8 +250,13 @@ impl Reader {
 }
 
 impl StreamApi {
-    /// Where a subscription starts: the cursor after which it reads.
-    fn start_after(&self, start: Option<&pb::StartPosition>) -> Result<u64, Status> {
+    /// Where a subscription starts: the cursor after which it reads. A durable name is
+    /// claimed for `owner`, or refused if another identity owns it.
+    async fn start_after(
+        &self,
+        start: Option<&pb::StartPosition>,
+        owner: &str,
+    ) -> Result<u64, Status> {
         use pb::start_position::Position;
         let floor = self.store.log_floor().map_err(internal)?;
         let newest = *self.store.durable_cursor().borrow();
@@ -240,7 +276,17 @@ impl StreamApi {
             }
             Some(Position::DurableName(n)) => {
                 check_name(n)?;
-                self.store.get_cursor(n).map_err(internal)?.unwrap_or(floor)
+                match self
+                    .store
+                    .claim_subscription(n, owner)
+                    .await
+                    .map_err(internal)?
+                {
+                    // Nothing acknowledged yet: from the oldest record still stored.
+                    Owned::Mine(0) => floor,
+                    Owned::Mine(c) => c,
+                    Owned::Other => return Err(not_yours(n)),
+                }
             }
         };
         if after > newest {
@@ -276,11 +322,16 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
             .gate
             .allow(&request, Role::Siem, "Subscribe", &target)
             .await?;
-        let setup = RecordFilter::from_request(request.get_ref()).and_then(|f| {
-            self.start_after(request.get_ref().start.as_ref())
-                .map(|a| (f, a))
-        });
-        let (filter, after) = self
+        let setup = async {
+            let permit = self.limits.subscriber_stream()?;
+            let filter = RecordFilter::from_request(request.get_ref())?;
+            let after = self
+                .start_after(request.get_ref().start.as_ref(), &caller.actor)
+                .await?;
+            Ok((filter, after, permit))
+        }
+        .await;
+        let (filter, after, permit) = self
             .gate
             .done(&request, &caller, "Subscribe", &target, setup)
             .await?;
@@ -297,6 +348,7 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
             after,
             position: self.metrics.state.subscriber_positions.track(after),
             done: false,
+            _permit: permit,
         };
         let records = futures::stream::unfold(reader, |mut r| async move {
             let step = r.step().await?;
@@ -318,15 +370,18 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
         let r = request.get_ref();
         let result = async {
             check_name(&r.durable_name)?;
-            let cursor = self
+            let owned = self
                 .store
-                .ack_cursor(&r.durable_name, r.cursor)
+                .ack_cursor(&r.durable_name, &caller.actor, r.cursor)
                 .await
                 .map_err(|e| match e {
                     StoreError::Rejected(m) => Status::invalid_argument(m),
                     e => internal(e),
                 })?;
-            Ok(pb::AckCursorResponse { cursor })
+            match owned {
+                Owned::Mine(cursor) => Ok(pb::AckCursorResponse { cursor }),
+                Owned::Other => Err(not_yours(&r.durable_name)),
+            }
         }
         .await;
         self.gate
@@ -346,12 +401,17 @@ impl procguard_proto::encoded::subscription_service_server::SubscriptionService 
             .await?;
         let r = request.get_ref();
         let result = check_name(&r.durable_name).and_then(|()| {
-            self.store
-                .get_cursor(&r.durable_name)
-                .map(|c| pb::GetCursorResponse {
-                    cursor: c.unwrap_or(0),
-                })
-                .map_err(internal)
+            let stored = self
+                .store
+                .get_subscription(&r.durable_name)
+                .map_err(internal)?;
+            match stored {
+                None => Ok(pb::GetCursorResponse { cursor: 0 }),
+                Some(s) if s.owner.as_deref().is_some_and(|o| o != caller.actor) => {
+                    Err(not_yours(&r.durable_name))
+                }
+                Some(s) => Ok(pb::GetCursorResponse { cursor: s.cursor }),
+            }
         });
         self.gate
             .done(&request, &caller, "GetCursor", &target, result)

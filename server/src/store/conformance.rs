@@ -501,6 +501,41 @@ fn open_sled(dir: &Path) -> SharedStorage {
     Arc::new(Store::open(dir).expect("open sled"))
 }
 
+/// A durable subscription is its first user's: another identity neither moves nor claims it,
+/// and ownership survives reopening.
+async fn durable_subscriptions_belong_to_their_owner(open: Open) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        assert_eq!(
+            s.claim_subscription("siem", "alice").await.unwrap(),
+            Owned::Mine(0)
+        );
+        assert_eq!(
+            s.ack_cursor("siem", "alice", 0).await.unwrap(),
+            Owned::Mine(0)
+        );
+        assert_eq!(
+            s.ack_cursor("siem", "mallory", 0).await.unwrap(),
+            Owned::Other
+        );
+        assert_eq!(
+            s.claim_subscription("siem", "mallory").await.unwrap(),
+            Owned::Other
+        );
+        // Acknowledging a name nobody used makes it the caller's.
+        assert_eq!(
+            s.ack_cursor("elastic", "mallory", 0).await.unwrap(),
+            Owned::Mine(0)
+        );
+    }
+    let s = open(dir.path());
+    let owner = |n: &str| s.get_subscription(n).unwrap().and_then(|x| x.owner);
+    assert_eq!(owner("siem").as_deref(), Some("alice"));
+    assert_eq!(owner("elastic").as_deref(), Some("mallory"));
+    assert_eq!(s.get_subscription("nobody").unwrap(), None);
+}
+
 /// Runs every conformance check against one engine: `engine_conformance!(module, "name",
 /// open_fn)`, where `name` is known to [`open_engine`] (the crash child reopens by name).
 macro_rules! engine_conformance {
@@ -541,6 +576,11 @@ macro_rules! engine_conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn the_record_log_is_contiguous_and_durable() {
                 super::the_record_log_is_contiguous_and_durable($open).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn durable_subscriptions_belong_to_their_owner() {
+                super::durable_subscriptions_belong_to_their_owner($open).await;
             }
 
             #[test]

@@ -305,11 +305,19 @@ pub trait LogStore: Send + Sync {
         limit: usize,
     ) -> Result<std::result::Result<(Vec<Arc<SharedRecord>>, ReadSource), OutOfRange>>;
 
-    /// Durably records that subscription `name` has processed up to `cursor`.
-    async fn ack_cursor(&self, name: &str, cursor: u64) -> Result<u64>;
+    /// Durably records that subscription `name`, owned by `owner`, has processed up to
+    /// `cursor` (it never moves back), and returns the stored cursor. A subscription that does
+    /// not exist yet, or has no owner, becomes `owner`'s; one that another identity owns is
+    /// left alone ([`Owned::Other`]).
+    async fn ack_cursor(&self, name: &str, owner: &str, cursor: u64) -> Result<Owned<u64>>;
 
-    /// The cursor subscription `name` acknowledged last.
-    fn get_cursor(&self, name: &str) -> Result<Option<u64>>;
+    /// Makes subscription `name` `owner`'s if it does not exist yet or has no owner (durably),
+    /// and returns its acknowledged cursor (0: none yet); [`Owned::Other`] if another identity
+    /// owns it.
+    async fn claim_subscription(&self, name: &str, owner: &str) -> Result<Owned<u64>>;
+
+    /// Subscription `name` as stored, if it exists.
+    fn get_subscription(&self, name: &str) -> Result<Option<DurableSubscription>>;
 
     /// Makes everything written so far durable (at shutdown).
     async fn flush(&self) -> Result<()>;
@@ -533,6 +541,25 @@ pub struct ActionOutcome {
     pub baseline: Option<Baseline>,
     /// For an allow that changed something: what it allowed (element and contents).
     pub allowed: Option<incident::Allowed>,
+}
+
+/// A durable subscription as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableSubscription {
+    /// The cursor acknowledged last (0: none yet).
+    pub cursor: u64,
+    /// The identity (API token or certificate name) that owns it; `None` for one stored
+    /// before subscriptions had owners, which the next identity to use it claims.
+    pub owner: Option<String>,
+}
+
+/// The outcome of an operation on something only its owner may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owned<T> {
+    /// The caller owns it (now, or already): the result.
+    Mine(T),
+    /// Another identity owns it; nothing was read or changed.
+    Other,
 }
 
 /// Why a subscription cannot start where it asked.

@@ -7,7 +7,7 @@
 //!
 //! Usage: fleet_push --server https://127.0.0.1:8443 --pki DIR [--sensors 500] [--cert fleet]
 //! (the server must run with `--sensor-fleet-names <cert>` and the PKI from `procguardctl pki
-//! init --node <cert>`).
+//! init --fleet <cert>`).
 
 use procguard_proto::v1 as pb;
 use std::time::{Duration, Instant};

@@ -26,13 +26,15 @@
 //! never waits for a reader, so a slow subscriber costs ingest nothing and loses nothing.
 //!
 //! Trees: `records` (big-endian cursor → JSON [`LogRecord`]), `subscriptions` (durable name →
-//! big-endian acked cursor); `meta` key `log_floor` (see [`super::retention`]). The log also
+//! big-endian acked cursor followed by the owner's name in UTF-8; a value of the cursor alone
+//! was stored before subscriptions had owners and is claimed by the next identity to use it); `meta` key `log_floor` (see [`super::retention`]). The log also
 //! holds the incident trees ([`super::incidents`]) and `sensor_health` ([`super::sensors`]),
 //! which are written in the same transactions as their records.
 
 use super::{be, dec, enc, Store, TxError};
 use crate::store::{
-    LogRecord, LogStore, OutOfRange, ReadSource, RecordBody, Result, SharedRecord, StoreError,
+    DurableSubscription, LogRecord, LogStore, OutOfRange, Owned, ReadSource, RecordBody, Result,
+    SharedRecord, StoreError,
 };
 use procguard_core::incident::{Incident, Severity};
 use sled::transaction::TransactionalTree;
@@ -368,33 +370,37 @@ impl LogStore for Store {
     }
 
     /// and cannot pass the newest durable record. Returns the stored cursor.
-    async fn ack_cursor(&self, name: &str, cursor: u64) -> Result<u64> {
+    async fn ack_cursor(&self, name: &str, owner: &str, cursor: u64) -> Result<Owned<u64>> {
         let durable = *self.log.state.durable.borrow();
         if cursor > durable {
             return Err(StoreError::Rejected(format!(
                 "cursor {cursor} is past the newest record ({durable}); acknowledge only cursors you received"
             )));
         }
-        let stored = self
-            .log
-            .subscriptions
-            .update_and_fetch(name, |old| {
-                let old = old.map(be).unwrap_or(0);
-                Some(old.max(cursor).to_be_bytes().to_vec())
-            })?
-            .map(|v| be(&v))
-            .unwrap_or(cursor);
-        let gen = {
-            let _w = self.writer.lock().await;
-            self.log.committed(None)
+        let Some(stored) = self.update_subscription(name, owner, |old| old.max(cursor))? else {
+            return Ok(Owned::Other);
         };
-        self.log.wait_durable(&self.db, gen).await?;
-        Ok(stored)
+        self.wait_subscription_durable().await?;
+        Ok(Owned::Mine(stored))
     }
 
-    /// The acknowledged cursor of a durable subscription, if it exists.
-    fn get_cursor(&self, name: &str) -> Result<Option<u64>> {
-        Ok(self.log.subscriptions.get(name)?.map(|v| be(&v)))
+    async fn claim_subscription(&self, name: &str, owner: &str) -> Result<Owned<u64>> {
+        if let Some(s) = self.get_subscription(name)? {
+            match s.owner.as_deref() {
+                Some(o) if o == owner => return Ok(Owned::Mine(s.cursor)),
+                Some(_) => return Ok(Owned::Other),
+                None => {}
+            }
+        }
+        let Some(stored) = self.update_subscription(name, owner, |old| old)? else {
+            return Ok(Owned::Other);
+        };
+        self.wait_subscription_durable().await?;
+        Ok(Owned::Mine(stored))
+    }
+
+    fn get_subscription(&self, name: &str) -> Result<Option<DurableSubscription>> {
+        Ok(self.log.subscriptions.get(name)?.map(|v| subscription(&v)))
     }
 
     /// Flushes everything to disk (used at shutdown).
@@ -404,7 +410,56 @@ impl LogStore for Store {
     }
 }
 
+fn encode_subscription(cursor: u64, owner: Option<&str>) -> Vec<u8> {
+    let mut v = cursor.to_be_bytes().to_vec();
+    v.extend_from_slice(owner.unwrap_or_default().as_bytes());
+    v
+}
+
+/// A stored subscription value: the big-endian cursor, then the owner (absent in values
+/// stored before subscriptions had owners).
+fn subscription(v: &[u8]) -> DurableSubscription {
+    let owner = v.get(8..).filter(|o| !o.is_empty());
+    DurableSubscription {
+        cursor: be(v),
+        owner: owner.map(|o| String::from_utf8_lossy(o).into_owned()),
+    }
+}
+
 impl Store {
+    /// Sets subscription `name`'s cursor to `next(old)` if `owner` owns it, or makes it
+    /// `owner`'s if it does not exist or has no owner, atomically; returns the stored cursor,
+    /// or `None` (and changes nothing) if another identity owns it.
+    fn update_subscription(
+        &self,
+        name: &str,
+        owner: &str,
+        next: impl Fn(u64) -> u64,
+    ) -> Result<Option<u64>> {
+        let mut mine = true;
+        let stored = self.log.subscriptions.update_and_fetch(name, |old| {
+            let old = old.map(subscription).unwrap_or(DurableSubscription {
+                cursor: 0,
+                owner: None,
+            });
+            mine = old.owner.as_deref().is_none_or(|o| o == owner);
+            if !mine {
+                return Some(encode_subscription(old.cursor, old.owner.as_deref()));
+            }
+            Some(encode_subscription(next(old.cursor), Some(owner)))
+        })?;
+        Ok(mine.then(|| stored.map(|v| be(&v)).unwrap_or(0)))
+    }
+
+    /// Waits until a subscription write is durable (a flush that started after it).
+    async fn wait_subscription_durable(&self) -> Result<()> {
+        let gen = {
+            let _w = self.writer.lock().await;
+            self.log.committed(None)
+        };
+        self.log.wait_durable(&self.db, gen).await
+    }
+
     /// Records the shared tail holds now (for metrics and tests).
     pub fn tail_len(&self) -> usize {
         self.log.state.tail.read().expect("shared tail").len()

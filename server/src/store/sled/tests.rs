@@ -782,3 +782,70 @@ async fn the_audit_log_is_bounded_by_entry_age_and_size() {
     drop(s);
     assert_eq!(Store::open(dir.path()).unwrap().audit_bytes(), bytes);
 }
+
+#[tokio::test]
+async fn durable_subscriptions_belong_to_their_first_user_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = enforced_store(dir.path()).await;
+        s.ingest(
+            "n1",
+            &[event("o1", 2, "/bin/sh")],
+            &procguard_core::policy::Policies::default(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+        let last = s.last_cursor();
+        assert_eq!(
+            s.claim_subscription("siem", "alice").await.unwrap(),
+            Owned::Mine(0)
+        );
+        assert_eq!(
+            s.ack_cursor("siem", "alice", last).await.unwrap(),
+            Owned::Mine(last)
+        );
+        // Another identity neither moves nor claims it, and nothing changes.
+        assert_eq!(
+            s.ack_cursor("siem", "mallory", last).await.unwrap(),
+            Owned::Other
+        );
+        assert_eq!(
+            s.claim_subscription("siem", "mallory").await.unwrap(),
+            Owned::Other
+        );
+        // A subscription stored before owners existed (the cursor alone) is claimed by the
+        // next identity to use it, keeping its cursor.
+        s.log
+            .subscriptions
+            .insert("legacy", &3u64.to_be_bytes())
+            .unwrap();
+        assert_eq!(
+            s.get_subscription("legacy").unwrap(),
+            Some(DurableSubscription {
+                cursor: 3,
+                owner: None
+            })
+        );
+        assert_eq!(
+            s.claim_subscription("legacy", "bob").await.unwrap(),
+            Owned::Mine(3)
+        );
+        s.flush().await.unwrap();
+    }
+    let s = reopen(dir.path(), DEFAULT_TAIL_RECORDS);
+    let alice = s.get_subscription("siem").unwrap().unwrap();
+    assert_eq!(alice.owner.as_deref(), Some("alice"));
+    assert_eq!(
+        s.ack_cursor("legacy", "alice", 1).await.unwrap(),
+        Owned::Other
+    );
+    assert_eq!(
+        s.get_subscription("legacy")
+            .unwrap()
+            .unwrap()
+            .owner
+            .as_deref(),
+        Some("bob")
+    );
+}

@@ -1,6 +1,10 @@
 //! Loading TLS material. Every file is read and parsed at start-up, so a wrong path or a
 //! corrupt PEM is a configuration error (exit 64) rather than a failure on the first
-//! connection.
+//! connection. The server and the sensor then follow their files as they change
+//! ([`reload`]); the CLI and tests load once ([`client_config`]).
+
+pub mod reload;
+pub use reload::{client_tls, server_tls, Labels, Material, Outcome, Reloading, TlsFiles};
 
 use crate::self_metrics::record_certificate;
 use crate::ConfigError;
