@@ -30,6 +30,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&encoded)
         .extern_path(".procguard.v1.StreamRecord", "crate::Encoded")
         .extern_path(".procguard.v1", "crate::v1")
+        .compile_fds(fds.clone())?;
+    // The clients once more, with `SensorMessage` replaced by `crate::Encoded`: the sensor
+    // sends the events its spool holds as they are stored, never decoding them to encode them
+    // again (see `Encoded::event_batch`). Same paths, so the wire is unchanged.
+    let encoded_client = PathBuf::from(std::env::var("OUT_DIR")?).join("encoded_client");
+    std::fs::create_dir_all(&encoded_client)?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .build_client(true)
+        .out_dir(&encoded_client)
+        .extern_path(".procguard.v1.SensorMessage", "crate::Encoded")
+        .extern_path(".procguard.v1", "crate::v1")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -130,6 +130,12 @@ pub struct Config {
     /// past it the oldest observations are dropped (and counted) before any deviation.
     #[arg(long, env = "PROCGUARD_SPOOL_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub spool_bytes: u64,
+    /// Largest batch of events sent to the server, in bytes. A server that announces its
+    /// message limit in its Welcome lowers it (each batch stays 1 KiB under that limit); an
+    /// older server that does not is sent batches of at most this. A batch the server still
+    /// refuses as too large is sent again in halves; an event too large alone is shrunk.
+    #[arg(long, env = "PROCGUARD_MAX_BATCH_BYTES", default_value_t = 1024 * 1024)]
+    pub max_batch_bytes: usize,
     /// Log format.
     #[arg(long, env = "PROCGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -224,6 +230,8 @@ pub struct Uplink {
     pub tls: procguard_runtime::tls::Reloading<tonic::transport::ClientTlsConfig>,
     /// How often the TLS files are checked for changes.
     pub tls_reload_interval: std::time::Duration,
+    /// `--max-batch-bytes`.
+    pub max_batch_bytes: usize,
 }
 
 impl Config {
@@ -322,6 +330,13 @@ impl Config {
                 self.spool_bytes
             )));
         }
+        if self.max_batch_bytes < crate::uplink::MIN_BATCH_BYTES {
+            return Err(ConfigError(format!(
+                "--max-batch-bytes must be at least {} (16 KiB); got {}",
+                crate::uplink::MIN_BATCH_BYTES,
+                self.max_batch_bytes
+            )));
+        }
         let uplink = match &self.server {
             None if self.jsonl.is_some() => None,
             None => {
@@ -366,6 +381,7 @@ impl Config {
                     url: url.clone(),
                     tls,
                     tls_reload_interval: self.tls_reload_interval,
+                    max_batch_bytes: self.max_batch_bytes,
                 })
             }
         };

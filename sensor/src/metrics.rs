@@ -35,6 +35,18 @@ pub struct Metrics {
     pub spool_appended: Counter,
     /// Spool writes, fsyncs or reads that failed.
     pub spool_write_errors: Counter,
+    /// Spool records found damaged on disk (checksum failed) and counted as lost (also in
+    /// `buffer_drops`).
+    pub spool_corrupt_records: Counter,
+    /// Messages from the server that broke the protocol (an acknowledgement beyond the last
+    /// sequence this sensor assigned): refused, the spool kept, the stream reopened.
+    pub server_protocol_errors: Counter,
+    /// Events shrunk to fit the server's message limit (argv and labels cut, `argv_truncated`).
+    pub events_shrunk: Counter,
+    /// Batches the server refused as too large, sent again in smaller batches.
+    pub batches_split: Counter,
+    /// Events whose pod labels were cut to the per-event cap.
+    pub pod_labels_capped: Counter,
     /// Bytes held in the spool.
     pub spool_bytes: Gauge,
     /// The spool's limit in bytes (`--spool-bytes`; 0 without a server, when nothing spools):
@@ -224,6 +236,31 @@ impl Metrics {
             "spool_io_errors",
             "Spool writes, fsyncs or reads that failed",
             self.spool_write_errors.clone(),
+        );
+        r.register(
+            "spool_corrupt_records",
+            "Spool records found damaged on disk (checksum failed) and counted as lost",
+            self.spool_corrupt_records.clone(),
+        );
+        r.register(
+            "server_protocol_errors",
+            "Server messages refused as protocol errors (an ack beyond the sensor's last sequence); the spool is kept",
+            self.server_protocol_errors.clone(),
+        );
+        r.register(
+            "events_shrunk",
+            "Events shrunk (argv and labels cut, argv_truncated) to fit the server's message limit",
+            self.events_shrunk.clone(),
+        );
+        r.register(
+            "batches_split",
+            "Batches the server refused as too large, sent again in smaller batches",
+            self.batches_split.clone(),
+        );
+        r.register(
+            "pod_labels_capped",
+            "Events whose pod labels were cut to the per-event cap",
+            self.pod_labels_capped.clone(),
         );
         r.register(
             "spool_bytes",

@@ -120,8 +120,12 @@ pub struct PodMeta {
     pub kind: WorkloadKind,
     /// Owning workload name.
     pub workload: String,
-    /// Pod labels.
+    /// Pod labels, at most [`MAX_POD_LABELS`] of them and [`MAX_POD_LABEL_BYTES`] in all (the
+    /// first in key order); each event carries them.
     pub labels: BTreeMap<String, String>,
+    /// Whether the pod has more labels than `labels` holds: its events carry `pod_labels` in
+    /// `missing` (partial), so a cut label set is never taken for the whole one.
+    pub labels_capped: bool,
     /// Containers by runtime container ID (64 hex, without the `runtime://` prefix).
     pub containers: HashMap<String, ContainerMeta>,
     /// Exec probe commands (liveness, readiness, startup) per container name.
@@ -261,6 +265,7 @@ impl PodMeta {
             .and_then(|a| a.get("kubernetes.io/config.mirror"))
             .cloned()
             .filter(|h| !h.is_empty() && *h != uid);
+        let (labels, labels_capped) = cap_labels(pod.metadata.labels.as_ref());
         Some(Self {
             uid,
             mirror_of,
@@ -268,12 +273,38 @@ impl PodMeta {
             name: pod.metadata.name.clone().unwrap_or_default(),
             kind,
             workload,
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            labels,
+            labels_capped,
             containers,
             probes,
             sole_container,
         })
     }
+}
+
+/// Most labels of a pod each event carries. Every label travels with every event of the pod
+/// (for the policy's label selectors), so a pod with thousands of labels (the API server
+/// allows about 1.5 MB of them) would make every event, and every batch, that large.
+pub const MAX_POD_LABELS: usize = 64;
+/// Most bytes of labels (keys and values) each event carries.
+pub const MAX_POD_LABEL_BYTES: usize = 16 * 1024;
+
+/// The labels an event carries: the first in key order, within [`MAX_POD_LABELS`] and
+/// [`MAX_POD_LABEL_BYTES`]; and whether some were left out.
+fn cap_labels(labels: Option<&BTreeMap<String, String>>) -> (BTreeMap<String, String>, bool) {
+    let Some(all) = labels else {
+        return (BTreeMap::new(), false);
+    };
+    let mut kept = BTreeMap::new();
+    let mut bytes = 0usize;
+    for (k, v) in all {
+        bytes = bytes.saturating_add(k.len() + v.len());
+        if kept.len() == MAX_POD_LABELS || bytes > MAX_POD_LABEL_BYTES {
+            return (kept, true);
+        }
+        kept.insert(k.clone(), v.clone());
+    }
+    (kept, false)
 }
 
 /// Pods on this node by UID, shared by the watcher (writer) and the enricher (reader). Every
@@ -607,6 +638,10 @@ impl Enricher {
         }
         if meta.image_digest.is_none() {
             ev.mark_missing("image_digest");
+        }
+        if pod.labels_capped {
+            ev.mark_missing("pod_labels");
+            self.metrics.pod_labels_capped.inc();
         }
         ev.workload = WorkloadIdentity::new(
             &self.cluster,
@@ -1337,5 +1372,20 @@ pub(crate) mod tests {
             &s(&["cat"]),
             &s(&["cat", "/tmp/healthy"])
         ));
+    }
+
+    #[test]
+    fn pod_labels_are_capped_in_key_order_and_the_cut_is_said() {
+        let few: BTreeMap<String, String> = [("app".into(), "web".into())].into();
+        assert_eq!(cap_labels(Some(&few)), (few.clone(), false));
+        let many: BTreeMap<String, String> = (0..2000)
+            .map(|i| (format!("k{i:04}"), "v".repeat(500)))
+            .collect();
+        let (kept, cut) = cap_labels(Some(&many));
+        assert!(cut);
+        assert!(kept.len() <= MAX_POD_LABELS);
+        assert!(kept.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() <= MAX_POD_LABEL_BYTES);
+        assert_eq!(kept.keys().next().map(String::as_str), Some("k0000"));
+        assert_eq!(cap_labels(None), (BTreeMap::new(), false));
     }
 }

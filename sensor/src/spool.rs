@@ -10,10 +10,15 @@
 //! needs no index, no compaction and no transactions.
 //!
 //! **Layout** under `--spool-dir`:
-//! - `obs-<first seq>.seg`, `dev-<first seq>.seg`: observations and deviations, in two
-//!   separate queues so that observations can be dropped first. A record is `u32` LE payload
-//!   length, `u64` LE sequence, then the protobuf `SensorEvent`. A torn last record (a crash
-//!   mid-write) is cut off when the spool opens.
+//! - `obs-<first seq>.v2.seg`, `dev-<first seq>.v2.seg`: observations and deviations, in two
+//!   separate queues so that observations can be dropped first. A record is a magic, its
+//!   length, its sequence and a CRC-32, then the protobuf `SensorEvent` exactly as it goes on
+//!   the wire ([`record`]). A torn last record (a crash mid-write) is cut off when the spool
+//!   opens. A damaged record (its checksum fails) is a counted loss: it is counted once
+//!   (`procguard_sensor_spool_corrupt_records_total`, and as a drop), buried under a
+//!   tombstone, and reading goes on with the next intact record. Segments of the previous
+//!   format (`*.seg`, no checksum) are rewritten in this one when the spool opens, with a log
+//!   line each.
 //! - `state.json`: the sequence high-water mark (reserved in blocks, so sequence numbers keep
 //!   increasing across restarts without an fsync per event) and the lifetime counters
 //!   (appended, dropped), written atomically.
@@ -32,16 +37,20 @@
 
 use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Record header: payload length (u32) and sequence number (u64).
-const HEADER: u64 = 12;
-/// Largest record accepted when reading back; anything larger is corruption.
-const MAX_RECORD: u32 = 4 * 1024 * 1024;
+pub mod record;
+
+use record::{Item, Reader};
+
+/// Suffix of a segment in the current (checksummed) format.
+const SEGMENT_SUFFIX: &str = ".v2.seg";
+/// Suffix of a segment in the previous format, migrated when the spool opens.
+const V1_SUFFIX: &str = ".seg";
 /// Sequence numbers reserved per write of `state.json`.
 const SEQ_BLOCK: u64 = 100_000;
 /// Smallest `--spool-bytes`: a few segments of the smallest size.
@@ -132,8 +141,17 @@ struct Segment {
 #[derive(Debug)]
 struct Reading {
     first_seq: u64,
+    reader: Reader,
+}
+
+/// A damaged region found while reading, to be counted (once) by the spool.
+#[derive(Debug)]
+struct Damage {
+    path: PathBuf,
     offset: u64,
-    file: BufReader<File>,
+    bytes: u64,
+    /// Sequence of the intact record after it, if any: the damaged record's is below it.
+    next_seq: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -146,29 +164,27 @@ struct Queue {
     reading: Option<Reading>,
     peeked: Option<(u64, Vec<u8>)>,
     dirty: bool,
+    /// Damaged regions met while reading, not yet counted by the spool.
+    damage: Vec<Damage>,
 }
 
-/// Reads one record; `Ok(None)` at a clean or torn end.
-fn read_record(r: &mut impl Read) -> io::Result<Option<(u64, Vec<u8>)>> {
-    let mut h = [0u8; HEADER as usize];
-    match r.read_exact(&mut h) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes"));
-    let seq = u64::from_le_bytes(h[4..].try_into().expect("8 bytes"));
-    if len > MAX_RECORD || seq == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("record of {len} bytes with sequence {seq}"),
-        ));
-    }
-    let mut payload = vec![0u8; len as usize];
-    match r.read_exact(&mut payload) {
-        Ok(()) => Ok(Some((seq, payload))),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
-        Err(e) => Err(e),
+/// The sequence numbers of a segment's intact records, and the damaged regions in it.
+fn scan(path: &Path) -> io::Result<(Vec<u64>, Vec<Damage>)> {
+    let mut r = Reader::open(path)?;
+    let (mut seqs, mut damage) = (Vec::new(), Vec::new());
+    loop {
+        let offset = r.offset();
+        match r.next_item()? {
+            Item::Record { seq, .. } => seqs.push(seq),
+            Item::Tombstone { .. } => {}
+            Item::Damaged { bytes, next_seq } => damage.push(Damage {
+                path: path.to_path_buf(),
+                offset,
+                bytes,
+                next_seq,
+            }),
+            Item::Torn | Item::End => return Ok((seqs, damage)),
+        }
     }
 }
 
@@ -197,6 +213,7 @@ impl Queue {
             reading: None,
             peeked: None,
             dirty: false,
+            damage: Vec::new(),
         }
     }
 
@@ -218,30 +235,39 @@ impl Queue {
                 else {
                     return Ok(None);
                 };
-                let file = File::open(&seg.path)?;
                 self.reading = Some(Reading {
                     first_seq: seg.first_seq,
-                    offset: 0,
-                    file: BufReader::new(file),
+                    reader: Reader::open(&seg.path)?,
                 });
             }
             let r = self.reading.as_mut().expect("opened above");
-            match read_record(&mut r.file)? {
-                Some((seq, payload)) => {
-                    r.offset += HEADER + payload.len() as u64;
+            let offset = r.reader.offset();
+            match r.reader.next_item()? {
+                Item::Record { seq, payload, .. } => {
                     if seq > self.cursor {
                         self.peeked = Some((seq, payload));
                     }
                 }
-                None => {
-                    // End of this segment. The last segment may still grow: stay, and seek
-                    // back to the last whole record so a later read starts cleanly.
+                Item::Tombstone { .. } => {}
+                Item::Damaged { bytes, next_seq } => {
+                    let first_seq = r.first_seq;
+                    if let Some(seg) = self.segments.iter().find(|s| s.first_seq == first_seq) {
+                        self.damage.push(Damage {
+                            path: seg.path.clone(),
+                            offset,
+                            bytes,
+                            next_seq,
+                        });
+                    }
+                }
+                Item::Torn | Item::End => {
+                    // End of this segment. The last segment may still grow: stay (the reader
+                    // stays at the end), so a later read starts cleanly.
                     let is_last = self
                         .segments
                         .back()
                         .is_some_and(|s| s.first_seq == r.first_seq);
                     if is_last {
-                        r.file.seek(SeekFrom::Start(r.offset))?;
                         return Ok(None);
                     }
                     let done = r.first_seq;
@@ -309,6 +335,9 @@ pub struct Spool {
     next_seq: u64,
     acked: u64,
     metrics: Metrics,
+    /// Damaged regions counted in this run, so one whose tombstone could not be written is
+    /// not counted twice.
+    damage_seen: HashSet<(PathBuf, u64)>,
 }
 
 impl Spool {
@@ -329,10 +358,15 @@ impl Spool {
         let mut obs = Queue::new();
         let mut dev = Queue::new();
         let mut found = Vec::new();
+        let mut legacy = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_at(dir))? {
             let entry = entry.map_err(io_at(dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".seg") else {
+            let (stem, current) = if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) {
+                (stem, true)
+            } else if let Some(stem) = name.strip_suffix(V1_SUFFIX) {
+                (stem, false)
+            } else {
                 continue;
             };
             let (class, digits) = if let Some(d) = stem.strip_prefix("obs-") {
@@ -345,31 +379,62 @@ impl Spool {
             let Ok(first_seq) = digits.parse::<u64>() else {
                 continue;
             };
-            found.push((class, first_seq, entry.path()));
+            let path = dir.join(format!("{}{first_seq:020}{SEGMENT_SUFFIX}", class.prefix()));
+            if current {
+                found.push((class, first_seq, path));
+            } else {
+                legacy.push((class, first_seq, entry.path(), path));
+            }
+        }
+        // Segments of the previous format are rewritten in the current one, once. A crash
+        // after the new file was renamed into place but before the old one was removed leaves
+        // both: the new one is whole (it was synced before the rename), so the old one goes.
+        for (class, first_seq, old, new) in legacy {
+            if found.iter().any(|(_, _, p)| *p == new) {
+                std::fs::remove_file(&old).map_err(io_at(&old))?;
+                continue;
+            }
+            let (records, unread) = record::migrate_v1(&old, &new).map_err(io_at(&old))?;
+            tracing::info!(
+                message = "Migrated a spool segment to the checksummed format.",
+                from = %old.display(),
+                to = %new.display(),
+                records,
+                torn_bytes_cut = unread
+            );
+            found.push((class, first_seq, new));
         }
         found.sort_by_key(|(_, s, _)| *s);
         let mut recovered_new = 0u64;
         let mut max_seq = 0u64;
+        let mut damaged = Vec::new();
         for (class, first_seq, path) in found {
-            let mut r = BufReader::new(File::open(&path).map_err(io_at(&path))?);
-            let (mut records, mut valid, mut last_seq) = (0u64, 0u64, 0u64);
+            let mut r = Reader::open(&path).map_err(io_at(&path))?;
+            let (mut records, mut last_seq) = (0u64, 0u64);
             loop {
-                match read_record(&mut r) {
-                    Ok(Some((seq, payload))) => {
+                let offset = r.offset();
+                match r.next_item().map_err(io_at(&path))? {
+                    Item::Record { seq, .. } => {
                         records += 1;
-                        valid += HEADER + payload.len() as u64;
                         last_seq = seq;
                         if seq > state.last_seq {
                             recovered_new += 1;
                         }
                     }
-                    Ok(None) => break,
-                    Err(error) => {
-                        tracing::warn!(message = "Spool segment has a corrupt record; cutting it there.", path = %path.display(), %error);
-                        break;
-                    }
+                    Item::Tombstone { .. } => {}
+                    Item::Damaged { bytes, next_seq } => damaged.push((
+                        class,
+                        Damage {
+                            path: path.clone(),
+                            offset,
+                            bytes,
+                            next_seq,
+                        },
+                    )),
+                    Item::Torn | Item::End => break,
                 }
             }
+            let valid = r.offset();
             let len = std::fs::metadata(&path).map_err(io_at(&path))?.len();
             if len > valid {
                 tracing::warn!(message = "Cut a torn record off a spool segment.", path = %path.display(), bytes = len - valid);
@@ -380,6 +445,7 @@ impl Spool {
                     .map_err(io_at(&path))?;
             }
             if records == 0 {
+                // Nothing intact in it (any damage is counted below).
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
@@ -391,7 +457,7 @@ impl Spool {
             };
             q.segments.push_back(Segment {
                 first_seq,
-                last_seq,
+                last_seq: last_seq.max(first_seq),
                 records,
                 bytes: valid,
                 path,
@@ -427,8 +493,12 @@ impl Spool {
             next_seq,
             acked,
             metrics,
+            damage_seen: HashSet::new(),
         };
         s.reserve(next_seq + 1)?;
+        for (class, d) in damaged {
+            s.count_damage(class, d, false);
+        }
         s.gauges();
         tracing::info!(
             message = "Spool opened.",
@@ -524,6 +594,64 @@ impl Spool {
         }
     }
 
+    /// Counts `n` events of `class` as lost (the uplink gave them up).
+    pub fn count_lost(&mut self, class: Class, n: u64) {
+        self.count_drop(class, n);
+    }
+
+    /// A damaged record: a loss, counted once (as a drop, and in
+    /// `procguard_sensor_spool_corrupt_records_total`) unless the server already acknowledged
+    /// it (the intact record after it is at or below the acknowledged mark), then buried
+    /// under a tombstone so that neither this run nor the next counts it again. `in_records`:
+    /// the segment's record count still includes it (damage found while reading, not at open).
+    fn count_damage(&mut self, class: Class, d: Damage, in_records: bool) {
+        if !self.damage_seen.insert((d.path.clone(), d.offset)) {
+            return;
+        }
+        if in_records {
+            let q = self.queue(class);
+            if let Some(seg) = q.segments.iter_mut().find(|s| s.path == d.path) {
+                seg.records = seg.records.saturating_sub(1);
+            }
+        }
+        // Its sequence is below the next intact record's; unknown when none follows.
+        let acknowledged = d
+            .next_seq
+            .is_some_and(|n| n.saturating_sub(1) <= self.acked);
+        match record::bury(&d.path, d.offset, d.bytes) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                self.metrics.spool_write_errors.inc();
+                tracing::warn!(message = "Cannot mark a damaged spool record as counted; this run will not count it again, a restart may.", path = %d.path.display(), %error);
+            }
+        }
+        if acknowledged {
+            tracing::warn!(message = "Spool record damaged on disk; the server had already acknowledged it, so nothing is lost.", path = %d.path.display(), offset = d.offset, bytes = d.bytes);
+            return;
+        }
+        self.metrics.spool_corrupt_records.inc();
+        tracing::warn!(
+            message = "Spool record damaged on disk (its checksum fails); counted as a lost event, and the records after it are sent.",
+            class = ?class,
+            path = %d.path.display(),
+            offset = d.offset,
+            bytes = d.bytes,
+            next_sequence = d.next_seq.unwrap_or(0)
+        );
+        self.count_drop(class, 1);
+    }
+
+    /// Counts the damaged regions the readers met.
+    fn count_read_damage(&mut self) {
+        for class in [Class::Observation, Class::Deviation] {
+            let found = std::mem::take(&mut self.queue(class).damage);
+            for d in found {
+                self.count_damage(class, d, true);
+            }
+        }
+    }
+
     /// Deletes the oldest segment of `class`, counting its unacknowledged events as dropped.
     fn drop_oldest(&mut self, class: Class) -> bool {
         let acked = self.acked;
@@ -539,10 +667,9 @@ impl Spool {
         if seg.first_seq > acked.max(sent_upto) {
             dropped = seg.records;
         } else {
-            match File::open(&seg.path) {
-                Ok(f) => {
-                    let mut r = BufReader::new(f);
-                    while let Ok(Some((seq, _))) = read_record(&mut r) {
+            match scan(&seg.path) {
+                Ok((seqs, damage)) => {
+                    for seq in seqs {
                         if seq <= acked {
                         } else if seq <= sent_upto {
                             uncertain.push((seq, class == Class::Deviation));
@@ -550,6 +677,15 @@ impl Spool {
                             dropped += 1;
                         }
                     }
+                    // Damage not met before is lost with the segment: counted with it.
+                    let fresh: Vec<_> = damage
+                        .into_iter()
+                        .filter(|d| !self.damage_seen.contains(&(d.path.clone(), d.offset)))
+                        .collect();
+                    self.metrics
+                        .spool_corrupt_records
+                        .inc_by(fresh.len() as u64);
+                    dropped += fresh.len() as u64;
                 }
                 Err(error) => {
                     tracing::warn!(message = "Cannot read a spool segment before dropping it; counting all of it.", %error);
@@ -616,7 +752,7 @@ impl Spool {
             .is_none_or(|s| s.bytes + record.len() as u64 > segment_bytes && s.records > 0);
         if rotate || q.writer.is_none() {
             if rotate {
-                let path = dir.join(format!("{}{seq:020}.seg", class.prefix()));
+                let path = dir.join(format!("{}{seq:020}{SEGMENT_SUFFIX}", class.prefix()));
                 let f = OpenOptions::new().create(true).append(true).open(&path)?;
                 q.segments.push_back(Segment {
                     first_seq: seq,
@@ -655,10 +791,7 @@ impl Spool {
 
     /// Appends one encoded event. Returns false when the event was dropped (and counted).
     pub fn append(&mut self, class: Class, seq: u64, payload: &[u8]) -> bool {
-        let mut record = Vec::with_capacity(HEADER as usize + payload.len());
-        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&seq.to_le_bytes());
-        record.extend_from_slice(payload);
+        let record = record::encode(seq, payload);
         self.state.appended += 1;
         self.state.last_seq = seq;
         self.state_dirty = true;
@@ -712,11 +845,8 @@ impl Spool {
             if seg.first_seq > acked {
                 n += seg.records;
             } else if seg.last_seq > acked {
-                if let Ok(f) = File::open(&seg.path) {
-                    let mut r = BufReader::new(f);
-                    while let Ok(Some((seq, _))) = read_record(&mut r) {
-                        n += u64::from(seq > acked);
-                    }
+                if let Ok((seqs, _)) = scan(&seg.path) {
+                    n += seqs.iter().filter(|s| **s > acked).count() as u64;
                 }
             }
         }
@@ -748,21 +878,17 @@ impl Spool {
         self.state.uncertain.retain(|(s, _)| *s > seq);
         self.state_dirty = true;
         // Counters first: once a segment is gone its events can no longer be recounted.
-        let deletes = [&self.obs, &self.dev].iter().any(|q| {
-            q.segments
-                .front()
-                .is_some_and(|s| s.records > 0 && s.last_seq <= seq)
-        });
+        // A segment with no intact record left (all damaged, and counted) goes too.
+        let done = |s: &Segment| s.records == 0 || s.last_seq <= seq;
+        let deletes = [&self.obs, &self.dev]
+            .iter()
+            .any(|q| q.segments.front().is_some_and(done));
         if deletes {
             self.sync();
         }
         for class in [Class::Observation, Class::Deviation] {
             let q = self.queue(class);
-            while q
-                .segments
-                .front()
-                .is_some_and(|s| s.records > 0 && s.last_seq <= seq)
-            {
+            while q.segments.front().is_some_and(done) {
                 q.pop_front();
             }
         }
@@ -780,9 +906,17 @@ impl Spool {
         self.dev.rewind(after);
     }
 
-    /// Up to `max` records after the read position, in sequence order across both queues.
-    pub fn next_batch(&mut self, max: usize) -> Vec<(u64, Vec<u8>)> {
+    /// Up to `max` records after the read position, in sequence order across both queues,
+    /// whose `cost` (of each payload's length) adds up to at most `budget`; a first record
+    /// over the budget alone is returned alone (the caller shrinks it).
+    pub fn next_batch(
+        &mut self,
+        max: usize,
+        budget: usize,
+        cost: impl Fn(usize) -> usize,
+    ) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::new();
+        let mut used = 0usize;
         while out.len() < max {
             let a = self.obs.peek().unwrap_or_else(|e| self.read_failed(e));
             let b = self.dev.peek().unwrap_or_else(|e| self.read_failed(e));
@@ -793,10 +927,16 @@ impl Spool {
                 (Some(x), Some(y)) if x < y => &mut self.obs,
                 _ => &mut self.dev,
             };
+            let c = q.peeked.as_ref().map(|(_, p)| cost(p.len())).unwrap_or(0);
+            if !out.is_empty() && used.saturating_add(c) > budget {
+                break;
+            }
+            used = used.saturating_add(c);
             if let Some(r) = q.take() {
                 out.push(r);
             }
         }
+        self.count_read_damage();
         out
     }
 
@@ -851,7 +991,7 @@ mod tests {
     fn drain(s: &mut Spool) -> Vec<u64> {
         let mut all = Vec::new();
         loop {
-            let b = s.next_batch(7);
+            let b = s.next_batch(7, usize::MAX, |l| l);
             if b.is_empty() {
                 return all;
             }
@@ -955,5 +1095,129 @@ mod tests {
         assert!(s.bytes() < before);
         assert_eq!(s.records(), 0);
         assert_eq!(s.state().dropped_observations, 0);
+    }
+
+    /// Flips one byte inside the `n`th record of a segment (0-based).
+    fn damage(path: &Path, n: usize) {
+        let mut b = std::fs::read(path).unwrap();
+        let mut at = 0usize;
+        for _ in 0..n {
+            let len = u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
+            at += if b[at..at + 4] == record::TOMB {
+                len
+            } else {
+                record::HEADER as usize + len
+            };
+        }
+        b[at + record::HEADER as usize + 2] ^= 0xff;
+        std::fs::write(path, b).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_record_is_one_counted_loss_once_and_the_rest_is_replayed() {
+        let d = tempfile::tempdir().unwrap();
+        let m = Metrics::default();
+        let mut s = Spool::open(d.path(), 10 * MIN_SPOOL_BYTES, m.clone()).unwrap();
+        let seqs = fill(&mut s, Class::Observation, 10, 100);
+        s.sync();
+        let seg = s.obs.segments[0].path.clone();
+        drop(s);
+        damage(&seg, 4);
+        // Found when the spool opens: counted once, the rest replays.
+        let m = Metrics::default();
+        let mut s = Spool::open(d.path(), 10 * MIN_SPOOL_BYTES, m.clone()).unwrap();
+        let want: Vec<u64> = seqs.iter().copied().filter(|q| *q != seqs[4]).collect();
+        assert_eq!(drain(&mut s), want);
+        assert_eq!(s.state().dropped_observations, 1);
+        assert_eq!(m.spool_corrupt_records.get(), 1);
+        s.rewind(0);
+        assert_eq!(drain(&mut s), want, "a replay skips it quietly");
+        s.sync();
+        drop(s);
+        // Buried: a restart neither counts it again nor stops at it.
+        let m = Metrics::default();
+        let mut s = Spool::open(d.path(), 10 * MIN_SPOOL_BYTES, m.clone()).unwrap();
+        assert_eq!(drain(&mut s), want);
+        assert_eq!(s.state().dropped_observations, 1);
+        assert_eq!(m.spool_corrupt_records.get(), 0);
+        // Appended = still held + dropped.
+        assert_eq!(s.state().appended, s.unacked() + 1);
+        s.ack(*seqs.last().unwrap());
+        assert_eq!(s.records(), 0);
+    }
+
+    #[test]
+    fn damage_found_while_running_is_counted_once_and_never_stops_the_reader() {
+        let d = tempfile::tempdir().unwrap();
+        let m = Metrics::default();
+        let mut s = Spool::open(d.path(), 10 * MIN_SPOOL_BYTES, m.clone()).unwrap();
+        let seqs = fill(&mut s, Class::Deviation, 6, 50);
+        damage(&s.dev.segments[0].path.clone(), 2);
+        let want: Vec<u64> = seqs.iter().copied().filter(|q| *q != seqs[2]).collect();
+        assert_eq!(drain(&mut s), want);
+        s.rewind(0);
+        assert_eq!(drain(&mut s), want);
+        assert_eq!(s.state().dropped_deviations, 1);
+        assert_eq!(m.spool_corrupt_records.get(), 1);
+        assert_eq!(s.records(), 5);
+        // A damaged record the server had acknowledged is no loss.
+        let more = fill(&mut s, Class::Deviation, 3, 50);
+        s.ack(more[1]);
+        damage(&s.dev.segments[0].path.clone(), 6);
+        s.rewind(more[1]);
+        assert_eq!(drain(&mut s), vec![more[2]]);
+        assert_eq!(s.state().dropped_deviations, 1);
+    }
+
+    #[test]
+    fn a_spool_of_the_previous_format_is_migrated_and_replayed_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let old = |name: &str, seqs: &[u64]| {
+            let mut b = Vec::new();
+            for seq in seqs {
+                let p = format!("event {seq}");
+                b.extend_from_slice(&(p.len() as u32).to_le_bytes());
+                b.extend_from_slice(&seq.to_le_bytes());
+                b.extend_from_slice(p.as_bytes());
+            }
+            std::fs::write(d.path().join(name), b).unwrap();
+        };
+        old("obs-00000000000000000011.seg", &[11, 12, 14]);
+        old("dev-00000000000000000013.seg", &[13, 15]);
+        let state = State {
+            seq_reserved: 100,
+            last_seq: 15,
+            appended: 5,
+            ..State::default()
+        };
+        std::fs::write(
+            d.path().join("state.json"),
+            serde_json::to_vec(&state).unwrap(),
+        )
+        .unwrap();
+        let mut s = open(d.path(), 10 * MIN_SPOOL_BYTES);
+        let mut got = Vec::new();
+        loop {
+            let b = s.next_batch(2, usize::MAX, |l| l);
+            if b.is_empty() {
+                break;
+            }
+            got.extend(b);
+        }
+        let want: Vec<(u64, Vec<u8>)> = [11u64, 12, 13, 14, 15]
+            .iter()
+            .map(|q| (*q, format!("event {q}").into_bytes()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(s.state().appended, 5, "nothing counted twice");
+        let names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".seg"))
+            .collect();
+        assert!(
+            names.iter().all(|n| n.ends_with(SEGMENT_SUFFIX)),
+            "{names:?}"
+        );
     }
 }

@@ -3,7 +3,24 @@
 //! durable [`Spool`] until the server says it is durable.
 //!
 //! On reconnect the server's `Welcome` names the last durable sequence; everything after it
-//! is sent again from the spool (the server skips IDs it already has). While the server is
+//! is sent again from the spool (the server skips IDs it already has). Spooled events are
+//! sent as the spool holds them, already encoded (`procguard_proto::encoded_client`): they
+//! are never decoded to be encoded again, except an event too large for a batch alone, which
+//! is shrunk first.
+//!
+//! **Acknowledgements are checked.** An `Ack` or `Welcome` beyond the last sequence this
+//! sensor ever assigned cannot be true (it would acknowledge events that do not exist yet): it
+//! is a protocol error, counted in `procguard_sensor_server_protocol_errors_total` and
+//! logged; nothing is deleted from the spool on its word, and the stream is opened again
+//! after the usual backoff.
+//!
+//! **Batches fit the server.** A batch is at most [`BATCH`] events and at most the byte
+//! budget: `--max-batch-bytes`, lowered to 1 KiB under the limit the server announces in its
+//! `Welcome`. A batch the server still refuses as too large (`OUT_OF_RANGE`: an older server
+//! that does not announce its limit, or a proxy with a lower one) halves the budget for the
+//! rest of the sensor's life; an event larger than the budget alone is shrunk (its pod labels
+//! left out, then argv cut from the end, `argv_truncated`), counted in
+//! `procguard_sensor_events_shrunk_total`, and never retried as it was. While the server is
 //! unreachable, matching goes on against the last baselines received, which are saved in the
 //! spool directory, so deviations are still detected after a sensor restart with the server
 //! down.
@@ -15,8 +32,10 @@ use procguard_core::baseline::{Matcher, Verdict};
 use procguard_core::ProcessEvent;
 use procguard_proto::convert::{baseline_from_pb, timestamp};
 use procguard_proto::v1 as pb;
+use procguard_proto::Encoded;
 use prost::Message;
-use std::collections::{BTreeMap, VecDeque};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
@@ -25,6 +44,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Events per batch.
 const BATCH: usize = 500;
+/// Smallest byte budget a batch is ever given (`--max-batch-bytes` may not be lower, and
+/// halving after refusals stops here): room for one event with its argv cut.
+pub const MIN_BATCH_BYTES: usize = 16 * 1024;
+/// How far under the server's announced message limit a batch stays.
+const SERVER_MARGIN: usize = 1024;
 /// How long an event may wait for its batch to fill.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Unacknowledged events in flight before sending pauses for acks; the rest wait in the spool.
@@ -107,8 +131,14 @@ pub struct Uplink {
     cluster: String,
     boot_id: String,
     spool: Option<Spool>,
-    /// Sent and not yet acknowledged: (last sequence of a batch, events in it).
-    in_flight: VecDeque<(u64, usize)>,
+    /// Sent and not yet acknowledged: (last sequence of a batch, events in it, its bytes).
+    in_flight: VecDeque<(u64, usize, usize)>,
+    /// The message limit the server announced in its last Welcome (0: it did not say).
+    server_limit: usize,
+    /// The byte budget learned from batches the server refused as too large.
+    learned_cap: usize,
+    /// Sequences of events given up in this run (too large even shrunk), counted once.
+    given_up: HashSet<u64>,
     matcher: Matcher,
     /// The enforced baselines as the server sent them, saved for a restart.
     baselines: BTreeMap<String, pb::Baseline>,
@@ -147,6 +177,9 @@ impl Uplink {
             boot_id: uuid::Uuid::new_v4().to_string(),
             spool,
             in_flight: VecDeque::new(),
+            server_limit: 0,
+            learned_cap: usize::MAX,
+            given_up: HashSet::new(),
             matcher: Matcher::default(),
             baselines: BTreeMap::new(),
             baseline_revision: 0,
@@ -273,9 +306,34 @@ impl Uplink {
         spool.append(class, sequence, &event.encode_to_vec());
     }
 
+    /// Refuses an acknowledgement of `seq` when this sensor never assigned it: the server (or
+    /// whoever speaks for it) claims to hold events that do not exist, and believing it would
+    /// delete the spool. Counted and logged; the caller ends the stream and keeps the spool.
+    fn check_ack(&self, what: &str, seq: u64) -> Result<(), String> {
+        let last = self.spool.as_ref().map(|s| s.last_sequence()).unwrap_or(0);
+        if seq <= last {
+            return Ok(());
+        }
+        self.metrics.server_protocol_errors.inc();
+        tracing::error!(
+            message = "The server acknowledged events this sensor never sent; refusing it, keeping the spool, and reconnecting later.",
+            what,
+            acknowledged = seq,
+            last_sequence = last,
+            spooled = self.spool.as_ref().map(|s| s.records()).unwrap_or(0)
+        );
+        Err(format!(
+            "protocol error: {what} acknowledges sequence {seq}, beyond this sensor's last sequence {last}; the spool is kept"
+        ))
+    }
+
     fn ack(&mut self, seq: u64) {
-        while self.in_flight.front().is_some_and(|(last, _)| *last <= seq) {
-            if let Some((_, n)) = self.in_flight.pop_front() {
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|(last, _, _)| *last <= seq)
+        {
+            if let Some((_, n, _)) = self.in_flight.pop_front() {
                 self.metrics.events_acked.inc_by(n as u64);
             }
         }
@@ -285,13 +343,40 @@ impl Uplink {
     }
 
     fn in_flight(&self) -> usize {
-        self.in_flight.iter().map(|(_, n)| n).sum()
+        self.in_flight.iter().map(|(_, n, _)| n).sum()
     }
 
-    fn apply(&mut self, msg: pb::ServerMessage) {
+    /// The byte budget of the next batch.
+    fn batch_budget(&self, config: &UplinkConfig) -> usize {
+        let mut cap = config.max_batch_bytes.min(self.learned_cap);
+        if self.server_limit > 0 {
+            cap = cap.min(self.server_limit.saturating_sub(SERVER_MARGIN));
+        }
+        cap.max(1)
+    }
+
+    /// The server refused a batch as too large: the next ones get half the largest that was
+    /// in flight (never under [`MIN_BATCH_BYTES`]).
+    fn split_after_refusal(&mut self, why: &str) {
+        let largest = self.in_flight.iter().map(|(_, _, b)| *b).max().unwrap_or(0);
+        if largest == 0 {
+            return;
+        }
+        self.learned_cap = (largest / 2).max(MIN_BATCH_BYTES).min(self.learned_cap);
+        self.metrics.batches_split.inc();
+        tracing::warn!(message = "The server refused a batch as too large; sending smaller batches.", largest_batch_bytes = largest, budget_bytes = self.learned_cap, error = %why);
+    }
+
+    fn apply(&mut self, msg: pb::ServerMessage) -> Result<(), String> {
         match msg.body {
-            Some(pb::server_message::Body::Ack(a)) => self.ack(a.sequence),
-            Some(pb::server_message::Body::Welcome(w)) => self.ack(w.acked_sequence),
+            Some(pb::server_message::Body::Ack(a)) => {
+                self.check_ack("an Ack", a.sequence)?;
+                self.ack(a.sequence)
+            }
+            Some(pb::server_message::Body::Welcome(w)) => {
+                self.check_ack("the Welcome", w.acked_sequence)?;
+                self.ack(w.acked_sequence)
+            }
             Some(pb::server_message::Body::Snapshot(s)) => {
                 let revision = s.revision;
                 self.apply_snapshot(s, true);
@@ -307,7 +392,7 @@ impl Uplink {
                         Ok(d) => (d.workload.to_string(), d.state),
                         Err(e) => {
                             tracing::warn!(message = "Ignored a malformed baseline update from the server.", error = %e);
-                            return;
+                            return Ok(());
                         }
                     };
                     if u.removed {
@@ -328,6 +413,7 @@ impl Uplink {
             }
             None => {}
         }
+        Ok(())
     }
 
     fn health(&self) -> pb::SensorMessage {
@@ -364,7 +450,10 @@ impl Uplink {
                 Ok(()) => break,
                 Err(e) => {
                     self.metrics.connected.set(0);
-                    tracing::warn!(message = "Server stream down; retrying.", error = %e, retry_in_ms = backoff.as_millis() as u64, spooled = self.spool.as_ref().map(|s| s.records()).unwrap_or(0));
+                    if e.code == Some(tonic::Code::OutOfRange) {
+                        self.split_after_refusal(&e.why);
+                    }
+                    tracing::warn!(message = "Server stream down; retrying.", error = %e.why, retry_in_ms = backoff.as_millis() as u64, spooled = self.spool.as_ref().map(|s| s.records()).unwrap_or(0));
                 }
             }
             self.in_flight.clear();
@@ -406,7 +495,7 @@ impl Uplink {
         config: &UplinkConfig,
         rx: &mut mpsc::Receiver<ProcessEvent>,
         shutdown: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), Down> {
         // The certificate in use now; a later change ends this session to reconnect with it.
         let mut tls = config.tls.clone();
         let endpoint = tonic::transport::Endpoint::from_shared(config.url.clone())
@@ -419,9 +508,12 @@ impl Uplink {
             .connect()
             .await
             .map_err(|e| format!("connect: {e:?}"))?;
-        let mut client = pb::sensor_service_client::SensorServiceClient::new(channel)
+        let mut client =
+            procguard_proto::encoded_client::sensor_service_client::SensorServiceClient::new(
+                channel,
+            )
             .max_decoding_message_size(64 * 1024 * 1024);
-        let (tx, out_rx) = mpsc::channel::<pb::SensorMessage>(OUTBOUND);
+        let (tx, out_rx) = mpsc::channel::<Encoded>(OUTBOUND);
         let hello = pb::SensorMessage {
             body: Some(pb::sensor_message::Body::Hello(pb::Hello {
                 node_name: self.node.clone(),
@@ -440,11 +532,11 @@ impl Uplink {
                 cluster: self.cluster.clone(),
             })),
         };
-        tx.send(hello).await.map_err(|e| e.to_string())?;
+        tx.send(Encoded::of(&hello)).await.map_err(Down::other)?;
         let mut inbound = client
             .session(tokio_stream::wrappers::ReceiverStream::new(out_rx))
             .await
-            .map_err(|s| format!("{}: {}", s.code(), s.message()))?
+            .map_err(Down::status)?
             .into_inner();
         let mut flush = tokio::time::interval(FLUSH_EVERY);
         let mut health = tokio::time::interval(HEALTH_EVERY);
@@ -453,7 +545,7 @@ impl Uplink {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     if welcomed {
-                        self.drain_on_shutdown(&tx, &mut inbound, rx).await;
+                        self.drain_on_shutdown(config, &tx, &mut inbound, rx).await;
                     }
                     // Whatever is still unacknowledged stays in the spool for the next run.
                     return Ok(());
@@ -461,6 +553,9 @@ impl Uplink {
                 msg = inbound.next() => match msg {
                     Some(Ok(m)) => {
                         if let Some(pb::server_message::Body::Welcome(w)) = &m.body {
+                            // Checked before anything is settled on its word.
+                            self.check_ack("the Welcome", w.acked_sequence).map_err(Down::other)?;
+                            self.server_limit = usize::try_from(w.max_message_bytes).unwrap_or(usize::MAX);
                             welcomed = true;
                             self.metrics.connected.set(1);
                             // Replay everything after the server's durable mark.
@@ -474,17 +569,17 @@ impl Uplink {
                             // What was counted while away, first the report saved while
                             // disconnected, then the current one.
                             if let Some(saved) = self.spool.as_ref().and_then(|s| s.load_file(HEALTH_FILE)) {
-                                if let Ok(h) = pb::SensorMessage::decode(saved.as_slice()) {
-                                    tx.send(h).await.map_err(|e| e.to_string())?;
+                                if pb::SensorMessage::decode(saved.as_slice()).is_ok() {
+                                    tx.send(Encoded(saved.into())).await.map_err(Down::other)?;
                                 }
                                 if let Some(s) = &self.spool { s.remove_file(HEALTH_FILE) }
                             }
-                            tx.send(self.health()).await.map_err(|e| e.to_string())?;
+                            tx.send(Encoded::of(&self.health())).await.map_err(Down::other)?;
                         }
-                        self.apply(m);
+                        self.apply(m).map_err(Down::other)?;
                     }
-                    Some(Err(s)) => return Err(format!("{}: {}", s.code(), s.message())),
-                    None => return Err("server closed the stream".into()),
+                    Some(Err(s)) => return Err(Down::status(s)),
+                    None => return Err(Down::other("server closed the stream")),
                 },
                 ev = rx.recv() => match ev {
                     Some(ev) => self.take(ev, rx),
@@ -493,18 +588,18 @@ impl Uplink {
                 // Unacknowledged events stay spooled and are replayed on the new connection.
                 () = tls.changed() => {
                     tracing::info!(message = "TLS certificate changed; reconnecting with it.");
-                    return Err("TLS certificate changed; reconnecting with it".into());
+                    return Err(Down::other("TLS certificate changed; reconnecting with it"));
                 }
                 _ = health.tick() => {
-                    if welcomed && tx.send(self.health()).await.is_err() {
-                        return Err("stream closed".into());
+                    if welcomed && tx.send(Encoded::of(&self.health())).await.is_err() {
+                        return Err(Down::other("stream closed"));
                     }
                 }
                 _ = flush.tick() => {
                     let Some(spool) = self.spool.as_mut() else { continue };
                     spool.sync();
                     if welcomed {
-                        self.send_ready(&tx).await?;
+                        self.send_ready(config, &tx).await.map_err(Down::other)?;
                     }
                 }
             }
@@ -512,36 +607,66 @@ impl Uplink {
     }
 
     /// Sends spooled events after the read position while fewer than [`IN_FLIGHT`] wait for
-    /// their ack.
-    async fn send_ready(&mut self, tx: &mpsc::Sender<pb::SensorMessage>) -> Result<(), String> {
+    /// their ack: each batch as the spool holds its events, within the byte budget.
+    async fn send_ready(
+        &mut self,
+        config: &UplinkConfig,
+        tx: &mpsc::Sender<Encoded>,
+    ) -> Result<(), String> {
         while self.in_flight() < IN_FLIGHT {
+            let budget = self.batch_budget(config);
             let Some(spool) = self.spool.as_mut() else {
                 break;
             };
-            let records = spool.next_batch(BATCH);
+            // The message is `Encoded::event_batch_len` of the events' costs; the framing
+            // around the costs is at most 11 bytes.
+            let records = spool.next_batch(BATCH, budget.saturating_sub(11), |len| {
+                Encoded::event_batch_cost(len)
+            });
             let Some(last) = records.last().map(|(s, _)| *s) else {
                 break;
             };
-            let mut events = Vec::with_capacity(records.len());
-            for (seq, bytes) in records {
-                match pb::SensorEvent::decode(bytes.as_slice()) {
-                    Ok(e) => events.push(e),
-                    Err(error) => {
-                        // Only a disk that corrupted the record gets here; the event is lost,
-                        // so it is counted.
-                        self.metrics.buffer_drops.inc();
-                        tracing::warn!(message = "Dropped an unreadable spooled event.", sequence = seq, %error);
+            let mut events: Vec<Cow<'_, [u8]>> = Vec::with_capacity(records.len());
+            for (seq, bytes) in &records {
+                let cost = Encoded::event_batch_len(Encoded::event_batch_cost(bytes.len()));
+                if cost <= budget {
+                    events.push(Cow::Borrowed(bytes.as_slice()));
+                    continue;
+                }
+                // Alone, and still over the budget: shrunk, or given up (counted) when even
+                // that does not fit.
+                match shrink(bytes, budget.saturating_sub(32)) {
+                    Some(small) => {
+                        self.metrics.events_shrunk.inc();
+                        tracing::warn!(message = "Event too large for a batch; sent shrunk (pod labels left out, argv cut, argv_truncated).", sequence = seq, bytes = bytes.len(), shrunk_to = small.len(), budget_bytes = budget);
+                        events.push(Cow::Owned(small));
+                    }
+                    None => {
+                        if self.given_up.insert(*seq) {
+                            let class = match pb::SensorEvent::decode(bytes.as_slice()) {
+                                Ok(e) if e.kind == pb::EventKind::Deviation as i32 => {
+                                    Class::Deviation
+                                }
+                                _ => Class::Observation,
+                            };
+                            if let Some(s) = self.spool.as_mut() {
+                                s.count_lost(class, 1);
+                            }
+                            tracing::error!(message = "Event too large for the server even shrunk; dropped and counted.", sequence = seq, bytes = bytes.len(), budget_bytes = budget);
+                        }
                     }
                 }
             }
             let n = events.len();
-            let msg = pb::SensorMessage {
-                body: Some(pb::sensor_message::Body::Batch(pb::EventBatch { events })),
-            };
+            if n == 0 {
+                continue;
+            }
+            let msg = Encoded::event_batch(events.iter().map(|e| e.as_ref()));
+            let bytes = msg.0.len();
             if tx.send(msg).await.is_err() {
                 return Err("stream closed".into());
             }
-            self.in_flight.push_back((last, n));
+            self.in_flight.push_back((last, n, bytes));
         }
         Ok(())
     }
@@ -551,7 +676,8 @@ impl Uplink {
     /// as little as possible behind.
     async fn drain_on_shutdown(
         &mut self,
-        tx: &mpsc::Sender<pb::SensorMessage>,
+        config: &UplinkConfig,
+        tx: &mpsc::Sender<Encoded>,
         inbound: &mut tonic::Streaming<pb::ServerMessage>,
         rx: &mut mpsc::Receiver<ProcessEvent>,
     ) {
@@ -561,7 +687,7 @@ impl Uplink {
             if let Ok(ev) = rx.try_recv() {
                 self.take(ev, rx);
             }
-            if self.send_ready(tx).await.is_err() {
+            if self.send_ready(config, tx).await.is_err() {
                 return;
             }
             if self.in_flight.is_empty() && !capture_open {
@@ -578,12 +704,75 @@ impl Uplink {
                     None => capture_open = false,
                 },
                 msg = inbound.next() => match msg {
-                    Some(Ok(m)) => self.apply(m),
+                    Some(Ok(m)) => if self.apply(m).is_err() { return },
                     _ => return,
                 },
             }
         }
     }
+}
+
+/// Why a stream ended: the server's status, when it sent one.
+#[derive(Debug)]
+struct Down {
+    code: Option<tonic::Code>,
+    why: String,
+}
+
+impl From<String> for Down {
+    fn from(why: String) -> Self {
+        Self::other(why)
+    }
+}
+
+impl Down {
+    fn status(s: tonic::Status) -> Self {
+        Self {
+            code: Some(s.code()),
+            why: format!("{}: {}", s.code(), s.message()),
+        }
+    }
+
+    fn other(why: impl ToString) -> Self {
+        Self {
+            code: None,
+            why: why.to_string(),
+        }
+    }
+}
+
+/// An encoded event shrunk to at most `budget` bytes: its pod labels left out (`pod_labels`
+/// in `missing`), then argv cut from the end (`argv_truncated`). `None` when it is still too
+/// large with no argv and no labels (or does not decode).
+fn shrink(bytes: &[u8], budget: usize) -> Option<Vec<u8>> {
+    let mut ev = pb::SensorEvent::decode(bytes).ok()?;
+    let p = ev.process.as_mut()?;
+    if let Some(c) = p.container.as_mut().filter(|c| !c.pod_labels.is_empty()) {
+        c.pod_labels.clear();
+        if !p.missing.iter().any(|m| m == "pod_labels") {
+            p.missing.push("pod_labels".into());
+        }
+        p.completeness = pb::Completeness::Partial as i32;
+    }
+    // Cut argv by what is over, then entry by entry until it fits.
+    let mut len = ev.encoded_len();
+    while len > budget {
+        let p = ev.process.as_mut()?;
+        let over = len - budget;
+        let last = p.argv.last_mut()?;
+        p.argv_truncated = true;
+        if last.len() > over + 16 {
+            let mut keep = last.len() - over - 16;
+            while !last.is_char_boundary(keep) {
+                keep -= 1;
+            }
+            last.truncate(keep);
+        } else {
+            p.argv.pop();
+        }
+        len = ev.encoded_len();
+    }
+    Some(ev.encode_to_vec())
 }
 
 #[cfg(test)]
@@ -688,12 +877,77 @@ mod tests {
                 revision: 1,
                 baselines: vec![procguard_proto::convert::baseline_to_pb(&b, false)],
             })),
-        });
+        })
+        .unwrap();
         up.accept(run(Some(&approved)));
         assert_eq!(metrics.deviations.get(), 0, "the approved content");
         up.accept(run(Some(&"b".repeat(64))));
         assert_eq!(metrics.deviations.get(), 1, "a modified executable");
         up.accept(run(None));
         assert_eq!(metrics.deviations.get(), 2, "content unverified");
+    }
+
+    #[test]
+    fn an_event_too_large_is_shrunk_to_the_budget_and_says_so() {
+        let mut ev = event(9);
+        ev.argv = (0..64)
+            .map(|i| format!("{i}{}", "a".repeat(1023)))
+            .collect();
+        let container = ev.container.as_mut().unwrap();
+        container.pod_labels = (0..100)
+            .map(|i| (format!("k{i}"), "v".repeat(500)))
+            .collect();
+        let big = pb::SensorEvent {
+            event_id: "e".into(),
+            sequence: 1,
+            kind: pb::EventKind::Observation as i32,
+            process: Some((&ev).into()),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert!(big.len() > 100_000);
+        for budget in [60_000, 20_000, 4_000] {
+            let small = shrink(&big, budget).expect("fits once cut");
+            assert!(small.len() <= budget, "{} > {budget}", small.len());
+            let got = pb::SensorEvent::decode(small.as_slice()).unwrap();
+            let p = got.process.unwrap();
+            assert!(p.argv_truncated);
+            assert!(p.missing.contains(&"pod_labels".to_string()));
+            assert!(p.container.unwrap().pod_labels.is_empty());
+            assert_eq!(p.exe_path, ev.exe_path, "the executable is never cut");
+        }
+        assert_eq!(shrink(&big, 100), None, "too large even with no argv");
+    }
+
+    /// An acknowledgement of events this sensor never numbered is a protocol error: refused,
+    /// counted, and the spool keeps everything; an honest one still deletes what it covers.
+    #[test]
+    fn an_ack_beyond_the_last_sequence_is_refused_and_the_spool_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let metrics = Metrics::default();
+        let spool = Spool::open(d.path(), crate::spool::MIN_SPOOL_BYTES, metrics.clone()).unwrap();
+        let mut up = Uplink::new(None, "n", "c", Some(spool), metrics.clone(), None);
+        for pid in 1..=3 {
+            up.accept(event(pid));
+        }
+        let last = up.spool.as_ref().unwrap().last_sequence();
+        let ack = |seq| pb::ServerMessage {
+            body: Some(pb::server_message::Body::Ack(pb::Ack { sequence: seq })),
+        };
+        let welcome = |seq| pb::ServerMessage {
+            body: Some(pb::server_message::Body::Welcome(pb::Welcome {
+                acked_sequence: seq,
+                ..Default::default()
+            })),
+        };
+        for msg in [ack(u64::MAX), welcome(last + 1)] {
+            let err = up.apply(msg).unwrap_err();
+            assert!(err.contains("beyond this sensor's last sequence"), "{err}");
+        }
+        assert_eq!(metrics.server_protocol_errors.get(), 2);
+        assert_eq!(up.spool.as_ref().unwrap().records(), 3, "nothing deleted");
+        assert_eq!(up.spool.as_ref().unwrap().acked(), 0);
+        up.apply(ack(last)).unwrap();
+        assert_eq!(up.spool.as_ref().unwrap().acked(), last);
     }
 }

@@ -30,8 +30,8 @@ use tonic::Status;
 /// The limit a violation was counted under.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabel {
-    /// Limit name: message_bytes, batch_events, argv_count, argv_bytes, baseline_elements,
-    /// api_rps, sensor_streams, subscriber_streams.
+    /// Limit name: message_bytes, batch_events, argv_count, argv_bytes, sequence,
+    /// baseline_elements, api_rps, sensor_streams, subscriber_streams.
     pub limit: String,
 }
 
@@ -57,6 +57,14 @@ pub const DEFAULT_API_BURST: f64 = 200.0;
 pub const DEFAULT_MAX_SENSOR_STREAMS: usize = 10_000;
 /// Default subscription streams open at once.
 pub const DEFAULT_MAX_SUBSCRIBER_STREAMS: usize = 64;
+/// How far beyond a node's mark an event's sequence may be: its mark is the higher of what
+/// the server acknowledged for the node and the server's clock in microseconds since the
+/// epoch. A sensor numbers its events from its own clock in microseconds (so that a sensor
+/// whose spool was wiped still numbers above its previous life) and counts up by one per
+/// event, so its sequences stay near that clock; 2^40 leaves 12.7 days of clock skew, or a
+/// trillion events, of room. A sequence past it (2^64-1, say) would have the server
+/// acknowledge everything the node will ever send, and its real sensor delete its spool.
+pub const SEQUENCE_AHEAD: u64 = 1 << 40;
 
 /// The configured limits.
 #[derive(Debug, Clone)]
@@ -351,6 +359,21 @@ impl Limits {
         if let Err(e) = self.message_status(&status).add_header(headers) {
             tracing::debug!(message = "Could not rewrite the status message.", error = %e);
         }
+    }
+
+    /// Checks one event's sequence against its node's `mark` (see [`SEQUENCE_AHEAD`]); the
+    /// message says what was wrong and what to do.
+    pub fn check_sequence(&self, seq: u64, mark: u64, node: &str) -> Result<(), String> {
+        let limit = mark.saturating_add(SEQUENCE_AHEAD);
+        if seq <= limit {
+            return Ok(());
+        }
+        self.violated("sequence");
+        Err(format!(
+            "sequence {seq} is more than 2^40 beyond node '{node}''s mark {mark} (the higher of what this server acknowledged for the node and its clock in microseconds); \
+             sensors number events from their clock and count up, so no sensor sends this: check the sensor's clock, \
+             and if its spool directory was copied from elsewhere, move its state.json away"
+        ))
     }
 
     /// Checks one event's argv against the argv limits; the message names the limit.

@@ -215,6 +215,9 @@ pub struct Metrics {
     pub batches_rejected: Counter,
     /// Sensor streams refused (no certificate, wrong node).
     pub sensor_rejected: Counter,
+    /// Sensor streams whose stored acknowledged mark was beyond the sensor's own last
+    /// sequence (acknowledged only up to the sensor's).
+    pub sensor_acked_beyond_last: Counter,
     /// API calls denied.
     pub api_denied: Counter,
     /// Sensors connected now.
@@ -304,6 +307,11 @@ impl Metrics {
             "sensor_streams_rejected",
             "Sensor streams refused (certificate or node mismatch)",
             self.sensor_rejected.clone(),
+        );
+        r.register(
+            "sensor_acked_beyond_last",
+            "Sensor streams whose stored acknowledged mark was beyond the sensor's own last sequence (acknowledged only up to the sensor's)",
+            self.sensor_acked_beyond_last.clone(),
         );
         r.register(
             "api_denied",

@@ -757,3 +757,178 @@ fn a_deviation_is_detected_by_a_restarted_sensor_while_the_server_is_down() {
     let peak = sensor.peak_rss_kib();
     prove("deviation-while-server-down", &mut sensor, &server, peak);
 }
+
+/// The spool's records in order, as (offset, whole length) pairs, read with the current
+/// on-disk format (magic, length, sequence, CRC-32, payload).
+fn spool_records(seg: &Path) -> Vec<(usize, usize)> {
+    let b = std::fs::read(seg).unwrap();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 20 <= b.len() {
+        let len = u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
+        assert_eq!(
+            &b[at..at + 4],
+            b"PGr2",
+            "a record starts at {at} in {seg:?}"
+        );
+        out.push((at, 20 + len));
+        at += 20 + len;
+    }
+    out
+}
+
+/// One record's bytes damaged on disk while the sensor is stopped (a bad sector, a bit flip):
+/// it is a loss, counted once, and never a reason to stop: every event after it is delivered
+/// and the count proof holds with exactly that one loss.
+#[test]
+fn a_corrupted_spool_record_is_a_counted_loss_and_everything_after_it_is_delivered() {
+    let _serial = serial();
+    let Some((work, pki)) = setup(&["node-f"]) else {
+        return;
+    };
+    let mut server = FaultServer::new(&pki, work.path(), "127.0.0.1".parse().unwrap());
+    let mut sensor = FaultSensor::new(&pki, "node-f", work.path(), &[]);
+    sensor.start(&server.url());
+    sensor.wait_connected(Duration::from_secs(15));
+    server.kill();
+    let mut s = storm(300);
+    assert!(s.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(500));
+    sensor.stop();
+    // The observation segment with the most records; one in its middle is damaged.
+    let seg = std::fs::read_dir(&sensor.spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".v2.seg"))
+        .max_by_key(|p| spool_records(p).len())
+        .expect("a spool segment");
+    let records = spool_records(&seg);
+    assert!(records.len() >= 3, "{} records in {seg:?}", records.len());
+    let (at, len) = records[records.len() / 2];
+    let mut bytes = std::fs::read(&seg).unwrap();
+    for b in &mut bytes[at + 24..at + len.min(40)] {
+        *b ^= 0xa5;
+    }
+    std::fs::write(&seg, bytes).unwrap();
+
+    sensor.start(&server.url());
+    server.start();
+    sensor.wait_connected(Duration::from_secs(30));
+    assert_eq!(
+        sensor.metric("procguard_sensor_spool_corrupt_records_total"),
+        Some(1.0),
+        "log:\n{}",
+        sensor.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || sensor
+            .metric("procguard_sensor_pending_events")
+            .filter(|p| *p < 100.0))
+        .is_some(),
+        "the replay stopped at the damaged record; logs:\n{}",
+        logs(work.path())
+    );
+    let t = prove("corrupt-spool-record", &mut sensor, &server, 0);
+    assert_eq!(t.dropped, 1, "exactly the damaged record is lost: {t:?}");
+    assert!(t.stored + 1 >= records.len() as u64, "{t:?}");
+}
+
+/// Batches that would not fit the server's message limit: execs with maximum argv (64
+/// entries of 1 KiB each, 64 KiB an event) and the execs of a pod with a megabyte of labels,
+/// all spooled while the server is down. Before batches were capped by bytes, 500 such events
+/// made one batch far over `--max-message-bytes`, refused, and replayed for ever. Now every
+/// one of them is delivered when the server comes back, nothing refused, nothing lost.
+#[test]
+fn maximum_argv_and_a_megabyte_of_pod_labels_are_delivered_after_an_outage() {
+    use procguard_tests::fake_kube::{FakeKube, PodBuilder};
+    let _serial = serial();
+    let Some((work, pki)) = setup(&["node-f"]) else {
+        return;
+    };
+    if !require(docker_available(), "the pod's container needs Docker") {
+        return;
+    }
+    let api = FakeKube::start();
+    let uid = pod_uid();
+    let c = Container::run_in_pod(&uid, &["/bin/sleep", "600"]);
+    // 16,000 labels of 63-character values: about 1.1 MB, every one carried by each event
+    // of the pod before labels were capped.
+    let mut pod = PodBuilder::new("shop", "web-1", &uid, "node-f")
+        .owned_by("DaemonSet", "web")
+        .container("web", busybox_image(), Some(&c.id), None);
+    for i in 0..16_000 {
+        pod = pod.label(&format!("label-{i:05}"), &"v".repeat(63));
+    }
+    api.apply(pod.build());
+    let kubeconfig = api.kubeconfig(work.path());
+    let mut server = FaultServer::new(&pki, work.path(), "127.0.0.1".parse().unwrap());
+    let mut sensor = FaultSensor::new(
+        &pki,
+        "node-f",
+        work.path(),
+        &[
+            "--pod-metadata",
+            "kube",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    sensor.start(&server.url());
+    sensor.wait_connected(Duration::from_secs(15));
+    assert!(
+        wait_for(Duration::from_secs(20), || sensor
+            .metric("procguard_sensor_pods_known")
+            .filter(|v| *v >= 1.0))
+        .is_some(),
+        "the pod never became known; log:\n{}",
+        sensor.log()
+    );
+    server.kill();
+    // 200 execs with maximum argv: 13 MB of argv, three times the server's message limit.
+    let arg = "a".repeat(1100);
+    for _ in 0..200 {
+        Command::new("/bin/true")
+            .args(std::iter::repeat_n(&arg, 70))
+            .status()
+            .unwrap();
+    }
+    // 100 execs in the pod, each carrying its labels.
+    let out = c.exec(&[
+        "/bin/sh",
+        "-c",
+        "i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i+1)); done",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    let spooled_bytes = sensor.metric("procguard_sensor_spool_bytes").unwrap_or(0.0);
+    assert!(
+        spooled_bytes > 8.0 * 1024.0 * 1024.0,
+        "the spool holds {spooled_bytes} bytes: the maximum-argv events did not reach it"
+    );
+    server.start();
+    sensor.wait_connected(Duration::from_secs(30));
+    assert!(
+        wait_for(Duration::from_secs(90), || sensor
+            .metric("procguard_sensor_pending_events")
+            .filter(|p| *p < 100.0))
+        .is_some(),
+        "the replay did not get through; logs:\n{}",
+        logs(work.path())
+    );
+    let refused = metric_at(
+        server.ip,
+        server.admin_port,
+        "procguard_server_limit_exceeded_total{limit=\"message_bytes\"}",
+    )
+    .unwrap_or(0.0);
+    assert_eq!(refused, 0.0, "a batch over the limit was sent");
+    assert!(
+        sensor
+            .metric("procguard_sensor_pod_labels_capped_total")
+            .unwrap_or(0.0)
+            >= 1.0,
+        "the pod's events carried their labels whole"
+    );
+    let t = prove("max-argv-and-labels", &mut sensor, &server, 0);
+    assert_eq!(t.dropped, 0, "{t:?}");
+}

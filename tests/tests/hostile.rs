@@ -890,3 +890,119 @@ fn unauthenticated_calls_with_huge_fields_cannot_fill_the_disk() {
         assert!(target.len() <= 512 && target.ends_with('…'), "{r}");
     }
 }
+
+/// Sequence poisoning: an event numbered 2^64-1 for node X would have the server acknowledge
+/// everything X will ever send, and X's real sensor delete its spool and fall silent while
+/// looking healthy. It is refused with a status that says what was wrong and what to do, and
+/// counted; a number inside the bound but beyond the real sensor's own (a stolen certificate
+/// can send that) is stored, yet the real sensor is never acknowledged past its own numbers: it
+/// keeps delivering, on its open stream and after a restart.
+#[test]
+fn a_sequence_far_beyond_the_nodes_mark_is_refused_and_the_real_sensor_keeps_delivering() {
+    use prost::Message;
+    if !require(is_root(), "the real sensor needs root") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-q"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let sensor = Sensor::start(&pki, &server, "node-q", work.path(), &[]);
+    let stored =
+        || metric(server.admin_port, "procguard_server_events_ingested_total").unwrap_or(0.0);
+    let execs = |n: usize| {
+        for _ in 0..n {
+            std::process::Command::new("/bin/true").status().unwrap();
+        }
+    };
+    execs(20);
+    let acked = |s: &Sensor| {
+        s.metric("procguard_sensor_events_acked_total")
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(15), || (acked(&sensor) > 0.0)
+            .then_some(()))
+        .is_some(),
+        "the real sensor delivered nothing; log:\n{}",
+        sensor.proc.log_text()
+    );
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let h = || hello("node-q").encode_to_vec();
+    rt().block_on(async {
+        let s = raw_session(
+            &server,
+            &pki,
+            "node-q",
+            vec![h(), batch(vec![event("node-q", u64::MAX, vec![])])],
+        )
+        .await;
+        assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+        assert!(
+            s.message().contains("sequence 18446744073709551615")
+                && s.message().contains("node-q")
+                && s.message().contains("clock"),
+            "the status names what was wrong and what to check: {s:?}"
+        );
+        // Inside the bound, beyond the real sensor's numbers: the server cannot tell it from a
+        // sensor whose clock runs ahead, so it is stored; the stream that sent it ends when
+        // the test stops listening.
+        let ahead = now_us + (1 << 39);
+        let s = raw_session(
+            &server,
+            &pki,
+            "node-q",
+            vec![h(), batch(vec![event("node-q", ahead, vec![])])],
+        )
+        .await;
+        assert_eq!(s.code(), Code::DeadlineExceeded, "accepted: {s:?}");
+    });
+    assert_eq!(
+        metric(
+            server.admin_port,
+            "procguard_server_limit_exceeded_total{limit=\"sequence\"}"
+        ),
+        Some(1.0)
+    );
+    // The real sensor's open stream is acknowledged only up to what it sent.
+    let (before, stored_before) = (acked(&sensor), stored());
+    execs(20);
+    assert!(
+        wait_for(Duration::from_secs(15), || (acked(&sensor) > before
+            && stored() > stored_before)
+            .then_some(()))
+        .is_some(),
+        "the real sensor stopped delivering on its open stream; log:\n{}",
+        sensor.proc.log_text()
+    );
+    // Restarted (same spool), it is welcomed at its own mark, not the poisoned one, and keeps
+    // delivering; nothing it sent was refused as a protocol error.
+    let spool_log = sensor.proc.log_text();
+    drop(sensor);
+    let sensor = Sensor::start(&pki, &server, "node-q", work.path(), &[]);
+    let stored_before = stored();
+    execs(20);
+    assert!(
+        wait_for(Duration::from_secs(15), || (acked(&sensor) > 0.0
+            && stored() > stored_before)
+            .then_some(()))
+        .is_some(),
+        "the restarted sensor delivered nothing; log:\n{}\nfirst run:\n{spool_log}",
+        sensor.proc.log_text()
+    );
+    assert_eq!(
+        sensor.metric("procguard_sensor_server_protocol_errors_total"),
+        Some(0.0)
+    );
+    assert!(
+        metric(
+            server.admin_port,
+            "procguard_server_sensor_acked_beyond_last_total"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "the clamped Welcome is counted"
+    );
+}

@@ -211,10 +211,20 @@ fn snapshot(store: &dyn Storage) -> Result<pb::ServerMessage, Status> {
     })
 }
 
+/// The server's clock in microseconds since the epoch: the floor of a node's sequence mark.
+fn clock_us(now: SystemTime) -> u64 {
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Converts a batch at the edge. `sequence_mark`: the node's mark for
+/// [`Limits::check_sequence`].
 fn convert_batch(
     batch: &pb::EventBatch,
     node: &str,
     limits: &Limits,
+    sequence_mark: u64,
 ) -> Result<Vec<IngestEvent>, Status> {
     let max = limits.settings.max_batch_events;
     if batch.events.len() > max {
@@ -236,6 +246,9 @@ fn convert_batch(
             if e.sequence == 0 {
                 return Err(bad("sequence must be greater than 0".into()));
             }
+            limits
+                .check_sequence(e.sequence, sequence_mark, node)
+                .map_err(bad)?;
             let p = e
                 .process
                 .as_ref()
@@ -324,11 +337,28 @@ impl pb::sensor_service_server::SensorService for SensorApi {
             certificate_serial = cert.as_ref().map(|c| c.serial.as_str()).unwrap_or_default()
         );
 
+        // What this stream acknowledges never passes the sensor's own last sequence (when it
+        // names one): a mark raised by anyone else speaking for this node (a stolen
+        // certificate, a bug) must not have the real sensor delete events it still holds.
+        let acked = match hello.last_sequence {
+            0 => record.acked_sequence,
+            last => record.acked_sequence.min(last),
+        };
+        if acked < record.acked_sequence {
+            self.metrics.sensor_acked_beyond_last.inc();
+            tracing::warn!(
+                message = "The server holds an acknowledged mark beyond the sensor's last sequence; acknowledging only up to the sensor's own.",
+                node = %node,
+                stored_mark = record.acked_sequence,
+                sensor_last_sequence = hello.last_sequence
+            );
+        }
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let welcome = pb::ServerMessage {
             body: Some(pb::server_message::Body::Welcome(pb::Welcome {
-                acked_sequence: record.acked_sequence,
+                acked_sequence: acked,
                 server_version: env!("CARGO_PKG_VERSION").into(),
+                max_message_bytes: self.limits.settings.max_message_bytes as u64,
             })),
         };
         tx.send(Ok(welcome))
@@ -355,6 +385,8 @@ impl pb::sensor_service_server::SensorService for SensorApi {
             summary: Summary::new(DEVIATION_SUMMARY_EVERY),
             logged_losses: (0, 0),
             logged_capture_stop: false,
+            node_acked: record.acked_sequence,
+            stream_acked: acked,
         };
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
@@ -416,6 +448,12 @@ struct Session {
     logged_losses: (u64, u64),
     /// Whether this stream already logged that the sensor's capture stopped.
     logged_capture_stop: bool,
+    /// The node's acknowledged mark as stored, as last seen (Hello, then each durable batch).
+    node_acked: u64,
+    /// The highest sequence this stream may acknowledge: its Welcome's mark, then the highest
+    /// sequence committed on this stream. Acks never go past it, whatever the node's stored
+    /// mark says (see the Welcome).
+    stream_acked: u64,
 }
 
 impl Session {
@@ -611,7 +649,8 @@ impl Session {
     /// A batch: converted at this edge and committed; acknowledged in order once durable
     /// ([`Session::on_durable`]), while the next batch may commit meanwhile.
     async fn on_batch(&mut self, batch: &pb::EventBatch) -> ControlFlow<()> {
-        let mut events = match convert_batch(batch, &self.node, &self.limits) {
+        let mark = self.node_acked.max(clock_us(SystemTime::now()));
+        let mut events = match convert_batch(batch, &self.node, &self.limits, mark) {
             Ok(ev) => ev,
             Err(status) => {
                 self.metrics.batches_rejected.inc();
@@ -629,7 +668,11 @@ impl Session {
             .ingest_commit(&self.node, &events, &self.policies, SystemTime::now())
             .await
         {
-            Ok((out, commit)) => {
+            Ok((mut out, commit)) => {
+                self.node_acked = self.node_acked.max(out.acked_sequence);
+                let high = events.iter().map(|e| e.sequence).max().unwrap_or(0);
+                self.stream_acked = self.stream_acked.max(high);
+                out.acked_sequence = out.acked_sequence.min(self.stream_acked);
                 let (store, timings) = (self.store.clone(), self.metrics.timings.clone());
                 self.pending.push_back(Box::pin(async move {
                     let durable = store.wait_durable(commit).await;
