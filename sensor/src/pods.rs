@@ -71,25 +71,7 @@ pub const KEEP_DELETED: Duration = Duration::from_secs(30);
 /// exec session, which raises an incident: never hidden.
 const MAX_PROBE_PIDS: usize = 8_192;
 
-/// Errors of the pod metadata adapter.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The kubeconfig could not be read or used.
-    #[error("cannot use kubeconfig '{path}': {source}; point --kubeconfig at a valid file")]
-    Kubeconfig {
-        /// Path given.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    /// The in-cluster service account could not be used.
-    #[error("cannot use the in-cluster service account: {0}; run as a pod with a service account, or pass --kubeconfig")]
-    InCluster(#[source] kube::config::InClusterError),
-    /// The client could not be built.
-    #[error("cannot build the Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
-}
+pub use procguard_runtime::kube::Error;
 
 /// What is known of one container of a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,32 +118,7 @@ pub struct PodMeta {
     pub sole_container: Option<ContainerMeta>,
 }
 
-/// Resolves a pod's owner to its workload ([`procguard_core::identity::workload_of_pod`]).
-pub fn resolve_workload(pod: &Pod) -> (WorkloadKind, String) {
-    use procguard_core::identity::{workload_of_pod, PodOwner};
-    let owners: Vec<PodOwner<'_>> = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .map(|o| PodOwner {
-            kind: &o.kind,
-            name: &o.name,
-            controller: o.controller == Some(true),
-        })
-        .collect();
-    let hash = pod
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get("pod-template-hash"))
-        .map(String::as_str);
-    workload_of_pod(
-        pod.metadata.name.as_deref().unwrap_or_default(),
-        hash,
-        &owners,
-    )
-}
+pub use procguard_runtime::kube::workload_of as resolve_workload;
 
 pub use procguard_core::identity::cronjob_of;
 
@@ -381,26 +338,7 @@ impl PodCache {
     }
 }
 
-/// Builds a client from a kubeconfig file, or from the in-cluster service account.
-pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, Error> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc =
-                kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|source| Error::Kubeconfig {
-                    path: path.to_path_buf(),
-                    source,
-                })?
-        }
-        None => kube::Config::incluster().map_err(Error::InCluster)?,
-    };
-    kube::Client::try_from(config).map_err(Error::Client)
-}
+pub use procguard_runtime::kube::client;
 
 /// Watches the pods on `node` into `cache` until shutdown. The watcher relists and rewatches
 /// on its own after errors, with backoff; each error is logged and counted.

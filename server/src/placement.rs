@@ -3,7 +3,7 @@
 //!
 //! With `--kube on` the server lists and watches every pod (`get/list/watch` on pods and
 //! nothing else, see `deploy/`) into [`Placements`]: per pod UID its node, namespace, name,
-//! workload (named as sensors name it, [`procguard_core::identity::workload_of_pod`]),
+//! workload (named as sensors name it, `procguard_runtime::kube::workload_of`),
 //! containers and the image digests its status reports. Each event of a sensor stream that
 //! names a pod is then [`Placements::screen`]ed before ingest:
 //!
@@ -21,11 +21,9 @@
 
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::Pod;
-use procguard_core::identity::{workload_of_pod, PodOwner};
 use procguard_core::ingest::{IngestEvent, Placement};
 use procguard_core::{ProcessEvent, WorkloadKind};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -42,26 +40,7 @@ pub const KEEP_DELETED: Duration = Duration::from_secs(6 * 3600);
 /// pods are not remembered (counted), and their events are `Unverified`: safe, never refused.
 pub const MAX_PODS: usize = 500_000;
 
-/// Errors of the Kubernetes adapter.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The kubeconfig could not be read or used.
-    #[error("cannot use kubeconfig '{path}': {source}; point --kubeconfig at a valid file")]
-    Kubeconfig {
-        /// Path given.
-        path: std::path::PathBuf,
-        /// Why.
-        source: kube::config::KubeconfigError,
-    },
-    /// Not in a cluster, and no kubeconfig.
-    #[error(
-        "--kube on needs --kubeconfig outside a cluster, or the in-cluster service account: {0}"
-    )]
-    InCluster(kube::config::InClusterError),
-    /// The client could not be built.
-    #[error("cannot build a Kubernetes client: {0}")]
-    Client(kube::Error),
-}
+pub use procguard_runtime::kube::{client, Error};
 
 /// What the API says of one pod.
 #[derive(Debug, Clone)]
@@ -80,25 +59,8 @@ struct Place {
 impl Place {
     fn of(pod: &Pod) -> Option<(String, Self)> {
         let uid = pod.metadata.uid.clone()?;
-        let owners: Vec<PodOwner<'_>> = pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .map(|o| PodOwner {
-                kind: &o.kind,
-                name: &o.name,
-                controller: o.controller == Some(true),
-            })
-            .collect();
-        let hash = pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("pod-template-hash"))
-            .map(String::as_str);
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let (kind, workload) = workload_of_pod(&name, hash, &owners);
+        let (kind, workload) = procguard_runtime::kube::workload_of(pod);
         let spec = pod.spec.as_ref();
         let containers = spec
             .into_iter()
@@ -333,27 +295,6 @@ impl Placements {
         }
         out
     }
-}
-
-/// Builds a client from a kubeconfig file, or from the in-cluster service account.
-pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, Error> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc =
-                kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|source| Error::Kubeconfig {
-                    path: path.to_path_buf(),
-                    source,
-                })?
-        }
-        None => kube::Config::incluster().map_err(Error::InCluster)?,
-    };
-    kube::Client::try_from(config).map_err(Error::Client)
 }
 
 /// Watches every pod into `placements` until shutdown. The watcher relists and rewatches on
