@@ -65,6 +65,10 @@ const OUTBOUND: usize = 16;
 const DRAIN: Duration = Duration::from_secs(10);
 /// Health report period.
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
+/// The first wait before reconnecting; it doubles after each failed attempt, up to 10 s.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// A session that lasted this long resets the backoff: reconnecting after it is not a retry.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 /// Events taken from capture's queue per wake-up before their JSON lines are written out.
 const TAKE_AT_ONCE: usize = 256;
 
@@ -444,11 +448,17 @@ impl Uplink {
                 }
             }
         };
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = FIRST_BACKOFF;
         loop {
+            let started = tokio::time::Instant::now();
             match self.session(&config, &mut rx, &shutdown).await {
                 Ok(()) => break,
                 Err(e) => {
+                    // A session that ran a while was healthy: what ended it (a certificate
+                    // rotation, a server restart) is news, not a run of failures.
+                    if started.elapsed() >= HEALTHY_SESSION {
+                        backoff = FIRST_BACKOFF;
+                    }
                     self.metrics.connected.set(0);
                     if e.code == Some(tonic::Code::OutOfRange) {
                         self.split_after_refusal(&e.why);
