@@ -323,6 +323,28 @@ async fn relearned_elements_are_attributed_and_can_wait_for_review(open: Open) {
     }
 }
 
+/// A baseline's history keeps its newest versions only (bounded however often it changes);
+/// an older one is named as no longer kept.
+async fn history_keeps_the_newest_versions(open: Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let id = web();
+    for _ in 0..1005 {
+        s.change(&id, "t", "edited", "", true, &|_| Ok(()))
+            .await
+            .unwrap();
+    }
+    let versions: Vec<u64> = s.history(&id).unwrap().iter().map(|h| h.version).collect();
+    assert_eq!(versions, (6..=1005).collect::<Vec<_>>());
+    assert_eq!(s.baseline(&id, 6).unwrap().version, 6);
+    let gone = s.baseline(&id, 5).unwrap_err();
+    assert!(
+        matches!(gone, StoreError::NoVersion { version: 5, .. }),
+        "{gone:?}"
+    );
+    assert!(gone.to_string().contains("newest 1000"), "{gone}");
+}
+
 /// Deviations and audit records get contiguous log cursors in commit order, readable up to
 /// the durable cursor, which has moved past every acknowledged write.
 async fn the_record_log_is_contiguous_and_durable(open: Open) {
@@ -571,6 +593,11 @@ macro_rules! engine_conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn relearned_elements_are_attributed_and_can_wait_for_review() {
                 super::relearned_elements_are_attributed_and_can_wait_for_review($open).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn history_keeps_the_newest_versions() {
+                super::history_keeps_the_newest_versions($open).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

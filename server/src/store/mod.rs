@@ -362,7 +362,7 @@ pub enum StoreError {
     #[error("no baseline for workload '{0}'")]
     NotFound(String),
     /// The baseline exists, but not at the version asked for.
-    #[error("baseline '{workload}' has no version {version}")]
+    #[error("baseline '{workload}' has no version {version} (never made, or older than the newest 1000, which are all its history keeps)")]
     NoVersion {
         /// Workload.
         workload: String,

@@ -39,6 +39,23 @@ pub(super) fn activity_key(id: &WorkloadIdentity, now: SystemTime, el: &ElementK
     k
 }
 
+/// Versions of one baseline kept in its history: the newest ones. An older version is
+/// forgotten when a newer one is written (`get --version` then says it is no longer kept).
+pub const HISTORY_VERSIONS: u64 = 1000;
+
+/// Writes a version's history record, and forgets the version [`HISTORY_VERSIONS`] before it.
+pub(super) fn record_version(
+    history: &TransactionalTree,
+    rec: &VersionRecord,
+) -> std::result::Result<(), sled::transaction::UnabortableTransactionError> {
+    let id = &rec.snapshot.workload;
+    history.insert(history_key(id, rec.version), enc(rec))?;
+    if rec.version > HISTORY_VERSIONS {
+        history.remove(history_key(id, rec.version - HISTORY_VERSIONS))?;
+    }
+    Ok(())
+}
+
 pub(super) fn history_key(id: &WorkloadIdentity, version: u64) -> Vec<u8> {
     let mut k = id.to_string().into_bytes();
     k.push(0);
@@ -69,7 +86,7 @@ pub(super) fn write_version(
         reason: reason.to_string(),
         snapshot: b.clone(),
     };
-    history.insert(history_key(&b.workload, b.version), enc(&rec))?;
+    record_version(history, &rec)?;
     Ok(b)
 }
 
@@ -341,7 +358,7 @@ impl BaselineStore for Store {
                         reason: reason.to_string(),
                         snapshot: b.clone(),
                     };
-                    history.insert(history_key(&b.workload, b.version), enc(&rec))?;
+                    record_version(history, &rec)?;
                     out.push(b);
                 }
                 meta.insert("revision", &revision.to_be_bytes())?;

@@ -6,7 +6,7 @@
 //!
 //! `meta` key `events_ingested`: big-endian u64, events stored over the database's lifetime.
 
-use super::baselines::{activity_key, history_key};
+use super::baselines::{activity_key, record_version};
 use super::log::Appender;
 use super::{abort, be, dec, enc, tx_err, Store, TxError};
 use crate::store::{
@@ -119,7 +119,7 @@ impl IngestStore for Store {
                                 reason: relearned.cloned().unwrap_or_default(),
                                 snapshot: b.clone(),
                             };
-                            history.insert(history_key(&b.workload, b.version), enc(&rec))?;
+                            record_version(history, &rec)?;
                             out.changed.push(b.clone());
                         }
                         baselines.insert(b.workload.to_string().as_bytes(), enc(&b))?;
