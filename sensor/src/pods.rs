@@ -34,7 +34,6 @@ use procguard_core::baseline::from_image;
 use procguard_core::process::MISSING_POD_METADATA;
 use procguard_core::{ContainerRuntime, ExecContext, ProcessEvent, WorkloadIdentity, WorkloadKind};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
