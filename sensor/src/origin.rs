@@ -259,8 +259,15 @@ pub fn in_layers(opened: &[Opened], root_dev: u64, upper: Found, lower: Found) -
             _ => Layered::Place(FilePlace::NotFound),
         };
     }
+    // Only the overlay's own view of the file: its size is the exec'd file's (a running
+    // executable cannot be written), so an upper file of another size is not what ran: it was
+    // put there after the exec. The image's file of that size may have run: compared by
+    // content, as a copy-up is (the image only if the contents are the same).
+    let ran = opened.first().map(|o| o.key.3);
     match (upper, lower) {
-        (Found::File(u), _) => in_upper(u),
+        (Found::File(u), _) if ran.is_none_or(|s| s == u.3) => in_upper(u),
+        (Found::File(_), Found::File(l)) if ran == Some(l.3) => Layered::CopyUp(l),
+        (Found::File(_), _) => Layered::Place(FilePlace::NotFound),
         (Found::Hidden, _) => Layered::Place(FilePlace::NotFound),
         (Found::Failed, _) => Layered::Place(FilePlace::Unknown),
         (Found::Absent, Found::File(_)) => Layered::Place(FilePlace::LowerLayer),
@@ -642,6 +649,21 @@ mod tests {
         assert_eq!(
             place(&view, upper, lower),
             Layered::CopyUp((ext4, 10, 1, 100))
+        );
+        // Replaced since the exec (an upper file of another size than the one that ran): the
+        // image's file of the size that ran is compared by content; no such file, not found.
+        let ran_other = [Opened {
+            key: (overlay, 7, 1, 999),
+            mount: Some(75),
+        }];
+        assert_eq!(
+            place(&ran_other, upper, other_size),
+            Layered::CopyUp((ext4, 10, 1, 999))
+        );
+        assert_eq!(place(&ran_other, upper, lower), Layered::Place(NotFound));
+        assert_eq!(
+            place(&ran_other, upper, Found::Absent),
+            Layered::Place(NotFound)
         );
         // Moved or removed since the exec: a whiteout, a directory, or nothing anywhere.
         assert_eq!(place(&view, Found::Hidden, lower), Layered::Place(NotFound));
