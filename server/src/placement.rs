@@ -115,6 +115,11 @@ impl Place {
             };
             return Err(format!("{pod} is {on}, not on the reporting node '{node}'"));
         }
+        // An event sent under its pod UID only (the sensor had no metadata in time) names no
+        // workload yet; it is never learned, and comes again under its workload once known.
+        if ev.awaits_pod_metadata() {
+            return Ok(Judgement::Agrees);
+        }
         let w = &ev.workload;
         if w.namespace != self.namespace || w.kind != self.kind || w.workload_name != self.workload
         {
@@ -380,6 +385,7 @@ mod tests {
     use procguard_core::{ContainerInfo, WorkloadIdentity};
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const UA_PROVISIONAL: &str = "a";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
     fn pod(uid: &str, node: &str) -> Pod {
@@ -430,8 +436,21 @@ mod tests {
         let mut other_workload = event("a", Some(D1), "app");
         other_workload.process.workload.workload_name = "payments".into();
         evs.push(other_workload);
+        // Sent under its pod UID only (metadata late): its node is checked, nothing else.
+        let mut provisional = event("a", None, "");
+        provisional.process.workload.workload_name = UA_PROVISIONAL.into();
+        provisional
+            .process
+            .mark_missing(procguard_core::process::MISSING_POD_METADATA);
+        evs.push(provisional.clone());
         let out = p.screen("node-a", &mut evs).await;
-        assert_eq!(out.verified, 2);
+        assert_eq!(out.verified, 3);
+        let elsewhere = p.screen("node-b", &mut [provisional]).await;
+        assert_eq!(
+            elsewhere.refused.len(),
+            1,
+            "another node's pod, even without metadata"
+        );
         assert_eq!(out.refused.len(), 4, "{:?}", out.refused);
         let why: Vec<&str> = out.refused.iter().map(|(_, w)| w.as_str()).collect();
         assert!(why[0].contains("scheduled on node 'node-b', not on the reporting node 'node-a'"));
