@@ -55,10 +55,7 @@ impl Gate {
         target: &str,
     ) -> Result<Caller, Status> {
         let started = Instant::now();
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let peer = peer_of(request);
         let decision = self.tokens.authorize_request(request, needed);
         let (actor, role) = match &decision {
             Ok(c) => (c.actor.clone(), Some(c.role)),
@@ -112,6 +109,56 @@ impl Gate {
         }
     }
 
+    /// The audit record of an allowed call that succeeds by changing state, for the store to
+    /// write in the same transaction as the change (then [`Gate::done_recorded`] ends the
+    /// call). A change is thus never on disk without the record of who made it.
+    pub fn record<R>(
+        &self,
+        request: &Request<R>,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+    ) -> AuditEntry {
+        AuditEntry {
+            id: 0,
+            at: SystemTime::now(),
+            actor: caller.actor.clone(),
+            role: caller.role.as_str().to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            result: AuditOutcome::Ok,
+            detail: String::new(),
+            peer: peer_of(request),
+        }
+    }
+
+    /// Ends an allowed call whose success may already be audited: `Ok((value, true))` means the
+    /// store wrote the call's [`Gate::record`] with the change, so only its timing is recorded;
+    /// `Ok((value, false))` (nothing changed, so nothing was written) and a failure are audited
+    /// here, as by [`Gate::done`].
+    pub async fn done_recorded<T, R>(
+        &self,
+        request: &Request<R>,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        result: Result<(T, bool), Status>,
+    ) -> Result<T, Status> {
+        match result {
+            Ok((value, true)) => {
+                self.metrics
+                    .timings
+                    .api_call(action, tonic::Code::Ok, caller.started.elapsed());
+                Ok(value)
+            }
+            Ok((value, false)) => self.done(request, caller, action, target, Ok(value)).await,
+            Err(status) => {
+                self.done::<T, R>(request, caller, action, target, Err(status))
+                    .await
+            }
+        }
+    }
+
     /// Audits the outcome of an allowed call and passes it through.
     pub async fn done<T, R>(
         &self,
@@ -141,10 +188,7 @@ impl Gate {
         target: &str,
         result: Result<(T, String), Status>,
     ) -> Result<T, Status> {
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let peer = peer_of(request);
         let (outcome, detail, code) = match &result {
             Ok((_, detail)) => (AuditOutcome::Ok, detail.clone(), tonic::Code::Ok),
             Err(s) => (AuditOutcome::Failed, s.message().to_string(), s.code()),
@@ -166,4 +210,12 @@ impl Gate {
             .api_call(action, code, caller.started.elapsed());
         result.map(|(r, _)| r)
     }
+}
+
+/// The caller's address as audit records show it.
+fn peer_of<R>(request: &Request<R>) -> String {
+    request
+        .remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
 }

@@ -9,7 +9,7 @@
 use crate::auth::{Caller, Gate, Role};
 use crate::hub::Hub;
 use crate::limits::Limits;
-use crate::store::{BaselineFilter, SharedStorage, StoreError, MAX_DRY_RUN_DAYS};
+use crate::store::{AuditEntry, BaselineFilter, SharedStorage, StoreError, MAX_DRY_RUN_DAYS};
 use procguard_core::baseline::APPROVED_SHA256_CAP;
 use procguard_core::Origin;
 use procguard_core::{Baseline, ElementKey, ElementStatus, WorkloadIdentity};
@@ -62,9 +62,12 @@ impl BaselineApi {
         }
     }
 
+    /// Changes one baseline as a new version, with `audit` (the call's [`Gate::record`])
+    /// written in the same transaction; publishes the new version to the sensors.
     pub(crate) async fn change_one(
         &self,
         caller: &Caller,
+        audit: AuditEntry,
         id: &WorkloadIdentity,
         action: &str,
         reason: &str,
@@ -73,7 +76,15 @@ impl BaselineApi {
     ) -> Result<pb::Baseline, Status> {
         let b = self
             .store
-            .change(id, &caller.actor, action, reason, create, &change)
+            .change(
+                id,
+                &caller.actor,
+                action,
+                reason,
+                create,
+                &change,
+                Some(audit),
+            )
             .await
             .map_err(store_status)?;
         tracing::info!(message = "Baseline changed.", workload = %id, action, actor = %caller.actor, version = b.version);
@@ -185,7 +196,8 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
             let id = identity(r.workload.as_ref()).map_err(invalid)?;
             let only = keys(&r.elements)?;
             let expected = r.expected_version;
-            self.change_one(&caller, &id, "approved", &r.reason, false, |b| {
+            let audit = self.gate.record(&request, &caller, "ApproveBaseline", &target);
+            self.change_one(&caller, audit, &id, "approved", &r.reason, false, |b| {
                 if expected != 0 && b.version != expected {
                     return Err(format!(
                         "baseline is at version {}, you reviewed version {expected}; review it again",
@@ -204,7 +216,13 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
         }
         .await;
         self.gate
-            .done(&request, &caller, "ApproveBaseline", &target, result)
+            .done_recorded(
+                &request,
+                &caller,
+                "ApproveBaseline",
+                &target,
+                result.map(|b| (b, true)),
+            )
             .await
             .map(Response::new)
     }
@@ -227,7 +245,10 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
                     "name at least one element to reject",
                 ));
             }
-            self.change_one(&caller, &id, "rejected", &r.reason, false, |b| {
+            let audit = self
+                .gate
+                .record(&request, &caller, "RejectElements", &target);
+            self.change_one(&caller, audit, &id, "rejected", &r.reason, false, |b| {
                 for k in &only {
                     let el = b
                         .elements
@@ -241,7 +262,13 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
         }
         .await;
         self.gate
-            .done(&request, &caller, "RejectElements", &target, result)
+            .done_recorded(
+                &request,
+                &caller,
+                "RejectElements",
+                &target,
+                result.map(|b| (b, true)),
+            )
             .await
             .map(Response::new)
     }
@@ -292,8 +319,10 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
             } else {
                 self.limits.check_elements(add.len())?;
             }
+            let mut audit = self.gate.record(&request, &caller, "AddElements", &target);
+            audit.detail = format!("added {}", added_detail(&add));
             let b = self
-                .change_one(&caller, &id, "added", &r.reason, true, |b| {
+                .change_one(&caller, audit, &id, "added", &r.reason, true, |b| {
                     let now = SystemTime::now();
                     for (k, contents) in &add {
                         let el =
@@ -320,23 +349,11 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
                     Ok(())
                 })
                 .await?;
-            let detail = add
-                .iter()
-                .map(|(k, contents)| {
-                    if contents.is_empty() {
-                        format!("{k} (by name)")
-                    } else {
-                        format!("{k} (content sha256 {})", contents.join(", "))
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            let detail = format!("added {detail} (version {})", b.version);
-            Ok((b, detail))
+            Ok((b, true))
         }
         .await;
         self.gate
-            .done_with(&request, &caller, "AddElements", &target, result)
+            .done_recorded(&request, &caller, "AddElements", &target, result)
             .await
             .map(Response::new)
     }
@@ -354,7 +371,10 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
         let result = async {
             let id = identity(r.workload.as_ref()).map_err(invalid)?;
             let remove = keys(&r.elements)?;
-            self.change_one(&caller, &id, "removed", &r.reason, false, |b| {
+            let audit = self
+                .gate
+                .record(&request, &caller, "RemoveElements", &target);
+            self.change_one(&caller, audit, &id, "removed", &r.reason, false, |b| {
                 for k in &remove {
                     b.elements
                         .remove(k)
@@ -366,7 +386,13 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
         }
         .await;
         self.gate
-            .done(&request, &caller, "RemoveElements", &target, result)
+            .done_recorded(
+                &request,
+                &caller,
+                "RemoveElements",
+                &target,
+                result.map(|b| (b, true)),
+            )
             .await
             .map(Response::new)
     }
@@ -383,7 +409,10 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
         let r = request.get_ref();
         let result = async {
             let id = identity(r.workload.as_ref()).map_err(invalid)?;
-            self.change_one(&caller, &id, "reset", &r.reason, false, |b| {
+            let audit = self
+                .gate
+                .record(&request, &caller, "ResetBaseline", &target);
+            self.change_one(&caller, audit, &id, "reset", &r.reason, false, |b| {
                 b.reset(SystemTime::now());
                 Ok(())
             })
@@ -391,7 +420,13 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
         }
         .await;
         self.gate
-            .done(&request, &caller, "ResetBaseline", &target, result)
+            .done_recorded(
+                &request,
+                &caller,
+                "ResetBaseline",
+                &target,
+                result.map(|b| (b, true)),
+            )
             .await
             .map(Response::new)
     }
@@ -663,23 +698,26 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
                 });
             }
             if !r.dry_run {
+                let mut audit = self.gate.record(&request, &caller, "ImportBaselines", "");
+                audit.detail = format!("imported {} baselines", items.len());
                 let applied = self
                     .store
-                    .import(items, &caller.actor, &r.reason)
+                    .import(items, &caller.actor, &r.reason, audit)
                     .await
                     .map_err(store_status)?;
                 for b in applied {
                     self.hub.publish(b);
                 }
             }
-            Ok(pb::ImportBaselinesResponse {
+            let response = pb::ImportBaselinesResponse {
                 changes,
                 dry_run: r.dry_run,
-            })
+            };
+            Ok((response, !r.dry_run))
         }
         .await;
         self.gate
-            .done(&request, &caller, "ImportBaselines", "", result)
+            .done_recorded(&request, &caller, "ImportBaselines", "", result)
             .await
             .map(Response::new)
     }
@@ -706,19 +744,39 @@ impl BaselineApi {
                 .map_err(store_status)?;
             let mut changed = Vec::new();
             for b in list {
-                self.change_one(&caller, &b.workload, action, &r.reason, false, |b| {
+                // One audit record per baseline changed, each with its change.
+                let audit = self
+                    .gate
+                    .record(&request, &caller, method, &b.workload.to_string());
+                self.change_one(&caller, audit, &b.workload, action, &r.reason, false, |b| {
                     apply(b);
                     Ok(())
                 })
                 .await?;
                 changed.push((&b.workload).into());
             }
-            Ok(pb::BulkResponse { changed })
+            let recorded = !changed.is_empty();
+            Ok((pb::BulkResponse { changed }, recorded))
         }
         .await;
         self.gate
-            .done(&request, &caller, method, "", result)
+            .done_recorded(&request, &caller, method, "", result)
             .await
             .map(Response::new)
     }
+}
+
+/// What an AddElements call adds, for its audit record: each element with the contents it is
+/// pinned to, or "by name".
+fn added_detail(add: &std::collections::BTreeMap<ElementKey, Vec<String>>) -> String {
+    add.iter()
+        .map(|(k, contents)| {
+            if contents.is_empty() {
+                format!("{k} (by name)")
+            } else {
+                format!("{k} (content sha256 {})", contents.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

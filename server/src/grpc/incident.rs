@@ -89,19 +89,17 @@ impl IncidentApi {
         let r = request.get_ref();
         let result = async {
             let n = number(&r.id)?;
+            // Written with the change; its detail then says exactly what an allow allowed.
+            let audit = self.gate.record(&request, &caller, method, &target);
             let out = self
                 .store
-                .incident_action(n, action, &caller.actor, &r.reason)
+                .incident_action(n, action, &caller.actor, &r.reason, audit)
                 .await
                 .map_err(status)?;
             let i = &out.incident;
-            // The audit record says exactly what was allowed: element and contents.
-            let mut detail = String::new();
             if let Some(b) = out.baseline {
-                if let Some(a) = &out.allowed {
-                    detail = format!("{a} in {} (version {})", b.workload, b.version);
-                }
-                tracing::info!(message = "Incident allowed into its baseline.", incident = %i.id, workload = %b.workload, version = b.version, allowed = %detail, actor = %caller.actor);
+                let allowed = out.allowed.as_ref().map(|a| a.to_string()).unwrap_or_default();
+                tracing::info!(message = "Incident allowed into its baseline.", incident = %i.id, workload = %b.workload, version = b.version, allowed, actor = %caller.actor);
                 self.hub.publish(b);
             }
             if out.changed {
@@ -109,11 +107,11 @@ impl IncidentApi {
             } else {
                 tracing::info!(message = "Incident action repeated; nothing changed.", incident = %i.id, state = i.state.as_str(), action = action.as_str(), actor = %caller.actor);
             }
-            Ok((incident_to_pb(i, true), detail))
+            Ok((incident_to_pb(i, true), out.changed))
         }
         .await;
         self.gate
-            .done_with(&request, &caller, method, &target, result)
+            .done_recorded(&request, &caller, method, &target, result)
             .await
             .map(Response::new)
     }

@@ -56,14 +56,154 @@ fn batch(tag: &str, first: u64, n: u64) -> Vec<IngestEvent> {
         .collect()
 }
 
+/// Approves the whole baseline as an API call would, with its audit record.
 async fn approve(s: &dyn Storage) -> u64 {
-    s.change(&web(), "t", "approved", "", false, &|b| {
-        b.approve(None, SystemTime::now());
-        Ok(())
-    })
+    s.change(
+        &web(),
+        "t",
+        "approved",
+        "",
+        false,
+        &|b| {
+            b.approve(None, SystemTime::now());
+            Ok(())
+        },
+        Some(audit_entry("ApproveBaseline")),
+    )
     .await
     .unwrap()
     .version
+}
+
+fn all_audit(s: &dyn Storage) -> Vec<AuditEntry> {
+    s.audit_log(&AuditQuery {
+        limit: usize::MAX,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// The audit record of a change is written in the change's own transaction: an API change, an
+/// import and an incident action each leave exactly one, naming what they made, in the audit
+/// log and in the record log; a refused change and a repeated action leave none.
+async fn changes_carry_their_audit_record(open: Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let p = Policies::default();
+    s.ingest("n1", &batch("a", 1, 2), &p, SystemTime::now())
+        .await
+        .unwrap();
+    assert!(
+        all_audit(s.as_ref()).is_empty(),
+        "learning is not an API call"
+    );
+    let version = approve(s.as_ref()).await;
+    let log = all_audit(s.as_ref());
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].action, "ApproveBaseline");
+    assert_eq!(log[0].detail, format!("version {version}"));
+    let durable = *s.durable_cursor().borrow();
+    let in_log = |id: u64| {
+        s.read_log(0, durable.max(*s.durable_cursor().borrow()), usize::MAX)
+            .unwrap()
+            .unwrap()
+            .iter()
+            .any(|r| matches!(&r.body, RecordBody::Audit(a) if a.id == id))
+    };
+    assert!(
+        in_log(log[0].id),
+        "the change's audit record is in the record log"
+    );
+
+    let refused = s
+        .change(
+            &web(),
+            "t",
+            "rejected",
+            "",
+            false,
+            &|_| Err("no".into()),
+            Some(audit_entry("RejectElements")),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Rejected(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        all_audit(s.as_ref()).len(),
+        1,
+        "a refused change writes no record"
+    );
+
+    // An incident action that changes something carries its record; a repeat does not.
+    s.ingest("n1", &batch("dev", 3, 1), &p, SystemTime::now())
+        .await
+        .unwrap();
+    let (list, _) = s
+        .incidents(&IncidentFilter::default(), None, 10, Order::OldestFirst)
+        .unwrap();
+    let n: u64 = list[0].id.parse().unwrap();
+    let acked = s
+        .incident_action(
+            n,
+            procguard_core::incident::Action::Acknowledge,
+            "t",
+            "",
+            audit_entry("AcknowledgeIncident"),
+        )
+        .await
+        .unwrap();
+    assert!(acked.changed);
+    assert_eq!(all_audit(s.as_ref()).len(), 2);
+    let again = s
+        .incident_action(
+            n,
+            procguard_core::incident::Action::Acknowledge,
+            "t",
+            "",
+            audit_entry("AcknowledgeIncident"),
+        )
+        .await
+        .unwrap();
+    assert!(!again.changed);
+    assert_eq!(
+        all_audit(s.as_ref()).len(),
+        2,
+        "nothing changed, nothing written"
+    );
+    let allowed = s
+        .incident_action(
+            n,
+            procguard_core::incident::Action::Allow,
+            "t",
+            "",
+            audit_entry("AllowIncident"),
+        )
+        .await
+        .unwrap();
+    let b = allowed.baseline.expect("an allow makes a version");
+    let log = all_audit(s.as_ref());
+    let last = log.last().unwrap();
+    assert_eq!(last.action, "AllowIncident");
+    assert!(
+        last.detail.contains("/bin/dev-3")
+            && last.detail.ends_with(&format!("(version {})", b.version)),
+        "the record names what was allowed: {}",
+        last.detail
+    );
+    assert!(in_log(last.id));
+
+    let current = s.baseline(&web(), 0).unwrap();
+    let mut imported = s
+        .import(vec![current], "t", "", audit_entry("ImportBaselines"))
+        .await
+        .unwrap();
+    let log = all_audit(s.as_ref());
+    assert_eq!(log.len(), 4);
+    assert_eq!(log[3].action, "ImportBaselines");
+    assert!(in_log(log[3].id));
+    assert_eq!(imported.pop().unwrap().version, b.version + 1);
 }
 
 /// Ingest is idempotent by event ID and atomic per batch: a replayed batch changes nothing
@@ -162,10 +302,18 @@ async fn a_refused_change_changes_nothing(open: Open) {
     let before = s.baseline(&web(), 0).unwrap();
     let history = s.history(&web()).unwrap().len();
     let refused = s
-        .change(&web(), "t", "approved", "", false, &|b| {
-            b.approve(None, SystemTime::now());
-            Err("no".into())
-        })
+        .change(
+            &web(),
+            "t",
+            "approved",
+            "",
+            false,
+            &|b| {
+                b.approve(None, SystemTime::now());
+                Err("no".into())
+            },
+            None,
+        )
         .await;
     assert!(
         matches!(refused, Err(StoreError::Rejected(_))),
@@ -175,7 +323,7 @@ async fn a_refused_change_changes_nothing(open: Open) {
     assert_eq!(s.history(&web()).unwrap().len(), history);
     let missing = WorkloadIdentity::new("c", "x", WorkloadKind::Deployment, "y", "z");
     assert!(matches!(
-        s.change(&missing, "t", "approved", "", false, &|_| Ok(()))
+        s.change(&missing, "t", "approved", "", false, &|_| Ok(()), None)
             .await,
         Err(StoreError::NotFound(_))
     ));
@@ -197,11 +345,19 @@ async fn versions_count_per_baseline_with_a_history_record_each(open: Open) {
     assert_eq!(learned.elements.len(), 8);
     assert_eq!(learned.version, 2, "two batches that learned: two versions");
     let several = s
-        .change(&web(), "t", "edited", "", false, &|b| {
-            b.approve(None, SystemTime::now());
-            b.reset(SystemTime::now());
-            Ok(())
-        })
+        .change(
+            &web(),
+            "t",
+            "edited",
+            "",
+            false,
+            &|b| {
+                b.approve(None, SystemTime::now());
+                b.reset(SystemTime::now());
+                Ok(())
+            },
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(several.version, 3, "one change, one version");
@@ -219,7 +375,7 @@ async fn versions_count_per_baseline_with_a_history_record_each(open: Open) {
     }
     let other = WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "api", "app");
     let created = s
-        .change(&other, "t", "added", "", true, &|_| Ok(()))
+        .change(&other, "t", "added", "", true, &|_| Ok(()), None)
         .await
         .unwrap();
     assert_eq!(created.version, 1);
@@ -330,7 +486,7 @@ async fn history_keeps_the_newest_versions(open: Open) {
     let s = open(dir.path());
     let id = web();
     for _ in 0..1005 {
-        s.change(&id, "t", "edited", "", true, &|_| Ok(()))
+        s.change(&id, "t", "edited", "", true, &|_| Ok(()), None)
             .await
             .unwrap();
     }
@@ -431,6 +587,24 @@ fn acknowledged_writes_survive_a_crash(engine: &str, test: &str) {
         audits.is_subset(&stored),
         "{audits:?} not all in {stored:?}"
     );
+    // Every approval in history has its audit record naming that version, and no more.
+    let log = all_audit(s.as_ref());
+    let approvals: Vec<u64> = s
+        .history(&web())
+        .unwrap()
+        .iter()
+        .filter(|h| h.action == "approved")
+        .map(|h| h.version)
+        .collect();
+    let audited: Vec<u64> = log
+        .iter()
+        .filter(|a| a.action == "ApproveBaseline")
+        .map(|a| a.detail.trim_start_matches("version ").parse().unwrap())
+        .collect();
+    assert_eq!(
+        approvals, audited,
+        "a change on disk without its audit record, or the reverse"
+    );
     // The log is whole up to every cursor that was durable before the crash.
     let durable = *s.durable_cursor().borrow();
     assert!(
@@ -503,9 +677,13 @@ fn crash_child() -> bool {
             writeln!(out, "CURSOR {}", *s.durable_cursor().borrow()).unwrap();
             out.flush().unwrap();
         }
-        // One more batch committed but never waited for, then the crash.
+        // One more batch committed but never waited for, and an approval under way, then the
+        // crash: whatever of the approval reached the disk, it did with its audit record.
         let last = batch("late", 10 * CRASH_BATCH + 1, CRASH_BATCH);
         let _uncommitted = s.ingest_commit("n1", &last, &p, SystemTime::now()).await;
+        let pending = Arc::clone(&s);
+        tokio::spawn(async move { approve(pending.as_ref()).await });
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
         writeln!(out, "CRASHING").unwrap();
         out.flush().unwrap();
     });
@@ -583,6 +761,11 @@ macro_rules! engine_conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn versions_count_per_baseline_with_a_history_record_each() {
                 super::versions_count_per_baseline_with_a_history_record_each($open).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn changes_carry_their_audit_record() {
+                super::changes_carry_their_audit_record($open).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,7 +102,10 @@ pub trait BaselineStore: Send + Sync {
 
     /// Applies `change` to one baseline as a new version recorded with actor, action and
     /// reason (creating it first if `create`), atomically, durably. Every change is a new
-    /// version, even one that only restates the current content.
+    /// version, even one that only restates the current content. `audit`, the record of the
+    /// call that asked for the change, is written in the same transaction, its detail naming
+    /// the version made: a change is never on disk without its audit record (`None` for the
+    /// server's own changes, which history names).
     async fn change(
         &self,
         id: &WorkloadIdentity,
@@ -111,6 +114,7 @@ pub trait BaselineStore: Send + Sync {
         reason: &str,
         create: bool,
         change: BaselineChange<'_>,
+        audit: Option<AuditEntry>,
     ) -> Result<Baseline>;
 
     /// Ends learning where the policies' evidence says so; returns the baselines that changed.
@@ -123,12 +127,14 @@ pub trait BaselineStore: Send + Sync {
     /// Versions of one baseline, oldest first.
     fn history(&self, id: &WorkloadIdentity) -> Result<Vec<VersionRecord>>;
 
-    /// Replaces or creates many baselines, all or nothing, each as a new version.
+    /// Replaces or creates many baselines, all or nothing, each as a new version, with the
+    /// call's `audit` record in the same transaction.
     async fn import(
         &self,
         items: Vec<Baseline>,
         actor: &str,
         reason: &str,
+        audit: AuditEntry,
     ) -> Result<Vec<Baseline>>;
 
     /// Per-day activity of one workload from `from_day` on, for dry runs.
@@ -264,13 +270,17 @@ pub trait IncidentStore: Send + Sync {
         order: Order,
     ) -> Result<(Vec<Incident>, Option<u64>)>;
 
-    /// Applies a lifecycle action to an incident, durably, with its log record.
+    /// Applies a lifecycle action to an incident, durably, with its log record and, when it
+    /// changes anything, the call's `audit` record in the same transaction (its detail names
+    /// what an allow added to the baseline). An action that changes nothing writes nothing:
+    /// the caller audits it ([`ActionOutcome::changed`]).
     async fn incident_action(
         &self,
         id: u64,
         action: Action,
         actor: &str,
         reason: &str,
+        audit: AuditEntry,
     ) -> Result<ActionOutcome>;
 }
 

@@ -9,8 +9,8 @@
 
 use super::{be, dec, enc, tx_err, Store, TxError};
 use crate::store::{
-    day_of, ActivityRecord, BaselineChange, BaselineFilter, BaselineStore, Result, StoreError,
-    VersionRecord,
+    day_of, ActivityRecord, AuditEntry, BaselineChange, BaselineFilter, BaselineStore, Result,
+    StoreError, VersionRecord,
 };
 use procguard_core::policy::Policies;
 use procguard_core::{Baseline, BaselineState, ElementKey, WorkloadIdentity};
@@ -177,7 +177,9 @@ impl BaselineStore for Store {
         reason: &str,
         create: bool,
         change: BaselineChange<'_>,
+        audit: Option<AuditEntry>,
     ) -> Result<Baseline> {
+        let pending = audit.map(|a| self.pending_audit(a)).transpose()?;
         let w = self.writer.lock().await;
         let now = SystemTime::now();
         // The version before the change: 0 for a baseline this change creates (its first is 1).
@@ -195,20 +197,38 @@ impl BaselineStore for Store {
         // makes several edits: versions count 1, 2, 3 … per baseline, each with its history.
         b.version = before + 1;
         b.updated_at = now;
-        let trees = (&self.baselines, &self.history, &self.meta);
-        let b = trees
-            .transaction(|(baselines, history, meta)| {
-                write_version(
+        let trees = (
+            &self.baselines,
+            &self.history,
+            &self.meta,
+            &self.audit,
+            &self.log.records,
+        );
+        let (b, mut appender, pending) = trees
+            .transaction(|(baselines, history, meta, audit, records)| {
+                let mut log = self.log.appender(now);
+                let b = write_version(
                     (baselines, history, meta),
                     b.clone(),
                     actor,
                     action,
                     reason,
                     now,
-                )
+                )?;
+                let pending = pending.clone().map(|mut p| {
+                    p.set_version(b.version);
+                    p
+                });
+                if let Some(p) = &pending {
+                    p.write(audit, records, &mut log)?;
+                }
+                Ok((b, log, pending))
             })
             .map_err(tx_err)?;
-        let gen = self.log.committed(None);
+        if let Some(p) = &pending {
+            self.audit_committed(p);
+        }
+        let gen = self.log.committed(Some(&mut appender));
         drop(w);
         self.log.wait_durable(&self.db, gen).await?;
         Ok(b)
@@ -231,13 +251,21 @@ impl BaselineStore for Store {
         let mut changed = Vec::new();
         for id in due {
             let b = self
-                .change(&id, "policy", "learning-ended", "", false, &|b| {
-                    let policy = policies.for_baseline(b).clone();
-                    match b.evaluate_learning(&policy, now) {
-                        Some(_) => Ok(()),
-                        None => Err("no longer due".into()),
-                    }
-                })
+                .change(
+                    &id,
+                    "policy",
+                    "learning-ended",
+                    "",
+                    false,
+                    &|b| {
+                        let policy = policies.for_baseline(b).clone();
+                        match b.evaluate_learning(&policy, now) {
+                            Some(_) => Ok(()),
+                            None => Err("no longer due".into()),
+                        }
+                    },
+                    None,
+                )
                 .await;
             match b {
                 Ok(b) => changed.push(b),
@@ -320,12 +348,22 @@ impl BaselineStore for Store {
         items: Vec<Baseline>,
         actor: &str,
         reason: &str,
+        audit: AuditEntry,
     ) -> Result<Vec<Baseline>> {
-        let _w = self.writer.lock().await;
+        let pending = self.pending_audit(audit)?;
+        let w = self.writer.lock().await;
         let now = SystemTime::now();
-        let trees = (&self.baselines, &self.history, &self.meta);
-        let out = trees
-            .transaction(|(baselines, history, meta)| {
+        let trees = (
+            &self.baselines,
+            &self.history,
+            &self.meta,
+            &self.audit,
+            &self.log.records,
+        );
+        let (out, mut appender) = trees
+            .transaction(|(baselines, history, meta, audit, records)| {
+                let mut log = self.log.appender(now);
+                pending.write(audit, records, &mut log)?;
                 let mut revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0);
                 let mut out = Vec::new();
                 for item in &items {
@@ -362,10 +400,13 @@ impl BaselineStore for Store {
                     out.push(b);
                 }
                 meta.insert("revision", &revision.to_be_bytes())?;
-                Ok::<_, TxError>(out)
+                Ok::<_, TxError>((out, log))
             })
             .map_err(tx_err)?;
-        self.db.flush_async().await?;
+        self.audit_committed(&pending);
+        let gen = self.log.committed(Some(&mut appender));
+        drop(w);
+        self.log.wait_durable(&self.db, gen).await?;
         Ok(out)
     }
 }

@@ -11,7 +11,8 @@ use super::baselines::write_version;
 use super::log::Appender;
 use super::{abort, be, dec, enc, tx_err, Store, TxError};
 use crate::store::{
-    ActionOutcome, DeviationRecord, IncidentStore, Order, RecordBody, Result, StoreError,
+    ActionOutcome, AuditEntry, DeviationRecord, IncidentStore, Order, RecordBody, Result,
+    StoreError,
 };
 use procguard_core::incident::{self, Action, Applied, Incident, IncidentFilter};
 use procguard_core::Baseline;
@@ -242,9 +243,11 @@ impl IncidentStore for Store {
         action: Action,
         actor: &str,
         reason: &str,
+        audit: AuditEntry,
     ) -> Result<ActionOutcome> {
         let n = id;
         let now = SystemTime::now();
+        let pending = self.pending_audit(audit)?;
         let w = self.writer.lock().await;
         let trees = (
             &self.log.incidents,
@@ -252,9 +255,10 @@ impl IncidentStore for Store {
             &self.baselines,
             &self.history,
             &self.meta,
+            &self.audit,
         );
-        let (outcome, mut appender) = trees
-            .transaction(|(incidents, records, baselines, history, meta)| {
+        let (outcome, mut appender, pending) = trees
+            .transaction(|(incidents, records, baselines, history, meta, audit)| {
                 let mut log = self.log.appender(now);
                 let mut i = log
                     .incident(incidents, n)?
@@ -269,7 +273,7 @@ impl IncidentStore for Store {
                         baseline: None,
                         allowed: None,
                     };
-                    return Ok((outcome, log));
+                    return Ok((outcome, log, None));
                 }
                 let mut allowed = None;
                 let baseline = if action == Action::Allow {
@@ -306,15 +310,24 @@ impl IncidentStore for Store {
                 };
                 log.incidents.insert(n, i);
                 let mut changed = log.finish(incidents, records)?;
+                // The audit record says exactly what was allowed: element and contents.
+                let mut pending = pending.clone();
+                if let (Some(a), Some(b)) = (&allowed, &baseline) {
+                    pending.set_detail(format!("{a} in {} (version {})", b.workload, b.version));
+                }
+                pending.write(audit, records, &mut log)?;
                 let outcome = ActionOutcome {
                     incident: changed.pop().expect("one incident"),
                     changed: true,
                     baseline,
                     allowed,
                 };
-                Ok((outcome, log))
+                Ok((outcome, log, Some(pending)))
             })
             .map_err(tx_err)?;
+        if let Some(p) = &pending {
+            self.audit_committed(p);
+        }
         // Also for an unchanged incident: the state it reports may come from a concurrent
         // action that is committed but not yet on disk.
         let gen = self.log.committed(Some(&mut appender));

@@ -9,6 +9,21 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Ingests event `id` again and returns how many of it were recognised as duplicates.
+/// The audit record of an API call, as the gate makes it.
+fn call(action: &str) -> AuditEntry {
+    AuditEntry {
+        id: 0,
+        at: SystemTime::now(),
+        actor: "tests".into(),
+        role: "approver".into(),
+        action: action.into(),
+        target: String::new(),
+        result: AuditOutcome::Ok,
+        detail: String::new(),
+        peer: String::new(),
+    }
+}
+
 async fn replay(s: &Store, id: &str) -> usize {
     s.ingest(
         "n1",
@@ -35,10 +50,18 @@ async fn enforced(s: Store) -> Store {
     )
     .await
     .unwrap();
-    s.change(&web(), "t", "approved", "", false, &|b| {
-        b.approve(None, SystemTime::now());
-        Ok(())
-    })
+    s.change(
+        &web(),
+        "t",
+        "approved",
+        "",
+        false,
+        &|b| {
+            b.approve(None, SystemTime::now());
+            Ok(())
+        },
+        None,
+    )
     .await
     .unwrap();
     s
@@ -316,7 +339,13 @@ async fn actions_follow_the_lifecycle_and_land_in_the_log() {
     let id = list[0].id.clone();
     let n: u64 = id.parse().unwrap();
     let i = s
-        .incident_action(n, Action::Acknowledge, "alice", "looking")
+        .incident_action(
+            n,
+            Action::Acknowledge,
+            "alice",
+            "looking",
+            call("IncidentAction"),
+        )
         .await
         .unwrap();
     assert!(i.changed);
@@ -327,22 +356,23 @@ async fn actions_follow_the_lifecycle_and_land_in_the_log() {
     // A repeat succeeds, changes nothing and appends nothing.
     let cursor = s.last_cursor();
     let again = s
-        .incident_action(n, Action::Acknowledge, "bob", "")
+        .incident_action(n, Action::Acknowledge, "bob", "", call("IncidentAction"))
         .await
         .unwrap();
     assert!(!again.changed);
     assert_eq!(again.incident, i.incident);
     assert_eq!(s.last_cursor(), cursor);
-    s.incident_action(n, Action::Resolve, "alice", "fine")
+    s.incident_action(n, Action::Resolve, "alice", "fine", call("IncidentAction"))
         .await
         .unwrap();
     let err = s
-        .incident_action(n, Action::Allow, "alice", "")
+        .incident_action(n, Action::Allow, "alice", "", call("IncidentAction"))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("already resolved"), "{err}");
     assert!(matches!(
-        s.incident_action(999, Action::Resolve, "a", "").await,
+        s.incident_action(999, Action::Resolve, "a", "", call("IncidentAction"))
+            .await,
         Err(StoreError::NotFound(_))
     ));
     // The same executable again after resolution opens a new incident.
@@ -664,7 +694,8 @@ async fn concurrent_actions_on_one_incident_have_one_outcome() {
         tasks.push(tokio::spawn(async move {
             (
                 action,
-                s.incident_action(n, action, &format!("p{p}"), "").await,
+                s.incident_action(n, action, &format!("p{p}"), "", call("IncidentAction"))
+                    .await,
             )
         }));
     }
@@ -695,7 +726,11 @@ async fn concurrent_actions_on_one_incident_have_one_outcome() {
         .filter(|(_, r)| r.as_ref().is_ok_and(|o| o.changed))
         .count();
     assert_eq!(changed, 1, "one action changed the incident");
-    assert_eq!(s.last_cursor(), before + 1, "one incident record");
+    assert_eq!(
+        s.last_cursor(),
+        before + 2,
+        "one incident record and the winning call's audit record"
+    );
     let b = s.baseline(&web(), 0).unwrap();
     let allowed = b.elements.contains_key(&end.element_key());
     assert_eq!(allowed, winner == Action::Allow);
