@@ -119,6 +119,17 @@ pub struct Config {
     /// are bounded, about 1 KiB at most, so the default keeps about a quarter of a million).
     #[arg(long, env = "PROCGUARD_AUDIT_RETENTION_BYTES", default_value_t = crate::store::Retention::AUDIT_BYTES)]
     pub audit_retention_bytes: u64,
+    /// Closed incidents (resolved or allowed) last changed longer ago than this are removed;
+    /// open and acknowledged incidents are kept whatever their age.
+    #[arg(long, env = "PROCGUARD_INCIDENT_RETENTION_AGE", default_value = "180d", value_parser = humantime::parse_duration)]
+    pub incident_retention_age: Duration,
+    /// Past this many closed incidents, the longest closed are removed.
+    #[arg(long, env = "PROCGUARD_MAX_CLOSED_INCIDENTS", default_value_t = crate::store::Retention::INCIDENTS_CLOSED)]
+    pub max_closed_incidents: u64,
+    /// The record of a sensor not heard from for this long is removed (its node is taken to be
+    /// gone: scaled down or replaced); it no longer counts toward --max-sensors.
+    #[arg(long, env = "PROCGUARD_SENSOR_RETENTION_AGE", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub sensor_retention_age: Duration,
     /// Newest durable records held in memory, shared by every SIEM subscription; a
     /// subscriber further behind reads from disk. 0 disables the shared tail.
     #[arg(long, env = "PROCGUARD_STREAM_TAIL_RECORDS", default_value_t = crate::store::DEFAULT_TAIL_RECORDS)]
@@ -301,6 +312,9 @@ impl Config {
                 max_bytes: self.retention_bytes,
                 audit_max_age: self.audit_retention_age,
                 audit_max_bytes: self.audit_retention_bytes,
+                incident_max_age: self.incident_retention_age,
+                incident_max_closed: self.max_closed_incidents,
+                sensor_max_age: self.sensor_retention_age,
             },
             retention_interval: self.retention_interval,
             sensor_silence: self.sensor_silence,

@@ -57,6 +57,8 @@ pub const DEFAULT_API_BURST: f64 = 200.0;
 pub const DEFAULT_MAX_SENSOR_STREAMS: usize = 10_000;
 /// Default subscription streams open at once.
 pub const DEFAULT_MAX_SUBSCRIBER_STREAMS: usize = 64;
+/// Default most sensor records (distinct node names) the server keeps.
+pub const DEFAULT_MAX_SENSORS: usize = 50_000;
 /// How far beyond a node's mark an event's sequence may be: its mark is the higher of what
 /// the server acknowledged for the node and the server's clock in microseconds since the
 /// epoch. A sensor numbers its events from its own clock in microseconds (so that a sensor
@@ -87,6 +89,8 @@ pub struct LimitSettings {
     pub max_sensor_streams: usize,
     /// Subscription (SIEM) streams open at once.
     pub max_subscriber_streams: usize,
+    /// Sensor records (distinct node names) kept.
+    pub max_sensors: usize,
 }
 
 impl Default for LimitSettings {
@@ -101,6 +105,7 @@ impl Default for LimitSettings {
             api_burst: DEFAULT_API_BURST,
             max_sensor_streams: DEFAULT_MAX_SENSOR_STREAMS,
             max_subscriber_streams: DEFAULT_MAX_SUBSCRIBER_STREAMS,
+            max_sensors: DEFAULT_MAX_SENSORS,
         }
     }
 }
@@ -135,6 +140,11 @@ pub struct LimitFlags {
     /// Subscription (SIEM) streams open at once (RESOURCE_EXHAUSTED past it).
     #[arg(long, env = "PROCGUARD_MAX_SUBSCRIBER_STREAMS", default_value_t = DEFAULT_MAX_SUBSCRIBER_STREAMS)]
     pub max_subscriber_streams: usize,
+    /// Distinct sensors (node names) the server keeps a record of; a stream naming a new node
+    /// past it is refused (RESOURCE_EXHAUSTED). Records of sensors silent for
+    /// --sensor-retention-age are removed.
+    #[arg(long, env = "PROCGUARD_MAX_SENSORS", default_value_t = DEFAULT_MAX_SENSORS)]
+    pub max_sensors: usize,
 }
 
 impl LimitFlags {
@@ -148,6 +158,7 @@ impl LimitFlags {
             ("--max-baseline-elements", self.max_baseline_elements),
             ("--max-sensor-streams", self.max_sensor_streams),
             ("--max-subscriber-streams", self.max_subscriber_streams),
+            ("--max-sensors", self.max_sensors),
         ];
         for (flag, v) in positive {
             if v == 0 {
@@ -174,6 +185,7 @@ impl LimitFlags {
             api_burst: self.api_burst,
             max_sensor_streams: self.max_sensor_streams,
             max_subscriber_streams: self.max_subscriber_streams,
+            max_sensors: self.max_sensors,
         })
     }
 }
@@ -330,6 +342,24 @@ impl Limits {
                 self.settings.max_subscriber_streams
             ))
         })
+    }
+
+    /// Whether a sensor naming a node the server does not know yet may be recorded, given the
+    /// `known` sensor records; else `RESOURCE_EXHAUSTED`, counted under `sensors`. Bounds the
+    /// per-node records and metric series that names claiming to be nodes can create (a fleet
+    /// certificate may name any node).
+    pub fn new_sensor(&self, node: &str, known: u64) -> Result<(), Status> {
+        let max = self.settings.max_sensors;
+        if known < max as u64 {
+            return Ok(());
+        }
+        self.violated("sensors");
+        Err(Status::resource_exhausted(format!(
+            "the server already keeps records of {known} sensors (--max-sensors {max}), so the \
+             new node '{node}' is refused: raise --max-sensors (PROCGUARD_MAX_SENSORS) if the \
+             cluster has grown, or find the certificate naming nodes that do not exist (records \
+             of sensors silent for --sensor-retention-age are removed)"
+        )))
     }
 
     /// The status for a message over `--max-message-bytes`, from tonic's decoder status.

@@ -239,6 +239,11 @@ pub struct Metrics {
     pub retention_event_ids_removed: Counter,
     /// Audit entries removed by audit retention (`--audit-retention-age`, `-bytes`).
     pub retention_audit_removed: Counter,
+    /// Closed incidents removed by retention (`--incident-retention-age`,
+    /// `--max-closed-incidents`).
+    pub retention_incidents_removed: Counter,
+    /// Records of long-silent sensors removed by retention (`--sensor-retention-age`).
+    pub retention_sensors_removed: Counter,
     /// Records sent to subscribers that were read from sled because the subscriber was
     /// behind the shared tail (the rest came from memory).
     pub records_streamed_from_storage: Counter,
@@ -356,6 +361,16 @@ impl Metrics {
             "retention_audit_removed",
             "Audit entries removed by audit retention (--audit-retention-age, --audit-retention-bytes)",
             self.retention_audit_removed.clone(),
+        );
+        r.register(
+            "retention_incidents_removed",
+            "Closed incidents removed by retention (--incident-retention-age, --max-closed-incidents)",
+            self.retention_incidents_removed.clone(),
+        );
+        r.register(
+            "retention_sensors_removed",
+            "Records of sensors silent for --sensor-retention-age removed by retention",
+            self.retention_sensors_removed.clone(),
         );
         r.register(
             "sensors_connected",

@@ -44,6 +44,11 @@ pub async fn run(store: SharedStorage, metrics: Metrics, s: Settings, shutdown: 
                     metrics.retention_deviations_removed.inc_by(o.deviations_removed);
                     metrics.retention_event_ids_removed.inc_by(o.event_ids_removed);
                     metrics.retention_audit_removed.inc_by(o.audit_removed);
+                    metrics.retention_incidents_removed.inc_by(o.incidents_removed);
+                    metrics.retention_sensors_removed.inc_by(o.sensors_removed);
+                    if o.incidents_removed > 0 || o.sensors_removed > 0 {
+                        tracing::info!(message = "Retention removed closed incidents and records of long-silent sensors.", incidents = o.incidents_removed, sensors = o.sensors_removed);
+                    }
                     if o.audit_removed > 0 {
                         tracing::info!(message = "Audit retention removed old entries.", removed = o.audit_removed);
                     }

@@ -2,7 +2,8 @@
 //! the sensor stream (API and viewer certificates, a certificate named like the node, an
 //! unlisted fleet certificate and another node's certificate are refused, counted and
 //! audited); a sensor certificate never reaches the API, token or not; one stream past
-//! `--max-subscriber-streams` is refused; a durable subscription is its creator's alone.
+//! `--max-subscriber-streams` is refused; a durable subscription is its creator's alone; a
+//! fleet certificate naming node after node stops at `--max-sensors`.
 
 use procguard_proto::v1 as pb;
 use procguard_tests::grpc::{self, SensorStream};
@@ -118,6 +119,66 @@ async fn only_a_sensor_certificate_opens_the_sensor_stream_for_its_own_node() {
         .proc
         .log_text()
         .contains("Sensor uses a fleet certificate"));
+}
+
+/// A fleet certificate may name any node, and each new name is a record and a metric series
+/// on the server: past `--max-sensors` a new name is refused (counted, audited), while the
+/// nodes already known keep reporting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_claiming_to_be_nodes_stop_at_max_sensors() {
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create_with(&work.path().join("pki"), &["node-a"], &["ds"], &["admin"]);
+    let server = Server::start(
+        &pki,
+        work.path(),
+        &["--sensor-fleet-names", "ds", "--max-sensors", "3"],
+    );
+    let url = server.url();
+    let w = grpc::workload("shop", "web");
+    let mut open = Vec::new();
+    for node in ["node-a", "invented-1", "invented-2"] {
+        let identity = if node == "node-a" {
+            "sensor-node-a"
+        } else {
+            "sensor-ds"
+        };
+        let mut s = SensorStream::open_as(&pki, &url, node, identity)
+            .await
+            .unwrap_or_else(|e| panic!("{node}: {e:?}"));
+        let evs = s.events(&w, &["/app/server"]);
+        s.send_acked(evs).await.unwrap();
+        open.push(s);
+    }
+    for node in ["invented-3", "invented-4"] {
+        let e = SensorStream::open_as(&pki, &url, node, "sensor-ds")
+            .await
+            .expect_err(node);
+        let s = grpc::status_of(&e);
+        assert_eq!(s.code(), Code::ResourceExhausted, "{node}: {s:?}");
+        assert!(s.message().contains("--max-sensors 3"), "{s:?}");
+        assert!(s.message().contains(node), "names the refused node: {s:?}");
+    }
+    // A known node reconnects past the limit: the limit is on records, not streams.
+    drop(open);
+    let mut again = SensorStream::open_as(&pki, &url, "invented-1", "sensor-ds")
+        .await
+        .unwrap();
+    let evs = again.events(&w, &["/app/server"]);
+    again.send_acked(evs).await.unwrap();
+    let refused = metric(
+        server.admin_port,
+        "procguard_server_limit_exceeded_total{limit=\"sensors\"}",
+    )
+    .unwrap_or(0.0);
+    assert_eq!(refused, 2.0, "each refused new node counted");
+    let entries = audit(&pki, &url).await;
+    assert!(
+        entries.iter().any(|e| e.target == "invented-3"
+            && e.action == "SensorSession"
+            && e.result == pb::AuditResult::Denied as i32
+            && e.detail.contains("--max-sensors")),
+        "the refusal is audited: {entries:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,10 +6,10 @@
 //! around one storage call. Requests are converted to domain values at this edge;
 //! anything malformed becomes `INVALID_ARGUMENT` with a message that names the field.
 
-use crate::auth::{Caller, Gate, Role};
+use crate::auth::{Gate, Role};
 use crate::hub::Hub;
 use crate::limits::Limits;
-use crate::store::{AuditEntry, BaselineFilter, SharedStorage, StoreError, MAX_DRY_RUN_DAYS};
+use crate::store::{BaselineFilter, ChangeBy, SharedStorage, StoreError, MAX_DRY_RUN_DAYS};
 use procguard_core::baseline::APPROVED_SHA256_CAP;
 use procguard_core::Origin;
 use procguard_core::{Baseline, ElementKey, ElementStatus, WorkloadIdentity};
@@ -62,32 +62,22 @@ impl BaselineApi {
         }
     }
 
-    /// Changes one baseline as a new version, with `audit` (the call's [`Gate::record`])
+    /// Changes one baseline as a new version, with `by.audit` (the call's [`Gate::record`])
     /// written in the same transaction; publishes the new version to the sensors.
     pub(crate) async fn change_one(
         &self,
-        caller: &Caller,
-        audit: AuditEntry,
         id: &WorkloadIdentity,
-        action: &str,
-        reason: &str,
+        by: ChangeBy<'_>,
         create: bool,
         change: impl Fn(&mut Baseline) -> Result<(), String> + Send + Sync,
     ) -> Result<pb::Baseline, Status> {
+        let (actor, action) = (by.actor.to_string(), by.action.to_string());
         let b = self
             .store
-            .change(
-                id,
-                &caller.actor,
-                action,
-                reason,
-                create,
-                &change,
-                Some(audit),
-            )
+            .change(id, by, create, &change)
             .await
             .map_err(store_status)?;
-        tracing::info!(message = "Baseline changed.", workload = %id, action, actor = %caller.actor, version = b.version);
+        tracing::info!(message = "Baseline changed.", workload = %id, action, actor, version = b.version);
         let out = baseline_to_pb(&b, true);
         self.hub.publish(b);
         Ok(out)
@@ -197,7 +187,7 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
             let only = keys(&r.elements)?;
             let expected = r.expected_version;
             let audit = self.gate.record(&request, &caller, "ApproveBaseline", &target);
-            self.change_one(&caller, audit, &id, "approved", &r.reason, false, |b| {
+            self.change_one(&id, ChangeBy { actor: &caller.actor, action: "approved", reason: &r.reason, audit: Some(audit) }, false, |b| {
                 if expected != 0 && b.version != expected {
                     return Err(format!(
                         "baseline is at version {}, you reviewed version {expected}; review it again",
@@ -248,16 +238,26 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
             let audit = self
                 .gate
                 .record(&request, &caller, "RejectElements", &target);
-            self.change_one(&caller, audit, &id, "rejected", &r.reason, false, |b| {
-                for k in &only {
-                    let el = b
-                        .elements
-                        .get_mut(k)
-                        .ok_or_else(|| format!("element '{k}' is not in the baseline"))?;
-                    el.status = ElementStatus::Rejected;
-                }
-                Ok(())
-            })
+            self.change_one(
+                &id,
+                ChangeBy {
+                    actor: &caller.actor,
+                    action: "rejected",
+                    reason: &r.reason,
+                    audit: Some(audit),
+                },
+                false,
+                |b| {
+                    for k in &only {
+                        let el = b
+                            .elements
+                            .get_mut(k)
+                            .ok_or_else(|| format!("element '{k}' is not in the baseline"))?;
+                        el.status = ElementStatus::Rejected;
+                    }
+                    Ok(())
+                },
+            )
             .await
         }
         .await;
@@ -321,8 +321,7 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
             }
             let mut audit = self.gate.record(&request, &caller, "AddElements", &target);
             audit.detail = format!("added {}", added_detail(&add));
-            let b = self
-                .change_one(&caller, audit, &id, "added", &r.reason, true, |b| {
+            let b = self.change_one(&id, ChangeBy { actor: &caller.actor, action: "added", reason: &r.reason, audit: Some(audit) }, true, |b| {
                     let now = SystemTime::now();
                     for (k, contents) in &add {
                         let el =
@@ -374,14 +373,24 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
             let audit = self
                 .gate
                 .record(&request, &caller, "RemoveElements", &target);
-            self.change_one(&caller, audit, &id, "removed", &r.reason, false, |b| {
-                for k in &remove {
-                    b.elements
-                        .remove(k)
-                        .ok_or_else(|| format!("element '{k}' is not in the baseline"))?;
-                }
-                Ok(())
-            })
+            self.change_one(
+                &id,
+                ChangeBy {
+                    actor: &caller.actor,
+                    action: "removed",
+                    reason: &r.reason,
+                    audit: Some(audit),
+                },
+                false,
+                |b| {
+                    for k in &remove {
+                        b.elements
+                            .remove(k)
+                            .ok_or_else(|| format!("element '{k}' is not in the baseline"))?;
+                    }
+                    Ok(())
+                },
+            )
             .await
         }
         .await;
@@ -412,10 +421,20 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
             let audit = self
                 .gate
                 .record(&request, &caller, "ResetBaseline", &target);
-            self.change_one(&caller, audit, &id, "reset", &r.reason, false, |b| {
-                b.reset(SystemTime::now());
-                Ok(())
-            })
+            self.change_one(
+                &id,
+                ChangeBy {
+                    actor: &caller.actor,
+                    action: "reset",
+                    reason: &r.reason,
+                    audit: Some(audit),
+                },
+                false,
+                |b| {
+                    b.reset(SystemTime::now());
+                    Ok(())
+                },
+            )
             .await
         }
         .await;
@@ -748,10 +767,20 @@ impl BaselineApi {
                 let audit = self
                     .gate
                     .record(&request, &caller, method, &b.workload.to_string());
-                self.change_one(&caller, audit, &b.workload, action, &r.reason, false, |b| {
-                    apply(b);
-                    Ok(())
-                })
+                self.change_one(
+                    &b.workload,
+                    ChangeBy {
+                        actor: &caller.actor,
+                        action,
+                        reason: &r.reason,
+                        audit: Some(audit),
+                    },
+                    false,
+                    |b| {
+                        apply(b);
+                        Ok(())
+                    },
+                )
                 .await?;
                 changed.push((&b.workload).into());
             }

@@ -324,6 +324,16 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                 certificate = certificate.as_deref().unwrap_or_default()
             );
         }
+        // A node the server has no record of is a new record (and metric series): bounded.
+        let known = self
+            .store
+            .sensor_known(&node)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if !known {
+            if let Err(status) = self.limits.new_sensor(&node, self.store.sensors_known()) {
+                return Err(self.refuse(status, certificate, &node, peer).await);
+            }
+        }
         let record = self
             .store
             .sensor_hello(&node, &hello.boot_id, &hello.sensor_version)

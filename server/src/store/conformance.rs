@@ -60,15 +60,17 @@ fn batch(tag: &str, first: u64, n: u64) -> Vec<IngestEvent> {
 async fn approve(s: &dyn Storage) -> u64 {
     s.change(
         &web(),
-        "t",
-        "approved",
-        "",
+        ChangeBy {
+            actor: "t",
+            action: "approved",
+            reason: "",
+            audit: Some(audit_entry("ApproveBaseline")),
+        },
         false,
         &|b| {
             b.approve(None, SystemTime::now());
             Ok(())
         },
-        Some(audit_entry("ApproveBaseline")),
     )
     .await
     .unwrap()
@@ -118,12 +120,14 @@ async fn changes_carry_their_audit_record(open: Open) {
     let refused = s
         .change(
             &web(),
-            "t",
-            "rejected",
-            "",
+            ChangeBy {
+                actor: "t",
+                action: "rejected",
+                reason: "",
+                audit: Some(audit_entry("RejectElements")),
+            },
             false,
             &|_| Err("no".into()),
-            Some(audit_entry("RejectElements")),
         )
         .await;
     assert!(
@@ -304,15 +308,17 @@ async fn a_refused_change_changes_nothing(open: Open) {
     let refused = s
         .change(
             &web(),
-            "t",
-            "approved",
-            "",
+            ChangeBy {
+                actor: "t",
+                action: "approved",
+                reason: "",
+                audit: None,
+            },
             false,
             &|b| {
                 b.approve(None, SystemTime::now());
                 Err("no".into())
             },
-            None,
         )
         .await;
     assert!(
@@ -323,8 +329,18 @@ async fn a_refused_change_changes_nothing(open: Open) {
     assert_eq!(s.history(&web()).unwrap().len(), history);
     let missing = WorkloadIdentity::new("c", "x", WorkloadKind::Deployment, "y", "z");
     assert!(matches!(
-        s.change(&missing, "t", "approved", "", false, &|_| Ok(()), None)
-            .await,
+        s.change(
+            &missing,
+            ChangeBy {
+                actor: "t",
+                action: "approved",
+                reason: "",
+                audit: None
+            },
+            false,
+            &|_| Ok(())
+        )
+        .await,
         Err(StoreError::NotFound(_))
     ));
 }
@@ -347,16 +363,18 @@ async fn versions_count_per_baseline_with_a_history_record_each(open: Open) {
     let several = s
         .change(
             &web(),
-            "t",
-            "edited",
-            "",
+            ChangeBy {
+                actor: "t",
+                action: "edited",
+                reason: "",
+                audit: None,
+            },
             false,
             &|b| {
                 b.approve(None, SystemTime::now());
                 b.reset(SystemTime::now());
                 Ok(())
             },
-            None,
         )
         .await
         .unwrap();
@@ -375,7 +393,17 @@ async fn versions_count_per_baseline_with_a_history_record_each(open: Open) {
     }
     let other = WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "api", "app");
     let created = s
-        .change(&other, "t", "added", "", true, &|_| Ok(()), None)
+        .change(
+            &other,
+            ChangeBy {
+                actor: "t",
+                action: "added",
+                reason: "",
+                audit: None,
+            },
+            true,
+            &|_| Ok(()),
+        )
         .await
         .unwrap();
     assert_eq!(created.version, 1);
@@ -486,9 +514,19 @@ async fn history_keeps_the_newest_versions(open: Open) {
     let s = open(dir.path());
     let id = web();
     for _ in 0..1005 {
-        s.change(&id, "t", "edited", "", true, &|_| Ok(()), None)
-            .await
-            .unwrap();
+        s.change(
+            &id,
+            ChangeBy {
+                actor: "t",
+                action: "edited",
+                reason: "",
+                audit: None,
+            },
+            true,
+            &|_| Ok(()),
+        )
+        .await
+        .unwrap();
     }
     let versions: Vec<u64> = s.history(&id).unwrap().iter().map(|h| h.version).collect();
     assert_eq!(versions, (6..=1005).collect::<Vec<_>>());

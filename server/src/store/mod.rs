@@ -100,21 +100,18 @@ pub trait BaselineStore: Send + Sync {
     /// Every baseline past learning, with the server-wide revision: what sensors match against.
     fn enforcing(&self) -> Result<(u64, Vec<Baseline>)>;
 
-    /// Applies `change` to one baseline as a new version recorded with actor, action and
+    /// Applies `change` to one baseline as a new version recorded with `by`'s actor, action and
     /// reason (creating it first if `create`), atomically, durably. Every change is a new
-    /// version, even one that only restates the current content. `audit`, the record of the
+    /// version, even one that only restates the current content. `by.audit`, the record of the
     /// call that asked for the change, is written in the same transaction, its detail naming
     /// the version made: a change is never on disk without its audit record (`None` for the
     /// server's own changes, which history names).
     async fn change(
         &self,
         id: &WorkloadIdentity,
-        actor: &str,
-        action: &str,
-        reason: &str,
+        by: ChangeBy<'_>,
         create: bool,
         change: BaselineChange<'_>,
-        audit: Option<AuditEntry>,
     ) -> Result<Baseline>;
 
     /// Ends learning where the policies' evidence says so; returns the baselines that changed.
@@ -187,6 +184,13 @@ pub trait IngestStore: Send + Sync {
 pub trait SensorStore: Send + Sync {
     /// What is stored about a sensor (its acknowledged sequence above all).
     fn sensor(&self, node: &str) -> Result<SensorRecord>;
+
+    /// Whether a record of `node` is kept.
+    fn sensor_known(&self, node: &str) -> Result<bool>;
+
+    /// How many sensor records are kept (bounded by `--max-sensors`, which the sensor service
+    /// checks before a new node's hello).
+    fn sensors_known(&self) -> u64;
 
     /// Records a sensor's hello, durably.
     async fn sensor_hello(&self, node: &str, boot_id: &str, version: &str) -> Result<SensorRecord>;
@@ -553,6 +557,20 @@ pub struct ActionOutcome {
     pub allowed: Option<incident::Allowed>,
 }
 
+/// Who changes a baseline, and why: what its version's history record and audit record say.
+#[derive(Debug, Clone)]
+pub struct ChangeBy<'a> {
+    /// Who (a token's name, `policy` for the server's own changes).
+    pub actor: &'a str,
+    /// What kind of change (`approved`, `added`, `learning-ended` …), as history shows it.
+    pub action: &'a str,
+    /// Why, as the person gave it.
+    pub reason: &'a str,
+    /// The audit record of the API call that asked for the change, written in the change's
+    /// transaction; `None` for the server's own changes.
+    pub audit: Option<AuditEntry>,
+}
+
 /// A durable subscription as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DurableSubscription {
@@ -593,9 +611,25 @@ pub struct Retention {
     /// Past this many bytes of audit entries, the oldest are removed
     /// (`--audit-retention-bytes`).
     pub audit_max_bytes: u64,
+    /// Closed incidents (resolved or allowed) last changed longer ago than this are removed
+    /// (`--incident-retention-age`); open and acknowledged ones are kept, whatever their age.
+    pub incident_max_age: Duration,
+    /// Past this many closed incidents, the longest closed are removed
+    /// (`--max-closed-incidents`).
+    pub incident_max_closed: u64,
+    /// Records of sensors not heard from for this long are removed, with their health record
+    /// (`--sensor-retention-age`).
+    pub sensor_max_age: Duration,
 }
 
 impl Retention {
+    /// Default age of closed incidents kept: 180 days.
+    pub const INCIDENT_AGE: Duration = Duration::from_secs(180 * 86_400);
+    /// Default most closed incidents kept.
+    pub const INCIDENTS_CLOSED: u64 = 100_000;
+    /// Default age of a silent sensor's record: 30 days.
+    pub const SENSOR_AGE: Duration = Duration::from_secs(30 * 86_400);
+
     /// Default audit retention: a year, 256 MiB (about a million entries).
     pub const AUDIT_AGE: Duration = Duration::from_secs(365 * 86_400);
     /// See [`Retention::AUDIT_AGE`].
@@ -647,6 +681,10 @@ pub struct RetentionOutcome {
     pub event_ids_removed: u64,
     /// Audit entries removed (past their age or size).
     pub audit_removed: u64,
+    /// Closed incidents removed (past their age, or the longest closed past the count).
+    pub incidents_removed: u64,
+    /// Records of sensors silent past their age removed.
+    pub sensors_removed: u64,
 }
 
 /// Where [`LogStore::read_records`] found its records.

@@ -9,8 +9,8 @@
 
 use super::{be, dec, enc, tx_err, Store, TxError};
 use crate::store::{
-    day_of, ActivityRecord, AuditEntry, BaselineChange, BaselineFilter, BaselineStore, Result,
-    StoreError, VersionRecord,
+    day_of, ActivityRecord, AuditEntry, BaselineChange, BaselineFilter, BaselineStore, ChangeBy,
+    Result, StoreError, VersionRecord,
 };
 use procguard_core::policy::Policies;
 use procguard_core::{Baseline, BaselineState, ElementKey, WorkloadIdentity};
@@ -172,13 +172,16 @@ impl BaselineStore for Store {
     async fn change(
         &self,
         id: &WorkloadIdentity,
-        actor: &str,
-        action: &str,
-        reason: &str,
+        by: ChangeBy<'_>,
         create: bool,
         change: BaselineChange<'_>,
-        audit: Option<AuditEntry>,
     ) -> Result<Baseline> {
+        let ChangeBy {
+            actor,
+            action,
+            reason,
+            audit,
+        } = by;
         let pending = audit.map(|a| self.pending_audit(a)).transpose()?;
         let w = self.writer.lock().await;
         let now = SystemTime::now();
@@ -253,9 +256,12 @@ impl BaselineStore for Store {
             let b = self
                 .change(
                     &id,
-                    "policy",
-                    "learning-ended",
-                    "",
+                    ChangeBy {
+                        actor: "policy",
+                        action: "learning-ended",
+                        reason: "",
+                        audit: None,
+                    },
                     false,
                     &|b| {
                         let policy = policies.for_baseline(b).clone();
@@ -264,7 +270,6 @@ impl BaselineStore for Store {
                             None => Err("no longer due".into()),
                         }
                     },
-                    None,
                 )
                 .await;
             match b {

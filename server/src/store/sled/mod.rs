@@ -68,6 +68,11 @@ pub struct Store {
     max_elements: usize,
     /// Bytes (keys plus values) in `audit`, for its retention by size.
     audit_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// Sensor records kept (counted at open, kept by hellos and retention).
+    sensor_count: Arc<std::sync::atomic::AtomicU64>,
+    /// When retention last scanned the incidents (they are scanned at most every
+    /// [`retention::INCIDENT_SCAN_EVERY`]).
+    incidents_scanned: Arc<std::sync::Mutex<Option<SystemTime>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -139,12 +144,15 @@ impl Store {
             let (k, v) = kv?;
             audit_bytes += (k.len() + v.len()) as u64;
         }
+        let sensors = db.open_tree("sensors")?;
         Ok(Self {
             log,
             baselines: db.open_tree("baselines")?,
             history: db.open_tree("history")?,
             event_ids: event_ids::EventIds::open(&db, &meta, SystemTime::now())?,
-            sensors: db.open_tree("sensors")?,
+            sensor_count: Arc::new(std::sync::atomic::AtomicU64::new(sensors.len() as u64)),
+            sensors,
+            incidents_scanned: Arc::default(),
             audit,
             audit_bytes: Arc::new(std::sync::atomic::AtomicU64::new(audit_bytes)),
             meta,

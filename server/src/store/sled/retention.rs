@@ -1,19 +1,34 @@
 //! Retention in sled: the oldest records of the log go by age and by total size, in small
 //! batches without the writer lock, after the new floor (the highest removed cursor) is
-//! recorded in `meta` key `log_floor`; incidents themselves are kept. A pass also rotates the
-//! event-ID index (see [`super::event_ids`]).
+//! recorded in `meta` key `log_floor`. A pass also rotates the event-ID index (see
+//! [`super::event_ids`]), trims the audit log, removes closed incidents past their age or
+//! count (open and acknowledged ones stay), and the records of sensors silent past theirs.
+//! Incidents and sensor records go by compare-and-swap, so a concurrent change to one keeps it.
 
 use super::{be, dec, Store};
 use crate::store::{
     AuditEntry, LogRecord, LogStore, RecordBody, Result, Retention, RetentionOutcome,
-    RetentionStore,
+    RetentionStore, SensorRecord,
 };
+use procguard_core::incident::IncidentState;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Records removed per retention step; small enough that a step never holds sled busy for
 /// long, so ingest does not notice retention running.
 const RETENTION_STEP: usize = 512;
+
+/// How often retention reads every incident to find the closed ones past their age or count:
+/// incident ages count in days, and a read of every incident is not free.
+pub(super) const INCIDENT_SCAN_EVERY: Duration = Duration::from_secs(600);
+
+/// What retention reads of an incident: whether it is closed, and since when.
+#[derive(serde::Deserialize)]
+struct Closing {
+    state: IncidentState,
+    updated_at: SystemTime,
+}
 
 impl Store {
     /// Removes the oldest audit entries past `retention`'s audit age or size, a step at a
@@ -65,6 +80,114 @@ impl Store {
     /// Bytes of audit entries held (keys plus values).
     pub fn audit_bytes(&self) -> u64 {
         self.audit_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Removes closed incidents (resolved, allowed) last changed more than `retention`'s
+    /// incident age ago, then the longest closed past its count, with the grouping keys that
+    /// still point at them; returns how many went. At most every [`INCIDENT_SCAN_EVERY`].
+    async fn enforce_incident_retention(
+        &self,
+        retention: &Retention,
+        now: SystemTime,
+    ) -> Result<u64> {
+        {
+            let mut last = self.incidents_scanned.lock().expect("incident scan time");
+            if last.is_some_and(|t| now.duration_since(t).unwrap_or_default() < INCIDENT_SCAN_EVERY)
+            {
+                return Ok(0);
+            }
+            *last = Some(now);
+        }
+        let incidents = &self.log.incidents;
+        // (closed since, number) of every closed incident.
+        let mut closed = Vec::new();
+        for (i, kv) in incidents.iter().enumerate() {
+            let (k, v) = kv?;
+            let c: Closing =
+                serde_json::from_slice(&v).map_err(|source| crate::store::StoreError::Corrupt {
+                    tree: "incidents",
+                    source,
+                })?;
+            if !c.state.is_active() {
+                closed.push((c.updated_at, be(&k)));
+            }
+            if i % RETENTION_STEP == RETENTION_STEP - 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        closed.sort_unstable();
+        let over = (closed.len() as u64).saturating_sub(retention.incident_max_closed) as usize;
+        let doomed: Vec<u64> = closed
+            .iter()
+            .enumerate()
+            .filter(|(i, (at, _))| {
+                *i < over
+                    || now.duration_since(*at).unwrap_or_default() > retention.incident_max_age
+            })
+            .map(|(_, (_, n))| *n)
+            .collect();
+        let mut removed = HashSet::new();
+        for (i, n) in doomed.into_iter().enumerate() {
+            let key = n.to_be_bytes();
+            let Some(v) = incidents.get(key)? else {
+                continue;
+            };
+            // Still closed, as read: an incident changed meanwhile is left for the next scan.
+            let c: Closing = dec("incidents", &v)?;
+            if c.state.is_active() {
+                continue;
+            }
+            if incidents
+                .compare_and_swap(key, Some(&v), None as Option<&[u8]>)?
+                .is_ok()
+            {
+                removed.insert(n);
+            }
+            if i % RETENTION_STEP == RETENTION_STEP - 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        if !removed.is_empty() {
+            for kv in self.log.incident_keys.iter() {
+                let (k, v) = kv?;
+                if removed.contains(&be(&v)) {
+                    // Only if it still points there: a new incident for the key keeps it.
+                    let _ = self.log.incident_keys.compare_and_swap(
+                        &k,
+                        Some(&v),
+                        None as Option<&[u8]>,
+                    )?;
+                }
+            }
+        }
+        Ok(removed.len() as u64)
+    }
+
+    /// Removes the records (and health records) of sensors not heard from for `retention`'s
+    /// sensor age; recounts the records kept. Returns how many went.
+    fn enforce_sensor_retention(&self, retention: &Retention, now: SystemTime) -> Result<u64> {
+        let mut removed = 0;
+        let mut kept = 0;
+        for kv in self.sensors.iter() {
+            let (k, v) = kv?;
+            let rec: SensorRecord = dec("sensors", &v)?;
+            let silent = rec.last_seen.is_none_or(|at| {
+                now.duration_since(at).unwrap_or_default() > retention.sensor_max_age
+            });
+            if silent
+                && self
+                    .sensors
+                    .compare_and_swap(&k, Some(&v), None as Option<&[u8]>)?
+                    .is_ok()
+            {
+                self.log.health.remove(&k)?;
+                removed += 1;
+            } else {
+                kept += 1;
+            }
+        }
+        self.sensor_count.store(kept, Ordering::Relaxed);
+        Ok(removed)
     }
 }
 
@@ -149,7 +272,14 @@ impl RetentionStore for Store {
             out.event_ids_rotated = true;
         }
         out.audit_removed = self.enforce_audit_retention(&retention, now).await?;
-        if out.removed > 0 || out.event_ids_rotated || out.audit_removed > 0 {
+        out.incidents_removed = self.enforce_incident_retention(&retention, now).await?;
+        out.sensors_removed = self.enforce_sensor_retention(&retention, now)?;
+        if out.removed > 0
+            || out.event_ids_rotated
+            || out.audit_removed > 0
+            || out.incidents_removed > 0
+            || out.sensors_removed > 0
+        {
             self.db.flush_async().await?;
         }
         Ok(out)

@@ -8,6 +8,7 @@ use super::{abort, dec, enc, tx_err, Store};
 use crate::store::{HealthRecord, HealthReport, Result, SensorRecord, SensorStore};
 use procguard_core::incident::Incident;
 use sled::Transactional;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 #[tonic::async_trait]
@@ -20,6 +21,14 @@ impl SensorStore for Store {
         }
     }
 
+    fn sensor_known(&self, node: &str) -> Result<bool> {
+        Ok(self.sensors.contains_key(node)?)
+    }
+
+    fn sensors_known(&self) -> u64 {
+        self.sensor_count.load(Ordering::Relaxed)
+    }
+
     /// Records a sensor's hello.
     async fn sensor_hello(&self, node: &str, boot_id: &str, version: &str) -> Result<SensorRecord> {
         let _w = self.writer.lock().await;
@@ -27,7 +36,9 @@ impl SensorStore for Store {
         rec.boot_id = boot_id.to_string();
         rec.version = version.to_string();
         rec.last_seen = Some(SystemTime::now());
-        self.sensors.insert(node, enc(&rec))?;
+        if self.sensors.insert(node, enc(&rec))?.is_none() {
+            self.sensor_count.fetch_add(1, Ordering::Relaxed);
+        }
         self.db.flush_async().await?;
         Ok(rec)
     }

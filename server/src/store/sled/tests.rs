@@ -52,15 +52,17 @@ async fn enforced(s: Store) -> Store {
     .unwrap();
     s.change(
         &web(),
-        "t",
-        "approved",
-        "",
+        ChangeBy {
+            actor: "t",
+            action: "approved",
+            reason: "",
+            audit: None,
+        },
         false,
         &|b| {
             b.approve(None, SystemTime::now());
             Ok(())
         },
-        None,
     )
     .await
     .unwrap();
@@ -191,6 +193,9 @@ async fn retention_makes_old_cursors_out_of_range() {
         max_bytes: s.log_bytes() / 2,
         audit_max_age: Retention::AUDIT_AGE,
         audit_max_bytes: Retention::AUDIT_BYTES,
+        incident_max_age: Retention::INCIDENT_AGE,
+        incident_max_closed: Retention::INCIDENTS_CLOSED,
+        sensor_max_age: Retention::SENSOR_AGE,
     };
     let out = s.enforce_retention(keep, SystemTime::now()).await.unwrap();
     assert!(out.removed > 0 && out.removed < total, "{out:?}");
@@ -562,6 +567,9 @@ async fn retention_applies_to_the_tail_too_and_takes_deviations_with_their_recor
         max_bytes: s.log_bytes() / 2,
         audit_max_age: Retention::AUDIT_AGE,
         audit_max_bytes: Retention::AUDIT_BYTES,
+        incident_max_age: Retention::INCIDENT_AGE,
+        incident_max_closed: Retention::INCIDENTS_CLOSED,
+        sensor_max_age: Retention::SENSOR_AGE,
     };
     let out = s.enforce_retention(keep, SystemTime::now()).await.unwrap();
     assert!(out.removed > 0, "{out:?}");
@@ -594,6 +602,9 @@ async fn event_ids_are_remembered_for_at_least_the_retention_age_then_forgotten(
         max_bytes: 1 << 30,
         audit_max_age: Retention::AUDIT_AGE,
         audit_max_bytes: Retention::AUDIT_BYTES,
+        incident_max_age: Retention::INCIDENT_AGE,
+        incident_max_closed: Retention::INCIDENTS_CLOSED,
+        sensor_max_age: Retention::SENSOR_AGE,
     };
     let t0 = SystemTime::now();
     assert_eq!(replay(&s, "old").await, 0);
@@ -661,6 +672,9 @@ async fn event_ids_rotate_by_size_too() {
         max_bytes: 400,
         audit_max_age: Retention::AUDIT_AGE,
         audit_max_bytes: Retention::AUDIT_BYTES,
+        incident_max_age: Retention::INCIDENT_AGE,
+        incident_max_closed: Retention::INCIDENTS_CLOSED,
+        sensor_max_age: Retention::SENSOR_AGE,
     };
     let out = s.enforce_retention(keep, SystemTime::now()).await.unwrap();
     assert!(out.event_ids_rotated);
@@ -784,6 +798,9 @@ async fn the_audit_log_is_bounded_by_entry_age_and_size() {
         max_bytes: u64::MAX,
         audit_max_age: Retention::AUDIT_AGE,
         audit_max_bytes: u64::MAX,
+        incident_max_age: Retention::INCIDENT_AGE,
+        incident_max_closed: Retention::INCIDENTS_CLOSED,
+        sensor_max_age: Retention::SENSOR_AGE,
     };
     let out = s.enforce_retention(keep, now).await.unwrap();
     assert_eq!(out.audit_removed, 10);
@@ -883,4 +900,138 @@ async fn durable_subscriptions_belong_to_their_first_user_across_reopening() {
             .as_deref(),
         Some("bob")
     );
+}
+
+/// Closed incidents go after their age, and past the count the longest closed go first; open
+/// and acknowledged ones stay whatever their age; a removed incident's grouping key is
+/// forgotten, so its executable again opens a new incident. Scans are spaced out.
+#[tokio::test]
+async fn closed_incidents_go_by_age_and_count_and_active_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = enforced_store(dir.path()).await;
+    let exes = ["/bin/a", "/bin/b", "/bin/c", "/bin/d"];
+    for (i, exe) in exes.iter().enumerate() {
+        s.ingest(
+            "n1",
+            &[event(&format!("d{i}"), 10 + i as u64, exe)],
+            &policies(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    }
+    let numbers = |s: &Store| -> Vec<(String, &'static str)> {
+        s.incidents(&IncidentFilter::default(), None, 100, Order::OldestFirst)
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|i| (i.exe_path, i.state.as_str()))
+            .collect()
+    };
+    let (list, _) = s
+        .incidents(&IncidentFilter::default(), None, 10, Order::OldestFirst)
+        .unwrap();
+    let n = |i: usize| -> u64 { list[i].id.parse().unwrap() };
+    // a: resolved first, b: resolved second, c: acknowledged, d: open.
+    for (i, action) in [
+        (0, Action::Resolve),
+        (1, Action::Resolve),
+        (2, Action::Acknowledge),
+    ] {
+        s.incident_action(n(i), action, "t", "", call("IncidentAction"))
+            .await
+            .unwrap();
+    }
+    let keep = Retention {
+        max_age: Duration::from_secs(365 * 86_400),
+        max_bytes: u64::MAX,
+        audit_max_age: Retention::AUDIT_AGE,
+        audit_max_bytes: Retention::AUDIT_BYTES,
+        incident_max_age: Duration::from_secs(86_400),
+        incident_max_closed: 1,
+        sensor_max_age: Retention::SENSOR_AGE,
+    };
+    // By count: of the two closed, the longest closed (a) goes.
+    let now = SystemTime::now();
+    let out = s.enforce_retention(keep, now).await.unwrap();
+    assert_eq!(out.incidents_removed, 1, "{out:?}");
+    assert_eq!(
+        numbers(&s),
+        vec![
+            ("/bin/b".into(), "resolved"),
+            ("/bin/c".into(), "acknowledged"),
+            ("/bin/d".into(), "open")
+        ]
+    );
+    assert!(matches!(s.incident(n(0)), Err(StoreError::NotFound(_))));
+    // A second pass within the scan interval reads nothing.
+    let out = s
+        .enforce_retention(keep, now + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(out.incidents_removed, 0);
+    // By age, two days on: b goes; c and d stay, however old.
+    let later = now + Duration::from_secs(2 * 86_400);
+    let out = s.enforce_retention(keep, later).await.unwrap();
+    assert_eq!(out.incidents_removed, 1, "{out:?}");
+    assert_eq!(
+        numbers(&s),
+        vec![("/bin/c".into(), "acknowledged"), ("/bin/d".into(), "open")]
+    );
+    // a's key is forgotten: a new incident opens for it; d's active incident still groups.
+    s.ingest(
+        "n1",
+        &[
+            event("again-a", 20, "/bin/a"),
+            event("again-d", 21, "/bin/d"),
+        ],
+        &policies(),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    let after = s
+        .incidents(&IncidentFilter::default(), None, 100, Order::OldestFirst)
+        .unwrap()
+        .0;
+    let d = after.iter().find(|i| i.exe_path == "/bin/d").unwrap();
+    assert_eq!(d.count, 2, "the open incident kept grouping");
+    assert!(after
+        .iter()
+        .any(|i| i.exe_path == "/bin/a" && i.state.as_str() == "open"));
+}
+
+/// A sensor's record goes once it has been silent past the sensor age; the count that
+/// `--max-sensors` is checked against follows.
+#[tokio::test]
+async fn records_of_long_silent_sensors_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    for node in ["n1", "n2"] {
+        s.sensor_hello(node, "boot", "v").await.unwrap();
+    }
+    assert_eq!(s.sensors_known(), 2);
+    s.sensor_hello("n1", "boot2", "v").await.unwrap();
+    assert_eq!(s.sensors_known(), 2, "a known node is not a new record");
+    let keep = Retention {
+        max_age: Duration::from_secs(365 * 86_400),
+        max_bytes: u64::MAX,
+        audit_max_age: Retention::AUDIT_AGE,
+        audit_max_bytes: Retention::AUDIT_BYTES,
+        incident_max_age: Retention::INCIDENT_AGE,
+        incident_max_closed: Retention::INCIDENTS_CLOSED,
+        sensor_max_age: Duration::from_secs(86_400),
+    };
+    let out = s.enforce_retention(keep, SystemTime::now()).await.unwrap();
+    assert_eq!(out.sensors_removed, 0);
+    let out = s
+        .enforce_retention(keep, SystemTime::now() + Duration::from_secs(2 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(out.sensors_removed, 2);
+    assert_eq!(s.sensors_known(), 0);
+    assert!(!s.sensor_known("n1").unwrap());
+    drop(s);
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.sensors_known(), 0, "counted again at open");
 }
