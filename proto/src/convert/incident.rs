@@ -5,8 +5,8 @@
 //! filter enums (severity, state) are read from requests, and an unknown value is an error
 //! rather than "no filter".
 
-use super::content::verdict_to_pb;
-use super::{origin_to_pb, timestamp, ConvertError, Result};
+use super::content::{event_check, incident_check, verdict_to_pb};
+use super::{origin_from_pb, origin_to_pb, system_time, timestamp, ConvertError, Result};
 use crate::v1 as pb;
 use procguard_core::incident::{Incident, IncidentKind, IncidentState, Sample, Severity};
 use procguard_core::{ContentCheck, ProcessEvent};
@@ -161,6 +161,109 @@ pub fn incident_to_pb(i: &Incident, with_samples: bool) -> pb::Incident {
             IncidentKind::SensorBlind => pb::Origin::Unspecified,
             IncidentKind::Deviation | IncidentKind::ExecSession => origin_to_pb(i.origin),
         } as i32,
+    }
+}
+
+/// Protobuf severity to domain; UNSPECIFIED or an unknown value is an error naming `field`.
+pub fn severity_from_pb(v: i32, field: &'static str) -> Result<Severity> {
+    severity_filter(v, field)?.ok_or(ConvertError::BadEnum { field, value: v })
+}
+
+/// Protobuf incident state to domain; UNSPECIFIED or an unknown value is an error naming
+/// `field`.
+pub fn state_from_pb(v: i32, field: &'static str) -> Result<IncidentState> {
+    state_filter(v, field)?.ok_or(ConvertError::BadEnum { field, value: v })
+}
+
+/// Protobuf incident kind to domain; UNSPECIFIED or an unknown value is an error.
+pub fn kind_from_pb(v: i32) -> Result<IncidentKind> {
+    match pb::IncidentKind::try_from(v) {
+        Ok(pb::IncidentKind::Deviation) => Ok(IncidentKind::Deviation),
+        Ok(pb::IncidentKind::SensorBlind) => Ok(IncidentKind::SensorBlind),
+        Ok(pb::IncidentKind::ExecSession) => Ok(IncidentKind::ExecSession),
+        Ok(pb::IncidentKind::Unspecified) | Err(_) => Err(ConvertError::BadEnum {
+            field: "kind",
+            value: v,
+        }),
+    }
+}
+
+/// One sample back in the domain: the sensor event it came from, its time (required) and
+/// process (required, and valid), and its content verdict.
+pub fn sample_from_pb(e: &pb::SensorEvent) -> Result<Sample> {
+    Ok(Sample {
+        event_id: e.event_id.clone(),
+        at: e
+            .observed_at
+            .as_ref()
+            .map(system_time)
+            .ok_or(ConvertError::Missing("samples.observed_at"))?,
+        process: ProcessEvent::try_from(
+            e.process
+                .as_ref()
+                .ok_or(ConvertError::Missing("samples.process"))?,
+        )?,
+        content: event_check(e),
+    })
+}
+
+/// An incident as the protocol carries it, back in the domain (what `procguardctl` prints).
+/// Its kind, severity, state and times are required, as is every sample's process; the
+/// workload, when present, must be valid. The message has no field for the time of the last
+/// change of any kind ([`Incident::updated_at`]): it reads as the last event's time.
+pub fn incident_from_pb(i: &pb::Incident) -> Result<Incident> {
+    let time = |t: Option<&prost_types::Timestamp>, field| {
+        t.map(system_time).ok_or(ConvertError::Missing(field))
+    };
+    let last_seen = time(i.last_seen.as_ref(), "last_seen")?;
+    Ok(Incident {
+        id: i.id.clone(),
+        kind: kind_from_pb(i.kind)?,
+        workload: i.workload.as_ref().map(TryInto::try_into).transpose()?,
+        exe_path: i.exe_path.clone(),
+        applet: i.applet.clone(),
+        script_path: i.script_path.clone(),
+        severity: severity_from_pb(i.severity, "severity")?,
+        severity_reason: i.severity_reason.clone(),
+        content: incident_check(i),
+        state: state_from_pb(i.state, "state")?,
+        first_seen: time(i.first_seen.as_ref(), "first_seen")?,
+        last_seen,
+        count: i.count,
+        nodes: i.nodes.iter().cloned().collect(),
+        pods: i.pods.iter().cloned().collect(),
+        samples: i
+            .samples
+            .iter()
+            .map(sample_from_pb)
+            .collect::<Result<_>>()?,
+        baseline_version: i.baseline_version,
+        origin: origin_from_pb(i.origin),
+        sensor_node: i.sensor_node.clone(),
+        state_actor: i.state_actor.clone(),
+        state_reason: i.state_reason.clone(),
+        updated_at: last_seen,
+    })
+}
+
+/// A `ListIncidents` answer back in the domain, with the next page's token (empty on the
+/// last).
+pub fn incidents_page_from_pb(r: &pb::ListIncidentsResponse) -> Result<(Vec<Incident>, String)> {
+    Ok((
+        r.incidents
+            .iter()
+            .map(incident_from_pb)
+            .collect::<Result<_>>()?,
+        r.next_page_token.clone(),
+    ))
+}
+
+/// A page of incidents as `ListIncidents` answers (without samples), and the number of the
+/// last one listed when there are more.
+pub fn incidents_page_to_pb(list: &[Incident], next: Option<u64>) -> pb::ListIncidentsResponse {
+    pb::ListIncidentsResponse {
+        incidents: list.iter().map(|i| incident_to_pb(i, false)).collect(),
+        next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
     }
 }
 
