@@ -149,7 +149,12 @@ impl ProcessView {
                         && (p.exe_memfd
                             || p.exe_deleted
                             || procguard_proto::convert::origin_from_pb(p.origin).is_drift()),
-                    workload: crate::id_text(p.workload.as_ref()),
+                    workload: p
+                        .workload
+                        .as_ref()
+                        .and_then(|w| procguard_core::WorkloadIdentity::try_from(w).ok())
+                        .map(|w| w.to_string())
+                        .unwrap_or_default(),
                     namespace: p
                         .workload
                         .as_ref()
