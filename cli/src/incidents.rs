@@ -78,12 +78,6 @@ pub fn severity_arg(s: &str) -> anyhow::Result<pb::Severity> {
     })
 }
 
-/// A process event as JSON: its [`ProcessView`], with context, completeness and what is
-/// missing.
-pub fn process_json(p: &pb::ProcessEvent) -> Value {
-    ProcessView::of(p).json()
-}
-
 /// An incident as every JSON and YAML output prints it (`incidents -o json`, `watch`'s lines).
 pub fn incident_json(i: &Incident) -> Value {
     json!({

@@ -9,7 +9,7 @@
 //! documented in docs/siem.md.
 
 use crate::content;
-use crate::incidents::{process_json, severity_arg};
+use crate::incidents::severity_arg;
 use crate::process::ProcessView;
 use crate::render::millis as millis_text;
 use crate::{id_text, usage, Cli, Client};
@@ -17,6 +17,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 use procguard_core::audit::{AuditEntry, AuditOutcome};
 use procguard_core::incident::{Incident, IncidentKind, IncidentState, Severity};
+use procguard_core::ContentCheck;
 use procguard_proto::convert::audit::audit_from_pb;
 use procguard_proto::convert::content::event_check;
 use procguard_proto::convert::incident::{incident_from_pb, severity_filter};
@@ -96,12 +97,46 @@ pub struct Streamed<'a> {
     record: &'a pb::StreamRecord,
     /// The record's severity; `None` for audit records (and a value this build does not know).
     severity: Option<Severity>,
-    body: Body<'a>,
+    body: Body,
 }
 
-enum Body<'a> {
+/// A deviation record as every format prints it, each part read through the domain.
+struct Deviation {
+    /// The sensor's event ID.
+    event_id: String,
+    /// When the sensor saw the exec (for records stored before, when the server stored it).
+    observed_at: Option<SystemTime>,
+    /// The version of the workload's baseline it deviated from.
+    baseline_version: u64,
+    /// The process, as [`ProcessView`] prints it; `None` when the record carried none.
+    process: Option<ProcessView>,
+    /// Its content verdict, if judged.
+    content: Option<ContentCheck>,
+}
+
+impl Deviation {
+    fn read(d: &pb::SensorEvent) -> Self {
+        Self {
+            event_id: d.event_id.clone(),
+            observed_at: d.observed_at.as_ref().map(system_time),
+            baseline_version: d.baseline_version,
+            process: d.process.as_ref().map(ProcessView::of),
+            content: event_check(d),
+        }
+    }
+
+    /// The process to print in a format that always has one (OCSF, CEF): a record without one
+    /// prints as a partial process with nothing known.
+    fn view(&self) -> ProcessView {
+        self.process
+            .clone()
+            .unwrap_or_else(|| ProcessView::of(&pb::ProcessEvent::default()))
+    }
+}
+
+enum Body {
     Incident(Box<Incident>),
-    Deviation(&'a pb::SensorEvent),
+    Deviation(Box<Deviation>),
     Audit(AuditEntry),
     None,
 }
@@ -121,7 +156,9 @@ impl<'a> Streamed<'a> {
                     )
                 })?))
             }
-            Some(pb::stream_record::Record::Deviation(d)) => Body::Deviation(d),
+            Some(pb::stream_record::Record::Deviation(d)) => {
+                Body::Deviation(Box::new(Deviation::read(d)))
+            }
             Some(pb::stream_record::Record::Audit(a)) => {
                 Body::Audit(audit_from_pb(a).with_context(|| {
                     format!(
@@ -160,10 +197,10 @@ pub fn jsonl(s: &Streamed<'_>) -> Value {
             v["incident_id"] = json!(r.incident_id);
             v["deviation"] = json!({
                 "event_id": d.event_id,
-                "observed_at": rfc3339(d.observed_at.as_ref()),
+                "observed_at": d.observed_at.map(millis_text),
                 "baseline_version": d.baseline_version,
-                "process": d.process.as_ref().map(process_json),
-                "content": content::json(event_check(d).as_ref()),
+                "process": d.process.as_ref().map(ProcessView::json),
+                "content": content::json(d.content.as_ref()),
             });
         }
         Body::Audit(a) => {
@@ -243,9 +280,7 @@ fn ocsf_event(s: &Streamed<'_>) -> Value {
     let (severity_id, severity) = ocsf_severity(s.severity);
     match &s.body {
         Body::Deviation(d) => {
-            let p = d.process.clone().unwrap_or_default();
-            let c = p.container.clone().unwrap_or_default();
-            let view = ProcessView::of(&p);
+            let p = d.view();
             let parent = json!({
                 "pid": p.ppid,
                 "file": p.ancestors.first().map(|a| json!({"path": a.exe_path, "name": basename(&a.exe_path), "type_id": 1})),
@@ -260,12 +295,12 @@ fn ocsf_event(s: &Streamed<'_>) -> Value {
                 "category_uid": 1, "category_name": "System Activity",
                 "activity_id": 1, "activity_name": "Launch",
                 "type_uid": 100701, "type_name": "Process Activity: Launch",
-                "time": millis(d.observed_at.as_ref()),
+                "time": d.observed_at.map_or(0, since_epoch_ms),
                 "severity_id": severity_id, "severity": severity,
                 "status_id": 1, "status": "Success",
-                "message": format!("{} ran outside the baseline of {} as {}{}{}", p.exe_path, view.workload, view.context_name(), view.drift_note(), view.partial_note()),
+                "message": format!("{} ran outside the baseline of {} as {}{}{}", p.exe_path, p.workload, p.context_name(), p.drift_note(), p.partial_note()),
                 "metadata": ocsf_metadata(r, &r.incident_id),
-                "device": {"hostname": p.node_name, "type_id": 0},
+                "device": {"hostname": p.node, "type_id": 0},
                 "process": {
                     "pid": p.pid,
                     "name": p.comm,
@@ -277,36 +312,36 @@ fn ocsf_event(s: &Streamed<'_>) -> Value {
                 },
                 "actor": {"process": parent},
                 "unmapped": {
-                    "workload": view.workload,
-                    "namespace": view.namespace,
-                    "pod": c.pod_name,
+                    "workload": p.workload,
+                    "namespace": p.namespace,
+                    "pod": p.pod,
                     "applet": p.applet,
                     "script_path": p.script_path,
                     "exe_memfd": p.exe_memfd,
                     "exe_deleted": p.exe_deleted,
                     "exe_writable_location": p.exe_writable_location,
-                    "origin": view.origin,
-                    "drift": view.drift,
-                    "context": view.context,
-                    "completeness": view.completeness,
-                    "missing": view.missing,
-                    "argv_truncated": view.argv_truncated,
+                    "origin": p.origin,
+                    "drift": p.drift,
+                    "context": p.context,
+                    "completeness": p.completeness,
+                    "missing": p.missing,
+                    "argv_truncated": p.argv_truncated,
                     "incident_id": r.incident_id,
                     "event_id": d.event_id,
                     "baseline_version": d.baseline_version,
-                    "content": content::json(event_check(d).as_ref()),
+                    "content": content::json(d.content.as_ref()),
                 },
             });
             // A host process has no container: the object is left out, not sent empty.
-            if !c.container_id.is_empty() {
-                let mut container = json!({"uid": c.container_id});
-                if !c.image.is_empty() || !c.image_digest.is_empty() {
+            if !p.container_id.is_empty() {
+                let mut container = json!({"uid": p.container_id});
+                if !p.image.is_empty() || !p.image_digest.is_empty() {
                     let mut image = json!({});
-                    if !c.image.is_empty() {
-                        image["name"] = json!(c.image);
+                    if !p.image.is_empty() {
+                        image["name"] = json!(p.image);
                     }
-                    if !c.image_digest.is_empty() {
-                        image["uid"] = json!(c.image_digest);
+                    if !p.image_digest.is_empty() {
+                        image["uid"] = json!(p.image_digest);
                     }
                     container["image"] = image;
                 }
@@ -447,15 +482,14 @@ pub fn cef(s: &Streamed<'_>) -> String {
     let r = s.record;
     let (sig, name, sev, mut ext): (String, String, u8, Vec<(&str, String)>) = match &s.body {
         Body::Deviation(d) => {
-            let p = d.process.clone().unwrap_or_default();
-            let view = ProcessView::of(&p);
+            let p = d.view();
             (
                 "procguard:deviation".into(),
                 "Process outside baseline".into(),
                 cef_severity(s.severity),
                 vec![
-                    ("rt", millis(d.observed_at.as_ref()).to_string()),
-                    ("dvchost", p.node_name.clone()),
+                    ("rt", d.observed_at.map_or(0, since_epoch_ms).to_string()),
+                    ("dvchost", p.node.clone()),
                     ("sproc", p.comm.clone()),
                     ("spid", p.pid.to_string()),
                     ("suid", p.uid.to_string()),
@@ -464,11 +498,11 @@ pub fn cef(s: &Streamed<'_>) -> String {
                     ("fileHash", p.exe_sha256.clone()),
                     ("externalId", format!("deviation:{}", d.event_id)),
                     ("cs1Label", "workload".into()),
-                    ("cs1", view.workload.clone()),
+                    ("cs1", p.workload.clone()),
                     ("cs2Label", "incidentId".into()),
                     ("cs2", r.incident_id.clone()),
                     ("cs3Label", "namespace".into()),
-                    ("cs3", view.namespace.clone()),
+                    ("cs3", p.namespace.clone()),
                     ("cs4Label", "argv".into()),
                     ("cs4", p.argv.join(" ")),
                     ("cs5Label", "parent".into()),
@@ -480,24 +514,30 @@ pub fn cef(s: &Streamed<'_>) -> String {
                             .unwrap_or_default(),
                     ),
                     ("cs6Label", "context".into()),
-                    ("cs6", view.context_name()),
-                    (CEF_ORIGIN, view.origin.to_string()),
+                    ("cs6", p.context_name()),
+                    (CEF_ORIGIN, p.origin.to_string()),
                     ("flexString1Label", "completeness".into()),
-                    ("flexString1", view.completeness_name()),
+                    ("flexString1", p.completeness_name()),
                     ("flexString2Label", "missing".into()),
-                    ("flexString2", view.missing.join(",")),
+                    ("flexString2", p.missing.join(",")),
                     // Every labelled string key is taken on a deviation record: the verdict
                     // and the approved contents are user-defined keys (docs/siem.md).
-                    (CEF_VERDICT, cef_verdict(event_check(d).as_ref())),
-                    (CEF_APPROVED, d.content_approved_sha256.join(",")),
+                    (CEF_VERDICT, cef_verdict(d.content.as_ref())),
+                    (
+                        CEF_APPROVED,
+                        d.content
+                            .as_ref()
+                            .map(|c| c.approved_sha256.join(","))
+                            .unwrap_or_default(),
+                    ),
                     (
                         "msg",
                         format!(
                             "{} ran outside the baseline as {}{}{}",
                             p.exe_path,
-                            view.context_name(),
-                            view.drift_note(),
-                            view.partial_note()
+                            p.context_name(),
+                            p.drift_note(),
+                            p.partial_note()
                         ),
                     ),
                 ],

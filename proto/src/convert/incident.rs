@@ -270,6 +270,44 @@ pub fn incidents_page_to_pb(list: &[Incident], next: Option<u64>) -> pb::ListInc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use procguard_core::{Baseline, WorkloadIdentity};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn an_incident_reads_back_as_it_was_sent_with_its_samples() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let b = Baseline::new(
+            WorkloadIdentity::parse("c/shop/deployment/web/nginx").unwrap(),
+            now,
+        );
+        let ev = ProcessEvent::test("/tmp/x").sha256(&"b".repeat(64));
+        let mut i = Incident::from_deviation("7".into(), "e1", &ev, &b, now);
+        i.record_deviation("e2", &ev, &b, now + Duration::from_secs(5));
+        i.state_actor = "alice".into();
+        let mut back = incident_from_pb(&incident_to_pb(&i, true)).unwrap();
+        // The message has no time of the last change: it reads as the last event's.
+        assert_eq!(back.updated_at, i.last_seen);
+        back.updated_at = i.updated_at;
+        assert_eq!(back, i);
+        // A listing leaves the samples out, and they read back as none.
+        assert!(incident_from_pb(&incident_to_pb(&i, false))
+            .unwrap()
+            .samples
+            .is_empty());
+        // What the server always sends is required, and named when missing.
+        let mut m = incident_to_pb(&i, false);
+        m.last_seen = None;
+        assert_eq!(
+            incident_from_pb(&m),
+            Err(ConvertError::Missing("last_seen"))
+        );
+        let mut m = incident_to_pb(&i, false);
+        m.state = 0;
+        assert!(incident_from_pb(&m)
+            .unwrap_err()
+            .to_string()
+            .contains("state"));
+    }
 
     #[test]
     fn filters_reject_unknown_values_and_read_unspecified_as_none() {
