@@ -2,14 +2,19 @@
 //! history and diffs, dry runs, export and import. One command group, and longer than most
 //! for it: thirteen subcommands, each a request and its table.
 
+use crate::client::read;
 use crate::render::{
-    content_cell, element_text, export, id_text, origin_names, origins_cell, print, state_name,
-    status_name, table, ts,
+    content_cell, element_text, export, origin_names, origins_cell, print, table, ts,
 };
 use crate::{content, usage, Cli, Client, Output};
 use anyhow::Context;
 use clap::Subcommand;
-use procguard_core::WorkloadIdentity;
+use procguard_core::content::{ElementsDiff, StatusChange};
+use procguard_core::{Baseline, ElementStatus, WorkloadIdentity};
+use procguard_proto::convert::review::{
+    dry_run_from_pb, history_from_pb, import_from_pb, versions_diff_from_pb,
+};
+use procguard_proto::convert::{baseline_from_pb, baselines_page_from_pb, bulk_from_pb};
 use procguard_proto::v1 as pb;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -163,68 +168,75 @@ pub(crate) fn workload(s: &str) -> anyhow::Result<pb::WorkloadIdentity> {
     Ok((&id).into())
 }
 
-pub(crate) fn baseline_json(b: &pb::Baseline) -> Value {
+/// A baseline as JSON and YAML print it; `with_provenance` as the server sent it (listings
+/// leave each element's provenance out, and print it as `null`).
+pub(crate) fn baseline_json(b: &Baseline, with_provenance: bool) -> Value {
+    let l = &b.learning;
+    let c = &b.coverage;
     json!({
-        "workload": id_text(b.workload.as_ref()),
-        "state": state_name(b.state),
+        "workload": b.workload.to_string(),
+        "state": b.state.as_str(),
         "version": b.version,
         "revision": b.revision,
-        "updated_at": ts(b.updated_at.as_ref()),
+        "updated_at": ts(Some(b.updated_at)),
         "labels": b.labels,
         "image_digests": b.image_digests,
-        "learning": b.learning.as_ref().map(|l| json!({
-            "started_at": ts(l.started_at.as_ref()),
-            "ended_at": ts(l.ended_at.as_ref()),
-            "last_new_element_at": ts(l.last_new_element_at.as_ref()),
-            "pods_observed": l.pods_observed,
-            "nodes_observed": l.nodes_observed,
+        "learning": {
+            "started_at": ts(Some(l.started_at)),
+            "ended_at": ts(l.ended_at),
+            "last_new_element_at": ts(l.last_new_element_at),
+            "pods_observed": l.pods_observed(),
+            "nodes_observed": l.nodes_observed(),
             "events_observed": l.events_observed,
-            "end_reason": l.end_reason,
+            "end_reason": l.end_reason.clone().unwrap_or_default(),
             "element_limit": l.element_limit.as_ref().map(|e| json!({
                 "limit": e.limit,
-                "reached_at": ts(e.reached_at.as_ref()),
+                "reached_at": ts(Some(e.reached_at)),
                 "refused": e.refused,
             })),
-        })),
-        "coverage": b.coverage.as_ref().map(|c| json!({
+        },
+        "coverage": {
             "partial_events": c.partial_events,
             "unread_invocations": c.unread_invocations,
-            "last_partial_at": ts(c.last_partial_at.as_ref()),
-        })),
-        "elements": b.elements.iter().map(|e| json!({
-            "exe_path": e.exe_path,
-            "applet": e.applet,
-            "script_path": e.script_path,
-            "status": status_name(e.status),
+            "last_partial_at": ts(c.last_partial_at),
+        },
+        "elements": b.elements.iter().map(|(k, e)| json!({
+            "exe_path": k.exe_path,
+            "applet": k.applet,
+            "script_path": k.script_path,
+            "status": e.status.as_str(),
             "review_reasons": e.review_reasons,
             "manual": e.manual,
             "approved_sha256": e.approved_sha256,
             "origins": origin_names(&e.origins),
-            "provenance": e.provenance.as_ref().map(|p| json!({
-                "first_seen": ts(p.first_seen.as_ref()),
-                "last_seen": ts(p.last_seen.as_ref()),
-                "count": p.count,
-                "nodes": p.nodes,
-                "pods": p.pods,
-                "parents": p.parents,
-                "sample_argv": p.sample_argv,
-                "sha256": p.sha256,
-            })),
+            "provenance": with_provenance.then(|| {
+                let p = &e.provenance;
+                json!({
+                    "first_seen": ts(Some(p.first_seen)),
+                    "last_seen": ts(Some(p.last_seen)),
+                    "count": p.count,
+                    "nodes": p.nodes,
+                    "pods": p.pods,
+                    "parents": p.parents,
+                    "sample_argv": p.sample_argv,
+                    "sha256": p.sha256,
+                })
+            }),
         })).collect::<Vec<_>>(),
     })
 }
 
 /// Status changes as JSON: each element (`EXE (APPLET) SCRIPT`) with its status before and
 /// after.
-pub(crate) fn status_changes_json(changes: &[pb::ElementChange]) -> Value {
+pub(crate) fn status_changes_json(changes: &[StatusChange]) -> Value {
     Value::Array(
         changes
             .iter()
             .map(|c| {
                 json!({
-                    "element": c.element.as_ref().map(element_text),
-                    "before": status_name(c.before),
-                    "after": status_name(c.after),
+                    "element": element_text(&c.element),
+                    "before": c.before.as_str(),
+                    "after": c.after.as_str(),
                     "origins_before": origin_names(&c.origins_before),
                     "origins_after": origin_names(&c.origins_after),
                 })
@@ -237,30 +249,23 @@ pub(crate) fn status_changes_json(changes: &[pb::ElementChange]) -> Value {
 /// script: `+ EXE` added, `- EXE` removed (with their origins, `[origins: …]`, when known),
 /// `~ EXE (before -> after)` status or origins changed, and the contents each gains or loses
 /// (`sha256 +3d9f… -1a2b…`) on its line or a `~` line of its own.
-pub(crate) fn element_changes_text(
-    indent: &str,
-    added: &[pb::ElementRef],
-    removed: &[pb::ElementRef],
-    changed: &[pb::ElementChange],
-    contents: &[pb::ContentChange],
-    origins: &[pb::ElementOrigins],
-) -> String {
-    let origins_of = |e: &pb::ElementRef| {
-        origins
+pub(crate) fn element_changes_text(indent: &str, d: &ElementsDiff) -> String {
+    let origins_of = |e: &procguard_core::ElementKey| {
+        d.origins
             .iter()
-            .find(|o| o.element.as_ref() == Some(e))
-            .map(|o| format!(" [origins: {}]", origins_cell(&o.origins)))
+            .find(|(k, _)| k == e)
+            .map(|(_, o)| format!(" [origins: {}]", origins_cell(o)))
             .unwrap_or_default()
     };
-    let contents_of = |e: &pb::ElementRef| {
-        contents
+    let contents_of = |e: &procguard_core::ElementKey| {
+        d.content
             .iter()
-            .find(|c| c.element.as_ref() == Some(e))
+            .find(|c| &c.element == e)
             .map(|c| format!("  {}", content::change_text(c)))
             .unwrap_or_default()
     };
     let mut s = String::new();
-    for a in added {
+    for a in &d.added {
         s += &format!(
             "{indent}+ {}{}{}\n",
             element_text(a),
@@ -268,7 +273,7 @@ pub(crate) fn element_changes_text(
             contents_of(a)
         );
     }
-    for a in removed {
+    for a in &d.removed {
         s += &format!(
             "{indent}- {}{}{}\n",
             element_text(a),
@@ -276,8 +281,7 @@ pub(crate) fn element_changes_text(
             contents_of(a)
         );
     }
-    for c in changed {
-        let e = c.element.clone().unwrap_or_default();
+    for c in &d.status {
         let origins = if c.origins_before == c.origins_after {
             String::new()
         } else {
@@ -289,23 +293,20 @@ pub(crate) fn element_changes_text(
         };
         s += &format!(
             "{indent}~ {} ({} -> {}{origins}){}\n",
-            element_text(&e),
-            status_name(c.before),
-            status_name(c.after),
-            contents_of(&e)
+            element_text(&c.element),
+            c.before.as_str(),
+            c.after.as_str(),
+            contents_of(&c.element)
         );
     }
-    let named = |e: &pb::ElementRef| {
-        added.contains(e)
-            || removed.contains(e)
-            || changed.iter().any(|c| c.element.as_ref() == Some(e))
+    let named = |e: &procguard_core::ElementKey| {
+        d.added.contains(e) || d.removed.contains(e) || d.status.iter().any(|c| &c.element == e)
     };
-    for c in contents {
-        let e = c.element.clone().unwrap_or_default();
-        if !named(&e) {
+    for c in &d.content {
+        if !named(&c.element) {
             s += &format!(
                 "{indent}~ {}  {}\n",
-                element_text(&e),
+                element_text(&c.element),
                 content::change_text(c)
             );
         }
@@ -334,60 +335,58 @@ pub(crate) fn selector(filter: &Filter) -> anyhow::Result<pb::BaselineSelector> 
     })
 }
 
+/// A baseline the server answered a change or a `get` with (provenance included).
 pub(crate) fn show_baseline(output: Output, b: &pb::Baseline) -> anyhow::Result<()> {
-    print(output, &baseline_json(b), || {
+    let b = read(baseline_from_pb(b), "a baseline")?;
+    print(output, &baseline_json(&b, true), || {
         let mut s = format!(
             "Workload:  {}\nState:     {}\nVersion:   {}\n",
-            id_text(b.workload.as_ref()),
-            state_name(b.state),
+            b.workload,
+            b.state.as_str(),
             b.version
         );
-        if let Some(l) = &b.learning {
+        let l = &b.learning;
+        s += &format!(
+            "Learning:  {} events, {} pods, {} nodes{}\n",
+            l.events_observed,
+            l.pods_observed(),
+            l.nodes_observed(),
+            match &l.end_reason {
+                None => String::new(),
+                Some(r) => format!(", ended ({r})"),
+            }
+        );
+        let c = &b.coverage;
+        if c.partial_events > 0 {
             s += &format!(
-                "Learning:  {} events, {} pods, {} nodes{}\n",
-                l.events_observed,
-                l.pods_observed,
-                l.nodes_observed,
-                if l.end_reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(", ended ({})", l.end_reason)
-                }
+                "Coverage:  {} partial events (a field the sensor could not read), {} of them \
+                 execs whose applet or script was unread while all else was allowed; last at {}\n",
+                c.partial_events,
+                c.unread_invocations,
+                ts(c.last_partial_at).as_str().unwrap_or("?"),
             );
-            if let Some(c) = b.coverage.as_ref().filter(|c| c.partial_events > 0) {
-                s += &format!(
-                    "Coverage:  {} partial events (a field the sensor could not read), {} of them \
-                     execs whose applet or script was unread while all else was allowed; last at {}\n",
-                    c.partial_events,
-                    c.unread_invocations,
-                    ts(c.last_partial_at.as_ref()).as_str().unwrap_or("?"),
-                );
-            }
-            if let Some(e) = &l.element_limit {
-                s += &format!(
-                    "Limit:     element limit reached ({} elements, --max-baseline-elements) at {}; \
-                     {} executions outside it refused and reported as deviations; \
-                     review it before approving (the baseline is incomplete)\n",
-                    e.limit,
-                    ts(e.reached_at.as_ref()).as_str().unwrap_or("?"),
-                    e.refused
-                );
-            }
+        }
+        if let Some(e) = &l.element_limit {
+            s += &format!(
+                "Limit:     element limit reached ({} elements, --max-baseline-elements) at {}; \
+                 {} executions outside it refused and reported as deviations; \
+                 review it before approving (the baseline is incomplete)\n",
+                e.limit,
+                ts(Some(e.reached_at)).as_str().unwrap_or("?"),
+                e.refused
+            );
         }
         s += "\n";
         let rows: Vec<Vec<String>> = b
             .elements
             .iter()
-            .map(|e| {
+            .map(|(k, e)| {
                 vec![
-                    e.exe_path.clone(),
-                    e.applet.clone(),
-                    e.script_path.clone(),
-                    status_name(e.status).to_string(),
-                    e.provenance
-                        .as_ref()
-                        .map(|p| p.count.to_string())
-                        .unwrap_or_default(),
+                    k.exe_path.clone(),
+                    k.applet.clone(),
+                    k.script_path.clone(),
+                    e.status.as_str().to_string(),
+                    e.provenance.count.to_string(),
                     content_cell(&e.approved_sha256),
                     origins_cell(&e.origins),
                     e.review_reasons.join(","),
@@ -436,7 +435,10 @@ pub(crate) async fn run(cli: &Cli, cmd: &Baselines) -> anyhow::Result<()> {
                 api.bulk_reset(req).await?
             }
             .into_inner();
-            let changed: Vec<String> = r.changed.iter().map(|w| id_text(Some(w))).collect();
+            let changed: Vec<String> = read(bulk_from_pb(&r), "the changed workloads")?
+                .iter()
+                .map(WorkloadIdentity::to_string)
+                .collect();
             print(cli.output, &json!({ "changed": changed }), || {
                 format!("{} baselines changed\n", changed.len())
                     + &changed
@@ -473,33 +475,27 @@ pub(crate) async fn run(cli: &Cli, cmd: &Baselines) -> anyhow::Result<()> {
                 })?)
                 .await?
                 .into_inner();
+            let (changes, dry_run) = read(import_from_pb(&r), "the import's changes")?;
             let value = json!({
-                "dry_run": r.dry_run,
-                "changes": r.changes.iter().map(|c| json!({
-                    "workload": id_text(c.workload.as_ref()),
-                    "action": c.action,
-                    "added": c.added.iter().map(element_text).collect::<Vec<_>>(),
-                    "removed": c.removed.iter().map(element_text).collect::<Vec<_>>(),
-                    "changed": status_changes_json(&c.changed),
-                    "content_changed": content::changes_json(&c.content_changed),
+                "dry_run": dry_run,
+                "changes": changes.iter().map(|c| json!({
+                    "workload": c.workload.to_string(),
+                    "action": c.action.as_str(),
+                    "added": c.elements.added.iter().map(element_text).collect::<Vec<_>>(),
+                    "removed": c.elements.removed.iter().map(element_text).collect::<Vec<_>>(),
+                    "changed": status_changes_json(&c.elements.status),
+                    "content_changed": content::changes_json(&c.elements.content),
                 })).collect::<Vec<_>>(),
             });
             print(cli.output, &value, || {
-                let mut s = if r.dry_run {
+                let mut s = if dry_run {
                     "Dry run: nothing was changed.\n".to_string()
                 } else {
                     String::new()
                 };
-                for ch in &r.changes {
-                    s += &format!("{} {}\n", ch.action, id_text(ch.workload.as_ref()));
-                    s += &element_changes_text(
-                        "  ",
-                        &ch.added,
-                        &ch.removed,
-                        &ch.changed,
-                        &ch.content_changed,
-                        &[],
-                    );
+                for ch in &changes {
+                    s += &format!("{} {}\n", ch.action, ch.workload);
+                    s += &element_changes_text("  ", &ch.elements);
                 }
                 s
             })
@@ -517,11 +513,12 @@ pub(crate) async fn run(cli: &Cli, cmd: &Baselines) -> anyhow::Result<()> {
                 })?)
                 .await?
                 .into_inner();
+            let r = read(dry_run_from_pb(&r), "the dry run")?;
             let value = json!({
                 "events_replayed": r.events_replayed,
                 "would_alert": r.would_alert.iter().map(|h| json!({
-                    "element": h.element.as_ref().map(element_text).unwrap_or_default(),
-                    "count": h.count, "last_seen": ts(h.last_seen.as_ref()),
+                    "element": element_text(&h.element),
+                    "count": h.count, "last_seen": ts(h.last_seen),
                     "origins": origin_names(&h.origins),
                 })).collect::<Vec<_>>(),
             });
@@ -531,10 +528,10 @@ pub(crate) async fn run(cli: &Cli, cmd: &Baselines) -> anyhow::Result<()> {
                     .iter()
                     .map(|h| {
                         vec![
-                            h.element.as_ref().map(element_text).unwrap_or_default(),
+                            element_text(&h.element),
                             h.count.to_string(),
                             origins_cell(&h.origins),
-                            ts(h.last_seen.as_ref()).as_str().unwrap_or("").to_string(),
+                            ts(h.last_seen).as_str().unwrap_or("").to_string(),
                         ]
                     })
                     .collect();
@@ -557,25 +554,26 @@ pub(crate) async fn run(cli: &Cli, cmd: &Baselines) -> anyhow::Result<()> {
                     })?)
                     .await?
                     .into_inner();
-                all.extend(r.baselines);
-                if r.next_page_token.is_empty() {
+                let (page, next) = read(baselines_page_from_pb(&r), "a page of baselines")?;
+                all.extend(page);
+                if next.is_empty() {
                     break;
                 }
-                page_token = r.next_page_token;
+                page_token = next;
             }
-            let value = Value::Array(all.iter().map(baseline_json).collect());
+            let value = Value::Array(all.iter().map(|b| baseline_json(b, false)).collect());
             print(cli.output, &value, || {
                 let rows: Vec<Vec<String>> = all
                     .iter()
                     .map(|b| {
                         vec![
-                            id_text(b.workload.as_ref()),
-                            state_name(b.state).into(),
+                            b.workload.to_string(),
+                            b.state.as_str().into(),
                             b.version.to_string(),
                             b.elements.len().to_string(),
                             b.elements
-                                .iter()
-                                .filter(|e| e.status == pb::ElementStatus::NeedsReview as i32)
+                                .values()
+                                .filter(|e| e.status == ElementStatus::NeedsReview)
                                 .count()
                                 .to_string(),
                         ]
@@ -697,29 +695,29 @@ pub(crate) async fn run(cli: &Cli, cmd: &Baselines) -> anyhow::Result<()> {
                 })?)
                 .await?
                 .into_inner();
+            let versions = read(history_from_pb(&h), "the baseline's history")?;
             let value = Value::Array(
-                h.versions
+                versions
                     .iter()
                     .map(|v| {
                         json!({
-                            "version": v.version, "actor": v.actor, "at": ts(v.at.as_ref()),
-                            "action": v.action, "reason": v.reason, "state": state_name(v.state),
+                            "version": v.version, "actor": v.actor, "at": ts(Some(v.at)),
+                            "action": v.action, "reason": v.reason, "state": v.state.as_str(),
                             "elements": v.element_count,
                         })
                     })
                     .collect(),
             );
             print(cli.output, &value, || {
-                let rows: Vec<Vec<String>> = h
-                    .versions
+                let rows: Vec<Vec<String>> = versions
                     .iter()
                     .map(|v| {
                         vec![
                             v.version.to_string(),
-                            ts(v.at.as_ref()).as_str().unwrap_or("").to_string(),
+                            ts(Some(v.at)).as_str().unwrap_or("").to_string(),
                             v.actor.clone(),
                             v.action.clone(),
-                            state_name(v.state).into(),
+                            v.state.as_str().into(),
                             v.element_count.to_string(),
                             v.reason.clone(),
                         ]
@@ -746,39 +744,33 @@ pub(crate) async fn run(cli: &Cli, cmd: &Baselines) -> anyhow::Result<()> {
                 })?)
                 .await?
                 .into_inner();
-            let r = element_text;
+            let d = read(versions_diff_from_pb(&d), "the diff")?;
+            let e = &d.elements;
             // The origins of an added or removed element, from the version it is in.
-            let origins = |e: &pb::ElementRef| -> Vec<i32> {
-                d.origins
+            let origins = |k: &procguard_core::ElementKey| {
+                e.origins
                     .iter()
-                    .find(|o| o.element.as_ref() == Some(e))
-                    .map(|o| o.origins.clone())
+                    .find(|(o, _)| o == k)
+                    .map(|(_, o)| origin_names(o))
                     .unwrap_or_default()
             };
             let value = json!({
-                "added": d.added.iter().map(r).collect::<Vec<_>>(),
-                "removed": d.removed.iter().map(r).collect::<Vec<_>>(),
-                "changed": status_changes_json(&d.changed),
-                "content_changed": content::changes_json(&d.content_changed),
+                "added": e.added.iter().map(element_text).collect::<Vec<_>>(),
+                "removed": e.removed.iter().map(element_text).collect::<Vec<_>>(),
+                "changed": status_changes_json(&e.status),
+                "content_changed": content::changes_json(&e.content),
                 // Each added or removed element's origins, by its text.
-                "origins": d.added.iter().chain(&d.removed)
-                    .map(|e| (r(e), json!(origin_names(&origins(e)))))
+                "origins": e.added.iter().chain(&e.removed)
+                    .map(|k| (element_text(k), json!(origins(k))))
                     .collect::<serde_json::Map<String, Value>>(),
-                "state_before": state_name(d.state_before), "state_after": state_name(d.state_after),
+                "state_before": d.state_before.as_str(), "state_after": d.state_after.as_str(),
             });
             print(cli.output, &value, || {
                 format!(
                     "state: {} -> {}\n",
-                    state_name(d.state_before),
-                    state_name(d.state_after)
-                ) + &element_changes_text(
-                    "",
-                    &d.added,
-                    &d.removed,
-                    &d.changed,
-                    &d.content_changed,
-                    &d.origins,
-                )
+                    d.state_before.as_str(),
+                    d.state_after.as_str()
+                ) + &element_changes_text("", e)
             })
         }
     }

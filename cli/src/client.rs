@@ -127,3 +127,18 @@ impl std::error::Error for Usage {}
 pub(crate) fn usage(m: String) -> anyhow::Error {
     anyhow::Error::new(Usage(m))
 }
+
+/// An answer read into the domain through `procguard_proto::convert`; one this build cannot
+/// read (a newer server) is an error that names `what` and what to do, never printed with a
+/// guess.
+pub(crate) fn read<T>(
+    r: Result<T, procguard_proto::convert::ConvertError>,
+    what: impl std::fmt::Display,
+) -> anyhow::Result<T> {
+    r.map_err(|e| {
+        anyhow::anyhow!(
+            "the server sent {what} in a form this procguardctl cannot read ({e}); \
+             upgrade procguardctl to the server's version"
+        )
+    })
+}

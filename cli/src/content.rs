@@ -6,8 +6,8 @@
 //! (`{"verdict": "modified", "sha256": …, "approved_sha256": […]}`); a record without one (a
 //! sensor finding, an older server) prints `null` / `unknown`, never a guess.
 
+use procguard_core::content::ContentChange;
 use procguard_core::ContentCheck;
-use procguard_proto::v1 as pb;
 use serde_json::{json, Value};
 
 /// The first 12 hex digits of a content hash, as `baselines get` shows them.
@@ -47,13 +47,13 @@ pub fn text(c: Option<&ContentCheck>) -> String {
 
 /// Element content changes as JSON: each element (`EXE (APPLET) SCRIPT`) with the contents
 /// it gains and loses, in full.
-pub fn changes_json(changes: &[pb::ContentChange]) -> Value {
+pub fn changes_json(changes: &[ContentChange]) -> Value {
     Value::Array(
         changes
             .iter()
             .map(|c| {
                 json!({
-                    "element": c.element.as_ref().map(crate::element_text).unwrap_or_default(),
+                    "element": crate::element_text(&c.element),
                     "sha256_added": c.added,
                     "sha256_removed": c.removed,
                 })
@@ -63,7 +63,7 @@ pub fn changes_json(changes: &[pb::ContentChange]) -> Value {
 }
 
 /// One element's content change in a line: `sha256 +3d9f… -1a2b…`.
-pub fn change_text(c: &pb::ContentChange) -> String {
+pub fn change_text(c: &ContentChange) -> String {
     let added = c.added.iter().map(|h| format!("+{}", short(h)));
     let removed = c.removed.iter().map(|h| format!("-{}", short(h)));
     format!(
@@ -100,8 +100,8 @@ mod tests {
             text(Some(&new)),
             "new-element (ran unhashed; no approved content)"
         );
-        let change = pb::ContentChange {
-            element: None,
+        let change = ContentChange {
+            element: "/bin/sh".parse().unwrap(),
             added: vec!["c".repeat(64)],
             removed: vec!["a".repeat(64)],
         };

@@ -1,12 +1,17 @@
 //! `procguardctl incidents list|get|ack|resolve|allow`: review incidents and act on them.
 
+use crate::client::read;
 use crate::content;
 use crate::process::ProcessView;
+use crate::render::seconds;
 use crate::{id_text, print, table, ts, usage, Cli, Client, Output};
 use clap::Subcommand;
-use procguard_proto::convert::content::{event_check, incident_check};
+use procguard_core::incident::{Incident, IncidentKind};
+use procguard_core::ElementKey;
+use procguard_proto::convert::incident::{incident_from_pb, incidents_page_from_pb};
 use procguard_proto::v1 as pb;
 use serde_json::{json, Value};
+use std::time::SystemTime;
 
 #[derive(Debug, Subcommand)]
 pub enum Incidents {
@@ -73,61 +78,23 @@ pub fn severity_arg(s: &str) -> anyhow::Result<pb::Severity> {
     })
 }
 
-/// Lowercase severity name.
-pub fn severity_name(v: i32) -> &'static str {
-    match pb::Severity::try_from(v).unwrap_or(pb::Severity::Unspecified) {
-        pb::Severity::Low => "low",
-        pb::Severity::Medium => "medium",
-        pb::Severity::High => "high",
-        pb::Severity::Critical => "critical",
-        pb::Severity::Unspecified => "",
-    }
-}
-
-/// Lowercase state name.
-pub fn state_name(v: i32) -> &'static str {
-    match pb::IncidentState::try_from(v).unwrap_or(pb::IncidentState::Unspecified) {
-        pb::IncidentState::Open => "open",
-        pb::IncidentState::Acknowledged => "acknowledged",
-        pb::IncidentState::Resolved => "resolved",
-        pb::IncidentState::Allowed => "allowed",
-        pb::IncidentState::Unspecified => "?",
-    }
-}
-
-/// Lowercase kind name.
-pub fn kind_name(v: i32) -> &'static str {
-    match pb::IncidentKind::try_from(v).unwrap_or(pb::IncidentKind::Unspecified) {
-        pb::IncidentKind::Deviation => "deviation",
-        pb::IncidentKind::SensorBlind => "sensor-blind",
-        pb::IncidentKind::ExecSession => "exec-session",
-        pb::IncidentKind::Unspecified => "?",
-    }
-}
-
-/// A process event as JSON: its [`ProcessView`], with context, completeness and what is
-/// missing.
-pub fn process_json(p: &pb::ProcessEvent) -> Value {
-    ProcessView::of(p).json()
-}
-
-/// An incident as JSON.
-pub fn incident_json(i: &pb::Incident) -> Value {
+/// An incident as every JSON and YAML output prints it (`incidents -o json`, `watch`'s lines).
+pub fn incident_json(i: &Incident) -> Value {
     json!({
         "id": i.id,
-        "kind": kind_name(i.kind),
+        "kind": i.kind.as_str(),
         "workload": id_text(i.workload.as_ref()),
         "namespace": i.workload.as_ref().map(|w| w.namespace.clone()).unwrap_or_default(),
         "exe_path": i.exe_path,
         "applet": i.applet,
         "script_path": i.script_path,
-        "severity": severity_name(i.severity),
+        "severity": i.severity.as_str(),
         "severity_reason": i.severity_reason,
         "origin": origin_name(i),
-        "content": content::json(incident_check(i).as_ref()),
-        "state": state_name(i.state),
-        "first_seen": ts(i.first_seen.as_ref()),
-        "last_seen": ts(i.last_seen.as_ref()),
+        "content": content::json(i.content.as_ref()),
+        "state": i.state.as_str(),
+        "first_seen": ts(Some(i.first_seen)),
+        "last_seen": ts(Some(i.last_seen)),
         "count": i.count,
         "nodes": i.nodes,
         "pods": i.pods,
@@ -137,40 +104,33 @@ pub fn incident_json(i: &pb::Incident) -> Value {
         "state_reason": i.state_reason,
         "samples": i.samples.iter().map(|s| json!({
             "event_id": s.event_id,
-            "at": ts(s.observed_at.as_ref()),
-            "process": s.process.as_ref().map(process_json),
-            "content": content::json(event_check(s).as_ref()),
+            "at": ts(Some(s.at)),
+            "process": ProcessView::from(&s.process).json(),
+            "content": content::json(s.content.as_ref()),
         })).collect::<Vec<_>>(),
     })
 }
 
 /// Where an incident's executable came from (`image`, `writable-layer`, ...; `unknown` when
 /// the server did not say), or `null` for a sensor finding, which has no executable.
-pub(crate) fn origin_name(i: &pb::Incident) -> Value {
-    if i.kind == pb::IncidentKind::SensorBlind as i32 {
+pub(crate) fn origin_name(i: &Incident) -> Value {
+    if i.kind == IncidentKind::SensorBlind {
         return Value::Null;
     }
-    json!(procguard_proto::convert::origin_from_pb(i.origin).as_str())
+    json!(i.origin.as_str())
 }
 
 /// What an incident is about: the sensor, or the element (`EXE (APPLET) SCRIPT`).
-pub(crate) fn subject(i: &pb::Incident) -> String {
-    if i.kind == pb::IncidentKind::SensorBlind as i32 {
-        format!("sensor {}", i.sensor_node)
-    } else if i.kind == pb::IncidentKind::ExecSession as i32 {
-        let first = procguard_core::ElementKey {
-            exe_path: i.exe_path.clone(),
-            applet: i.applet.clone(),
-            script_path: i.script_path.clone(),
-        };
-        format!("exec session: {first}")
-    } else {
-        procguard_core::ElementKey {
-            exe_path: i.exe_path.clone(),
-            applet: i.applet.clone(),
-            script_path: i.script_path.clone(),
-        }
-        .to_string()
+pub(crate) fn subject(i: &Incident) -> String {
+    let element = || ElementKey {
+        exe_path: i.exe_path.clone(),
+        applet: i.applet.clone(),
+        script_path: i.script_path.clone(),
+    };
+    match i.kind {
+        IncidentKind::SensorBlind => format!("sensor {}", i.sensor_node),
+        IncidentKind::ExecSession => format!("exec session: {}", element()),
+        IncidentKind::Deviation => element().to_string(),
     }
 }
 
@@ -182,7 +142,7 @@ const TABLE_SUBJECT: usize = 30;
 /// The incidents table. By default it fits a terminal of 120 columns: long workloads and
 /// subjects are shortened in the middle, the last-seen time is an age, and origin and content
 /// verdict (in `get` and `-o wide`) are left out. `wide` has every column in full.
-fn list_table(all: &[pb::Incident], wide: bool) -> String {
+fn list_table(all: &[Incident], wide: bool) -> String {
     let now = std::time::SystemTime::now();
     let rows: Vec<Vec<String>> = all
         .iter()
@@ -190,8 +150,8 @@ fn list_table(all: &[pb::Incident], wide: bool) -> String {
             let workload = id_text(i.workload.as_ref());
             let mut row = vec![
                 i.id.clone(),
-                severity_name(i.severity).into(),
-                state_name(i.state).into(),
+                i.severity.as_str().into(),
+                i.state.as_str().into(),
                 i.count.to_string(),
             ];
             if wide {
@@ -199,14 +159,17 @@ fn list_table(all: &[pb::Incident], wide: bool) -> String {
                     workload,
                     subject(i),
                     origin_name(i).as_str().unwrap_or("-").into(),
-                    incident_check(i).map_or("-", |c| c.verdict.as_str()).into(),
-                    ts(i.last_seen.as_ref()).as_str().unwrap_or("").into(),
+                    i.content
+                        .as_ref()
+                        .map_or("-", |c| c.verdict.as_str())
+                        .into(),
+                    seconds(i.last_seen),
                 ]);
             } else {
                 row.extend([
                     crate::render::elide(&crate::render::cell(&workload), TABLE_WORKLOAD),
                     crate::render::elide(&crate::render::cell(&subject(i)), TABLE_SUBJECT),
-                    age(i.last_seen.as_ref(), now),
+                    age(i.last_seen, now),
                 ]);
             }
             row
@@ -238,13 +201,9 @@ fn list_table(all: &[pb::Incident], wide: bool) -> String {
     table(headers, &rows)
 }
 
-/// How long ago `t` was, in the largest whole unit: `42s`, `5m`, `3h`, `2d` (`-` if unknown).
-fn age(t: Option<&prost_types::Timestamp>, now: std::time::SystemTime) -> String {
-    let Some(t) = t else { return "-".into() };
-    let secs = now
-        .duration_since(procguard_proto::convert::system_time(t))
-        .unwrap_or_default()
-        .as_secs();
+/// How long ago `t` was, in the largest whole unit: `42s`, `5m`, `3h`, `2d`.
+fn age(t: SystemTime, now: SystemTime) -> String {
+    let secs = now.duration_since(t).unwrap_or_default().as_secs();
     match secs {
         0..=119 => format!("{secs}s ago"),
         120..=7_199 => format!("{}m ago", secs / 60),
@@ -254,7 +213,7 @@ fn age(t: Option<&prost_types::Timestamp>, now: std::time::SystemTime) -> String
 }
 
 /// " by <actor> (<reason>)" after the state, the reason only when one was given.
-fn state_by(i: &pb::Incident) -> String {
+fn state_by(i: &Incident) -> String {
     match (i.state_actor.is_empty(), i.state_reason.is_empty()) {
         (true, _) => String::new(),
         (false, true) => format!(" by {}", i.state_actor),
@@ -262,46 +221,47 @@ fn state_by(i: &pb::Incident) -> String {
     }
 }
 
+/// An incident the server answered `get` or an action with, with its samples.
 fn show(output: Output, i: &pb::Incident) -> anyhow::Result<()> {
-    print(output, &incident_json(i), || {
+    let i = read(incident_from_pb(i), format_args!("incident {}", i.id))?;
+    print(output, &incident_json(&i), || {
         let mut s = format!(
             "Incident:  {}\nKind:      {}\nWorkload:  {}\nSubject:   {}\nOrigin:    {}\nSeverity:  {} ({})\nContent:   {}\nState:     {}{}\nSeen:      {} times, {} .. {}\nNodes:     {}\nPods:      {}\n",
             i.id,
-            kind_name(i.kind),
+            i.kind.as_str(),
             id_text(i.workload.as_ref()),
-            subject(i),
-            origin_name(i).as_str().unwrap_or("-"),
-            severity_name(i.severity),
+            subject(&i),
+            origin_name(&i).as_str().unwrap_or("-"),
+            i.severity.as_str(),
             i.severity_reason,
-            if i.kind == pb::IncidentKind::SensorBlind as i32 {
+            if i.kind == IncidentKind::SensorBlind {
                 "none (a sensor finding)".to_string()
             } else {
-                content::text(incident_check(i).as_ref())
+                content::text(i.content.as_ref())
             },
-            state_name(i.state),
-            state_by(i),
+            i.state.as_str(),
+            state_by(&i),
             i.count,
-            ts(i.first_seen.as_ref()).as_str().unwrap_or(""),
-            ts(i.last_seen.as_ref()).as_str().unwrap_or(""),
-            i.nodes.join(", "),
-            i.pods.join(", "),
+            seconds(i.first_seen),
+            seconds(i.last_seen),
+            i.nodes.iter().cloned().collect::<Vec<_>>().join(", "),
+            i.pods.iter().cloned().collect::<Vec<_>>().join(", "),
         );
         for e in &i.samples {
-            if let Some(p) = &e.process {
-                let chain: Vec<&str> = p.ancestors.iter().map(|a| a.exe_path.as_str()).collect();
-                let v = ProcessView::of(p);
-                s += &format!(
-                    "  sample pid {} on {}: {}  (parents: {}; {}; origin {}; content {}){}\n",
-                    p.pid,
-                    p.node_name,
-                    p.argv.join(" "),
-                    chain.join(" < "),
-                    v.context_name(),
-                    v.origin,
-                    content::text(event_check(e).as_ref()),
-                    v.partial_note()
-                );
-            }
+            let p = &e.process;
+            let chain: Vec<&str> = p.ancestors.iter().map(|a| a.exe_path.as_str()).collect();
+            let v = ProcessView::from(p);
+            s += &format!(
+                "  sample pid {} on {}: {}  (parents: {}; {}; origin {}; content {}){}\n",
+                p.pid,
+                p.node_name,
+                p.argv.join(" "),
+                chain.join(" < "),
+                v.context_name(),
+                v.origin,
+                content::text(e.content.as_ref()),
+                v.partial_note()
+            );
         }
         s
     })
@@ -353,11 +313,12 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
                     })?)
                     .await?
                     .into_inner();
-                all.extend(r.incidents);
-                if r.next_page_token.is_empty() || all.len() >= *limit as usize {
+                let (page, next) = read(incidents_page_from_pb(&r), "a page of incidents")?;
+                all.extend(page);
+                if next.is_empty() || all.len() >= *limit as usize {
                     break;
                 }
-                token = r.next_page_token;
+                token = next;
             }
             let value = Value::Array(all.iter().map(incident_json).collect());
             print(cli.output, &value, || {
@@ -393,29 +354,37 @@ pub async fn run(cli: &Cli, cmd: &Incidents) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn long_incident() -> pb::Incident {
-        pb::Incident {
+    fn long_incident() -> Incident {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        Incident {
             id: "123456".into(),
-            kind: pb::IncidentKind::Deviation as i32,
-            state: pb::IncidentState::Acknowledged as i32,
-            severity: pb::Severity::Critical as i32,
-            count: 1_000_000,
-            workload: Some(pb::WorkloadIdentity {
-                cluster: "production-eu-west-1".into(),
-                namespace: "payments-settlement".into(),
-                kind: pb::WorkloadKind::Deployment as i32,
-                workload_name: "settlement-reconciliation-worker".into(),
-                container_name: "reconciler".into(),
-            }),
+            kind: IncidentKind::Deviation,
+            workload: Some(
+                procguard_core::WorkloadIdentity::parse(
+                    "production-eu-west-1/payments-settlement/deployment/settlement-reconciliation-worker/reconciler",
+                )
+                .unwrap(),
+            ),
             // A name a process chose: terminal escapes and a line break included.
             exe_path: "/var/lib/app/cache/\x1b]0;owned\x07/.hidden/kworker\n-miner".into(),
+            applet: String::new(),
             script_path: "/opt/very/long/path/to/a/script/that/never/ends.sh".into(),
-            origin: pb::Origin::WritableLayer as i32,
-            last_seen: Some(prost_types::Timestamp {
-                seconds: 1_700_000_000,
-                nanos: 0,
-            }),
-            ..Default::default()
+            severity: procguard_core::incident::Severity::Critical,
+            severity_reason: String::new(),
+            content: None,
+            state: procguard_core::incident::IncidentState::Acknowledged,
+            first_seen: at,
+            last_seen: at,
+            count: 1_000_000,
+            nodes: Default::default(),
+            pods: Default::default(),
+            samples: vec![],
+            baseline_version: 0,
+            origin: procguard_core::Origin::WritableLayer,
+            sensor_node: String::new(),
+            state_actor: String::new(),
+            state_reason: String::new(),
+            updated_at: at,
         }
     }
 
@@ -448,7 +417,7 @@ mod tests {
 
     #[test]
     fn state_actor_without_a_reason_shows_no_empty_parentheses() {
-        let mut i = pb::Incident::default();
+        let mut i = long_incident();
         assert_eq!(state_by(&i), "");
         i.state_actor = "alice".into();
         assert_eq!(state_by(&i), " by alice");

@@ -172,7 +172,7 @@ async fn main() {
 
 #[cfg(test)]
 mod tests {
-    use crate::baselines::{element, element_changes_text};
+    use crate::baselines::element_changes_text;
     use crate::client::{connect_hint, error_chain};
 
     use super::role_hint;
@@ -208,8 +208,6 @@ mod tests {
         let odd = tonic::Status::permission_denied("needs role '../../etc'");
         assert_eq!(role_hint(&odd, Some(&viewer)), None);
     }
-    use procguard_proto::v1 as pb;
-
     #[test]
     fn connection_failures_name_what_to_check() {
         let refused = "transport error: tcp connect error: Connection refused (os error 111)";
@@ -253,43 +251,45 @@ mod tests {
 
     #[test]
     fn element_changes_name_applets_scripts_and_contents() {
-        let r = |s: &str| element(s);
+        use procguard_core::content::{ContentChange, ElementsDiff, StatusChange};
+        use procguard_core::{ElementKey, ElementStatus, Origin};
+        let r = |s: &str| s.parse::<ElementKey>().unwrap();
         let (a, b) = ("a".repeat(64), "b".repeat(64));
         let text = element_changes_text(
             "  ",
-            &[r("/bin/busybox (wget)")],
-            &[r("/bin/sh /tmp/x.sh")],
-            &[
-                pb::ElementChange {
-                    element: Some(r("/bin/sh [inline]")),
-                    before: pb::ElementStatus::Learned as i32,
-                    after: pb::ElementStatus::Rejected as i32,
-                    ..Default::default()
-                },
-                pb::ElementChange {
-                    element: Some(r("/tmp/tool")),
-                    before: pb::ElementStatus::Approved as i32,
-                    after: pb::ElementStatus::Approved as i32,
-                    origins_before: vec![pb::Origin::Image as i32],
-                    origins_after: vec![pb::Origin::Image as i32, pb::Origin::WritableLayer as i32],
-                },
-            ],
-            &[
-                pb::ContentChange {
-                    element: Some(r("/bin/busybox (wget)")),
-                    added: vec![a.clone()],
-                    removed: vec![],
-                },
-                pb::ContentChange {
-                    element: Some(r("/bin/sleep")),
-                    added: vec![b],
-                    removed: vec![a],
-                },
-            ],
-            &[pb::ElementOrigins {
-                element: Some(r("/bin/busybox (wget)")),
-                origins: vec![pb::Origin::WritableLayer as i32],
-            }],
+            &ElementsDiff {
+                added: vec![r("/bin/busybox (wget)")],
+                removed: vec![r("/bin/sh /tmp/x.sh")],
+                status: vec![
+                    StatusChange {
+                        element: r("/bin/sh [inline]"),
+                        before: ElementStatus::Learned,
+                        after: ElementStatus::Rejected,
+                        origins_before: Default::default(),
+                        origins_after: Default::default(),
+                    },
+                    StatusChange {
+                        element: r("/tmp/tool"),
+                        before: ElementStatus::Approved,
+                        after: ElementStatus::Approved,
+                        origins_before: [Origin::Image].into(),
+                        origins_after: [Origin::Image, Origin::WritableLayer].into(),
+                    },
+                ],
+                content: vec![
+                    ContentChange {
+                        element: r("/bin/busybox (wget)"),
+                        added: vec![a.clone()],
+                        removed: vec![],
+                    },
+                    ContentChange {
+                        element: r("/bin/sleep"),
+                        added: vec![b],
+                        removed: vec![a],
+                    },
+                ],
+                origins: vec![(r("/bin/busybox (wget)"), [Origin::WritableLayer].into())],
+            },
         );
         assert_eq!(
             text,

@@ -61,6 +61,8 @@ pub struct ProcessView {
     pub pod: String,
     /// Image.
     pub image: String,
+    /// Image digest, as the runtime reported it; empty when not known.
+    pub image_digest: String,
     /// Node.
     pub node: String,
     /// How it came to run; `null` when the record did not say.
@@ -100,6 +102,7 @@ impl From<&ProcessEvent> for ProcessView {
             container_id: c.container_id,
             pod: c.pod_name.unwrap_or_default(),
             image: c.image.unwrap_or_default(),
+            image_digest: c.image_digest.unwrap_or_default(),
             node: e.node_name.clone(),
             context: Some(e.context),
             completeness: e.completeness,
@@ -149,7 +152,12 @@ impl ProcessView {
                         && (p.exe_memfd
                             || p.exe_deleted
                             || procguard_proto::convert::origin_from_pb(p.origin).is_drift()),
-                    workload: crate::id_text(p.workload.as_ref()),
+                    workload: p
+                        .workload
+                        .as_ref()
+                        .and_then(|w| procguard_core::WorkloadIdentity::try_from(w).ok())
+                        .map(|w| w.to_string())
+                        .unwrap_or_default(),
                     namespace: p
                         .workload
                         .as_ref()
@@ -158,6 +166,7 @@ impl ProcessView {
                     container_id: c.container_id,
                     pod: c.pod_name,
                     image: c.image,
+                    image_digest: c.image_digest,
                     node: p.node_name.clone(),
                     context: None,
                     completeness: Completeness::Partial,

@@ -1,52 +1,35 @@
 //! The one way every command prints: a table, or `-o json` / `-o yaml` from one JSON value,
 //! and the cells and names the tables share.
+//!
+//! Everything printed is a `procguard-core` domain value, read from the server's answer
+//! through `procguard_proto::convert` (the one conversion seam); nothing here reads a
+//! protobuf message, so every output of a fact shows the same fields.
 
 use crate::Output;
 use procguard_core::rfc3339::{self, Fraction};
-use procguard_core::WorkloadIdentity;
-use procguard_proto::convert::system_time;
-use procguard_proto::v1 as pb;
+use procguard_core::{ElementKey, Origin, WorkloadIdentity};
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::SystemTime;
 
-pub(crate) fn state_name(v: i32) -> &'static str {
-    match pb::BaselineState::try_from(v).unwrap_or(pb::BaselineState::Unspecified) {
-        pb::BaselineState::Learning => "learning",
-        pb::BaselineState::PendingReview => "pending-review",
-        pb::BaselineState::Enforced => "enforced",
-        pb::BaselineState::Unspecified => "?",
-    }
-}
-
-pub(crate) fn status_name(v: i32) -> &'static str {
-    match pb::ElementStatus::try_from(v).unwrap_or(pb::ElementStatus::Unspecified) {
-        pb::ElementStatus::Learned => "learned",
-        pb::ElementStatus::Approved => "approved",
-        pb::ElementStatus::NeedsReview => "needs-review",
-        pb::ElementStatus::Rejected => "rejected",
-        pb::ElementStatus::Unspecified => "?",
-    }
-}
-
-pub(crate) fn id_text(w: Option<&pb::WorkloadIdentity>) -> String {
-    w.and_then(|w| WorkloadIdentity::try_from(w).ok())
-        .map(|w| w.to_string())
-        .unwrap_or_default()
+/// A workload's text form (`cluster/namespace/kind/name/container`), empty for none.
+pub(crate) fn id_text(w: Option<&WorkloadIdentity>) -> String {
+    w.map(|w| w.to_string()).unwrap_or_default()
 }
 
 /// A time as tables and listings print it: RFC 3339 to the second (`2026-12-03T04:00:00Z`),
 /// `null` when absent.
-pub(crate) fn ts(t: Option<&prost_types::Timestamp>) -> Value {
-    t.map(|t| json!(seconds(system_time(t))))
-        .unwrap_or(Value::Null)
+pub(crate) fn ts(t: Option<SystemTime>) -> Value {
+    t.map(|t| json!(seconds(t))).unwrap_or(Value::Null)
 }
 
 /// A time to the second, as tables and listings print it.
-pub(crate) fn seconds(t: std::time::SystemTime) -> String {
+pub(crate) fn seconds(t: SystemTime) -> String {
     rfc3339::format_with(t, Fraction::Seconds)
 }
 
 /// A time to the millisecond, as the SIEM stream's lines print it (`...:00.123Z`).
-pub(crate) fn millis(t: std::time::SystemTime) -> String {
+pub(crate) fn millis(t: SystemTime) -> String {
     rfc3339::format_with(t, Fraction::Millis)
 }
 
@@ -139,30 +122,23 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-pub(crate) fn element_text(e: &pb::ElementRef) -> String {
-    procguard_core::ElementKey {
-        exe_path: e.exe_path.clone(),
-        applet: e.applet.clone(),
-        script_path: e.script_path.clone(),
-    }
-    .to_string()
+/// An element as people write it: `EXE [(APPLET)] [SCRIPT]`.
+pub(crate) fn element_text(e: &ElementKey) -> String {
+    e.to_string()
 }
 
-/// Origin names (`image`, `writable-layer`, ...) of protobuf origin values.
-pub(crate) fn origin_names(values: &[i32]) -> Vec<&'static str> {
-    values
-        .iter()
-        .map(|v| procguard_proto::convert::origin_from_pb(*v).as_str())
-        .collect()
+/// Origin names (`image`, `writable-layer`, ...), in the domain's order.
+pub(crate) fn origin_names(origins: &BTreeSet<Origin>) -> Vec<&'static str> {
+    origins.iter().map(|o| o.as_str()).collect()
 }
 
 /// An element's origins in a table cell; `-` for none (an element that runs from no drift
 /// origin, stored before origins or added by name).
-pub(crate) fn origins_cell(values: &[i32]) -> String {
-    if values.is_empty() {
+pub(crate) fn origins_cell(origins: &BTreeSet<Origin>) -> String {
+    if origins.is_empty() {
         return "-".to_string();
     }
-    origin_names(values).join(",")
+    origin_names(origins).join(",")
 }
 
 /// An element's approved contents in a table cell: each hash's first 12 hex digits, newest

@@ -9,15 +9,18 @@
 //! documented in docs/siem.md.
 
 use crate::content;
-use crate::incidents::{kind_name, process_json, severity_arg, severity_name, state_name};
+use crate::incidents::severity_arg;
 use crate::process::ProcessView;
 use crate::render::millis as millis_text;
 use crate::{id_text, usage, Cli, Client};
 use anyhow::Context;
 use clap::ValueEnum;
 use procguard_core::audit::{AuditEntry, AuditOutcome};
+use procguard_core::incident::{Incident, IncidentKind, IncidentState, Severity};
+use procguard_core::ContentCheck;
 use procguard_proto::convert::audit::audit_from_pb;
-use procguard_proto::convert::content::{event_check, incident_check};
+use procguard_proto::convert::content::event_check;
+use procguard_proto::convert::incident::{incident_from_pb, severity_filter};
 use procguard_proto::convert::system_time;
 use procguard_proto::v1 as pb;
 use serde_json::{json, Value};
@@ -85,17 +88,55 @@ fn since_epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
-/// A stream record as `watch` reads it: the record, and its body with what has a domain type
-/// already converted through `proto::convert` (audit entries); incidents and deviations are
-/// still printed from their protobuf messages.
+/// A stream record as `watch` reads it: the record, its severity, and its body with
+/// incidents and audit entries converted into the domain through `proto::convert`. A
+/// deviation is printed from its message, each part through the domain: its process as
+/// [`ProcessView`] (from `ProcessEvent`, and still printed, as partial, when it does not
+/// convert) and its verdict as `ContentCheck`.
 pub struct Streamed<'a> {
     record: &'a pb::StreamRecord,
-    body: Body<'a>,
+    /// The record's severity; `None` for audit records (and a value this build does not know).
+    severity: Option<Severity>,
+    body: Body,
 }
 
-enum Body<'a> {
-    Incident(&'a pb::Incident),
-    Deviation(&'a pb::SensorEvent),
+/// A deviation record as every format prints it, each part read through the domain.
+struct Deviation {
+    /// The sensor's event ID.
+    event_id: String,
+    /// When the sensor saw the exec (for records stored before, when the server stored it).
+    observed_at: Option<SystemTime>,
+    /// The version of the workload's baseline it deviated from.
+    baseline_version: u64,
+    /// The process, as [`ProcessView`] prints it; `None` when the record carried none.
+    process: Option<ProcessView>,
+    /// Its content verdict, if judged.
+    content: Option<ContentCheck>,
+}
+
+impl Deviation {
+    fn read(d: &pb::SensorEvent) -> Self {
+        Self {
+            event_id: d.event_id.clone(),
+            observed_at: d.observed_at.as_ref().map(system_time),
+            baseline_version: d.baseline_version,
+            process: d.process.as_ref().map(ProcessView::of),
+            content: event_check(d),
+        }
+    }
+
+    /// The process to print in a format that always has one (OCSF, CEF): a record without one
+    /// prints as a partial process with nothing known.
+    fn view(&self) -> ProcessView {
+        self.process
+            .clone()
+            .unwrap_or_else(|| ProcessView::of(&pb::ProcessEvent::default()))
+    }
+}
+
+enum Body {
+    Incident(Box<Incident>),
+    Deviation(Box<Deviation>),
     Audit(AuditEntry),
     None,
 }
@@ -105,8 +146,19 @@ impl<'a> Streamed<'a> {
     /// what to do (nothing is printed or acknowledged for it, so nothing is lost).
     pub fn read(r: &'a pb::StreamRecord) -> anyhow::Result<Self> {
         let body = match &r.record {
-            Some(pb::stream_record::Record::Incident(i)) => Body::Incident(i),
-            Some(pb::stream_record::Record::Deviation(d)) => Body::Deviation(d),
+            Some(pb::stream_record::Record::Incident(i)) => {
+                Body::Incident(Box::new(incident_from_pb(i).with_context(|| {
+                    format!(
+                        "record {}: its incident is in a form this procguardctl cannot read; \
+                         upgrade procguardctl to the server's version (or resume after it with \
+                         --from {})",
+                        r.cursor, r.cursor
+                    )
+                })?))
+            }
+            Some(pb::stream_record::Record::Deviation(d)) => {
+                Body::Deviation(Box::new(Deviation::read(d)))
+            }
             Some(pb::stream_record::Record::Audit(a)) => {
                 Body::Audit(audit_from_pb(a).with_context(|| {
                     format!(
@@ -119,7 +171,11 @@ impl<'a> Streamed<'a> {
             }
             None => Body::None,
         };
-        Ok(Self { record: r, body })
+        Ok(Self {
+            record: r,
+            severity: severity_filter(r.severity, "severity").ok().flatten(),
+            body,
+        })
     }
 }
 
@@ -129,7 +185,7 @@ pub fn jsonl(s: &Streamed<'_>) -> Value {
     let mut v = json!({
         "cursor": r.cursor,
         "at": rfc3339(r.at.as_ref()),
-        "severity": severity_name(r.severity),
+        "severity": s.severity.map_or("", Severity::as_str),
     });
     match &s.body {
         Body::Incident(i) => {
@@ -141,10 +197,10 @@ pub fn jsonl(s: &Streamed<'_>) -> Value {
             v["incident_id"] = json!(r.incident_id);
             v["deviation"] = json!({
                 "event_id": d.event_id,
-                "observed_at": rfc3339(d.observed_at.as_ref()),
+                "observed_at": d.observed_at.map(millis_text),
                 "baseline_version": d.baseline_version,
-                "process": d.process.as_ref().map(process_json),
-                "content": content::json(event_check(d).as_ref()),
+                "process": d.process.as_ref().map(ProcessView::json),
+                "content": content::json(d.content.as_ref()),
             });
         }
         Body::Audit(a) => {
@@ -157,13 +213,13 @@ pub fn jsonl(s: &Streamed<'_>) -> Value {
 }
 
 /// OCSF severity_id: 1 informational, 2 low, 3 medium, 4 high, 5 critical.
-fn ocsf_severity(v: i32) -> (u8, &'static str) {
-    match pb::Severity::try_from(v).unwrap_or(pb::Severity::Unspecified) {
-        pb::Severity::Low => (2, "Low"),
-        pb::Severity::Medium => (3, "Medium"),
-        pb::Severity::High => (4, "High"),
-        pb::Severity::Critical => (5, "Critical"),
-        pb::Severity::Unspecified => (1, "Informational"),
+fn ocsf_severity(v: Option<Severity>) -> (u8, &'static str) {
+    match v {
+        Some(Severity::Low) => (2, "Low"),
+        Some(Severity::Medium) => (3, "Medium"),
+        Some(Severity::High) => (4, "High"),
+        Some(Severity::Critical) => (5, "Critical"),
+        None => (1, "Informational"),
     }
 }
 
@@ -221,13 +277,10 @@ pub fn ocsf(s: &Streamed<'_>) -> Value {
 
 fn ocsf_event(s: &Streamed<'_>) -> Value {
     let r = s.record;
-    let (severity_id, severity) = ocsf_severity(r.severity);
+    let (severity_id, severity) = ocsf_severity(s.severity);
     match &s.body {
         Body::Deviation(d) => {
-            let p = d.process.clone().unwrap_or_default();
-            let w = p.workload.clone().unwrap_or_default();
-            let c = p.container.clone().unwrap_or_default();
-            let view = ProcessView::of(&p);
+            let p = d.view();
             let parent = json!({
                 "pid": p.ppid,
                 "file": p.ancestors.first().map(|a| json!({"path": a.exe_path, "name": basename(&a.exe_path), "type_id": 1})),
@@ -242,12 +295,12 @@ fn ocsf_event(s: &Streamed<'_>) -> Value {
                 "category_uid": 1, "category_name": "System Activity",
                 "activity_id": 1, "activity_name": "Launch",
                 "type_uid": 100701, "type_name": "Process Activity: Launch",
-                "time": millis(d.observed_at.as_ref()),
+                "time": d.observed_at.map_or(0, since_epoch_ms),
                 "severity_id": severity_id, "severity": severity,
                 "status_id": 1, "status": "Success",
-                "message": format!("{} ran outside the baseline of {} as {}{}{}", p.exe_path, id_text(Some(&w)), view.context_name(), view.drift_note(), view.partial_note()),
+                "message": format!("{} ran outside the baseline of {} as {}{}{}", p.exe_path, p.workload, p.context_name(), p.drift_note(), p.partial_note()),
                 "metadata": ocsf_metadata(r, &r.incident_id),
-                "device": {"hostname": p.node_name, "type_id": 0},
+                "device": {"hostname": p.node, "type_id": 0},
                 "process": {
                     "pid": p.pid,
                     "name": p.comm,
@@ -259,36 +312,36 @@ fn ocsf_event(s: &Streamed<'_>) -> Value {
                 },
                 "actor": {"process": parent},
                 "unmapped": {
-                    "workload": id_text(Some(&w)),
-                    "namespace": w.namespace,
-                    "pod": c.pod_name,
+                    "workload": p.workload,
+                    "namespace": p.namespace,
+                    "pod": p.pod,
                     "applet": p.applet,
                     "script_path": p.script_path,
                     "exe_memfd": p.exe_memfd,
                     "exe_deleted": p.exe_deleted,
                     "exe_writable_location": p.exe_writable_location,
-                    "origin": view.origin,
-                    "drift": view.drift,
-                    "context": view.context,
-                    "completeness": view.completeness,
-                    "missing": view.missing,
-                    "argv_truncated": view.argv_truncated,
+                    "origin": p.origin,
+                    "drift": p.drift,
+                    "context": p.context,
+                    "completeness": p.completeness,
+                    "missing": p.missing,
+                    "argv_truncated": p.argv_truncated,
                     "incident_id": r.incident_id,
                     "event_id": d.event_id,
                     "baseline_version": d.baseline_version,
-                    "content": content::json(event_check(d).as_ref()),
+                    "content": content::json(d.content.as_ref()),
                 },
             });
             // A host process has no container: the object is left out, not sent empty.
-            if !c.container_id.is_empty() {
-                let mut container = json!({"uid": c.container_id});
-                if !c.image.is_empty() || !c.image_digest.is_empty() {
+            if !p.container_id.is_empty() {
+                let mut container = json!({"uid": p.container_id});
+                if !p.image.is_empty() || !p.image_digest.is_empty() {
                     let mut image = json!({});
-                    if !c.image.is_empty() {
-                        image["name"] = json!(c.image);
+                    if !p.image.is_empty() {
+                        image["name"] = json!(p.image);
                     }
-                    if !c.image_digest.is_empty() {
-                        image["uid"] = json!(c.image_digest);
+                    if !p.image_digest.is_empty() {
+                        image["uid"] = json!(p.image_digest);
                     }
                     container["image"] = image;
                 }
@@ -297,23 +350,21 @@ fn ocsf_event(s: &Streamed<'_>) -> Value {
             event
         }
         Body::Incident(i) => {
-            let state = pb::IncidentState::try_from(i.state).unwrap_or_default();
-            let (activity_id, activity) = match state {
-                pb::IncidentState::Resolved | pb::IncidentState::Allowed => (3, "Close"),
-                pb::IncidentState::Open if i.count == 1 => (1, "Create"),
+            let (activity_id, activity) = match i.state {
+                IncidentState::Resolved | IncidentState::Allowed => (3, "Close"),
+                IncidentState::Open if i.count == 1 => (1, "Create"),
                 _ => (2, "Update"),
             };
-            let (status_id, status) = match state {
-                pb::IncidentState::Open => (1, "New"),
-                pb::IncidentState::Acknowledged => (2, "In Progress"),
-                pb::IncidentState::Resolved => (4, "Resolved"),
-                pb::IncidentState::Allowed => (3, "Suppressed"),
-                pb::IncidentState::Unspecified => (0, "Unknown"),
+            let (status_id, status) = match i.state {
+                IncidentState::Open => (1, "New"),
+                IncidentState::Acknowledged => (2, "In Progress"),
+                IncidentState::Resolved => (4, "Resolved"),
+                IncidentState::Allowed => (3, "Suppressed"),
             };
-            let blind = i.kind == pb::IncidentKind::SensorBlind as i32;
+            let blind = i.kind == IncidentKind::SensorBlind;
             let title = if blind {
                 format!("Sensor blind on {}", i.sensor_node)
-            } else if i.kind == pb::IncidentKind::ExecSession as i32 {
+            } else if i.kind == IncidentKind::ExecSession {
                 format!(
                     "Interactive session into {} ({})",
                     id_text(i.workload.as_ref()),
@@ -329,15 +380,15 @@ fn ocsf_event(s: &Streamed<'_>) -> Value {
             let resources = if blind {
                 json!([{"type": "node", "name": i.sensor_node}])
             } else {
-                let w = i.workload.clone().unwrap_or_default();
-                json!([{"type": "workload", "name": id_text(Some(&w)), "namespace": w.namespace}])
+                let namespace = i.workload.as_ref().map(|w| w.namespace.clone());
+                json!([{"type": "workload", "name": id_text(i.workload.as_ref()), "namespace": namespace.unwrap_or_default()}])
             };
             json!({
                 "class_uid": 2004, "class_name": "Detection Finding",
                 "category_uid": 2, "category_name": "Findings",
                 "activity_id": activity_id, "activity_name": activity,
                 "type_uid": 200400 + activity_id, "type_name": format!("Detection Finding: {activity}"),
-                "time": millis(i.last_seen.as_ref()),
+                "time": since_epoch_ms(i.last_seen),
                 "severity_id": severity_id, "severity": severity,
                 "status_id": status_id, "status": status,
                 "count": i.count,
@@ -347,9 +398,9 @@ fn ocsf_event(s: &Streamed<'_>) -> Value {
                     "uid": i.id,
                     "title": title,
                     "desc": i.severity_reason,
-                    "types": [format!("procguard/{}", kind_name(i.kind))],
-                    "first_seen_time": millis(i.first_seen.as_ref()),
-                    "last_seen_time": millis(i.last_seen.as_ref()),
+                    "types": [format!("procguard/{}", i.kind.as_str())],
+                    "first_seen_time": since_epoch_ms(i.first_seen),
+                    "last_seen_time": since_epoch_ms(i.last_seen),
                 },
                 "resources": resources,
                 "unmapped": {
@@ -362,7 +413,7 @@ fn ocsf_event(s: &Streamed<'_>) -> Value {
                     "baseline_version": i.baseline_version,
                     "state_actor": i.state_actor,
                     "state_reason": i.state_reason,
-                    "content": content::json(incident_check(i).as_ref()),
+                    "content": content::json(i.content.as_ref()),
                 },
             })
         }
@@ -416,13 +467,13 @@ fn cef_verdict(c: Option<&procguard_core::ContentCheck>) -> String {
 }
 
 /// CEF severity 0..10.
-fn cef_severity(v: i32) -> u8 {
-    match pb::Severity::try_from(v).unwrap_or(pb::Severity::Unspecified) {
-        pb::Severity::Low => 3,
-        pb::Severity::Medium => 5,
-        pb::Severity::High => 8,
-        pb::Severity::Critical => 10,
-        pb::Severity::Unspecified => 1,
+fn cef_severity(v: Option<Severity>) -> u8 {
+    match v {
+        Some(Severity::Low) => 3,
+        Some(Severity::Medium) => 5,
+        Some(Severity::High) => 8,
+        Some(Severity::Critical) => 10,
+        None => 1,
     }
 }
 
@@ -431,16 +482,14 @@ pub fn cef(s: &Streamed<'_>) -> String {
     let r = s.record;
     let (sig, name, sev, mut ext): (String, String, u8, Vec<(&str, String)>) = match &s.body {
         Body::Deviation(d) => {
-            let p = d.process.clone().unwrap_or_default();
-            let w = p.workload.clone().unwrap_or_default();
-            let view = ProcessView::of(&p);
+            let p = d.view();
             (
                 "procguard:deviation".into(),
                 "Process outside baseline".into(),
-                cef_severity(r.severity),
+                cef_severity(s.severity),
                 vec![
-                    ("rt", millis(d.observed_at.as_ref()).to_string()),
-                    ("dvchost", p.node_name.clone()),
+                    ("rt", d.observed_at.map_or(0, since_epoch_ms).to_string()),
+                    ("dvchost", p.node.clone()),
                     ("sproc", p.comm.clone()),
                     ("spid", p.pid.to_string()),
                     ("suid", p.uid.to_string()),
@@ -449,11 +498,11 @@ pub fn cef(s: &Streamed<'_>) -> String {
                     ("fileHash", p.exe_sha256.clone()),
                     ("externalId", format!("deviation:{}", d.event_id)),
                     ("cs1Label", "workload".into()),
-                    ("cs1", id_text(Some(&w))),
+                    ("cs1", p.workload.clone()),
                     ("cs2Label", "incidentId".into()),
                     ("cs2", r.incident_id.clone()),
                     ("cs3Label", "namespace".into()),
-                    ("cs3", w.namespace.clone()),
+                    ("cs3", p.namespace.clone()),
                     ("cs4Label", "argv".into()),
                     ("cs4", p.argv.join(" ")),
                     ("cs5Label", "parent".into()),
@@ -465,40 +514,46 @@ pub fn cef(s: &Streamed<'_>) -> String {
                             .unwrap_or_default(),
                     ),
                     ("cs6Label", "context".into()),
-                    ("cs6", view.context_name()),
-                    (CEF_ORIGIN, view.origin.to_string()),
+                    ("cs6", p.context_name()),
+                    (CEF_ORIGIN, p.origin.to_string()),
                     ("flexString1Label", "completeness".into()),
-                    ("flexString1", view.completeness_name()),
+                    ("flexString1", p.completeness_name()),
                     ("flexString2Label", "missing".into()),
-                    ("flexString2", view.missing.join(",")),
+                    ("flexString2", p.missing.join(",")),
                     // Every labelled string key is taken on a deviation record: the verdict
                     // and the approved contents are user-defined keys (docs/siem.md).
-                    (CEF_VERDICT, cef_verdict(event_check(d).as_ref())),
-                    (CEF_APPROVED, d.content_approved_sha256.join(",")),
+                    (CEF_VERDICT, cef_verdict(d.content.as_ref())),
+                    (
+                        CEF_APPROVED,
+                        d.content
+                            .as_ref()
+                            .map(|c| c.approved_sha256.join(","))
+                            .unwrap_or_default(),
+                    ),
                     (
                         "msg",
                         format!(
                             "{} ran outside the baseline as {}{}{}",
                             p.exe_path,
-                            view.context_name(),
-                            view.drift_note(),
-                            view.partial_note()
+                            p.context_name(),
+                            p.drift_note(),
+                            p.partial_note()
                         ),
                     ),
                 ],
             )
         }
         Body::Incident(i) => (
-            format!("procguard:incident:{}", kind_name(i.kind)),
-            format!("Incident {}", state_name(i.state)),
-            cef_severity(r.severity),
+            format!("procguard:incident:{}", i.kind.as_str()),
+            format!("Incident {}", i.state.as_str()),
+            cef_severity(s.severity),
             vec![
-                ("rt", millis(i.last_seen.as_ref()).to_string()),
-                ("start", millis(i.first_seen.as_ref()).to_string()),
-                ("end", millis(i.last_seen.as_ref()).to_string()),
+                ("rt", since_epoch_ms(i.last_seen).to_string()),
+                ("start", since_epoch_ms(i.first_seen).to_string()),
+                ("end", since_epoch_ms(i.last_seen).to_string()),
                 ("externalId", format!("incident:{}", i.id)),
                 ("cnt", i.count.to_string()),
-                ("act", state_name(i.state).to_string()),
+                ("act", i.state.as_str().to_string()),
                 ("msg", i.severity_reason.clone()),
                 (
                     "dvchost",
@@ -516,9 +571,21 @@ pub fn cef(s: &Streamed<'_>) -> String {
                         .unwrap_or_default()
                         .to_string(),
                 ),
-                ("fileHash", i.content_sha256.clone()),
-                (CEF_VERDICT, cef_verdict(incident_check(i).as_ref())),
-                (CEF_APPROVED, i.content_approved_sha256.join(",")),
+                (
+                    "fileHash",
+                    i.content
+                        .as_ref()
+                        .and_then(|c| c.sha256.clone())
+                        .unwrap_or_default(),
+                ),
+                (CEF_VERDICT, cef_verdict(i.content.as_ref())),
+                (
+                    CEF_APPROVED,
+                    i.content
+                        .as_ref()
+                        .map(|c| c.approved_sha256.join(","))
+                        .unwrap_or_default(),
+                ),
                 ("suser", i.state_actor.clone()),
                 ("reason", i.state_reason.clone()),
                 ("cs1Label", "workload".into()),
@@ -772,6 +839,26 @@ mod tests {
         }
     }
 
+    /// An incident's message as the server sends one (kind, severity, state and times set),
+    /// for a test to override what it is about.
+    fn incident_fields() -> pb::Incident {
+        pb::Incident {
+            kind: pb::IncidentKind::Deviation as i32,
+            severity: pb::Severity::Medium as i32,
+            state: pb::IncidentState::Open as i32,
+            first_seen: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            }),
+            last_seen: Some(prost_types::Timestamp {
+                seconds: 1_800_000_060,
+                nanos: 0,
+            }),
+            count: 1,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn ocsf_classes() {
         let d = ocsf(&deviation());
@@ -788,7 +875,7 @@ mod tests {
             kind: pb::IncidentKind::Deviation as i32,
             state: pb::IncidentState::Allowed as i32,
             count: 3,
-            ..Default::default()
+            ..incident_fields()
         }));
         let f = ocsf(&i);
         assert_eq!(f["class_uid"], 2004);
@@ -897,7 +984,7 @@ mod tests {
                 id: "7".into(),
                 kind: kind as i32,
                 origin: pb::Origin::Volume as i32,
-                ..Default::default()
+                ..incident_fields()
             })),
             ..Default::default()
         };
@@ -966,7 +1053,7 @@ mod tests {
             content: pb::ContentVerdict::Modified as i32,
             content_sha256: ran.clone(),
             content_approved_sha256: vec![approved.clone()],
-            ..Default::default()
+            ..incident_fields()
         }));
         assert_eq!(jsonl(&i)["incident"]["content"], want);
         assert_eq!(ocsf(&i)["unmapped"]["content"], want);
@@ -1043,7 +1130,7 @@ mod tests {
         let incident = pb::StreamRecord {
             record: Some(pb::stream_record::Record::Incident(pb::Incident {
                 id: "9".into(),
-                ..Default::default()
+                ..incident_fields()
             })),
             ..Default::default()
         };
@@ -1079,6 +1166,20 @@ mod tests {
             ..Default::default()
         };
         let e = format!("{:#}", Streamed::read(&r).err().unwrap());
+        // Likewise an incident whose state this build does not know.
+        let i = pb::StreamRecord {
+            cursor: 13,
+            record: Some(pb::stream_record::Record::Incident(pb::Incident {
+                state: 42,
+                ..incident_fields()
+            })),
+            ..Default::default()
+        };
+        let ie = format!("{:#}", Streamed::read(&i).err().unwrap());
+        assert!(
+            ie.contains("record 13") && ie.contains("upgrade procguardctl") && ie.contains("state"),
+            "{ie}"
+        );
         assert!(
             e.contains("record 12")
                 && e.contains("upgrade procguardctl")

@@ -91,6 +91,16 @@ pub enum ElementStatus {
 }
 
 impl ElementStatus {
+    /// Lowercase name for tables (`learned`, `approved`, `needs-review`, `rejected`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Learned => "learned",
+            Self::Approved => "approved",
+            Self::NeedsReview => "needs-review",
+            Self::Rejected => "rejected",
+        }
+    }
+
     /// Whether running this element is allowed (does not raise a deviation).
     pub fn allowed(self) -> bool {
         matches!(self, Self::Learned | Self::Approved)
@@ -406,6 +416,35 @@ pub struct LearningSummary {
     /// Set once the baseline reached the element limit; see [`ElementLimit`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub element_limit: Option<ElementLimit>,
+    /// The pod and node counts of a summary read from the wire, which carries the counts and
+    /// not the sets ([`LearningSummary::pods`] and [`LearningSummary::nodes`] are then
+    /// empty); `None` where the sets are held (the server's own baselines). Read them through
+    /// [`LearningSummary::pods_observed`] and [`LearningSummary::nodes_observed`]. Never
+    /// stored: the server's store holds the sets.
+    #[serde(skip)]
+    pub counted: Option<ObservedCounts>,
+}
+
+/// How many distinct pods and nodes a baseline's learning saw, as the server counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObservedCounts {
+    /// Distinct pods.
+    pub pods: u32,
+    /// Distinct nodes.
+    pub nodes: u32,
+}
+
+impl LearningSummary {
+    /// Distinct pods seen while learning: the set's size, or the server's count for a summary
+    /// read from the wire.
+    pub fn pods_observed(&self) -> u32 {
+        self.counted.map_or(self.pods.len() as u32, |c| c.pods)
+    }
+
+    /// Distinct nodes seen while learning (as [`LearningSummary::pods_observed`]).
+    pub fn nodes_observed(&self) -> u32 {
+        self.counted.map_or(self.nodes.len() as u32, |c| c.nodes)
+    }
 }
 
 /// Reason learning ended when the baseline reached its element limit.
@@ -598,6 +637,7 @@ impl Baseline {
                 events_observed: 0,
                 end_reason: None,
                 element_limit: None,
+                counted: None,
             },
             image_digests: BTreeSet::new(),
             updated_at: now,

@@ -115,6 +115,17 @@ pub enum IncidentKind {
     ExecSession,
 }
 
+impl IncidentKind {
+    /// Lowercase name (`deviation`, `sensor-blind`, `exec-session`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deviation => "deviation",
+            Self::SensorBlind => "sensor-blind",
+            Self::ExecSession => "exec-session",
+        }
+    }
+}
+
 /// A person's action on an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

@@ -4,7 +4,8 @@
 //! ([`identity`]), what the sensor saw ([`process`]), and what a workload is allowed to run
 //! ([`baseline`]), what an exec's content was judged to be ([`content`]), and how deviations
 //! become incidents ([`incident`]), what the record log and the audit log hold ([`record`],
-//! [`audit`]). Nothing in this crate
+//! [`audit`]), and what a reviewer is shown beside baselines ([`review`]: history, diffs,
+//! dry runs, import changes). Nothing in this crate
 //! touches the kernel, the network, a disk or a clock: callers pass the time in. That keeps the rules that decide what is a deviation testable
 //! without a kernel, and identical on the sensor and the server.
 
@@ -18,6 +19,7 @@ pub mod ingest;
 pub mod policy;
 pub mod process;
 pub mod record;
+pub mod review;
 pub mod rfc3339;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

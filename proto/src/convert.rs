@@ -5,7 +5,9 @@
 //! here, and the gRPC adapters turn a [`ConvertError`] into `INVALID_ARGUMENT`.
 
 use crate::v1 as pb;
-use procguard_core::baseline::{Coverage, ElementLimit, LearningSummary, Provenance};
+use procguard_core::baseline::{
+    Coverage, ElementLimit, LearningSummary, ObservedCounts, Provenance,
+};
 use procguard_core::process::Ancestor;
 use procguard_core::{
     Baseline, BaselineState, Completeness, ContainerInfo, ContainerRuntime, Element, ElementKey,
@@ -46,6 +48,7 @@ pub mod audit;
 pub mod content;
 pub mod incident;
 pub mod record;
+pub mod review;
 
 /// Converts a time to a protobuf timestamp.
 pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
@@ -407,7 +410,8 @@ pub fn status_to_pb(s: ElementStatus) -> pb::ElementStatus {
     }
 }
 
-fn status_from_pb(v: i32) -> Result<ElementStatus> {
+/// Protobuf element status to domain; UNSPECIFIED or an unknown value is an error.
+pub fn status_from_pb(v: i32) -> Result<ElementStatus> {
     Ok(
         match pb::ElementStatus::try_from(v).unwrap_or(pb::ElementStatus::Unspecified) {
             pb::ElementStatus::Learned => ElementStatus::Learned,
@@ -502,8 +506,8 @@ pub fn baseline_to_pb(b: &Baseline, with_provenance: bool) -> pb::Baseline {
             started_at: Some(timestamp(b.learning.started_at)),
             ended_at: b.learning.ended_at.map(timestamp),
             last_new_element_at: b.learning.last_new_element_at.map(timestamp),
-            pods_observed: b.learning.pods.len() as u32,
-            nodes_observed: b.learning.nodes.len() as u32,
+            pods_observed: b.learning.pods_observed(),
+            nodes_observed: b.learning.nodes_observed(),
             events_observed: b.learning.events_observed,
             end_reason: b.learning.end_reason.clone().unwrap_or_default(),
             element_limit: b.learning.element_limit.as_ref().map(|l| pb::ElementLimit {
@@ -521,6 +525,64 @@ pub fn baseline_to_pb(b: &Baseline, with_provenance: bool) -> pb::Baseline {
             unread_invocations: b.coverage.unread_invocations,
             last_partial_at: b.coverage.last_partial_at.map(timestamp),
         }),
+    }
+}
+
+/// A page of baselines as `ListBaselines` answers (without provenance), and the token of the
+/// next page (`None` on the last).
+pub fn baselines_page_to_pb(list: &[Baseline], next: Option<String>) -> pb::ListBaselinesResponse {
+    pb::ListBaselinesResponse {
+        baselines: list.iter().map(|b| baseline_to_pb(b, false)).collect(),
+        next_page_token: next.unwrap_or_default(),
+    }
+}
+
+/// The workloads whose baselines a bulk change changed, as `BulkApprove` and `BulkReset`
+/// answer.
+pub fn bulk_to_pb<'a>(changed: impl IntoIterator<Item = &'a WorkloadIdentity>) -> pb::BulkResponse {
+    pb::BulkResponse {
+        changed: changed.into_iter().map(Into::into).collect(),
+    }
+}
+
+/// A `BulkApprove` or `BulkReset` answer back in the domain: the workloads changed.
+pub fn bulk_from_pb(r: &pb::BulkResponse) -> Result<Vec<WorkloadIdentity>> {
+    r.changed.iter().map(|w| identity(Some(w))).collect()
+}
+
+/// A page of baselines back in the domain, with the next page's token (empty on the last).
+/// The learning summary's pod and node counts are kept as the server counted them
+/// ([`baseline_from_pb`]).
+pub fn baselines_page_from_pb(r: &pb::ListBaselinesResponse) -> Result<(Vec<Baseline>, String)> {
+    Ok((
+        r.baselines
+            .iter()
+            .map(baseline_from_pb)
+            .collect::<Result<_>>()?,
+        r.next_page_token.clone(),
+    ))
+}
+
+/// The sensor stream's full set of enforced baselines at `revision` (sent on connect and to a
+/// stream that lagged behind the hub).
+pub fn snapshot_to_pb(revision: u64, baselines: &[Baseline]) -> pb::ServerMessage {
+    pb::ServerMessage {
+        body: Some(pb::server_message::Body::Snapshot(pb::BaselineSnapshot {
+            revision,
+            baselines: baselines.iter().map(|b| baseline_to_pb(b, false)).collect(),
+        })),
+    }
+}
+
+/// One changed baseline for the sensor stream; a baseline back in learning is removed from
+/// the sensor's set.
+pub fn update_to_pb(b: &Baseline) -> pb::ServerMessage {
+    pb::ServerMessage {
+        body: Some(pb::server_message::Body::Update(pb::BaselineUpdate {
+            revision: b.revision,
+            baseline: Some(baseline_to_pb(b, false)),
+            removed: b.state == BaselineState::Learning,
+        })),
     }
 }
 
@@ -565,7 +627,10 @@ fn provenance_from_pb(p: Option<&pb::Provenance>, now: SystemTime) -> Provenance
     }
 }
 
-/// Reads a baseline pushed by the server (the sensor keeps it as its local copy).
+/// Reads a baseline the server sent: the sensor keeps it as its local copy, and `procguardctl`
+/// prints it. An element without provenance (listings and pushes leave it out) reads as one
+/// first seen at the baseline's update; the learning summary keeps the server's pod and
+/// node counts ([`LearningSummary::counted`]).
 pub fn baseline_from_pb(p: &pb::Baseline) -> Result<Baseline> {
     let now = opt_time(p.updated_at.as_ref()).unwrap_or(UNIX_EPOCH);
     let mut b = Baseline::new(identity(p.workload.as_ref())?, now);
@@ -617,6 +682,11 @@ pub fn baseline_from_pb(p: &pb::Baseline) -> Result<Baseline> {
                 limit: e.limit,
                 reached_at: opt_time(e.reached_at.as_ref()).unwrap_or(now),
                 refused: e.refused,
+            }),
+            // The wire carries the counts, not the sets.
+            counted: Some(ObservedCounts {
+                pods: l.pods_observed,
+                nodes: l.nodes_observed,
             }),
         };
     }

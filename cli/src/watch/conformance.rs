@@ -299,6 +299,7 @@ fn incident(kind: pb::IncidentKind, state: pb::IncidentState, count: u64) -> pb:
             kind: kind as i32,
             state: state as i32,
             count,
+            severity: pb::Severity::High as i32,
             first_seen: at(1_800_000_000),
             last_seen: at(1_800_000_001),
             severity_reason: "a shell in a container that never ran one".into(),

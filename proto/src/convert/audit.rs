@@ -63,6 +63,24 @@ pub fn audit_from_pb(a: &pb::AuditRecord) -> Result<AuditEntry> {
     })
 }
 
+/// Audit entries as `ListAudit` answers.
+pub fn audit_page_to_pb(entries: &[AuditEntry]) -> pb::ListAuditResponse {
+    pb::ListAuditResponse {
+        records: entries.iter().map(audit_to_pb).collect(),
+    }
+}
+
+/// A `ListAudit` answer back in the domain; a record that cannot be read is an error naming
+/// its ID.
+pub fn audit_page_from_pb(
+    r: &pb::ListAuditResponse,
+) -> std::result::Result<Vec<AuditEntry>, (u64, ConvertError)> {
+    r.records
+        .iter()
+        .map(|a| audit_from_pb(a).map_err(|e| (a.id, e)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

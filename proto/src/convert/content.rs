@@ -5,7 +5,10 @@
 //! `SensorEvent.content*`, and is read back only by clients that print it. A value this build
 //! does not know (a newer server) reads as no verdict, never as a guess.
 
-use super::{element_ref, origins_to_pb, status_to_pb};
+use super::{
+    element_key, element_ref, origins_from_pb, origins_to_pb, status_from_pb, status_to_pb,
+    ConvertError, Result,
+};
 use crate::v1 as pb;
 use procguard_core::content::{ContentChange, ElementsDiff, StatusChange};
 use procguard_core::{ContentCheck, ContentVerdict};
@@ -77,9 +80,49 @@ pub fn content_change_to_pb(c: &ContentChange) -> pb::ContentChange {
     }
 }
 
-/// Two element sets compared, as `DiffVersionsResponse` sends them (states left default).
-pub fn diff_to_pb(d: &ElementsDiff) -> pb::DiffVersionsResponse {
-    pb::DiffVersionsResponse {
+/// A status change back in the domain; the element and both statuses are required.
+pub fn status_change_from_pb(c: &pb::ElementChange) -> Result<StatusChange> {
+    Ok(StatusChange {
+        element: changed_element(c.element.as_ref())?,
+        before: status_from_pb(c.before)?,
+        after: status_from_pb(c.after)?,
+        origins_before: origins_from_pb(&c.origins_before),
+        origins_after: origins_from_pb(&c.origins_after),
+    })
+}
+
+/// A content change back in the domain; the element is required.
+pub fn content_change_from_pb(c: &pb::ContentChange) -> Result<ContentChange> {
+    Ok(ContentChange {
+        element: changed_element(c.element.as_ref())?,
+        added: c.added.clone(),
+        removed: c.removed.clone(),
+    })
+}
+
+fn changed_element(e: Option<&pb::ElementRef>) -> Result<procguard_core::ElementKey> {
+    element_key(e.ok_or(ConvertError::Missing("element"))?)
+}
+
+/// Two element sets compared, as `DiffVersionsResponse` and `ImportChange` carry them (the
+/// latter has no field for the origins of added and removed elements).
+#[derive(Debug, Clone, Default)]
+pub struct DiffPb {
+    /// Elements only on the newer side.
+    pub added: Vec<pb::ElementRef>,
+    /// Elements only on the older side.
+    pub removed: Vec<pb::ElementRef>,
+    /// Status and origin changes.
+    pub changed: Vec<pb::ElementChange>,
+    /// Approved-content changes.
+    pub content_changed: Vec<pb::ContentChange>,
+    /// The origins of the elements added or removed.
+    pub origins: Vec<pb::ElementOrigins>,
+}
+
+/// Two element sets compared, as the protocol's messages carry them.
+pub fn diff_to_pb(d: &ElementsDiff) -> DiffPb {
+    DiffPb {
         added: d.added.iter().map(element_ref).collect(),
         removed: d.removed.iter().map(element_ref).collect(),
         changed: d.status.iter().map(status_change_to_pb).collect(),
@@ -92,8 +135,51 @@ pub fn diff_to_pb(d: &ElementsDiff) -> pb::DiffVersionsResponse {
                 origins: origins_to_pb(o),
             })
             .collect(),
-        ..Default::default()
     }
+}
+
+/// Two element sets compared, back in the domain from the protocol's fields.
+pub fn diff_from_pb(d: DiffPbRef<'_>) -> Result<ElementsDiff> {
+    let keys = |refs: &[pb::ElementRef]| refs.iter().map(element_key).collect::<Result<Vec<_>>>();
+    Ok(ElementsDiff {
+        added: keys(d.added)?,
+        removed: keys(d.removed)?,
+        status: d
+            .changed
+            .iter()
+            .map(status_change_from_pb)
+            .collect::<Result<_>>()?,
+        content: d
+            .content_changed
+            .iter()
+            .map(content_change_from_pb)
+            .collect::<Result<_>>()?,
+        origins: d
+            .origins
+            .iter()
+            .map(|o| {
+                Ok((
+                    changed_element(o.element.as_ref())?,
+                    origins_from_pb(&o.origins),
+                ))
+            })
+            .collect::<Result<_>>()?,
+    })
+}
+
+/// The fields of a message that carries two element sets compared, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct DiffPbRef<'a> {
+    /// Elements only on the newer side.
+    pub added: &'a [pb::ElementRef],
+    /// Elements only on the older side.
+    pub removed: &'a [pb::ElementRef],
+    /// Status and origin changes.
+    pub changed: &'a [pb::ElementChange],
+    /// Approved-content changes.
+    pub content_changed: &'a [pb::ContentChange],
+    /// The origins of the elements added or removed (none where the message has no field).
+    pub origins: &'a [pb::ElementOrigins],
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! filter enums (severity, state) are read from requests, and an unknown value is an error
 //! rather than "no filter".
 
-use super::content::verdict_to_pb;
-use super::{origin_to_pb, timestamp, ConvertError, Result};
+use super::content::{event_check, incident_check, verdict_to_pb};
+use super::{origin_from_pb, origin_to_pb, system_time, timestamp, ConvertError, Result};
 use crate::v1 as pb;
 use procguard_core::incident::{Incident, IncidentKind, IncidentState, Sample, Severity};
 use procguard_core::{ContentCheck, ProcessEvent};
@@ -164,9 +164,150 @@ pub fn incident_to_pb(i: &Incident, with_samples: bool) -> pb::Incident {
     }
 }
 
+/// Protobuf severity to domain; UNSPECIFIED or an unknown value is an error naming `field`.
+pub fn severity_from_pb(v: i32, field: &'static str) -> Result<Severity> {
+    severity_filter(v, field)?.ok_or(ConvertError::BadEnum { field, value: v })
+}
+
+/// Protobuf incident state to domain; UNSPECIFIED or an unknown value is an error naming
+/// `field`.
+pub fn state_from_pb(v: i32, field: &'static str) -> Result<IncidentState> {
+    state_filter(v, field)?.ok_or(ConvertError::BadEnum { field, value: v })
+}
+
+/// Protobuf incident kind to domain; UNSPECIFIED or an unknown value is an error.
+pub fn kind_from_pb(v: i32) -> Result<IncidentKind> {
+    match pb::IncidentKind::try_from(v) {
+        Ok(pb::IncidentKind::Deviation) => Ok(IncidentKind::Deviation),
+        Ok(pb::IncidentKind::SensorBlind) => Ok(IncidentKind::SensorBlind),
+        Ok(pb::IncidentKind::ExecSession) => Ok(IncidentKind::ExecSession),
+        Ok(pb::IncidentKind::Unspecified) | Err(_) => Err(ConvertError::BadEnum {
+            field: "kind",
+            value: v,
+        }),
+    }
+}
+
+/// One sample back in the domain: the sensor event it came from, its time (required) and
+/// process (required, and valid), and its content verdict.
+pub fn sample_from_pb(e: &pb::SensorEvent) -> Result<Sample> {
+    Ok(Sample {
+        event_id: e.event_id.clone(),
+        at: e
+            .observed_at
+            .as_ref()
+            .map(system_time)
+            .ok_or(ConvertError::Missing("samples.observed_at"))?,
+        process: ProcessEvent::try_from(
+            e.process
+                .as_ref()
+                .ok_or(ConvertError::Missing("samples.process"))?,
+        )?,
+        content: event_check(e),
+    })
+}
+
+/// An incident as the protocol carries it, back in the domain (what `procguardctl` prints).
+/// Its kind, severity, state and times are required, as is every sample's process; the
+/// workload, when present, must be valid. The message has no field for the time of the last
+/// change of any kind ([`Incident::updated_at`]): it reads as the last event's time.
+pub fn incident_from_pb(i: &pb::Incident) -> Result<Incident> {
+    let time = |t: Option<&prost_types::Timestamp>, field| {
+        t.map(system_time).ok_or(ConvertError::Missing(field))
+    };
+    let last_seen = time(i.last_seen.as_ref(), "last_seen")?;
+    Ok(Incident {
+        id: i.id.clone(),
+        kind: kind_from_pb(i.kind)?,
+        workload: i.workload.as_ref().map(TryInto::try_into).transpose()?,
+        exe_path: i.exe_path.clone(),
+        applet: i.applet.clone(),
+        script_path: i.script_path.clone(),
+        severity: severity_from_pb(i.severity, "severity")?,
+        severity_reason: i.severity_reason.clone(),
+        content: incident_check(i),
+        state: state_from_pb(i.state, "state")?,
+        first_seen: time(i.first_seen.as_ref(), "first_seen")?,
+        last_seen,
+        count: i.count,
+        nodes: i.nodes.iter().cloned().collect(),
+        pods: i.pods.iter().cloned().collect(),
+        samples: i
+            .samples
+            .iter()
+            .map(sample_from_pb)
+            .collect::<Result<_>>()?,
+        baseline_version: i.baseline_version,
+        origin: origin_from_pb(i.origin),
+        sensor_node: i.sensor_node.clone(),
+        state_actor: i.state_actor.clone(),
+        state_reason: i.state_reason.clone(),
+        updated_at: last_seen,
+    })
+}
+
+/// A `ListIncidents` answer back in the domain, with the next page's token (empty on the
+/// last).
+pub fn incidents_page_from_pb(r: &pb::ListIncidentsResponse) -> Result<(Vec<Incident>, String)> {
+    Ok((
+        r.incidents
+            .iter()
+            .map(incident_from_pb)
+            .collect::<Result<_>>()?,
+        r.next_page_token.clone(),
+    ))
+}
+
+/// A page of incidents as `ListIncidents` answers (without samples), and the number of the
+/// last one listed when there are more.
+pub fn incidents_page_to_pb(list: &[Incident], next: Option<u64>) -> pb::ListIncidentsResponse {
+    pb::ListIncidentsResponse {
+        incidents: list.iter().map(|i| incident_to_pb(i, false)).collect(),
+        next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use procguard_core::{Baseline, WorkloadIdentity};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn an_incident_reads_back_as_it_was_sent_with_its_samples() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let b = Baseline::new(
+            WorkloadIdentity::parse("c/shop/deployment/web/nginx").unwrap(),
+            now,
+        );
+        let ev = ProcessEvent::test("/tmp/x").sha256(&"b".repeat(64));
+        let mut i = Incident::from_deviation("7".into(), "e1", &ev, &b, now);
+        i.record_deviation("e2", &ev, &b, now + Duration::from_secs(5));
+        i.state_actor = "alice".into();
+        let mut back = incident_from_pb(&incident_to_pb(&i, true)).unwrap();
+        // The message has no time of the last change: it reads as the last event's.
+        assert_eq!(back.updated_at, i.last_seen);
+        back.updated_at = i.updated_at;
+        assert_eq!(back, i);
+        // A listing leaves the samples out, and they read back as none.
+        assert!(incident_from_pb(&incident_to_pb(&i, false))
+            .unwrap()
+            .samples
+            .is_empty());
+        // What the server always sends is required, and named when missing.
+        let mut m = incident_to_pb(&i, false);
+        m.last_seen = None;
+        assert_eq!(
+            incident_from_pb(&m),
+            Err(ConvertError::Missing("last_seen"))
+        );
+        let mut m = incident_to_pb(&i, false);
+        m.state = 0;
+        assert!(incident_from_pb(&m)
+            .unwrap_err()
+            .to_string()
+            .contains("state"));
+    }
 
     #[test]
     fn filters_reject_unknown_values_and_read_unspecified_as_none() {

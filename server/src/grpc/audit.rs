@@ -4,7 +4,7 @@
 use super::baseline::{page_size, store_status};
 use crate::auth::{Gate, Role};
 use crate::store::{AuditQuery, Order, SharedStorage};
-use procguard_proto::convert::audit::audit_to_pb;
+use procguard_proto::convert::audit::audit_page_to_pb;
 use procguard_proto::convert::system_time;
 use procguard_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -51,9 +51,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
             .store
             .audit_log(&query)
             .map_err(store_status)
-            .map(|records| pb::ListAuditResponse {
-                records: records.iter().map(audit_to_pb).collect(),
-            });
+            .map(|records| audit_page_to_pb(&records));
         self.gate
             .done(&request, &caller, "ListAudit", "", result)
             .await

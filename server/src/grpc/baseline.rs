@@ -11,12 +11,15 @@ use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::store::{BaselineFilter, ChangeBy, SharedStorage, StoreError, MAX_DRY_RUN_DAYS};
 use procguard_core::baseline::APPROVED_SHA256_CAP;
+use procguard_core::review::{dry_run, ImportChange, VersionSummary, VersionsDiff};
 use procguard_core::Origin;
 use procguard_core::{Baseline, ElementKey, ElementStatus, WorkloadIdentity};
-use procguard_proto::convert::content::diff_to_pb;
+use procguard_proto::convert::review::{
+    dry_run_to_pb, history_to_pb, import_to_pb, versions_diff_to_pb,
+};
 use procguard_proto::convert::{
-    self, baseline_to_pb, element_content, element_key, element_ref, identity, origins_to_pb,
-    state_from_pb, state_to_pb, timestamp,
+    self, baseline_to_pb, baselines_page_to_pb, bulk_to_pb, element_content, element_key, identity,
+    state_from_pb,
 };
 use procguard_proto::v1 as pb;
 use std::collections::BTreeSet;
@@ -141,10 +144,7 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
                 .store
                 .baselines(&filter, after, page_size(r.page_size))
                 .map_err(store_status)?;
-            Ok(pb::ListBaselinesResponse {
-                baselines: list.iter().map(|b| baseline_to_pb(b, false)).collect(),
-                next_page_token: next.unwrap_or_default(),
-            })
+            Ok(baselines_page_to_pb(&list, next))
         })();
         self.gate
             .done(&request, &caller, "ListBaselines", "", result)
@@ -482,19 +482,21 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
         let result = identity(request.get_ref().workload.as_ref())
             .map_err(invalid)
             .and_then(|id| self.store.history(&id).map_err(store_status))
-            .map(|h| pb::GetHistoryResponse {
-                versions: h
+            .map(|h| {
+                let versions: Vec<VersionSummary> = h
                     .iter()
-                    .map(|v| pb::BaselineVersion {
-                        version: v.version,
-                        actor: v.actor.clone(),
-                        at: Some(timestamp(v.at)),
-                        action: v.action.clone(),
-                        reason: v.reason.clone(),
-                        state: state_to_pb(v.snapshot.state) as i32,
-                        element_count: v.snapshot.elements.len() as u32,
+                    .map(|v| {
+                        VersionSummary::of(
+                            v.version,
+                            &v.actor,
+                            v.at,
+                            &v.action,
+                            &v.reason,
+                            &v.snapshot,
+                        )
                     })
-                    .collect(),
+                    .collect();
+                history_to_pb(&versions)
             });
         self.gate
             .done(&request, &caller, "GetHistory", &target, result)
@@ -522,11 +524,7 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
                 .store
                 .baseline(&id, r.to_version)
                 .map_err(store_status)?;
-            Ok(pb::DiffVersionsResponse {
-                state_before: state_to_pb(a.state) as i32,
-                state_after: state_to_pb(b.state) as i32,
-                ..diff_to_pb(&procguard_core::content::diff(&a.elements, &b.elements))
-            })
+            Ok(versions_diff_to_pb(&VersionsDiff::of(&a, &b)))
         })();
         self.gate
             .done(&request, &caller, "DiffVersions", &target, result)
@@ -581,47 +579,9 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
                         .collect()
                 };
             let from = crate::store::day_of(SystemTime::now()).saturating_sub(days - 1);
-            let mut replayed = 0;
-            type Hit = (u64, Option<SystemTime>, BTreeSet<Origin>);
-            let mut hits: std::collections::BTreeMap<ElementKey, Hit> = Default::default();
-            for (_, key, rec) in self.store.activity(&id, from).map_err(store_status)? {
-                replayed += rec.count;
-                // Outside the candidate every run alerts; inside it, the runs from a drift
-                // origin the element does not hold (and any fileless run), as the matcher
-                // decides. Records from before origins count as runs of unknown origin.
-                let runs: Vec<(Origin, u64)> = if rec.origins.is_empty() {
-                    vec![(Origin::Unknown, rec.count)]
-                } else {
-                    rec.origins.iter().map(|(o, n)| (*o, *n)).collect()
-                };
-                let allowed = candidate.get(&key);
-                for (o, n) in runs {
-                    let alerts = match allowed {
-                        None => true,
-                        Some(origins) => {
-                            o == Origin::Fileless || (o.is_drift() && !origins.contains(&o))
-                        }
-                    };
-                    if alerts {
-                        let h = hits.entry(key.clone()).or_default();
-                        h.0 += n;
-                        h.1 = h.1.max(rec.last_seen);
-                        h.2.insert(o);
-                    }
-                }
-            }
-            Ok(pb::DryRunResponse {
-                events_replayed: replayed,
-                would_alert: hits
-                    .into_iter()
-                    .map(|(k, (count, last, origins))| pb::DryRunHit {
-                        element: Some(element_ref(&k)),
-                        count,
-                        last_seen: last.map(timestamp),
-                        origins: origins_to_pb(&origins),
-                    })
-                    .collect(),
-            })
+            let activity = self.store.activity(&id, from).map_err(store_status)?;
+            let run = dry_run(&candidate, activity.iter().map(|(_, k, rec)| (k, rec)));
+            Ok(dry_run_to_pb(&run))
         })();
         self.gate
             .done(&request, &caller, "DryRun", &target, result)
@@ -675,46 +635,7 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
                     Err(StoreError::NotFound(_)) => None,
                     Err(e) => return Err(store_status(e)),
                 };
-                // An element is its status and its approved contents: a document that changes
-                // only the contents (or drops them, which unpins the element) is an update.
-                type Element<'a> = (ElementStatus, &'a [String], &'a BTreeSet<Origin>);
-                let before: std::collections::BTreeMap<&ElementKey, Element<'_>> = old
-                    .as_ref()
-                    .map(|o| {
-                        o.elements
-                            .iter()
-                            .map(|(k, e)| (k, (e.status, e.approved_sha256.as_slice(), &e.origins)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let after: std::collections::BTreeMap<&ElementKey, Element<'_>> = b
-                    .elements
-                    .iter()
-                    .map(|(k, e)| (k, (e.status, e.approved_sha256.as_slice(), &e.origins)))
-                    .collect();
-                let action = match &old {
-                    None => "create",
-                    Some(o) if before == after && o.state == b.state && o.labels == b.labels => {
-                        "unchanged"
-                    }
-                    Some(_) => "update",
-                };
-                // What changes, element by element: applet and script included in each name,
-                // status, and the contents each element gains or loses.
-                let empty = Default::default();
-                let d = procguard_core::content::diff(
-                    old.as_ref().map_or(&empty, |o| &o.elements),
-                    &b.elements,
-                );
-                let d = diff_to_pb(&d);
-                changes.push(pb::ImportChange {
-                    workload: Some((&b.workload).into()),
-                    action: action.into(),
-                    added: d.added,
-                    removed: d.removed,
-                    changed: d.changed,
-                    content_changed: d.content_changed,
-                });
+                changes.push(ImportChange::of(old.as_ref(), b));
             }
             if !r.dry_run {
                 let mut audit = self.gate.record(&request, &caller, "ImportBaselines", "");
@@ -728,11 +649,7 @@ impl pb::baseline_service_server::BaselineService for BaselineApi {
                     self.hub.publish(b);
                 }
             }
-            let response = pb::ImportBaselinesResponse {
-                changes,
-                dry_run: r.dry_run,
-            };
-            Ok((response, !r.dry_run))
+            Ok((import_to_pb(&changes, r.dry_run), !r.dry_run))
         }
         .await;
         self.gate
@@ -782,10 +699,10 @@ impl BaselineApi {
                     },
                 )
                 .await?;
-                changed.push((&b.workload).into());
+                changed.push(b.workload);
             }
             let recorded = !changed.is_empty();
-            Ok((pb::BulkResponse { changed }, recorded))
+            Ok((bulk_to_pb(&changed), recorded))
         }
         .await;
         self.gate

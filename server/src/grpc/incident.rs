@@ -18,7 +18,9 @@ use crate::auth::{Gate, Role};
 use crate::hub::Hub;
 use crate::store::{Order, SharedStorage, StoreError};
 use procguard_core::incident::{Action, IncidentFilter};
-use procguard_proto::convert::incident::{incident_to_pb, severity_filter, state_filter};
+use procguard_proto::convert::incident::{
+    incident_to_pb, incidents_page_to_pb, severity_filter, state_filter,
+};
 use procguard_proto::convert::system_time;
 use procguard_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -162,10 +164,7 @@ impl pb::incident_service_server::IncidentService for IncidentApi {
                 .store
                 .incidents(&filter, after, page_size(r.page_size), order)
                 .map_err(status)?;
-            Ok(pb::ListIncidentsResponse {
-                incidents: list.iter().map(|i| incident_to_pb(i, false)).collect(),
-                next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
-            })
+            Ok(incidents_page_to_pb(&list, next))
         })();
         self.gate
             .done(&request, &caller, "ListIncidents", "", result)

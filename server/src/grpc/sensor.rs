@@ -25,8 +25,8 @@ use crate::store::{
 use futures::stream::FuturesOrdered;
 use procguard_core::policy::Policies;
 use procguard_core::Baseline;
-use procguard_proto::convert::baseline_to_pb;
 use procguard_proto::convert::record::sensor_report;
+use procguard_proto::convert::{snapshot_to_pb, update_to_pb};
 use procguard_proto::v1 as pb;
 use std::ops::ControlFlow;
 use std::pin::Pin;
@@ -203,12 +203,7 @@ fn snapshot(store: &dyn Storage) -> Result<pb::ServerMessage, Status> {
     let (revision, baselines) = store
         .enforcing()
         .map_err(|e| Status::internal(e.to_string()))?;
-    Ok(pb::ServerMessage {
-        body: Some(pb::server_message::Body::Snapshot(pb::BaselineSnapshot {
-            revision,
-            baselines: baselines.iter().map(|b| baseline_to_pb(b, false)).collect(),
-        })),
-    })
+    Ok(snapshot_to_pb(revision, &baselines))
 }
 
 /// The server's clock in microseconds since the epoch: the floor of a node's sequence mark.
@@ -533,13 +528,7 @@ impl Session {
         update: Result<Baseline, broadcast::error::RecvError>,
     ) -> ControlFlow<()> {
         let msg = match update {
-            Ok(b) => pb::ServerMessage {
-                body: Some(pb::server_message::Body::Update(pb::BaselineUpdate {
-                    revision: b.revision,
-                    baseline: Some(baseline_to_pb(&b, false)),
-                    removed: b.state == procguard_core::BaselineState::Learning,
-                })),
-            },
+            Ok(b) => update_to_pb(&b),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(message = "Sensor stream lagged behind baseline updates; sending a snapshot.", node = %self.node, skipped = n);
                 match snapshot(self.store.as_ref()) {
