@@ -42,6 +42,9 @@ pub struct ProcInfo {
     /// The link ends in " (deleted)" and the facts that tell a deleted file from one named so
     /// could not be read: `exe` is the link as printed and deletion is unknown.
     pub exe_deleted_unknown: bool,
+    /// The kernel recorded, at the exec, that the executed file still had links (eBPF
+    /// capture): it was not a deleted file when it ran, whatever a later read shows.
+    pub linked_at_exec: bool,
     /// (device, inode) of the executable as opened.
     pub exe_id: Option<(u64, u64)>,
     /// The executable as the kernel opened it: its identity and mount (see [`Opened`]), from

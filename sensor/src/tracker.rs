@@ -762,7 +762,8 @@ impl Tracker {
         // `/proc` showed the file deleted, but it still had links when it was exec'd: it was
         // removed or replaced after the exec (the read comes after the batch's delay). What
         // ran was not a deleted file; the file's own facts decide its origin.
-        if info.exe_deleted && facts.exe_nlink > 0 {
+        info.linked_at_exec = facts.exe_nlink > 0;
+        if info.exe_deleted && info.linked_at_exec {
             info.exe_deleted = false;
         }
         info.at_exec = true;
@@ -869,7 +870,10 @@ impl Tracker {
             } else if let Some((f, file)) = superseded.or_else(|| w.take(pid)) {
                 // The kernel's own record of the file this exec opened: fact, not a guess.
                 info.exe = Some(f.path);
-                info.exe_deleted = f.deleted;
+                // fanotify's record names the file when its event is read, after the exec: a
+                // file replaced meanwhile (`mv` over it) reads as deleted, though it had links
+                // when it ran, as the kernel recorded at the exec (eBPF).
+                info.exe_deleted = f.deleted && !info.linked_at_exec;
                 info.exe_memfd = f.memfd;
                 info.exe_deleted_unknown = f.deleted_unknown;
                 info.exe_id = Some((f.key.0, f.key.1));
