@@ -152,15 +152,22 @@ pub(super) fn put_tally(
     Ok((k.len() + v.len()) as u64)
 }
 
-/// Writes all of `b`: definition, every provenance not apart, tally (a change through the API,
-/// which is rare, and the split of a database written before).
+/// Writes all of `b`, which was read joined: definition, every provenance, tally (a change
+/// through the API, which is rare, and the split of a database written before). An element
+/// whose provenance is apart even joined has none stored: any left from an element of that
+/// key that a reset dropped goes, so that it is not joined to the new one.
 pub(super) fn put_whole(
     baselines: &TransactionalTree,
     b: &Baseline,
 ) -> std::result::Result<(), sled::transaction::UnabortableTransactionError> {
     put_definition(baselines, b)?;
-    for el in b.elements.keys() {
-        put_provenance(baselines, b, el)?;
+    let id = b.workload.to_string();
+    for (el, e) in &b.elements {
+        if e.provenance.is_apart() {
+            baselines.remove(provenance_key(&id, el))?;
+        } else {
+            put_provenance(baselines, b, el)?;
+        }
     }
     put_tally(baselines, b)?;
     Ok(())
