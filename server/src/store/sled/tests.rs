@@ -1014,3 +1014,47 @@ async fn a_database_of_whole_baselines_opens_and_reads_the_same() {
     assert_eq!(after.elements[&k(1)], whole.elements[&k(1)]);
     assert_eq!(after.version, whole.version);
 }
+
+/// Pages of baselines skip the evidence keys that follow each definition: each baseline once,
+/// whole, in order, wherever a page starts.
+#[tokio::test]
+async fn pages_of_baselines_are_whole_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let exes: Vec<String> = (0..5).map(|i| format!("/usr/bin/tool-{i}")).collect();
+    let mut all = Vec::new();
+    for (n, name) in ["a", "a-b", "b"].iter().enumerate() {
+        let w = procguard_core::WorkloadIdentity::new(
+            "c",
+            "shop",
+            procguard_core::WorkloadKind::Deployment,
+            *name,
+            "app",
+        );
+        let mut evs = sightings(name, 100 * n as u64 + 1, 10, &exes);
+        for e in &mut evs {
+            e.process.workload = w.clone();
+        }
+        s.ingest("n1", &evs, &policies(), SystemTime::now())
+            .await
+            .unwrap();
+        all.push(s.baseline(&w, 0).unwrap());
+    }
+    all.sort_by_key(|b| b.workload.to_string());
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let (page, next) = s
+            .baselines(&BaselineFilter::default(), after.as_deref(), 1)
+            .unwrap();
+        paged.extend(page);
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+    assert!(paged
+        .iter()
+        .all(|b| b.elements.len() == 5 && b.elements.values().all(|e| e.provenance.count == 2)));
+}
