@@ -213,14 +213,51 @@ pub(super) fn split_whole(db: &sled::Db, baselines: &sled::Tree, meta: &sled::Tr
 
 /// Reads a range of `baselines` as whole baselines, each definition joined with the evidence
 /// that follows it; evidence without its definition (where a range starts) is skipped.
+///
+/// sled's iterators are not snapshots: a commit between reading a definition and its evidence
+/// could pair a definition with the tally of the next version. So the definition is read
+/// again after its evidence, and both again if it changed (a version and its tally are one
+/// commit); a commit that leaves the definition alone only moves provenance and tally,
+/// which any moment's definition goes with.
 pub(super) struct Joined {
+    tree: sled::Tree,
     iter: std::iter::Peekable<sled::Iter>,
 }
 
 impl Joined {
-    pub(super) fn new(iter: sled::Iter) -> Self {
+    /// `iter` is a range of `tree`, the `baselines` tree.
+    pub(super) fn new(tree: &sled::Tree, iter: sled::Iter) -> Self {
         Self {
+            tree: tree.clone(),
             iter: iter.peekable(),
+        }
+    }
+
+    /// The definition at `key` and its evidence read afresh, until the definition holds still
+    /// across the read (a few tries; the last read is taken).
+    fn reread(&self, key: &[u8], prefix: &[u8]) -> Result<Option<Baseline>> {
+        let mut definition = self.tree.get(key)?;
+        for _ in 0..8 {
+            let Some(d) = definition.clone() else {
+                return Ok(None);
+            };
+            let evidence: HashMap<IVec, IVec> = self
+                .tree
+                .scan_prefix(prefix)
+                .collect::<std::result::Result<_, _>>()?;
+            let again = self.tree.get(key)?;
+            if again.as_ref() == Some(&d) {
+                return join(&d, |k| Ok(evidence.get(k).cloned()), |e| e).map(Some);
+            }
+            definition = again;
+        }
+        match definition {
+            Some(d) => self
+                .tree
+                .transaction(|t| join(&d, |k| Ok(t.get(k)?), ConflictableTransactionError::Abort))
+                .map_err(tx_err)
+                .map(Some),
+            None => Ok(None),
         }
     }
 }
@@ -250,7 +287,17 @@ impl Iterator for Joined {
                     _ => break,
                 }
             }
-            return Some(join(&v, |k| Ok(evidence.get(k).cloned()), |e| e));
+            return match self.tree.get(&k) {
+                Ok(Some(again)) if again == v => {
+                    Some(join(&v, |k| Ok(evidence.get(k).cloned()), |e| e))
+                }
+                Ok(_) => match self.reread(&k, &prefix) {
+                    // Removed meanwhile: read on.
+                    Ok(None) => continue,
+                    r => r.transpose(),
+                },
+                Err(e) => Some(Err(e.into())),
+            };
         }
     }
 }
@@ -377,7 +424,7 @@ impl BaselineStore for Store {
             )),
             None => self.baselines.iter(),
         };
-        for b in Joined::new(iter) {
+        for b in Joined::new(&self.baselines, iter) {
             let b = b?;
             if filter.matches(&b) {
                 if out.len() == limit {
@@ -394,7 +441,7 @@ impl BaselineStore for Store {
     fn enforcing(&self) -> Result<(u64, Vec<Baseline>)> {
         let rev = self.revision()?;
         let mut out = Vec::new();
-        for b in Joined::new(self.baselines.iter()) {
+        for b in Joined::new(&self.baselines, self.baselines.iter()) {
             let b = b?;
             if b.state != BaselineState::Learning {
                 out.push(b);
@@ -456,7 +503,7 @@ impl BaselineStore for Store {
         now: SystemTime,
     ) -> Result<Vec<Baseline>> {
         let mut due = Vec::new();
-        for b in Joined::new(self.baselines.iter()) {
+        for b in Joined::new(&self.baselines, self.baselines.iter()) {
             let mut b = b?;
             let policy = policies.for_baseline(&b).clone();
             if b.evaluate_learning(&policy, now).is_some() {
