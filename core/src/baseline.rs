@@ -229,6 +229,21 @@ impl Provenance {
         }
     }
 
+    /// The placeholder of a provenance kept apart from its element by a store: nothing seen,
+    /// at the epoch (a real provenance is never at the epoch: it starts at the time it was
+    /// created). Not serialised, so a definition without provenance stays small.
+    pub fn apart() -> Self {
+        Self::new(std::time::UNIX_EPOCH)
+    }
+
+    /// Whether this is [`Provenance::apart`].
+    pub fn is_apart(&self) -> bool {
+        self.count == 0
+            && self.first_seen == std::time::UNIX_EPOCH
+            && self.last_seen == std::time::UNIX_EPOCH
+            && *self == Self::apart()
+    }
+
     fn record(&mut self, ev: &ProcessEvent, now: SystemTime) {
         fn add(set: &mut BTreeSet<String>, v: &str) {
             if !v.is_empty() && set.len() < PROVENANCE_CAP {
@@ -296,7 +311,14 @@ pub struct Element {
     pub status: ElementStatus,
     /// Why it needs review.
     pub review_reasons: Vec<String>,
-    /// Where it was seen.
+    /// Where it was seen. Changes on every sighting, without a version: a store may keep it
+    /// apart from the element's definition (the sled engine does, so that a batch of sightings
+    /// writes only the provenance it changed), and then writes [`Provenance::apart`] in its
+    /// place, which is not serialised.
+    #[serde(
+        default = "Provenance::apart",
+        skip_serializing_if = "Provenance::is_apart"
+    )]
     pub provenance: Provenance,
     /// Added by hand.
     pub manual: bool,
@@ -587,6 +609,23 @@ pub fn is_shell(path: &str) -> bool {
     SHELLS.contains(&basename(path))
 }
 
+/// What a sighting changes in a baseline besides its elements' provenance, without making a
+/// version: the learning summary (events, pods and nodes seen while learning, refusals at the
+/// element limit), the image digests seen while learning, and the coverage. A store may keep
+/// it apart from the baseline's definition, as it may keep provenance
+/// ([`Baseline::tally`], [`Baseline::set_tally`]); everything else of a baseline changes only
+/// with a new version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// [`Baseline::learning`].
+    pub learning: LearningSummary,
+    /// [`Baseline::image_digests`].
+    pub image_digests: BTreeSet<String>,
+    /// [`Baseline::coverage`].
+    #[serde(default)]
+    pub coverage: Coverage,
+}
+
 /// The learned executables of one workload container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Baseline {
@@ -644,6 +683,22 @@ impl Baseline {
             relearn_until: None,
             coverage: Coverage::default(),
         }
+    }
+
+    /// What a sighting changes besides provenance ([`Tally`]).
+    pub fn tally(&self) -> Tally {
+        Tally {
+            learning: self.learning.clone(),
+            image_digests: self.image_digests.clone(),
+            coverage: self.coverage.clone(),
+        }
+    }
+
+    /// Puts back a [`Tally`] kept apart.
+    pub fn set_tally(&mut self, t: Tally) {
+        self.learning = t.learning;
+        self.image_digests = t.image_digests;
+        self.coverage = t.coverage;
     }
 
     /// Whether an image change reopened learning for new elements at `now`.

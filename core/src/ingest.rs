@@ -8,16 +8,18 @@
 //! deviation, refused at the element limit), and a deviation is grouped into its incident; an
 //! exec session into an enforced workload is one incident. The engine supplies only reads and
 //! writes inside its atomic update ([`BatchStore`]) and, after [`apply`], writes what it
-//! returns ([`Applied`]): every touched baseline (a new version and revision for those that
-//! changed), the activity, the counters. So a second engine writes no domain rule again.
+//! returns ([`Applied`]): for every touched baseline, a new version and revision if it changed,
+//! and otherwise only what a sighting changes (the provenance of the elements it sighted, and
+//! its [`crate::baseline::Tally`] if that changed), the activity, the counters. So a second
+//! engine writes no domain rule again, and need not rewrite a whole baseline per batch.
 //!
 //! No I/O, no clock: the caller passes the time in.
 
-use crate::baseline::Observation;
+use crate::baseline::{Observation, Tally};
 use crate::policy::Policies;
 use crate::{Baseline, BaselineState, ElementKey, ExecContext, ProcessEvent, WorkloadIdentity};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 /// What [`apply`] reads and writes inside the engine's atomic update. Every method runs inside
@@ -67,16 +69,29 @@ pub struct Applied {
     pub outcome: IngestOutcome,
     /// The highest sequence in the batch, duplicates included (0 for an empty batch).
     pub highest_sequence: u64,
-    /// Every baseline the batch touched, in workload order, and whether it changed (its
-    /// elements or state: a new version, for which the engine records history and a revision).
-    /// Unchanged ones are still written: provenance changes on every sighting.
-    pub baselines: Vec<(Baseline, bool)>,
+    /// Every baseline the batch touched, in workload order, with what of it changed.
+    pub baselines: Vec<Touched>,
     /// Today's activity of every element that ran, to be written back.
     pub activity: Vec<(WorkloadIdentity, ElementKey, ActivityRecord)>,
     /// Per workload (text form), what its re-learning window learned in this batch, each
     /// element with the node, pod and image digest that brought it: the reason of the version's
     /// history record.
     pub relearned: BTreeMap<String, String>,
+}
+
+/// One baseline a batch touched, and what of it changed: what the engine must write.
+#[derive(Debug)]
+pub struct Touched {
+    /// The baseline after the batch.
+    pub baseline: Baseline,
+    /// Whether it changed (its elements' definitions or its state): a new version, for which
+    /// the engine writes the baseline's definition, a history record and a revision.
+    pub changed: bool,
+    /// The elements the batch sighted: their provenance changed (new elements included).
+    /// Only these elements' provenance needs writing; the others' is as it was read.
+    pub sighted: BTreeSet<ElementKey>,
+    /// Whether the baseline's [`Tally`] (learning summary, image digests, coverage) changed.
+    pub tallied: bool,
 }
 
 /// Most elements named in one version's re-learning note (then "and more").
@@ -110,6 +125,8 @@ pub fn apply<S: BatchStore>(
     // (0 for one the batch creates): a batch makes at most one new version of a baseline, so
     // versions count 1, 2, 3 … and each has its history record.
     let mut touched: BTreeMap<String, (Baseline, bool, u64)> = BTreeMap::new();
+    // Per touched baseline, what a sighting changes: the elements sighted, and the tally as read.
+    let mut sightings: BTreeMap<String, (BTreeSet<ElementKey>, Tally)> = BTreeMap::new();
     // What re-learning windows learned, per workload: attributed in the version's history.
     let mut relearned: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut seen: BTreeMap<(String, ElementKey), (WorkloadIdentity, ActivityRecord)> =
@@ -146,6 +163,7 @@ pub fn apply<S: BatchStore>(
             };
             let is_new = b.elements.is_empty() && b.version == 1;
             let base = if is_new { 0 } else { b.version };
+            sightings.insert(key.clone(), (BTreeSet::new(), b.tally()));
             touched.insert(key.clone(), (b, is_new, base));
         }
         let (b, changed, base) = touched.get_mut(&key).expect("inserted above");
@@ -163,7 +181,17 @@ pub fn apply<S: BatchStore>(
         if ev.process.completeness == crate::Completeness::Partial {
             out.partial += 1;
         }
+        // A sighting records provenance, which counts every sighting: a count that moved
+        // names an element whose provenance the engine must write.
+        let element = ElementKey::of(&ev.process);
+        let count = |b: &Baseline| b.elements.get(&element).map(|e| e.provenance.count);
+        let sighted_before = count(b);
         let observation = b.observe_with(&ev.process, now, policy, max_elements);
+        if count(b) != sighted_before {
+            if let Some((sighted, _)) = sightings.get_mut(&key) {
+                sighted.insert(element);
+            }
+        }
         if matches!(observation, Observation::Learned { .. }) && b.state != BaselineState::Learning
         {
             let notes = relearned.entry(key.clone()).or_default();
@@ -205,8 +233,8 @@ pub fn apply<S: BatchStore>(
                 store.exec_session(&ev.event_id, &ev.process, b, session)?;
             }
         }
-        // Provenance changes on every sighting and is saved, but only a change of elements or
-        // state makes a version and a push to sensors.
+        // Provenance changes on every sighting and is saved (the sighted elements' only), but
+        // only a change of elements or state makes a version and a push to sensors.
         *changed |= b.version != before;
     }
     Ok(Applied {
@@ -217,8 +245,16 @@ pub fn apply<S: BatchStore>(
         outcome: out,
         highest_sequence,
         baselines: touched
-            .into_values()
-            .map(|(b, changed, _)| (b, changed))
+            .into_iter()
+            .map(|(key, (baseline, changed, _))| {
+                let (sighted, tally) = sightings.remove(&key).expect("recorded with its baseline");
+                Touched {
+                    tallied: baseline.tally() != tally,
+                    baseline,
+                    changed,
+                    sighted,
+                }
+            })
             .collect(),
         activity: seen
             .into_iter()
@@ -459,8 +495,10 @@ mod tests {
         );
         assert_eq!(applied.highest_sequence, 1);
         assert_eq!(applied.activity.len(), 1, "one element ran");
-        let (mut b, changed) = applied.baselines.into_iter().next().unwrap();
-        assert!(changed, "a new baseline is a change");
+        let t = applied.baselines.into_iter().next().unwrap();
+        assert!(t.changed, "a new baseline is a change");
+        assert_eq!(t.sighted, BTreeSet::from([ElementKey::exe("/app")]));
+        let mut b = t.baseline;
         assert!(m.deviations.is_empty(), "learning does not deviate");
         // Enforced: outside the baseline is a deviation, grouped by the engine; an exec
         // session is one incident.
@@ -479,6 +517,93 @@ mod tests {
         assert_eq!(applied.highest_sequence, 4);
     }
 
+    /// `b` without what a sighting changes: its definition.
+    fn definition(b: &Baseline) -> Baseline {
+        let mut d = b.clone();
+        for e in d.elements.values_mut() {
+            e.provenance = crate::baseline::Provenance::apart();
+        }
+        d.set_tally(Baseline::new(b.workload.clone(), UNIX_EPOCH).tally());
+        d
+    }
+
+    #[test]
+    fn sightings_of_known_elements_change_only_their_provenance() {
+        let now = UNIX_EPOCH + Duration::from_secs(86_400 * 20_000);
+        let policies = Policies::default();
+        let mut m = Memory::default();
+        let batch = [
+            event("a", 1, "/app", ExecContext::Entrypoint),
+            event("b", 2, "/bin/date", ExecContext::Descendant),
+        ];
+        let learned = apply(&mut m, &batch, &policies, now, 10).unwrap();
+        let mut b = learned.baselines.into_iter().next().unwrap().baseline;
+        b.approve(None, now);
+        m.baselines.insert(b.workload.to_string(), b.clone());
+        // Enforced: /app runs twice more, a probe once; /bin/date does not run.
+        let later = now + Duration::from_secs(60);
+        let batch = [
+            event("c", 3, "/app", ExecContext::Descendant),
+            event("d", 4, "/app", ExecContext::Descendant),
+            event("e", 5, "/app", ExecContext::Probe),
+        ];
+        let t = apply(&mut m, &batch, &policies, later, 10)
+            .unwrap()
+            .baselines
+            .into_iter()
+            .next()
+            .unwrap();
+        assert!(!t.changed && !t.tallied, "no version, no tally");
+        assert_eq!(t.sighted, BTreeSet::from([ElementKey::exe("/app")]));
+        assert_eq!(t.baseline.version, b.version);
+        assert_eq!(
+            definition(&t.baseline),
+            definition(&b),
+            "the definition is as read"
+        );
+        let app = &t.baseline.elements[&ElementKey::exe("/app")].provenance;
+        assert_eq!((app.count, app.last_seen), (3, later));
+        assert_eq!(
+            t.baseline.elements[&ElementKey::exe("/bin/date")],
+            b.elements[&ElementKey::exe("/bin/date")]
+        );
+        // While learning, a sighting of a known element also counts in the tally.
+        let mut m = Memory::default();
+        let first = apply(&mut m, &batch[..1], &policies, now, 10).unwrap();
+        let b = first.baselines.into_iter().next().unwrap().baseline;
+        m.baselines.insert(b.workload.to_string(), b.clone());
+        let t = apply(&mut m, &batch[1..2], &policies, later, 10)
+            .unwrap()
+            .baselines
+            .into_iter()
+            .next()
+            .unwrap();
+        assert!(!t.changed && t.tallied);
+        assert_eq!(t.baseline.learning.events_observed, 2);
+        assert_eq!(definition(&t.baseline), definition(&b));
+    }
+
+    #[test]
+    fn provenance_kept_apart_is_not_serialised() {
+        let now = UNIX_EPOCH + Duration::from_secs(86_400 * 20_000);
+        let mut m = Memory::default();
+        let applied = apply(
+            &mut m,
+            &[event("a", 1, "/app", ExecContext::Entrypoint)],
+            &Policies::default(),
+            now,
+            10,
+        )
+        .unwrap();
+        let b = applied.baselines.into_iter().next().unwrap().baseline;
+        let whole = serde_json::to_string(&b).unwrap();
+        assert!(whole.contains("\"provenance\""));
+        let d = definition(&b);
+        let text = serde_json::to_string(&d).unwrap();
+        assert!(!text.contains("\"provenance\""), "{text}");
+        assert_eq!(serde_json::from_str::<Baseline>(&text).unwrap(), d);
+    }
+
     #[test]
     fn a_misplaced_event_is_acknowledged_and_does_nothing() {
         let now = UNIX_EPOCH + Duration::from_secs(86_400 * 20_000);
@@ -492,7 +617,7 @@ mod tests {
             10,
         )
         .unwrap();
-        let (mut b, _) = learned.baselines.into_iter().next().unwrap();
+        let mut b = learned.baselines.into_iter().next().unwrap().baseline;
         b.approve(None, now);
         m.baselines.insert(b.workload.to_string(), b.clone());
         // Another node's pod with a new image digest and a new executable: neither a

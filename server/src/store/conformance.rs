@@ -416,6 +416,109 @@ async fn versions_count_per_baseline_with_a_history_record_each(open: Open) {
     assert_eq!(history, vec![1]);
 }
 
+/// A batch that only sights elements a baseline has makes no version (no history record, no
+/// revision, the same definition), yet its evidence is kept: the sighted elements' count and
+/// last sighting, seen through `baseline` and `baselines`; the others' provenance is as it was.
+/// A batch that learns makes one version, as before, and reopening reads the same baseline.
+async fn sightings_make_no_version_and_are_kept(open: Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Policies::default();
+    let t0 = SystemTime::now();
+    let t1 = t0 + std::time::Duration::from_secs(60);
+    let key = |exe: &str| procguard_core::ElementKey::exe(exe);
+    let after = {
+        let s = open(dir.path());
+        s.ingest("n1", &batch("a", 1, 5), &p, t0).await.unwrap();
+        let learned = s.baseline(&web(), 0).unwrap();
+        assert_eq!(learned.version, 1);
+        for state in ["learning", "enforced"] {
+            if state == "enforced" {
+                approve(s.as_ref()).await;
+            }
+            let before = s.baseline(&web(), 0).unwrap();
+            let (history, revision) = (s.history(&web()).unwrap().len(), before.revision);
+            let seq = if state == "learning" { 10 } else { 20 };
+            let sightings = vec![
+                event(&format!("{state}-1"), seq, "/bin/a-1"),
+                event(&format!("{state}-2"), seq + 1, "/bin/a-1"),
+                event(&format!("{state}-3"), seq + 2, "/bin/a-2"),
+            ];
+            let out = s.ingest("n1", &sightings, &p, t1).await.unwrap();
+            assert!(out.changed.is_empty(), "{state}: no version");
+            let after = s.baseline(&web(), 0).unwrap();
+            assert_eq!(after.version, before.version, "{state}");
+            assert_eq!(after.revision, revision, "{state}: no revision");
+            assert_eq!(s.history(&web()).unwrap().len(), history, "{state}");
+            let (a1, b1) = (
+                &after.elements[&key("/bin/a-1")].provenance,
+                &before.elements[&key("/bin/a-1")].provenance,
+            );
+            assert_eq!((a1.count, a1.last_seen), (b1.count + 2, t1), "{state}");
+            assert_eq!(
+                after.elements[&key("/bin/a-2")].provenance.count,
+                before.elements[&key("/bin/a-2")].provenance.count + 1
+            );
+            assert_eq!(
+                after.elements[&key("/bin/a-3")],
+                before.elements[&key("/bin/a-3")],
+                "{state}: an element not sighted is as it was"
+            );
+            if state == "learning" {
+                assert_eq!(
+                    after.learning.events_observed,
+                    before.learning.events_observed + 3,
+                    "a sighting while learning counts"
+                );
+            }
+            let (listed, _) = s.baselines(&BaselineFilter::default(), None, 10).unwrap();
+            assert_eq!(listed, vec![after.clone()], "{state}: listed as read");
+        }
+        let before = s.baseline(&web(), 0).unwrap();
+        // Past learning, a new executable deviates: no version either.
+        let out = s.ingest("n1", &batch("x", 30, 1), &p, t1).await.unwrap();
+        assert!(out.changed.is_empty() && out.deviations.len() == 1);
+        assert_eq!(s.baseline(&web(), 0).unwrap().version, before.version);
+        // A learning batch: one version, one history record.
+        let other = other_workload();
+        let learn = |id: &str, seq, exe: &str| {
+            let mut e = event(id, seq, exe);
+            e.process.workload = other.clone();
+            e
+        };
+        s.ingest("n1", &[learn("o-1", 40, "/bin/o1")], &p, t0)
+            .await
+            .unwrap();
+        let out = s
+            .ingest(
+                "n1",
+                &[learn("o-2", 41, "/bin/o2"), learn("o-3", 42, "/bin/o3")],
+                &p,
+                t1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.changed.len(), 1);
+        let o = s.baseline(&other, 0).unwrap();
+        assert_eq!((o.version, o.elements.len()), (2, 3));
+        assert_eq!(s.history(&other).unwrap().len(), 2);
+        assert_eq!(
+            s.baseline(&other, 2).unwrap(),
+            o,
+            "the snapshot is the whole baseline"
+        );
+        let (_, enforcing) = s.enforcing().unwrap();
+        assert_eq!(enforcing, vec![s.baseline(&web(), 0).unwrap()]);
+        (s.baseline(&web(), 0).unwrap(), o)
+    };
+    let s = open(dir.path());
+    assert_eq!(s.baseline(&web(), 0).unwrap(), after.0, "reopened");
+    assert_eq!(s.baseline(&other_workload(), 0).unwrap(), after.1);
+}
+
+fn other_workload() -> WorkloadIdentity {
+    WorkloadIdentity::new("c", "shop", WorkloadKind::Deployment, "api", "app")
+}
+
 /// Client-supplied ids and cursors at the edges of their range (u64::MAX, bounds that cross)
 /// read nothing; they never overflow, panic or wrap around to the start.
 async fn client_cursors_at_the_edges_read_nothing(open: Open) {
@@ -814,6 +917,11 @@ macro_rules! engine_conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn relearned_elements_are_attributed_and_can_wait_for_review() {
                 super::relearned_elements_are_attributed_and_can_wait_for_review($open).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sightings_make_no_version_and_are_kept() {
+                super::sightings_make_no_version_and_are_kept($open).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

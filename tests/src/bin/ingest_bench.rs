@@ -23,6 +23,20 @@
 //!   subscriber's lag behind them, and `procguard_server_records_streamed_from_storage_total`.
 //!   Ingest keeps up when every phase acknowledges what was offered with a similar p99.
 //!   `--subscribers 0` runs only the first phase (to find the rate the machine sustains).
+//! - `growth`: disk growth under a sustained stream of distinct deviations of maximum size.
+//!   One stream sends `--rate` deviations per second (in 100 ms batches) into an enforced
+//!   workload, each a new executable with argv of `--argv-bytes` bytes (default 65,000, just
+//!   under the server's 64 KiB argv limit), for `--seconds`; it reports the data directory's
+//!   allocated size before and after, per event, and extrapolated to an hour at that rate.
+//!
+//! Shape of the `ingest` scenario's baselines: `--elements N` executables are learned into
+//! each stream's workload first (default 3), and each batch runs the first `--sighted K` of
+//! them in turn (default all). The events that learn the baselines carry argv of
+//! `--argv-bytes` bytes (default: a short argv), so each element keeps a sample argv up to its
+//! bound (2 KiB); the measured batches carry the usual short argv (an element keeps the sample
+//! of its first sighting, so later argv only costs the transport, which is not measured here).
+//! So `--elements 300 --sighted 10 --argv-bytes 4096` is a big baseline (~0.7 MB of
+//! provenance) whose batches are all sightings of a few busy executables.
 //!
 //! Every loop is bounded by `--seconds`; traffic goes to 127.0.0.1 only.
 
@@ -42,6 +56,41 @@ struct Args {
     seconds: u64,
     rate: u64,
     subscribers: usize,
+    shape: Shape,
+}
+
+/// The baselines of the `ingest` scenario and the argv of events (see the module docs).
+#[derive(Clone, Copy)]
+struct Shape {
+    elements: usize,
+    sighted: usize,
+    /// 0: the driver's short default argv.
+    argv_bytes: usize,
+}
+
+impl Shape {
+    /// The executables learned into each workload.
+    fn exes(&self) -> Vec<String> {
+        let base = ["/app/server", "/bin/sh", "/usr/bin/env"];
+        (0..self.elements)
+            .map(|i| match base.get(i) {
+                Some(e) if self.elements <= base.len() => e.to_string(),
+                _ => format!("/usr/bin/tool-{i}"),
+            })
+            .collect()
+    }
+
+    /// `evs` with argv of `argv_bytes` bytes (all entries together), if set.
+    fn argv(&self, mut evs: Vec<pb::SensorEvent>) -> Vec<pb::SensorEvent> {
+        if self.argv_bytes > 0 {
+            for e in &mut evs {
+                let p = e.process.as_mut().unwrap();
+                let fill = self.argv_bytes.saturating_sub(p.exe_path.len()).max(1);
+                p.argv = vec![p.exe_path.clone(), "a".repeat(fill)];
+            }
+        }
+        evs
+    }
 }
 
 fn parse() -> Args {
@@ -52,6 +101,11 @@ fn parse() -> Args {
         seconds: 10,
         rate: 1000,
         subscribers: 10,
+        shape: Shape {
+            elements: 3,
+            sighted: 0,
+            argv_bytes: 0,
+        },
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -67,14 +121,20 @@ fn parse() -> Args {
             "--seconds" => a.seconds = num(&v).min(120),
             "--rate" => a.rate = num(&v),
             "--subscribers" => a.subscribers = num(&v) as usize,
+            "--elements" => a.shape.elements = (num(&v) as usize).max(1),
+            "--sighted" => a.shape.sighted = num(&v) as usize,
+            "--argv-bytes" => a.shape.argv_bytes = num(&v) as usize,
             s if !s.starts_with('-') => {
                 a.scenario = s.to_string();
                 i += 1;
                 continue;
             }
-            o => panic!("unknown flag {o}; use ingest|latency|fanout|steady [--streams N] [--batch N] [--seconds N] [--rate N] [--subscribers N]"),
+            o => panic!("unknown flag {o}; use ingest|latency|fanout|steady|growth [--streams N] [--batch N] [--seconds N] [--rate N] [--subscribers N] [--elements N] [--sighted N] [--argv-bytes N]"),
         }
         i += 2;
+    }
+    if a.shape.sighted == 0 || a.shape.sighted > a.shape.elements {
+        a.shape.sighted = a.shape.elements;
     }
     a
 }
@@ -133,16 +193,18 @@ fn now_ms() -> f64 {
         * 1000.0
 }
 
-/// Runs `streams` producers for `secs`, sending known executables, or with `deviations`
-/// executables outside an enforced baseline. Returns acknowledged events per second.
+/// Runs `streams` producers for `secs`, sending known executables (of a baseline of
+/// `shape`), or with `deviations` executables outside an enforced baseline. Returns
+/// acknowledged events per second, and what the server (`server_pid`) spent in the measured
+/// window per 1,000 acknowledged events: CPU milliseconds and bytes written to storage.
 async fn produce(
     pki: Arc<Pki>,
     url: String,
-    streams: usize,
-    batch: usize,
-    secs: u64,
+    a: &Args,
     deviations: bool,
-) -> f64 {
+    server_pid: u32,
+) -> (f64, f64, f64) {
+    let (streams, batch, secs, shape) = (a.streams, a.batch, a.seconds, a.shape);
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -157,21 +219,27 @@ async fn produce(
                 .unwrap();
         } else {
             // Learn the workload's executables once; later batches are known executables.
-            let evs = s.events(&w, &["/app/server", "/bin/sh", "/usr/bin/env"]);
-            s.send_acked(evs).await.unwrap();
+            let exes = shape.exes();
+            for chunk in exes.chunks(100) {
+                let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                let evs = shape.argv(s.events(&w, &chunk));
+                s.send_acked(evs).await.unwrap();
+            }
         }
         prepared.push((s, w));
     }
     let started = Instant::now();
+    let (cpu0, written0) = (cpu_seconds(server_pid), written_bytes(server_pid));
     for (mut s, w) in prepared {
         let (acked, stop) = (acked.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
+            let known = shape.exes();
             let exes: Vec<String> = (0..batch)
                 .map(|i| {
                     if deviations {
                         format!("/opt/dev{}", i % 50)
                     } else {
-                        ["/app/server", "/bin/sh", "/usr/bin/env"][i % 3].to_string()
+                        known[i % shape.sighted].clone()
                     }
                 })
                 .collect();
@@ -198,7 +266,41 @@ async fn produce(
     for t in tasks {
         t.await.unwrap();
     }
-    acked.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let (cpu1, written1) = (cpu_seconds(server_pid), written_bytes(server_pid));
+    let events = acked.load(Ordering::Relaxed) as f64;
+    (
+        events / started.elapsed().as_secs_f64(),
+        1e6 * (cpu1 - cpu0) / events,
+        1e3 * written1.saturating_sub(written0) as f64 / events,
+    )
+}
+
+/// Bytes process `pid` caused to be written to storage so far (`write_bytes` of
+/// `/proc/<pid>/io`).
+fn written_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes the files under `dir` take on disk (allocated blocks, as `du` counts them).
+fn allocated_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.blocks() * 512,
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 /// CPU seconds (user + system) used so far by process `pid`.
@@ -240,10 +342,68 @@ async fn main() {
     let url = server.url();
     match a.scenario.as_str() {
         "ingest" => {
-            let rate = produce(pki.clone(), url, a.streams, a.batch, a.seconds, false).await;
+            let (rate, cpu, written) =
+                produce(pki.clone(), url, &a, false, server.proc.child.id()).await;
             println!(
-                "ingest: {:.0} events/s acknowledged (durable), {} streams x {} events/batch, {} s",
-                rate, a.streams, a.batch, a.seconds
+                "ingest: {:.0} events/s acknowledged (durable), {} streams x {} events/batch, {} s, \
+                 baselines of {} elements, {} sighted per batch, argv {} bytes; server per 1,000 \
+                 events: {cpu:.1} ms CPU, {:.0} KiB written to storage",
+                rate,
+                a.streams,
+                a.batch,
+                a.seconds,
+                a.shape.elements,
+                a.shape.sighted,
+                a.shape.argv_bytes,
+                written / 1024.0
+            );
+        }
+        "growth" => {
+            let mut s = SensorStream::open(&pki, &url, &names[0]).await.unwrap();
+            let w = grpc::workload("bench", "growth");
+            grpc::enforced_workload(&pki, &url, &mut s, &w)
+                .await
+                .unwrap();
+            let shape = Shape {
+                argv_bytes: if a.shape.argv_bytes == 0 {
+                    65_000
+                } else {
+                    a.shape.argv_bytes
+                },
+                ..a.shape
+            };
+            let per_tick = (a.rate / 10).max(1) as usize;
+            let before = allocated_bytes(&server.data_dir);
+            let started = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let (mut n, mut last) = (0u64, 0);
+            for _ in 0..(10 * a.seconds) {
+                tick.tick().await;
+                let exes: Vec<String> = (0..per_tick)
+                    .map(|i| format!("/tmp/drop-{}-{i}", n))
+                    .collect();
+                let exes: Vec<&str> = exes.iter().map(String::as_str).collect();
+                let evs = shape.argv(s.events(&w, &exes));
+                last = evs.last().unwrap().sequence;
+                s.send(evs).await.unwrap();
+                n += 1;
+            }
+            s.wait_ack(last).await.unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            let after = allocated_bytes(&server.data_dir);
+            let events = n * per_tick as u64;
+            let grown = after.saturating_sub(before) as f64;
+            println!(
+                "growth: {} distinct deviations with argv {} bytes at {}/s for {:.0} s: data dir \
+                 {:.1} -> {:.1} MiB, {:.0} bytes/event, {:.0} MiB/hour extrapolated",
+                events,
+                shape.argv_bytes,
+                per_tick * 10,
+                secs,
+                before as f64 / 1048576.0,
+                after as f64 / 1048576.0,
+                grown / events as f64,
+                grown / secs * 3600.0 / 1048576.0
             );
         }
         "latency" => {
@@ -316,15 +476,9 @@ async fn main() {
             let server_pid = server.proc.child.id();
             let me = std::process::id();
             let (s0, d0) = (cpu_seconds(server_pid), cpu_seconds(me));
-            let alone = produce(
-                pki.clone(),
-                url.clone(),
-                a.streams,
-                a.batch,
-                a.seconds,
-                true,
-            )
-            .await;
+            let alone = produce(pki.clone(), url.clone(), &a, true, server_pid)
+                .await
+                .0;
             let (s1, d1) = (cpu_seconds(server_pid), cpu_seconds(me));
             let received = Arc::new(AtomicU64::new(0));
             let slow_received = Arc::new(AtomicU64::new(0));
@@ -359,7 +513,7 @@ async fn main() {
                 }));
             }
             let (s2, d2) = (cpu_seconds(server_pid), cpu_seconds(me));
-            let with = produce(pki.clone(), url, a.streams, a.batch, a.seconds, true).await;
+            let with = produce(pki.clone(), url, &a, true, server_pid).await.0;
             let (s3, d3) = (cpu_seconds(server_pid), cpu_seconds(me));
             stop.store(true, Ordering::Relaxed);
             for s in subs {
@@ -386,7 +540,7 @@ async fn main() {
             );
         }
         "steady" => steady(&a, pki.clone(), &server).await,
-        o => panic!("unknown scenario '{o}'; use ingest, latency, fanout or steady"),
+        o => panic!("unknown scenario '{o}'; use ingest, latency, fanout, steady or growth"),
     }
     drop(server);
 }

@@ -1,22 +1,306 @@
 //! Baselines in sled: the current version of each, its history, the server-wide revision, and
 //! per-day activity per element for dry runs.
 //!
-//! Trees: `baselines` (workload text form → JSON [`Baseline`], the current version),
-//! `history` (workload text form, NUL, big-endian version → JSON [`VersionRecord`]),
-//! `activity` (workload text form, NUL, big-endian day number, NUL, element → JSON
-//! [`ActivityRecord`]: how often each element ran per day); `meta` key `revision` (big-endian
-//! u64, bumped by every baseline change, in the same transaction).
+//! Trees: `baselines`, each baseline as three kinds of key, so that a batch of sightings
+//! writes only what it changed (issue 13):
+//! - workload text form → JSON [`Baseline`], its *definition* as of its current version, with
+//!   every element's provenance kept apart ([`Provenance::apart`], not serialised);
+//! - workload, NUL, element (executable path, NUL, script path, and NUL and applet if it has
+//!   one) → JSON [`Provenance`] of that element;
+//! - workload, NUL → JSON [`Tally`](procguard_core::baseline::Tally) (learning summary, image
+//!   digests, coverage: what a sighting changes besides provenance), which stands for the
+//!   definition's own copy.
+//!
+//! A workload's keys are contiguous (no workload text holds a NUL), so a range read returns
+//! each definition followed by its evidence, and every transaction that writes a baseline
+//! already holds the tree. Reads join the three ([`join`]); an element whose provenance is not
+//! apart in its definition (a database written before, not yet split) keeps it. Databases
+//! written before (whole baselines) are split at open ([`split_whole`]; `meta` key
+//! `baseline_layout` = 2 once done); a server from before cannot read a split database. The
+//! provenance of an element a reset or an import dropped stays until the element returns (it
+//! is then overwritten) and is never read.
+//!
+//! `history` (workload text form, NUL, big-endian version → JSON [`VersionRecord`], whose
+//! snapshot is the whole baseline of that version, provenance included: `get --version` shows
+//! it as it was), `activity` (workload text form, NUL, big-endian day number, NUL, element →
+//! JSON [`ActivityRecord`]: how often each element ran per day); `meta` key `revision`
+//! (big-endian u64, bumped by every baseline change, in the same transaction).
 
 use super::{be, dec, enc, tx_err, Store, TxError};
 use crate::store::{
     day_of, ActivityRecord, AuditEntry, BaselineChange, BaselineFilter, BaselineStore, ChangeBy,
     Result, StoreError, VersionRecord,
 };
+use procguard_core::baseline::Provenance;
 use procguard_core::policy::Policies;
 use procguard_core::{Baseline, BaselineState, ElementKey, WorkloadIdentity};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
-use sled::Transactional;
+use sled::{IVec, Transactional};
+use std::collections::HashMap;
 use std::time::SystemTime;
+
+/// Key of the [`Tally`](procguard_core::baseline::Tally) of the baseline `workload` (its text
+/// form) in `baselines`.
+fn tally_key(workload: &str) -> Vec<u8> {
+    let mut k = workload.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// Key of the provenance of `el` of the baseline `workload` in `baselines`: longer than the
+/// tally's key (the element adds at least one NUL), so the two never meet.
+fn provenance_key(workload: &str, el: &ElementKey) -> Vec<u8> {
+    let mut k = tally_key(workload);
+    push_element(&mut k, el);
+    k
+}
+
+fn push_element(k: &mut Vec<u8>, el: &ElementKey) {
+    k.extend_from_slice(el.exe_path.as_bytes());
+    k.push(0);
+    k.extend_from_slice(el.script_path.as_bytes());
+    // Keys written before applets existed end here; an applet-less element still does.
+    if !el.applet.is_empty() {
+        k.push(0);
+        k.extend_from_slice(el.applet.as_bytes());
+    }
+}
+
+/// Whether a key of `baselines` is a definition (the workload's text form alone).
+fn is_definition(key: &[u8]) -> bool {
+    !key.contains(&0)
+}
+
+/// A baseline from its definition and its evidence, as [`Baseline`] was stored whole before:
+/// `evidence` reads a key of `baselines` (inside a transaction, or a map a range read filled).
+pub(super) fn join<E>(
+    definition: &[u8],
+    mut evidence: impl FnMut(&[u8]) -> std::result::Result<Option<IVec>, E>,
+    fail: impl Fn(StoreError) -> E,
+) -> std::result::Result<Baseline, E> {
+    let mut b: Baseline = dec("baselines", definition).map_err(&fail)?;
+    let id = b.workload.to_string();
+    for (k, e) in b.elements.iter_mut() {
+        if e.provenance.is_apart() {
+            if let Some(v) = evidence(&provenance_key(&id, k))? {
+                e.provenance = dec("baselines", &v).map_err(&fail)?;
+            }
+        }
+    }
+    if let Some(v) = evidence(&tally_key(&id))? {
+        b.set_tally(dec("baselines", &v).map_err(&fail)?);
+    }
+    Ok(b)
+}
+
+/// The current baseline of `workload` inside a transaction, joined.
+pub(super) fn read(
+    baselines: &TransactionalTree,
+    workload: &WorkloadIdentity,
+) -> std::result::Result<Option<Baseline>, TxError> {
+    match baselines.get(workload.to_string().as_bytes())? {
+        Some(d) => Ok(Some(join(
+            &d,
+            |k| Ok(baselines.get(k)?),
+            ConflictableTransactionError::Abort,
+        )?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes `b`'s definition (every provenance apart). Returns the bytes written.
+pub(super) fn put_definition(
+    baselines: &TransactionalTree,
+    b: &Baseline,
+) -> std::result::Result<u64, sled::transaction::UnabortableTransactionError> {
+    let mut d = b.clone();
+    for e in d.elements.values_mut() {
+        e.provenance = Provenance::apart();
+    }
+    let (k, v) = (b.workload.to_string(), enc(&d));
+    baselines.insert(k.as_bytes(), v.as_slice())?;
+    Ok((k.len() + v.len()) as u64)
+}
+
+/// Writes the provenance of `b`'s element `el` (none if it is apart: it is stored already).
+/// Returns the bytes written.
+pub(super) fn put_provenance(
+    baselines: &TransactionalTree,
+    b: &Baseline,
+    el: &ElementKey,
+) -> std::result::Result<u64, sled::transaction::UnabortableTransactionError> {
+    match b.elements.get(el) {
+        Some(e) if !e.provenance.is_apart() => {
+            let (k, v) = (
+                provenance_key(&b.workload.to_string(), el),
+                enc(&e.provenance),
+            );
+            baselines.insert(k.as_slice(), v.as_slice())?;
+            Ok((k.len() + v.len()) as u64)
+        }
+        _ => Ok(0),
+    }
+}
+
+/// Writes `b`'s [`Tally`](procguard_core::baseline::Tally). Returns the bytes written.
+pub(super) fn put_tally(
+    baselines: &TransactionalTree,
+    b: &Baseline,
+) -> std::result::Result<u64, sled::transaction::UnabortableTransactionError> {
+    let (k, v) = (tally_key(&b.workload.to_string()), enc(&b.tally()));
+    baselines.insert(k.as_slice(), v.as_slice())?;
+    Ok((k.len() + v.len()) as u64)
+}
+
+/// Writes all of `b`, which was read joined: definition, every provenance, tally (a change
+/// through the API, which is rare, and the split of a database written before). An element
+/// whose provenance is apart even joined has none stored: any left from an element of that
+/// key that a reset dropped goes, so that it is not joined to the new one.
+pub(super) fn put_whole(
+    baselines: &TransactionalTree,
+    b: &Baseline,
+) -> std::result::Result<(), sled::transaction::UnabortableTransactionError> {
+    put_definition(baselines, b)?;
+    let id = b.workload.to_string();
+    for (el, e) in &b.elements {
+        if e.provenance.is_apart() {
+            baselines.remove(provenance_key(&id, el))?;
+        } else {
+            put_provenance(baselines, b, el)?;
+        }
+    }
+    put_tally(baselines, b)?;
+    Ok(())
+}
+
+/// Splits the whole baselines of a database written before into definition and evidence, one
+/// baseline per transaction (a crash in between leaves some whole, which read the same and
+/// are split at the next open), then marks the layout in `meta` and flushes.
+pub(super) fn split_whole(db: &sled::Db, baselines: &sled::Tree, meta: &sled::Tree) -> Result<()> {
+    if meta.get("baseline_layout")?.map(|v| be(&v)).unwrap_or(0) >= 2 {
+        return Ok(());
+    }
+    let mut split = 0u64;
+    for kv in baselines.iter() {
+        let (k, v) = kv?;
+        if !is_definition(&k) {
+            continue;
+        }
+        let b: Baseline = dec("baselines", &v)?;
+        if b.elements.values().all(|e| e.provenance.is_apart())
+            && baselines.get(tally_key(&b.workload.to_string()))?.is_some()
+        {
+            continue;
+        }
+        baselines
+            .transaction(|t| {
+                put_whole(t, &b)?;
+                Ok::<_, TxError>(())
+            })
+            .map_err(tx_err)?;
+        split += 1;
+    }
+    meta.insert("baseline_layout", &2u64.to_be_bytes())?;
+    db.flush()?;
+    if split > 0 {
+        tracing::info!(
+            message = "Split baselines into definition and evidence.",
+            baselines = split
+        );
+    }
+    Ok(())
+}
+
+/// Reads a range of `baselines` as whole baselines, each definition joined with the evidence
+/// that follows it; evidence without its definition (where a range starts) is skipped.
+///
+/// sled's iterators are not snapshots: a commit between reading a definition and its evidence
+/// could pair a definition with the tally of the next version. So the definition is read
+/// again after its evidence, and both again if it changed (a version and its tally are one
+/// commit); a commit that leaves the definition alone only moves provenance and tally,
+/// which any moment's definition goes with.
+pub(super) struct Joined {
+    tree: sled::Tree,
+    iter: std::iter::Peekable<sled::Iter>,
+}
+
+impl Joined {
+    /// `iter` is a range of `tree`, the `baselines` tree.
+    pub(super) fn new(tree: &sled::Tree, iter: sled::Iter) -> Self {
+        Self {
+            tree: tree.clone(),
+            iter: iter.peekable(),
+        }
+    }
+
+    /// The definition at `key` and its evidence read afresh, until the definition holds still
+    /// across the read (a few tries; the last read is taken).
+    fn reread(&self, key: &[u8], prefix: &[u8]) -> Result<Option<Baseline>> {
+        let mut definition = self.tree.get(key)?;
+        for _ in 0..8 {
+            let Some(d) = definition.clone() else {
+                return Ok(None);
+            };
+            let evidence: HashMap<IVec, IVec> = self
+                .tree
+                .scan_prefix(prefix)
+                .collect::<std::result::Result<_, _>>()?;
+            let again = self.tree.get(key)?;
+            if again.as_ref() == Some(&d) {
+                return join(&d, |k| Ok(evidence.get(k).cloned()), |e| e).map(Some);
+            }
+            definition = again;
+        }
+        match definition {
+            Some(d) => self
+                .tree
+                .transaction(|t| join(&d, |k| Ok(t.get(k)?), ConflictableTransactionError::Abort))
+                .map_err(tx_err)
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Iterator for Joined {
+    type Item = Result<Baseline>;
+
+    fn next(&mut self) -> Option<Result<Baseline>> {
+        loop {
+            let (k, v) = match self.iter.next()? {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            if !is_definition(&k) {
+                continue;
+            }
+            let prefix = tally_key(std::str::from_utf8(&k).unwrap_or_default());
+            let mut evidence: HashMap<IVec, IVec> = HashMap::new();
+            while let Some(Ok((ek, _))) = self.iter.peek() {
+                if !ek.starts_with(&prefix) {
+                    break;
+                }
+                match self.iter.next() {
+                    Some(Ok((ek, ev))) => {
+                        evidence.insert(ek, ev);
+                    }
+                    _ => break,
+                }
+            }
+            return match self.tree.get(&k) {
+                Ok(Some(again)) if again == v => {
+                    Some(join(&v, |k| Ok(evidence.get(k).cloned()), |e| e))
+                }
+                Ok(_) => match self.reread(&k, &prefix) {
+                    // Removed meanwhile: read on.
+                    Ok(None) => continue,
+                    r => r.transpose(),
+                },
+                Err(e) => Some(Err(e.into())),
+            };
+        }
+    }
+}
 
 fn activity_prefix(id: &WorkloadIdentity) -> Vec<u8> {
     let mut k = id.to_string().into_bytes();
@@ -28,14 +312,7 @@ pub(super) fn activity_key(id: &WorkloadIdentity, now: SystemTime, el: &ElementK
     let mut k = activity_prefix(id);
     k.extend_from_slice(&day_of(now).to_be_bytes());
     k.push(0);
-    k.extend_from_slice(el.exe_path.as_bytes());
-    k.push(0);
-    k.extend_from_slice(el.script_path.as_bytes());
-    // Keys written before applets existed end here; an applet-less element still does.
-    if !el.applet.is_empty() {
-        k.push(0);
-        k.extend_from_slice(el.applet.as_bytes());
-    }
+    push_element(&mut k, el);
     k
 }
 
@@ -44,16 +321,18 @@ pub(super) fn activity_key(id: &WorkloadIdentity, now: SystemTime, el: &ElementK
 pub const HISTORY_VERSIONS: u64 = 1000;
 
 /// Writes a version's history record, and forgets the version [`HISTORY_VERSIONS`] before it.
+/// Returns the bytes written.
 pub(super) fn record_version(
     history: &TransactionalTree,
     rec: &VersionRecord,
-) -> std::result::Result<(), sled::transaction::UnabortableTransactionError> {
+) -> std::result::Result<u64, sled::transaction::UnabortableTransactionError> {
     let id = &rec.snapshot.workload;
-    history.insert(history_key(id, rec.version), enc(rec))?;
+    let (k, v) = (history_key(id, rec.version), enc(rec));
+    history.insert(k.as_slice(), v.as_slice())?;
     if rec.version > HISTORY_VERSIONS {
         history.remove(history_key(id, rec.version - HISTORY_VERSIONS))?;
     }
-    Ok(())
+    Ok((k.len() + v.len()) as u64)
 }
 
 pub(super) fn history_key(id: &WorkloadIdentity, version: u64) -> Vec<u8> {
@@ -77,7 +356,7 @@ pub(super) fn write_version(
     b.revision = revision;
     b.updated_at = now;
     meta.insert("revision", &revision.to_be_bytes())?;
-    baselines.insert(b.workload.to_string().as_bytes(), enc(&b))?;
+    put_whole(baselines, &b)?;
     let rec = VersionRecord {
         version: b.version,
         actor: actor.to_string(),
@@ -96,6 +375,12 @@ impl Store {
         Ok(self.meta.get("revision")?.map(|v| be(&v)).unwrap_or(0))
     }
 
+    /// The current baseline of `id`, joined (see the module documentation).
+    pub(super) fn current(&self, id: &WorkloadIdentity) -> Result<Option<Baseline>> {
+        // In a transaction, so that the definition and its evidence are of one moment.
+        self.baselines.transaction(|t| read(t, id)).map_err(tx_err)
+    }
+
     /// Keys of elements (for tests and diagnostics).
     pub fn element_keys(b: &Baseline) -> Vec<ElementKey> {
         b.elements.keys().cloned().collect()
@@ -106,10 +391,9 @@ impl Store {
 impl BaselineStore for Store {
     fn baseline(&self, id: &WorkloadIdentity, version: u64) -> Result<Baseline> {
         if version == 0 {
-            return match self.baselines.get(id.to_string())? {
-                Some(v) => dec("baselines", &v),
-                None => Err(StoreError::NotFound(id.to_string())),
-            };
+            return self
+                .current(id)?
+                .ok_or_else(|| StoreError::NotFound(id.to_string()));
         }
         match self.history.get(history_key(id, version))? {
             Some(v) => Ok(dec::<VersionRecord>("history", &v)?.snapshot),
@@ -140,9 +424,8 @@ impl BaselineStore for Store {
             )),
             None => self.baselines.iter(),
         };
-        for kv in iter {
-            let (_, v) = kv?;
-            let b: Baseline = dec("baselines", &v)?;
+        for b in Joined::new(&self.baselines, iter) {
+            let b = b?;
             if filter.matches(&b) {
                 if out.len() == limit {
                     let next = out.last().map(|b: &Baseline| b.workload.to_string());
@@ -158,8 +441,8 @@ impl BaselineStore for Store {
     fn enforcing(&self) -> Result<(u64, Vec<Baseline>)> {
         let rev = self.revision()?;
         let mut out = Vec::new();
-        for kv in self.baselines.iter() {
-            let b: Baseline = dec("baselines", &kv?.1)?;
+        for b in Joined::new(&self.baselines, self.baselines.iter()) {
+            let b = b?;
             if b.state != BaselineState::Learning {
                 out.push(b);
             }
@@ -186,9 +469,8 @@ impl BaselineStore for Store {
         let w = self.writer.lock().await;
         let now = SystemTime::now();
         // The version before the change: 0 for a baseline this change creates (its first is 1).
-        let (mut b, before) = match self.baselines.get(id.to_string())? {
-            Some(v) => {
-                let b: Baseline = dec("baselines", &v)?;
+        let (mut b, before) = match self.current(id)? {
+            Some(b) => {
                 let v = b.version;
                 (b, v)
             }
@@ -244,8 +526,8 @@ impl BaselineStore for Store {
         now: SystemTime,
     ) -> Result<Vec<Baseline>> {
         let mut due = Vec::new();
-        for kv in self.baselines.iter() {
-            let mut b: Baseline = dec("baselines", &kv?.1)?;
+        for b in Joined::new(&self.baselines, self.baselines.iter()) {
+            let mut b = b?;
             let policy = policies.for_baseline(&b).clone();
             if b.evaluate_learning(&policy, now).is_some() {
                 due.push(b.workload);
@@ -372,12 +654,9 @@ impl BaselineStore for Store {
                 let mut revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0);
                 let mut out = Vec::new();
                 for item in &items {
-                    let key = item.workload.to_string();
                     let mut b = item.clone();
-                    b.version = match baselines.get(key.as_bytes())? {
-                        Some(v) => {
-                            let old: Baseline = dec("baselines", &v)
-                                .map_err(ConflictableTransactionError::Abort)?;
+                    b.version = match read(baselines, &item.workload)? {
+                        Some(old) => {
                             // Keep what the import does not carry: provenance and learning history.
                             for (k, e) in b.elements.iter_mut() {
                                 if let Some(o) = old.elements.get(k) {
@@ -392,7 +671,7 @@ impl BaselineStore for Store {
                     revision += 1;
                     b.revision = revision;
                     b.updated_at = now;
-                    baselines.insert(key.as_bytes(), enc(&b))?;
+                    put_whole(baselines, &b)?;
                     let rec = VersionRecord {
                         version: b.version,
                         actor: actor.to_string(),

@@ -7,7 +7,7 @@
 //! transaction), and an incident keeps its number as a `u64` all through a transaction; its
 //! text form is made once, when it is opened.
 
-use super::baselines::write_version;
+use super::baselines::{read, write_version};
 use super::log::Appender;
 use super::{abort, be, dec, enc, tx_err, Store, TxError};
 use crate::store::{
@@ -282,8 +282,8 @@ impl IncidentStore for Store {
                             "incident {id} has no workload to allow in"
                         )))
                     })?;
-                    let mut b: Baseline = match baselines.get(workload.to_string().as_bytes())? {
-                        Some(v) => dec("baselines", &v).map_err(abort)?,
+                    let mut b: Baseline = match read(baselines, &workload)? {
+                        Some(b) => b,
                         None => {
                             return Err(abort(StoreError::NotFound(format!(
                                 "baseline of incident {id}'s workload {workload}"

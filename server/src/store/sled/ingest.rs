@@ -2,11 +2,15 @@
 //! IDs, incidents and their log records, the sensor's acknowledged sequence, the stored-event
 //! count), under the writer lock, then group commit (see [`super::log`]). The domain steps of
 //! each event are `procguard_core::ingest::apply`'s; this file supplies its reads and writes
-//! ([`ingest::BatchStore`]) and writes what it returns.
+//! ([`ingest::BatchStore`]) and writes what it returns. Of a baseline it writes only what the
+//! batch changed (see [`super::baselines`]): its definition and a history record for a new
+//! version, the provenance of the elements it sighted, its tally if that moved.
 //!
 //! `meta` key `events_ingested`: big-endian u64, events stored over the database's lifetime.
 
-use super::baselines::{activity_key, record_version};
+use super::baselines::{
+    activity_key, put_definition, put_provenance, put_tally, read, record_version,
+};
 use super::log::Appender;
 use super::{abort, be, dec, enc, tx_err, Store, TxError};
 use crate::store::{
@@ -66,7 +70,7 @@ impl IngestStore for Store {
             &self.log.incident_keys,
             &self.log.records,
         );
-        let (outcome, mut appender, id_bytes) = trees
+        let (outcome, mut appender, (id_bytes, written)) = trees
             .transaction(
                 |(
                     baselines,
@@ -99,8 +103,12 @@ impl IngestStore for Store {
                     let id_bytes = batch.id_bytes;
                     let mut out = applied.outcome;
                     let mut revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0);
-                    for (mut b, changed) in applied.baselines {
-                        if changed {
+                    // Only what changed: a definition per new version, the provenance of the
+                    // elements sighted, the tally if it moved.
+                    let mut written = 0u64;
+                    for t in applied.baselines {
+                        let mut b = t.baseline;
+                        if t.changed {
                             revision += 1;
                             b.revision = revision;
                             // What a re-learning window learned is named with its node, pod
@@ -119,10 +127,16 @@ impl IngestStore for Store {
                                 reason: relearned.cloned().unwrap_or_default(),
                                 snapshot: b.clone(),
                             };
-                            record_version(history, &rec)?;
+                            written += record_version(history, &rec)?;
+                            written += put_definition(baselines, &b)?;
                             out.changed.push(b.clone());
                         }
-                        baselines.insert(b.workload.to_string().as_bytes(), enc(&b))?;
+                        for el in &t.sighted {
+                            written += put_provenance(baselines, &b, el)?;
+                        }
+                        if t.tallied {
+                            written += put_tally(baselines, &b)?;
+                        }
                     }
                     meta.insert("revision", &revision.to_be_bytes())?;
                     for (workload, element, rec) in &applied.activity {
@@ -139,7 +153,7 @@ impl IngestStore for Store {
                     sensors.insert(node, enc(&sensor))?;
                     out.acked_sequence = sensor.acked_sequence;
                     out.incidents = log.finish(incidents, records)?;
-                    Ok::<_, TxError>((out, log, id_bytes))
+                    Ok::<_, TxError>((out, log, (id_bytes, written)))
                 },
             )
             .map_err(tx_err)?;
@@ -147,6 +161,8 @@ impl IngestStore for Store {
         // commit meanwhile and share the next flush.
         let gen = self.log.committed(Some(&mut appender));
         self.event_ids.added(outcome.applied as u64, id_bytes);
+        self.baseline_bytes
+            .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
         drop(w);
         Ok((outcome, Commit(gen)))
     }
@@ -191,10 +207,7 @@ impl ingest::BatchStore for Batch<'_> {
         &mut self,
         workload: &WorkloadIdentity,
     ) -> std::result::Result<Option<Baseline>, TxError> {
-        match self.baselines.get(workload.to_string().as_bytes())? {
-            Some(v) => Ok(Some(dec("baselines", &v).map_err(abort)?)),
-            None => Ok(None),
-        }
+        read(self.baselines, workload)
     }
 
     fn activity(

@@ -18,7 +18,9 @@
 //! sled transaction, so a crash leaves either all or none of an ingest batch.
 //!
 //! **Layout.** Trees and keys (each file documents its own):
-//! - `baselines`, `history`, `activity`, `meta` key `revision`: see [`baselines`];
+//! - `baselines` (each baseline's definition, its elements' provenance and its tally, kept
+//!   apart so that ingest writes only what changed), `history`, `activity`, `meta` keys
+//!   `revision` and `baseline_layout`: see [`baselines`];
 //! - `event_ids`, `event_ids.<n>`: see [`event_ids`];
 //! - `sensors`, `sensor_health`: see [`sensors`];
 //! - `audit`: see [`audit`];
@@ -73,6 +75,8 @@ pub struct Store {
     /// When retention last scanned the incidents (they are scanned at most every
     /// [`retention::INCIDENT_SCAN_EVERY`]).
     incidents_scanned: Arc<std::sync::Mutex<Option<SystemTime>>>,
+    /// Bytes (keys plus values) ingest wrote to `baselines` and `history` since open.
+    baseline_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -145,9 +149,12 @@ impl Store {
             audit_bytes += (k.len() + v.len()) as u64;
         }
         let sensors = db.open_tree("sensors")?;
+        let baselines = db.open_tree("baselines")?;
+        // Whole baselines written before become definition and evidence, once.
+        baselines::split_whole(&db, &baselines, &meta)?;
         Ok(Self {
             log,
-            baselines: db.open_tree("baselines")?,
+            baselines,
             history: db.open_tree("history")?,
             event_ids: event_ids::EventIds::open(&db, &meta, SystemTime::now())?,
             sensor_count: Arc::new(std::sync::atomic::AtomicU64::new(sensors.len() as u64)),
@@ -155,12 +162,20 @@ impl Store {
             incidents_scanned: Arc::default(),
             audit,
             audit_bytes: Arc::new(std::sync::atomic::AtomicU64::new(audit_bytes)),
+            baseline_bytes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             meta,
             activity: db.open_tree("activity")?,
             writer: Arc::new(Mutex::new(())),
             max_elements: procguard_core::baseline::DEFAULT_MAX_ELEMENTS,
             db,
         })
+    }
+
+    /// Bytes (keys plus values) ingest wrote to `baselines` and `history` since open: what a
+    /// batch costs the disk before sled's own overhead (for tests and diagnostics).
+    pub fn ingest_baseline_bytes(&self) -> u64 {
+        self.baseline_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Caps learning from sensor events at `n` elements per baseline (`--max-baseline-elements`;

@@ -1035,3 +1035,232 @@ async fn records_of_long_silent_sensors_go() {
     let s = Store::open(dir.path()).unwrap();
     assert_eq!(s.sensors_known(), 0, "counted again at open");
 }
+
+/// `n` events of web from sequence `first`, each running one of `exes` in turn, each with a
+/// sample argv at its bound (2 KiB), as a busy workload's provenance holds.
+fn sightings(tag: &str, first: u64, n: u64, exes: &[String]) -> Vec<IngestEvent> {
+    (first..first + n)
+        .map(|s| {
+            let exe = &exes[(s - first) as usize % exes.len()];
+            let mut e = event(&format!("{tag}-{s}"), s, exe);
+            e.process.argv = vec![exe.clone(), "a".repeat(4096)];
+            e
+        })
+        .collect()
+}
+
+/// A batch of sightings in a big baseline writes only the sighted elements' provenance: no
+/// definition, no history record; a learning batch writes one version as before. Measured in
+/// bytes of keys and values the engine inserted.
+#[tokio::test]
+async fn a_batch_of_sightings_writes_only_their_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let p = policies();
+    let now = SystemTime::now();
+    let exes: Vec<String> = (0..300).map(|i| format!("/usr/bin/tool-{i}")).collect();
+    s.ingest("n1", &sightings("learn", 1, 300, &exes), &p, now)
+        .await
+        .unwrap();
+    let b = s.baseline(&web(), 0).unwrap();
+    assert_eq!((b.elements.len(), b.version), (300, 1));
+    let whole = serde_json::to_vec(&b).unwrap().len() as u64;
+    // 500 sightings of 5 elements, while learning (the tally moves) and once enforced.
+    let five = &exes[..5];
+    for (round, first) in [("learning", 1_000), ("enforced", 2_000)] {
+        if round == "enforced" {
+            s.change(
+                &web(),
+                ChangeBy {
+                    actor: "t",
+                    action: "approved",
+                    reason: "",
+                    audit: None,
+                },
+                false,
+                &|b| {
+                    b.approve(None, now);
+                    Ok(())
+                },
+            )
+            .await
+            .unwrap();
+        }
+        let before = s.baseline(&web(), 0).unwrap();
+        let written = s.ingest_baseline_bytes();
+        let out = s
+            .ingest("n1", &sightings(round, first, 500, five), &p, now)
+            .await
+            .unwrap();
+        assert!(out.changed.is_empty(), "{round}");
+        let bytes = s.ingest_baseline_bytes() - written;
+        eprintln!(
+            "{round}: 500 sightings of 5 of 300 elements wrote {bytes} bytes \
+             (whole baseline {whole} bytes)"
+        );
+        assert!(
+            bytes < 5 * 4096,
+            "{round}: {bytes} bytes for 5 elements' provenance"
+        );
+        let after = s.baseline(&web(), 0).unwrap();
+        assert_eq!(after.version, before.version);
+        for exe in five {
+            let k = procguard_core::ElementKey::exe(exe.as_str());
+            assert_eq!(
+                after.elements[&k].provenance.count,
+                before.elements[&k].provenance.count + 100
+            );
+        }
+    }
+    // Back to learning, one new element: one version, whose history record is the whole
+    // baseline (as before) and whose definition leaves provenance out.
+    s.change(
+        &web(),
+        ChangeBy {
+            actor: "t",
+            action: "reset",
+            reason: "",
+            audit: None,
+        },
+        false,
+        &|b| {
+            b.reset(now);
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let before = s.baseline(&web(), 0).unwrap();
+    let written = s.ingest_baseline_bytes();
+    let new = vec!["/usr/bin/new".to_string()];
+    let out = s
+        .ingest("n1", &sightings("new", 3_000, 1, &new), &p, now)
+        .await
+        .unwrap();
+    assert_eq!(out.changed.len(), 1);
+    let bytes = s.ingest_baseline_bytes() - written;
+    eprintln!("learning one element: {bytes} bytes (whole baseline {whole} bytes)");
+    assert_eq!(s.baseline(&web(), 0).unwrap().version, before.version + 1);
+    assert!(
+        bytes < 2 * whole,
+        "{bytes}: one history record, one definition"
+    );
+}
+
+/// A database written by the server before evidence was kept apart (each baseline one whole
+/// value) opens and reads the same; it is split at open, and ingest goes on from it.
+#[tokio::test]
+async fn a_database_of_whole_baselines_opens_and_reads_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let exes: Vec<String> = (0..20).map(|i| format!("/usr/bin/tool-{i}")).collect();
+    let (whole, history) = {
+        let s = Store::open(dir.path()).unwrap();
+        let now = SystemTime::now();
+        s.ingest("n1", &sightings("learn", 1, 40, &exes), &policies(), now)
+            .await
+            .unwrap();
+        let s = enforced(s).await;
+        (s.baseline(&web(), 0).unwrap(), s.history(&web()).unwrap())
+    };
+    {
+        // The layout of before, as its ingest and API wrote it: the workload's text form → the
+        // whole baseline, provenance and all; no layout mark.
+        let db = ::sled::Config::new().path(dir.path()).open().unwrap();
+        let baselines = db.open_tree("baselines").unwrap();
+        baselines.clear().unwrap();
+        baselines
+            .insert(
+                whole.workload.to_string().as_bytes(),
+                serde_json::to_vec(&whole).unwrap(),
+            )
+            .unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .remove("baseline_layout")
+            .unwrap();
+        db.flush().unwrap();
+        let text = String::from_utf8(
+            baselines
+                .get(whole.workload.to_string())
+                .unwrap()
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        assert!(text.contains("\"provenance\""));
+    }
+    let s = reopen(dir.path(), crate::store::DEFAULT_TAIL_RECORDS);
+    assert_eq!(s.baseline(&web(), 0).unwrap(), whole);
+    assert_eq!(s.history(&web()).unwrap().len(), history.len());
+    let (listed, _) = s.baselines(&BaselineFilter::default(), None, 10).unwrap();
+    assert_eq!(listed, vec![whole.clone()]);
+    let (_, enforcing) = s.enforcing().unwrap();
+    assert_eq!(enforcing, vec![whole.clone()]);
+    // Split: the definition holds no provenance any more.
+    let text = String::from_utf8(
+        s.baselines
+            .get(whole.workload.to_string())
+            .unwrap()
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(!text.contains("\"provenance\""), "{text}");
+    // Ingest goes on: a sighting counts, and the element not sighted keeps its provenance.
+    let later = SystemTime::now() + Duration::from_secs(60);
+    s.ingest("n1", &sightings("again", 100, 1, &exes), &policies(), later)
+        .await
+        .unwrap();
+    let after = s.baseline(&web(), 0).unwrap();
+    let k = |i: usize| procguard_core::ElementKey::exe(exes[i].as_str());
+    assert_eq!(
+        after.elements[&k(0)].provenance.count,
+        whole.elements[&k(0)].provenance.count + 1
+    );
+    assert_eq!(after.elements[&k(1)], whole.elements[&k(1)]);
+    assert_eq!(after.version, whole.version);
+}
+
+/// Pages of baselines skip the evidence keys that follow each definition: each baseline once,
+/// whole, in order, wherever a page starts.
+#[tokio::test]
+async fn pages_of_baselines_are_whole_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let exes: Vec<String> = (0..5).map(|i| format!("/usr/bin/tool-{i}")).collect();
+    let mut all = Vec::new();
+    for (n, name) in ["a", "a-b", "b"].iter().enumerate() {
+        let w = procguard_core::WorkloadIdentity::new(
+            "c",
+            "shop",
+            procguard_core::WorkloadKind::Deployment,
+            *name,
+            "app",
+        );
+        let mut evs = sightings(name, 100 * n as u64 + 1, 10, &exes);
+        for e in &mut evs {
+            e.process.workload = w.clone();
+        }
+        s.ingest("n1", &evs, &policies(), SystemTime::now())
+            .await
+            .unwrap();
+        all.push(s.baseline(&w, 0).unwrap());
+    }
+    all.sort_by_key(|b| b.workload.to_string());
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let (page, next) = s
+            .baselines(&BaselineFilter::default(), after.as_deref(), 1)
+            .unwrap();
+        paged.extend(page);
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+    assert!(paged
+        .iter()
+        .all(|b| b.elements.len() == 5 && b.elements.values().all(|e| e.provenance.count == 2)));
+}
