@@ -320,19 +320,61 @@ pub(super) fn activity_key(id: &WorkloadIdentity, now: SystemTime, el: &ElementK
 /// forgotten when a newer one is written (`get --version` then says it is no longer kept).
 pub const HISTORY_VERSIONS: u64 = 1000;
 
-/// Writes a version's history record, and forgets the version [`HISTORY_VERSIONS`] before it.
-/// Returns the bytes written.
+/// Bytes of history records one baseline keeps by default (`Store::with_history_bytes`): past
+/// it, its oldest versions are forgotten, however few are kept. A version's record holds the
+/// whole baseline with its evidence, so a big baseline (thousands of elements, each with
+/// bounded provenance) would otherwise keep gigabytes in 1000 versions.
+pub const HISTORY_BYTES: u64 = 64 << 20;
+
+/// Where a baseline's history tally is kept in the `history` tree: a key no workload's
+/// records can have (theirs start with the workload's name, never with NUL).
+fn history_tally_key(id: &WorkloadIdentity) -> Vec<u8> {
+    let mut k = b"\0tally\0".to_vec();
+    k.extend_from_slice(id.to_string().as_bytes());
+    k
+}
+
+/// Writes a version's history record, then forgets what the bounds say: every version
+/// [`HISTORY_VERSIONS`] or more before it, and the oldest while the baseline's records pass
+/// `max_bytes` (never the new one). The baseline's tally (bytes held, oldest version kept) sits
+/// beside its records; history written before the tally existed is counted from its first
+/// version written after. Returns the bytes written.
 pub(super) fn record_version(
     history: &TransactionalTree,
     rec: &VersionRecord,
+    max_bytes: u64,
 ) -> std::result::Result<u64, sled::transaction::UnabortableTransactionError> {
     let id = &rec.snapshot.workload;
     let (k, v) = (history_key(id, rec.version), enc(rec));
+    let written = (k.len() + v.len()) as u64;
     history.insert(k.as_slice(), v.as_slice())?;
-    if rec.version > HISTORY_VERSIONS {
-        history.remove(history_key(id, rec.version - HISTORY_VERSIONS))?;
+    let tally_key = history_tally_key(id);
+    let (mut held, mut oldest) = match history.get(&tally_key)? {
+        Some(t) if t.len() == 16 => (be(&t[..8]), be(&t[8..])),
+        // No tally yet: the older bound already forgot everything before the newest 1000.
+        _ => (0, rec.version.saturating_sub(HISTORY_VERSIONS - 1).max(1)),
+    };
+    held += written;
+    let forget = |oldest: &mut u64,
+                  held: &mut u64|
+     -> std::result::Result<(), sled::transaction::UnabortableTransactionError> {
+        let key = history_key(id, *oldest);
+        if let Some(old) = history.remove(key.as_slice())? {
+            *held = held.saturating_sub((key.len() + old.len()) as u64);
+        }
+        *oldest += 1;
+        Ok(())
+    };
+    while oldest + HISTORY_VERSIONS <= rec.version {
+        forget(&mut oldest, &mut held)?;
     }
-    Ok((k.len() + v.len()) as u64)
+    while held > max_bytes && oldest < rec.version {
+        forget(&mut oldest, &mut held)?;
+    }
+    let mut tally = held.to_be_bytes().to_vec();
+    tally.extend_from_slice(&oldest.to_be_bytes());
+    history.insert(tally_key, tally)?;
+    Ok(written)
 }
 
 pub(super) fn history_key(id: &WorkloadIdentity, version: u64) -> Vec<u8> {
@@ -351,6 +393,7 @@ pub(super) fn write_version(
     action: &str,
     reason: &str,
     now: SystemTime,
+    history_bytes: u64,
 ) -> std::result::Result<Baseline, TxError> {
     let revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0) + 1;
     b.revision = revision;
@@ -365,7 +408,7 @@ pub(super) fn write_version(
         reason: reason.to_string(),
         snapshot: b.clone(),
     };
-    record_version(history, &rec)?;
+    record_version(history, &rec, history_bytes)?;
     Ok(b)
 }
 
@@ -499,6 +542,7 @@ impl BaselineStore for Store {
                     action,
                     reason,
                     now,
+                    self.history_bytes,
                 )?;
                 let pending = pending.clone().map(|mut p| {
                     p.set_version(b.version);
@@ -680,7 +724,7 @@ impl BaselineStore for Store {
                         reason: reason.to_string(),
                         snapshot: b.clone(),
                     };
-                    record_version(history, &rec)?;
+                    record_version(history, &rec, self.history_bytes)?;
                     out.push(b);
                 }
                 meta.insert("revision", &revision.to_be_bytes())?;

@@ -304,6 +304,7 @@ impl IncidentStore for Store {
                         "allowed",
                         &reason,
                         now,
+                        self.history_bytes,
                     )?)
                 } else {
                     None

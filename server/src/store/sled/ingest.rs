@@ -127,7 +127,7 @@ impl IngestStore for Store {
                                 reason: relearned.cloned().unwrap_or_default(),
                                 snapshot: b.clone(),
                             };
-                            written += record_version(history, &rec)?;
+                            written += record_version(history, &rec, self.history_bytes)?;
                             written += put_definition(baselines, &b)?;
                             out.changed.push(b.clone());
                         }

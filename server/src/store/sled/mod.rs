@@ -70,6 +70,8 @@ pub struct Store {
     max_elements: usize,
     /// Bytes (keys plus values) in `audit`, for its retention by size.
     audit_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// Most bytes of history records one baseline keeps (see [`baselines::HISTORY_BYTES`]).
+    history_bytes: u64,
     /// Sensor records kept (counted at open, kept by hellos and retention).
     sensor_count: Arc<std::sync::atomic::AtomicU64>,
     /// When retention last scanned the incidents (they are scanned at most every
@@ -157,6 +159,7 @@ impl Store {
             baselines,
             history: db.open_tree("history")?,
             event_ids: event_ids::EventIds::open(&db, &meta, SystemTime::now())?,
+            history_bytes: baselines::HISTORY_BYTES,
             sensor_count: Arc::new(std::sync::atomic::AtomicU64::new(sensors.len() as u64)),
             sensors,
             incidents_scanned: Arc::default(),
@@ -176,6 +179,13 @@ impl Store {
     pub fn ingest_baseline_bytes(&self) -> u64 {
         self.baseline_bytes
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Caps each baseline's history at `bytes` of records (default
+    /// [`baselines::HISTORY_BYTES`]): its oldest versions go first.
+    pub fn with_history_bytes(mut self, bytes: u64) -> Self {
+        self.history_bytes = bytes;
+        self
     }
 
     /// Caps learning from sensor events at `n` elements per baseline (`--max-baseline-elements`;

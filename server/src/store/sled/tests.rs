@@ -1264,3 +1264,63 @@ async fn pages_of_baselines_are_whole_baselines() {
         .iter()
         .all(|b| b.elements.len() == 5 && b.elements.values().all(|e| e.provenance.count == 2)));
 }
+
+/// A baseline's history is bounded by bytes as well as by versions: past the bound its
+/// oldest versions go (never the newest), `baseline(id, v)` of one gone says so, and what is
+/// kept stays under the bound.
+#[tokio::test]
+async fn history_is_bounded_by_bytes_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path())
+        .unwrap()
+        .with_history_bytes(256 << 10);
+    // A baseline whose every version is about 20 KiB: 8 elements with 2 KiB argv each.
+    let exes: Vec<String> = (0..8).map(|i| format!("/bin/big-{i}")).collect();
+    s.ingest(
+        "n1",
+        &sightings("big", 1, 8, &exes),
+        &policies(),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    for i in 0..40 {
+        s.change(
+            &web(),
+            ChangeBy {
+                actor: "t",
+                action: "edited",
+                reason: &format!("edit {i}"),
+                audit: None,
+            },
+            false,
+            &|_| Ok(()),
+        )
+        .await
+        .unwrap();
+    }
+    let current = s.baseline(&web(), 0).unwrap().version;
+    let kept: Vec<u64> = s
+        .history(&web())
+        .unwrap()
+        .iter()
+        .map(|h| h.version)
+        .collect();
+    assert_eq!(kept.last(), Some(&current), "the newest version is kept");
+    assert!(kept.len() < 30, "older versions were forgotten: {kept:?}");
+    assert!(
+        kept.windows(2).all(|w| w[1] == w[0] + 1),
+        "the newest are kept, contiguous: {kept:?}"
+    );
+    let bytes: usize = s
+        .history(&web())
+        .unwrap()
+        .iter()
+        .map(|h| serde_json::to_vec(h).unwrap().len())
+        .sum();
+    assert!(bytes <= 256 << 10, "history holds {bytes} bytes");
+    assert!(matches!(
+        s.baseline(&web(), 1),
+        Err(StoreError::NoVersion { version: 1, .. })
+    ));
+}
