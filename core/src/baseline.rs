@@ -53,6 +53,10 @@ use std::time::{Duration, SystemTime};
 /// How many distinct values each provenance set keeps; reviewers need a sample, not a log.
 pub const PROVENANCE_CAP: usize = 16;
 
+/// How many image digests a baseline remembers as images its workload runs (a new one while
+/// enforced opens a re-learning window).
+pub const IMAGE_DIGESTS_CAP: usize = 64;
+
 /// Lifecycle of a baseline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -776,6 +780,24 @@ impl Baseline {
         )
     }
 
+    /// Remembers an image digest the workload runs (cut to [`PROVENANCE_VALUE_BYTES`]);
+    /// `true` if it was new. At most [`IMAGE_DIGESTS_CAP`] are kept: a new one past it makes
+    /// room by forgetting another (the first in order), so a workload rolling through images
+    /// costs a bounded record, and a forgotten image seen again is new again.
+    fn remember_image(&mut self, digest: &str) -> bool {
+        let d = bounded(digest, PROVENANCE_VALUE_BYTES);
+        if self.image_digests.contains(&d) {
+            return false;
+        }
+        if self.image_digests.len() >= IMAGE_DIGESTS_CAP {
+            if let Some(first) = self.image_digests.iter().next().cloned() {
+                self.image_digests.remove(&first);
+            }
+        }
+        self.image_digests.insert(d);
+        true
+    }
+
     fn observe_under(
         &mut self,
         ev: &ProcessEvent,
@@ -789,9 +811,8 @@ impl Baseline {
         }
         if self.state != BaselineState::Learning {
             if let Some(d) = ev.container.as_ref().and_then(|c| c.image_digest.as_ref()) {
-                if !self.image_digests.contains(d) {
+                if self.remember_image(d) {
                     // A new image: keep what was approved, learn only what is new.
-                    self.image_digests.insert(d.clone());
                     self.relearn_until = Some(now + relearn_window);
                     self.version += 1;
                     self.updated_at = now;
@@ -803,15 +824,19 @@ impl Baseline {
         if learning {
             self.learning.events_observed += 1;
             if self.learning.nodes.len() < PROVENANCE_CAP * 4 && !ev.node_name.is_empty() {
-                self.learning.nodes.insert(ev.node_name.clone());
+                self.learning
+                    .nodes
+                    .insert(bounded(&ev.node_name, PROVENANCE_VALUE_BYTES));
             }
             if let Some(c) = &ev.container {
                 let pod = c.pod_uid.clone().unwrap_or_else(|| c.container_id.clone());
                 if self.learning.pods.len() < PROVENANCE_CAP * 4 && !pod.is_empty() {
-                    self.learning.pods.insert(pod);
+                    self.learning
+                        .pods
+                        .insert(bounded(&pod, PROVENANCE_VALUE_BYTES));
                 }
                 if let Some(d) = &c.image_digest {
-                    self.image_digests.insert(d.clone());
+                    self.remember_image(d);
                 }
             }
         }
@@ -1463,6 +1488,34 @@ mod tests {
             Observation::Deviation
         );
         assert!(b.relearning(t(5)));
+    }
+
+    /// A workload rolling through images keeps a bounded record of them: one version per new
+    /// image, at most [`IMAGE_DIGESTS_CAP`] remembered, each cut to a provenance value's size.
+    #[test]
+    fn image_digests_a_baseline_remembers_are_bounded() {
+        let mut b = Baseline::new(web(), t(0));
+        let app = exec("/app", ExecContext::Descendant, "p1");
+        b.observe(&app, t(1), RELEARN, CAP);
+        b.approve(None, t(2));
+        let v = b.version;
+        for i in 0..(IMAGE_DIGESTS_CAP as u64 + 36) {
+            let mut e = app.clone();
+            e.container.as_mut().unwrap().image_digest =
+                Some(format!("sha256:{i:064}{}", "x".repeat(1000)));
+            b.observe(&e, t(10 + i), RELEARN, CAP);
+            b.observe(&e, t(10 + i), RELEARN, CAP);
+        }
+        assert_eq!(
+            b.version,
+            v + IMAGE_DIGESTS_CAP as u64 + 36,
+            "one version per image"
+        );
+        assert_eq!(b.image_digests.len(), IMAGE_DIGESTS_CAP);
+        assert!(b
+            .image_digests
+            .iter()
+            .all(|d| d.len() <= PROVENANCE_VALUE_BYTES + 3));
     }
 
     #[test]
