@@ -292,7 +292,13 @@ use crate::text::bounded;
 
 /// A sample argv within [`SAMPLE_ARGV_BYTES`].
 fn sample_argv(argv: &[String]) -> Vec<String> {
-    let mut left = SAMPLE_ARGV_BYTES;
+    argv_within(argv, SAMPLE_ARGV_BYTES)
+}
+
+/// The first arguments of `argv` that fit in `max` bytes together, the last one kept cut and
+/// marked `…`.
+pub(crate) fn argv_within(argv: &[String], max: usize) -> Vec<String> {
+    let mut left = max;
     let mut out = Vec::new();
     for a in argv {
         let kept = bounded(a, left);

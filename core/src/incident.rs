@@ -44,6 +44,12 @@ pub const PLACES_CAP: usize = 16;
 /// How many sample events an incident keeps (the first ones, then the latest one).
 pub const SAMPLES_CAP: usize = 5;
 
+/// Most bytes of argv, all arguments together, one incident sample keeps; a longer argv is cut
+/// (`argv_truncated`). The deviation's record in the SIEM stream keeps the whole of it: an
+/// incident is for a person, and a stream of distinct deviations with maximum argv must not
+/// cost the store 5 × 64 KiB per incident.
+pub const SAMPLE_ARGV_BYTES: usize = 8192;
+
 /// How bad an incident is. Ordered: `Low < Medium < High < Critical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -547,10 +553,15 @@ impl Incident {
         if let Some(p) = pod_of(ev) {
             add_capped(&mut self.pods, p);
         }
+        let mut process = ev.clone();
+        if process.argv.iter().map(String::len).sum::<usize>() > SAMPLE_ARGV_BYTES {
+            process.argv = crate::baseline::argv_within(&process.argv, SAMPLE_ARGV_BYTES);
+            process.argv_truncated = true;
+        }
         let sample = Sample {
             event_id: event_id.to_string(),
             at: now,
-            process: ev.clone(),
+            process,
             content: Some(content),
         };
         if self.samples.len() < SAMPLES_CAP {
@@ -1098,6 +1109,24 @@ pub(crate) mod tests {
         ] {
             assert_eq!(tool_class(path), class, "{path}");
         }
+    }
+
+    /// A sample keeps at most [`SAMPLE_ARGV_BYTES`] of argv, marked truncated; a short argv
+    /// is kept whole and unmarked.
+    #[test]
+    fn samples_keep_a_bounded_argv() {
+        let b = baseline(BaselineState::Enforced, &["/usr/sbin/nginx"]);
+        let mut long = exec("/usr/bin/id");
+        long.argv = vec!["/usr/bin/id".into(), "x".repeat(40_000), "y".repeat(20_000)];
+        let i = Incident::from_deviation("1".into(), "e0", &long, &b, t(10));
+        let kept = &i.samples[0].process;
+        assert!(kept.argv_truncated);
+        assert!(kept.argv.iter().map(String::len).sum::<usize>() <= SAMPLE_ARGV_BYTES + 3);
+        assert_eq!(kept.argv[0], "/usr/bin/id");
+        let short = exec("/usr/bin/id");
+        let i = Incident::from_deviation("2".into(), "e1", &short, &b, t(10));
+        assert_eq!(i.samples[0].process.argv, short.argv);
+        assert!(!i.samples[0].process.argv_truncated);
     }
 
     #[test]
