@@ -54,7 +54,7 @@
 #![allow(unsafe_code)]
 
 use crate::metrics::Metrics;
-use crate::procfs::{classify_exe, exe_facts, plain_link, FileKey, Opened};
+use crate::procfs::{classify_exe, exe_facts, plain_link, ExeFacts, FileKey, Opened};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -323,8 +323,14 @@ impl Held {
         };
         let file = self.fd.map(std::fs::File::from);
         // The process is gone: its root cannot be searched for the printed name, so only an
-        // unlinked file (no link left) reads as deleted.
-        let name = classify_exe(&link, exe_facts(file.as_ref(), None, &link));
+        // unlinked file (no link left) reads as deleted. A plain link (no deleted marker) is
+        // the path as it is whatever the facts say, so they are read (a `statx` and an
+        // `fstatfs`) only for a marked one.
+        let facts = match plain_link(&link) {
+            Some(_) => ExeFacts::default(),
+            None => exe_facts(file.as_ref(), None, &link),
+        };
+        let name = classify_exe(&link, facts);
         Some((
             ExecFile {
                 path: name.path,
@@ -1135,6 +1141,43 @@ mod tests {
         let (got, file) = w.take(pid).expect("exec identity");
         assert!(file.is_some(), "the executed file comes open");
         assert!(got.path.ends_with("/true"), "{got:?}");
+    }
+
+    /// A process gone before `/proc` was read is named from fanotify's descriptor. Its
+    /// facts (link count, file system) are read only for a link with the deleted marker; the
+    /// marker decides nothing by itself: a file merely named so keeps its name (deletion
+    /// unknown), a file really unlinked after it ran reads as deleted, a plain path as it is.
+    #[test]
+    fn a_gone_process_is_named_from_the_descriptor_and_the_facts_decide_deletion() {
+        let Ok(w) = ExecWatch::start(Metrics::default(), Path::new("/proc/1/root")) else {
+            eprintln!("SKIP: fanotify needs CAP_SYS_ADMIN");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let run = |name: &str, unlink: bool| {
+            let bin = dir.path().join(name);
+            std::fs::copy("/bin/true", &bin).unwrap();
+            let mut child = std::process::Command::new(&bin).spawn().unwrap();
+            let pid = child.id();
+            child.wait().unwrap();
+            if unlink {
+                std::fs::remove_file(&bin).unwrap();
+            }
+            let (got, file) = w.take(pid).expect("exec identity");
+            assert!(file.is_some(), "the executed file comes open");
+            (bin.to_string_lossy().into_owned(), got)
+        };
+        let (path, plain) = run("plain", false);
+        assert_eq!(plain.path, path);
+        assert!(!plain.deleted && !plain.memfd && !plain.deleted_unknown);
+
+        let (path, gone) = run("gone", true);
+        assert_eq!(gone.path, path, "the marker stripped once");
+        assert!(gone.deleted && !gone.memfd && !gone.deleted_unknown);
+
+        let (path, named) = run("named (deleted)", false);
+        assert_eq!(named.path, path, "a name chosen so is kept as it is");
+        assert!(!named.deleted && !named.memfd && named.deleted_unknown);
     }
 
     /// Spawns `/bin/true`, waits for it, and returns the identities fanotify queued for it.

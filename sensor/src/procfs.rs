@@ -45,6 +45,11 @@ pub struct ProcInfo {
     /// The kernel recorded, at the exec, that the executed file still had links (eBPF
     /// capture): it was not a deleted file when it ran, whatever a later read shows.
     pub linked_at_exec: bool,
+    /// Reading the exe link failed with `ENOENT`: the process is gone (no `/proc/<pid>`) or
+    /// has no executable left (exiting, a zombie). Neither comes back, so opening
+    /// `/proc/<pid>/exe` would fail too and is not tried. Any other failure (a path too long
+    /// for the link, say, which an open still reaches) leaves it false.
+    pub exe_link_gone: bool,
     /// (device, inode) of the executable as opened.
     pub exe_id: Option<(u64, u64)>,
     /// The executable as the kernel opened it: its identity and mount (see [`Opened`]), from
@@ -462,13 +467,16 @@ impl ProcReader {
             pid,
             ..Default::default()
         };
-        if let Ok(t) = std::fs::read_link(self.path(pid, "exe")) {
-            let link = t.to_string_lossy().into_owned();
-            // Until [`ProcReader::resolve_exe`] reads the facts, a marked link stands as
-            // printed, deletion unknown (never a shorter path).
-            info.exe_deleted_unknown = plain_link(&link).is_none();
-            info.exe = Some(link.clone());
-            info.exe_link = Some(link);
+        match std::fs::read_link(self.path(pid, "exe")) {
+            Ok(t) => {
+                let link = t.to_string_lossy().into_owned();
+                // Until [`ProcReader::resolve_exe`] reads the facts, a marked link stands as
+                // printed, deletion unknown (never a shorter path).
+                info.exe_deleted_unknown = plain_link(&link).is_none();
+                info.exe = Some(link.clone());
+                info.exe_link = Some(link);
+            }
+            Err(e) => info.exe_link_gone = e.kind() == std::io::ErrorKind::NotFound,
         }
         info
     }

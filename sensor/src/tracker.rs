@@ -666,7 +666,7 @@ impl Tracker {
         };
         let Some(w) = &self.exec_watch else {
             let mut info = urgent(pid);
-            let exe = self.reader.open_exe(pid);
+            let exe = self.open_exe_unless_gone(&info);
             self.reader.resolve_exe(&mut info, exe.as_ref());
             return EarlyRead {
                 exe,
@@ -716,7 +716,7 @@ impl Tracker {
                 ];
                 None
             }
-            None => self.reader.open_exe(pid),
+            None => self.open_exe_unless_gone(&info),
         };
         self.reader.resolve_exe(&mut info, exe.as_ref());
         if let (None, Some(id)) = (&claimed, info.exe_id) {
@@ -730,6 +730,16 @@ impl Tracker {
             superseded: None,
             info,
         }
+    }
+
+    /// Opens `/proc/<pid>/exe` for the hash, unless reading its link already found the
+    /// process gone or without an executable ([`ProcInfo::exe_link_gone`]): that open would
+    /// fail the same way (in a storm of short processes, most are gone by their read).
+    fn open_exe_unless_gone(&self, info: &ProcInfo) -> Option<std::fs::File> {
+        if info.exe_link_gone {
+            return None;
+        }
+        self.reader.open_exe(info.pid)
     }
 
     /// Adds what the kernel recorded at the exec to what `/proc` showed: those facts are the
@@ -1366,6 +1376,62 @@ mod tests {
         std::fs::remove_dir_all(&p).unwrap();
         let ev = t.on_exec(102).expect("event").event;
         assert_eq!(ev.container.map(|c| c.container_id), Some(id));
+    }
+
+    /// The open of `/proc/<pid>/exe` is skipped only when reading its link found the process
+    /// gone (`ENOENT`), never when the link merely cannot be printed: a binary at a path
+    /// longer than PATH_MAX (the kernel refuses its link with `ENAMETOOLONG`) is still opened
+    /// for its hash. Once the process is gone, nothing is opened.
+    #[test]
+    fn an_executable_whose_link_cannot_be_printed_is_still_opened() {
+        use nix::fcntl::{open, openat, OFlag};
+        use nix::sys::stat::{mkdirat, Mode};
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        // Inherited by the child (no O_CLOEXEC), which execs through /proc/self/fd/<fd>.
+        let mut fd = open(dir.path(), OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let part = "d".repeat(240);
+        for _ in 0..20 {
+            mkdirat(&fd, part.as_str(), Mode::from_bits_truncate(0o755)).unwrap();
+            fd = openat(&fd, part.as_str(), OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        }
+        {
+            let w = openat(
+                &fd,
+                "sleep",
+                OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o755),
+            )
+            .unwrap();
+            let mut w = std::fs::File::from(w);
+            w.write_all(&std::fs::read("/bin/sleep").unwrap()).unwrap();
+        }
+        let program = format!("/proc/self/fd/{}/sleep", fd.as_raw_fd());
+        // Another test's fork may briefly hold the written file open (ETXTBSY).
+        let mut child = (0..50)
+            .find_map(
+                |_| match std::process::Command::new(&program).arg("30").spawn() {
+                    Ok(c) => Some(c),
+                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        None
+                    }
+                    Err(e) => panic!("spawn {program}: {e}"),
+                },
+            )
+            .expect("spawned");
+        let pid = child.id();
+        let t = Tracker::new(ProcReader::new("/proc"), "n1", "c");
+        let early = t.read_early_with(pid, false);
+        assert!(early.info.exe_link.is_none(), "{:?}", early.info);
+        assert!(!early.info.exe_link_gone, "a live process is not gone");
+        assert!(early.exe.is_some(), "opened though its link cannot be read");
+        assert!(early.info.exe_opened[0].is_some());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let early = t.read_early_with(pid, false);
+        assert!(early.info.exe_link_gone && early.exe.is_none());
     }
 
     #[test]
