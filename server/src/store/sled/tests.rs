@@ -24,6 +24,30 @@ fn call(action: &str) -> AuditEntry {
     }
 }
 
+/// Changes web's baseline as the server would on its own (no audit record), as `action`.
+async fn edit<T>(
+    s: &Store,
+    action: &str,
+    f: impl Fn(&mut Baseline) -> T + Send + Sync,
+) -> Baseline {
+    s.change(
+        &web(),
+        ChangeBy {
+            actor: "t",
+            action,
+            reason: "",
+            audit: None,
+        },
+        false,
+        &|b| {
+            f(b);
+            Ok(())
+        },
+    )
+    .await
+    .unwrap()
+}
+
 async fn replay(s: &Store, id: &str) -> usize {
     s.ingest(
         "n1",
@@ -50,22 +74,7 @@ async fn enforced(s: Store) -> Store {
     )
     .await
     .unwrap();
-    s.change(
-        &web(),
-        ChangeBy {
-            actor: "t",
-            action: "approved",
-            reason: "",
-            audit: None,
-        },
-        false,
-        &|b| {
-            b.approve(None, SystemTime::now());
-            Ok(())
-        },
-    )
-    .await
-    .unwrap();
+    edit(&s, "approved", |b| b.approve(None, SystemTime::now())).await;
     s
 }
 
@@ -1069,22 +1078,7 @@ async fn a_batch_of_sightings_writes_only_their_evidence() {
     let five = &exes[..5];
     for (round, first) in [("learning", 1_000), ("enforced", 2_000)] {
         if round == "enforced" {
-            s.change(
-                &web(),
-                ChangeBy {
-                    actor: "t",
-                    action: "approved",
-                    reason: "",
-                    audit: None,
-                },
-                false,
-                &|b| {
-                    b.approve(None, now);
-                    Ok(())
-                },
-            )
-            .await
-            .unwrap();
+            edit(&s, "approved", |b| b.approve(None, now)).await;
         }
         let before = s.baseline(&web(), 0).unwrap();
         let written = s.ingest_baseline_bytes();
@@ -1114,22 +1108,7 @@ async fn a_batch_of_sightings_writes_only_their_evidence() {
     }
     // Back to learning, one new element: one version, whose history record is the whole
     // baseline (as before) and whose definition leaves provenance out.
-    s.change(
-        &web(),
-        ChangeBy {
-            actor: "t",
-            action: "reset",
-            reason: "",
-            audit: None,
-        },
-        false,
-        &|b| {
-            b.reset(now);
-            Ok(())
-        },
-    )
-    .await
-    .unwrap();
+    edit(&s, "reset", |b| b.reset(now)).await;
     let before = s.baseline(&web(), 0).unwrap();
     let written = s.ingest_baseline_bytes();
     let new = vec!["/usr/bin/new".to_string()];
