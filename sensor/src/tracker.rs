@@ -896,17 +896,21 @@ impl Tracker {
                 ];
                 exe_key = Some(f.key);
                 exe = file;
-                // The executed file was reached through a container's root mount: the process ran in
-                // that container (an exec session's process is forked outside the container and
-                // joins its cgroup just before this exec, so its parent says nothing).
-                if info.cgroup.is_none() && hint.is_none() {
-                    hint = [f.mount, f.also.and_then(|o| o.mount)]
-                        .into_iter()
-                        .flatten()
-                        .find_map(|m| w.container_of_mount(m))
-                        .and_then(|id| self.containers.get(&id).cloned())
-                        .map(Placement::Container);
-                }
+            }
+            // The executed file was reached through a container's root mount: the process ran
+            // in that container (an exec session's process is forked outside the container
+            // and joins its cgroup just before this exec, so its parent says nothing). This
+            // holds whether `/proc` still showed the process when its link was read (and it
+            // exited before its cgroup was) or fanotify's record alone names the file.
+            if info.cgroup.is_none() && hint.is_none() {
+                hint = info
+                    .exe_opened
+                    .iter()
+                    .flatten()
+                    .filter_map(|o| o.mount)
+                    .find_map(|m| w.container_of_mount(m))
+                    .and_then(|id| self.containers.get(&id).cloned())
+                    .map(Placement::Container);
             }
         }
         // The file opened from /proc: its key was read with it (no second `statx`).
