@@ -131,6 +131,8 @@ pub(crate) fn subject(i: &Incident) -> String {
         IncidentKind::SensorBlind => format!("sensor {}", i.sensor_node),
         IncidentKind::ExecSession => format!("exec session: {}", element()),
         IncidentKind::Deviation => element().to_string(),
+        // Past the cap on active incidents; its samples name what ran.
+        IncidentKind::DeviationOverflow => format!("overflow: {} deviations", i.count),
     }
 }
 

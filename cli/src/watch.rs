@@ -370,6 +370,12 @@ fn ocsf_event(s: &Streamed<'_>) -> Value {
                     id_text(i.workload.as_ref()),
                     crate::incidents::subject(i)
                 )
+            } else if i.kind == IncidentKind::DeviationOverflow {
+                format!(
+                    "{} deviations of {} past its cap on active incidents",
+                    i.count,
+                    id_text(i.workload.as_ref())
+                )
             } else {
                 format!(
                     "{} ran outside the baseline of {}",

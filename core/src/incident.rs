@@ -119,15 +119,27 @@ pub enum IncidentKind {
     /// An exec session (`kubectl exec`) into a workload whose baseline is enforced, whatever
     /// it runs: one incident per session.
     ExecSession,
+    /// Deviations of a workload container past its cap on active deviation incidents
+    /// ([`DEFAULT_MAX_ACTIVE_PER_WORKLOAD`]): every further executable without an active incident
+    /// of its own is counted here, one incident per workload container, so that a container
+    /// running ever new executables cannot grow the store without bound. Nothing is dropped:
+    /// each deviation keeps its own record in the SIEM stream, and the samples show the first
+    /// executables and the latest.
+    DeviationOverflow,
 }
 
+/// Active (open or acknowledged) deviation incidents one workload container may have before
+/// further executables are counted in its [`IncidentKind::DeviationOverflow`] incident.
+pub const DEFAULT_MAX_ACTIVE_PER_WORKLOAD: u64 = 1000;
+
 impl IncidentKind {
-    /// Lowercase name (`deviation`, `sensor-blind`, `exec-session`).
+    /// Lowercase name (`deviation`, `sensor-blind`, `exec-session`, `deviation-overflow`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Deviation => "deviation",
             Self::SensorBlind => "sensor-blind",
             Self::ExecSession => "exec-session",
+            Self::DeviationOverflow => "deviation-overflow",
         }
     }
 }
@@ -182,9 +194,9 @@ pub enum TransitionError {
         /// Its final state.
         state: &'static str,
     },
-    /// Allow on a finding with no executable.
+    /// Allow on a finding with no single executable.
     #[error(
-        "incident {id} is a sensor finding or an exec session: it has no executable to allow; resolve it instead"
+        "incident {id} is a sensor finding, an exec session or an overflow of deviations: it has no single executable to allow; resolve it instead (an overflow's executables are in its samples and the SIEM stream's deviation records, each can be added with `procguardctl baselines add`)"
     )]
     NothingToAllow {
         /// Incident.
@@ -317,6 +329,11 @@ pub fn group_key(workload: &WorkloadIdentity, key: &crate::ElementKey) -> String
 /// The grouping key of an exec session: workload container and session ID.
 pub fn session_key(workload: &WorkloadIdentity, session: &str) -> String {
     format!("session\0{workload}\0{session}")
+}
+
+/// The grouping key of a workload container's [`IncidentKind::DeviationOverflow`] incident.
+pub fn overflow_key(workload: &WorkloadIdentity) -> String {
+    format!("overflow\0{workload}")
 }
 
 /// The grouping key of a sensor finding: the node.
@@ -570,6 +587,30 @@ impl Incident {
             // Keep the first few (how it started) and the latest (what it does now).
             self.samples[SAMPLES_CAP - 1] = sample;
         }
+    }
+
+    /// A new overflow incident of `ev`'s workload container, which has `cap` active deviation
+    /// incidents already: `ev` is the first deviation counted here. It names no executable of
+    /// its own (each sample names its own); its severity is at least high, since a container
+    /// that runs that many executables outside its baseline is itself a finding, and rises
+    /// with its events as a deviation incident's does.
+    pub fn overflow(
+        id: String,
+        event_id: &str,
+        ev: &ProcessEvent,
+        baseline: &Baseline,
+        now: SystemTime,
+        cap: u64,
+    ) -> Self {
+        let mut i = Self::about(id, IncidentKind::DeviationOverflow, ev, baseline, now);
+        (i.exe_path, i.applet, i.script_path) = (String::new(), String::new(), String::new());
+        i.severity = Severity::High;
+        i.severity_reason = format!(
+            "{cap} deviation incidents of this workload container are active (the cap): every \
+             further executable without an incident of its own is counted here"
+        );
+        i.record_deviation(event_id, ev, baseline, now);
+        i
     }
 
     /// A new exec-session incident: `ev` is the first process of the session seen (its
@@ -1191,6 +1232,9 @@ pub(crate) mod tests {
             IncidentKind::ExecSession => {
                 Incident::exec_session("7".into(), "e", &exec("/bin/sh"), &b, t(1))
             }
+            IncidentKind::DeviationOverflow => {
+                Incident::overflow("7".into(), "e", &exec("/tmp/x"), &b, t(1), 1000)
+            }
         };
         let mut result = Ok(Applied::Changed);
         for a in actions {
@@ -1235,6 +1279,43 @@ pub(crate) mod tests {
         // A session is acknowledged or resolved; there is nothing to allow.
         lifecycle(ExecSession, &[Acknowledge, Resolve], Ok(S::Resolved));
         lifecycle(ExecSession, &[Allow], Err("resolve it instead"));
+        // An overflow counts many executables: none of them is allowed through it.
+        lifecycle(DeviationOverflow, &[Allow], Err("no single executable"));
+        lifecycle(DeviationOverflow, &[Acknowledge, Resolve], Ok(S::Resolved));
+    }
+
+    /// An overflow incident names no executable of its own: each of its samples names what
+    /// ran. Its severity is at least high and rises with its events; allowing it is refused,
+    /// in the domain as at the lifecycle check, so no baseline gains an empty element.
+    #[test]
+    fn an_overflow_counts_any_executable_names_none_and_allows_nothing() {
+        let mut b = baseline(BaselineState::Enforced, &["/usr/sbin/nginx"]);
+        let mut i = Incident::overflow("9".into(), "e0", &exec("/tmp/a"), &b, t(1), 3);
+        assert_eq!(
+            (i.kind, i.severity, i.count, i.exe_path.as_str()),
+            (IncidentKind::DeviationOverflow, Severity::High, 1, "")
+        );
+        assert!(
+            i.severity_reason.contains("3 deviation incidents"),
+            "{}",
+            i.severity_reason
+        );
+        i.record_deviation("e1", &exec("/tmp/b"), &b, t(2));
+        i.record_deviation("e2", &with("memfd:c", |e| e.exe_memfd = true), &b, t(3));
+        assert_eq!((i.count, i.severity), (3, Severity::Critical));
+        let ran: Vec<&str> = i
+            .samples
+            .iter()
+            .map(|s| s.process.exe_path.as_str())
+            .collect();
+        assert_eq!(ran, ["/tmp/a", "/tmp/b", "memfd:c"]);
+        let before = b.clone();
+        assert!(i.allow_in(&mut b, t(4)).is_err());
+        assert_eq!(b, before);
+        assert_ne!(
+            overflow_key(&web()),
+            group_key(&web(), &ElementKey::of(&exec("")))
+        );
     }
 
     #[test]

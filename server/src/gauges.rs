@@ -39,25 +39,17 @@ const SEVERITIES: [Severity; 4] = [
     Severity::High,
     Severity::Critical,
 ];
-const KINDS: [IncidentKind; 3] = [
+const KINDS: [IncidentKind; 4] = [
     IncidentKind::Deviation,
     IncidentKind::SensorBlind,
     IncidentKind::ExecSession,
+    IncidentKind::DeviationOverflow,
 ];
 const STATES: [BaselineState; 3] = [
     BaselineState::Learning,
     BaselineState::PendingReview,
     BaselineState::Enforced,
 ];
-
-/// The label value of an incident kind, as the API spells it.
-fn kind_str(k: IncidentKind) -> &'static str {
-    match k {
-        IncidentKind::Deviation => "deviation",
-        IncidentKind::SensorBlind => "sensor-blind",
-        IncidentKind::ExecSession => "exec-session",
-    }
-}
 
 /// Not-closed incidents by (severity, kind) and baselines by state, every combination present
 /// (0 when there are none) so that a query sees a series drop to 0 rather than vanish.
@@ -100,7 +92,7 @@ fn publish(metrics: &Metrics, c: &Counts) {
         for kind in KINDS {
             let labels = IncidentLabels {
                 severity: severity.as_str().to_string(),
-                kind: kind_str(kind).to_string(),
+                kind: IncidentKind::as_str(kind).to_string(),
             };
             let n = c.incidents.get(&(severity, kind)).copied().unwrap_or(0);
             metrics.state.incidents_open.get_or_create(&labels).set(n);

@@ -91,6 +91,8 @@ pub struct LimitSettings {
     pub max_subscriber_streams: usize,
     /// Sensor records (distinct node names) kept.
     pub max_sensors: usize,
+    /// Active deviation incidents per workload container before its overflow incident.
+    pub max_active_incidents_per_workload: u64,
 }
 
 impl Default for LimitSettings {
@@ -106,6 +108,8 @@ impl Default for LimitSettings {
             max_sensor_streams: DEFAULT_MAX_SENSOR_STREAMS,
             max_subscriber_streams: DEFAULT_MAX_SUBSCRIBER_STREAMS,
             max_sensors: DEFAULT_MAX_SENSORS,
+            max_active_incidents_per_workload:
+                procguard_core::incident::DEFAULT_MAX_ACTIVE_PER_WORKLOAD,
         }
     }
 }
@@ -145,6 +149,12 @@ pub struct LimitFlags {
     /// --sensor-retention-age are removed.
     #[arg(long, env = "PROCGUARD_MAX_SENSORS", default_value_t = DEFAULT_MAX_SENSORS)]
     pub max_sensors: usize,
+    /// Active (open or acknowledged) deviation incidents one workload container may have; past
+    /// it, each executable without an incident of its own is counted in the container's one
+    /// overflow incident (kind deviation-overflow) instead, and still recorded in the SIEM
+    /// stream. Closing incidents makes room again.
+    #[arg(long, env = "PROCGUARD_MAX_ACTIVE_INCIDENTS_PER_WORKLOAD", default_value_t = procguard_core::incident::DEFAULT_MAX_ACTIVE_PER_WORKLOAD)]
+    pub max_active_incidents_per_workload: u64,
 }
 
 impl LimitFlags {
@@ -159,6 +169,10 @@ impl LimitFlags {
             ("--max-sensor-streams", self.max_sensor_streams),
             ("--max-subscriber-streams", self.max_subscriber_streams),
             ("--max-sensors", self.max_sensors),
+            (
+                "--max-active-incidents-per-workload",
+                usize::try_from(self.max_active_incidents_per_workload).unwrap_or(usize::MAX),
+            ),
         ];
         for (flag, v) in positive {
             if v == 0 {
@@ -186,6 +200,7 @@ impl LimitFlags {
             max_sensor_streams: self.max_sensor_streams,
             max_subscriber_streams: self.max_subscriber_streams,
             max_sensors: self.max_sensors,
+            max_active_incidents_per_workload: self.max_active_incidents_per_workload,
         })
     }
 }

@@ -326,9 +326,14 @@ pub struct EnforcedStack {
 impl EnforcedStack {
     /// Starts it; panics (failing the test) if any step fails.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`EnforcedStack::start`] with `server_args` added to the server's command line.
+    pub async fn start_with(server_args: &[&str]) -> Self {
         let work = tempfile::tempdir().expect("tempdir");
         let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
-        let server = InProcessServer::start(&pki, work.path(), &[]);
+        let server = InProcessServer::start(&pki, work.path(), server_args);
         let mut sensor = SensorStream::open(&pki, &server.url(), "node-a")
             .await
             .expect("sensor stream");

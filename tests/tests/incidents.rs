@@ -572,3 +572,145 @@ async fn repeated_and_concurrent_incident_actions_have_one_outcome() {
         .count();
     assert_eq!(closing, 1, "{:?}", states(&two));
 }
+
+/// A container that runs ever new executables (an attacker spraying `/tmp/drop<n>`, or a
+/// build gone wild) cannot grow the store by an incident each: past
+/// `--max-active-incidents-per-workload` they are counted in the container's one overflow
+/// incident. Nothing is lost: every deviation keeps its own record on the SIEM stream, naming
+/// the incident that counted it, and an executable that has an incident keeps grouping there.
+/// The overflow cannot be allowed (it names no executable); the CLI says what to do instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ever_new_executables_past_the_cap_fill_one_overflow_incident_and_lose_nothing() {
+    use procguard_proto::v1 as pb;
+    let grpc::EnforcedStack {
+        work: _work,
+        pki,
+        server,
+        mut sensor,
+        workload: w,
+    } = grpc::EnforcedStack::start_with(&["--max-active-incidents-per-workload", "3"]).await;
+    let mut stream = grpc::subscribe(
+        &pki,
+        &server.url(),
+        pb::start_position::Position::Now(true),
+        &[pb::RecordKind::Deviation],
+    )
+    .await
+    .unwrap();
+    let first: Vec<String> = (0..6).map(|n| format!("/tmp/drop{n}")).collect();
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let evs = sensor.events(&w, &first);
+    sensor.send_acked(evs).await.unwrap();
+    let evs = sensor.events(
+        &w,
+        &[
+            "/tmp/drop6",
+            "/tmp/drop7",
+            "/tmp/drop8",
+            "/tmp/drop9",
+            "/tmp/drop0",
+        ],
+    );
+    sensor.send_acked(evs).await.unwrap();
+
+    let list = incidents(&pki, &server, &["--oldest-first"]);
+    let kinds: Vec<(&str, &str, u64)> = list
+        .iter()
+        .map(|i| {
+            (
+                i["kind"].as_str().unwrap(),
+                i["exe_path"].as_str().unwrap_or(""),
+                i["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("deviation", "/tmp/drop0", 2),
+            ("deviation", "/tmp/drop1", 1),
+            ("deviation", "/tmp/drop2", 1),
+            ("deviation-overflow", "", 7),
+        ],
+        "{list:#?}"
+    );
+    let overflow = list[3]["id"].as_str().unwrap().to_string();
+    assert_eq!(list[3]["severity"], "high");
+    assert!(
+        list[3]["severity_reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 deviation incidents"),
+        "{:#?}",
+        list[3]
+    );
+    let table = ctl(&pki, &server, "viewer", &["incidents", "list"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("overflow: 7 deviations"),
+        "{}",
+        String::from_utf8_lossy(&table.stdout)
+    );
+    let detail = ctl_json(&pki, &server, "viewer", &["incidents", "get", &overflow]).unwrap();
+    let sampled: Vec<&str> = detail["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["process"]["exe_path"].as_str().unwrap())
+        .collect();
+    assert_eq!(sampled.len(), 5, "{detail:#}");
+    assert_eq!(
+        &sampled[..4],
+        ["/tmp/drop3", "/tmp/drop4", "/tmp/drop5", "/tmp/drop6"]
+    );
+    assert_eq!(
+        sampled[4], "/tmp/drop9",
+        "the latest stays in the last sample"
+    );
+
+    let allow = ctl(
+        &pki,
+        &server,
+        "approver",
+        &["incidents", "allow", &overflow],
+    );
+    assert!(!allow.status.success());
+    let why = String::from_utf8_lossy(&allow.stderr);
+    assert!(
+        why.contains("no single executable") && why.contains("baselines add"),
+        "{why}"
+    );
+
+    // Every deviation is on the stream, each naming the incident that counted it.
+    let mut seen = Vec::new();
+    while seen.len() < 11 {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+            Ok(Ok(Some(r))) => {
+                if let Some(pb::stream_record::Record::Deviation(d)) = &r.record {
+                    let exe = d.process.as_ref().unwrap().exe_path.clone();
+                    seen.push((exe, r.incident_id.clone()));
+                }
+            }
+            other => panic!(
+                "the stream ended after {} deviations: {other:?}",
+                seen.len()
+            ),
+        }
+    }
+    let counted_in_overflow: Vec<&str> = seen
+        .iter()
+        .filter(|(_, i)| *i == overflow)
+        .map(|(e, _)| e.as_str())
+        .collect();
+    assert_eq!(
+        counted_in_overflow,
+        [
+            "/tmp/drop3",
+            "/tmp/drop4",
+            "/tmp/drop5",
+            "/tmp/drop6",
+            "/tmp/drop7",
+            "/tmp/drop8",
+            "/tmp/drop9"
+        ]
+    );
+}

@@ -309,7 +309,8 @@ fn incident(kind: pb::IncidentKind, state: pb::IncidentState, count: u64) -> pb:
                 String::new()
             },
             workload: (!blind).then(|| process(true).workload.unwrap()),
-            exe_path: if blind {
+            // A sensor finding and an overflow name no executable of their own.
+            exe_path: if blind || kind == pb::IncidentKind::DeviationOverflow {
                 String::new()
             } else {
                 format!("/tmp/{HOSTILE}")
@@ -382,6 +383,11 @@ fn records() -> Vec<Case> {
         (
             "exec session incident",
             incident(K::ExecSession, S::Acknowledged, 3),
+            &DETECTION_FINDING,
+        ),
+        (
+            "overflow incident",
+            incident(K::DeviationOverflow, S::Open, 4000),
             &DETECTION_FINDING,
         ),
         (

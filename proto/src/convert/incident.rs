@@ -121,6 +121,7 @@ pub fn incident_to_pb(i: &Incident, with_samples: bool) -> pb::Incident {
             IncidentKind::Deviation => pb::IncidentKind::Deviation,
             IncidentKind::SensorBlind => pb::IncidentKind::SensorBlind,
             IncidentKind::ExecSession => pb::IncidentKind::ExecSession,
+            IncidentKind::DeviationOverflow => pb::IncidentKind::DeviationOverflow,
         } as i32,
         workload: i.workload.as_ref().map(Into::into),
         exe_path: i.exe_path.clone(),
@@ -159,7 +160,9 @@ pub fn incident_to_pb(i: &Incident, with_samples: bool) -> pb::Incident {
         state_reason: i.state_reason.clone(),
         origin: match i.kind {
             IncidentKind::SensorBlind => pb::Origin::Unspecified,
-            IncidentKind::Deviation | IncidentKind::ExecSession => origin_to_pb(i.origin),
+            IncidentKind::Deviation
+            | IncidentKind::ExecSession
+            | IncidentKind::DeviationOverflow => origin_to_pb(i.origin),
         } as i32,
     }
 }
@@ -181,6 +184,7 @@ pub fn kind_from_pb(v: i32) -> Result<IncidentKind> {
         Ok(pb::IncidentKind::Deviation) => Ok(IncidentKind::Deviation),
         Ok(pb::IncidentKind::SensorBlind) => Ok(IncidentKind::SensorBlind),
         Ok(pb::IncidentKind::ExecSession) => Ok(IncidentKind::ExecSession),
+        Ok(pb::IncidentKind::DeviationOverflow) => Ok(IncidentKind::DeviationOverflow),
         Ok(pb::IncidentKind::Unspecified) | Err(_) => Err(ConvertError::BadEnum {
             field: "kind",
             value: v,

@@ -2,7 +2,11 @@
 //! and the lifecycle actions people take on them.
 //!
 //! Trees: `incidents` (big-endian incident number → JSON [`Incident`]), `incident_keys`
-//! (grouping key → big-endian number of the latest incident for it). Numbers are handed out
+//! (grouping key → big-endian number of the latest incident for it); `meta` keys
+//! `active_incidents`, NUL, workload text form → big-endian count of that workload container's
+//! active (open or acknowledged) deviation incidents, kept in the transactions that open and
+//! close them and recounted at open ([`recount_active`]): past `--max-active-incidents-per-workload`
+//! further executables group into the container's overflow incident. Numbers are handed out
 //! under the writer lock from the log's counter (sled's `generate_id` cannot be used inside a
 //! transaction), and an incident keeps its number as a `u64` all through a transaction; its
 //! text form is made once, when it is opened.
@@ -19,6 +23,50 @@ use procguard_core::Baseline;
 use sled::transaction::TransactionalTree;
 use sled::Transactional;
 use std::time::SystemTime;
+
+/// Key of a workload container's count of active deviation incidents in `meta`.
+fn active_key(workload: &procguard_core::WorkloadIdentity) -> Vec<u8> {
+    let mut k = ACTIVE_PREFIX.to_vec();
+    k.extend_from_slice(workload.to_string().as_bytes());
+    k
+}
+
+const ACTIVE_PREFIX: &[u8] = b"active_incidents\0";
+
+/// Counts every workload container's active deviation incidents afresh (at open, before any
+/// writer): the counts are then exact whatever wrote the database before, a server without
+/// them included. Reads each incident once, as retention does.
+pub(super) fn recount_active(incidents: &sled::Tree, meta: &sled::Tree) -> Result<()> {
+    /// What the count needs of an incident (the rest is not decoded).
+    #[derive(serde::Deserialize)]
+    struct Head {
+        kind: incident::IncidentKind,
+        state: incident::IncidentState,
+        workload: Option<procguard_core::WorkloadIdentity>,
+    }
+    let mut counts: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
+    for kv in incidents.iter() {
+        let (_, v) = kv?;
+        let h: Head = dec("incidents", &v)?;
+        if let (incident::IncidentKind::Deviation, true, Some(w)) =
+            (h.kind, h.state.is_active(), &h.workload)
+        {
+            *counts.entry(active_key(w)).or_default() += 1;
+        }
+    }
+    let mut batch = sled::Batch::default();
+    for kv in meta.scan_prefix(ACTIVE_PREFIX) {
+        let (k, _) = kv?;
+        if !counts.contains_key(k.as_ref()) {
+            batch.remove(k);
+        }
+    }
+    for (k, n) in counts {
+        batch.insert(k, &n.to_be_bytes());
+    }
+    meta.apply_batch(batch)?;
+    Ok(())
+}
 
 impl Appender {
     /// The active incident `key` points to, with its number, *taken out* of this transaction's
@@ -63,29 +111,60 @@ impl Appender {
         }
     }
 
-    /// Groups one deviation into its incident and appends the deviation record.
+    /// Groups one deviation into its incident and appends the deviation record. An executable
+    /// without an active incident of its own opens one, unless its workload container already
+    /// has `cap` active deviation incidents: it then joins the container's overflow incident
+    /// (opened for it if there is none active), counted there and recorded in the log all
+    /// the same.
     pub(super) fn deviation(
         &mut self,
-        (incidents, keys, records): (&TransactionalTree, &TransactionalTree, &TransactionalTree),
+        (incidents, keys, records, meta): (
+            &TransactionalTree,
+            &TransactionalTree,
+            &TransactionalTree,
+            &TransactionalTree,
+        ),
         rec: &DeviationRecord,
         baseline: &Baseline,
+        cap: u64,
     ) -> std::result::Result<u64, TxError> {
         let p = &rec.process;
         let key = incident::group_key(&p.workload, &procguard_core::ElementKey::of(p));
-        let current = self.take_active((incidents, keys), &key)?;
-        let (n, incident) = match current {
+        let (n, incident) = match self.take_active((incidents, keys), &key)? {
             Some((n, mut i)) => {
                 i.record_deviation(&rec.event_id, p, baseline, rec.at);
                 (n, i)
             }
             None => {
-                let n = self.next_incident;
-                self.next_incident += 1;
-                keys.insert(key.as_bytes(), &n.to_be_bytes())?;
-                (
-                    n,
-                    Incident::from_deviation(n.to_string(), &rec.event_id, p, baseline, rec.at),
-                )
+                let counter = active_key(&p.workload);
+                let active = meta.get(&counter)?.map(|v| be(&v)).unwrap_or(0);
+                if active < cap {
+                    meta.insert(counter, &(active + 1).to_be_bytes())?;
+                    let n = self.open_number(keys, &key)?;
+                    let i =
+                        Incident::from_deviation(n.to_string(), &rec.event_id, p, baseline, rec.at);
+                    (n, i)
+                } else {
+                    let key = incident::overflow_key(&p.workload);
+                    match self.take_active((incidents, keys), &key)? {
+                        Some((n, mut i)) => {
+                            i.record_deviation(&rec.event_id, p, baseline, rec.at);
+                            (n, i)
+                        }
+                        None => {
+                            let n = self.open_number(keys, &key)?;
+                            let i = Incident::overflow(
+                                n.to_string(),
+                                &rec.event_id,
+                                p,
+                                baseline,
+                                rec.at,
+                                cap,
+                            );
+                            (n, i)
+                        }
+                    }
+                }
             }
         };
         let cursor = self.push(
@@ -99,6 +178,18 @@ impl Appender {
         )?;
         self.incidents.insert(n, incident);
         Ok(cursor)
+    }
+
+    /// Hands out the next incident number and points grouping key `key` at it.
+    fn open_number(
+        &mut self,
+        keys: &TransactionalTree,
+        key: &str,
+    ) -> std::result::Result<u64, TxError> {
+        let n = self.next_incident;
+        self.next_incident += 1;
+        keys.insert(key.as_bytes(), &n.to_be_bytes())?;
+        Ok(n)
     }
 
     /// Raises or extends the "interactive session" incident of exec session `session`, one
@@ -119,9 +210,7 @@ impl Appender {
                 (n, i)
             }
             None => {
-                let n = self.next_incident;
-                self.next_incident += 1;
-                keys.insert(key.as_bytes(), &n.to_be_bytes())?;
+                let n = self.open_number(keys, &key)?;
                 (
                     n,
                     Incident::exec_session(n.to_string(), event_id, p, baseline, self.at),
@@ -147,9 +236,7 @@ impl Appender {
                 (n, i)
             }
             None => {
-                let n = self.next_incident;
-                self.next_incident += 1;
-                keys.insert(key.as_bytes(), &n.to_be_bytes())?;
+                let n = self.open_number(keys, &key)?;
                 (
                     n,
                     Incident::sensor_blind(n.to_string(), node, reason, self.at),
@@ -266,6 +353,21 @@ impl IncidentStore for Store {
                 let applied = i
                     .apply(action, actor, reason, now)
                     .map_err(|e| abort(StoreError::Rejected(e.to_string())))?;
+                // A deviation incident closed (an action changes only an active one) frees its
+                // place under its workload container's cap.
+                if applied == Applied::Changed
+                    && i.kind == incident::IncidentKind::Deviation
+                    && !i.state.is_active()
+                {
+                    if let Some(w) = &i.workload {
+                        let counter = active_key(w);
+                        let active = meta.get(&counter)?.map(|v| be(&v)).unwrap_or(0);
+                        match active.saturating_sub(1) {
+                            0 => meta.remove(counter)?,
+                            n => meta.insert(counter, &n.to_be_bytes())?,
+                        };
+                    }
+                }
                 if applied == Applied::Unchanged {
                     let outcome = ActionOutcome {
                         incident: i,

@@ -95,7 +95,8 @@ impl IngestStore for Store {
                         id_bytes: 0,
                         baselines,
                         activity,
-                        incidents: (incidents, incident_keys, records),
+                        incidents: (incidents, incident_keys, records, meta),
+                        max_active_incidents: self.max_active_incidents,
                         log: &mut log,
                     };
                     let applied =
@@ -182,11 +183,15 @@ struct Batch<'a> {
     id_bytes: u64,
     baselines: &'a TransactionalTree,
     activity: &'a TransactionalTree,
+    /// `incidents`, `incident_keys`, `records`, `meta` (active counts).
     incidents: (
         &'a TransactionalTree,
         &'a TransactionalTree,
         &'a TransactionalTree,
+        &'a TransactionalTree,
     ),
+    /// Active deviation incidents a workload container may have before its overflow incident.
+    max_active_incidents: u64,
     log: &'a mut Appender,
 }
 
@@ -228,7 +233,12 @@ impl ingest::BatchStore for Batch<'_> {
         baseline: &Baseline,
     ) -> std::result::Result<(), TxError> {
         // Stored once: in its log record, grouped into its incident.
-        self.log.deviation(self.incidents, deviation, baseline)?;
+        self.log.deviation(
+            self.incidents,
+            deviation,
+            baseline,
+            self.max_active_incidents,
+        )?;
         Ok(())
     }
 
@@ -239,7 +249,7 @@ impl ingest::BatchStore for Batch<'_> {
         baseline: &Baseline,
         session: &str,
     ) -> std::result::Result<(), TxError> {
-        let (incidents, keys, _) = self.incidents;
+        let (incidents, keys, _, _) = self.incidents;
         self.log
             .exec_session((incidents, keys), event_id, process, baseline, session)
     }

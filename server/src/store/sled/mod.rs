@@ -25,7 +25,7 @@
 //! - `sensors`, `sensor_health`: see [`sensors`];
 //! - `audit`: see [`audit`];
 //! - `records`, `subscriptions`, `meta` key `log_floor`: see [`log`] and [`retention`];
-//! - `incidents`, `incident_keys`: see [`incidents`];
+//! - `incidents`, `incident_keys`, `meta` keys `active_incidents\0…`: see [`incidents`];
 //! - `meta` key `events_ingested`: see [`ingest`];
 //! - `deviations`: no longer written; each deviation is stored once, in its log record (a
 //!   database from before has the tree dropped at open).
@@ -79,6 +79,9 @@ pub struct Store {
     incidents_scanned: Arc<std::sync::Mutex<Option<SystemTime>>>,
     /// Bytes (keys plus values) ingest wrote to `baselines` and `history` since open.
     baseline_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// Active deviation incidents a workload container may have before further executables
+    /// join its overflow incident (`--max-active-incidents-per-workload`).
+    max_active_incidents: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -144,6 +147,7 @@ impl Store {
             );
         }
         let log = log::Log::open(&db, &meta, tail_records)?;
+        incidents::recount_active(&log.incidents, &meta)?;
         let audit = db.open_tree("audit")?;
         let mut audit_bytes = 0u64;
         for kv in audit.iter() {
@@ -170,6 +174,7 @@ impl Store {
             activity: db.open_tree("activity")?,
             writer: Arc::new(Mutex::new(())),
             max_elements: procguard_core::baseline::DEFAULT_MAX_ELEMENTS,
+            max_active_incidents: procguard_core::incident::DEFAULT_MAX_ACTIVE_PER_WORKLOAD,
             db,
         })
     }
@@ -192,6 +197,14 @@ impl Store {
     /// what happens at the cap is decided in `procguard_core::baseline`).
     pub fn with_max_baseline_elements(mut self, n: usize) -> Self {
         self.max_elements = n;
+        self
+    }
+
+    /// Caps each workload container's active deviation incidents at `n`
+    /// (`--max-active-incidents-per-workload`): past it, executables without an incident of
+    /// their own join the container's overflow incident.
+    pub fn with_max_active_incidents(mut self, n: u64) -> Self {
+        self.max_active_incidents = n;
         self
     }
 }

@@ -1303,3 +1303,157 @@ async fn history_is_bounded_by_bytes_too() {
         Err(StoreError::NoVersion { version: 1, .. })
     ));
 }
+
+/// A workload container's active deviation incidents are capped: past the cap, executables
+/// without an incident of their own are counted in one overflow incident (every deviation
+/// still has its record in the log), while executables that have one keep grouping there.
+/// Closing an incident makes room again; acknowledging does not. The counts are exact across
+/// reopening, also for a database written without them, and an overflow that was resolved
+/// is followed by a new one.
+#[tokio::test]
+async fn active_incidents_per_workload_are_capped_and_the_rest_overflow_counted() {
+    use procguard_core::incident::IncidentKind;
+    let dir = tempfile::tempdir().unwrap();
+    let s = enforced(
+        Store::open(dir.path())
+            .unwrap()
+            .with_max_active_incidents(3),
+    )
+    .await;
+    let run = |s: &Store, tag: &str, exes: &[&str]| {
+        let s = s.clone();
+        let events: Vec<IngestEvent> = exes
+            .iter()
+            .enumerate()
+            .map(|(i, exe)| event(&format!("{tag}-{i}"), 100 + i as u64, exe))
+            .collect();
+        async move {
+            let before = s.last_cursor();
+            s.ingest("n1", &events, &policies(), SystemTime::now())
+                .await
+                .unwrap();
+            let deviations = all(&s)
+                .into_iter()
+                .filter(|r| r.cursor > before && matches!(r.body, RecordBody::Deviation { .. }))
+                .count();
+            assert_eq!(deviations, events.len(), "every deviation is recorded");
+        }
+    };
+    let list = |s: &Store| -> Vec<Incident> {
+        s.incidents(&IncidentFilter::default(), None, 100, Order::OldestFirst)
+            .unwrap()
+            .0
+    };
+    // Six new executables in one batch: three incidents, three counted in the overflow.
+    run(
+        &s,
+        "a",
+        &["/tmp/1", "/tmp/2", "/tmp/3", "/tmp/4", "/tmp/5", "/tmp/6"],
+    )
+    .await;
+    // A capped executable runs again, and so does one that has an incident.
+    run(&s, "b", &["/tmp/5", "/tmp/1"]).await;
+    let l = list(&s);
+    let summary: Vec<(IncidentKind, &str, u64)> = l
+        .iter()
+        .map(|i| (i.kind, i.exe_path.as_str(), i.count))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (IncidentKind::Deviation, "/tmp/1", 2),
+            (IncidentKind::Deviation, "/tmp/2", 1),
+            (IncidentKind::Deviation, "/tmp/3", 1),
+            (IncidentKind::DeviationOverflow, "", 4),
+        ]
+    );
+    let overflow = s.incident(l[3].id.parse().unwrap()).unwrap();
+    let ran: Vec<&str> = overflow
+        .samples
+        .iter()
+        .map(|x| x.process.exe_path.as_str())
+        .collect();
+    assert_eq!(ran, ["/tmp/4", "/tmp/5", "/tmp/6", "/tmp/5"]);
+    let n = |i: &Incident| -> u64 { i.id.parse().unwrap() };
+    // Acknowledging keeps an incident active: still no room.
+    s.incident_action(
+        n(&l[1]),
+        Action::Acknowledge,
+        "t",
+        "",
+        call("IncidentAction"),
+    )
+    .await
+    .unwrap();
+    run(&s, "c", &["/tmp/7"]).await;
+    assert_eq!(list(&s).len(), 4);
+    // Resolving one makes room for one, after a reopening (the count is kept on disk).
+    s.incident_action(n(&l[1]), Action::Resolve, "t", "", call("IncidentAction"))
+        .await
+        .unwrap();
+    drop(s);
+    let s = reopen(dir.path(), 0).with_max_active_incidents(3);
+    run(&s, "d", &["/tmp/8", "/tmp/9"]).await;
+    let l = list(&s);
+    assert_eq!(
+        l.iter()
+            .filter(|i| i.kind == IncidentKind::Deviation && i.state.is_active())
+            .map(|i| i.exe_path.as_str())
+            .collect::<Vec<_>>(),
+        ["/tmp/1", "/tmp/3", "/tmp/8"]
+    );
+    let overflow = l
+        .iter()
+        .find(|i| i.kind == IncidentKind::DeviationOverflow)
+        .unwrap();
+    assert_eq!(overflow.count, 6, "/tmp/7 and /tmp/9 joined it");
+    // An overflow is resolved like any finding, never allowed; the next one opens anew.
+    assert!(s
+        .incident_action(n(overflow), Action::Allow, "t", "", call("IncidentAction"))
+        .await
+        .is_err());
+    s.incident_action(
+        n(overflow),
+        Action::Resolve,
+        "t",
+        "",
+        call("IncidentAction"),
+    )
+    .await
+    .unwrap();
+    run(&s, "e", &["/tmp/10"]).await;
+    let l = list(&s);
+    let open: Vec<(IncidentKind, u64)> = l
+        .iter()
+        .filter(|i| i.kind == IncidentKind::DeviationOverflow && i.state.is_active())
+        .map(|i| (i.kind, i.count))
+        .collect();
+    assert_eq!(open, [(IncidentKind::DeviationOverflow, 1)]);
+    // A database whose counts were lost (written by a server without them) is recounted at
+    // open: the cap holds exactly.
+    let active_keys: Vec<_> = s
+        .meta
+        .scan_prefix(b"active_incidents\0")
+        .keys()
+        .map(|k| k.unwrap())
+        .collect();
+    assert_eq!(active_keys.len(), 1);
+    for k in active_keys {
+        s.meta.remove(k).unwrap();
+    }
+    drop(s);
+    let s = reopen(dir.path(), 0).with_max_active_incidents(3);
+    run(&s, "f", &["/tmp/11"]).await;
+    let l = list(&s);
+    assert!(
+        !l.iter().any(|i| i.exe_path == "/tmp/11"),
+        "still three active: /tmp/11 joins the overflow"
+    );
+    assert_eq!(
+        l.iter()
+            .find(|i| i.kind == IncidentKind::DeviationOverflow && i.state.is_active())
+            .unwrap()
+            .count,
+        2
+    );
+}
