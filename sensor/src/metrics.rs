@@ -23,7 +23,9 @@ pub struct Metrics {
     /// Kernel-side losses: proc connector overruns (ENOBUFS), or eBPF records the ring buffer
     /// had no room for (one per record).
     pub kernel_losses: Counter,
-    /// Forward jumps in per-CPU sequence numbers (includes events the filter skips).
+    /// Proc connector events never delivered: per-CPU sequence numbers skipped and not filled
+    /// by a late arrival (both subscriptions together receive every event kind, so a number
+    /// that never arrives is a lost event). Reported to the server with `kernel_losses`.
     pub sequence_gaps: Counter,
     /// Full /proc rescans after a loss.
     pub resyncs: Counter,

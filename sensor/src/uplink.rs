@@ -425,9 +425,13 @@ impl Uplink {
         pb::SensorMessage {
             body: Some(pb::sensor_message::Body::Health(pb::SensorHealth {
                 events_seen: m.events_seen.get(),
+                // Execs the sensor saw but could make no event of (queue or spool full, or the
+                // process gone before anything of it could be read).
                 events_dropped: m.queue_drops.get() + m.buffer_drops.get() + m.exec_lost.get(),
                 events_partial: m.events_partial.get(),
-                kernel_losses: m.kernel_losses.get(),
+                // Events the kernel never delivered: overruns and full ring buffers, and the
+                // proc connector's sequence numbers that never arrived (one per event).
+                kernel_losses: m.kernel_losses.get() + m.sequence_gaps.get(),
                 resyncs: m.resyncs.get(),
                 lag_ms: 0,
                 spooled: self.spool.as_ref().map(|s| s.records()).unwrap_or(0),

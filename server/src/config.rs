@@ -141,6 +141,13 @@ pub struct Config {
     /// raises a "sensor blind" incident.
     #[arg(long, env = "PROCGUARD_SENSOR_SILENCE", default_value = "2m", value_parser = humantime::parse_duration)]
     pub sensor_silence: Duration,
+    /// Events a sensor's health report must show lost since its previous report (execs with
+    /// no event, and events the kernel never delivered, together) to raise or extend its
+    /// "sensor blind" incident. 1: every loss is a finding (a loss is never normal); raise it
+    /// only for nodes known to lose a few short-lived execs to the proc connector's race. Every
+    /// loss is counted in the sensor's metrics whatever this says.
+    #[arg(long, env = "PROCGUARD_SENSOR_BLIND_LOSSES", default_value_t = 1)]
+    pub sensor_blind_losses: u64,
     /// On SIGTERM or SIGINT, how long open streams get to end before their connections are
     /// closed (a SIEM subscriber that stopped reading would otherwise hold shutdown forever).
     /// Everything acknowledged is already on disk.
@@ -183,6 +190,8 @@ pub struct Settings {
     pub retention_interval: Duration,
     /// Silence that raises a sensor-blind incident.
     pub sensor_silence: Duration,
+    /// Events lost in one health report's interval that raise a sensor-blind incident.
+    pub sensor_blind_losses: u64,
     /// Records in the shared tail of the SIEM stream.
     pub stream_tail_records: usize,
     /// How long shutdown waits for open streams before closing their connections.
@@ -292,6 +301,11 @@ impl Config {
                 "--retention-interval and --sensor-silence must be greater than zero".into(),
             ));
         }
+        if self.sensor_blind_losses == 0 {
+            return Err(ConfigError(
+                "--sensor-blind-losses must be at least 1 (1: every lost event raises the sensor-blind incident)".into(),
+            ));
+        }
         if self.stream_tail_records > MAX_TAIL_RECORDS {
             return Err(ConfigError(format!(
                 "--stream-tail-records is {}; at most {MAX_TAIL_RECORDS} (about 1 GiB of memory) is accepted",
@@ -318,6 +332,7 @@ impl Config {
             },
             retention_interval: self.retention_interval,
             sensor_silence: self.sensor_silence,
+            sensor_blind_losses: self.sensor_blind_losses,
             grpc_addr: self.grpc_addr,
             admin_addr: self.admin_addr,
             data_dir: self.data_dir.clone(),

@@ -112,7 +112,8 @@ pub async fn bind(settings: Settings) -> anyhow::Result<Bound> {
             )
         })?
         .with_max_baseline_elements(settings.limits.max_baseline_elements)
-        .with_max_active_incidents(settings.limits.max_active_incidents_per_workload);
+        .with_max_active_incidents(settings.limits.max_active_incidents_per_workload)
+        .with_blind_losses(settings.sensor_blind_losses);
     // The domain code sees only the storage interface.
     let store: store::SharedStorage = std::sync::Arc::new(store);
     // The counter continues from the database, so it means "stored, ever" across restarts.

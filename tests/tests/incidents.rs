@@ -137,7 +137,7 @@ async fn deviations_group_into_incidents_with_severity_and_a_lifecycle() {
     assert!(blind["severity_reason"]
         .as_str()
         .unwrap()
-        .contains("4 dropped"));
+        .contains("4 execs without an event"));
     let allow = ctl(
         &pki,
         &server,

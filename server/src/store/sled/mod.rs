@@ -82,6 +82,9 @@ pub struct Store {
     /// Active deviation incidents a workload container may have before further executables
     /// join its overflow incident (`--max-active-incidents-per-workload`).
     max_active_incidents: u64,
+    /// Events lost since a sensor's previous health report that raise its sensor-blind
+    /// incident (`--sensor-blind-losses`).
+    blind_losses: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -175,6 +178,7 @@ impl Store {
             writer: Arc::new(Mutex::new(())),
             max_elements: procguard_core::baseline::DEFAULT_MAX_ELEMENTS,
             max_active_incidents: procguard_core::incident::DEFAULT_MAX_ACTIVE_PER_WORKLOAD,
+            blind_losses: 1,
             db,
         })
     }
@@ -205,6 +209,13 @@ impl Store {
     /// their own join the container's overflow incident.
     pub fn with_max_active_incidents(mut self, n: u64) -> Self {
         self.max_active_incidents = n;
+        self
+    }
+
+    /// Raises a sensor's sensor-blind incident only for a health report that shows at least
+    /// `n` events lost since its previous one (`--sensor-blind-losses`; default 1).
+    pub fn with_blind_losses(mut self, n: u64) -> Self {
+        self.blind_losses = n.max(1);
         self
     }
 }

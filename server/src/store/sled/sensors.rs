@@ -43,9 +43,10 @@ impl SensorStore for Store {
         Ok(rec)
     }
 
-    /// Records a sensor's health report. Events dropped (queue or spool full) or lost in the
-    /// kernel since its previous report raise (or extend: one incident per episode, until a
-    /// person resolves it) its sensor-blind incident, which is returned. Partial events are
+    /// Records a sensor's health report. Events lost since its previous report (execs without
+    /// an event, and events the kernel never delivered), at least `--sensor-blind-losses` of
+    /// them, raise (or extend: one incident per episode, until a person resolves it) its
+    /// sensor-blind incident, which is returned. Partial events are
     /// not blindness: the sensor saw the exec and said what it could not read; they are
     /// coverage (counted per baseline and in metrics), never this incident.
     async fn sensor_health(
@@ -91,9 +92,9 @@ impl SensorStore for Store {
                 };
                 s.last_seen = Some(now);
                 sensors.insert(node, enc(&s))?;
-                if d + k > 0 {
+                if d + k >= self.blind_losses {
                     let reason = format!(
-                        "sensor on {node} lost events since its previous report: {d} dropped (queue or spool full), {k} lost in the kernel"
+                        "sensor on {node} lost events since its previous report: {d} execs without an event (processing queue or spool full, or gone before they could be read), {k} never delivered by the kernel (overruns, sequence gaps, full ring buffer)"
                     );
                     log.blind((incidents, keys), node, reason)?;
                 }

@@ -243,7 +243,7 @@ async fn health_counters_raise_one_blind_incident_and_silence_is_flagged_once() 
     assert!(s.sensor_health("n1", r(0, 40), t0).await.unwrap().is_none());
     let i = s.sensor_health("n1", r(3, 40), t0).await.unwrap().unwrap();
     assert!(
-        i.severity_reason.contains("3 dropped"),
+        i.severity_reason.contains("3 execs without an event"),
         "{}",
         i.severity_reason
     );
@@ -270,6 +270,40 @@ async fn health_counters_raise_one_blind_incident_and_silence_is_flagged_once() 
         .await
         .unwrap()
         .is_empty());
+}
+
+/// `--sensor-blind-losses`: a report whose new losses (execs without an event and kernel
+/// losses together) stay below the threshold raises nothing, one that reaches it does; the
+/// counters still move, so losses below it are not carried into the next report.
+#[tokio::test]
+async fn the_blind_threshold_counts_both_kinds_of_loss_per_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap().with_blind_losses(10);
+    let t0 = SystemTime::now();
+    let r = |dropped, kernel_losses| HealthReport {
+        dropped,
+        partial: 0,
+        kernel_losses,
+        capture_stopped: None,
+    };
+    assert!(s.sensor_health("n1", r(4, 5), t0).await.unwrap().is_none());
+    assert!(s.sensor_health("n1", r(8, 10), t0).await.unwrap().is_none());
+    let i = s.sensor_health("n1", r(12, 16), t0).await.unwrap().unwrap();
+    assert!(
+        i.severity_reason.contains("4 execs without an event")
+            && i.severity_reason
+                .contains("6 never delivered by the kernel"),
+        "{}",
+        i.severity_reason
+    );
+    // A stopped capture is blindness whatever the threshold.
+    let stopped = HealthReport {
+        capture_stopped: Some("proc connector read failed".into()),
+        ..r(12, 16)
+    };
+    let j = s.sensor_health("n1", stopped, t0).await.unwrap().unwrap();
+    assert_eq!(j.id, i.id);
+    assert!(j.severity_reason.contains("stopped capturing"));
 }
 
 #[tokio::test]
