@@ -6,6 +6,7 @@
 //!   with the binary's own metrics and those of [`self_metrics`] (build, process, certificates).
 //! - [`tls`]: loading and checking PEM material before any port is bound.
 //! - [`pki`]: a development CA with server and sensor certificates, and API tokens.
+//! - [`repeated`]: warnings that can repeat, logged once per interval with a count.
 //! - `kube` (feature `kube`): the Kubernetes client and a pod's workload, for the sensor's
 //!   pod metadata and the server's placement checks.
 //! - [`ConfigError`]: invalid configuration, which binaries turn into exit code 64.
@@ -14,6 +15,7 @@ pub mod admin;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod pki;
+pub mod repeated;
 pub mod self_metrics;
 pub mod shutdown;
 pub mod telemetry;

@@ -364,7 +364,16 @@ pub async fn watch_pods(
         }
         if !cache.upsert(meta) {
             metrics.pods_ignored.inc();
-            tracing::warn!(message = "Pod cache full; pod ignored.", limit = MAX_PODS);
+            // Counted in procguard_sensor_pods_ignored_total; logged once a minute.
+            static FULL: procguard_runtime::repeated::Repeated =
+                procguard_runtime::repeated::Repeated::new(std::time::Duration::from_secs(60));
+            if let Some(held_back) = FULL.admit() {
+                tracing::warn!(
+                    message = "Pod cache full; pod ignored.",
+                    limit = MAX_PODS,
+                    held_back
+                );
+            }
         }
         metrics.pods_known.set(cache.len() as i64);
     };

@@ -802,7 +802,13 @@ impl Spool {
                 self.metrics.spool_write_errors.inc();
                 // The disk is full or failing: give up the oldest observations and try once
                 // more before dropping this event.
-                tracing::warn!(message = "Spool write failed; freeing the oldest observations.", %error);
+                // Counted in procguard_sensor_spool_write_errors_total; a failing disk fails
+                // every write, so it is logged once a minute.
+                static FAILED: procguard_runtime::repeated::Repeated =
+                    procguard_runtime::repeated::Repeated::new(std::time::Duration::from_secs(60));
+                if let Some(held_back) = FAILED.admit() {
+                    tracing::warn!(message = "Spool write failed; freeing the oldest observations.", %error, held_back);
+                }
                 let freed = self.drop_oldest(Class::Observation);
                 ok = freed && self.write(class, seq, &record).is_ok();
                 if !ok {

@@ -33,6 +33,7 @@ use procguard_core::ProcessEvent;
 use procguard_proto::convert::{baseline_from_pb, timestamp};
 use procguard_proto::v1 as pb;
 use procguard_proto::Encoded;
+use procguard_runtime::repeated::Repeated;
 use prost::Message;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -467,7 +468,12 @@ impl Uplink {
                     if e.code == Some(tonic::Code::OutOfRange) {
                         self.split_after_refusal(&e.why);
                     }
-                    tracing::warn!(message = "Server stream down; retrying.", error = %e.why, retry_in_ms = backoff.as_millis() as u64, spooled = self.spool.as_ref().map(|s| s.records()).unwrap_or(0));
+                    // Once per episode and then once a minute: the server may stay down for
+                    // hours (`procguard_sensor_connected` shows it all along).
+                    static DOWN: Repeated = Repeated::new(Duration::from_secs(60));
+                    if let Some(held_back) = DOWN.admit() {
+                        tracing::warn!(message = "Server stream down; retrying.", error = %e.why, retry_in_ms = backoff.as_millis() as u64, spooled = self.spool.as_ref().map(|s| s.records()).unwrap_or(0), held_back);
+                    }
                 }
             }
             self.in_flight.clear();
@@ -652,7 +658,11 @@ impl Uplink {
                 match shrink(bytes, budget.saturating_sub(32)) {
                     Some(small) => {
                         self.metrics.events_shrunk.inc();
-                        tracing::warn!(message = "Event too large for a batch; sent shrunk (pod labels left out, argv cut, argv_truncated).", sequence = seq, bytes = bytes.len(), shrunk_to = small.len(), budget_bytes = budget);
+                        // Counted in procguard_sensor_events_shrunk_total; logged once a minute.
+                        static SHRUNK: Repeated = Repeated::new(Duration::from_secs(60));
+                        if let Some(held_back) = SHRUNK.admit() {
+                            tracing::warn!(message = "Event too large for a batch; sent shrunk (pod labels left out, argv cut, argv_truncated).", sequence = seq, bytes = bytes.len(), shrunk_to = small.len(), budget_bytes = budget, held_back);
+                        }
                         events.push(Cow::Owned(small));
                     }
                     None => {

@@ -158,12 +158,20 @@ impl SensorApi {
         peer: Option<std::net::SocketAddr>,
     ) -> Status {
         self.metrics.sensor_rejected.inc();
-        tracing::warn!(
-            message = "Sensor stream refused.",
-            certificate = certificate.as_deref().unwrap_or("none"),
-            node,
-            error = %status.message()
-        );
+        // Counted in procguard_server_sensor_rejected_total; a misconfigured fleet retries
+        // every few seconds per node, so the log gets the first refusal and then one every
+        // 10 s with how many it held back.
+        static REFUSED: procguard_runtime::repeated::Repeated =
+            procguard_runtime::repeated::Repeated::new(std::time::Duration::from_secs(10));
+        if let Some(held_back) = REFUSED.admit() {
+            tracing::warn!(
+                message = "Sensor stream refused.",
+                certificate = certificate.as_deref().unwrap_or("none"),
+                node,
+                error = %status.message(),
+                held_back
+            );
+        }
         if let Some(cert) = certificate {
             if self.refusals.due(&cert, Instant::now()) {
                 let entry = crate::store::AuditEntry {
