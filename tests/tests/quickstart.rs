@@ -3,11 +3,16 @@
 //! host's baseline, approve it, watch a deviation arrive on the SIEM stream, read the audit
 //! log and round-trip the baselines through export and import. SIGTERM then stops it with
 //! exit 0, leaving nothing behind, and no sensor-blind incident opened on the way.
+//!
+//! A second quickstart beside a running one is refused (exit 1, naming the taken port) and
+//! leaves the first unharmed; Ctrl-C (SIGINT to the whole process group, as a terminal sends
+//! it) stops the first as cleanly as SIGTERM. The sensor is named after the host.
 
 use procguard_tests::*;
 use std::io::BufRead;
 use std::net::TcpStream;
-use std::path::Path;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -99,6 +104,8 @@ fn the_quickstart_works_as_printed_and_stops_cleanly() {
     ) {
         return;
     }
+    // The quickstart's ports are fixed: one quickstart at a time.
+    let _one = serial();
     for port in PORTS {
         assert!(
             !port_open(port),
@@ -109,26 +116,7 @@ fn the_quickstart_works_as_printed_and_stops_cleanly() {
     let data = work.path().join("data");
     let shell_dir = work.path().join("shell");
     std::fs::create_dir_all(&shell_dir).unwrap();
-    let mut cmd = Command::new("bash");
-    // A user's shell, not cargo test's environment: the script's own `cargo build` must find
-    // the binaries the suite built up to date rather than rebuild them under other settings.
-    cmd.arg(repo::root().join("scripts/quickstart"))
-        .current_dir(repo::root())
-        .env_clear()
-        .envs(std::env::vars().filter(|(k, _)| {
-            [
-                "PATH",
-                "HOME",
-                "USER",
-                "LANG",
-                "RUSTUP_HOME",
-                "CARGO_HOME",
-                "TMPDIR",
-            ]
-            .contains(&k.as_str())
-        }))
-        .env("PROCGUARD_QUICKSTART_DIR", &data);
-    let mut quickstart = Proc::spawn(cmd, work.path().join("quickstart.log"));
+    let mut quickstart = Proc::spawn(quickstart(&data), work.path().join("quickstart.log"));
     let log = || {
         format!(
             "quickstart output:\n{}\nserver log:\n{}\nsensor log:\n{}",
@@ -262,6 +250,13 @@ fn the_quickstart_works_as_printed_and_stops_cleanly() {
     });
     let incident = incident.unwrap_or_else(|| panic!("no incident for {novel_path}\n{}", log()));
     assert_eq!(incident["workload"], HOST, "{incident}");
+    // Seen on the node named after the host (not `localhost`, which the PKI also has).
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(
+        incident["nodes"],
+        serde_json::json!([hostname.trim()]),
+        "{incident}"
+    );
 
     // The audit log, as printed, shows who approved.
     let audit = hints.json(&shell_dir, hints.line(" audit list")).unwrap();
@@ -329,21 +324,295 @@ fn the_quickstart_works_as_printed_and_stops_cleanly() {
     assert!(warnings.is_empty(), "{warnings:#?}\n{}", log());
 
     // SIGTERM: a clean stop, exit 0, and both components gone.
+    let stop = Stop::begin(work.path(), &data, &quickstart);
     let status = quickstart
         .terminate(Duration::from_secs(20))
         .unwrap_or_else(|| panic!("the quickstart did not stop on SIGTERM\n{}", log()));
-    assert_eq!(status.code(), Some(0), "{}", log());
-    let text = quickstart_text(work.path());
-    assert!(text.contains("stopped; state kept in"), "{text}");
-    assert!(
-        wait_for(Duration::from_secs(10), || PORTS
+    stop.assert_clean(status, &log());
+}
+
+#[test]
+fn a_second_quickstart_is_refused_and_ctrl_c_stops_the_first_cleanly() {
+    if !require(
+        is_root(),
+        "scripts/quickstart needs root for the proc connector",
+    ) {
+        return;
+    }
+    let _one = serial();
+    for port in PORTS {
+        assert!(
+            !port_open(port),
+            "port {port} is taken: is a quickstart or procguard already running here?"
+        );
+    }
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let mut first = Proc::spawn(quickstart(&data), work.path().join("quickstart.log"));
+    let log = || {
+        format!(
+            "quickstart output:\n{}\nserver log:\n{}\nsensor log:\n{}",
+            quickstart_text(work.path()),
+            std::fs::read_to_string(data.join("server.log")).unwrap_or_default(),
+            std::fs::read_to_string(data.join("sensor.log")).unwrap_or_default()
+        )
+    };
+    let started = wait_for(Duration::from_secs(300), || {
+        quickstart_text(work.path())
+            .contains("procguard is running")
+            .then_some(())
+    });
+    assert!(started.is_some(), "the quickstart did not start\n{}", log());
+    let connected = wait_for(Duration::from_secs(15), || {
+        metric(9091, "procguard_sensor_connected").filter(|v| *v >= 1.0)
+    });
+    assert!(connected.is_some(), "the sensor never connected\n{}", log());
+
+    // The sensor is named after the host, not `localhost` (the server's dev PKI has
+    // certificates for both): the server learns the host's executables from that node.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let ctl = |args: &[&str]| {
+        Command::new(bin("procguardctl"))
+            .args(args)
+            .args(["-o", "json"])
+            .env("PROCGUARD_TLS_CA", data.join("pki/ca.crt"))
+            .env("PROCGUARD_TOKEN_FILE", data.join("pki/viewer.token"))
+            .env_remove("PROCGUARD_TOKEN")
+            .env_remove("PROCGUARD_SERVER")
+            .output()
+            .expect("run procguardctl")
+    };
+    let nodes = wait_for(Duration::from_secs(30), || {
+        let out = ctl(&["baselines", "get", HOST]);
+        let b: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let mut nodes: Vec<String> = b["elements"]
+            .as_array()?
             .iter()
-            .all(|p| !port_open(*p))
-            .then_some(()))
-        .is_some(),
-        "a component outlived the quickstart\n{}",
+            .flat_map(|e| {
+                e["provenance"]["nodes"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        (!nodes.is_empty()).then_some(nodes)
+    })
+    .unwrap_or_else(|| panic!("the host's baseline learned nothing\n{}", log()));
+    assert_eq!(nodes, vec![hostname.clone()], "{}", log());
+
+    // A second quickstart, beside it: refused at once, naming the port, touching nothing.
+    let second_data = work.path().join("second");
+    let mut second = Proc::spawn(
+        quickstart(&second_data),
+        work.path().join("second-quickstart.log"),
+    );
+    let refused = wait_for(Duration::from_secs(30), || {
+        second.child.try_wait().ok().flatten()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "a second quickstart did not stop at once: {}",
+            second.log_text()
+        )
+    });
+    let said = second.log_text();
+    assert_eq!(refused.code(), Some(1), "{said}");
+    assert!(
+        said.contains("quickstart: port 8443 is taken (another quickstart or procguard already runs?); stop it first."),
+        "{said}"
+    );
+    assert!(
+        !second_data.exists(),
+        "the refused quickstart made its state directory"
+    );
+    // The first runs on, unharmed: ready, its sensor connected, its listing still printed.
+    let rounds = |text: &str| text.matches(" baselines\n").count();
+    let before = rounds(&quickstart_text(work.path()));
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "the first quickstart stopped\n{}",
         log()
     );
+    assert!(http_ok(9090, "/readyz"), "{}", log());
+    assert_eq!(
+        metric(9091, "procguard_sensor_connected"),
+        Some(1.0),
+        "{}",
+        log()
+    );
+    let printed = wait_for(Duration::from_secs(25), || {
+        (rounds(&quickstart_text(work.path())) > before).then_some(())
+    });
+    assert!(
+        printed.is_some(),
+        "the first quickstart stopped printing\n{}",
+        log()
+    );
+    let listed = ctl(&["baselines", "list"]);
+    assert!(listed.status.success(), "{listed:?}");
+
+    // Ctrl-C, as a terminal sends it: SIGINT to the quickstart's whole process group.
+    let stop = Stop::begin(work.path(), &data, &first);
+    let group = format!("-{}", first.child.id());
+    let sent = Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = wait_for(Duration::from_secs(20), || {
+        first.child.try_wait().ok().flatten()
+    })
+    .unwrap_or_else(|| panic!("the quickstart did not stop on Ctrl-C\n{}", log()));
+    stop.assert_clean(status, &log());
+}
+
+/// `scripts/quickstart` with its state in `data`, as a user's shell runs it: with a user's
+/// environment, in a process group of its own (a terminal's Ctrl-C signals the whole group).
+fn quickstart(data: &Path) -> Command {
+    let mut cmd = Command::new("bash");
+    // A user's shell, not cargo test's environment: the script's own `cargo build` must find
+    // the binaries the suite built up to date rather than rebuild them under other settings.
+    cmd.arg(repo::root().join("scripts/quickstart"))
+        .current_dir(repo::root())
+        .env_clear()
+        .envs(std::env::vars().filter(|(k, _)| {
+            [
+                "PATH",
+                "HOME",
+                "USER",
+                "LANG",
+                "RUSTUP_HOME",
+                "CARGO_HOME",
+                "TMPDIR",
+                // How the suite built them: another setting is another build.
+                "CARGO_INCREMENTAL",
+            ]
+            .contains(&k.as_str())
+        }))
+        .env("PROCGUARD_QUICKSTART_DIR", data)
+        .process_group(0);
+    cmd
+}
+
+/// A stop as it begins: the quickstart's processes, and where its output and the
+/// components' logs ended, so that what the stop logs can be read apart.
+struct Stop {
+    /// Log files and their lengths when the stop began.
+    logs: Vec<(PathBuf, usize)>,
+    /// The quickstart's own children (the server, the sensor, its waits): pid and name.
+    children: Vec<(u32, String)>,
+}
+
+impl Stop {
+    fn begin(work: &Path, data: &Path, quickstart: &Proc) -> Self {
+        let logs = [
+            work.join("quickstart.log"),
+            data.join("server.log"),
+            data.join("sensor.log"),
+        ]
+        .into_iter()
+        .map(|f| {
+            let len = std::fs::read(&f).map(|b| b.len()).unwrap_or(0);
+            (f, len)
+        })
+        .collect();
+        let children = children_of(quickstart.child.id());
+        for name in ["procguard-serve", "procguard-senso"] {
+            assert!(
+                children.iter().any(|(_, n)| n == name),
+                "no {name} among the quickstart's processes: {children:?}"
+            );
+        }
+        Self { logs, children }
+    }
+
+    /// What `file` got after the stop began.
+    fn since(&self, file: &str) -> String {
+        let (path, from) = self
+            .logs
+            .iter()
+            .find(|(p, _)| p.ends_with(file))
+            .expect("a log of the stop");
+        let all = std::fs::read(path).unwrap_or_default();
+        String::from_utf8_lossy(all.get(*from..).unwrap_or_default()).into_owned()
+    }
+
+    /// Exit 0, "stopped" said, both components stopped as on a single signal (each logs its
+    /// graceful end; a second signal would have ended them at once), nothing logged as an
+    /// error after the stop began, no process of the quickstart's left and its ports free.
+    fn assert_clean(&self, status: std::process::ExitStatus, log: &str) {
+        assert_eq!(status.code(), Some(0), "{status:?}\n{log}");
+        let said = self.since("quickstart.log");
+        assert!(said.contains("stopped; state kept in"), "{said}\n{log}");
+        let complaints: Vec<&str> = said
+            .lines()
+            .filter(|l| l.starts_with("quickstart:") || l.starts_with("procguardctl:"))
+            .collect();
+        assert!(complaints.is_empty(), "{complaints:#?}\n{log}");
+        for (file, end) in [
+            ("server.log", "procguard-server stopped."),
+            ("sensor.log", "procguard-sensor stopped."),
+        ] {
+            let logged = self.since(file);
+            assert!(
+                logged.contains(end),
+                "{file} does not end with a graceful stop after the signal:\n{logged}\n{log}"
+            );
+            let errors: Vec<&str> = logged
+                .lines()
+                .filter(|l| l.contains("ERROR") || l.contains("Second signal"))
+                .collect();
+            assert!(errors.is_empty(), "{file}: {errors:#?}\n{log}");
+        }
+        // At once: the quickstart waits for what it stops before it exits.
+        let left: Vec<_> = self
+            .children
+            .iter()
+            .filter(|(pid, _)| Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "processes outlived the quickstart: {left:?}\n{log}"
+        );
+        assert!(
+            wait_for(Duration::from_secs(10), || PORTS
+                .iter()
+                .all(|p| !port_open(*p))
+                .then_some(()))
+            .is_some(),
+            "a port of the quickstart is still open\n{log}"
+        );
+    }
+}
+
+/// The children of `parent`: pid and name (`comm`, at most 15 characters).
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses; it ends at the
+        // last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+        let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+        if ppid == Some(parent) {
+            out.push((pid, comm.to_string()));
+        }
+    }
+    out
 }
 
 fn quickstart_text(work: &Path) -> String {
