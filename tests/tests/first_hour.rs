@@ -1,8 +1,9 @@
 //! The first hour and the first month (issue 16), end to end: what a newcomer's mistakes get
 //! back from the real `procguardctl` against a real server over TLS (a token the server does
 //! not know, a baseline version that does not exist, a server that is not there, a server
-//! whose CA was not given), each message naming the fix; and a sensor's losses logged by the
-//! server when they change, not with every report that repeats them.
+//! whose CA was not given), each message naming the fix; a sensor's losses logged by the
+//! server when they change, not with every report that repeats them; and partial events
+//! counted as coverage, never as blindness.
 
 use procguard_tests::grpc::{self, SensorStream};
 use procguard_tests::in_process::InProcessServer;
@@ -279,4 +280,52 @@ async fn the_server_logs_a_sensors_losses_when_they_change_not_with_every_report
     let logged = losses(&server);
     assert_eq!(logged.len(), 2, "{logged:#?}\n{}", server.proc.log_text());
     assert_eq!(logged[1]["dropped"], 7, "{}", logged[1]);
+}
+
+/// Partial events are coverage, not blindness: a sensor whose events miss a field (their argv,
+/// say) and whose health report counts them raises no sensor-blind incident; the server counts
+/// them in `procguard_server_events_partial_total` and in the baseline's coverage, which
+/// `baselines get` shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_events_are_counted_as_coverage_and_never_open_a_blind_incident() {
+    use procguard_proto::v1 as pb;
+    let grpc::EnforcedStack {
+        work: _work,
+        pki,
+        server,
+        mut sensor,
+        workload: w,
+    } = grpc::EnforcedStack::start().await;
+    let mut evs = sensor.events(&w, &["/app/server"; 7]);
+    for e in &mut evs {
+        let p = e.process.as_mut().unwrap();
+        p.completeness = pb::Completeness::Partial as i32;
+        p.missing = vec!["argv".into()];
+        p.argv.clear();
+    }
+    sensor.send_acked(evs).await.unwrap();
+    sensor.health(0, 7).await.unwrap();
+    // An acknowledged batch after the report: the server has handled the report.
+    let evs = sensor.events(&w, &["/app/server"]);
+    sensor.send_acked(evs).await.unwrap();
+    assert_eq!(
+        metric(server.admin_port, "procguard_server_events_partial_total"),
+        Some(7.0)
+    );
+    let b = ctl_json(
+        &pki,
+        &server,
+        "viewer",
+        &["baselines", "get", "test/shop/deployment/web/main"],
+    )
+    .unwrap();
+    assert_eq!(b["coverage"]["partial_events"], 7, "{b:#}");
+    let list = ctl_json(&pki, &server, "viewer", &["incidents", "list"]).unwrap();
+    let blind: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "sensor-blind")
+        .collect();
+    assert!(blind.is_empty(), "{blind:#?}");
 }
