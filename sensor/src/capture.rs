@@ -45,7 +45,7 @@ use crate::netlink::{
 };
 use crate::origin::{settle_copy_up, CopyUp};
 use crate::procfs::{hash_file, HashCache};
-use crate::tracker::{AtExec, EarlyRead, Observed, Tracker};
+use crate::tracker::{AtExec, EarlyRead, Observed, PathAtExec, Tracker};
 use procguard_core::{Completeness, ProcessEvent};
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -477,6 +477,7 @@ impl Processor {
                     .and_then(|c| c.line(e.cgroup_id));
                 // argv is the kernel's: only the executable is read.
                 let early = self.tracker.read_early_with(e.pid, false);
+                let exe_path = path_at_exec(&e);
                 let facts = AtExec {
                     ppid: e.ppid,
                     uid: e.uid,
@@ -487,6 +488,8 @@ impl Processor {
                     argv_truncated: e.argv_truncated,
                     exe_id: (e.exe_dev, e.exe_ino),
                     exe_nlink: e.exe_nlink,
+                    exe_on_overlay: e.exe_magic == libc::OVERLAYFS_SUPER_MAGIC as u64,
+                    exe_path,
                     exe_name: e.exe_name,
                     cgroup,
                 };
@@ -764,6 +767,31 @@ impl Processor {
         }
         true
     }
+}
+
+/// The executable's path an eBPF exec record holds, when it holds it whole. A pseudo file is
+/// named only when it is a memfd: an unlinked file on shmem whose dentry is named `memfd:NAME`,
+/// which the kernel prints as `/memfd:NAME (deleted)`. Anything else the kernel could not walk
+/// whole (too long, unreachable, another pseudo file) is left to the exe link.
+fn path_at_exec(e: &crate::ebpf::Exec) -> Option<PathAtExec> {
+    let k = &e.exe_path;
+    if k.truncated || k.unreachable {
+        return None;
+    }
+    if k.pseudo {
+        let shmem =
+            e.exe_magic == libc::TMPFS_MAGIC as u64 || e.exe_magic == libc::HUGETLBFS_MAGIC as u64;
+        return (shmem && e.exe_nlink == 0 && k.path.starts_with("/memfd:")).then(|| PathAtExec {
+            path: k.path.clone(),
+            deleted: false,
+            memfd: true,
+        });
+    }
+    Some(PathAtExec {
+        path: k.path.clone(),
+        deleted: k.deleted,
+        memfd: false,
+    })
 }
 
 /// The wall-clock time of a kernel timestamp (the monotonic clock).

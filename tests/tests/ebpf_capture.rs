@@ -150,16 +150,15 @@ fn a_same_named_file_exec_d_at_once_after_does_not_take_the_first_exec_s_path() 
         .filter_map(|e| {
             let (i, want) = marker(e)?;
             let missing = e["missing"].as_array().cloned().unwrap_or_default();
-            (e["exe_path"] != want.display().to_string()
-                || missing.iter().any(|m| m == "exe_path"))
-            .then(|| {
-                format!(
-                    "#{i}: want {}, got {} (missing {:?}): {e}",
-                    want.display(),
-                    e["exe_path"],
-                    missing
-                )
-            })
+            (e["exe_path"] != want.display().to_string() || missing.iter().any(|m| m == "exe_path"))
+                .then(|| {
+                    format!(
+                        "#{i}: want {}, got {} (missing {:?}): {e}",
+                        want.display(),
+                        e["exe_path"],
+                        missing
+                    )
+                })
         })
         .collect();
     assert!(
