@@ -766,6 +766,31 @@ impl Tracker {
         }
     }
 
+    /// [`Tracker::read_early`] for an exec the kernel recorded with its path (eBPF) and that
+    /// is known to have lost its image already (its exit or a later exec came in the same
+    /// batch): `/proc` is not read (it could only fail, or show the later program). With
+    /// fanotify, this exec's record is claimed now, before a later exec's read could take it
+    /// (by the path, else the oldest queued); [`Tracker::with_exec_facts`] keeps it only if
+    /// it is the file the kernel recorded.
+    pub fn read_early_gone(&self, pid: u32, path: &PathAtExec) -> EarlyRead {
+        let claimed = self.exec_watch.as_ref().and_then(|w| {
+            let by_path = (!path.deleted && !path.memfd)
+                .then(|| w.claim_exec(pid, &path.path))
+                .flatten();
+            by_path.or_else(|| w.claim(pid))
+        });
+        EarlyRead {
+            exe: None,
+            claimed,
+            superseded: None,
+            info: ProcInfo {
+                pid,
+                exe_link_gone: true,
+                ..Default::default()
+            },
+        }
+    }
+
     /// Opens `/proc/<pid>/exe` for the hash, unless reading its link already found the
     /// process gone or without an executable ([`ProcInfo::exe_link_gone`]): that open would
     /// fail the same way (in a storm of short processes, most are gone by their read).
@@ -811,7 +836,12 @@ impl Tracker {
                     recorded = ?info.exe_id_at_exec
                 );
                 early.exe = None;
-                early.claimed = None;
+                // What was claimed from fanotify stays this exec's when it is the file exec'd.
+                let info = &early.info;
+                early.claimed = early
+                    .claimed
+                    .take()
+                    .filter(|c| info.is_exec_file_seen_as(&c.key, c.also.as_ref()));
                 let info = &mut early.info;
                 info.superseded = info.exe_link.is_some();
                 info.exe_link = None;
@@ -946,13 +976,15 @@ impl Tracker {
         let mut exe = exe;
         if let Some(w) = &self.exec_watch {
             if info.exe_unseen {
-                // Named by the kernel's record, but `/proc` no longer showed that image:
-                // fanotify's record of this exec (the oldest queued, or the one found before
-                // a later exec's) gives the file to hash, when it is the file the kernel
-                // recorded. A later exec's file is never hashed for this one.
-                let found = match superseded {
-                    Some((f, file)) => Some((f.key, f.mount, f.also, file)),
-                    None => w.claim(pid).map(|c| (c.key, c.mount, c.also, c.file)),
+                // Named by the kernel's record, but `/proc` no longer showed that image (or
+                // was not asked): fanotify's record of this exec (claimed at the early read,
+                // or found before a later exec's, or the oldest queued) gives the file to
+                // hash, when it is the file the kernel recorded. A later exec's file is never
+                // hashed for this one.
+                let found = match (early_claim, superseded) {
+                    (Some(c), _) => Some((c.key, c.mount, c.also, c.file)),
+                    (None, Some((f, file))) => Some((f.key, f.mount, f.also, file)),
+                    (None, None) => w.claim(pid).map(|c| (c.key, c.mount, c.also, c.file)),
                 };
                 if let Some((key, mount, also, file)) =
                     found.filter(|(key, _, also, _)| info.is_exec_file_seen_as(key, also.as_ref()))
