@@ -1533,6 +1533,75 @@ mod tests {
     /// gone (`ENOENT`), never when the link merely cannot be printed: a binary at a path
     /// longer than PATH_MAX (the kernel refuses its link with `ENAMETOOLONG`) is still opened
     /// for its hash. Once the process is gone, nothing is opened.
+    /// The kernel's record of the exec names the executable; `/proc`, read after it, counts
+    /// only when it shows that very link and file. Here a live `sleep` stands for `/proc`'s
+    /// view, and the kernel's record says what was exec'd.
+    #[test]
+    fn the_kernels_path_stands_over_a_later_read_of_a_same_named_file() {
+        use std::os::unix::fs::MetadataExt;
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let exe = std::fs::canonicalize("/bin/sleep").unwrap();
+        let exe = exe.to_str().unwrap().to_string();
+        let meta = std::fs::metadata(&exe).unwrap();
+        let facts = |path: &str, ino: u64| AtExec {
+            ppid: std::process::id(),
+            uid: 0,
+            gid: 0,
+            start_boottime_ns: 0,
+            comm: "sleep".into(),
+            argv: vec!["sleep".into(), "30".into()],
+            argv_truncated: false,
+            exe_id: (meta.dev(), ino),
+            exe_nlink: 1,
+            exe_name: "sleep".into(),
+            exe_on_overlay: false,
+            exe_path: Some(PathAtExec {
+                path: path.into(),
+                deleted: false,
+                memfd: false,
+            }),
+            cgroup: None,
+        };
+        let mut t = Tracker::new(ProcReader::new("/proc"), "n1", "c");
+        // `/proc` shows this exec's image: its opened file is kept for the hash.
+        let early = t.with_exec_facts(t.read_early_with(pid, false), facts(&exe, meta.ino()));
+        assert!(
+            early.info.seen_alive() && early.exe.is_some(),
+            "{:?}",
+            early.info
+        );
+        let ob = t.on_exec_read(early).expect("an event");
+        assert_eq!(ob.event.exe_path, exe);
+        assert!(ob.exe.is_some());
+        // The kernel exec'd a same-named file elsewhere, and the process exec'd `sleep` before
+        // the read: the kernel's path, and nothing of the file `/proc` showed.
+        let early = t.with_exec_facts(
+            t.read_early_with(pid, false),
+            facts("/dev/shm/x/sleep", meta.ino() + 1),
+        );
+        assert!(!early.info.seen_alive() && early.exe.is_none());
+        let ob = t.on_exec_read(early).expect("an event");
+        assert_eq!(ob.event.exe_path, "/dev/shm/x/sleep");
+        assert!(ob.exe.is_none(), "never a later program's file to hash");
+        assert!(!ob.event.missing.iter().any(|m| m == "exe_path"));
+        // The same link, but another file than the one exec'd: not this exec's either.
+        let early = t.with_exec_facts(t.read_early_with(pid, false), facts(&exe, meta.ino() + 1));
+        assert!(!early.info.seen_alive() && early.exe.is_none());
+        // No path recorded whole: the link read later names it, and the event says so.
+        let mut f = facts(&exe, meta.ino());
+        f.exe_path = None;
+        let early = t.with_exec_facts(t.read_early_with(pid, false), f);
+        let ob = t.on_exec_read(early).expect("an event");
+        assert_eq!(ob.event.exe_path, exe);
+        assert!(ob.event.missing.iter().any(|m| m == MISSING_EXE_READ_LATE));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     #[test]
     fn an_executable_whose_link_cannot_be_printed_is_still_opened() {
         use nix::fcntl::{open, openat, OFlag};

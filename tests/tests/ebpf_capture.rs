@@ -1,7 +1,8 @@
 //! What only the eBPF backend promises, against the real kernel with the real sensor binary:
 //! names a process chooses (argv[0], its file's name) never decide what ran or where; an
 //! exec's executable is the file the kernel executed at that exec, even when the process
-//! exec'd a same-named file elsewhere before the sensor looked; a ring
+//! exec'd a same-named file elsewhere before the sensor looked (and a path too deep for the
+//! kernel side to record whole is read late and said so); a ring
 //! buffer too small for a storm counts every record it loses, never silently; `--capture auto`
 //! without the privileges to load BPF falls back to the proc connector with one line saying
 //! why, and `--capture ebpf` refuses to start.
@@ -168,6 +169,33 @@ fn a_same_named_file_exec_d_at_once_after_does_not_take_the_first_exec_s_path() 
         all.len(),
         wrong.join("\n")
     );
+}
+
+/// A path deeper than the kernel side walks (64 names and mounts) is flagged as cut there and
+/// never sent as if whole: the exe link read later names it, and the event says so.
+#[test]
+fn a_path_deeper_than_the_kernel_side_walks_is_read_late_and_says_so() {
+    if !Backend::Ebpf.require() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut dir = work.path().to_path_buf();
+    for _ in 0..70 {
+        dir.push("d");
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("deep");
+    std::fs::copy("/bin/sleep", &exe).unwrap();
+    let sensor = JsonlSensor::start(work.path(), "deep-node", &Backend::Ebpf.args(&[]));
+    // Alive at the sensor's read, so that the link can name it.
+    let mut child = Command::new(&exe).arg("1.5").spawn().unwrap();
+    let e = sensor.wait_event(Duration::from_secs(10), "the deep exec", |e| {
+        argv_has(e, "1.5") && e["argv"][0] == exe.display().to_string()
+    });
+    assert!(child.wait().unwrap().success());
+    assert_eq!(e["exe_path"], exe.display().to_string(), "{e}");
+    let missing = e["missing"].as_array().cloned().unwrap_or_default();
+    assert!(missing.iter().any(|m| m == "late:exe_path"), "{e}");
 }
 
 #[test]
