@@ -819,13 +819,10 @@ impl Tracker {
             let opened = info.exe_opened[0].map(|o| o.key);
             let same_file =
                 opened.is_none_or(|k| info.is_exec_file_seen_as(&k, info.exe_opened[1].as_ref()));
-            // A file reached through a mount detached from every namespace (the runtime
-            // re-executing a bind mount of itself it unmounted) has no path from the root: the
-            // kernel prints "/", which the walk cannot tell. The very file exec'd, so that print
-            // stands (the event names it from its parent's file).
-            let unreachable = info.exe_link.as_deref() == Some("/") && opened.is_some();
-            let seen = same_file
-                && (unreachable || info.exe_link.as_deref() == Some(at_exec.link().as_str()));
+            // (A file reached through a mount detached from every namespace, as the runtime
+            // re-executes a bind mount of itself it unmounted, walks to "/" as d_path prints
+            // it; the same file exec'd before that through its real path is not "/".)
+            let seen = same_file && info.exe_link.as_deref() == Some(at_exec.link().as_str());
             if !seen {
                 tracing::debug!(
                     message = "The exe link read after the exec is not this exec's image.",
@@ -849,11 +846,7 @@ impl Tracker {
                 info.exe_id = None;
             }
             let info = &mut early.info;
-            info.exe = Some(if seen && unreachable {
-                "/".to_string()
-            } else {
-                at_exec.path
-            });
+            info.exe = Some(at_exec.path);
             info.exe_deleted = at_exec.deleted;
             info.exe_memfd = at_exec.memfd;
             info.exe_deleted_unknown = false;
