@@ -122,6 +122,7 @@ echo "{\"phase\":\"storm\",\"shape\":\"$SHAPE\",\"driver\":$(cat "$OUT/storm.dri
 
 # Burst: as fast as the workers can spawn; RSS sampled throughout.
 s0=$(ticks $SPID); f0=$(ticks $FPID); t0=$(date +%s.%N)
+[ -n "${SECOND:-}" ] && p0=$(ticks $PPID2)
 "$DRIVER" run --truth "$OUT/burst.truth" --burst "$BURST" --shape "$SHAPE" 2>"$OUT/burst.driver.json" &
 DPID=$!
 max=0
@@ -129,7 +130,11 @@ while kill -0 $DPID 2>/dev/null; do r=$(rss_kb $SPID); [ "$r" -gt "$max" ] && ma
 wait $DPID
 t1=$(date +%s.%N); secs=$(echo "$t1 - $t0" | bc)
 scpu=$(cpu_pct $SPID $s0 $secs); fcpu=$(cpu_pct $FPID $f0 $secs)
+[ -n "${SECOND:-}" ] && pcpu=$(cpu_pct $PPID2 $p0 $secs)
 for _ in $(seq 20); do r=$(rss_kb $SPID); [ "$r" -gt "$max" ] && max=$r; sleep 0.25; done
+if [ -n "${SECOND:-}" ]; then
+  echo "{\"phase\":\"burst-$SECOND\",\"sensor_cpu_pct\":$pcpu,\"first_sensor_cpu_pct\":$scpu,\"score\":$("$DRIVER" score --truth "$OUT/burst.truth" --events "$OUT/events-$SECOND.jsonl")}"
+fi
 echo "{\"phase\":\"burst\",\"driver\":$(cat "$OUT/burst.driver.json"),\"seconds\":$secs,\"sensor_cpu_pct\":$scpu,\"forkstat_cpu_pct\":$fcpu,\"sensor_rss_max_kb\":$max,\"sensor_hwm_kb\":$(hwm_kb $SPID),\"score\":$("$DRIVER" score --truth "$OUT/burst.truth" --events "$OUT/events.jsonl" --forkstat "$OUT/forkstat.txt")}"
 scrape() { exec 3<>"/dev/tcp/127.0.0.1/$PORT"; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3; exec 3<&-; }
 echo "sensor metrics (losses): $(scrape | grep -E 'capture_backend|ebpf_ring_losses|queue_drops|kernel_losses|sequence_gaps|resyncs|fanotify|events_seen|events_partial|late_forks|exec_lost' | grep -v '^#' | tr '\n' ' ')"

@@ -29,7 +29,9 @@ typedef struct {
 	u32 val;
 } kgid_t;
 
+/* The kernel nests `len` in an anonymous struct of an anonymous union (with the hash). */
 struct qstr {
+	u32 len;
 	const unsigned char *name;
 };
 
@@ -44,11 +46,37 @@ struct inode {
 	unsigned int i_nlink;
 };
 
+struct dentry;
+
+struct dentry_operations {
+	char *(*d_dname)(struct dentry *, char *, int);
+};
+
+struct hlist_bl_node {
+	struct hlist_bl_node *next, **pprev;
+};
+
 struct dentry {
+	struct dentry *d_parent;
 	struct qstr d_name;
+	struct hlist_bl_node d_hash;
+	const struct dentry_operations *d_op;
+};
+
+struct vfsmount {
+	struct dentry *mnt_root;
+};
+
+/* The mount a `struct vfsmount` is embedded in (fs/mount.h): its parent mount and the dentry
+ * it is mounted on. */
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
 };
 
 struct path {
+	struct vfsmount *mnt;
 	struct dentry *dentry;
 };
 

@@ -45,7 +45,7 @@ use crate::netlink::{
 };
 use crate::origin::{settle_copy_up, CopyUp};
 use crate::procfs::{hash_file, HashCache};
-use crate::tracker::{AtExec, EarlyRead, Observed, Tracker};
+use crate::tracker::{AtExec, EarlyRead, Observed, PathAtExec, Tracker};
 use procguard_core::{Completeness, ProcessEvent};
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -431,7 +431,26 @@ impl Processor {
                 );
             }
             let busy = !records.is_empty();
-            let round: Vec<Round> = records.drain(..).map(|r| self.ebpf_round(r)).collect();
+            // Where each process's last exit or exec in this batch is: an exec followed by
+            // either had lost its image before this read (the kernel's own order says so), so
+            // `/proc` is not asked for it.
+            let mut last = HashMap::with_capacity(records.len());
+            for (i, r) in records.iter().enumerate() {
+                match r {
+                    crate::ebpf::Record::Exit { pid, .. } => last.insert(*pid, i),
+                    crate::ebpf::Record::Exec(e) => last.insert(e.pid, i),
+                    crate::ebpf::Record::Fork { .. } => None,
+                };
+            }
+            let round: Vec<Round> = records
+                .drain(..)
+                .enumerate()
+                .map(|(i, r)| {
+                    let gone = matches!(&r, crate::ebpf::Record::Exec(e)
+                        if last.get(&e.pid).is_some_and(|&l| l > i));
+                    self.ebpf_round(r, gone)
+                })
+                .collect();
             if !self.play(round, u64::MAX, lost > 0) {
                 return;
             }
@@ -444,8 +463,11 @@ impl Processor {
     }
 
     /// One eBPF record as the round's event: an exec is read at once (the executable, for
-    /// its hash and origin) and carries the kernel's own record of it ([`AtExec`]).
-    fn ebpf_round(&mut self, r: crate::ebpf::Record) -> Round {
+    /// its hash and origin) and carries the kernel's own record of it ([`AtExec`]). `gone`:
+    /// the same batch holds the process's exit or a later exec, so `/proc` can no longer show
+    /// this exec's image; with the kernel's path in hand it is not read
+    /// ([`Tracker::read_early_gone`]).
+    fn ebpf_round(&mut self, r: crate::ebpf::Record, gone: bool) -> Round {
         use crate::ebpf::Record;
         let at = |timestamp_ns, event| Stamped {
             cpu: 0,
@@ -476,7 +498,11 @@ impl Processor {
                     .and_then(|s| s.cgroups.as_mut())
                     .and_then(|c| c.line(e.cgroup_id));
                 // argv is the kernel's: only the executable is read.
-                let early = self.tracker.read_early_with(e.pid, false);
+                let exe_path = path_at_exec(&e);
+                let early = match &exe_path {
+                    Some(path) if gone => self.tracker.read_early_gone(e.pid, path),
+                    _ => self.tracker.read_early_with(e.pid, false),
+                };
                 let facts = AtExec {
                     ppid: e.ppid,
                     uid: e.uid,
@@ -487,6 +513,8 @@ impl Processor {
                     argv_truncated: e.argv_truncated,
                     exe_id: (e.exe_dev, e.exe_ino),
                     exe_nlink: e.exe_nlink,
+                    exe_on_overlay: e.exe_magic == libc::OVERLAYFS_SUPER_MAGIC as u64,
+                    exe_path,
                     exe_name: e.exe_name,
                     cgroup,
                 };
@@ -764,6 +792,31 @@ impl Processor {
         }
         true
     }
+}
+
+/// The executable's path an eBPF exec record holds, when it holds it whole. A pseudo file is
+/// named only when it is a memfd: an unlinked file on shmem whose dentry is named `memfd:NAME`,
+/// which the kernel prints as `/memfd:NAME (deleted)`. Anything else the kernel could not walk
+/// whole (too long, unreachable, another pseudo file) is left to the exe link.
+fn path_at_exec(e: &crate::ebpf::Exec) -> Option<PathAtExec> {
+    let k = &e.exe_path;
+    if k.truncated || k.unreachable {
+        return None;
+    }
+    if k.pseudo {
+        let shmem =
+            e.exe_magic == libc::TMPFS_MAGIC as u64 || e.exe_magic == libc::HUGETLBFS_MAGIC as u64;
+        return (shmem && e.exe_nlink == 0 && k.path.starts_with("/memfd:")).then(|| PathAtExec {
+            path: k.path.clone(),
+            deleted: false,
+            memfd: true,
+        });
+    }
+    Some(PathAtExec {
+        path: k.path.clone(),
+        deleted: k.deleted,
+        memfd: false,
+    })
 }
 
 /// The wall-clock time of a kernel timestamp (the monotonic clock).

@@ -5,8 +5,8 @@
 //! in the binary); this module loads it with aya, attaches its three `tp_btf` programs, and
 //! turns the ring buffer's records into [`Record`]s. An exec record carries what the proc
 //! connector cannot: argv (bounded, truncation flagged), the cgroup ID, the real IDs, the
-//! parent, the start time, the name as invoked and the executed file's identity, all read in
-//! the exec'ing task before it can exit.
+//! parent, the start time, the name as invoked and the executed file's identity and path
+//! ([`ExePath`]), all read in the exec'ing task before it can exit or exec again.
 //!
 //! Loss is never silent: a record the ring buffer had no room for is counted by the kernel
 //! side in a per-CPU map, which [`Capture::take_losses`] reads.
@@ -32,8 +32,8 @@ pub const BUILT: bool = cfg!(procguard_ebpf);
 /// The compiled kernel side (empty when [`BUILT`] is false).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exec.bpf.o"));
 
-/// Ring buffer size when not overridden. An exec record is 616 bytes plus its argv (a few
-/// dozen bytes usually, 64 KiB at most): about 1,600 ordinary execs, over a second of a
+/// Ring buffer size when not overridden. An exec record is 624 bytes plus its executable's
+/// path and its argv (a few dozen bytes each usually, 4 KiB and 64 KiB at most): about 1,600 ordinary execs, over a second of a
 /// 1,000 execs/s storm while the reader is descheduled (it drains every 10 ms). Past it
 /// records are counted lost. Its pages are mapped into the sensor (twice, for wrap-around), so
 /// it is most of what eBPF adds to the sensor's RSS: 8 MiB cost 16 MiB (docs/BENCHMARKS.md).
@@ -48,9 +48,13 @@ const KIND_FORK: u32 = 2;
 const KIND_EXIT: u32 = 3;
 const FLAG_ARGV_TRUNCATED: u32 = 1;
 const FLAG_FILENAME_TRUNCATED: u32 = 2;
-/// `sizeof(struct exec_record)` (argv follows it) and `sizeof(struct task_record)` in
-/// exec.bpf.c.
-const EXEC_RECORD: usize = 616;
+const FLAG_PATH_TRUNCATED: u32 = 4;
+const FLAG_PATH_DELETED: u32 = 8;
+const FLAG_PATH_PSEUDO: u32 = 16;
+const FLAG_PATH_UNREACHABLE: u32 = 32;
+/// `sizeof(struct exec_record)` (the path, then argv, follow it) and `sizeof(struct
+/// task_record)` in exec.bpf.c.
+const EXEC_RECORD: usize = 624;
 const TASK_RECORD: usize = 40;
 const NAME_BYTES: usize = 256;
 
@@ -161,6 +165,28 @@ pub struct Exec {
     pub argv: Vec<String>,
     /// argv was cut (by the kernel side's bound or the parser's).
     pub argv_truncated: bool,
+    /// The executed file's path as the kernel walked it at the exec.
+    pub exe_path: ExePath,
+}
+
+/// The executed file's path as the kernel side walked it at the exec, from the exec's own
+/// open file (`bprm->file`) up through its dentries and mounts to the mount namespace's root:
+/// what `/proc/<pid>/exe` showed a reader in that root (the sensor on the host) at that
+/// moment, with d_path's marker as a flag rather than text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExePath {
+    /// The path walked (for a pseudo file, `/` and its own name). Never to be taken as the
+    /// path when `truncated`.
+    pub path: String,
+    /// Longer than the kernel side records (4 KiB, 64 names and mount crossings), or the walk
+    /// failed: `path` is not the path.
+    pub truncated: bool,
+    /// The file was unlinked when exec'd (d_path would append " (deleted)").
+    pub deleted: bool,
+    /// A pseudo file the kernel names itself (a memfd): `path` is `/` and its dentry's name.
+    pub pseudo: bool,
+    /// The walk met a dentry below its mount's root that is its own parent; d_path prints "/".
+    pub unreachable: bool,
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -203,9 +229,12 @@ pub fn parse(b: &[u8]) -> Option<Record> {
         }
         KIND_EXEC if b.len() >= EXEC_RECORD => {
             let flags = u32_at(b, 4);
-            let argv_len = (u32_at(b, 76) as usize).min(b.len() - EXEC_RECORD);
+            let var = &b[EXEC_RECORD..];
+            let path_len = (u32_at(b, 616) as usize).min(var.len());
+            let (path, var) = var.split_at(path_len);
+            let argv_len = (u32_at(b, 76) as usize).min(var.len());
             let mut parser = CmdlineParser::default();
-            parser.feed(&b[EXEC_RECORD..EXEC_RECORD + argv_len]);
+            parser.feed(&var[..argv_len]);
             let (argv, cut) = parser.finish();
             Some(Record::Exec(Box::new(Exec {
                 pid: u32_at(b, 12),
@@ -225,6 +254,14 @@ pub fn parse(b: &[u8]) -> Option<Record> {
                 filename_truncated: flags & FLAG_FILENAME_TRUNCATED != 0,
                 argv,
                 argv_truncated: cut || flags & FLAG_ARGV_TRUNCATED != 0,
+                exe_path: ExePath {
+                    path: String::from_utf8_lossy(path).into_owned(),
+                    // An empty path is no path (the kernel side writes at least "/").
+                    truncated: flags & FLAG_PATH_TRUNCATED != 0 || path.is_empty(),
+                    deleted: flags & FLAG_PATH_DELETED != 0,
+                    pseudo: flags & FLAG_PATH_PSEUDO != 0,
+                    unreachable: flags & FLAG_PATH_UNREACHABLE != 0,
+                },
             })))
         }
         _ => None,
@@ -480,7 +517,11 @@ mod tests {
     use super::*;
 
     fn exec_record(argv: &[u8], argv_len: u32, flags: u32) -> Vec<u8> {
-        let mut b = vec![0u8; EXEC_RECORD + argv.len()];
+        exec_record_with_path(b"", argv, argv_len, flags)
+    }
+
+    fn exec_record_with_path(path: &[u8], argv: &[u8], argv_len: u32, flags: u32) -> Vec<u8> {
+        let mut b = vec![0u8; EXEC_RECORD + path.len() + argv.len()];
         b[0..4].copy_from_slice(&KIND_EXEC.to_ne_bytes());
         b[4..8].copy_from_slice(&flags.to_ne_bytes());
         b[12..16].copy_from_slice(&42u32.to_ne_bytes());
@@ -490,8 +531,40 @@ mod tests {
         b[40..48].copy_from_slice(&1234u64.to_ne_bytes());
         b[76..80].copy_from_slice(&argv_len.to_ne_bytes());
         b[88..92].copy_from_slice(b"sh\0\0");
-        b[EXEC_RECORD..].copy_from_slice(argv);
+        b[616..620].copy_from_slice(&(path.len() as u32).to_ne_bytes());
+        b[EXEC_RECORD..EXEC_RECORD + path.len()].copy_from_slice(path);
+        b[EXEC_RECORD + path.len()..].copy_from_slice(argv);
         b
+    }
+
+    #[test]
+    fn the_executables_path_is_read_before_argv_with_its_flags() {
+        let r = exec_record_with_path(b"/tmp/x (deleted)", b"x\0-c\0", 5, FLAG_PATH_DELETED);
+        let Some(Record::Exec(e)) = parse(&r) else {
+            panic!("an exec");
+        };
+        // A file named so and deleted: the flag says deleted, the name stays as it is.
+        assert_eq!(e.exe_path.path, "/tmp/x (deleted)");
+        assert!(e.exe_path.deleted && !e.exe_path.truncated && !e.exe_path.pseudo);
+        assert_eq!(e.argv, ["x", "-c"]);
+        // No path at all is never a path; a truncated one is flagged.
+        let Some(Record::Exec(e)) = parse(&exec_record(b"x\0", 2, 0)) else {
+            panic!("an exec");
+        };
+        assert!(e.exe_path.truncated);
+        let Some(Record::Exec(e)) =
+            parse(&exec_record_with_path(b"/a/b", b"", 0, FLAG_PATH_TRUNCATED))
+        else {
+            panic!("an exec");
+        };
+        assert!(e.exe_path.truncated);
+        // A path length past the record is bounded by it.
+        let mut r = exec_record_with_path(b"/a", b"", 0, 0);
+        r[616..620].copy_from_slice(&u32::MAX.to_ne_bytes());
+        let Some(Record::Exec(e)) = parse(&r) else {
+            panic!("an exec");
+        };
+        assert_eq!((e.exe_path.path.as_str(), e.argv.len()), ("/a", 0));
     }
 
     #[test]

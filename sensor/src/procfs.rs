@@ -76,6 +76,43 @@ pub struct ProcInfo {
     pub at_exec: bool,
     /// Likewise the cgroup (resolved from the cgroup ID the kernel recorded at exec).
     pub cgroup_at_exec: bool,
+    /// The executable's path (and its deleted or memfd flag) is the kernel's record of the
+    /// exec itself (eBPF capture), not the exe link read after it.
+    pub exe_at_exec: bool,
+    /// With [`ProcInfo::exe_at_exec`]: `/proc` did not show this exec's image when it was read
+    /// (the process was gone, or ran a later program, or the ID was reused), so nothing read
+    /// there about the executable is this exec's, and the process counts as not alive.
+    pub exe_unseen: bool,
+    /// The kernel recorded the exec but not its executable's path whole (truncated, or a
+    /// pseudo file it could not name): the path is the exe link read after the exec.
+    pub exe_read_late: bool,
+    /// The executed file as the kernel recorded it at the exec: (device, unless the file is on
+    /// overlayfs, whose `stat` may report a layer's device; inode). What a file opened later
+    /// must match to be taken for it ([`ProcInfo::is_exec_file`]).
+    pub exe_id_at_exec: Option<(Option<u64>, u64)>,
+}
+
+impl ProcInfo {
+    /// Whether the file with cache key `key` (as its `statx` read it) is the one the kernel
+    /// recorded at the exec; true when no record was made.
+    pub fn is_exec_file(&self, key: &FileKey) -> bool {
+        match self.exe_id_at_exec {
+            None => true,
+            Some((dev, ino)) => key.1 == ino && dev.is_none_or(|d| d == key.0),
+        }
+    }
+
+    /// [`ProcInfo::is_exec_file`] for a file seen in one or two views (a layered root's
+    /// file as fanotify reports it: the layer's file, then the overlay's, whose inode numbers
+    /// differ once the file was copied up).
+    pub fn is_exec_file_seen_as(&self, key: &FileKey, also: Option<&Opened>) -> bool {
+        self.is_exec_file(key) || also.is_some_and(|a| self.is_exec_file(&a.key))
+    }
+
+    /// Whether `/proc` showed this exec's process (running its image) when it was read.
+    pub fn seen_alive(&self) -> bool {
+        self.exe.is_some() && !self.exe_unseen
+    }
 }
 
 /// Splits a raw cmdline into bounded argv.

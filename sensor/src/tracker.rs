@@ -19,6 +19,10 @@ use procguard_core::{
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// In `missing`: the executable's path is the exe link read after the exec, where the kernel's
+/// record of the exec did not hold it whole (see [`AtExec::exe_path`]).
+pub const MISSING_EXE_READ_LATE: &str = "late:exe_path";
+
 /// Most processes tracked; past it the oldest-inserted entries of exited processes are
 /// forgotten first (a fork bomb cannot grow the table without bound).
 pub const MAX_TRACKED: usize = 131_072;
@@ -125,9 +129,39 @@ pub struct AtExec {
     pub exe_nlink: u32,
     /// The executed file's own name (its dentry's at the exec); empty when not recorded.
     pub exe_name: String,
+    /// The executed file is on overlayfs (whose `stat` may report a layer's device rather
+    /// than the one recorded here: only the inode is compared).
+    pub exe_on_overlay: bool,
+    /// The executed file's path as the kernel recorded it at the exec; `None` when it could
+    /// not record it whole (too long, or a pseudo file it could not name): the exe link read
+    /// after the exec names it then, and the event says so (`late:exe_path` in `missing`).
+    pub exe_path: Option<PathAtExec>,
     /// Its cgroup at exec, as the `0::` line `/proc/<pid>/cgroup` shows this sensor; `None`
     /// when the cgroup ID could not be resolved (then `/proc` is read as without it).
     pub cgroup: Option<String>,
+}
+
+/// The executed file's path as the kernel recorded it at the exec: what `/proc/<pid>/exe`
+/// showed then, with the deleted marker as a fact rather than text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathAtExec {
+    /// The path (for a memfd, `/memfd:NAME`).
+    pub path: String,
+    /// Unlinked at the exec.
+    pub deleted: bool,
+    /// A memfd.
+    pub memfd: bool,
+}
+
+impl PathAtExec {
+    /// The exe link the kernel printed for this file at the exec.
+    fn link(&self) -> String {
+        if self.deleted || self.memfd {
+            format!("{}{}", self.path, crate::procfs::DELETED_MARK)
+        } else {
+            self.path.clone()
+        }
+    }
 }
 
 /// A process event with its executable held open, so it can be hashed after the process is
@@ -166,7 +200,7 @@ fn forget_if_exited(info: &mut ProcInfo) {
         return;
     }
     // The kernel's record of the exec itself (eBPF) is the exec's own, whatever came after.
-    if info.exe.is_none() {
+    if !info.seen_alive() {
         if !info.cgroup_at_exec {
             info.cgroup = None;
         }
@@ -732,6 +766,31 @@ impl Tracker {
         }
     }
 
+    /// [`Tracker::read_early`] for an exec the kernel recorded with its path (eBPF) and that
+    /// is known to have lost its image already (its exit or a later exec came in the same
+    /// batch): `/proc` is not read (it could only fail, or show the later program). With
+    /// fanotify, this exec's record is claimed now, before a later exec's read could take it
+    /// (by the path, else the oldest queued); [`Tracker::with_exec_facts`] keeps it only if
+    /// it is the file the kernel recorded.
+    pub fn read_early_gone(&self, pid: u32, path: &PathAtExec) -> EarlyRead {
+        let claimed = self.exec_watch.as_ref().and_then(|w| {
+            let by_path = (!path.deleted && !path.memfd)
+                .then(|| w.claim_exec(pid, &path.path))
+                .flatten();
+            by_path.or_else(|| w.claim(pid))
+        });
+        EarlyRead {
+            exe: None,
+            claimed,
+            superseded: None,
+            info: ProcInfo {
+                pid,
+                exe_link_gone: true,
+                ..Default::default()
+            },
+        }
+    }
+
     /// Opens `/proc/<pid>/exe` for the hash, unless reading its link already found the
     /// process gone or without an executable ([`ProcInfo::exe_link_gone`]): that open would
     /// fail the same way (in a storm of short processes, most are gone by their read).
@@ -745,11 +804,63 @@ impl Tracker {
     /// Adds what the kernel recorded at the exec to what `/proc` showed: those facts are the
     /// exec's own and stand over the read ([`AtExec`]).
     pub fn with_exec_facts(&self, mut early: EarlyRead, facts: AtExec) -> EarlyRead {
-        // `/proc` was read after the exec. If it names a file other than the one the kernel
-        // exec'd (by the file's own name), the process exec'd again meanwhile, or it was
-        // renamed: nothing of that read is this exec's executable. It is left unread, and
-        // fanotify's record of the exec (when there is one) names it.
-        if !facts.exe_name.is_empty()
+        early.info.exe_id_at_exec = Some((
+            (!facts.exe_on_overlay).then_some(facts.exe_id.0),
+            facts.exe_id.1,
+        ));
+        if let Some(at_exec) = facts.exe_path {
+            // The path is the kernel's. `/proc` was read after the exec: it shows this exec's
+            // image only if it prints the very link the kernel would have printed then, and
+            // the file it opened (if any) is the one exec'd. Otherwise the process exec'd
+            // again, exited, or its ID was reused: nothing of that read is this exec's
+            // executable, and fanotify's record of the exec, when it is the file the kernel
+            // recorded, is what is hashed.
+            let info = &early.info;
+            let opened = info.exe_opened[0].map(|o| o.key);
+            let same_file =
+                opened.is_none_or(|k| info.is_exec_file_seen_as(&k, info.exe_opened[1].as_ref()));
+            // (A file reached through a mount detached from every namespace, as the runtime
+            // re-executes a bind mount of itself it unmounted, walks to "/" as d_path prints
+            // it; the same file exec'd before that through its real path is not "/".)
+            let seen = same_file && info.exe_link.as_deref() == Some(at_exec.link().as_str());
+            if !seen {
+                tracing::debug!(
+                    message = "The exe link read after the exec is not this exec's image.",
+                    pid = info.pid,
+                    link = ?info.exe_link,
+                    at_exec = %at_exec.path,
+                    opened = ?opened,
+                    recorded = ?info.exe_id_at_exec
+                );
+                early.exe = None;
+                // What was claimed from fanotify stays this exec's when it is the file exec'd.
+                let info = &early.info;
+                early.claimed = early
+                    .claimed
+                    .take()
+                    .filter(|c| info.is_exec_file_seen_as(&c.key, c.also.as_ref()));
+                let info = &mut early.info;
+                info.superseded = info.exe_link.is_some();
+                info.exe_link = None;
+                info.exe_opened = [None, None];
+                info.exe_id = None;
+            }
+            let info = &mut early.info;
+            info.exe = Some(at_exec.path);
+            info.exe_deleted = at_exec.deleted;
+            info.exe_memfd = at_exec.memfd;
+            info.exe_deleted_unknown = false;
+            info.exe_at_exec = true;
+            info.exe_unseen = !seen;
+        } else {
+            early.info.exe_read_late = true;
+        }
+        // Without the kernel's path, `/proc` was read after the exec. If it names a file other
+        // than the one the kernel exec'd (by the file's own name), the process exec'd again
+        // meanwhile, or it was renamed: nothing of that read is this exec's executable. It is
+        // left unread, and fanotify's record of the exec (when there is one) names it.
+        if !early.info.exe_at_exec
+            && !facts.exe_name.is_empty()
             && early
                 .info
                 .exe_link
@@ -773,7 +884,7 @@ impl Tracker {
         // removed or replaced after the exec (the read comes after the batch's delay). What
         // ran was not a deleted file; the file's own facts decide its origin.
         info.linked_at_exec = facts.exe_nlink > 0;
-        if info.exe_deleted && info.linked_at_exec {
+        if info.exe_deleted && info.linked_at_exec && !info.exe_at_exec {
             info.exe_deleted = false;
         }
         info.at_exec = true;
@@ -851,20 +962,41 @@ impl Tracker {
             _ => self.reader.read_status(&mut info),
         }
         forget_if_exited(&mut info);
-        let alive = info.exe.is_some();
+        let alive = info.seen_alive();
         let mut exe_key = None;
         let mut hint = lineage;
         let mut claimed = None;
         let mut exe = exe;
         if let Some(w) = &self.exec_watch {
-            if info.exe.is_some() {
+            if info.exe_unseen {
+                // Named by the kernel's record, but `/proc` no longer showed that image (or
+                // was not asked): fanotify's record of this exec (claimed at the early read,
+                // or found before a later exec's, or the oldest queued) gives the file to
+                // hash, when it is the file the kernel recorded. A later exec's file is never
+                // hashed for this one.
+                let found = match (early_claim, superseded) {
+                    (Some(c), _) => Some((c.key, c.mount, c.also, c.file)),
+                    (None, Some((f, file))) => Some((f.key, f.mount, f.also, file)),
+                    (None, None) => w.claim(pid).map(|c| (c.key, c.mount, c.also, c.file)),
+                };
+                if let Some((key, mount, also, file)) =
+                    found.filter(|(key, _, also, _)| info.is_exec_file_seen_as(key, also.as_ref()))
+                {
+                    exe_key = Some(key);
+                    exe = file;
+                    info.exe_id = Some((key.0, key.1));
+                    info.exe_opened = [Some(Opened { key, mount }), also];
+                    claimed = mount;
+                }
+            } else if info.exe.is_some() {
                 if let Some(c) = early_claim {
                     exe_key = Some(c.key);
                     exe = c.file;
                     claimed = c.mount;
                 } else if let Some(c) = w.claim(pid) {
-                    // Exited between the link and the open: the kernel's open file serves.
-                    if exe.is_none() {
+                    // Exited between the link and the open: the kernel's open file serves
+                    // (when it is the file the kernel recorded at the exec, if it did).
+                    if exe.is_none() && info.is_exec_file_seen_as(&c.key, c.also.as_ref()) {
                         exe_key = Some(c.key);
                         exe = c.file;
                         info.exe_opened = [
@@ -938,7 +1070,7 @@ impl Tracker {
 
     /// Builds the event for an already-read process (without its hash).
     pub fn event_from(&mut self, info: ProcInfo) -> Option<ProcessEvent> {
-        let alive = info.exe.is_some();
+        let alive = info.seen_alive();
         self.event_with(info, None, alive).0
     }
 
@@ -1055,7 +1187,15 @@ impl Tracker {
             .filter(|e| e.starts_with('/'));
         let exe = match (&info.exe, parents_file) {
             // "/" is what the kernel prints for an image unreachable from the reader's root.
-            (Some(e), _) if e != "/" && !e.is_empty() => e.clone(),
+            (Some(e), _) if e != "/" && !e.is_empty() => {
+                if info.exe_read_late {
+                    // The kernel recorded the exec but not its path whole: this is the link
+                    // read after the exec, which a later exec of a same-named file could have
+                    // replaced. Said, never passed off as the kernel's record.
+                    missing.push(MISSING_EXE_READ_LATE);
+                }
+                e.clone()
+            }
             (Some(_), Some(same)) => same,
             _ => {
                 // Never guess (the image before the exec would be a lie an attacker could hide
@@ -1234,7 +1374,7 @@ impl Tracker {
             .into_iter()
             .filter_map(|(i, exe)| {
                 let exe_key = i.exe_opened[0].map(|o| o.key).filter(|_| exe.is_some());
-                let alive = i.exe.is_some();
+                let alive = i.seen_alive();
                 match self.event_with(i, None, alive) {
                     (Some(event), copy_up) => Some(Observed {
                         event,
@@ -1386,6 +1526,75 @@ mod tests {
     /// gone (`ENOENT`), never when the link merely cannot be printed: a binary at a path
     /// longer than PATH_MAX (the kernel refuses its link with `ENAMETOOLONG`) is still opened
     /// for its hash. Once the process is gone, nothing is opened.
+    /// The kernel's record of the exec names the executable; `/proc`, read after it, counts
+    /// only when it shows that very link and file. Here a live `sleep` stands for `/proc`'s
+    /// view, and the kernel's record says what was exec'd.
+    #[test]
+    fn the_kernels_path_stands_over_a_later_read_of_a_same_named_file() {
+        use std::os::unix::fs::MetadataExt;
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let exe = std::fs::canonicalize("/bin/sleep").unwrap();
+        let exe = exe.to_str().unwrap().to_string();
+        let meta = std::fs::metadata(&exe).unwrap();
+        let facts = |path: &str, ino: u64| AtExec {
+            ppid: std::process::id(),
+            uid: 0,
+            gid: 0,
+            start_boottime_ns: 0,
+            comm: "sleep".into(),
+            argv: vec!["sleep".into(), "30".into()],
+            argv_truncated: false,
+            exe_id: (meta.dev(), ino),
+            exe_nlink: 1,
+            exe_name: "sleep".into(),
+            exe_on_overlay: false,
+            exe_path: Some(PathAtExec {
+                path: path.into(),
+                deleted: false,
+                memfd: false,
+            }),
+            cgroup: None,
+        };
+        let mut t = Tracker::new(ProcReader::new("/proc"), "n1", "c");
+        // `/proc` shows this exec's image: its opened file is kept for the hash.
+        let early = t.with_exec_facts(t.read_early_with(pid, false), facts(&exe, meta.ino()));
+        assert!(
+            early.info.seen_alive() && early.exe.is_some(),
+            "{:?}",
+            early.info
+        );
+        let ob = t.on_exec_read(early).expect("an event");
+        assert_eq!(ob.event.exe_path, exe);
+        assert!(ob.exe.is_some());
+        // The kernel exec'd a same-named file elsewhere, and the process exec'd `sleep` before
+        // the read: the kernel's path, and nothing of the file `/proc` showed.
+        let early = t.with_exec_facts(
+            t.read_early_with(pid, false),
+            facts("/dev/shm/x/sleep", meta.ino() + 1),
+        );
+        assert!(!early.info.seen_alive() && early.exe.is_none());
+        let ob = t.on_exec_read(early).expect("an event");
+        assert_eq!(ob.event.exe_path, "/dev/shm/x/sleep");
+        assert!(ob.exe.is_none(), "never a later program's file to hash");
+        assert!(!ob.event.missing.iter().any(|m| m == "exe_path"));
+        // The same link, but another file than the one exec'd: not this exec's either.
+        let early = t.with_exec_facts(t.read_early_with(pid, false), facts(&exe, meta.ino() + 1));
+        assert!(!early.info.seen_alive() && early.exe.is_none());
+        // No path recorded whole: the link read later names it, and the event says so.
+        let mut f = facts(&exe, meta.ino());
+        f.exe_path = None;
+        let early = t.with_exec_facts(t.read_early_with(pid, false), f);
+        let ob = t.on_exec_read(early).expect("an event");
+        assert_eq!(ob.event.exe_path, exe);
+        assert!(ob.event.missing.iter().any(|m| m == MISSING_EXE_READ_LATE));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     #[test]
     fn an_executable_whose_link_cannot_be_printed_is_still_opened() {
         use nix::fcntl::{open, openat, OFlag};

@@ -1,11 +1,14 @@
 //! What only the eBPF backend promises, against the real kernel with the real sensor binary:
-//! names a process chooses (argv[0], its file's name) never decide what ran or where; a ring
+//! names a process chooses (argv[0], its file's name) never decide what ran or where; an
+//! exec's executable is the file the kernel executed at that exec, even when the process
+//! exec'd a same-named file elsewhere before the sensor looked (and a path too deep for the
+//! kernel side to record whole is read late and said so); a ring
 //! buffer too small for a storm counts every record it loses, never silently; `--capture auto`
 //! without the privileges to load BPF falls back to the proc connector with one line saying
 //! why, and `--capture ebpf` refuses to start.
 
 use procguard_tests::cgroups::FakeContainerCgroup;
-use procguard_tests::jsonl::JsonlSensor;
+use procguard_tests::jsonl::{argv_has, JsonlSensor};
 use procguard_tests::*;
 use std::path::Path;
 use std::process::Command;
@@ -71,6 +74,128 @@ fn names_the_process_chooses_do_not_decide_what_ran_or_where() {
     ] {
         assert!(!missing.iter().any(|m| m == field), "{field} missing: {e}");
     }
+}
+
+/// The race an attacker who read the sensor's code would run: exec an allowed program, then at
+/// once exec a file of the same name from a writable directory, so that a read of
+/// `/proc/<pid>/exe` after the first exec finds the second file under the name the kernel
+/// recorded for the first. Every event must name the file the kernel executed at its own exec.
+#[test]
+fn a_same_named_file_exec_d_at_once_after_does_not_take_the_first_exec_s_path() {
+    if !Backend::Ebpf.require() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    // A real shell (not multi-call), and a copy of it by the same file name elsewhere: on a
+    // tmpfs anyone can write, which fanotify does not watch (it marks the root's file system
+    // and containers'), so that only the kernel's record of each exec can tell the two apart.
+    let allowed = std::fs::canonicalize("/bin/sh").unwrap();
+    let name = allowed.file_name().unwrap();
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let dir = shm.path().join("x");
+    std::fs::create_dir(&dir).unwrap();
+    let copy = dir.join(name);
+    std::fs::copy(&allowed, &copy).unwrap();
+    let sensor = JsonlSensor::start(work.path(), "race-node", &Backend::Ebpf.args(&[]));
+    let n = 40;
+    // Each runs the allowed shell, which replaces itself with the copy at once; the copy stays
+    // a little, so that a late read of the first exec finds it alive under the same name.
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            Command::new(&allowed)
+                .args([
+                    "-c",
+                    &format!("exec {} -c 'sleep 0.3' pg-race-b-{i}", copy.display()),
+                    &format!("pg-race-a-{i}"),
+                ])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let marker = |e: &serde_json::Value| {
+        (0..n).find_map(|i| {
+            if argv_has(e, &format!("pg-race-a-{i}")) {
+                Some((i, &allowed))
+            } else if argv_has(e, &format!("pg-race-b-{i}")) {
+                Some((i, &copy))
+            } else {
+                None
+            }
+        })
+    };
+    let all = wait_for(Duration::from_secs(20), || {
+        let evs: Vec<_> = sensor
+            .events()
+            .into_iter()
+            .filter(|e| marker(e).is_some())
+            .collect();
+        (evs.len() >= 2 * n).then_some(evs)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not every exec was reported: {} of {}\n{}",
+            sensor
+                .events()
+                .iter()
+                .filter(|e| marker(e).is_some())
+                .count(),
+            2 * n,
+            sensor.proc.log_text()
+        )
+    });
+    let wrong: Vec<String> = all
+        .iter()
+        .filter_map(|e| {
+            let (i, want) = marker(e)?;
+            let missing = e["missing"].as_array().cloned().unwrap_or_default();
+            (e["exe_path"] != want.display().to_string() || missing.iter().any(|m| m == "exe_path"))
+                .then(|| {
+                    format!(
+                        "#{i}: want {}, got {} (missing {:?}): {e}",
+                        want.display(),
+                        e["exe_path"],
+                        missing
+                    )
+                })
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} events name another file than the kernel executed:\n{}",
+        wrong.len(),
+        all.len(),
+        wrong.join("\n")
+    );
+}
+
+/// A path deeper than the kernel side walks (64 names and mounts) is flagged as cut there and
+/// never sent as if whole: the exe link read later names it, and the event says so.
+#[test]
+fn a_path_deeper_than_the_kernel_side_walks_is_read_late_and_says_so() {
+    if !Backend::Ebpf.require() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut dir = work.path().to_path_buf();
+    for _ in 0..70 {
+        dir.push("d");
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("deep");
+    std::fs::copy("/bin/sleep", &exe).unwrap();
+    let sensor = JsonlSensor::start(work.path(), "deep-node", &Backend::Ebpf.args(&[]));
+    // Alive at the sensor's read, so that the link can name it.
+    let mut child = Command::new(&exe).arg("1.5").spawn().unwrap();
+    let e = sensor.wait_event(Duration::from_secs(10), "the deep exec", |e| {
+        argv_has(e, "1.5") && e["argv"][0] == exe.display().to_string()
+    });
+    assert!(child.wait().unwrap().success());
+    assert_eq!(e["exe_path"], exe.display().to_string(), "{e}");
+    let missing = e["missing"].as_array().cloned().unwrap_or_default();
+    assert!(missing.iter().any(|m| m == "late:exe_path"), "{e}");
 }
 
 #[test]
