@@ -47,6 +47,7 @@ use crate::origin::{settle_copy_up, CopyUp};
 use crate::procfs::{hash_file, HashCache};
 use crate::tracker::{AtExec, EarlyRead, Observed, PathAtExec, Tracker};
 use procguard_core::{Completeness, ProcessEvent};
+use procguard_runtime::repeated::Repeated;
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -74,6 +75,9 @@ pub const OUTPUT_EVERY: Duration = Duration::from_millis(20);
 pub const OUTPUT_BATCH: usize = 256;
 /// Datagrams received from the exec socket per round at most.
 const EXEC_BATCH: usize = 1_024;
+
+/// Proc connector overruns, logged once a minute (each is counted in `kernel_losses`).
+static OVERRUN: Repeated = Repeated::new(Duration::from_secs(60));
 /// How long an exec of a process already gone waits for its late fork (see
 /// [`Tracker::awaits_fork`]) before it is reported without it.
 pub const FORK_WAIT: Duration = Duration::from_millis(200);
@@ -112,7 +116,12 @@ impl EventQueue {
             }
             if batch.overrun {
                 metrics.kernel_losses.inc();
-                tracing::warn!(message = "Proc connector overrun: events lost; rescanning /proc.");
+                if let Some(held_back) = OVERRUN.admit() {
+                    tracing::warn!(
+                        message = "Proc connector overrun: events lost; rescanning /proc.",
+                        held_back
+                    );
+                }
                 self.lost = true;
             }
             if batch.datagrams < netlink::RECV_SLOTS && !batch.overrun {
@@ -425,10 +434,14 @@ impl Processor {
             if lost > 0 {
                 self.metrics.kernel_losses.inc_by(lost);
                 self.metrics.ebpf_ring_losses.inc_by(lost);
-                tracing::warn!(
-                    message = "eBPF ring buffer full: events lost; rescanning /proc.",
-                    lost
-                );
+                static RING_FULL: Repeated = Repeated::new(Duration::from_secs(60));
+                if let Some(held_back) = RING_FULL.admit() {
+                    tracing::warn!(
+                        message = "eBPF ring buffer full: events lost; rescanning /proc.",
+                        lost,
+                        held_back
+                    );
+                }
             }
             let busy = !records.is_empty();
             // Where each process's last exit or exec in this batch is: an exec followed by
@@ -640,7 +653,12 @@ impl Processor {
             first = false;
             if batch.overrun {
                 self.metrics.kernel_losses.inc();
-                tracing::warn!(message = "Proc connector overrun: events lost; rescanning /proc.");
+                if let Some(held_back) = OVERRUN.admit() {
+                    tracing::warn!(
+                        message = "Proc connector overrun: events lost; rescanning /proc.",
+                        held_back
+                    );
+                }
                 *lost = true;
             } else if batch.datagrams < netlink::RECV_SLOTS {
                 return Ok(());

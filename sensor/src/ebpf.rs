@@ -21,6 +21,7 @@
 //! length checked.
 
 use crate::procfs::CmdlineParser;
+use procguard_runtime::repeated::Repeated;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -363,10 +364,16 @@ impl Capture {
             taken += 1;
             match parse(&item) {
                 Some(r) => into.push(r),
-                None => tracing::warn!(
-                    message = "Unparsable eBPF record skipped.",
-                    bytes = item.len()
-                ),
+                None => {
+                    static UNPARSABLE: Repeated = Repeated::new(Duration::from_secs(60));
+                    if let Some(held_back) = UNPARSABLE.admit() {
+                        tracing::warn!(
+                            message = "Unparsable eBPF record skipped.",
+                            bytes = item.len(),
+                            held_back
+                        );
+                    }
+                }
             }
         }
     }
@@ -376,7 +383,10 @@ impl Capture {
         let total = match self.losses.get(&0, 0) {
             Ok(per_cpu) => per_cpu.iter().sum::<u64>(),
             Err(error) => {
-                tracing::warn!(message = "Cannot read the eBPF loss counters.", %error);
+                static UNREAD: Repeated = Repeated::new(Duration::from_secs(60));
+                if let Some(held_back) = UNREAD.admit() {
+                    tracing::warn!(message = "Cannot read the eBPF loss counters.", %error, held_back);
+                }
                 return 0;
             }
         };
