@@ -292,6 +292,29 @@ fn the_quickstart_works_as_printed_and_stops_cleanly() {
         .cloned()
         .unwrap_or_else(|| panic!("the host baseline is not in the import: {dry}"));
     assert_eq!(host_change["action"], "unchanged", "{dry}");
+    // And for real: importing what was just exported changes nothing, not even a version.
+    let version = || {
+        hints
+            .json(&shell_dir, hints.line("baselines get"))
+            .unwrap_or_else(|e| panic!("the printed get failed: {e}\n{}", log()))["version"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = version();
+    let import = hints.line("baselines import").replace(" --dry-run", "");
+    let real = hints
+        .json(&shell_dir, &format!("{import} --reason 'round trip'"))
+        .unwrap_or_else(|e| panic!("the import failed: {e}\n{}", log()));
+    assert_eq!(real["dry_run"], false, "{real}");
+    let host_change = real["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["workload"] == HOST)
+        .cloned()
+        .unwrap_or_else(|| panic!("the host baseline is not in the import: {real}"));
+    assert_eq!(host_change["action"], "unchanged", "{real}");
+    assert_eq!(version(), before, "a round trip made a version");
 
     // Nothing was lost on this host, so no sensor-blind incident may have opened. Partial
     // events (processes gone before /proc was read) once opened one within 10 s and again after

@@ -198,16 +198,41 @@ async fn changes_carry_their_audit_record(open: Open) {
     );
     assert!(in_log(last.id));
 
-    let current = s.baseline(&web(), 0).unwrap();
+    // An import that changes a baseline makes its version; one that leaves it as it is (a
+    // round trip of an export) makes none, and is audited all the same.
+    let mut current = s.baseline(&web(), 0).unwrap();
+    current.labels.insert("team".into(), "web".into());
     let mut imported = s
-        .import(vec![current], "t", "", audit_entry("ImportBaselines"))
+        .import(
+            vec![current.clone()],
+            "t",
+            "",
+            audit_entry("ImportBaselines"),
+        )
         .await
         .unwrap();
     let log = all_audit(s.as_ref());
     assert_eq!(log.len(), 4);
     assert_eq!(log[3].action, "ImportBaselines");
     assert!(in_log(log[3].id));
+    assert!(log[3].detail.contains("1 changed"), "{}", log[3].detail);
     assert_eq!(imported.pop().unwrap().version, b.version + 1);
+    let again = s
+        .import(vec![current], "t", "", audit_entry("ImportBaselines"))
+        .await
+        .unwrap();
+    assert!(
+        again.is_empty(),
+        "an unchanged baseline was written: {again:?}"
+    );
+    assert_eq!(s.baseline(&web(), 0).unwrap().version, b.version + 1);
+    let log = all_audit(s.as_ref());
+    assert_eq!(log.len(), 5);
+    assert!(
+        log[4].detail.contains("0 changed, 1 unchanged"),
+        "{}",
+        log[4].detail
+    );
 }
 
 /// Ingest is idempotent by event ID and atomic per batch: a replayed batch changes nothing

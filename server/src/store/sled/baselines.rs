@@ -33,6 +33,7 @@ use crate::store::{
 };
 use procguard_core::baseline::Provenance;
 use procguard_core::policy::Policies;
+use procguard_core::review::{ImportAction, ImportChange};
 use procguard_core::{Baseline, BaselineState, ElementKey, WorkloadIdentity};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::{IVec, Transactional};
@@ -673,7 +674,10 @@ impl BaselineStore for Store {
         Ok(n)
     }
 
-    /// Replaces or creates many baselines at once, all or nothing, each as a new version.
+    /// Replaces or creates many baselines at once, all or nothing, each as a new version;
+    /// a baseline the file leaves as it is ([`ImportAction::Unchanged`], decided inside the
+    /// transaction) makes no version and is not returned. The audit record says how many
+    /// changed.
     async fn import(
         &self,
         items: Vec<Baseline>,
@@ -691,15 +695,18 @@ impl BaselineStore for Store {
             &self.audit,
             &self.log.records,
         );
-        let (out, mut appender) = trees
+        let (out, mut appender, pending) = trees
             .transaction(|(baselines, history, meta, audit, records)| {
                 let mut log = self.log.appender(now);
-                pending.write(audit, records, &mut log)?;
                 let mut revision = meta.get("revision")?.map(|v| be(&v)).unwrap_or(0);
                 let mut out = Vec::new();
                 for item in &items {
                     let mut b = item.clone();
-                    b.version = match read(baselines, &item.workload)? {
+                    let old = read(baselines, &item.workload)?;
+                    if ImportChange::of(old.as_ref(), item).action == ImportAction::Unchanged {
+                        continue;
+                    }
+                    b.version = match old {
                         Some(old) => {
                             // Keep what the import does not carry: provenance and learning history.
                             for (k, e) in b.elements.iter_mut() {
@@ -728,7 +735,15 @@ impl BaselineStore for Store {
                     out.push(b);
                 }
                 meta.insert("revision", &revision.to_be_bytes())?;
-                Ok::<_, TxError>((out, log))
+                let mut pending = pending.clone();
+                pending.set_detail(format!(
+                    "imported {} baselines: {} changed, {} unchanged",
+                    items.len(),
+                    out.len(),
+                    items.len() - out.len()
+                ));
+                pending.write(audit, records, &mut log)?;
+                Ok::<_, TxError>((out, log, pending))
             })
             .map_err(tx_err)?;
         self.audit_committed(&pending);
