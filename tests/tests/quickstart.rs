@@ -96,22 +96,31 @@ fn blind_incidents(incidents: &serde_json::Value) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
-#[test]
-fn the_quickstart_works_as_printed_and_stops_cleanly() {
+/// What a quickstart test needs before it starts one: root (or the skip, said), and the
+/// quickstart's fixed ports free. The guard keeps other quickstart tests waiting: one
+/// quickstart at a time.
+fn exclusive() -> Option<std::sync::MutexGuard<'static, ()>> {
     if !require(
         is_root(),
         "scripts/quickstart needs root for the proc connector",
     ) {
-        return;
+        return None;
     }
-    // The quickstart's ports are fixed: one quickstart at a time.
-    let _one = serial();
+    let one = serial();
     for port in PORTS {
         assert!(
             !port_open(port),
             "port {port} is taken: is a quickstart or procguard already running here?"
         );
     }
+    Some(one)
+}
+
+#[test]
+fn the_quickstart_works_as_printed_and_stops_cleanly() {
+    let Some(_one) = exclusive() else {
+        return;
+    };
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let shell_dir = work.path().join("shell");
@@ -356,19 +365,9 @@ fn the_quickstart_works_as_printed_and_stops_cleanly() {
 
 #[test]
 fn a_second_quickstart_is_refused_and_ctrl_c_stops_the_first_cleanly() {
-    if !require(
-        is_root(),
-        "scripts/quickstart needs root for the proc connector",
-    ) {
+    let Some(_one) = exclusive() else {
         return;
-    }
-    let _one = serial();
-    for port in PORTS {
-        assert!(
-            !port_open(port),
-            "port {port} is taken: is a quickstart or procguard already running here?"
-        );
-    }
+    };
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let mut first = Proc::spawn(quickstart(&data), work.path().join("quickstart.log"));
