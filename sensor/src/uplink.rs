@@ -974,4 +974,26 @@ mod tests {
         up.apply(ack(last)).unwrap();
         assert_eq!(up.spool.as_ref().unwrap().acked(), last);
     }
+
+    /// The health report carries every loss the server's sensor-blind incident counts: execs
+    /// without an event (queue, spool, gone before their read) as dropped, and the kernel's
+    /// losses with the proc connector's sequence numbers that never arrived.
+    #[test]
+    fn the_health_report_counts_every_kind_of_loss() {
+        let m = Metrics::default();
+        m.queue_drops.inc_by(1);
+        m.buffer_drops.inc_by(2);
+        m.exec_lost.inc_by(4);
+        m.kernel_losses.inc_by(8);
+        m.sequence_gaps.inc_by(16);
+        m.events_partial.inc_by(32);
+        let up = Uplink::new(None, "n1", "c", None, m, None);
+        let Some(pb::sensor_message::Body::Health(h)) = up.health().body else {
+            panic!("not a health report");
+        };
+        assert_eq!(
+            (h.events_dropped, h.kernel_losses, h.events_partial),
+            (7, 24, 32)
+        );
+    }
 }
