@@ -96,6 +96,31 @@ fn blind_incidents(incidents: &serde_json::Value) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
+/// What the quickstart and its components said so far, for a failure's message.
+fn outputs(work: &Path, data: &Path) -> String {
+    format!(
+        "quickstart output:\n{}\nserver log:\n{}\nsensor log:\n{}",
+        quickstart_text(work),
+        std::fs::read_to_string(data.join("server.log")).unwrap_or_default(),
+        std::fs::read_to_string(data.join("sensor.log")).unwrap_or_default()
+    )
+}
+
+/// Waits until the quickstart says it runs (its build inside is a no-op here: the suite built
+/// the binaries first); fails the test, with what it said, if it never does.
+fn wait_started(work: &Path, data: &Path) {
+    let started = wait_for(Duration::from_secs(300), || {
+        quickstart_text(work)
+            .contains("procguard is running")
+            .then_some(())
+    });
+    assert!(
+        started.is_some(),
+        "the quickstart did not start\n{}",
+        outputs(work, data)
+    );
+}
+
 /// What a quickstart test needs before it starts one: root (or the skip, said), and the
 /// quickstart's fixed ports free. The guard keeps other quickstart tests waiting: one
 /// quickstart at a time.
@@ -126,21 +151,8 @@ fn the_quickstart_works_as_printed_and_stops_cleanly() {
     let shell_dir = work.path().join("shell");
     std::fs::create_dir_all(&shell_dir).unwrap();
     let mut quickstart = Proc::spawn(quickstart(&data), work.path().join("quickstart.log"));
-    let log = || {
-        format!(
-            "quickstart output:\n{}\nserver log:\n{}\nsensor log:\n{}",
-            quickstart_text(work.path()),
-            std::fs::read_to_string(data.join("server.log")).unwrap_or_default(),
-            std::fs::read_to_string(data.join("sensor.log")).unwrap_or_default()
-        )
-    };
-    // The build inside the script is a no-op here (the suite built the binaries first).
-    let started = wait_for(Duration::from_secs(300), || {
-        quickstart_text(work.path())
-            .contains("procguard is running")
-            .then_some(())
-    });
-    assert!(started.is_some(), "the quickstart did not start\n{}", log());
+    let log = || outputs(work.path(), &data);
+    wait_started(work.path(), &data);
     let hints = Hints::parse(&quickstart_text(work.path()));
     // The hints name the token each command needs.
     assert!(
@@ -371,20 +383,8 @@ fn a_second_quickstart_is_refused_and_ctrl_c_stops_the_first_cleanly() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let mut first = Proc::spawn(quickstart(&data), work.path().join("quickstart.log"));
-    let log = || {
-        format!(
-            "quickstart output:\n{}\nserver log:\n{}\nsensor log:\n{}",
-            quickstart_text(work.path()),
-            std::fs::read_to_string(data.join("server.log")).unwrap_or_default(),
-            std::fs::read_to_string(data.join("sensor.log")).unwrap_or_default()
-        )
-    };
-    let started = wait_for(Duration::from_secs(300), || {
-        quickstart_text(work.path())
-            .contains("procguard is running")
-            .then_some(())
-    });
-    assert!(started.is_some(), "the quickstart did not start\n{}", log());
+    let log = || outputs(work.path(), &data);
+    wait_started(work.path(), &data);
     let connected = wait_for(Duration::from_secs(15), || {
         metric(9091, "procguard_sensor_connected").filter(|v| *v >= 1.0)
     });
