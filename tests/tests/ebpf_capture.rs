@@ -211,15 +211,6 @@ fn a_ring_buffer_too_small_for_a_storm_counts_every_record_it_loses() {
         &Backend::Ebpf.args(&["--ebpf-ring-bytes", "16384"]),
     );
     let n = 400;
-    let script = format!(
-        "i=0; while [ $i -lt {n} ]; do {bb} true pg-storm-$i & i=$((i+1)); done; wait",
-        bb = busybox()
-    );
-    assert!(Command::new("/bin/sh")
-        .args(["-c", &script])
-        .status()
-        .unwrap()
-        .success());
     let seen = || {
         sensor
             .events()
@@ -232,23 +223,43 @@ fn a_ring_buffer_too_small_for_a_storm_counts_every_record_it_loses() {
             .count() as f64
     };
     let lost = || sensor.metric("procguard_sensor_ebpf_ring_losses_total");
-    // Every exec is either reported or counted lost (a lost fork or exit counts too, so the
-    // sum may exceed the execs, never fall short).
-    let settled = wait_for(Duration::from_secs(15), || {
-        let l = lost()?;
-        (seen() + l >= n as f64).then_some(l)
-    });
-    let ring_losses = lost().unwrap_or(0.0);
-    assert!(
-        settled.is_some(),
-        "{} of {n} execs reported and {ring_losses} records counted lost: some vanished silently\n{}",
-        seen(),
-        sensor.proc.log_text()
-    );
+    // Whether a storm overflows the ring depends on how fast the shell forks on a loaded
+    // machine: storms are repeated (at most 5) until one does. After each, every exec is
+    // either reported or counted lost (a lost fork or exit counts too, so the sum may exceed
+    // the execs, never fall short).
+    let mut sent = 0;
+    let mut ring_losses = 0.0;
+    for round in 0..5 {
+        let script = format!(
+            "i=0; while [ $i -lt {n} ]; do {bb} true pg-storm-{round}-$i & i=$((i+1)); done; wait",
+            bb = busybox()
+        );
+        assert!(Command::new("/bin/sh")
+            .args(["-c", &script])
+            .status()
+            .unwrap()
+            .success());
+        sent += n;
+        let settled = wait_for(Duration::from_secs(15), || {
+            let l = lost()?;
+            (seen() + l >= sent as f64).then_some(l)
+        });
+        ring_losses = lost().unwrap_or(0.0);
+        assert!(
+            settled.is_some(),
+            "{} of {sent} execs reported and {ring_losses} records counted lost: some vanished silently\n{}",
+            seen(),
+            sensor.proc.log_text()
+        );
+        if ring_losses > 0.0 {
+            break;
+        }
+    }
     assert!(
         ring_losses > 0.0,
-        "the storm should have overflowed one page"
+        "five storms of {n} never overflowed four pages"
     );
+    let n = sent;
     // The losses reach the health report's kernel losses, and say so in the log.
     let kernel = sensor
         .metric("procguard_sensor_kernel_losses_total")

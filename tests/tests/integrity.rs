@@ -73,7 +73,10 @@ fn names_chosen_by_an_attacker_never_hide_an_executable(backend: Backend) {
     let found = wait_for(Duration::from_secs(10), || {
         let list = incident_list(&pki, &server);
         want.iter()
-            .all(|w| list.iter().any(|i| i["exe_path"] == *w))
+            .all(|w| {
+                list.iter()
+                    .any(|i| i["exe_path"] == *w && i["kind"] == "deviation")
+            })
             .then_some(list)
     });
     let events = std::fs::read_to_string(&jsonl).unwrap_or_default();
@@ -84,7 +87,15 @@ fn names_chosen_by_an_attacker_never_hide_an_executable(backend: Backend) {
             sensor.proc.log_text()
         )
     });
-    let by_exe = |exe: &str| list.iter().find(|i| i["exe_path"] == exe).unwrap().clone();
+    // Deviation incidents: each `docker exec` is also an exec session into the enforced
+    // workload, an incident of its own whose subject is the session's first process seen
+    // (here that can be the program the shell exec'd into, say `/bin/gone`).
+    let by_exe = |exe: &str| {
+        list.iter()
+            .find(|i| i["exe_path"] == exe && i["kind"] == "deviation")
+            .unwrap_or_else(|| panic!("no deviation incident for {exe}: {list:#?}"))
+            .clone()
+    };
     // Nothing was read as the allowed `/bin/sleep`: the only sleep incident is the named file.
     assert!(
         list.iter().all(|i| i["exe_path"] != "/bin/sleep"),
@@ -134,7 +145,7 @@ fn names_chosen_by_an_attacker_never_hide_an_executable(backend: Backend) {
     let sleep = wait_for(Duration::from_secs(10), || {
         incident_list(&pki, &server)
             .into_iter()
-            .find(|i| i["exe_path"] == "/bin/sleep")
+            .find(|i| i["exe_path"] == "/bin/sleep" && i["kind"] == "deviation")
     })
     .unwrap_or_else(|| {
         panic!(
@@ -269,7 +280,7 @@ fn a_binary_replaced_at_an_allowed_path_is_a_modified_executable(backend: Backen
     let modified = wait_for(Duration::from_secs(10), || {
         incident_list(&pki, &server)
             .into_iter()
-            .find(|i| i["exe_path"] == "/bin/cat" && i["applet"] == "")
+            .find(|i| i["exe_path"] == "/bin/cat" && i["applet"] == "" && i["kind"] == "deviation")
     })
     .unwrap_or_else(|| {
         panic!(
