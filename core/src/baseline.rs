@@ -248,13 +248,15 @@ impl Provenance {
             && *self == Self::apart()
     }
 
-    fn record(&mut self, ev: &ProcessEvent, now: SystemTime) {
+    /// Records `times` sightings of `ev` at `now` (times > 1: a sensor's summary of repeats
+    /// that differ only in what provenance does not keep, [`crate::ingest::SummaryKey`]).
+    fn record(&mut self, ev: &ProcessEvent, now: SystemTime, times: u64) {
         fn add(set: &mut BTreeSet<String>, v: &str) {
             if !v.is_empty() && set.len() < PROVENANCE_CAP {
                 set.insert(bounded(v, PROVENANCE_VALUE_BYTES));
             }
         }
-        self.count += 1;
+        self.count += times;
         self.last_seen = self.last_seen.max(now);
         self.first_seen = self.first_seen.min(now);
         add(&mut self.nodes, &ev.node_name);
@@ -765,7 +767,7 @@ impl Baseline {
         relearn_window: Duration,
         max_elements: usize,
     ) -> Observation {
-        self.observe_under(ev, now, relearn_window, false, max_elements)
+        self.observe_under(ev, now, relearn_window, false, max_elements, 1)
     }
 
     /// [`Baseline::observe`] under a workload's learning policy: its re-learning window, and
@@ -777,13 +779,39 @@ impl Baseline {
         policy: &LearningPolicy,
         max_elements: usize,
     ) -> Observation {
-        self.observe_under(
-            ev,
-            now,
-            policy.relearn_window,
-            policy.relearn_review,
-            max_elements,
-        )
+        self.observe_times(ev, now, policy, max_elements, 1).0
+    }
+
+    /// [`Baseline::observe_with`] for `times` executions that a sensor summarised into one
+    /// event: they differ only in what the domain does not read ([`crate::ingest::SummaryKey`]).
+    /// The baseline ends exactly as after `times` calls of [`Baseline::observe_with`] with that
+    /// event at `now`, every counter included: the first execution is observed alone (it
+    /// makes whatever change there is: a new element, origin, content or image, the element
+    /// limit), and the rest together, which find it done and only count (an observation
+    /// changes the baseline only by insert-once, set-once and counting steps, so the second
+    /// execution's outcome holds for every later one). Returns the first execution's
+    /// [`Observation`] and, when `times` > 1, the rest's with their number.
+    pub fn observe_times(
+        &mut self,
+        ev: &ProcessEvent,
+        now: SystemTime,
+        policy: &LearningPolicy,
+        max_elements: usize,
+        times: u64,
+    ) -> (Observation, Option<(Observation, u64)>) {
+        let once = |b: &mut Self, n| {
+            b.observe_under(
+                ev,
+                now,
+                policy.relearn_window,
+                policy.relearn_review,
+                max_elements,
+                n,
+            )
+        };
+        let first = once(self, 1);
+        let rest = (times > 1).then(|| (once(self, times - 1), times - 1));
+        (first, rest)
     }
 
     /// Remembers an image digest the workload runs (cut to [`PROVENANCE_VALUE_BYTES`]);
@@ -811,6 +839,7 @@ impl Baseline {
         relearn_window: Duration,
         relearn_review: bool,
         max_elements: usize,
+        times: u64,
     ) -> Observation {
         if ev.context == ExecContext::Probe {
             return Observation::Probe;
@@ -828,7 +857,7 @@ impl Baseline {
         let key = ElementKey::of(ev);
         let learning = self.state == BaselineState::Learning || self.relearning(now);
         if learning {
-            self.learning.events_observed += 1;
+            self.learning.events_observed += times;
             if self.learning.nodes.len() < PROVENANCE_CAP * 4 && !ev.node_name.is_empty() {
                 self.learning
                     .nodes
@@ -849,11 +878,11 @@ impl Baseline {
         let in_training = self.state == BaselineState::Learning;
         let drift = ev.drift();
         if ev.completeness == crate::process::Completeness::Partial {
-            self.coverage.partial_events += 1;
+            self.coverage.partial_events += times;
             self.coverage.last_partial_at = Some(now);
         }
         if unread_invocation(ev) && from_image(ev) {
-            self.coverage.unread_invocations += 1;
+            self.coverage.unread_invocations += times;
             // In training, an exec session's process is still held for review under its
             // `[unreadable]` name, so that a reviewer sees the session: never allowed by it.
             if !(in_training && ev.context == ExecContext::ExecSession) {
@@ -861,7 +890,7 @@ impl Baseline {
             }
         }
         if let Some(el) = self.elements.get_mut(&key) {
-            el.provenance.record(ev, now);
+            el.provenance.record(ev, now, times);
             // A fileless executable is not the file at the element's path, whatever the path
             // reads: past learning it is a deviation even where the path is allowed.
             if ev.fileless() && !in_training {
@@ -914,7 +943,7 @@ impl Baseline {
         if !learning {
             if self.held_at_element_limit() {
                 if let Some(l) = self.learning.element_limit.as_mut() {
-                    l.refused += 1;
+                    l.refused += times;
                 }
                 return Observation::Refused;
             }
@@ -926,7 +955,7 @@ impl Baseline {
             return Observation::Deviation;
         }
         if self.elements.len() >= max_elements {
-            self.reach_element_limit(max_elements, now);
+            self.reach_element_limit(max_elements, now, times);
             return Observation::Refused;
         }
         let mut reasons = self.review_reasons(ev);
@@ -939,7 +968,7 @@ impl Baseline {
             ElementStatus::NeedsReview
         };
         let mut provenance = Provenance::new(now);
-        provenance.record(ev, now);
+        provenance.record(ev, now, times);
         let mut element = Element {
             status,
             review_reasons: reasons,
@@ -991,15 +1020,15 @@ impl Baseline {
     }
 
     /// The baseline is full: it stops learning (and an image change's re-learning window
-    /// closes), waits for review, and counts the executable that did not fit.
-    fn reach_element_limit(&mut self, max_elements: usize, now: SystemTime) {
+    /// closes), waits for review, and counts the executions that did not fit.
+    fn reach_element_limit(&mut self, max_elements: usize, now: SystemTime, times: u64) {
         match self.learning.element_limit.as_mut() {
-            Some(l) => l.refused += 1,
+            Some(l) => l.refused += times,
             None => {
                 self.learning.element_limit = Some(ElementLimit {
                     limit: max_elements as u64,
                     reached_at: now,
-                    refused: 1,
+                    refused: times,
                 })
             }
         }
@@ -1471,6 +1500,129 @@ mod tests {
         assert!(!b.elements.contains_key(&ElementKey::exe("/usr/bin/curl")));
     }
 
+    /// `observe_times(n)` ends where `n` calls of `observe_with` end, with the same outcomes,
+    /// where the first execution changes what the rest meet: a new element, a new image's
+    /// re-learning window, the element limit in learning and inside a re-learning window
+    /// (first refused, then deviations), drift, a fileless run, an unread applet.
+    #[test]
+    fn observing_n_times_at_once_is_observing_n_times() {
+        let policy = LearningPolicy {
+            relearn_window: RELEARN,
+            ..LearningPolicy::default()
+        };
+        let digest = |mut e: ProcessEvent, d: &str| {
+            e.container.as_mut().unwrap().image_digest = Some(d.into());
+            e
+        };
+        let app = exec("/app/run", ExecContext::Entrypoint, "p1");
+        let mut learning = Baseline::new(web(), t(0));
+        learning.observe(&app, t(1), RELEARN, 2);
+        let mut enforced = learning.clone();
+        enforced.observe(
+            &exec("/app/b", ExecContext::Descendant, "p1"),
+            t(1),
+            RELEARN,
+            2,
+        );
+        enforced.approve(None, t(2));
+        let mut drift = app.clone();
+        drift.origin = Origin::WritableLayer;
+        drift.exe_writable_location = true;
+        let mut memfd = app.clone();
+        memfd.exe_memfd = true;
+        let mut unread = exec("/bin/busybox", ExecContext::Descendant, "p1");
+        unread.applet = Some(crate::element::UNREADABLE.into());
+        unread.completeness = Completeness::Partial;
+        unread.missing = vec!["applet".into()];
+        let cases: Vec<(&str, &Baseline, ProcessEvent, usize)> = vec![
+            (
+                "new element",
+                &learning,
+                exec("/app/new", ExecContext::Descendant, "p2"),
+                CAP,
+            ),
+            ("known element", &learning, app.clone(), CAP),
+            (
+                "limit reached",
+                &learning,
+                exec("/app/c", ExecContext::Descendant, "p1"),
+                1,
+            ),
+            (
+                "new image at the limit",
+                &enforced,
+                digest(exec("/app/c", ExecContext::Descendant, "p1"), "sha256:new"),
+                2,
+            ),
+            (
+                "new image",
+                &enforced,
+                digest(exec("/app/c", ExecContext::Descendant, "p1"), "sha256:new"),
+                CAP,
+            ),
+            (
+                "deviation",
+                &enforced,
+                exec("/tmp/x", ExecContext::Descendant, "p1"),
+                CAP,
+            ),
+            ("drift", &enforced, drift, CAP),
+            ("fileless", &enforced, memfd, CAP),
+            ("unread in learning", &learning, unread.clone(), CAP),
+            ("unread enforced", &enforced, unread, CAP),
+            (
+                "probe",
+                &enforced,
+                exec("/tmp/x", ExecContext::Probe, "p1"),
+                CAP,
+            ),
+        ];
+        let mut split = Vec::new();
+        for (what, base, ev, max) in cases {
+            for n in [1u64, 2, 7] {
+                let (mut each, mut once) = (base.clone(), base.clone());
+                let outcomes: Vec<Observation> = (0..n)
+                    .map(|_| each.observe_with(&ev, t(10), &policy, max))
+                    .collect();
+                let (first, rest) = once.observe_times(&ev, t(10), &policy, max, n);
+                assert_eq!(each, once, "{what} x{n}: the baselines differ");
+                assert_eq!(outcomes[0], first, "{what} x{n}");
+                match rest {
+                    None => assert_eq!(n, 1, "{what}"),
+                    Some((o, k)) => {
+                        assert_eq!(k, n - 1, "{what}");
+                        assert!(
+                            outcomes[1..].iter().all(|x| *x == o),
+                            "{what} x{n}: {outcomes:?} vs {o:?}"
+                        );
+                        if o != first && n == 7 {
+                            split.push((what, first, o));
+                        }
+                    }
+                }
+            }
+        }
+        // The cases where the first execution differs from the rest are covered.
+        assert!(
+            split.contains(&(
+                "new element",
+                Observation::Learned {
+                    status: ElementStatus::Learned
+                },
+                Observation::Known
+            )),
+            "{split:?}"
+        );
+        assert!(
+            split.contains(&(
+                "new image at the limit",
+                Observation::Refused,
+                Observation::Deviation
+            )),
+            "{split:?}"
+        );
+    }
+
     #[test]
     fn a_fileless_executable_at_an_allowed_path_is_a_deviation() {
         let mut b = Baseline::new(web(), t(0));
@@ -1581,7 +1733,7 @@ mod tests {
         ev.argv = (0..64).map(|i| format!("{i}{}", "é".repeat(600))).collect();
         ev.node_name = "n".repeat(5_000);
         let mut p = Provenance::new(t(0));
-        p.record(&ev, t(1));
+        p.record(&ev, t(1), 1);
         let argv_bytes: usize = p.sample_argv.iter().map(String::len).sum();
         assert!(argv_bytes <= SAMPLE_ARGV_BYTES, "{argv_bytes}");
         assert!(p.sample_argv.len() >= 2, "whole arguments are kept first");

@@ -589,6 +589,13 @@ impl Incident {
         }
     }
 
+    /// Counts the executions of a sensor's summary past its first: [`Incident::record_deviation`]
+    /// (or [`Incident::record_session_event`]) recorded the summary's event, which stands for
+    /// `executions` executions (its first as the sample), so the count stays exact.
+    pub fn add_repeats(&mut self, executions: u64) {
+        self.count = self.count.saturating_add(executions.saturating_sub(1));
+    }
+
     /// A new overflow incident of `ev`'s workload container, which has `cap` active deviation
     /// incidents already: `ev` is the first deviation counted here. It names no executable of
     /// its own (each sample names its own); its severity is at least high, since a container

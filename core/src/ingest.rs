@@ -51,13 +51,14 @@ pub trait BatchStore {
     ) -> Result<(), Self::Error>;
 
     /// Raises or extends the "interactive session" incident of exec session `session`, one of
-    /// whose processes is `process`.
+    /// whose processes is `process`, counted `executions` times (a sensor's summary).
     fn exec_session(
         &mut self,
         event_id: &str,
         process: &ProcessEvent,
         baseline: &Baseline,
         session: &str,
+        executions: u64,
     ) -> Result<(), Self::Error>;
 }
 
@@ -145,13 +146,17 @@ pub fn apply<S: BatchStore>(
             continue;
         }
         out.applied += 1;
+        // A sensor's summary stands for `executions` executions (0 and 1 both mean one).
+        let times = ev.executions.max(1);
+        let counted = usize::try_from(times).unwrap_or(usize::MAX);
+        out.executions = out.executions.saturating_add(times);
         if ev.process.awaits_pod_metadata() {
             // A provisional identity (pod UID only; the sensor did not have the pod's
             // metadata in time): never a baseline of its own, which would learn in silence.
             // The sensor sends the event again under its workload identity once the pod is
             // known, and that one is learned or matched. Stored as ingested (idempotent) and
             // counted.
-            out.unattributed += 1;
+            out.unattributed = out.unattributed.saturating_add(counted);
             continue;
         }
         let workload = &ev.process.workload;
@@ -176,17 +181,17 @@ pub fn apply<S: BatchStore>(
                 Some((_, r)) => r,
                 None => store.activity(workload, &element, now)?.unwrap_or_default(),
             };
-            seen.insert(slot, (workload.clone(), rec.add(now, &ev.process)));
+            seen.insert(slot, (workload.clone(), rec.add(now, &ev.process, times)));
         }
         if ev.process.completeness == crate::Completeness::Partial {
-            out.partial += 1;
+            out.partial = out.partial.saturating_add(counted);
         }
         // A sighting records provenance, which counts every sighting: a count that moved
         // names an element whose provenance the engine must write.
         let element = ElementKey::of(&ev.process);
         let count = |b: &Baseline| b.elements.get(&element).map(|e| e.provenance.count);
         let sighted_before = count(b);
-        let observation = b.observe_with(&ev.process, now, policy, max_elements);
+        let (observation, rest) = b.observe_times(&ev.process, now, policy, max_elements, times);
         if count(b) != sighted_before {
             if let Some((sighted, _)) = sightings.get_mut(&key) {
                 sighted.insert(element);
@@ -203,25 +208,44 @@ pub fn apply<S: BatchStore>(
         }
         // Every change within the batch belongs to the one version the batch makes.
         b.version = b.version.min(*base + 1);
-        match observation {
-            o @ (Observation::Deviation | Observation::Refused) => {
-                if o == Observation::Refused {
-                    out.refused += 1;
+        // The first execution and the rest of a summary: one part when they mean the same
+        // (always, but where the first changed what the rest meet, say the element limit).
+        let parts = match rest {
+            Some((o, _)) if o == observation => vec![(observation, times, ev.event_id.clone())],
+            Some((o, n)) => vec![
+                (observation, 1, ev.event_id.clone()),
+                (o, n, format!("{}+{n}", ev.event_id)),
+            ],
+            None => vec![(observation, 1, ev.event_id.clone())],
+        };
+        for (observation, n, event_id) in parts {
+            match observation {
+                o @ (Observation::Deviation | Observation::Refused) => {
+                    if o == Observation::Refused {
+                        out.refused = out
+                            .refused
+                            .saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+                    }
+                    let rec = DeviationRecord {
+                        event_id,
+                        at: now,
+                        baseline_version: b.version,
+                        baseline_state: b.state,
+                        process: ev.process.clone(),
+                        content: Some(b.judge_content(&ev.process)),
+                        reported: ev.reported,
+                        executions: n,
+                    };
+                    store.deviation(&rec, b)?;
+                    out.deviations.push(rec);
                 }
-                let rec = DeviationRecord {
-                    event_id: ev.event_id.clone(),
-                    at: now,
-                    baseline_version: b.version,
-                    baseline_state: b.state,
-                    process: ev.process.clone(),
-                    content: Some(b.judge_content(&ev.process)),
-                    reported: ev.reported,
-                };
-                store.deviation(&rec, b)?;
-                out.deviations.push(rec);
+                Observation::Partial => {
+                    out.unread = out
+                        .unread
+                        .saturating_add(usize::try_from(n).unwrap_or(usize::MAX))
+                }
+                Observation::Learned { .. } | Observation::Known | Observation::Probe => {}
             }
-            Observation::Partial => out.unread += 1,
-            Observation::Learned { .. } | Observation::Known | Observation::Probe => {}
         }
         // Someone started processes into a container whose baseline is enforced: one
         // incident per session, whatever it runs (unless the policy records such sessions
@@ -230,7 +254,7 @@ pub fn apply<S: BatchStore>(
             (ev.process.context, ev.process.exec_session.as_deref())
         {
             if b.state == BaselineState::Enforced && policy.exec_session_alerts {
-                store.exec_session(&ev.event_id, &ev.process, b, session)?;
+                store.exec_session(&ev.event_id, &ev.process, b, session, times)?;
             }
         }
         // Provenance changes on every sighting and is saved (the sighted elements' only), but
@@ -284,14 +308,29 @@ pub struct DeviationRecord {
     /// matched against (records stored before keep the defaults: `at` stands in for the time).
     #[serde(default, skip_serializing_if = "SensorReport::is_unknown")]
     pub reported: SensorReport,
+    /// How many executions this record stands for: 1, or more for repeats a sensor summarised
+    /// ([`SummaryKey`]); `process` is the first of them, in full.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub executions: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 /// What a sensor said of one event, kept as it said it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SensorReport {
-    /// When the sensor saw the exec.
+    /// When the sensor saw the exec (the first one, for a summary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<SystemTime>,
+    /// For a summary of several executions: when the sensor saw the last of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_observed_at: Option<SystemTime>,
     /// Whether the sensor itself found it outside the baseline it holds.
     #[serde(default)]
     pub kind: EventKind,
@@ -333,6 +372,10 @@ pub struct IngestEvent {
     pub reported: SensorReport,
     /// Whether the server could place the event's pod on the reporting node.
     pub placement: Placement,
+    /// How many executions the event stands for: 1, or more for a sensor's summary of
+    /// repeats ([`SummaryKey`]: `process` is the first of them, the others differ from it only
+    /// in what the domain does not read). 0 counts as 1.
+    pub executions: u64,
 }
 
 /// Whether the server, with Kubernetes access, found an event's pod where the reporting node
@@ -361,6 +404,8 @@ pub struct IngestOutcome {
     pub acked_sequence: u64,
     /// Events applied (not duplicates).
     pub applied: usize,
+    /// Executions those events stand for (a summary stands for several).
+    pub executions: u64,
     /// Duplicates skipped.
     pub duplicates: usize,
     /// Baselines whose element set or state changed.
@@ -369,13 +414,13 @@ pub struct IngestOutcome {
     pub deviations: Vec<DeviationRecord>,
     /// Incidents opened or changed by these deviations.
     pub incidents: Vec<crate::incident::Incident>,
-    /// Of the deviations, those refused because their baseline reached its element limit.
+    /// Of the deviations' executions, those refused because their baseline reached its element limit.
     pub refused: usize,
-    /// Events whose pod the sensor did not know in time (`pod_metadata` missing): stored as
+    /// Executions whose pod the sensor did not know in time (`pod_metadata` missing): stored as
     /// ingested, never learned into or matched against a baseline (see
     /// [`crate::ProcessEvent::awaits_pod_metadata`]).
     pub unattributed: usize,
-    /// Events the sensor sent partial (a field it could not read): coverage, counted in each
+    /// Executions the sensor sent partial (a field it could not read): coverage, counted in each
     /// baseline's [`crate::baseline::Coverage`], never an incident of their own.
     pub partial: usize,
     /// Of those, execs whose applet or script could not be read while everything read was
@@ -399,15 +444,88 @@ pub struct ActivityRecord {
 }
 
 impl ActivityRecord {
-    /// `self` with one more run of `ev` at `now`.
-    pub fn add(mut self, now: SystemTime, ev: &ProcessEvent) -> Self {
-        self.count += 1;
+    /// `self` with `times` more runs of `ev` at `now`.
+    pub fn add(mut self, now: SystemTime, ev: &ProcessEvent, times: u64) -> Self {
+        self.count = self.count.saturating_add(times);
         self.last_seen = Some(self.last_seen.map_or(now, |t| t.max(now)));
-        *self
+        let origin = self
             .origins
             .entry(ev.drift().unwrap_or(ev.origin))
-            .or_default() += 1;
+            .or_default();
+        *origin = origin.saturating_add(times);
         self
+    }
+}
+
+/// The pod facts of a [`SummaryKey`]: pod UID, pod name, the container ID (only where one
+/// of the two is unknown: provenance and learning then fall back to it), image digest.
+type PodKey<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// What makes two executions the same to the server: everything of a [`ProcessEvent`] that
+/// learning, matching, provenance, daily activity and incidents read. Two executions with the
+/// same key differ only in what none of them reads (PIDs, start times, argv past the first
+/// execution's sample, comm, ancestors past the parent's path, the container ID where the pod
+/// is named, pod labels, timings), so a sensor may send them as one event that stands for both
+/// (`executions`), and [`apply`] ends exactly where it ends after each on its own.
+///
+/// Borrowed from the event; a sensor hashes it to find an execution's summary and compares
+/// keys whole on a hash match, so a hash collision never merges two executions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SummaryKey<'a> {
+    workload: &'a WorkloadIdentity,
+    exe_path: &'a str,
+    applet: Option<&'a str>,
+    script_path: Option<&'a str>,
+    exe_sha256: Option<&'a str>,
+    fileless: (bool, bool),
+    exe_writable_location: bool,
+    origin: crate::Origin,
+    context: ExecContext,
+    exec_session: Option<&'a str>,
+    completeness: crate::Completeness,
+    missing: &'a [String],
+    node_name: &'a str,
+    uid: u32,
+    parent: Option<&'a str>,
+    /// Pod UID, pod name, the container ID only where one of them is unknown (provenance and
+    /// learning fall back to it), image digest.
+    container: Option<PodKey<'a>>,
+}
+
+impl<'a> SummaryKey<'a> {
+    /// The key of `ev`.
+    pub fn of(ev: &'a ProcessEvent) -> Self {
+        Self {
+            workload: &ev.workload,
+            exe_path: &ev.exe_path,
+            applet: ev.applet.as_deref(),
+            script_path: ev.script_path.as_deref(),
+            exe_sha256: ev.exe_sha256.as_deref(),
+            fileless: (ev.exe_memfd, ev.exe_deleted),
+            exe_writable_location: ev.exe_writable_location,
+            origin: ev.origin,
+            context: ev.context,
+            exec_session: ev.exec_session.as_deref(),
+            completeness: ev.completeness,
+            missing: &ev.missing,
+            node_name: &ev.node_name,
+            uid: ev.uid,
+            parent: ev.ancestors.first().map(|a| a.exe_path.as_str()),
+            container: ev.container.as_ref().map(|c| {
+                let named = c.pod_uid.is_some() && c.pod_name.is_some();
+                (
+                    c.pod_uid.as_deref(),
+                    c.pod_name.as_deref(),
+                    (!named).then_some(c.container_id.as_str()),
+                    c.image_digest.as_deref(),
+                )
+            }),
+        }
     }
 }
 
@@ -454,6 +572,7 @@ mod tests {
             _: &ProcessEvent,
             _: &Baseline,
             session: &str,
+            _: u64,
         ) -> Result<(), Infallible> {
             self.sessions.push(format!("{id}@{session}"));
             Ok(())
@@ -479,6 +598,7 @@ mod tests {
             },
             reported: SensorReport::default(),
             placement: Default::default(),
+            executions: 1,
         }
     }
 

@@ -92,7 +92,7 @@ pub enum ExecContext {
 }
 
 /// Whether every field of an event is known as fact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Completeness {
     /// Every field was read for this very process.

@@ -136,10 +136,25 @@ pub struct Config {
     /// refuses as too large is sent again in halves; an event too large alone is shrunk.
     #[arg(long, env = "PROCGUARD_MAX_BATCH_BYTES", default_value_t = 1024 * 1024)]
     pub max_batch_bytes: usize,
+    /// How long repeated executions are counted before they are sent as one summary event
+    /// (each standing for its count; a deviation new in the interval and an element new to
+    /// learning are always sent at once). Only to a server that accepts summaries; 0 sends
+    /// every execution as an event of its own. At most 10m.
+    #[arg(long, env = "PROCGUARD_SUMMARY_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub summary_interval: std::time::Duration,
+    /// Most distinct executions (summary keys) counted at once; a table that fills is sent
+    /// before its interval ends. Each holds one event (about 1 KiB).
+    #[arg(long, env = "PROCGUARD_SUMMARY_MAX_ENTRIES", default_value_t = 4096)]
+    pub summary_max_entries: usize,
     /// Log format.
     #[arg(long, env = "PROCGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }
+
+/// Longest `--summary-interval`.
+const MAX_SUMMARY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+/// Largest `--summary-max-entries`.
+const MAX_SUMMARY_ENTRIES: usize = 1_000_000;
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -232,6 +247,10 @@ pub struct Uplink {
     pub tls_reload_interval: std::time::Duration,
     /// `--max-batch-bytes`.
     pub max_batch_bytes: usize,
+    /// `--summary-interval`.
+    pub summary_interval: std::time::Duration,
+    /// `--summary-max-entries`.
+    pub summary_max_entries: usize,
 }
 
 impl Config {
@@ -337,6 +356,18 @@ impl Config {
                 self.max_batch_bytes
             )));
         }
+        if self.summary_interval > MAX_SUMMARY_INTERVAL {
+            return Err(ConfigError(format!(
+                "--summary-interval must be at most 10m (repeats are held that long); got {}",
+                humantime::format_duration(self.summary_interval)
+            )));
+        }
+        if !(1..=MAX_SUMMARY_ENTRIES).contains(&self.summary_max_entries) {
+            return Err(ConfigError(format!(
+                "--summary-max-entries must be 1 to {MAX_SUMMARY_ENTRIES}; got {}",
+                self.summary_max_entries
+            )));
+        }
         let uplink = match &self.server {
             None if self.jsonl.is_some() => None,
             None => {
@@ -382,6 +413,8 @@ impl Config {
                     tls,
                     tls_reload_interval: self.tls_reload_interval,
                     max_batch_bytes: self.max_batch_bytes,
+                    summary_interval: self.summary_interval,
+                    summary_max_entries: self.summary_max_entries,
                 })
             }
         };

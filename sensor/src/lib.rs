@@ -28,6 +28,7 @@ pub mod pods;
 pub mod procfs;
 pub mod spool;
 pub mod standalone;
+pub mod summary;
 pub mod tracker;
 pub mod uplink;
 
@@ -264,6 +265,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .filter_map(|(on, c)| on.then_some(c))
         .collect(),
     );
+    let up = match &settings.uplink {
+        Some(u) => up.with_summaries(u.summary_interval, u.summary_max_entries),
+        None => up,
+    };
     up.run(rx, shutdown.clone()).await;
     shutdown.cancel();
     admin.set_ready(false);

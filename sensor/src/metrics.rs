@@ -69,6 +69,15 @@ pub struct Metrics {
     pub connected: Gauge,
     /// Enforced baselines held.
     pub baselines: Gauge,
+    /// Summary events appended (each stands for several executions).
+    pub summaries_sent: Counter,
+    /// Executions sent inside summary events (`summaries_sent` of them are the summaries'
+    /// first executions): what did not cross the network one event each.
+    pub executions_summarised: Counter,
+    /// Executions held for the interval's summary, not yet appended.
+    pub summary_held: Gauge,
+    /// Summary tables sent before their interval ended because they were full.
+    pub summary_tables_full: Counter,
     /// Pods on this node known from the API.
     pub pods_known: Gauge,
     /// Pods ignored because the pod cache was full.
@@ -303,6 +312,26 @@ impl Metrics {
             "baselines",
             "Enforced baselines held for local matching",
             self.baselines.clone(),
+        );
+        r.register(
+            "summaries_sent",
+            "Summary events appended to the spool, each standing for several executions",
+            self.summaries_sent.clone(),
+        );
+        r.register(
+            "executions_summarised",
+            "Executions sent inside summary events",
+            self.executions_summarised.clone(),
+        );
+        r.register(
+            "summary_held_executions",
+            "Executions held for the interval's summary, not yet appended to the spool",
+            self.summary_held.clone(),
+        );
+        r.register(
+            "summary_tables_full",
+            "Summary tables sent before their interval ended because they were full (--summary-max-entries)",
+            self.summary_tables_full.clone(),
         );
         for (name, help, c) in [
             (

@@ -28,6 +28,7 @@
 use crate::config::Uplink as UplinkConfig;
 use crate::metrics::Metrics;
 use crate::spool::{Class, Spool};
+use crate::summary::{Judged, Outgoing, Summaries};
 use procguard_core::baseline::{Matcher, Verdict};
 use procguard_core::ProcessEvent;
 use procguard_proto::convert::{baseline_from_pb, timestamp};
@@ -152,6 +153,8 @@ pub struct Uplink {
     jsonl: Option<JsonLines>,
     /// Optional capabilities enabled by flags (pod metadata, fanotify), announced in `Hello`.
     extra_capabilities: Vec<pb::SensorCapability>,
+    /// Repeated executions held for the interval's summary events.
+    summaries: Summaries,
 }
 
 impl std::fmt::Debug for Uplink {
@@ -191,6 +194,7 @@ impl Uplink {
             metrics,
             jsonl: jsonl.map(JsonLines::new),
             extra_capabilities: Vec::new(),
+            summaries: Summaries::new(Duration::ZERO, 1),
         };
         let saved = up.spool.as_ref().and_then(|s| s.load_file(BASELINES_FILE));
         if let Some(bytes) = saved {
@@ -246,6 +250,13 @@ impl Uplink {
         }
     }
 
+    /// Summarises repeated executions over `interval` (zero: never), holding at most
+    /// `max_entries` keys; only once a server's Welcome says it accepts summaries.
+    pub fn with_summaries(mut self, interval: Duration, max_entries: usize) -> Self {
+        self.summaries = Summaries::new(interval, max_entries);
+        self
+    }
+
     /// Announces optional capabilities in `Hello`.
     pub fn with_capabilities(mut self, caps: Vec<pb::SensorCapability>) -> Self {
         self.extra_capabilities = caps;
@@ -265,6 +276,23 @@ impl Uplink {
         if let Some(out) = self.jsonl.as_mut() {
             out.flush();
         }
+        self.send_summaries(false);
+    }
+
+    /// Appends the summary table's events when its interval ended or it is full (or now,
+    /// with `force`: at shutdown, so that a graceful stop loses no held execution).
+    fn send_summaries(&mut self, force: bool) {
+        let now = std::time::Instant::now();
+        if !(self.summaries.due(now) || force && self.summaries.entries() > 0) {
+            return;
+        }
+        if self.summaries.full() {
+            self.metrics.summary_tables_full.inc();
+        }
+        for out in self.summaries.drain(now) {
+            self.append(out);
+        }
+        self.metrics.summary_held.set(0);
     }
 
     fn accept(&mut self, ev: ProcessEvent) {
@@ -275,34 +303,64 @@ impl Uplink {
         // fileless executable is never the allowed file at its path, and an allowed element's
         // content must be approved. Capture sends an event only once its hash is known (or
         // marked missing), so the content is decided here, not later.
-        let verdict = self.matcher.check(&ev, SystemTime::now());
-        let kind = if verdict == Verdict::Deviation {
-            self.metrics.deviations.inc();
-            tracing::warn!(message = "Deviation.", workload = %ev.workload, exe = %ev.exe_path, sha256 = ev.exe_sha256.as_deref().unwrap_or(""), pid = ev.pid);
+        let now = SystemTime::now();
+        let verdict = self.matcher.check(&ev, now);
+        let judged = match verdict {
+            Verdict::Deviation => {
+                self.metrics.deviations.inc();
+                tracing::warn!(message = "Deviation.", workload = %ev.workload, exe = %ev.exe_path, sha256 = ev.exe_sha256.as_deref().unwrap_or(""), pid = ev.pid);
+                Judged::Deviation
+            }
+            Verdict::Learning | Verdict::Partial => Judged::Learning,
+            Verdict::Allowed => Judged::Allowed,
+        };
+        if self.spool.is_none() {
+            return;
+        }
+        match self.summaries.offer(ev, judged, now) {
+            Some(out) => self.append(out),
+            None => {
+                let held = i64::try_from(self.summaries.held()).unwrap_or(i64::MAX);
+                self.metrics.summary_held.set(held);
+            }
+        }
+    }
+
+    /// Stamps one event (a single execution, or a summary of several) and appends it to the
+    /// spool.
+    fn append(&mut self, out: Outgoing) {
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        let kind = if out.deviation {
             pb::EventKind::Deviation
         } else {
             pb::EventKind::Observation
         };
-        let Some(spool) = self.spool.as_mut() else {
-            return;
-        };
+        let summary = out.executions > 1;
         let sequence = spool.next_sequence();
         let event = pb::SensorEvent {
             event_id: uuid::Uuid::new_v4().to_string(),
             sequence,
             kind: kind as i32,
-            observed_at: Some(timestamp(SystemTime::now())),
-            process: Some((&ev).into()),
-            baseline_revision: if kind == pb::EventKind::Deviation {
+            observed_at: Some(timestamp(out.first_at)),
+            process: Some((&out.event).into()),
+            baseline_revision: if out.deviation {
                 self.baseline_revision
             } else {
                 0
             },
+            executions: if summary { out.executions } else { 0 },
+            last_observed_at: summary.then(|| timestamp(out.last_at)),
             // The content verdict is the server's to decide and send (incident samples, SIEM
             // records); the server ignores a sensor's.
             ..Default::default()
         };
-        let class = if kind == pb::EventKind::Deviation {
+        if summary {
+            self.metrics.summaries_sent.inc();
+            self.metrics.executions_summarised.inc_by(out.executions);
+        }
+        let class = if out.deviation {
             Class::Deviation
         } else {
             Class::Observation
@@ -487,7 +545,10 @@ impl Uplink {
                     _ = &mut until => break false,
                     // Keep draining capture while disconnected so the kernel queue never backs up.
                     ev = rx.recv() => match ev { Some(ev) => self.take(ev, &mut rx), None => break true },
-                    _ = sync.tick() => if let Some(s) = self.spool.as_mut() { s.sync() },
+                    _ = sync.tick() => {
+                        self.send_summaries(false);
+                        if let Some(s) = self.spool.as_mut() { s.sync() }
+                    },
                     // The latest report replaces the previous one: its counters are cumulative.
                     _ = health.tick() => if let Some(s) = &self.spool {
                         s.save_file(HEALTH_FILE, &self.health().encode_to_vec());
@@ -505,6 +566,7 @@ impl Uplink {
         while let Ok(Some(ev)) = tokio::time::timeout_at(until, rx.recv()).await {
             self.take(ev, &mut rx);
         }
+        self.send_summaries(true);
         if let Some(s) = self.spool.as_mut() {
             s.close();
         }
@@ -576,6 +638,7 @@ impl Uplink {
                             // Checked before anything is settled on its word.
                             self.check_ack("the Welcome", w.acked_sequence).map_err(Down::other)?;
                             self.server_limit = usize::try_from(w.max_message_bytes).unwrap_or(usize::MAX);
+                            self.summaries.server_accepts(w.accepts_summaries);
                             welcomed = true;
                             self.metrics.connected.set(1);
                             // Replay everything after the server's durable mark.
@@ -616,6 +679,7 @@ impl Uplink {
                     }
                 }
                 _ = flush.tick() => {
+                    self.send_summaries(false);
                     let Some(spool) = self.spool.as_mut() else { continue };
                     spool.sync();
                     if welcomed {
@@ -724,8 +788,12 @@ impl Uplink {
                 }
                 ev = rx.recv(), if capture_open => match ev {
                     Some(ev) => self.take(ev, rx),
-                    // Capture has stopped: every event it produced is in the spool now.
-                    None => capture_open = false,
+                    // Capture has stopped: every event it produced is in the spool now, and
+                    // the executions held for summaries go too.
+                    None => {
+                        capture_open = false;
+                        self.send_summaries(true);
+                    }
                 },
                 msg = inbound.next() => match msg {
                     Some(Ok(m)) => if self.apply(m).is_err() { return },

@@ -76,6 +76,8 @@ pub fn deviation_to_pb(d: &Deviation<'_>) -> pb::SensorEvent {
             .map(|c| c.approved_sha256.clone())
             .unwrap_or_default(),
         baseline_version: d.baseline_version,
+        executions: d.executions,
+        last_observed_at: d.last_observed_at.map(timestamp),
     }
 }
 
@@ -98,6 +100,10 @@ pub struct Deviation<'a> {
     pub process: &'a ProcessEvent,
     /// Its content verdict, if judged.
     pub content: Option<&'a ContentCheck>,
+    /// How many executions it stands for (a sensor's summary of repeats: more than 1).
+    pub executions: u64,
+    /// For a summary: when the sensor saw the last of its executions.
+    pub last_observed_at: Option<SystemTime>,
 }
 
 /// One sample as the sensor event it came from.
@@ -110,6 +116,8 @@ pub fn sample_to_pb(s: &Sample) -> pb::SensorEvent {
         baseline_revision: 0,
         process: &s.process,
         content: s.content.as_ref(),
+        executions: 1,
+        last_observed_at: None,
     })
 }
 

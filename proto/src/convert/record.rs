@@ -37,6 +37,8 @@ pub fn record_to_pb(r: &LogRecord) -> pb::StreamRecord {
                 baseline_revision: deviation.reported.baseline_revision,
                 process: &deviation.process,
                 content: deviation.content.as_ref(),
+                executions: deviation.executions,
+                last_observed_at: deviation.reported.last_observed_at,
             })),
             incident_id.clone(),
         ),
@@ -63,6 +65,7 @@ pub fn record_to_pb(r: &LogRecord) -> pb::StreamRecord {
 pub fn sensor_report(e: &pb::SensorEvent) -> SensorReport {
     SensorReport {
         observed_at: e.observed_at.as_ref().map(system_time),
+        last_observed_at: e.last_observed_at.as_ref().map(system_time),
         kind: match pb::EventKind::try_from(e.kind) {
             Ok(pb::EventKind::Observation) => EventKind::Observation,
             Ok(pb::EventKind::Deviation) => EventKind::Deviation,
@@ -124,6 +127,7 @@ mod tests {
                     process: ProcessEvent::test("/bin/sh"),
                     content: None,
                     reported,
+                    executions: 1,
                 },
             },
         };
@@ -132,6 +136,7 @@ mod tests {
             other => panic!("not a deviation: {other:?}"),
         };
         let d = deviation(record_to_pb(&record(SensorReport {
+            last_observed_at: None,
             observed_at: Some(seen),
             kind: EventKind::Observation,
             baseline_revision: 41,

@@ -268,16 +268,30 @@ fn convert_batch(
                     process.node_name
                 )));
             }
+            if e.executions > MAX_EXECUTIONS {
+                limits.violated("executions");
+                return Err(bad(format!(
+                    "executions is {}; one event stands for at most {MAX_EXECUTIONS} \
+                     executions, send the rest as another event",
+                    e.executions
+                )));
+            }
             Ok(IngestEvent {
                 event_id: e.event_id.clone(),
                 sequence: e.sequence,
                 process,
                 reported: sensor_report(e),
                 placement: Default::default(),
+                executions: e.executions.max(1),
             })
         })
         .collect()
 }
+
+/// Most executions one summary event may stand for (`SensorEvent.executions`): far above what
+/// a sensor's interval gathers, and low enough that counters summed over a lifetime of them
+/// stay far from overflow.
+pub const MAX_EXECUTIONS: u64 = 1_000_000_000;
 
 type Out = Pin<Box<dyn Stream<Item = Result<pb::ServerMessage, Status>> + Send>>;
 
@@ -372,6 +386,7 @@ impl pb::sensor_service_server::SensorService for SensorApi {
                 acked_sequence: acked,
                 server_version: env!("CARGO_PKG_VERSION").into(),
                 max_message_bytes: self.limits.settings.max_message_bytes as u64,
+                accepts_summaries: true,
             })),
         };
         tx.send(Ok(welcome))

@@ -31,6 +31,7 @@ pub(crate) fn event(id: &str, seq: u64, exe: &str) -> IngestEvent {
         process: ProcessEvent::test(exe).on_node("n1"),
         reported: SensorReport::default(),
         placement: Default::default(),
+        executions: 1,
     }
 }
 
@@ -902,6 +903,238 @@ async fn durable_subscriptions_belong_to_their_owner(open: Open) {
     assert_eq!(s.get_subscription("nobody").unwrap(), None);
 }
 
+/// A sensor's summaries apply as the executions they stand for: the same replay, sent once an
+/// event per execution and once summarised (each key's first execution of a phase alone, the
+/// rest as one event counting them, as the sensor sends a deviation or a new element), leaves
+/// the same baseline (elements, provenance and counters), the same daily activity and dry
+/// run, and incidents with the same counts, through learning, enforcement, drift, fileless
+/// runs, partial events, probes and a crash loop.
+async fn summaries_apply_as_their_executions(open: Open) {
+    use procguard_core::process::{Ancestor, Completeness};
+    use procguard_core::{ExecContext, Origin};
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (each, summed) = (open(da.path()), open(db.path()));
+    let p = Policies::default();
+    let t = |s: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000 + s);
+    let run = |exe: &str, pid: u32, pod: &str| {
+        let mut e = ProcessEvent::test(exe)
+            .pid(pid)
+            .argv(&[exe, &format!("--job={pid}")])
+            .on_node("n1");
+        if let Some(c) = e.container.as_mut() {
+            c.pod_name = Some(pod.into());
+        }
+        e
+    };
+    let with = |mut e: ProcessEvent, f: &dyn Fn(&mut ProcessEvent)| {
+        f(&mut e);
+        e
+    };
+    let learning: Vec<ProcessEvent> = (0..60u32)
+        .map(|i| match i % 6 {
+            0 | 1 => run("/app/server", 100 + i, "web-1"),
+            2 => run("/app/server", 100 + i, "web-2"),
+            3 => with(run("/bin/sh", 100 + i, "web-1"), &|e| {
+                e.ancestors = vec![Ancestor {
+                    pid: 1,
+                    exe_path: "/app/server".into(),
+                }]
+            }),
+            4 => run("/app/health", 100 + i, "web-1").context(ExecContext::Probe),
+            _ => with(run("/bin/busybox", 100 + i, "web-2"), &|e| {
+                e.applet = Some(procguard_core::element::UNREADABLE.into());
+                e.completeness = Completeness::Partial;
+                e.missing = vec!["applet".into()];
+            }),
+        })
+        .collect();
+    let enforced: Vec<ProcessEvent> = (0..700u32)
+        .map(|i| match i % 7 {
+            0 | 1 => run("/tmp/miner", 1000 + i, "web-1"),
+            2 => run("/tmp/miner", 1000 + i, "web-2"),
+            3 => run("/app/server", 1000 + i, "web-1"),
+            4 => with(run("/app/server", 1000 + i, "web-1"), &|e| {
+                e.origin = Origin::WritableLayer;
+                e.exe_writable_location = true;
+            }),
+            5 if i % 2 == 0 => with(run("memfd:x", 1000 + i, "web-1"), &|e| e.exe_memfd = true),
+            5 => run("/usr/bin/curl", 1000 + i, "web-2"),
+            _ => run("/app/health", 1000 + i, "web-1").context(ExecContext::Probe),
+        })
+        .collect();
+    // Sent one event per execution, in batches of 50.
+    let mut seq = 0;
+    let mut per_exec = |evs: &[ProcessEvent]| {
+        evs.chunks(50)
+            .map(|c| {
+                c.iter()
+                    .map(|e| {
+                        seq += 1;
+                        IngestEvent {
+                            event_id: format!("e{seq}"),
+                            sequence: seq,
+                            process: e.clone(),
+                            reported: Default::default(),
+                            placement: Default::default(),
+                            executions: 1,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (each_learning, each_enforced) = (per_exec(&learning), per_exec(&enforced));
+    // Summarised as the sensor does: per key, the first alone and the rest as one event.
+    let mut seq = 0;
+    let mut summarise = |evs: &[ProcessEvent]| {
+        let mut keys: Vec<(&ProcessEvent, u64)> = Vec::new();
+        let mut out = Vec::new();
+        for e in evs {
+            let k = procguard_core::ingest::SummaryKey::of(e);
+            match keys
+                .iter_mut()
+                .find(|(f, _)| procguard_core::ingest::SummaryKey::of(f) == k)
+            {
+                Some((_, n)) => *n += 1,
+                None => {
+                    seq += 1;
+                    out.push(IngestEvent {
+                        event_id: format!("s{seq}"),
+                        sequence: seq,
+                        process: e.clone(),
+                        reported: Default::default(),
+                        placement: Default::default(),
+                        executions: 1,
+                    });
+                    keys.push((e, 0));
+                }
+            }
+        }
+        for (e, n) in keys.into_iter().filter(|(_, n)| *n > 0) {
+            seq += 1;
+            out.push(IngestEvent {
+                event_id: format!("s{seq}"),
+                sequence: seq,
+                process: e.clone(),
+                reported: Default::default(),
+                placement: Default::default(),
+                executions: n,
+            });
+        }
+        out
+    };
+    let (sum_learning, sum_enforced) = (summarise(&learning), summarise(&enforced));
+    assert!(
+        sum_learning.len() < 15 && sum_enforced.len() < 20,
+        "{}",
+        sum_enforced.len()
+    );
+    for b in &each_learning {
+        each.ingest("n1", b, &p, t(1)).await.unwrap();
+    }
+    summed.ingest("n1", &sum_learning, &p, t(1)).await.unwrap();
+    let same = |what: &str| {
+        let (mut a, mut b) = (
+            each.baseline(&web(), 0).unwrap(),
+            summed.baseline(&web(), 0).unwrap(),
+        );
+        // The approval stamps the engine's clock; everything else must be equal.
+        (a.updated_at, b.updated_at) = (t(0), t(0));
+        assert_eq!(a, b, "{what}: the baselines differ");
+        a
+    };
+    let learned = same("after learning");
+    assert_eq!(
+        learned.learning.events_observed, 50,
+        "probes are not learning"
+    );
+    assert_eq!(learned.coverage.partial_events, 10);
+    assert_eq!(
+        learned
+            .elements
+            .values()
+            .map(|e| e.provenance.count)
+            .sum::<u64>(),
+        40
+    );
+    for s in [&each, &summed] {
+        s.change(
+            &web(),
+            ChangeBy {
+                actor: "t",
+                action: "approved",
+                reason: "",
+                audit: Some(audit_entry("ApproveBaseline")),
+            },
+            false,
+            &|b| {
+                b.approve(None, t(2));
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let mut deviations = (0, 0);
+    for b in &each_enforced {
+        deviations.0 += each
+            .ingest("n1", b, &p, t(3))
+            .await
+            .unwrap()
+            .deviations
+            .len();
+    }
+    let out = summed.ingest("n1", &sum_enforced, &p, t(3)).await.unwrap();
+    deviations.1 = out.deviations.iter().map(|d| d.executions).sum::<u64>() as usize;
+    assert_eq!(deviations.0, 500, "miner, drift, memfd and curl");
+    assert_eq!(deviations.0, deviations.1, "every deviation counted");
+    let enforced_baseline = same("after enforcement");
+    let server = &enforced_baseline.elements[&procguard_core::ElementKey::exe("/app/server")];
+    assert_eq!(
+        server.provenance.count,
+        30 + 200,
+        "image runs and drift runs sighted"
+    );
+    let activity = |s: &SharedStorage| s.activity(&web(), 0).unwrap();
+    assert_eq!(activity(&each), activity(&summed), "daily activity");
+    let candidate = enforced_baseline
+        .elements
+        .iter()
+        .map(|(k, e)| (k.clone(), e.origins.clone()))
+        .collect();
+    let dry = |s: &SharedStorage| {
+        let a = activity(s);
+        procguard_core::review::dry_run(&candidate, a.iter().map(|(_, k, r)| (k, r)))
+    };
+    let dry_each = dry(&each);
+    assert_eq!(dry_each, dry(&summed), "dry run");
+    assert!(dry_each
+        .would_alert
+        .iter()
+        .any(|h| h.element.exe_path == "/tmp/miner" && h.count == 300));
+    let incidents = |s: &SharedStorage| {
+        let (list, _) = s
+            .incidents(&Default::default(), None, 100, Order::OldestFirst)
+            .unwrap();
+        list.into_iter()
+            .map(|i| (i.kind, i.exe_path, i.count, i.severity, i.state, i.pods))
+            .collect::<Vec<_>>()
+    };
+    let incidents_each = incidents(&each);
+    assert_eq!(
+        incidents_each,
+        incidents(&summed),
+        "incidents and their counts"
+    );
+    assert!(incidents_each
+        .iter()
+        .any(|i| i.1 == "/tmp/miner" && i.2 == 300));
+    assert!(
+        summed.events_ingested().unwrap() * 20 < each.events_ingested().unwrap(),
+        "summaries store far fewer events"
+    );
+}
+
 /// Runs every conformance check against one engine: `engine_conformance!(module, "name",
 /// open_fn)`, where `name` is known to [`open_engine`] (the crash child reopens by name).
 macro_rules! engine_conformance {
@@ -957,6 +1190,11 @@ macro_rules! engine_conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn the_record_log_is_contiguous_and_durable() {
                 super::the_record_log_is_contiguous_and_durable($open).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn summaries_apply_as_their_executions() {
+                super::summaries_apply_as_their_executions($open).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -176,6 +176,8 @@ impl Appender {
             Some(incident.severity),
             &p.workload.namespace,
         )?;
+        let mut incident = incident;
+        incident.add_repeats(rec.executions);
         self.incidents.insert(n, incident);
         Ok(cursor)
     }
@@ -201,6 +203,7 @@ impl Appender {
         p: &procguard_core::ProcessEvent,
         baseline: &Baseline,
         session: &str,
+        executions: u64,
     ) -> std::result::Result<(), TxError> {
         let key = incident::session_key(&p.workload, session);
         let current = self.take_active((incidents, keys), &key)?;
@@ -217,6 +220,8 @@ impl Appender {
                 )
             }
         };
+        let mut incident = incident;
+        incident.add_repeats(executions);
         self.incidents.insert(n, incident);
         Ok(())
     }

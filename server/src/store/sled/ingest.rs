@@ -248,9 +248,16 @@ impl ingest::BatchStore for Batch<'_> {
         process: &ProcessEvent,
         baseline: &Baseline,
         session: &str,
+        executions: u64,
     ) -> std::result::Result<(), TxError> {
         let (incidents, keys, _, _) = self.incidents;
-        self.log
-            .exec_session((incidents, keys), event_id, process, baseline, session)
+        self.log.exec_session(
+            (incidents, keys),
+            event_id,
+            process,
+            baseline,
+            session,
+            executions,
+        )
     }
 }
