@@ -112,6 +112,11 @@ struct Deviation {
     process: Option<ProcessView>,
     /// Its content verdict, if judged.
     content: Option<ContentCheck>,
+    /// How many executions the record stands for (a sensor's summary of repeats: more than
+    /// one, the process being the first of them).
+    executions: u64,
+    /// For a summary: when the sensor saw the last of its executions.
+    last_observed_at: Option<SystemTime>,
 }
 
 impl Deviation {
@@ -122,6 +127,8 @@ impl Deviation {
             baseline_version: d.baseline_version,
             process: d.process.as_ref().map(ProcessView::of),
             content: event_check(d),
+            executions: d.executions.max(1),
+            last_observed_at: d.last_observed_at.as_ref().map(system_time),
         }
     }
 
@@ -201,6 +208,8 @@ pub fn jsonl(s: &Streamed<'_>) -> Value {
                 "baseline_version": d.baseline_version,
                 "process": d.process.as_ref().map(ProcessView::json),
                 "content": content::json(d.content.as_ref()),
+                "executions": d.executions,
+                "last_observed_at": d.last_observed_at.map(millis_text),
             });
         }
         Body::Audit(a) => {
@@ -346,6 +355,15 @@ fn ocsf_event(s: &Streamed<'_>) -> Value {
                     container["image"] = image;
                 }
                 event["container"] = container;
+            }
+            // A summary of repeats: OCSF's count over the period from the first to the last.
+            if d.executions > 1 {
+                event["count"] = json!(d.executions);
+                event["start_time"] = json!(d.observed_at.map_or(0, since_epoch_ms));
+                event["end_time"] = json!(d
+                    .last_observed_at
+                    .or(d.observed_at)
+                    .map_or(0, since_epoch_ms));
             }
             event
         }
@@ -536,6 +554,8 @@ pub fn cef(s: &Streamed<'_>) -> String {
                             .map(|c| c.approved_sha256.join(","))
                             .unwrap_or_default(),
                     ),
+                    // CEF's baseEventCount: a summary of repeats counts them (never 0).
+                    ("cnt", d.executions.to_string()),
                     (
                         "msg",
                         format!(

@@ -287,6 +287,16 @@ fn deviation(p: pb::ProcessEvent, incident: &str) -> pb::StreamRecord {
     }
 }
 
+/// A deviation repeated 250 times within the sensor's interval, sent as one summary.
+fn summary() -> pb::StreamRecord {
+    let mut r = deviation(process(true), "9");
+    if let Some(pb::stream_record::Record::Deviation(d)) = r.record.as_mut() {
+        d.executions = 250;
+        d.last_observed_at = at(1_800_000_029);
+    }
+    r
+}
+
 fn incident(kind: pb::IncidentKind, state: pb::IncidentState, count: u64) -> pb::StreamRecord {
     let blind = kind == pb::IncidentKind::SensorBlind;
     pb::StreamRecord {
@@ -375,6 +385,7 @@ fn records() -> Vec<Case> {
             deviation(orphan, ""),
             &PROCESS_ACTIVITY,
         ),
+        ("summary of repeats", summary(), &PROCESS_ACTIVITY),
         (
             "new incident",
             incident(K::Deviation, S::Open, 1),
@@ -617,6 +628,32 @@ fn every_cef_line_follows_the_format() {
             "{what}: a line break in {line:?}"
         );
     }
+}
+
+/// A summary says how many executions it stands for in every format, and from when to when;
+/// a single execution counts one.
+#[test]
+fn a_summary_of_repeats_carries_its_count_everywhere() {
+    let v = ocsf(&summary());
+    assert_eq!(v["count"], 250, "{v}");
+    assert_eq!(v["start_time"], 1_800_000_000_000u64, "{v}");
+    assert_eq!(v["end_time"], 1_800_000_029_000u64, "{v}");
+    let single = ocsf(&deviation(process(true), "9"));
+    assert!(
+        single.get("count").is_none() && single.get("end_time").is_none(),
+        "{single}"
+    );
+    let pairs = |line: String| -> std::collections::HashMap<String, String> {
+        cef_extension(&cef_parts(&line)[7])
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    assert_eq!(pairs(cef(&summary()))["cnt"], "250");
+    assert_eq!(pairs(cef(&deviation(process(true), "9")))["cnt"], "1");
+    let j = super::jsonl(&Streamed::read(&summary()).unwrap());
+    assert_eq!(j["deviation"]["executions"], 250, "{j}");
+    assert!(j["deviation"]["last_observed_at"].is_string(), "{j}");
 }
 
 #[test]
