@@ -127,6 +127,74 @@ pub struct State {
     pub dropped_observations: u64,
     /// Deviations dropped because the spool was full or the disk failed.
     pub dropped_deviations: u64,
+    /// The same counters in executions: an event that is a summary stands for several
+    /// (`SensorEvent.executions`). `None` in a state written before summaries, when every
+    /// event was one execution: filled from the event counters at open.
+    #[serde(default)]
+    pub executions: Option<Executions>,
+}
+
+/// The spool's lifetime counters in executions, beside those in events: executions appended
+/// = executions the server stored + executions dropped + executions still spooled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Executions {
+    /// Executions in the events ever appended.
+    pub appended: u64,
+    /// Executions in the events dropped (spool full, disk failed, damaged, given up). A
+    /// damaged record counts one: how many it stood for cannot be read any more.
+    pub dropped: u64,
+    /// Executions in the events still unacknowledged when the sensor last stopped cleanly.
+    pub unacked_at_exit: u64,
+    /// Of the uncertain events (dropped in flight), those standing for more than one
+    /// execution: sequence and executions.
+    #[serde(default)]
+    pub uncertain: std::collections::BTreeMap<u64, u64>,
+}
+
+/// How many executions one spooled record stands for: its `SensorEvent.executions` (field 10,
+/// a varint; 0 or absent is one), read from the encoded bytes without decoding the event. A
+/// payload that does not parse counts one.
+pub fn executions_of(payload: &[u8]) -> u64 {
+    fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*i)?;
+            *i += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let (mut i, mut found) = (0usize, 0u64);
+    while i < payload.len() {
+        let Some(key) = varint(payload, &mut i) else {
+            return 1;
+        };
+        let skip = match key & 7 {
+            0 => match varint(payload, &mut i) {
+                Some(v) if key >> 3 == 10 => {
+                    found = v;
+                    0
+                }
+                Some(_) => 0,
+                None => return 1,
+            },
+            1 => 8,
+            2 => match varint(payload, &mut i).and_then(|l| usize::try_from(l).ok()) {
+                Some(l) => l,
+                None => return 1,
+            },
+            5 => 4,
+            _ => return 1,
+        };
+        i = match i.checked_add(skip) {
+            Some(n) if n <= payload.len() => n,
+            _ => return 1,
+        };
+    }
+    found.max(1)
 }
 
 #[derive(Debug)]
@@ -168,14 +236,18 @@ struct Queue {
     damage: Vec<Damage>,
 }
 
-/// The sequence numbers of a segment's intact records, and the damaged regions in it.
-fn scan(path: &Path) -> io::Result<(Vec<u64>, Vec<Damage>)> {
+/// A segment's intact records as (sequence, executions it stands for).
+type Scanned = Vec<(u64, u64)>;
+
+/// The sequence numbers of a segment's intact records with the executions each stands for,
+/// and the damaged regions in it.
+fn scan(path: &Path) -> io::Result<(Scanned, Vec<Damage>)> {
     let mut r = Reader::open(path)?;
     let (mut seqs, mut damage) = (Vec::new(), Vec::new());
     loop {
         let offset = r.offset();
         match r.next_item()? {
-            Item::Record { seq, .. } => seqs.push(seq),
+            Item::Record { seq, payload, .. } => seqs.push((seq, executions_of(&payload))),
             Item::Tombstone { .. } => {}
             Item::Damaged { bytes, next_seq } => damage.push(Damage {
                 path: path.to_path_buf(),
@@ -406,6 +478,7 @@ impl Spool {
         }
         found.sort_by_key(|(_, s, _)| *s);
         let mut recovered_new = 0u64;
+        let mut recovered_executions = 0u64;
         let mut max_seq = 0u64;
         let mut damaged = Vec::new();
         for (class, first_seq, path) in found {
@@ -414,11 +487,12 @@ impl Spool {
             loop {
                 let offset = r.offset();
                 match r.next_item().map_err(io_at(&path))? {
-                    Item::Record { seq, .. } => {
+                    Item::Record { seq, payload, .. } => {
                         records += 1;
                         last_seq = seq;
                         if seq > state.last_seq {
                             recovered_new += 1;
+                            recovered_executions += executions_of(&payload);
                         }
                     }
                     Item::Tombstone { .. } => {}
@@ -463,7 +537,15 @@ impl Spool {
                 path,
             });
         }
+        // A state from before summaries: every event was one execution.
+        let executions = state.executions.get_or_insert_with(|| Executions {
+            appended: state.appended,
+            dropped: state.dropped_observations + state.dropped_deviations,
+            unacked_at_exit: state.unacked_at_exit,
+            uncertain: Default::default(),
+        });
         // Events written after the last state save (the process was killed) are counted now.
+        executions.appended += recovered_executions;
         state.appended += recovered_new;
         state.last_seq = state.last_seq.max(max_seq);
         let now_us = SystemTime::now()
@@ -575,10 +657,17 @@ impl Spool {
         }
     }
 
-    fn count_drop(&mut self, class: Class, n: u64) {
+    /// The execution counters (always set once the spool is open).
+    fn executions(&mut self) -> &mut Executions {
+        self.state.executions.get_or_insert_with(Default::default)
+    }
+
+    /// Counts `n` events of `class`, standing for `executions` executions, as dropped.
+    fn count_drop(&mut self, class: Class, n: u64, executions: u64) {
         if n == 0 {
             return;
         }
+        self.executions().dropped += executions;
         self.metrics.buffer_drops.inc_by(n);
         match class {
             Class::Observation => self.state.dropped_observations += n,
@@ -594,9 +683,10 @@ impl Spool {
         }
     }
 
-    /// Counts `n` events of `class` as lost (the uplink gave them up).
-    pub fn count_lost(&mut self, class: Class, n: u64) {
-        self.count_drop(class, n);
+    /// Counts `n` events of `class`, standing for `executions` executions, as lost (the
+    /// uplink gave them up).
+    pub fn count_lost(&mut self, class: Class, n: u64, executions: u64) {
+        self.count_drop(class, n, executions);
     }
 
     /// A damaged record: a loss, counted once (as a drop, and in
@@ -639,7 +729,8 @@ impl Spool {
             bytes = d.bytes,
             next_sequence = d.next_seq.unwrap_or(0)
         );
-        self.count_drop(class, 1);
+        // How many executions it stood for cannot be read: counted as one.
+        self.count_drop(class, 1, 1);
     }
 
     /// Counts the damaged regions the readers met.
@@ -664,17 +755,19 @@ impl Spool {
         // drop is never counted for an event the server has.
         let sent_upto = q.cursor;
         let (mut dropped, mut uncertain) = (0u64, Vec::new());
-        if seg.first_seq > acked.max(sent_upto) {
-            dropped = seg.records;
-        } else {
+        let mut dropped_executions = 0u64;
+        // Read even when nothing of it was sent: the executions its records stand for are
+        // counted (a drop is rare; a spool that is full is not being read anyway).
+        {
             match scan(&seg.path) {
                 Ok((seqs, damage)) => {
-                    for seq in seqs {
+                    for (seq, executions) in seqs {
                         if seq <= acked {
                         } else if seq <= sent_upto {
-                            uncertain.push((seq, class == Class::Deviation));
+                            uncertain.push((seq, class == Class::Deviation, executions));
                         } else {
                             dropped += 1;
+                            dropped_executions += executions;
                         }
                     }
                     // Damage not met before is lost with the segment: counted with it.
@@ -686,10 +779,12 @@ impl Spool {
                         .spool_corrupt_records
                         .inc_by(fresh.len() as u64);
                     dropped += fresh.len() as u64;
+                    dropped_executions += fresh.len() as u64;
                 }
                 Err(error) => {
-                    tracing::warn!(message = "Cannot read a spool segment before dropping it; counting all of it.", %error);
+                    tracing::warn!(message = "Cannot read a spool segment before dropping it; counting all of it, one execution each.", %error);
                     dropped = seg.records;
+                    dropped_executions = seg.records;
                 }
             }
         }
@@ -701,9 +796,14 @@ impl Spool {
             in_flight = uncertain.len(),
             max_bytes = self.max_bytes
         );
-        self.state.uncertain.extend(uncertain);
+        for (seq, deviation, executions) in uncertain {
+            self.state.uncertain.push((seq, deviation));
+            if executions > 1 {
+                self.executions().uncertain.insert(seq, executions);
+            }
+        }
         self.state_dirty = true;
-        self.count_drop(class, dropped);
+        self.count_drop(class, dropped, dropped_executions);
         true
     }
 
@@ -719,12 +819,20 @@ impl Spool {
         let mark = self.acked.max(acked);
         self.state.uncertain.retain(|(s, _)| *s > mark);
         let rest = std::mem::take(&mut self.state.uncertain);
+        let many = std::mem::take(&mut self.executions().uncertain);
+        let executions = |deviation: bool| {
+            rest.iter()
+                .filter(|(_, d)| *d == deviation)
+                .map(|(s, _)| many.get(s).copied().unwrap_or(1))
+                .sum::<u64>()
+        };
+        let (dev_executions, obs_executions) = (executions(true), executions(false));
         let devs = rest.iter().filter(|(_, d)| *d).count() as u64;
         self.state_dirty = true;
         if devs > 0 {
-            self.count_drop(Class::Deviation, devs);
+            self.count_drop(Class::Deviation, devs, dev_executions);
         }
-        self.count_drop(Class::Observation, rest.len() as u64 - devs);
+        self.count_drop(Class::Observation, rest.len() as u64 - devs, obs_executions);
         self.sync();
     }
 
@@ -792,7 +900,9 @@ impl Spool {
     /// Appends one encoded event. Returns false when the event was dropped (and counted).
     pub fn append(&mut self, class: Class, seq: u64, payload: &[u8]) -> bool {
         let record = record::encode(seq, payload);
+        let executions = executions_of(payload);
         self.state.appended += 1;
+        self.executions().appended += executions;
         self.state.last_seq = seq;
         self.state_dirty = true;
         self.metrics.spool_appended.inc();
@@ -817,7 +927,7 @@ impl Spool {
             }
         }
         if !ok {
-            self.count_drop(class, 1);
+            self.count_drop(class, 1, executions);
         }
         self.gauges();
         ok
@@ -852,8 +962,31 @@ impl Spool {
                 n += seg.records;
             } else if seg.last_seq > acked {
                 if let Ok((seqs, _)) = scan(&seg.path) {
-                    n += seqs.iter().filter(|s| **s > acked).count() as u64;
+                    n += seqs.iter().filter(|(s, _)| *s > acked).count() as u64;
                 }
+            }
+        }
+        n
+    }
+
+    /// Executions in the events held that the server has not acknowledged (reads them).
+    pub fn unacked_executions(&self) -> u64 {
+        let acked = self.acked;
+        let mut n = 0;
+        for seg in self.obs.segments.iter().chain(self.dev.segments.iter()) {
+            if seg.last_seq <= acked {
+                continue;
+            }
+            match scan(&seg.path) {
+                Ok((seqs, _)) => {
+                    n += seqs
+                        .iter()
+                        .filter(|(s, _)| *s > acked)
+                        .map(|(_, e)| e)
+                        .sum::<u64>()
+                }
+                // Unreadable: one execution per record, as counted elsewhere.
+                Err(_) => n += seg.records,
             }
         }
         n
@@ -863,6 +996,8 @@ impl Spool {
     /// operators (`state.json`).
     pub fn close(&mut self) {
         self.state.unacked_at_exit = self.unacked();
+        let executions = self.unacked_executions();
+        self.executions().unacked_at_exit = executions;
         self.state_dirty = true;
         self.sync();
         tracing::info!(
@@ -882,6 +1017,7 @@ impl Spool {
         self.state.acked = seq;
         // Dropped while in flight, and the server has them: not a loss after all.
         self.state.uncertain.retain(|(s, _)| *s > seq);
+        self.executions().uncertain.retain(|s, _| *s > seq);
         self.state_dirty = true;
         // Counters first: once a segment is gone its events can no longer be recounted.
         // A segment with no intact record left (all damaged, and counted) goes too.
@@ -1089,6 +1225,101 @@ mod tests {
         s.settle(first[49]);
         assert_eq!(s.uncertain(), 0);
         assert_eq!(s.state().dropped_observations, counted + left);
+    }
+
+    /// An encoded event standing for `executions` executions, padded to about `size` bytes.
+    fn summary(executions: u64, size: usize) -> Vec<u8> {
+        use prost::Message;
+        procguard_proto::v1::SensorEvent {
+            event_id: "x".repeat(size),
+            executions,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn executions_are_read_from_the_encoded_event() {
+        for n in [0u64, 1, 2, 127, 128, 1_000_000_000] {
+            assert_eq!(executions_of(&summary(n, 10)), n.max(1), "{n}");
+        }
+        // Every other field kind before it is skipped.
+        use prost::Message;
+        let full = procguard_proto::v1::SensorEvent {
+            event_id: "e".into(),
+            sequence: u64::MAX,
+            kind: 2,
+            observed_at: Some(procguard_proto::convert::timestamp(SystemTime::now())),
+            baseline_revision: 9,
+            executions: 77,
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(executions_of(&full), 77);
+        // What does not parse counts one, never zero and never a number it made up.
+        for junk in [&b""[..], b"\xff", b"\x52\xff\xff", b"\x0f", &[0x50, 0x80]] {
+            assert_eq!(executions_of(junk), 1, "{junk:?}");
+        }
+    }
+
+    /// The lifetime invariant holds in executions as in events: appended = acknowledged +
+    /// dropped + still spooled, through drops in flight settled by a Welcome, a kill before
+    /// the counters were saved, and a clean stop.
+    #[test]
+    fn executions_are_accounted_for_like_events() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path(), MIN_SPOOL_BYTES);
+        let append = |s: &mut Spool, class, n: u64| {
+            let seq = s.next_sequence();
+            s.append(class, seq, &summary(n, 900));
+            (seq, n)
+        };
+        let mut all: Vec<(u64, u64)> = (0..300)
+            .map(|i| append(&mut s, Class::Observation, 1 + i % 7))
+            .collect();
+        all.push(append(&mut s, Class::Deviation, 10_000));
+        // Sent, not acknowledged; then the spool fills and drops the oldest in flight.
+        drain(&mut s);
+        all.extend((0..1500).map(|i| append(&mut s, Class::Observation, 1 + i % 3)));
+        assert!(s.uncertain() > 0);
+        // The server stored the first 40; a Welcome settles the rest as lost.
+        let stored: u64 = all[..40].iter().map(|(_, n)| n).sum();
+        s.settle(all[39].0);
+        s.sync();
+        let appended: u64 = all.iter().map(|(_, n)| n).sum();
+        // Five more, then killed before the counters were saved: counted again at open.
+        for _ in 0..5 {
+            let seq = s.next_sequence();
+            s.append(Class::Observation, seq, &summary(3, 900));
+        }
+        drop(s);
+        let mut s = open(d.path(), MIN_SPOOL_BYTES);
+        s.close();
+        let e = s.state().executions.clone().unwrap();
+        assert_eq!(e.appended, appended + 15);
+        assert!(e.dropped > 0, "{e:?}");
+        assert_eq!(e.appended, stored + e.dropped + e.unacked_at_exit, "{e:?}");
+        assert!(e.uncertain.is_empty());
+        // The deviation of 10,000 was kept (observations go first).
+        assert!(e.unacked_at_exit >= 10_000, "{e:?}");
+    }
+
+    /// A state written before summaries counts every event as one execution.
+    #[test]
+    fn a_state_from_before_summaries_counts_events_as_executions() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path(), 10 * MIN_SPOOL_BYTES);
+        fill(&mut s, Class::Observation, 4, 100);
+        s.close();
+        let path = d.path().join("state.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("executions");
+        v["dropped_observations"] = 2.into();
+        std::fs::write(&path, v.to_string()).unwrap();
+        let s = open(d.path(), 10 * MIN_SPOOL_BYTES);
+        let e = s.state().executions.clone().unwrap();
+        assert_eq!((e.appended, e.dropped, e.unacked_at_exit), (4, 2, 4));
     }
 
     #[test]

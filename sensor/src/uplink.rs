@@ -737,8 +737,9 @@ impl Uplink {
                                 }
                                 _ => Class::Observation,
                             };
+                            let executions = crate::spool::executions_of(bytes);
                             if let Some(s) = self.spool.as_mut() {
-                                s.count_lost(class, 1);
+                                s.count_lost(class, 1, executions);
                             }
                             tracing::error!(message = "Event too large for the server even shrunk; dropped and counted.", sequence = seq, bytes = bytes.len(), budget_bytes = budget);
                         }

@@ -122,6 +122,11 @@ pub async fn bind(settings: Settings) -> anyhow::Result<Bound> {
             .events_ingested()
             .context("cannot read the stored event count")?,
     );
+    metrics.executions_ingested.inc_by(
+        store
+            .executions_ingested()
+            .context("cannot read the stored execution count")?,
+    );
     Ok(Bound {
         settings,
         metrics,

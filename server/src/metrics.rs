@@ -199,6 +199,8 @@ pub struct StateGauges {
 pub struct Metrics {
     /// Events stored.
     pub events_ingested: Counter,
+    /// Executions the stored events stand for (a sensor's summary stands for several).
+    pub executions_ingested: Counter,
     /// Replayed events skipped by ID.
     pub events_duplicate: Counter,
     /// Deviations stored.
@@ -281,6 +283,11 @@ impl Metrics {
             "events_ingested",
             "Sensor events stored",
             self.events_ingested.clone(),
+        );
+        r.register(
+            "executions_ingested",
+            "Executions the stored sensor events stand for (a summary event stands for several)",
+            self.executions_ingested.clone(),
         );
         r.register(
             "events_duplicate",

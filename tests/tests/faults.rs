@@ -6,6 +6,10 @@
 //! `events appended to the sensor's spool = events stored on the server + events the sensor
 //! counted as dropped + events still spooled`
 //!
+//! and the same in executions (a summary event stands for several: `executions` in
+//! `state.json`, `procguard_server_executions_ingested_total` on the server). The storms repeat
+//! one executable, so most of their executions travel in summaries.
+//!
 //! where the left side and the drops come from the spool's `state.json` (lifetime counters that
 //! survive restarts and `SIGKILL`), and the stored count from the server's
 //! `procguard_server_events_ingested_total` (a lifetime count kept in the database, so it too
@@ -109,6 +113,14 @@ impl FaultServer {
     fn stored(&self) -> u64 {
         metric(self.admin_port, "procguard_server_events_ingested_total").expect("server metric")
             as u64
+    }
+
+    fn stored_executions(&self) -> u64 {
+        metric(
+            self.admin_port,
+            "procguard_server_executions_ingested_total",
+        )
+        .expect("server metric") as u64
     }
 }
 
@@ -294,6 +306,8 @@ struct Tally {
     stored: u64,
     dropped: u64,
     spooled: u64,
+    /// The same four in executions.
+    executions: [u64; 4],
 }
 
 /// The last lines of every log of a fault's run, for failure messages.
@@ -326,6 +340,12 @@ fn prove(name: &str, sensor: &mut FaultSensor, server: &FaultServer, peak_kib: u
         stored: server.stored(),
         dropped: n("dropped_observations") + n("dropped_deviations"),
         spooled: n("unacked_at_exit"),
+        executions: [
+            st["executions"]["appended"].as_u64().unwrap_or(0),
+            server.stored_executions(),
+            st["executions"]["dropped"].as_u64().unwrap_or(0),
+            st["executions"]["unacked_at_exit"].as_u64().unwrap_or(0),
+        ],
     };
     let uncertain = st["uncertain"].as_array().map(Vec::len).unwrap_or(0);
     assert_eq!(
@@ -350,6 +370,22 @@ fn prove(name: &str, sensor: &mut FaultSensor, server: &FaultServer, peak_kib: u
         t.spooled,
         0,
         "{name}: the clean stop left events: {t:?}\n{}",
+        logs(&server.work)
+    );
+    let [appended, stored, dropped, spooled] = t.executions;
+    eprintln!(
+        "FAULT {name} in executions: generated={appended} stored={stored} dropped_and_counted={dropped} still_spooled={spooled} unaccounted={} (in {} events)",
+        appended as i64 - (stored + dropped + spooled) as i64,
+        t.appended
+    );
+    assert!(
+        appended >= t.appended,
+        "{name}: fewer executions than events: {t:?}"
+    );
+    assert_eq!(
+        appended,
+        stored + dropped + spooled,
+        "{name}: unaccounted executions: {t:?}\nstate.json: {st}\n{}",
         logs(&server.work)
     );
     t
@@ -493,7 +529,14 @@ fn a_full_disk_under_the_spool_drops_and_counts() {
         &pki,
         "node-f",
         work.path(),
-        &["--spool-bytes", &(64 * 1024 * 1024).to_string()],
+        // Every execution its own event, as for a fleet of distinct executables: this fault
+        // is the spool filling, which the storm's repeats would not do in summaries.
+        &[
+            "--spool-bytes",
+            &(64 * 1024 * 1024).to_string(),
+            "--summary-interval",
+            "0",
+        ],
     );
     sensor.start(&server.url());
     sensor.wait_connected(Duration::from_secs(15));
@@ -866,11 +909,15 @@ fn maximum_argv_and_a_megabyte_of_pod_labels_are_delivered_after_an_outage() {
         &pki,
         "node-f",
         work.path(),
+        // Every execution its own event: the point is 500 maximal events in the spool,
+        // which repeats summarised would not make.
         &[
             "--pod-metadata",
             "kube",
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
+            "--summary-interval",
+            "0",
         ],
     );
     sensor.start(&server.url());

@@ -586,6 +586,7 @@ impl Session {
             }
         }
         metrics.events_ingested.inc_by(out.applied as u64);
+        metrics.executions_ingested.inc_by(out.executions);
         metrics.events_duplicate.inc_by(out.duplicates as u64);
         metrics.deviations.inc_by(out.deviations.len() as u64);
         metrics.events_unattributed.inc_by(out.unattributed as u64);

@@ -1133,6 +1133,12 @@ async fn summaries_apply_as_their_executions(open: Open) {
         summed.events_ingested().unwrap() * 20 < each.events_ingested().unwrap(),
         "summaries store far fewer events"
     );
+    assert_eq!(
+        summed.executions_ingested().unwrap(),
+        each.executions_ingested().unwrap(),
+        "and stand for every execution"
+    );
+    assert_eq!(each.executions_ingested().unwrap(), 760);
 }
 
 /// Runs every conformance check against one engine: `engine_conformance!(module, "name",

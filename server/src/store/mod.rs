@@ -177,6 +177,10 @@ pub trait IngestStore: Send + Sync {
 
     /// Events stored over the storage's lifetime (replays not counted twice).
     fn events_ingested(&self) -> Result<u64>;
+
+    /// Executions the stored events stood for over the storage's lifetime (a sensor's summary
+    /// stands for several; replays not counted twice).
+    fn executions_ingested(&self) -> Result<u64>;
 }
 
 /// What is known of each sensor: its sequence, its health, its silence.

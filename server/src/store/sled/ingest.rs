@@ -6,7 +6,9 @@
 //! batch changed (see [`super::baselines`]): its definition and a history record for a new
 //! version, the provenance of the elements it sighted, its tally if that moved.
 //!
-//! `meta` key `events_ingested`: big-endian u64, events stored over the database's lifetime.
+//! `meta` key `events_ingested`: big-endian u64, events stored over the database's lifetime;
+//! `executions_ingested`: the executions they stood for (absent in a database from before
+//! summaries, whose events were one execution each).
 
 use super::baselines::{
     activity_key, put_definition, put_provenance, put_tally, read, record_version,
@@ -34,6 +36,15 @@ impl IngestStore for Store {
             .get("events_ingested")?
             .map(|v| be(&v))
             .unwrap_or(0))
+    }
+
+    /// Executions those events stood for (a summary stands for several). A database from
+    /// before summaries has no such count: its events were one execution each.
+    fn executions_ingested(&self) -> Result<u64> {
+        match self.meta.get("executions_ingested")? {
+            Some(v) => Ok(be(&v)),
+            None => self.events_ingested(),
+        }
     }
 
     /// Applies a batch from `node` without waiting for the disk: nothing of it may be
@@ -148,6 +159,14 @@ impl IngestStore for Store {
                     meta.insert(
                         "events_ingested",
                         &(stored + out.applied as u64).to_be_bytes(),
+                    )?;
+                    let executions = match meta.get("executions_ingested")? {
+                        Some(v) => be(&v),
+                        None => stored,
+                    };
+                    meta.insert(
+                        "executions_ingested",
+                        &executions.saturating_add(out.executions).to_be_bytes(),
                     )?;
                     sensor.acked_sequence = sensor.acked_sequence.max(applied.highest_sequence);
                     sensor.last_seen = Some(now);

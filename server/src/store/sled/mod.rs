@@ -26,7 +26,7 @@
 //! - `audit`: see [`audit`];
 //! - `records`, `subscriptions`, `meta` key `log_floor`: see [`log`] and [`retention`];
 //! - `incidents`, `incident_keys`, `meta` keys `active_incidents\0…`: see [`incidents`];
-//! - `meta` key `events_ingested`: see [`ingest`];
+//! - `meta` keys `events_ingested` and `executions_ingested`: see [`ingest`];
 //! - `deviations`: no longer written; each deviation is stored once, in its log record (a
 //!   database from before has the tree dropped at open).
 //!

@@ -1,0 +1,135 @@
+//! Summaries end to end: the real sensor and server, a real container in a kubelet-shaped
+//! cgroup. Once its baseline is enforced, the workload runs an allowed executable 300 times
+//! and an executable outside its baseline 200 times: the deviation's incident is raised at
+//! once and counts exactly 200, the allowed element's sightings grow by exactly 300, and far
+//! fewer events than executions cross to the server.
+
+use procguard_tests::*;
+use serde_json::Value;
+use std::time::Duration;
+
+/// The workload: learns `true` and `echo`, waits for `/tmp/go`, then runs `true` 300 times and
+/// `id` (never learned) 200 times, and says it is done.
+const SCRIPT: &str =
+    "i=0; while [ $i -lt 5 ]; do /bin/true; /bin/echo x >/dev/null; i=$((i+1)); done; \
+    while [ ! -e /tmp/go ]; do /bin/sleep 1; done; \
+    i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done; \
+    i=0; while [ $i -lt 200 ]; do /usr/bin/id >/dev/null; i=$((i+1)); done; \
+    /bin/echo done >/tmp/done; /bin/sleep 600";
+
+fn element<'a>(baseline: &'a Value, applet: &str) -> Option<&'a Value> {
+    baseline["elements"].as_array()?.iter().find(|e| {
+        e["applet"] == applet
+            || e["exe_path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(&format!("/{applet}")))
+    })
+}
+
+#[test]
+fn repeats_cross_as_summaries_and_every_execution_is_counted() {
+    if !require_root_and_docker() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&work.path().join("pki"), &["node-a"]);
+    let server = Server::start(&pki, work.path(), &[]);
+    let sensor = Sensor::start(
+        &pki,
+        &server,
+        "node-a",
+        work.path(),
+        &["--summary-interval", "3s"],
+    );
+    let uid = pod_uid();
+    let c = Container::run_in_pod(&uid, &["/bin/sh", "-c", SCRIPT]);
+    let workload = format!("default//pod/pod-{uid}/{}", c.short());
+    let get = || ctl_json(&pki, &server, "viewer", &["baselines", "get", &workload]).ok();
+    // Learning: `true` and `echo` each ran five times (their first at once, the rest in a
+    // summary at most one interval later).
+    let learned = wait_for(Duration::from_secs(30), || {
+        get().filter(|b| {
+            ["true", "echo"].iter().all(|a| {
+                element(b, a).is_some_and(|e| e["provenance"]["count"].as_u64() >= Some(5))
+            })
+        })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the baseline never learned true and echo five times: {:#?}\nsensor log:\n{}",
+            get(),
+            sensor.proc.log_text()
+        )
+    });
+    let true_before = element(&learned, "true").unwrap()["provenance"]["count"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(true_before, 5, "{learned:#}");
+    ctl_json(
+        &pki,
+        &server,
+        "approver",
+        &["baselines", "approve", &workload, "--reason", "e2e"],
+    )
+    .unwrap();
+    assert!(wait_for(Duration::from_secs(15), || sensor
+        .metric("procguard_sensor_baselines")
+        .filter(|n| *n >= 1.0))
+    .is_some());
+    let server_metric = |name: &str| metric(server.admin_port, name).unwrap_or(0.0) as u64;
+    let events_before = server_metric("procguard_server_events_ingested_total");
+    let executions_before = server_metric("procguard_server_executions_ingested_total");
+
+    assert!(c
+        .exec(&["/bin/sh", "-c", "/bin/echo go >/tmp/go"])
+        .status
+        .success());
+    // The deviation is raised at once, before its repeats' summary could have gone out.
+    let incident = |min: u64| {
+        wait_for(Duration::from_secs(30), || {
+            let list = ctl_json(&pki, &server, "viewer", &["incidents", "list"]).ok()?;
+            list.as_array()?
+                .iter()
+                .find(|i| {
+                    i["kind"] == "deviation"
+                        && i["workload"] == workload.as_str()
+                        && i["exe_path"] == "/usr/bin/id"
+                        && i["count"].as_u64() >= Some(min)
+                })
+                .cloned()
+        })
+    };
+    assert!(
+        incident(1).is_some(),
+        "no incident for id; sensor log:\n{}",
+        sensor.proc.log_text()
+    );
+    // Every execution counted, none twice.
+    let all = incident(200).unwrap_or_else(|| {
+        panic!(
+            "the incident never counted 200: {:#?}\nsensor log:\n{}",
+            incident(1),
+            sensor.proc.log_text()
+        )
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let settled = incident(1).unwrap();
+    assert_eq!(settled["count"], 200, "{all:#}\n{settled:#}");
+    let b = get().unwrap();
+    let true_after = element(&b, "true").unwrap()["provenance"]["count"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(true_after, true_before + 300, "{b:#}");
+    let events = server_metric("procguard_server_events_ingested_total") - events_before;
+    let executions =
+        server_metric("procguard_server_executions_ingested_total") - executions_before;
+    assert!(executions >= 500, "{executions} executions stored");
+    assert!(
+        events * 10 < executions,
+        "{events} events for {executions} executions: repeats were not summarised"
+    );
+    let summarised = sensor
+        .metric("procguard_sensor_executions_summarised_total")
+        .unwrap_or(0.0);
+    assert!(summarised >= 490.0, "{summarised}");
+}
