@@ -8,6 +8,12 @@
 //! are never decoded to be encoded again, except an event too large for a batch alone, which
 //! is shrunk first.
 //!
+//! **Repeats travel as summaries.** Once a server's `Welcome` says it accepts them, an
+//! execution judged here goes through [`Summaries`]: a deviation new in the interval and an
+//! element new to learning are stamped and spooled at once, as before; repeats, and what the
+//! baselines held here allow, are counted and spooled as one event per key at the interval's
+//! end (`SensorEvent.executions`), and at a graceful stop.
+//!
 //! **Acknowledgements are checked.** An `Ack` or `Welcome` beyond the last sequence this
 //! sensor ever assigned cannot be true (it would acknowledge events that do not exist yet): it
 //! is a protocol error, counted in `procguard_sensor_server_protocol_errors_total` and
