@@ -138,4 +138,11 @@ fi
 echo "{\"phase\":\"burst\",\"driver\":$(cat "$OUT/burst.driver.json"),\"seconds\":$secs,\"sensor_cpu_pct\":$scpu,\"forkstat_cpu_pct\":$fcpu,\"sensor_rss_max_kb\":$max,\"sensor_hwm_kb\":$(hwm_kb $SPID),\"score\":$("$DRIVER" score --truth "$OUT/burst.truth" --events "$OUT/events.jsonl" --forkstat "$OUT/forkstat.txt")}"
 scrape() { exec 3<>"/dev/tcp/127.0.0.1/$PORT"; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3; exec 3<&-; }
 echo "sensor metrics (losses): $(scrape | grep -E 'capture_backend|ebpf_ring_losses|queue_drops|kernel_losses|sequence_gaps|resyncs|fanotify|events_seen|events_partial|late_forks|exec_lost' | grep -v '^#' | tr '\n' ' ')"
+if [ "$UPLINK" = 1 ]; then
+  # What crossed to the server: events, and the executions they stand for (summaries: several
+  # each; executions still held for the interval's summary are in summary_held_executions).
+  echo "sensor uplink: $(scrape | grep -E 'spool_appended|summaries_sent|executions_summarised|summary_held' | grep -v '^#' | tr '\n' ' ')"
+  PORT=19392
+  echo "server: $(scrape | grep -E '^procguard_server_(events|executions)_ingested_total' | tr '\n' ' ')"
+fi
 echo "output in $OUT"

@@ -313,14 +313,19 @@ impl Uplink {
         let verdict = self.matcher.check(&ev, now);
         let judged = match verdict {
             Verdict::Deviation => {
+                // Every execution counted; logged when it is sent (its repeats in the
+                // interval once, with their number).
                 self.metrics.deviations.inc();
-                tracing::warn!(message = "Deviation.", workload = %ev.workload, exe = %ev.exe_path, sha256 = ev.exe_sha256.as_deref().unwrap_or(""), pid = ev.pid);
                 Judged::Deviation
             }
             Verdict::Learning | Verdict::Partial => Judged::Learning,
             Verdict::Allowed => Judged::Allowed,
         };
         if self.spool.is_none() {
+            // JSON lines only: nothing is sent, every deviation is logged.
+            if judged == Judged::Deviation {
+                tracing::warn!(message = "Deviation.", workload = %ev.workload, exe = %ev.exe_path, sha256 = ev.exe_sha256.as_deref().unwrap_or(""), pid = ev.pid);
+            }
             return;
         }
         match self.summaries.offer(ev, judged, now) {
@@ -362,6 +367,14 @@ impl Uplink {
             // records); the server ignores a sensor's.
             ..Default::default()
         };
+        if out.deviation {
+            let ev = &out.event;
+            if summary {
+                tracing::warn!(message = "Deviation repeated.", workload = %ev.workload, exe = %ev.exe_path, sha256 = ev.exe_sha256.as_deref().unwrap_or(""), executions = out.executions);
+            } else {
+                tracing::warn!(message = "Deviation.", workload = %ev.workload, exe = %ev.exe_path, sha256 = ev.exe_sha256.as_deref().unwrap_or(""), pid = ev.pid);
+            }
+        }
         if summary {
             self.metrics.summaries_sent.inc();
             self.metrics.executions_summarised.inc_by(out.executions);
