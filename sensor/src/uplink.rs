@@ -65,6 +65,9 @@ const IN_FLIGHT: usize = 8 * BATCH;
 const BASELINES_FILE: &str = "baselines.pb";
 /// The last health report taken while disconnected, under the spool directory.
 const HEALTH_FILE: &str = "health.pb";
+/// Whether the last server's Welcome accepted summaries ("1" or "0"), under the spool
+/// directory: a sensor restarted while its server is down summarises as that server asked.
+const SUMMARIES_FILE: &str = "summaries-accepted";
 /// Outbound stream messages buffered towards the server.
 const OUTBOUND: usize = 16;
 /// How long shutdown waits for the server to acknowledge what is left: well inside
@@ -260,6 +263,12 @@ impl Uplink {
     /// `max_entries` keys; only once a server's Welcome says it accepts summaries.
     pub fn with_summaries(mut self, interval: Duration, max_entries: usize) -> Self {
         self.summaries = Summaries::new(interval, max_entries);
+        let saved = self
+            .spool
+            .as_ref()
+            .and_then(|s| s.load_file(SUMMARIES_FILE));
+        self.summaries
+            .server_accepts(saved.as_deref() == Some(b"1".as_slice()));
         self
     }
 
@@ -657,6 +666,9 @@ impl Uplink {
                             // Checked before anything is settled on its word.
                             self.check_ack("the Welcome", w.acked_sequence).map_err(Down::other)?;
                             self.server_limit = usize::try_from(w.max_message_bytes).unwrap_or(usize::MAX);
+                            if let Some(s) = &self.spool {
+                                s.save_file(SUMMARIES_FILE, if w.accepts_summaries { b"1" } else { b"0" });
+                            }
                             self.summaries.server_accepts(w.accepts_summaries);
                             welcomed = true;
                             self.metrics.connected.set(1);
@@ -918,6 +930,39 @@ mod tests {
 
     fn event(pid: u32) -> ProcessEvent {
         crate::pods::tests::event(pid, 1, &["true"], ExecContext::Descendant)
+    }
+
+    /// A sensor restarted while its server is down summarises as the last server asked: the
+    /// answer of its last Welcome is kept in the spool directory. Without one it sends every
+    /// execution on its own; a graceful stop sends what it held.
+    #[test]
+    fn the_last_servers_answer_on_summaries_survives_a_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let up = |accepted: Option<&[u8]>| {
+            let spool = Spool::open(d.path(), 1 << 20, Metrics::default()).unwrap();
+            if let Some(a) = accepted {
+                spool.save_file(SUMMARIES_FILE, a);
+            }
+            Uplink::new(None, "n", "c", Some(spool), Metrics::default(), None)
+                .with_summaries(Duration::from_secs(30), 100)
+        };
+        let appended = |up: &Uplink| up.spool.as_ref().unwrap().state().appended;
+        for (saved, summarised) in [(None, false), (Some(&b"0"[..]), false), (Some(b"1"), true)] {
+            let mut u = up(saved);
+            let before = appended(&u);
+            for pid in 1..=50 {
+                u.accept(event(pid));
+            }
+            let sent = appended(&u) - before;
+            if summarised {
+                // The first is news for learning; the rest wait for the interval.
+                assert_eq!(sent, 1, "{saved:?}");
+                u.send_summaries(true);
+                assert_eq!(appended(&u) - before, 2, "the held 49 in one event");
+            } else {
+                assert_eq!(sent, 50, "{saved:?}");
+            }
+        }
     }
 
     #[test]
