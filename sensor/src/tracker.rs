@@ -1209,6 +1209,13 @@ impl Tracker {
         if let (Some(id), true) = (&my_container, alive) {
             self.find_root(pid, id);
         }
+        // The very process the table holds (same pid and start time, in the same container),
+        // not a new one that reuses its pid.
+        let same_process = known.as_ref().filter(|k| {
+            k.facts.start_time.is_some()
+                && k.facts.start_time == info.start_time
+                && Self::container_of(&k.placement).map(|c| &c.id) == my_container.as_ref()
+        });
         let parent = self.table.get(&ppid);
         let context = match (&my_container, parent) {
             (None, _) => ExecContext::Host,
@@ -1226,20 +1233,31 @@ impl Tracker {
                 // Started into the container from outside it: the runtime's shim is (or,
                 // once the runtime's own helper has exited, has become) its parent.
                 self.learn_runtime(id, pid);
-                let others = self.live_in_container.get(id).copied().unwrap_or(0)
-                    - u32::from(known.as_ref().is_some_and(|k| {
-                        Self::container_of(&k.placement).is_some_and(|c| c.id == *id)
-                    }));
-                if others == 0 {
-                    ExecContext::Entrypoint
-                } else {
-                    ExecContext::ExecSession
+                match same_process.map(|k| k.context) {
+                    // Read again (the rescan after a loss, or its own exec): how it was started
+                    // does not change. Counting the container's processes now would make an
+                    // entrypoint with children an exec session, and all it starts after.
+                    Some(c @ (ExecContext::Entrypoint | ExecContext::ExecSession)) => c,
+                    _ => {
+                        let others = self.live_in_container.get(id).copied().unwrap_or(0)
+                            - u32::from(known.as_ref().is_some_and(|k| {
+                                Self::container_of(&k.placement).is_some_and(|c| c.id == *id)
+                            }));
+                        if others == 0 {
+                            ExecContext::Entrypoint
+                        } else {
+                            ExecContext::ExecSession
+                        }
+                    }
                 }
             }
         };
         // An exec session's processes share its ID: the first one (started into the container
         // from outside it) names it, its descendants in the container inherit it.
         let session = (context == ExecContext::ExecSession).then(|| {
+            if let Some(s) = same_process.and_then(|k| k.session.clone()) {
+                return s;
+            }
             self.table
                 .get(&ppid)
                 .filter(|p| {
@@ -1481,6 +1499,59 @@ mod tests {
         t.on_fork(10, 31, None);
         let other = ev(&mut t, proc(31, 10, "/", (1, 101), "x", HOST)).unwrap();
         assert_eq!(other.exe_path, UNREADABLE_EXE);
+    }
+
+    /// A container's processes read again (the rescan after a loss reads every live process)
+    /// keep how they were started: an entrypoint with children stays the entrypoint, and what
+    /// it starts afterwards its descendants, not an exec session (a soak under load saw 1,304
+    /// false exec-session events after one ring-buffer loss); an exec session stays that
+    /// session. A new process reusing a pid is judged afresh.
+    #[test]
+    fn a_rescan_keeps_how_each_process_was_started() {
+        let ctr = format!(
+            "0::/kubepods/besteffort/pod3693a8ec-0000-4000-8000-000000000002/{}\n",
+            "b".repeat(64)
+        );
+        let host = "0::/system.slice/containerd.service\n";
+        let proc_root = tempfile::tempdir().unwrap();
+        let mut t = Tracker::new(ProcReader::new(proc_root.path()), "n1", "c");
+        let ev = |t: &mut Tracker, info: ProcInfo| t.event_from(info).unwrap();
+        ev(&mut t, proc(10, 1, "/usr/bin/shim", (1, 1), "shim", host));
+        t.on_fork(10, 12, None);
+        let entry_info = proc(12, 10, "/bin/sh", (7, 1), "sh", &ctr);
+        assert_eq!(
+            ev(&mut t, entry_info.clone()).context,
+            ExecContext::Entrypoint
+        );
+        t.on_fork(12, 13, None);
+        let child = proc(13, 12, "/bin/sleep", (7, 2), "sleep", &ctr);
+        assert_eq!(ev(&mut t, child.clone()).context, ExecContext::Descendant);
+        t.on_fork(10, 14, None);
+        let session_info = proc(14, 10, "/bin/sh", (7, 1), "sh", &ctr);
+        let session = ev(&mut t, session_info.clone());
+        assert_eq!(session.context, ExecContext::ExecSession);
+        // The rescan: every live process read again, as it is.
+        for info in [entry_info.clone(), child, session_info] {
+            let again = ev(&mut t, info);
+            let want = match again.pid {
+                12 => ExecContext::Entrypoint,
+                13 => ExecContext::Descendant,
+                _ => ExecContext::ExecSession,
+            };
+            assert_eq!(again.context, want, "pid {}", again.pid);
+            if again.pid == 14 {
+                assert_eq!(again.exec_session, session.exec_session);
+            }
+        }
+        t.on_fork(12, 15, None);
+        let later = ev(&mut t, proc(15, 12, "/bin/true", (7, 3), "true", &ctr));
+        assert_eq!(later.context, ExecContext::Descendant);
+        // A new process with the entrypoint's pid (a later start time) is judged afresh.
+        let mut reused = entry_info;
+        reused.start_time = reused
+            .start_time
+            .map(|s| s + std::time::Duration::from_secs(9));
+        assert_eq!(ev(&mut t, reused).context, ExecContext::ExecSession);
     }
 
     /// A parent seen on the host joins a container's cgroup, then forks a child that is gone
