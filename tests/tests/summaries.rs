@@ -162,8 +162,11 @@ fn repeats_cross_as_summaries_and_every_execution_is_counted() {
     let executions =
         server_metric("procguard_server_executions_ingested_total") - executions_before;
     assert!(executions >= 500, "{executions} executions stored");
+    // The sensor sees the whole node: other processes add events (one execution each at
+    // least) beside this workload's. This workload's 500 took a handful of events, so at
+    // least 490 executions crossed without an event of their own.
     assert!(
-        events * 10 < executions,
+        executions - events >= 490,
         "{events} events for {executions} executions: repeats were not summarised"
     );
 }
