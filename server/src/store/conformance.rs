@@ -914,6 +914,18 @@ async fn durable_subscriptions_belong_to_their_owner(open: Open) {
 /// the same baseline (elements, provenance and counters), the same daily activity and dry
 /// run, and incidents with the same counts, through learning, enforcement, drift, fileless
 /// runs, partial events, probes and a crash loop.
+/// `process` as a sensor sent it: event `id`, sequence `seq`, standing for `executions`.
+fn sent(id: String, seq: u64, process: &ProcessEvent, executions: u64) -> IngestEvent {
+    IngestEvent {
+        event_id: id,
+        sequence: seq,
+        process: process.clone(),
+        reported: Default::default(),
+        placement: Default::default(),
+        executions,
+    }
+}
+
 async fn summaries_apply_as_their_executions(open: Open) {
     use procguard_core::process::{Ancestor, Completeness};
     use procguard_core::{ExecContext, Origin};
@@ -975,14 +987,7 @@ async fn summaries_apply_as_their_executions(open: Open) {
                 c.iter()
                     .map(|e| {
                         seq += 1;
-                        IngestEvent {
-                            event_id: format!("e{seq}"),
-                            sequence: seq,
-                            process: e.clone(),
-                            reported: Default::default(),
-                            placement: Default::default(),
-                            executions: 1,
-                        }
+                        sent(format!("e{seq}"), seq, e, 1)
                     })
                     .collect::<Vec<_>>()
             })
@@ -1003,28 +1008,14 @@ async fn summaries_apply_as_their_executions(open: Open) {
                 Some((_, n)) => *n += 1,
                 None => {
                     seq += 1;
-                    out.push(IngestEvent {
-                        event_id: format!("s{seq}"),
-                        sequence: seq,
-                        process: e.clone(),
-                        reported: Default::default(),
-                        placement: Default::default(),
-                        executions: 1,
-                    });
+                    out.push(sent(format!("s{seq}"), seq, e, 1));
                     keys.push((e, 0));
                 }
             }
         }
         for (e, n) in keys.into_iter().filter(|(_, n)| *n > 0) {
             seq += 1;
-            out.push(IngestEvent {
-                event_id: format!("s{seq}"),
-                sequence: seq,
-                process: e.clone(),
-                reported: Default::default(),
-                placement: Default::default(),
-                executions: n,
-            });
+            out.push(sent(format!("s{seq}"), seq, e, n));
         }
         out
     };
