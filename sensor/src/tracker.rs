@@ -455,6 +455,15 @@ impl Tracker {
         }
     }
 
+    /// Reads the fanotify queue once for a batch of exec records taken from the kernel
+    /// (eBPF), which lookups then use without reading it again ([`ExecWatch::set_batched`]).
+    pub fn pump_exec_watch(&self) {
+        if let Some(w) = &self.exec_watch {
+            w.set_batched();
+            w.pump();
+        }
+    }
+
     /// Processes tracked now.
     pub fn len(&self) -> usize {
         self.table.len()
@@ -710,6 +719,7 @@ impl Tracker {
             };
         };
         let mut info = urgent(pid);
+        w.proc_read();
         // The process may have exec'd again before this read: `/proc` then shows the later
         // program, whose own exec event follows. This exec is named from the kernel's record
         // as for a process gone, and the argv read is not its own.
