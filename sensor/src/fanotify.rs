@@ -48,10 +48,10 @@
 //!
 //! No thread reads the descriptor: the process thread drains it ([`ExecWatch::pump`]) when it
 //! looks an exec up and on its idle tick (with eBPF, once per batch of exec records and again
-//! only after a `/proc` read: [`ExecWatch::set_batched`]). The kernel queues the fanotify event during the
-//! `execve`, before the proc connector's exec event, so it is there when it is needed, and a
-//! reader thread would cost one wake-up per exec (the largest cost in capture, measured in
-//! docs/BENCHMARKS.md).
+//! only after a `/proc` read: [`ExecWatch::set_batched`]). The kernel queues the fanotify
+//! event during the `execve`, before the proc connector's exec event, so it is there when it
+//! is needed, and a reader thread would cost one wake-up per exec (the largest cost in
+//! capture, measured in docs/BENCHMARKS.md).
 #![allow(unsafe_code)]
 
 use crate::metrics::Metrics;
