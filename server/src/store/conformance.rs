@@ -59,6 +59,11 @@ fn batch(tag: &str, first: u64, n: u64) -> Vec<IngestEvent> {
 
 /// Approves the whole baseline as an API call would, with its audit record.
 async fn approve(s: &dyn Storage) -> u64 {
+    approve_at(s, SystemTime::now()).await
+}
+
+/// [`approve`] at `now`.
+async fn approve_at(s: &dyn Storage, now: SystemTime) -> u64 {
     s.change(
         &web(),
         ChangeBy {
@@ -69,7 +74,7 @@ async fn approve(s: &dyn Storage) -> u64 {
         },
         false,
         &|b| {
-            b.approve(None, SystemTime::now());
+            b.approve(None, now);
             Ok(())
         },
     )
@@ -1058,22 +1063,7 @@ async fn summaries_apply_as_their_executions(open: Open) {
         40
     );
     for s in [&each, &summed] {
-        s.change(
-            &web(),
-            ChangeBy {
-                actor: "t",
-                action: "approved",
-                reason: "",
-                audit: Some(audit_entry("ApproveBaseline")),
-            },
-            false,
-            &|b| {
-                b.approve(None, t(2));
-                Ok(())
-            },
-        )
-        .await
-        .unwrap();
+        approve_at(s.as_ref(), t(2)).await;
     }
     let mut deviations = (0, 0);
     for b in &each_enforced {
