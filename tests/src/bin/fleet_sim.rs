@@ -334,6 +334,8 @@ struct Counters {
     acked: AtomicU64,
     /// Events waiting to be sent at the last tick, over every node.
     backlog: AtomicU64,
+    /// Events not acknowledged 30 s after the end, over every node.
+    unacked_at_end: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -350,6 +352,8 @@ struct Reading {
     acked: u64,
     server_cpu_s: f64,
     data_dir_bytes: u64,
+    /// Bytes the server caused to be written to storage (`write_bytes` of `/proc/<pid>/io`).
+    server_written: u64,
 }
 
 /// Phases every node reads: in the warm-up only the workloads' own executables run (no
@@ -672,10 +676,12 @@ async fn node(i: usize, ctx: Arc<Ctx>) -> Result<(), String> {
                         for (k, v) in std::mem::take(&mut by_element) {
                             *all.entry(k).or_default() += v;
                         }
-                        return if queue.is_empty() && in_flight.is_empty() {
+                        let left = (queue.len() + in_flight_events) as u64;
+                        c.unacked_at_end.fetch_add(left, Ordering::Relaxed);
+                        return if left == 0 {
                             Ok(())
                         } else {
-                            Err(format!("{} events unacknowledged at the end", queue.len() + in_flight_events))
+                            Err("events unacknowledged 30 s after the end".into())
                         };
                     }
                 }
@@ -717,6 +723,16 @@ fn cpu_seconds(pid: &str) -> f64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// Bytes a process caused to be written to storage so far.
+fn written_bytes(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// A process's resident memory (VmRSS, VmHWM) in KiB.
@@ -766,6 +782,11 @@ fn read(ctx: &Ctx) -> Reading {
             .map(|p| cpu_seconds(&p.to_string()))
             .unwrap_or(0.0),
         data_dir_bytes: ctx.args.data_dir.as_deref().map(dir_bytes).unwrap_or(0),
+        server_written: ctx
+            .args
+            .server_pid
+            .map(|p| written_bytes(&p.to_string()))
+            .unwrap_or(0),
     }
 }
 
@@ -989,6 +1010,7 @@ async fn main() -> Result<(), String> {
                 "server_cores_per_1000_nodes": cpu / secs / (n as f64 / 1000.0),
                 "data_dir_growth_bytes": disk,
                 "data_dir_growth_mib_per_hour_extrapolated": disk as f64 / secs * 3600.0 / 1048576.0,
+                "server_written_mib_per_hour_extrapolated": (r1.server_written - r0.server_written) as f64 / secs * 3600.0 / 1048576.0,
                 "server_rss_kib": server_mem.0,
                 "server_hwm_kib": server_mem.1,
                 "simulator_cores": (sim_cpu1 - sim_cpu0) / secs,
@@ -1000,6 +1022,7 @@ async fn main() -> Result<(), String> {
                 "executions_sent": end.represented,
                 "events": end.events,
                 "acked": end.acked,
+                "unacked_at_end": ctx.counters.unacked_at_end.load(Ordering::Relaxed),
                 "executions_by_element": *ctx.by_element.lock().expect("lock"),
             },
             "seconds": ctx.started.elapsed().as_secs_f64(),
