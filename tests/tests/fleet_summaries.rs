@@ -1,5 +1,5 @@
 //! The fleet simulator in summaries mode against a real server (issue 18): 20 simulated nodes
-//! whose repeated executions travel as summaries (the real `Summaries` table, a 2 s interval),
+//! whose repeated executions travel as summaries (the real `Summaries` table, a 5 s interval),
 //! and the server's stored execution counts, element by element, are exactly what was
 //! simulated.
 
@@ -30,7 +30,7 @@ fn a_summarising_fleet_is_stored_execution_for_execution() {
             "--mode",
             "summaries",
             "--summary-interval",
-            "2",
+            "5",
         ])
         .args([
             "--deployments",
@@ -69,14 +69,15 @@ fn a_summarising_fleet_is_stored_execution_for_execution() {
     assert_eq!(total["executions_sent"], generated, "{report}");
     assert_eq!(total["acked"], total["events"], "{report}");
     // Summaries were used: fewer events than executions (not by much in so short a run with a
-    // 2 s interval, so many deviations and so much pod churn).
+    // 5 s interval, so many deviations and so much pod churn).
     assert!(report["measured"]["summary_events"].as_u64().unwrap() > 0);
     assert!(total["events"].as_u64().unwrap() < generated, "{report}");
     assert_eq!(total["unacked_at_end"], 0, "{report}");
-    // A new learning element is stored at once, not after the interval.
+    // A new learning element is stored at once, not after the interval (5 s: the bound says
+    // which, with room for a loaded machine; it is no speed target).
     let learning = &report["new_learning_element_exec_to_ack"];
     assert!(learning["count"].as_u64().unwrap() >= 3, "{report}");
-    assert!(learning["max_ms"].as_f64().unwrap() < 1_500.0, "{report}");
+    assert!(learning["max_ms"].as_f64().unwrap() < 4_500.0, "{report}");
 
     // The server's counts, element by element.
     let list = ctl_json(&pki, &server, "viewer", &["baselines", "list"]).expect("list");
