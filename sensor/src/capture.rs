@@ -430,6 +430,10 @@ impl Processor {
             }
             src.capture
                 .drain(&mut records, crate::ebpf::RECORDS_PER_ROUND);
+            // After the records: every fanotify event of these execs is queued by now.
+            if !records.is_empty() {
+                self.tracker.pump_exec_watch();
+            }
             let lost = src.capture.take_losses();
             if lost > 0 {
                 self.metrics.kernel_losses.inc_by(lost);

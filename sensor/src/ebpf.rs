@@ -410,7 +410,9 @@ pub struct CgroupIds {
     /// The mount's root as `mountinfo` shows it to this sensor (relative to its cgroup
     /// namespace, as `/proc/<pid>/cgroup` is).
     root: String,
-    paths: HashMap<u64, String>,
+    /// Each cgroup's `/proc/<pid>/cgroup` line by ID, written once at the walk rather than
+    /// at every exec.
+    lines: HashMap<u64, String>,
     walked: Option<Instant>,
     /// cgroup v2 is mounted beside v1 controllers (under `--cgroup-root`, not at it).
     hybrid: bool,
@@ -426,7 +428,7 @@ impl CgroupIds {
         let mut ids = Self {
             mount,
             root,
-            paths: HashMap::new(),
+            lines: HashMap::new(),
             walked: None,
             hybrid,
         };
@@ -444,33 +446,35 @@ impl CgroupIds {
     /// containers in the v1 controllers only leaves them there, and only `/proc` (every
     /// hierarchy's line) can say where they are.
     pub fn line(&mut self, id: u64) -> Option<String> {
-        if !self.paths.contains_key(&id) && self.walked.is_none_or(|t| t.elapsed() >= REWALK_EVERY)
+        if !self.lines.contains_key(&id) && self.walked.is_none_or(|t| t.elapsed() >= REWALK_EVERY)
         {
             self.walk();
         }
-        let path = self.paths.get(&id)?;
-        if self.hybrid && path == &self.root {
+        let line = self.lines.get(&id)?;
+        if self.hybrid
+            && line.strip_prefix("0::").and_then(|l| l.strip_suffix('\n')) == Some(&self.root)
+        {
             return None;
         }
-        Some(format!("0::{path}\n"))
+        Some(line.clone())
     }
 
     fn walk(&mut self) {
         self.walked = Some(Instant::now());
-        self.paths.clear();
+        self.lines.clear();
         let mut stack = vec![(self.mount.clone(), self.root.clone())];
         while let Some((dir, path)) = stack.pop() {
             let Ok(meta) = std::fs::metadata(&dir) else {
                 continue;
             };
-            if self.paths.len() >= MAX_CGROUPS {
+            if self.lines.len() >= MAX_CGROUPS {
                 tracing::warn!(
                     message = "More cgroups than the ID map holds; the rest are read from /proc.",
                     limit = MAX_CGROUPS
                 );
                 return;
             }
-            self.paths.insert(meta.ino(), path.clone());
+            self.lines.insert(meta.ino(), format!("0::{path}\n"));
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };

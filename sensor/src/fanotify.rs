@@ -47,10 +47,11 @@
 //! [`MAX_ENTRIES`] in all; a kernel queue overflow is counted, never hidden.
 //!
 //! No thread reads the descriptor: the process thread drains it ([`ExecWatch::pump`]) when it
-//! looks an exec up and on its idle tick. The kernel queues the fanotify event during the
-//! `execve`, before the proc connector's exec event, so it is there when it is needed, and a
-//! reader thread would cost one wake-up per exec (the largest cost in capture, measured in
-//! docs/BENCHMARKS.md).
+//! looks an exec up and on its idle tick (with eBPF, once per batch of exec records and again
+//! only after a `/proc` read: [`ExecWatch::set_batched`]). The kernel queues the fanotify
+//! event during the `execve`, before the proc connector's exec event, so it is there when it
+//! is needed, and a reader thread would cost one wake-up per exec (the largest cost in
+//! capture, measured in docs/BENCHMARKS.md).
 #![allow(unsafe_code)]
 
 use crate::metrics::Metrics;
@@ -60,6 +61,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -553,6 +555,12 @@ pub struct ExecWatch {
     mount_devs: Mutex<HashMap<u64, u64>>,
     /// Device of the sensor's own root, never a container's.
     host_dev: Option<u64>,
+    /// Set by a caller that pumps once per batch of exec records ([`ExecWatch::set_batched`]):
+    /// lookups then read the queue only when `/proc` was read since the last pump.
+    batched: AtomicBool,
+    /// The last pump emptied the queue and no exe link was read from `/proc` since
+    /// ([`ExecWatch::proc_read`]).
+    fresh: AtomicBool,
     metrics: Metrics,
 }
 
@@ -610,6 +618,8 @@ impl ExecWatch {
             root_mounts: Mutex::default(),
             learned: Mutex::default(),
             host_dev: std::fs::metadata(&host_root).ok().map(|m| m.dev()),
+            batched: AtomicBool::new(false),
+            fresh: AtomicBool::new(false),
             metrics,
         });
         watch.mark(&host_root)?;
@@ -727,6 +737,35 @@ impl ExecWatch {
 
     /// Reads every exec identity the kernel has queued, without blocking.
     pub fn pump(&self) {
+        self.read_queue();
+        self.fresh.store(true, Ordering::Release);
+    }
+
+    /// Lookups no longer read the queue each time: the caller pumps after it took each batch
+    /// of exec records (eBPF), and the kernel queued every fanotify event of those execs
+    /// before their records (the file is opened for execution before the exec completes). A
+    /// lookup after an exe link was read from `/proc` ([`ExecWatch::proc_read`]) still reads
+    /// the queue first, so that a later exec `/proc` may show has its identity queued too
+    /// ([`ExecWatch::take_superseded`]). Without this (the proc connector), every lookup reads
+    /// the queue: its exec events are read one at a time, as they come.
+    pub fn set_batched(&self) {
+        self.batched.store(true, Ordering::Release);
+    }
+
+    /// An exe link was read from `/proc`: the next lookup reads the queue first.
+    pub fn proc_read(&self) {
+        self.fresh.store(false, Ordering::Release);
+    }
+
+    /// Reads the queue before a lookup, unless batched and nothing was read from `/proc`
+    /// since the last pump (see [`ExecWatch::set_batched`]).
+    fn refresh(&self) {
+        if !(self.batched.load(Ordering::Acquire) && self.fresh.load(Ordering::Acquire)) {
+            self.pump();
+        }
+    }
+
+    fn read_queue(&self) {
         // Room for ~680 events per read.
         let mut buf = [0u8; 16 * 1024];
         loop {
@@ -848,7 +887,7 @@ impl ExecWatch {
     /// then stands for opening `/proc/<pid>/exe`, and its `statx` for the cache key: the same
     /// file, reached without a path walk through `/proc`. `None` (nothing taken) otherwise.
     pub fn claim_exec(&self, pid: u32, exe: &str) -> Option<Claimed> {
-        self.pump();
+        self.refresh();
         let held = self
             .table
             .lock()
@@ -860,7 +899,7 @@ impl ExecWatch {
     /// `pid`'s exec of the file `id` (device, inode) was read through `/proc`, not claimed:
     /// see [`Table::read_from_proc`].
     pub fn read_from_proc(&self, pid: u32, id: (u64, u64)) {
-        self.pump();
+        self.refresh();
         self.table
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -877,7 +916,7 @@ impl ExecWatch {
         pid: u32,
         exe: &str,
     ) -> Option<(ExecFile, Option<std::fs::File>)> {
-        self.pump();
+        self.refresh();
         let held = {
             let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
             if !t.superseded(pid, exe) {
@@ -893,7 +932,7 @@ impl ExecWatch {
     /// left, after the proc connector's exec event (the kernel queued the fanotify event
     /// before it), so each success is counted as a rescue.
     pub fn take(&self, pid: u32) -> Option<(ExecFile, Option<std::fs::File>)> {
-        self.pump();
+        self.refresh();
         let held = self
             .table
             .lock()
@@ -908,7 +947,7 @@ impl ExecWatch {
     /// Takes the identity of `pid`'s latest exec without waiting (it was read from `/proc`
     /// instead, and serves to learn which container its mount belongs to).
     pub fn claim(&self, pid: u32) -> Option<Claimed> {
-        self.pump();
+        self.refresh();
         let held = self
             .table
             .lock()
@@ -1231,5 +1270,35 @@ mod tests {
         assert!(w.claim_exec(pid, &link).is_none(), "claimed once");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// Batched (eBPF): a lookup after the batch's pump does not read the queue again, so an
+    /// exec queued after the pump is not found (its record comes in the next batch, after the
+    /// next pump), but once an exe link was read from `/proc` the next lookup reads the queue
+    /// first: a process that exec'd again before its link was read (the later program is what
+    /// `/proc` shows) must have that later exec queued, or its earlier exec would take the
+    /// later one's file (the superseding check).
+    #[test]
+    fn batched_lookups_read_the_queue_again_only_after_a_proc_read() {
+        let Ok(w) = ExecWatch::start(Metrics::default(), Path::new("/proc/1/root")) else {
+            eprintln!("SKIP: fanotify needs CAP_SYS_ADMIN");
+            return;
+        };
+        w.set_batched();
+        w.pump();
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(w.claim(pid).is_none(), "not read before the next pump");
+        w.proc_read();
+        let claimed = w.claim(pid).expect("read after a /proc read");
+        assert!(claimed.file.is_some());
+
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        w.pump();
+        let (got, _) = w.take(pid).expect("read by the batch's pump");
+        assert!(got.path.ends_with("/true"), "{got:?}");
     }
 }

@@ -243,10 +243,23 @@ pub struct Tracker {
     /// The runtime of containers whose cgroup path does not name it, from the shim that
     /// started their processes (see [`Tracker::learn_runtime`]).
     runtimes: HashMap<String, Option<ContainerRuntime>>,
+    /// Per container whose runtime is not known yet, the last parent found alive, parent of
+    /// a process started into it, and not a shim (its pid, start time and executable's device
+    /// and inode): while it lives and runs that file, its later children are not looked at
+    /// again (see [`Tracker::learn_runtime`]).
+    runtime_not_from: HashMap<String, NotAShim>,
     /// Counts execs recognised as the runtime's init ([`Tracker::is_runtime_init`]).
     runtime_inits: prometheus_client::metrics::counter::Counter,
     /// Whether the last exec applied was the runtime's init (not reported, not lost).
     last_was_runtime_init: bool,
+}
+
+/// A live parent found not to be a container runtime's shim (see [`Tracker::learn_runtime`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NotAShim {
+    pid: u32,
+    start: std::time::SystemTime,
+    exe_id: (u64, u64),
 }
 
 /// Processes of a container looked at for its root filesystem before giving up (a container
@@ -275,6 +288,7 @@ impl Tracker {
             standalone: None,
             runtime_inits: Default::default(),
             runtimes: HashMap::new(),
+            runtime_not_from: HashMap::new(),
             last_was_runtime_init: false,
         }
     }
@@ -361,8 +375,26 @@ impl Tracker {
     /// containerd's `moby` namespace is Docker's, in any other containerd's. Anything else
     /// (conmon, an unknown shim) leaves the runtime unknown; a process or parent already gone
     /// leaves it to the next process started into the container.
-    fn learn_runtime(&mut self, id: &str, pid: u32) {
+    ///
+    /// `ppid` is the parent at the exec. While that parent lives it stays the process's
+    /// parent (a process is handed to a subreaper only when its parent exits), so once it was
+    /// found not to be a shim, its later children into the same container are not looked at
+    /// again: each look costs a `/proc` read or two per exec, and a parent outside the
+    /// container that starts many processes into it would pay them at every exec. The parent
+    /// is known by its pid, start time and executable (device and inode) in the table, which
+    /// loses it at its exit and follows its execs.
+    fn learn_runtime(&mut self, id: &str, pid: u32, ppid: u32) {
         if self.runtimes.contains_key(id) {
+            return;
+        }
+        let parent_now = self.table.get(&ppid).and_then(|p| {
+            Some(NotAShim {
+                pid: ppid,
+                start: p.facts.start_time?,
+                exe_id: p.exe_id?,
+            })
+        });
+        if parent_now.is_some() && self.runtime_not_from.get(id) == parent_now.as_ref() {
             return;
         }
         let Some(parent) = crate::procfs::read_bounded(&self.reader.path(pid, "stat"), 4096)
@@ -396,9 +428,19 @@ impl Tracker {
             // Podman's and CRI-O's monitor: their cgroup paths name the runtime themselves.
             "conmon" => None,
             // The runtime's helper still waiting for its child (`runc exec`): the next
-            // process started into the container may tell.
-            _ => return,
+            // process started into the container may tell. Its next child does not (see
+            // above), when it is the parent at the exec.
+            _ => {
+                if let Some(p) = parent_now.filter(|p| p.pid == parent) {
+                    if self.runtime_not_from.len() >= MAX_CONTAINERS {
+                        self.runtime_not_from.clear();
+                    }
+                    self.runtime_not_from.insert(id.to_string(), p);
+                }
+                return;
+            }
         };
+        self.runtime_not_from.remove(id);
         self.runtimes.insert(id.to_string(), runtime);
     }
 
@@ -451,6 +493,15 @@ impl Tracker {
     /// of execs never looked up (threads of the sensor's own) do not pile up in the kernel.
     pub fn idle(&self) {
         if let Some(w) = &self.exec_watch {
+            w.pump();
+        }
+    }
+
+    /// Reads the fanotify queue once for a batch of exec records taken from the kernel
+    /// (eBPF), which lookups then use without reading it again ([`ExecWatch::set_batched`]).
+    pub fn pump_exec_watch(&self) {
+        if let Some(w) = &self.exec_watch {
+            w.set_batched();
             w.pump();
         }
     }
@@ -710,6 +761,7 @@ impl Tracker {
             };
         };
         let mut info = urgent(pid);
+        w.proc_read();
         // The process may have exec'd again before this read: `/proc` then shows the later
         // program, whose own exec event follows. This exec is named from the kernel's record
         // as for a process gone, and the argv read is not its own.
@@ -1232,7 +1284,7 @@ impl Tracker {
             (Some(id), _) => {
                 // Started into the container from outside it: the runtime's shim is (or,
                 // once the runtime's own helper has exited, has become) its parent.
-                self.learn_runtime(id, pid);
+                self.learn_runtime(id, pid, ppid);
                 match same_process.map(|k| k.context) {
                     // Read again (the rescan after a loss, or its own exec): how it was started
                     // does not change. Counting the container's processes now would make an
@@ -1438,6 +1490,61 @@ mod tests {
             cgroup: Some(cgroup.into()),
             ..Default::default()
         }
+    }
+
+    /// A host process starting processes into a container whose cgroup path names no runtime
+    /// is looked at once: while it lives and runs the same file, its later children are not
+    /// read again (two `/proc` reads per exec otherwise). A parent that exec'd another file
+    /// (here the shim itself) is looked at again, and so is another parent.
+    #[test]
+    fn a_parent_found_not_to_be_a_shim_is_not_read_again_while_it_runs_the_same_file() {
+        const HOST: &str = "0::/system.slice/x.service\n";
+        let ctr = format!(
+            "0::/kubepods/besteffort/pod3693a8ec-0000-4000-8000-000000000002/{}\n",
+            "b".repeat(64)
+        );
+        let root = tempfile::tempdir().unwrap();
+        let at = |pid: u32| root.path().join(pid.to_string());
+        // `/proc/<pid>/stat` of a child of 5, and 5's executable link.
+        let child_of_5 = |pid: u32| {
+            std::fs::create_dir_all(at(pid)).unwrap();
+            let stat = format!("{pid} (sh) S 5 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 1000 0");
+            std::fs::write(at(pid).join("stat"), stat).unwrap();
+        };
+        let exe_of_5 = |target: &str| {
+            std::fs::create_dir_all(at(5)).unwrap();
+            let _ = std::fs::remove_file(at(5).join("exe"));
+            std::os::unix::fs::symlink(target, at(5).join("exe")).unwrap();
+        };
+        let mut t = Tracker::new(ProcReader::new(root.path()), "n1", "c");
+        let started = std::time::SystemTime::now();
+        let parent = |exe: &str, id: (u64, u64)| ProcInfo {
+            start_time: Some(started),
+            ..proc(5, 1, exe, id, "p", HOST)
+        };
+        let runtime = |t: &mut Tracker, pid: u32| {
+            t.on_fork(5, pid, None);
+            let ev = t
+                .event_from(proc(pid, 5, "/bin/sh", (7, 1), "sh", &ctr))
+                .unwrap();
+            // Started into the container from outside it.
+            assert_ne!(ev.context, ExecContext::Descendant);
+            ev.container.unwrap().runtime
+        };
+        assert!(t.event_from(parent("/usr/bin/bash", (1, 50))).is_some());
+        exe_of_5("/usr/bin/bash");
+        child_of_5(6);
+        assert_eq!(runtime(&mut t, 6), None, "bash is no shim");
+        // Were 5 read again, it would now read as a shim: it is not.
+        exe_of_5("/usr/bin/containerd-shim-runc-v2");
+        child_of_5(7);
+        assert_eq!(runtime(&mut t, 7), None, "not read again");
+        // 5 execs another file (same pid, same start): read again.
+        assert!(t
+            .event_from(parent("/usr/bin/containerd-shim-runc-v2", (1, 60)))
+            .is_some());
+        child_of_5(8);
+        assert_eq!(runtime(&mut t, 8), Some(ContainerRuntime::Containerd));
     }
 
     #[test]

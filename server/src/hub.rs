@@ -5,6 +5,8 @@
 //! no slow sensor holds the others back.
 
 use procguard_core::Baseline;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::broadcast;
 
 /// Baseline changes buffered in the hub for slow streams; past it a stream resyncs with a
@@ -15,12 +17,16 @@ pub const HUB_BUFFER: usize = 1_024;
 #[derive(Debug, Clone)]
 pub struct Hub {
     tx: broadcast::Sender<Baseline>,
+    /// Changes announced so far: what a connecting sensor's snapshot was built from is still
+    /// current while this has not moved.
+    generation: Arc<AtomicU64>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(HUB_BUFFER).0,
+            generation: Arc::default(),
         }
     }
 }
@@ -28,7 +34,13 @@ impl Default for Hub {
 impl Hub {
     /// Announces a changed baseline. Having no sensor connected is not an error.
     pub fn publish(&self, b: Baseline) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let _ = self.tx.send(b);
+    }
+
+    /// Changes announced so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// A receiver for one stream.
