@@ -6,7 +6,14 @@
 //! - workload text form → JSON [`Baseline`], its *definition* as of its current version, with
 //!   every element's provenance kept apart ([`Provenance::apart`], not serialised);
 //! - workload, NUL, element (executable path, NUL, script path, and NUL and applet if it has
-//!   one) → JSON [`Provenance`] of that element;
+//!   one) → JSON [`Provenance`] of that element, its *sets* (nodes, pods, parents, contents,
+//!   images, contexts, a sample argv) with its counters left at zero and its times at the
+//!   epoch. Rewritten only when a set changed: once every set is full or holds what runs, a
+//!   sighting leaves it alone;
+//! - workload, NUL, 0xFF, element → the element's *counters* ([`Counters`], 32 bytes): first
+//!   and last sighting and sightings, which every sighting moves. 0xFF is in no UTF-8 text, so
+//!   this key is no element's. Provenance written before counters were apart has none: its
+//!   own counters stand;
 //! - workload, NUL → JSON [`Tally`](procguard_core::baseline::Tally) (learning summary, image
 //!   digests, coverage: what a sighting changes besides provenance), which stands for the
 //!   definition's own copy.
@@ -38,7 +45,7 @@ use procguard_core::{Baseline, BaselineState, ElementKey, WorkloadIdentity};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::{IVec, Transactional};
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Key of the [`Tally`](procguard_core::baseline::Tally) of the baseline `workload` (its text
 /// form) in `baselines`.
@@ -50,10 +57,97 @@ fn tally_key(workload: &str) -> Vec<u8> {
 
 /// Key of the provenance of `el` of the baseline `workload` in `baselines`: longer than the
 /// tally's key (the element adds at least one NUL), so the two never meet.
-fn provenance_key(workload: &str, el: &ElementKey) -> Vec<u8> {
+pub(super) fn provenance_key(workload: &str, el: &ElementKey) -> Vec<u8> {
     let mut k = tally_key(workload);
     push_element(&mut k, el);
     k
+}
+
+/// Key of the counters of `el` of the baseline `workload` in `baselines` (see the module
+/// documentation).
+pub(super) fn counters_key(workload: &str, el: &ElementKey) -> Vec<u8> {
+    let mut k = tally_key(workload);
+    k.push(0xFF);
+    push_element(&mut k, el);
+    k
+}
+
+/// The counters of an element's provenance, which every sighting moves, stored apart from its
+/// sets, which few sightings change: seconds and nanoseconds of the first and the last
+/// sighting since the epoch, then sightings, each big-endian (32 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counters {
+    first_seen: SystemTime,
+    last_seen: SystemTime,
+    count: u64,
+}
+
+impl Counters {
+    const LEN: usize = 32;
+
+    fn of(p: &Provenance) -> Self {
+        Self {
+            first_seen: p.first_seen,
+            last_seen: p.last_seen,
+            count: p.count,
+        }
+    }
+
+    /// Sets `p`'s counters to these.
+    fn apply(self, p: &mut Provenance) {
+        p.first_seen = self.first_seen;
+        p.last_seen = self.last_seen;
+        p.count = self.count;
+    }
+
+    fn encode(self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        for (i, t) in [self.first_seen, self.last_seen].into_iter().enumerate() {
+            // A time before the epoch is stored as the epoch (JSON cannot hold one either).
+            let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+            out[i * 12..i * 12 + 8].copy_from_slice(&d.as_secs().to_be_bytes());
+            out[i * 12 + 8..i * 12 + 12].copy_from_slice(&d.subsec_nanos().to_be_bytes());
+        }
+        out[24..].copy_from_slice(&self.count.to_be_bytes());
+        out
+    }
+
+    fn decode(v: &[u8]) -> Result<Self> {
+        let bad = || StoreError::Corrupt {
+            tree: "baselines",
+            source: serde::de::Error::custom(format!(
+                "element counters of {} bytes, not {} or out of range",
+                v.len(),
+                Self::LEN
+            )),
+        };
+        let v: &[u8; Self::LEN] = v.try_into().map_err(|_| bad())?;
+        let time = |at: usize| {
+            let secs = u64::from_be_bytes(v[at..at + 8].try_into().expect("8 bytes"));
+            let nanos = u32::from_be_bytes(v[at + 8..at + 12].try_into().expect("4 bytes"));
+            (nanos < 1_000_000_000)
+                .then(|| UNIX_EPOCH.checked_add(Duration::new(secs, nanos)))
+                .flatten()
+                .ok_or_else(bad)
+        };
+        Ok(Self {
+            first_seen: time(0)?,
+            last_seen: time(12)?,
+            count: u64::from_be_bytes(v[24..].try_into().expect("8 bytes")),
+        })
+    }
+}
+
+/// An element's provenance as its sets record stores it: counters at zero, times at the epoch.
+fn sets_of(p: &Provenance) -> Vec<u8> {
+    let mut sets = p.clone();
+    Counters {
+        first_seen: UNIX_EPOCH,
+        last_seen: UNIX_EPOCH,
+        count: 0,
+    }
+    .apply(&mut sets);
+    enc(&sets)
 }
 
 fn push_element(k: &mut Vec<u8>, el: &ElementKey) {
@@ -85,6 +179,11 @@ pub(super) fn join<E>(
         if e.provenance.is_apart() {
             if let Some(v) = evidence(&provenance_key(&id, k))? {
                 e.provenance = dec("baselines", &v).map_err(&fail)?;
+                if let Some(c) = evidence(&counters_key(&id, k))? {
+                    Counters::decode(&c)
+                        .map_err(&fail)?
+                        .apply(&mut e.provenance);
+                }
             }
         }
     }
@@ -123,8 +222,9 @@ pub(super) fn put_definition(
     Ok((k.len() + v.len()) as u64)
 }
 
-/// Writes the provenance of `b`'s element `el` (none if it is apart: it is stored already).
-/// Returns the bytes written.
+/// Writes the provenance of `b`'s element `el` (none if it is apart: it is stored already):
+/// its counters always, its sets only if they differ from those stored. Returns the bytes
+/// written.
 pub(super) fn put_provenance(
     baselines: &TransactionalTree,
     b: &Baseline,
@@ -132,12 +232,17 @@ pub(super) fn put_provenance(
 ) -> std::result::Result<u64, sled::transaction::UnabortableTransactionError> {
     match b.elements.get(el) {
         Some(e) if !e.provenance.is_apart() => {
-            let (k, v) = (
-                provenance_key(&b.workload.to_string(), el),
-                enc(&e.provenance),
-            );
-            baselines.insert(k.as_slice(), v.as_slice())?;
-            Ok((k.len() + v.len()) as u64)
+            let id = b.workload.to_string();
+            let mut written = 0;
+            let (k, v) = (provenance_key(&id, el), sets_of(&e.provenance));
+            if baselines.get(k.as_slice())?.as_deref() != Some(v.as_slice()) {
+                baselines.insert(k.as_slice(), v.as_slice())?;
+                written += k.len() + v.len();
+            }
+            let (k, v) = (counters_key(&id, el), Counters::of(&e.provenance).encode());
+            baselines.insert(k.as_slice(), &v[..])?;
+            written += k.len() + v.len();
+            Ok(written as u64)
         }
         _ => Ok(0),
     }
@@ -166,6 +271,7 @@ pub(super) fn put_whole(
     for (el, e) in &b.elements {
         if e.provenance.is_apart() {
             baselines.remove(provenance_key(&id, el))?;
+            baselines.remove(counters_key(&id, el))?;
         } else {
             put_provenance(baselines, b, el)?;
         }

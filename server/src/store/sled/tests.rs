@@ -1160,6 +1160,78 @@ async fn a_batch_of_sightings_writes_only_their_evidence() {
     );
 }
 
+/// Sightings that add nothing to an element's sets (the same node, pod, parent, contents)
+/// write only its 32-byte counters; a sighting from a new node writes its sets again. Counts
+/// and times read back exact either way, and provenance written before counters were kept
+/// apart (a whole JSON provenance, no counters key) reads with its own counters.
+#[tokio::test]
+async fn a_sighting_that_changes_no_set_writes_only_the_counters() {
+    use super::baselines::{counters_key, provenance_key};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let p = policies();
+    let t0 = SystemTime::UNIX_EPOCH + Duration::new(1_800_000_000, 123_456_789);
+    let exes: Vec<String> = (0..20).map(|i| format!("/usr/bin/tool-{i}")).collect();
+    s.ingest("n1", &sightings("learn", 1, 20, &exes), &p, t0)
+        .await
+        .unwrap();
+    edit(&s, "approved", |b| b.approve(None, t0)).await;
+    let five = &exes[..5];
+    let id = web().to_string();
+    let keys: Vec<_> = five
+        .iter()
+        .map(|e| procguard_core::ElementKey::exe(e.as_str()))
+        .collect();
+    let counters_bytes: u64 = keys
+        .iter()
+        .map(|k| counters_key(&id, k).len() as u64 + 32)
+        .sum();
+    let t1 = t0 + Duration::new(60, 7);
+    let written = s.ingest_baseline_bytes();
+    s.ingest("n1", &sightings("again", 100, 50, five), &p, t1)
+        .await
+        .unwrap();
+    assert_eq!(s.ingest_baseline_bytes() - written, counters_bytes);
+    let b = s.baseline(&web(), 0).unwrap();
+    for k in &keys {
+        let pr = &b.elements[k].provenance;
+        assert_eq!((pr.count, pr.first_seen, pr.last_seen), (11, t0, t1), "{k}");
+    }
+    // A new node: that element's sets change and are written; the others' are not.
+    let mut from_n2 = event("n2-1", 1, &exes[0]);
+    from_n2.process.node_name = "n2".into();
+    let written = s.ingest_baseline_bytes();
+    s.ingest("n2", &[from_n2], &p, t1).await.unwrap();
+    let bytes = s.ingest_baseline_bytes() - written;
+    assert!(
+        bytes > counters_key(&id, &keys[0]).len() as u64 + 32,
+        "{bytes}"
+    );
+    let pr = &s.baseline(&web(), 0).unwrap().elements[&keys[0]].provenance;
+    assert_eq!(pr.count, 12);
+    assert!(pr.nodes.contains("n2") && pr.nodes.contains("n1"));
+    // As a server before the counters were apart wrote it: whole, with its counters.
+    let tree = s.db.open_tree("baselines").unwrap();
+    let mut old = pr.clone();
+    old.count = 99;
+    tree.insert(
+        provenance_key(&id, &keys[0]),
+        serde_json::to_vec(&old).unwrap(),
+    )
+    .unwrap();
+    tree.remove(counters_key(&id, &keys[0])).unwrap();
+    let read = &s.baseline(&web(), 0).unwrap().elements[&keys[0]].provenance;
+    assert_eq!(read, &old);
+    // Counters that do not decode are an error naming the tree, not a wrong count.
+    tree.insert(counters_key(&id, &keys[1]), &[1u8, 2, 3][..])
+        .unwrap();
+    let err = s.baseline(&web(), 0).unwrap_err().to_string();
+    assert!(
+        err.contains("baselines") && err.contains("counters"),
+        "{err}"
+    );
+}
+
 /// A database written by the server before evidence was kept apart (each baseline one whole
 /// value) opens and reads the same; it is split at open, and ingest goes on from it.
 #[tokio::test]
