@@ -93,8 +93,7 @@ pub async fn bind(settings: Settings) -> anyhow::Result<Bound> {
     let admin_listener = Admin::bind(settings.admin_addr)
         .await
         .with_context(|| format!("cannot bind admin address {}", settings.admin_addr))?;
-    let grpc_listener = tokio::net::TcpListener::bind(settings.grpc_addr)
-        .await
+    let grpc_listener = listener::bind(settings.grpc_addr)
         .with_context(|| format!("cannot bind gRPC address {}", settings.grpc_addr))?;
     let grpc_addr = grpc_listener
         .local_addr()

@@ -14,14 +14,15 @@ use super::baselines::{
     activity_key, put_definition, put_provenance, put_tally, read, record_version,
 };
 use super::log::Appender;
+use super::writer::Class;
 use super::{abort, be, dec, enc, tx_err, Store, TxError};
 use crate::store::{
     ActivityRecord, Commit, DeviationRecord, IngestEvent, IngestOutcome, IngestStore, Result,
     SensorRecord, VersionRecord,
 };
-use procguard_core::ingest;
+use procguard_core::ingest::{self, EventKind};
 use procguard_core::policy::Policies;
-use procguard_core::{Baseline, ElementKey, ProcessEvent, WorkloadIdentity};
+use procguard_core::{Baseline, ElementKey, ExecContext, ProcessEvent, WorkloadIdentity};
 use sled::transaction::TransactionalTree;
 use sled::Transactional;
 use std::collections::HashSet;
@@ -57,7 +58,16 @@ impl IngestStore for Store {
         policies: &Policies,
         now: SystemTime,
     ) -> Result<(IngestOutcome, Commit)> {
-        let w = self.writer.lock().await;
+        // A first deviation or an exec session is what people wait for: it does not queue
+        // behind bookkeeping (the sensor's mark orders the queue, nothing more).
+        let urgent = events.iter().any(|e| {
+            (e.reported.kind == EventKind::Deviation && e.executions <= 1)
+                || e.process.context == ExecContext::ExecSession
+        });
+        let w = self
+            .writer
+            .lock_as(if urgent { Class::Urgent } else { Class::Bulk })
+            .await;
         // Under the writer lock, which retention's rotation also takes: both stay valid. The
         // previous generation is frozen, so it is read here: a plain read inside a sled
         // transaction would wait for the transaction's own lock.

@@ -42,6 +42,7 @@ mod retention;
 mod sensors;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use super::{Result, StoreError, DEFAULT_TAIL_RECORDS};
 use serde::{de::DeserializeOwned, Serialize};
@@ -49,7 +50,6 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::sync::Mutex;
 
 /// The sled engine behind [`crate::store::Storage`]. Cheap to clone.
 #[derive(Clone)]
@@ -64,8 +64,9 @@ pub struct Store {
     activity: sled::Tree,
     /// Record log, incidents, subscriptions, sensor health ([`log`]).
     log: log::Log,
-    /// Serialises writers: ingest and API changes read-modify-write baselines.
-    writer: Arc<Mutex<()>>,
+    /// Serialises writers: ingest and API changes read-modify-write baselines. Bookkeeping
+    /// batches give way to the rest ([`writer`]).
+    writer: Arc<writer::Writer>,
     /// Most elements a baseline learns from sensor events (`--max-baseline-elements`).
     max_elements: usize,
     /// Bytes (keys plus values) in `audit`, for its retention by size.
@@ -175,7 +176,7 @@ impl Store {
             baseline_bytes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             meta,
             activity: db.open_tree("activity")?,
-            writer: Arc::new(Mutex::new(())),
+            writer: Arc::default(),
             max_elements: procguard_core::baseline::DEFAULT_MAX_ELEMENTS,
             max_active_incidents: procguard_core::incident::DEFAULT_MAX_ACTIVE_PER_WORKLOAD,
             blind_losses: 1,
