@@ -869,8 +869,10 @@ fn open_engine(engine: &str, dir: &Path) -> SharedStorage {
     }
 }
 
+/// Every test of the suite that reopens a directory does so after dropping the previous
+/// instance in this process, whose background flush may hold sled's lock for a moment longer.
 fn open_sled(dir: &Path) -> SharedStorage {
-    Arc::new(Store::open(dir).expect("open sled"))
+    Arc::new(Store::reopen_after_drop(dir, DEFAULT_TAIL_RECORDS))
 }
 
 /// A durable subscription is its first user's: another identity neither moves nor claims it,

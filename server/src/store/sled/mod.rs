@@ -134,6 +134,24 @@ impl Store {
         Self::open_with_tail(dir, DEFAULT_TAIL_RECORDS)
     }
 
+    /// Tests only: opens the store in `dir` again after a previous instance in this process was
+    /// dropped. sled's flusher thread, and a flush task the log spawned, can hold the old
+    /// instance's file lock for a moment after the drop; only that error is waited out, at
+    /// most 5 s.
+    #[cfg(test)]
+    pub(crate) fn reopen_after_drop(dir: &Path, tail_records: usize) -> Self {
+        for _ in 0..100 {
+            match Self::open_with_tail(dir, tail_records) {
+                Ok(s) => return s,
+                Err(StoreError::Engine(e)) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("reopening the store: {e}"),
+            }
+        }
+        panic!("the previous store instance never released its lock")
+    }
+
     /// Opens (or creates) the database in `dir`; the shared tail of the record log holds
     /// `tail_records` records (0: subscribers always read sled).
     pub fn open_with_tail(dir: &Path, tail_records: usize) -> Result<Self> {

@@ -78,20 +78,8 @@ async fn enforced(s: Store) -> Store {
     s
 }
 
-/// Opens the store in `dir` again after the previous instance was dropped. sled's
-/// background threads can hold the old instance's file lock for a moment after the drop;
-/// only that error is waited out, at most 5 s.
 fn reopen(dir: &std::path::Path, tail: usize) -> Store {
-    for _ in 0..100 {
-        match Store::open_with_tail(dir, tail) {
-            Ok(s) => return s,
-            Err(StoreError::Engine(e)) if e.to_string().contains("could not acquire lock") => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("reopening the store: {e}"),
-        }
-    }
-    panic!("the previous store instance never released its lock")
+    Store::reopen_after_drop(dir, tail)
 }
 
 fn all(s: &Store) -> Vec<LogRecord> {
@@ -875,7 +863,10 @@ async fn the_audit_log_is_bounded_by_entry_age_and_size() {
     // Reopened, the size is counted again from disk.
     let bytes = s.audit_bytes();
     drop(s);
-    assert_eq!(Store::open(dir.path()).unwrap().audit_bytes(), bytes);
+    assert_eq!(
+        reopen(dir.path(), DEFAULT_TAIL_RECORDS).audit_bytes(),
+        bytes
+    );
 }
 
 #[tokio::test]
