@@ -146,6 +146,16 @@ pub struct Config {
     /// before its interval ends. Each holds one event (about 1 KiB).
     #[arg(long, env = "PROCGUARD_SUMMARY_MAX_ENTRIES", default_value_t = 4096)]
     pub summary_max_entries: usize,
+    /// How long a new connection may take to bring the server's Welcome (the stream's answer
+    /// and its first message). A server that accepted the connection but does not answer in
+    /// time is left and dialled again with backoff; events keep going to the spool meanwhile.
+    #[arg(long, env = "PROCGUARD_WELCOME_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub welcome_timeout: std::time::Duration,
+    /// Threads of the async side (the uplink, pod metadata, the admin endpoint); capture
+    /// has threads of its own. Fixed rather than one per CPU, so that the sensor costs a
+    /// 96-core node what it costs a 2-core one. 1 to 16.
+    #[arg(long, env = "PROCGUARD_RUNTIME_THREADS", default_value_t = 2)]
+    pub runtime_threads: usize,
     /// Log format.
     #[arg(long, env = "PROCGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -153,8 +163,12 @@ pub struct Config {
 
 /// Longest `--summary-interval`.
 const MAX_SUMMARY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+/// Shortest `--welcome-timeout`.
+const MIN_WELCOME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Largest `--summary-max-entries`.
 const MAX_SUMMARY_ENTRIES: usize = 1_000_000;
+/// Largest `--runtime-threads`.
+const MAX_RUNTIME_THREADS: usize = 16;
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -202,6 +216,8 @@ pub struct Settings {
     pub docker_root: PathBuf,
     /// Podman's state directory (standalone container names).
     pub podman_root: PathBuf,
+    /// Worker threads of the async runtime.
+    pub runtime_threads: usize,
 }
 
 /// Whether the sensor uses fanotify exec identities.
@@ -251,6 +267,8 @@ pub struct Uplink {
     pub summary_interval: std::time::Duration,
     /// `--summary-max-entries`.
     pub summary_max_entries: usize,
+    /// `--welcome-timeout`.
+    pub welcome_timeout: std::time::Duration,
 }
 
 impl Config {
@@ -368,6 +386,18 @@ impl Config {
                 self.summary_max_entries
             )));
         }
+        if !(1..=MAX_RUNTIME_THREADS).contains(&self.runtime_threads) {
+            return Err(ConfigError(format!(
+                "--runtime-threads must be 1 to {MAX_RUNTIME_THREADS}; got {}",
+                self.runtime_threads
+            )));
+        }
+        if self.welcome_timeout < MIN_WELCOME_TIMEOUT {
+            return Err(ConfigError(format!(
+                "--welcome-timeout must be at least 1s (a loaded server needs time to answer); got {}",
+                humantime::format_duration(self.welcome_timeout)
+            )));
+        }
         let uplink = match &self.server {
             None if self.jsonl.is_some() => None,
             None => {
@@ -415,6 +445,7 @@ impl Config {
                     max_batch_bytes: self.max_batch_bytes,
                     summary_interval: self.summary_interval,
                     summary_max_entries: self.summary_max_entries,
+                    welcome_timeout: self.welcome_timeout,
                 })
             }
         };
@@ -446,6 +477,7 @@ impl Config {
             ebpf_ring_bytes: self.ebpf_ring_bytes,
             docker_root: self.docker_root.clone(),
             podman_root: self.podman_root.clone(),
+            runtime_threads: self.runtime_threads,
         })
     }
 }
@@ -527,6 +559,47 @@ mod tests {
                 .ebpf_ring_bytes,
             16384
         );
+    }
+
+    #[test]
+    fn the_runtime_has_a_fixed_number_of_threads_within_bounds() {
+        assert_eq!(validate(&[]).unwrap().runtime_threads, 2);
+        for bad in ["0", "17"] {
+            let err = validate(&["--runtime-threads", bad]).unwrap_err();
+            assert!(
+                err.0.contains("--runtime-threads must be 1 to 16"),
+                "{bad}: {err:?}"
+            );
+        }
+        assert_eq!(
+            validate(&["--runtime-threads", "1"])
+                .unwrap()
+                .runtime_threads,
+            1
+        );
+    }
+
+    #[test]
+    fn the_welcome_timeout_is_at_least_a_second() {
+        for bad in ["0s", "500ms"] {
+            let err = validate(&["--welcome-timeout", bad]).unwrap_err();
+            assert!(
+                err.0.contains("--welcome-timeout must be at least 1s"),
+                "{}",
+                err.0
+            );
+        }
+        assert!(validate(&["--welcome-timeout", "1s"]).is_ok());
+        let err = Config::try_parse_from([
+            "procguard-sensor",
+            "--node-name",
+            "n1",
+            "--welcome-timeout",
+            "soon",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--welcome-timeout"), "{err}");
     }
 
     #[test]

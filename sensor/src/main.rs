@@ -20,6 +20,7 @@ fn main() {
     settings.cgroup_view = established.view;
     settings.cgroup_mode = established.mode;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.runtime_threads)
         .enable_all()
         .build()
     {

@@ -58,6 +58,13 @@ pub struct Metrics {
     pub deviations: Counter,
     /// Events acknowledged by the server.
     pub events_acked: Counter,
+    /// Server sessions that ended in an error: the connection refused or lost, the stream
+    /// refused or closed, a protocol error, no Welcome in time. Each is followed by a
+    /// reconnect with backoff; the log says why once a minute.
+    pub sessions_failed: Counter,
+    /// Of those, sessions given up because the server did not complete the connection, answer
+    /// the stream or send its Welcome within `--welcome-timeout`.
+    pub welcome_timeouts: Counter,
     /// Capture stopped on an error.
     pub capture_failed: Counter,
     /// Why capture stopped, once it has (the first reason; capture does not restart): sent in
@@ -292,6 +299,16 @@ impl Metrics {
             "events_acked",
             "Events acknowledged by the server",
             self.events_acked.clone(),
+        );
+        r.register(
+            "sessions_failed",
+            "Server sessions that ended in an error and were reconnected (the log says why once a minute)",
+            self.sessions_failed.clone(),
+        );
+        r.register(
+            "welcome_timeouts",
+            "Sessions given up because the server did not connect, answer or send its Welcome within --welcome-timeout",
+            self.welcome_timeouts.clone(),
         );
         r.register(
             "capture_failed",

@@ -551,13 +551,20 @@ impl Uplink {
                         backoff = FIRST_BACKOFF;
                     }
                     self.metrics.connected.set(0);
+                    // In this order, so that the failures never read fewer than the timeouts.
+                    self.metrics.sessions_failed.inc();
+                    if e.timed_out {
+                        self.metrics.welcome_timeouts.inc();
+                    }
                     if e.code == Some(tonic::Code::OutOfRange) {
                         self.split_after_refusal(&e.why);
                     }
                     // Once per episode and then once a minute: the server may stay down for
-                    // hours (`procguard_sensor_connected` shows it all along).
+                    // hours (`procguard_sensor_connected` shows it all along). A reason that
+                    // changes within the minute (down, then refusing the certificate) is
+                    // logged too.
                     static DOWN: Repeated = Repeated::new(Duration::from_secs(60));
-                    if let Some(held_back) = DOWN.admit() {
+                    if let Some(held_back) = DOWN.admit_reason(e.reason()) {
                         tracing::warn!(message = "Server stream down; retrying.", error = %e.why, retry_in_ms = backoff.as_millis() as u64, spooled = self.spool.as_ref().map(|s| s.records()).unwrap_or(0), held_back);
                     }
                 }
@@ -614,10 +621,27 @@ impl Uplink {
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(20));
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| format!("connect: {e:?}"))?;
+        // Connecting, the stream's answer and its Welcome share one deadline: a server that
+        // accepted the connection and then says nothing (overloaded, or a half-open peer) is
+        // left and dialled again, rather than awaited until TCP gives up. Capture's events go
+        // to the spool meanwhile.
+        let deadline = (
+            tokio::time::Instant::now() + config.welcome_timeout,
+            config.welcome_timeout,
+        );
+        let Some(channel) = self
+            .while_draining(
+                endpoint.connect(),
+                rx,
+                shutdown,
+                deadline,
+                "complete the connection",
+            )
+            .await?
+        else {
+            return Ok(());
+        };
+        let channel = channel.map_err(|e| format!("connect: {e:?}"))?;
         let mut client =
             procguard_proto::encoded_client::sensor_service_client::SensorServiceClient::new(
                 channel,
@@ -643,11 +667,14 @@ impl Uplink {
             })),
         };
         tx.send(Encoded::of(&hello)).await.map_err(Down::other)?;
-        let mut inbound = client
-            .session(tokio_stream::wrappers::ReceiverStream::new(out_rx))
-            .await
-            .map_err(Down::status)?
-            .into_inner();
+        let call = client.session(tokio_stream::wrappers::ReceiverStream::new(out_rx));
+        let Some(answer) = self
+            .while_draining(call, rx, shutdown, deadline, "answer the session")
+            .await?
+        else {
+            return Ok(());
+        };
+        let mut inbound = answer.map_err(Down::status)?.into_inner();
         let mut flush = tokio::time::interval(FLUSH_EVERY);
         let mut health = tokio::time::interval(HEALTH_EVERY);
         let mut welcomed = false;
@@ -697,8 +724,19 @@ impl Uplink {
                 },
                 ev = rx.recv() => match ev {
                     Some(ev) => self.take(ev, rx),
-                    None => return Ok(()),
+                    // Capture has stopped (on the shutdown token, like this task; this branch
+                    // can be taken before the token's): what it produced is spooled, and is
+                    // delivered as a shutdown delivers it, not left for the next start.
+                    None => {
+                        if welcomed {
+                            self.drain_on_shutdown(config, &tx, &mut inbound, rx).await;
+                        }
+                        return Ok(());
+                    }
                 },
+                () = tokio::time::sleep_until(deadline.0), if !welcomed => {
+                    return Err(Down::timed_out(no_answer("send its Welcome", config.welcome_timeout)));
+                }
                 // Unacknowledged events stay spooled and are replayed on the new connection.
                 () = tls.changed() => {
                     tracing::info!(message = "TLS certificate changed; reconnecting with it.");
@@ -717,6 +755,34 @@ impl Uplink {
                         self.send_ready(config, &tx).await.map_err(Down::other)?;
                     }
                 }
+            }
+        }
+    }
+
+    /// Awaits `step` of a new session while capture's events keep going to the spool, until
+    /// `deadline` (its instant, and the timeout it ends; then the session is given up and
+    /// [`no_answer`] names `what` was awaited).
+    /// `None` on shutdown or when capture has stopped.
+    async fn while_draining<F: std::future::Future>(
+        &mut self,
+        step: F,
+        rx: &mut mpsc::Receiver<ProcessEvent>,
+        shutdown: &CancellationToken,
+        deadline: (tokio::time::Instant, Duration),
+        what: &str,
+    ) -> Result<Option<F::Output>, Down> {
+        tokio::pin!(step);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                out = &mut step => return Ok(Some(out)),
+                () = tokio::time::sleep_until(deadline.0) => {
+                    return Err(Down::timed_out(no_answer(what, deadline.1)));
+                }
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.take(ev, rx),
+                    None => return Ok(None),
+                },
             }
         }
     }
@@ -841,6 +907,8 @@ impl Uplink {
 struct Down {
     code: Option<tonic::Code>,
     why: String,
+    /// The server did not answer within `--welcome-timeout`.
+    timed_out: bool,
 }
 
 impl From<String> for Down {
@@ -850,10 +918,18 @@ impl From<String> for Down {
 }
 
 impl Down {
+    /// What kind of failure this is, for the log's rate limit: the status, whether it timed
+    /// out, and the message without its numbers (ports, sizes, durations of the moment).
+    fn reason(&self) -> (Option<i32>, bool, String) {
+        let words = self.why.chars().filter(|c| !c.is_ascii_digit()).collect();
+        (self.code.map(|c| c as i32), self.timed_out, words)
+    }
+
     fn status(s: tonic::Status) -> Self {
         Self {
             code: Some(s.code()),
             why: format!("{}: {}", s.code(), s.message()),
+            timed_out: false,
         }
     }
 
@@ -861,8 +937,25 @@ impl Down {
         Self {
             code: None,
             why: why.to_string(),
+            timed_out: false,
         }
     }
+
+    fn timed_out(why: String) -> Self {
+        Self {
+            timed_out: true,
+            ..Self::other(why)
+        }
+    }
+}
+
+/// Why a session was given up: the server did not do `what` within `timeout`
+/// (`--welcome-timeout`).
+fn no_answer(what: &str, timeout: Duration) -> String {
+    format!(
+        "the server did not {what} within {} (--welcome-timeout); reconnecting",
+        humantime::format_duration(timeout)
+    )
 }
 
 /// An encoded event shrunk to at most `budget` bytes: its pod labels left out (`pod_labels`

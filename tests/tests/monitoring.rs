@@ -370,6 +370,29 @@ tests:
         exp_alerts: []
   - interval: 1m
     input_series:
+      # From minute 5 node-a's server takes its connections and does not answer: one session
+      # given up a minute. node-b gave up one session once, at minute 2.
+      - series: 'procguard_sensor_welcome_timeouts_total{job="procguard/procguard-sensor",pod="s-a",node="node-a"}'
+        values: '0x4 1+1x20'
+      - series: 'procguard_sensor_welcome_timeouts_total{job="procguard/procguard-sensor",pod="s-b",node="node-b"}'
+        values: '0x1 1x24'
+    alert_rule_test:
+      - eval_time: 6m
+        alertname: ProcguardServerNotAnswering
+        exp_alerts: []
+      - eval_time: 12m
+        alertname: ProcguardServerNotAnswering
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              job: procguard/procguard-sensor
+              pod: s-a
+              node: node-a
+            exp_annotations:
+              summary: "procguard-server does not answer the sensor on node-a"
+              description: "s-a gave up more than 2 sessions in 10 minutes for want of the server's answer. Check the server's load (procguard_server_* metrics) and anything proxying the gRPC port."
+  - interval: 1m
+    input_series:
       # node-a's connection drops at minute 5; node-b stays connected. node-a's sensor stops
       # answering scrapes at minute 5 too.
       - series: 'procguard_sensor_connected{job="procguard/procguard-sensor",pod="s-a",node="node-a"}'
