@@ -13,12 +13,14 @@
 //! startup. A path that leaves the view's root is unattributed, never guessed.
 
 use procguard_core::{ContainerRuntime, QosClass};
+use std::sync::Arc;
 
 /// What a cgroup path says about its process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
-    /// A container.
-    Container(ContainerRef),
+    /// A container (shared: every process of the container holds the same one, and a fork or
+    /// an exec copies a pointer, not the ID and path).
+    Container(Arc<ContainerRef>),
     /// A host process; `unit` is its systemd unit or scope when the path names one.
     Host {
         /// e.g. `sshd.service`.
@@ -133,13 +135,13 @@ pub fn parse_path(path: &str) -> Placement {
             QosClass::Guaranteed
         }
     });
-    Placement::Container(ContainerRef {
+    Placement::Container(Arc::new(ContainerRef {
         id,
         runtime,
         pod_uid,
         qos,
         path: path.to_string(),
-    })
+    }))
 }
 
 /// Where the sensor's cgroup namespace is rooted, per hierarchy, in the host's tree.
@@ -220,7 +222,7 @@ pub fn parse(content: &str) -> Placement {
 /// container wins; the v1 lines of one process must agree on it, and disagreement is reported
 /// as unattributed.
 pub fn parse_in(content: &str, view: &View) -> Placement {
-    let mut found: Option<ContainerRef> = None;
+    let mut found: Option<Arc<ContainerRef>> = None;
     let mut host: Option<Placement> = None;
     for line in content.lines() {
         // hierarchy-ID:controller-list:path; the path may itself contain ':'.

@@ -20,6 +20,7 @@ pub mod cgroupns;
 pub mod config;
 pub mod ebpf;
 pub mod fanotify;
+pub mod heap;
 pub mod metrics;
 pub mod multicall;
 pub mod netlink;
@@ -295,6 +296,7 @@ fn ebpf_source(settings: &Settings) -> anyhow::Result<Option<capture::EbpfSource
     }
     match ebpf::Capture::open(settings.ebpf_ring_bytes) {
         Ok(capture) => {
+            heap::release_freed("loading the eBPF program");
             let cgroups = ebpf::CgroupIds::find(&settings.proc_root, &settings.cgroup_root);
             match &cgroups {
                 Some(c) => tracing::info!(

@@ -226,13 +226,16 @@ pub struct Tracker {
     origins: Origins,
     /// Containers seen, by ID, to attribute a process by the root filesystem of the file it
     /// executed when its cgroup could no longer be read.
-    containers: HashMap<String, ContainerRef>,
+    containers: HashMap<String, Arc<ContainerRef>>,
     /// Attempts left to find each container's root filesystem for fanotify (0: found or given
     /// up). The runtime's own helper joins the container's cgroup before it switches to the
     /// container's root, so the first process seen in a container may still show the host's.
     root_tries: HashMap<String, u8>,
     /// How cgroup paths read from `/proc` are resolved to the host's (see [`crate::cgroupns`]).
     view: cgroup::View,
+    /// Placements parsed from cgroup files, by content (through `view`): a container's
+    /// processes all show the same file, which is parsed once, not at every exec.
+    placements: HashMap<Box<str>, Placement>,
     /// Executables found to be multi-call generically (see [`Tracker::multi_call`]).
     multi_call: std::collections::HashSet<String>,
     /// (executable, name) pairs already found not to be links to each other, so a program
@@ -268,6 +271,9 @@ const ROOT_TRIES: u8 = 8;
 
 /// Containers remembered for attribution by root filesystem; past it the memo starts over.
 const MAX_CONTAINERS: usize = 4_096;
+/// Distinct cgroup files whose placement is kept parsed (about one per container and per
+/// host unit).
+const MAX_PLACEMENTS: usize = 4_096;
 
 impl Tracker {
     /// A tracker over `reader`.
@@ -283,6 +289,7 @@ impl Tracker {
             containers: HashMap::new(),
             root_tries: HashMap::new(),
             view: cgroup::View::host(),
+            placements: HashMap::new(),
             multi_call: Default::default(),
             not_linked: Default::default(),
             standalone: None,
@@ -351,6 +358,21 @@ impl Tracker {
     /// Reads cgroup paths through `view` (the sensor runs in a private cgroup namespace).
     pub fn set_cgroup_view(&mut self, view: cgroup::View) {
         self.view = view;
+        self.placements.clear();
+    }
+
+    /// The placement a cgroup file's `content` names, parsed through the view once per
+    /// distinct content (at most [`MAX_PLACEMENTS`] kept).
+    fn placement_in(&mut self, content: &str) -> Placement {
+        if let Some(p) = self.placements.get(content) {
+            return p.clone();
+        }
+        let p = cgroup::parse_in(content, &self.view);
+        if self.placements.len() >= MAX_PLACEMENTS {
+            self.placements.clear();
+        }
+        self.placements.insert(content.into(), p.clone());
+        p
     }
 
     /// The placement `/proc` shows now for a live process, or `None` when it is gone. An
@@ -516,7 +538,7 @@ impl Tracker {
         self.table.is_empty()
     }
 
-    fn container_of(p: &Placement) -> Option<&ContainerRef> {
+    fn container_of(p: &Placement) -> Option<&Arc<ContainerRef>> {
         match p {
             Placement::Container(c) => Some(c),
             _ => None,
@@ -537,19 +559,21 @@ impl Tracker {
             }
         }
         if let Some(c) = Self::container_of(&e.placement) {
-            let n = self.live_in_container.entry(c.id.clone()).or_default();
-            *n += 1;
-            if *n == 1 {
+            // The common case (the container has live processes) allocates nothing.
+            if let Some(n) = self.live_in_container.get_mut(&c.id) {
+                *n += 1;
+            } else {
+                self.live_in_container.insert(c.id.clone(), 1);
                 if self.containers.len() >= MAX_CONTAINERS {
                     self.containers.clear();
                     self.root_tries.clear();
                 }
-                self.containers.insert(c.id.clone(), c.clone());
+                self.containers.insert(c.id.clone(), Arc::clone(c));
             }
         }
         if let Some(old) = self.table.insert(pid, e) {
             if let Some(c) = Self::container_of(&old.placement) {
-                self.dec_container(&c.id.clone());
+                self.dec_container(&c.id);
             }
         }
     }
@@ -566,7 +590,7 @@ impl Tracker {
     fn remove(&mut self, pid: u32) {
         if let Some(old) = self.table.remove(&pid) {
             if let Some(c) = Self::container_of(&old.placement) {
-                self.dec_container(&c.id.clone());
+                self.dec_container(&c.id);
             }
         }
     }
@@ -1147,12 +1171,8 @@ impl Tracker {
         if info.exe.is_none() && (pid == 2 || info.ppid == Some(2)) {
             return (None, None);
         }
-        let placement = match (
-            info.cgroup
-                .as_deref()
-                .map(|c| cgroup::parse_in(c, &self.view)),
-            hint,
-        ) {
+        let read = info.cgroup.as_deref().map(|c| self.placement_in(c));
+        let placement = match (read, hint) {
             (Some(p), _) => p,
             (None, Some(h)) => h,
             (None, None) => {
