@@ -341,7 +341,11 @@ impl ServerHandle for Server {
 impl Server {
     /// Starts a server with `pki` and `extra` flags, and waits until it is ready.
     pub fn start(pki: &Pki, work: &Path, extra: &[&str]) -> Self {
-        let grpc_port = free_port();
+        Self::start_at(pki, work, free_port(), extra)
+    }
+
+    /// [`Server::start`] on gRPC port `grpc_port` (a port sensors were already told).
+    pub fn start_at(pki: &Pki, work: &Path, grpc_port: u16, extra: &[&str]) -> Self {
         let admin_port = free_port();
         let data_dir = work.join("server-data");
         let mut cmd = Command::new(bin("procguard-server"));
@@ -417,6 +421,28 @@ impl Sensor {
         work: &Path,
         extra: &[&str],
     ) -> Self {
+        let s = Self::spawn_in(ns, pki, server, node, work, extra);
+        assert!(
+            wait_for(Duration::from_secs(15), || s
+                .metric("procguard_sensor_connected")
+                .filter(|v| *v >= 1.0))
+            .is_some(),
+            "sensor not connected; log:\n{}",
+            s.proc.log_text()
+        );
+        s
+    }
+
+    /// [`Sensor::start_in`] without waiting for the connection (to a server that may not
+    /// answer).
+    pub fn spawn_in(
+        ns: cgroupns::CgroupNs,
+        pki: &Pki,
+        server: &impl ServerHandle,
+        node: &str,
+        work: &Path,
+        extra: &[&str],
+    ) -> Self {
         let admin_port = free_port();
         let (mut cmd, cgroupns) =
             cgroupns::sensor_command(ns).expect("make the sensor's cgroup namespace");
@@ -438,20 +464,11 @@ impl Sensor {
             .arg(work.join(format!("sensor-{node}")))
             .args(extra);
         let proc = Proc::spawn(cmd, work.join(format!("sensor-{node}-{admin_port}.log")));
-        let s = Self {
+        Self {
             proc,
             admin_port,
             cgroupns,
-        };
-        assert!(
-            wait_for(Duration::from_secs(15), || s
-                .metric("procguard_sensor_connected")
-                .filter(|v| *v >= 1.0))
-            .is_some(),
-            "sensor not connected; log:\n{}",
-            s.proc.log_text()
-        );
-        s
+        }
     }
 
     /// Reads one metric from the sensor's /metrics.
@@ -460,10 +477,28 @@ impl Sensor {
     }
 }
 
-/// Reads one metric value from an admin port.
+/// Reads one metric value from an admin port on loopback (an endpoint that does not answer
+/// within 10 s reads as `None`: a test never hangs on it).
 pub fn metric(port: u16, name: &str) -> Option<f64> {
+    scrape(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        port,
+        name,
+        Duration::from_secs(10),
+    )
+}
+
+/// Reads one metric value from an admin port on any address, within a second to connect and
+/// two to answer (for endpoints a fault may have cut off).
+pub fn metric_at(ip: std::net::IpAddr, port: u16, name: &str) -> Option<f64> {
+    scrape(ip, port, name, Duration::from_secs(2))
+}
+
+fn scrape(ip: std::net::IpAddr, port: u16, name: &str, read: Duration) -> Option<f64> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1)).ok()?;
+    let _ = s.set_read_timeout(Some(read));
     write!(
         s,
         "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -542,17 +577,10 @@ pub fn ctl_json(
     serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
-/// Runs `procguardctl watch ARGS` as the `siem` role and returns the first line that `wanted`
-/// accepts, or `None` once `timeout` has passed; the watcher is stopped either way.
-pub fn watch_until(
-    pki: &Pki,
-    server: &impl ServerHandle,
-    args: &[&str],
-    timeout: Duration,
-    wanted: impl Fn(&str) -> bool,
-) -> Option<String> {
-    let mut child = Command::new(bin("procguardctl"))
-        .arg("--server")
+/// `procguardctl watch ARGS` as the `siem` role, its output piped.
+pub fn watch_command(pki: &Pki, server: &impl ServerHandle, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("procguardctl"));
+    cmd.arg("--server")
         .arg(server.url())
         .arg("--tls-ca")
         .arg(pki.file("ca.crt"))
@@ -563,6 +591,20 @@ pub fn watch_until(
         .arg("watch")
         .args(args)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs `procguardctl watch ARGS` as the `siem` role and returns the first line that `wanted`
+/// accepts, or `None` once `timeout` has passed; the watcher is stopped either way.
+pub fn watch_until(
+    pki: &Pki,
+    server: &impl ServerHandle,
+    args: &[&str],
+    timeout: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let mut child = watch_command(pki, server, args)
         .stderr(Stdio::null())
         .spawn()
         .expect("run procguardctl watch");

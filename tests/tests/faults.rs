@@ -249,24 +249,6 @@ impl FaultSensor {
     }
 }
 
-/// Reads one metric from an admin port on any address.
-fn metric_at(ip: IpAddr, port: u16, name: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1)).ok()?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    buf.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// `procguardctl ... -o json` against `url`.
 fn ctl_at(pki: &Pki, url: &str, role: &str, args: &[&str]) -> Result<serde_json::Value, String> {
     let out = Command::new(bin("procguardctl"))

@@ -16,7 +16,7 @@ use procguard_tests::grpc::{self, SensorStream};
 use procguard_tests::*;
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -57,23 +57,6 @@ async fn stored_deviation_ids(pki: &Pki, url: &str, quiet: Duration) -> HashSet<
         .collect()
 }
 
-fn watch_cmd(pki: &Pki, server: &impl ServerHandle, args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin("procguardctl"));
-    cmd.arg("--server")
-        .arg(server.url())
-        .arg("--tls-ca")
-        .arg(pki.file("ca.crt"))
-        .arg("--tls-server-name")
-        .arg("localhost")
-        .arg("--token")
-        .arg(pki.token("siem"))
-        .arg("watch")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
 /// Cursors of JSON lines.
 fn cursors(lines: &[String]) -> Vec<u64> {
     lines
@@ -98,7 +81,7 @@ async fn a_killed_durable_subscriber_resumes_from_its_acknowledged_cursor() {
 
     // A forwarder acknowledging after every line, started before the deviations so that it
     // follows them live.
-    let mut child = watch_cmd(
+    let mut child = watch_command(
         &pki,
         &server,
         &[
@@ -193,7 +176,7 @@ async fn a_killed_durable_subscriber_resumes_from_its_acknowledged_cursor() {
     );
     let remaining = full.iter().filter(|c| **c > acked).count();
 
-    let out = watch_cmd(
+    let out = watch_command(
         &pki,
         &server,
         &[
@@ -272,7 +255,7 @@ async fn a_durable_subscriber_stopped_by_a_signal_within_a_second_acknowledges_w
     // the next run replayed everything from the subscription's start.
     for (n, signal) in ["TERM", "INT", "HUP"].into_iter().enumerate() {
         let name = format!("forwarder-{n}");
-        let mut child = watch_cmd(&pki, &server, &["--durable", &name])
+        let mut child = watch_command(&pki, &server, &["--durable", &name])
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -494,7 +477,9 @@ async fn an_expired_cursor_gets_out_of_range_naming_the_oldest() {
         Err(e) => assert_eq!(e.code(), tonic::Code::OutOfRange),
     }
     // procguardctl says the same, and fails.
-    let out = watch_cmd(&pki, &server, &["--from", "0"]).output().unwrap();
+    let out = watch_command(&pki, &server, &["--from", "0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -503,7 +488,7 @@ async fn an_expired_cursor_gets_out_of_range_naming_the_oldest() {
     );
     let started = Instant::now();
     // And --oldest always works.
-    let out = watch_cmd(&pki, &server, &["--oldest", "--count", "1"])
+    let out = watch_command(&pki, &server, &["--oldest", "--count", "1"])
         .output()
         .unwrap();
     assert!(
