@@ -371,7 +371,13 @@ fn the_quickstart_works_as_printed_and_stops_cleanly() {
     let stop = Stop::begin(work.path(), &data, &quickstart);
     let status = quickstart
         .terminate(Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("the quickstart did not stop on SIGTERM\n{}", log()));
+        .unwrap_or_else(|| {
+            panic!(
+                "the quickstart did not stop on SIGTERM\n{}\n{}",
+                group_state(quickstart.child.id()),
+                log()
+            )
+        });
     stop.assert_clean(status, &log());
 }
 
@@ -490,8 +496,37 @@ fn a_second_quickstart_is_refused_and_ctrl_c_stops_the_first_cleanly() {
     let status = wait_for(Duration::from_secs(20), || {
         first.child.try_wait().ok().flatten()
     })
-    .unwrap_or_else(|| panic!("the quickstart did not stop on Ctrl-C\n{}", log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "the quickstart did not stop on Ctrl-C\n{}\n{}",
+            group_state(first.child.id()),
+            log()
+        )
+    });
     stop.assert_clean(status, &log());
+}
+
+/// What a quickstart that did not stop was doing: each process of its group (what it waits
+/// in) and the signals its shell has pending, blocked and caught, so that a failure says
+/// where the signal went.
+fn group_state(pgid: u32) -> String {
+    let ps = Command::new("ps")
+        .args([
+            "-o",
+            "pid,stat,wchan:32,etime,args",
+            "-g",
+            &pgid.to_string(),
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| format!("ps: {e}"));
+    let signals: String = std::fs::read_to_string(format!("/proc/{pgid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("Sig") || l.starts_with("ShdPnd") || l.starts_with("State"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    format!("the quickstart's process group {pgid}:\n{ps}its shell:\n{signals}")
 }
 
 /// `scripts/quickstart` with its state in `data`, as a user's shell runs it: with a user's
