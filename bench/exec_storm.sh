@@ -4,7 +4,7 @@
 # forkstat. Prints one JSON object per phase. Needs root and forkstat (apt-get install forkstat).
 #
 #   cargo build --release -p procguard-sensor -p procguard-server && cargo build --release -p procguard-tests --bin exec_storm
-#   sudo bench/exec_storm.sh [RATE=1000] [DURATION=20] [BURST=20000] [FANOTIFY=1] [UPLINK=1]
+#   sudo bench/exec_storm.sh [RATE=1000] [DURATION=20] [BURST=20000] [FANOTIFY=1] [UPLINK=1 [JSONL=0]]
 #                            [SHAPE=exec|joined] [CGNS=1] [PEER=path/to/other/procguard-sensor]
 #                            [CAPTURE=auto|ebpf|netlink]
 #
@@ -22,6 +22,9 @@
 # UPLINK=1 also runs a release procguard-server (dev PKI, sled under $OUT) and connects the
 # sensor to it over mTLS gRPC, so the sensor's figures include encoding, spooling and sending
 # every event, as in production (the JSON lines are still written, for scoring).
+# JSONL=0 (with UPLINK=1) leaves the JSON lines out: the sensor as deployed, whose CPU is then
+# its production cost. Nothing is scored per exec (the score fields are null); the sensor's
+# events seen and the executions the server stored and the sensor still holds are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${RATE:-1000}
@@ -60,8 +63,16 @@ if [ "$UPLINK" = 1 ]; then
   flags+=(--server https://127.0.0.1:19443 --tls-server-name localhost --tls-ca "$OUT/pki/ca.crt"
     --tls-cert "$OUT/pki/sensor-bench.crt" --tls-key "$OUT/pki/sensor-bench.key")
 fi
+JSONL=${JSONL:-1}
+if [ "$JSONL" = 1 ]; then
+  flags+=(--jsonl "$OUT/events.jsonl")
+elif [ "$UPLINK" != 1 ]; then
+  echo "JSONL=0 needs UPLINK=1 (the sensor needs an output)" >&2; exit 1
+fi
+# The per-exec score, from the JSON lines (null without them).
+score() { if [ "$JSONL" = 1 ]; then "$DRIVER" score "$@"; else echo null; fi; }
 PORT=${PORT:-19391}
-"$SENSOR" --node-name bench --jsonl "$OUT/events.jsonl" --admin-addr "127.0.0.1:$PORT" \
+"$SENSOR" --node-name bench --admin-addr "127.0.0.1:$PORT" \
   --spool-dir "$OUT/spool" "${flags[@]}" 2>"$OUT/sensor.log" &
 SPID=$!
 if [ "$CGNS" = 1 ]; then
@@ -118,7 +129,7 @@ sleep 3
 if [ -n "${SECOND:-}" ]; then
   echo "{\"phase\":\"storm-$SECOND\",\"shape\":\"$SHAPE\",\"sensor_cpu_pct\":$pcpu,\"first_sensor_cpu_pct\":$scpu,\"score\":$("$DRIVER" score --truth "$OUT/storm.truth" --events "$OUT/events-$SECOND.jsonl")}"
 fi
-echo "{\"phase\":\"storm\",\"shape\":\"$SHAPE\",\"driver\":$(cat "$OUT/storm.driver.json"),\"seconds\":$secs,\"sensor_cpu_pct\":$scpu,\"forkstat_cpu_pct\":$fcpu,\"sensor_rss_kb\":$(rss_kb $SPID),\"score\":$("$DRIVER" score --truth "$OUT/storm.truth" --events "$OUT/events.jsonl" --forkstat "$OUT/forkstat.txt")}"
+echo "{\"phase\":\"storm\",\"shape\":\"$SHAPE\",\"driver\":$(cat "$OUT/storm.driver.json"),\"seconds\":$secs,\"sensor_cpu_pct\":$scpu,\"forkstat_cpu_pct\":$fcpu,\"sensor_rss_kb\":$(rss_kb $SPID),\"score\":$(score --truth "$OUT/storm.truth" --events "$OUT/events.jsonl" --forkstat "$OUT/forkstat.txt")}"
 
 # Burst: as fast as the workers can spawn; RSS sampled throughout.
 s0=$(ticks $SPID); f0=$(ticks $FPID); t0=$(date +%s.%N)
@@ -135,7 +146,7 @@ for _ in $(seq 20); do r=$(rss_kb $SPID); [ "$r" -gt "$max" ] && max=$r; sleep 0
 if [ -n "${SECOND:-}" ]; then
   echo "{\"phase\":\"burst-$SECOND\",\"sensor_cpu_pct\":$pcpu,\"first_sensor_cpu_pct\":$scpu,\"score\":$("$DRIVER" score --truth "$OUT/burst.truth" --events "$OUT/events-$SECOND.jsonl")}"
 fi
-echo "{\"phase\":\"burst\",\"driver\":$(cat "$OUT/burst.driver.json"),\"seconds\":$secs,\"sensor_cpu_pct\":$scpu,\"forkstat_cpu_pct\":$fcpu,\"sensor_rss_max_kb\":$max,\"sensor_hwm_kb\":$(hwm_kb $SPID),\"score\":$("$DRIVER" score --truth "$OUT/burst.truth" --events "$OUT/events.jsonl" --forkstat "$OUT/forkstat.txt")}"
+echo "{\"phase\":\"burst\",\"driver\":$(cat "$OUT/burst.driver.json"),\"seconds\":$secs,\"sensor_cpu_pct\":$scpu,\"forkstat_cpu_pct\":$fcpu,\"sensor_rss_max_kb\":$max,\"sensor_hwm_kb\":$(hwm_kb $SPID),\"score\":$(score --truth "$OUT/burst.truth" --events "$OUT/events.jsonl" --forkstat "$OUT/forkstat.txt")}"
 scrape() { exec 3<>"/dev/tcp/127.0.0.1/$PORT"; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3; exec 3<&-; }
 echo "sensor metrics (losses): $(scrape | grep -E 'capture_backend|ebpf_ring_losses|queue_drops|kernel_losses|sequence_gaps|resyncs|fanotify|events_seen|events_partial|late_forks|exec_lost' | grep -v '^#' | tr '\n' ' ')"
 if [ "$UPLINK" = 1 ]; then
