@@ -101,6 +101,19 @@ struct mm_struct {
 	unsigned long start_stack;
 };
 
+/* A namespace's identity: the inode number /proc/<pid>/ns/<kind> links to. */
+struct ns_common {
+	unsigned int inum;
+};
+
+struct mnt_namespace {
+	struct ns_common ns;
+};
+
+struct nsproxy {
+	struct mnt_namespace *mnt_ns;
+};
+
 struct task_struct {
 	int pid;
 	int tgid;
@@ -109,6 +122,7 @@ struct task_struct {
 	char comm[16];
 	struct mm_struct *mm;
 	const struct cred *real_cred;
+	struct nsproxy *nsproxy;
 };
 
 #pragma clang attribute pop

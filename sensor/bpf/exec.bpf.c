@@ -86,7 +86,9 @@ struct exec_record {
 	char name[NAME_BYTES];
 	char filename[NAME_BYTES];
 	u32 path_len;
-	u32 pad;
+	/* The exec'ing task's mount namespace (the inode /proc/<pid>/ns/mnt links to): whose
+	 * mount table places the file, read from another process only when it is the same. */
+	u32 mnt_ns;
 	/* path_len bytes of the executable's path (no NUL), then argv_len bytes of NUL-terminated
 	 * arguments follow (the record is that much longer). */
 };
@@ -270,7 +272,7 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 		r->flags |= FLAG_PATH_TRUNCATED;
 	}
 	r->path_len = path_len;
-	r->pad = 0;
+	r->mnt_ns = BPF_CORE_READ(p, nsproxy, mnt_ns, ns.inum);
 
 	const char *filename = BPF_CORE_READ(bprm, filename);
 	long n = bpf_probe_read_kernel_str(r->filename, sizeof(r->filename), filename);

@@ -68,6 +68,14 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// The draining thread's pause after each drain while events keep coming. At 100,000 events/s
 /// (a fork bomb) 10 ms is 1,000 datagrams, a small part of the socket buffer.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// The eBPF loop's pause after a round of at most a quarter of [`RECORDS_PER_ROUND`] records
+/// (at 1,000 execs/s, about 60): the round's fixed costs (the sleep, the ring's
+/// `epoll_wait`, fanotify's read, the hand-off to the uplink) were a fifth of the sensor's CPU
+/// at 10 ms. A busier round pauses [`DRAIN_EVERY`], and a full one not at all, so the ring
+/// buffer's headroom grows with the load instead of shrinking (docs/BENCHMARKS.md).
+///
+/// [`RECORDS_PER_ROUND`]: crate::ebpf::RECORDS_PER_ROUND
+pub const EBPF_PAUSE: Duration = Duration::from_millis(20);
 /// Process events wait at most this long before they are handed to the uplink (which
 /// batches for 50 ms itself).
 pub const OUTPUT_EVERY: Duration = Duration::from_millis(20);
@@ -414,7 +422,7 @@ impl Processor {
     /// The eBPF backend's loop: waits for records (up to [`TICK`]), takes what the ring buffer
     /// holds, and plays it as one round in the ring buffer's order (the kernel's commit
     /// order: a process's fork, exec and exit in the order they happened). Then pauses
-    /// [`DRAIN_EVERY`] while records keep coming, so a steady stream costs one wake-up per
+    /// ([`ebpf_pause`]) while records keep coming, so a steady stream costs one wake-up per
     /// period (the kernel side wakes the reader only once it has caught up). Records lost for
     /// want of room are counted and followed by a `/proc` rescan, as a proc connector overrun.
     fn run_ebpf(&mut self, shutdown: &CancellationToken) {
@@ -463,7 +471,7 @@ impl Processor {
                     );
                 }
             }
-            let busy = !records.is_empty();
+            let pause = ebpf_pause(records.len());
             // Where each process's last exit or exec in this batch is: an exec followed by
             // either had lost its image before this read (the kernel's own order says so), so
             // `/proc` is not asked for it.
@@ -483,8 +491,8 @@ impl Processor {
             if !self.play(&mut round, u64::MAX, lost > 0) {
                 return;
             }
-            if busy {
-                std::thread::sleep(DRAIN_EVERY);
+            if let Some(pause) = pause {
+                std::thread::sleep(pause);
             }
         }
         // Losses since the last read are counted before the stop.
@@ -552,6 +560,7 @@ impl Processor {
                     exe_path,
                     exe_name: e.exe_name,
                     cgroup,
+                    mnt_ns: (e.mnt_ns != 0).then_some(e.mnt_ns),
                 };
                 Round::Exec(
                     at(e.ktime_ns, ProcEvent::Exec { tgid: e.pid }),
@@ -864,6 +873,18 @@ fn path_at_exec(e: &crate::ebpf::Exec) -> Option<PathAtExec> {
     })
 }
 
+/// How long the eBPF loop pauses after a round of `records` ([`EBPF_PAUSE`]): none after an
+/// empty round (the next wait sleeps until records come) or a full one (more are waiting).
+fn ebpf_pause(records: usize) -> Option<Duration> {
+    use crate::ebpf::RECORDS_PER_ROUND;
+    match records {
+        0 => None,
+        n if n >= RECORDS_PER_ROUND => None,
+        n if n > RECORDS_PER_ROUND / 4 => Some(DRAIN_EVERY),
+        _ => Some(EBPF_PAUSE),
+    }
+}
+
 /// The wall-clock time of a kernel timestamp (the monotonic clock).
 fn wall_clock_of(timestamp_ns: u64) -> Option<std::time::SystemTime> {
     let ago = netlink::monotonic_ns().checked_sub(timestamp_ns)?;
@@ -971,6 +992,19 @@ fn hash(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_ebpf_loop_pauses_less_the_more_records_a_round_took() {
+        use super::{ebpf_pause, DRAIN_EVERY, EBPF_PAUSE};
+        use crate::ebpf::RECORDS_PER_ROUND as FULL;
+        assert_eq!(ebpf_pause(0), None, "idle: the wait sleeps");
+        assert_eq!(ebpf_pause(1), Some(EBPF_PAUSE));
+        assert_eq!(ebpf_pause(FULL / 4), Some(EBPF_PAUSE));
+        assert_eq!(ebpf_pause(FULL / 4 + 1), Some(DRAIN_EVERY));
+        assert_eq!(ebpf_pause(FULL - 1), Some(DRAIN_EVERY));
+        assert_eq!(ebpf_pause(FULL), None, "full: more are waiting");
+        assert!(EBPF_PAUSE > DRAIN_EVERY);
+    }
+
     use super::*;
     use crate::procfs::ProcReader;
 

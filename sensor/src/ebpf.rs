@@ -168,6 +168,9 @@ pub struct Exec {
     pub argv_truncated: bool,
     /// The executed file's path as the kernel walked it at the exec.
     pub exe_path: ExePath,
+    /// The exec'ing task's mount namespace: the inode `/proc/<pid>/ns/mnt` links to (0: not
+    /// read).
+    pub mnt_ns: u32,
 }
 
 /// The executed file's path as the kernel side walked it at the exec, from the exec's own
@@ -248,6 +251,7 @@ pub fn parse(b: &[u8]) -> Option<Record> {
                 exe_ino: u64_at(b, 48),
                 exe_magic: u64_at(b, 56),
                 ktime_ns: u64_at(b, 64),
+                mnt_ns: u32_at(b, 620),
                 exe_nlink: u32_at(b, 72),
                 comm: c_str(&b[88..104]),
                 exe_name: c_str(&b[104..104 + NAME_BYTES]),
@@ -545,6 +549,7 @@ mod tests {
         b[40..48].copy_from_slice(&1234u64.to_ne_bytes());
         b[76..80].copy_from_slice(&argv_len.to_ne_bytes());
         b[88..92].copy_from_slice(b"sh\0\0");
+        b[620..624].copy_from_slice(&4026531841u32.to_ne_bytes());
         b[616..620].copy_from_slice(&(path.len() as u32).to_ne_bytes());
         b[EXEC_RECORD..EXEC_RECORD + path.len()].copy_from_slice(path);
         b[EXEC_RECORD + path.len()..].copy_from_slice(argv);
@@ -587,6 +592,7 @@ mod tests {
             panic!("an exec");
         };
         assert_eq!((e.pid, e.ppid, e.cgroup_id), (42, 7, 1234));
+        assert_eq!(e.mnt_ns, 4026531841);
         assert_eq!(e.argv, ["sh", "-c", "id"]);
         assert!(!e.argv_truncated);
         assert_eq!(e.comm, "sh");

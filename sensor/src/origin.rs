@@ -6,7 +6,11 @@
 //! that reads its hash cache key ([`Opened`]: of the descriptor fanotify handed over, or of
 //! `/proc/<pid>/exe`), so it costs no syscall of its own; and the container's mount table,
 //! `/proc/<pid>/mountinfo` of a process in it, read once per container, and once more for a
-//! process whose exec it cannot place, at most once per mount ([`Mounts`]): the root
+//! process whose exec it cannot place, at most once per mount ([`Mounts`]). For an exec gone
+//! before its container's table was read, a stand-in's table (its parent's, or the
+//! container's oldest process's) is read only when the stand-in's `/proc/<pid>/ns/mnt` is the
+//! mount namespace the kernel recorded at the exec (eBPF capture), before and after the read.
+//! The table gives the root
 //! mount (the line whose mount point is `/`), its superblock's device, the overlay's upper
 //! directory and lower layers, and every other mount.
 //!
@@ -322,6 +326,12 @@ pub struct Exec<'a> {
     pub pid: u32,
     /// `/proc` still showed it (its mount table can be read).
     pub alive: bool,
+    /// Its mount namespace as the kernel recorded it at the exec (eBPF capture only).
+    pub mnt_ns: Option<u32>,
+    /// Processes through which its container's mount table may be read once it is gone (its
+    /// parent first, then the container's oldest): each only if `/proc/<pid>/ns/mnt` links
+    /// to `mnt_ns`, so a table is never that of another mount namespace.
+    pub stand_ins: &'a [u32],
     /// Its container's ID; `None` on the host.
     pub container: Option<&'a str>,
     /// The executable's path, as the kernel names it inside the process's root.
@@ -408,6 +418,39 @@ impl Origins {
         self.mounts.len()
     }
 
+    /// Whether container `id`'s mount table is known (then no stand-in is needed).
+    pub fn knows(&self, id: &str) -> bool {
+        self.mounts.contains_key(id)
+    }
+
+    /// Reads container `id`'s mount table through the first of `e.stand_ins` that is still
+    /// in the mount namespace `e`'s exec was recorded in (for an exec already gone).
+    fn read_mounts_through(
+        &mut self,
+        reader: &ProcReader,
+        e: &Exec<'_>,
+        id: &str,
+    ) -> Option<Arc<Mounts>> {
+        let ns = e.mnt_ns?;
+        let want = format!("mnt:[{ns}]");
+        e.stand_ins.iter().find_map(|&pid| {
+            let link = std::fs::read_link(reader.path(pid, "ns/mnt")).ok()?;
+            if link.as_os_str() != want.as_str() {
+                return None;
+            }
+            let m = self.read_mounts(reader, pid, id)?;
+            // Still the same namespace after the read: the table is that namespace's, not
+            // that of a process that moved (or of a pid reused) meanwhile.
+            let again = std::fs::read_link(reader.path(pid, "ns/mnt")).ok();
+            if again.as_deref().map(|l| l.as_os_str()) == Some(want.as_ref()) {
+                Some(m)
+            } else {
+                self.mounts.remove(id);
+                None
+            }
+        })
+    }
+
     /// Reads `pid`'s mount table as container `id`'s.
     fn read_mounts(&mut self, reader: &ProcReader, pid: u32, id: &str) -> Option<Arc<Mounts>> {
         let mi = std::fs::read_to_string(reader.path(pid, "mountinfo")).ok()?;
@@ -441,7 +484,10 @@ impl Origins {
                 Some(m) => m,
                 None => return place(FilePlace::Unknown),
             },
-            None => return place(FilePlace::Unknown),
+            None => match self.read_mounts_through(reader, &e, id) {
+                Some(m) => m,
+                None => return place(FilePlace::Unknown),
+            },
         };
         let first = self.place_in(&m, e);
         if first.origin != Origin::Unknown || !e.alive {
@@ -813,6 +859,8 @@ mod tests {
         let exec = |exe: &'static str, opened: &'static [Opened], alive| Exec {
             pid: 42,
             alive,
+            mnt_ns: None,
+            stand_ins: &[],
             container: Some("c1"),
             exe,
             fileless: false,
@@ -869,5 +917,72 @@ mod tests {
             o.classify(&reader, exec("/bin/sh", &SH, false)).origin,
             Origin::Image
         );
+    }
+
+    /// An exec gone before its container's mount table was read is placed through a process
+    /// still in the mount namespace the kernel recorded at the exec, and only through one: a
+    /// process of another namespace (the host's, a nested one, a pid reused) never stands in.
+    #[test]
+    fn a_gone_exec_is_placed_through_a_process_of_its_own_mount_namespace_only() {
+        let host = tempfile::tempdir().unwrap();
+        let h = host.path();
+        for d in [
+            "upper/bin",
+            "lower/bin",
+            "proc/50/ns",
+            "proc/51/ns",
+            "proc/52/ns",
+        ] {
+            std::fs::create_dir_all(h.join(d)).unwrap();
+        }
+        std::fs::write(h.join("lower/bin/sh"), "sh").unwrap();
+        let container =
+            "75 51 0:40 / / rw - overlay overlay rw,lowerdir=/lower,upperdir=/upper,workdir=/w\n";
+        // 50: the host's namespace and table; 51: the container's namespace, no table
+        // readable (gone meanwhile); 52: the container's namespace and table.
+        for (pid, ns, table) in [
+            (
+                50,
+                4026531841u32,
+                Some("27 1 254:0 / / rw - ext4 /dev/vda rw\n"),
+            ),
+            (51, 4026532999, None),
+            (52, 4026532999, Some(container)),
+        ] {
+            std::os::unix::fs::symlink(format!("mnt:[{ns}]"), h.join(format!("proc/{pid}/ns/mnt")))
+                .unwrap();
+            if let Some(t) = table {
+                std::fs::write(h.join(format!("proc/{pid}/mountinfo")), t).unwrap();
+            }
+        }
+        let reader = ProcReader::new(h.join("proc"));
+        static SH: [Opened; 1] = [Opened {
+            key: (40, 7, 1, 2),
+            mount: Some(75),
+        }];
+        let gone = |mnt_ns, stand_ins| Exec {
+            pid: 42,
+            alive: false,
+            mnt_ns,
+            stand_ins,
+            container: Some("c1"),
+            exe: "/bin/sh",
+            fileless: false,
+            deleted_unknown: false,
+            opened: &SH,
+        };
+        let mut o = Origins::new(h.to_path_buf());
+        // Only the host's namespace at hand: unknown, its facts missing, nothing kept.
+        let c = o.classify(&reader, gone(Some(4026532999), &[50]));
+        assert_eq!((c.origin, c.facts_missing), (Origin::Unknown, true));
+        assert!(!o.knows("c1"));
+        // No namespace recorded (the proc connector): no stand-in at all.
+        let c = o.classify(&reader, gone(None, &[52]));
+        assert_eq!((c.origin, c.facts_missing), (Origin::Unknown, true));
+        assert!(!o.knows("c1"));
+        // The host's, then one of its own namespace that is gone, then one that reads.
+        let c = o.classify(&reader, gone(Some(4026532999), &[50, 51, 52]));
+        assert_eq!((c.origin, c.facts_missing), (Origin::Image, false));
+        assert!(o.knows("c1"));
     }
 }

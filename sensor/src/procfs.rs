@@ -90,6 +90,9 @@ pub struct ProcInfo {
     /// overlayfs, whose `stat` may report a layer's device; inode). What a file opened later
     /// must match to be taken for it ([`ProcInfo::is_exec_file`]).
     pub exe_id_at_exec: Option<(Option<u64>, u64)>,
+    /// The mount namespace the kernel recorded at the exec (the inode `/proc/<pid>/ns/mnt`
+    /// links to): another process's mount table is this exec's only if it links to the same.
+    pub mnt_ns_at_exec: Option<u32>,
 }
 
 impl ProcInfo {

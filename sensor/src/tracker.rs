@@ -139,6 +139,8 @@ pub struct AtExec {
     /// Its cgroup at exec, as the `0::` line `/proc/<pid>/cgroup` shows this sensor; `None`
     /// when the cgroup ID could not be resolved (then `/proc` is read as without it).
     pub cgroup: Option<String>,
+    /// Its mount namespace at the exec (the inode `/proc/<pid>/ns/mnt` links to).
+    pub mnt_ns: Option<u32>,
 }
 
 /// The executed file's path as the kernel recorded it at the exec: what `/proc/<pid>/exe`
@@ -538,6 +540,32 @@ impl Tracker {
         self.table.is_empty()
     }
 
+    /// Processes whose mount table may be a gone exec's in container `id`: its parent, then
+    /// the container's oldest live processes the table holds (runtime inits left out: they
+    /// may not have entered the container's mount namespace yet). Scanned only for a
+    /// container whose table is not known, and only while the table counts a live process
+    /// of it.
+    fn stand_ins(&self, id: &str, ppid: u32) -> Vec<u32> {
+        const OLDEST: usize = 2;
+        let mut out = vec![ppid];
+        if self.live_in_container.get(id).copied().unwrap_or(0) == 0 {
+            return out;
+        }
+        let mut peers: Vec<(std::time::SystemTime, u32)> = self
+            .table
+            .iter()
+            .filter(|(pid, e)| {
+                **pid != ppid
+                    && !e.runtime_init
+                    && Self::container_of(&e.placement).is_some_and(|c| c.id == id)
+            })
+            .filter_map(|(pid, e)| Some((e.facts.start_time?, *pid)))
+            .collect();
+        peers.sort_unstable();
+        out.extend(peers.into_iter().take(OLDEST).map(|(_, pid)| pid));
+        out
+    }
+
     fn container_of(p: &Placement) -> Option<&Arc<ContainerRef>> {
         match p {
             Placement::Container(c) => Some(c),
@@ -880,6 +908,7 @@ impl Tracker {
     /// Adds what the kernel recorded at the exec to what `/proc` showed: those facts are the
     /// exec's own and stand over the read ([`AtExec`]).
     pub fn with_exec_facts(&self, mut early: EarlyRead, facts: AtExec) -> EarlyRead {
+        early.info.mnt_ns_at_exec = facts.mnt_ns;
         early.info.exe_id_at_exec = Some((
             (!facts.exe_on_overlay).then_some(facts.exe_id.0),
             facts.exe_id.1,
@@ -1362,11 +1391,19 @@ impl Tracker {
         let script = invocation.script;
         // Where the executable came from, from the kernel's facts (crate::origin).
         let opened: Vec<Opened> = info.exe_opened.iter().flatten().copied().collect();
+        // Gone before its container's mount table was read: a process in the mount namespace
+        // the kernel recorded at its exec can stand in (origin checks the namespace).
+        let stand_ins = match (&my_container, info.mnt_ns_at_exec) {
+            (Some(id), Some(_)) if !alive && !self.origins.knows(id) => self.stand_ins(id, ppid),
+            _ => Vec::new(),
+        };
         let classified = self.origins.classify(
             &self.reader,
             origin::Exec {
                 pid,
                 alive,
+                mnt_ns: info.mnt_ns_at_exec,
+                stand_ins: &stand_ins,
                 container: my_container.as_deref(),
                 exe: &exe,
                 fileless: info.exe_memfd || info.exe_deleted,
@@ -1756,6 +1793,7 @@ mod tests {
                 memfd: false,
             }),
             cgroup: None,
+            mnt_ns: None,
         };
         let mut t = Tracker::new(ProcReader::new("/proc"), "n1", "c");
         // `/proc` shows this exec's image: its opened file is kept for the hash.

@@ -2,7 +2,8 @@
 //! names a process chooses (argv[0], its file's name) never decide what ran or where; an
 //! exec's executable is the file the kernel executed at that exec, even when the process
 //! exec'd a same-named file elsewhere before the sensor looked (and a path too deep for the
-//! kernel side to record whole is read late and said so); a ring
+//! kernel side to record whole is read late and said so); a process gone before its
+//! container's mount table was read is placed through one of its own mount namespace; a ring
 //! buffer too small for a storm counts every record it loses, never silently; `--capture auto`
 //! without the privileges to load BPF falls back to the proc connector with one line saying
 //! why, and `--capture ebpf` refuses to start.
@@ -73,6 +74,50 @@ fn names_the_process_chooses_do_not_decide_what_ran_or_where() {
         "ppid",
     ] {
         assert!(!missing.iter().any(|m| m == field), "{field} missing: {e}");
+    }
+}
+
+/// A process gone before its container's mount table was read is placed through another
+/// process still in the mount namespace the kernel recorded at its exec: here a shell that
+/// moved itself into a container's cgroup without exec-ing (as `runc exec` and a shell
+/// joining a pod's cgroup do), so the sensor never saw it start there, runs programs that are
+/// gone within a millisecond. Each one's origin is read, never left missing (the stand-in's
+/// namespace is checked: `origin::tests`).
+#[test]
+fn a_process_gone_before_its_containers_mount_table_was_read_still_has_its_origin() {
+    if !Backend::Ebpf.require() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let cg = FakeContainerCgroup::random().unwrap();
+    let sensor = JsonlSensor::start(work.path(), "standin-node", &Backend::Ebpf.args(&[]));
+    let n = 40;
+    let script = format!(
+        "sleep 0.3; {join} i=0; while [ $i -lt {n} ]; do /bin/true pg-standin-$i; i=$((i+1)); done; sleep 1",
+        join = join(&cg)
+    );
+    assert!(Command::new("/bin/sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
+    let ours = |e: &serde_json::Value| {
+        e["argv"][1]
+            .as_str()
+            .is_some_and(|a| a.starts_with("pg-standin-"))
+    };
+    sensor.wait_event(Duration::from_secs(10), "the last short exec", |e| {
+        e["argv"][1] == format!("pg-standin-{}", n - 1).as_str()
+    });
+    let events: Vec<_> = sensor.events().into_iter().filter(ours).collect();
+    assert_eq!(events.len(), n, "one event per exec");
+    for e in &events {
+        assert_eq!(e["container"]["container_id"], cg.id.as_str(), "{e}");
+        let missing = e["missing"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !missing.iter().any(|m| m == "origin"),
+            "origin missing (its container's table was never read through a stand-in): {e}"
+        );
     }
 }
 
