@@ -237,9 +237,7 @@ pub fn parse(b: &[u8]) -> Option<Record> {
             let path_len = (u32_at(b, 616) as usize).min(var.len());
             let (path, var) = var.split_at(path_len);
             let argv_len = (u32_at(b, 76) as usize).min(var.len());
-            let mut parser = CmdlineParser::default();
-            parser.feed(&var[..argv_len]);
-            let (argv, cut) = parser.finish();
+            let (argv, cut) = CmdlineParser::parse_whole(&var[..argv_len]);
             Some(Record::Exec(Box::new(Exec {
                 pid: u32_at(b, 12),
                 ppid: u32_at(b, 16),

@@ -168,18 +168,58 @@ impl CmdlineParser {
     }
 
     fn push(&mut self) {
-        let mut s = String::from_utf8_lossy(&self.cur).into_owned();
-        if self.cur_cut || s.len() > MAX_ARG_LEN {
+        let (s, cut) = Self::entry(&self.cur, self.cur_cut);
+        self.truncated |= cut;
+        self.argv.push(s);
+        self.cur.clear();
+        self.cur_cut = false;
+    }
+
+    /// One entry from its kept bytes (`raw`, at most [`Self::KEEP`]) and whether bytes past
+    /// them were dropped: the text, cut to [`MAX_ARG_LEN`] bytes at a character boundary, and
+    /// whether it was cut.
+    fn entry(raw: &[u8], dropped: bool) -> (String, bool) {
+        let mut s = String::from_utf8_lossy(raw).into_owned();
+        if dropped || s.len() > MAX_ARG_LEN {
             let mut cut = MAX_ARG_LEN.min(s.len());
             while !s.is_char_boundary(cut) {
                 cut -= 1;
             }
             s.truncate(cut);
-            self.truncated = true;
+            return (s, true);
         }
-        self.argv.push(s);
-        self.cur.clear();
-        self.cur_cut = false;
+        (s, false)
+    }
+
+    /// What [`CmdlineParser::feed`] of `bytes` and then [`CmdlineParser::finish`] give, for a
+    /// command line already whole in memory (the eBPF record's argv): each entry is made once,
+    /// at its size, without the copy a read in pieces needs.
+    pub fn parse_whole(bytes: &[u8]) -> (Vec<String>, bool) {
+        let entries = bytes.iter().filter(|b| **b == 0).count() + 1;
+        let mut argv = Vec::with_capacity(entries.min(MAX_ARGS));
+        let mut truncated = false;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if argv.len() == MAX_ARGS {
+                truncated = true;
+                break;
+            }
+            let (part, next) = match rest.iter().position(|b| *b == 0) {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            match std::str::from_utf8(part) {
+                Ok(text) if part.len() <= MAX_ARG_LEN => argv.push(text.to_owned()),
+                _ => {
+                    let kept = &part[..part.len().min(Self::KEEP)];
+                    let (s, cut) = Self::entry(kept, part.len() > Self::KEEP);
+                    truncated |= cut;
+                    argv.push(s);
+                }
+            }
+            rest = next;
+        }
+        (argv, truncated)
     }
 
     /// The argv, and whether anything was cut. A last entry without its NUL counts.
@@ -990,5 +1030,49 @@ mod tests {
         }
         // One not used again is forgotten.
         assert!(cache.lookup((2, 0, 0, 10)).is_none());
+    }
+
+    proptest::proptest! {
+        /// The whole-buffer parse is the streaming parse, entry for entry and flag for flag,
+        /// for any bytes: NULs anywhere, entries past the length bound, invalid UTF-8 (also
+        /// where the bound cuts a character), and more entries than are kept.
+        #[test]
+        fn parsing_a_whole_command_line_is_parsing_it_in_pieces(
+            parts in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::collection::vec(0x20u8..0x7f, 1..6),
+                        proptest::collection::vec(proptest::num::u8::ANY, 0..6),
+                        proptest::strategy::Just("é€".as_bytes().to_vec()),
+                    ],
+                    // Around the bound as often as anywhere else.
+                    proptest::prop_oneof![0usize..40, 1018usize..1032, 0usize..1100],
+                    proptest::bool::ANY,
+                ),
+                0..80,
+            ),
+            tail in proptest::bool::ANY,
+        ) {
+            let mut bytes = Vec::new();
+            for (seed, len, nul) in &parts {
+                // Runs of a seed's bytes (possibly invalid UTF-8) up to past MAX_ARG_LEN.
+                let seed: Vec<u8> = seed.iter().map(|b| if *b == 0 { b'x' } else { *b }).collect();
+                let mut entry: Vec<u8> = if seed.is_empty() { Vec::new() } else {
+                    seed.iter().cycle().take(*len).copied().collect()
+                };
+                if *nul || entry.is_empty() {
+                    entry.push(0);
+                }
+                bytes.extend(entry);
+            }
+            if tail {
+                bytes.extend_from_slice("é tail".as_bytes());
+            }
+            let mut streamed = CmdlineParser::default();
+            for piece in bytes.chunks(97) {
+                streamed.feed(piece);
+            }
+            proptest::prop_assert_eq!(CmdlineParser::parse_whole(&bytes), streamed.finish());
+        }
     }
 }
