@@ -444,6 +444,7 @@ impl Processor {
                     .stop_capture(format!("eBPF ring buffer wait failed: {e}"));
                 break;
             }
+            let round_began = Instant::now();
             src.capture
                 .drain(&mut records, crate::ebpf::RECORDS_PER_ROUND);
             // After the records: every fanotify event of these execs is queued by now.
@@ -471,7 +472,7 @@ impl Processor {
                     );
                 }
             }
-            let pause = ebpf_pause(records.len());
+            let taken = records.len();
             // Where each process's last exit or exec in this batch is: an exec followed by
             // either had lost its image before this read (the kernel's own order says so), so
             // `/proc` is not asked for it.
@@ -491,7 +492,7 @@ impl Processor {
             if !self.play(&mut round, u64::MAX, lost > 0) {
                 return;
             }
-            if let Some(pause) = pause {
+            if let Some(pause) = ebpf_pause(taken, round_began.elapsed()) {
                 std::thread::sleep(pause);
             }
         }
@@ -873,12 +874,17 @@ fn path_at_exec(e: &crate::ebpf::Exec) -> Option<PathAtExec> {
     })
 }
 
-/// How long the eBPF loop pauses after a round of `records` ([`EBPF_PAUSE`]): none after an
-/// empty round (the next wait sleeps until records come) or a full one (more are waiting).
-fn ebpf_pause(records: usize) -> Option<Duration> {
+/// How long the eBPF loop pauses after a round of `records` that took `took` to drain and
+/// play ([`EBPF_PAUSE`]): none after an empty round (the next wait sleeps until records come),
+/// a full one (more are waiting), or one that took [`DRAIN_EVERY`] or longer. A sensor short
+/// of CPU (a loaded node) then drains again at once: with a pause after slow rounds, the
+/// time between drains, and what the ring buffer must hold meanwhile, would grow with the
+/// pause times the backlog.
+fn ebpf_pause(records: usize, took: Duration) -> Option<Duration> {
     use crate::ebpf::RECORDS_PER_ROUND;
     match records {
         0 => None,
+        _ if took >= DRAIN_EVERY => None,
         n if n >= RECORDS_PER_ROUND => None,
         n if n > RECORDS_PER_ROUND / 4 => Some(DRAIN_EVERY),
         _ => Some(EBPF_PAUSE),
@@ -993,15 +999,21 @@ fn hash(
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_ebpf_loop_pauses_less_the_more_records_a_round_took() {
+    fn the_ebpf_loop_pauses_less_the_more_records_a_round_took_and_not_when_behind() {
         use super::{ebpf_pause, DRAIN_EVERY, EBPF_PAUSE};
         use crate::ebpf::RECORDS_PER_ROUND as FULL;
-        assert_eq!(ebpf_pause(0), None, "idle: the wait sleeps");
-        assert_eq!(ebpf_pause(1), Some(EBPF_PAUSE));
-        assert_eq!(ebpf_pause(FULL / 4), Some(EBPF_PAUSE));
-        assert_eq!(ebpf_pause(FULL / 4 + 1), Some(DRAIN_EVERY));
-        assert_eq!(ebpf_pause(FULL - 1), Some(DRAIN_EVERY));
-        assert_eq!(ebpf_pause(FULL), None, "full: more are waiting");
+        use std::time::Duration;
+        let quick = Duration::from_millis(1);
+        assert_eq!(ebpf_pause(0, quick), None, "idle: the wait sleeps");
+        assert_eq!(ebpf_pause(1, quick), Some(EBPF_PAUSE));
+        assert_eq!(ebpf_pause(FULL / 4, quick), Some(EBPF_PAUSE));
+        assert_eq!(ebpf_pause(FULL / 4 + 1, quick), Some(DRAIN_EVERY));
+        assert_eq!(ebpf_pause(FULL - 1, quick), Some(DRAIN_EVERY));
+        assert_eq!(ebpf_pause(FULL, quick), None, "full: more are waiting");
+        // A round that took as long as a pause: the sensor is behind, and drains again at once.
+        assert_eq!(ebpf_pause(1, DRAIN_EVERY), None);
+        assert_eq!(ebpf_pause(FULL / 4 + 1, DRAIN_EVERY * 3), None);
+        assert_eq!(ebpf_pause(1, DRAIN_EVERY - quick), Some(EBPF_PAUSE));
         assert!(EBPF_PAUSE > DRAIN_EVERY);
     }
 
