@@ -68,14 +68,6 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// The draining thread's pause after each drain while events keep coming. At 100,000 events/s
 /// (a fork bomb) 10 ms is 1,000 datagrams, a small part of the socket buffer.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(10);
-/// The eBPF loop's pause after a round of at most a quarter of [`RECORDS_PER_ROUND`] records
-/// (at 1,000 execs/s, about 60): the round's fixed costs (the sleep, the ring's
-/// `epoll_wait`, fanotify's read, the hand-off to the uplink) were a fifth of the sensor's CPU
-/// at 10 ms. A busier round pauses [`DRAIN_EVERY`], and a full one not at all, so the ring
-/// buffer's headroom grows with the load instead of shrinking (docs/BENCHMARKS.md).
-///
-/// [`RECORDS_PER_ROUND`]: crate::ebpf::RECORDS_PER_ROUND
-pub const EBPF_PAUSE: Duration = Duration::from_millis(20);
 /// Process events wait at most this long before they are handed to the uplink (which
 /// batches for 50 ms itself).
 pub const OUTPUT_EVERY: Duration = Duration::from_millis(20);
@@ -875,19 +867,19 @@ fn path_at_exec(e: &crate::ebpf::Exec) -> Option<PathAtExec> {
 }
 
 /// How long the eBPF loop pauses after a round of `records` that took `took` to drain and
-/// play ([`EBPF_PAUSE`]): none after an empty round (the next wait sleeps until records come),
-/// a full one (more are waiting), or one that took [`DRAIN_EVERY`] or longer. A sensor short
-/// of CPU (a loaded node) then drains again at once: with a pause after slow rounds, the
+/// play: [`DRAIN_EVERY`], or none after an empty round (the next wait sleeps until records
+/// come), a full one (more are waiting), or one that took [`DRAIN_EVERY`] or longer. A sensor
+/// short of CPU (a loaded node) then drains again at once: with a pause after slow rounds, the
 /// time between drains, and what the ring buffer must hold meanwhile, would grow with the
-/// pause times the backlog.
+/// pause times the backlog. (A 20 ms pause after light rounds saved CPU at a storm but lost
+/// records in CI's soak: docs/BENCHMARKS.md.)
 fn ebpf_pause(records: usize, took: Duration) -> Option<Duration> {
     use crate::ebpf::RECORDS_PER_ROUND;
     match records {
         0 => None,
         _ if took >= DRAIN_EVERY => None,
         n if n >= RECORDS_PER_ROUND => None,
-        n if n > RECORDS_PER_ROUND / 4 => Some(DRAIN_EVERY),
-        _ => Some(EBPF_PAUSE),
+        _ => Some(DRAIN_EVERY),
     }
 }
 
@@ -999,22 +991,19 @@ fn hash(
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_ebpf_loop_pauses_less_the_more_records_a_round_took_and_not_when_behind() {
-        use super::{ebpf_pause, DRAIN_EVERY, EBPF_PAUSE};
+    fn the_ebpf_loop_pauses_after_a_busy_round_but_not_when_full_or_behind() {
+        use super::{ebpf_pause, DRAIN_EVERY};
         use crate::ebpf::RECORDS_PER_ROUND as FULL;
         use std::time::Duration;
         let quick = Duration::from_millis(1);
         assert_eq!(ebpf_pause(0, quick), None, "idle: the wait sleeps");
-        assert_eq!(ebpf_pause(1, quick), Some(EBPF_PAUSE));
-        assert_eq!(ebpf_pause(FULL / 4, quick), Some(EBPF_PAUSE));
-        assert_eq!(ebpf_pause(FULL / 4 + 1, quick), Some(DRAIN_EVERY));
+        assert_eq!(ebpf_pause(1, quick), Some(DRAIN_EVERY));
         assert_eq!(ebpf_pause(FULL - 1, quick), Some(DRAIN_EVERY));
         assert_eq!(ebpf_pause(FULL, quick), None, "full: more are waiting");
         // A round that took as long as a pause: the sensor is behind, and drains again at once.
         assert_eq!(ebpf_pause(1, DRAIN_EVERY), None);
-        assert_eq!(ebpf_pause(FULL / 4 + 1, DRAIN_EVERY * 3), None);
-        assert_eq!(ebpf_pause(1, DRAIN_EVERY - quick), Some(EBPF_PAUSE));
-        assert!(EBPF_PAUSE > DRAIN_EVERY);
+        assert_eq!(ebpf_pause(FULL / 2, DRAIN_EVERY * 3), None);
+        assert_eq!(ebpf_pause(1, DRAIN_EVERY - quick), Some(DRAIN_EVERY));
     }
 
     use super::*;

@@ -7,8 +7,8 @@
 //! `/proc/<pid>/exe`), so it costs no syscall of its own; and the container's mount table,
 //! `/proc/<pid>/mountinfo` of a process in it, read once per container, and once more for a
 //! process whose exec it cannot place, at most once per mount ([`Mounts`]). For an exec gone
-//! before its container's table was read, a stand-in's table (its parent's, or the
-//! container's oldest process's) is read only when the stand-in's `/proc/<pid>/ns/mnt` is the
+//! before its container's table was read, a stand-in's table (its parent's) is read only
+//! when the stand-in's `/proc/<pid>/ns/mnt` is the
 //! mount namespace the kernel recorded at the exec (eBPF capture), before and after the read.
 //! The table gives the root
 //! mount (the line whose mount point is `/`), its superblock's device, the overlay's upper
@@ -329,8 +329,8 @@ pub struct Exec<'a> {
     /// Its mount namespace as the kernel recorded it at the exec (eBPF capture only).
     pub mnt_ns: Option<u32>,
     /// Processes through which its container's mount table may be read once it is gone (its
-    /// parent first, then the container's oldest): each only if `/proc/<pid>/ns/mnt` links
-    /// to `mnt_ns`, so a table is never that of another mount namespace.
+    /// parent): each only if `/proc/<pid>/ns/mnt` links to `mnt_ns`, so a table is never
+    /// that of another mount namespace.
     pub stand_ins: &'a [u32],
     /// Its container's ID; `None` on the host.
     pub container: Option<&'a str>,

@@ -540,32 +540,6 @@ impl Tracker {
         self.table.is_empty()
     }
 
-    /// Processes whose mount table may be a gone exec's in container `id`: its parent, then
-    /// the container's oldest live processes the table holds (runtime inits left out: they
-    /// may not have entered the container's mount namespace yet). Scanned only for a
-    /// container whose table is not known, and only while the table counts a live process
-    /// of it.
-    fn stand_ins(&self, id: &str, ppid: u32) -> Vec<u32> {
-        const OLDEST: usize = 2;
-        let mut out = vec![ppid];
-        if self.live_in_container.get(id).copied().unwrap_or(0) == 0 {
-            return out;
-        }
-        let mut peers: Vec<(std::time::SystemTime, u32)> = self
-            .table
-            .iter()
-            .filter(|(pid, e)| {
-                **pid != ppid
-                    && !e.runtime_init
-                    && Self::container_of(&e.placement).is_some_and(|c| c.id == id)
-            })
-            .filter_map(|(pid, e)| Some((e.facts.start_time?, *pid)))
-            .collect();
-        peers.sort_unstable();
-        out.extend(peers.into_iter().take(OLDEST).map(|(_, pid)| pid));
-        out
-    }
-
     fn container_of(p: &Placement) -> Option<&Arc<ContainerRef>> {
         match p {
             Placement::Container(c) => Some(c),
@@ -1391,10 +1365,11 @@ impl Tracker {
         let script = invocation.script;
         // Where the executable came from, from the kernel's facts (crate::origin).
         let opened: Vec<Opened> = info.exe_opened.iter().flatten().copied().collect();
-        // Gone before its container's mount table was read: a process in the mount namespace
-        // the kernel recorded at its exec can stand in (origin checks the namespace).
+        // Gone before its container's mount table was read: its parent, when still in the
+        // mount namespace the kernel recorded at the exec, stands in (origin checks the
+        // namespace). Only the parent: no scan of the table per gone exec.
         let stand_ins = match (&my_container, info.mnt_ns_at_exec) {
-            (Some(id), Some(_)) if !alive && !self.origins.knows(id) => self.stand_ins(id, ppid),
+            (Some(id), Some(_)) if !alive && !self.origins.knows(id) => vec![ppid],
             _ => Vec::new(),
         };
         let classified = self.origins.classify(
