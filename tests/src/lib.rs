@@ -422,13 +422,11 @@ impl Sensor {
         extra: &[&str],
     ) -> Self {
         let s = Self::spawn_in(ns, pki, server, node, work, extra);
-        assert!(
-            wait_for(Duration::from_secs(15), || s
-                .metric("procguard_sensor_connected")
-                .filter(|v| *v >= 1.0))
-            .is_some(),
-            "sensor not connected; log:\n{}",
-            s.proc.log_text()
+        s.await_metric(
+            "procguard_sensor_connected",
+            1.0,
+            Duration::from_secs(15),
+            "sensor not connected",
         );
         s
     }
@@ -469,6 +467,16 @@ impl Sensor {
             admin_port,
             cgroupns,
         }
+    }
+
+    /// Waits up to `timeout` for the sensor's metric `name` to reach `min`; panics saying
+    /// `what` did not happen, with the sensor's log, otherwise.
+    pub fn await_metric(&self, name: &str, min: f64, timeout: Duration, what: &str) {
+        assert!(
+            wait_for(timeout, || self.metric(name).filter(|v| *v >= min)).is_some(),
+            "{what}; log:\n{}",
+            self.proc.log_text()
+        );
     }
 
     /// Reads one metric from the sensor's /metrics.
@@ -527,13 +535,11 @@ pub fn approve_and_wait_for_push(
     )
     .unwrap_or_else(|e| panic!("approve {workload}: {e}"));
     assert_eq!(approved["state"], "enforced", "{approved}");
-    assert!(
-        wait_for(Duration::from_secs(5), || sensor
-            .metric("procguard_sensor_baselines")
-            .filter(|n| *n >= 1.0))
-        .is_some(),
-        "the approved baseline did not reach the sensor; log:\n{}",
-        sensor.proc.log_text()
+    sensor.await_metric(
+        "procguard_sensor_baselines",
+        1.0,
+        Duration::from_secs(5),
+        "the approved baseline did not reach the sensor",
     );
 }
 
