@@ -117,7 +117,7 @@ struct task_record {
 _Static_assert(sizeof(struct exec_record) == 624, "exec_record layout is shared with ebpf.rs");
 _Static_assert(sizeof(struct task_record) == 40, "task_record layout is shared with ebpf.rs");
 
-/* The sensor sizes it before loading (set_max_entries: --ebpf-ring-bytes, 1 MiB by default). */
+/* The sensor sizes it before loading (set_max_entries: --ebpf-ring-bytes, 2 MiB by default). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1024 * 1024);

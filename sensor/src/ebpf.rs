@@ -34,11 +34,13 @@ pub const BUILT: bool = cfg!(procguard_ebpf);
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exec.bpf.o"));
 
 /// Ring buffer size when not overridden. An exec record is 624 bytes plus its executable's
-/// path and its argv (a few dozen bytes each usually, 4 KiB and 64 KiB at most): about 1,600 ordinary execs, over a second of a
-/// 1,000 execs/s storm while the reader is descheduled (it drains every 10 ms). Past it
-/// records are counted lost. Its pages are mapped into the sensor (twice, for wrap-around), so
-/// it is most of what eBPF adds to the sensor's RSS: 8 MiB cost 16 MiB (docs/BENCHMARKS.md).
-pub const RING_BYTES: u32 = 1024 * 1024;
+/// path and its argv (a few dozen bytes each usually, 4 KiB and 64 KiB at most): about 3,000
+/// ordinary execs, three seconds of a 1,000 execs/s storm. The reader drains it when a quarter
+/// of it has filled at the rate records came in the last round, or every 40 ms, whichever comes
+/// first (`capture::ebpf_pause`). Past it records are counted lost. Its pages are mapped into
+/// the sensor (twice, for wrap-around), so it is most of what eBPF adds to the sensor's RSS:
+/// 8 MiB cost 16 MiB (docs/BENCHMARKS.md).
+pub const RING_BYTES: u32 = 2 * 1024 * 1024;
 
 /// Records taken from the ring buffer per round at most, so that forks and exits between
 /// rounds are applied while a storm lasts.
@@ -277,6 +279,8 @@ pub struct Capture {
     losses: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
     /// Losses already reported by [`Capture::take_losses`].
     reported: u64,
+    /// The ring buffer's size in bytes.
+    ring_bytes: u32,
     /// Keeps the programs attached.
     _ebpf: aya::Ebpf,
 }
@@ -347,6 +351,7 @@ impl Capture {
             ring,
             losses,
             reported: 0,
+            ring_bytes,
             _ebpf: ebpf,
         })
     }
@@ -356,14 +361,22 @@ impl Capture {
         crate::netlink::wait_readable(&self.ring, timeout)
     }
 
-    /// Takes up to `max` records, in the ring buffer's (the kernel's commit) order.
-    pub fn drain(&mut self, into: &mut Vec<Record>, max: usize) {
+    /// The ring buffer's size in bytes.
+    pub fn ring_bytes(&self) -> u32 {
+        self.ring_bytes
+    }
+
+    /// Takes up to `max` records, in the ring buffer's (the kernel's commit) order. Returns
+    /// the ring buffer bytes they took (each record's header and padding included).
+    pub fn drain(&mut self, into: &mut Vec<Record>, max: usize) -> u64 {
         let mut taken = 0;
+        let mut bytes = 0;
         while taken < max {
             let Some(item) = self.ring.next() else {
-                return;
+                break;
             };
             taken += 1;
+            bytes += ring_footprint(item.len());
             match parse(&item) {
                 Some(r) => into.push(r),
                 None => {
@@ -378,6 +391,7 @@ impl Capture {
                 }
             }
         }
+        bytes
     }
 
     /// Records lost (no room in the ring buffer) since the last call.
@@ -396,6 +410,12 @@ impl Capture {
         self.reported = total;
         new
     }
+}
+
+/// The ring buffer bytes a record of `len` bytes takes: the kernel's 8-byte header, and the
+/// record rounded up to 8 bytes.
+fn ring_footprint(len: usize) -> u64 {
+    (8 + len as u64).next_multiple_of(8)
 }
 
 /// Directories held in the ID → path map at most (a node has a few thousand cgroups).

@@ -256,23 +256,21 @@ pub fn is_loader(path: &str) -> bool {
 
 /// Parses a buffer of `fanotify_event_metadata` records into (mask, fd, pid). Safe code: a
 /// record that claims more bytes than remain ends parsing.
-pub fn parse_events(buf: &[u8]) -> Vec<(u64, i32, i32)> {
+pub fn parse_events(buf: &[u8]) -> impl Iterator<Item = (u64, i32, i32)> + '_ {
     const META: usize = 24;
-    let mut out = Vec::new();
     let mut off = 0;
-    while buf.len() - off >= META {
-        let rec = &buf[off..];
+    std::iter::from_fn(move || {
+        let rec = buf.get(off..).filter(|r| r.len() >= META)?;
         let event_len = u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]) as usize;
         if event_len < META || event_len > rec.len() {
-            break;
+            return None;
         }
         let mask = u64::from_ne_bytes(rec[8..16].try_into().unwrap_or([0; 8]));
         let fd = i32::from_ne_bytes(rec[16..20].try_into().unwrap_or([0; 4]));
         let pid = i32::from_ne_bytes(rec[20..24].try_into().unwrap_or([0; 4]));
-        out.push((mask, fd, pid));
         off += event_len;
-    }
-    out
+        Some((mask, fd, pid))
+    })
 }
 
 /// One exec identity as read from the queue: the kernel's descriptor of the file, kept open
@@ -1167,10 +1165,13 @@ mod tests {
         rec[20..24].copy_from_slice(&42i32.to_ne_bytes());
         let mut two = rec.clone();
         two.extend_from_slice(&rec[..10]);
-        assert_eq!(parse_events(&two), vec![(libc::FAN_OPEN_EXEC, 5, 42)]);
+        assert_eq!(
+            parse_events(&two).collect::<Vec<_>>(),
+            vec![(libc::FAN_OPEN_EXEC, 5, 42)]
+        );
         let mut bad = rec.clone();
         bad[..4].copy_from_slice(&1000u32.to_ne_bytes());
-        assert!(parse_events(&bad).is_empty());
+        assert_eq!(parse_events(&bad).count(), 0);
     }
 
     #[test]
