@@ -190,6 +190,18 @@ impl Summaries {
                 || self.entries >= self.max_entries)
     }
 
+    /// When the table must be sent ([`Summaries::due`] from then on), while it holds any
+    /// key: the interval's end, or when it began once the table is full.
+    pub fn due_at(&self) -> Option<Instant> {
+        if self.table.is_empty() {
+            None
+        } else if self.full() {
+            Some(self.started)
+        } else {
+            Some(self.started + self.interval)
+        }
+    }
+
     /// Whether the table is full (sent before the interval's end).
     pub fn full(&self) -> bool {
         self.entries >= self.max_entries

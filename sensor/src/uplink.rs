@@ -164,6 +164,9 @@ pub struct Uplink {
     extra_capabilities: Vec<pb::SensorCapability>,
     /// Repeated executions held for the interval's summary events.
     summaries: Summaries,
+    /// Something was spooled or acknowledged since the last flush: the next one is due
+    /// [`FLUSH_EVERY`] after it (otherwise no flush is due, and the uplink sleeps).
+    flush_soon: bool,
 }
 
 impl std::fmt::Debug for Uplink {
@@ -204,6 +207,7 @@ impl Uplink {
             jsonl: jsonl.map(JsonLines::new),
             extra_capabilities: Vec::new(),
             summaries: Summaries::new(Duration::ZERO, 1),
+            flush_soon: false,
         };
         let saved = up.spool.as_ref().and_then(|s| s.load_file(BASELINES_FILE));
         if let Some(bytes) = saved {
@@ -352,6 +356,7 @@ impl Uplink {
         let Some(spool) = self.spool.as_mut() else {
             return;
         };
+        self.flush_soon = true;
         let kind = if out.deviation {
             pb::EventKind::Deviation
         } else {
@@ -426,6 +431,8 @@ impl Uplink {
         {
             if let Some((_, n, _)) = self.in_flight.pop_front() {
                 self.metrics.events_acked.inc_by(n as u64);
+                // Room in flight: what waits in the spool goes at the next flush.
+                self.flush_soon = true;
             }
         }
         if let Some(spool) = self.spool.as_mut() {
@@ -435,6 +442,22 @@ impl Uplink {
 
     fn in_flight(&self) -> usize {
         self.in_flight.iter().map(|(_, n, _)| n).sum()
+    }
+
+    /// When the session's next flush is due, given the last one at `last`: [`FLUSH_EVERY`]
+    /// after it while anything was spooled or acknowledged since, or while events await
+    /// their ack; and when the summary table is due. `None`: nothing to do until an event, a
+    /// message or a tick wakes the session. (An interval ticking every [`FLUSH_EVERY`] cost the
+    /// uplink 20 wake-ups a second for nothing while capture's events were all held for
+    /// summaries: docs/BENCHMARKS.md.)
+    fn next_flush(&self, last: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        let spool_work = self.spool.is_some() && (self.flush_soon || !self.in_flight.is_empty());
+        let soon = spool_work.then(|| last + FLUSH_EVERY);
+        let summaries = self.summaries.due_at().map(tokio::time::Instant::from_std);
+        match (soon, summaries) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The byte budget of the next batch.
@@ -675,10 +698,21 @@ impl Uplink {
             return Ok(());
         };
         let mut inbound = answer.map_err(Down::status)?.into_inner();
-        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        // Armed only while a flush is due (`next_flush`), and reset only when that changes.
+        let flush = tokio::time::sleep(FLUSH_EVERY);
+        tokio::pin!(flush);
+        let mut armed = None;
+        let mut last_flush = tokio::time::Instant::now();
         let mut health = tokio::time::interval(HEALTH_EVERY);
         let mut welcomed = false;
         loop {
+            let due = self.next_flush(last_flush);
+            if due != armed {
+                if let Some(at) = due {
+                    flush.as_mut().reset(at);
+                }
+                armed = due;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     if welcomed {
@@ -706,6 +740,7 @@ impl Uplink {
                                 let from = s.acked().max(w.acked_sequence);
                                 s.rewind(from);
                             }
+                            self.flush_soon = true;
                             tracing::info!(message = "Connected to server.", url = %config.url, acked = w.acked_sequence, spooled = self.spool.as_ref().map(|s| s.records()).unwrap_or(0));
                             // What was counted while away, first the report saved while
                             // disconnected, then the current one.
@@ -747,7 +782,10 @@ impl Uplink {
                         return Err(Down::other("stream closed"));
                     }
                 }
-                _ = flush.tick() => {
+                () = &mut flush, if armed.is_some() => {
+                    armed = None;
+                    last_flush = tokio::time::Instant::now();
+                    self.flush_soon = false;
                     self.send_summaries(false);
                     let Some(spool) = self.spool.as_mut() else { continue };
                     spool.sync();
