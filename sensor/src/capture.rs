@@ -68,14 +68,6 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// The draining thread's pause after each drain while events keep coming. At 100,000 events/s
 /// (a fork bomb) 10 ms is 1,000 datagrams, a small part of the socket buffer.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(10);
-/// The eBPF loop's longest pause between drains while records keep coming: one wake-up per
-/// pause, and what a deviation may wait before the uplink has it (docs/ARCHITECTURE.md).
-pub const MAX_PAUSE: Duration = Duration::from_millis(40);
-/// The share of the ring buffer (one part in this many) the eBPF loop lets fill between
-/// drains, at the rate records came in the last round.
-const RING_SHARE_PER_PAUSE: u64 = 4;
-/// A pause shorter than this is not taken: the loop drains again at once.
-const MIN_PAUSE: Duration = Duration::from_millis(1);
 /// Process events wait at most this long before they are handed to the uplink (which
 /// batches for 50 ms itself).
 pub const OUTPUT_EVERY: Duration = Duration::from_millis(20);
@@ -419,13 +411,14 @@ impl Processor {
         self.flush();
     }
 
-    /// The eBPF backend's loop: waits for records (up to [`TICK`]), takes what the ring buffer
-    /// holds, and plays it as one round in the ring buffer's order (the kernel's commit
-    /// order: a process's fork, exec and exit in the order they happened). Then hands the
-    /// round's events to the uplink and pauses ([`ebpf_pause`]) while records keep coming, so
-    /// that a steady stream costs one wake-up of this thread and one of the uplink per pause
-    /// (the kernel side wakes the reader only once it has caught up). Records lost for want of
-    /// room are counted and followed by a `/proc` rescan, as a proc connector overrun.
+    /// The eBPF backend's loop: waits for the kernel side's wake-up (see
+    /// [`crate::ebpf::Capture::wait`] and [`ebpf_wait`]), takes what the ring buffer holds,
+    /// and plays it as one round in the ring buffer's order (the kernel's commit order: a
+    /// process's fork, exec and exit in the order they happened), then hands the round's
+    /// events to the uplink. The kernel side batches the wake-ups: a steady stream wakes this
+    /// thread (and, through it, the uplink) once per [`crate::ebpf::WAKE_AFTER`], a burst as a
+    /// quarter of the ring fills. Records lost for want of room are counted and followed by a
+    /// `/proc` rescan, as a proc connector overrun.
     fn run_ebpf(&mut self, shutdown: &CancellationToken) {
         // Kept from round to round: a round's buffers cost no allocation once warm.
         let mut records = Vec::with_capacity(crate::ebpf::RECORDS_PER_ROUND);
@@ -435,25 +428,20 @@ impl Processor {
         // is a system call: 3 % of the sensor's CPU at an exec storm when it ran every round),
         // and at once after a full round or an idle wake.
         let mut losses_read = Instant::now();
-        // When the previous round began: the records of this round came since.
-        let mut previous_round = Instant::now();
+        // Records the last round took.
+        let mut taken = 0;
         while !shutdown.is_cancelled() {
             let Some(src) = &mut self.ebpf else {
                 return;
             };
-            if let Err(e) = src.capture.wait(TICK) {
+            if let Err(e) = src.capture.wait(ebpf_wait(taken)) {
                 tracing::error!(message = "eBPF ring buffer wait failed; capture stopped.", error = %e);
                 self.metrics
                     .stop_capture(format!("eBPF ring buffer wait failed: {e}"));
                 break;
             }
-            let round_began = Instant::now();
-            let since_previous = round_began.duration_since(previous_round);
-            previous_round = round_began;
-            let bytes = src
-                .capture
+            src.capture
                 .drain(&mut records, crate::ebpf::RECORDS_PER_ROUND);
-            let ring_bytes = u64::from(src.capture.ring_bytes());
             // After the records: every fanotify event of these execs is queued by now.
             if !records.is_empty() {
                 self.tracker.pump_exec_watch();
@@ -479,7 +467,7 @@ impl Processor {
                     );
                 }
             }
-            let taken = records.len();
+            taken = records.len();
             // Where each process's last exit or exec in this batch is: an exec followed by
             // either had lost its image before this read (the kernel's own order says so), so
             // `/proc` is not asked for it.
@@ -499,18 +487,9 @@ impl Processor {
             if !self.play(&mut round, u64::MAX, lost > 0) {
                 return;
             }
-            let fill = Fill {
-                records: taken,
-                bytes,
-                since_previous,
-                ring_bytes,
-            };
-            if let Some(pause) = ebpf_pause(fill, round_began.elapsed()) {
-                // What this round built leaves before the pause, not after it.
-                if !self.pending.is_empty() && !self.flush() {
-                    return;
-                }
-                std::thread::sleep(pause);
+            // What this round built leaves now, not after the next wait.
+            if !self.pending.is_empty() && !self.flush() {
+                return;
             }
         }
         // Losses since the last read are counted before the stop.
@@ -891,39 +870,21 @@ fn path_at_exec(e: &crate::ebpf::Exec) -> Option<PathAtExec> {
     })
 }
 
-/// What one round of the eBPF loop took from the ring buffer.
-#[derive(Debug, Clone, Copy)]
-struct Fill {
-    /// Records taken.
-    records: usize,
-    /// Ring buffer bytes they took.
-    bytes: u64,
-    /// Since the previous round began: when they came.
-    since_previous: Duration,
-    /// The ring buffer's size.
-    ring_bytes: u64,
-}
-
-/// How long the eBPF loop pauses after a round that took `fill` from the ring buffer and
-/// `took` to drain and play: until a quarter of the ring buffer has filled again at the rate
-/// the round's records came (the round's own time counted), at most [`MAX_PAUSE`]. None after
-/// an empty round (the next wait sleeps until records come), a full one (more are waiting), or
-/// when less than [`MIN_PAUSE`] is left: a fast stream or a sensor short of CPU (a loaded node)
-/// drains again at once. The rate is taken over at most the last [`MAX_PAUSE`], so the first
-/// round after an idle spell does not read it as near zero. (A fixed pause cannot be both cheap and
-/// safe: 20 ms after every light round saved CPU at a storm but lost records in CI's soak; see
-/// docs/BENCHMARKS.md.)
-fn ebpf_pause(fill: Fill, took: Duration) -> Option<Duration> {
-    if fill.records == 0 || fill.records >= crate::ebpf::RECORDS_PER_ROUND || fill.bytes == 0 {
-        return None;
+/// How long the eBPF loop waits for the kernel side's wake-up after a round that took
+/// `records`: not at all after a full round (more are waiting), else up to [`TICK`]. The
+/// kernel side wakes the reader for a record that comes [`crate::ebpf::WAKE_AFTER`] or more
+/// after the last wake-up, and when a quarter of the ring waits; only records that came
+/// just after a wake-up, with none after them, wait for the tick. (A timeout of `WAKE_AFTER`
+/// here, out of step with the kernel's, doubled the rounds.) A fixed pause after each round,
+/// which this replaced, could not be both cheap and safe: 20 ms saved CPU at a storm but lost
+/// records in CI's soak, because a burst fills the ring while the reader sleeps through it
+/// (docs/BENCHMARKS.md).
+fn ebpf_wait(records: usize) -> Duration {
+    if records >= crate::ebpf::RECORDS_PER_ROUND {
+        Duration::ZERO
+    } else {
+        TICK
     }
-    let over = fill.since_previous.min(MAX_PAUSE);
-    let share = fill.ring_bytes / RING_SHARE_PER_PAUSE;
-    // Time for `share` bytes to come at `bytes` per `over`, in nanoseconds (u128: no overflow).
-    let to_share = over.as_nanos() * u128::from(share) / u128::from(fill.bytes);
-    let to_share = Duration::from_nanos(u64::try_from(to_share).unwrap_or(u64::MAX));
-    let pause = to_share.saturating_sub(took).min(MAX_PAUSE);
-    (pause >= MIN_PAUSE).then_some(pause)
 }
 
 /// The wall-clock time of a kernel timestamp (the monotonic clock).
@@ -1034,82 +995,15 @@ fn hash(
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_ebpf_loop_pauses_until_a_quarter_of_the_ring_fills_and_never_when_full_or_behind() {
-        use super::{ebpf_pause, Fill, MAX_PAUSE};
-        use crate::ebpf::RECORDS_PER_ROUND as FULL;
+    fn the_ebpf_loop_waits_for_the_kernels_wake_up_but_not_after_a_full_round() {
+        use super::{ebpf_wait, TICK};
+        use crate::ebpf::{RECORDS_PER_ROUND as FULL, WAKE_AFTER};
         use std::time::Duration;
-        let ms = Duration::from_millis;
-        let mib = 1024 * 1024;
-        // 1,000 execs/s of ~700 bytes, drained every 40 ms, into 2 MiB: a quarter of the ring
-        // is 0.75 s away, so the longest pause.
-        let storm = Fill {
-            records: 40,
-            bytes: 28_000,
-            since_previous: ms(40),
-            ring_bytes: 2 * mib,
-        };
-        assert_eq!(ebpf_pause(storm, ms(2)), Some(MAX_PAUSE));
-        let idle = Fill {
-            records: 0,
-            bytes: 0,
-            ..storm
-        };
-        assert_eq!(ebpf_pause(idle, ms(1)), None, "idle: the wait sleeps");
-        let full = Fill {
-            records: FULL,
-            ..storm
-        };
-        assert_eq!(ebpf_pause(full, ms(1)), None, "full: more are waiting");
-        // 256 KiB in 40 ms (6.4 MB/s: long argv, or a fork bomb): a quarter of 2 MiB is 80 ms
-        // away at that rate, so 40 ms; in 10 ms it is 20 ms away, less the round's 5 ms.
-        let fast = Fill {
-            records: 1_000,
-            bytes: 256 * 1024,
-            since_previous: ms(40),
-            ..storm
-        };
-        assert_eq!(ebpf_pause(fast, ms(1)), Some(MAX_PAUSE));
-        let faster = Fill {
-            since_previous: ms(10),
-            ..fast
-        };
-        assert_eq!(ebpf_pause(faster, ms(5)), Some(ms(15)));
-        // The rate is read over the last 40 ms at most: records that came over 5 s (an idle
-        // spell, then a burst) count as if they had come in 40 ms.
-        let burst = Fill {
-            bytes: 512 * 1024,
-            ..fast
-        };
-        assert_eq!(ebpf_pause(burst, ms(5)), Some(ms(35)));
-        assert_eq!(
-            ebpf_pause(
-                Fill {
-                    since_previous: Duration::from_secs(5),
-                    ..burst
-                },
-                ms(5)
-            ),
-            Some(ms(35))
-        );
-        // A sensor short of CPU: its round took as long as the ring's quarter, so it drains
-        // again at once.
-        assert_eq!(ebpf_pause(faster, ms(20)), None);
-        // A tiny ring (the overflow test's): a quarter of one page is 1 KiB, a few records.
-        let page = Fill {
-            records: 5,
-            bytes: 3_500,
-            since_previous: ms(2),
-            ring_bytes: 4096,
-        };
-        assert_eq!(ebpf_pause(page, Duration::ZERO), None);
-        // After an idle spell the first records read as a rate over 40 ms, not over the spell.
-        let after_idle = Fill {
-            records: 1,
-            bytes: 700,
-            since_previous: Duration::from_secs(30),
-            ..storm
-        };
-        assert_eq!(ebpf_pause(after_idle, ms(1)), Some(MAX_PAUSE));
+        assert_eq!(ebpf_wait(0), TICK, "idle: a record wakes it at once");
+        assert_eq!(ebpf_wait(FULL - 1), TICK);
+        assert_eq!(ebpf_wait(FULL), Duration::ZERO, "full: more are waiting");
+        // The kernel side's cadence is shorter than the tick, so the tick is the backstop.
+        assert!(WAKE_AFTER < TICK);
     }
 
     use super::*;

@@ -35,12 +35,19 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ex
 
 /// Ring buffer size when not overridden. An exec record is 624 bytes plus its executable's
 /// path and its argv (a few dozen bytes each usually, 4 KiB and 64 KiB at most): about 3,000
-/// ordinary execs, three seconds of a 1,000 execs/s storm. The reader drains it when a quarter
-/// of it has filled at the rate records came in the last round, or every 40 ms, whichever comes
-/// first (`capture::ebpf_pause`). Past it records are counted lost. Its pages are mapped into
-/// the sensor (twice, for wrap-around), so it is most of what eBPF adds to the sensor's RSS:
-/// 8 MiB cost 16 MiB (docs/BENCHMARKS.md).
+/// ordinary execs, three seconds of a 1,000 execs/s storm. The kernel side wakes the reader
+/// when a quarter of it waits, or [`WAKE_AFTER`] after the last wake-up while records keep
+/// coming. Past it records are counted lost. Its pages are mapped into the sensor (twice, for
+/// wrap-around), so it is most of what eBPF adds to the sensor's RSS: 8 MiB cost 16 MiB
+/// (docs/BENCHMARKS.md).
 pub const RING_BYTES: u32 = 2 * 1024 * 1024;
+
+/// While records keep coming, the kernel side wakes the reader at most this long after the
+/// last wake-up (`WAKE_AFTER_NS` in exec.bpf.c), or sooner when a quarter of the ring waits: a
+/// steady stream costs one wake-up per period, and a record waits at most this long (or the
+/// reader's own timeout, [`crate::capture::TICK`], when it came just after a wake-up and no
+/// record followed it).
+pub const WAKE_AFTER: Duration = Duration::from_millis(40);
 
 /// Records taken from the ring buffer per round at most, so that forks and exits between
 /// rounds are applied while a storm lasts.
@@ -84,6 +91,9 @@ pub enum Error {
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// The ring buffer cannot be watched.
+    #[error("cannot watch the eBPF ring buffer")]
+    Wait(#[source] std::io::Error),
     /// A map is missing or unusable.
     #[error("the eBPF program's map {map} is unusable")]
     Map {
@@ -101,6 +111,7 @@ impl Error {
         match self {
             Error::NotBuilt => "rebuild with clang and libbpf-dev installed",
             Error::NoBtf(_) => "run on a kernel built with CONFIG_DEBUG_INFO_BTF",
+            Error::Wait(_) => "check the sensor's open-file limit",
             Error::Load(_) | Error::Attach { .. } | Error::Map { .. } => {
                 "grant CAP_BPF and CAP_PERFMON (Linux 5.8+), or CAP_SYS_ADMIN"
             }
@@ -279,8 +290,11 @@ pub struct Capture {
     losses: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
     /// Losses already reported by [`Capture::take_losses`].
     reported: u64,
-    /// The ring buffer's size in bytes.
-    ring_bytes: u32,
+    /// The ring buffer, watched edge-triggered: a wait ends on the kernel side's wake-up
+    /// (`wake_flags` in exec.bpf.c), not merely because records are waiting.
+    woken: nix::sys::epoll::Epoll,
+    /// The descriptor `woken` watches (the ring buffer's, duplicated).
+    _watched: std::os::fd::OwnedFd,
     /// Keeps the programs attached.
     _ebpf: aya::Ebpf,
 }
@@ -334,11 +348,20 @@ impl Capture {
                 source: aya::maps::MapError::InvalidName { name: map.into() },
             })
         };
-        let ring = aya::maps::RingBuf::try_from(map(&mut ebpf, "events")?).map_err(|source| {
-            Error::Map {
-                map: "events",
-                source,
-            }
+        let events = map(&mut ebpf, "events")?;
+        // A second descriptor of the ring buffer, for the edge-triggered watch below (aya's
+        // ring buffer lends out only its raw descriptor).
+        let watched = match &events {
+            aya::maps::Map::RingBuf(data) => Some(
+                std::os::fd::AsFd::as_fd(data.fd())
+                    .try_clone_to_owned()
+                    .map_err(Error::Wait)?,
+            ),
+            _ => None,
+        };
+        let ring = aya::maps::RingBuf::try_from(events).map_err(|source| Error::Map {
+            map: "events",
+            source,
         })?;
         let losses =
             aya::maps::PerCpuArray::try_from(map(&mut ebpf, "losses")?).map_err(|source| {
@@ -347,36 +370,55 @@ impl Capture {
                     source,
                 }
             })?;
+        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+        // RingBuf::try_from checked the map's type, so `watched` is there.
+        let watched = watched.ok_or(Error::Map {
+            map: "events",
+            source: aya::maps::MapError::InvalidName {
+                name: "events".into(),
+            },
+        })?;
+        let woken = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .and_then(|e| {
+                e.add(
+                    &watched,
+                    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 0),
+                )?;
+                Ok(e)
+            })
+            .map_err(|e| Error::Wait(e.into()))?;
         Ok(Self {
             ring,
             losses,
             reported: 0,
-            ring_bytes,
+            woken,
+            _watched: watched,
             _ebpf: ebpf,
         })
     }
 
-    /// Waits up to `timeout` for records.
+    /// Waits up to `timeout` for the kernel side to wake the reader: when a quarter of the
+    /// ring buffer waits, or for a record that came [`WAKE_AFTER`] or more after the last
+    /// wake-up. Records that came between two wake-ups wait for the next one, or for the
+    /// timeout. `true` when woken.
     pub fn wait(&self, timeout: Duration) -> std::io::Result<bool> {
-        crate::netlink::wait_readable(&self.ring, timeout)
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut ready = [nix::sys::epoll::EpollEvent::empty()];
+        match self.woken.wait(&mut ready, ms) {
+            Ok(n) => Ok(n > 0),
+            Err(nix::errno::Errno::EINTR) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// The ring buffer's size in bytes.
-    pub fn ring_bytes(&self) -> u32 {
-        self.ring_bytes
-    }
-
-    /// Takes up to `max` records, in the ring buffer's (the kernel's commit) order. Returns
-    /// the ring buffer bytes they took (each record's header and padding included).
-    pub fn drain(&mut self, into: &mut Vec<Record>, max: usize) -> u64 {
+    /// Takes up to `max` records, in the ring buffer's (the kernel's commit) order.
+    pub fn drain(&mut self, into: &mut Vec<Record>, max: usize) {
         let mut taken = 0;
-        let mut bytes = 0;
         while taken < max {
             let Some(item) = self.ring.next() else {
-                break;
+                return;
             };
             taken += 1;
-            bytes += ring_footprint(item.len());
             match parse(&item) {
                 Some(r) => into.push(r),
                 None => {
@@ -391,7 +433,6 @@ impl Capture {
                 }
             }
         }
-        bytes
     }
 
     /// Records lost (no room in the ring buffer) since the last call.
@@ -410,12 +451,6 @@ impl Capture {
         self.reported = total;
         new
     }
-}
-
-/// The ring buffer bytes a record of `len` bytes takes: the kernel's 8-byte header, and the
-/// record rounded up to 8 bytes.
-fn ring_footprint(len: usize) -> u64 {
-    (8 + len as u64).next_multiple_of(8)
 }
 
 /// Directories held in the ID → path map at most (a node has a few thousand cgroups).

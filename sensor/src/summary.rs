@@ -363,16 +363,26 @@ mod tests {
 
     #[test]
     fn a_full_table_is_due_before_its_interval() {
-        let mut s = Summaries::new(Duration::from_secs(3600), 3);
+        let hour = Duration::from_secs(3600);
+        let mut s = Summaries::new(hour, 3);
         s.server_accepts(true);
+        assert_eq!(s.due_at(), None, "an empty table is never due");
         let t = SystemTime::now();
         for (i, exe) in ["/a", "/b"].iter().enumerate() {
             s.offer(web(exe, i as u32), Judged::Allowed, t);
         }
         assert!(!s.due(Instant::now()));
+        let end = s.due_at().expect("due at the interval's end");
+        assert!(end > Instant::now() + hour - Duration::from_secs(60));
+        assert!(s.due(end) && !s.due(end - Duration::from_millis(1)));
         s.offer(web("/c", 3), Judged::Allowed, t);
         assert!(s.due(Instant::now()) && s.full());
+        assert!(
+            s.due_at().is_some_and(|at| at <= Instant::now()),
+            "full: due now"
+        );
         assert_eq!(s.drain(Instant::now()).len(), 3);
         assert!(!s.due(Instant::now()), "an empty table is never due");
+        assert_eq!(s.due_at(), None);
     }
 }

@@ -1096,6 +1096,50 @@ mod tests {
         }
     }
 
+    /// The session's flush is due only while there is work: something spooled or
+    /// acknowledged since the last flush, events awaiting their ack, or the summary table at
+    /// its interval's end. A storm whose executions are all held arms nothing before that.
+    #[test]
+    fn a_flush_is_due_only_while_there_is_work() {
+        let d = tempfile::tempdir().unwrap();
+        let spool = Spool::open(d.path(), 1 << 20, Metrics::default()).unwrap();
+        spool.save_file(SUMMARIES_FILE, b"1");
+        let interval = Duration::from_secs(30);
+        let mut u = Uplink::new(None, "n", "c", Some(spool), Metrics::default(), None)
+            .with_summaries(interval, 100);
+        let last = tokio::time::Instant::now();
+        assert_eq!(u.next_flush(last), None, "nothing spooled, nothing held");
+        // The first execution is news for learning: spooled at once, so a flush is due
+        // FLUSH_EVERY after the last.
+        u.accept(event(1));
+        assert_eq!(u.next_flush(last), Some(last + FLUSH_EVERY));
+        // The flush took it (and nothing awaits an ack here): the rest of the storm is held,
+        // and the next flush is the summary table's, at its interval's end.
+        u.flush_soon = false;
+        for pid in 2..=50 {
+            u.accept(event(pid));
+        }
+        let due = u.next_flush(last).expect("the held executions are due");
+        assert!(due > last + interval - Duration::from_secs(1), "{due:?}");
+        assert!(due <= tokio::time::Instant::now() + interval);
+        // Events in flight keep the flush due until their ack; the ack makes it due once more
+        // (for what waited behind them), then nothing is.
+        u.in_flight.push_back((1, 1, 100));
+        assert_eq!(u.next_flush(last), Some(last + FLUSH_EVERY));
+        u.ack(1);
+        assert!(u.in_flight.is_empty() && u.flush_soon);
+        assert_eq!(u.next_flush(last), Some(last + FLUSH_EVERY));
+        u.flush_soon = false;
+        u.send_summaries(true);
+        assert_eq!(
+            u.next_flush(last),
+            Some(last + FLUSH_EVERY),
+            "the summary spooled"
+        );
+        u.flush_soon = false;
+        assert_eq!(u.next_flush(last), None, "all sent, nothing held");
+    }
+
     #[test]
     fn json_lines_are_written_once_per_batch_one_object_per_line() {
         let calls = Calls::default();
