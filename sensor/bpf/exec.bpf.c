@@ -154,18 +154,19 @@ struct {
  * (the sensor's ebpf::WAKE_AFTER). */
 #define WAKE_AFTER_NS (40ULL * 1000 * 1000)
 
-/* Batched wake-ups: the reader is woken when a quarter of the ring buffer waits to be read,
- * or by a record that comes WAKE_AFTER_NS or more after the last wake-up (so a lone record,
- * after a quiet spell, wakes it at once); otherwise not. A burst wakes the reader as the ring
+/* Batched wake-ups: the reader is woken when a quarter of the ring buffer waits to be read
+ * (this `record`'s bytes included), or by a record that comes WAKE_AFTER_NS or more after the
+ * last wake-up (so a lone record, after a quiet spell, wakes it at once); otherwise not. A burst wakes the reader as the ring
  * fills, however fast it comes. Records that came just after a wake-up, with none after
  * them, wait for the reader's own timeout (its 100 ms tick). */
-static __always_inline u64 wake_flags(void)
+static __always_inline u64 wake_flags(u64 record)
 {
 	u32 zero = 0;
 	u64 *last = bpf_map_lookup_elem(&woken, &zero);
 	if (!last)
 		return BPF_RB_FORCE_WAKEUP;
-	u64 waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	/* This record counted: one that alone fills a quarter wakes the reader. */
+	u64 waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + record;
 	u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
 	u64 now = bpf_ktime_get_ns();
 	if (waiting >= size / 4 || now - *last >= WAKE_AFTER_NS) {
@@ -335,7 +336,7 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	}
 	r->argv_len = (off - path_len) & ARGV_MASK;
 	u64 size = sizeof(*r) + (off & ARGV_MASK);
-	if (bpf_ringbuf_output(&events, s, size, wake_flags()) < 0)
+	if (bpf_ringbuf_output(&events, s, size, wake_flags(size)) < 0)
 		count_loss();
 	return 0;
 }
@@ -355,7 +356,7 @@ static __always_inline void task_event(u32 kind, struct task_struct *t)
 	r->ppid = BPF_CORE_READ(t, real_parent, tgid);
 	r->pad = 0;
 	r->start_boottime = BPF_CORE_READ(t, start_boottime);
-	bpf_ringbuf_submit(r, wake_flags());
+	bpf_ringbuf_submit(r, wake_flags(sizeof(*r)));
 }
 
 SEC("tp_btf/sched_process_fork")

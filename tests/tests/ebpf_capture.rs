@@ -249,13 +249,16 @@ fn a_ring_buffer_too_small_for_a_storm_counts_every_record_it_loses() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    // Four pages: a few dozen records. The reader drains at once while they come this fast (a
-    // quarter of the ring fills within a millisecond), but a burst outruns it.
+    // One page, and each exec's record about 3.7 KiB (three arguments of 1,000 bytes): the
+    // kernel side wakes the reader for each record (a quarter of the ring is waiting), so only
+    // a storm can fill it, but any two records waiting at once do. (Four pages of short
+    // records were drained in time by a release sensor woken at each quarter.)
     let sensor = JsonlSensor::start(
         work.path(),
         "overflow-node",
-        &Backend::Ebpf.args(&["--ebpf-ring-bytes", "16384"]),
+        &Backend::Ebpf.args(&["--ebpf-ring-bytes", "4096"]),
     );
+    let padding = ["a", "b", "c"].map(|c| c.repeat(1_000)).join(" ");
     let n = 400;
     let seen = || {
         sensor
@@ -277,7 +280,7 @@ fn a_ring_buffer_too_small_for_a_storm_counts_every_record_it_loses() {
     let mut ring_losses = 0.0;
     for round in 0..5 {
         let script = format!(
-            "i=0; while [ $i -lt {n} ]; do {bb} true pg-storm-{round}-$i & i=$((i+1)); done; wait",
+            "i=0; while [ $i -lt {n} ]; do {bb} true pg-storm-{round}-$i {padding} & i=$((i+1)); done; wait",
             bb = busybox()
         );
         assert!(Command::new("/bin/sh")
@@ -303,7 +306,7 @@ fn a_ring_buffer_too_small_for_a_storm_counts_every_record_it_loses() {
     }
     assert!(
         ring_losses > 0.0,
-        "five storms of {n} never overflowed four pages"
+        "five storms of {n} never overflowed one page"
     );
     let n = sent;
     // The losses reach the health report's kernel losses, and say so in the log.
